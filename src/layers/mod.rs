@@ -1,0 +1,163 @@
+//! Layers: one file each, forward and backward side by side.
+//!
+//! A layer does not own its parameters. The net keeps ALL parameters in one flat `f32` buffer and
+//! ALL gradients in another (`net::ParamLayout`); each layer receives its own contiguous slice
+//! `p` (and `dp`) in the order it declared in `params()`. This departs from a `visit_params`
+//! callback on purpose: the strategies slice, reduce and checkpoint those two buffers directly,
+//! and no step ever copies parameters into or out of layers.
+//!
+//! Activations are owned by the net, too: `forward` writes into a caller-provided `y` that is
+//! resized in place, so a training step allocates nothing once the buffers have grown.
+//! `backward` gets `x`, `y` and `dy` back, ACCUMULATES into `dp` (`+=`; the trainer zeroes the
+//! gradient buffer between steps) and writes `dx` when asked (the first layer is not asked).
+
+pub mod avg_pool;
+pub mod conv2d;
+pub mod dropout;
+pub mod flatten;
+pub mod geometry;
+pub mod gradcheck;
+pub mod linear;
+pub mod lrn;
+pub mod max_pool;
+pub mod relu;
+pub mod softmax_xent;
+
+use crate::tensor::init::Init;
+use crate::tensor::Tensor;
+use thiserror::Error;
+
+/// Errors of layer construction (bad configuration or input shape) and of run-time shape checks.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum LayerError {
+    /// A configuration that cannot work for this input, e.g. a kernel larger than the padded input.
+    #[error("{op}: {msg}")]
+    Config {
+        /// Layer kind, e.g. "conv2d".
+        op: &'static str,
+        /// What is wrong, ending with a hint where one helps.
+        msg: String,
+    },
+    /// A tensor whose shape differs from what the layer was built for.
+    #[error("{op}: expected input of per-sample shape {expected:?}, got tensor of shape {got:?}")]
+    Shape {
+        /// Layer kind.
+        op: &'static str,
+        /// Per-sample shape the layer was built for.
+        expected: Vec<usize>,
+        /// Full shape of the tensor received (batch first).
+        got: Vec<usize>,
+    },
+}
+
+/// Training or evaluation behaviour (dropout on/off, and batch statistics in later layers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Training: stochastic layers are active.
+    Train,
+    /// Evaluation: deterministic inference.
+    Eval,
+}
+
+/// What a layer may need to know about the step besides its input.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx<'a> {
+    /// Train or eval.
+    pub mode: Mode,
+    /// Intra-op threads this layer may use (1 = the calling thread only).
+    pub threads: usize,
+    /// Run seed.
+    pub seed: u64,
+    /// Global optimisation step.
+    pub step: u64,
+    /// Index of this layer in the net (set by the net), a key for per-layer randomness.
+    pub layer: usize,
+    /// Global id of each sample in the batch (its index in the dataset), `len == N`. Randomness
+    /// is keyed on it, so every parallel strategy draws the same dropout mask for a sample.
+    /// Empty means "use the position in the batch".
+    pub sample_ids: &'a [u64],
+}
+
+impl Ctx<'_> {
+    /// A context for tests and single calls: given mode, one thread, seed 0, step 0.
+    pub fn simple(mode: Mode) -> Ctx<'static> {
+        Ctx { mode, threads: 1, seed: 0, step: 0, layer: 0, sample_ids: &[] }
+    }
+
+    /// Global id of batch row `i`.
+    pub fn sample_id(&self, i: usize) -> u64 {
+        self.sample_ids.get(i).copied().unwrap_or(i as u64)
+    }
+}
+
+/// One parameter tensor a layer declares: its short name, shape and initialiser.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    /// Short name ("weight", "bias"); the net prefixes the layer name: "conv1.weight".
+    pub name: &'static str,
+    /// Shape in PyTorch layout, e.g. `[out, in/groups, kh, kw]` for a conv weight.
+    pub shape: Vec<usize>,
+    /// PyTorch-default initialiser.
+    pub init: Init,
+}
+
+impl ParamSpec {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// True for a zero-size parameter.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A layer of a net. Constructors take the per-sample input shape and validate the configuration
+/// against it, so a built net never meets a shape error at run time except for a wrong batch.
+pub trait Layer: Send {
+    /// Kind name, e.g. "conv2d".
+    fn kind(&self) -> &'static str;
+
+    /// Per-sample output shape (no batch dimension), fixed at construction.
+    fn out_shape(&self) -> Vec<usize>;
+
+    /// Parameter tensors, in the order they are packed in this layer's slice.
+    fn params(&self) -> Vec<ParamSpec> {
+        Vec::new()
+    }
+
+    /// Forward pass.
+    ///
+    /// # Shapes
+    /// `p`: this layer's parameters, packed; `x`: (N, in...); `y` is resized to (N, out...).
+    fn forward(&mut self, ctx: &Ctx, p: &[f32], x: &Tensor, y: &mut Tensor) -> Result<(), LayerError>;
+
+    /// Backward pass: accumulates parameter gradients into `dp` and, when `dx` is given, writes the
+    /// input gradient into it (resized to `x`'s shape). `x` and `y` are the tensors of the last
+    /// `forward` call with the same batch.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &mut self,
+        ctx: &Ctx,
+        p: &[f32],
+        dp: &mut [f32],
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) -> Result<(), LayerError>;
+
+    /// Multiply–adds per sample in forward (for balancing pipeline stages and the cost model).
+    fn flops_per_sample(&self) -> u64 {
+        0
+    }
+}
+
+/// Checks that `x` is (N, sample...) and returns N.
+pub fn check_input(op: &'static str, x: &Tensor, sample: &[usize]) -> Result<usize, LayerError> {
+    let s = x.shape();
+    if s.is_empty() || &s[1..] != sample {
+        return Err(LayerError::Shape { op, expected: sample.to_vec(), got: s.to_vec() });
+    }
+    Ok(s[0])
+}

@@ -1,0 +1,9 @@
+//! convoy: train convolutional neural networks in parallel — on the threads of one machine by
+//! default, across a cluster through MPI.
+//!
+//! Module dependencies point one way: `tensor → layers → net → optim → train → parallel`;
+//! `data`, `checkpoint` and `cli` are leaves. See docs/ and DESIGN.md for the map.
+#![warn(missing_docs)]
+
+pub mod layers;
+pub mod tensor;
