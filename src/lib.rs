@@ -7,3 +7,9 @@
 
 pub mod layers;
 pub mod tensor;
+pub mod checkpoint;
+pub mod cli;
+pub mod data;
+pub mod net;
+pub mod optim;
+pub mod train;

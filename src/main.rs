@@ -1,1 +1,86 @@
-fn main() {}
+//! The `convoy` binary: parse the command line, call the library, map errors to exit codes.
+//!
+//! Exit codes: 0 success; 1 a failure during the run; 2 bad usage, configuration, model spec,
+//! data file or weights file (the message names the thing and gives a hint).
+
+use clap::Parser;
+use convoy::cli::{self, Cli, Command};
+use convoy::train::{self, events};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// 2 for bad input (anything but a failure inside a run), 1 otherwise.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(t) = e.downcast_ref::<train::TrainError>() {
+        return t.exit_code();
+    }
+    if e.downcast_ref::<std::io::Error>().is_some() {
+        return 1;
+    }
+    2
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(args) => {
+            let cfg = args.to_config()?;
+            let mut sink = events::Fanout::default();
+            sink.push(Box::new(events::LogSink));
+            if !args.no_progress {
+                sink.push(Box::new(events::ProgressSink::new()));
+            }
+            if let Some(path) = &args.metrics {
+                let f = events::JsonlSink::create(path).map_err(|e| anyhow::anyhow!("cannot create metrics file {}: {e}", path.display()))?;
+                sink.push(Box::new(f));
+            }
+            let s = train::train(&cfg, &mut sink)?;
+            println!(
+                "done: {} steps in {:.1}s, {:.0} images/s, test accuracy {:.2}% (loss {:.4}){}",
+                s.steps,
+                s.seconds,
+                s.images_per_sec,
+                s.test_acc * 100.0,
+                s.test_loss,
+                cfg.save.as_ref().map(|p| format!(", weights saved to {}", p.display())).unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Eval(args) => {
+            let threads = cli::threads_from(args.threads)?;
+            if args.batch_size == 0 {
+                anyhow::bail!(cli::ConfigError::Invalid { flag: "batch-size", msg: "must be at least 1".into() });
+            }
+            let spec = convoy::net::ModelSpec::resolve(&args.model)?;
+            let mut net = convoy::net::Net::build(&spec)?;
+            let params = convoy::checkpoint::load_weights(&args.weights, net.layout())?;
+            let test = convoy::data::idx::IdxDataset::load_dir(&args.data, convoy::data::Split::Test)?;
+            let s = train::evaluate(&mut net, &params, &test, args.batch_size, threads)?;
+            let n = s.samples.max(1) as f64;
+            println!("test accuracy {:.2}% (loss {:.4}) on {} images", s.correct as f64 / n * 100.0, s.loss_sum / n, s.samples);
+            Ok(())
+        }
+        Command::Bench(args) => {
+            let r = cli::bench::run(&args)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+    }
+}

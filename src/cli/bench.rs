@@ -1,0 +1,91 @@
+//! `convoy bench`: training-step throughput on synthetic data, measured the same way as
+//! `bench/pytorch_bench.py` (5 warm-up steps, then the median of `--steps` timed steps of
+//! forward + backward + SGD-momentum update), printed as one JSON line so `bench/compare.sh` can
+//! put it next to PyTorch's number from the same run.
+
+use crate::layers::{Ctx, Mode};
+use crate::net::{ModelSpec, Net};
+use crate::optim::OptimizerConfig;
+use crate::tensor::{rng::Rng, Tensor};
+use clap::Args;
+use std::time::Instant;
+
+/// Flags of `convoy bench`.
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Built-in model name or path to a .toml model spec.
+    #[arg(long, default_value = "lenet")]
+    pub model: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Intra-op threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+}
+
+/// One benchmark result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchResult {
+    /// "convoy".
+    pub framework: &'static str,
+    /// Model name.
+    pub model: String,
+    /// Batch size.
+    pub batch: usize,
+    /// Threads.
+    pub threads: usize,
+    /// Parameter count.
+    pub params: usize,
+    /// Median step time in milliseconds.
+    pub step_ms: f64,
+    /// batch / median step time.
+    pub images_per_s: f64,
+}
+
+/// Runs the benchmark.
+pub fn run(args: &BenchArgs) -> anyhow::Result<BenchResult> {
+    if args.batch == 0 || args.steps == 0 || args.threads == 0 {
+        anyhow::bail!(super::ConfigError::Invalid { flag: "batch/steps/threads", msg: "must be at least 1".into() });
+    }
+    let spec = ModelSpec::resolve(&args.model)?;
+    let mut net = Net::build(&spec)?;
+    let mut params = net.init_params(0);
+    let mut grads = vec![0.0f32; params.len()];
+    let mut opt = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 }.build(params.len())?;
+    let mut rng = Rng::new(1);
+    let mut shape = vec![args.batch];
+    shape.extend_from_slice(&spec.input);
+    let n: usize = shape.iter().product();
+    let x = Tensor::from_vec(&shape, (0..n).map(|_| rng.normal()).collect())?;
+    let labels: Vec<u32> = (0..args.batch).map(|_| rng.below(spec.classes as u64) as u32).collect();
+    let ids: Vec<u64> = (0..args.batch as u64).collect();
+    let mut times = Vec::with_capacity(args.steps);
+    for i in 0..args.warmup + args.steps {
+        let t = Instant::now();
+        grads.fill(0.0);
+        let ctx = Ctx { mode: Mode::Train, threads: args.threads, seed: 0, step: i as u64, layer: 0, sample_ids: &ids };
+        net.forward_backward(&ctx, &params, &mut grads, &x, &labels, args.batch, &mut |_, _| {})?;
+        opt.step(&mut params, &grads, 0.01);
+        if i >= args.warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let med = times[times.len() / 2];
+    Ok(BenchResult {
+        framework: "convoy",
+        model: spec.name,
+        batch: args.batch,
+        threads: args.threads,
+        params: params.len(),
+        step_ms: (med * 1e6).round() / 1e3,
+        images_per_s: (args.batch as f64 / med * 10.0).round() / 10.0,
+    })
+}

@@ -1,0 +1,226 @@
+//! `Net`: an ordered list of named layers with shapes inferred and validated when it is built,
+//! the `ParamLayout` of its flat parameter buffer, and the activation buffers of one batch.
+//!
+//! The net does not own parameters or gradients: callers (the trainer, each parallel worker)
+//! own the flat buffers and pass them in, so strategies can slice, reduce and checkpoint them.
+//! The loss head is softmax + cross-entropy (fused, numerically stable).
+
+pub mod layout;
+pub mod spec;
+
+use crate::layers::softmax_xent::{correct_topk, SoftmaxCrossEntropy};
+use crate::layers::{Ctx, Layer, LayerError};
+use crate::tensor::{rng::Rng, Tensor};
+pub use layout::{ParamEntry, ParamLayout};
+pub use spec::{LayerSpec, ModelSpec, SpecError};
+use thiserror::Error;
+
+/// Errors building or running a net.
+#[derive(Debug, Error)]
+pub enum NetError {
+    /// A layer rejected its configuration or its input shape.
+    #[error("layer '{layer}' (#{index}): {source}")]
+    Layer {
+        /// Layer name.
+        layer: String,
+        /// Position in the net.
+        index: usize,
+        /// Cause.
+        source: LayerError,
+    },
+    /// The spec itself is inconsistent (duplicate names, wrong class count, bad input shape).
+    #[error("model '{model}': {msg}")]
+    Spec {
+        /// Model name.
+        model: String,
+        /// What is wrong, with a hint.
+        msg: String,
+    },
+    /// The loss head rejected logits or labels (e.g. a label ≥ number of classes).
+    #[error("loss: {0}")]
+    Loss(LayerError),
+}
+
+/// Result of one forward/backward pass over a batch (or shard).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BatchStats {
+    /// Sum over the samples of the cross-entropy loss.
+    pub loss_sum: f64,
+    /// Samples whose top-1 prediction is right.
+    pub correct: usize,
+    /// Samples in the batch.
+    pub samples: usize,
+}
+
+impl BatchStats {
+    /// Adds another batch's counts.
+    pub fn add(&mut self, o: &BatchStats) {
+        self.loss_sum += o.loss_sum;
+        self.correct += o.correct;
+        self.samples += o.samples;
+    }
+}
+
+/// A built network: layers, names, parameter layout and reusable activation buffers.
+pub struct Net {
+    spec: ModelSpec,
+    names: Vec<String>,
+    layers: Vec<Box<dyn Layer>>,
+    layout: ParamLayout,
+    /// acts[i]: output of layer i, (N, out_i...).
+    acts: Vec<Tensor>,
+    /// dacts[i]: gradient w.r.t. acts[i].
+    dacts: Vec<Tensor>,
+    loss: SoftmaxCrossEntropy,
+}
+
+impl Net {
+    /// Builds the net, inferring each layer's input shape from the previous one.
+    pub fn build(spec: &ModelSpec) -> Result<Net, NetError> {
+        let spec_err = |msg: String| NetError::Spec { model: spec.name.clone(), msg };
+        if spec.input.len() != 3 || spec.input.contains(&0) {
+            return Err(spec_err(format!("input must be [C, H, W] with positive sizes, got {:?}", spec.input)));
+        }
+        if spec.layers.is_empty() {
+            return Err(spec_err("has no layers; hint: add [[layer]] tables".into()));
+        }
+        let mut shape = spec.input.clone();
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        let mut names: Vec<String> = Vec::with_capacity(spec.layers.len());
+        for (index, ls) in spec.layers.iter().enumerate() {
+            let name = ls.name().to_string();
+            if name.is_empty() || name.contains(['.', '/', ' ']) {
+                return Err(spec_err(format!("layer #{index} has invalid name '{name}'; hint: use letters, digits, '_' or '-'")));
+            }
+            if names.contains(&name) {
+                return Err(spec_err(format!("two layers are named '{name}'; hint: names must be unique")));
+            }
+            let layer = ls.build(&shape).map_err(|source| NetError::Layer { layer: name.clone(), index, source })?;
+            shape = layer.out_shape();
+            layers.push(layer);
+            names.push(name);
+        }
+        if shape != [spec.classes] {
+            return Err(spec_err(format!(
+                "the last layer outputs per-sample shape {shape:?} but classes = {}; hint: end with a linear layer of out_features = {}",
+                spec.classes, spec.classes
+            )));
+        }
+        let layout = ParamLayout::new(
+            layers.iter().zip(&names).map(|(l, n)| (n.as_str(), l.params().into_iter().map(|p| (p.name, p.shape)).collect())),
+        );
+        let n = layers.len();
+        Ok(Net {
+            spec: spec.clone(),
+            names,
+            layers,
+            layout,
+            acts: vec![Tensor::default(); n],
+            dacts: vec![Tensor::default(); n],
+            loss: SoftmaxCrossEntropy::new(),
+        })
+    }
+
+    /// The spec it was built from.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The parameter layout.
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
+    /// Per-sample input shape.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.spec.input
+    }
+
+    /// Number of layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Layer names in order.
+    pub fn layer_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Forward multiply–adds per sample, per layer.
+    pub fn flops_per_sample(&self) -> Vec<u64> {
+        self.layers.iter().map(|l| l.flops_per_sample()).collect()
+    }
+
+    /// Fresh parameters from the layers' PyTorch-default initialisers, drawn in layout order.
+    pub fn init_params(&self, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        let mut buf = vec![0.0f32; self.layout.len()];
+        let mut off = 0;
+        for layer in &self.layers {
+            for p in layer.params() {
+                p.init.fill(&mut buf[off..off + p.len()], &mut rng);
+                off += p.len();
+            }
+        }
+        buf
+    }
+
+    /// Runs forward and returns the logits (N, classes).
+    pub fn forward(&mut self, ctx: &Ctx, params: &[f32], x: &Tensor) -> Result<&Tensor, NetError> {
+        for i in 0..self.layers.len() {
+            let (done, rest) = self.acts.split_at_mut(i);
+            let input = if i == 0 { x } else { &done[i - 1] };
+            let r = self.layout.layer_range(i);
+            let lctx = Ctx { layer: i, ..*ctx };
+            self.layers[i]
+                .forward(&lctx, &params[r], input, &mut rest[0])
+                .map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
+        }
+        Ok(&self.acts[self.layers.len() - 1])
+    }
+
+    /// Loss and accuracy of a batch without gradients.
+    pub fn evaluate(&mut self, ctx: &Ctx, params: &[f32], x: &Tensor, labels: &[u32]) -> Result<BatchStats, NetError> {
+        self.forward(ctx, params, x)?;
+        let logits = &self.acts[self.layers.len() - 1];
+        let loss_sum = self.loss.forward(logits, labels).map_err(NetError::Loss)?;
+        Ok(BatchStats { loss_sum, correct: correct_topk(logits, labels, 1), samples: labels.len() })
+    }
+
+    /// Forward, loss and backward over a batch; ACCUMULATES the parameter gradients into `grads`.
+    /// The loss gradient is divided by `denom` (the global batch size), so workers that each
+    /// process a shard produce gradients that sum to the global-batch mean. `on_layer_done(i)` is
+    /// called right after layer i's gradients are final (layers run last to first), which lets a
+    /// data-parallel strategy start reducing a bucket while backward continues.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_backward(
+        &mut self,
+        ctx: &Ctx,
+        params: &[f32],
+        grads: &mut [f32],
+        x: &Tensor,
+        labels: &[u32],
+        denom: usize,
+        on_layer_done: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<BatchStats, NetError> {
+        let stats = self.evaluate(ctx, params, x, labels)?;
+        let last = self.layers.len() - 1;
+        self.dacts[last].resize(self.acts[last].shape());
+        self.loss.backward(labels, denom.max(1), &mut self.dacts[last]);
+        for i in (0..self.layers.len()).rev() {
+            let r = self.layout.layer_range(i);
+            let lctx = Ctx { layer: i, ..*ctx };
+            let (dprev, dcur) = self.dacts.split_at_mut(i);
+            let input = if i == 0 { x } else { &self.acts[i - 1] };
+            let dx = if i == 0 { None } else { Some(&mut dprev[i - 1]) };
+            self.layers[i]
+                .backward(&lctx, &params[r.clone()], &mut grads[r.clone()], input, &self.acts[i], &dcur[0], dx)
+                .map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
+            on_layer_done(i, &grads[r]);
+        }
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+//! Net-level tests: LeNet's layout, spec validation errors, and a whole-net gradient check.
+
+use super::*;
+use crate::layers::Mode;
+
+fn lenet() -> ModelSpec {
+    ModelSpec::resolve("lenet").unwrap()
+}
+
+#[test]
+fn lenet_layout_has_pytorch_names_and_shapes() {
+    let net = Net::build(&lenet()).unwrap();
+    let l = net.layout();
+    let got: Vec<(&str, &[usize])> = l.entries().iter().map(|e| (e.name.as_str(), e.shape.as_slice())).collect();
+    let want: Vec<(&str, &[usize])> = vec![
+        ("conv1.weight", &[32, 1, 5, 5]),
+        ("conv1.bias", &[32]),
+        ("conv2.weight", &[64, 32, 5, 5]),
+        ("conv2.bias", &[64]),
+        ("fc1.weight", &[512, 3136]),
+        ("fc1.bias", &[512]),
+        ("fc2.weight", &[10, 512]),
+        ("fc2.bias", &[10]),
+    ];
+    assert_eq!(got, want);
+    // Same count as PyTorch's LeNet in bench/pytorch_bench.py.
+    assert_eq!(l.len(), 1_663_370);
+    let caffe = Net::build(&ModelSpec::resolve("lenet-caffe").unwrap()).unwrap();
+    assert_eq!(caffe.layout().len(), 431_080);
+}
+
+#[test]
+fn init_is_seeded_and_within_pytorch_bounds() {
+    let net = Net::build(&lenet()).unwrap();
+    let a = net.init_params(42);
+    assert_eq!(a, net.init_params(42));
+    assert_ne!(a, net.init_params(43));
+    let fc1 = net.layout().view(&a, "fc1.weight").unwrap();
+    let bound = 1.0 / (3136f32).sqrt();
+    assert!(fc1.iter().all(|v| v.abs() <= bound));
+    assert!(fc1.iter().fold(0.0f32, |m, v| m.max(v.abs())) > 0.99 * bound);
+}
+
+fn spec_err(toml_text: &str) -> String {
+    match ModelSpec::from_toml(toml_text, "test.toml") {
+        Err(e) => e.to_string(),
+        Ok(spec) => match Net::build(&spec) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("spec unexpectedly valid"),
+        },
+    }
+}
+
+const HEAD: &str = "name = \"t\"\ninput = [1, 8, 8]\nclasses = 3\n";
+
+#[test]
+fn bad_specs_name_the_layer_and_never_panic() {
+    let e = spec_err(&format!("{HEAD}[[layer]]\nname = \"c\"\ntype = \"conv2d\"\nout_channels = 2\nkernel = 9\n[[layer]]\nname = \"fc\"\ntype = \"linear\"\nout_features = 3\n"));
+    assert!(e.contains("layer 'c'") && e.contains("kernel"), "{e}");
+    let e = spec_err(&format!("{HEAD}[[layer]]\nname = \"c\"\ntype = \"conv2d\"\nout_channels = 2\nkernal = 3\n"));
+    assert!(e.contains("kernal") && e.contains("line"), "{e}");
+    let e = spec_err(&format!("{HEAD}[[layer]]\nname = \"x\"\ntype = \"warp\"\n"));
+    assert!(e.contains("warp"), "{e}");
+    let e = spec_err(&format!("{HEAD}[[layer]]\nname = \"fc\"\ntype = \"linear\"\nout_features = 4\n"));
+    assert!(e.contains("classes = 3"), "{e}");
+    let e = spec_err(&format!("{HEAD}[[layer]]\nname = \"fc\"\ntype = \"linear\"\nout_features = 3\n[[layer]]\nname = \"fc\"\ntype = \"relu\"\n"));
+    assert!(e.contains("two layers are named 'fc'"), "{e}");
+    let e = spec_err("name = \"t\"\ninput = [8, 8]\nclasses = 3\n[[layer]]\nname = \"r\"\ntype = \"relu\"\n");
+    assert!(e.contains("[C, H, W]"), "{e}");
+    let e = spec_err(&format!("{HEAD}[[layer]]\nname = \"c\"\ntype = \"conv2d\"\nout_channels = 3\nkernel = 1\ngroups = 2\n"));
+    assert!(e.contains("layer 'c'"), "{e}");
+}
+
+/// Whole-net check: the gradient of the mean loss w.r.t. every parameter of a small conv net,
+/// against central differences of the loss evaluated in f64 (see layers/gradcheck.rs for why
+/// the forward passes themselves are f32).
+#[test]
+fn whole_net_gradient_matches_finite_differences() {
+    let spec = ModelSpec::from_toml(
+        &format!(
+            "{HEAD}[[layer]]\nname = \"c1\"\ntype = \"conv2d\"\nout_channels = 3\nkernel = 3\npadding = 1\nstride = 2\n\
+             [[layer]]\nname = \"r1\"\ntype = \"relu\"\n[[layer]]\nname = \"p1\"\ntype = \"avg_pool2d\"\nkernel = 2\n\
+             [[layer]]\nname = \"fc\"\ntype = \"linear\"\nout_features = 3\n"
+        ),
+        "t",
+    )
+    .unwrap();
+    let mut net = Net::build(&spec).unwrap();
+    let params = net.init_params(5);
+    let x = crate::layers::gradcheck::random_tensor(&[3, 1, 8, 8], 9);
+    let labels = [0u32, 2, 1];
+    let ctx = Ctx::simple(Mode::Train);
+    let mut grads = vec![0.0f32; params.len()];
+    let mut seen = Vec::new();
+    net.forward_backward(&ctx, &params, &mut grads, &x, &labels, 3, &mut |i, _| seen.push(i)).unwrap();
+    assert_eq!(seen, vec![3, 2, 1, 0], "layers finish last to first");
+    let mut p = params.clone();
+    let eps = 1e-2f32;
+    for i in 0..p.len() {
+        let orig = p[i];
+        p[i] = orig + eps;
+        let lp = net.evaluate(&ctx, &p, &x, &labels).unwrap().loss_sum / 3.0;
+        p[i] = orig - eps;
+        let lm = net.evaluate(&ctx, &p, &x, &labels).unwrap().loss_sum / 3.0;
+        p[i] = orig;
+        let num = (lp - lm) / (2.0 * eps as f64);
+        let a = grads[i] as f64;
+        assert!((a - num).abs() <= 2e-4 + 5e-3 * a.abs().max(num.abs()), "param {i}: analytic {a} numeric {num}");
+    }
+}

@@ -1,0 +1,226 @@
+//! Typed training events and the sinks they feed: terminal progress (indicatif), `tracing` logs
+//! and a JSON-lines metrics file. One stream, several consumers (STYLE habit 14).
+
+use serde::Serialize;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// Something that happened during a run. Serialised as one JSON object per line, tagged by `event`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The run begins.
+    RunStart {
+        /// Model name.
+        model: String,
+        /// Number of parameters.
+        params: usize,
+        /// Data-parallel workers.
+        workers: usize,
+        /// Intra-op threads per worker.
+        threads: usize,
+        /// Global batch size.
+        batch_size: usize,
+        /// Training samples.
+        train_samples: usize,
+        /// Test samples.
+        test_samples: usize,
+        /// Optimisation steps of the whole run.
+        total_steps: u64,
+    },
+    /// One optimisation step finished.
+    Step {
+        /// Global step (1-based after the update).
+        step: u64,
+        /// Epoch (0-based).
+        epoch: u64,
+        /// Mean training loss over the global batch.
+        loss: f64,
+        /// Top-1 accuracy over the global batch.
+        acc: f64,
+        /// Learning rate used.
+        lr: f32,
+        /// Samples in the step.
+        samples: usize,
+        /// Throughput of this step (samples / wall time of the step).
+        images_per_sec: f64,
+        /// Seconds spent waiting for data.
+        data_wait_s: f64,
+        /// Seconds of forward + backward + optimizer.
+        compute_s: f64,
+    },
+    /// An evaluation on the test set.
+    Eval {
+        /// Step at which it ran.
+        step: u64,
+        /// Epoch just finished.
+        epoch: u64,
+        /// Mean test loss.
+        loss: f64,
+        /// Top-1 test accuracy.
+        acc: f64,
+        /// Samples evaluated.
+        samples: usize,
+    },
+    /// The run ended.
+    RunEnd {
+        /// Steps done.
+        steps: u64,
+        /// Final test accuracy.
+        test_acc: f64,
+        /// Final test loss.
+        test_loss: f64,
+        /// Wall time of the run.
+        seconds: f64,
+        /// Mean training throughput.
+        images_per_sec: f64,
+    },
+}
+
+/// A consumer of events.
+pub trait EventSink {
+    /// Handles one event.
+    fn on_event(&mut self, e: &Event);
+}
+
+/// Writes each event as one JSON line.
+pub struct JsonlSink {
+    out: BufWriter<File>,
+}
+
+impl JsonlSink {
+    /// Creates (truncates) the metrics file.
+    pub fn create(path: &Path) -> std::io::Result<JsonlSink> {
+        Ok(JsonlSink { out: BufWriter::new(File::create(path)?) })
+    }
+}
+
+impl EventSink for JsonlSink {
+    fn on_event(&mut self, e: &Event) {
+        if let Ok(line) = serde_json::to_string(e) {
+            let _ = writeln!(self.out, "{line}");
+        }
+        if !matches!(e, Event::Step { .. }) {
+            let _ = self.out.flush();
+        }
+    }
+}
+
+/// Logs evaluations and the run's start and end through `tracing` (steps at debug level).
+pub struct LogSink;
+
+impl EventSink for LogSink {
+    fn on_event(&mut self, e: &Event) {
+        match e {
+            Event::Step { step, loss, acc, images_per_sec, .. } => {
+                tracing::debug!(step, loss, acc, images_per_sec, "step")
+            }
+            Event::Eval { step, epoch, loss, acc, .. } => {
+                tracing::info!(step, epoch, loss = format!("{loss:.4}"), acc = format!("{:.2}%", acc * 100.0), "eval")
+            }
+            Event::RunStart { model, params, workers, threads, batch_size, total_steps, .. } => {
+                tracing::info!(model, params, workers, threads, batch_size, total_steps, "run start")
+            }
+            Event::RunEnd { steps, test_acc, seconds, .. } => {
+                tracing::info!(steps, test_acc = format!("{:.2}%", test_acc * 100.0), seconds = format!("{seconds:.1}"), "run end")
+            }
+        }
+    }
+}
+
+/// A terminal progress bar showing smoothed loss, accuracy and images/s.
+pub struct ProgressSink {
+    bar: Option<indicatif::ProgressBar>,
+    loss: f64,
+    acc: f64,
+    ips: f64,
+}
+
+impl ProgressSink {
+    /// A progress sink drawing on stderr (drawing is skipped when stderr is not a terminal).
+    pub fn new() -> ProgressSink {
+        ProgressSink { bar: None, loss: f64::NAN, acc: 0.0, ips: 0.0 }
+    }
+}
+
+impl Default for ProgressSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventSink for ProgressSink {
+    fn on_event(&mut self, e: &Event) {
+        match e {
+            Event::RunStart { total_steps, .. } => {
+                let bar = indicatif::ProgressBar::new(*total_steps);
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} steps (eta {eta}) {msg}",
+                ) {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                self.bar = Some(bar);
+            }
+            Event::Step { step, loss, acc, images_per_sec, .. } => {
+                // Exponential moving averages, as most trainers display.
+                let a = 0.05;
+                self.loss = if self.loss.is_nan() { *loss } else { (1.0 - a) * self.loss + a * loss };
+                self.acc = if *step <= 1 { *acc } else { (1.0 - a) * self.acc + a * acc };
+                self.ips = if *step <= 1 { *images_per_sec } else { (1.0 - a) * self.ips + a * images_per_sec };
+                if let Some(bar) = &self.bar {
+                    bar.set_position(*step);
+                    if step % 10 == 0 || *step <= 1 {
+                        bar.set_message(format!("loss {:.4} acc {:.2}% {:.0} img/s", self.loss, self.acc * 100.0, self.ips));
+                    }
+                }
+            }
+            Event::Eval { epoch, loss, acc, .. } => {
+                let line = format!("epoch {epoch}: test loss {loss:.4}, test accuracy {:.2}%", acc * 100.0);
+                match &self.bar {
+                    Some(bar) => bar.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+            Event::RunEnd { .. } => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+            }
+        }
+    }
+}
+
+/// Forwards every event to several sinks.
+#[derive(Default)]
+pub struct Fanout {
+    sinks: Vec<Box<dyn EventSink>>,
+}
+
+impl Fanout {
+    /// Adds a sink.
+    pub fn push(&mut self, s: Box<dyn EventSink>) {
+        self.sinks.push(s);
+    }
+}
+
+impl EventSink for Fanout {
+    fn on_event(&mut self, e: &Event) {
+        for s in &mut self.sinks {
+            s.on_event(e);
+        }
+    }
+}
+
+/// Collects events in memory (tests, benchmarks).
+#[derive(Default)]
+pub struct Recorder {
+    /// Events seen, in order.
+    pub events: Vec<Event>,
+}
+
+impl EventSink for Recorder {
+    fn on_event(&mut self, e: &Event) {
+        self.events.push(e.clone());
+    }
+}

@@ -1,0 +1,90 @@
+//! The `convoy` binary on bad input: every case exits with code 2 and a message naming the
+//! thing that is wrong, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn convoy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_convoy")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+}
+
+fn assert_exit2(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("convoy-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn idx(magic: u32, dims: &[u32], payload: &[u8]) -> Vec<u8> {
+    let mut v = magic.to_be_bytes().to_vec();
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(payload);
+    v
+}
+
+/// A tiny MNIST-shaped directory: `n` train and test images of 28×28, `labels` of them labelled.
+fn write_set(dir: &Path, n: u32, labels: u32, image_magic: u32, truncate: usize) {
+    for split in ["train", "t10k"] {
+        let mut img = idx(image_magic, &[n, 28, 28], &vec![7u8; (n * 784) as usize]);
+        img.truncate(img.len() - truncate);
+        std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), img).unwrap();
+        std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), idx(0x801, &[labels], &vec![1u8; labels as usize])).unwrap();
+    }
+}
+
+#[test]
+fn missing_data_dir() {
+    let out = convoy(&["train", "--data", "no/such/dir", "--steps", "1", "--no-progress"]);
+    assert_exit2(&out, "no/such/dir");
+}
+
+#[test]
+fn truncated_idx_file() {
+    let d = tmp("trunc");
+    write_set(&d, 4, 4, 0x803, 100);
+    let out = convoy(&["train", "--data", d.to_str().unwrap(), "--steps", "1", "--no-progress"]);
+    assert_exit2(&out, "train-images-idx3-ubyte");
+}
+
+#[test]
+fn wrong_magic() {
+    let d = tmp("magic");
+    write_set(&d, 4, 4, 0x1234, 0);
+    let out = convoy(&["train", "--data", d.to_str().unwrap(), "--steps", "1", "--no-progress"]);
+    assert_exit2(&out, "magic");
+}
+
+#[test]
+fn label_count_differs_from_image_count() {
+    let d = tmp("count");
+    write_set(&d, 4, 3, 0x803, 0);
+    let out = convoy(&["train", "--data", d.to_str().unwrap(), "--steps", "1", "--no-progress"]);
+    assert_exit2(&out, "labels");
+}
+
+#[test]
+fn bad_flag_values() {
+    assert_exit2(&convoy(&["train", "--batch-size", "0"]), "--batch-size");
+    assert_exit2(&convoy(&["train", "--lr", "-1"]), "--lr");
+    assert_exit2(&convoy(&["train", "--model", "nonet"]), "unknown model 'nonet'");
+    assert_exit2(&convoy(&["train", "--schedule", "sometimes"]), "sometimes");
+    assert_exit2(&convoy(&["train", "--frobnicate"]), "--frobnicate");
+    assert_exit2(&convoy(&["eval", "--weights", "no/such.safetensors"]), "no/such.safetensors");
+}
+
+#[test]
+fn corrupt_weights_file() {
+    let d = tmp("weights");
+    let w = d.join("w.safetensors");
+    std::fs::write(&w, b"not a safetensors file at all").unwrap();
+    assert_exit2(&convoy(&["eval", "--weights", w.to_str().unwrap()]), "w.safetensors");
+}
