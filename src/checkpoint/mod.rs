@@ -114,7 +114,7 @@ pub fn weights_from_bytes(bytes: &[u8], path: &Path, layout: &ParamLayout) -> Re
             return Err(mismatch(format!("tensor '{}' has shape {:?}, expected {:?}", e.name, t.shape(), e.shape)));
         }
     }
-    let mut extra: Vec<String> = st.names().into_iter().filter(|n| layout.get(n).is_none()).cloned().collect();
+    let mut extra: Vec<String> = st.names().into_iter().filter(|n| layout.get(n).is_none()).map(|n| n.to_string()).collect();
     if !extra.is_empty() {
         extra.sort();
         return Err(mismatch(format!("unexpected tensor '{}' (not in this model)", extra[0])));

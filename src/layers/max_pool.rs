@@ -1,1 +1,222 @@
-//! (placeholder: being written)
+//! Max pooling, PyTorch `nn.MaxPool2d` semantics (kernel, stride, padding, ceil mode; padding
+//! cells never win). Forward keeps the argmax of each window for backward. Also defines
+//! `PoolConfig` and the window geometry shared with average pooling.
+
+use super::geometry::Axis;
+use super::{check_input, Ctx, Layer, LayerError};
+use crate::tensor::Tensor;
+
+/// Configuration of a pooling window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Window [h, w].
+    pub kernel: [usize; 2],
+    /// Stride [h, w].
+    pub stride: [usize; 2],
+    /// Implicit padding [h, w] on each side (at most half the kernel, as PyTorch requires).
+    pub padding: [usize; 2],
+    /// Round the output size up (Caffe's rule) instead of down.
+    pub ceil_mode: bool,
+}
+
+impl PoolConfig {
+    /// A square window `k` with stride `s`, no padding, floor mode.
+    pub fn new(k: usize, s: usize) -> PoolConfig {
+        PoolConfig { kernel: [k, k], stride: [s, s], padding: [0, 0], ceil_mode: false }
+    }
+}
+
+/// Validated pooling geometry: input [C, H, W] and output size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGeom {
+    /// The configuration.
+    pub cfg: PoolConfig,
+    /// Channels, height, width of the input.
+    pub input: [usize; 3],
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl PoolGeom {
+    /// Validates `cfg` against the per-sample input shape; `op` names the layer in errors.
+    pub fn new(op: &'static str, cfg: PoolConfig, in_shape: &[usize]) -> Result<PoolGeom, LayerError> {
+        let &[c, h, w] = in_shape else {
+            return Err(LayerError::Config { op, msg: format!("input must be [C, H, W], got {in_shape:?}") });
+        };
+        for a in 0..2 {
+            if cfg.padding[a] * 2 > cfg.kernel[a] {
+                return Err(LayerError::Config {
+                    op,
+                    msg: format!("padding {:?} must be at most half the kernel {:?} (as in PyTorch)", cfg.padding, cfg.kernel),
+                });
+            }
+        }
+        let oh = Axis { input: h, kernel: cfg.kernel[0], stride: cfg.stride[0], pad: cfg.padding[0], dilation: 1 }.out(op, cfg.ceil_mode)?;
+        let ow = Axis { input: w, kernel: cfg.kernel[1], stride: cfg.stride[1], pad: cfg.padding[1], dilation: 1 }.out(op, cfg.ceil_mode)?;
+        Ok(PoolGeom { cfg, input: [c, h, w], oh, ow })
+    }
+
+    /// Window of output (oy, ox) in padded coordinates: (h0, h1, w0, w1), with the end clipped
+    /// to the padded input (the divisor of count_include_pad averaging).
+    pub fn window(&self, oy: usize, ox: usize) -> (isize, isize, isize, isize) {
+        let [_, h, w] = self.input;
+        let c = &self.cfg;
+        let h0 = (oy * c.stride[0]) as isize - c.padding[0] as isize;
+        let w0 = (ox * c.stride[1]) as isize - c.padding[1] as isize;
+        let h1 = (h0 + c.kernel[0] as isize).min((h + c.padding[0]) as isize);
+        let w1 = (w0 + c.kernel[1] as isize).min((w + c.padding[1]) as isize);
+        (h0, h1, w0, w1)
+    }
+
+    /// Per-sample output shape.
+    pub fn out_shape(&self) -> Vec<usize> {
+        vec![self.input[0], self.oh, self.ow]
+    }
+}
+
+/// Max pooling layer.
+pub struct MaxPool2d {
+    g: PoolGeom,
+    /// Index (within its H·W plane) of the maximum of each output element, (N, C, OH, OW).
+    argmax: Vec<u32>,
+}
+
+impl MaxPool2d {
+    /// Max pooling for per-sample inputs [C, H, W].
+    pub fn new(cfg: PoolConfig, in_shape: &[usize]) -> Result<MaxPool2d, LayerError> {
+        Ok(MaxPool2d { g: PoolGeom::new("max_pool2d", cfg, in_shape)?, argmax: Vec::new() })
+    }
+}
+
+impl Layer for MaxPool2d {
+    fn kind(&self) -> &'static str {
+        "max_pool2d"
+    }
+
+    fn out_shape(&self) -> Vec<usize> {
+        self.g.out_shape()
+    }
+
+    /// # Shapes
+    /// x: (N, C, H, W) → y: (N, C, OH, OW)
+    fn forward(&mut self, _ctx: &Ctx, _p: &[f32], x: &Tensor, y: &mut Tensor) -> Result<(), LayerError> {
+        let n = check_input("max_pool2d", x, &self.g.input)?;
+        let [c, h, w] = self.g.input;
+        let (oh, ow) = (self.g.oh, self.g.ow);
+        y.resize(&[n, c, oh, ow]);
+        self.argmax.resize(y.len(), 0);
+        for (plane, (yp, ap)) in y.data_mut().chunks_exact_mut(oh * ow).zip(self.argmax.chunks_exact_mut(oh * ow)).enumerate() {
+            let xp = &x.data()[plane * h * w..(plane + 1) * h * w];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (h0, h1, w0, w1) = self.g.window(oy, ox);
+                    let (h0, h1, w0, w1) = (h0.max(0) as usize, (h1 as usize).min(h), w0.max(0) as usize, (w1 as usize).min(w));
+                    let (mut best, mut arg) = (f32::NEG_INFINITY, h0 * w + w0);
+                    for iy in h0..h1 {
+                        for ix in w0..w1 {
+                            let v = xp[iy * w + ix];
+                            // `>` keeps the first maximum; NaN propagates as in PyTorch.
+                            if v > best || v.is_nan() {
+                                best = v;
+                                arg = iy * w + ix;
+                            }
+                        }
+                    }
+                    yp[oy * ow + ox] = best;
+                    ap[oy * ow + ox] = arg as u32;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn backward(&mut self, _ctx: &Ctx, _p: &[f32], _dp: &mut [f32], x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+        let Some(dx) = dx else { return Ok(()) };
+        let [_, h, w] = self.g.input;
+        let plane_out = self.g.oh * self.g.ow;
+        dx.resize(x.shape());
+        dx.fill(0.0);
+        for (plane, (dyp, ap)) in dy.data().chunks_exact(plane_out).zip(self.argmax.chunks_exact(plane_out)).enumerate() {
+            let dxp = &mut dx.data_mut()[plane * h * w..(plane + 1) * h * w];
+            for (&g, &a) in dyp.iter().zip(ap) {
+                dxp[a as usize] += g;
+            }
+        }
+        Ok(())
+    }
+
+    fn flops_per_sample(&self) -> u64 {
+        (self.g.input[0] * self.g.oh * self.g.ow * self.g.cfg.kernel[0] * self.g.cfg.kernel[1]) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::{gradcheck::*, Mode};
+    use crate::tensor::rng::Rng;
+
+    const GOLDEN_SHAPE: [usize; 4] = [1, 2, 3, 4];
+    const GOLDEN_Y: [f32; 24] = [0.7965654730796814, 0.8956986665725708, 0.9958808422088623, 0.9612752199172974, 0.7965654730796814, 0.9964756369590759, 0.9964756369590759, 0.7924270033836365, 0.6793047785758972, 0.9964756369590759, 0.9964756369590759, 0.7924270033836365, 0.9016759991645813, 0.9970241189002991, 0.957429826259613, 0.5123879313468933, 0.9016759991645813, 0.9970241189002991, 0.957429826259613, 0.6892436742782593, 0.9975263476371765, 0.9975263476371765, 0.7840402722358704, 0.6892436742782593];
+    const GOLDEN_DX: [f32; 60] = [0.0, 0.0, 0.0, 0.8775825500488281, 0.5403023362159729, 0.07073719799518585, 0.5838531255722046, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.6536436080932617, 0.0, -1.7182697057724, 0.0, -0.22778689861297607, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.814670205116272, 0.37457573413848877, -0.1572279930114746, 0.0, 0.3466353118419647, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.5138673782348633, 0.0, -1.3146084547042847, 0.0, 0.004425697959959507, 0.0, 0.0];
+
+    /// Distinct values 0.05 apart, shuffled, so ±eps never changes a window's argmax.
+    fn separated(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut v: Vec<f32> = (0..n).map(|i| i as f32 * 0.05 - n as f32 * 0.025).collect();
+        Rng::new(seed).shuffle(&mut v);
+        Tensor::from_vec(shape, v).unwrap()
+    }
+
+    #[test]
+    fn gradcheck_stride_padding_ceil() {
+        let cases = [
+            (1, PoolConfig::new(2, 2), [2, 4, 6]),
+            (3, PoolConfig::new(3, 2), [2, 7, 5]),
+            (3, PoolConfig { kernel: [3, 2], stride: [2, 1], padding: [1, 1], ceil_mode: true }, [1, 6, 5]),
+            (1, PoolConfig { kernel: [3, 3], stride: [2, 2], padding: [0, 0], ceil_mode: true }, [2, 6, 6]),
+        ];
+        for (n, cfg, s) in cases {
+            let mut l = MaxPool2d::new(cfg, &s).unwrap();
+            let x = separated(&[n, s[0], s[1], s[2]], 3);
+            check_layer(&mut l, &Ctx::simple(Mode::Train), &x, &[], Tolerance::default()).unwrap();
+        }
+    }
+
+    /// Golden values from PyTorch:
+    /// ```python
+    /// import torch
+    /// x = (torch.arange(2 * 5 * 6.).reshape(1, 2, 5, 6) * 0.37).sin().requires_grad_()
+    /// y = torch.nn.functional.max_pool2d(x, 3, 2, padding=1, ceil_mode=True)
+    /// y.backward((torch.arange(y.numel() * 1.).reshape(y.shape) * 0.5).cos())
+    /// print(list(y.shape), y.flatten().tolist(), x.grad.flatten().tolist())
+    /// ```
+    #[test]
+    fn golden_pytorch_ceil_mode_with_padding() {
+        let x = Tensor::from_vec(&[1, 2, 5, 6], (0..60).map(|i| (i as f32 * 0.37).sin()).collect()).unwrap();
+        let cfg = PoolConfig { kernel: [3, 3], stride: [2, 2], padding: [1, 1], ceil_mode: true };
+        let mut l = MaxPool2d::new(cfg, &[2, 5, 6]).unwrap();
+        let ctx = Ctx::simple(Mode::Train);
+        let mut y = Tensor::default();
+        l.forward(&ctx, &[], &x, &mut y).unwrap();
+        assert_eq!(y.shape(), &GOLDEN_SHAPE);
+        let dy = Tensor::from_vec(y.shape(), (0..y.len()).map(|i| (i as f32 * 0.5).cos()).collect()).unwrap();
+        let mut dx = Tensor::default();
+        l.backward(&ctx, &[], &mut [], &x, &y, &dy, Some(&mut dx)).unwrap();
+        assert_close("y", y.data(), &GOLDEN_Y, 1e-6);
+        assert_close("dx", dx.data(), &GOLDEN_DX, 1e-6);
+    }
+
+    #[test]
+    fn bad_configs_are_errors() {
+        assert!(MaxPool2d::new(PoolConfig::new(5, 1), &[1, 3, 3]).is_err());
+        assert!(MaxPool2d::new(PoolConfig { kernel: [2, 2], stride: [1, 1], padding: [2, 0], ceil_mode: false }, &[1, 8, 8]).is_err());
+        assert!(MaxPool2d::new(PoolConfig::new(2, 0), &[1, 8, 8]).is_err());
+        assert!(MaxPool2d::new(PoolConfig::new(2, 2), &[8, 8]).is_err());
+        let mut l = MaxPool2d::new(PoolConfig::new(2, 2), &[1, 4, 4]).unwrap();
+        let mut y = Tensor::default();
+        assert!(l.forward(&Ctx::simple(Mode::Eval), &[], &Tensor::zeros(&[1, 1, 4, 5]), &mut y).is_err());
+    }
+}

@@ -95,7 +95,8 @@ fn whole_net_gradient_matches_finite_differences() {
     net.forward_backward(&ctx, &params, &mut grads, &x, &labels, 3, &mut |i, _| seen.push(i)).unwrap();
     assert_eq!(seen, vec![3, 2, 1, 0], "layers finish last to first");
     let mut p = params.clone();
-    let eps = 1e-2f32;
+    // A small step: ReLU kinks must not fall inside ±eps of any pre-activation.
+    let eps = 1e-3f32;
     for i in 0..p.len() {
         let orig = p[i];
         p[i] = orig + eps;
@@ -105,6 +106,6 @@ fn whole_net_gradient_matches_finite_differences() {
         p[i] = orig;
         let num = (lp - lm) / (2.0 * eps as f64);
         let a = grads[i] as f64;
-        assert!((a - num).abs() <= 2e-4 + 5e-3 * a.abs().max(num.abs()), "param {i}: analytic {a} numeric {num}");
+        assert!((a - num).abs() <= 5e-4 + 5e-3 * a.abs().max(num.abs()), "param {i}: analytic {a} numeric {num}");
     }
 }

@@ -1,0 +1,121 @@
+//! The seeded, shuffling sampler and the shard rule.
+//!
+//! Epoch e visits a permutation of the dataset drawn from `Rng::keyed([seed, e])`, cut into global
+//! batches of `global_batch` (the last one partial unless `drop_last`, like PyTorch's DataLoader).
+//! A position in training is (epoch, batch index), so a run can resume exactly. Each global batch
+//! is split into contiguous rank shards by `shard_range`, so the union of the shards is exactly
+//! the global batch whatever the world size.
+
+use crate::tensor::rng::Rng;
+use std::ops::Range;
+
+/// Indices of global batches, per epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sampler {
+    len: usize,
+    global_batch: usize,
+    seed: u64,
+    drop_last: bool,
+    shuffle: bool,
+}
+
+impl Sampler {
+    /// A shuffling sampler over `len` samples. `global_batch` must be ≥ 1 (the CLI validates it).
+    pub fn new(len: usize, global_batch: usize, seed: u64, drop_last: bool) -> Sampler {
+        Sampler { len, global_batch: global_batch.max(1), seed, drop_last, shuffle: true }
+    }
+
+    /// A sampler visiting samples in order (evaluation).
+    pub fn sequential(len: usize, global_batch: usize) -> Sampler {
+        Sampler { shuffle: false, ..Sampler::new(len, global_batch, 0, false) }
+    }
+
+    /// Samples in the dataset.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty dataset.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Global batch size.
+    pub fn global_batch(&self) -> usize {
+        self.global_batch
+    }
+
+    /// Global batches in one epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        if self.drop_last {
+            self.len / self.global_batch
+        } else {
+            self.len.div_ceil(self.global_batch)
+        }
+    }
+
+    /// The visiting order of epoch `epoch`.
+    pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.len).collect();
+        if self.shuffle {
+            Rng::keyed(&[self.seed, epoch]).shuffle(&mut order);
+        }
+        order
+    }
+
+    /// The dataset indices of global batch `b` given the epoch's order.
+    pub fn batch_of<'a>(&self, order: &'a [usize], b: usize) -> &'a [usize] {
+        let start = (b * self.global_batch).min(order.len());
+        let end = (start + self.global_batch).min(order.len());
+        &order[start..end]
+    }
+}
+
+/// The part of a global batch of `n` samples that rank `rank` of `world` processes: contiguous
+/// shards whose sizes differ by at most one, the first `n % world` ranks taking one extra sample.
+/// A rank gets an empty shard when `n < world`.
+pub fn shard_range(n: usize, rank: usize, world: usize) -> Range<usize> {
+    let world = world.max(1);
+    let (base, extra) = (n / world, n % world);
+    let start = rank * base + rank.min(extra);
+    let len = base + usize::from(rank < extra);
+    start.min(n)..(start + len).min(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_epoch_is_a_permutation_and_epochs_differ() {
+        let s = Sampler::new(103, 10, 7, false);
+        assert_eq!(s.batches_per_epoch(), 11);
+        let a = s.epoch_order(0);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..103).collect::<Vec<_>>());
+        assert_ne!(a, s.epoch_order(1));
+        assert_eq!(a, Sampler::new(103, 10, 7, false).epoch_order(0));
+        assert_eq!(s.batch_of(&a, 10).len(), 3);
+        assert_eq!(Sampler::new(103, 10, 7, true).batches_per_epoch(), 10);
+        assert_eq!(Sampler::sequential(5, 2).epoch_order(3), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn shards_cover_the_global_batch_exactly() {
+        for n in 0..20 {
+            for world in 1..=5 {
+                let mut next = 0;
+                for r in 0..world {
+                    let s = shard_range(n, r, world);
+                    assert_eq!(s.start, next, "n={n} world={world} rank={r}");
+                    assert!(s.len() == n / world || s.len() == n / world + 1);
+                    next = s.end;
+                }
+                assert_eq!(next, n);
+            }
+        }
+        assert_eq!(shard_range(10, 0, 4), 0..3);
+        assert_eq!(shard_range(10, 3, 4), 8..10);
+    }
+}

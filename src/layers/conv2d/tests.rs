@@ -1,0 +1,107 @@
+//! Conv2d tests: gradient checks over the configuration space, a PyTorch golden case, thread
+//! equivalence and configuration errors.
+
+use super::*;
+
+const GOLDEN_SHAPE: [usize; 4] = [2, 4, 3, 3];
+const GOLDEN_Y: [f32; 12] = [-0.5185057520866394, 0.22042416036128998, 1.3093242645263672, 3.501805305480957, 7.396517753601074, 6.133052349090576, 4.167516708374023, 5.230564117431641, 2.560485601425171, 2.0171988010406494, 4.997027397155762, 4.52473258972168];
+const GOLDEN_DX: [f32; 20] = [0.9450393319129944, 1.860905408859253, 0.9424134492874146, 1.812744379043579, 0.8983795642852783, 1.5205481052398682, 2.8786520957946777, 1.3977161645889282, 2.573958158493042, 1.2134711742401123, 0.8148725032806396, 1.4830918312072754, 0.6955614686012268, 1.2160850763320923, 0.5456889271736145, 0.9759083390235901, 1.6436420679092407, 0.6954658627510071, 1.0588964223861694, 0.3844660818576813];
+const GOLDEN_DW: [f32; 12] = [4.671499252319336, 7.056545257568359, 4.810087203979492, 4.966722011566162, 7.250921249389648, 4.687060356140137, 4.456419944763184, 6.261541843414307, 3.979705333709717, -4.609320163726807, -6.930888652801514, -4.698933124542236];
+const GOLDEN_DB: [f32; 4] = [12.367292404174805, -2.7930045127868652, -10.614346504211426, 9.454788208007812];
+use crate::layers::{gradcheck::*, Mode};
+
+fn cfg(out: usize, k: usize) -> Conv2dConfig {
+    Conv2dConfig::new(out, k)
+}
+
+#[test]
+fn gradcheck_configurations() {
+    let cases: Vec<(usize, Conv2dConfig, [usize; 3], usize)> = vec![
+        (1, cfg(2, 3), [1, 5, 5], 1),
+        (3, Conv2dConfig { stride: [2, 2], padding: [1, 1], ..cfg(3, 3) }, [2, 7, 5], 1),
+        (3, Conv2dConfig { groups: 2, padding: [1, 0], ..cfg(4, 3) }, [4, 5, 6], 1),
+        (1, Conv2dConfig { dilation: [2, 2], padding: [2, 1], bias: false, ..cfg(2, 3) }, [3, 7, 6], 1),
+        (3, Conv2dConfig { kernel: [2, 3], stride: [1, 2], ..cfg(3, 1) }, [2, 5, 7], 2),
+        (3, cfg(3, 1), [4, 3, 2], 2),
+        (2, Conv2dConfig { groups: 2, ..cfg(2, 1) }, [4, 3, 3], 1),
+    ];
+    for (n, c, s, threads) in cases {
+        let mut l = Conv2d::new(c, &s).unwrap();
+        let p = init_params(&l, 3);
+        let x = random_tensor(&[n, s[0], s[1], s[2]], 4);
+        let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
+        check_layer(&mut l, &ctx, &x, &p, Tolerance::default()).unwrap_or_else(|e| panic!("{c:?} on {s:?}: {e}"));
+    }
+}
+
+#[test]
+fn threads_give_the_same_result() {
+    let c = Conv2dConfig { padding: [2, 2], ..cfg(8, 5) };
+    let mut l = Conv2d::new(c, &[3, 9, 9]).unwrap();
+    let p = init_params(&l, 1);
+    let x = random_tensor(&[7, 3, 9, 9], 2);
+    let run = |l: &mut Conv2d, threads: usize| {
+        let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
+        let mut y = Tensor::default();
+        l.forward(&ctx, &p, &x, &mut y).unwrap();
+        let dy = random_tensor(y.shape(), 5);
+        let (mut dp, mut dx) = (vec![0.0; p.len()], Tensor::default());
+        l.backward(&ctx, &p, &mut dp, &x, &y, &dy, Some(&mut dx)).unwrap();
+        (y, dp, dx)
+    };
+    let (y1, dp1, dx1) = run(&mut l, 1);
+    for t in [2, 3, 16] {
+        let (y, dp, dx) = run(&mut l, t);
+        assert_eq!(y.data(), y1.data(), "forward is per sample: bitwise equal");
+        assert_eq!(dx.data(), dx1.data());
+        assert_close("dp", &dp, &dp1, 1e-4);
+    }
+}
+
+/// Golden values from PyTorch:
+/// ```python
+/// import torch
+/// x = (torch.arange(2 * 4 * 5 * 5.).reshape(2, 4, 5, 5) * 0.13).sin().requires_grad_()
+/// conv = torch.nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=2)
+/// with torch.no_grad():
+///     conv.weight.copy_((torch.arange(conv.weight.numel() * 1.) * 0.29).cos().reshape(conv.weight.shape))
+///     conv.bias.copy_(torch.tensor([0.1, -0.2, 0.3, -0.4]))
+/// y = conv(x)
+/// y.backward((torch.arange(y.numel() * 1.) * 0.21).sin().reshape(y.shape))
+/// print(list(y.shape), y.flatten().tolist()[:12], x.grad.flatten().tolist()[:20],
+///       conv.weight.grad.flatten().tolist()[:12], conv.bias.grad.tolist())
+/// ```
+#[test]
+fn golden_pytorch_groups_stride_padding() {
+    let x = Tensor::from_vec(&[2, 4, 5, 5], (0..200).map(|i| (i as f32 * 0.13).sin()).collect()).unwrap();
+    let c = Conv2dConfig { stride: [2, 2], padding: [1, 1], groups: 2, ..cfg(4, 3) };
+    let mut l = Conv2d::new(c, &[4, 5, 5]).unwrap();
+    let mut p: Vec<f32> = (0..72).map(|i| (i as f32 * 0.29).cos()).collect();
+    p.extend([0.1, -0.2, 0.3, -0.4]);
+    let ctx = Ctx::simple(Mode::Train);
+    let mut y = Tensor::default();
+    l.forward(&ctx, &p, &x, &mut y).unwrap();
+    assert_eq!(y.shape(), &GOLDEN_SHAPE);
+    let dy = Tensor::from_vec(y.shape(), (0..y.len()).map(|i| (i as f32 * 0.21).sin()).collect()).unwrap();
+    let (mut dp, mut dx) = (vec![0.0; p.len()], Tensor::default());
+    l.backward(&ctx, &p, &mut dp, &x, &y, &dy, Some(&mut dx)).unwrap();
+    assert_close("y", &y.data()[..12], &GOLDEN_Y, 1e-5);
+    assert_close("dx", &dx.data()[..20], &GOLDEN_DX, 1e-5);
+    assert_close("dw", &dp[..12], &GOLDEN_DW, 1e-4);
+    assert_close("db", &dp[72..], &GOLDEN_DB, 1e-4);
+}
+
+#[test]
+fn configuration_errors_name_the_problem() {
+    let e = Conv2d::new(cfg(2, 7), &[1, 5, 5]).err().unwrap().to_string();
+    assert!(e.contains("conv2d") && e.contains("larger than the padded input"), "{e}");
+    let e = Conv2d::new(Conv2dConfig { groups: 2, ..cfg(4, 1) }, &[3, 5, 5]).err().unwrap().to_string();
+    assert!(e.contains("groups"), "{e}");
+    assert!(Conv2d::new(cfg(0, 1), &[3, 5, 5]).is_err());
+    assert!(Conv2d::new(Conv2dConfig { stride: [0, 1], ..cfg(2, 1) }, &[3, 5, 5]).is_err());
+    assert!(Conv2d::new(cfg(2, 1), &[75]).is_err());
+    let mut l = Conv2d::new(cfg(2, 3), &[1, 5, 5]).unwrap();
+    let mut y = Tensor::default();
+    let r = l.forward(&Ctx::simple(Mode::Eval), &[0.0; 20], &Tensor::zeros(&[1, 2, 5, 5]), &mut y);
+    assert!(matches!(r, Err(LayerError::Shape { .. })));
+}
