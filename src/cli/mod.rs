@@ -69,9 +69,10 @@ pub struct TrainArgs {
     /// Weight decay (L2 for sgd/adam, decoupled for adamw; adamw defaults to 0.01).
     #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f32>,
-    /// LR schedule, e.g. constant, step:1000:0.1, multistep:500,800:0.1, cosine:3000,
-    /// inv:0.0001:0.75, poly:10000:1, exp:0.99, optionally prefixed by warmup:N,
-    #[arg(long, default_value = "constant")]
+    /// LR schedule: cosine (annealed to 0 over the run, the default), constant, step:1000:0.1,
+    /// multistep:500,800:0.1, cosine:3000[:ETA_MIN], inv:0.0001:0.75, poly:10000:1, exp:0.99,
+    /// optionally prefixed by warmup:N,
+    #[arg(long, default_value = "cosine")]
     pub schedule: String,
     /// Seed of initialisation, shuffling and dropout.
     #[arg(long, default_value_t = 42)]
@@ -209,6 +210,8 @@ mod tests {
         assert_eq!(cfg.epochs, 3);
         assert_eq!(cfg.seed, 42);
         assert_eq!(cfg.schedule.base_lr, 0.01);
+        assert_eq!(cfg.schedule.clone().resolve(2814).lr_at(2814), 0.0, "cosine over the whole run");
+        assert_eq!(cfg.optimizer, OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 });
         assert_eq!(cfg.data_dir, PathBuf::from("data/mnist"));
     }
 

@@ -20,12 +20,10 @@ impl AvgPool2d {
 
     /// Calls `f(out_index, in_index, 1/divisor)` for every (output, input cell) pair of a plane.
     fn for_each_tap(&self, mut f: impl FnMut(usize, usize, f32)) {
-        let [_, h, w] = self.g.input;
-        for oy in 0..self.g.oh {
-            for ox in 0..self.g.ow {
-                let (h0, h1, w0, w1) = self.g.window(oy, ox);
-                let inv = 1.0 / ((h1 - h0) * (w1 - w0)) as f32;
-                let (h0, h1, w0, w1) = (h0.max(0) as usize, (h1 as usize).min(h), w0.max(0) as usize, (w1 as usize).min(w));
+        let w = self.g.input[2];
+        for (oy, &(h0, h1, hs)) in self.g.rows.iter().enumerate() {
+            for (ox, &(w0, w1, ws)) in self.g.cols.iter().enumerate() {
+                let inv = 1.0 / (hs * ws) as f32;
                 for iy in h0..h1 {
                     for ix in w0..w1 {
                         f(oy * self.g.ow + ox, iy * w + ix, inv);

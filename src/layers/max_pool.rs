@@ -27,7 +27,7 @@ impl PoolConfig {
 }
 
 /// Validated pooling geometry: input [C, H, W] and output size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolGeom {
     /// The configuration.
     pub cfg: PoolConfig,
@@ -37,6 +37,11 @@ pub struct PoolGeom {
     pub oh: usize,
     /// Output width.
     pub ow: usize,
+    /// Per output row: input rows [start, end) clipped to the input, and the window height
+    /// clipped to the padded input (the count_include_pad divisor).
+    pub rows: Vec<(usize, usize, usize)>,
+    /// Per output column: the same for input columns.
+    pub cols: Vec<(usize, usize, usize)>,
 }
 
 impl PoolGeom {
@@ -55,19 +60,17 @@ impl PoolGeom {
         }
         let oh = Axis { input: h, kernel: cfg.kernel[0], stride: cfg.stride[0], pad: cfg.padding[0], dilation: 1 }.out(op, cfg.ceil_mode)?;
         let ow = Axis { input: w, kernel: cfg.kernel[1], stride: cfg.stride[1], pad: cfg.padding[1], dilation: 1 }.out(op, cfg.ceil_mode)?;
-        Ok(PoolGeom { cfg, input: [c, h, w], oh, ow })
-    }
-
-    /// Window of output (oy, ox) in padded coordinates: (h0, h1, w0, w1), with the end clipped
-    /// to the padded input (the divisor of count_include_pad averaging).
-    pub fn window(&self, oy: usize, ox: usize) -> (isize, isize, isize, isize) {
-        let [_, h, w] = self.input;
-        let c = &self.cfg;
-        let h0 = (oy * c.stride[0]) as isize - c.padding[0] as isize;
-        let w0 = (ox * c.stride[1]) as isize - c.padding[1] as isize;
-        let h1 = (h0 + c.kernel[0] as isize).min((h + c.padding[0]) as isize);
-        let w1 = (w0 + c.kernel[1] as isize).min((w + c.padding[1]) as isize);
-        (h0, h1, w0, w1)
+        let ranges = |out: usize, input: usize, a: usize| -> Vec<(usize, usize, usize)> {
+            (0..out)
+                .map(|o| {
+                    let start = (o * cfg.stride[a]) as isize - cfg.padding[a] as isize;
+                    let end = (start + cfg.kernel[a] as isize).min((input + cfg.padding[a]) as isize);
+                    let span = (end - start) as usize;
+                    (start.max(0) as usize, (end.max(0) as usize).min(input), span)
+                })
+                .collect()
+        };
+        Ok(PoolGeom { cfg, input: [c, h, w], oh, ow, rows: ranges(oh, h, 0), cols: ranges(ow, w, 1) })
     }
 
     /// Per-sample output shape.
@@ -101,33 +104,38 @@ impl Layer for MaxPool2d {
 
     /// # Shapes
     /// x: (N, C, H, W) → y: (N, C, OH, OW)
-    fn forward(&mut self, _ctx: &Ctx, _p: &[f32], x: &Tensor, y: &mut Tensor) -> Result<(), LayerError> {
+    fn forward(&mut self, ctx: &Ctx, _p: &[f32], x: &Tensor, y: &mut Tensor) -> Result<(), LayerError> {
         let n = check_input("max_pool2d", x, &self.g.input)?;
         let [c, h, w] = self.g.input;
         let (oh, ow) = (self.g.oh, self.g.ow);
         y.resize(&[n, c, oh, ow]);
         self.argmax.resize(y.len(), 0);
-        for (plane, (yp, ap)) in y.data_mut().chunks_exact_mut(oh * ow).zip(self.argmax.chunks_exact_mut(oh * ow)).enumerate() {
-            let xp = &x.data()[plane * h * w..(plane + 1) * h * w];
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (h0, h1, w0, w1) = self.g.window(oy, ox);
-                    let (h0, h1, w0, w1) = (h0.max(0) as usize, (h1 as usize).min(h), w0.max(0) as usize, (w1 as usize).min(w));
-                    let (mut best, mut arg) = (f32::NEG_INFINITY, h0 * w + w0);
+        let g = &self.g;
+        let plane = |(xp, (yp, ap)): (&[f32], (&mut [f32], &mut [u32]))| {
+            for (oy, &(h0, h1, _)) in g.rows.iter().enumerate() {
+                for (ox, &(w0, w1, _)) in g.cols.iter().enumerate() {
+                    let (mut best, mut arg) = (f32::NEG_INFINITY, (h0 * w + w0) as u32);
                     for iy in h0..h1 {
-                        for ix in w0..w1 {
-                            let v = xp[iy * w + ix];
+                        for (ix, &v) in xp[iy * w + w0..iy * w + w1].iter().enumerate() {
                             // `>` keeps the first maximum; NaN propagates as in PyTorch.
-                            if v > best || v.is_nan() {
-                                best = v;
-                                arg = iy * w + ix;
-                            }
+                            // Branch-free select by bit masks: on real activations this comparison is
+                            // a coin flip, and mispredicted branches cost 10× the arithmetic.
+                            let m = 0u32.wrapping_sub(((v > best) | v.is_nan()) as u32);
+                            best = f32::from_bits((best.to_bits() & !m) | (v.to_bits() & m));
+                            arg = (arg & !m) | ((iy * w + w0 + ix) as u32 & m);
                         }
                     }
                     yp[oy * ow + ox] = best;
-                    ap[oy * ow + ox] = arg as u32;
+                    ap[oy * ow + ox] = arg;
                 }
             }
+        };
+        let (xs, ys, args) = (x.data().chunks_exact(h * w), y.data_mut().chunks_exact_mut(oh * ow), self.argmax.chunks_exact_mut(oh * ow));
+        if ctx.threads > 1 {
+            use rayon::prelude::*;
+            x.data().par_chunks_exact(h * w).zip(y.data_mut().par_chunks_exact_mut(oh * ow).zip(self.argmax.par_chunks_exact_mut(oh * ow))).for_each(plane);
+        } else {
+            xs.zip(ys.zip(args)).for_each(plane);
         }
         Ok(())
     }

@@ -30,7 +30,7 @@ pub enum OptimError {
         hint: String,
     },
     /// An LR schedule that does not parse.
-    #[error("invalid --schedule '{spec}': {msg}; grammar: constant | step:SIZE:GAMMA | multistep:M1,M2,..:GAMMA | cosine:T_MAX[:ETA_MIN] | inv:GAMMA:POWER | poly:MAX_ITER:POWER | exp:GAMMA, optionally prefixed warmup:N,")]
+    #[error("invalid --schedule '{spec}': {msg}; grammar: constant | step:SIZE:GAMMA | multistep:M1,M2,..:GAMMA | cosine[:T_MAX[:ETA_MIN]] (no T_MAX: the whole run) | inv:GAMMA:POWER | poly:MAX_ITER:POWER | exp:GAMMA, optionally prefixed warmup:N,")]
     Schedule {
         /// The spec given.
         spec: String,

@@ -28,7 +28,7 @@ pub enum ScheduleKind {
     },
     /// Cosine annealing from the base rate to `eta_min` over `t_max` steps.
     Cosine {
-        /// Period.
+        /// Period (0 until `resolve` sets it to the run's length).
         t_max: u64,
         /// Final rate.
         eta_min: f32,
@@ -69,6 +69,17 @@ impl LrSchedule {
     /// A constant rate.
     pub fn constant(base_lr: f32) -> LrSchedule {
         LrSchedule { base_lr, kind: ScheduleKind::Constant, warmup_steps: 0 }
+    }
+
+    /// Fills in what depends on the run's length: `cosine` without T_MAX anneals over all
+    /// `total_steps` of the run.
+    pub fn resolve(mut self, total_steps: u64) -> LrSchedule {
+        if let ScheduleKind::Cosine { t_max, .. } = &mut self.kind {
+            if *t_max == 0 {
+                *t_max = total_steps.max(1);
+            }
+        }
+        self
     }
 
     /// The rate for the update at `step` (0-based).
@@ -136,8 +147,9 @@ impl LrSchedule {
                 ScheduleKind::MultiStep { milestones, gamma: num(2)? }
             }
             "cosine" => {
-                arity(2..=3)?;
-                ScheduleKind::Cosine { t_max: int(1)?, eta_min: if parts.len() == 3 { num(2)? } else { 0.0 } }
+                arity(1..=3)?;
+                let t_max = if parts.len() >= 2 { int(1)? } else { 0 };
+                ScheduleKind::Cosine { t_max, eta_min: if parts.len() == 3 { num(2)? } else { 0.0 } }
             }
             "inv" => {
                 arity(3..=3)?;

@@ -168,6 +168,7 @@ pub fn train(cfg: &TrainConfig, sink: &mut dyn EventSink) -> Result<TrainSummary
     let sampler = Sampler::new(train_set.len(), cfg.batch_size, cfg.seed, false);
     let per_epoch = sampler.batches_per_epoch() as u64;
     let total_steps = cfg.steps.unwrap_or(per_epoch * cfg.epochs);
+    let schedule = cfg.schedule.clone().resolve(total_steps);
     sink.on_event(&Event::RunStart {
         model: cfg.model.name.clone(),
         params: params.len(),
@@ -194,7 +195,7 @@ pub fn train(cfg: &TrainConfig, sink: &mut dyn EventSink) -> Result<TrainSummary
             grads.fill(0.0);
             let ctx = Ctx { mode: Mode::Train, threads: cfg.threads, seed: cfg.seed, step, layer: 0, sample_ids: &batch.ids };
             let stats = net.forward_backward(&ctx, &params, &mut grads, &batch.x, &batch.labels, batch.labels.len(), &mut |_, _| {})?;
-            let lr = cfg.schedule.lr_at(step);
+            let lr = schedule.lr_at(step);
             opt.step(&mut params, &grads, lr);
             let compute = t_comp.elapsed().as_secs_f64();
             step += 1;
