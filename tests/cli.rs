@@ -88,3 +88,31 @@ fn corrupt_weights_file() {
     std::fs::write(&w, b"not a safetensors file at all").unwrap();
     assert_exit2(&convoy(&["eval", "--weights", w.to_str().unwrap()]), "w.safetensors");
 }
+
+/// A short run writes metrics and weights; `convoy eval` loads the weights and reports the same
+/// accuracy as the run's final evaluation.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "release suite")]
+fn train_save_metrics_then_eval() {
+    let d = tmp("e2e");
+    let (w, m) = (d.join("w.safetensors"), d.join("m.jsonl"));
+    let out = convoy(&["train", "--steps", "30", "--threads", "2", "--no-progress", "--save", w.to_str().unwrap(), "--metrics", m.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("done: 30 steps") && stdout.contains("test accuracy"), "{stdout}");
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&m).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["event"], "run_start");
+    assert_eq!(lines.iter().filter(|v| v["event"] == "step").count(), 30);
+    let last = lines.last().unwrap();
+    assert_eq!(last["event"], "run_end");
+    let acc = last["test_acc"].as_f64().unwrap();
+    assert!(acc > 0.5, "30 steps of LeNet should beat chance by far: {acc}");
+    let out = convoy(&["eval", "--weights", w.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains(&format!("test accuracy {:.2}%", acc * 100.0)), "{stdout} vs {acc}");
+    // Weights of another model are refused with the first mismatch named.
+    let out = convoy(&["eval", "--weights", w.to_str().unwrap(), "--model", "lenet-caffe"]);
+    assert_exit2(&out, "conv1.weight");
+}

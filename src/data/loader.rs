@@ -46,12 +46,13 @@ impl Loader {
                 let order = sampler.epoch_order(epoch);
                 let shape = data.sample_shape().to_vec();
                 let per: usize = shape.iter().product();
+                let mut full = vec![0; shape.len() + 1];
+                full[1..].copy_from_slice(&shape);
                 for b in start_batch..sampler.batches_per_epoch() {
                     let global = sampler.batch_of(&order, b);
                     let mine = &global[shard_range(global.len(), rank, world)];
                     let mut batch = recycle_rx.try_recv().unwrap_or_default();
-                    let mut full = vec![mine.len()];
-                    full.extend_from_slice(&shape);
+                    full[0] = mine.len();
                     batch.x.resize(&full);
                     batch.labels.clear();
                     batch.ids.clear();

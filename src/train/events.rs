@@ -98,8 +98,9 @@ impl JsonlSink {
 
 impl EventSink for JsonlSink {
     fn on_event(&mut self, e: &Event) {
-        if let Ok(line) = serde_json::to_string(e) {
-            let _ = writeln!(self.out, "{line}");
+        // Straight into the buffered file: no String per step.
+        if serde_json::to_writer(&mut self.out, e).is_ok() {
+            let _ = self.out.write_all(b"\n");
         }
         if !matches!(e, Event::Step { .. }) {
             let _ = self.out.flush();

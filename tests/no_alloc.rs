@@ -1,0 +1,80 @@
+//! A training step allocates nothing once its buffers have grown. A counting global allocator
+//! watches steady-state steps (forward + backward + optimizer update, one thread).
+//!
+//! The one exception is inside the `gemm` crate, which allocates its operand-packing workspace
+//! on every call (gemm-common 0.19 `gemm.rs`, `MemBuffer::new` and `did_pack_lhs`): so a net
+//! without GEMM layers must allocate exactly nothing, and LeNet must allocate the same small
+//! number every step (no growth, nothing data-dependent).
+
+use convoy::layers::{Ctx, Mode};
+use convoy::net::{ModelSpec, Net};
+use convoy::optim::OptimizerConfig;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations of each of steps 3..10.
+fn allocations_per_step(spec: &ModelSpec, batch: usize) -> Vec<usize> {
+    let mut net = Net::build(spec).unwrap();
+    let mut params = net.init_params(1);
+    let mut grads = vec![0.0; params.len()];
+    let mut opt = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: true, weight_decay: 1e-4 }.build(params.len()).unwrap();
+    let mut shape = vec![batch];
+    shape.extend_from_slice(&spec.input);
+    let x = convoy::layers::gradcheck::random_tensor(&shape, 3);
+    let labels: Vec<u32> = (0..batch as u32).map(|i| i % spec.classes as u32).collect();
+    let ids: Vec<u64> = (0..batch as u64).collect();
+    let mut counts = Vec::new();
+    for step in 0..10u64 {
+        let before = ALLOCS.load(Ordering::Relaxed);
+        grads.fill(0.0);
+        let ctx = Ctx { mode: Mode::Train, threads: 1, seed: 0, step, layer: 0, sample_ids: &ids };
+        net.forward_backward(&ctx, &params, &mut grads, &x, &labels, batch, &mut |_, _| {}).unwrap();
+        opt.step(&mut params, &grads, 0.01);
+        if step >= 3 {
+            counts.push(ALLOCS.load(Ordering::Relaxed) - before);
+        }
+    }
+    counts
+}
+
+#[test]
+fn layers_without_gemm_allocate_nothing() {
+    let spec = ModelSpec::from_toml(
+        "name = \"nogemm\"\ninput = [3, 8, 8]\nclasses = 12\n\
+         [[layer]]\nname = \"p\"\ntype = \"max_pool2d\"\nkernel = 2\n\
+         [[layer]]\nname = \"l\"\ntype = \"lrn\"\nsize = 3\n\
+         [[layer]]\nname = \"r\"\ntype = \"relu\"\n\
+         [[layer]]\nname = \"a\"\ntype = \"avg_pool2d\"\nkernel = 2\n\
+         [[layer]]\nname = \"d\"\ntype = \"dropout\"\np = 0.5\n\
+         [[layer]]\nname = \"f\"\ntype = \"flatten\"\n",
+        "nogemm",
+    )
+    .unwrap();
+    assert_eq!(allocations_per_step(&spec, 16), vec![0; 7]);
+}
+
+#[test]
+fn lenet_steps_allocate_only_the_same_gemm_workspace_each_step() {
+    let counts = allocations_per_step(&ModelSpec::resolve("lenet").unwrap(), 16);
+    assert!(counts.windows(2).all(|w| w[0] == w[1]), "allocations vary per step: {counts:?}");
+}
