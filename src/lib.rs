@@ -11,5 +11,6 @@ pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod net;
+pub mod comm;
 pub mod optim;
 pub mod train;

@@ -1,0 +1,131 @@
+//! Communication: the `Communicator` trait (the only thing strategies see), its in-process
+//! implementation `LocalComm` (threads), and the collective algorithms as sibling functions over
+//! point-to-point messages (`algorithms`), each tested against the naive one.
+//!
+//! Everything works on flat `f32` buffers; this module never sees a layer. Every blocking call
+//! returns an error, never hangs: a peer that failed (`abort`) makes the others' calls fail within
+//! a poll interval, and a call that waits longer than the stall timeout fails naming the op and
+//! the peer it waits for.
+
+pub mod algorithms;
+pub mod local;
+
+pub use local::LocalComm;
+use thiserror::Error;
+
+/// Errors of communication.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum CommError {
+    /// Another rank failed and aborted the group.
+    #[error("rank {rank} failed: {msg}")]
+    PeerFailed {
+        /// The failed rank (in the world group).
+        rank: usize,
+        /// Its message.
+        msg: String,
+    },
+    /// An operation waited longer than the stall timeout.
+    #[error("{op} on rank {rank} timed out after {secs:.1}s waiting for rank {peer}; hint: a worker is stuck or much slower (see --stall-timeout)")]
+    Timeout {
+        /// Operation.
+        op: &'static str,
+        /// This rank.
+        rank: usize,
+        /// The rank it waited for.
+        peer: usize,
+        /// Seconds waited.
+        secs: f64,
+    },
+    /// A message had an unexpected length.
+    #[error("{op}: rank {rank} expected {expected} values from rank {peer}, got {got}")]
+    Length {
+        /// Operation.
+        op: &'static str,
+        /// This rank.
+        rank: usize,
+        /// Sender.
+        peer: usize,
+        /// Expected length.
+        expected: usize,
+        /// Received length.
+        got: usize,
+    },
+    /// A rank or argument out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Which all-reduce algorithm a communicator uses (`--allreduce`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// Reduce to rank 0 in rank order, then broadcast.
+    Naive,
+    /// Ring: reduce-scatter then all-gather (bandwidth-optimal).
+    #[default]
+    Ring,
+    /// Pairwise tree over ranks in rank order, then broadcast: the same summation tree whatever
+    /// the timing (and, for power-of-two worker counts, the upper levels of one global tree).
+    Tree,
+}
+
+/// A group of ranks that exchange flat f32 buffers. Implementations: `LocalComm` (threads) and,
+/// with the `mpi` feature, `MpiComm`.
+pub trait Communicator: Send + Sync {
+    /// This rank, 0-based.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn size(&self) -> usize;
+    /// Sends `buf` to `dest` with `tag` (does not wait for the receiver).
+    fn send(&self, buf: &[f32], dest: usize, tag: u32) -> Result<(), CommError>;
+    /// Receives exactly `buf.len()` values from `src` with `tag`.
+    fn recv(&self, buf: &mut [f32], src: usize, tag: u32) -> Result<(), CommError>;
+    /// Receives `buf.len()` values from `src` with `tag` and ADDS them into `buf` (the reduction
+    /// step of every collective; implementations avoid the temporary copy).
+    fn recv_add(&self, buf: &mut [f32], src: usize, tag: u32) -> Result<(), CommError> {
+        let mut tmp = vec![0.0f32; buf.len()];
+        self.recv(&mut tmp, src, tag)?;
+        for (b, t) in buf.iter_mut().zip(&tmp) {
+            *b += t;
+        }
+        Ok(())
+    }
+    /// Receives `buf.len()` values with `tag` from whichever rank sent first; returns that rank.
+    fn recv_any(&self, buf: &mut [f32], tag: u32) -> Result<usize, CommError>;
+    /// Waits until every rank has called it.
+    fn barrier(&self) -> Result<(), CommError>;
+    /// The all-reduce algorithm this communicator uses.
+    fn algorithm(&self) -> Algorithm;
+    /// Aborts the group: every rank's pending and future calls fail with `PeerFailed` naming this rank.
+    fn abort(&self, msg: &str);
+    /// A sub-group of the ranks that pass the same `color`, ordered by `key` then rank.
+    fn split(&self, color: usize, key: usize) -> Result<Box<dyn Communicator>, CommError>;
+    /// Values this rank has sent so far (for benchmarks and metrics).
+    fn values_sent(&self) -> u64;
+
+    /// Sum of `buf` over all ranks, in place, with this communicator's algorithm.
+    fn all_reduce_into(&self, buf: &mut [f32]) -> Result<(), CommError> {
+        match self.algorithm() {
+            Algorithm::Naive => algorithms::all_reduce_naive(self, buf),
+            Algorithm::Ring => algorithms::all_reduce_ring(self, buf),
+            Algorithm::Tree => algorithms::all_reduce_tree(self, buf),
+        }
+    }
+    /// Copies `root`'s `buf` into every rank's `buf`.
+    fn broadcast_into(&self, buf: &mut [f32], root: usize) -> Result<(), CommError> {
+        algorithms::broadcast(self, buf, root)
+    }
+    /// `recv` gets this rank's chunk (`chunk_range(send.len(), rank, size)`) of the sum of `send`.
+    fn reduce_scatter_into(&self, send: &[f32], recv: &mut [f32]) -> Result<(), CommError> {
+        algorithms::reduce_scatter_ring(self, send, recv)
+    }
+    /// `recv` (size × chunk layout of `chunk_range`) gets every rank's `send` chunk.
+    fn all_gather_into(&self, send: &[f32], recv: &mut [f32]) -> Result<(), CommError> {
+        algorithms::all_gather_ring(self, send, recv)
+    }
+}
+
+/// The chunk of a buffer of `n` values owned by `rank` of `size` in reduce-scatter/all-gather:
+/// contiguous chunks whose lengths differ by at most one (the first n % size ranks take one more).
+pub fn chunk_range(n: usize, rank: usize, size: usize) -> std::ops::Range<usize> {
+    crate::data::sampler::shard_range(n, rank, size)
+}
