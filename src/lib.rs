@@ -13,4 +13,5 @@ pub mod data;
 pub mod net;
 pub mod comm;
 pub mod optim;
+pub mod parallel;
 pub mod train;

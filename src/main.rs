@@ -22,7 +22,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Our error messages already name their causes; `{e:#}` would repeat them.
+            eprintln!("error: {e}");
             ExitCode::from(exit_code(&e))
         }
     }
@@ -43,6 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => {
             let cfg = args.to_config()?;
+            let pc = args.parallel.to_config()?;
             let mut sink = events::Fanout::default();
             sink.push(Box::new(events::LogSink));
             if !args.no_progress {
@@ -52,7 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let f = events::JsonlSink::create(path).map_err(|e| anyhow::anyhow!("cannot create metrics file {}: {e}", path.display()))?;
                 sink.push(Box::new(f));
             }
-            let s = train::train(&cfg, &mut sink)?;
+            let s = convoy::parallel::run(&cfg, &pc, &mut sink)?;
             println!(
                 "done: {} steps in {:.1}s, {:.0} images/s, test accuracy {:.2}% (loss {:.4}){}",
                 s.steps,

@@ -8,9 +8,14 @@ pub mod bench;
 
 use crate::net::ModelSpec;
 use crate::optim::{schedule::LrSchedule, OptimizerConfig};
+use crate::comm::Algorithm;
+use crate::parallel::data_parallel::AllReduceConfig;
+use crate::parallel::param_server::{PsConfig, PsMode};
+use crate::parallel::{FailureKind, InjectFailure, ParallelConfig, StrategyKind};
 use crate::train::TrainConfig;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 use thiserror::Error;
 
 /// convoy: train convolutional neural networks in parallel.
@@ -95,6 +100,157 @@ pub struct TrainArgs {
     /// Do not draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Parallel training.
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
+}
+
+/// `--strategy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StrategyArg {
+    /// Replicas + all-reduce of gradient buckets (DDP, Horovod).
+    Allreduce,
+    /// Parameter server shards (sync, async or stale-synchronous).
+    Ps,
+}
+
+/// `--allreduce`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AlgorithmArg {
+    /// Reduce-scatter + all-gather around a ring.
+    Ring,
+    /// Pairwise tree in rank order, then broadcast.
+    Tree,
+    /// Reduce to rank 0, then broadcast.
+    Naive,
+}
+
+/// `--ps-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PsModeArg {
+    /// One update per global step (equals single-worker SGD).
+    Sync,
+    /// Every push applied at once.
+    Async,
+    /// Stale-synchronous: at most --staleness steps ahead of the slowest worker.
+    Ssp,
+}
+
+/// Flags of parallel training (part of `convoy train`).
+#[derive(Debug, Args, Clone)]
+pub struct ParallelArgs {
+    /// Data-parallel workers (threads of this process). The global batch (--batch-size) is split
+    /// across them; the first batch%workers workers take one sample more.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// How the workers cooperate.
+    #[arg(long, value_enum, default_value = "allreduce")]
+    pub strategy: StrategyArg,
+    /// All-reduce algorithm.
+    #[arg(long = "allreduce", value_enum, default_value = "ring")]
+    pub algorithm: AlgorithmArg,
+    /// Gradient bucket cap in MiB (the first bucket is capped at 1 MiB).
+    #[arg(long)]
+    pub bucket_mb: Option<f64>,
+    /// Reduce gradients after backward instead of overlapping with it.
+    #[arg(long)]
+    pub no_overlap: bool,
+    /// Sum this many micro-batches locally before each all-reduce.
+    #[arg(long)]
+    pub accumulate: Option<usize>,
+    /// Bitwise-identical results for 1, 2, 4 and 8 workers (needs --threads 1; slower).
+    #[arg(long)]
+    pub deterministic: bool,
+    /// Parameter-server consistency.
+    #[arg(long, value_enum)]
+    pub ps_mode: Option<PsModeArg>,
+    /// Steps a worker may run ahead of the slowest (--ps-mode ssp; default 3).
+    #[arg(long)]
+    pub staleness: Option<u64>,
+    /// Parameter-server shards (threads of their own).
+    #[arg(long)]
+    pub servers: Option<usize>,
+    /// Seconds a worker may wait for another before the run fails naming it.
+    #[arg(long, default_value_t = 300.0)]
+    pub stall_timeout: f64,
+    /// Test hook: make worker RANK fail at STEP (RANK:STEP[:error|panic|hang]).
+    #[arg(long, hide = true)]
+    pub inject_failure: Option<String>,
+}
+
+impl ParallelArgs {
+    /// Validates the flags into parallel settings.
+    pub fn to_config(&self) -> Result<ParallelConfig, ConfigError> {
+        if self.workers == 0 {
+            return Err(invalid("workers", "must be at least 1"));
+        }
+        if !(self.stall_timeout.is_finite() && self.stall_timeout > 0.0) {
+            return Err(invalid("stall-timeout", format!("{} must be a positive number of seconds", self.stall_timeout)));
+        }
+        let strategy = match self.strategy {
+            StrategyArg::Allreduce => {
+                for (given, flag) in [(self.ps_mode.is_some(), "ps-mode"), (self.staleness.is_some(), "staleness"), (self.servers.is_some(), "servers")] {
+                    if given {
+                        return Err(invalid(flag, "applies to --strategy ps; hint: add --strategy ps"));
+                    }
+                }
+                let defaults = AllReduceConfig::default();
+                StrategyKind::AllReduce(AllReduceConfig {
+                    algorithm: match self.algorithm {
+                        AlgorithmArg::Ring => Algorithm::Ring,
+                        AlgorithmArg::Tree => Algorithm::Tree,
+                        AlgorithmArg::Naive => Algorithm::Naive,
+                    },
+                    bucket_mb: self.bucket_mb.unwrap_or(defaults.bucket_mb),
+                    overlap: !self.no_overlap,
+                    accumulate: self.accumulate.unwrap_or(1),
+                    deterministic: self.deterministic,
+                })
+            }
+            StrategyArg::Ps => {
+                for (given, flag) in [
+                    (self.bucket_mb.is_some(), "bucket-mb"),
+                    (self.no_overlap, "no-overlap"),
+                    (self.accumulate.is_some(), "accumulate"),
+                    (self.deterministic, "deterministic"),
+                ] {
+                    if given {
+                        return Err(invalid(flag, "applies to --strategy allreduce"));
+                    }
+                }
+                let mode = match self.ps_mode.unwrap_or(PsModeArg::Sync) {
+                    PsModeArg::Sync | PsModeArg::Async if self.staleness.is_some() => {
+                        return Err(invalid("staleness", "applies to --ps-mode ssp"));
+                    }
+                    PsModeArg::Sync => PsMode::Sync,
+                    PsModeArg::Async => PsMode::Async,
+                    PsModeArg::Ssp => PsMode::Ssp { staleness: self.staleness.unwrap_or(3) },
+                };
+                StrategyKind::ParamServer(PsConfig { mode, servers: self.servers.unwrap_or(1) })
+            }
+        };
+        let inject_failure = match &self.inject_failure {
+            None => None,
+            Some(spec) => {
+                let parts: Vec<&str> = spec.split(':').collect();
+                let num = |s: &str| s.parse::<u64>().map_err(|_| invalid("inject-failure", format!("'{spec}' is not RANK:STEP[:error|panic|hang]")));
+                match parts.as_slice() {
+                    [r, st] | [r, st, _] => Some(InjectFailure {
+                        rank: num(r)? as usize,
+                        step: num(st)?,
+                        kind: match parts.get(2) {
+                            None | Some(&"error") => FailureKind::Error,
+                            Some(&"panic") => FailureKind::Panic,
+                            Some(&"hang") => FailureKind::Hang,
+                            Some(_) => return Err(invalid("inject-failure", format!("'{spec}' is not RANK:STEP[:error|panic|hang]"))),
+                        },
+                    }),
+                    _ => return Err(invalid("inject-failure", format!("'{spec}' is not RANK:STEP[:error|panic|hang]"))),
+                }
+            }
+        };
+        Ok(ParallelConfig { workers: self.workers, strategy, stall_timeout: Duration::from_secs_f64(self.stall_timeout), inject_failure })
+    }
 }
 
 /// Flags of `convoy eval`.
@@ -179,7 +335,11 @@ impl TrainArgs {
             optimizer,
             schedule,
             seed: self.seed,
-            threads: threads_from(self.threads)?,
+            threads: match self.threads {
+                // One worker takes every core; several share them.
+                None => (default_threads() / self.parallel.workers.max(1)).max(1),
+                t => threads_from(t)?,
+            },
             eval_each_epoch: !self.no_epoch_eval,
             save: self.save.clone(),
             init_from: self.init_from.clone(),

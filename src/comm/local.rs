@@ -20,13 +20,23 @@ const POLL: Duration = Duration::from_millis(20);
 pub const DEFAULT_STALL: Duration = Duration::from_secs(300);
 
 /// Failure state shared by a world and all its sub-groups.
-#[derive(Default)]
 struct Failure {
     flag: AtomicBool,
     first: Mutex<Option<(usize, String)>>,
+    /// Per world rank: inside a blocking call right now (to name the culprits of a stall).
+    waiting: Vec<AtomicBool>,
 }
 
 impl Failure {
+    fn new(world: usize) -> Failure {
+        Failure { flag: AtomicBool::new(false), first: Mutex::new(None), waiting: (0..world).map(|_| AtomicBool::new(false)).collect() }
+    }
+
+    /// World ranks not inside a blocking call, other than `me`.
+    fn not_waiting(&self, me: usize) -> Vec<usize> {
+        (0..self.waiting.len()).filter(|&r| r != me && !self.waiting[r].load(Ordering::Acquire)).collect()
+    }
+
     fn check(&self) -> Result<(), CommError> {
         if !self.flag.load(Ordering::Acquire) {
             return Ok(());
@@ -107,8 +117,14 @@ pub struct LocalComm {
 impl LocalComm {
     /// A world of `size` ranks; hand element i to the thread that plays rank i.
     pub fn world(size: usize, algorithm: Algorithm, stall: Duration) -> Vec<LocalComm> {
-        let group = Arc::new(Group::new((0..size).collect(), Arc::default(), stall, algorithm));
+        let group = Arc::new(Group::new((0..size).collect(), Arc::new(Failure::new(size)), stall, algorithm));
         (0..size).map(|rank| LocalComm::member(group.clone(), rank)).collect()
+    }
+
+    /// Another handle on this rank (for a supervisor that must be able to `abort` the group
+    /// after the rank's own handle has moved into its thread). It must not communicate.
+    pub fn twin(&self) -> LocalComm {
+        LocalComm::member(self.group.clone(), self.rank)
     }
 
     fn member(group: Arc<Group>, rank: usize) -> LocalComm {
@@ -131,23 +147,34 @@ impl LocalComm {
         cv: &Condvar,
         mut ready: impl FnMut(&mut T) -> Option<R>,
     ) -> Result<R, CommError> {
+        if let Some(r) = ready(&mut guard) {
+            return Ok(r);
+        }
         let start = Instant::now();
-        loop {
-            if let Some(r) = ready(&mut guard) {
-                return Ok(r);
+        let me = self.group.world_ranks[self.rank];
+        let failure = &self.group.failure;
+        failure.waiting[me].store(true, Ordering::Release);
+        let out = loop {
+            if let Err(e) = failure.check() {
+                break Err(e);
             }
-            self.group.failure.check()?;
             let waited = start.elapsed();
             if waited >= self.group.stall {
-                return Err(CommError::Timeout {
+                break Err(CommError::Timeout {
                     op,
-                    rank: self.group.world_ranks[self.rank],
+                    rank: me,
                     peer: self.group.world_ranks.get(peer).copied().unwrap_or(peer),
                     secs: waited.as_secs_f64(),
+                    stuck: failure.not_waiting(me),
                 });
             }
             guard = cv.wait_timeout(guard, POLL).unwrap_or_else(|e| e.into_inner()).0;
-        }
+            if let Some(r) = ready(&mut guard) {
+                break Ok(r);
+            }
+        };
+        failure.waiting[me].store(false, Ordering::Release);
+        out
     }
 
     /// Takes the first message from `src` (any source when None) with `tag`, runs `f` on it and
@@ -383,7 +410,7 @@ mod tests {
     fn a_silent_peer_times_out_naming_it() {
         let out = run(2, Duration::from_millis(100), |c| if c.rank() == 0 { c.recv(&mut [0.0; 1], 1, 0) } else { Ok(()) });
         match &out[0] {
-            Err(CommError::Timeout { op: "recv", rank: 0, peer: 1, .. }) => {}
+            Err(CommError::Timeout { op: "recv", rank: 0, peer: 1, stuck, .. }) => assert_eq!(stuck, &vec![1]),
             e => panic!("{e:?}"),
         }
         assert!(out[0].as_ref().unwrap_err().to_string().contains("waiting for rank 1"));

@@ -25,7 +25,7 @@ pub enum CommError {
         msg: String,
     },
     /// An operation waited longer than the stall timeout.
-    #[error("{op} on rank {rank} timed out after {secs:.1}s waiting for rank {peer}; hint: a worker is stuck or much slower (see --stall-timeout)")]
+    #[error("{op} on rank {rank} timed out after {secs:.1}s waiting for rank {peer}{}; hint: a rank is stuck or much slower (see --stall-timeout)", stuck_note(.stuck))]
     Timeout {
         /// Operation.
         op: &'static str,
@@ -35,6 +35,9 @@ pub enum CommError {
         peer: usize,
         /// Seconds waited.
         secs: f64,
+        /// Ranks that were not inside a communication call at that moment: the likely culprits
+        /// (stuck in computation, or ended).
+        stuck: Vec<usize>,
     },
     /// A message had an unexpected length.
     #[error("{op}: rank {rank} expected {expected} values from rank {peer}, got {got}")]
@@ -53,6 +56,14 @@ pub enum CommError {
     /// A rank or argument out of range.
     #[error("{0}")]
     Invalid(String),
+}
+
+fn stuck_note(stuck: &[usize]) -> String {
+    match stuck {
+        [] => String::new(),
+        [r] => format!(" (rank {r} is not communicating: stuck or ended)"),
+        rs => format!(" (ranks {rs:?} are not communicating: stuck or ended)"),
+    }
 }
 
 /// Which all-reduce algorithm a communicator uses (`--allreduce`).

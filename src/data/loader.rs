@@ -4,7 +4,7 @@
 //!
 //! Dropping the loader stops the thread: it sees the closed channel at its next send.
 
-use super::{sampler::shard_range, sampler::Sampler, Dataset};
+use super::{sampler::Sampler, sampler::Shard, Dataset};
 use crate::tensor::Tensor;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -26,6 +26,10 @@ pub struct Batch {
     pub epoch: u64,
     /// Index of the global batch in the epoch.
     pub index: usize,
+    /// Size of the whole global batch this shard belongs to (the loss denominator).
+    pub global: usize,
+    /// Offset of this shard in the global batch.
+    pub offset: usize,
 }
 
 /// Background loader for one epoch of one rank.
@@ -36,12 +40,12 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// Starts loading epoch `epoch` from global batch `start_batch` on, shard `rank` of `world`.
-    pub fn new(data: Arc<dyn Dataset>, sampler: Sampler, epoch: u64, start_batch: usize, rank: usize, world: usize) -> Loader {
+    /// Starts loading epoch `epoch` from global batch `start_batch` on, this `shard` of each batch.
+    pub fn new(data: Arc<dyn Dataset>, sampler: Sampler, epoch: u64, start_batch: usize, shard: Shard) -> Loader {
         let (tx, rx) = sync_channel::<Batch>(PREFETCH);
         let (recycle_tx, recycle_rx) = sync_channel::<Batch>(PREFETCH + 2);
         let thread = std::thread::Builder::new()
-            .name(format!("loader-r{rank}"))
+            .name(format!("loader-r{}", shard.rank))
             .spawn(move || {
                 let order = sampler.epoch_order(epoch);
                 let shape = data.sample_shape().to_vec();
@@ -50,7 +54,8 @@ impl Loader {
                 full[1..].copy_from_slice(&shape);
                 for b in start_batch..sampler.batches_per_epoch() {
                     let global = sampler.batch_of(&order, b);
-                    let mine = &global[shard_range(global.len(), rank, world)];
+                    let range = shard.range(global.len());
+                    let mine = &global[range.clone()];
                     let mut batch = recycle_rx.try_recv().unwrap_or_default();
                     full[0] = mine.len();
                     batch.x.resize(&full);
@@ -62,6 +67,8 @@ impl Loader {
                     }
                     batch.epoch = epoch;
                     batch.index = b;
+                    batch.global = global.len();
+                    batch.offset = range.start;
                     if tx.send(batch).is_err() {
                         return;
                     }
@@ -125,7 +132,7 @@ mod tests {
         for world in 1..=3 {
             let mut seen = vec![Vec::new(); 5];
             for rank in 0..world {
-                let mut l = Loader::new(data.clone(), s.clone(), 2, 0, rank, world);
+                let mut l = Loader::new(data.clone(), s.clone(), 2, 0, Shard::of(rank, world));
                 while let Some(b) = l.next() {
                     assert_eq!(b.x.shape(), &[b.ids.len(), 1, 1, 2]);
                     for (k, &id) in b.ids.iter().enumerate() {
@@ -140,7 +147,7 @@ mod tests {
                 assert_eq!(ids.as_slice(), s.batch_of(&order, b), "world {world} batch {b}");
             }
         }
-        let mut l = Loader::new(data, s, 2, 3, 0, 1);
+        let mut l = Loader::new(data, s, 2, 3, Shard::WHOLE);
         assert_eq!(l.next().unwrap().index, 3);
         assert_eq!(l.next().unwrap().index, 4);
         assert!(l.next().is_none());
@@ -149,7 +156,7 @@ mod tests {
     #[test]
     fn dropping_mid_epoch_returns() {
         let data: Arc<dyn Dataset> = Arc::new(Counting(10_000));
-        let mut l = Loader::new(data, Sampler::new(10_000, 1, 0, false), 0, 0, 0, 1);
+        let mut l = Loader::new(data, Sampler::new(10_000, 1, 0, false), 0, 0, Shard::WHOLE);
         assert!(l.next().is_some());
         drop(l);
     }

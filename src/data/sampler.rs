@@ -82,6 +82,44 @@ pub fn shard_range(n: usize, rank: usize, world: usize) -> Range<usize> {
     start.min(n)..(start + len).min(n)
 }
 
+/// Which part of every global batch a rank loads: shard `rank` of `world`, aligned to `leaves`
+/// fixed micro-shards when `leaves > world` (the `--deterministic` layout: the global batch is cut
+/// into `leaves` pieces by `shard_range`, and rank r takes leaves r·L/W .. (r+1)·L/W, so the pieces
+/// do not depend on the worker count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This rank.
+    pub rank: usize,
+    /// Number of data-parallel ranks.
+    pub world: usize,
+    /// Micro-shards per global batch; a multiple of `world`.
+    pub leaves: usize,
+}
+
+impl Shard {
+    /// The whole batch.
+    pub const WHOLE: Shard = Shard { rank: 0, world: 1, leaves: 1 };
+
+    /// Shard `rank` of `world`, as `shard_range` cuts it.
+    pub fn of(rank: usize, world: usize) -> Shard {
+        Shard { rank, world, leaves: world }
+    }
+
+    /// The first and one-past-last leaf of this rank.
+    pub fn leaf_range(&self) -> Range<usize> {
+        let per = self.leaves / self.world.max(1);
+        self.rank * per..(self.rank + 1) * per
+    }
+
+    /// This rank's samples of a global batch of `n`.
+    pub fn range(&self, n: usize) -> Range<usize> {
+        let leaves = self.leaf_range();
+        let start = shard_range(n, leaves.start, self.leaves).start;
+        let end = if leaves.is_empty() { start } else { shard_range(n, leaves.end - 1, self.leaves).end };
+        start..end
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +155,20 @@ mod tests {
         }
         assert_eq!(shard_range(10, 0, 4), 0..3);
         assert_eq!(shard_range(10, 3, 4), 8..10);
+    }
+
+    #[test]
+    fn aligned_shards_are_unions_of_the_same_leaves_for_every_world() {
+        let n = 100;
+        let leaf = |l| shard_range(n, l, 8);
+        for world in [1, 2, 4, 8] {
+            for rank in 0..world {
+                let s = Shard { rank, world, leaves: 8 };
+                let ls = s.leaf_range();
+                assert_eq!(s.range(n), leaf(ls.start).start..leaf(ls.end - 1).end);
+            }
+        }
+        assert_eq!(Shard::of(1, 4).range(10), shard_range(10, 1, 4));
+        assert_eq!(Shard::WHOLE.range(7), 0..7);
     }
 }

@@ -187,21 +187,20 @@ impl Net {
         Ok(BatchStats { loss_sum, correct: correct_topk(logits, labels, 1), samples: labels.len() })
     }
 
-    /// Forward, loss and backward over a batch; ACCUMULATES the parameter gradients into `grads`.
-    /// The loss gradient is divided by `denom` (the global batch size), so workers that each
-    /// process a shard produce gradients that sum to the global-batch mean. `on_layer_done(i)` is
-    /// called right after layer i's gradients are final (layers run last to first), which lets a
-    /// data-parallel strategy start reducing a bucket while backward continues.
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward_backward(
+    /// Forward, loss and backward over a batch; ACCUMULATES the parameter gradients into `grads`
+    /// (a flat buffer, or any `GradSink`). The loss gradient is divided by `denom` (the global
+    /// batch size), so workers that each process a shard produce gradients that sum to the
+    /// global-batch mean. Layers run last to first; `grads.done(i)` is called right after layer
+    /// i's gradients are final, which lets a data-parallel strategy start reducing a bucket while
+    /// backward continues.
+    pub fn forward_backward<G: GradSink + ?Sized>(
         &mut self,
         ctx: &Ctx,
         params: &[f32],
-        grads: &mut [f32],
+        grads: &mut G,
         x: &Tensor,
         labels: &[u32],
         denom: usize,
-        on_layer_done: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<BatchStats, NetError> {
         let stats = self.evaluate(ctx, params, x, labels)?;
         let last = self.layers.len() - 1;
@@ -214,11 +213,26 @@ impl Net {
             let input = if i == 0 { x } else { &self.acts[i - 1] };
             let dx = if i == 0 { None } else { Some(&mut dprev[i - 1]) };
             self.layers[i]
-                .backward(&lctx, &params[r.clone()], &mut grads[r.clone()], input, &self.acts[i], &dcur[0], dx)
+                .backward(&lctx, &params[r.clone()], grads.layer(i, r), input, &self.acts[i], &dcur[0], dx)
                 .map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
-            on_layer_done(i, &grads[r]);
+            grads.done(i);
         }
         Ok(stats)
+    }
+}
+
+/// Where backward writes parameter gradients: the whole flat buffer, or pieces of it handed out
+/// per layer (a data-parallel strategy gives each gradient bucket away once it is complete).
+pub trait GradSink {
+    /// The gradient slice of layer `i`, whose range in the flat buffer is `range`.
+    fn layer(&mut self, i: usize, range: std::ops::Range<usize>) -> &mut [f32];
+    /// Layer `i`'s gradients are final for this pass.
+    fn done(&mut self, _i: usize) {}
+}
+
+impl GradSink for [f32] {
+    fn layer(&mut self, _i: usize, range: std::ops::Range<usize>) -> &mut [f32] {
+        &mut self[range]
     }
 }
 

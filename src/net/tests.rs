@@ -91,9 +91,18 @@ fn whole_net_gradient_matches_finite_differences() {
     let labels = [0u32, 2, 1];
     let ctx = Ctx::simple(Mode::Train);
     let mut grads = vec![0.0f32; params.len()];
-    let mut seen = Vec::new();
-    net.forward_backward(&ctx, &params, &mut grads, &x, &labels, 3, &mut |i, _| seen.push(i)).unwrap();
-    assert_eq!(seen, vec![3, 2, 1, 0], "layers finish last to first");
+    struct Recorder<'a>(&'a mut [f32], Vec<usize>);
+    impl GradSink for Recorder<'_> {
+        fn layer(&mut self, _i: usize, range: std::ops::Range<usize>) -> &mut [f32] {
+            &mut self.0[range]
+        }
+        fn done(&mut self, i: usize) {
+            self.1.push(i);
+        }
+    }
+    let mut sink = Recorder(&mut grads, Vec::new());
+    net.forward_backward(&ctx, &params, &mut sink, &x, &labels, 3).unwrap();
+    assert_eq!(sink.1, vec![3, 2, 1, 0], "layers finish last to first");
     let mut p = params.clone();
     // A small step: ReLU kinks must not fall inside ±eps of any pre-activation.
     let eps = 1e-3f32;

@@ -47,8 +47,41 @@ pub enum Event {
         images_per_sec: f64,
         /// Seconds spent waiting for data.
         data_wait_s: f64,
-        /// Seconds of forward + backward + optimizer.
+        /// Seconds of forward + backward + optimizer (including communication overlapped with it).
         compute_s: f64,
+        /// Seconds the collectives or push/pull of this step took (overlapped or not).
+        comm_s: f64,
+        /// Seconds the worker waited for communication after its computation was done.
+        comm_wait_s: f64,
+    },
+    /// A worker's totals so far (every worker, after each epoch and at the end).
+    Worker {
+        /// Worker rank.
+        rank: usize,
+        /// Steps done.
+        steps: u64,
+        /// Samples this worker processed per second of wall time.
+        images_per_sec: f64,
+        /// Seconds computing (forward, backward, optimizer).
+        compute_s: f64,
+        /// Seconds in communication (collectives, push/pull), overlapped or not.
+        comm_s: f64,
+        /// Seconds waiting for communication after computing (the part not overlapped).
+        comm_wait_s: f64,
+        /// Seconds waiting for data.
+        data_wait_s: f64,
+    },
+    /// Staleness of the updates a parameter-server shard applied: how many updates from other
+    /// workers landed between a worker's pull and its push.
+    Staleness {
+        /// Server shard.
+        server: usize,
+        /// `histogram[s]` = updates applied with staleness s.
+        histogram: Vec<u64>,
+        /// Largest staleness seen.
+        max: usize,
+        /// Mean staleness.
+        mean: f64,
     },
     /// An evaluation on the test set.
     Eval {
@@ -126,6 +159,20 @@ impl EventSink for LogSink {
             Event::RunEnd { steps, test_acc, seconds, .. } => {
                 tracing::info!(steps, test_acc = format!("{:.2}%", test_acc * 100.0), seconds = format!("{seconds:.1}"), "run end")
             }
+            Event::Worker { rank, steps, images_per_sec, compute_s, comm_s, comm_wait_s, .. } => {
+                tracing::info!(
+                    rank,
+                    steps,
+                    images_per_sec = format!("{images_per_sec:.0}"),
+                    compute_s = format!("{compute_s:.2}"),
+                    comm_s = format!("{comm_s:.2}"),
+                    comm_wait_s = format!("{comm_wait_s:.2}"),
+                    "worker"
+                )
+            }
+            Event::Staleness { server, max, mean, .. } => {
+                tracing::info!(server, max, mean = format!("{mean:.2}"), "staleness")
+            }
         }
     }
 }
@@ -188,6 +235,7 @@ impl EventSink for ProgressSink {
                     bar.finish_and_clear();
                 }
             }
+            Event::Worker { .. } | Event::Staleness { .. } => {}
         }
     }
 }

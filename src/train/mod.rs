@@ -7,10 +7,11 @@
 pub mod events;
 
 use crate::checkpoint::{self, CheckpointError};
-use crate::data::{idx::IdxDataset, loader::Loader, sampler::Sampler, DataError, Dataset, Split};
+use crate::comm::CommError;
+use crate::data::{idx::IdxDataset, loader::Batch, loader::Loader, sampler::Sampler, sampler::Shard, DataError, Dataset, Split};
 use crate::layers::{Ctx, Mode};
 use crate::net::{BatchStats, ModelSpec, Net, NetError};
-use crate::optim::{schedule::LrSchedule, OptimError, OptimizerConfig};
+use crate::optim::{schedule::LrSchedule, OptimError, Optimizer, OptimizerConfig};
 use crate::tensor::Tensor;
 use events::{Event, EventSink};
 use std::path::PathBuf;
@@ -80,6 +81,36 @@ pub enum TrainError {
         /// Step at which it happened.
         step: u64,
     },
+    /// Communication between workers failed.
+    #[error(transparent)]
+    Comm(#[from] CommError),
+    /// Bad parallel settings (workers, strategy, buckets, ...).
+    #[error("{0}")]
+    Config(String),
+    /// A worker failed (in a run with several workers).
+    #[error("worker {rank} failed at step {step}: {source}")]
+    Worker {
+        /// The worker's rank.
+        rank: usize,
+        /// The step it was running (1-based; 0 = set-up).
+        step: u64,
+        /// What went wrong.
+        source: Box<TrainError>,
+    },
+    /// A parameter-server shard failed.
+    #[error("parameter server {index} failed: {source}")]
+    Server {
+        /// Server shard index.
+        index: usize,
+        /// What went wrong.
+        source: Box<TrainError>,
+    },
+    /// A worker thread panicked (a bug: please report it).
+    #[error("panicked: {0}")]
+    Panicked(String),
+    /// A failure made on purpose by a test hook (`--inject-failure`).
+    #[error("injected failure")]
+    Injected,
 }
 
 impl TrainError {
@@ -91,8 +122,26 @@ impl TrainError {
             TrainError::Checkpoint(_) => 2,
             TrainError::Net(NetError::Layer { .. } | NetError::Spec { .. }) => 2,
             TrainError::Net(NetError::Loss(_)) => 2,
-            TrainError::NonFinite { .. } => 1,
+            TrainError::Config(_) => 2,
+            TrainError::NonFinite { .. } | TrainError::Comm(_) | TrainError::Injected => 1,
+            TrainError::Worker { source, .. } | TrainError::Server { source, .. } => source.exit_code(),
+            TrainError::Panicked(_) => 1,
         }
+    }
+
+    /// This error as the failure of worker `rank` at `step` (kept as it is when it already names
+    /// a worker, or is only the echo of another rank's failure).
+    pub fn at_worker(self, rank: usize, step: u64) -> TrainError {
+        match self {
+            e @ (TrainError::Worker { .. } | TrainError::Comm(CommError::PeerFailed { .. })) => e,
+            e => TrainError::Worker { rank, step, source: Box::new(e) },
+        }
+    }
+
+    /// True when this error only reports that another rank failed.
+    pub fn is_echo(&self) -> bool {
+        matches!(self, TrainError::Comm(CommError::PeerFailed { .. }))
+            || matches!(self, TrainError::Worker { source, .. } | TrainError::Server { source, .. } if source.is_echo())
     }
 }
 
@@ -154,100 +203,227 @@ pub fn evaluate(net: &mut Net, params: &[f32], data: &dyn Dataset, batch: usize,
     Ok(total)
 }
 
+/// What one worker's step reports back to the loop.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepReport {
+    /// Loss and accuracy over this worker's shard.
+    pub stats: BatchStats,
+    /// Seconds in communication (overlapped or not).
+    pub comm_s: f64,
+    /// Seconds waiting for communication after the computation was done.
+    pub comm_wait_s: f64,
+}
+
+/// How one worker turns its shard of a global batch into a parameter update: single-worker SGD
+/// (`LocalSgd`), all-reduce data parallelism, a parameter-server client, ... The loop in
+/// `run_worker` does the rest (data, schedule, events, evaluation, saving).
+pub trait Strategy {
+    /// Before the first step: make this worker's parameters the run's initial ones
+    /// (e.g. broadcast from rank 0, or pull from the servers).
+    fn init(&mut self, _params: &mut [f32]) -> Result<(), TrainError> {
+        Ok(())
+    }
+    /// One step on this worker's shard: compute gradients and update `params` with learning
+    /// rate `lr` (strategies whose servers own the schedule ignore it).
+    fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError>;
+    /// After the last step: make `params` the run's final parameters (e.g. pull from the servers).
+    fn finish(&mut self, _params: &mut [f32]) -> Result<(), TrainError> {
+        Ok(())
+    }
+}
+
+/// Plain single-worker training: the gradient of the whole batch, then an optimizer step.
+pub struct LocalSgd {
+    opt: Box<dyn Optimizer>,
+    grads: Vec<f32>,
+}
+
+impl LocalSgd {
+    /// For a model with `len` parameters.
+    pub fn new(cfg: &OptimizerConfig, len: usize) -> Result<LocalSgd, TrainError> {
+        Ok(LocalSgd { opt: cfg.build(len)?, grads: vec![0.0; len] })
+    }
+}
+
+impl Strategy for LocalSgd {
+    fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
+        self.grads.fill(0.0);
+        let stats = net.forward_backward(ctx, params, self.grads.as_mut_slice(), &batch.x, &batch.labels, batch.global)?;
+        self.opt.step(params, &self.grads, lr);
+        Ok(StepReport { stats, ..StepReport::default() })
+    }
+}
+
 /// Runs a whole single-worker training run, emitting events to `sink`.
 pub fn train(cfg: &TrainConfig, sink: &mut dyn EventSink) -> Result<TrainSummary, TrainError> {
     cfg.optimizer.validate()?;
-    let mut net = Net::build(&cfg.model)?;
-    let (train_set, test_set) = load_data(cfg)?;
-    let mut params = match &cfg.init_from {
+    let net = Net::build(&cfg.model)?;
+    let data = load_data(cfg)?;
+    let mut strategy = LocalSgd::new(&cfg.optimizer, net.layout().len())?;
+    run_worker(cfg, net, &data, Shard::WHOLE, &mut strategy, &mut |e| sink.on_event(&e))
+}
+
+/// Initial parameters of a run: the `init_from` weights, or a fresh seeded initialisation.
+pub fn initial_params(cfg: &TrainConfig, net: &Net) -> Result<Vec<f32>, TrainError> {
+    Ok(match &cfg.init_from {
         Some(p) => checkpoint::load_weights(p, net.layout())?,
         None => net.init_params(cfg.seed),
-    };
-    let mut grads = vec![0.0f32; params.len()];
-    let mut opt = cfg.optimizer.build(params.len())?;
+    })
+}
+
+/// Steps of the whole run.
+pub fn total_steps(cfg: &TrainConfig, train_len: usize) -> u64 {
+    let per_epoch = Sampler::new(train_len, cfg.batch_size, cfg.seed, false).batches_per_epoch() as u64;
+    cfg.steps.unwrap_or(per_epoch * cfg.epochs)
+}
+
+/// The training loop of one worker: loads `shard` of every global batch, lets `strategy` compute
+/// and apply the update, and reports through `emit`. Rank 0 (`shard.rank == 0`) leads: it
+/// announces the run, reports steps, evaluates and saves; every rank reports its own totals
+/// (`Event::Worker`) after each epoch and at the end. With several workers an error names the
+/// worker and the step.
+pub fn run_worker(
+    cfg: &TrainConfig,
+    mut net: Net,
+    (train_set, test_set): &(Arc<dyn Dataset>, Arc<dyn Dataset>),
+    shard: Shard,
+    strategy: &mut dyn Strategy,
+    emit: &mut dyn FnMut(Event),
+) -> Result<TrainSummary, TrainError> {
+    let lead = shard.rank == 0;
+    let mut params = initial_params(cfg, &net)?;
     let sampler = Sampler::new(train_set.len(), cfg.batch_size, cfg.seed, false);
     let per_epoch = sampler.batches_per_epoch() as u64;
-    let total_steps = cfg.steps.unwrap_or(per_epoch * cfg.epochs);
+    let total_steps = total_steps(cfg, train_set.len());
     let schedule = cfg.schedule.clone().resolve(total_steps);
-    sink.on_event(&Event::RunStart {
-        model: cfg.model.name.clone(),
-        params: params.len(),
-        workers: 1,
-        threads: cfg.threads,
-        batch_size: cfg.batch_size,
-        train_samples: train_set.len(),
-        test_samples: test_set.len(),
-        total_steps,
-    });
+    if lead {
+        emit(Event::RunStart {
+            model: cfg.model.name.clone(),
+            params: params.len(),
+            workers: shard.world,
+            threads: cfg.threads,
+            batch_size: cfg.batch_size,
+            train_samples: train_set.len(),
+            test_samples: test_set.len(),
+            total_steps,
+        });
+    }
     let t0 = Instant::now();
-    let (mut step, mut last_loss, mut trained) = (0u64, f64::NAN, 0usize);
+    let mut totals = WorkerTotals::default();
+    let mut step = 0u64;
+    let failed_at = |step: u64| move |e: TrainError| if shard.world > 1 { e.at_worker(shard.rank, step) } else { e };
+    strategy.init(&mut params).map_err(failed_at(0))?;
+    let mut last_loss = f64::NAN;
     let mut epoch = 0u64;
     while step < total_steps {
-        let mut loader = Loader::new(train_set.clone(), sampler.clone(), epoch, 0, 0, 1);
-        loop {
-            if step >= total_steps {
-                break;
-            }
+        let mut loader = Loader::new(train_set.clone(), sampler.clone(), epoch, 0, shard);
+        while step < total_steps {
             let t_wait = Instant::now();
             let Some(batch) = loader.next() else { break };
             let waited = t_wait.elapsed().as_secs_f64();
             let t_comp = Instant::now();
-            grads.fill(0.0);
             let ctx = Ctx { mode: Mode::Train, threads: cfg.threads, seed: cfg.seed, step, layer: 0, sample_ids: &batch.ids };
-            let stats = net.forward_backward(&ctx, &params, &mut grads, &batch.x, &batch.labels, batch.labels.len(), &mut |_, _| {})?;
             let lr = schedule.lr_at(step);
-            opt.step(&mut params, &grads, lr);
+            let r = strategy.step(&mut net, &ctx, &mut params, &batch, lr).map_err(failed_at(step + 1))?;
             let compute = t_comp.elapsed().as_secs_f64();
             step += 1;
-            let n = stats.samples.max(1);
-            last_loss = stats.loss_sum / n as f64;
-            if !last_loss.is_finite() {
-                return Err(TrainError::NonFinite { step });
+            let n = r.stats.samples.max(1);
+            last_loss = r.stats.loss_sum / n as f64;
+            if r.stats.samples > 0 && !last_loss.is_finite() {
+                return Err(failed_at(step)(TrainError::NonFinite { step }));
             }
-            trained += stats.samples;
-            sink.on_event(&Event::Step {
-                step,
-                epoch,
-                loss: last_loss,
-                acc: stats.correct as f64 / n as f64,
-                lr,
-                samples: stats.samples,
-                images_per_sec: stats.samples as f64 / (waited + compute).max(1e-9),
-                data_wait_s: waited,
-                compute_s: compute,
-            });
+            totals.add(waited, compute, batch.global, &r);
+            if lead {
+                emit(Event::Step {
+                    step,
+                    epoch,
+                    loss: last_loss,
+                    acc: r.stats.correct as f64 / n as f64,
+                    lr,
+                    samples: r.stats.samples,
+                    images_per_sec: batch.global as f64 / (waited + compute).max(1e-9),
+                    data_wait_s: waited,
+                    compute_s: compute - r.comm_wait_s,
+                    comm_s: r.comm_s,
+                    comm_wait_s: r.comm_wait_s,
+                });
+            }
             loader.recycle(batch);
         }
         let epoch_done = step % per_epoch == 0;
-        if cfg.eval_each_epoch && epoch_done && step < total_steps {
-            let s = evaluate(&mut net, &params, test_set.as_ref(), 1000, cfg.threads)?;
-            sink.on_event(&eval_event(step, epoch, &s));
+        if epoch_done && step < total_steps {
+            emit(totals.event(shard.rank, step, t0));
+            if lead && cfg.eval_each_epoch {
+                let s = evaluate(&mut net, &params, test_set.as_ref(), 1000, cfg.threads)?;
+                emit(eval_event(step, epoch, &s));
+            }
         }
         epoch += 1;
     }
+    strategy.finish(&mut params).map_err(failed_at(step))?;
     let train_secs = t0.elapsed().as_secs_f64();
-    let s = evaluate(&mut net, &params, test_set.as_ref(), 1000, cfg.threads)?;
-    sink.on_event(&eval_event(step, epoch.saturating_sub(1), &s));
-    let summary = TrainSummary {
+    emit(totals.event(shard.rank, step, t0));
+    let mut summary = TrainSummary {
         steps: step,
-        test_acc: s.correct as f64 / s.samples.max(1) as f64,
-        test_loss: s.loss_sum / s.samples.max(1) as f64,
+        test_acc: f64::NAN,
+        test_loss: f64::NAN,
         last_loss,
-        seconds: t0.elapsed().as_secs_f64(),
-        images_per_sec: trained as f64 / train_secs.max(1e-9),
+        seconds: train_secs,
+        images_per_sec: totals.global_samples as f64 / train_secs.max(1e-9),
         params,
     };
-    if let Some(path) = &cfg.save {
-        checkpoint::save_weights(path, net.layout(), &summary.params, &cfg.model.name)?;
+    if lead {
+        let s = evaluate(&mut net, &summary.params, test_set.as_ref(), 1000, cfg.threads)?;
+        emit(eval_event(step, epoch.saturating_sub(1), &s));
+        summary.test_acc = s.correct as f64 / s.samples.max(1) as f64;
+        summary.test_loss = s.loss_sum / s.samples.max(1) as f64;
+        summary.seconds = t0.elapsed().as_secs_f64();
+        if let Some(path) = &cfg.save {
+            checkpoint::save_weights(path, net.layout(), &summary.params, &cfg.model.name)?;
+        }
+        emit(Event::RunEnd {
+            steps: summary.steps,
+            test_acc: summary.test_acc,
+            test_loss: summary.test_loss,
+            seconds: summary.seconds,
+            images_per_sec: summary.images_per_sec,
+        });
     }
-    sink.on_event(&Event::RunEnd {
-        steps: summary.steps,
-        test_acc: summary.test_acc,
-        test_loss: summary.test_loss,
-        seconds: summary.seconds,
-        images_per_sec: summary.images_per_sec,
-    });
     Ok(summary)
+}
+
+/// A worker's running totals, reported as `Event::Worker`.
+#[derive(Default)]
+struct WorkerTotals {
+    samples: usize,
+    global_samples: usize,
+    data_wait_s: f64,
+    compute_s: f64,
+    comm_s: f64,
+    comm_wait_s: f64,
+}
+
+impl WorkerTotals {
+    fn add(&mut self, waited: f64, compute: f64, global: usize, r: &StepReport) {
+        self.samples += r.stats.samples;
+        self.global_samples += global;
+        self.data_wait_s += waited;
+        self.compute_s += compute - r.comm_wait_s;
+        self.comm_s += r.comm_s;
+        self.comm_wait_s += r.comm_wait_s;
+    }
+
+    fn event(&self, rank: usize, steps: u64, t0: Instant) -> Event {
+        Event::Worker {
+            rank,
+            steps,
+            images_per_sec: self.samples as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+            compute_s: self.compute_s,
+            comm_s: self.comm_s,
+            comm_wait_s: self.comm_wait_s,
+            data_wait_s: self.data_wait_s,
+        }
+    }
 }
 
 fn eval_event(step: u64, epoch: u64, s: &BatchStats) -> Event {

@@ -1,0 +1,353 @@
+//! Data parallelism with all-reduce (what PyTorch DDP and Horovod do).
+//!
+//! Every worker holds a replica; rank 0's initial parameters are broadcast. Each step a worker
+//! runs forward/backward on its shard with the loss divided by the GLOBAL batch size, so the sum
+//! of the workers' gradients is the gradient of the global batch; the sum is formed by all-reduce
+//! and every worker applies the same optimizer step, keeping the replicas identical.
+//!
+//! Gradients are reduced in buckets: contiguous runs of layers of the flat gradient buffer, in
+//! reverse layer order (the last layers' gradients are ready first), the first bucket capped at
+//! 1 MiB and the others at `--bucket-mb` (as DDP). With overlap (the default) a bucket is handed
+//! to a communication thread the moment backward has finished its lowest layer, and is reduced
+//! while backward goes on; the optimizer waits for all buckets.
+//!
+//! `--accumulate K` cuts the shard into K micro-batches whose gradients add up locally before one
+//! reduction (DDP's `no_sync`). `--deterministic` cuts every global batch into
+//! `DETERMINISTIC_LEAVES` fixed micro-shards, computes each on one thread into its own buffer,
+//! sums them pairwise and reduces across workers with the fixed-order tree: the summation tree is
+//! then the same for 1, 2, 4 and 8 workers, and so are the bits of the result.
+
+use crate::comm::{algorithms, Algorithm, Communicator};
+use crate::data::loader::Batch;
+use crate::data::sampler::shard_range;
+use crate::layers::Ctx;
+use crate::net::{BatchStats, GradSink, Net, ParamLayout};
+use crate::optim::Optimizer;
+use crate::tensor::Tensor;
+use crate::train::{StepReport, Strategy, TrainConfig, TrainError};
+use std::ops::Range;
+use std::sync::mpsc;
+use std::time::Instant;
+
+/// Micro-shards per global batch in `--deterministic` mode (so 1, 2, 4 or 8 workers).
+pub const DETERMINISTIC_LEAVES: usize = 8;
+
+/// Cap of the first bucket (the last layers), small so communication starts early (DDP: 1 MiB).
+pub const FIRST_BUCKET_BYTES: usize = 1 << 20;
+
+/// Settings of `--strategy allreduce`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AllReduceConfig {
+    /// All-reduce algorithm (`--allreduce`).
+    pub algorithm: Algorithm,
+    /// Bucket cap in MiB (`--bucket-mb`).
+    pub bucket_mb: f64,
+    /// Reduce buckets while backward runs (off: `--no-overlap`).
+    pub overlap: bool,
+    /// Micro-batches summed locally per reduction (`--accumulate`).
+    pub accumulate: usize,
+    /// Bitwise-reproducible across worker counts (`--deterministic`).
+    pub deterministic: bool,
+}
+
+impl Default for AllReduceConfig {
+    fn default() -> Self {
+        AllReduceConfig { algorithm: Algorithm::Ring, bucket_mb: 25.0, overlap: true, accumulate: 1, deterministic: false }
+    }
+}
+
+impl AllReduceConfig {
+    /// Checks the settings for `workers` workers of run `cfg`.
+    pub fn validate(&self, workers: usize, cfg: &TrainConfig) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if !(self.bucket_mb.is_finite() && self.bucket_mb > 0.0) {
+            return bad(format!("--bucket-mb {} must be a positive number of MiB; hint: 25 is DDP's default", self.bucket_mb));
+        }
+        if self.accumulate == 0 {
+            return bad("--accumulate must be at least 1".into());
+        }
+        if self.deterministic {
+            if !workers.is_power_of_two() || workers > DETERMINISTIC_LEAVES {
+                return bad(format!(
+                    "--deterministic works with 1, 2, 4 or 8 workers, not {workers}; hint: the global batch is cut into {DETERMINISTIC_LEAVES} fixed micro-shards"
+                ));
+            }
+            if self.accumulate != 1 {
+                return bad("--deterministic fixes its own micro-batches; hint: drop --accumulate".into());
+            }
+            if cfg.threads != 1 {
+                return bad("--deterministic needs --threads 1 (the intra-op split changes summation order)".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A run of consecutive layers whose gradients are reduced together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bucket {
+    /// Layers, low to high.
+    pub layers: Range<usize>,
+    /// Their range in the flat buffer.
+    pub params: Range<usize>,
+}
+
+/// Buckets over the layers of `layout`, from the last layer down (the order backward finishes
+/// them): a bucket closes once it holds at least `first_cap` bytes (the first) or `cap` bytes
+/// (the others). Layers without parameters join the bucket that is open.
+pub fn assign_buckets(layout: &ParamLayout, num_layers: usize, first_cap: usize, cap: usize) -> Vec<Bucket> {
+    let mut buckets = Vec::new();
+    let (mut hi, mut bytes) = (num_layers, 0usize);
+    for i in (0..num_layers).rev() {
+        bytes += layout.layer_range(i).len() * 4;
+        let limit = if buckets.is_empty() { first_cap } else { cap };
+        if bytes >= limit || i == 0 {
+            buckets.push(Bucket { layers: i..hi, params: layout.layer_range(i).start..layout.layer_range(hi - 1).end });
+            (hi, bytes) = (i, 0);
+        }
+    }
+    buckets
+}
+
+/// The all-reduce strategy of one worker.
+pub struct AllReduce<'c> {
+    comm: &'c dyn Communicator,
+    cfg: AllReduceConfig,
+    opt: Box<dyn Optimizer>,
+    grads: Vec<f32>,
+    buckets: Vec<Bucket>,
+    /// Bucket of each layer.
+    bucket_of: Vec<usize>,
+    /// Rows of the current micro-batch (accumulation, deterministic leaves).
+    micro: Tensor,
+    /// Gradient buffer per leaf of this worker (`--deterministic`).
+    leaves: Vec<Vec<f32>>,
+}
+
+impl<'c> AllReduce<'c> {
+    /// The strategy for the worker holding `comm`.
+    pub fn new(comm: &'c dyn Communicator, cfg: AllReduceConfig, run: &TrainConfig, net: &Net) -> Result<AllReduce<'c>, TrainError> {
+        let len = net.layout().len();
+        let cap = (cfg.bucket_mb * (1 << 20) as f64) as usize;
+        let buckets = assign_buckets(net.layout(), net.num_layers(), FIRST_BUCKET_BYTES.min(cap), cap);
+        let mut bucket_of = vec![0; net.num_layers()];
+        for (b, bucket) in buckets.iter().enumerate() {
+            bucket_of[bucket.layers.clone()].fill(b);
+        }
+        let leaves = if cfg.deterministic { vec![vec![0.0; len]; DETERMINISTIC_LEAVES / comm.size()] } else { Vec::new() };
+        Ok(AllReduce { comm, opt: run.optimizer.build(len)?, grads: vec![0.0; len], buckets, bucket_of, micro: Tensor::default(), leaves, cfg })
+    }
+
+    /// The buckets, in the order they are reduced.
+    pub fn buckets(&self) -> &[Bucket] {
+        &self.buckets
+    }
+
+    /// Reduces every bucket after backward; returns the seconds it took.
+    fn reduce_all(&mut self) -> Result<f64, TrainError> {
+        let t = Instant::now();
+        for b in &self.buckets {
+            self.comm.all_reduce_into(&mut self.grads[b.params.clone()])?;
+        }
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// Forward/backward over `x` with every complete bucket reduced on a second thread while
+    /// backward continues. Returns the stats, the seconds of communication and the seconds
+    /// waited for it after backward.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_overlapped(
+        &mut self,
+        net: &mut Net,
+        ctx: &Ctx,
+        params: &[f32],
+        x: &Tensor,
+        labels: &[u32],
+        denom: usize,
+    ) -> Result<(BatchStats, f64, f64), TrainError> {
+        let AllReduce { comm, grads, buckets, bucket_of, .. } = self;
+        let comm: &dyn Communicator = *comm;
+        let mut slices: Vec<Option<&mut [f32]>> = vec_of_none(buckets.len());
+        // Buckets are in reverse order of the buffer: cut from the end.
+        let mut rest: &mut [f32] = grads;
+        for (b, bucket) in buckets.iter().enumerate() {
+            let (lo, hi) = std::mem::take(&mut rest).split_at_mut(bucket.params.start);
+            slices[b] = Some(hi);
+            rest = lo;
+        }
+        let (tx, rx) = mpsc::channel::<&mut [f32]>();
+        std::thread::scope(|s| {
+            let reducer = s.spawn(move || -> Result<f64, TrainError> {
+                let mut busy = 0.0;
+                for slice in rx {
+                    let t = Instant::now();
+                    comm.all_reduce_into(slice)?;
+                    busy += t.elapsed().as_secs_f64();
+                }
+                Ok(busy)
+            });
+            let mut sink = BucketSink { slices, buckets, bucket_of, tx };
+            let stats = net.forward_backward(ctx, params, &mut sink, x, labels, denom);
+            // Normally every bucket has gone; after an error the rest go anyway so the other
+            // ranks are not left waiting for a bucket that never comes.
+            for b in 0..sink.slices.len() {
+                sink.send(b);
+            }
+            drop(sink);
+            let t_wait = Instant::now();
+            let busy = reducer.join().unwrap_or_else(|_| Err(TrainError::Panicked("the gradient reducer thread panicked".into())));
+            let waited = t_wait.elapsed().as_secs_f64();
+            Ok((stats?, busy?, waited))
+        })
+    }
+
+    /// `--deterministic`: every leaf into its own buffer, pairwise sum, fixed-order tree.
+    fn step_deterministic(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
+        let mut stats = BatchStats::default();
+        let per_worker = self.leaves.len();
+        let first_leaf = self.comm.rank() * per_worker;
+        for (k, leaf) in self.leaves.iter_mut().enumerate() {
+            leaf.fill(0.0);
+            let rows = shard_range(batch.global, first_leaf + k, DETERMINISTIC_LEAVES);
+            let local = rows.start - batch.offset..rows.end - batch.offset;
+            if local.is_empty() {
+                continue;
+            }
+            copy_rows(&batch.x, local.clone(), &mut self.micro);
+            let lctx = Ctx { sample_ids: &batch.ids[local.clone()], ..*ctx };
+            stats.add(&net.forward_backward(&lctx, params, leaf.as_mut_slice(), &self.micro, &batch.labels[local], batch.global)?);
+        }
+        algorithms::pairwise_sum(&mut self.leaves);
+        let t = Instant::now();
+        algorithms::all_reduce_tree(self.comm, &mut self.leaves[0])?;
+        let comm_s = t.elapsed().as_secs_f64();
+        self.opt.step(params, &self.leaves[0], lr);
+        Ok(StepReport { stats, comm_s, comm_wait_s: comm_s })
+    }
+}
+
+impl Strategy for AllReduce<'_> {
+    fn init(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
+        self.comm.broadcast_into(params, 0)?;
+        Ok(())
+    }
+
+    fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
+        if self.cfg.deterministic {
+            return self.step_deterministic(net, ctx, params, batch, lr);
+        }
+        self.grads.fill(0.0);
+        let n = batch.labels.len();
+        let k = self.cfg.accumulate.min(n.max(1));
+        let overlap = self.cfg.overlap && self.comm.size() > 1 && n > 0;
+        let mut stats = BatchStats::default();
+        let mut report = StepReport::default();
+        for m in 0..k {
+            let rows = shard_range(n, m, k);
+            let last = m + 1 == k;
+            let whole = k == 1;
+            if !whole {
+                copy_rows(&batch.x, rows.clone(), &mut self.micro);
+            }
+            let x = if whole { &batch.x } else { &self.micro };
+            let lctx = Ctx { sample_ids: &batch.ids[rows.clone()], ..*ctx };
+            let labels = &batch.labels[rows];
+            if last && overlap {
+                // The micro tensor is borrowed by the call, so take it out for the duration.
+                let micro = std::mem::take(&mut self.micro);
+                let x = if whole { &batch.x } else { &micro };
+                let r = self.backward_overlapped(net, &lctx, params, x, labels, batch.global);
+                self.micro = micro;
+                let (s, busy, waited) = r?;
+                stats.add(&s);
+                (report.comm_s, report.comm_wait_s) = (busy, waited);
+            } else if n > 0 {
+                stats.add(&net.forward_backward(&lctx, params, self.grads.as_mut_slice(), x, labels, batch.global)?);
+            }
+        }
+        if !overlap && self.comm.size() > 1 {
+            report.comm_s = self.reduce_all()?;
+            report.comm_wait_s = report.comm_s;
+        }
+        self.opt.step(params, &self.grads, lr);
+        report.stats = stats;
+        Ok(report)
+    }
+}
+
+fn vec_of_none<T>(n: usize) -> Vec<Option<T>> {
+    (0..n).map(|_| None).collect()
+}
+
+/// Copies rows `rows` of an (N, ...) tensor into `out`.
+fn copy_rows(x: &Tensor, rows: Range<usize>, out: &mut Tensor) {
+    let per = x.sample_len();
+    let mut shape = x.shape().to_vec();
+    shape[0] = rows.len();
+    out.resize(&shape);
+    out.data_mut().copy_from_slice(&x.data()[rows.start * per..rows.end * per]);
+}
+
+/// Hands backward the gradient slice of each layer out of its bucket's slice, and gives a bucket
+/// to the reducer thread when its lowest layer is done.
+struct BucketSink<'g, 'b> {
+    slices: Vec<Option<&'g mut [f32]>>,
+    buckets: &'b [Bucket],
+    bucket_of: &'b [usize],
+    tx: mpsc::Sender<&'g mut [f32]>,
+}
+
+impl BucketSink<'_, '_> {
+    fn send(&mut self, b: usize) {
+        if let Some(slice) = self.slices[b].take() {
+            // A closed channel means the reducer already failed; its error is reported on join.
+            let _ = self.tx.send(slice);
+        }
+    }
+}
+
+impl GradSink for BucketSink<'_, '_> {
+    fn layer(&mut self, i: usize, range: Range<usize>) -> &mut [f32] {
+        let b = self.bucket_of[i];
+        let off = self.buckets[b].params.start;
+        let slice = self.slices[b].as_deref_mut().expect("a layer's bucket is not sent before the layer is done");
+        &mut slice[range.start - off..range.end - off]
+    }
+
+    fn done(&mut self, i: usize) {
+        let b = self.bucket_of[i];
+        if self.buckets[b].layers.start == i {
+            self.send(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::ModelSpec;
+
+    #[test]
+    fn buckets_cover_the_buffer_from_the_end_with_a_small_first_bucket() {
+        let net = Net::build(&ModelSpec::resolve("lenet").unwrap()).unwrap();
+        let layout = net.layout();
+        let b = assign_buckets(layout, net.num_layers(), FIRST_BUCKET_BYTES, 25 << 20);
+        // The first bucket closes at fc1 (6.4 MB ≥ 1 MiB); the convolutions make the second.
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert_eq!(b[0].params.end, layout.len());
+        assert_eq!(b[1].params.start, 0);
+        assert_eq!(b[0].params.start, b[1].params.end);
+        assert_eq!(b[1].layers.start, 0);
+        assert_eq!(b[0].layers.end, net.num_layers());
+        assert_eq!(b[0].layers.start, b[1].layers.end);
+        // Tiny caps give one bucket per layer with parameters.
+        let tiny = assign_buckets(layout, net.num_layers(), 4, 4);
+        assert_eq!(tiny.len(), 4, "{tiny:?}");
+        let mut next = layout.len();
+        for x in &tiny {
+            assert_eq!(x.params.end, next);
+            next = x.params.start;
+        }
+        assert_eq!(next, 0);
+    }
+}
