@@ -80,10 +80,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("test accuracy {:.2}% (loss {:.4}) on {} images", s.correct as f64 / n * 100.0, s.loss_sum / n, s.samples);
             Ok(())
         }
-        Command::Bench(args) => {
-            let r = cli::bench::run(&args)?;
-            println!("{}", serde_json::to_string(&r)?);
-            Ok(())
-        }
+        Command::Bench(args) => cli::bench::run(&args),
     }
 }

@@ -91,8 +91,9 @@ fn run_parallel(args: &[&str]) -> (Vec<f32>, Vec<Event>) {
 
 #[test]
 fn allreduce_equals_single_worker_for_every_variant_and_worker_count() {
-    let variants: [&[&str]; 6] = [
+    let variants: [&[&str]; 7] = [
         &[],
+        &["--allreduce", "ring", "--bucket-mb", "0.05"],
         &["--no-overlap"],
         &["--bucket-mb", "0.05"],
         &["--accumulate", "2"],

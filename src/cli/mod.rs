@@ -117,6 +117,8 @@ pub enum StrategyArg {
 /// `--allreduce`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AlgorithmArg {
+    /// Shared memory: each rank sums its chunk straight from the others' buffers (threads).
+    Direct,
     /// Reduce-scatter + all-gather around a ring.
     Ring,
     /// Pairwise tree in rank order, then broadcast.
@@ -147,7 +149,7 @@ pub struct ParallelArgs {
     #[arg(long, value_enum, default_value = "allreduce")]
     pub strategy: StrategyArg,
     /// All-reduce algorithm.
-    #[arg(long = "allreduce", value_enum, default_value = "ring")]
+    #[arg(long = "allreduce", value_enum, default_value = "direct")]
     pub algorithm: AlgorithmArg,
     /// Gradient bucket cap in MiB (the first bucket is capped at 1 MiB).
     #[arg(long)]
@@ -197,6 +199,7 @@ impl ParallelArgs {
                 let defaults = AllReduceConfig::default();
                 StrategyKind::AllReduce(AllReduceConfig {
                     algorithm: match self.algorithm {
+                        AlgorithmArg::Direct => Algorithm::Direct,
                         AlgorithmArg::Ring => Algorithm::Ring,
                         AlgorithmArg::Tree => Algorithm::Tree,
                         AlgorithmArg::Naive => Algorithm::Naive,

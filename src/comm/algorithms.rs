@@ -211,8 +211,13 @@ mod tests {
 
     #[test]
     fn all_reduce_algorithms_agree_with_naive_for_all_sizes() {
-        let algos: [(&str, AllReduce); 3] =
-            [("naive", all_reduce_naive::<LocalComm>), ("ring", all_reduce_ring::<LocalComm>), ("tree", all_reduce_tree::<LocalComm>)];
+        let direct: AllReduce = |c, b| c.all_reduce_direct(b);
+        let algos: [(&str, AllReduce); 4] = [
+            ("naive", all_reduce_naive::<LocalComm>),
+            ("ring", all_reduce_ring::<LocalComm>),
+            ("tree", all_reduce_tree::<LocalComm>),
+            ("direct", direct),
+        ];
         for p in 1..=8usize {
             for n in [0, 1, 7, p.saturating_sub(1), 1_000_003] {
                 let want = expected(p, n);

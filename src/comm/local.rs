@@ -32,6 +32,15 @@ impl Failure {
         Failure { flag: AtomicBool::new(false), first: Mutex::new(None), waiting: (0..world).map(|_| AtomicBool::new(false)).collect() }
     }
 
+    /// Marks the group failed (the first failure is the one reported).
+    fn fail(&self, rank: usize, msg: &str) {
+        let mut first = lock(&self.first);
+        if first.is_none() {
+            *first = Some((rank, msg.to_string()));
+        }
+        self.flag.store(true, Ordering::Release);
+    }
+
     /// World ranks not inside a blocking call, other than `me`.
     fn not_waiting(&self, me: usize) -> Vec<usize> {
         (0..self.waiting.len()).filter(|&r| r != me && !self.waiting[r].load(Ordering::Acquire)).collect()
@@ -73,6 +82,14 @@ struct Group {
     failure: Arc<Failure>,
     stall: Duration,
     algorithm: Algorithm,
+    /// Each rank's buffer during `all_reduce_direct`.
+    shared: Vec<SharedBuf>,
+}
+
+/// A buffer a rank exposes to the others for the duration of one shared-memory collective.
+struct SharedBuf {
+    ptr: std::sync::atomic::AtomicPtr<f32>,
+    len: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -96,6 +113,9 @@ impl Group {
             failure,
             stall,
             algorithm,
+            shared: (0..n)
+                .map(|_| SharedBuf { ptr: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()), len: std::sync::atomic::AtomicUsize::new(0) })
+                .collect(),
         }
     }
 }
@@ -127,6 +147,23 @@ impl LocalComm {
         LocalComm::member(self.group.clone(), self.rank)
     }
 
+    /// A barrier that ignores failures and stalls: only for points every rank is certain to
+    /// reach (inside `all_reduce_direct`).
+    fn barrier_unfailing(&self) {
+        let size = self.size();
+        let mut g = lock(&self.group.barrier);
+        let generation = g.1;
+        g.0 += 1;
+        if g.0 == size {
+            *g = (0, generation + 1);
+            self.group.barrier_cv.notify_all();
+            return;
+        }
+        while g.1 == generation {
+            g = self.group.barrier_cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
     fn member(group: Arc<Group>, rank: usize) -> LocalComm {
         LocalComm { group, rank, sent: AtomicU64::new(0), split_round: AtomicU64::new(0) }
     }
@@ -155,18 +192,24 @@ impl LocalComm {
         let failure = &self.group.failure;
         failure.waiting[me].store(true, Ordering::Release);
         let out = loop {
+            // Readiness is checked before failure (below, after each wake-up): a barrier that
+            // completed lets every participant through, which `all_reduce_direct` relies on.
             if let Err(e) = failure.check() {
                 break Err(e);
             }
             let waited = start.elapsed();
             if waited >= self.group.stall {
-                break Err(CommError::Timeout {
+                let e = CommError::Timeout {
                     op,
                     rank: me,
                     peer: self.group.world_ranks.get(peer).copied().unwrap_or(peer),
                     secs: waited.as_secs_f64(),
                     stuck: failure.not_waiting(me),
-                });
+                };
+                // A stall fails the whole group, marked while this wait's lock is held, so that
+                // e.g. a barrier this rank leaves can no longer complete for the others.
+                failure.fail(me, &e.to_string());
+                break Err(e);
             }
             guard = cv.wait_timeout(guard, POLL).unwrap_or_else(|e| e.into_inner()).0;
             if let Some(r) = ready(&mut guard) {
@@ -261,6 +304,9 @@ impl Communicator for LocalComm {
     fn barrier(&self) -> Result<(), CommError> {
         let size = self.size();
         let mut g = lock(&self.group.barrier);
+        // Checked under the barrier lock: once a rank has left a barrier because the group
+        // failed, no later arrival can complete it.
+        self.group.failure.check()?;
         let generation = g.1;
         g.0 += 1;
         if g.0 == size {
@@ -275,15 +321,66 @@ impl Communicator for LocalComm {
         self.group.algorithm
     }
 
-    fn abort(&self, msg: &str) {
-        let world_rank = self.group.world_ranks[self.rank];
-        {
-            let mut first = lock(&self.group.failure.first);
-            if first.is_none() {
-                *first = Some((world_rank, msg.to_string()));
+    fn all_reduce_direct(&self, buf: &mut [f32]) -> Result<(), CommError> {
+        let size = self.size();
+        if size == 1 {
+            return Ok(());
+        }
+        let n = buf.len();
+        let me = &self.group.shared[self.rank];
+        let base = buf.as_mut_ptr();
+        me.ptr.store(base, Ordering::Release);
+        me.len.store(n, Ordering::Release);
+        // Past this barrier every rank is inside this function, which has no failure point
+        // until it returns: the two barriers below wait unconditionally, so no rank can leave
+        // (and free or reuse its buffer) while another still reads it.
+        self.barrier()?;
+        let ptrs: Vec<*mut f32> = self.group.shared.iter().map(|s| s.ptr.load(Ordering::Acquire)).collect();
+        let lens: Vec<usize> = self.group.shared.iter().map(|s| s.len.load(Ordering::Acquire)).collect();
+        if let Some(q) = lens.iter().position(|&l| l != n) {
+            self.barrier_unfailing();
+            return Err(CommError::Length { op: "all_reduce", rank: self.rank, peer: q, expected: n, got: lens[q] });
+        }
+        // Phase 1: this rank's chunk := sum over ranks in rank order (the same on every rank).
+        // Only this rank writes its chunk, and nobody writes what it reads.
+        const BLOCK: usize = 2048;
+        let mine = super::chunk_range(n, self.rank, size);
+        let mut acc = [0.0f32; BLOCK];
+        let mut start = mine.start;
+        while start < mine.end {
+            let len = BLOCK.min(mine.end - start);
+            let acc = &mut acc[..len];
+            // SAFETY: every pointer is a live buffer of n values (lengths checked above) that
+            // its owner does not touch until the last barrier; [start, start+len) is in range
+            // and no rank writes it during this phase except this one, below.
+            unsafe {
+                acc.copy_from_slice(std::slice::from_raw_parts(ptrs[0].add(start), len));
+                for &p in &ptrs[1..] {
+                    for (a, b) in acc.iter_mut().zip(std::slice::from_raw_parts(p.add(start), len)) {
+                        *a += b;
+                    }
+                }
+                std::ptr::copy_nonoverlapping(acc.as_ptr(), base.add(start), len);
+            }
+            start += len;
+        }
+        self.barrier_unfailing();
+        // Phase 2: copy every other chunk from its owner, who only reads its own chunk now.
+        for (q, &p) in ptrs.iter().enumerate() {
+            if q != self.rank {
+                let r = super::chunk_range(n, q, size);
+                // SAFETY: rank q's chunk is final and nobody writes it in this phase; this
+                // rank's own chunk r is written only by this rank.
+                unsafe { std::ptr::copy_nonoverlapping(p.add(r.start), base.add(r.start), r.len()) };
             }
         }
-        self.group.failure.flag.store(true, Ordering::Release);
+        self.barrier_unfailing();
+        Ok(())
+    }
+
+    fn abort(&self, msg: &str) {
+        self.group.failure.fail(self.group.world_ranks[self.rank], msg);
+        // Waiters also poll, so a wake-up lost in a race costs at most one poll interval.
         for b in &self.group.boxes {
             b.ready.notify_all();
         }

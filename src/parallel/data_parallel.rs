@@ -52,7 +52,7 @@ pub struct AllReduceConfig {
 
 impl Default for AllReduceConfig {
     fn default() -> Self {
-        AllReduceConfig { algorithm: Algorithm::Ring, bucket_mb: 25.0, overlap: true, accumulate: 1, deterministic: false }
+        AllReduceConfig { algorithm: Algorithm::Direct, bucket_mb: 25.0, overlap: true, accumulate: 1, deterministic: false }
     }
 }
 

@@ -1,7 +1,12 @@
-//! `convoy bench`: training-step throughput on synthetic data, measured the same way as
-//! `bench/pytorch_bench.py` (5 warm-up steps, then the median of `--steps` timed steps of
-//! forward + backward + SGD-momentum update), printed as one JSON line so `bench/compare.sh` can
-//! put it next to PyTorch's number from the same run.
+//! `convoy bench`: benchmarks printed as JSON lines, each next to a baseline measured in the same
+//! run or by a script in bench/:
+//! - `convoy bench [--model M --batch B --threads T]`: training-step throughput on synthetic data,
+//!   measured as `bench/pytorch_bench.py` does (5 warm-up steps, then the median of `--steps`
+//!   timed steps of forward + backward + SGD-momentum update); `bench/compare.sh` runs both.
+//! - `convoy bench allreduce`: all-reduce bus bandwidth per algorithm, rank count and size, with
+//!   memcpy bandwidth of the same size measured in the same run.
+//! - `convoy bench train`: data-parallel training throughput on MNIST and its scaling efficiency
+//!   against one worker measured in the same run; `bench/compare_ddp.sh` adds PyTorch DDP.
 
 use crate::layers::{Ctx, Mode};
 use crate::net::{ModelSpec, Net};
@@ -10,9 +15,36 @@ use crate::tensor::{rng::Rng, Tensor};
 use clap::Args;
 use std::time::Instant;
 
+mod allreduce;
+mod train_bench;
+
+pub use allreduce::AllreduceArgs;
+pub use train_bench::TrainBenchArgs;
+
 /// Flags of `convoy bench`.
 #[derive(Debug, Args, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// Which benchmark (default: training-step throughput).
+    #[command(subcommand)]
+    pub kind: Option<BenchKind>,
+    /// Flags of the step benchmark.
+    #[command(flatten)]
+    pub step: StepArgs,
+}
+
+/// The benchmarks besides the default one.
+#[derive(Debug, clap::Subcommand, Clone)]
+pub enum BenchKind {
+    /// All-reduce bus bandwidth vs memcpy.
+    Allreduce(AllreduceArgs),
+    /// Data-parallel training throughput and scaling efficiency.
+    Train(TrainBenchArgs),
+}
+
+/// Flags of the step benchmark.
+#[derive(Debug, Args, Clone)]
+pub struct StepArgs {
     /// Built-in model name or path to a .toml model spec.
     #[arg(long, default_value = "lenet")]
     pub model: String,
@@ -49,8 +81,26 @@ pub struct BenchResult {
     pub images_per_s: f64,
 }
 
-/// Runs the benchmark.
-pub fn run(args: &BenchArgs) -> anyhow::Result<BenchResult> {
+/// Runs the benchmark chosen by `args`, printing one JSON line per result.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    match &args.kind {
+        None => println!("{}", serde_json::to_string(&run_step(&args.step)?)?),
+        Some(BenchKind::Allreduce(a)) => {
+            for r in allreduce::run(a)? {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
+        Some(BenchKind::Train(t)) => {
+            for r in train_bench::run(t)? {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the step benchmark.
+pub fn run_step(args: &StepArgs) -> anyhow::Result<BenchResult> {
     if args.batch == 0 || args.steps == 0 || args.threads == 0 {
         anyhow::bail!(super::ConfigError::Invalid { flag: "batch/steps/threads", msg: "must be at least 1".into() });
     }
