@@ -36,23 +36,34 @@ pub fn all_reduce_naive<C: Communicator + ?Sized>(c: &C, buf: &mut [f32]) -> Res
 /// Ring all-reduce (Patarasuk & Yuan; what NCCL and Horovod use): a reduce-scatter and an
 /// all-gather around the ring, each rank sending 2(P−1)/P of the buffer in total.
 pub fn all_reduce_ring<C: Communicator + ?Sized>(c: &C, buf: &mut [f32]) -> Result<(), CommError> {
+    ring_reduce_scatter_inplace(c, buf)?;
+    ring_all_gather_inplace(c, buf)
+}
+
+/// The first half of the ring all-reduce: afterwards this rank's chunk of `buf`
+/// (`chunk_range(len, rank, size)`) holds the sum over ranks; the other chunks hold partial sums.
+pub fn ring_reduce_scatter_inplace<C: Communicator + ?Sized>(c: &C, buf: &mut [f32]) -> Result<(), CommError> {
     let (rank, size) = (c.rank(), c.size());
-    if size == 1 {
-        return Ok(());
-    }
     let n = buf.len();
     let (next, prev) = ((rank + 1) % size, (rank + size - 1) % size);
     let chunk = |i: usize| chunk_range(n, i % size, size);
-    // Reduce-scatter: after step s, the chunk received is the sum of s + 2 ranks; at the end rank
-    // r holds the whole sum of chunk r.
-    for s in 0..size - 1 {
+    // After step s, the chunk received is the sum of s + 2 ranks; the last one is chunk `rank`.
+    for s in 0..size.saturating_sub(1) {
         let send = chunk(rank + 2 * size - s - 1);
         let recv = chunk(rank + 2 * size - s - 2);
         c.send(&buf[send], next, TAG_RING_RS)?;
         c.recv_add(&mut buf[recv], prev, TAG_RING_RS)?;
     }
-    // All-gather: pass the finished chunks around.
-    for s in 0..size - 1 {
+    Ok(())
+}
+
+/// The second half: every rank's chunk of `buf` is passed around the ring to all ranks.
+pub fn ring_all_gather_inplace<C: Communicator + ?Sized>(c: &C, buf: &mut [f32]) -> Result<(), CommError> {
+    let (rank, size) = (c.rank(), c.size());
+    let n = buf.len();
+    let (next, prev) = ((rank + 1) % size, (rank + size - 1) % size);
+    let chunk = |i: usize| chunk_range(n, i % size, size);
+    for s in 0..size.saturating_sub(1) {
         let send = chunk(rank + 2 * size - s);
         let recv = chunk(rank + 2 * size - s - 1);
         c.send(&buf[send], next, TAG_RING_AG)?;
@@ -143,21 +154,12 @@ pub fn reduce_scatter_ring<C: Communicator + ?Sized>(c: &C, send: &[f32], recv: 
 /// in its chunk.
 pub fn all_gather_ring<C: Communicator + ?Sized>(c: &C, send: &[f32], recv: &mut [f32]) -> Result<(), CommError> {
     let (rank, size) = (c.rank(), c.size());
-    let n = recv.len();
-    let chunk = |i: usize| chunk_range(n, i % size, size);
-    let mine = chunk(rank);
+    let mine = chunk_range(recv.len(), rank, size);
     if send.len() != mine.len() {
         return Err(CommError::Length { op: "all_gather", rank, peer: rank, expected: mine.len(), got: send.len() });
     }
     recv[mine].copy_from_slice(send);
-    let (next, prev) = ((rank + 1) % size, (rank + size - 1) % size);
-    for s in 0..size.saturating_sub(1) {
-        let out = chunk(rank + 2 * size - s);
-        let inc = chunk(rank + 2 * size - s - 1);
-        c.send(&recv[out], next, TAG_RING_AG)?;
-        c.recv(&mut recv[inc], prev, TAG_RING_AG)?;
-    }
-    Ok(())
+    ring_all_gather_inplace(c, recv)
 }
 
 /// Pairwise (balanced tree) sum of `leaves` into `leaves[0]`: level l adds leaf i + 2^l into
@@ -258,6 +260,45 @@ mod tests {
             }
             for (a, b) in ring[0].iter().zip(&naive[0]) {
                 assert!((a - b).abs() <= 1e-5, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn all_reduce_update_updates_each_chunk_once_and_gathers_the_parameters() {
+        for alg in [Algorithm::Direct, Algorithm::Ring, Algorithm::Tree, Algorithm::Naive] {
+            for p in 1..=5usize {
+                for n in [0, 1, 7, 1003] {
+                    let want = expected(p, n);
+                    let comms = LocalComm::world(p, alg, DEFAULT_STALL);
+                    let out: Vec<(Vec<f32>, Vec<std::ops::Range<usize>>)> = std::thread::scope(|s| {
+                        let hs: Vec<_> = comms
+                            .iter()
+                            .map(|c| {
+                                s.spawn(move || {
+                                    let mut grads = data(c.rank(), n);
+                                    // Every rank starts from the same parameters, as replicas do.
+                                    let mut params: Vec<f32> = (0..n).map(|i| i as f32).collect();
+                                    let mut seen = Vec::new();
+                                    c.all_reduce_update(&mut grads, &mut params, &mut |r, p, g| {
+                                        for (x, y) in p.iter_mut().zip(g) {
+                                            *x -= y;
+                                        }
+                                        seen.push(r);
+                                    })
+                                    .unwrap();
+                                    (params, seen)
+                                })
+                            })
+                            .collect();
+                        hs.into_iter().map(|h| h.join().unwrap()).collect()
+                    });
+                    let updated: Vec<f32> = (0..n).map(|i| i as f32 - want[i]).collect();
+                    for (r, (params, seen)) in out.iter().enumerate() {
+                        assert!(params == &updated, "{alg:?} P={p} n={n} rank {r}");
+                        assert_eq!(seen, &vec![chunk_range(n, r, p)], "{alg:?} P={p} n={n} rank {r}");
+                    }
+                }
             }
         }
     }

@@ -131,6 +131,34 @@ pub trait Communicator: Send + Sync {
     fn all_reduce_direct(&self, buf: &mut [f32]) -> Result<(), CommError> {
         algorithms::all_reduce_ring(self, buf)
     }
+    /// An all-reduce of `grads` fused with a sharded update of `params` (ZeRO stage 1): once
+    /// this rank's chunk `r = chunk_range(len, rank, size)` of `grads` holds the sum over
+    /// ranks, `update(r, &mut params[r], &grads[r])` runs for that chunk only, and then every
+    /// rank's updated chunk of `params` is gathered to all. The traffic of one all-reduce, 1/P of
+    /// the update work per rank, and identical parameters everywhere. Afterwards only chunk r of
+    /// `grads` holds the full sum.
+    fn all_reduce_update(&self, grads: &mut [f32], params: &mut [f32], update: &mut Update<'_>) -> Result<(), CommError> {
+        let (n, rank, size) = (grads.len(), self.rank(), self.size());
+        if params.len() != n {
+            return Err(CommError::Length { op: "all_reduce_update", rank, peer: rank, expected: n, got: params.len() });
+        }
+        match self.algorithm() {
+            Algorithm::Direct => return self.all_reduce_update_direct(grads, params, update),
+            Algorithm::Ring => algorithms::ring_reduce_scatter_inplace(self, grads)?,
+            Algorithm::Naive | Algorithm::Tree => self.all_reduce_into(grads)?,
+        }
+        let r = chunk_range(n, rank, size);
+        update(r.clone(), &mut params[r.clone()], &grads[r]);
+        algorithms::ring_all_gather_inplace(self, params)
+    }
+    /// `all_reduce_update` with `Algorithm::Direct` (shared memory where the transport has it;
+    /// the ring elsewhere).
+    fn all_reduce_update_direct(&self, grads: &mut [f32], params: &mut [f32], update: &mut Update<'_>) -> Result<(), CommError> {
+        algorithms::ring_reduce_scatter_inplace(self, grads)?;
+        let r = chunk_range(grads.len(), self.rank(), self.size());
+        update(r.clone(), &mut params[r.clone()], &grads[r]);
+        algorithms::ring_all_gather_inplace(self, params)
+    }
     /// Copies `root`'s `buf` into every rank's `buf`.
     fn broadcast_into(&self, buf: &mut [f32], root: usize) -> Result<(), CommError> {
         algorithms::broadcast(self, buf, root)
@@ -144,6 +172,10 @@ pub trait Communicator: Send + Sync {
         algorithms::all_gather_ring(self, send, recv)
     }
 }
+
+/// The update of `all_reduce_update`: (range in the buffer, parameters of that range, summed
+/// gradients of that range).
+pub type Update<'a> = dyn FnMut(std::ops::Range<usize>, &mut [f32], &[f32]) + Send + 'a;
 
 /// The chunk of a buffer of `n` values owned by `rank` of `size` in reduce-scatter/all-gather:
 /// contiguous chunks whose lengths differ by at most one (the first n % size ranks take one more).

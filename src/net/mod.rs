@@ -13,6 +13,7 @@ use crate::layers::{Ctx, Layer, LayerError};
 use crate::tensor::{rng::Rng, Tensor};
 pub use layout::{ParamEntry, ParamLayout};
 pub use spec::{LayerSpec, ModelSpec, SpecError};
+use std::ops::Range;
 use thiserror::Error;
 
 /// Errors building or running a net.
@@ -167,13 +168,17 @@ impl Net {
 
     /// Runs forward and returns the logits (N, classes).
     pub fn forward(&mut self, ctx: &Ctx, params: &[f32], x: &Tensor) -> Result<&Tensor, NetError> {
+        self.forward_from(ctx, params, x)
+    }
+
+    fn forward_from<S: ParamSource + ?Sized>(&mut self, ctx: &Ctx, params: &S, x: &Tensor) -> Result<&Tensor, NetError> {
         for i in 0..self.layers.len() {
             let (done, rest) = self.acts.split_at_mut(i);
             let input = if i == 0 { x } else { &done[i - 1] };
             let r = self.layout.layer_range(i);
             let lctx = Ctx { layer: i, ..*ctx };
             self.layers[i]
-                .forward(&lctx, &params[r], input, &mut rest[0])
+                .forward(&lctx, params.params(i, r), input, &mut rest[0])
                 .map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
         }
         Ok(&self.acts[self.layers.len() - 1])
@@ -181,28 +186,28 @@ impl Net {
 
     /// Loss and accuracy of a batch without gradients.
     pub fn evaluate(&mut self, ctx: &Ctx, params: &[f32], x: &Tensor, labels: &[u32]) -> Result<BatchStats, NetError> {
-        self.forward(ctx, params, x)?;
+        self.evaluate_from(ctx, params, x, labels)
+    }
+
+    fn evaluate_from<S: ParamSource + ?Sized>(&mut self, ctx: &Ctx, params: &S, x: &Tensor, labels: &[u32]) -> Result<BatchStats, NetError> {
+        self.forward_from(ctx, params, x)?;
         let logits = &self.acts[self.layers.len() - 1];
         let loss_sum = self.loss.forward(logits, labels).map_err(NetError::Loss)?;
         Ok(BatchStats { loss_sum, correct: correct_topk(logits, labels, 1), samples: labels.len() })
     }
 
-    /// Forward, loss and backward over a batch; ACCUMULATES the parameter gradients into `grads`
-    /// (a flat buffer, or any `GradSink`). The loss gradient is divided by `denom` (the global
-    /// batch size), so workers that each process a shard produce gradients that sum to the
-    /// global-batch mean. Layers run last to first; `grads.done(i)` is called right after layer
-    /// i's gradients are final, which lets a data-parallel strategy start reducing a bucket while
-    /// backward continues.
-    pub fn forward_backward<G: GradSink + ?Sized>(
-        &mut self,
-        ctx: &Ctx,
-        params: &[f32],
-        grads: &mut G,
-        x: &Tensor,
-        labels: &[u32],
-        denom: usize,
-    ) -> Result<BatchStats, NetError> {
-        let stats = self.evaluate(ctx, params, x, labels)?;
+    /// Forward, loss and backward over a batch; ACCUMULATES the parameter gradients into `grads`.
+    /// The loss gradient is divided by `denom` (the global batch size), so workers that each
+    /// process a shard produce gradients that sum to the global-batch mean.
+    pub fn forward_backward(&mut self, ctx: &Ctx, params: &[f32], grads: &mut [f32], x: &Tensor, labels: &[u32], denom: usize) -> Result<BatchStats, NetError> {
+        self.forward_backward_into(ctx, &mut Flat { params, grads }, x, labels, denom)
+    }
+
+    /// `forward_backward` with parameters and gradients handed out per layer by `sink`. Layers
+    /// run last to first; `sink.done(i)` is called right after layer i's gradients are final,
+    /// which lets a data-parallel strategy reduce (and update) a bucket while backward continues.
+    pub fn forward_backward_into<G: GradSink + ?Sized>(&mut self, ctx: &Ctx, sink: &mut G, x: &Tensor, labels: &[u32], denom: usize) -> Result<BatchStats, NetError> {
+        let stats = self.evaluate_from(ctx, sink, x, labels)?;
         let last = self.layers.len() - 1;
         self.dacts[last].resize(self.acts[last].shape());
         self.loss.backward(labels, denom.max(1), &mut self.dacts[last]);
@@ -212,27 +217,55 @@ impl Net {
             let (dprev, dcur) = self.dacts.split_at_mut(i);
             let input = if i == 0 { x } else { &self.acts[i - 1] };
             let dx = if i == 0 { None } else { Some(&mut dprev[i - 1]) };
+            let (p, g) = sink.layer(i, r);
             self.layers[i]
-                .backward(&lctx, &params[r.clone()], grads.layer(i, r), input, &self.acts[i], &dcur[0], dx)
+                .backward(&lctx, p, g, input, &self.acts[i], &dcur[0], dx)
                 .map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
-            grads.done(i);
+            sink.done(i);
         }
         Ok(stats)
     }
 }
 
-/// Where backward writes parameter gradients: the whole flat buffer, or pieces of it handed out
-/// per layer (a data-parallel strategy gives each gradient bucket away once it is complete).
-pub trait GradSink {
-    /// The gradient slice of layer `i`, whose range in the flat buffer is `range`.
-    fn layer(&mut self, i: usize, range: std::ops::Range<usize>) -> &mut [f32];
+/// Where forward reads each layer's parameters from.
+pub trait ParamSource {
+    /// The parameters of layer `i`, whose range in the flat buffer is `range`.
+    fn params(&self, i: usize, range: Range<usize>) -> &[f32];
+}
+
+impl ParamSource for [f32] {
+    fn params(&self, _i: usize, range: Range<usize>) -> &[f32] {
+        &self[range]
+    }
+}
+
+/// Where backward reads parameters and writes gradients, per layer: the whole flat buffers
+/// (`Flat`), or pieces of them handed out per layer (a data-parallel strategy gives each bucket
+/// away once it is complete).
+pub trait GradSink: ParamSource {
+    /// The parameters and gradient slice of layer `i` (range `range` of the flat buffers).
+    fn layer(&mut self, i: usize, range: Range<usize>) -> (&[f32], &mut [f32]);
     /// Layer `i`'s gradients are final for this pass.
     fn done(&mut self, _i: usize) {}
 }
 
-impl GradSink for [f32] {
-    fn layer(&mut self, _i: usize, range: std::ops::Range<usize>) -> &mut [f32] {
-        &mut self[range]
+/// Whole flat parameter and gradient buffers.
+pub struct Flat<'a> {
+    /// Parameters.
+    pub params: &'a [f32],
+    /// Gradients (accumulated into).
+    pub grads: &'a mut [f32],
+}
+
+impl ParamSource for Flat<'_> {
+    fn params(&self, _i: usize, range: Range<usize>) -> &[f32] {
+        &self.params[range]
+    }
+}
+
+impl GradSink for Flat<'_> {
+    fn layer(&mut self, _i: usize, range: Range<usize>) -> (&[f32], &mut [f32]) {
+        (&self.params[range.clone()], &mut self.grads[range])
     }
 }
 

@@ -91,17 +91,22 @@ fn whole_net_gradient_matches_finite_differences() {
     let labels = [0u32, 2, 1];
     let ctx = Ctx::simple(Mode::Train);
     let mut grads = vec![0.0f32; params.len()];
-    struct Recorder<'a>(&'a mut [f32], Vec<usize>);
+    struct Recorder<'a>(Flat<'a>, Vec<usize>);
+    impl ParamSource for Recorder<'_> {
+        fn params(&self, i: usize, range: std::ops::Range<usize>) -> &[f32] {
+            self.0.params(i, range)
+        }
+    }
     impl GradSink for Recorder<'_> {
-        fn layer(&mut self, _i: usize, range: std::ops::Range<usize>) -> &mut [f32] {
-            &mut self.0[range]
+        fn layer(&mut self, i: usize, range: std::ops::Range<usize>) -> (&[f32], &mut [f32]) {
+            self.0.layer(i, range)
         }
         fn done(&mut self, i: usize) {
             self.1.push(i);
         }
     }
-    let mut sink = Recorder(&mut grads, Vec::new());
-    net.forward_backward(&ctx, &params, &mut sink, &x, &labels, 3).unwrap();
+    let mut sink = Recorder(Flat { params: &params, grads: &mut grads }, Vec::new());
+    net.forward_backward_into(&ctx, &mut sink, &x, &labels, 3).unwrap();
     assert_eq!(sink.1, vec![3, 2, 1, 0], "layers finish last to first");
     let mut p = params.clone();
     // A small step: ReLU kinks must not fall inside ±eps of any pre-activation.

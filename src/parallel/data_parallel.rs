@@ -9,7 +9,14 @@
 //! reverse layer order (the last layers' gradients are ready first), the first bucket capped at
 //! 1 MiB and the others at `--bucket-mb` (as DDP). With overlap (the default) a bucket is handed
 //! to a communication thread the moment backward has finished its lowest layer, and is reduced
-//! while backward goes on; the optimizer waits for all buckets.
+//! while backward goes on.
+//!
+//! The optimizer step is sharded (ZeRO stage 1) and fused into each bucket's reduction
+//! (`Communicator::all_reduce_update`): once rank r holds the summed gradient of its chunk of a
+//! bucket it updates that chunk of the parameters, and the updated chunks are gathered instead
+//! of the gradients. Same traffic as an all-reduce, 1/P of the update work per worker, and the
+//! update of the last layers overlaps the backward of the first. Each worker's optimizer state is
+//! current only for the chunks it owns (fixed for the run).
 //!
 //! `--accumulate K` cuts the shard into K micro-batches whose gradients add up locally before one
 //! reduction (DDP's `no_sync`). `--deterministic` cuts every global batch into
@@ -21,7 +28,7 @@ use crate::comm::{algorithms, Algorithm, Communicator};
 use crate::data::loader::Batch;
 use crate::data::sampler::shard_range;
 use crate::layers::Ctx;
-use crate::net::{BatchStats, GradSink, Net, ParamLayout};
+use crate::net::{BatchStats, GradSink, Net, ParamLayout, ParamSource};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 use crate::train::{StepReport, Strategy, TrainConfig, TrainError};
@@ -143,51 +150,61 @@ impl<'c> AllReduce<'c> {
         &self.buckets
     }
 
-    /// Reduces every bucket after backward; returns the seconds it took.
-    fn reduce_all(&mut self) -> Result<f64, TrainError> {
+    /// Reduces every bucket after backward, each fused with the update of this rank's chunk of
+    /// it; returns the seconds it took.
+    fn reduce_update_all(&mut self, params: &mut [f32], lr: f32) -> Result<f64, TrainError> {
         let t = Instant::now();
         for b in &self.buckets {
-            self.comm.all_reduce_into(&mut self.grads[b.params.clone()])?;
+            let r = b.params.clone();
+            let opt = &mut *self.opt;
+            let mut update = |c: Range<usize>, p: &mut [f32], g: &[f32]| opt.update_range(r.start + c.start..r.start + c.end, p, g, lr);
+            self.comm.all_reduce_update(&mut self.grads[r.clone()], &mut params[r.clone()], &mut update)?;
         }
         Ok(t.elapsed().as_secs_f64())
     }
 
-    /// Forward/backward over `x` with every complete bucket reduced on a second thread while
-    /// backward continues. Returns the stats, the seconds of communication and the seconds
-    /// waited for it after backward.
+    /// Forward/backward over `x` with every complete bucket reduced and applied (see
+    /// `all_reduce_update`) on a second thread while backward continues. Returns the stats, the
+    /// seconds of communication and the seconds waited for it after backward.
     #[allow(clippy::too_many_arguments)]
     fn backward_overlapped(
         &mut self,
         net: &mut Net,
         ctx: &Ctx,
-        params: &[f32],
+        params: &mut [f32],
         x: &Tensor,
         labels: &[u32],
         denom: usize,
+        lr: f32,
     ) -> Result<(BatchStats, f64, f64), TrainError> {
-        let AllReduce { comm, grads, buckets, bucket_of, .. } = self;
+        let AllReduce { comm, grads, buckets, bucket_of, opt, .. } = self;
         let comm: &dyn Communicator = *comm;
-        let mut slices: Vec<Option<&mut [f32]>> = vec_of_none(buckets.len());
-        // Buckets are in reverse order of the buffer: cut from the end.
-        let mut rest: &mut [f32] = grads;
+        let opt: &mut dyn Optimizer = &mut **opt;
+        // Buckets are in reverse order of the buffers: cut both from the end.
+        let mut slices: Vec<Option<(&mut [f32], &mut [f32])>> = (0..buckets.len()).map(|_| None).collect();
+        let (mut prest, mut grest): (&mut [f32], &mut [f32]) = (params, grads);
         for (b, bucket) in buckets.iter().enumerate() {
-            let (lo, hi) = std::mem::take(&mut rest).split_at_mut(bucket.params.start);
-            slices[b] = Some(hi);
-            rest = lo;
+            let (plo, phi) = std::mem::take(&mut prest).split_at_mut(bucket.params.start);
+            let (glo, ghi) = std::mem::take(&mut grest).split_at_mut(bucket.params.start);
+            slices[b] = Some((phi, ghi));
+            (prest, grest) = (plo, glo);
         }
-        let (tx, rx) = mpsc::channel::<&mut [f32]>();
+        let (tx, rx) = mpsc::channel::<(usize, &mut [f32], &mut [f32])>();
+        let buckets: &[Bucket] = buckets;
         std::thread::scope(|s| {
             let reducer = s.spawn(move || -> Result<f64, TrainError> {
                 let mut busy = 0.0;
-                for slice in rx {
+                for (b, p, g) in rx {
                     let t = Instant::now();
-                    comm.all_reduce_into(slice)?;
+                    let off = buckets[b].params.start;
+                    let mut update = |c: Range<usize>, p: &mut [f32], g: &[f32]| opt.update_range(off + c.start..off + c.end, p, g, lr);
+                    comm.all_reduce_update(g, p, &mut update)?;
                     busy += t.elapsed().as_secs_f64();
                 }
                 Ok(busy)
             });
             let mut sink = BucketSink { slices, buckets, bucket_of, tx };
-            let stats = net.forward_backward(ctx, params, &mut sink, x, labels, denom);
+            let stats = net.forward_backward_into(ctx, &mut sink, x, labels, denom);
             // Normally every bucket has gone; after an error the rest go anyway so the other
             // ranks are not left waiting for a bucket that never comes.
             for b in 0..sink.slices.len() {
@@ -237,6 +254,7 @@ impl Strategy for AllReduce<'_> {
             return self.step_deterministic(net, ctx, params, batch, lr);
         }
         self.grads.fill(0.0);
+        self.opt.begin_step();
         let n = batch.labels.len();
         let k = self.cfg.accumulate.min(n.max(1));
         let overlap = self.cfg.overlap && self.comm.size() > 1 && n > 0;
@@ -244,39 +262,33 @@ impl Strategy for AllReduce<'_> {
         let mut report = StepReport::default();
         for m in 0..k {
             let rows = shard_range(n, m, k);
-            let last = m + 1 == k;
             let whole = k == 1;
             if !whole {
                 copy_rows(&batch.x, rows.clone(), &mut self.micro);
             }
-            let x = if whole { &batch.x } else { &self.micro };
             let lctx = Ctx { sample_ids: &batch.ids[rows.clone()], ..*ctx };
             let labels = &batch.labels[rows];
-            if last && overlap {
+            if m + 1 == k && overlap {
                 // The micro tensor is borrowed by the call, so take it out for the duration.
                 let micro = std::mem::take(&mut self.micro);
                 let x = if whole { &batch.x } else { &micro };
-                let r = self.backward_overlapped(net, &lctx, params, x, labels, batch.global);
+                let r = self.backward_overlapped(net, &lctx, params, x, labels, batch.global, lr);
                 self.micro = micro;
                 let (s, busy, waited) = r?;
                 stats.add(&s);
                 (report.comm_s, report.comm_wait_s) = (busy, waited);
             } else if n > 0 {
-                stats.add(&net.forward_backward(&lctx, params, self.grads.as_mut_slice(), x, labels, batch.global)?);
+                let x = if whole { &batch.x } else { &self.micro };
+                stats.add(&net.forward_backward(&lctx, params, &mut self.grads, x, labels, batch.global)?);
             }
         }
-        if !overlap && self.comm.size() > 1 {
-            report.comm_s = self.reduce_all()?;
+        if !overlap {
+            report.comm_s = self.reduce_update_all(params, lr)?;
             report.comm_wait_s = report.comm_s;
         }
-        self.opt.step(params, &self.grads, lr);
         report.stats = stats;
         Ok(report)
     }
-}
-
-fn vec_of_none<T>(n: usize) -> Vec<Option<T>> {
-    (0..n).map(|_| None).collect()
 }
 
 /// Copies rows `rows` of an (N, ...) tensor into `out`.
@@ -288,30 +300,44 @@ fn copy_rows(x: &Tensor, rows: Range<usize>, out: &mut Tensor) {
     out.data_mut().copy_from_slice(&x.data()[rows.start * per..rows.end * per]);
 }
 
-/// Hands backward the gradient slice of each layer out of its bucket's slice, and gives a bucket
-/// to the reducer thread when its lowest layer is done.
+/// Hands forward and backward each layer's parameters and gradients out of its bucket's
+/// slices, and gives a bucket to the reducer thread when its lowest layer is done.
 struct BucketSink<'g, 'b> {
-    slices: Vec<Option<&'g mut [f32]>>,
+    slices: Vec<Option<(&'g mut [f32], &'g mut [f32])>>,
     buckets: &'b [Bucket],
     bucket_of: &'b [usize],
-    tx: mpsc::Sender<&'g mut [f32]>,
+    tx: mpsc::Sender<(usize, &'g mut [f32], &'g mut [f32])>,
 }
 
 impl BucketSink<'_, '_> {
     fn send(&mut self, b: usize) {
-        if let Some(slice) = self.slices[b].take() {
+        if let Some((p, g)) = self.slices[b].take() {
             // A closed channel means the reducer already failed; its error is reported on join.
-            let _ = self.tx.send(slice);
+            let _ = self.tx.send((b, p, g));
         }
+    }
+
+    fn local(&self, i: usize, range: &Range<usize>) -> (usize, Range<usize>) {
+        let b = self.bucket_of[i];
+        let off = self.buckets[b].params.start;
+        (b, range.start - off..range.end - off)
+    }
+}
+
+const SENT: &str = "a layer's bucket is not sent before the layer is done";
+
+impl ParamSource for BucketSink<'_, '_> {
+    fn params(&self, i: usize, range: Range<usize>) -> &[f32] {
+        let (b, r) = self.local(i, &range);
+        &self.slices[b].as_ref().expect(SENT).0[r]
     }
 }
 
 impl GradSink for BucketSink<'_, '_> {
-    fn layer(&mut self, i: usize, range: Range<usize>) -> &mut [f32] {
-        let b = self.bucket_of[i];
-        let off = self.buckets[b].params.start;
-        let slice = self.slices[b].as_deref_mut().expect("a layer's bucket is not sent before the layer is done");
-        &mut slice[range.start - off..range.end - off]
+    fn layer(&mut self, i: usize, range: Range<usize>) -> (&[f32], &mut [f32]) {
+        let (b, r) = self.local(i, &range);
+        let (p, g) = self.slices[b].as_mut().expect(SENT);
+        (&p[r.clone()], &mut g[r])
     }
 
     fn done(&mut self, i: usize) {
