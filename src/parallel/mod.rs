@@ -176,7 +176,7 @@ pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> 
         });
         if let Err(e) = spawned {
             supervisor.abort("could not start a thread");
-            return Err(TrainError::Config(format!("could not start the thread of {name}: {e}")));
+            return Err(TrainError::Internal(format!("could not start the thread of {name}: {e}")));
         }
     }
     drop(tx);
@@ -214,7 +214,7 @@ pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> 
             }
             Some(Err(e)) => return Err(e),
             None if first_echo.is_none() && first_error.is_none() => {
-                first_echo = Some(TrainError::Config(format!("rank {rank} ended without a result")));
+                first_echo = Some(TrainError::Internal(format!("rank {rank} ended without a result")));
             }
             None => {}
         }

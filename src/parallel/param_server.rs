@@ -7,12 +7,15 @@
 //!
 //! Modes:
 //! - `sync`: a server waits for every worker's push, sums them in rank order and applies one
-//!   update — SGD on the global batch, equal to single-worker training. Worker gradients are
-//!   divided by the global batch size.
+//!   update — SGD on the global batch, equal to single-worker training.
 //! - `async`: every push is applied at once (as TensorFlow's asynchronous PS training does) and the
-//!   pushing worker gets the newest parameters back. Worker gradients are the mean over their own
-//!   shard, each push is one optimizer update, and the learning-rate schedule advances one step per
-//!   `workers` updates, so it spans the run as in the other modes.
+//!   pushing worker gets the newest parameters back. As in every mode, a worker's gradient is
+//!   divided by the GLOBAL batch size, so each push carries 1/workers of a global step: the
+//!   learning rate keeps its synchronous meaning (Downpour SGD with lr / workers), with one
+//!   worker async equals sync, and the learning-rate schedule advances one step per `workers`
+//!   updates, so it spans the run as in the other modes. (Dividing by the worker's own shard
+//!   instead makes each update `workers` times larger; with momentum 0.9 and stale gradients that
+//!   measurably hurt: 97.9 % instead of ≥ 98.8 % on MNIST with 4 workers.)
 //! - `ssp`: as async, but a worker may start step c only when c − (slowest worker's finished
 //!   steps) ≤ s (`--staleness s`): the server holds its reply until then.
 //!
@@ -77,7 +80,6 @@ pub struct Client<'c> {
     comm: &'c dyn Communicator,
     workers: usize,
     ranges: Vec<Range<usize>>,
-    sync: bool,
     grads: Vec<f32>,
 }
 
@@ -85,7 +87,7 @@ impl<'c> Client<'c> {
     /// The client of the worker holding `comm` (ranks ≥ `workers` are the servers).
     pub fn new(comm: &'c dyn Communicator, workers: usize, cfg: &PsConfig, len: usize) -> Client<'c> {
         let ranges = (0..cfg.servers).map(|s| server_range(len, s, cfg.servers)).collect();
-        Client { comm, workers, ranges, sync: cfg.mode == PsMode::Sync, grads: vec![0.0; len] }
+        Client { comm, workers, ranges, grads: vec![0.0; len] }
     }
 
     fn pull(&self, params: &mut [f32], tag: u32) -> Result<(), TrainError> {
@@ -108,11 +110,10 @@ impl Strategy for Client<'_> {
 
     fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, _lr: f32) -> Result<StepReport, TrainError> {
         self.grads.fill(0.0);
-        let denom = if self.sync { batch.global } else { batch.labels.len() };
         let stats = if batch.labels.is_empty() {
             Default::default()
         } else {
-            net.forward_backward(ctx, params, self.grads.as_mut_slice(), &batch.x, &batch.labels, denom)?
+            net.forward_backward(ctx, params, self.grads.as_mut_slice(), &batch.x, &batch.labels, batch.global)?
         };
         let t = Instant::now();
         for (s, r) in self.ranges.iter().enumerate() {
@@ -237,7 +238,7 @@ impl<'c> Server<'c> {
         for _ in 0..self.steps * w as u64 {
             let src = self.comm.recv_any(&mut grad, TAG_PUSH)?;
             if src >= w {
-                return Err(TrainError::Config(format!("server {} got a push from rank {src}, which is not a worker", self.index)));
+                return Err(TrainError::Internal(format!("server {} got a push from rank {src}, which is not a worker", self.index)));
             }
             hist.record((version - pulled[src]) as usize);
             let lr = self.schedule.lr_at(version / w as u64);

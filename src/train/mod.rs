@@ -105,6 +105,9 @@ pub enum TrainError {
         /// What went wrong.
         source: Box<TrainError>,
     },
+    /// Something that should not happen went wrong in the machinery of a run.
+    #[error("{0}")]
+    Internal(String),
     /// A worker thread panicked (a bug: please report it).
     #[error("panicked: {0}")]
     Panicked(String),
@@ -125,7 +128,7 @@ impl TrainError {
             TrainError::Config(_) => 2,
             TrainError::NonFinite { .. } | TrainError::Comm(_) | TrainError::Injected => 1,
             TrainError::Worker { source, .. } | TrainError::Server { source, .. } => source.exit_code(),
-            TrainError::Panicked(_) => 1,
+            TrainError::Panicked(_) | TrainError::Internal(_) => 1,
         }
     }
 
