@@ -35,15 +35,15 @@ pub enum Event {
         step: u64,
         /// Epoch (0-based).
         epoch: u64,
-        /// Mean training loss over the global batch.
+        /// Mean training loss over the batch (with several workers: over rank 0's shard).
         loss: f64,
-        /// Top-1 accuracy over the global batch.
+        /// Top-1 accuracy over the batch (with several workers: over rank 0's shard).
         acc: f64,
         /// Learning rate used.
         lr: f32,
-        /// Samples in the step.
+        /// Samples in the step (rank 0's shard).
         samples: usize,
-        /// Throughput of this step (samples / wall time of the step).
+        /// Throughput of this step (global batch / wall time of the step).
         images_per_sec: f64,
         /// Seconds spent waiting for data.
         data_wait_s: f64,
