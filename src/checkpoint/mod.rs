@@ -7,6 +7,8 @@
 //! survives until the new one is complete. Loading checks every name, shape and dtype against the
 //! `ParamLayout` before any value is copied, so nothing loads partially.
 
+pub mod run;
+
 use crate::net::ParamLayout;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -45,7 +47,7 @@ pub enum CheckpointError {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     move |source| CheckpointError::Io { path: path.to_path_buf(), source }
 }
 
