@@ -73,7 +73,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let spec = convoy::net::ModelSpec::resolve(&args.model)?;
             let mut net = convoy::net::Net::build(&spec)?;
-            let params = convoy::checkpoint::load_weights(&args.weights, net.layout())?;
+            // A checkpoint folder (or directory) holds its weights in model.safetensors.
+            let weights = if args.weights.is_dir() { convoy::checkpoint::run::resolve(&args.weights)?.join("model.safetensors") } else { args.weights.clone() };
+            let params = convoy::checkpoint::load_weights(&weights, net.layout())?;
             let test = convoy::data::idx::IdxDataset::load_dir(&args.data, convoy::data::Split::Test)?;
             let s = train::evaluate(&mut net, &params, &test, args.batch_size, threads)?;
             let n = s.samples.max(1) as f64;

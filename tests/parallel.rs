@@ -6,62 +6,13 @@
 //! The equivalence tests train on the first 600 MNIST training images (so the 10th step sees
 //! the partial last batch of 24) and evaluate on 100 test images, to stay fast.
 
-use clap::Parser;
-use convoy::cli::{Cli, Command};
-use convoy::data::idx::read_idx;
-use convoy::parallel::{self, ParallelConfig};
-use convoy::train::{events::Event, events::Recorder, train, TrainConfig};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{config, mnist, rel_err, small_mnist};
+use convoy::parallel;
+use convoy::train::{events::Event, events::Recorder, train};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-fn mnist() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
-}
-
-/// Writes the first `n` records of an IDX file as a raw IDX file.
-fn write_subset(src: &Path, dst: &Path, n: usize) {
-    let a = read_idx(src).unwrap();
-    let per: usize = a.dims[1..].iter().product();
-    let mut out = std::fs::File::create(dst).unwrap();
-    out.write_all(&[0, 0, 0x08, a.dims.len() as u8]).unwrap();
-    out.write_all(&(n as u32).to_be_bytes()).unwrap();
-    for d in &a.dims[1..] {
-        out.write_all(&(*d as u32).to_be_bytes()).unwrap();
-    }
-    out.write_all(&a.data[..n * per]).unwrap();
-}
-
-/// 600 training and 100 test images of MNIST.
-fn small_mnist() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("mnist-600-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, n) in [("train-images-idx3-ubyte", 600), ("train-labels-idx1-ubyte", 600), ("t10k-images-idx3-ubyte", 100), ("t10k-labels-idx1-ubyte", 100)] {
-            write_subset(&mnist().join(format!("{name}.gz")), &dir.join(name), n);
-        }
-        dir
-    })
-}
-
-/// The configs `convoy train ARGS` would run, on `data`.
-fn config(args: &[&str], data: &Path) -> (TrainConfig, ParallelConfig) {
-    let cli = Cli::try_parse_from(["convoy", "train"].iter().chain(args.iter())).unwrap();
-    let Command::Train(t) = cli.command else { unreachable!() };
-    let mut cfg = t.to_config().unwrap();
-    cfg.data_dir = data.to_path_buf();
-    (cfg, t.parallel.to_config().unwrap())
-}
-
-/// ‖a − b‖ / ‖b‖.
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    let d: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (d / n).sqrt()
-}
 
 const TEN_STEPS: [&str; 8] = ["--steps", "10", "--batch-size", "64", "--threads", "1", "--seed", "7"];
 

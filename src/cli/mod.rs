@@ -12,7 +12,7 @@ use crate::comm::Algorithm;
 use crate::parallel::data_parallel::AllReduceConfig;
 use crate::parallel::param_server::{PsConfig, PsMode};
 use crate::parallel::{FailureKind, InjectFailure, ParallelConfig, StrategyKind};
-use crate::train::TrainConfig;
+use crate::train::{CheckpointPolicy, TrainConfig};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -94,6 +94,19 @@ pub struct TrainArgs {
     /// Initialise from these weights (safetensors with matching names), e.g. saved by PyTorch.
     #[arg(long)]
     pub init_from: Option<PathBuf>,
+    /// Write checkpoints (step-N folders and a `latest` pointer) into this directory.
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Checkpoint every N steps, or `epoch` [epoch]; always at the end of the run too.
+    #[arg(long)]
+    pub checkpoint_every: Option<String>,
+    /// Checkpoints kept (the newest).
+    #[arg(long, default_value_t = 3)]
+    pub keep: usize,
+    /// Resume from a checkpoint folder (step-N) or a checkpoint directory (its latest); pass the
+    /// flags of the run that wrote it.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
     /// Evaluate only at the end, not after every epoch.
     #[arg(long)]
     pub no_epoch_eval: bool,
@@ -329,6 +342,19 @@ impl TrainArgs {
         let model = ModelSpec::resolve(&self.model)?;
         let optimizer = OptimizerConfig::from_name(&self.optimizer, self.momentum, self.nesterov, self.weight_decay)?;
         let schedule = LrSchedule::parse(&self.schedule, self.lr)?;
+        if self.keep == 0 {
+            return Err(invalid("keep", "must be at least 1").into());
+        }
+        let every_steps = match self.checkpoint_every.as_deref() {
+            None | Some("epoch") => None,
+            Some(n) => match n.parse::<u64>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => return Err(invalid("checkpoint-every", format!("'{n}' is not a positive number of steps or 'epoch'")).into()),
+            },
+        };
+        if self.checkpoint_every.is_some() && self.checkpoint_dir.is_none() {
+            return Err(invalid("checkpoint-every", "needs --checkpoint-dir").into());
+        }
         Ok(TrainConfig {
             model,
             data_dir: self.data.clone(),
@@ -346,6 +372,8 @@ impl TrainArgs {
             eval_each_epoch: !self.no_epoch_eval,
             save: self.save.clone(),
             init_from: self.init_from.clone(),
+            checkpoint: self.checkpoint_dir.clone().map(|dir| CheckpointPolicy { dir, every_steps, keep: self.keep }),
+            resume: self.resume.clone(),
         })
     }
 }

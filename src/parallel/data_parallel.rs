@@ -31,7 +31,7 @@ use crate::layers::Ctx;
 use crate::net::{BatchStats, GradSink, Net, ParamLayout, ParamSource};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
-use crate::train::{StepReport, Strategy, TrainConfig, TrainError};
+use crate::train::{self, StepReport, Strategy, TrainConfig, TrainError};
 use std::ops::Range;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -247,6 +247,27 @@ impl Strategy for AllReduce<'_> {
     fn init(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
         self.comm.broadcast_into(params, 0)?;
         Ok(())
+    }
+
+    fn state_names(&self) -> Vec<&'static str> {
+        self.opt.state().into_iter().map(|s| s.0).collect()
+    }
+
+    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+        // With the sharded update each worker's state is current only for the chunks it owns:
+        // gather every bucket's chunks (the ownership of `all_reduce_update`) before copying.
+        if !self.cfg.deterministic && self.comm.size() > 1 {
+            for (_, buf) in self.opt.state_mut() {
+                for b in &self.buckets {
+                    algorithms::ring_all_gather_inplace(self.comm, &mut buf[b.params.clone()])?;
+                }
+            }
+        }
+        Ok(train::snapshot(self.opt.as_ref()))
+    }
+
+    fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
+        train::restore_optimizer(self.opt.as_mut(), state, steps)
     }
 
     fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {

@@ -95,6 +95,7 @@ impl ParallelConfig {
         }
         match &self.strategy {
             StrategyKind::AllReduce(a) => a.validate(self.workers, cfg),
+            StrategyKind::ParamServer(_) if cfg.checkpoint.is_some() || cfg.resume.is_some() => bad(param_server::PS_CHECKPOINTS.into()),
             StrategyKind::ParamServer(p) => p.validate(),
         }
     }
@@ -149,7 +150,11 @@ pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> 
                     StrategyKind::ParamServer(p) => (Box::new(param_server::Client::new(&comm, pc.workers, p, param_count)), Shard::of(rank, pc.workers)),
                 };
                 let mut guarded = Guard { inner: strategy.as_mut(), rank, step: &progress, inject: pc.inject_failure };
-                train::run_worker(&cfg, net, &data, shard, &mut guarded, &mut |e| {
+                let name = match &pc.strategy {
+                    StrategyKind::AllReduce(_) => "allreduce",
+                    StrategyKind::ParamServer(_) => "ps",
+                };
+                train::run_worker(&cfg, name, net, &data, shard, &mut guarded, &mut |e| {
                     let _ = tx.send(Msg::Event(e));
                 })
                 .map(Some)
@@ -265,5 +270,17 @@ impl Strategy for Guard<'_> {
 
     fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
         self.inner.finish(params)
+    }
+
+    fn state_names(&self) -> Vec<&'static str> {
+        self.inner.state_names()
+    }
+
+    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+        self.inner.optimizer_state()
+    }
+
+    fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
+        self.inner.restore(state, steps)
     }
 }

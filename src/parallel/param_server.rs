@@ -130,7 +130,25 @@ impl Strategy for Client<'_> {
         }
         Ok(())
     }
+
+    // The optimizer state lives on the servers; `ParallelConfig::validate` refuses checkpoints
+    // and resume with this strategy before a run starts.
+    fn state_names(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+        Err(TrainError::Config(PS_CHECKPOINTS.into()))
+    }
+
+    fn restore(&mut self, _state: &[(String, Vec<f32>)], _steps: u64) -> Result<(), TrainError> {
+        Err(TrainError::Config(PS_CHECKPOINTS.into()))
+    }
 }
+
+/// Why `--strategy ps` refuses checkpoints for now.
+pub const PS_CHECKPOINTS: &str =
+    "checkpoints and --resume are not supported with --strategy ps yet (the optimizer state lives on the servers); hint: use --strategy allreduce";
 
 /// A server shard.
 pub struct Server<'c> {

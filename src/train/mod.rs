@@ -14,7 +14,7 @@ use crate::net::{BatchStats, ModelSpec, Net, NetError};
 use crate::optim::{schedule::LrSchedule, OptimError, Optimizer, OptimizerConfig};
 use crate::tensor::Tensor;
 use events::{Event, EventSink};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use thiserror::Error;
@@ -46,6 +46,21 @@ pub struct TrainConfig {
     pub save: Option<PathBuf>,
     /// Start from these weights instead of a fresh initialisation.
     pub init_from: Option<PathBuf>,
+    /// Write checkpoints.
+    pub checkpoint: Option<CheckpointPolicy>,
+    /// Resume from this checkpoint (a `step-N` folder, or a checkpoint directory's latest).
+    pub resume: Option<PathBuf>,
+}
+
+/// When and where a run writes checkpoints (`--checkpoint-dir`, `--checkpoint-every`, `--keep`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointPolicy {
+    /// Directory of the `step-N` folders and the `latest` pointer.
+    pub dir: PathBuf,
+    /// After every this many steps; `None`: at the end of every epoch. Always at the end of the run.
+    pub every_steps: Option<u64>,
+    /// Newest checkpoints kept.
+    pub keep: usize,
 }
 
 /// Errors of a run. `exit_code` tells bad input (2) from failures (1).
@@ -233,6 +248,31 @@ pub trait Strategy {
     fn finish(&mut self, _params: &mut [f32]) -> Result<(), TrainError> {
         Ok(())
     }
+    /// Names of the optimizer's state buffers (what a checkpoint holds besides the weights).
+    fn state_names(&self) -> Vec<&'static str>;
+    /// The optimizer's whole state (every buffer as long as the parameters) and its update
+    /// count, for a checkpoint. Every worker calls it after the same step; it may communicate.
+    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError>;
+    /// Restores the optimizer from a checkpoint (buffers named as `state_names`).
+    fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError>;
+}
+
+/// Copies of an optimizer's state buffers and its update count.
+pub fn snapshot(opt: &dyn Optimizer) -> (Vec<(&'static str, Vec<f32>)>, u64) {
+    (opt.state().into_iter().map(|(n, b)| (n, b.to_vec())).collect(), opt.steps())
+}
+
+/// Restores an optimizer's state buffers (matched by name) and update count.
+pub fn restore_optimizer(opt: &mut dyn Optimizer, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
+    for (name, buf) in opt.state_mut() {
+        let src = state.iter().find(|s| s.0 == name).ok_or_else(|| TrainError::Internal(format!("checkpoint has no optimizer state '{name}'")))?;
+        if src.1.len() != buf.len() {
+            return Err(TrainError::Internal(format!("optimizer state '{name}' has {} values, expected {}", src.1.len(), buf.len())));
+        }
+        buf.copy_from_slice(&src.1);
+    }
+    opt.set_steps(steps);
+    Ok(())
 }
 
 /// Plain single-worker training: the gradient of the whole batch, then an optimizer step.
@@ -255,6 +295,18 @@ impl Strategy for LocalSgd {
         self.opt.step(params, &self.grads, lr);
         Ok(StepReport { stats, ..StepReport::default() })
     }
+
+    fn state_names(&self) -> Vec<&'static str> {
+        self.opt.state().into_iter().map(|s| s.0).collect()
+    }
+
+    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+        Ok(snapshot(self.opt.as_ref()))
+    }
+
+    fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
+        restore_optimizer(self.opt.as_mut(), state, steps)
+    }
 }
 
 /// Runs a whole single-worker training run, emitting events to `sink`.
@@ -263,7 +315,7 @@ pub fn train(cfg: &TrainConfig, sink: &mut dyn EventSink) -> Result<TrainSummary
     let net = Net::build(&cfg.model)?;
     let data = load_data(cfg)?;
     let mut strategy = LocalSgd::new(&cfg.optimizer, net.layout().len())?;
-    run_worker(cfg, net, &data, Shard::WHOLE, &mut strategy, &mut |e| sink.on_event(&e))
+    run_worker(cfg, "single", net, &data, Shard::WHOLE, &mut strategy, &mut |e| sink.on_event(&e))
 }
 
 /// Initial parameters of a run: the `init_from` weights, or a fresh seeded initialisation.
@@ -285,8 +337,10 @@ pub fn total_steps(cfg: &TrainConfig, train_len: usize) -> u64 {
 /// announces the run, reports steps, evaluates and saves; every rank reports its own totals
 /// (`Event::Worker`) after each epoch and at the end. With several workers an error names the
 /// worker and the step.
+#[allow(clippy::too_many_arguments)]
 pub fn run_worker(
     cfg: &TrainConfig,
+    strategy_name: &str,
     mut net: Net,
     (train_set, test_set): &(Arc<dyn Dataset>, Arc<dyn Dataset>),
     shard: Shard,
@@ -313,13 +367,24 @@ pub fn run_worker(
     }
     let t0 = Instant::now();
     let mut totals = WorkerTotals::default();
-    let mut step = 0u64;
+    let (mut step, mut epoch, mut start_batch) = (0u64, 0u64, 0usize);
     let failed_at = |step: u64| move |e: TrainError| if shard.world > 1 { e.at_worker(shard.rank, step) } else { e };
-    strategy.init(&mut params).map_err(failed_at(0))?;
+    if let Some(path) = &cfg.resume {
+        let c = checkpoint::run::load_checkpoint(path, net.layout(), &strategy.state_names())?;
+        check_resumable(cfg, &c.run, &schedule, total_steps, &c.dir)?;
+        params = c.params;
+        strategy.restore(&c.state, c.run.optimizer_steps)?;
+        (step, epoch) = (c.run.step, c.run.epoch);
+        start_batch = (c.run.samples_in_epoch / cfg.batch_size as u64) as usize;
+        if lead {
+            tracing::info!(checkpoint = %c.dir.display(), step, epoch, "resuming");
+        }
+    }
+    strategy.init(&mut params).map_err(failed_at(step))?;
     let mut last_loss = f64::NAN;
-    let mut epoch = 0u64;
     while step < total_steps {
-        let mut loader = Loader::new(train_set.clone(), sampler.clone(), epoch, 0, shard);
+        let mut loader = Loader::new(train_set.clone(), sampler.clone(), epoch, start_batch, shard);
+        start_batch = 0;
         while step < total_steps {
             let t_wait = Instant::now();
             let Some(batch) = loader.next() else { break };
@@ -350,6 +415,34 @@ pub fn run_worker(
                     comm_s: r.comm_s,
                     comm_wait_s: r.comm_wait_s,
                 });
+            }
+            if let Some(policy) = &cfg.checkpoint {
+                let epoch_end = batch.index + 1 == sampler.batches_per_epoch();
+                if policy.every_steps.map_or(epoch_end, |n| step % n == 0) || step == total_steps {
+                    let (next_epoch, samples) = if epoch_end { (epoch + 1, 0) } else { (epoch, ((batch.index + 1) * cfg.batch_size) as u64) };
+                    let (state, opt_steps) = strategy.optimizer_state().map_err(failed_at(step))?;
+                    if lead {
+                        let run = checkpoint::run::RunState {
+                            format_version: checkpoint::run::FORMAT_VERSION,
+                            model: cfg.model.name.clone(),
+                            step,
+                            epoch: next_epoch,
+                            samples_in_epoch: samples,
+                            optimizer_steps: opt_steps,
+                            batch_size: cfg.batch_size,
+                            seed: cfg.seed,
+                            optimizer: format!("{:?}", cfg.optimizer),
+                            schedule: format!("{schedule:?}"),
+                            total_steps,
+                            workers: shard.world,
+                            strategy: strategy_name.to_string(),
+                            files: Default::default(),
+                        };
+                        let refs: Vec<(&str, &[f32])> = state.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+                        let dir = checkpoint::run::save_checkpoint(&policy.dir, policy.keep, net.layout(), &params, &refs, run)?;
+                        tracing::debug!(step, dir = %dir.display(), "checkpoint");
+                    }
+                }
             }
             loader.recycle(batch);
         }
@@ -393,6 +486,31 @@ pub fn run_worker(
         });
     }
     Ok(summary)
+}
+
+/// Checks that a checkpoint can continue this run: same model, batch, seed, optimizer, schedule
+/// and length (the flags of a resumed run must be those of the run that wrote it).
+fn check_resumable(cfg: &TrainConfig, run: &checkpoint::run::RunState, schedule: &LrSchedule, total_steps: u64, dir: &Path) -> Result<(), TrainError> {
+    let checks: [(&str, String, String); 6] = [
+        ("--model", run.model.clone(), cfg.model.name.clone()),
+        ("--batch-size", run.batch_size.to_string(), cfg.batch_size.to_string()),
+        ("--seed", run.seed.to_string(), cfg.seed.to_string()),
+        ("--optimizer/--lr/--momentum/--weight-decay", run.optimizer.clone(), format!("{:?}", cfg.optimizer)),
+        ("--schedule/--lr", run.schedule.clone(), format!("{schedule:?}")),
+        ("--epochs/--steps", run.total_steps.to_string(), total_steps.to_string()),
+    ];
+    for (flag, saved, now) in checks {
+        if saved != now {
+            return Err(TrainError::Config(format!(
+                "cannot resume from {}: it was written with {flag} giving {saved}, this run has {now}; hint: resume with the flags of the run that wrote it",
+                dir.display()
+            )));
+        }
+    }
+    if run.samples_in_epoch % cfg.batch_size as u64 != 0 || run.step > total_steps {
+        return Err(TrainError::Config(format!("cannot resume from {}: its position (step {}, sample {} of epoch {}) does not fit this run", dir.display(), run.step, run.samples_in_epoch, run.epoch)));
+    }
+    Ok(())
 }
 
 /// A worker's running totals, reported as `Event::Worker`.

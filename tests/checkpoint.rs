@@ -1,0 +1,117 @@
+//! Checkpoints and resume: training N steps straight gives the same weights as resuming from the
+//! checkpoint of step k and training the rest — on the same worker layout (bitwise), on another
+//! (to float tolerance; bitwise in `--deterministic` mode); bad checkpoints are refused.
+
+mod common;
+
+use common::{config, rel_err, small_mnist};
+use convoy::parallel;
+use convoy::train::events::Recorder;
+use std::path::{Path, PathBuf};
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ckpt-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// 20 steps over 600 images (an epoch is 10 steps at batch 64, the 10th partial), LR halved every 6
+/// steps so the schedule crosses the resume point.
+const RUN: [&str; 10] = ["--steps", "20", "--batch-size", "64", "--threads", "1", "--seed", "3", "--schedule", "step:6:0.5"];
+
+/// Final parameters of `convoy train RUN args`.
+fn train(args: &[&str]) -> Vec<f32> {
+    let (cfg, pc) = config(&[&RUN[..], args].concat(), small_mnist());
+    parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{args:?}: {e}")).params
+}
+
+/// Runs `layout` straight with checkpoints every 8 steps; returns the final parameters and the
+/// checkpoint directory.
+fn straight_with_checkpoints(tag: &str, layout: &[&str]) -> (Vec<f32>, PathBuf) {
+    let dir = tmp(tag);
+    let d = dir.to_str().unwrap();
+    let p = train(&[layout, &["--checkpoint-dir", d, "--checkpoint-every", "8", "--keep", "5"]].concat());
+    for s in ["step-8", "step-16", "step-20"] {
+        assert!(dir.join(s).join("state.json").is_file(), "{s} missing");
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("latest")).unwrap(), "step-20");
+    (p, dir)
+}
+
+#[test]
+fn resume_on_the_same_layout_is_exact() {
+    for (tag, layout) in [
+        ("single-sgd", vec!["--optimizer", "sgd", "--lr", "0.05"]),
+        ("single-adam", vec!["--optimizer", "adam", "--lr", "0.001"]),
+        ("ar2-sgd", vec!["--workers", "2", "--optimizer", "sgd", "--lr", "0.05"]),
+        ("ar4-adam", vec!["--workers", "4", "--optimizer", "adam", "--lr", "0.001"]),
+    ] {
+        let (want, dir) = straight_with_checkpoints(tag, &layout);
+        let from = dir.join("step-8");
+        let got = train(&[&layout[..], &["--resume", from.to_str().unwrap()]].concat());
+        let e = rel_err(&got, &want);
+        assert!(e <= 1e-6, "{tag}: relative error {e:e}");
+        // Resuming a finished run does nothing more.
+        let again = train(&[&layout[..], &["--resume", dir.to_str().unwrap()]].concat());
+        assert!(again == want, "{tag}: resuming the last checkpoint changed the weights");
+    }
+}
+
+#[test]
+fn resume_on_another_worker_count() {
+    let opt = ["--optimizer", "sgd", "--lr", "0.05"];
+    let (_, dir) = straight_with_checkpoints("from4", &[&["--workers", "4"][..], &opt].concat());
+    let from = dir.join("step-8");
+    let one = train(&opt);
+    for workers in ["1", "2"] {
+        let got = train(&[&opt[..], &["--workers", workers, "--resume", from.to_str().unwrap()]].concat());
+        let e = rel_err(&got, &one);
+        assert!(e <= 1e-5, "4 → {workers} workers: relative error {e:e}");
+    }
+}
+
+#[test]
+fn deterministic_resume_on_another_worker_count_is_bitwise() {
+    let opt = ["--optimizer", "adam", "--lr", "0.001", "--deterministic"];
+    let (_, dir) = straight_with_checkpoints("det4", &[&["--workers", "4"][..], &opt].concat());
+    let one = train(&opt);
+    let got = train(&[&opt[..], &["--resume", dir.join("step-8").to_str().unwrap()]].concat());
+    assert!(got == one, "4 workers → 1 worker resume differs from 1 worker straight");
+}
+
+fn convoy(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).args(args).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bad_checkpoints_and_flags_are_refused_and_eval_reads_a_checkpoint() {
+    let (_, dir) = straight_with_checkpoints("bad", &[]);
+    let data = small_mnist().to_str().unwrap();
+    let base = ["--log-level", "error", "train", "--data", data, "--no-progress"];
+    let run = |extra: &[&str]| convoy(&[&base[..], &RUN[..], extra].concat());
+    let step8 = dir.join("step-8");
+    // Other flags than the run that wrote it.
+    let (code, err) = run(&["--resume", step8.to_str().unwrap(), "--lr", "0.5"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--lr") && err.contains("step-8"), "{err}");
+    // The parameter server cannot checkpoint yet: said before training.
+    let (code, err) = run(&["--strategy", "ps", "--workers", "2", "--checkpoint-dir", dir.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--strategy ps"), "{err}");
+    // Evaluate a checkpoint folder.
+    let (code, err) = convoy(&["eval", "--data", data, "--weights", step8.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    // A corrupted file: refused naming it, nothing trained.
+    let mp = step8.join("model.safetensors");
+    let mut b = std::fs::read(&mp).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x40;
+    std::fs::write(&mp, b).unwrap();
+    let (code, err) = run(&["--resume", step8.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("model.safetensors") && err.contains("SHA-256"), "{err}");
+    let (code, err) = run(&["--resume", dir.join("nothing-here").to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("nothing-here"), "{err}");
+}
