@@ -23,7 +23,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Our error messages already name their causes; `{e:#}` would repeat them.
-            eprintln!("error: {e}");
+            match e.downcast_ref::<train::TrainError>() {
+                Some(train::TrainError::Interrupted { .. }) => eprintln!("{e}"),
+                _ => eprintln!("error: {e}"),
+            }
             ExitCode::from(exit_code(&e))
         }
     }
@@ -45,6 +48,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => {
             let cfg = args.to_config()?;
             let pc = args.parallel.to_config()?;
+            if let Err(e) = train::stop::install() {
+                tracing::warn!("cannot install the SIGINT/SIGTERM handlers: {e}");
+            }
             let mut sink = events::Fanout::default();
             sink.push(Box::new(events::LogSink));
             if !args.no_progress {

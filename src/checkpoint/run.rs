@@ -78,6 +78,7 @@ fn fsync_dir(dir: &Path) {
 }
 
 /// Writes checkpoint `run.step` under `root` and keeps the newest `keep`; returns its folder.
+/// `crash_halfway` (a test hook) aborts the process after the first file.
 pub fn save_checkpoint(
     root: &Path,
     keep: usize,
@@ -85,6 +86,7 @@ pub fn save_checkpoint(
     params: &[f32],
     state: &[(&str, &[f32])],
     mut run: RunState,
+    crash_halfway: bool,
 ) -> Result<PathBuf, CheckpointError> {
     fs::create_dir_all(root).map_err(io_err(root))?;
     let name = folder_name(run.step);
@@ -102,6 +104,10 @@ pub fn save_checkpoint(
             ("optimizer.safetensors".to_string(), sha256_hex(&optimizer)),
         ]);
         write_atomic(&tmp.join("model.safetensors"), &model)?;
+        if crash_halfway {
+            // Test hook (`--inject-checkpoint-crash`): die like a power cut would.
+            std::process::abort();
+        }
         write_atomic(&tmp.join("optimizer.safetensors"), &optimizer)?;
         let json = serde_json::to_vec_pretty(&run).expect("RunState serialises");
         write_atomic(&tmp.join("state.json"), &json)?;
@@ -247,7 +253,7 @@ mod tests {
         let params: Vec<f32> = (0..l.len()).map(|i| i as f32 * 0.5).collect();
         let mom: Vec<f32> = (0..l.len()).map(|i| -(i as f32)).collect();
         for step in [10, 20, 30] {
-            save_checkpoint(&root, 2, &l, &params, &[("momentum_buffer", &mom)], run_state(step)).unwrap();
+            save_checkpoint(&root, 2, &l, &params, &[("momentum_buffer", &mom)], run_state(step), false).unwrap();
         }
         assert!(!root.join("step-10").exists() && root.join("step-20").exists() && root.join("step-30").exists());
         let c = load_checkpoint(&root, &l, &["momentum_buffer"]).unwrap();
@@ -275,7 +281,7 @@ mod tests {
         let l = layout();
         let root = tmpdir("bad");
         let params = vec![1.0f32; l.len()];
-        let dir = save_checkpoint(&root, 3, &l, &params, &[], run_state(5)).unwrap();
+        let dir = save_checkpoint(&root, 3, &l, &params, &[], run_state(5), false).unwrap();
         let mp = dir.join("model.safetensors");
         let mut b = fs::read(&mp).unwrap();
         let last = b.len() - 1;
@@ -283,7 +289,7 @@ mod tests {
         fs::write(&mp, &b).unwrap();
         let e = load_checkpoint(&dir, &l, &[]).unwrap_err().to_string();
         assert!(e.contains("model.safetensors") && e.contains("SHA-256"), "{e}");
-        let dir = save_checkpoint(&root, 3, &l, &params, &[], RunState { format_version: 1, ..run_state(6) }).unwrap();
+        let dir = save_checkpoint(&root, 3, &l, &params, &[], RunState { format_version: 1, ..run_state(6) }, false).unwrap();
         let sp = dir.join("state.json");
         let s = fs::read_to_string(&sp).unwrap().replace("\"format_version\": 1", "\"format_version\": 99");
         fs::write(&sp, s).unwrap();

@@ -107,6 +107,9 @@ pub struct TrainArgs {
     /// flags of the run that wrote it.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Test hook: abort the process halfway through writing the checkpoint of this step.
+    #[arg(long, hide = true)]
+    pub inject_checkpoint_crash: Option<u64>,
     /// Evaluate only at the end, not after every epoch.
     #[arg(long)]
     pub no_epoch_eval: bool,
@@ -372,7 +375,7 @@ impl TrainArgs {
             eval_each_epoch: !self.no_epoch_eval,
             save: self.save.clone(),
             init_from: self.init_from.clone(),
-            checkpoint: self.checkpoint_dir.clone().map(|dir| CheckpointPolicy { dir, every_steps, keep: self.keep }),
+            checkpoint: self.checkpoint_dir.clone().map(|dir| CheckpointPolicy { dir, every_steps, keep: self.keep, crash_at: self.inject_checkpoint_crash }),
             resume: self.resume.clone(),
         })
     }

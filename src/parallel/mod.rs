@@ -173,7 +173,8 @@ pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> 
                 }
             });
             if let Err(e) = &out {
-                if !e.is_echo() {
+                // A signal stops every worker after the same step: no one needs waking.
+                if !e.is_echo() && !matches!(e, TrainError::Interrupted { .. }) {
                     comm.abort(&e.to_string());
                 }
             }
@@ -270,6 +271,10 @@ impl Strategy for Guard<'_> {
 
     fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
         self.inner.finish(params)
+    }
+
+    fn can_stop_early(&self) -> bool {
+        self.inner.can_stop_early()
     }
 
     fn state_names(&self) -> Vec<&'static str> {

@@ -131,6 +131,12 @@ impl Strategy for Client<'_> {
         Ok(())
     }
 
+    // Asynchronous workers are not in lockstep, and the servers expect every push: a signal
+    // does not stop this strategy early (a second one ends the process).
+    fn can_stop_early(&self) -> bool {
+        false
+    }
+
     // The optimizer state lives on the servers; `ParallelConfig::validate` refuses checkpoints
     // and resume with this strategy before a run starts.
     fn state_names(&self) -> Vec<&'static str> {

@@ -5,6 +5,7 @@
 //! `Net::forward_backward` and the optimizer on the same flat buffers.
 
 pub mod events;
+pub mod stop;
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::comm::CommError;
@@ -61,6 +62,8 @@ pub struct CheckpointPolicy {
     pub every_steps: Option<u64>,
     /// Newest checkpoints kept.
     pub keep: usize,
+    /// Test hook: abort the process halfway through writing the checkpoint of this step.
+    pub crash_at: Option<u64>,
 }
 
 /// Errors of a run. `exit_code` tells bad input (2) from failures (1).
@@ -126,6 +129,19 @@ pub enum TrainError {
     /// A worker thread panicked (a bug: please report it).
     #[error("panicked: {0}")]
     Panicked(String),
+    /// Stopped by SIGINT/SIGTERM after finishing a step.
+    #[error("stopped by {} after step {step}{}", stop::name(*signal), match saved {
+        Some(dir) => format!("; checkpoint saved to {}; resume with the same flags plus --resume {}", dir.display(), dir.display()),
+        None => "; nothing saved (hint: --checkpoint-dir makes a stop write a checkpoint)".to_string(),
+    })]
+    Interrupted {
+        /// The signal.
+        signal: i32,
+        /// Steps done.
+        step: u64,
+        /// The checkpoint written on the way out.
+        saved: Option<PathBuf>,
+    },
     /// A failure made on purpose by a test hook (`--inject-failure`).
     #[error("injected failure")]
     Injected,
@@ -144,6 +160,7 @@ impl TrainError {
             TrainError::NonFinite { .. } | TrainError::Comm(_) | TrainError::Injected => 1,
             TrainError::Worker { source, .. } | TrainError::Server { source, .. } => source.exit_code(),
             TrainError::Panicked(_) | TrainError::Internal(_) => 1,
+            TrainError::Interrupted { signal, .. } => stop::exit_code(*signal),
         }
     }
 
@@ -151,7 +168,7 @@ impl TrainError {
     /// a worker, or is only the echo of another rank's failure).
     pub fn at_worker(self, rank: usize, step: u64) -> TrainError {
         match self {
-            e @ (TrainError::Worker { .. } | TrainError::Comm(CommError::PeerFailed { .. })) => e,
+            e @ (TrainError::Worker { .. } | TrainError::Comm(CommError::PeerFailed { .. }) | TrainError::Interrupted { .. }) => e,
             e => TrainError::Worker { rank, step, source: Box::new(e) },
         }
     }
@@ -247,6 +264,10 @@ pub trait Strategy {
     /// After the last step: make `params` the run's final parameters (e.g. pull from the servers).
     fn finish(&mut self, _params: &mut [f32]) -> Result<(), TrainError> {
         Ok(())
+    }
+    /// Whether every worker can stop after the same step when a signal asks (workers in lockstep).
+    fn can_stop_early(&self) -> bool {
+        true
     }
     /// Names of the optimizer's state buffers (what a checkpoint holds besides the weights).
     fn state_names(&self) -> Vec<&'static str>;
@@ -416,9 +437,11 @@ pub fn run_worker(
                     comm_wait_s: r.comm_wait_s,
                 });
             }
+            let stopping = strategy.can_stop_early() && stop::stop_after(step, shard.world);
+            let epoch_end = batch.index + 1 == sampler.batches_per_epoch();
+            let mut saved = None;
             if let Some(policy) = &cfg.checkpoint {
-                let epoch_end = batch.index + 1 == sampler.batches_per_epoch();
-                if policy.every_steps.map_or(epoch_end, |n| step % n == 0) || step == total_steps {
+                if policy.every_steps.map_or(epoch_end, |n| step % n == 0) || step == total_steps || stopping {
                     let (next_epoch, samples) = if epoch_end { (epoch + 1, 0) } else { (epoch, ((batch.index + 1) * cfg.batch_size) as u64) };
                     let (state, opt_steps) = strategy.optimizer_state().map_err(failed_at(step))?;
                     if lead {
@@ -439,10 +462,16 @@ pub fn run_worker(
                             files: Default::default(),
                         };
                         let refs: Vec<(&str, &[f32])> = state.iter().map(|(n, b)| (*n, b.as_slice())).collect();
-                        let dir = checkpoint::run::save_checkpoint(&policy.dir, policy.keep, net.layout(), &params, &refs, run)?;
+                        let crash = policy.crash_at == Some(step);
+                        let dir = checkpoint::run::save_checkpoint(&policy.dir, policy.keep, net.layout(), &params, &refs, run, crash)?;
                         tracing::debug!(step, dir = %dir.display(), "checkpoint");
+                        saved = Some(policy.dir.clone());
                     }
                 }
+            }
+            if stopping {
+                let signal = stop::requested().unwrap_or(stop::SIGINT);
+                return Err(TrainError::Interrupted { signal, step, saved });
             }
             loader.recycle(batch);
         }
