@@ -122,3 +122,22 @@ fn a_crash_halfway_through_a_checkpoint_leaves_the_previous_one() {
     let e = rel_err(&resume("1", &ck, &dir), &straight("1"));
     assert!(e <= 1e-6, "relative error {e:e}");
 }
+
+#[test]
+fn a_diverging_run_stops_naming_the_step_and_tensor_and_keeps_the_last_good_checkpoint() {
+    let dir = tmp("nonfinite");
+    let ck = dir.join("ck");
+    let out = Command::new(env!("CARGO_BIN_EXE_convoy"))
+        .args(["--log-level", "error", "train", "--no-progress", "--data", small_mnist().to_str().unwrap(), "--steps", "10", "--threads", "1"])
+        .args(["--lr", "1e30", "--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not finite at step") && err.contains("first non-finite parameter tensor"), "{err}");
+    let latest = std::fs::read_to_string(ck.join("latest")).unwrap();
+    let spec = convoy::net::ModelSpec::resolve("lenet").unwrap();
+    let net = convoy::net::Net::build(&spec).unwrap();
+    let w = convoy::checkpoint::load_weights(&ck.join(&latest).join("model.safetensors"), net.layout()).unwrap();
+    assert!(w.iter().all(|v| v.is_finite()), "the kept checkpoint {latest} must be finite");
+}

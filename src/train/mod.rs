@@ -93,11 +93,15 @@ pub enum TrainError {
         /// Per-sample model input.
         model_shape: Vec<usize>,
     },
-    /// The loss became NaN or infinite.
-    #[error("loss is not finite at step {step}; hint: lower the learning rate")]
+    /// The loss or the parameters became NaN or infinite.
+    #[error("{what} is not finite at step {step}{}; the last checkpoint, if any, is the last good one; hint: lower the learning rate", tensor.as_ref().map(|t| format!(" (first non-finite parameter tensor: {t})")).unwrap_or_default())]
     NonFinite {
         /// Step at which it happened.
         step: u64,
+        /// "loss" or "the model".
+        what: &'static str,
+        /// The first parameter tensor holding a NaN or infinity after the step.
+        tensor: Option<String>,
     },
     /// Communication between workers failed.
     #[error(transparent)]
@@ -418,8 +422,17 @@ pub fn run_worker(
             step += 1;
             let n = r.stats.samples.max(1);
             last_loss = r.stats.loss_sum / n as f64;
-            if r.stats.samples > 0 && !last_loss.is_finite() {
-                return Err(failed_at(step)(TrainError::NonFinite { step }));
+            // The loss is checked every step; the parameters (whose gradients may have gone
+            // non-finite without the loss showing it yet) at every checkpoint and on failure.
+            let loss_bad = r.stats.samples > 0 && !last_loss.is_finite();
+            let epoch_end = batch.index + 1 == sampler.batches_per_epoch();
+            let checkpointing = cfg.checkpoint.as_ref().is_some_and(|p| p.every_steps.map_or(epoch_end, |n| step % n == 0) || step == total_steps);
+            if loss_bad || checkpointing {
+                let tensor = net.layout().entries().iter().find(|e| params[e.range()].iter().any(|v| !v.is_finite())).map(|e| e.name.clone());
+                if loss_bad || tensor.is_some() {
+                    let what = if loss_bad { "loss" } else { "the model" };
+                    return Err(failed_at(step)(TrainError::NonFinite { step, what, tensor }));
+                }
             }
             totals.add(waited, compute, batch.global, &r);
             if lead {
@@ -438,7 +451,6 @@ pub fn run_worker(
                 });
             }
             let stopping = strategy.can_stop_early() && stop::stop_after(step, shard.world);
-            let epoch_end = batch.index + 1 == sampler.batches_per_epoch();
             let mut saved = None;
             if let Some(policy) = &cfg.checkpoint {
                 if policy.every_steps.map_or(epoch_end, |n| step % n == 0) || step == total_steps || stopping {
