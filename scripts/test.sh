@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of convoy, in release mode (the training tests need it), on a fresh machine.
-# Needs: a Rust toolchain (cargo). Installs nothing else today: the MNIST data is vendored in
-# data/mnist (restored from ../shared/datasets/mnist if a checkout lacks it).
+# Needs: a Rust toolchain (cargo). Installs Open MPI and libclang (Debian packages) when missing,
+# for the MPI transport and its tests (tests/mpi.rs, run under mpirun). The MNIST data is
+# vendored in data/mnist (restored from ../shared/datasets/mnist if a checkout lacks it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,19 @@ for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-
     fi
 done
 
-# One release build for everything (library, binary, tests, benches).
-cargo build --release --locked --all-targets
-cargo test --release --locked --all-targets "$@"
+# Open MPI, and libclang for rsmpi's bindgen.
+MPI_PACKAGES="libopenmpi-dev openmpi-bin libclang-dev clang pkg-config"
+if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
+    echo "installing $MPI_PACKAGES" >&2
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MPI_PACKAGES >/dev/null; }; then
+        echo "error: could not install $MPI_PACKAGES; hint: install them by hand (Debian/Ubuntu names)" >&2
+        exit 2
+    fi
+fi
+
+# The default build (no MPI) must keep compiling on machines without MPI.
+cargo check --locked --all-targets
+# One release build for everything (library, binary, tests, benches), with the MPI transport.
+cargo build --release --locked --all-targets --features mpi
+cargo test --release --locked --all-targets --features mpi "$@"

@@ -18,7 +18,12 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).with_target(false).init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).with_target(false);
+    // Under an MPI launcher every line names the process's rank.
+    match convoy::comm::launch::rank() {
+        Some(rank) => fmt.with_timer(RankTimer(rank)).init(),
+        None => fmt.init(),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -29,6 +34,16 @@ fn main() -> ExitCode {
             }
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The log timestamp followed by the MPI rank.
+struct RankTimer(usize);
+
+impl tracing_subscriber::fmt::time::FormatTime for RankTimer {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        tracing_subscriber::fmt::time::SystemTime.format_time(w)?;
+        write!(w, " rank {}", self.0)
     }
 }
 
@@ -51,16 +66,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Err(e) = train::stop::install() {
                 tracing::warn!("cannot install the SIGINT/SIGTERM handlers: {e}");
             }
+            let session = convoy::parallel::Session::start(&pc)?;
+            // Only the process holding worker 0 draws progress and writes metrics (and weights).
+            let lead = session.leads(&pc);
             let mut sink = events::Fanout::default();
             sink.push(Box::new(events::LogSink));
-            if !args.no_progress {
+            if !args.no_progress && lead {
                 sink.push(Box::new(events::ProgressSink::new()));
             }
-            if let Some(path) = &args.metrics {
+            if let Some(path) = args.metrics.as_ref().filter(|_| lead) {
                 let f = events::JsonlSink::create(path).map_err(|e| anyhow::anyhow!("cannot create metrics file {}: {e}", path.display()))?;
                 sink.push(Box::new(f));
             }
-            let s = convoy::parallel::run(&cfg, &pc, &mut sink)?;
+            let Some(s) = session.run(&cfg, &pc, &mut sink)? else { return Ok(()) };
+            if !lead {
+                return Ok(());
+            }
             println!(
                 "done: {} steps in {:.1}s, {:.0} images/s, test accuracy {:.2}% (loss {:.4}){}",
                 s.steps,

@@ -11,7 +11,7 @@ use crate::optim::{schedule::LrSchedule, OptimizerConfig};
 use crate::comm::Algorithm;
 use crate::parallel::data_parallel::AllReduceConfig;
 use crate::parallel::param_server::{PsConfig, PsMode};
-use crate::parallel::{FailureKind, InjectFailure, ParallelConfig, StrategyKind};
+use crate::parallel::{CommKind, FailureKind, InjectFailure, ParallelConfig, StrategyKind};
 use crate::train::{CheckpointPolicy, TrainConfig};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -154,13 +154,29 @@ pub enum PsModeArg {
     Ssp,
 }
 
+/// `--comm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CommArg {
+    /// MPI under an MPI launcher, threads otherwise.
+    Auto,
+    /// Threads of this process.
+    Local,
+    /// MPI.
+    Mpi,
+}
+
 /// Flags of parallel training (part of `convoy train`).
 #[derive(Debug, Args, Clone)]
 pub struct ParallelArgs {
-    /// Data-parallel workers (threads of this process). The global batch (--batch-size) is split
-    /// across them; the first batch%workers workers take one sample more.
+    /// Data-parallel workers (threads of this process; under MPI, threads of each process). The
+    /// global batch (--batch-size) is split across all workers; the first batch%workers take one
+    /// sample more.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// Transport between processes: mpi when started by mpirun/srun (and built with
+    /// --features mpi), threads of this process otherwise.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub comm: CommArg,
     /// How the workers cooperate.
     #[arg(long, value_enum, default_value = "allreduce")]
     pub strategy: StrategyArg,
@@ -268,7 +284,12 @@ impl ParallelArgs {
                 }
             }
         };
-        Ok(ParallelConfig { workers: self.workers, strategy, stall_timeout: Duration::from_secs_f64(self.stall_timeout), inject_failure })
+        let comm = match self.comm {
+            CommArg::Auto => CommKind::Auto,
+            CommArg::Local => CommKind::Local,
+            CommArg::Mpi => CommKind::Mpi,
+        };
+        Ok(ParallelConfig { workers: self.workers, strategy, stall_timeout: Duration::from_secs_f64(self.stall_timeout), inject_failure, comm })
     }
 }
 
@@ -369,7 +390,7 @@ impl TrainArgs {
             seed: self.seed,
             threads: match self.threads {
                 // One worker takes every core; several share them.
-                None => (default_threads() / self.parallel.workers.max(1)).max(1),
+                None => (default_threads() / (self.parallel.workers.max(1) * crate::comm::launch::local_size())).max(1),
                 t => threads_from(t)?,
             },
             eval_each_epoch: !self.no_epoch_eval,

@@ -8,7 +8,11 @@
 //! the peer it waits for.
 
 pub mod algorithms;
+pub mod launch;
 pub mod local;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+pub mod phase;
 
 pub use local::LocalComm;
 use thiserror::Error;
@@ -112,6 +116,11 @@ pub trait Communicator: Send + Sync {
     fn algorithm(&self) -> Algorithm;
     /// Aborts the group: every rank's pending and future calls fail with `PeerFailed` naming this rank.
     fn abort(&self, msg: &str);
+    /// `abort` with the exit code the process should end with where the transport ends
+    /// processes (MPI); the same as `abort` elsewhere.
+    fn abort_with(&self, msg: &str, _code: i32) {
+        self.abort(msg)
+    }
     /// A sub-group of the ranks that pass the same `color`, ordered by `key` then rank.
     fn split(&self, color: usize, key: usize) -> Result<Box<dyn Communicator>, CommError>;
     /// Values this rank has sent so far (for benchmarks and metrics).

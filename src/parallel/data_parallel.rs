@@ -64,6 +64,15 @@ impl Default for AllReduceConfig {
 }
 
 impl AllReduceConfig {
+    /// The all-reduce algorithm the communicator must use (`--deterministic` needs the tree).
+    pub fn effective_algorithm(&self) -> Algorithm {
+        if self.deterministic {
+            Algorithm::Tree
+        } else {
+            self.algorithm
+        }
+    }
+
     /// Checks the settings for `workers` workers of run `cfg`.
     pub fn validate(&self, workers: usize, cfg: &TrainConfig) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
@@ -154,12 +163,14 @@ impl<'c> AllReduce<'c> {
     /// it; returns the seconds it took.
     fn reduce_update_all(&mut self, params: &mut [f32], lr: f32) -> Result<f64, TrainError> {
         let t = Instant::now();
-        for b in &self.buckets {
+        for (i, b) in self.buckets.iter().enumerate() {
+            crate::comm::phase::set_bucket(Some(i));
             let r = b.params.clone();
             let opt = &mut *self.opt;
             let mut update = |c: Range<usize>, p: &mut [f32], g: &[f32]| opt.update_range(r.start + c.start..r.start + c.end, p, g, lr);
             self.comm.all_reduce_update(&mut self.grads[r.clone()], &mut params[r.clone()], &mut update)?;
         }
+        crate::comm::phase::set_bucket(None);
         Ok(t.elapsed().as_secs_f64())
     }
 
@@ -195,12 +206,14 @@ impl<'c> AllReduce<'c> {
             let reducer = s.spawn(move || -> Result<f64, TrainError> {
                 let mut busy = 0.0;
                 for (b, p, g) in rx {
+                    crate::comm::phase::set_bucket(Some(b));
                     let t = Instant::now();
                     let off = buckets[b].params.start;
                     let mut update = |c: Range<usize>, p: &mut [f32], g: &[f32]| opt.update_range(off + c.start..off + c.end, p, g, lr);
                     comm.all_reduce_update(g, p, &mut update)?;
                     busy += t.elapsed().as_secs_f64();
                 }
+                crate::comm::phase::set_bucket(None);
                 Ok(busy)
             });
             let mut sink = BucketSink { slices, buckets, bucket_of, tx };

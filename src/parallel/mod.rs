@@ -8,9 +8,11 @@
 //! first real error, naming the worker and the step.
 
 pub mod data_parallel;
+#[cfg(feature = "mpi")]
+mod mpi;
 pub mod param_server;
 
-use crate::comm::{Algorithm, CommError, Communicator, LocalComm};
+use crate::comm::{launch, Algorithm, CommError, Communicator, LocalComm};
 use crate::data::sampler::Shard;
 use crate::net::Net;
 use crate::train::{self, events::Event, events::EventSink, StepReport, Strategy, TrainConfig, TrainError, TrainSummary};
@@ -64,15 +66,44 @@ pub struct ParallelConfig {
     pub stall_timeout: Duration,
     /// Test hook.
     pub inject_failure: Option<InjectFailure>,
+    /// Transport between processes (`--comm`).
+    pub comm: CommKind,
 }
 
-impl Default for ParallelConfig {
-    fn default() -> Self {
-        ParallelConfig {
-            workers: 1,
-            strategy: StrategyKind::AllReduce(AllReduceConfig::default()),
-            stall_timeout: crate::comm::local::DEFAULT_STALL,
-            inject_failure: None,
+/// Which transport joins the processes of a run (`--comm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CommKind {
+    /// MPI when an MPI launcher started this process (and convoy was built with it), else threads.
+    #[default]
+    Auto,
+    /// Threads of this process only.
+    Local,
+    /// MPI (needs a build with `--features mpi` and a launcher such as mpirun or srun).
+    Mpi,
+}
+
+/// The hint of every "built without MPI" error.
+pub const BUILD_WITH_MPI: &str = "hint: build with `cargo build --release --features mpi` (on Debian first `apt-get install -y libopenmpi-dev openmpi-bin libclang-dev clang pkg-config`)";
+
+impl CommKind {
+    /// `Local` or `Mpi`: `Auto` resolved from the environment; errors when MPI is asked for (or a
+    /// launcher started several processes) but this binary was built without it.
+    pub fn resolve(self) -> Result<CommKind, TrainError> {
+        self.resolve_in(cfg!(feature = "mpi"), launch::launched(), launch::size().unwrap_or(1))
+    }
+
+    /// `resolve` for a binary built with MPI or not (`built`), started by a launcher or not,
+    /// with `size` processes.
+    pub fn resolve_in(self, built: bool, launched: bool, size: usize) -> Result<CommKind, TrainError> {
+        match self {
+            CommKind::Local => Ok(CommKind::Local),
+            CommKind::Mpi if !built => Err(TrainError::Config(format!("--comm mpi: this convoy was built without MPI; {BUILD_WITH_MPI}"))),
+            CommKind::Mpi => Ok(CommKind::Mpi),
+            CommKind::Auto if launched && built => Ok(CommKind::Mpi),
+            CommKind::Auto if launched && size > 1 => Err(TrainError::Config(format!(
+                "an MPI launcher started {size} processes, but this convoy was built without MPI, so each would train alone; {BUILD_WITH_MPI}, or pass --comm local"
+            ))),
+            CommKind::Auto => Ok(CommKind::Local),
         }
     }
 }
@@ -84,7 +115,7 @@ impl ParallelConfig {
         if self.workers == 0 {
             return bad("--workers must be at least 1".into());
         }
-        if self.workers > 256 {
+        if self.workers > 256 && self.comm != CommKind::Mpi {
             return bad(format!("--workers {} is more than 256 threads; hint: use MPI to go beyond one machine", self.workers));
         }
         if cfg.batch_size < self.workers {
@@ -101,42 +132,117 @@ impl ParallelConfig {
     }
 }
 
-/// Runs a training run with `pc.workers` workers on threads; returns rank 0's summary.
+/// The processes of a run: this one alone, or the MPI job it belongs to. MPI is initialised by
+/// `start` and finalised when the session is dropped.
+pub struct Session {
+    #[cfg(feature = "mpi")]
+    mpi: Option<crate::comm::mpi::Mpi>,
+}
+
+impl Session {
+    /// Resolves `--comm` and, for MPI, initialises it.
+    pub fn start(pc: &ParallelConfig) -> Result<Session, TrainError> {
+        let kind = pc.comm.resolve()?;
+        #[cfg(feature = "mpi")]
+        {
+            let mpi = if kind == CommKind::Mpi { Some(crate::comm::mpi::Mpi::init(pc.stall_timeout)?) } else { None };
+            Ok(Session { mpi })
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            let _ = kind;
+            Ok(Session {})
+        }
+    }
+
+    /// True for the process that reports the run (progress, metrics, weights, checkpoints): the
+    /// one holding worker 0.
+    pub fn leads(&self, pc: &ParallelConfig) -> bool {
+        #[cfg(feature = "mpi")]
+        if let Some(m) = &self.mpi {
+            return mpi::leads(m, pc);
+        }
+        let _ = pc;
+        true
+    }
+
+    /// Processes in the run (1 without MPI).
+    pub fn processes(&self) -> usize {
+        #[cfg(feature = "mpi")]
+        if let Some(m) = &self.mpi {
+            return m.world().size();
+        }
+        1
+    }
+
+    /// Runs the training run; returns this process's summary (`None` for a process that holds
+    /// only parameter servers).
+    pub fn run(&self, cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> Result<Option<TrainSummary>, TrainError> {
+        #[cfg(feature = "mpi")]
+        if let Some(m) = &self.mpi {
+            return mpi::run(m, cfg, pc, sink);
+        }
+        run(cfg, pc, sink).map(Some)
+    }
+}
+
+/// Runs a training run with `pc.workers` workers on threads of this process; returns rank 0's
+/// summary. (Under MPI use `Session`, which also runs this when MPI is not in use.)
 pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> Result<TrainSummary, TrainError> {
     pc.validate(cfg)?;
     cfg.optimizer.validate()?;
     if pc.workers == 1 && pc.strategy == StrategyKind::AllReduce(AllReduceConfig::default()) && pc.inject_failure.is_none() {
         return train::train(cfg, sink);
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    if pc.workers * cfg.threads > cores {
-        let hint = if cores >= pc.workers { format!("--threads {}", cores / pc.workers) } else { format!("at most {cores} workers") };
-        tracing::warn!(workers = pc.workers, threads = cfg.threads, cores, "workers × threads exceeds the cores; workers will share cores (hint: {hint})");
-    }
-    let param_count = Net::build(&cfg.model)?.layout().len();
-    let data = Arc::new(train::load_data(cfg)?);
     let (servers, algorithm) = match &pc.strategy {
-        StrategyKind::AllReduce(a) => (0, if a.deterministic { Algorithm::Tree } else { a.algorithm }),
+        StrategyKind::AllReduce(a) => (0, a.effective_algorithm()),
         StrategyKind::ParamServer(p) => (p.servers, Algorithm::Ring),
     };
     let comms = LocalComm::world(pc.workers + servers, algorithm, pc.stall_timeout);
     let supervisor = comms[0].twin();
+    let ranks = comms.into_iter().enumerate().map(|(r, c)| (r, Box::new(c) as Box<dyn Communicator>)).collect();
+    run_ranks(cfg, pc, Ranks { comms: ranks, workers: pc.workers, abort: Box::new(move |m: &str| supervisor.abort(m)) }, sink)?
+        .ok_or_else(|| TrainError::Comm(CommError::Invalid("no worker returned a result".into())))
+}
+
+/// The ranks of a run that live in this process.
+pub(crate) struct Ranks {
+    /// (rank, its communicator): workers are ranks 0..workers, servers the ranks after them.
+    pub comms: Vec<(usize, Box<dyn Communicator>)>,
+    /// Workers in the whole run (all processes).
+    pub workers: usize,
+    /// Ends every rank of the run (after a failure, for ranks stuck outside communication).
+    pub abort: Box<dyn Fn(&str) + Send>,
+}
+
+/// Runs this process's ranks, each on a thread; returns the summary of its first worker (rank 0's
+/// when it lives here), `None` when this process holds only servers.
+pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, sink: &mut dyn EventSink) -> Result<Option<TrainSummary>, TrainError> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let here = ranks.comms.len();
+    if here * cfg.threads > cores {
+        let hint = if cores >= here { format!("--threads {}", cores / here) } else { format!("at most {cores} workers") };
+        tracing::warn!(ranks = here, threads = cfg.threads, cores, "ranks × threads exceeds the cores; ranks will share cores (hint: {hint})");
+    }
+    let param_count = Net::build(&cfg.model)?.layout().len();
+    let data = Arc::new(train::load_data(cfg)?);
     let total_steps = train::total_steps(cfg, data.0.len());
+    let workers = ranks.workers;
     let (tx, rx) = mpsc::channel::<Msg>();
-    let ranks = comms.len();
-    for (rank, comm) in comms.into_iter().enumerate() {
+    for (index, (rank, comm)) in ranks.comms.into_iter().enumerate() {
         let (tx, data, cfg, pc) = (tx.clone(), data.clone(), cfg.clone(), pc.clone());
-        let name = if rank < pc.workers { format!("worker {rank}") } else { format!("server {}", rank - pc.workers) };
+        let name = if rank < workers { format!("worker {rank}") } else { format!("server {}", rank - workers) };
         // Threads are not scoped: a worker that hangs outside communication must not keep the
         // run from ending (the others time out, and `run` returns after a grace period).
         let spawned = std::thread::Builder::new().name(name.replace(' ', "-")).spawn(move || {
             let progress = AtomicU64::new(0);
+            let comm: &dyn Communicator = &*comm;
             let out = catch_unwind(AssertUnwindSafe(|| -> Result<Option<TrainSummary>, TrainError> {
-                if rank >= pc.workers {
-                    let index = rank - pc.workers;
+                if rank >= workers {
+                    let index = rank - workers;
                     let wrap = |e: TrainError| TrainError::Server { index, source: Box::new(e) };
                     let StrategyKind::ParamServer(p) = &pc.strategy else { unreachable!("servers exist only for the ps strategy") };
-                    let server = param_server::Server::new(&cfg, &comm, pc.workers, p.servers, p.mode, total_steps, param_count).map_err(wrap)?;
+                    let server = param_server::Server::new(&cfg, comm, workers, p.servers, p.mode, total_steps, param_count).map_err(wrap)?;
                     let hist = server.serve().map_err(wrap)?;
                     let _ = tx.send(Msg::Event(hist.event(index)));
                     return Ok(None);
@@ -144,10 +250,10 @@ pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> 
                 let net = Net::build(&cfg.model)?;
                 let (mut strategy, shard): (Box<dyn Strategy + '_>, Shard) = match &pc.strategy {
                     StrategyKind::AllReduce(a) => {
-                        let leaves = if a.deterministic { data_parallel::DETERMINISTIC_LEAVES } else { pc.workers };
-                        (Box::new(AllReduce::new(&comm, a.clone(), &cfg, &net)?), Shard { rank, world: pc.workers, leaves })
+                        let leaves = if a.deterministic { data_parallel::DETERMINISTIC_LEAVES } else { workers };
+                        (Box::new(AllReduce::new(comm, a.clone(), &cfg, &net)?), Shard { rank, world: workers, leaves })
                     }
-                    StrategyKind::ParamServer(p) => (Box::new(param_server::Client::new(&comm, pc.workers, p, param_count)), Shard::of(rank, pc.workers)),
+                    StrategyKind::ParamServer(p) => (Box::new(param_server::Client::new(comm, workers, p, param_count)), Shard::of(rank, workers)),
                 };
                 let mut guarded = Guard { inner: strategy.as_mut(), rank, step: &progress, inject: pc.inject_failure };
                 let name = match &pc.strategy {
@@ -166,37 +272,37 @@ pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> 
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
                 let e = TrainError::Panicked(msg);
-                if rank < pc.workers {
+                if rank < workers {
                     Err(e.at_worker(rank, progress.load(Ordering::Relaxed)))
                 } else {
-                    Err(TrainError::Server { index: rank - pc.workers, source: Box::new(e) })
+                    Err(TrainError::Server { index: rank - workers, source: Box::new(e) })
                 }
             });
             if let Err(e) = &out {
                 // A signal stops every worker after the same step: no one needs waking.
                 if !e.is_echo() && !matches!(e, TrainError::Interrupted { .. }) {
-                    comm.abort(&e.to_string());
+                    comm.abort_with(&e.to_string(), e.exit_code() as i32);
                 }
             }
-            let _ = tx.send(Msg::Done(rank, out));
+            let _ = tx.send(Msg::Done(index, out));
         });
         if let Err(e) = spawned {
-            supervisor.abort("could not start a thread");
+            (ranks.abort)("could not start a thread");
             return Err(TrainError::Internal(format!("could not start the thread of {name}: {e}")));
         }
     }
     drop(tx);
-    let mut results: Vec<Option<Result<Option<TrainSummary>, TrainError>>> = (0..ranks).map(|_| None).collect();
+    let mut results: Vec<Option<Result<Option<TrainSummary>, TrainError>>> = (0..here).map(|_| None).collect();
     let mut first_error: Option<Instant> = None;
     let mut done = 0;
-    while done < ranks {
+    while done < here {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(Msg::Event(e)) => sink.on_event(&e),
-            Ok(Msg::Done(rank, r)) => {
+            Ok(Msg::Done(index, r)) => {
                 if r.is_err() {
                     first_error.get_or_insert_with(Instant::now);
                 }
-                results[rank] = Some(r);
+                results[index] = Some(r);
                 done += 1;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -205,13 +311,13 @@ pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> 
         if first_error.is_some_and(|t| t.elapsed() > GRACE) {
             // Someone failed and some ranks still have not ended: they are stuck outside
             // communication. Leave them behind (the process ends with the error).
-            supervisor.abort("the run failed");
+            (ranks.abort)("the run failed");
             break;
         }
     }
     let mut summary = None;
     let mut first_echo = None;
-    for (rank, r) in results.into_iter().enumerate() {
+    for (index, r) in results.into_iter().enumerate() {
         match r {
             Some(Ok(Some(s))) if summary.is_none() => summary = Some(s),
             Some(Ok(_)) => {}
@@ -220,15 +326,14 @@ pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> 
             }
             Some(Err(e)) => return Err(e),
             None if first_echo.is_none() && first_error.is_none() => {
-                first_echo = Some(TrainError::Internal(format!("rank {rank} ended without a result")));
+                first_echo = Some(TrainError::Internal(format!("rank thread {index} ended without a result")));
             }
             None => {}
         }
     }
-    match (first_echo, summary) {
-        (Some(e), _) => Err(e),
-        (None, Some(s)) => Ok(s),
-        (None, None) => Err(TrainError::Comm(CommError::Invalid("no worker returned a result".into()))),
+    match first_echo {
+        Some(e) => Err(e),
+        None => Ok(summary),
     }
 }
 
@@ -257,6 +362,7 @@ impl Strategy for Guard<'_> {
 
     fn step(&mut self, net: &mut Net, ctx: &crate::layers::Ctx, params: &mut [f32], batch: &crate::data::loader::Batch, lr: f32) -> Result<StepReport, TrainError> {
         let step = self.step.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::comm::phase::set_step(step);
         if let Some(f) = self.inject.filter(|f| f.rank == self.rank && f.step == step) {
             match f.kind {
                 FailureKind::Error => return Err(TrainError::Injected),
@@ -287,5 +393,24 @@ impl Strategy for Guard<'_> {
 
     fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
         self.inner.restore(state, steps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_auto_picks_mpi_only_when_launched_and_built_and_explains_a_missing_build() {
+        assert_eq!(CommKind::Auto.resolve_in(true, true, 4).unwrap(), CommKind::Mpi);
+        assert_eq!(CommKind::Auto.resolve_in(true, false, 1).unwrap(), CommKind::Local);
+        assert_eq!(CommKind::Auto.resolve_in(false, false, 1).unwrap(), CommKind::Local);
+        assert_eq!(CommKind::Auto.resolve_in(false, true, 1).unwrap(), CommKind::Local);
+        assert_eq!(CommKind::Local.resolve_in(true, true, 4).unwrap(), CommKind::Local);
+        for e in [CommKind::Mpi.resolve_in(false, false, 1), CommKind::Auto.resolve_in(false, true, 4)] {
+            let e = e.unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("--features mpi") && e.to_string().contains("libopenmpi-dev"), "{e}");
+        }
     }
 }

@@ -1,0 +1,499 @@
+//! `MpiComm`: the communicator for ranks that are processes, over the system's MPI library
+//! (rsmpi's bindings; Open MPI on Debian), built with the `mpi` feature.
+//!
+//! - Collectives are the MPI library's own (`MPI_Allreduce`, `MPI_Reduce_scatter`,
+//!   `MPI_Allgatherv`, `MPI_Bcast`, `MPI_Barrier`, `MPI_Comm_split`), in place where MPI allows
+//!   it. `--allreduce direct` (the default) means `MPI_Allreduce`; `ring`, `tree` and `naive` run
+//!   our algorithms over MPI point-to-point (for comparison, and `tree` for `--deterministic`).
+//! - `send` is buffered as the trait asks (never waits for the receiver): the values are copied and
+//!   sent with `MPI_Isend`; finished sends are reaped on later calls and all of them at the end.
+//!   `recv` uses `MPI_Mprobe` + `MPI_Mrecv`, so a message of the wrong length is an error, not a
+//!   truncation.
+//! - Threads: MPI is initialised with `MPI_THREAD_MULTIPLE`. Overlap of communication with
+//!   backward comes from the strategy's communication thread (it calls blocking collectives while
+//!   the worker thread computes), not from `MPI_Iallreduce`: Open MPI's non-blocking collectives
+//!   (libnbc) are slower than its tuned blocking ones, and a thread gives the same overlap. The
+//!   watchdog (below) is a third thread that uses MPI.
+//! - Errors: communicators return errors (`MPI_ERRORS_RETURN`) that become `CommError`s. A rank
+//!   that fails calls `abort`, which prints its error and calls `MPI_Abort`: the launcher ends
+//!   every rank and names the one that aborted. A rank that dies (killed) is reported by the
+//!   launcher, which ends the others (mpirun does within a second).
+//! - Stalls: MPI calls block, so a watchdog thread per process watches every call; one that lasts
+//!   longer than `--stall-timeout` starts a census (Horovod's stall inspector, without a
+//!   coordinator): the stalled rank asks every other rank's watchdog, over a communicator of their
+//!   own, what its rank is doing, waits `CENSUS_WAIT` for the answers, prints which ranks are
+//!   waiting in which call and which did not arrive (computing, or not answering at all), with the
+//!   step and bucket, and aborts the job.
+
+mod hier;
+mod watch;
+
+pub use hier::HierComm;
+
+use super::{algorithms, chunk_range, Algorithm, CommError, Communicator, Update};
+use mpi::ffi;
+use std::ffi::c_void;
+use std::ops::Range;
+use std::os::raw::c_int;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use watch::Watch;
+
+extern "C" {
+    /// `MPI_IN_PLACE` (a C macro, see shim.c).
+    fn convoy_mpi_in_place() -> *mut c_void;
+}
+
+/// The largest count one MPI call takes (counts are C ints); longer buffers go in pieces.
+const MAX_COUNT: usize = 1 << 30;
+
+/// MPI for this process: initialised by `Mpi::init`, finalised when dropped (after the watchdog
+/// has stopped).
+pub struct Mpi {
+    world: Arc<MpiComm>,
+    watch: Arc<Watch>,
+    _universe: mpi::environment::Universe,
+}
+
+impl Mpi {
+    /// Initialises MPI with `MPI_THREAD_MULTIPLE` and starts the watchdog.
+    pub fn init(stall: Duration) -> Result<Mpi, CommError> {
+        let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Multiple)
+            .ok_or_else(|| CommError::Invalid("MPI was already initialised in this process".into()))?;
+        if threading != mpi::Threading::Multiple {
+            return Err(CommError::Invalid(format!(
+                "the MPI library gives thread level {threading:?}, convoy needs Multiple; hint: use an MPI built with thread support (Debian's Open MPI has it)"
+            )));
+        }
+        // SAFETY: MPI is initialised; the handles are MPI's predefined ones.
+        let world = unsafe { dup(ffi::RSMPI_COMM_WORLD)? };
+        let census = unsafe { dup(ffi::RSMPI_COMM_WORLD)? };
+        let (rank, size) = unsafe { rank_size(world)? };
+        let watch = Watch::start(census, rank, size, stall);
+        let world = Arc::new(MpiComm::new(world, rank, size, Algorithm::Direct, watch.clone()));
+        Ok(Mpi { world, watch, _universe: universe })
+    }
+
+    /// All processes, one rank each, with the default algorithm.
+    pub fn world(&self) -> &Arc<MpiComm> {
+        &self.world
+    }
+
+    /// The name of the MPI library (`MPI_Get_library_version`, first line).
+    pub fn library_version() -> String {
+        let mut buf = vec![0u8; 8192];
+        let mut len: c_int = 0;
+        // SAFETY: the buffer is larger than MPI_MAX_LIBRARY_VERSION_STRING.
+        unsafe { ffi::MPI_Get_library_version(buf.as_mut_ptr() as *mut _, &mut len) };
+        let s = String::from_utf8_lossy(&buf[..(len.max(0) as usize).min(buf.len())]).to_string();
+        s.lines().next().unwrap_or("").trim_end_matches('\0').trim().to_string()
+    }
+}
+
+impl Drop for Mpi {
+    fn drop(&mut self) {
+        self.world.reap(true);
+        self.watch.stop();
+    }
+}
+
+/// A group of MPI processes (a duplicated communicator of its own).
+pub struct MpiComm {
+    comm: ffi::MPI_Comm,
+    rank: usize,
+    size: usize,
+    algorithm: Algorithm,
+    sent: AtomicU64,
+    /// Buffered sends in flight: the request and the copy it sends from.
+    pending: Mutex<Vec<(ffi::MPI_Request, Vec<f32>)>>,
+    watch: Arc<Watch>,
+}
+
+// SAFETY: MPI is initialised with MPI_THREAD_MULTIPLE, so a communicator handle may be used from
+// any thread; the only mutable state is behind a mutex or atomic.
+unsafe impl Send for MpiComm {}
+unsafe impl Sync for MpiComm {}
+
+impl MpiComm {
+    fn new(comm: ffi::MPI_Comm, rank: usize, size: usize, algorithm: Algorithm, watch: Arc<Watch>) -> MpiComm {
+        MpiComm { comm, rank, size, algorithm, sent: AtomicU64::new(0), pending: Mutex::new(Vec::new()), watch }
+    }
+
+    /// The same group with its own communicator and another all-reduce algorithm.
+    pub fn with_algorithm(&self, algorithm: Algorithm) -> Result<MpiComm, CommError> {
+        // SAFETY: `self.comm` is a live communicator.
+        let comm = unsafe { dup(self.comm)? };
+        Ok(MpiComm::new(comm, self.rank, self.size, algorithm, self.watch.clone()))
+    }
+
+    /// Sends with an MPI tag chosen by the caller (`HierComm` multiplexes threads over tags).
+    pub(crate) fn send_raw(&self, buf: &[f32], dest: usize, tag: c_int) -> Result<(), CommError> {
+        self.check_rank("send", dest)?;
+        self.reap(false);
+        let copy = buf.to_vec();
+        let mut req: ffi::MPI_Request = unsafe { ffi::RSMPI_REQUEST_NULL };
+        let _w = self.watch.enter("send", dest);
+        for (i, piece) in pieces(copy.len()).enumerate() {
+            if i > 0 {
+                // Long messages: the pieces after the first go blocking (rare: > 2^30 values).
+                self.check("send", unsafe { ffi::MPI_Send(copy[piece.clone()].as_ptr() as *const c_void, piece.len() as c_int, ffi::RSMPI_FLOAT, dest as c_int, tag, self.comm) })?;
+                continue;
+            }
+            // SAFETY: `copy` lives in `pending` until the request completes.
+            self.check("send", unsafe { ffi::MPI_Isend(copy.as_ptr() as *const c_void, piece.len() as c_int, ffi::RSMPI_FLOAT, dest as c_int, tag, self.comm, &mut req) })?;
+        }
+        self.sent.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        lock(&self.pending).push((req, copy));
+        Ok(())
+    }
+
+    /// Receives exactly `buf.len()` values from `src` (or any source) with MPI tag `tag`;
+    /// returns the source. With `add`, adds them into `buf`.
+    pub(crate) fn recv_raw(&self, buf: &mut [f32], src: Option<usize>, tag: c_int, add: bool, op: &'static str) -> Result<usize, CommError> {
+        if let Some(s) = src {
+            self.check_rank(op, s)?;
+        }
+        let _w = self.watch.enter(op, src.unwrap_or(usize::MAX));
+        let source = match src {
+            Some(s) => s as c_int,
+            None => unsafe { ffi::RSMPI_ANY_SOURCE },
+        };
+        let mut from = usize::MAX;
+        let mut scratch = Vec::new();
+        for (i, piece) in pieces(buf.len()).enumerate() {
+            let mut msg: ffi::MPI_Message = unsafe { ffi::RSMPI_MESSAGE_NULL };
+            let mut status: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+            let source = if i == 0 { source } else { from as c_int };
+            // SAFETY: plain MPI calls on a live communicator; `status` is written by MPI.
+            self.check(op, unsafe { ffi::MPI_Mprobe(source, tag, self.comm, &mut msg, &mut status) })?;
+            from = status.MPI_SOURCE as usize;
+            let mut count: c_int = 0;
+            unsafe { ffi::MPI_Get_count(&status, ffi::RSMPI_FLOAT, &mut count) };
+            let got = count.max(0) as usize;
+            let dst: &mut [f32] = if add {
+                scratch.resize(got, 0.0);
+                &mut scratch
+            } else if got == piece.len() {
+                &mut buf[piece.clone()]
+            } else {
+                scratch.resize(got, 0.0);
+                &mut scratch
+            };
+            let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+            // SAFETY: `dst` holds `got` values, the size of the matched message.
+            self.check(op, unsafe { ffi::MPI_Mrecv(dst.as_mut_ptr() as *mut c_void, got as c_int, ffi::RSMPI_FLOAT, &mut msg, &mut st) })?;
+            if got != piece.len() {
+                return Err(CommError::Length { op, rank: self.rank, peer: from, expected: buf.len(), got: i * MAX_COUNT + got });
+            }
+            if add {
+                for (b, s) in buf[piece].iter_mut().zip(&scratch) {
+                    *b += s;
+                }
+            }
+        }
+        Ok(from)
+    }
+
+    /// In-place all-gather where rank `r` contributes `buf[ranges[r]]` (contiguous, in rank order).
+    pub(crate) fn all_gather_ranges_inplace(&self, buf: &mut [f32], ranges: &[Range<usize>]) -> Result<(), CommError> {
+        if buf.len() > i32::MAX as usize {
+            return self.too_long("all_gather", buf.len());
+        }
+        let counts: Vec<c_int> = ranges.iter().map(|r| r.len() as c_int).collect();
+        let displs: Vec<c_int> = ranges.iter().map(|r| r.start as c_int).collect();
+        let _w = self.watch.enter("all_gather", usize::MAX);
+        // SAFETY: in place: every rank's part lies inside `buf` at its displacement.
+        self.check("all_gather", unsafe {
+            ffi::MPI_Allgatherv(convoy_mpi_in_place(), 0, ffi::RSMPI_FLOAT, buf.as_mut_ptr() as *mut c_void, counts.as_ptr(), displs.as_ptr(), ffi::RSMPI_FLOAT, self.comm)
+        })
+    }
+
+    /// `MPI_Allreduce` (sum), in place.
+    pub fn mpi_all_reduce(&self, buf: &mut [f32]) -> Result<(), CommError> {
+        let _w = self.watch.enter("all_reduce", usize::MAX);
+        for piece in pieces(buf.len()) {
+            let p = &mut buf[piece];
+            // SAFETY: in-place sum over `p.len()` floats of a live buffer.
+            self.check("all_reduce", unsafe {
+                ffi::MPI_Allreduce(convoy_mpi_in_place(), p.as_mut_ptr() as *mut c_void, p.len() as c_int, ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The bare in-place `MPI_Allreduce` call (no watchdog, no pieces): the benchmark's baseline.
+    pub fn raw_all_reduce_in_place(&self, buf: &mut [f32]) -> Result<(), CommError> {
+        // SAFETY: in-place sum over a live buffer.
+        self.check("all_reduce", unsafe {
+            ffi::MPI_Allreduce(convoy_mpi_in_place(), buf.as_mut_ptr() as *mut c_void, buf.len() as c_int, ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
+        })
+    }
+
+    /// `MPI_Allreduce` (sum) from `send` into `recv`: the raw call, for the benchmark's baseline.
+    pub fn mpi_all_reduce_from(&self, send: &[f32], recv: &mut [f32]) -> Result<(), CommError> {
+        if send.len() != recv.len() || send.len() > i32::MAX as usize {
+            return self.too_long("all_reduce", send.len());
+        }
+        // SAFETY: two distinct live buffers of the same length.
+        self.check("all_reduce", unsafe {
+            ffi::MPI_Allreduce(send.as_ptr() as *const c_void, recv.as_mut_ptr() as *mut c_void, send.len() as c_int, ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
+        })
+    }
+
+    /// Completes the finished buffered sends (all of them, waiting, with `all`).
+    fn reap(&self, all: bool) {
+        let mut pending = lock(&self.pending);
+        pending.retain_mut(|(req, _)| {
+            let mut done: c_int = 0;
+            let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+            // SAFETY: `req` is a live request of this process.
+            unsafe {
+                if all {
+                    ffi::MPI_Wait(req, &mut st);
+                    done = 1;
+                } else {
+                    ffi::MPI_Test(req, &mut done, &mut st);
+                }
+            }
+            done == 0
+        });
+    }
+
+    fn check_rank(&self, op: &str, r: usize) -> Result<(), CommError> {
+        if r >= self.size {
+            return Err(CommError::Invalid(format!("{op}: rank {r} out of range (size {})", self.size)));
+        }
+        Ok(())
+    }
+
+    fn check(&self, op: &str, rc: c_int) -> Result<(), CommError> {
+        if rc == 0 {
+            return Ok(());
+        }
+        Err(CommError::Invalid(format!("{op} on rank {} failed in MPI: {}", self.rank, error_string(rc))))
+    }
+
+    fn too_long<T>(&self, op: &str, n: usize) -> Result<T, CommError> {
+        Err(CommError::Invalid(format!("{op}: {n} values do not fit one MPI call (at most {})", i32::MAX)))
+    }
+}
+
+impl Drop for MpiComm {
+    fn drop(&mut self) {
+        self.reap(true);
+        // SAFETY: the communicator was created by dup/split for this value alone.
+        unsafe { ffi::MPI_Comm_free(&mut self.comm) };
+    }
+}
+
+/// Maps a convoy tag (u32, classes in the top nibble: 0xC… collectives, 0x5… parameter server,
+/// small values for tests) to an MPI tag below 2^20, leaving 8 bits for `HierComm`'s thread
+/// indices (MPI guarantees tags up to 32767 only, Open MPI allows 2^31 − 1).
+pub(crate) fn mpi_tag(tag: u32) -> Result<c_int, CommError> {
+    let class = tag >> 28;
+    if tag & 0x0FFF_0000 != 0 {
+        return Err(CommError::Invalid(format!("tag {tag:#x} does not fit the MPI tag space")));
+    }
+    Ok(((class << 16) | (tag & 0xFFFF)) as c_int)
+}
+
+impl Communicator for MpiComm {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn send(&self, buf: &[f32], dest: usize, tag: u32) -> Result<(), CommError> {
+        self.send_raw(buf, dest, mpi_tag(tag)? << 8)
+    }
+
+    fn recv(&self, buf: &mut [f32], src: usize, tag: u32) -> Result<(), CommError> {
+        self.recv_raw(buf, Some(src), mpi_tag(tag)? << 8, false, "recv").map(|_| ())
+    }
+
+    fn recv_add(&self, buf: &mut [f32], src: usize, tag: u32) -> Result<(), CommError> {
+        self.recv_raw(buf, Some(src), mpi_tag(tag)? << 8, true, "recv").map(|_| ())
+    }
+
+    fn recv_any(&self, buf: &mut [f32], tag: u32) -> Result<usize, CommError> {
+        self.recv_raw(buf, None, mpi_tag(tag)? << 8, false, "recv_any")
+    }
+
+    fn barrier(&self) -> Result<(), CommError> {
+        self.reap(false);
+        let _w = self.watch.enter("barrier", usize::MAX);
+        // SAFETY: a live communicator.
+        self.check("barrier", unsafe { ffi::MPI_Barrier(self.comm) })
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    fn all_reduce_direct(&self, buf: &mut [f32]) -> Result<(), CommError> {
+        self.mpi_all_reduce(buf)
+    }
+
+    fn all_reduce_update_direct(&self, grads: &mut [f32], params: &mut [f32], update: &mut Update<'_>) -> Result<(), CommError> {
+        let (n, size) = (grads.len(), self.size);
+        if n > i32::MAX as usize {
+            return self.too_long("all_reduce_update", n);
+        }
+        let ranges: Vec<Range<usize>> = (0..size).map(|r| chunk_range(n, r, size)).collect();
+        let counts: Vec<c_int> = ranges.iter().map(|r| r.len() as c_int).collect();
+        let mine = ranges[self.rank].clone();
+        {
+            let _w = self.watch.enter("reduce_scatter", usize::MAX);
+            // SAFETY: in place: the input is all of `grads`, this rank's sum lands at its start.
+            self.check("reduce_scatter", unsafe {
+                ffi::MPI_Reduce_scatter(convoy_mpi_in_place(), grads.as_mut_ptr() as *mut c_void, counts.as_ptr(), ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
+            })?;
+        }
+        grads.copy_within(0..mine.len(), mine.start);
+        update(mine.clone(), &mut params[mine.clone()], &grads[mine]);
+        self.all_gather_ranges_inplace(params, &ranges)
+    }
+
+    fn abort(&self, msg: &str) {
+        self.abort_with(msg, 1)
+    }
+
+    fn abort_with(&self, msg: &str, code: i32) {
+        eprintln!("error: rank {} failed: {msg}", self.watch.world_rank());
+        // SAFETY: ends every process of the job; does not return.
+        unsafe { ffi::MPI_Abort(ffi::RSMPI_COMM_WORLD, code.max(1)) };
+    }
+
+    fn split(&self, color: usize, key: usize) -> Result<Box<dyn Communicator>, CommError> {
+        let mut comm: ffi::MPI_Comm = unsafe { ffi::RSMPI_COMM_NULL };
+        // SAFETY: collective over this communicator; the result is a new communicator.
+        self.check("split", unsafe { ffi::MPI_Comm_split(self.comm, color as c_int, key as c_int, &mut comm) })?;
+        unsafe { set_errors_return(comm) };
+        let (rank, size) = unsafe { rank_size(comm)? };
+        Ok(Box::new(MpiComm::new(comm, rank, size, self.algorithm, self.watch.clone())))
+    }
+
+    fn values_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    fn broadcast_into(&self, buf: &mut [f32], root: usize) -> Result<(), CommError> {
+        self.check_rank("broadcast", root)?;
+        let _w = self.watch.enter("broadcast", root);
+        for piece in pieces(buf.len()) {
+            let p = &mut buf[piece];
+            // SAFETY: a live buffer of `p.len()` floats on every rank.
+            self.check("broadcast", unsafe { ffi::MPI_Bcast(p.as_mut_ptr() as *mut c_void, p.len() as c_int, ffi::RSMPI_FLOAT, root as c_int, self.comm) })?;
+        }
+        if self.rank == root {
+            self.sent.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn reduce_scatter_into(&self, send: &[f32], recv: &mut [f32]) -> Result<(), CommError> {
+        let (n, size) = (send.len(), self.size);
+        let mine = chunk_range(n, self.rank, size);
+        if recv.len() != mine.len() {
+            return Err(CommError::Length { op: "reduce_scatter", rank: self.rank, peer: self.rank, expected: mine.len(), got: recv.len() });
+        }
+        if n > i32::MAX as usize {
+            return self.too_long("reduce_scatter", n);
+        }
+        let counts: Vec<c_int> = (0..size).map(|r| chunk_range(n, r, size).len() as c_int).collect();
+        let _w = self.watch.enter("reduce_scatter", usize::MAX);
+        // SAFETY: `send` holds all chunks, `recv` this rank's.
+        self.check("reduce_scatter", unsafe {
+            ffi::MPI_Reduce_scatter(send.as_ptr() as *const c_void, recv.as_mut_ptr() as *mut c_void, counts.as_ptr(), ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
+        })
+    }
+
+    fn all_gather_into(&self, send: &[f32], recv: &mut [f32]) -> Result<(), CommError> {
+        let (n, size) = (recv.len(), self.size);
+        let ranges: Vec<Range<usize>> = (0..size).map(|r| chunk_range(n, r, size)).collect();
+        let mine = ranges[self.rank].clone();
+        if send.len() != mine.len() {
+            return Err(CommError::Length { op: "all_gather", rank: self.rank, peer: self.rank, expected: mine.len(), got: send.len() });
+        }
+        recv[mine].copy_from_slice(send);
+        self.all_gather_ranges_inplace(recv, &ranges)
+    }
+
+    fn all_reduce_into(&self, buf: &mut [f32]) -> Result<(), CommError> {
+        match self.algorithm {
+            Algorithm::Direct => self.mpi_all_reduce(buf),
+            Algorithm::Ring => algorithms::all_reduce_ring(self, buf),
+            Algorithm::Tree => algorithms::all_reduce_tree(self, buf),
+            Algorithm::Naive => algorithms::all_reduce_naive(self, buf),
+        }
+    }
+}
+
+/// Ranges of at most `MAX_COUNT` values covering `0..n` (one empty range for n = 0).
+fn pieces(n: usize) -> impl Iterator<Item = Range<usize>> {
+    let count = n.div_ceil(MAX_COUNT).max(1);
+    (0..count).map(move |i| i * MAX_COUNT..((i + 1) * MAX_COUNT).min(n))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A duplicate of `comm` that returns errors instead of aborting.
+unsafe fn dup(comm: ffi::MPI_Comm) -> Result<ffi::MPI_Comm, CommError> {
+    let mut out: ffi::MPI_Comm = ffi::RSMPI_COMM_NULL;
+    let rc = ffi::MPI_Comm_dup(comm, &mut out);
+    if rc != 0 {
+        return Err(CommError::Invalid(format!("MPI_Comm_dup failed: {}", error_string(rc))));
+    }
+    set_errors_return(out);
+    Ok(out)
+}
+
+unsafe fn set_errors_return(comm: ffi::MPI_Comm) {
+    ffi::MPI_Comm_set_errhandler(comm, ffi::RSMPI_ERRORS_RETURN);
+}
+
+unsafe fn rank_size(comm: ffi::MPI_Comm) -> Result<(usize, usize), CommError> {
+    let (mut rank, mut size): (c_int, c_int) = (0, 0);
+    ffi::MPI_Comm_rank(comm, &mut rank);
+    ffi::MPI_Comm_size(comm, &mut size);
+    Ok((rank as usize, size as usize))
+}
+
+fn error_string(rc: c_int) -> String {
+    let mut buf = vec![0u8; 1024];
+    let mut len: c_int = 0;
+    // SAFETY: the buffer is larger than MPI_MAX_ERROR_STRING (256 in Open MPI, 1024 in MPICH).
+    unsafe { ffi::MPI_Error_string(rc, buf.as_mut_ptr() as *mut _, &mut len) };
+    String::from_utf8_lossy(&buf[..(len.max(0) as usize).min(buf.len())]).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_of_every_class_map_into_the_mpi_range_distinctly() {
+        let tags = [1u32, 7, 0xC000_0001, 0xC000_0005, 0x5000_0001, 0x5000_0004];
+        let mapped: Vec<c_int> = tags.iter().map(|&t| mpi_tag(t).unwrap()).collect();
+        for (i, a) in mapped.iter().enumerate() {
+            assert!(*a >= 0 && (*a as i64) << 8 < (1i64 << 31), "{a}");
+            assert!(!mapped[i + 1..].contains(a), "{mapped:?}");
+        }
+        assert!(mpi_tag(0x0123_0000).is_err());
+    }
+
+    #[test]
+    fn pieces_cover_the_buffer() {
+        assert_eq!(pieces(0).collect::<Vec<_>>(), vec![0..0]);
+        assert_eq!(pieces(5).collect::<Vec<_>>(), vec![0..5]);
+        let n = 2 * MAX_COUNT + 3;
+        let p: Vec<_> = pieces(n).collect();
+        assert_eq!(p, vec![0..MAX_COUNT, MAX_COUNT..2 * MAX_COUNT, 2 * MAX_COUNT..n]);
+    }
+}

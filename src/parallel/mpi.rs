@@ -1,0 +1,101 @@
+//! Runs under MPI (`Session` with the `mpi` feature): the processes of an `mpirun`/`srun` job.
+//!
+//! - All-reduce, one worker per process (`--workers 1`): rank = MPI rank, `MpiComm`.
+//! - All-reduce, T worker threads per process (`--workers T`): P × T ranks joined by `HierComm`
+//!   (threads in shared memory, processes over MPI).
+//! - Parameter server: one rank per process; the first `--servers k` MPI ranks are the server
+//!   shards and the others the workers (ranks are renumbered so the strategy sees workers first,
+//!   as on threads).
+
+use super::{run_ranks, CommKind, ParallelConfig, Ranks, StrategyKind};
+use crate::comm::mpi::{HierComm, Mpi};
+use crate::comm::{Communicator, LocalComm};
+use crate::train::{events::EventSink, TrainConfig, TrainError, TrainSummary};
+use std::sync::Arc;
+
+/// True for the process holding worker 0.
+pub fn leads(mpi: &Mpi, pc: &ParallelConfig) -> bool {
+    let me = mpi.world().rank();
+    match &pc.strategy {
+        StrategyKind::ParamServer(p) => me == p.servers,
+        StrategyKind::AllReduce(_) => me == 0,
+    }
+}
+
+/// Checks the layout against the job's process count (every process sees the same flags and
+/// count, so every one fails alike, before any communication).
+fn validate(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig) -> Result<usize, TrainError> {
+    let procs = mpi.world().size();
+    let workers = match &pc.strategy {
+        StrategyKind::ParamServer(p) => {
+            if pc.workers != 1 {
+                return Err(TrainError::Config(format!(
+                    "--strategy ps under MPI runs one worker or server per process, not --workers {}; hint: start more processes with mpirun -np",
+                    pc.workers
+                )));
+            }
+            if procs <= p.servers {
+                return Err(TrainError::Config(format!(
+                    "--servers {} needs more than {} MPI processes (the first {} are the servers, the others the workers); hint: mpirun -np {}",
+                    p.servers,
+                    procs,
+                    p.servers,
+                    p.servers + 1
+                )));
+            }
+            procs - p.servers
+        }
+        StrategyKind::AllReduce(_) => procs * pc.workers,
+    };
+    // The whole run's layout, for the checks that depend on the worker count.
+    let global = ParallelConfig { workers, comm: CommKind::Mpi, ..pc.clone() };
+    global.validate(cfg)?;
+    cfg.optimizer.validate()?;
+    Ok(workers)
+}
+
+/// Runs this process's part of the job.
+pub fn run(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> Result<Option<TrainSummary>, TrainError> {
+    let workers = validate(mpi, cfg, pc)?;
+    let world = mpi.world();
+    let me = world.rank();
+    if me == 0 {
+        tracing::info!(processes = world.size(), workers, library = %Mpi::library_version(), "MPI job");
+    }
+    let abort_world = {
+        let w = world.clone();
+        move |m: &str| w.abort(m)
+    };
+    let ranks = match &pc.strategy {
+        StrategyKind::ParamServer(p) => {
+            let key = if me < p.servers { workers + me } else { me - p.servers };
+            let comm = world.split(0, key)?;
+            Ranks { comms: vec![(key, comm)], workers, abort: Box::new(abort_world) }
+        }
+        StrategyKind::AllReduce(a) => {
+            let algorithm = a.effective_algorithm();
+            let net = world.with_algorithm(algorithm)?;
+            if pc.workers == 1 {
+                Ranks { comms: vec![(me, Box::new(net) as Box<dyn Communicator>)], workers, abort: Box::new(abort_world) }
+            } else {
+                let net = Arc::new(net);
+                let locals = LocalComm::world(pc.workers, crate::comm::Algorithm::Direct, pc.stall_timeout);
+                let twin = locals[0].twin();
+                let mut comms = Vec::new();
+                for (t, local) in locals.into_iter().enumerate() {
+                    comms.push((me * pc.workers + t, Box::new(HierComm::new(local, net.clone(), algorithm)?) as Box<dyn Communicator>));
+                }
+                let w = world.clone();
+                Ranks {
+                    comms,
+                    workers,
+                    abort: Box::new(move |m: &str| {
+                        twin.abort(m);
+                        w.abort(m)
+                    }),
+                }
+            }
+        }
+    };
+    run_ranks(cfg, pc, ranks, sink)
+}

@@ -1,0 +1,300 @@
+//! The MPI transport, for real: `convoy train` under `mpirun` (Open MPI, as root:
+//! `--allow-run-as-root --oversubscribe`) computes what one process computes on the same global
+//! batch, for every layout (processes, processes × threads, parameter server); `--deterministic`
+//! is bitwise equal to the threads transport; a rank that fails, dies or hangs ends the job in
+//! bounded time, named. Needs the `mpi` feature (scripts/test.sh builds with it).
+#![cfg(feature = "mpi")]
+
+mod common;
+
+use common::{config, mnist, rel_err, small_mnist};
+use convoy::parallel;
+use convoy::train::{events::Recorder, train};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TEN_STEPS: [&str; 8] = ["--steps", "10", "--batch-size", "64", "--threads", "1", "--seed", "7"];
+const SGD: [&str; 6] = ["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05"];
+const ADAM: [&str; 4] = ["--optimizer", "adam", "--lr", "0.0001"];
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("mpi-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// What a finished job printed.
+struct Job {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    seconds: f64,
+}
+
+/// `mpirun -np NP convoy ARGS`, killed after `deadline`.
+fn mpirun(np: usize, args: &[&str], deadline: Duration) -> Job {
+    let mut child = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string(), env!("CARGO_BIN_EXE_convoy")])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun not found; hint: apt-get install -y openmpi-bin (scripts/test.sh does)");
+    let t = Instant::now();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let o = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let e = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if t.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mpirun -np {np} {args:?} did not end within {deadline:?}:\n{}", e.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Job { code, stdout: o.join().unwrap(), stderr: e.join().unwrap(), seconds: t.elapsed().as_secs_f64() }
+}
+
+/// `convoy train` flags on the small MNIST, plus `--save DIR/weights.safetensors`.
+fn train_args(extra: &[&str], dir: &Path) -> Vec<String> {
+    let save = dir.join("weights.safetensors");
+    ["--log-level", "warn", "train", "--no-progress", "--no-epoch-eval", "--data", small_mnist().to_str().unwrap(), "--save", save.to_str().unwrap()]
+        .iter()
+        .chain(TEN_STEPS.iter())
+        .chain(extra.iter())
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Trains under mpirun; returns the saved parameters.
+fn mpi_params(np: usize, extra: &[&str]) -> Vec<f32> {
+    let dir = tmp(&format!("np{np}-{}", extra.join("").replace(['-', '.'], "")));
+    let args = train_args(extra, &dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = mpirun(np, &args, Duration::from_secs(120));
+    assert_eq!(job.code, Some(0), "mpirun -np {np} {extra:?} failed:\n{}", job.stderr);
+    assert_eq!(job.stdout.matches("done:").count(), 1, "only the lead process reports:\n{}", job.stdout);
+    let net = convoy::net::Net::build(&convoy::net::ModelSpec::resolve("lenet").unwrap()).unwrap();
+    convoy::checkpoint::load_weights(&dir.join("weights.safetensors"), net.layout()).unwrap()
+}
+
+/// Single-process parameters after ten steps (threads transport).
+fn reference(args: &[&str]) -> Vec<f32> {
+    let (cfg, pc) = config(&[&TEN_STEPS[..], args].concat(), small_mnist());
+    if pc.workers == 1 && !args.contains(&"--deterministic") {
+        return train(&cfg, &mut Recorder::default()).unwrap().params;
+    }
+    parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params
+}
+
+#[test]
+fn allreduce_over_mpi_equals_single_process_sgd_for_2_3_4_processes() {
+    let want = reference(&SGD);
+    for np in [2, 3, 4] {
+        let got = mpi_params(np, &SGD);
+        let e = rel_err(&got, &want);
+        eprintln!("mpi allreduce np {np}: rel err {e:.2e}");
+        assert!(e <= 1e-5, "np {np}: relative error {e:.3e}");
+    }
+}
+
+#[test]
+fn allreduce_over_mpi_equals_single_process_adam_and_our_ring_and_tree() {
+    let want = reference(&ADAM);
+    let got = mpi_params(3, &ADAM);
+    assert!(rel_err(&got, &want) <= 1e-5, "adam np 3: {:.3e}", rel_err(&got, &want));
+    // Our algorithms over MPI point-to-point (buffered sends, probes) instead of MPI's all-reduce.
+    let want = reference(&SGD);
+    for alg in ["ring", "tree", "naive"] {
+        let got = mpi_params(3, &[&SGD[..], &["--allreduce", alg, "--no-overlap"]].concat());
+        assert!(rel_err(&got, &want) <= 1e-5, "{alg} np 3: {:.3e}", rel_err(&got, &want));
+    }
+}
+
+#[test]
+fn deterministic_over_mpi_is_bitwise_equal_to_threads_including_hybrid() {
+    let det = [&SGD[..], &["--deterministic"]].concat();
+    let threads = reference(&[&det[..], &["--workers", "4"]].concat());
+    assert_eq!(threads, reference(&det), "threads: 4 workers vs 1");
+    for (np, workers) in [(2, "1"), (4, "1"), (2, "2")] {
+        let got = mpi_params(np, &[&det[..], &["--workers", workers]].concat());
+        assert!(got == threads, "np {np} × {workers} threads differs from threads: rel err {:.3e}", rel_err(&got, &threads));
+    }
+}
+
+#[test]
+fn hybrid_2_processes_by_2_threads_equals_4_threads() {
+    for opt in [&SGD[..], &ADAM[..]] {
+        let want = reference(&[opt, &["--workers", "4"]].concat());
+        let got = mpi_params(2, &[opt, &["--workers", "2"]].concat());
+        let e = rel_err(&got, &want);
+        eprintln!("hybrid 2×2 {opt:?}: rel err {e:.2e}");
+        assert!(e <= 1e-5, "{opt:?}: relative error {e:.3e}");
+    }
+}
+
+#[test]
+fn sync_parameter_server_over_mpi_equals_single_worker() {
+    let want = reference(&SGD);
+    for (np, servers) in [(3, "1"), (4, "2")] {
+        let got = mpi_params(np, &[&SGD[..], &["--strategy", "ps", "--servers", servers]].concat());
+        let e = rel_err(&got, &want);
+        assert!(e <= 1e-5, "ps np {np} servers {servers}: relative error {e:.3e}");
+    }
+}
+
+#[test]
+fn only_the_lead_process_writes_metrics() {
+    let dir = tmp("metrics");
+    let metrics = dir.join("m.jsonl");
+    let mut args = train_args(&SGD, &dir);
+    args.extend(["--metrics".to_string(), metrics.to_str().unwrap().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = mpirun(3, &args, Duration::from_secs(120));
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let steps = text.lines().filter(|l| l.starts_with("{\"event\":\"step\"")).count();
+    assert_eq!(steps, 10, "one line per step, from one process:\n{text}");
+}
+
+/// A job long enough to be interrupted.
+fn long_args(extra: &[&str]) -> Vec<String> {
+    ["--log-level", "warn", "train", "--no-progress", "--no-epoch-eval", "--data", small_mnist().to_str().unwrap(), "--steps", "100000", "--batch-size", "32", "--threads", "1"]
+        .iter()
+        .chain(extra.iter())
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[test]
+fn a_failing_rank_ends_the_job_naming_it() {
+    let args = long_args(&["--inject-failure", "1:5"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = mpirun(3, &args, Duration::from_secs(60));
+    assert_ne!(job.code, Some(0));
+    assert!(job.stderr.contains("rank 1 failed") && job.stderr.contains("step 5"), "{}", job.stderr);
+}
+
+#[test]
+fn a_hung_rank_is_named_by_the_stall_census_and_the_job_ends() {
+    let args = long_args(&["--inject-failure", "2:5:hang", "--stall-timeout", "3"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = mpirun(3, &args, Duration::from_secs(60));
+    assert_ne!(job.code, Some(0));
+    assert!(job.stderr.contains("stall") && job.stderr.contains("rank 2 did not arrive"), "{}", job.stderr);
+    assert!(job.stderr.contains("rank 2: not in communication"), "{}", job.stderr);
+    assert!(job.seconds < 30.0, "took {:.1}s", job.seconds);
+}
+
+/// The PIDs of the ranks of the job started by `mpirun_pid` (its children), by rank.
+fn rank_pids(mpirun_pid: u32, np: usize) -> Vec<u32> {
+    let mut pids = vec![0; np];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Field 4 (after the parenthesised name) is the parent.
+        let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(mpirun_pid) {
+            continue;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        for var in env.split(|b| *b == 0) {
+            if let Some(r) = String::from_utf8_lossy(var).strip_prefix("OMPI_COMM_WORLD_RANK=") {
+                if let Ok(r) = r.parse::<usize>() {
+                    if r < np {
+                        pids[r] = pid;
+                    }
+                }
+            }
+        }
+    }
+    pids
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_within_10_seconds_naming_it() {
+    let args = long_args(&[]);
+    let mut child = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "3", env!("CARGO_BIN_EXE_convoy")])
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let pids = loop {
+        let p = rank_pids(child.id(), 3);
+        if p.iter().all(|&p| p != 0) {
+            break p;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "the ranks did not start: {p:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Let training start, then kill rank 1 for real.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(Command::new("kill").args(["-9", &pids[1].to_string()]).status().unwrap().success());
+    let killed = Instant::now();
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if killed.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("the job did not end within 10 s of rank 1's death");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_ne!(code, Some(0));
+    assert!(err.contains("rank 1"), "the message names the lost rank:\n{err}");
+    for (r, pid) in pids.iter().enumerate() {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z"), "rank {r} still runs");
+    }
+}
+
+#[test]
+fn bad_mpi_layouts_are_usage_errors() {
+    // PS needs more processes than servers, and one worker per process.
+    for (np, extra) in [(2, vec!["--strategy", "ps", "--servers", "2"]), (3, vec!["--strategy", "ps", "--workers", "2"])] {
+        let mut args = train_args(&SGD, &tmp("bad"));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let job = mpirun(np, &args, Duration::from_secs(60));
+        assert_eq!(job.code, Some(2), "{extra:?}: {}", job.stderr);
+        assert!(job.stderr.contains("hint"), "{}", job.stderr);
+    }
+}
+
+/// The asynchronous parameter server over MPI (1 server, 3 workers) trains LeNet on all of MNIST.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "release suite: trains on all of MNIST")]
+fn async_parameter_server_over_mpi_reaches_98_5_percent() {
+    let data = mnist();
+    let args = ["--log-level", "warn", "train", "--no-progress", "--no-epoch-eval", "--data", data.to_str().unwrap(), "--threads", "1", "--strategy", "ps", "--ps-mode", "async", "--servers", "1"];
+    let job = mpirun(4, &args, Duration::from_secs(600));
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+    let acc: f64 = job
+        .stdout
+        .split("test accuracy ")
+        .nth(1)
+        .and_then(|s| s.split('%').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in:\n{}", job.stdout));
+    eprintln!("async PS over MPI: {acc:.2}% in {:.0}s", job.seconds);
+    assert!(acc >= 98.5, "test accuracy {acc}% < 98.5%");
+}
