@@ -298,3 +298,30 @@ fn async_parameter_server_over_mpi_reaches_98_5_percent() {
     eprintln!("async PS over MPI: {acc:.2}% in {:.0}s", job.seconds);
     assert!(acc >= 98.5, "test accuracy {acc}% < 98.5%");
 }
+
+/// A checkpoint written by 2 MPI processes (sharded optimizer state gathered across them)
+/// resumes in one process, and one written by one process resumes under MPI, each giving the
+/// parameters of the uninterrupted single-process run.
+#[test]
+fn checkpoints_move_between_mpi_and_a_single_process() {
+    let want = reference(&SGD);
+    let dir = tmp("ckpt");
+    let ck = dir.join("ck");
+    let mut args = train_args(&SGD, &dir);
+    args.extend(["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "5"].map(String::from));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = mpirun(2, &a, Duration::from_secs(120));
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+    // MPI → one process.
+    let (mut cfg, pc) = config(&[&TEN_STEPS[..], &SGD[..]].concat(), small_mnist());
+    cfg.resume = Some(ck.join("step-5"));
+    let got = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params;
+    assert!(rel_err(&got, &want) <= 1e-5, "mpi → 1: {:.3e}", rel_err(&got, &want));
+    // One process → MPI with 3 processes.
+    let single = tmp("ckpt1");
+    let ck1 = single.join("ck");
+    let (cfg, pc) = config(&[&TEN_STEPS[..], &SGD[..], &["--checkpoint-dir", ck1.to_str().unwrap(), "--checkpoint-every", "5"]].concat(), small_mnist());
+    parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap();
+    let got = mpi_params(3, &[&SGD[..], &["--resume", ck1.join("step-5").to_str().unwrap()]].concat());
+    assert!(rel_err(&got, &want) <= 1e-5, "1 → mpi: {:.3e}", rel_err(&got, &want));
+}
