@@ -325,3 +325,13 @@ fn checkpoints_move_between_mpi_and_a_single_process() {
     let got = mpi_params(3, &[&SGD[..], &["--resume", ck1.join("step-5").to_str().unwrap()]].concat());
     assert!(rel_err(&got, &want) <= 1e-5, "1 → mpi: {:.3e}", rel_err(&got, &want));
 }
+
+/// The pipeline over MPI: one stage per process, equal to one process.
+#[test]
+fn pipeline_over_mpi_equals_single_process() {
+    let want = reference(&SGD);
+    for schedule in ["gpipe", "1f1b"] {
+        let got = mpi_params(3, &[&SGD[..], &["--strategy", "pipeline", "--stages", "3", "--micro-batches", "4", "--pipeline-schedule", schedule]].concat());
+        assert!(rel_err(&got, &want) <= 1e-5, "{schedule}: {:.3e}", rel_err(&got, &want));
+    }
+}

@@ -11,6 +11,7 @@ use crate::optim::{schedule::LrSchedule, OptimizerConfig};
 use crate::comm::Algorithm;
 use crate::parallel::data_parallel::AllReduceConfig;
 use crate::parallel::param_server::{PsConfig, PsMode};
+use crate::parallel::pipeline::{PipelineConfig, Schedule};
 use crate::parallel::{CommKind, FailureKind, InjectFailure, ParallelConfig, StrategyKind};
 use crate::train::{CheckpointPolicy, TrainConfig};
 use clap::{Args, Parser, Subcommand};
@@ -128,6 +129,18 @@ pub enum StrategyArg {
     Allreduce,
     /// Parameter server shards (sync, async or stale-synchronous).
     Ps,
+    /// Layers cut into stages, one per worker; micro-batches flow through them.
+    Pipeline,
+}
+
+/// `--schedule` of the pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleArg {
+    /// All forwards, then all backwards.
+    Gpipe,
+    /// One forward, one backward (holds at most `stages` micro-batches of activations).
+    #[value(name = "1f1b")]
+    OneFOneB,
 }
 
 /// `--allreduce`.
@@ -204,6 +217,18 @@ pub struct ParallelArgs {
     /// Parameter-server shards (threads of their own).
     #[arg(long)]
     pub servers: Option<usize>,
+    /// Pipeline stages (--strategy pipeline), one worker each.
+    #[arg(long)]
+    pub stages: Option<usize>,
+    /// Micro-batches per global batch (--strategy pipeline) [stages × 2].
+    #[arg(long)]
+    pub micro_batches: Option<usize>,
+    /// Pipeline schedule.
+    #[arg(long = "pipeline-schedule", value_enum)]
+    pub pipeline_schedule: Option<ScheduleArg>,
+    /// Layers after which pipeline stages end (comma-separated; default: balance estimated FLOPs).
+    #[arg(long, value_delimiter = ',')]
+    pub split_after: Vec<String>,
     /// Seconds a worker may wait for another before the run fails naming it.
     #[arg(long, default_value_t = 300.0)]
     pub stall_timeout: f64,
@@ -213,6 +238,15 @@ pub struct ParallelArgs {
 }
 
 impl ParallelArgs {
+    /// Worker threads this process will run (the pipeline runs one per stage).
+    pub fn threads_per_process(&self) -> usize {
+        match (self.strategy, self.stages) {
+            (StrategyArg::Pipeline, Some(s)) if !crate::comm::launch::launched() => s.max(1),
+            (StrategyArg::Pipeline, None) if !crate::comm::launch::launched() => self.workers.max(2),
+            _ => self.workers.max(1),
+        }
+    }
+
     /// Validates the flags into parallel settings.
     pub fn to_config(&self) -> Result<ParallelConfig, ConfigError> {
         if self.workers == 0 {
@@ -221,7 +255,43 @@ impl ParallelArgs {
         if !(self.stall_timeout.is_finite() && self.stall_timeout > 0.0) {
             return Err(invalid("stall-timeout", format!("{} must be a positive number of seconds", self.stall_timeout)));
         }
+        let pipeline_flags = [
+            (self.stages.is_some(), "stages"),
+            (self.micro_batches.is_some(), "micro-batches"),
+            (self.pipeline_schedule.is_some(), "pipeline-schedule"),
+            (!self.split_after.is_empty(), "split-after"),
+        ];
+        if self.strategy != StrategyArg::Pipeline {
+            if let Some((_, flag)) = pipeline_flags.iter().find(|f| f.0) {
+                return Err(invalid(flag, "applies to --strategy pipeline; hint: add --strategy pipeline"));
+            }
+        }
         let strategy = match self.strategy {
+            StrategyArg::Pipeline => {
+                for (given, flag) in [
+                    (self.bucket_mb.is_some(), "bucket-mb"),
+                    (self.no_overlap, "no-overlap"),
+                    (self.accumulate.is_some(), "accumulate"),
+                    (self.deterministic, "deterministic"),
+                    (self.ps_mode.is_some(), "ps-mode"),
+                    (self.staleness.is_some(), "staleness"),
+                    (self.servers.is_some(), "servers"),
+                ] {
+                    if given {
+                        return Err(invalid(flag, "does not apply to --strategy pipeline"));
+                    }
+                }
+                let stages = self.stages.unwrap_or(if self.workers > 1 { self.workers } else { 2 });
+                StrategyKind::Pipeline(PipelineConfig {
+                    stages,
+                    micro_batches: self.micro_batches.unwrap_or(stages * 2),
+                    schedule: match self.pipeline_schedule.unwrap_or(ScheduleArg::OneFOneB) {
+                        ScheduleArg::Gpipe => Schedule::GPipe,
+                        ScheduleArg::OneFOneB => Schedule::OneFOneB,
+                    },
+                    split_after: self.split_after.clone(),
+                })
+            }
             StrategyArg::Allreduce => {
                 for (given, flag) in [(self.ps_mode.is_some(), "ps-mode"), (self.staleness.is_some(), "staleness"), (self.servers.is_some(), "servers")] {
                     if given {
@@ -390,7 +460,7 @@ impl TrainArgs {
             seed: self.seed,
             threads: match self.threads {
                 // One worker takes every core; several share them.
-                None => (default_threads() / (self.parallel.workers.max(1) * crate::comm::launch::local_size())).max(1),
+                None => (default_threads() / (self.parallel.threads_per_process() * crate::comm::launch::local_size())).max(1),
                 t => threads_from(t)?,
             },
             eval_each_epoch: !self.no_epoch_eval,

@@ -85,30 +85,42 @@ pub fn shard_range(n: usize, rank: usize, world: usize) -> Range<usize> {
 /// Which part of every global batch a rank loads: shard `rank` of `world`, aligned to `leaves`
 /// fixed micro-shards when `leaves > world` (the `--deterministic` layout: the global batch is cut
 /// into `leaves` pieces by `shard_range`, and rank r takes leaves r·L/W .. (r+1)·L/W, so the pieces
-/// do not depend on the worker count).
+/// do not depend on the worker count). Ranks that split a model rather than the data (pipeline
+/// stages, tensor slices) come in groups of `group` consecutive ranks that load the same shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shard {
-    /// This rank.
+    /// This rank (unique among all workers; rank 0 leads).
     pub rank: usize,
-    /// Number of data-parallel ranks.
+    /// Number of workers.
     pub world: usize,
-    /// Micro-shards per global batch; a multiple of `world`.
+    /// Micro-shards per global batch; a multiple of the data-parallel rank count `world / group`.
     pub leaves: usize,
+    /// Consecutive ranks that share one data shard (1: pure data parallelism).
+    pub group: usize,
 }
 
 impl Shard {
     /// The whole batch.
-    pub const WHOLE: Shard = Shard { rank: 0, world: 1, leaves: 1 };
+    pub const WHOLE: Shard = Shard { rank: 0, world: 1, leaves: 1, group: 1 };
 
     /// Shard `rank` of `world`, as `shard_range` cuts it.
     pub fn of(rank: usize, world: usize) -> Shard {
-        Shard { rank, world, leaves: world }
+        Shard { rank, world, leaves: world, group: 1 }
+    }
+
+    /// Rank `rank` of `world` workers in groups of `group` that share a data shard: the groups
+    /// split the batch as `of(rank / group, world / group)` does.
+    pub fn grouped(rank: usize, world: usize, group: usize) -> Shard {
+        let g = group.max(1);
+        Shard { rank, world, leaves: world / g, group: g }
     }
 
     /// The first and one-past-last leaf of this rank.
     pub fn leaf_range(&self) -> Range<usize> {
-        let per = self.leaves / self.world.max(1);
-        self.rank * per..(self.rank + 1) * per
+        let g = self.group.max(1);
+        let per = self.leaves / (self.world / g).max(1);
+        let r = self.rank / g;
+        r * per..(r + 1) * per
     }
 
     /// This rank's samples of a global batch of `n`.
@@ -163,10 +175,14 @@ mod tests {
         let leaf = |l| shard_range(n, l, 8);
         for world in [1, 2, 4, 8] {
             for rank in 0..world {
-                let s = Shard { rank, world, leaves: 8 };
+                let s = Shard { rank, world, leaves: 8, group: 1 };
                 let ls = s.leaf_range();
                 assert_eq!(s.range(n), leaf(ls.start).start..leaf(ls.end - 1).end);
             }
+        }
+        // Groups of 3 ranks (pipeline stages) per data shard: 2 data shards.
+        for rank in 0..6 {
+            assert_eq!(Shard::grouped(rank, 6, 3).range(n), Shard::of(rank / 3, 2).range(n));
         }
         assert_eq!(Shard::of(1, 4).range(10), shard_range(10, 1, 4));
         assert_eq!(Shard::WHOLE.range(7), 0..7);

@@ -72,6 +72,8 @@ pub struct Net {
     acts: Vec<Tensor>,
     /// dacts[i]: gradient w.r.t. acts[i].
     dacts: Vec<Tensor>,
+    /// Gradient w.r.t. the input of the first layer of a `backward_layers` range.
+    dinput: Tensor,
     loss: SoftmaxCrossEntropy,
 }
 
@@ -118,6 +120,7 @@ impl Net {
             layout,
             acts: vec![Tensor::default(); n],
             dacts: vec![Tensor::default(); n],
+            dinput: Tensor::default(),
             loss: SoftmaxCrossEntropy::new(),
         })
     }
@@ -172,16 +175,70 @@ impl Net {
     }
 
     fn forward_from<S: ParamSource + ?Sized>(&mut self, ctx: &Ctx, params: &S, x: &Tensor) -> Result<&Tensor, NetError> {
-        for i in 0..self.layers.len() {
+        self.forward_layers(ctx, params, 0..self.layers.len(), x)
+    }
+
+    /// Forward of the layers `range` (a pipeline stage) on `x`, the input of layer `range.start`;
+    /// returns the output of layer `range.end - 1`. The activations stay for `backward_layers`.
+    pub fn forward_layers<S: ParamSource + ?Sized>(&mut self, ctx: &Ctx, params: &S, range: Range<usize>, x: &Tensor) -> Result<&Tensor, NetError> {
+        let (first, end) = (range.start, range.end);
+        for i in range {
             let (done, rest) = self.acts.split_at_mut(i);
-            let input = if i == 0 { x } else { &done[i - 1] };
+            let input = if i == first { x } else { &done[i - 1] };
             let r = self.layout.layer_range(i);
             let lctx = Ctx { layer: i, ..*ctx };
             self.layers[i]
                 .forward(&lctx, params.params(i, r), input, &mut rest[0])
                 .map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
         }
-        Ok(&self.acts[self.layers.len() - 1])
+        Ok(&self.acts[end - 1])
+    }
+
+    /// Loss and accuracy of the last forward's logits (the whole net or the last stage), and the
+    /// loss gradient (divided by `denom`) ready for `backward_layers`.
+    pub fn loss_forward_backward(&mut self, labels: &[u32], denom: usize) -> Result<BatchStats, NetError> {
+        let last = self.layers.len() - 1;
+        let logits = &self.acts[last];
+        let loss_sum = self.loss.forward(logits, labels).map_err(NetError::Loss)?;
+        let stats = BatchStats { loss_sum, correct: correct_topk(logits, labels, 1), samples: labels.len() };
+        self.dacts[last].resize(self.acts[last].shape());
+        self.loss.backward(labels, denom.max(1), &mut self.dacts[last]);
+        Ok(stats)
+    }
+
+    /// Backward of the layers `range` after `forward_layers` over them (with the same `x`):
+    /// ACCUMULATES their parameter gradients through `sink`. `dy` is the gradient of the
+    /// output of layer `range.end - 1`; `None` when that is the last layer, whose gradient
+    /// `loss_forward_backward` has set. Returns the gradient of `x` unless `range` starts at
+    /// the first layer.
+    pub fn backward_layers<G: GradSink + ?Sized>(&mut self, ctx: &Ctx, sink: &mut G, range: Range<usize>, x: &Tensor, dy: Option<&Tensor>) -> Result<Option<&Tensor>, NetError> {
+        let (first, end) = (range.start, range.end);
+        if let Some(dy) = dy {
+            self.dacts[end - 1].resize(dy.shape());
+            self.dacts[end - 1].data_mut().copy_from_slice(dy.data());
+        }
+        for i in range.rev() {
+            let r = self.layout.layer_range(i);
+            let lctx = Ctx { layer: i, ..*ctx };
+            let (dprev, dcur) = self.dacts.split_at_mut(i);
+            let input = if i == first { x } else { &self.acts[i - 1] };
+            let dx = match (i == first, i) {
+                (_, 0) => None,
+                (true, _) => Some(&mut self.dinput),
+                (false, _) => Some(&mut dprev[i - 1]),
+            };
+            let (p, g) = sink.layer(i, r);
+            self.layers[i]
+                .backward(&lctx, p, g, input, &self.acts[i], &dcur[0], dx)
+                .map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
+            sink.done(i);
+        }
+        Ok((first > 0).then_some(&self.dinput))
+    }
+
+    /// Per-sample output shape of layer `i`.
+    pub fn layer_out_shape(&self, i: usize) -> Vec<usize> {
+        self.layers[i].out_shape()
     }
 
     /// Loss and accuracy of a batch without gradients.
@@ -207,22 +264,10 @@ impl Net {
     /// run last to first; `sink.done(i)` is called right after layer i's gradients are final,
     /// which lets a data-parallel strategy reduce (and update) a bucket while backward continues.
     pub fn forward_backward_into<G: GradSink + ?Sized>(&mut self, ctx: &Ctx, sink: &mut G, x: &Tensor, labels: &[u32], denom: usize) -> Result<BatchStats, NetError> {
-        let stats = self.evaluate_from(ctx, sink, x, labels)?;
-        let last = self.layers.len() - 1;
-        self.dacts[last].resize(self.acts[last].shape());
-        self.loss.backward(labels, denom.max(1), &mut self.dacts[last]);
-        for i in (0..self.layers.len()).rev() {
-            let r = self.layout.layer_range(i);
-            let lctx = Ctx { layer: i, ..*ctx };
-            let (dprev, dcur) = self.dacts.split_at_mut(i);
-            let input = if i == 0 { x } else { &self.acts[i - 1] };
-            let dx = if i == 0 { None } else { Some(&mut dprev[i - 1]) };
-            let (p, g) = sink.layer(i, r);
-            self.layers[i]
-                .backward(&lctx, p, g, input, &self.acts[i], &dcur[0], dx)
-                .map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
-            sink.done(i);
-        }
+        let all = 0..self.layers.len();
+        self.forward_layers(ctx, sink, all.clone(), x)?;
+        let stats = self.loss_forward_backward(labels, denom)?;
+        self.backward_layers(ctx, sink, all, x, None)?;
         Ok(stats)
     }
 }

@@ -11,6 +11,7 @@ pub mod data_parallel;
 #[cfg(feature = "mpi")]
 mod mpi;
 pub mod param_server;
+pub mod pipeline;
 
 use crate::comm::{launch, Algorithm, CommError, Communicator, LocalComm};
 use crate::data::sampler::Shard;
@@ -31,6 +32,9 @@ pub enum StrategyKind {
     AllReduce(AllReduceConfig),
     /// Workers that push gradients to and pull parameters from server shards (`--strategy ps`).
     ParamServer(PsConfig),
+    /// The net's layers cut into stages, one per worker, micro-batches flowing through them
+    /// (`--strategy pipeline`).
+    Pipeline(pipeline::PipelineConfig),
 }
 
 /// A failure injected on purpose (tests of failure handling; hidden flag `--inject-failure`).
@@ -128,6 +132,7 @@ impl ParallelConfig {
             StrategyKind::AllReduce(a) => a.validate(self.workers, cfg),
             StrategyKind::ParamServer(_) if cfg.checkpoint.is_some() || cfg.resume.is_some() => bad(param_server::PS_CHECKPOINTS.into()),
             StrategyKind::ParamServer(p) => p.validate(),
+            StrategyKind::Pipeline(p) => p.validate(self.workers, cfg),
         }
     }
 }
@@ -197,11 +202,16 @@ pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> 
     let (servers, algorithm) = match &pc.strategy {
         StrategyKind::AllReduce(a) => (0, a.effective_algorithm()),
         StrategyKind::ParamServer(p) => (p.servers, Algorithm::Ring),
+        StrategyKind::Pipeline(_) => (0, Algorithm::Ring),
     };
-    let comms = LocalComm::world(pc.workers + servers, algorithm, pc.stall_timeout);
+    let workers = match &pc.strategy {
+        StrategyKind::Pipeline(p) => p.stages,
+        _ => pc.workers,
+    };
+    let comms = LocalComm::world(workers + servers, algorithm, pc.stall_timeout);
     let supervisor = comms[0].twin();
     let ranks = comms.into_iter().enumerate().map(|(r, c)| (r, Box::new(c) as Box<dyn Communicator>)).collect();
-    run_ranks(cfg, pc, Ranks { comms: ranks, workers: pc.workers, abort: Box::new(move |m: &str| supervisor.abort(m)) }, sink)?
+    run_ranks(cfg, pc, Ranks { comms: ranks, workers, abort: Box::new(move |m: &str| supervisor.abort(m)) }, sink)?
         .ok_or_else(|| TrainError::Comm(CommError::Invalid("no worker returned a result".into())))
 }
 
@@ -251,19 +261,25 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                 let (mut strategy, shard): (Box<dyn Strategy + '_>, Shard) = match &pc.strategy {
                     StrategyKind::AllReduce(a) => {
                         let leaves = if a.deterministic { data_parallel::DETERMINISTIC_LEAVES } else { workers };
-                        (Box::new(AllReduce::new(comm, a.clone(), &cfg, &net)?), Shard { rank, world: workers, leaves })
+                        (Box::new(AllReduce::new(comm, a.clone(), &cfg, &net)?), Shard { rank, world: workers, leaves, group: 1 })
                     }
                     StrategyKind::ParamServer(p) => (Box::new(param_server::Client::new(comm, workers, p, param_count)), Shard::of(rank, workers)),
+                    // Every stage sees the whole batch (stage 0 its images, the last its labels).
+                    StrategyKind::Pipeline(p) => (Box::new(pipeline::Pipeline::new(comm, p.clone(), &cfg, &net)?), Shard::grouped(rank, workers, workers)),
                 };
                 let mut guarded = Guard { inner: strategy.as_mut(), rank, step: &progress, inject: pc.inject_failure };
                 let name = match &pc.strategy {
                     StrategyKind::AllReduce(_) => "allreduce",
                     StrategyKind::ParamServer(_) => "ps",
+                    StrategyKind::Pipeline(_) => "pipeline",
                 };
-                train::run_worker(&cfg, name, net, &data, shard, &mut guarded, &mut |e| {
+                let summary = train::run_worker(&cfg, name, net, &data, shard, &mut guarded, &mut |e| {
                     let _ = tx.send(Msg::Event(e));
-                })
-                .map(Some)
+                })?;
+                for e in guarded.final_events() {
+                    let _ = tx.send(Msg::Event(e));
+                }
+                Ok(Some(summary))
             }))
             .unwrap_or_else(|panic| {
                 let msg = panic
@@ -393,6 +409,10 @@ impl Strategy for Guard<'_> {
 
     fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
         self.inner.restore(state, steps)
+    }
+
+    fn final_events(&self) -> Vec<Event> {
+        self.inner.final_events()
     }
 }
 

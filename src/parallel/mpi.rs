@@ -18,7 +18,7 @@ pub fn leads(mpi: &Mpi, pc: &ParallelConfig) -> bool {
     let me = mpi.world().rank();
     match &pc.strategy {
         StrategyKind::ParamServer(p) => me == p.servers,
-        StrategyKind::AllReduce(_) => me == 0,
+        StrategyKind::AllReduce(_) | StrategyKind::Pipeline(_) => me == 0,
     }
 }
 
@@ -46,6 +46,10 @@ fn validate(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig) -> Result<usize, 
             procs - p.servers
         }
         StrategyKind::AllReduce(_) => procs * pc.workers,
+        StrategyKind::Pipeline(_) if pc.workers != 1 => {
+            return Err(TrainError::Config("--strategy pipeline under MPI runs one stage per process; hint: drop --workers and start --stages processes".into()))
+        }
+        StrategyKind::Pipeline(_) => procs,
     };
     // The whole run's layout, for the checks that depend on the worker count.
     let global = ParallelConfig { workers, comm: CommKind::Mpi, ..pc.clone() };
@@ -71,6 +75,10 @@ pub fn run(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn Eve
             let key = if me < p.servers { workers + me } else { me - p.servers };
             let comm = world.split(0, key)?;
             Ranks { comms: vec![(key, comm)], workers, abort: Box::new(abort_world) }
+        }
+        StrategyKind::Pipeline(_) => {
+            let comm = world.with_algorithm(crate::comm::Algorithm::Direct)?;
+            Ranks { comms: vec![(me, Box::new(comm) as Box<dyn Communicator>)], workers, abort: Box::new(abort_world) }
         }
         StrategyKind::AllReduce(a) => {
             let algorithm = a.effective_algorithm();

@@ -83,6 +83,19 @@ pub enum Event {
         /// Mean staleness.
         mean: f64,
     },
+    /// What a pipeline stage did over the run.
+    Pipeline {
+        /// Stage (0 = first).
+        stage: usize,
+        /// Its layers, "first..last".
+        layers: String,
+        /// Fraction of the step time the stage waited for its neighbours (the bubble).
+        bubble: f64,
+        /// Most micro-batches whose activations it held at once.
+        peak_in_flight: usize,
+        /// Activation bytes those held (its peak activation memory).
+        peak_activation_bytes: usize,
+    },
     /// An evaluation on the test set.
     Eval {
         /// Step at which it ran.
@@ -173,6 +186,9 @@ impl EventSink for LogSink {
             Event::Staleness { server, max, mean, .. } => {
                 tracing::info!(server, max, mean = format!("{mean:.2}"), "staleness")
             }
+            Event::Pipeline { stage, layers, bubble, peak_in_flight, peak_activation_bytes } => {
+                tracing::info!(stage, layers = %layers, bubble = format!("{:.1}%", bubble * 100.0), peak_in_flight, peak_activation_bytes, "pipeline stage")
+            }
         }
     }
 }
@@ -235,7 +251,7 @@ impl EventSink for ProgressSink {
                     bar.finish_and_clear();
                 }
             }
-            Event::Worker { .. } | Event::Staleness { .. } => {}
+            Event::Worker { .. } | Event::Staleness { .. } | Event::Pipeline { .. } => {}
         }
     }
 }

@@ -280,6 +280,10 @@ pub trait Strategy {
     fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError>;
     /// Restores the optimizer from a checkpoint (buffers named as `state_names`).
     fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError>;
+    /// Events that sum up this worker's strategy at the end of the run (pipeline stages).
+    fn final_events(&self) -> Vec<events::Event> {
+        Vec::new()
+    }
 }
 
 /// Copies of an optimizer's state buffers and its update count.

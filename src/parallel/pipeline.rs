@@ -1,0 +1,415 @@
+//! Pipeline parallelism (GPipe; 1F1B as in PipeDream-Flush / Megatron): the net's layers are cut
+//! into `--stages` contiguous stages, one per worker; every global batch is cut into
+//! `--micro-batches` micro-batches that flow through the stages: activations forward and
+//! activation gradients backward over the Communicator's `send`/`recv`. Each stage accumulates
+//! its layers' gradients over the micro-batches (loss divided by the global batch, as everywhere)
+//! and applies the optimizer to its own layers at the end of the step — the same update as one
+//! worker on the whole batch.
+//!
+//! Schedules, per stage s of S with M micro-batches:
+//! - GPipe: all M forwards, then all M backwards (last in, first out). Holds M micro-batches of
+//!   activations.
+//! - 1F1B: min(S − s − 1, M) forwards to fill the pipe, then one forward and one backward in turn,
+//!   then the remaining backwards. Holds at most S − s micro-batches of activations (S on the first).
+//!
+//! Activations of a micro-batch live in a slot (a `Net` with its own activation buffers and layer
+//! caches) from its forward to its backward; the slots in use at once are the stage's activation
+//! memory, reported with the bubble (the share of the step the stage waited for its neighbours;
+//! GPipe's theory with equal stages: (S − 1)/(M + S − 1)).
+//!
+//! Every stage loads the whole global batch (stage 0 uses the images, the last stage the
+//! labels); the last stage sends the loss statistics to stage 0, which leads the run. At the end
+//! the stages send their layers' parameters to stage 0, so evaluation and saved weights are
+//! those of the whole net, under the usual names.
+
+use crate::comm::Communicator;
+use crate::data::loader::Batch;
+use crate::data::sampler::shard_range;
+use crate::layers::Ctx;
+use crate::net::{BatchStats, GradSink, Net, ParamSource};
+use crate::optim::Optimizer;
+use crate::tensor::Tensor;
+use crate::train::{events::Event, StepReport, Strategy, TrainConfig, TrainError};
+use std::ops::Range;
+use std::time::Instant;
+
+const TAG_ACT: u32 = 0x6000_0000;
+const TAG_GRAD: u32 = 0x7000_0000;
+const TAG_STATS: u32 = 0x8000_0001;
+const TAG_GATHER: u32 = 0x8000_0002;
+
+/// Order of forwards and backwards within a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// All forwards, then all backwards.
+    GPipe,
+    /// One forward, one backward in turn after a warm-up.
+    OneFOneB,
+}
+
+/// Settings of `--strategy pipeline`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineConfig {
+    /// Stages (= workers).
+    pub stages: usize,
+    /// Micro-batches per global batch.
+    pub micro_batches: usize,
+    /// Schedule.
+    pub schedule: Schedule,
+    /// Layers after which a stage ends (`--split-after`); empty: balance estimated FLOPs.
+    pub split_after: Vec<String>,
+}
+
+impl PipelineConfig {
+    /// Checks the settings against the run.
+    pub fn validate(&self, workers: usize, cfg: &TrainConfig) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.stages < 2 {
+            return bad(format!("--stages {} must be at least 2; hint: one stage is plain training", self.stages));
+        }
+        if workers != 1 && workers != self.stages {
+            return bad(format!("--strategy pipeline runs one worker per stage: --workers {workers} but --stages {}; hint: drop --workers", self.stages));
+        }
+        if self.micro_batches == 0 || self.micro_batches > cfg.batch_size {
+            return bad(format!("--micro-batches {} must be between 1 and the batch size {}", self.micro_batches, cfg.batch_size));
+        }
+        if !self.split_after.is_empty() && self.split_after.len() != self.stages - 1 {
+            return bad(format!("--split-after names {} layers; {} stages need {}", self.split_after.len(), self.stages, self.stages - 1));
+        }
+        if cfg.checkpoint.is_some() || cfg.resume.is_some() {
+            return bad("checkpoints under --strategy pipeline are not supported yet; hint: train with --strategy allreduce to checkpoint".into());
+        }
+        Ok(())
+    }
+}
+
+/// The layer ranges of the stages: cut after the named layers, or (none named) so that the
+/// largest stage's estimated cost is smallest (forward multiply–adds per sample, plus the
+/// activation size for layers without arithmetic, so each stage gets some work).
+pub fn partition(net: &Net, stages: usize, split_after: &[String]) -> Result<Vec<Range<usize>>, TrainError> {
+    let n = net.num_layers();
+    if stages > n {
+        return Err(TrainError::Config(format!("--stages {stages} exceeds the {n} layers of the model")));
+    }
+    let names = net.layer_names();
+    if !split_after.is_empty() {
+        let mut cuts = Vec::new();
+        for s in split_after {
+            let i = names.iter().position(|x| x == s).ok_or_else(|| TrainError::Config(format!("--split-after: no layer named '{s}'; hint: layers are {}", names.join(", "))))?;
+            cuts.push(i + 1);
+        }
+        if cuts.windows(2).any(|w| w[0] >= w[1]) || cuts.last() == Some(&n) {
+            return Err(TrainError::Config("--split-after: layers must be in order, and the last stage must keep at least one layer".into()));
+        }
+        let mut starts = vec![0];
+        starts.extend(cuts);
+        starts.push(n);
+        return Ok(starts.windows(2).map(|w| w[0]..w[1]).collect());
+    }
+    let cost: Vec<u64> = net.flops_per_sample().iter().enumerate().map(|(i, &f)| f + net.layer_out_shape(i).iter().product::<usize>() as u64).collect();
+    // best[k][j]: the smallest largest-stage cost of cutting layers 0..j into k stages.
+    let prefix: Vec<u64> = std::iter::once(0).chain(cost.iter().scan(0u64, |a, &c| {
+        *a += c;
+        Some(*a)
+    })).collect();
+    let mut best = vec![vec![u64::MAX; n + 1]; stages + 1];
+    let mut from = vec![vec![0usize; n + 1]; stages + 1];
+    best[0][0] = 0;
+    for k in 1..=stages {
+        for j in k..=n {
+            for i in (k - 1)..j {
+                if best[k - 1][i] == u64::MAX {
+                    continue;
+                }
+                let c = best[k - 1][i].max(prefix[j] - prefix[i]);
+                if c < best[k][j] {
+                    (best[k][j], from[k][j]) = (c, i);
+                }
+            }
+        }
+    }
+    let mut ranges = Vec::new();
+    let mut j = n;
+    for k in (1..=stages).rev() {
+        let i = from[k][j];
+        ranges.push(i..j);
+        j = i;
+    }
+    ranges.reverse();
+    Ok(ranges)
+}
+
+/// One micro-batch's activations held between its forward and its backward.
+struct InFlight {
+    slot: usize,
+    input: Tensor,
+    rows: Range<usize>,
+}
+
+/// The pipeline strategy of one stage.
+pub struct Pipeline<'c> {
+    comm: &'c dyn Communicator,
+    cfg: PipelineConfig,
+    stage: usize,
+    stages: usize,
+    /// Every stage's layers.
+    ranges: Vec<Range<usize>>,
+    /// This stage's parameters in the flat buffer.
+    params: Range<usize>,
+    /// Every stage's.
+    stage_params: Vec<Range<usize>>,
+    opt: Box<dyn Optimizer>,
+    grads: Vec<f32>,
+    /// Activation slots (built as needed) and which are free.
+    slots: Vec<Net>,
+    free: Vec<usize>,
+    in_flight: Vec<Option<InFlight>>,
+    model: crate::net::ModelSpec,
+    /// Activation bytes per sample of this stage (its input and its layers' outputs).
+    act_bytes_per_sample: usize,
+    peak: usize,
+    peak_bytes: usize,
+    current_bytes: usize,
+    waited_s: f64,
+    step_s: f64,
+}
+
+impl<'c> Pipeline<'c> {
+    /// The strategy of the stage `comm.rank()` (of `comm.size()` stages).
+    pub fn new(comm: &'c dyn Communicator, cfg: PipelineConfig, run: &TrainConfig, net: &Net) -> Result<Pipeline<'c>, TrainError> {
+        let (stage, stages) = (comm.rank(), comm.size());
+        let ranges = partition(net, stages, &cfg.split_after)?;
+        let layers = ranges[stage].clone();
+        let layout = net.layout();
+        let stage_params: Vec<Range<usize>> = ranges.iter().map(|l| layout.layer_range(l.start).start..layout.layer_range(l.end - 1).end).collect();
+        let params = stage_params[stage].clone();
+        let input: usize = if layers.start == 0 { net.input_shape().iter().product() } else { net.layer_out_shape(layers.start - 1).iter().product() };
+        let outputs: usize = layers.clone().map(|i| net.layer_out_shape(i).iter().product::<usize>()).sum();
+        Ok(Pipeline {
+            comm,
+            opt: run.optimizer.build(params.len())?,
+            grads: vec![0.0; params.len()],
+            stage,
+            stages,
+            ranges,
+            params,
+            stage_params,
+            slots: Vec::new(),
+            free: Vec::new(),
+            in_flight: Vec::new(),
+            model: run.model.clone(),
+            act_bytes_per_sample: (input + 2 * outputs) * 4,
+            peak: 0,
+            peak_bytes: 0,
+            current_bytes: 0,
+            waited_s: 0.0,
+            step_s: 0.0,
+            cfg,
+        })
+    }
+
+    fn layers(&self) -> Range<usize> {
+        self.ranges[self.stage].clone()
+    }
+
+    fn last(&self) -> bool {
+        self.stage + 1 == self.stages
+    }
+
+    /// Per-sample shape of the input of layer `i`.
+    fn input_shape(&self, net: &Net, i: usize) -> Vec<usize> {
+        if i == 0 {
+            net.input_shape().to_vec()
+        } else {
+            net.layer_out_shape(i - 1)
+        }
+    }
+
+    fn take_slot(&mut self, rows: usize) -> Result<usize, TrainError> {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(Net::build(&self.model)?);
+                self.slots.len() - 1
+            }
+        };
+        self.current_bytes += rows * self.act_bytes_per_sample;
+        let in_use = self.slots.len() - self.free.len();
+        self.peak = self.peak.max(in_use);
+        self.peak_bytes = self.peak_bytes.max(self.current_bytes);
+        Ok(slot)
+    }
+
+    /// Receives into a tensor of `rows` samples of per-sample `shape`, timing the wait.
+    fn recv_tensor(&mut self, rows: usize, shape: &[usize], src: usize, tag: u32) -> Result<Tensor, TrainError> {
+        let mut full = vec![rows];
+        full.extend_from_slice(shape);
+        let mut t = Tensor::default();
+        t.resize(&full);
+        let w = Instant::now();
+        self.comm.recv(t.data_mut(), src, tag)?;
+        self.waited_s += w.elapsed().as_secs_f64();
+        Ok(t)
+    }
+
+    fn forward(&mut self, net: &Net, ctx: &Ctx, params: &[f32], batch: &Batch, m: usize, stats: &mut BatchStats) -> Result<(), TrainError> {
+        let rows = shard_range(batch.labels.len(), m, self.cfg.micro_batches);
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let layers = self.layers();
+        let input = if self.stage == 0 {
+            let per = batch.x.sample_len();
+            let mut shape = batch.x.shape().to_vec();
+            shape[0] = rows.len();
+            let mut t = Tensor::default();
+            t.resize(&shape);
+            t.data_mut().copy_from_slice(&batch.x.data()[rows.start * per..rows.end * per]);
+            t
+        } else {
+            let shape = self.input_shape(net, layers.start);
+            self.recv_tensor(rows.len(), &shape, self.stage - 1, TAG_ACT + m as u32)?
+        };
+        let slot = self.take_slot(rows.len())?;
+        let mctx = Ctx { sample_ids: &batch.ids[rows.clone()], ..*ctx };
+        let last = self.last();
+        let out = self.slots[slot].forward_layers(&mctx, params, layers, &input)?;
+        if last {
+            stats.add(&self.slots[slot].loss_forward_backward(&batch.labels[rows.clone()], batch.global)?);
+        } else {
+            self.comm.send(out.data(), self.stage + 1, TAG_ACT + m as u32)?;
+        }
+        self.in_flight[m] = Some(InFlight { slot, input, rows });
+        Ok(())
+    }
+
+    fn backward(&mut self, net: &Net, ctx: &Ctx, params: &[f32], batch: &Batch, m: usize) -> Result<(), TrainError> {
+        let Some(f) = self.in_flight[m].take() else { return Ok(()) };
+        let layers = self.layers();
+        let dy = if self.last() {
+            None
+        } else {
+            let shape = net.layer_out_shape(layers.end - 1);
+            Some(self.recv_tensor(f.rows.len(), &shape, self.stage + 1, TAG_GRAD + m as u32)?)
+        };
+        let mctx = Ctx { sample_ids: &batch.ids[f.rows.clone()], ..*ctx };
+        let mut sink = StageGrads { params, grads: &mut self.grads, offset: self.params.start };
+        let dx = self.slots[f.slot].backward_layers(&mctx, &mut sink, layers, &f.input, dy.as_ref())?;
+        if let Some(dx) = dx {
+            self.comm.send(dx.data(), self.stage - 1, TAG_GRAD + m as u32)?;
+        }
+        self.free.push(f.slot);
+        self.current_bytes -= f.rows.len() * self.act_bytes_per_sample;
+        Ok(())
+    }
+}
+
+/// The whole parameter buffer for reading, this stage's gradient buffer for writing.
+struct StageGrads<'a> {
+    params: &'a [f32],
+    grads: &'a mut [f32],
+    offset: usize,
+}
+
+impl ParamSource for StageGrads<'_> {
+    fn params(&self, _i: usize, range: Range<usize>) -> &[f32] {
+        &self.params[range]
+    }
+}
+
+impl GradSink for StageGrads<'_> {
+    fn layer(&mut self, _i: usize, range: Range<usize>) -> (&[f32], &mut [f32]) {
+        (&self.params[range.clone()], &mut self.grads[range.start - self.offset..range.end - self.offset])
+    }
+}
+
+impl Strategy for Pipeline<'_> {
+    fn init(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
+        self.comm.broadcast_into(params, 0)?;
+        Ok(())
+    }
+
+    fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
+        let t = Instant::now();
+        let waited0 = self.waited_s;
+        self.grads.fill(0.0);
+        let m_count = self.cfg.micro_batches;
+        self.in_flight.clear();
+        self.in_flight.resize_with(m_count, || None);
+        let mut stats = BatchStats::default();
+        let net: &Net = net;
+        match self.cfg.schedule {
+            Schedule::GPipe => {
+                for m in 0..m_count {
+                    self.forward(net, ctx, params, batch, m, &mut stats)?;
+                }
+                for m in (0..m_count).rev() {
+                    self.backward(net, ctx, params, batch, m)?;
+                }
+            }
+            Schedule::OneFOneB => {
+                let warm = (self.stages - self.stage - 1).min(m_count);
+                for m in 0..warm {
+                    self.forward(net, ctx, params, batch, m, &mut stats)?;
+                }
+                for i in 0..m_count - warm {
+                    self.forward(net, ctx, params, batch, warm + i, &mut stats)?;
+                    self.backward(net, ctx, params, batch, i)?;
+                }
+                for m in m_count - warm..m_count {
+                    self.backward(net, ctx, params, batch, m)?;
+                }
+            }
+        }
+        let r = self.params.clone();
+        self.opt.step(&mut params[r], &self.grads, lr);
+        // The loss is known on the last stage; stage 0 leads and reports it.
+        if self.stages > 1 {
+            if self.last() {
+                self.comm.send(&[stats.loss_sum as f32, stats.correct as f32, stats.samples as f32], 0, TAG_STATS)?;
+            } else if self.stage == 0 {
+                let mut s = [0.0f32; 3];
+                self.comm.recv(&mut s, self.stages - 1, TAG_STATS)?;
+                stats = BatchStats { loss_sum: s[0] as f64, correct: s[1] as usize, samples: s[2] as usize };
+            }
+        }
+        let waited = self.waited_s - waited0;
+        self.step_s += t.elapsed().as_secs_f64();
+        Ok(StepReport { stats, comm_s: waited, comm_wait_s: waited })
+    }
+
+    fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
+        // Stage 0 gathers every stage's layers, for evaluation and saving.
+        if self.stage == 0 {
+            for (s, r) in self.stage_params.iter().enumerate().skip(1) {
+                self.comm.recv(&mut params[r.clone()], s, TAG_GATHER)?;
+            }
+        } else {
+            self.comm.send(&params[self.params.clone()], 0, TAG_GATHER)?;
+        }
+        Ok(())
+    }
+
+    fn state_names(&self) -> Vec<&'static str> {
+        self.opt.state().into_iter().map(|s| s.0).collect()
+    }
+
+    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+        Err(TrainError::Config("checkpoints under --strategy pipeline are not supported yet".into()))
+    }
+
+    fn restore(&mut self, _state: &[(String, Vec<f32>)], _steps: u64) -> Result<(), TrainError> {
+        Err(TrainError::Config("checkpoints under --strategy pipeline are not supported yet".into()))
+    }
+
+    fn final_events(&self) -> Vec<Event> {
+        let l = self.layers();
+        vec![Event::Pipeline {
+            stage: self.stage,
+            layers: format!("{}..{}", l.start, l.end - 1),
+            bubble: if self.step_s > 0.0 { self.waited_s / self.step_s } else { 0.0 },
+            peak_in_flight: self.peak,
+            peak_activation_bytes: self.peak_bytes,
+        }]
+    }
+}

@@ -1,0 +1,147 @@
+//! Pipeline parallelism on threads: GPipe and 1F1B with 2 and 3 stages and 1, 4, 8
+//! micro-batches compute what one worker computes on the same global batch (SGD momentum and
+//! Adam, dropout included); 1F1B holds at most `stages` micro-batches on the first stage; a stage
+//! that fails ends the run naming it; bad pipeline flags are usage errors.
+
+mod common;
+
+use common::{config, rel_err, small_mnist};
+use convoy::parallel;
+use convoy::train::{events::Event, events::Recorder, train};
+
+const TEN_STEPS: [&str; 8] = ["--steps", "10", "--batch-size", "64", "--threads", "1", "--seed", "7"];
+const SGD: [&str; 6] = ["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05"];
+const ADAM: [&str; 4] = ["--optimizer", "adam", "--lr", "0.0001"];
+
+fn reference(args: &[&str]) -> Vec<f32> {
+    let (cfg, _) = config(&[&TEN_STEPS[..], args].concat(), small_mnist());
+    train(&cfg, &mut Recorder::default()).unwrap().params
+}
+
+fn pipeline(args: &[&str]) -> (Vec<f32>, Vec<Event>) {
+    let (cfg, pc) = config(&[&TEN_STEPS[..], &["--strategy", "pipeline"], args].concat(), small_mnist());
+    let mut rec = Recorder::default();
+    let s = parallel::run(&cfg, &pc, &mut rec).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert_eq!(s.steps, 10);
+    (s.params, rec.events)
+}
+
+fn stage_events(events: &[Event]) -> Vec<(usize, usize, f64)> {
+    let mut v: Vec<(usize, usize, f64)> =
+        events.iter().filter_map(|e| if let Event::Pipeline { stage, peak_in_flight, bubble, .. } = e { Some((*stage, *peak_in_flight, *bubble)) } else { None }).collect();
+    v.sort_by_key(|x| x.0);
+    v
+}
+
+#[test]
+fn gpipe_and_1f1b_equal_single_worker_for_2_and_3_stages_and_1_4_8_micro_batches() {
+    let want = reference(&SGD);
+    for stages in ["2", "3"] {
+        for micro in ["1", "4", "8"] {
+            for schedule in ["gpipe", "1f1b"] {
+                let (got, events) = pipeline(&[&SGD[..], &["--stages", stages, "--micro-batches", micro, "--pipeline-schedule", schedule]].concat());
+                let e = rel_err(&got, &want);
+                eprintln!("{stages} stages, {micro} micro-batches, {schedule}: relative error {e:.2e}");
+                assert!(e <= 1e-5, "{stages} stages, {micro} micro-batches, {schedule}: relative error {e:.3e}");
+                let st = stage_events(&events);
+                let s: usize = stages.parse().unwrap();
+                let m: usize = micro.parse().unwrap();
+                assert_eq!(st.len(), s, "one report per stage: {st:?}");
+                let first = st[0].1;
+                match schedule {
+                    // GPipe holds every micro-batch; 1F1B at most `stages` on the first stage.
+                    "gpipe" => assert_eq!(first, m, "{st:?}"),
+                    _ => assert_eq!(first, m.min(s), "{st:?}"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn pipeline_with_adam_dropout_and_a_given_split_equals_single_worker() {
+    let want = reference(&ADAM);
+    let (got, _) = pipeline(&[&ADAM[..], &["--stages", "3", "--micro-batches", "4", "--split-after", "conv2,fc1"]].concat());
+    assert!(rel_err(&got, &want) <= 1e-5, "adam: {:.3e}", rel_err(&got, &want));
+    // Dropout masks are drawn per global sample, so cutting the batch does not change them.
+    let model = std::env::temp_dir().join(format!("pipeline-dropout-{}.toml", std::process::id()));
+    std::fs::write(
+        &model,
+        r#"
+name = "lenet-dropout"
+input = [1, 28, 28]
+classes = 10
+[[layer]]
+name = "conv1"
+type = "conv2d"
+out_channels = 8
+kernel = 5
+[[layer]]
+name = "relu1"
+type = "relu"
+[[layer]]
+name = "pool1"
+type = "max_pool2d"
+kernel = 2
+[[layer]]
+name = "flatten"
+type = "flatten"
+[[layer]]
+name = "drop"
+type = "dropout"
+p = 0.5
+[[layer]]
+name = "fc"
+type = "linear"
+out_features = 10
+"#,
+    )
+    .unwrap();
+    let m = ["--model", model.to_str().unwrap()];
+    let want = reference(&[&SGD[..], &m].concat());
+    for schedule in ["gpipe", "1f1b"] {
+        let (got, _) = pipeline(&[&SGD[..], &m, &["--stages", "2", "--micro-batches", "8", "--pipeline-schedule", schedule, "--split-after", "flatten"]].concat());
+        assert!(rel_err(&got, &want) <= 1e-5, "dropout {schedule}: {:.3e}", rel_err(&got, &want));
+    }
+}
+
+#[test]
+fn balanced_partition_gives_every_stage_work_and_covers_the_net() {
+    let net = convoy::net::Net::build(&convoy::net::ModelSpec::resolve("lenet").unwrap()).unwrap();
+    for stages in 2..=4 {
+        let parts = convoy::parallel::pipeline::partition(&net, stages, &[]).unwrap();
+        assert_eq!(parts.len(), stages);
+        assert_eq!(parts[0].start, 0);
+        assert_eq!(parts.last().unwrap().end, net.num_layers());
+        assert!(parts.windows(2).all(|w| w[0].end == w[1].start && !w[0].is_empty()), "{parts:?}");
+    }
+}
+
+#[test]
+fn a_failing_stage_ends_the_run_naming_it() {
+    let (cfg, pc) = config(&[&TEN_STEPS[..], &["--strategy", "pipeline", "--stages", "3", "--inject-failure", "1:4"]].concat(), small_mnist());
+    let e = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_err().to_string();
+    assert!(e.contains("worker 1") && e.contains("step 4"), "{e}");
+}
+
+#[test]
+fn bad_pipeline_flags_are_usage_errors() {
+    for (args, needle) in [
+        (vec!["--strategy", "pipeline", "--stages", "1"], "--stages"),
+        (vec!["--strategy", "pipeline", "--stages", "2", "--workers", "3"], "--workers"),
+        (vec!["--strategy", "pipeline", "--stages", "2", "--micro-batches", "0"], "--micro-batches"),
+        (vec!["--strategy", "pipeline", "--stages", "2", "--split-after", "nope"], "nope"),
+        (vec!["--strategy", "pipeline", "--stages", "3", "--split-after", "fc1"], "--split-after"),
+        (vec!["--strategy", "pipeline", "--stages", "20"], "--stages"),
+        (vec!["--stages", "2"], "strategy pipeline"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
+            .args(["train", "--no-progress", "--steps", "1", "--data", small_mnist().to_str().unwrap()])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
