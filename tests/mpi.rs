@@ -334,4 +334,6 @@ fn pipeline_over_mpi_equals_single_process() {
         let got = mpi_params(3, &[&SGD[..], &["--strategy", "pipeline", "--stages", "3", "--micro-batches", "4", "--pipeline-schedule", schedule]].concat());
         assert!(rel_err(&got, &want) <= 1e-5, "{schedule}: {:.3e}", rel_err(&got, &want));
     }
+    let got = mpi_params(4, &[&SGD[..], &["--strategy", "hybrid", "--dp", "2", "--pp", "2", "--micro-batches", "4"]].concat());
+    assert!(rel_err(&got, &want) <= 1e-5, "dp2 × pp2: {:.3e}", rel_err(&got, &want));
 }

@@ -105,6 +105,22 @@ out_features = 10
     }
 }
 
+/// Hybrid data × pipeline: 2 replicas of a 2-stage pipeline (and 3 of 2 with 1F1B), each on its
+/// shard of the batch, gradients all-reduced per stage.
+#[test]
+fn data_times_pipeline_equals_single_worker() {
+    for opt in [&SGD[..], &ADAM[..]] {
+        let want = reference(opt);
+        for (dp, pp, schedule) in [("2", "2", "gpipe"), ("2", "2", "1f1b"), ("3", "2", "1f1b")] {
+            let (cfg, pc) = config(&[&TEN_STEPS[..], opt, &["--strategy", "hybrid", "--dp", dp, "--pp", pp, "--micro-batches", "4", "--pipeline-schedule", schedule]].concat(), small_mnist());
+            let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("dp {dp} pp {pp}: {e}"));
+            let e = rel_err(&s.params, &want);
+            eprintln!("dp {dp} × pp {pp} {schedule} {opt:?}: {e:.2e}");
+            assert!(e <= 1e-5, "dp {dp} × pp {pp} {schedule} {opt:?}: relative error {e:.3e}");
+        }
+    }
+}
+
 #[test]
 fn balanced_partition_gives_every_stage_work_and_covers_the_net() {
     let net = convoy::net::Net::build(&convoy::net::ModelSpec::resolve("lenet").unwrap()).unwrap();
@@ -134,6 +150,9 @@ fn bad_pipeline_flags_are_usage_errors() {
         (vec!["--strategy", "pipeline", "--stages", "3", "--split-after", "fc1"], "--split-after"),
         (vec!["--strategy", "pipeline", "--stages", "20"], "--stages"),
         (vec!["--stages", "2"], "strategy pipeline"),
+        (vec!["--strategy", "hybrid", "--dp", "2"], "--pp"),
+        (vec!["--strategy", "hybrid", "--dp", "2", "--mp", "2"], "not implemented"),
+        (vec!["--dp", "2"], "strategy hybrid"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
             .args(["train", "--no-progress", "--steps", "1", "--data", small_mnist().to_str().unwrap()])

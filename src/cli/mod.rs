@@ -131,6 +131,9 @@ pub enum StrategyArg {
     Ps,
     /// Layers cut into stages, one per worker; micro-batches flow through them.
     Pipeline,
+    /// Data parallelism combined with another split: `--dp R --pp S` (R replicas of an
+    /// S-stage pipeline).
+    Hybrid,
 }
 
 /// `--schedule` of the pipeline.
@@ -229,6 +232,16 @@ pub struct ParallelArgs {
     /// Layers after which pipeline stages end (comma-separated; default: balance estimated FLOPs).
     #[arg(long, value_delimiter = ',')]
     pub split_after: Vec<String>,
+    /// Data-parallel replicas (--strategy hybrid).
+    #[arg(long)]
+    pub dp: Option<usize>,
+    /// Pipeline stages per replica (--strategy hybrid).
+    #[arg(long)]
+    pub pp: Option<usize>,
+    /// Model-parallel slices per replica (--strategy hybrid: data-parallel convolutions,
+    /// model-parallel classifier; not yet).
+    #[arg(long)]
+    pub mp: Option<usize>,
     /// Seconds a worker may wait for another before the run fails naming it.
     #[arg(long, default_value_t = 300.0)]
     pub stall_timeout: f64,
@@ -243,6 +256,7 @@ impl ParallelArgs {
         match (self.strategy, self.stages) {
             (StrategyArg::Pipeline, Some(s)) if !crate::comm::launch::launched() => s.max(1),
             (StrategyArg::Pipeline, None) if !crate::comm::launch::launched() => self.workers.max(2),
+            (StrategyArg::Hybrid, _) if !crate::comm::launch::launched() => self.dp.unwrap_or(1).max(1) * self.pp.unwrap_or(1).max(1),
             _ => self.workers.max(1),
         }
     }
@@ -261,13 +275,30 @@ impl ParallelArgs {
             (self.pipeline_schedule.is_some(), "pipeline-schedule"),
             (!self.split_after.is_empty(), "split-after"),
         ];
-        if self.strategy != StrategyArg::Pipeline {
+        if !matches!(self.strategy, StrategyArg::Pipeline | StrategyArg::Hybrid) {
             if let Some((_, flag)) = pipeline_flags.iter().find(|f| f.0) {
                 return Err(invalid(flag, "applies to --strategy pipeline; hint: add --strategy pipeline"));
             }
         }
+        if self.strategy != StrategyArg::Hybrid {
+            for (given, flag) in [(self.dp.is_some(), "dp"), (self.pp.is_some(), "pp"), (self.mp.is_some(), "mp")] {
+                if given {
+                    return Err(invalid(flag, "applies to --strategy hybrid; hint: add --strategy hybrid"));
+                }
+            }
+        }
         let strategy = match self.strategy {
-            StrategyArg::Pipeline => {
+            StrategyArg::Pipeline | StrategyArg::Hybrid => {
+                let hybrid = self.strategy == StrategyArg::Hybrid;
+                if hybrid && self.mp.is_some() {
+                    return Err(invalid("mp", "data-parallel convolutions with a model-parallel classifier are not implemented yet; hint: use --dp R --pp S (data × pipeline)"));
+                }
+                if hybrid && (self.dp.is_none() || self.pp.is_none()) {
+                    return Err(invalid("dp", "--strategy hybrid needs --dp R and --pp S (R replicas of an S-stage pipeline)"));
+                }
+                if hybrid && self.stages.is_some() {
+                    return Err(invalid("stages", "with --strategy hybrid the stages are --pp"));
+                }
                 for (given, flag) in [
                     (self.bucket_mb.is_some(), "bucket-mb"),
                     (self.no_overlap, "no-overlap"),
@@ -281,7 +312,7 @@ impl ParallelArgs {
                         return Err(invalid(flag, "does not apply to --strategy pipeline"));
                     }
                 }
-                let stages = self.stages.unwrap_or(if self.workers > 1 { self.workers } else { 2 });
+                let stages = self.pp.or(self.stages).unwrap_or(if self.workers > 1 { self.workers } else { 2 });
                 StrategyKind::Pipeline(PipelineConfig {
                     stages,
                     micro_batches: self.micro_batches.unwrap_or(stages * 2),
@@ -290,6 +321,7 @@ impl ParallelArgs {
                         ScheduleArg::OneFOneB => Schedule::OneFOneB,
                     },
                     split_after: self.split_after.clone(),
+                    replicas: self.dp.unwrap_or(1),
                 })
             }
             StrategyArg::Allreduce => {

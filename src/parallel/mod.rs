@@ -205,7 +205,7 @@ pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> 
         StrategyKind::Pipeline(_) => (0, Algorithm::Ring),
     };
     let workers = match &pc.strategy {
-        StrategyKind::Pipeline(p) => p.stages,
+        StrategyKind::Pipeline(p) => p.stages * p.replicas,
         _ => pc.workers,
     };
     let comms = LocalComm::world(workers + servers, algorithm, pc.stall_timeout);
@@ -258,6 +258,11 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                     return Ok(None);
                 }
                 let net = Net::build(&cfg.model)?;
+                // Hybrid data × pipeline: the stages of one replica, and one stage of all replicas.
+                let groups = match &pc.strategy {
+                    StrategyKind::Pipeline(p) if p.replicas > 1 => Some((comm.split(rank / p.stages, rank % p.stages)?, comm.split(rank % p.stages, rank / p.stages)?)),
+                    _ => None,
+                };
                 let (mut strategy, shard): (Box<dyn Strategy + '_>, Shard) = match &pc.strategy {
                     StrategyKind::AllReduce(a) => {
                         let leaves = if a.deterministic { data_parallel::DETERMINISTIC_LEAVES } else { workers };
@@ -265,7 +270,13 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                     }
                     StrategyKind::ParamServer(p) => (Box::new(param_server::Client::new(comm, workers, p, param_count)), Shard::of(rank, workers)),
                     // Every stage sees the whole batch (stage 0 its images, the last its labels).
-                    StrategyKind::Pipeline(p) => (Box::new(pipeline::Pipeline::new(comm, p.clone(), &cfg, &net)?), Shard::grouped(rank, workers, workers)),
+                    StrategyKind::Pipeline(p) => {
+                        let (stages, replicas) = match &groups {
+                            Some((s, r)) => (&**s, Some(&**r)),
+                            None => (comm, None),
+                        };
+                        (Box::new(pipeline::Pipeline::new(stages, replicas, p.clone(), &cfg, &net)?), Shard::grouped(rank, workers, p.stages))
+                    }
                 };
                 let mut guarded = Guard { inner: strategy.as_mut(), rank, step: &progress, inject: pc.inject_failure };
                 let name = match &pc.strategy {

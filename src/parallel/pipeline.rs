@@ -58,6 +58,10 @@ pub struct PipelineConfig {
     pub schedule: Schedule,
     /// Layers after which a stage ends (`--split-after`); empty: balance estimated FLOPs.
     pub split_after: Vec<String>,
+    /// Data-parallel replicas of the whole pipeline (`--strategy hybrid --dp R --pp S`): rank
+    /// r·S + s is stage s of replica r; replica r trains on shard r of each global batch, and
+    /// each stage all-reduces its gradients with the same stage of the other replicas.
+    pub replicas: usize,
 }
 
 impl PipelineConfig {
@@ -67,11 +71,16 @@ impl PipelineConfig {
         if self.stages < 2 {
             return bad(format!("--stages {} must be at least 2; hint: one stage is plain training", self.stages));
         }
-        if workers != 1 && workers != self.stages {
-            return bad(format!("--strategy pipeline runs one worker per stage: --workers {workers} but --stages {}; hint: drop --workers", self.stages));
+        let all = self.stages * self.replicas;
+        if workers != 1 && workers != all {
+            return bad(format!("--strategy pipeline runs one worker per stage: --workers {workers} but {all} stages in all; hint: drop --workers"));
         }
-        if self.micro_batches == 0 || self.micro_batches > cfg.batch_size {
-            return bad(format!("--micro-batches {} must be between 1 and the batch size {}", self.micro_batches, cfg.batch_size));
+        if self.replicas == 0 {
+            return bad("--dp must be at least 1".into());
+        }
+        let shard = cfg.batch_size / self.replicas;
+        if self.micro_batches == 0 || self.micro_batches > shard {
+            return bad(format!("--micro-batches {} must be between 1 and the batch size per replica {shard}", self.micro_batches));
         }
         if !self.split_after.is_empty() && self.split_after.len() != self.stages - 1 {
             return bad(format!("--split-after names {} layers; {} stages need {}", self.split_after.len(), self.stages, self.stages - 1));
@@ -149,6 +158,8 @@ struct InFlight {
 /// The pipeline strategy of one stage.
 pub struct Pipeline<'c> {
     comm: &'c dyn Communicator,
+    /// The same stage of the other replicas (hybrid data × pipeline).
+    replicas: Option<&'c dyn Communicator>,
     cfg: PipelineConfig,
     stage: usize,
     stages: usize,
@@ -175,8 +186,9 @@ pub struct Pipeline<'c> {
 }
 
 impl<'c> Pipeline<'c> {
-    /// The strategy of the stage `comm.rank()` (of `comm.size()` stages).
-    pub fn new(comm: &'c dyn Communicator, cfg: PipelineConfig, run: &TrainConfig, net: &Net) -> Result<Pipeline<'c>, TrainError> {
+    /// The strategy of the stage `comm.rank()` (of `comm.size()` stages); `replicas` joins this
+    /// stage with the same stage of the other data-parallel replicas, if any.
+    pub fn new(comm: &'c dyn Communicator, replicas: Option<&'c dyn Communicator>, cfg: PipelineConfig, run: &TrainConfig, net: &Net) -> Result<Pipeline<'c>, TrainError> {
         let (stage, stages) = (comm.rank(), comm.size());
         let ranges = partition(net, stages, &cfg.split_after)?;
         let layers = ranges[stage].clone();
@@ -187,6 +199,7 @@ impl<'c> Pipeline<'c> {
         let outputs: usize = layers.clone().map(|i| net.layer_out_shape(i).iter().product::<usize>()).sum();
         Ok(Pipeline {
             comm,
+            replicas,
             opt: run.optimizer.build(params.len())?,
             grads: vec![0.0; params.len()],
             stage,
@@ -361,6 +374,11 @@ impl Strategy for Pipeline<'_> {
                 }
             }
         }
+        if let Some(dp) = self.replicas {
+            let w = Instant::now();
+            dp.all_reduce_into(&mut self.grads)?;
+            self.waited_s += w.elapsed().as_secs_f64();
+        }
         let r = self.params.clone();
         self.opt.step(&mut params[r], &self.grads, lr);
         // The loss is known on the last stage; stage 0 leads and reports it.
@@ -370,6 +388,9 @@ impl Strategy for Pipeline<'_> {
             } else if self.stage == 0 {
                 let mut s = [0.0f32; 3];
                 self.comm.recv(&mut s, self.stages - 1, TAG_STATS)?;
+                if let Some(dp) = self.replicas {
+                    dp.all_reduce_into(&mut s)?;
+                }
                 stats = BatchStats { loss_sum: s[0] as f64, correct: s[1] as usize, samples: s[2] as usize };
             }
         }
