@@ -326,9 +326,9 @@ fn checkpoints_move_between_mpi_and_a_single_process() {
     assert!(rel_err(&got, &want) <= 1e-5, "1 → mpi: {:.3e}", rel_err(&got, &want));
 }
 
-/// The pipeline over MPI: one stage per process, equal to one process.
+/// Model parallelism over MPI (one stage or slice per process) equals one process.
 #[test]
-fn pipeline_over_mpi_equals_single_process() {
+fn pipeline_hybrid_and_tensor_over_mpi_equal_single_process() {
     let want = reference(&SGD);
     for schedule in ["gpipe", "1f1b"] {
         let got = mpi_params(3, &[&SGD[..], &["--strategy", "pipeline", "--stages", "3", "--micro-batches", "4", "--pipeline-schedule", schedule]].concat());
@@ -336,4 +336,6 @@ fn pipeline_over_mpi_equals_single_process() {
     }
     let got = mpi_params(4, &[&SGD[..], &["--strategy", "hybrid", "--dp", "2", "--pp", "2", "--micro-batches", "4"]].concat());
     assert!(rel_err(&got, &want) <= 1e-5, "dp2 × pp2: {:.3e}", rel_err(&got, &want));
+    let got = mpi_params(3, &[&SGD[..], &["--strategy", "tensor", "--mp", "3"]].concat());
+    assert!(rel_err(&got, &want) <= 1e-5, "tensor mp 3: {:.3e}", rel_err(&got, &want));
 }

@@ -12,6 +12,7 @@ use crate::comm::Algorithm;
 use crate::parallel::data_parallel::AllReduceConfig;
 use crate::parallel::param_server::{PsConfig, PsMode};
 use crate::parallel::pipeline::{PipelineConfig, Schedule};
+use crate::parallel::tensor::TensorConfig;
 use crate::parallel::{CommKind, FailureKind, InjectFailure, ParallelConfig, StrategyKind};
 use crate::train::{CheckpointPolicy, TrainConfig};
 use clap::{Args, Parser, Subcommand};
@@ -134,6 +135,8 @@ pub enum StrategyArg {
     /// Data parallelism combined with another split: `--dp R --pp S` (R replicas of an
     /// S-stage pipeline).
     Hybrid,
+    /// Every convolution and fully connected layer split across `--mp` workers.
+    Tensor,
 }
 
 /// `--schedule` of the pipeline.
@@ -256,6 +259,7 @@ impl ParallelArgs {
         match (self.strategy, self.stages) {
             (StrategyArg::Pipeline, Some(s)) if !crate::comm::launch::launched() => s.max(1),
             (StrategyArg::Pipeline, None) if !crate::comm::launch::launched() => self.workers.max(2),
+            (StrategyArg::Tensor, _) if !crate::comm::launch::launched() => self.mp.unwrap_or(self.workers.max(2)),
             (StrategyArg::Hybrid, _) if !crate::comm::launch::launched() => self.dp.unwrap_or(1).max(1) * self.pp.unwrap_or(1).max(1),
             _ => self.workers.max(1),
         }
@@ -281,13 +285,29 @@ impl ParallelArgs {
             }
         }
         if self.strategy != StrategyArg::Hybrid {
-            for (given, flag) in [(self.dp.is_some(), "dp"), (self.pp.is_some(), "pp"), (self.mp.is_some(), "mp")] {
+            for (given, flag) in [(self.dp.is_some(), "dp"), (self.pp.is_some(), "pp"), (self.mp.is_some() && self.strategy != StrategyArg::Tensor, "mp")] {
                 if given {
                     return Err(invalid(flag, "applies to --strategy hybrid; hint: add --strategy hybrid"));
                 }
             }
         }
         let strategy = match self.strategy {
+            StrategyArg::Tensor => {
+                for (given, flag) in [
+                    (self.bucket_mb.is_some(), "bucket-mb"),
+                    (self.no_overlap, "no-overlap"),
+                    (self.accumulate.is_some(), "accumulate"),
+                    (self.deterministic, "deterministic"),
+                    (self.ps_mode.is_some(), "ps-mode"),
+                    (self.staleness.is_some(), "staleness"),
+                    (self.servers.is_some(), "servers"),
+                ] {
+                    if given {
+                        return Err(invalid(flag, "does not apply to --strategy tensor"));
+                    }
+                }
+                StrategyKind::Tensor(TensorConfig { mp: self.mp.unwrap_or(if self.workers > 1 { self.workers } else { 2 }) })
+            }
             StrategyArg::Pipeline | StrategyArg::Hybrid => {
                 let hybrid = self.strategy == StrategyArg::Hybrid;
                 if hybrid && self.mp.is_some() {

@@ -74,12 +74,27 @@ pub struct Net {
     dacts: Vec<Tensor>,
     /// Gradient w.r.t. the input of the first layer of a `backward_layers` range.
     dinput: Tensor,
+    /// Index of the first layer in the whole model (a segment's), for `Ctx::layer`.
+    first_layer: usize,
     loss: SoftmaxCrossEntropy,
 }
 
 impl Net {
     /// Builds the net, inferring each layer's input shape from the previous one.
     pub fn build(spec: &ModelSpec) -> Result<Net, NetError> {
+        Net::build_checked(spec, true)
+    }
+
+    /// Builds a part of a net (a model-parallel segment) whose first layer is layer `first` of
+    /// the whole model: as `build`, but its output need not be the class scores, and its layers
+    /// see their index in the whole model (dropout masks depend on it).
+    pub fn build_segment(spec: &ModelSpec, first: usize) -> Result<Net, NetError> {
+        let mut net = Net::build_checked(spec, false)?;
+        net.first_layer = first;
+        Ok(net)
+    }
+
+    fn build_checked(spec: &ModelSpec, classes: bool) -> Result<Net, NetError> {
         let spec_err = |msg: String| NetError::Spec { model: spec.name.clone(), msg };
         if spec.input.len() != 3 || spec.input.contains(&0) {
             return Err(spec_err(format!("input must be [C, H, W] with positive sizes, got {:?}", spec.input)));
@@ -103,7 +118,7 @@ impl Net {
             layers.push(layer);
             names.push(name);
         }
-        if shape != [spec.classes] {
+        if classes && shape != [spec.classes] {
             return Err(spec_err(format!(
                 "the last layer outputs per-sample shape {shape:?} but classes = {}; hint: end with a linear layer of out_features = {}",
                 spec.classes, spec.classes
@@ -121,6 +136,7 @@ impl Net {
             acts: vec![Tensor::default(); n],
             dacts: vec![Tensor::default(); n],
             dinput: Tensor::default(),
+            first_layer: 0,
             loss: SoftmaxCrossEntropy::new(),
         })
     }
@@ -186,7 +202,7 @@ impl Net {
             let (done, rest) = self.acts.split_at_mut(i);
             let input = if i == first { x } else { &done[i - 1] };
             let r = self.layout.layer_range(i);
-            let lctx = Ctx { layer: i, ..*ctx };
+            let lctx = Ctx { layer: self.first_layer + i, ..*ctx };
             self.layers[i]
                 .forward(&lctx, params.params(i, r), input, &mut rest[0])
                 .map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
@@ -209,9 +225,8 @@ impl Net {
     /// Backward of the layers `range` after `forward_layers` over them (with the same `x`):
     /// ACCUMULATES their parameter gradients through `sink`. `dy` is the gradient of the
     /// output of layer `range.end - 1`; `None` when that is the last layer, whose gradient
-    /// `loss_forward_backward` has set. Returns the gradient of `x` unless `range` starts at
-    /// the first layer.
-    pub fn backward_layers<G: GradSink + ?Sized>(&mut self, ctx: &Ctx, sink: &mut G, range: Range<usize>, x: &Tensor, dy: Option<&Tensor>) -> Result<Option<&Tensor>, NetError> {
+    /// `loss_forward_backward` has set. With `input_grad`, returns the gradient of `x`.
+    pub fn backward_layers<G: GradSink + ?Sized>(&mut self, ctx: &Ctx, sink: &mut G, range: Range<usize>, x: &Tensor, dy: Option<&Tensor>, input_grad: bool) -> Result<Option<&Tensor>, NetError> {
         let (first, end) = (range.start, range.end);
         if let Some(dy) = dy {
             self.dacts[end - 1].resize(dy.shape());
@@ -219,12 +234,12 @@ impl Net {
         }
         for i in range.rev() {
             let r = self.layout.layer_range(i);
-            let lctx = Ctx { layer: i, ..*ctx };
+            let lctx = Ctx { layer: self.first_layer + i, ..*ctx };
             let (dprev, dcur) = self.dacts.split_at_mut(i);
             let input = if i == first { x } else { &self.acts[i - 1] };
-            let dx = match (i == first, i) {
-                (_, 0) => None,
-                (true, _) => Some(&mut self.dinput),
+            let dx = match (i == first, input_grad) {
+                (true, false) => None,
+                (true, true) => Some(&mut self.dinput),
                 (false, _) => Some(&mut dprev[i - 1]),
             };
             let (p, g) = sink.layer(i, r);
@@ -233,7 +248,7 @@ impl Net {
                 .map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
             sink.done(i);
         }
-        Ok((first > 0).then_some(&self.dinput))
+        Ok(input_grad.then_some(&self.dinput))
     }
 
     /// Per-sample output shape of layer `i`.
@@ -267,7 +282,7 @@ impl Net {
         let all = 0..self.layers.len();
         self.forward_layers(ctx, sink, all.clone(), x)?;
         let stats = self.loss_forward_backward(labels, denom)?;
-        self.backward_layers(ctx, sink, all, x, None)?;
+        self.backward_layers(ctx, sink, all, x, None, false)?;
         Ok(stats)
     }
 }

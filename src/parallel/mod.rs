@@ -12,6 +12,7 @@ pub mod data_parallel;
 mod mpi;
 pub mod param_server;
 pub mod pipeline;
+pub mod tensor;
 
 use crate::comm::{launch, Algorithm, CommError, Communicator, LocalComm};
 use crate::data::sampler::Shard;
@@ -35,6 +36,8 @@ pub enum StrategyKind {
     /// The net's layers cut into stages, one per worker, micro-batches flowing through them
     /// (`--strategy pipeline`).
     Pipeline(pipeline::PipelineConfig),
+    /// Every convolution and fully connected layer split across the workers (`--strategy tensor`).
+    Tensor(tensor::TensorConfig),
 }
 
 /// A failure injected on purpose (tests of failure handling; hidden flag `--inject-failure`).
@@ -133,6 +136,7 @@ impl ParallelConfig {
             StrategyKind::ParamServer(_) if cfg.checkpoint.is_some() || cfg.resume.is_some() => bad(param_server::PS_CHECKPOINTS.into()),
             StrategyKind::ParamServer(p) => p.validate(),
             StrategyKind::Pipeline(p) => p.validate(self.workers, cfg),
+            StrategyKind::Tensor(t) => t.validate(self.workers, cfg),
         }
     }
 }
@@ -202,10 +206,11 @@ pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> 
     let (servers, algorithm) = match &pc.strategy {
         StrategyKind::AllReduce(a) => (0, a.effective_algorithm()),
         StrategyKind::ParamServer(p) => (p.servers, Algorithm::Ring),
-        StrategyKind::Pipeline(_) => (0, Algorithm::Ring),
+        StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) => (0, Algorithm::Direct),
     };
     let workers = match &pc.strategy {
         StrategyKind::Pipeline(p) => p.stages * p.replicas,
+        StrategyKind::Tensor(t) => t.mp,
         _ => pc.workers,
     };
     let comms = LocalComm::world(workers + servers, algorithm, pc.stall_timeout);
@@ -277,12 +282,15 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                         };
                         (Box::new(pipeline::Pipeline::new(stages, replicas, p.clone(), &cfg, &net)?), Shard::grouped(rank, workers, p.stages))
                     }
+                    // Every slice computes on the whole batch.
+                    StrategyKind::Tensor(_) => (Box::new(tensor::TensorSplit::new(comm, &cfg, &net)?), Shard::grouped(rank, workers, workers)),
                 };
                 let mut guarded = Guard { inner: strategy.as_mut(), rank, step: &progress, inject: pc.inject_failure };
                 let name = match &pc.strategy {
                     StrategyKind::AllReduce(_) => "allreduce",
                     StrategyKind::ParamServer(_) => "ps",
                     StrategyKind::Pipeline(_) => "pipeline",
+                    StrategyKind::Tensor(_) => "tensor",
                 };
                 let summary = train::run_worker(&cfg, name, net, &data, shard, &mut guarded, &mut |e| {
                     let _ = tx.send(Msg::Event(e));

@@ -307,7 +307,8 @@ impl<'c> Pipeline<'c> {
         };
         let mctx = Ctx { sample_ids: &batch.ids[f.rows.clone()], ..*ctx };
         let mut sink = StageGrads { params, grads: &mut self.grads, offset: self.params.start };
-        let dx = self.slots[f.slot].backward_layers(&mctx, &mut sink, layers, &f.input, dy.as_ref())?;
+        let input_grad = layers.start > 0;
+        let dx = self.slots[f.slot].backward_layers(&mctx, &mut sink, layers, &f.input, dy.as_ref(), input_grad)?;
         if let Some(dx) = dx {
             self.comm.send(dx.data(), self.stage - 1, TAG_GRAD + m as u32)?;
         }

@@ -96,6 +96,15 @@ pub enum Event {
         /// Activation bytes those held (its peak activation memory).
         peak_activation_bytes: usize,
     },
+    /// The parameter slice a model-parallel worker holds.
+    Split {
+        /// Worker.
+        rank: usize,
+        /// Bytes of parameters it holds (its slices).
+        param_bytes: usize,
+        /// Bytes of the whole model's parameters.
+        full_param_bytes: usize,
+    },
     /// An evaluation on the test set.
     Eval {
         /// Step at which it ran.
@@ -186,6 +195,7 @@ impl EventSink for LogSink {
             Event::Staleness { server, max, mean, .. } => {
                 tracing::info!(server, max, mean = format!("{mean:.2}"), "staleness")
             }
+            Event::Split { rank, param_bytes, full_param_bytes } => tracing::info!(rank, param_bytes, full_param_bytes, "model slice"),
             Event::Pipeline { stage, layers, bubble, peak_in_flight, peak_activation_bytes } => {
                 tracing::info!(stage, layers = %layers, bubble = format!("{:.1}%", bubble * 100.0), peak_in_flight, peak_activation_bytes, "pipeline stage")
             }
@@ -251,7 +261,7 @@ impl EventSink for ProgressSink {
                     bar.finish_and_clear();
                 }
             }
-            Event::Worker { .. } | Event::Staleness { .. } | Event::Pipeline { .. } => {}
+            Event::Worker { .. } | Event::Staleness { .. } | Event::Pipeline { .. } | Event::Split { .. } => {}
         }
     }
 }

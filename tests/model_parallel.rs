@@ -1,7 +1,9 @@
-//! Pipeline parallelism on threads: GPipe and 1F1B with 2 and 3 stages and 1, 4, 8
+//! Model parallelism on threads. Pipeline: GPipe and 1F1B with 2 and 3 stages and 1, 4, 8
 //! micro-batches compute what one worker computes on the same global batch (SGD momentum and
-//! Adam, dropout included); 1F1B holds at most `stages` micro-batches on the first stage; a stage
-//! that fails ends the run naming it; bad pipeline flags are usage errors.
+//! Adam, dropout included); 1F1B holds at most `stages` micro-batches on the first stage; data ×
+//! pipeline hybrids too. Tensor split with 2, 3 and 4 slices (sizes that do not divide evenly)
+//! likewise, each worker holding only its slices. A stage that fails ends the run naming it; bad
+//! flags are usage errors.
 
 mod common;
 
@@ -64,7 +66,18 @@ fn pipeline_with_adam_dropout_and_a_given_split_equals_single_worker() {
     let (got, _) = pipeline(&[&ADAM[..], &["--stages", "3", "--micro-batches", "4", "--split-after", "conv2,fc1"]].concat());
     assert!(rel_err(&got, &want) <= 1e-5, "adam: {:.3e}", rel_err(&got, &want));
     // Dropout masks are drawn per global sample, so cutting the batch does not change them.
-    let model = std::env::temp_dir().join(format!("pipeline-dropout-{}.toml", std::process::id()));
+    let model = dropout_model();
+    let m = ["--model", model.to_str().unwrap()];
+    let want = reference(&[&SGD[..], &m].concat());
+    for schedule in ["gpipe", "1f1b"] {
+        let (got, _) = pipeline(&[&SGD[..], &m, &["--stages", "2", "--micro-batches", "8", "--pipeline-schedule", schedule, "--split-after", "flatten"]].concat());
+        assert!(rel_err(&got, &want) <= 1e-5, "dropout {schedule}: {:.3e}", rel_err(&got, &want));
+    }
+}
+
+/// A small net with dropout whose classifier is a single linear layer.
+fn dropout_model() -> std::path::PathBuf {
+    let model = std::env::temp_dir().join(format!("convoy-dropout-{}.toml", std::process::id()));
     std::fs::write(
         &model,
         r#"
@@ -97,12 +110,38 @@ out_features = 10
 "#,
     )
     .unwrap();
+    model
+}
+
+/// Tensor split: LeNet with 2, 3 and 4 slices (20 and 50 channels, 500 features: uneven for 3
+/// and 4), SGD and Adam; a net with dropout and a column-parallel last layer. Every worker holds
+/// only its slices: together exactly the whole model.
+#[test]
+fn tensor_split_equals_single_worker_and_each_worker_holds_only_its_slices() {
+    for opt in [&SGD[..], &ADAM[..]] {
+        let want = reference(opt);
+        for mp in ["2", "3", "4"] {
+            let (cfg, pc) = config(&[&TEN_STEPS[..], opt, &["--strategy", "tensor", "--mp", mp]].concat(), small_mnist());
+            let mut rec = Recorder::default();
+            let s = parallel::run(&cfg, &pc, &mut rec).unwrap_or_else(|e| panic!("mp {mp}: {e}"));
+            let e = rel_err(&s.params, &want);
+            eprintln!("tensor mp {mp} {opt:?}: {e:.2e}");
+            assert!(e <= 1e-5, "mp {mp} {opt:?}: relative error {e:.3e}");
+            let slices: Vec<(usize, usize)> =
+                rec.events.iter().filter_map(|e| if let Event::Split { param_bytes, full_param_bytes, .. } = e { Some((*param_bytes, *full_param_bytes)) } else { None }).collect();
+            let n: usize = mp.parse().unwrap();
+            assert_eq!(slices.len(), n);
+            let full = slices[0].1;
+            assert!(slices.iter().all(|s| s.0 < full * 2 / n), "{slices:?}");
+            assert_eq!(slices.iter().map(|s| s.0).sum::<usize>(), full, "the slices partition the model: {slices:?}");
+        }
+    }
+    let model = dropout_model();
     let m = ["--model", model.to_str().unwrap()];
     let want = reference(&[&SGD[..], &m].concat());
-    for schedule in ["gpipe", "1f1b"] {
-        let (got, _) = pipeline(&[&SGD[..], &m, &["--stages", "2", "--micro-batches", "8", "--pipeline-schedule", schedule, "--split-after", "flatten"]].concat());
-        assert!(rel_err(&got, &want) <= 1e-5, "dropout {schedule}: {:.3e}", rel_err(&got, &want));
-    }
+    let (cfg, pc) = config(&[&TEN_STEPS[..], &SGD[..], &m, &["--strategy", "tensor", "--mp", "3"]].concat(), small_mnist());
+    let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap();
+    assert!(rel_err(&s.params, &want) <= 1e-5, "dropout model: {:.3e}", rel_err(&s.params, &want));
 }
 
 /// Hybrid data × pipeline: 2 replicas of a 2-stage pipeline (and 3 of 2 with 1F1B), each on its
@@ -153,6 +192,9 @@ fn bad_pipeline_flags_are_usage_errors() {
         (vec!["--strategy", "hybrid", "--dp", "2"], "--pp"),
         (vec!["--strategy", "hybrid", "--dp", "2", "--mp", "2"], "not implemented"),
         (vec!["--dp", "2"], "strategy hybrid"),
+        (vec!["--strategy", "tensor", "--mp", "1"], "--mp"),
+        (vec!["--strategy", "tensor", "--mp", "200"], "fewer than the slices"),
+        (vec!["--strategy", "tensor", "--mp", "2", "--checkpoint-dir", "x"], "checkpoints"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
             .args(["train", "--no-progress", "--steps", "1", "--data", small_mnist().to_str().unwrap()])
