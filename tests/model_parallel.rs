@@ -160,6 +160,66 @@ fn data_times_pipeline_equals_single_worker() {
     }
 }
 
+/// Data-parallel convolutions with a model-parallel classifier (Krizhevsky 2014): 1, 2 groups of
+/// 2 and 3 slices, SGD and Adam, and a classifier with dropout between its layers.
+#[test]
+fn data_parallel_convolutions_with_model_parallel_classifier_equal_single_worker() {
+    for opt in [&SGD[..], &ADAM[..]] {
+        let want = reference(opt);
+        for (dp, mp) in [("1", "2"), ("2", "2"), ("2", "3")] {
+            let (cfg, pc) = config(&[&TEN_STEPS[..], opt, &["--strategy", "hybrid", "--dp", dp, "--mp", mp]].concat(), small_mnist());
+            let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("dp {dp} mp {mp}: {e}"));
+            let e = rel_err(&s.params, &want);
+            eprintln!("hybrid dp {dp} × mp {mp} {opt:?}: {e:.2e}");
+            assert!(e <= 1e-5, "dp {dp} × mp {mp} {opt:?}: relative error {e:.3e}");
+        }
+    }
+    let model = std::env::temp_dir().join(format!("convoy-fc-dropout-{}.toml", std::process::id()));
+    std::fs::write(
+        &model,
+        r#"
+name = "fc-dropout"
+input = [1, 28, 28]
+classes = 10
+[[layer]]
+name = "conv1"
+type = "conv2d"
+out_channels = 6
+kernel = 5
+[[layer]]
+name = "relu1"
+type = "relu"
+[[layer]]
+name = "pool1"
+type = "max_pool2d"
+kernel = 4
+[[layer]]
+name = "fc1"
+type = "linear"
+out_features = 33
+[[layer]]
+name = "relu2"
+type = "relu"
+[[layer]]
+name = "drop"
+type = "dropout"
+p = 0.3
+[[layer]]
+name = "fc2"
+type = "linear"
+out_features = 10
+"#,
+    )
+    .unwrap();
+    let m = ["--model", model.to_str().unwrap()];
+    let want = reference(&[&SGD[..], &m].concat());
+    for flags in [vec!["--strategy", "hybrid", "--dp", "2", "--mp", "2"], vec!["--strategy", "tensor", "--mp", "3"]] {
+        let (cfg, pc) = config(&[&TEN_STEPS[..], &SGD[..], &m, &flags].concat(), small_mnist());
+        let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap();
+        assert!(rel_err(&s.params, &want) <= 1e-5, "{flags:?}: {:.3e}", rel_err(&s.params, &want));
+    }
+}
+
 #[test]
 fn balanced_partition_gives_every_stage_work_and_covers_the_net() {
     let net = convoy::net::Net::build(&convoy::net::ModelSpec::resolve("lenet").unwrap()).unwrap();
@@ -190,7 +250,8 @@ fn bad_pipeline_flags_are_usage_errors() {
         (vec!["--strategy", "pipeline", "--stages", "20"], "--stages"),
         (vec!["--stages", "2"], "strategy pipeline"),
         (vec!["--strategy", "hybrid", "--dp", "2"], "--pp"),
-        (vec!["--strategy", "hybrid", "--dp", "2", "--mp", "2"], "not implemented"),
+        (vec!["--strategy", "hybrid", "--dp", "2", "--mp", "2", "--pp", "2"], "pipeline flags"),
+        (vec!["--strategy", "hybrid", "--dp", "2", "--mp", "1"], "--mp"),
         (vec!["--dp", "2"], "strategy hybrid"),
         (vec!["--strategy", "tensor", "--mp", "1"], "--mp"),
         (vec!["--strategy", "tensor", "--mp", "200"], "fewer than the slices"),

@@ -338,4 +338,6 @@ fn pipeline_hybrid_and_tensor_over_mpi_equal_single_process() {
     assert!(rel_err(&got, &want) <= 1e-5, "dp2 × pp2: {:.3e}", rel_err(&got, &want));
     let got = mpi_params(3, &[&SGD[..], &["--strategy", "tensor", "--mp", "3"]].concat());
     assert!(rel_err(&got, &want) <= 1e-5, "tensor mp 3: {:.3e}", rel_err(&got, &want));
+    let got = mpi_params(4, &[&SGD[..], &["--strategy", "hybrid", "--dp", "2", "--mp", "2"]].concat());
+    assert!(rel_err(&got, &want) <= 1e-5, "hybrid dp2 × mp2: {:.3e}", rel_err(&got, &want));
 }

@@ -12,6 +12,7 @@ use crate::comm::Algorithm;
 use crate::parallel::data_parallel::AllReduceConfig;
 use crate::parallel::param_server::{PsConfig, PsMode};
 use crate::parallel::pipeline::{PipelineConfig, Schedule};
+use crate::parallel::hybrid::HybridConfig;
 use crate::parallel::tensor::TensorConfig;
 use crate::parallel::{CommKind, FailureKind, InjectFailure, ParallelConfig, StrategyKind};
 use crate::train::{CheckpointPolicy, TrainConfig};
@@ -254,13 +255,46 @@ pub struct ParallelArgs {
 }
 
 impl ParallelArgs {
+    /// `--inject-failure`, parsed.
+    fn inject_failure(&self) -> Result<Option<InjectFailure>, ConfigError> {
+        Ok(match &self.inject_failure {
+            None => None,
+            Some(spec) => {
+                let parts: Vec<&str> = spec.split(':').collect();
+                let num = |s: &str| s.parse::<u64>().map_err(|_| invalid("inject-failure", format!("'{spec}' is not RANK:STEP[:error|panic|hang]")));
+                match parts.as_slice() {
+                    [r, st] | [r, st, _] => Some(InjectFailure {
+                        rank: num(r)? as usize,
+                        step: num(st)?,
+                        kind: match parts.get(2) {
+                            None | Some(&"error") => FailureKind::Error,
+                            Some(&"panic") => FailureKind::Panic,
+                            Some(&"hang") => FailureKind::Hang,
+                            Some(_) => return Err(invalid("inject-failure", format!("'{spec}' is not RANK:STEP[:error|panic|hang]"))),
+                        },
+                    }),
+                    _ => return Err(invalid("inject-failure", format!("'{spec}' is not RANK:STEP[:error|panic|hang]"))),
+                }
+            }
+        })
+    }
+
+    /// `--comm`.
+    fn comm_kind(&self) -> CommKind {
+        match self.comm {
+            CommArg::Auto => CommKind::Auto,
+            CommArg::Local => CommKind::Local,
+            CommArg::Mpi => CommKind::Mpi,
+        }
+    }
+
     /// Worker threads this process will run (the pipeline runs one per stage).
     pub fn threads_per_process(&self) -> usize {
         match (self.strategy, self.stages) {
             (StrategyArg::Pipeline, Some(s)) if !crate::comm::launch::launched() => s.max(1),
             (StrategyArg::Pipeline, None) if !crate::comm::launch::launched() => self.workers.max(2),
             (StrategyArg::Tensor, _) if !crate::comm::launch::launched() => self.mp.unwrap_or(self.workers.max(2)),
-            (StrategyArg::Hybrid, _) if !crate::comm::launch::launched() => self.dp.unwrap_or(1).max(1) * self.pp.unwrap_or(1).max(1),
+            (StrategyArg::Hybrid, _) if !crate::comm::launch::launched() => self.dp.unwrap_or(1).max(1) * self.pp.or(self.mp).unwrap_or(1).max(1),
             _ => self.workers.max(1),
         }
     }
@@ -311,10 +345,19 @@ impl ParallelArgs {
             StrategyArg::Pipeline | StrategyArg::Hybrid => {
                 let hybrid = self.strategy == StrategyArg::Hybrid;
                 if hybrid && self.mp.is_some() {
-                    return Err(invalid("mp", "data-parallel convolutions with a model-parallel classifier are not implemented yet; hint: use --dp R --pp S (data × pipeline)"));
+                    if self.pp.is_some() || self.stages.is_some() || self.micro_batches.is_some() || self.pipeline_schedule.is_some() || !self.split_after.is_empty() {
+                        return Err(invalid("mp", "--dp × --mp (model-parallel classifier) does not combine with pipeline flags yet"));
+                    }
+                    return Ok(ParallelConfig {
+                        workers: self.workers,
+                        strategy: StrategyKind::Hybrid(HybridConfig { dp: self.dp.unwrap_or(1), mp: self.mp.unwrap_or(2) }),
+                        stall_timeout: Duration::from_secs_f64(self.stall_timeout),
+                        inject_failure: self.inject_failure()?,
+                        comm: self.comm_kind(),
+                    });
                 }
                 if hybrid && (self.dp.is_none() || self.pp.is_none()) {
-                    return Err(invalid("dp", "--strategy hybrid needs --dp R and --pp S (R replicas of an S-stage pipeline)"));
+                    return Err(invalid("dp", "--strategy hybrid needs --dp R with --pp S (R replicas of an S-stage pipeline) or --mp M (data-parallel convolutions, model-parallel classifier)"));
                 }
                 if hybrid && self.stages.is_some() {
                     return Err(invalid("stages", "with --strategy hybrid the stages are --pp"));
@@ -386,31 +429,8 @@ impl ParallelArgs {
                 StrategyKind::ParamServer(PsConfig { mode, servers: self.servers.unwrap_or(1) })
             }
         };
-        let inject_failure = match &self.inject_failure {
-            None => None,
-            Some(spec) => {
-                let parts: Vec<&str> = spec.split(':').collect();
-                let num = |s: &str| s.parse::<u64>().map_err(|_| invalid("inject-failure", format!("'{spec}' is not RANK:STEP[:error|panic|hang]")));
-                match parts.as_slice() {
-                    [r, st] | [r, st, _] => Some(InjectFailure {
-                        rank: num(r)? as usize,
-                        step: num(st)?,
-                        kind: match parts.get(2) {
-                            None | Some(&"error") => FailureKind::Error,
-                            Some(&"panic") => FailureKind::Panic,
-                            Some(&"hang") => FailureKind::Hang,
-                            Some(_) => return Err(invalid("inject-failure", format!("'{spec}' is not RANK:STEP[:error|panic|hang]"))),
-                        },
-                    }),
-                    _ => return Err(invalid("inject-failure", format!("'{spec}' is not RANK:STEP[:error|panic|hang]"))),
-                }
-            }
-        };
-        let comm = match self.comm {
-            CommArg::Auto => CommKind::Auto,
-            CommArg::Local => CommKind::Local,
-            CommArg::Mpi => CommKind::Mpi,
-        };
+        let inject_failure = self.inject_failure()?;
+        let comm = self.comm_kind();
         Ok(ParallelConfig { workers: self.workers, strategy, stall_timeout: Duration::from_secs_f64(self.stall_timeout), inject_failure, comm })
     }
 }

@@ -96,7 +96,8 @@ impl Net {
 
     fn build_checked(spec: &ModelSpec, classes: bool) -> Result<Net, NetError> {
         let spec_err = |msg: String| NetError::Spec { model: spec.name.clone(), msg };
-        if spec.input.len() != 3 || spec.input.contains(&0) {
+        // A whole model takes images; a segment may start anywhere (e.g. after Flatten).
+        if (classes && spec.input.len() != 3) || spec.input.is_empty() || spec.input.contains(&0) {
             return Err(spec_err(format!("input must be [C, H, W] with positive sizes, got {:?}", spec.input)));
         }
         if spec.layers.is_empty() {

@@ -8,6 +8,7 @@
 //! first real error, naming the worker and the step.
 
 pub mod data_parallel;
+pub mod hybrid;
 #[cfg(feature = "mpi")]
 mod mpi;
 pub mod param_server;
@@ -38,6 +39,8 @@ pub enum StrategyKind {
     Pipeline(pipeline::PipelineConfig),
     /// Every convolution and fully connected layer split across the workers (`--strategy tensor`).
     Tensor(tensor::TensorConfig),
+    /// Data-parallel convolutions, model-parallel classifier (`--strategy hybrid --dp D --mp M`).
+    Hybrid(hybrid::HybridConfig),
 }
 
 /// A failure injected on purpose (tests of failure handling; hidden flag `--inject-failure`).
@@ -137,6 +140,7 @@ impl ParallelConfig {
             StrategyKind::ParamServer(p) => p.validate(),
             StrategyKind::Pipeline(p) => p.validate(self.workers, cfg),
             StrategyKind::Tensor(t) => t.validate(self.workers, cfg),
+            StrategyKind::Hybrid(h) => h.validate(self.workers, cfg),
         }
     }
 }
@@ -206,11 +210,12 @@ pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> 
     let (servers, algorithm) = match &pc.strategy {
         StrategyKind::AllReduce(a) => (0, a.effective_algorithm()),
         StrategyKind::ParamServer(p) => (p.servers, Algorithm::Ring),
-        StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) => (0, Algorithm::Direct),
+        StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) | StrategyKind::Hybrid(_) => (0, Algorithm::Direct),
     };
     let workers = match &pc.strategy {
         StrategyKind::Pipeline(p) => p.stages * p.replicas,
         StrategyKind::Tensor(t) => t.mp,
+        StrategyKind::Hybrid(h) => h.dp * h.mp,
         _ => pc.workers,
     };
     let comms = LocalComm::world(workers + servers, algorithm, pc.stall_timeout);
@@ -266,6 +271,8 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                 // Hybrid data × pipeline: the stages of one replica, and one stage of all replicas.
                 let groups = match &pc.strategy {
                     StrategyKind::Pipeline(p) if p.replicas > 1 => Some((comm.split(rank / p.stages, rank % p.stages)?, comm.split(rank % p.stages, rank / p.stages)?)),
+                    // The classifier group of this worker, and the workers holding its slice.
+                    StrategyKind::Hybrid(h) => Some((comm.split(rank / h.mp, rank % h.mp)?, comm.split(rank % h.mp, rank / h.mp)?)),
                     _ => None,
                 };
                 let (mut strategy, shard): (Box<dyn Strategy + '_>, Shard) = match &pc.strategy {
@@ -284,6 +291,10 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                     }
                     // Every slice computes on the whole batch.
                     StrategyKind::Tensor(_) => (Box::new(tensor::TensorSplit::new(comm, &cfg, &net)?), Shard::grouped(rank, workers, workers)),
+                    StrategyKind::Hybrid(h) => {
+                        let (group, replicas) = groups.as_ref().map(|(g, r)| (&**g, &**r)).expect("hybrid groups are split above");
+                        (Box::new(hybrid::Hybrid::new(comm, group, replicas, h.clone(), &cfg, &net)?), Shard::of(rank, workers))
+                    }
                 };
                 let mut guarded = Guard { inner: strategy.as_mut(), rank, step: &progress, inject: pc.inject_failure };
                 let name = match &pc.strategy {
@@ -291,6 +302,7 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                     StrategyKind::ParamServer(_) => "ps",
                     StrategyKind::Pipeline(_) => "pipeline",
                     StrategyKind::Tensor(_) => "tensor",
+                    StrategyKind::Hybrid(_) => "hybrid",
                 };
                 let summary = train::run_worker(&cfg, name, net, &data, shard, &mut guarded, &mut |e| {
                     let _ = tx.send(Msg::Event(e));

@@ -18,7 +18,7 @@ pub fn leads(mpi: &Mpi, pc: &ParallelConfig) -> bool {
     let me = mpi.world().rank();
     match &pc.strategy {
         StrategyKind::ParamServer(p) => me == p.servers,
-        StrategyKind::AllReduce(_) | StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) => me == 0,
+        StrategyKind::AllReduce(_) | StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) | StrategyKind::Hybrid(_) => me == 0,
     }
 }
 
@@ -46,10 +46,10 @@ fn validate(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig) -> Result<usize, 
             procs - p.servers
         }
         StrategyKind::AllReduce(_) => procs * pc.workers,
-        StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) if pc.workers != 1 => {
+        StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) | StrategyKind::Hybrid(_) if pc.workers != 1 => {
             return Err(TrainError::Config("--strategy pipeline/tensor/hybrid under MPI runs one stage or slice per process; hint: drop --workers and start that many processes".into()))
         }
-        StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) => procs,
+        StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) | StrategyKind::Hybrid(_) => procs,
     };
     // The whole run's layout, for the checks that depend on the worker count.
     let global = ParallelConfig { workers, comm: CommKind::Mpi, ..pc.clone() };
@@ -76,7 +76,7 @@ pub fn run(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn Eve
             let comm = world.split(0, key)?;
             Ranks { comms: vec![(key, comm)], workers, abort: Box::new(abort_world) }
         }
-        StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) => {
+        StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) | StrategyKind::Hybrid(_) => {
             let comm = world.with_algorithm(crate::comm::Algorithm::Direct)?;
             Ranks { comms: vec![(me, Box::new(comm) as Box<dyn Communicator>)], workers, abort: Box::new(abort_world) }
         }

@@ -63,7 +63,7 @@ impl TensorConfig {
 
 /// What happens after a segment.
 #[derive(Clone, Debug, PartialEq)]
-enum Boundary {
+pub(crate) enum Boundary {
     /// All-gather the channel (axis 1) slices into the whole tensor of `channels`; `partial`:
     /// the gradient coming back is a partial sum (a sliced layer follows), to be all-reduced.
     Gather { channels: usize, partial: bool },
@@ -75,7 +75,7 @@ enum Boundary {
 
 /// How a slice's parameter tensor maps into the full one.
 #[derive(Clone, Debug, PartialEq)]
-enum Cut {
+pub(crate) enum Cut {
     /// Rows `range` of dimension 0.
     Rows(Range<usize>),
     /// Columns `range` of dimension 1 of a 2-D weight.
@@ -118,7 +118,7 @@ pub fn plan(spec: &ModelSpec, w: usize, mp: usize) -> Result<Plan, TrainError> {
     let mut state = State::Full;
     let mut first = 0;
     // Per-sample shape at the current point of the full net (to know segment inputs).
-    let full_net = Net::build(spec)?;
+    let full_net = Net::build_segment(spec, 0)?;
     let seg = |layers: Vec<LayerSpec>, input: Vec<usize>, i: usize| ModelSpec { name: format!("{}-part{i}", spec.name), input, classes: spec.classes, layers };
     for (i, layer) in spec.layers.iter().enumerate() {
         let needs_full = matches!(layer, LayerSpec::Conv2d { .. } | LayerSpec::Flatten { .. } | LayerSpec::Lrn { .. } | LayerSpec::Dropout { .. })
@@ -186,26 +186,112 @@ pub fn plan(spec: &ModelSpec, w: usize, mp: usize) -> Result<Plan, TrainError> {
 }
 
 /// A built segment.
-struct Segment {
-    net: Net,
+pub(crate) struct Segment {
+    pub(crate) net: Net,
     /// Its parameters in the worker's concatenated slice buffer.
-    range: Range<usize>,
-    after: Boundary,
+    pub(crate) range: Range<usize>,
+    pub(crate) after: Boundary,
     /// The input of its last forward.
-    input: Tensor,
+    pub(crate) input: Tensor,
+}
+
+/// The communication after a segment's forward: its output `out` becomes the next input.
+pub(crate) fn after_forward(comm: &dyn Communicator, after: &Boundary, out: Tensor, comm_s: &mut f64) -> Result<Tensor, TrainError> {
+    let t = Instant::now();
+    let next = match after {
+        Boundary::Gather { channels, .. } => gather(comm, &out, *channels)?,
+        Boundary::AllReduce => {
+            let mut o = out;
+            comm.all_reduce_into(o.data_mut())?;
+            o
+        }
+        Boundary::End => return Ok(out),
+    };
+    *comm_s += t.elapsed().as_secs_f64();
+    Ok(next)
+}
+
+/// The adjoint of `after_forward`: the gradient of the next input `dy` becomes the gradient of
+/// the segment's output.
+pub(crate) fn before_backward(comm: &dyn Communicator, after: &Boundary, dy: Tensor, comm_s: &mut f64) -> Result<Tensor, TrainError> {
+    match after {
+        Boundary::Gather { channels, partial } => {
+            let t = Instant::now();
+            let d = scatter(comm, dy, *channels, *partial)?;
+            *comm_s += t.elapsed().as_secs_f64();
+            Ok(d)
+        }
+        Boundary::AllReduce | Boundary::End => Ok(dy),
+    }
+}
+
+/// All-gathers channel slices: `mine` is (N, c_w, ...) of this worker; returns (N, channels, ...).
+fn gather(comm: &dyn Communicator, mine: &Tensor, channels: usize) -> Result<Tensor, TrainError> {
+    let (w, mp) = (comm.rank(), comm.size());
+    let n = mine.shape()[0];
+    let inner: usize = mine.shape()[2..].iter().product();
+    let mut shape = mine.shape().to_vec();
+    shape[1] = channels;
+    let mut out = Tensor::default();
+    out.resize(&shape);
+    for v in (0..mp).filter(|&v| v != w) {
+        comm.send(mine.data(), v, TAG_GATHER)?;
+    }
+    let mut buf = Vec::new();
+    for v in 0..mp {
+        let r = chunk_range(channels, v, mp);
+        let part: &[f32] = if v == w {
+            mine.data()
+        } else {
+            buf.resize(n * r.len() * inner, 0.0);
+            comm.recv(&mut buf, v, TAG_GATHER)?;
+            &buf
+        };
+        let od = out.data_mut();
+        for s in 0..n {
+            let src = &part[s * r.len() * inner..(s + 1) * r.len() * inner];
+            od[(s * channels + r.start) * inner..(s * channels + r.end) * inner].copy_from_slice(src);
+        }
+    }
+    Ok(out)
+}
+
+/// This worker's channels of a whole (N, channels, ...) gradient, after summing the partial
+/// ones if `partial`.
+fn scatter(comm: &dyn Communicator, mut whole: Tensor, channels: usize, partial: bool) -> Result<Tensor, TrainError> {
+    if partial {
+        comm.all_reduce_into(whole.data_mut())?;
+    }
+    let r = chunk_range(channels, comm.rank(), comm.size());
+    let n = whole.shape()[0];
+    let inner: usize = whole.shape()[2..].iter().product();
+    let mut shape = whole.shape().to_vec();
+    shape[1] = r.len();
+    let mut out = Tensor::default();
+    out.resize(&shape);
+    let od = out.data_mut();
+    for s in 0..n {
+        od[s * r.len() * inner..(s + 1) * r.len() * inner].copy_from_slice(&whole.data()[(s * channels + r.start) * inner..(s * channels + r.end) * inner]);
+    }
+    Ok(out)
 }
 
 /// A slice buffer's parameter tensors: (full name, cut, range in the slice buffer).
-type Maps = Vec<(String, Cut, Range<usize>)>;
+pub(crate) type Maps = Vec<(String, Cut, Range<usize>)>;
 
 /// Worker `w`'s segments (built) and the maps of its concatenated slice buffer.
 fn build(spec: &ModelSpec, w: usize, mp: usize) -> Result<(Vec<Segment>, Maps, usize), TrainError> {
+    build_from(spec, w, mp, 0)
+}
+
+/// `build` for a part of a model whose first layer is layer `first` of the whole.
+pub(crate) fn build_from(spec: &ModelSpec, w: usize, mp: usize, first_layer: usize) -> Result<(Vec<Segment>, Maps, usize), TrainError> {
     let plan = plan(spec, w, mp)?;
     let mut segments = Vec::new();
     let mut maps = Vec::new();
     let mut off = 0;
     for (spec, first, after) in plan.segments {
-        let net = Net::build_segment(&spec, first)?;
+        let net = Net::build_segment(&spec, first_layer + first)?;
         let layout: &ParamLayout = net.layout();
         for e in layout.entries() {
             let cut = plan.cuts.iter().find(|c| c.0 == e.name).map(|c| c.1.clone()).unwrap_or(Cut::Whole);
@@ -219,7 +305,7 @@ fn build(spec: &ModelSpec, w: usize, mp: usize) -> Result<(Vec<Segment>, Maps, u
 }
 
 /// Copies between a full parameter buffer and a slice buffer (`to_slices`: full → slices).
-fn copy(maps: &Maps, full_layout: &ParamLayout, full: &mut [f32], slices: &mut [f32], to_slices: bool) -> Result<(), TrainError> {
+pub(crate) fn copy(maps: &Maps, full_layout: &ParamLayout, full: &mut [f32], slices: &mut [f32], to_slices: bool) -> Result<(), TrainError> {
     for (name, cut, range) in maps {
         let e = full_layout.get(name).ok_or_else(|| TrainError::Internal(format!("tensor slice '{name}' has no full tensor")))?;
         let whole = &mut full[e.range()];
@@ -284,61 +370,6 @@ impl<'c> TensorSplit<'c> {
             comm_s: 0.0,
         })
     }
-
-    /// All-gathers channel slices: `mine` is (N, c_w, ...) of this worker; returns (N, channels, ...).
-    fn gather(&mut self, mine: &Tensor, channels: usize) -> Result<Tensor, TrainError> {
-        let t = Instant::now();
-        let (w, mp) = (self.comm.rank(), self.comm.size());
-        let n = mine.shape()[0];
-        let inner: usize = mine.shape()[2..].iter().product();
-        let mut shape = mine.shape().to_vec();
-        shape[1] = channels;
-        let mut out = Tensor::default();
-        out.resize(&shape);
-        for v in (0..mp).filter(|&v| v != w) {
-            self.comm.send(mine.data(), v, TAG_GATHER)?;
-        }
-        let mut buf = Vec::new();
-        for v in 0..mp {
-            let r = chunk_range(channels, v, mp);
-            let part: &[f32] = if v == w {
-                mine.data()
-            } else {
-                buf.resize(n * r.len() * inner, 0.0);
-                self.comm.recv(&mut buf, v, TAG_GATHER)?;
-                &buf
-            };
-            let od = out.data_mut();
-            for s in 0..n {
-                let src = &part[s * r.len() * inner..(s + 1) * r.len() * inner];
-                od[(s * channels + r.start) * inner..(s * channels + r.end) * inner].copy_from_slice(src);
-            }
-        }
-        self.comm_s += t.elapsed().as_secs_f64();
-        Ok(out)
-    }
-
-    /// This worker's channels of a whole (N, channels, ...) gradient, after summing the partial
-    /// ones if `partial`.
-    fn scatter(&mut self, mut whole: Tensor, channels: usize, partial: bool) -> Result<Tensor, TrainError> {
-        let t = Instant::now();
-        if partial {
-            self.comm.all_reduce_into(whole.data_mut())?;
-        }
-        let r = chunk_range(channels, self.comm.rank(), self.comm.size());
-        let n = whole.shape()[0];
-        let inner: usize = whole.shape()[2..].iter().product();
-        let mut shape = whole.shape().to_vec();
-        shape[1] = r.len();
-        let mut out = Tensor::default();
-        out.resize(&shape);
-        let od = out.data_mut();
-        for s in 0..n {
-            od[s * r.len() * inner..(s + 1) * r.len() * inner].copy_from_slice(&whole.data()[(s * channels + r.start) * inner..(s * channels + r.end) * inner]);
-        }
-        self.comm_s += t.elapsed().as_secs_f64();
-        Ok(out)
-    }
 }
 
 impl Strategy for TensorSplit<'_> {
@@ -357,17 +388,7 @@ impl Strategy for TensorSplit<'_> {
             self.segments[k].input = x;
             let seg = &mut self.segments[k];
             let out = seg.net.forward_layers(ctx, &self.params[seg.range.clone()], 0..seg.net.num_layers(), &seg.input)?.clone();
-            x = match seg.after.clone() {
-                Boundary::Gather { channels, .. } => self.gather(&out, channels)?,
-                Boundary::AllReduce => {
-                    let t = Instant::now();
-                    let mut o = out;
-                    self.comm.all_reduce_into(o.data_mut())?;
-                    self.comm_s += t.elapsed().as_secs_f64();
-                    o
-                }
-                Boundary::End => out,
-            };
+            x = after_forward(self.comm, &seg.after, out, &mut self.comm_s)?;
         }
         self.logits = x;
         let loss_sum = self.loss.forward(&self.logits, &batch.labels).map_err(crate::net::NetError::Loss)?;
@@ -377,10 +398,7 @@ impl Strategy for TensorSplit<'_> {
         // Backward, segment by segment.
         let mut dy = std::mem::take(&mut self.dlogits);
         for k in (0..self.segments.len()).rev() {
-            let d = match self.segments[k].after.clone() {
-                Boundary::Gather { channels, partial } => self.scatter(dy, channels, partial)?,
-                Boundary::AllReduce | Boundary::End => dy,
-            };
+            let d = before_backward(self.comm, &self.segments[k].after, dy, &mut self.comm_s)?;
             let seg = &mut self.segments[k];
             let r = seg.range.clone();
             let mut sink = Flat { params: &self.params[r.clone()], grads: &mut self.grads[r] };

@@ -1,0 +1,291 @@
+//! Hybrid parallelism of Krizhevsky's "One weird trick for parallelizing convolutional neural
+//! networks" (2014) and Intel's multi-node Caffe, `--strategy hybrid --dp D --mp M`: the
+//! convolutional layers (few parameters, most of the arithmetic) are data-parallel across all
+//! D × M workers; the fully connected classifier (most of the parameters, little arithmetic) is
+//! model-parallel in groups of M workers, column- then row-parallel as in `tensor`.
+//!
+//! Worker r = d·M + m trains on shard r of each global batch through the convolutions; the M
+//! workers of group d then all-gather their last convolutional activations (the group's batch),
+//! each runs its slice of the classifier on the whole group batch, the row-parallel layer's
+//! partial logits are all-reduced in the group, and every member computes the loss of the group
+//! batch. Backward returns the gradient of the convolutional activations as partial sums, which
+//! the group all-reduces before each worker keeps its own rows and runs the convolutions' backward
+//! on its shard. The convolutions' gradients are all-reduced across all workers (data
+//! parallelism), each classifier slice's across the D workers that hold it. So activations cross
+//! the network instead of the classifier's weight gradients: fewer bytes whenever the batch's
+//! activations are smaller than the classifier.
+
+use super::tensor::{self, Maps, Segment};
+use crate::comm::Communicator;
+use crate::data::loader::Batch;
+use crate::data::sampler::shard_range;
+use crate::layers::softmax_xent::{correct_topk, SoftmaxCrossEntropy};
+use crate::layers::Ctx;
+use crate::net::{BatchStats, Flat, LayerSpec, ModelSpec, Net};
+use crate::optim::Optimizer;
+use crate::tensor::Tensor;
+use crate::train::{events::Event, StepReport, Strategy, TrainConfig, TrainError};
+use std::ops::Range;
+use std::time::Instant;
+
+const TAG_ROWS: u32 = 0xA000_0001;
+const TAG_LABELS: u32 = 0xA000_0002;
+const TAG_FINAL: u32 = 0xA000_0003;
+
+/// Settings of `--strategy hybrid --dp D --mp M`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HybridConfig {
+    /// Data-parallel groups.
+    pub dp: usize,
+    /// Classifier slices per group.
+    pub mp: usize,
+}
+
+impl HybridConfig {
+    /// Checks the settings against the run.
+    pub fn validate(&self, workers: usize, cfg: &TrainConfig) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.dp == 0 || self.mp < 2 {
+            return bad(format!("--dp {} --mp {}: need --dp ≥ 1 and --mp ≥ 2; hint: --mp 1 is plain data parallelism", self.dp, self.mp));
+        }
+        let all = self.dp * self.mp;
+        if workers != 1 && workers != all {
+            return bad(format!("--strategy hybrid runs --dp × --mp = {all} workers, not --workers {workers}; hint: drop --workers"));
+        }
+        if cfg.batch_size < all {
+            return bad(format!("--batch-size {} is smaller than the {all} workers", cfg.batch_size));
+        }
+        if cfg.checkpoint.is_some() || cfg.resume.is_some() {
+            return bad("checkpoints under --strategy hybrid are not supported yet; hint: train with --strategy allreduce to checkpoint".into());
+        }
+        let (_, fc) = split_model(&cfg.model)?;
+        tensor::plan(&fc, self.mp - 1, self.mp)?;
+        Ok(())
+    }
+}
+
+/// The convolutional part (up to the first Linear layer) and the classifier of `spec`.
+pub fn split_model(spec: &ModelSpec) -> Result<(ModelSpec, ModelSpec), TrainError> {
+    let cut = spec.layers.iter().position(|l| matches!(l, LayerSpec::Linear { .. })).ok_or_else(|| {
+        TrainError::Config(format!("--strategy hybrid: model '{}' has no fully connected layer to split; hint: use --strategy allreduce", spec.name))
+    })?;
+    if cut == 0 {
+        return Err(TrainError::Config(format!("--strategy hybrid: model '{}' starts with a fully connected layer; hint: use --strategy tensor", spec.name)));
+    }
+    let full = Net::build(spec)?;
+    let conv = ModelSpec { name: format!("{}-features", spec.name), input: spec.input.clone(), classes: spec.classes, layers: spec.layers[..cut].to_vec() };
+    let fc = ModelSpec { name: format!("{}-classifier", spec.name), input: full.layer_out_shape(cut - 1), classes: spec.classes, layers: spec.layers[cut..].to_vec() };
+    Ok((conv, fc))
+}
+
+/// The hybrid strategy of one worker.
+pub struct Hybrid<'c> {
+    world: &'c dyn Communicator,
+    /// The M workers of this group (rank = slice).
+    group: &'c dyn Communicator,
+    /// The D workers holding this slice (rank = group).
+    replicas: &'c dyn Communicator,
+    cfg: HybridConfig,
+    model: ModelSpec,
+    conv: Net,
+    /// The classifier's segments (this worker's slices).
+    fc: Vec<Segment>,
+    fc_maps: Maps,
+    fc_first: usize,
+    /// Convolution parameters (whole), then the classifier slices.
+    params: Vec<f32>,
+    grads: Vec<f32>,
+    conv_len: usize,
+    opt: Box<dyn Optimizer>,
+    loss: SoftmaxCrossEntropy,
+    full_bytes: usize,
+    comm_s: f64,
+}
+
+impl<'c> Hybrid<'c> {
+    /// The strategy of worker `world.rank()`; `group` and `replicas` as above.
+    pub fn new(world: &'c dyn Communicator, group: &'c dyn Communicator, replicas: &'c dyn Communicator, cfg: HybridConfig, run: &TrainConfig, net: &Net) -> Result<Hybrid<'c>, TrainError> {
+        let (conv_spec, fc_spec) = split_model(&run.model)?;
+        let conv = Net::build_segment(&conv_spec, 0)?;
+        let fc_first = conv_spec.layers.len();
+        let (mut fc, fc_maps, fc_len) = tensor::build_from(&fc_spec, group.rank(), group.size(), fc_first)?;
+        let conv_len = conv.layout().len();
+        for s in &mut fc {
+            s.range = s.range.start + conv_len..s.range.end + conv_len;
+        }
+        let fc_maps = fc_maps.into_iter().map(|(n, c, r)| (n, c, r.start + conv_len..r.end + conv_len)).collect();
+        let len = conv_len + fc_len;
+        Ok(Hybrid {
+            world,
+            group,
+            replicas,
+            cfg,
+            model: run.model.clone(),
+            conv,
+            fc,
+            fc_maps,
+            fc_first,
+            params: vec![0.0; len],
+            grads: vec![0.0; len],
+            conv_len,
+            opt: run.optimizer.build(len)?,
+            loss: SoftmaxCrossEntropy::new(),
+            full_bytes: net.layout().len() * 4,
+            comm_s: 0.0,
+        })
+    }
+
+    /// Rows of the global batch of `n` that group member `m` trained on.
+    fn member_rows(&self, n: usize, m: usize) -> Range<usize> {
+        let d = self.world.rank() / self.cfg.mp;
+        shard_range(n, d * self.cfg.mp + m, self.world.size())
+    }
+
+    /// All-gathers per-sample rows in the group: `mine` (n_m, …) → (group rows, …).
+    fn gather_rows(&mut self, mine: &[f32], per: usize, global: usize, tag: u32) -> Result<Vec<f32>, TrainError> {
+        let t = Instant::now();
+        let (m, mp) = (self.group.rank(), self.group.size());
+        for v in (0..mp).filter(|&v| v != m) {
+            self.group.send(mine, v, tag)?;
+        }
+        let first = self.member_rows(global, 0).start;
+        let rows = first..self.member_rows(global, mp - 1).end;
+        let mut out = vec![0.0f32; rows.len() * per];
+        for v in 0..mp {
+            let r = self.member_rows(global, v);
+            let dst = &mut out[(r.start - first) * per..(r.end - first) * per];
+            if v == m {
+                dst.copy_from_slice(mine);
+            } else {
+                self.group.recv(dst, v, tag)?;
+            }
+        }
+        self.comm_s += t.elapsed().as_secs_f64();
+        Ok(out)
+    }
+}
+
+impl Strategy for Hybrid<'_> {
+    fn init(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
+        self.world.broadcast_into(params, 0)?;
+        let full = Net::build(&self.model)?;
+        // The convolutions come first in both layouts.
+        self.params[..self.conv_len].copy_from_slice(&params[..self.conv_len]);
+        tensor::copy(&self.fc_maps, full.layout(), params, &mut self.params, true)
+    }
+
+    fn step(&mut self, _net: &mut Net, ctx: &Ctx, _params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
+        let comm0 = self.comm_s;
+        self.grads.fill(0.0);
+        let global = batch.global;
+        let n_mine = batch.labels.len();
+        // Convolutions on this worker's shard.
+        let conv_out = self.conv.forward_layers(ctx, &self.params[..self.conv_len], 0..self.conv.num_layers(), &batch.x)?.clone();
+        let per: usize = conv_out.shape()[1..].iter().product();
+        let feats = self.gather_rows(conv_out.data(), per, global, TAG_ROWS)?;
+        let labels_f: Vec<f32> = batch.labels.iter().map(|&l| l as f32).collect();
+        let labels: Vec<u32> = self.gather_rows(&labels_f, 1, global, TAG_LABELS)?.iter().map(|&l| l as u32).collect();
+        let group_rows = labels.len();
+        let mut shape = conv_out.shape().to_vec();
+        shape[0] = group_rows;
+        let mut x = Tensor::from_vec(&shape, feats).map_err(|e| TrainError::Internal(e.to_string()))?;
+        // The classifier slices on the group batch (sample ids of the whole group for dropout).
+        let gids = self.group_sample_ids(batch)?;
+        let gctx = Ctx { sample_ids: &gids, ..*ctx };
+        let mut comm_extra = 0.0;
+        for k in 0..self.fc.len() {
+            self.fc[k].input = x;
+            let seg = &mut self.fc[k];
+            let out = seg.net.forward_layers(&gctx, &self.params[seg.range.clone()], 0..seg.net.num_layers(), &seg.input)?.clone();
+            x = tensor::after_forward(self.group, &seg.after, out, &mut comm_extra)?;
+        }
+        let logits = x;
+        let loss_sum = self.loss.forward(&logits, &labels).map_err(crate::net::NetError::Loss)?;
+        let mut s = [loss_sum as f32, correct_topk(&logits, &labels, 1) as f32, group_rows as f32];
+        let mut dy = Tensor::default();
+        dy.resize(logits.shape());
+        self.loss.backward(&labels, global.max(1), &mut dy);
+        for k in (0..self.fc.len()).rev() {
+            let d = tensor::before_backward(self.group, &self.fc[k].after, dy, &mut comm_extra)?;
+            let seg = &mut self.fc[k];
+            let r = seg.range.clone();
+            let mut sink = Flat { params: &self.params[r.clone()], grads: &mut self.grads[r] };
+            let dx = seg.net.backward_layers(&gctx, &mut sink, 0..seg.net.num_layers(), &seg.input, Some(&d), true)?;
+            dy = dx.cloned().unwrap_or_default();
+        }
+        // dy: partial gradient of the group's convolutional features; sum, keep my rows.
+        let t = Instant::now();
+        self.group.all_reduce_into(dy.data_mut())?;
+        let mine = self.member_rows(global, self.group.rank());
+        let first = self.member_rows(global, 0).start;
+        let mut dconv = Tensor::default();
+        let mut cshape = conv_out.shape().to_vec();
+        cshape[0] = n_mine;
+        dconv.resize(&cshape);
+        dconv.data_mut().copy_from_slice(&dy.data()[(mine.start - first) * per..(mine.end - first) * per]);
+        self.comm_s += t.elapsed().as_secs_f64();
+        let cl = self.conv_len;
+        let mut sink = Flat { params: &self.params[..cl], grads: &mut self.grads[..cl] };
+        self.conv.backward_layers(ctx, &mut sink, 0..self.conv.num_layers(), &batch.x, Some(&dconv), false)?;
+        // Data parallelism: the convolutions over all workers, each slice over its replicas.
+        let t = Instant::now();
+        self.world.all_reduce_into(&mut self.grads[..cl])?;
+        self.replicas.all_reduce_into(&mut self.grads[cl..])?;
+        // Loss statistics of the whole batch (each group's members hold the same).
+        self.world.all_reduce_into(&mut s)?;
+        self.comm_s += t.elapsed().as_secs_f64() + comm_extra;
+        self.opt.step(&mut self.params, &self.grads, lr);
+        let mp = self.cfg.mp as f64;
+        let stats = BatchStats { loss_sum: s[0] as f64 / mp, correct: (s[1] as f64 / mp).round() as usize, samples: (s[2] as f64 / mp).round() as usize };
+        let comm = self.comm_s - comm0;
+        Ok(StepReport { stats, comm_s: comm, comm_wait_s: comm })
+    }
+
+    fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
+        // Worker 0 (group 0, slice 0) assembles the classifier from its group's slices.
+        let full = Net::build(&self.model)?;
+        if self.world.rank() >= self.cfg.mp {
+            return Ok(());
+        }
+        let (_, fc_spec) = split_model(&self.model)?;
+        if self.group.rank() == 0 {
+            params[..self.conv_len].copy_from_slice(&self.params[..self.conv_len]);
+            tensor::copy(&self.fc_maps, full.layout(), params, &mut self.params, false)?;
+            for v in 1..self.group.size() {
+                let (_, maps, len) = tensor::build_from(&fc_spec, v, self.group.size(), self.fc_first)?;
+                let mut theirs = vec![0.0f32; len];
+                self.group.recv(&mut theirs, v, TAG_FINAL)?;
+                tensor::copy(&maps, full.layout(), params, &mut theirs, false)?;
+            }
+        } else {
+            self.group.send(&self.params[self.conv_len..], 0, TAG_FINAL)?;
+        }
+        Ok(())
+    }
+
+    fn state_names(&self) -> Vec<&'static str> {
+        self.opt.state().into_iter().map(|s| s.0).collect()
+    }
+
+    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+        Err(TrainError::Config("checkpoints under --strategy hybrid are not supported yet".into()))
+    }
+
+    fn restore(&mut self, _state: &[(String, Vec<f32>)], _steps: u64) -> Result<(), TrainError> {
+        Err(TrainError::Config("checkpoints under --strategy hybrid are not supported yet".into()))
+    }
+
+    fn final_events(&self) -> Vec<Event> {
+        vec![Event::Split { rank: self.world.rank(), param_bytes: self.params.len() * 4, full_param_bytes: self.full_bytes }]
+    }
+}
+
+impl Hybrid<'_> {
+    /// Global sample ids of the group's batch, in row order (dropout masks follow them).
+    fn group_sample_ids(&mut self, batch: &Batch) -> Result<Vec<u64>, TrainError> {
+        // Ids are exchanged as two f32 halves each (exact for ids below 2^48).
+        let enc: Vec<f32> = batch.ids.iter().flat_map(|&i| [(i >> 24) as f32, (i & 0xFF_FFFF) as f32]).collect();
+        let all = self.gather_rows(&enc, 2, batch.global, TAG_ROWS + 10)?;
+        Ok(all.chunks(2).map(|p| ((p[0] as u64) << 24) | p[1] as u64).collect())
+    }
+}
