@@ -87,7 +87,8 @@ fn find(dir: &Path, stem: &str, what: &'static str) -> Result<PathBuf, DataError
     })
 }
 
-/// MNIST-format images (N, H, W) of u8 with labels, normalised on read as (x/255 − mean)/std.
+/// MNIST-format images (N, H, W) — or (N, C, H, W) for several channels, in files named
+/// `*-images-idx4-ubyte` — of u8 with labels, normalised on read as (x/255 − mean)/std.
 #[derive(Clone, Debug)]
 pub struct IdxDataset {
     images: Vec<u8>,
@@ -104,8 +105,8 @@ pub const MNIST_MEAN_STD: (f32, f32) = (0.1307, 0.3081);
 impl IdxDataset {
     /// Builds a dataset from decoded image and label arrays; `names` name them in errors.
     pub fn from_arrays(images: IdxArray, labels: IdxArray, names: (&Path, &Path)) -> Result<IdxDataset, DataError> {
-        if images.dims.len() != 3 {
-            return Err(format_err(names.0, format!("images must have 3 dimensions (N, H, W), found {:?}", images.dims)));
+        if !(3..=4).contains(&images.dims.len()) || images.dims[1..].contains(&0) {
+            return Err(format_err(names.0, format!("images must have dimensions (N, H, W) or (N, C, H, W), found {:?}", images.dims)));
         }
         if labels.dims.len() != 1 {
             return Err(format_err(names.1, format!("labels must have 1 dimension, found {:?}", labels.dims)));
@@ -120,7 +121,9 @@ impl IdxDataset {
             return Err(format_err(names.1, format!("label {l} at record {i} is out of range 0..10")));
         }
         let (mean, std) = MNIST_MEAN_STD;
-        Ok(IdxDataset { shape: [1, images.dims[1], images.dims[2]], images: images.data, labels: labels.data, classes: 10, mean, std })
+        let d = &images.dims;
+        let shape = if d.len() == 3 { [1, d[1], d[2]] } else { [d[1], d[2], d[3]] };
+        Ok(IdxDataset { shape, images: images.data, labels: labels.data, classes: 10, mean, std })
     }
 
     /// Loads `train-*` or `t10k-*` images and labels (MNIST / Fashion-MNIST names, `.gz` or raw) from `dir`.
@@ -129,7 +132,7 @@ impl IdxDataset {
             Split::Train => "train",
             Split::Test => "t10k",
         };
-        let ip = find(dir, &format!("{prefix}-images-idx3-ubyte"), "image")?;
+        let ip = find(dir, &format!("{prefix}-images-idx4-ubyte"), "image").or_else(|_| find(dir, &format!("{prefix}-images-idx3-ubyte"), "image"))?;
         let lp = find(dir, &format!("{prefix}-labels-idx1-ubyte"), "label")?;
         IdxDataset::from_arrays(read_idx(&ip)?, read_idx(&lp)?, (&ip, &lp))
     }
@@ -151,7 +154,7 @@ impl Dataset for IdxDataset {
         self.classes
     }
     fn get_into(&self, i: usize, out: &mut [f32]) -> u32 {
-        let n = self.shape[1] * self.shape[2];
+        let n = self.shape.iter().product::<usize>();
         for (o, &p) in out.iter_mut().zip(&self.images[i * n..(i + 1) * n]) {
             *o = (p as f32 / 255.0 - self.mean) / self.std;
         }

@@ -310,6 +310,8 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                 for e in guarded.final_events() {
                     let _ = tx.send(Msg::Event(e));
                 }
+                let sent = comm.values_sent() + groups.as_ref().map_or(0, |(a, b)| a.values_sent() + b.values_sent());
+                let _ = tx.send(Msg::Event(Event::Traffic { rank, bytes_sent: sent * 4, steps: summary.steps }));
                 Ok(Some(summary))
             }))
             .unwrap_or_else(|panic| {

@@ -96,6 +96,15 @@ pub enum Event {
         /// Activation bytes those held (its peak activation memory).
         peak_activation_bytes: usize,
     },
+    /// What a worker sent over its communicators during the run (measured by them).
+    Traffic {
+        /// Worker.
+        rank: usize,
+        /// Bytes it sent.
+        bytes_sent: u64,
+        /// Steps it ran.
+        steps: u64,
+    },
     /// The parameter slice a model-parallel worker holds.
     Split {
         /// Worker.
@@ -196,6 +205,7 @@ impl EventSink for LogSink {
                 tracing::info!(server, max, mean = format!("{mean:.2}"), "staleness")
             }
             Event::Split { rank, param_bytes, full_param_bytes } => tracing::info!(rank, param_bytes, full_param_bytes, "model slice"),
+            Event::Traffic { rank, bytes_sent, steps } => tracing::debug!(rank, bytes_sent, steps, "traffic"),
             Event::Pipeline { stage, layers, bubble, peak_in_flight, peak_activation_bytes } => {
                 tracing::info!(stage, layers = %layers, bubble = format!("{:.1}%", bubble * 100.0), peak_in_flight, peak_activation_bytes, "pipeline stage")
             }
@@ -261,7 +271,7 @@ impl EventSink for ProgressSink {
                     bar.finish_and_clear();
                 }
             }
-            Event::Worker { .. } | Event::Staleness { .. } | Event::Pipeline { .. } | Event::Split { .. } => {}
+            Event::Worker { .. } | Event::Staleness { .. } | Event::Pipeline { .. } | Event::Split { .. } | Event::Traffic { .. } => {}
         }
     }
 }

@@ -28,6 +28,9 @@ impl LocalComm {
             Some((params, update)) => (params.as_mut_ptr(), Some(update)),
             None => (std::ptr::null_mut(), None),
         };
+        // No messages: count what the other ranks read from this rank's buffers (its chunk
+        // of the others' sums, and its chunk of the result) — the traffic of a ring.
+        self.sent.fetch_add((2 * (size - 1) * n / size) as u64, Ordering::Relaxed);
         me.ptr.store(base, Ordering::Release);
         me.aux.store(pbase, Ordering::Release);
         me.len.store(n, Ordering::Release);
