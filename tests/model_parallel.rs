@@ -220,6 +220,44 @@ out_features = 10
     }
 }
 
+/// Checkpoints of split models hold the whole model under the single-worker names: written by
+/// each strategy and resumed by one worker, and written by one worker and resumed by each
+/// strategy, the run ends where the uninterrupted single-worker run does.
+#[test]
+fn checkpoints_move_between_split_models_and_one_worker() {
+    let dir = std::env::temp_dir().join(format!("convoy-mp-ckpt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for opt in [&SGD[..], &ADAM[..]] {
+        let want = reference(opt);
+        let single = dir.join(format!("single-{}", opt[1]));
+        let ck = ["--checkpoint-dir", single.to_str().unwrap(), "--checkpoint-every", "5"];
+        let (cfg, _) = config(&[&TEN_STEPS[..], opt, &ck].concat(), small_mnist());
+        train(&cfg, &mut Recorder::default()).unwrap();
+        let layouts: [&[&str]; 4] = [
+            &["--strategy", "pipeline", "--stages", "2", "--micro-batches", "4"],
+            &["--strategy", "tensor", "--mp", "3"],
+            &["--strategy", "hybrid", "--dp", "2", "--mp", "2"],
+            &["--strategy", "hybrid", "--dp", "2", "--pp", "2", "--micro-batches", "2"],
+        ];
+        for (i, flags) in layouts.iter().enumerate() {
+            // Written by the split model, resumed by one worker.
+            let d = dir.join(format!("{i}-{}", opt[1]));
+            let ck = ["--checkpoint-dir", d.to_str().unwrap(), "--checkpoint-every", "5"];
+            let (cfg, pc) = config(&[&TEN_STEPS[..], opt, flags, &ck].concat(), small_mnist());
+            parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+            let (mut cfg, _) = config(&[&TEN_STEPS[..], opt].concat(), small_mnist());
+            cfg.resume = Some(d.join("step-5"));
+            let got = train(&cfg, &mut Recorder::default()).unwrap().params;
+            assert!(rel_err(&got, &want) <= 1e-5, "{flags:?} → 1 worker {opt:?}: {:.3e}", rel_err(&got, &want));
+            // Written by one worker, resumed by the split model.
+            let (mut cfg, pc) = config(&[&TEN_STEPS[..], opt, flags].concat(), small_mnist());
+            cfg.resume = Some(single.join("step-5"));
+            let got = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params;
+            assert!(rel_err(&got, &want) <= 1e-5, "1 worker → {flags:?} {opt:?}: {:.3e}", rel_err(&got, &want));
+        }
+    }
+}
+
 #[test]
 fn balanced_partition_gives_every_stage_work_and_covers_the_net() {
     let net = convoy::net::Net::build(&convoy::net::ModelSpec::resolve("lenet").unwrap()).unwrap();
@@ -255,7 +293,6 @@ fn bad_pipeline_flags_are_usage_errors() {
         (vec!["--dp", "2"], "strategy hybrid"),
         (vec!["--strategy", "tensor", "--mp", "1"], "--mp"),
         (vec!["--strategy", "tensor", "--mp", "200"], "fewer than the slices"),
-        (vec!["--strategy", "tensor", "--mp", "2", "--checkpoint-dir", "x"], "checkpoints"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
             .args(["train", "--no-progress", "--steps", "1", "--data", small_mnist().to_str().unwrap()])

@@ -15,7 +15,7 @@
 //! the network instead of the classifier's weight gradients: fewer bytes whenever the batch's
 //! activations are smaller than the classifier.
 
-use super::tensor::{self, Maps, Segment};
+use super::tensor::{self, Maps, Segment, Sliced};
 use crate::comm::Communicator;
 use crate::data::loader::Batch;
 use crate::data::sampler::shard_range;
@@ -55,9 +55,6 @@ impl HybridConfig {
         if cfg.batch_size < all {
             return bad(format!("--batch-size {} is smaller than the {all} workers", cfg.batch_size));
         }
-        if cfg.checkpoint.is_some() || cfg.resume.is_some() {
-            return bad("checkpoints under --strategy hybrid are not supported yet; hint: train with --strategy allreduce to checkpoint".into());
-        }
         let (_, fc) = split_model(&cfg.model)?;
         tensor::plan(&fc, self.mp - 1, self.mp)?;
         Ok(())
@@ -92,6 +89,8 @@ pub struct Hybrid<'c> {
     fc: Vec<Segment>,
     fc_maps: Maps,
     fc_first: usize,
+    /// The whole model's layout.
+    full: crate::net::ParamLayout,
     /// Convolution parameters (whole), then the classifier slices.
     params: Vec<f32>,
     grads: Vec<f32>,
@@ -125,6 +124,7 @@ impl<'c> Hybrid<'c> {
             fc,
             fc_maps,
             fc_first,
+            full: net.layout().clone(),
             params: vec![0.0; len],
             grads: vec![0.0; len],
             conv_len,
@@ -267,12 +267,23 @@ impl Strategy for Hybrid<'_> {
         self.opt.state().into_iter().map(|s| s.0).collect()
     }
 
-    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
-        Err(TrainError::Config("checkpoints under --strategy hybrid are not supported yet".into()))
+    fn checkpoint_params(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
+        let full = self.gather(&self.params, params.len())?;
+        params.copy_from_slice(&full);
+        Ok(())
     }
 
-    fn restore(&mut self, _state: &[(String, Vec<f32>)], _steps: u64) -> Result<(), TrainError> {
-        Err(TrainError::Config("checkpoints under --strategy hybrid are not supported yet".into()))
+    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+        let mut out = Vec::new();
+        for (name, buf) in self.opt.state() {
+            out.push((name, self.gather(buf, self.full.len())?));
+        }
+        Ok((out, self.opt.steps()))
+    }
+
+    fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
+        let owned = Parts { conv_len: self.conv_len, fc: Sliced { maps: &self.fc_maps, layout: &self.full }, conv: true, classifier: true };
+        super::restore_split(self.opt.as_mut(), &owned, state, steps)
     }
 
     fn final_events(&self) -> Vec<Event> {
@@ -280,7 +291,42 @@ impl Strategy for Hybrid<'_> {
     }
 }
 
+/// A hybrid worker's buffer: the convolutions (whole, first in both layouts), then its classifier
+/// slices. `conv`/`classifier`: whether this worker writes that part into the whole vector (one
+/// owner per value: worker 0 for the replicated convolutions, group 0 for the slices).
+struct Parts<'a> {
+    conv_len: usize,
+    fc: Sliced<'a>,
+    conv: bool,
+    classifier: bool,
+}
+
+impl super::Owned for Parts<'_> {
+    fn to_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError> {
+        if self.conv {
+            full[..self.conv_len].copy_from_slice(&mine[..self.conv_len]);
+        }
+        if self.classifier {
+            self.fc.to_full(mine, full)?;
+        }
+        Ok(())
+    }
+
+    fn from_full(&self, full: &[f32], mine: &mut [f32]) -> Result<(), TrainError> {
+        mine[..self.conv_len].copy_from_slice(&full[..self.conv_len]);
+        self.fc.from_full(full, mine)
+    }
+}
+
 impl Hybrid<'_> {
+    /// The whole vector of a buffer in this worker's layout, on every worker.
+    fn gather(&self, mine: &[f32], len: usize) -> Result<Vec<f32>, TrainError> {
+        let me = self.world.rank();
+        let owned = Parts { conv_len: self.conv_len, fc: Sliced { maps: &self.fc_maps, layout: &self.full }, conv: me == 0, classifier: me < self.cfg.mp };
+        let world = self.world;
+        super::gather_full(&owned, mine, len, true, &mut |v| Ok(world.all_reduce_into(v)?))
+    }
+
     /// Global sample ids of the group's batch, in row order (dropout masks follow them).
     fn group_sample_ids(&mut self, batch: &Batch) -> Result<Vec<u64>, TrainError> {
         // Ids are exchanged as two f32 halves each (exact for ids below 2^48).

@@ -386,6 +386,51 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
     }
 }
 
+/// For strategies that split the model: how a worker's own buffer (parameters or an optimizer
+/// state, in its own layout) maps into the whole model's flat layout.
+pub(crate) trait Owned {
+    /// Writes this worker's values into their places of `full` (others untouched).
+    fn to_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError>;
+    /// Reads this worker's values out of `full`.
+    fn from_full(&self, full: &[f32], mine: &mut [f32]) -> Result<(), TrainError>;
+}
+
+/// The whole-model vector of a split buffer: every value written by exactly one worker (those
+/// with `contributes`), zeros elsewhere, summed by `reduce` (collective).
+pub(crate) fn gather_full(owned: &dyn Owned, mine: &[f32], len: usize, contributes: bool, reduce: &mut dyn FnMut(&mut [f32]) -> Result<(), TrainError>) -> Result<Vec<f32>, TrainError> {
+    let mut full = vec![0.0f32; len];
+    if contributes {
+        owned.to_full(mine, &mut full)?;
+    }
+    reduce(&mut full)?;
+    Ok(full)
+}
+
+/// `Strategy::optimizer_state` of a split model: each state buffer gathered whole.
+pub(crate) fn gather_optimizer(
+    opt: &dyn crate::optim::Optimizer,
+    owned: &dyn Owned,
+    len: usize,
+    contributes: bool,
+    reduce: &mut dyn FnMut(&mut [f32]) -> Result<(), TrainError>,
+) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+    let mut out = Vec::new();
+    for (name, buf) in opt.state() {
+        out.push((name, gather_full(owned, buf, len, contributes, reduce)?));
+    }
+    Ok((out, opt.steps()))
+}
+
+/// `Strategy::restore` of a split model: each worker takes its part of the whole state.
+pub(crate) fn restore_split(opt: &mut dyn crate::optim::Optimizer, owned: &dyn Owned, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
+    for (name, buf) in opt.state_mut() {
+        let src = state.iter().find(|s| s.0 == name).ok_or_else(|| TrainError::Internal(format!("checkpoint has no optimizer state '{name}'")))?;
+        owned.from_full(&src.1, buf)?;
+    }
+    opt.set_steps(steps);
+    Ok(())
+}
+
 /// How long `run` waits for the other ranks to end after one has failed.
 const GRACE: Duration = Duration::from_secs(10);
 
@@ -446,6 +491,10 @@ impl Strategy for Guard<'_> {
 
     fn final_events(&self) -> Vec<Event> {
         self.inner.final_events()
+    }
+
+    fn checkpoint_params(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
+        self.inner.checkpoint_params(params)
     }
 }
 

@@ -85,9 +85,6 @@ impl PipelineConfig {
         if !self.split_after.is_empty() && self.split_after.len() != self.stages - 1 {
             return bad(format!("--split-after names {} layers; {} stages need {}", self.split_after.len(), self.stages, self.stages - 1));
         }
-        if cfg.checkpoint.is_some() || cfg.resume.is_some() {
-            return bad("checkpoints under --strategy pipeline are not supported yet; hint: train with --strategy allreduce to checkpoint".into());
-        }
         Ok(())
     }
 }
@@ -169,6 +166,8 @@ pub struct Pipeline<'c> {
     params: Range<usize>,
     /// Every stage's.
     stage_params: Vec<Range<usize>>,
+    /// Length of the whole flat buffer.
+    full_len: usize,
     opt: Box<dyn Optimizer>,
     grads: Vec<f32>,
     /// Activation slots (built as needed) and which are free.
@@ -207,6 +206,7 @@ impl<'c> Pipeline<'c> {
             ranges,
             params,
             stage_params,
+            full_len: layout.len(),
             slots: Vec::new(),
             free: Vec::new(),
             in_flight: Vec::new(),
@@ -318,6 +318,39 @@ impl<'c> Pipeline<'c> {
     }
 }
 
+/// A stage's own buffers are its range of the flat layout.
+struct StageRange(Range<usize>);
+
+impl super::Owned for StageRange {
+    fn to_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError> {
+        full[self.0.clone()].copy_from_slice(mine);
+        Ok(())
+    }
+
+    fn from_full(&self, full: &[f32], mine: &mut [f32]) -> Result<(), TrainError> {
+        mine.copy_from_slice(&full[self.0.clone()]);
+        Ok(())
+    }
+}
+
+/// Sums `v` over the stages, then over the replicas.
+fn reduce_all(comm: &dyn Communicator, replicas: Option<&dyn Communicator>, v: &mut [f32]) -> Result<(), TrainError> {
+    comm.all_reduce_into(v)?;
+    if let Some(r) = replicas {
+        r.all_reduce_into(v)?;
+    }
+    Ok(())
+}
+
+impl Pipeline<'_> {
+    /// The whole vector of a buffer of this stage's range (replica 0's values), on every worker.
+    fn gather(&self, mine: &[f32], len: usize) -> Result<Vec<f32>, TrainError> {
+        let contributes = self.replicas.is_none_or(|r| r.rank() == 0);
+        let (comm, replicas) = (self.comm, self.replicas);
+        super::gather_full(&StageRange(self.params.clone()), mine, len, contributes, &mut |v| reduce_all(comm, replicas, v))
+    }
+}
+
 /// The whole parameter buffer for reading, this stage's gradient buffer for writing.
 struct StageGrads<'a> {
     params: &'a [f32],
@@ -416,12 +449,23 @@ impl Strategy for Pipeline<'_> {
         self.opt.state().into_iter().map(|s| s.0).collect()
     }
 
-    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
-        Err(TrainError::Config("checkpoints under --strategy pipeline are not supported yet".into()))
+    fn checkpoint_params(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
+        let mine = params[self.params.clone()].to_vec();
+        let full = self.gather(&mine, params.len())?;
+        params.copy_from_slice(&full);
+        Ok(())
     }
 
-    fn restore(&mut self, _state: &[(String, Vec<f32>)], _steps: u64) -> Result<(), TrainError> {
-        Err(TrainError::Config("checkpoints under --strategy pipeline are not supported yet".into()))
+    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+        let len = self.full_len;
+        let owned = StageRange(self.params.clone());
+        let contributes = self.replicas.is_none_or(|r| r.rank() == 0);
+        let (comm, replicas) = (self.comm, self.replicas);
+        super::gather_optimizer(self.opt.as_ref(), &owned, len, contributes, &mut |v| reduce_all(comm, replicas, v))
+    }
+
+    fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
+        super::restore_split(self.opt.as_mut(), &StageRange(self.params.clone()), state, steps)
     }
 
     fn final_events(&self) -> Vec<Event> {

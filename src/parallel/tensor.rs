@@ -52,9 +52,6 @@ impl TensorConfig {
         if workers != 1 && workers != self.mp {
             return bad(format!("--strategy tensor runs one worker per slice: --workers {workers} but --mp {}; hint: drop --workers", self.mp));
         }
-        if cfg.checkpoint.is_some() || cfg.resume.is_some() {
-            return bad("checkpoints under --strategy tensor are not supported yet; hint: train with --strategy allreduce to checkpoint".into());
-        }
         // Every slice must be possible (the last worker's are the smallest).
         plan(&cfg.model, self.mp - 1, self.mp)?;
         Ok(())
@@ -332,6 +329,25 @@ pub(crate) fn copy(maps: &Maps, full_layout: &ParamLayout, full: &mut [f32], sli
     Ok(())
 }
 
+/// A worker's slice buffer in the whole layout; every value has exactly one owner (the row-parallel
+/// bias lives on worker 0 only).
+pub(crate) struct Sliced<'a> {
+    pub(crate) maps: &'a Maps,
+    pub(crate) layout: &'a ParamLayout,
+}
+
+impl super::Owned for Sliced<'_> {
+    fn to_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError> {
+        let mut m = mine.to_vec();
+        copy(self.maps, self.layout, full, &mut m, false)
+    }
+
+    fn from_full(&self, full: &[f32], mine: &mut [f32]) -> Result<(), TrainError> {
+        let mut f = full.to_vec();
+        copy(self.maps, self.layout, &mut f, mine, true)
+    }
+}
+
 /// The tensor-parallel strategy of one worker.
 pub struct TensorSplit<'c> {
     comm: &'c dyn Communicator,
@@ -339,6 +355,8 @@ pub struct TensorSplit<'c> {
     /// (full-layout entry name, cut, range in `params`).
     maps: Maps,
     model: ModelSpec,
+    /// The whole model's layout.
+    full: ParamLayout,
     params: Vec<f32>,
     grads: Vec<f32>,
     opt: Box<dyn Optimizer>,
@@ -360,6 +378,7 @@ impl<'c> TensorSplit<'c> {
             segments,
             maps,
             model: run.model.clone(),
+            full: net.layout().clone(),
             params: vec![0.0; off],
             grads: vec![0.0; off],
             opt: run.optimizer.build(off)?,
@@ -433,12 +452,22 @@ impl Strategy for TensorSplit<'_> {
         self.opt.state().into_iter().map(|s| s.0).collect()
     }
 
-    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
-        Err(TrainError::Config("checkpoints under --strategy tensor are not supported yet".into()))
+    fn checkpoint_params(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
+        let owned = Sliced { maps: &self.maps, layout: &self.full };
+        let comm = self.comm;
+        let full = super::gather_full(&owned, &self.params, params.len(), true, &mut |v| Ok(comm.all_reduce_into(v)?))?;
+        params.copy_from_slice(&full);
+        Ok(())
     }
 
-    fn restore(&mut self, _state: &[(String, Vec<f32>)], _steps: u64) -> Result<(), TrainError> {
-        Err(TrainError::Config("checkpoints under --strategy tensor are not supported yet".into()))
+    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+        let owned = Sliced { maps: &self.maps, layout: &self.full };
+        let comm = self.comm;
+        super::gather_optimizer(self.opt.as_ref(), &owned, self.full.len(), true, &mut |v| Ok(comm.all_reduce_into(v)?))
+    }
+
+    fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
+        super::restore_split(self.opt.as_mut(), &Sliced { maps: &self.maps, layout: &self.full }, state, steps)
     }
 
     fn final_events(&self) -> Vec<Event> {

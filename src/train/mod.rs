@@ -280,6 +280,11 @@ pub trait Strategy {
     fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError>;
     /// Restores the optimizer from a checkpoint (buffers named as `state_names`).
     fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError>;
+    /// Before a checkpoint: makes `params` hold every worker's current parameters (strategies
+    /// that split the model gather them; collective: every worker calls it).
+    fn checkpoint_params(&mut self, _params: &mut [f32]) -> Result<(), TrainError> {
+        Ok(())
+    }
     /// Events that sum up this worker's strategy at the end of the run (pipeline stages).
     fn final_events(&self) -> Vec<events::Event> {
         Vec::new()
@@ -459,6 +464,7 @@ pub fn run_worker(
             if let Some(policy) = &cfg.checkpoint {
                 if policy.every_steps.map_or(epoch_end, |n| step % n == 0) || step == total_steps || stopping {
                     let (next_epoch, samples) = if epoch_end { (epoch + 1, 0) } else { (epoch, ((batch.index + 1) * cfg.batch_size) as u64) };
+                    strategy.checkpoint_params(&mut params).map_err(failed_at(step))?;
                     let (state, opt_steps) = strategy.optimizer_state().map_err(failed_at(step))?;
                     if lead {
                         let run = checkpoint::run::RunState {
