@@ -14,4 +14,5 @@ pub mod net;
 pub mod comm;
 pub mod optim;
 pub mod parallel;
+pub mod plan;
 pub mod train;

@@ -110,5 +110,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => cli::bench::run(&args),
+        Command::Plan(args) => cli::plan::run(&args),
     }
 }

@@ -116,3 +116,41 @@ fn train_save_metrics_then_eval() {
     let out = convoy(&["eval", "--weights", w.to_str().unwrap(), "--model", "lenet-caffe"]);
     assert_exit2(&out, "conv1.weight");
 }
+
+/// `convoy plan`: a table for the defaults, JSON that parses, and bad input → exit 2 naming it.
+#[test]
+fn plan_predicts_and_refuses_bad_input() {
+    let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).arg("plan").args(args).output().unwrap();
+    let out = run(&["--model", "lenet", "--nodes", "1,2,64", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    assert!(v[2]["recommended"].is_string());
+    let dir = std::env::temp_dir().join(format!("convoy-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("p.svg");
+    assert_eq!(run(&["--plot", svg.to_str().unwrap()]).status.code(), Some(0));
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    // A profile of another model.
+    let other = dir.join("other.json");
+    std::fs::write(
+        &other,
+        r#"{"version":1,"model":{"model":"lenet-caffe","input":784,"layers":[]},"batch":64,"threads":1,"mem_bandwidth":1e10,"allreduce_alpha":1e-5,"allreduce_beta":1e9}"#,
+    )
+    .unwrap();
+    for (args, needle) in [
+        (vec!["--model", "nope"], "nope"),
+        (vec!["--nodes", "0"], "--nodes"),
+        (vec!["--link=-5gbit"], "--link"),
+        (vec!["--latency", "soon"], "--latency"),
+        (vec!["--strategies", "magic"], "magic"),
+        (vec!["--profile", other.to_str().unwrap()], "lenet-caffe"),
+        (vec!["--profile", "/nonexistent/p.json"], "--profile"),
+        (vec!["--node-gflops", "0"], "--node-gflops"),
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

@@ -5,6 +5,7 @@
 //! spec, data file or weights file.
 
 pub mod bench;
+pub mod plan;
 
 use crate::net::ModelSpec;
 use crate::optim::{schedule::LrSchedule, OptimizerConfig};
@@ -42,6 +43,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Measure training throughput (images/s) on synthetic data.
     Bench(bench::BenchArgs),
+    /// Predict step time and scaling of every strategy on 1 to 1024 nodes.
+    Plan(plan::PlanArgs),
 }
 
 /// Flags of `convoy train`.

@@ -112,37 +112,9 @@ pub fn partition(net: &Net, stages: usize, split_after: &[String]) -> Result<Vec
         starts.push(n);
         return Ok(starts.windows(2).map(|w| w[0]..w[1]).collect());
     }
-    let cost: Vec<u64> = net.flops_per_sample().iter().enumerate().map(|(i, &f)| f + net.layer_out_shape(i).iter().product::<usize>() as u64).collect();
-    // best[k][j]: the smallest largest-stage cost of cutting layers 0..j into k stages.
-    let prefix: Vec<u64> = std::iter::once(0).chain(cost.iter().scan(0u64, |a, &c| {
-        *a += c;
-        Some(*a)
-    })).collect();
-    let mut best = vec![vec![u64::MAX; n + 1]; stages + 1];
-    let mut from = vec![vec![0usize; n + 1]; stages + 1];
-    best[0][0] = 0;
-    for k in 1..=stages {
-        for j in k..=n {
-            for i in (k - 1)..j {
-                if best[k - 1][i] == u64::MAX {
-                    continue;
-                }
-                let c = best[k - 1][i].max(prefix[j] - prefix[i]);
-                if c < best[k][j] {
-                    (best[k][j], from[k][j]) = (c, i);
-                }
-            }
-        }
-    }
-    let mut ranges = Vec::new();
-    let mut j = n;
-    for k in (1..=stages).rev() {
-        let i = from[k][j];
-        ranges.push(i..j);
-        j = i;
-    }
-    ranges.reverse();
-    Ok(ranges)
+    let cost: Vec<f64> = net.flops_per_sample().iter().enumerate().map(|(i, &f)| (f + net.layer_out_shape(i).iter().product::<usize>() as u64) as f64).collect();
+    let cuts = crate::plan::balanced_cuts(&cost, stages);
+    Ok(cuts.windows(2).map(|w| w[0]..w[1]).collect())
 }
 
 /// One micro-batch's activations held between its forward and its backward.

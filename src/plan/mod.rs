@@ -1,0 +1,400 @@
+//! `convoy plan`: predicts the step time of every strategy on 1 to 1024 nodes from first
+//! principles (docs/plan.md states every formula and its source), and recommends a layout.
+//!
+//! Inputs: the model (per layer: forward multiply–adds, parameters, output size per sample), the
+//! global batch, the nodes, the link (α latency, β bandwidth), and the node's speed — either one
+//! number (`--node-gflops`, with backward = 2 × forward) or a measured profile (`convoy plan
+//! calibrate`: per-layer forward and backward seconds per sample on this machine).
+
+pub mod calibrate;
+pub mod report;
+
+use crate::net::{ModelSpec, Net};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Errors of the planner (bad input: exit code 2).
+#[derive(Debug, Error)]
+pub enum PlanError {
+    /// A flag or profile is unusable; the message names it and gives a hint.
+    #[error("{0}")]
+    Input(String),
+}
+
+fn bad<T>(m: String) -> Result<T, PlanError> {
+    Err(PlanError::Input(m))
+}
+
+/// One layer, as the cost model sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerCost {
+    /// Layer name.
+    pub name: String,
+    /// Forward seconds per sample on one node.
+    pub fwd_s: f64,
+    /// Backward seconds per sample on one node.
+    pub bwd_s: f64,
+    /// Parameters.
+    pub params: usize,
+    /// Output values per sample.
+    pub out: usize,
+    /// A fully connected layer (the hybrid splits these).
+    pub fc: bool,
+}
+
+/// The machine and network a plan is for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Link bandwidth, bytes/s (each direction).
+    pub bandwidth: f64,
+    /// Link latency, seconds (α of the α–β model).
+    pub latency: f64,
+    /// Memory copy bandwidth of a node, bytes/s (optimizer updates are memory-bound).
+    pub mem_bandwidth: f64,
+}
+
+/// A model's costs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelCost {
+    /// Model name.
+    pub model: String,
+    /// Per-sample input values.
+    pub input: usize,
+    /// Layers in order.
+    pub layers: Vec<LayerCost>,
+}
+
+impl ModelCost {
+    /// Costs from multiply–add counts and a node speed (`gflops`: 10^9 floating-point operations
+    /// per second; a multiply–add is 2, backward is twice forward).
+    pub fn from_flops(spec: &ModelSpec, gflops: f64) -> Result<ModelCost, PlanError> {
+        if !(gflops.is_finite() && gflops > 0.0) {
+            return bad(format!("--node-gflops {gflops} must be a positive number; hint: a Xeon core does about 50"));
+        }
+        let net = Net::build(spec).map_err(|e| PlanError::Input(e.to_string()))?;
+        let layout = net.layout();
+        let layers = (0..net.num_layers())
+            .map(|i| {
+                let fwd = net.flops_per_sample()[i] as f64 * 2.0 / (gflops * 1e9);
+                LayerCost {
+                    name: net.layer_names()[i].clone(),
+                    fwd_s: fwd,
+                    bwd_s: 2.0 * fwd,
+                    params: layout.layer_range(i).len(),
+                    out: net.layer_out_shape(i).iter().product(),
+                    fc: matches!(spec.layers[i], crate::net::LayerSpec::Linear { .. }),
+                }
+            })
+            .collect();
+        Ok(ModelCost { model: spec.name.clone(), input: spec.input.iter().product(), layers })
+    }
+
+    /// Parameters in all.
+    pub fn params(&self) -> usize {
+        self.layers.iter().map(|l| l.params).sum()
+    }
+
+    /// Forward + backward seconds per sample.
+    pub fn sample_s(&self) -> f64 {
+        self.layers.iter().map(|l| l.fwd_s + l.bwd_s).sum()
+    }
+
+    /// Activation bytes held per sample for backward (every layer's output, and the input).
+    pub fn act_bytes(&self) -> f64 {
+        4.0 * (self.input + self.layers.iter().map(|l| l.out).sum::<usize>()) as f64
+    }
+}
+
+/// Time of moving `bytes` over one link: α + bytes/β.
+pub fn p2p(c: &Cluster, bytes: f64) -> f64 {
+    c.latency + bytes / c.bandwidth
+}
+
+/// Ring all-reduce of `bytes` over `n` nodes (reduce-scatter + all-gather; Thakur, Rabenseifner
+/// & Gropp 2005): 2(n−1)α + 2(n−1)/n · bytes/β.
+pub fn ring_allreduce(c: &Cluster, n: usize, bytes: f64) -> f64 {
+    if n <= 1 {
+        return 0.0;
+    }
+    let n = n as f64;
+    2.0 * (n - 1.0) * c.latency + 2.0 * (n - 1.0) / n * bytes / c.bandwidth
+}
+
+/// Binomial-tree reduce + broadcast (latency-optimal for small messages): 2⌈log₂ n⌉(α + bytes/β).
+pub fn tree_allreduce(c: &Cluster, n: usize, bytes: f64) -> f64 {
+    if n <= 1 {
+        return 0.0;
+    }
+    2.0 * (n as f64).log2().ceil() * (c.latency + bytes / c.bandwidth)
+}
+
+/// The better of ring and tree (what MPI libraries switch between by message size).
+pub fn allreduce(c: &Cluster, n: usize, bytes: f64) -> f64 {
+    ring_allreduce(c, n, bytes).min(tree_allreduce(c, n, bytes))
+}
+
+/// Ring all-gather of `bytes` in all (each node contributes bytes/n): (n−1)α + (n−1)/n · bytes/β.
+pub fn allgather(c: &Cluster, n: usize, bytes: f64) -> f64 {
+    if n <= 1 {
+        return 0.0;
+    }
+    let n = n as f64;
+    (n - 1.0) * c.latency + (n - 1.0) / n * bytes / c.bandwidth
+}
+
+/// Pipeline bubble of GPipe and 1F1B with `s` equal stages and `m` micro-batches: (s−1)/(m+s−1).
+pub fn bubble_fraction(s: usize, m: usize) -> f64 {
+    (s as f64 - 1.0) / (m as f64 + s as f64 - 1.0)
+}
+
+/// Seconds of an optimizer update of `params` values at memory bandwidth (SGD momentum reads
+/// parameter, gradient and momentum and writes two: 20 bytes per value).
+pub fn update_s(c: &Cluster, params: f64) -> f64 {
+    20.0 * params / c.mem_bandwidth
+}
+
+/// A strategy's predicted step.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Prediction {
+    /// Strategy, with its layout ("dp", "ps k=2", "pipeline m=16", "hybrid mp=4", "tensor").
+    pub strategy: String,
+    /// Nodes (workers; parameter servers are extra nodes).
+    pub nodes: usize,
+    /// Seconds computing per step (the slowest worker).
+    pub compute_s: f64,
+    /// Seconds of communication not hidden behind computation.
+    pub exposed_comm_s: f64,
+    /// Seconds idle in the pipeline bubble.
+    pub bubble_s: f64,
+    /// Seconds in the optimizer update.
+    pub optimizer_s: f64,
+    /// Total step seconds.
+    pub step_s: f64,
+    /// Global images per second.
+    pub images_per_s: f64,
+    /// images/s ÷ (nodes × images/s of one node).
+    pub efficiency: f64,
+    /// Bytes per worker: parameters, optimizer state, activations.
+    pub memory_bytes: f64,
+}
+
+/// What to plan.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The model's costs.
+    pub model: ModelCost,
+    /// The network and nodes.
+    pub cluster: Cluster,
+    /// Global batch.
+    pub batch: usize,
+}
+
+impl Plan {
+    fn single_step(&self) -> f64 {
+        self.batch as f64 * self.model.sample_s() + update_s(&self.cluster, self.model.params() as f64)
+    }
+
+    fn finish(&self, strategy: String, nodes: usize, compute_s: f64, exposed: f64, bubble: f64, opt: f64, memory: f64) -> Prediction {
+        let step = compute_s + exposed + bubble + opt;
+        let ips = self.batch as f64 / step;
+        let one = self.batch as f64 / self.single_step();
+        Prediction { strategy, nodes, compute_s, exposed_comm_s: exposed, bubble_s: bubble, optimizer_s: opt, step_s: step, images_per_s: ips, efficiency: ips / (nodes as f64 * one), memory_bytes: memory }
+    }
+
+    /// Data parallelism with bucketed all-reduce overlapped with backward (as `--strategy
+    /// allreduce`): buckets of the gradients, last layers first (first bucket ≤ 1 MiB, then
+    /// `bucket_mb`), each reduced once its layers' backward is done, one at a time; what ends
+    /// after backward is exposed. The update is sharded (1/n of the parameters per node).
+    pub fn data_parallel(&self, n: usize, bucket_mb: f64) -> Prediction {
+        let b = self.batch as f64 / n as f64;
+        let l = &self.model.layers;
+        let fwd: f64 = l.iter().map(|x| x.fwd_s).sum::<f64>() * b;
+        let bwd: f64 = l.iter().map(|x| x.bwd_s).sum::<f64>() * b;
+        // Backward runs the layers last to first; bucket k is ready when its lowest layer is done.
+        let (mut t, mut comm_end, mut bucket_bytes, mut first) = (0.0f64, 0.0f64, 0.0f64, true);
+        for (i, layer) in l.iter().enumerate().rev() {
+            t += layer.bwd_s * b;
+            bucket_bytes += 4.0 * layer.params as f64;
+            let cap = if first { 1_048_576.0 } else { bucket_mb * 1_048_576.0 };
+            if bucket_bytes >= cap || i == 0 {
+                if bucket_bytes > 0.0 {
+                    comm_end = comm_end.max(t) + allreduce(&self.cluster, n, bucket_bytes);
+                }
+                bucket_bytes = 0.0;
+                first = false;
+            }
+        }
+        let exposed = (comm_end - bwd).max(0.0);
+        let p = self.model.params() as f64;
+        let memory = 4.0 * p * 2.0 + 8.0 * p / n as f64 + self.model.act_bytes() * b;
+        self.finish(format!("dp bucket={bucket_mb}MB"), n, fwd + bwd, exposed, 0.0, update_s(&self.cluster, p / n as f64), memory)
+    }
+
+    /// Synchronous parameter server with `k` shards on k extra nodes (as `--strategy ps`): after
+    /// backward every worker pushes its gradients (1/k to each shard) and pulls the parameters;
+    /// a shard's link carries n·bytes/k each way (incast), a worker's bytes each way.
+    pub fn param_server(&self, n: usize, k: usize) -> Prediction {
+        let b = self.batch as f64 / n as f64;
+        let compute = b * self.model.sample_s();
+        let bytes = 4.0 * self.model.params() as f64;
+        let worker = 2.0 * p2p(&self.cluster, bytes);
+        let shard = 2.0 * (self.cluster.latency * n as f64 / k as f64 + n as f64 * bytes / k as f64 / self.cluster.bandwidth);
+        let comm = worker.max(shard);
+        let p = self.model.params() as f64;
+        let memory = 4.0 * p * 2.0 + self.model.act_bytes() * b;
+        self.finish(format!("ps k={k}"), n, compute, comm, 0.0, update_s(&self.cluster, p / k as f64), memory)
+    }
+
+    /// Pipeline of `n` stages (one per node) cut where the largest stage is smallest, `m`
+    /// micro-batches: each micro-batch costs the slowest stage's time plus sending its
+    /// activations; a step is (m + s − 1) of them (GPipe/1F1B; Huang et al. 2019).
+    pub fn pipeline(&self, n: usize, m: usize) -> Option<Prediction> {
+        let l = &self.model.layers;
+        if n > l.len() || n < 2 {
+            return None;
+        }
+        let cost: Vec<f64> = l.iter().map(|x| x.fwd_s + x.bwd_s).collect();
+        let cuts = balanced_cuts(&cost, n);
+        let mb = self.batch as f64 / m as f64;
+        let stage_max = cuts.windows(2).map(|w| cost[w[0]..w[1]].iter().sum::<f64>()).fold(0.0, f64::max) * mb;
+        let send = cuts[1..n].iter().map(|&c| 2.0 * p2p(&self.cluster, 4.0 * l[c - 1].out as f64 * mb)).fold(0.0, f64::max);
+        let per_micro = stage_max + send;
+        let compute = m as f64 * stage_max;
+        let total = (m + n - 1) as f64 * per_micro;
+        let params_max = cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.params).sum::<usize>()).max().unwrap_or(0) as f64;
+        let memory = 12.0 * params_max + self.model.act_bytes() * mb * n.min(m) as f64;
+        let exposed = m as f64 * send;
+        Some(self.finish(format!("pipeline m={m}"), n, compute, exposed, total - compute - exposed, update_s(&self.cluster, params_max), memory))
+    }
+
+    /// Data-parallel convolutions, model-parallel classifier in groups of `mp` (Krizhevsky 2014):
+    /// the convolutions on batch/n, the classifier slices on the group's batch; the group
+    /// all-gathers the last convolution's output and all-reduces its gradient and the logits; the
+    /// convolutions' gradients are all-reduced over all nodes (overlapped with their backward),
+    /// each classifier slice's over the n/mp groups.
+    pub fn hybrid(&self, n: usize, mp: usize) -> Option<Prediction> {
+        let l = &self.model.layers;
+        let cut = l.iter().position(|x| x.fc)?;
+        if mp < 2 || n % mp != 0 || cut == 0 {
+            return None;
+        }
+        let dp = n / mp;
+        let b = self.batch as f64 / n as f64;
+        let group_b = self.batch as f64 / dp as f64;
+        let conv: f64 = l[..cut].iter().map(|x| x.fwd_s + x.bwd_s).sum::<f64>() * b;
+        let conv_bwd: f64 = l[..cut].iter().map(|x| x.bwd_s).sum::<f64>() * b;
+        let fc: f64 = l[cut..].iter().map(|x| x.fwd_s + x.bwd_s).sum::<f64>() * group_b / mp as f64;
+        let feat = 4.0 * l[cut - 1].out as f64 * group_b;
+        let logits = 4.0 * l.last().map_or(0, |x| x.out) as f64 * group_b;
+        let exchange = allgather(&self.cluster, mp, feat) + ring_allreduce(&self.cluster, mp, feat) + ring_allreduce(&self.cluster, mp, logits);
+        let conv_params: f64 = l[..cut].iter().map(|x| x.params).sum::<usize>() as f64;
+        let fc_params: f64 = l[cut..].iter().map(|x| x.params).sum::<usize>() as f64 / mp as f64;
+        let grads = (allreduce(&self.cluster, n, 4.0 * conv_params) - conv_bwd).max(0.0) + allreduce(&self.cluster, dp, 4.0 * fc_params);
+        let memory = 12.0 * (conv_params + fc_params) + self.model.act_bytes() * b;
+        Some(self.finish(format!("hybrid mp={mp}"), n, conv + fc, exchange + grads, 0.0, update_s(&self.cluster, conv_params + fc_params), memory))
+    }
+
+    /// Tensor split over `n` nodes (every conv/linear layer in n slices): compute/n; every
+    /// layer's output all-gathered in forward and its input gradient all-reduced in backward.
+    pub fn tensor(&self, n: usize) -> Prediction {
+        let b = self.batch as f64;
+        let compute = b * self.model.sample_s() / n as f64;
+        let comm: f64 = self.model.layers.iter().filter(|x| x.params > 0).map(|x| allgather(&self.cluster, n, 4.0 * x.out as f64 * b) + ring_allreduce(&self.cluster, n, 4.0 * x.out as f64 * b)).sum();
+        let p = self.model.params() as f64 / n as f64;
+        let memory = 12.0 * p + self.model.act_bytes() * b;
+        self.finish("tensor".into(), n, compute, comm, 0.0, update_s(&self.cluster, p), memory)
+    }
+
+    /// Every strategy's best layout at `n` nodes (`strategies` filters: dp, ps, pipeline, tensor, hybrid).
+    pub fn at(&self, n: usize, strategies: &[String]) -> Vec<Prediction> {
+        let want = |s: &str| strategies.is_empty() || strategies.iter().any(|x| x == s);
+        let best = |v: Vec<Prediction>| v.into_iter().min_by(|a, b| a.step_s.total_cmp(&b.step_s));
+        let mut out = Vec::new();
+        // One node: plain training (every strategy degenerates to it).
+        let split = n > 1;
+        if want("dp") {
+            out.extend(best([1.0, 5.0, 25.0, 100.0].iter().map(|&mb| self.data_parallel(n, mb)).collect()));
+        }
+        if want("ps") && split {
+            out.extend(best((0..).map(|e| 1usize << e).take_while(|&k| k <= n.max(1)).map(|k| self.param_server(n, k)).collect()));
+        }
+        if want("pipeline") && split {
+            out.extend(best([1, 2, 4, 8].iter().filter_map(|&f| self.pipeline(n, (f * n).min(self.batch))).collect()));
+        }
+        if want("tensor") && split {
+            out.push(self.tensor(n));
+        }
+        if want("hybrid") && split {
+            out.extend(best((2..=n).filter(|mp| n % mp == 0).filter_map(|mp| self.hybrid(n, mp)).collect()));
+        }
+        out
+    }
+}
+
+/// Cut points 0 = c₀ < … < c_s = len of `cost` into `s` contiguous parts whose largest sum is smallest.
+pub fn balanced_cuts(cost: &[f64], s: usize) -> Vec<usize> {
+    let n = cost.len();
+    let prefix: Vec<f64> = std::iter::once(0.0)
+        .chain(cost.iter().scan(0.0, |a, &c| {
+            *a += c;
+            Some(*a)
+        }))
+        .collect();
+    let mut best = vec![vec![f64::INFINITY; n + 1]; s + 1];
+    let mut from = vec![vec![0usize; n + 1]; s + 1];
+    best[0][0] = 0.0;
+    for k in 1..=s {
+        for j in k..=n {
+            for i in (k - 1)..j {
+                let c = best[k - 1][i].max(prefix[j] - prefix[i]);
+                if c < best[k][j] {
+                    (best[k][j], from[k][j]) = (c, i);
+                }
+            }
+        }
+    }
+    let mut cuts = vec![n];
+    let mut j = n;
+    for k in (1..=s).rev() {
+        j = from[k][j];
+        cuts.push(j);
+    }
+    cuts.reverse();
+    cuts
+}
+
+/// Parses a bandwidth: `10gbit`, `100mbit`, `25gbit`, `1.5GB/s`, `200MB/s`, or bytes/s.
+pub fn parse_bandwidth(s: &str) -> Result<f64, PlanError> {
+    let t = s.trim().to_ascii_lowercase();
+    let units: [(&str, f64); 8] = [("gbit", 1e9 / 8.0), ("mbit", 1e6 / 8.0), ("kbit", 1e3 / 8.0), ("gb/s", 1e9), ("mb/s", 1e6), ("kb/s", 1e3), ("b/s", 1.0), ("", 1.0)];
+    for (u, f) in units {
+        if let Some(num) = t.strip_suffix(u) {
+            if let Ok(v) = num.trim().parse::<f64>() {
+                if v.is_finite() && v > 0.0 {
+                    return Ok(v * f);
+                }
+                return bad(format!("--link {s}: the bandwidth must be positive"));
+            }
+        }
+    }
+    bad(format!("--link {s}: not a bandwidth; hint: 10gbit, 100mbit or 1.5GB/s"))
+}
+
+/// Parses a duration: `5us`, `1ms`, `0.2s`, `100ns`.
+pub fn parse_latency(s: &str) -> Result<f64, PlanError> {
+    let t = s.trim().to_ascii_lowercase();
+    for (u, f) in [("ns", 1e-9), ("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)] {
+        if let Some(num) = t.strip_suffix(u) {
+            if let Ok(v) = num.trim().parse::<f64>() {
+                if v.is_finite() && v >= 0.0 {
+                    return Ok(v * f);
+                }
+            }
+            return bad(format!("--latency {s}: must be a non-negative duration; hint: 5us"));
+        }
+    }
+    bad(format!("--latency {s}: not a duration; hint: 5us, 1ms"))
+}
+
+#[cfg(test)]
+mod tests;

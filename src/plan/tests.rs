@@ -1,0 +1,133 @@
+use super::*;
+
+fn cluster(gbit: f64, latency: f64) -> Cluster {
+    Cluster { bandwidth: gbit * 1e9 / 8.0, latency, mem_bandwidth: 10e9 }
+}
+
+/// A made-up 3-layer model: conv (no params counted), fc1 1 M params, fc2 10 k params.
+fn toy() -> ModelCost {
+    let l = |name: &str, f: f64, params: usize, out: usize, fc: bool| LayerCost { name: name.into(), fwd_s: f, bwd_s: 2.0 * f, params, out, fc };
+    ModelCost { model: "toy".into(), input: 784, layers: vec![l("conv", 1e-4, 1000, 4000, false), l("fc1", 1e-5, 1_000_000, 1000, true), l("fc2", 1e-6, 10_000, 10, true)] }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1e-12)
+}
+
+#[test]
+fn ring_tree_allgather_and_bubble_match_hand_computed_values() {
+    // 10 Gbit/s = 1.25e9 B/s, α = 5 µs; 100 MB over 4 nodes:
+    // ring = 2·3·5e-6 + 2·3/4·1e8/1.25e9 = 3e-5 + 0.12 = 0.12003 s.
+    let c = cluster(10.0, 5e-6);
+    assert!(close(ring_allreduce(&c, 4, 1e8), 0.12003));
+    // tree = 2·log2(4)·(5e-6 + 1e8/1.25e9) = 4·0.080005 = 0.32002 s; allreduce picks the ring.
+    assert!(close(tree_allreduce(&c, 4, 1e8), 0.32002));
+    assert!(close(allreduce(&c, 4, 1e8), 0.12003));
+    // 8 bytes over 1024 nodes: tree 2·10·(5e-6 + 6.4e-9) beats ring 2·1023·5e-6.
+    assert!(close(allreduce(&c, 1024, 8.0), 20.0 * (5e-6 + 8.0 / 1.25e9)));
+    // all-gather of 100 MB on 4 nodes: 3·5e-6 + 3/4·0.08 = 0.060015.
+    assert!(close(allgather(&c, 4, 1e8), 0.060015));
+    assert_eq!(ring_allreduce(&c, 1, 1e8), 0.0);
+    assert!(close(bubble_fraction(4, 8), 3.0 / 11.0));
+    assert!(close(bubble_fraction(2, 1), 0.5));
+    assert!(close(update_s(&c, 1e6), 20.0 * 1e6 / 10e9));
+}
+
+#[test]
+fn data_parallel_and_ps_match_hand_computed_steps() {
+    let c = cluster(10.0, 5e-6);
+    let plan = Plan { model: toy(), cluster: c.clone(), batch: 64 };
+    // One node: compute 64 · 3·(1e-4 + 1e-5 + 1e-6) s, no communication.
+    let one = plan.data_parallel(1, 25.0);
+    assert!(close(one.compute_s, 64.0 * 3.0 * 1.11e-4));
+    assert_eq!(one.exposed_comm_s, 0.0);
+    assert!(close(one.efficiency, 1.0));
+    // Two nodes, 32 samples each. Buckets, last layers first: fc2+fc1 (4.04 MB ≥ 1 MiB) is ready
+    // after their backward (32·2·(1e-6 + 1e-5) = 7.04e-4 s), then conv (4 kB) after the whole
+    // backward (32·2·1.11e-4 = 7.104e-3 s). fc bucket: 2·5e-6 + 4.04e6/1.25e9 = 3.242e-3 s,
+    // done at 3.946e-3 < 7.104e-3; conv bucket: 1e-5 + 4000/1.25e9 → exposed 1.32e-5 s.
+    let two = plan.data_parallel(2, 25.0);
+    assert!(close(two.compute_s, 32.0 * 3.0 * 1.11e-4));
+    let conv_bucket = ring_allreduce(&c, 2, 4000.0).min(tree_allreduce(&c, 2, 4000.0));
+    assert!(close(two.exposed_comm_s, conv_bucket), "{} vs {conv_bucket}", two.exposed_comm_s);
+    // PS, 2 workers, 1 shard: the shard's link carries 2 × 4.044 MB each way.
+    let ps = plan.param_server(2, 1);
+    let bytes = 4.0 * 1_011_000.0;
+    let shard = 2.0 * (5e-6 * 2.0 + 2.0 * bytes / 1.25e9);
+    assert!(close(ps.exposed_comm_s, shard));
+}
+
+#[test]
+fn pipeline_hybrid_and_tensor_are_consistent() {
+    let plan = Plan { model: toy(), cluster: cluster(100.0, 1e-6), batch: 64 };
+    let p = plan.pipeline(2, 8).unwrap();
+    // The conv layer dominates: stage 0 = conv, stage 1 = fc1 + fc2; bubble = 1 of 9 micro-steps.
+    let per = 3.0 * 1e-4 * 8.0;
+    assert!(close(p.compute_s, 8.0 * per));
+    assert!(p.bubble_s >= per * 0.999, "{p:?}");
+    assert!(plan.pipeline(5, 8).is_none(), "more stages than layers");
+    let h = plan.hybrid(4, 2).unwrap();
+    assert!(h.compute_s < plan.data_parallel(1, 25.0).compute_s);
+    assert!(plan.hybrid(4, 3).is_none());
+    let t = plan.tensor(4);
+    assert!(close(t.compute_s, 64.0 * 3.0 * 1.11e-4 / 4.0));
+    // Everything at every node count is finite and positive.
+    for n in [1, 2, 4, 64, 1024] {
+        for pr in plan.at(n, &[]) {
+            assert!(pr.step_s.is_finite() && pr.step_s > 0.0 && pr.images_per_s > 0.0, "{pr:?}");
+        }
+    }
+}
+
+#[test]
+fn more_bandwidth_never_predicts_a_slower_step() {
+    let m = toy();
+    for n in [2, 3, 8, 64, 512] {
+        let mut last: Option<Vec<f64>> = None;
+        for gbit in [0.1, 1.0, 10.0, 25.0, 100.0, 400.0] {
+            let plan = Plan { model: m.clone(), cluster: cluster(gbit, 5e-6), batch: 256 };
+            let steps: Vec<f64> = plan.at(n, &[]).iter().map(|p| p.step_s).collect();
+            if let Some(prev) = &last {
+                for (a, b) in steps.iter().zip(prev) {
+                    assert!(*a <= b * (1.0 + 1e-12), "n {n}, {gbit} Gbit: {a} > {b}");
+                }
+            }
+            last = Some(steps);
+        }
+    }
+}
+
+#[test]
+fn more_nodes_never_predict_less_ring_traffic_per_step_at_fixed_bytes() {
+    let c = cluster(10.0, 5e-6);
+    for bytes in [1e3, 1e6, 1e9] {
+        let mut last = 0.0;
+        for n in 1..=1024 {
+            let t = ring_allreduce(&c, n, bytes);
+            assert!(t >= last, "{n} nodes, {bytes} B: {t} < {last}");
+            last = t;
+        }
+    }
+}
+
+#[test]
+fn balanced_cuts_minimise_the_largest_part() {
+    assert_eq!(balanced_cuts(&[1.0, 1.0, 1.0, 1.0], 2), vec![0, 2, 4]);
+    assert_eq!(balanced_cuts(&[5.0, 1.0, 1.0, 1.0, 1.0, 1.0], 2), vec![0, 1, 6]);
+    assert_eq!(balanced_cuts(&[1.0, 2.0, 3.0], 3), vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn units_parse_and_bad_values_name_the_flag() {
+    assert!(close(parse_bandwidth("10gbit").unwrap(), 1.25e9));
+    assert!(close(parse_bandwidth("100Mbit").unwrap(), 1.25e7));
+    assert!(close(parse_bandwidth("1.5GB/s").unwrap(), 1.5e9));
+    assert!(close(parse_latency("5us").unwrap(), 5e-6));
+    assert!(close(parse_latency("2ms").unwrap(), 2e-3));
+    for b in ["-1gbit", "0gbit", "fast", ""] {
+        let e = parse_bandwidth(b).unwrap_err().to_string();
+        assert!(e.contains("--link") && e.contains(b), "{e}");
+    }
+    assert!(parse_latency("-3us").is_err());
+    assert!(parse_latency("soon").is_err());
+}
