@@ -32,6 +32,10 @@ if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null || ! ls /usr/
     fi
 fi
 
+# tests/plan_cluster.rs builds an emulated 2-host cluster (network namespaces) when run as root;
+# make sure none is left behind, whatever happens.
+trap 'CLUSTER_PREFIX=cvt bash scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
+
 # The default build (no MPI) must keep compiling on machines without MPI.
 cargo check --locked --all-targets
 # One release build for everything (library, binary, tests, benches), with the MPI transport.

@@ -33,12 +33,20 @@ pub struct PlanArgs {
     /// Memory bandwidth of a node (for optimizer updates; --profile measures it).
     #[arg(long, default_value = "10GB/s")]
     pub mem_bandwidth: String,
+    /// Cores per node for its worker (below 2 communication cannot overlap computation; below 1,
+    /// e.g. emulated hosts sharing a machine's cores, computation slows down by 1/cores).
+    #[arg(long, default_value_t = 8.0)]
+    pub cores_per_node: f64,
     /// A profile written by `convoy plan calibrate` (measured per-layer times).
     #[arg(long)]
     pub profile: Option<PathBuf>,
     /// Strategies to consider (dp, ps, pipeline, tensor, hybrid; default all).
     #[arg(long, value_delimiter = ',')]
     pub strategies: Vec<String>,
+    /// Show every layout tried (each bucket size, shard count, micro-batch count), not only each
+    /// strategy's best.
+    #[arg(long)]
+    pub all_layouts: bool,
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -111,9 +119,12 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
         }
         None => (ModelCost::from_flops(&spec, args.node_gflops)?, plan::parse_bandwidth(&args.mem_bandwidth).map_err(|e| PlanError::Input(e.to_string().replace("--link", "--mem-bandwidth")))?),
     };
-    let cluster = Cluster { bandwidth: plan::parse_bandwidth(&args.link)?, latency: plan::parse_latency(&args.latency)?, mem_bandwidth: mem };
+    if !(args.cores_per_node.is_finite() && args.cores_per_node > 0.0) {
+        return Err(PlanError::Input(format!("--cores-per-node {} must be positive", args.cores_per_node)).into());
+    }
+    let cluster = Cluster { bandwidth: plan::parse_bandwidth(&args.link)?, latency: plan::parse_latency(&args.latency)?, mem_bandwidth: mem, cores_per_node: args.cores_per_node };
     let planner = plan::Plan { model, cluster, batch: args.batch };
-    let rows: Vec<(usize, Vec<plan::Prediction>)> = args.nodes.iter().map(|&n| (n, planner.at(n, &args.strategies))).collect();
+    let rows: Vec<(usize, Vec<plan::Prediction>)> = args.nodes.iter().map(|&n| (n, planner.layouts(n, &args.strategies, args.all_layouts))).collect();
     if let Some(path) = &args.plot {
         let title = format!("{} batch {} — link {} latency {}", spec.name, args.batch, args.link, args.latency);
         std::fs::write(path, report::svg(&title, &rows)).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;

@@ -51,6 +51,23 @@ pub struct Cluster {
     pub latency: f64,
     /// Memory copy bandwidth of a node, bytes/s (optimizer updates are memory-bound).
     pub mem_bandwidth: f64,
+    /// Cores of a node for one worker (the profile's layer times are for one such node). Below 2,
+    /// the communication thread has no core of its own: communication does not overlap
+    /// computation (MPI progress polls on the worker's core). Below 1 (emulated hosts sharing
+    /// cores), computation slows by 1/cores.
+    pub cores_per_node: f64,
+}
+
+impl Cluster {
+    /// Whether communication can run beside computation.
+    pub fn overlaps(&self) -> bool {
+        self.cores_per_node >= 2.0
+    }
+
+    /// The factor on computation times.
+    pub fn compute_scale(&self) -> f64 {
+        (1.0 / self.cores_per_node).max(1.0)
+    }
 }
 
 /// A model's costs.
@@ -191,7 +208,7 @@ pub struct Plan {
 
 impl Plan {
     fn single_step(&self) -> f64 {
-        self.batch as f64 * self.model.sample_s() + update_s(&self.cluster, self.model.params() as f64)
+        self.batch as f64 * self.model.sample_s() * self.cluster.compute_scale() + update_s(&self.cluster, self.model.params() as f64)
     }
 
     fn finish(&self, strategy: String, nodes: usize, compute_s: f64, exposed: f64, bubble: f64, opt: f64, memory: f64) -> Prediction {
@@ -206,10 +223,11 @@ impl Plan {
     /// `bucket_mb`), each reduced once its layers' backward is done, one at a time; what ends
     /// after backward is exposed. The update is sharded (1/n of the parameters per node).
     pub fn data_parallel(&self, n: usize, bucket_mb: f64) -> Prediction {
-        let b = self.batch as f64 / n as f64;
+        let b = self.batch as f64 / n as f64 * self.cluster.compute_scale();
         let l = &self.model.layers;
         let fwd: f64 = l.iter().map(|x| x.fwd_s).sum::<f64>() * b;
         let bwd: f64 = l.iter().map(|x| x.bwd_s).sum::<f64>() * b;
+        let overlap = self.cluster.overlaps();
         // Backward runs the layers last to first; bucket k is ready when its lowest layer is done.
         let (mut t, mut comm_end, mut bucket_bytes, mut first) = (0.0f64, 0.0f64, 0.0f64, true);
         for (i, layer) in l.iter().enumerate().rev() {
@@ -218,7 +236,8 @@ impl Plan {
             let cap = if first { 1_048_576.0 } else { bucket_mb * 1_048_576.0 };
             if bucket_bytes >= cap || i == 0 {
                 if bucket_bytes > 0.0 {
-                    comm_end = comm_end.max(t) + allreduce(&self.cluster, n, bucket_bytes);
+                    let ready = if overlap { t } else { bwd };
+                    comm_end = comm_end.max(ready) + allreduce(&self.cluster, n, bucket_bytes);
                 }
                 bucket_bytes = 0.0;
                 first = false;
@@ -235,7 +254,7 @@ impl Plan {
     /// a shard's link carries n·bytes/k each way (incast), a worker's bytes each way.
     pub fn param_server(&self, n: usize, k: usize) -> Prediction {
         let b = self.batch as f64 / n as f64;
-        let compute = b * self.model.sample_s();
+        let compute = b * self.model.sample_s() * self.cluster.compute_scale();
         let bytes = 4.0 * self.model.params() as f64;
         let worker = 2.0 * p2p(&self.cluster, bytes);
         let shard = 2.0 * (self.cluster.latency * n as f64 / k as f64 + n as f64 * bytes / k as f64 / self.cluster.bandwidth);
@@ -256,6 +275,7 @@ impl Plan {
         let cost: Vec<f64> = l.iter().map(|x| x.fwd_s + x.bwd_s).collect();
         let cuts = balanced_cuts(&cost, n);
         let mb = self.batch as f64 / m as f64;
+        let cost: Vec<f64> = cost.iter().map(|c| c * self.cluster.compute_scale()).collect();
         let stage_max = cuts.windows(2).map(|w| cost[w[0]..w[1]].iter().sum::<f64>()).fold(0.0, f64::max) * mb;
         let send = cuts[1..n].iter().map(|&c| 2.0 * p2p(&self.cluster, 4.0 * l[c - 1].out as f64 * mb)).fold(0.0, f64::max);
         let per_micro = stage_max + send;
@@ -279,18 +299,20 @@ impl Plan {
             return None;
         }
         let dp = n / mp;
-        let b = self.batch as f64 / n as f64;
-        let group_b = self.batch as f64 / dp as f64;
+        let scale = self.cluster.compute_scale();
+        let b = self.batch as f64 / n as f64 * scale;
+        let group_b = self.batch as f64 / dp as f64 * scale;
         let conv: f64 = l[..cut].iter().map(|x| x.fwd_s + x.bwd_s).sum::<f64>() * b;
         let conv_bwd: f64 = l[..cut].iter().map(|x| x.bwd_s).sum::<f64>() * b;
         let fc: f64 = l[cut..].iter().map(|x| x.fwd_s + x.bwd_s).sum::<f64>() * group_b / mp as f64;
-        let feat = 4.0 * l[cut - 1].out as f64 * group_b;
-        let logits = 4.0 * l.last().map_or(0, |x| x.out) as f64 * group_b;
+        let feat = 4.0 * l[cut - 1].out as f64 * group_b / scale;
+        let logits = 4.0 * l.last().map_or(0, |x| x.out) as f64 * group_b / scale;
         let exchange = allgather(&self.cluster, mp, feat) + ring_allreduce(&self.cluster, mp, feat) + ring_allreduce(&self.cluster, mp, logits);
         let conv_params: f64 = l[..cut].iter().map(|x| x.params).sum::<usize>() as f64;
         let fc_params: f64 = l[cut..].iter().map(|x| x.params).sum::<usize>() as f64 / mp as f64;
-        let grads = (allreduce(&self.cluster, n, 4.0 * conv_params) - conv_bwd).max(0.0) + allreduce(&self.cluster, dp, 4.0 * fc_params);
-        let memory = 12.0 * (conv_params + fc_params) + self.model.act_bytes() * b;
+        let hidden = if self.cluster.overlaps() { conv_bwd } else { 0.0 };
+        let grads = (allreduce(&self.cluster, n, 4.0 * conv_params) - hidden).max(0.0) + allreduce(&self.cluster, dp, 4.0 * fc_params);
+        let memory = 12.0 * (conv_params + fc_params) + self.model.act_bytes() * b / scale;
         Some(self.finish(format!("hybrid mp={mp}"), n, conv + fc, exchange + grads, 0.0, update_s(&self.cluster, conv_params + fc_params), memory))
     }
 
@@ -298,7 +320,7 @@ impl Plan {
     /// layer's output all-gathered in forward and its input gradient all-reduced in backward.
     pub fn tensor(&self, n: usize) -> Prediction {
         let b = self.batch as f64;
-        let compute = b * self.model.sample_s() / n as f64;
+        let compute = b * self.model.sample_s() / n as f64 * self.cluster.compute_scale();
         let comm: f64 = self.model.layers.iter().filter(|x| x.params > 0).map(|x| allgather(&self.cluster, n, 4.0 * x.out as f64 * b) + ring_allreduce(&self.cluster, n, 4.0 * x.out as f64 * b)).sum();
         let p = self.model.params() as f64 / n as f64;
         let memory = 12.0 * p + self.model.act_bytes() * b;
@@ -307,8 +329,19 @@ impl Plan {
 
     /// Every strategy's best layout at `n` nodes (`strategies` filters: dp, ps, pipeline, tensor, hybrid).
     pub fn at(&self, n: usize, strategies: &[String]) -> Vec<Prediction> {
+        self.layouts(n, strategies, false)
+    }
+
+    /// `at`, or with `all` every layout tried (each bucket size, shard count, ...).
+    pub fn layouts(&self, n: usize, strategies: &[String], all: bool) -> Vec<Prediction> {
         let want = |s: &str| strategies.is_empty() || strategies.iter().any(|x| x == s);
-        let best = |v: Vec<Prediction>| v.into_iter().min_by(|a, b| a.step_s.total_cmp(&b.step_s));
+        let best = |v: Vec<Prediction>| -> Vec<Prediction> {
+            if all {
+                v
+            } else {
+                v.into_iter().min_by(|a, b| a.step_s.total_cmp(&b.step_s)).into_iter().collect()
+            }
+        };
         let mut out = Vec::new();
         // One node: plain training (every strategy degenerates to it).
         let split = n > 1;

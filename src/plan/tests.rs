@@ -1,7 +1,7 @@
 use super::*;
 
 fn cluster(gbit: f64, latency: f64) -> Cluster {
-    Cluster { bandwidth: gbit * 1e9 / 8.0, latency, mem_bandwidth: 10e9 }
+    Cluster { bandwidth: gbit * 1e9 / 8.0, latency, mem_bandwidth: 10e9, cores_per_node: 8.0 }
 }
 
 /// A made-up 3-layer model: conv (no params counted), fc1 1 M params, fc2 10 k params.
@@ -77,6 +77,24 @@ fn pipeline_hybrid_and_tensor_are_consistent() {
             assert!(pr.step_s.is_finite() && pr.step_s > 0.0 && pr.images_per_s > 0.0, "{pr:?}");
         }
     }
+}
+
+#[test]
+fn one_core_per_node_turns_overlap_off_and_shared_cores_slow_computation() {
+    let mut c = cluster(10.0, 5e-6);
+    let plan = Plan { model: toy(), cluster: c.clone(), batch: 64 };
+    let with = plan.data_parallel(2, 25.0);
+    c.cores_per_node = 1.0;
+    let plan1 = Plan { model: toy(), cluster: c.clone(), batch: 64 };
+    let without = plan1.data_parallel(2, 25.0);
+    // Without overlap both buckets go after backward: 2 all-reduces exposed.
+    let fc = allreduce(&c, 2, 4.0 * 1_010_000.0);
+    let conv = allreduce(&c, 2, 4000.0);
+    assert!(close(without.exposed_comm_s, fc + conv), "{} vs {}", without.exposed_comm_s, fc + conv);
+    assert!(without.step_s > with.step_s);
+    c.cores_per_node = 0.5;
+    let half = Plan { model: toy(), cluster: c, batch: 64 }.data_parallel(2, 25.0);
+    assert!(close(half.compute_s, 2.0 * without.compute_s));
 }
 
 #[test]

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Copied from ../shared/cluster/netns-cluster.sh (the project carries its own copy; used by
+# bench/plan_vs_cluster.sh and tests/plan_cluster.rs). Only change: the agent path follows the file name.
+# A small emulated cluster on one machine: N network namespaces ("hosts") joined by a bridge that
+# lives in its own namespace (nothing touches the machine's own network), with an optional
+# bandwidth cap per host link (tc tbf). mpirun started in host 0 reaches the others through an
+# rsh agent that is `ip netns exec`.
+#   up N [RATE]   create hosts h0..h{N-1} (RATE e.g. 1gbit, 200mbit; default: no cap)
+#   down          remove them
+#   run CMD...    run CMD inside h0 with OMPI settings that launch on the other hosts
+#   hostfile      print an Open MPI hostfile for the hosts
+set -euo pipefail
+P=${CLUSTER_PREFIX:-cvy}
+SW=${P}-sw
+NET=${CLUSTER_NET:-10.231.77}
+here=$(cd "$(dirname "$0")" && pwd)
+
+hosts() { ip netns list | awk '{print $1}' | grep -E "^${P}-h[0-9]+$" | sort -V; }
+
+up() {
+  local n=$1 rate=${2:-}
+  down >/dev/null 2>&1 || true
+  ip netns add "$SW"
+  ip -n "$SW" link add br0 type bridge
+  ip -n "$SW" link set br0 up
+  ip -n "$SW" link set lo up
+  local hostsfile; hostsfile=$(mktemp)
+  for i in $(seq 0 $((n-1))); do echo "$NET.$((i+10)) h$i" >> "$hostsfile"; done
+  for i in $(seq 0 $((n-1))); do
+    local h=${P}-h$i
+    ip netns add "$h"
+    ip link add "v$P$i" netns "$h" type veth peer name "p$i" netns "$SW"
+    ip -n "$h" link set "v$P$i" name eth0
+    ip -n "$h" addr add "$NET.$((i+10))/24" dev eth0
+    ip -n "$h" link set eth0 up
+    ip -n "$h" link set lo up
+    ip -n "$SW" link set "p$i" master br0
+    ip -n "$SW" link set "p$i" up
+    if [ -n "$rate" ]; then
+      # cap both directions: egress of the host and egress of the switch port
+      ip netns exec "$h"  tc qdisc add dev eth0 root tbf rate "$rate" burst ${CLUSTER_BURST:-1mb} latency 100ms
+      ip netns exec "$SW" tc qdisc add dev "p$i" root tbf rate "$rate" burst ${CLUSTER_BURST:-1mb} latency 100ms
+    fi
+    mkdir -p "/etc/netns/$h"
+    cp "$hostsfile" "/etc/netns/$h/hosts"
+    echo "127.0.0.1 localhost" >> "/etc/netns/$h/hosts"
+    echo "h$i" > "/etc/netns/$h/hostname"
+  done
+  rm -f "$hostsfile"
+  echo "up: $n hosts ${rate:+capped at $rate}"
+}
+
+down() {
+  for h in $(hosts); do ip netns del "$h"; rm -rf "/etc/netns/$h"; done
+  ip netns del "$SW" 2>/dev/null || true
+}
+
+hostfile() { local i=0; for h in $(hosts); do echo "h$i slots=${SLOTS:-1}"; i=$((i+1)); done; }
+
+agent() {  # called by Open MPI's launcher as: agent [opts] HOST CMD...
+  while [ "${1:-}" != "" ] && [ "${1#-}" != "$1" ]; do shift; done
+  local host=$1; shift
+  # own network namespace, and its own hostname (a UTS namespace), as on a real host
+  exec ip netns exec "${P}-$host" unshare --uts bash -c "hostname $host; $*"
+}
+
+run() {
+  local hf; hf=$(mktemp); hostfile > "$hf"
+  OMPI_MCA_plm_rsh_agent="$here/$(basename "$0") agent" \
+  OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=eth0 OMPI_MCA_oob_tcp_if_include=eth0 \
+  OMPI_MCA_pml=ob1 OMPI_MCA_plm_rsh_no_tree_spawn=1 \
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 CLUSTER_HOSTFILE="$hf" \
+    ip netns exec "${P}-h0" unshare --uts bash -c 'hostname h0; exec "$@"' bash "$@"
+}
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+  up) up "$@" ;; down) down ;; run) run "$@" ;; hostfile) hostfile ;; agent) agent "$@" ;;
+  *) sed -n '2,9p' "$0"; exit 2 ;;
+esac
