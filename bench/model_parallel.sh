@@ -2,8 +2,8 @@
 # Model and hybrid parallelism benchmarks (issue 6), on threads, all measured in this run:
 #  1. bytes sent per step per worker (counted by the communicators) and images/s of data
 #     parallelism, the hybrid (data-parallel convolutions, model-parallel classifier), the tensor
-#     split and the pipeline, at 2 and 4 workers, on an AlexNet-style net (bench/models/
-#     alexnet-small.toml) with synthetic 3×32×32 input;
+#     split and the pipeline, at 2 and 4 workers, on an AlexNet-style net (the zoo's
+#     alexnet-cifar) with synthetic 3×32×32 input;
 #  2. the pipeline bubble measured against GPipe's theory (S−1)/(M+S−1).
 # Usage: bash bench/model_parallel.sh [STEPS]
 set -euo pipefail
@@ -28,7 +28,7 @@ for split, n in (("train", 4096), ("t10k", 256)):
 PY
 run() {  # name, flags...
     local name=$1; shift
-    $BIN --log-level debug train --model bench/models/alexnet-small.toml --data "$out/data" --no-progress --no-epoch-eval \
+    $BIN --log-level debug train --model alexnet-cifar --data "$out/data" --no-progress --no-epoch-eval \
         --steps "$STEPS" --batch-size 64 --threads 1 --metrics "$out/$name.jsonl" "$@" > /dev/null 2> "$out/$name.log"
     echo "$name" >> "$out/runs"
 }

@@ -154,3 +154,32 @@ fn plan_predicts_and_refuses_bad_input() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// CIFAR-10 binary files are found by `--data`, train the zoo's CIFAR models, and a model for
+/// another input is refused with both shapes named.
+#[test]
+fn cifar_binary_data_trains_cifar_models_and_refuses_mnist_models() {
+    let dir = std::env::temp_dir().join(format!("convoy-cifar-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = |i: usize| {
+        let mut r = vec![(i % 10) as u8];
+        r.extend((0..3072).map(|p| ((p * 7 + i * 13) % 256) as u8));
+        r
+    };
+    for name in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"] {
+        let bytes: Vec<u8> = (0..8).flat_map(record).collect();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let train = |model: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
+            .args(["train", "--no-progress", "--steps", "2", "--batch-size", "8", "--threads", "1", "--model", model, "--data", dir.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let ok = train("alexnet-cifar");
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let bad = train("lenet");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(err.contains("[3, 32, 32]") && err.contains("[1, 28, 28]"), "{err}");
+}

@@ -1,14 +1,25 @@
-//! Datasets: the `Dataset` trait, the IDX reader (MNIST, Fashion-MNIST), the seeded sharded
-//! sampler and the prefetching loader.
+//! Datasets: the `Dataset` trait, the IDX reader (MNIST, Fashion-MNIST), the CIFAR-10/100 binary
+//! reader, the seeded sharded sampler and the prefetching loader.
 //!
 //! Every rank opens the whole dataset and reads only its shard of each global batch (Intel
 //! Caffe's "shared DB" placement); the sampler already takes `(rank, world)`.
 
+pub mod cifar;
 pub mod idx;
 pub mod loader;
 pub mod sampler;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Opens `split` of the dataset in `dir`: CIFAR-10/100 binary files when present, else the IDX
+/// files of MNIST or Fashion-MNIST.
+pub fn open(dir: &Path, split: Split) -> Result<Arc<dyn Dataset>, DataError> {
+    Ok(match cifar::detect(dir) {
+        Some(kind) => Arc::new(cifar::CifarDataset::load_dir(dir, kind, split)?),
+        None => Arc::new(idx::IdxDataset::load_dir(dir, split)?),
+    })
+}
 use thiserror::Error;
 
 /// Which part of a dataset.

@@ -248,12 +248,16 @@ pub struct ModelSpec {
 }
 
 /// Names of the built-in models.
-pub const ZOO: &[&str] = &["lenet", "lenet-caffe"];
+pub const ZOO: &[&str] = &["lenet", "lenet-caffe", "keras-mnist", "alexnet", "alexnet-cifar", "vgg11-cifar"];
 
 fn zoo_source(name: &str) -> Option<&'static str> {
     Some(match name {
         "lenet" => include_str!("models/lenet.toml"),
         "lenet-caffe" => include_str!("models/lenet-caffe.toml"),
+        "keras-mnist" => include_str!("models/keras-mnist.toml"),
+        "alexnet" => include_str!("models/alexnet.toml"),
+        "alexnet-cifar" => include_str!("models/alexnet-cifar.toml"),
+        "vgg11-cifar" => include_str!("models/vgg11-cifar.toml"),
         _ => return None,
     })
 }

@@ -123,3 +123,20 @@ fn whole_net_gradient_matches_finite_differences() {
         assert!((a - num).abs() <= 5e-4 + 5e-3 * a.abs().max(num.abs()), "param {i}: analytic {a} numeric {num}");
     }
 }
+
+/// The zoo's models build, with the parameter counts of their references: Keras' model summary
+/// (693,962), Caffe's bvlc_alexnet (60,965,224), and the counts below computed by hand.
+#[test]
+fn zoo_models_build_with_their_reference_parameter_counts() {
+    let count = |name: &str| Net::build(&ModelSpec::resolve(name).unwrap()).unwrap().layout().len();
+    assert_eq!(count("keras-mnist"), 693_962);
+    assert_eq!(count("alexnet"), 60_965_224);
+    // alexnet-cifar: 3·64·25+64, 64·128·25+128, 128·128·9+128, 1152·1024+1024, 1024·1024+1024, 1024·10+10.
+    assert_eq!(count("alexnet-cifar"), 4_864 + 204_928 + 147_584 + 1_180_672 + 1_049_600 + 10_250);
+    // vgg11-cifar: convs 3→64→128→256→256→512→512→512→512 (3×3), then 512→512→512→10.
+    let convs: usize = [(3, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512), (512, 512), (512, 512)].iter().map(|(i, o)| i * o * 9 + o).sum();
+    assert_eq!(count("vgg11-cifar"), convs + (512 * 512 + 512) * 2 + 512 * 10 + 10);
+    for name in crate::net::spec::ZOO {
+        assert!(count(name) > 0, "{name}");
+    }
+}

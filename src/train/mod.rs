@@ -9,7 +9,7 @@ pub mod stop;
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::comm::CommError;
-use crate::data::{idx::IdxDataset, loader::Batch, loader::Loader, sampler::Sampler, sampler::Shard, DataError, Dataset, Split};
+use crate::data::{loader::Batch, loader::Loader, sampler::Sampler, sampler::Shard, DataError, Dataset, Split};
 use crate::layers::{Ctx, Mode};
 use crate::net::{BatchStats, ModelSpec, Net, NetError};
 use crate::optim::{schedule::LrSchedule, OptimError, Optimizer, OptimizerConfig};
@@ -205,8 +205,8 @@ pub struct TrainSummary {
 
 /// Loads the train and test splits and checks they fit the model.
 pub fn load_data(cfg: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>), TrainError> {
-    let train: Arc<dyn Dataset> = Arc::new(IdxDataset::load_dir(&cfg.data_dir, Split::Train)?);
-    let test: Arc<dyn Dataset> = Arc::new(IdxDataset::load_dir(&cfg.data_dir, Split::Test)?);
+    let train = crate::data::open(&cfg.data_dir, Split::Train)?;
+    let test = crate::data::open(&cfg.data_dir, Split::Test)?;
     if train.sample_shape() != cfg.model.input.as_slice() {
         return Err(TrainError::DataModelMismatch {
             data: cfg.data_dir.display().to_string(),
@@ -214,6 +214,16 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset
             model: cfg.model.name.clone(),
             model_shape: cfg.model.input.clone(),
         });
+    }
+    if train.num_classes() > cfg.model.classes {
+        return Err(TrainError::Config(format!(
+            "the data in {} has {} classes but model '{}' has {} outputs; hint: use a model with classes = {}",
+            cfg.data_dir.display(),
+            train.num_classes(),
+            cfg.model.name,
+            cfg.model.classes,
+            train.num_classes()
+        )));
     }
     Ok((train, test))
 }
