@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of convoy, in release mode (the training tests need it), on a fresh machine.
 # Needs: a Rust toolchain (cargo). Installs Open MPI and libclang (Debian packages) when missing,
-# for the MPI transport and its tests (tests/mpi.rs, run under mpirun). The MNIST data is
+# for the MPI transport and its tests (tests/mpi.rs, run under mpirun), and Debian's
+# dataset-fashion-mnist. The MNIST data is
 # vendored in data/mnist (restored from ../shared/datasets/mnist if a checkout lacks it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,13 @@ fi
 # tests/plan_cluster.rs builds an emulated 2-host cluster (network namespaces) when run as root;
 # make sure none is left behind, whatever happens.
 trap 'CLUSTER_PREFIX=cvt bash scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
+
+# Fashion-MNIST (tests/train_mnist.rs) from Debian's package.
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null \
+        || { echo "error: could not install dataset-fashion-mnist; hint: apt-get install -y dataset-fashion-mnist" >&2; exit 2; }
+fi
 
 # The default build (no MPI) must keep compiling on machines without MPI.
 cargo check --locked --all-targets
