@@ -290,6 +290,7 @@ fn bad_pipeline_flags_are_usage_errors() {
         (vec!["--strategy", "hybrid", "--dp", "2"], "--pp"),
         (vec!["--strategy", "hybrid", "--dp", "2", "--mp", "2", "--pp", "2"], "pipeline flags"),
         (vec!["--strategy", "hybrid", "--dp", "2", "--mp", "1"], "--mp"),
+        (vec!["--strategy", "hybrid", "--dp", "2", "--mp", "2", "--bucket-mb", "5"], "--bucket-mb"),
         (vec!["--dp", "2"], "strategy hybrid"),
         (vec!["--strategy", "tensor", "--mp", "1"], "--mp"),
         (vec!["--strategy", "tensor", "--mp", "200"], "fewer than the slices"),

@@ -258,6 +258,25 @@ pub struct ParallelArgs {
 }
 
 impl ParallelArgs {
+    /// Refuses the flags of data-parallel replicas (all-reduce, parameter server) for a
+    /// strategy that splits the model.
+    fn reject_replica_flags(&self, strategy: &str) -> Result<(), ConfigError> {
+        for (given, flag) in [
+            (self.bucket_mb.is_some(), "bucket-mb"),
+            (self.no_overlap, "no-overlap"),
+            (self.accumulate.is_some(), "accumulate"),
+            (self.deterministic, "deterministic"),
+            (self.ps_mode.is_some(), "ps-mode"),
+            (self.staleness.is_some(), "staleness"),
+            (self.servers.is_some(), "servers"),
+        ] {
+            if given {
+                return Err(invalid(flag, format!("does not apply to --strategy {strategy}")));
+            }
+        }
+        Ok(())
+    }
+
     /// `--inject-failure`, parsed.
     fn inject_failure(&self) -> Result<Option<InjectFailure>, ConfigError> {
         Ok(match &self.inject_failure {
@@ -330,23 +349,12 @@ impl ParallelArgs {
         }
         let strategy = match self.strategy {
             StrategyArg::Tensor => {
-                for (given, flag) in [
-                    (self.bucket_mb.is_some(), "bucket-mb"),
-                    (self.no_overlap, "no-overlap"),
-                    (self.accumulate.is_some(), "accumulate"),
-                    (self.deterministic, "deterministic"),
-                    (self.ps_mode.is_some(), "ps-mode"),
-                    (self.staleness.is_some(), "staleness"),
-                    (self.servers.is_some(), "servers"),
-                ] {
-                    if given {
-                        return Err(invalid(flag, "does not apply to --strategy tensor"));
-                    }
-                }
+                self.reject_replica_flags("tensor")?;
                 StrategyKind::Tensor(TensorConfig { mp: self.mp.unwrap_or(if self.workers > 1 { self.workers } else { 2 }) })
             }
             StrategyArg::Pipeline | StrategyArg::Hybrid => {
                 let hybrid = self.strategy == StrategyArg::Hybrid;
+                self.reject_replica_flags(if hybrid { "hybrid" } else { "pipeline" })?;
                 if hybrid && self.mp.is_some() {
                     if self.pp.is_some() || self.stages.is_some() || self.micro_batches.is_some() || self.pipeline_schedule.is_some() || !self.split_after.is_empty() {
                         return Err(invalid("mp", "--dp × --mp (model-parallel classifier) does not combine with pipeline flags yet"));
@@ -364,19 +372,6 @@ impl ParallelArgs {
                 }
                 if hybrid && self.stages.is_some() {
                     return Err(invalid("stages", "with --strategy hybrid the stages are --pp"));
-                }
-                for (given, flag) in [
-                    (self.bucket_mb.is_some(), "bucket-mb"),
-                    (self.no_overlap, "no-overlap"),
-                    (self.accumulate.is_some(), "accumulate"),
-                    (self.deterministic, "deterministic"),
-                    (self.ps_mode.is_some(), "ps-mode"),
-                    (self.staleness.is_some(), "staleness"),
-                    (self.servers.is_some(), "servers"),
-                ] {
-                    if given {
-                        return Err(invalid(flag, "does not apply to --strategy pipeline"));
-                    }
                 }
                 let stages = self.pp.or(self.stages).unwrap_or(if self.workers > 1 { self.workers } else { 2 });
                 StrategyKind::Pipeline(PipelineConfig {
