@@ -503,7 +503,8 @@ impl TrainArgs {
         if self.steps == Some(0) {
             return Err(invalid("steps", "must be at least 1").into());
         }
-        let model = ModelSpec::resolve(&self.model)?;
+        let data = self.data.clone();
+        let model = ModelSpec::resolve_with(&self.model, &mut || Ok(crate::data::open(&data, crate::data::Split::Test).map_err(|e| e.to_string())?.sample_shape().to_vec()))?;
         let optimizer = OptimizerConfig::from_name(&self.optimizer, self.momentum, self.nesterov, self.weight_decay)?;
         let schedule = LrSchedule::parse(&self.schedule, self.lr)?;
         if self.keep == 0 {

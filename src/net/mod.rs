@@ -5,6 +5,7 @@
 //! own the flat buffers and pass them in, so strategies can slice, reduce and checkpoint them.
 //! The loss head is softmax + cross-entropy (fused, numerically stable).
 
+pub mod caffe;
 pub mod layout;
 pub mod spec;
 

@@ -266,7 +266,7 @@ fn zoo_source(name: &str) -> Option<&'static str> {
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// Neither a built-in name nor a readable file.
-    #[error("unknown model '{0}'; hint: use one of {ZOO:?} or a path to a .toml model file")]
+    #[error("unknown model '{0}'; hint: use one of {ZOO:?} or a path to a .toml or Caffe .prototxt model file")]
     Unknown(String),
     /// The file could not be read.
     #[error("cannot read model file {path}: {source}")]
@@ -276,6 +276,9 @@ pub enum SpecError {
         /// Cause.
         source: std::io::Error,
     },
+    /// A Caffe prototxt that convoy cannot read (the message names the file and line).
+    #[error("{0}")]
+    Caffe(String),
     /// The TOML does not describe a model (the message carries line and column).
     #[error("model spec {origin}: {msg}")]
     Parse {
@@ -292,8 +295,19 @@ impl ModelSpec {
         toml::from_str(text).map_err(|e| SpecError::Parse { origin: origin.to_string(), msg: e.to_string() })
     }
 
-    /// A built-in model by name, or a `.toml` file by path.
+    /// A built-in model by name, or a `.toml` or Caffe `.prototxt` file by path (a prototxt
+    /// with a Data layer cannot be read without its dataset: see `resolve_with`).
     pub fn resolve(name_or_path: &str) -> Result<ModelSpec, SpecError> {
+        ModelSpec::resolve_with(name_or_path, &mut || Err("no dataset given; hint: pass --data".into()))
+    }
+
+    /// `resolve`, with `data_shape` giving the dataset's per-sample shape for a prototxt's Data
+    /// layer. The prototxt's accepted-but-not-applied settings are logged as warnings.
+    pub fn resolve_with(name_or_path: &str, data_shape: &mut dyn FnMut() -> Result<Vec<usize>, String>) -> Result<ModelSpec, SpecError> {
+        if name_or_path.ends_with(".prototxt") {
+            let text = std::fs::read_to_string(name_or_path).map_err(|source| SpecError::Io { path: name_or_path.to_string(), source })?;
+            return super::caffe::from_prototxt(&text, name_or_path, data_shape, &mut |w| tracing::warn!("{w}")).map_err(SpecError::Caffe);
+        }
         if let Some(src) = zoo_source(name_or_path) {
             return ModelSpec::from_toml(src, name_or_path);
         }

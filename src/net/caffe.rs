@@ -1,0 +1,465 @@
+//! Caffe model definitions: `--model net.prototxt` reads a Caffe `NetParameter` in protobuf text
+//! format (Intel's multi-node Caffe shipped its models so) into a `ModelSpec`.
+//!
+//! Supported layer types: Input, Data, MemoryData (the input), Convolution, Pooling (MAX/AVE,
+//! Caffe's ceil rounding), InnerProduct, ReLU, LRN (across channels), Dropout, Flatten, and the
+//! heads Softmax / SoftmaxWithLoss (our loss head) and Accuracy (skipped). `include { phase:
+//! TEST }` layers are skipped, `phase: TRAIN` kept. The net must be a chain (each layer's bottom
+//! is the previous top; in-place tops allowed). The input shape comes from an Input layer, the
+//! legacy `input_shape`/`input_dim` fields, `memory_data_param`, or — for a Data layer, whose
+//! LMDB convoy does not read — from the dataset given with `--data` (3×crop×crop with a
+//! `crop_size`). Accepted but not applied yet, with a warning: weight/bias fillers (convoy
+//! initialises as PyTorch does), `param { lr_mult decay_mult }`, `transform_param` scale/mean
+//! (convoy's datasets normalise themselves), the Data layer's batch size and source.
+//! Anything else — another layer type, an unknown field — is an error naming it and its line.
+
+use super::spec::{LayerSpec, ModelSpec, Pair};
+
+/// A parse or mapping error, with its line.
+fn err<T>(origin: &str, line: usize, msg: impl Into<String>) -> Result<T, String> {
+    Err(format!("{origin}:{line}: {}", msg.into()))
+}
+
+/// A field's value.
+#[derive(Clone, Debug)]
+enum Value {
+    Scalar(String),
+    Msg(Msg),
+}
+
+/// A message: its fields in order, with their lines.
+#[derive(Clone, Debug, Default)]
+struct Msg {
+    fields: Vec<(String, Value, usize)>,
+}
+
+impl Msg {
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (&'a Value, usize)> + 'a {
+        self.fields.iter().filter(move |f| f.0 == name).map(|f| (&f.1, f.2))
+    }
+
+    fn scalar<'a>(&'a self, name: &'a str) -> Option<(&'a str, usize)> {
+        self.all(name).find_map(|(v, l)| if let Value::Scalar(s) = v { Some((s.as_str(), l)) } else { None })
+    }
+
+    fn msg<'a>(&'a self, name: &'a str) -> Option<&'a Msg> {
+        self.all(name).find_map(|(v, _)| if let Value::Msg(m) = v { Some(m) } else { None })
+    }
+
+    /// Errors on a field not in `known`.
+    fn only(&self, known: &[&str], origin: &str, what: &str) -> Result<(), String> {
+        match self.fields.iter().find(|f| !known.contains(&f.0.as_str())) {
+            Some((name, _, line)) => err(origin, *line, format!("unknown field '{name}' in {what}; hint: convoy reads {}", known.join(", "))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Tokens of the text format.
+#[derive(Clone, Debug, PartialEq)]
+enum Tok {
+    Ident(String),
+    Str(String),
+    Colon,
+    Open,
+    Close,
+}
+
+fn lex(text: &str, origin: &str) -> Result<Vec<(Tok, usize)>, String> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    let mut line = 1;
+    while let Some(&c) = chars.peek() {
+        match c {
+            '\n' => {
+                line += 1;
+                chars.next();
+            }
+            c if c.is_whitespace() => {
+                chars.next();
+            }
+            '#' => {
+                while chars.peek().is_some_and(|&c| c != '\n') {
+                    chars.next();
+                }
+            }
+            ':' => {
+                chars.next();
+                out.push((Tok::Colon, line));
+            }
+            '{' | '<' => {
+                chars.next();
+                out.push((Tok::Open, line));
+            }
+            '}' | '>' => {
+                chars.next();
+                out.push((Tok::Close, line));
+            }
+            '"' | '\'' => {
+                let q = c;
+                chars.next();
+                let mut s = String::new();
+                loop {
+                    match chars.next() {
+                        None => return err(origin, line, "unterminated string"),
+                        Some(c) if c == q => break,
+                        Some('\\') => s.push(chars.next().unwrap_or('\\')),
+                        Some('\n') => return err(origin, line, "newline in a string"),
+                        Some(c) => s.push(c),
+                    }
+                }
+                out.push((Tok::Str(s), line));
+            }
+            c if c.is_alphanumeric() || "_-+.".contains(c) => {
+                let mut s = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c.is_alphanumeric() || "_-+.".contains(c) {
+                        s.push(c);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                out.push((Tok::Ident(s), line));
+            }
+            c => return err(origin, line, format!("unexpected character '{c}'")),
+        }
+    }
+    Ok(out)
+}
+
+fn parse_msg(toks: &[(Tok, usize)], pos: &mut usize, origin: &str, nested: bool) -> Result<Msg, String> {
+    let mut m = Msg::default();
+    loop {
+        let Some((tok, line)) = toks.get(*pos) else {
+            if nested {
+                let last = toks.last().map_or(1, |t| t.1);
+                return err(origin, last, "missing '}'");
+            }
+            return Ok(m);
+        };
+        let line = *line;
+        match tok {
+            Tok::Close if nested => {
+                *pos += 1;
+                return Ok(m);
+            }
+            Tok::Ident(name) => {
+                *pos += 1;
+                if toks.get(*pos).map(|t| &t.0) == Some(&Tok::Colon) {
+                    *pos += 1;
+                }
+                match toks.get(*pos) {
+                    Some((Tok::Open, _)) => {
+                        *pos += 1;
+                        let sub = parse_msg(toks, pos, origin, true)?;
+                        m.fields.push((name.clone(), Value::Msg(sub), line));
+                    }
+                    Some((Tok::Ident(v) | Tok::Str(v), _)) => {
+                        *pos += 1;
+                        m.fields.push((name.clone(), Value::Scalar(v.clone()), line));
+                    }
+                    _ => return err(origin, line, format!("field '{name}' has no value")),
+                }
+            }
+            other => return err(origin, line, format!("expected a field name, found {other:?}")),
+        }
+    }
+}
+
+fn num<T: std::str::FromStr>(m: &Msg, name: &str, origin: &str) -> Result<Option<T>, String> {
+    match m.scalar(name) {
+        None => Ok(None),
+        Some((s, line)) => s.parse().map(Some).map_err(|_| format!("{origin}:{line}: '{name}: {s}' is not a valid number")),
+    }
+}
+
+/// A spatial parameter given as `one` (e.g. `kernel_size`), or `X_h` and `X_w` (`kernel_h`).
+fn pair(m: &Msg, one: &str, name: &str, default: usize, origin: &str) -> Result<Pair, String> {
+    let one: Option<usize> = num(m, one, origin)?;
+    let h: Option<usize> = num(m, &format!("{name}_h"), origin)?;
+    let w: Option<usize> = num(m, &format!("{name}_w"), origin)?;
+    Ok(match (one, h, w) {
+        (_, Some(h), Some(w)) => Pair::Two([h, w]),
+        (Some(v), _, _) => Pair::One(v),
+        _ => Pair::One(default),
+    })
+}
+
+/// Parses `text` (a NetParameter) into a model spec; `data_shape` gives the dataset's per-sample
+/// shape for a Data layer. Warnings (accepted but not applied) go to `warn`.
+pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> Result<Vec<usize>, String>, warn: &mut dyn FnMut(String)) -> Result<ModelSpec, String> {
+    let toks = lex(text, origin)?;
+    let net = parse_msg(&toks, &mut 0, origin, false)?;
+    net.only(&["name", "layer", "layers", "input", "input_shape", "input_dim", "force_backward", "state", "debug_info"], origin, "the net")?;
+    if let Some((_, line)) = net.all("layers").next() {
+        return err(origin, line, "V1 'layers' definitions are not read; hint: convert with Caffe's upgrade_net_proto_text");
+    }
+    let name = net.scalar("name").map_or("caffe-net", |s| s.0).to_string();
+    let mut input: Option<Vec<usize>> = None;
+    if let Some(shape) = net.msg("input_shape") {
+        input = Some(shape.all("dim").filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None }).skip(1).collect());
+    } else if net.scalar("input_dim").is_some() {
+        input = Some(net.all("input_dim").filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None }).skip(1).collect());
+    }
+    let mut layers: Vec<LayerSpec> = Vec::new();
+    let mut classes = None;
+    let mut last_top: Option<String> = None;
+    let mut ended = false;
+    for (v, line) in net.all("layer") {
+        let Value::Msg(l) = v else { return err(origin, line, "'layer' must be a message") };
+        let lname = l.scalar("name").map(|s| s.0.to_string()).unwrap_or_else(|| format!("layer{}", layers.len()));
+        let ty = l.scalar("type").map(|s| s.0).ok_or_else(|| format!("{origin}:{line}: layer '{lname}' has no type"))?;
+        let phase = l.msg("include").and_then(|i| i.scalar("phase")).map(|p| p.0);
+        if phase == Some("TEST") {
+            continue;
+        }
+        let common = ["name", "type", "bottom", "top", "include", "exclude", "param", "loss_weight", "propagate_down", "phase"];
+        let known = |extra: &[&'static str]| -> Vec<&'static str> { common.iter().chain(extra).copied().collect() };
+        let bottoms: Vec<String> = l.all("bottom").filter_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None }).collect();
+        let top = l.scalar("top").map(|s| s.0.to_string());
+        if l.msg("param").is_some() {
+            warn(format!("{origin}:{line}: layer '{lname}': param {{ lr_mult decay_mult }} is not applied yet (every parameter learns at --lr)"));
+        }
+        let is_input = matches!(ty, "Input" | "Data" | "MemoryData");
+        if !is_input && !matches!(ty, "Accuracy" | "Softmax" | "SoftmaxWithLoss") {
+            if ended {
+                return err(origin, line, format!("layer '{lname}' comes after the loss; hint: the loss must be the last layer"));
+            }
+            if let (Some(b), Some(prev)) = (bottoms.first(), &last_top) {
+                if b != prev || bottoms.len() != 1 {
+                    return err(origin, line, format!("layer '{lname}' reads {bottoms:?} but the previous layer writes '{prev}'; hint: convoy reads chains of layers (no branches yet)"));
+                }
+            }
+        }
+        let param = |field: &str| l.msg(field).cloned().unwrap_or_default();
+        match ty {
+            "Input" => {
+                l.only(&known(&["input_param"]), origin, &format!("layer '{lname}'"))?;
+                let shape = param("input_param").msg("shape").cloned().unwrap_or_default();
+                let dims: Vec<usize> = shape.all("dim").filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None }).collect();
+                if dims.len() != 4 {
+                    return err(origin, line, format!("Input '{lname}' needs shape {{ dim: N dim: C dim: H dim: W }}, found {} dims", dims.len()));
+                }
+                input = Some(dims[1..].to_vec());
+            }
+            "MemoryData" => {
+                l.only(&known(&["memory_data_param", "transform_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("memory_data_param");
+                let dims: Vec<Option<usize>> = vec![num(&p, "channels", origin)?, num(&p, "height", origin)?, num(&p, "width", origin)?];
+                input = Some(dims.into_iter().collect::<Option<Vec<usize>>>().ok_or_else(|| format!("{origin}:{line}: memory_data_param needs channels, height, width"))?);
+            }
+            "Data" => {
+                l.only(&known(&["data_param", "transform_param"]), origin, &format!("layer '{lname}'"))?;
+                warn(format!("{origin}:{line}: Data layer '{lname}': convoy reads --data instead of its source and uses --batch-size; transform_param scale/mean are not applied (the datasets normalise themselves)"));
+                let crop: Option<usize> = num(&param("transform_param"), "crop_size", origin)?;
+                input = Some(match crop {
+                    Some(c) => vec![3, c, c],
+                    None => data_shape().map_err(|e| format!("{origin}:{line}: Data layer '{lname}' takes its shape from --data: {e}"))?,
+                });
+            }
+            "Convolution" => {
+                l.only(&known(&["convolution_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("convolution_param");
+                p.only(
+                    &["num_output", "kernel_size", "kernel_h", "kernel_w", "stride", "stride_h", "stride_w", "pad", "pad_h", "pad_w", "group", "bias_term", "dilation", "weight_filler", "bias_filler", "engine"],
+                    origin,
+                    &format!("convolution_param of '{lname}'"),
+                )?;
+                if p.msg("weight_filler").is_some() || p.msg("bias_filler").is_some() {
+                    warn(format!("{origin}:{line}: layer '{lname}': fillers are not applied yet (PyTorch's default initialisation is used)"));
+                }
+                let out: usize = num(&p, "num_output", origin)?.ok_or_else(|| format!("{origin}:{line}: Convolution '{lname}' needs num_output"))?;
+                layers.push(LayerSpec::Conv2d {
+                    name: lname.clone(),
+                    out_channels: out,
+                    kernel: pair(&p, "kernel_size", "kernel", 0, origin)?,
+                    stride: pair(&p, "stride", "stride", 1, origin)?,
+                    padding: pair(&p, "pad", "pad", 0, origin)?,
+                    dilation: Pair::One(num(&p, "dilation", origin)?.unwrap_or(1)),
+                    groups: num(&p, "group", origin)?.unwrap_or(1),
+                    bias: p.scalar("bias_term").is_none_or(|b| b.0 == "true"),
+                });
+            }
+            "Pooling" => {
+                l.only(&known(&["pooling_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("pooling_param");
+                p.only(&["pool", "kernel_size", "kernel_h", "kernel_w", "stride", "stride_h", "stride_w", "pad", "pad_h", "pad_w", "engine"], origin, &format!("pooling_param of '{lname}'"))?;
+                let (kernel, stride, padding) = (pair(&p, "kernel_size", "kernel", 0, origin)?, Some(pair(&p, "stride", "stride", 1, origin)?), pair(&p, "pad", "pad", 0, origin)?);
+                layers.push(match p.scalar("pool").map_or("MAX", |s| s.0) {
+                    "MAX" => LayerSpec::MaxPool2d { name: lname.clone(), kernel, stride, padding, ceil_mode: true },
+                    "AVE" => LayerSpec::AvgPool2d { name: lname.clone(), kernel, stride, padding, ceil_mode: true },
+                    other => return err(origin, line, format!("pool: {other} is not supported; hint: MAX or AVE")),
+                });
+            }
+            "InnerProduct" => {
+                l.only(&known(&["inner_product_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("inner_product_param");
+                p.only(&["num_output", "bias_term", "weight_filler", "bias_filler", "axis"], origin, &format!("inner_product_param of '{lname}'"))?;
+                if p.msg("weight_filler").is_some() || p.msg("bias_filler").is_some() {
+                    warn(format!("{origin}:{line}: layer '{lname}': fillers are not applied yet (PyTorch's default initialisation is used)"));
+                }
+                let out: usize = num(&p, "num_output", origin)?.ok_or_else(|| format!("{origin}:{line}: InnerProduct '{lname}' needs num_output"))?;
+                classes = Some(out);
+                layers.push(LayerSpec::Linear { name: lname.clone(), out_features: out, bias: p.scalar("bias_term").is_none_or(|b| b.0 == "true") });
+            }
+            "ReLU" => {
+                l.only(&known(&["relu_param"]), origin, &format!("layer '{lname}'"))?;
+                if num::<f32>(&param("relu_param"), "negative_slope", origin)?.is_some_and(|s| s != 0.0) {
+                    return err(origin, line, "ReLU with a negative_slope (leaky) is not supported yet");
+                }
+                layers.push(LayerSpec::Relu { name: lname.clone() });
+            }
+            "LRN" => {
+                l.only(&known(&["lrn_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("lrn_param");
+                if p.scalar("norm_region").is_some_and(|r| r.0 != "ACROSS_CHANNELS") {
+                    return err(origin, line, "LRN norm_region WITHIN_CHANNEL is not supported; hint: ACROSS_CHANNELS");
+                }
+                layers.push(LayerSpec::Lrn {
+                    name: lname.clone(),
+                    size: num(&p, "local_size", origin)?.unwrap_or(5),
+                    alpha: num(&p, "alpha", origin)?.unwrap_or(1.0),
+                    beta: num(&p, "beta", origin)?.unwrap_or(0.75),
+                    k: num(&p, "k", origin)?.unwrap_or(1.0),
+                });
+            }
+            "Dropout" => {
+                l.only(&known(&["dropout_param"]), origin, &format!("layer '{lname}'"))?;
+                layers.push(LayerSpec::Dropout { name: lname.clone(), p: num(&param("dropout_param"), "dropout_ratio", origin)?.unwrap_or(0.5) });
+            }
+            "Flatten" => layers.push(LayerSpec::Flatten { name: lname.clone() }),
+            "Softmax" | "SoftmaxWithLoss" => ended = true,
+            "Accuracy" => {}
+            other => {
+                return err(
+                    origin,
+                    line,
+                    format!("layer '{lname}': type '{other}' is not supported yet; hint: convoy reads Input, Data, MemoryData, Convolution, Pooling, InnerProduct, ReLU, LRN, Dropout, Flatten, Softmax(WithLoss), Accuracy"),
+                )
+            }
+        }
+        if !is_input {
+            last_top = top.or(last_top);
+        } else {
+            last_top = top;
+        }
+    }
+    let input = input.ok_or_else(|| format!("{origin}: no input shape; hint: add an Input layer (input_param {{ shape {{ dim: 1 dim: C dim: H dim: W }} }}) or a Data layer"))?;
+    let classes = classes.ok_or_else(|| format!("{origin}: no InnerProduct layer gives the number of classes"))?;
+    Ok(ModelSpec { name, input, classes, layers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Net;
+
+    /// Caffe's examples/mnist/lenet_train_test.prototxt.
+    pub const LENET: &str = r#"
+name: "LeNet"
+layer {
+  name: "mnist"
+  type: "Data"
+  top: "data"
+  top: "label"
+  include { phase: TRAIN }
+  transform_param { scale: 0.00390625 }
+  data_param { source: "examples/mnist/mnist_train_lmdb" batch_size: 64 backend: LMDB }
+}
+layer {
+  name: "mnist"
+  type: "Data"
+  top: "data"
+  top: "label"
+  include { phase: TEST }
+  transform_param { scale: 0.00390625 }
+  data_param { source: "examples/mnist/mnist_test_lmdb" batch_size: 100 backend: LMDB }
+}
+layer {
+  name: "conv1"
+  type: "Convolution"
+  bottom: "data"
+  top: "conv1"
+  param { lr_mult: 1 }
+  param { lr_mult: 2 }
+  convolution_param {
+    num_output: 20
+    kernel_size: 5
+    stride: 1
+    weight_filler { type: "xavier" }
+    bias_filler { type: "constant" }
+  }
+}
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+  convolution_param { num_output: 50 kernel_size: 5 stride: 1 } }
+layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1"
+  inner_product_param { num_output: 500 } }
+layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
+  inner_product_param { num_output: 10 } }
+layer { name: "accuracy" type: "Accuracy" bottom: "ip2" bottom: "label" top: "accuracy"
+  include { phase: TEST } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
+"#;
+
+    fn parse(text: &str) -> Result<ModelSpec, String> {
+        from_prototxt(text, "net.prototxt", &mut || Ok(vec![1, 28, 28]), &mut |_| {})
+    }
+
+    #[test]
+    fn caffe_lenet_is_the_zoos_lenet_caffe() {
+        let mut warnings = Vec::new();
+        let spec = from_prototxt(LENET, "lenet.prototxt", &mut || Ok(vec![1, 28, 28]), &mut |w| warnings.push(w)).unwrap();
+        assert_eq!(spec.input, vec![1, 28, 28]);
+        assert_eq!(spec.classes, 10);
+        let a = Net::build(&spec).unwrap();
+        let b = Net::build(&ModelSpec::resolve("lenet-caffe").unwrap()).unwrap();
+        assert_eq!(a.layer_names(), b.layer_names());
+        let shapes = |n: &Net| n.layout().entries().iter().map(|e| (e.name.clone(), e.shape.clone())).collect::<Vec<_>>();
+        assert_eq!(shapes(&a), shapes(&b));
+        assert!(warnings.iter().any(|w| w.contains("fillers")) && warnings.iter().any(|w| w.contains("lr_mult")), "{warnings:?}");
+    }
+
+    #[test]
+    fn an_input_layer_and_alexnet_style_layers_map() {
+        let spec = parse(
+            r#"name: "tiny"
+layer { name: "data" type: "Input" top: "data" input_param { shape: { dim: 10 dim: 3 dim: 32 dim: 32 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 group: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "norm1" type: "LRN" bottom: "conv1" top: "norm1" lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 } }
+layer { name: "pool1" type: "Pooling" bottom: "norm1" top: "pool1" pooling_param { pool: AVE kernel_size: 3 stride: 2 } }
+layer { name: "fc" type: "InnerProduct" bottom: "pool1" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "drop" type: "Dropout" bottom: "fc" top: "fc" dropout_param { dropout_ratio: 0.3 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+"#,
+        )
+        .unwrap();
+        assert_eq!((spec.input.clone(), spec.classes, spec.layers.len()), (vec![3, 32, 32], 5, 6));
+        // Caffe rounds pooling up: (32 − 3)/2 rounded up + 1 = 16.
+        let net = Net::build(&spec).unwrap();
+        assert_eq!(net.layer_out_shape(3), vec![8, 16, 16]);
+    }
+
+    #[test]
+    fn unknown_types_fields_and_broken_text_name_the_line() {
+        let cases = [
+            ("layer { name: \"a\" type: \"Input\" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\nlayer { name: \"bn\" type: \"BatchNorm\" }", ":2:", "BatchNorm"),
+            ("layer { name: \"a\" type: \"Input\" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\nlayer { name: \"c\" type: \"Convolution\"\n convolution_param { num_output: 2 kernel_size: 3 bogus: 1 } }", ":3:", "bogus"),
+            ("layer { name: \"a\" type: \"Input\" ", ":1:", "missing '}'"),
+            ("layers { name: \"old\" }", ":1:", "V1"),
+            ("layer { name: \"fc\" type: \"InnerProduct\" inner_product_param { num_output: 2 } }", "", "no input shape"),
+            ("layer { name: \"a\" type: \"Input\" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\nlayer { name: \"c\" type: \"Convolution\" convolution_param { num_output: x kernel_size: 3 } }", ":2:", "not a valid number"),
+        ];
+        for (text, line, needle) in cases {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(line) && e.contains(needle), "{text}: {e}");
+        }
+    }
+}

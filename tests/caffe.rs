@@ -1,0 +1,83 @@
+//! Caffe compatibility end to end: Caffe's LeNet prototxt (examples/mnist/lenet_train_test.prototxt)
+//! trains exactly as the zoo's `lenet-caffe` (the same net, the same initialisation: the same
+//! parameters after 10 steps, hence the same accuracy), under one worker and under all-reduce.
+
+mod common;
+
+use common::{config, small_mnist};
+use convoy::parallel;
+use convoy::train::events::Recorder;
+
+const LENET: &str = r#"
+name: "LeNet"
+layer {
+  name: "mnist"
+  type: "Data"
+  top: "data"
+  top: "label"
+  include { phase: TRAIN }
+  transform_param { scale: 0.00390625 }
+  data_param { source: "examples/mnist/mnist_train_lmdb" batch_size: 64 backend: LMDB }
+}
+layer {
+  name: "mnist"
+  type: "Data"
+  top: "data"
+  top: "label"
+  include { phase: TEST }
+  transform_param { scale: 0.00390625 }
+  data_param { source: "examples/mnist/mnist_test_lmdb" batch_size: 100 backend: LMDB }
+}
+layer {
+  name: "conv1"
+  type: "Convolution"
+  bottom: "data"
+  top: "conv1"
+  param { lr_mult: 1 }
+  param { lr_mult: 2 }
+  convolution_param {
+    num_output: 20
+    kernel_size: 5
+    stride: 1
+    weight_filler { type: "xavier" }
+    bias_filler { type: "constant" }
+  }
+}
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+  convolution_param { num_output: 50 kernel_size: 5 stride: 1 } }
+layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1"
+  inner_product_param { num_output: 500 } }
+layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
+  inner_product_param { num_output: 10 } }
+layer { name: "accuracy" type: "Accuracy" bottom: "ip2" bottom: "label" top: "accuracy"
+  include { phase: TEST } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
+"#;
+
+#[test]
+fn caffe_lenet_prototxt_trains_exactly_as_the_built_in_lenet_caffe() {
+    let path = std::env::temp_dir().join(format!("convoy-lenet-{}.prototxt", std::process::id()));
+    std::fs::write(&path, LENET).unwrap();
+    for workers in ["1", "2"] {
+        let run = |model: &str| {
+            let (cfg, pc) = config(&["--model", model, "--steps", "10", "--batch-size", "64", "--threads", "1", "--workers", workers], small_mnist());
+            parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap()
+        };
+        let a = run(path.to_str().unwrap());
+        let b = run("lenet-caffe");
+        assert!(a.params == b.params, "{workers} workers: the prototxt net trained differently");
+        assert_eq!(a.test_acc, b.test_acc);
+    }
+    // A layer convoy cannot build is refused naming the file and line, exit code 2.
+    let bad = std::env::temp_dir().join(format!("convoy-bad-{}.prototxt", std::process::id()));
+    std::fs::write(&bad, LENET.replace("type: \"ReLU\"", "type: \"PReLU\"")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).args(["train", "--steps", "1", "--model", bad.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("PReLU") && err.contains(".prototxt:"), "{err}");
+}
