@@ -81,3 +81,28 @@ fn caffe_lenet_prototxt_trains_exactly_as_the_built_in_lenet_caffe() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("PReLU") && err.contains(".prototxt:"), "{err}");
 }
+
+/// Caffe's lenet_solver.prototxt settings (with max_iter 10) train exactly as the same settings
+/// given as flags.
+#[test]
+fn caffe_solver_sets_what_the_flags_would() {
+    let net = std::env::temp_dir().join(format!("convoy-solver-net-{}.prototxt", std::process::id()));
+    std::fs::write(&net, LENET).unwrap();
+    let solver = std::env::temp_dir().join(format!("convoy-solver-{}.prototxt", std::process::id()));
+    std::fs::write(
+        &solver,
+        format!(
+            "net: \"{}\"\ntest_iter: 100\ntest_interval: 500\nbase_lr: 0.01\nmomentum: 0.9\nweight_decay: 0.0005\nlr_policy: \"inv\"\ngamma: 0.0001\npower: 0.75\ndisplay: 100\nmax_iter: 10\nrandom_seed: 3\nsolver_mode: CPU\n",
+            net.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let (cfg, pc) = config(&[args, &["--batch-size", "64", "--threads", "1"]].concat(), small_mnist());
+        parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap()
+    };
+    let a = run(&["--solver", solver.to_str().unwrap()]);
+    let b = run(&["--model", net.to_str().unwrap(), "--lr", "0.01", "--momentum", "0.9", "--weight-decay", "0.0005", "--schedule", "inv:0.0001:0.75", "--steps", "10", "--seed", "3"]);
+    assert_eq!(a.steps, 10);
+    assert!(a.params == b.params, "the solver's run differs from the flags' run");
+}

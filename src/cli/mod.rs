@@ -50,9 +50,13 @@ pub enum Command {
 /// Flags of `convoy train`.
 #[derive(Debug, Args, Clone)]
 pub struct TrainArgs {
-    /// Built-in model name (lenet, lenet-caffe) or path to a .toml model spec.
+    /// Built-in model name (lenet, lenet-caffe, ...) or path to a .toml model spec or Caffe .prototxt.
     #[arg(long, default_value = "lenet")]
     pub model: String,
+    /// A Caffe solver.prototxt: its net, base_lr, momentum, weight_decay, lr_policy, max_iter,
+    /// type, random_seed, snapshot and iter_size replace the corresponding flags.
+    #[arg(long)]
+    pub solver: Option<PathBuf>,
     /// Directory with the MNIST-format IDX files (gzipped or raw).
     #[arg(long, default_value = "data/mnist")]
     pub data: PathBuf,
@@ -488,6 +492,35 @@ pub fn threads_from(flag: Option<usize>) -> Result<usize, ConfigError> {
 impl TrainArgs {
     /// Validates the flags into a run configuration.
     pub fn to_config(&self) -> anyhow::Result<TrainConfig> {
+        let Some(path) = &self.solver else { return self.to_config_flags() };
+        let text = std::fs::read_to_string(path).map_err(|e| invalid("solver", format!("cannot read {}: {e}", path.display())))?;
+        let origin = path.display().to_string();
+        let s = crate::net::caffe::solver_from_prototxt(&text, &origin, &mut |n| tracing::info!("{n}")).map_err(|e| invalid("solver", e))?;
+        let mut a = self.clone();
+        a.solver = None;
+        if let Some(net) = s.net {
+            a.model = net;
+        }
+        a.lr = s.lr.unwrap_or(a.lr);
+        a.momentum = s.momentum.unwrap_or(a.momentum);
+        a.weight_decay = s.weight_decay.or(a.weight_decay);
+        a.schedule = s.schedule.unwrap_or_else(|| "constant".into());
+        a.steps = s.steps.or(a.steps);
+        a.optimizer = s.optimizer.unwrap_or(a.optimizer);
+        a.nesterov |= s.nesterov;
+        a.seed = s.seed.unwrap_or(a.seed);
+        if let Some(every) = s.snapshot {
+            a.checkpoint_every = Some(every.to_string());
+            a.checkpoint_dir = a.checkpoint_dir.or(s.snapshot_prefix.map(|p| PathBuf::from(format!("{p}_checkpoints"))));
+        }
+        if let Some(k) = s.iter_size {
+            a.parallel.accumulate = Some(k);
+        }
+        a.to_config_flags()
+    }
+
+    /// `to_config` from the flags alone.
+    fn to_config_flags(&self) -> anyhow::Result<TrainConfig> {
         if self.batch_size == 0 {
             return Err(invalid("batch-size", "must be at least 1").into());
         }
