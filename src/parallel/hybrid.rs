@@ -267,9 +267,15 @@ impl Strategy for Hybrid<'_> {
         self.opt.state().into_iter().map(|s| s.0).collect()
     }
 
+    fn owns_params(&self) -> bool {
+        true
+    }
+
     fn checkpoint_params(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
-        let full = self.gather(&self.params, params.len())?;
-        params.copy_from_slice(&full);
+        let full = self.gather(&self.params, self.full.len())?;
+        if params.len() == full.len() {
+            params.copy_from_slice(&full);
+        }
         Ok(())
     }
 

@@ -496,6 +496,10 @@ impl Strategy for Guard<'_> {
     fn checkpoint_params(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
         self.inner.checkpoint_params(params)
     }
+
+    fn owns_params(&self) -> bool {
+        self.inner.owns_params()
+    }
 }
 
 #[cfg(test)]

@@ -452,11 +452,17 @@ impl Strategy for TensorSplit<'_> {
         self.opt.state().into_iter().map(|s| s.0).collect()
     }
 
+    fn owns_params(&self) -> bool {
+        true
+    }
+
     fn checkpoint_params(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
         let owned = Sliced { maps: &self.maps, layout: &self.full };
         let comm = self.comm;
-        let full = super::gather_full(&owned, &self.params, params.len(), true, &mut |v| Ok(comm.all_reduce_into(v)?))?;
-        params.copy_from_slice(&full);
+        let full = super::gather_full(&owned, &self.params, self.full.len(), true, &mut |v| Ok(comm.all_reduce_into(v)?))?;
+        if params.len() == full.len() {
+            params.copy_from_slice(&full);
+        }
         Ok(())
     }
 

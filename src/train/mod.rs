@@ -295,6 +295,12 @@ pub trait Strategy {
     fn checkpoint_params(&mut self, _params: &mut [f32]) -> Result<(), TrainError> {
         Ok(())
     }
+    /// True when the strategy keeps its own (sliced) parameters after `init`: the loop then
+    /// drops its full-size buffer on every worker but the lead, and passes an empty slice to
+    /// `step`; `checkpoint_params` and `finish` fill the lead's.
+    fn owns_params(&self) -> bool {
+        false
+    }
     /// Events that sum up this worker's strategy at the end of the run (pipeline stages).
     fn final_events(&self) -> Vec<events::Event> {
         Vec::new()
@@ -425,6 +431,11 @@ pub fn run_worker(
         }
     }
     strategy.init(&mut params).map_err(failed_at(step))?;
+    if !lead && strategy.owns_params() {
+        // The strategy keeps only its slices; a full copy is needed by the lead worker alone
+        // (evaluation, saving, checkpoints).
+        params = Vec::new();
+    }
     let mut last_loss = f64::NAN;
     while step < total_steps {
         let mut loader = Loader::new(train_set.clone(), sampler.clone(), epoch, start_batch, shard);
@@ -447,7 +458,7 @@ pub fn run_worker(
             let epoch_end = batch.index + 1 == sampler.batches_per_epoch();
             let checkpointing = cfg.checkpoint.as_ref().is_some_and(|p| p.every_steps.map_or(epoch_end, |n| step % n == 0) || step == total_steps);
             if loss_bad || checkpointing {
-                let tensor = net.layout().entries().iter().find(|e| params[e.range()].iter().any(|v| !v.is_finite())).map(|e| e.name.clone());
+                let tensor = net.layout().entries().iter().find(|e| params.get(e.range()).is_some_and(|p| p.iter().any(|v| !v.is_finite()))).map(|e| e.name.clone());
                 if loss_bad || tensor.is_some() {
                     let what = if loss_bad { "loss" } else { "the model" };
                     return Err(failed_at(step)(TrainError::NonFinite { step, what, tensor }));
