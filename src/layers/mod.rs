@@ -11,6 +11,7 @@
 //! `backward` gets `x`, `y` and `dy` back, ACCUMULATES into `dp` (`+=`; the trainer zeroes the
 //! gradient buffer between steps) and writes `dx` when asked (the first layer is not asked).
 
+pub mod activation;
 pub mod avg_pool;
 pub mod conv2d;
 pub mod dropout;

@@ -329,13 +329,15 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 layers.push(LayerSpec::Dropout { name: lname.clone(), p: num(&param("dropout_param"), "dropout_ratio", origin)?.unwrap_or(0.5) });
             }
             "Flatten" => layers.push(LayerSpec::Flatten { name: lname.clone() }),
+            "Sigmoid" => layers.push(LayerSpec::Sigmoid { name: lname.clone() }),
+            "TanH" => layers.push(LayerSpec::Tanh { name: lname.clone() }),
             "Softmax" | "SoftmaxWithLoss" => ended = true,
             "Accuracy" => {}
             other => {
                 return err(
                     origin,
                     line,
-                    format!("layer '{lname}': type '{other}' is not supported yet; hint: convoy reads Input, Data, MemoryData, Convolution, Pooling, InnerProduct, ReLU, LRN, Dropout, Flatten, Softmax(WithLoss), Accuracy"),
+                    format!("layer '{lname}': type '{other}' is not supported yet; hint: convoy reads Input, Data, MemoryData, Convolution, Pooling, InnerProduct, ReLU, Sigmoid, TanH, LRN, Dropout, Flatten, Softmax(WithLoss), Accuracy"),
                 )
             }
         }

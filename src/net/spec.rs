@@ -8,7 +8,7 @@
 //! classes = 10
 //! [[layer]]
 //! name = "conv1"        # parameter names are "<name>.weight", "<name>.bias"
-//! type = "conv2d"       # conv2d | max_pool2d | avg_pool2d | relu | flatten | linear | dropout | lrn
+//! type = "conv2d"       # conv2d | max_pool2d | avg_pool2d | global_avg_pool | relu | sigmoid | tanh | softmax | flatten | linear | dropout | lrn
 //! out_channels = 32
 //! kernel = 5            # or [kh, kw]; also stride, padding, dilation, groups, bias
 //! ```
@@ -16,6 +16,7 @@
 //! disagree with itself; a layer that does not fit its input is an error naming it.
 
 use crate::layers::{
+    activation::{Activation, Kind as ActKind},
     avg_pool::AvgPool2d,
     conv2d::{Conv2d, Conv2dConfig},
     dropout::Dropout,
@@ -136,6 +137,26 @@ pub enum LayerSpec {
         /// Layer name.
         name: String,
     },
+    /// Logistic sigmoid.
+    Sigmoid {
+        /// Layer name.
+        name: String,
+    },
+    /// Hyperbolic tangent.
+    Tanh {
+        /// Layer name.
+        name: String,
+    },
+    /// Softmax over each sample's values (the loss head has its own; this is for inside a net).
+    Softmax {
+        /// Layer name.
+        name: String,
+    },
+    /// Global average pooling: (C, H, W) → (C, 1, 1) (PyTorch `AdaptiveAvgPool2d(1)`).
+    GlobalAvgPool {
+        /// Layer name.
+        name: String,
+    },
     /// Flatten (N, C, H, W) to (N, C·H·W).
     Flatten {
         /// Layer name.
@@ -185,6 +206,10 @@ impl LayerSpec {
             | LayerSpec::MaxPool2d { name, .. }
             | LayerSpec::AvgPool2d { name, .. }
             | LayerSpec::Relu { name }
+            | LayerSpec::Sigmoid { name }
+            | LayerSpec::Tanh { name }
+            | LayerSpec::Softmax { name }
+            | LayerSpec::GlobalAvgPool { name }
             | LayerSpec::Flatten { name }
             | LayerSpec::Linear { name, .. }
             | LayerSpec::Dropout { name, .. }
@@ -220,6 +245,10 @@ impl LayerSpec {
                 Box::new(AvgPool2d::new(pool(kernel, stride, padding, *ceil_mode), in_shape)?)
             }
             LayerSpec::Relu { .. } => Box::new(Relu::new(in_shape)?),
+            LayerSpec::Sigmoid { .. } => Box::new(Activation::new(ActKind::Sigmoid, in_shape)?),
+            LayerSpec::Tanh { .. } => Box::new(Activation::new(ActKind::Tanh, in_shape)?),
+            LayerSpec::Softmax { .. } => Box::new(Activation::new(ActKind::Softmax, in_shape)?),
+            LayerSpec::GlobalAvgPool { .. } => Box::new(Activation::new(ActKind::GlobalAvgPool, in_shape)?),
             LayerSpec::Flatten { .. } => Box::new(Flatten::new(in_shape)?),
             LayerSpec::Linear { out_features, bias, .. } => {
                 Box::new(Linear::new(LinearConfig { out_features: *out_features, bias: *bias }, in_shape)?)

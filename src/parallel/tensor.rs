@@ -118,7 +118,7 @@ pub fn plan(spec: &ModelSpec, w: usize, mp: usize) -> Result<Plan, TrainError> {
     let full_net = Net::build_segment(spec, 0)?;
     let seg = |layers: Vec<LayerSpec>, input: Vec<usize>, i: usize| ModelSpec { name: format!("{}-part{i}", spec.name), input, classes: spec.classes, layers };
     for (i, layer) in spec.layers.iter().enumerate() {
-        let needs_full = matches!(layer, LayerSpec::Conv2d { .. } | LayerSpec::Flatten { .. } | LayerSpec::Lrn { .. } | LayerSpec::Dropout { .. })
+        let needs_full = matches!(layer, LayerSpec::Conv2d { .. } | LayerSpec::Flatten { .. } | LayerSpec::Lrn { .. } | LayerSpec::Dropout { .. } | LayerSpec::Softmax { .. })
             || matches!((layer, state), (LayerSpec::Linear { .. }, State::Channels(_)));
         if let (true, State::Channels(c) | State::Features(c)) = (needs_full, state) {
             let n = segments.len();
