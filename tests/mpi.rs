@@ -341,3 +341,44 @@ fn pipeline_hybrid_and_tensor_over_mpi_equal_single_process() {
     let got = mpi_params(4, &[&SGD[..], &["--strategy", "hybrid", "--dp", "2", "--mp", "2"]].concat());
     assert!(rel_err(&got, &want) <= 1e-5, "hybrid dp2 × mp2: {:.3e}", rel_err(&got, &want));
 }
+
+/// SIGTERM to one process only: the processes agree (a one-value all-reduce per step) to stop
+/// after the same step, write one checkpoint together and end — no rank is left waiting.
+#[test]
+fn a_signal_to_one_rank_stops_every_rank_after_the_same_step_with_a_checkpoint() {
+    let dir = tmp("signal");
+    let ck = dir.join("ck");
+    let args = long_args(&["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "100000", "--stall-timeout", "60"]);
+    let mut child = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "3", env!("CARGO_BIN_EXE_convoy")])
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let pids = loop {
+        let p = rank_pids(child.id(), 3);
+        if p.iter().all(|&p| p != 0) {
+            break p;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "the ranks did not start: {p:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(Command::new("kill").args(["-TERM", &pids[2].to_string()]).status().unwrap().success());
+    let signalled = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if signalled.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("the job did not end within 30 s of the signal (a rank left waiting?)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let latest = std::fs::read_to_string(ck.join("latest")).expect("a checkpoint was written");
+    let eval = Command::new(env!("CARGO_BIN_EXE_convoy")).args(["eval", "--data", small_mnist().to_str().unwrap(), "--weights", ck.to_str().unwrap()]).output().unwrap();
+    assert!(eval.status.success(), "{latest}: {}", String::from_utf8_lossy(&eval.stderr));
+}

@@ -125,6 +125,11 @@ pub trait Communicator: Send + Sync {
     fn split(&self, color: usize, key: usize) -> Result<Box<dyn Communicator>, CommError>;
     /// Values this rank has sent so far (for benchmarks and metrics).
     fn values_sent(&self) -> u64;
+    /// True when the ranks are separate processes (which must agree explicitly on what threads
+    /// of one process can share, such as a signal received).
+    fn spans_processes(&self) -> bool {
+        false
+    }
 
     /// Sum of `buf` over all ranks, in place, with this communicator's algorithm.
     fn all_reduce_into(&self, buf: &mut [f32]) -> Result<(), CommError> {

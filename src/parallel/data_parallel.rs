@@ -266,6 +266,10 @@ impl Strategy for AllReduce<'_> {
         self.opt.state().into_iter().map(|s| s.0).collect()
     }
 
+    fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {
+        super::stop_now(self.comm, step, world)
+    }
+
     fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
         // With the sharded update each worker's state is current only for the chunks it owns:
         // gather every bucket's chunks (the ownership of `all_reduce_update`) before copying.

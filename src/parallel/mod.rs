@@ -395,6 +395,16 @@ pub(crate) trait Owned {
     fn from_full(&self, full: &[f32], mine: &mut [f32]) -> Result<(), TrainError>;
 }
 
+/// `Strategy::stop_now` of a strategy whose workers `comm` joins: agreed across processes,
+/// process-local otherwise.
+pub(crate) fn stop_now(comm: &dyn Communicator, step: u64, world: usize) -> Result<bool, TrainError> {
+    if comm.spans_processes() {
+        Ok(train::stop::agreed(comm)?)
+    } else {
+        Ok(train::stop::stop_after(step, world))
+    }
+}
+
 /// The whole-model vector of a split buffer: every value written by exactly one worker (those
 /// with `contributes`), zeros elsewhere, summed by `reduce` (collective).
 pub(crate) fn gather_full(owned: &dyn Owned, mine: &[f32], len: usize, contributes: bool, reduce: &mut dyn FnMut(&mut [f32]) -> Result<(), TrainError>) -> Result<Vec<f32>, TrainError> {
@@ -475,6 +485,10 @@ impl Strategy for Guard<'_> {
 
     fn can_stop_early(&self) -> bool {
         self.inner.can_stop_early()
+    }
+
+    fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {
+        self.inner.stop_now(step, world)
     }
 
     fn state_names(&self) -> Vec<&'static str> {

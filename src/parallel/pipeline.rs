@@ -417,6 +417,15 @@ impl Strategy for Pipeline<'_> {
         Ok(())
     }
 
+    fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {
+        if !self.comm.spans_processes() {
+            return Ok(crate::train::stop::stop_after(step, world));
+        }
+        let mut flag = [if crate::train::stop::requested().is_some() { 1.0f32 } else { 0.0 }];
+        reduce_all(self.comm, self.replicas, &mut flag)?;
+        Ok(flag[0] > 0.0)
+    }
+
     fn state_names(&self) -> Vec<&'static str> {
         self.opt.state().into_iter().map(|s| s.0).collect()
     }

@@ -448,6 +448,10 @@ impl Strategy for TensorSplit<'_> {
         Ok(())
     }
 
+    fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {
+        super::stop_now(self.comm, step, world)
+    }
+
     fn state_names(&self) -> Vec<&'static str> {
         self.opt.state().into_iter().map(|s| s.0).collect()
     }

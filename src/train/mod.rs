@@ -283,6 +283,11 @@ pub trait Strategy {
     fn can_stop_early(&self) -> bool {
         true
     }
+    /// Called by every worker after `step`: true when all must stop now (a signal). Strategies
+    /// whose workers are processes agree on it through their communicator (`stop::agreed`).
+    fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {
+        Ok(self.can_stop_early() && stop::stop_after(step, world))
+    }
     /// Names of the optimizer's state buffers (what a checkpoint holds besides the weights).
     fn state_names(&self) -> Vec<&'static str>;
     /// The optimizer's whole state (every buffer as long as the parameters) and its update
@@ -480,7 +485,7 @@ pub fn run_worker(
                     comm_wait_s: r.comm_wait_s,
                 });
             }
-            let stopping = strategy.can_stop_early() && stop::stop_after(step, shard.world);
+            let stopping = strategy.stop_now(step, shard.world).map_err(failed_at(step))?;
             let mut saved = None;
             if let Some(policy) = &cfg.checkpoint {
                 if policy.every_steps.map_or(epoch_end, |n| step % n == 0) || step == total_steps || stopping {

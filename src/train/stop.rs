@@ -64,3 +64,11 @@ pub fn name(signal: i32) -> &'static str {
         _ => "a signal",
     }
 }
+
+/// `stop_after` for workers in different processes: every worker of `comm` calls it after the
+/// same step, and all stop now if any has seen a signal (a one-value all-reduce per step).
+pub fn agreed(comm: &dyn crate::comm::Communicator) -> Result<bool, crate::comm::CommError> {
+    let mut flag = [if requested().is_some() { 1.0f32 } else { 0.0 }];
+    comm.all_reduce_into(&mut flag)?;
+    Ok(flag[0] > 0.0)
+}

@@ -151,6 +151,10 @@ impl Communicator for HierComm {
         Err(CommError::Invalid("split is not supported with several threads per MPI process".into()))
     }
 
+    fn spans_processes(&self) -> bool {
+        true
+    }
+
     fn values_sent(&self) -> u64 {
         self.local.values_sent() + if self.leader() { self.net.values_sent() } else { 0 }
     }

@@ -377,6 +377,10 @@ impl Communicator for MpiComm {
         Ok(Box::new(MpiComm::new(comm, rank, size, self.algorithm, self.watch.clone())))
     }
 
+    fn spans_processes(&self) -> bool {
+        true
+    }
+
     fn values_sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
