@@ -115,3 +115,77 @@ fn bad_checkpoints_and_flags_are_refused_and_eval_reads_a_checkpoint() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("nothing-here"), "{err}");
 }
+
+fn lenet_layout() -> convoy::net::ParamLayout {
+    let spec = convoy::net::ModelSpec::resolve("lenet").unwrap();
+    convoy::net::Net::build(&spec).unwrap().layout().clone()
+}
+
+/// Trained weights written by `--save` (the file PyTorch's `save_file(model.state_dict())` makes:
+/// F32 tensors under state_dict names), in a fresh folder.
+fn saved_weights(tag: &str) -> (PathBuf, Vec<f32>) {
+    let dir = tmp(tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = dir.join("trained.safetensors");
+    train(&["--optimizer", "sgd", "--lr", "0.05", "--save", w.to_str().unwrap()]);
+    let params = convoy::checkpoint::load_weights(&w, &lenet_layout()).unwrap();
+    (w, params)
+}
+
+/// Final parameters of one step at a learning rate of 1e-30 (which leaves the weights where the
+/// run started) with `args`.
+fn one_tiny_step(args: &[&str]) -> Vec<f32> {
+    let (cfg, pc) = config(&[&["--steps", "1", "--batch-size", "64", "--threads", "1", "--lr", "1e-30"][..], args].concat(), small_mnist());
+    parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{args:?}: {e}")).params
+}
+
+#[test]
+fn init_from_starts_every_strategy_from_the_file() {
+    let (w, want) = saved_weights("init");
+    let fresh = one_tiny_step(&[]);
+    assert!(rel_err(&fresh, &want) > 0.1, "a fresh initialisation must differ from the trained weights");
+    for layout in [vec![], vec!["--workers", "2"], vec!["--workers", "2", "--strategy", "ps"], vec!["--workers", "3", "--strategy", "ps", "--ps-mode", "async"]] {
+        let got = one_tiny_step(&[&layout[..], &["--init-from", w.to_str().unwrap()]].concat());
+        let e = rel_err(&got, &want);
+        assert!(e <= 1e-12, "{layout:?}: started {e:e} away from the --init-from weights");
+    }
+}
+
+#[test]
+fn init_from_a_mismatched_or_missing_file_exits_2_naming_it() {
+    let (w, _) = saved_weights("init-bad");
+    let bytes = std::fs::read(&w).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    // The same tensors with fc1.weight transposed ([in, out], a classic porting slip), and
+    // without fc1.bias.
+    let write = |path: &Path, edit: &dyn Fn(&str, Vec<usize>) -> Option<Vec<usize>>| {
+        let views: Vec<(String, safetensors::tensor::TensorView)> = st
+            .tensors()
+            .into_iter()
+            .filter_map(|(name, t)| {
+                let shape = edit(&name, t.shape().to_vec())?;
+                Some((name, safetensors::tensor::TensorView::new(t.dtype(), shape, t.data()).unwrap()))
+            })
+            .collect();
+        std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+    };
+    let dir = w.parent().unwrap();
+    let transposed = dir.join("transposed.safetensors");
+    write(&transposed, &|n, s| Some(if n == "fc1.weight" { vec![s[1], s[0]] } else { s }));
+    let missing = dir.join("no-bias.safetensors");
+    write(&missing, &|n, s| (n != "fc1.bias").then_some(s));
+    let data = small_mnist().to_str().unwrap();
+    let base = ["--log-level", "error", "train", "--data", data, "--no-progress", "--steps", "2", "--threads", "1"];
+    for (file, workers, want) in [
+        (&transposed, "1", "tensor 'fc1.weight' has shape"),
+        (&transposed, "2", "tensor 'fc1.weight' has shape"),
+        (&missing, "1", "tensor 'fc1.bias' is missing"),
+        (&dir.join("nowhere.safetensors"), "1", "hint"),
+    ] {
+        let (code, err) = convoy(&[&base[..], &["--workers", workers, "--init-from", file.to_str().unwrap()]].concat());
+        assert_eq!(code, Some(2), "{err}");
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(err.contains("--init-from") && err.contains(name) && err.contains(want), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

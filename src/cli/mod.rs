@@ -521,6 +521,9 @@ impl TrainArgs {
                 _ => return Err(invalid("checkpoint-every", format!("'{n}' is not a positive number of steps or 'epoch'")).into()),
             },
         };
+        if self.init_from.is_some() && self.resume.is_some() {
+            return Err(invalid("init-from", "cannot be combined with --resume (the checkpoint holds the weights); hint: drop one of them").into());
+        }
         if self.checkpoint_every.is_some() && self.checkpoint_dir.is_none() {
             return Err(invalid("checkpoint-every", "needs --checkpoint-dir").into());
         }
@@ -587,6 +590,8 @@ mod tests {
         assert!(e.contains("--threads"), "{e}");
         let e = train_args(&["--optimizer", "rmsprop"]).to_config().unwrap_err().to_string();
         assert!(e.contains("rmsprop"), "{e}");
+        let e = train_args(&["--init-from", "w.safetensors", "--resume", "ckpt"]).to_config().unwrap_err().to_string();
+        assert!(e.contains("--init-from") && e.contains("--resume"), "{e}");
         assert!(parse(&["train", "--batch-size", "many"]).is_err());
         assert!(parse(&["train", "--no-such-flag"]).is_err());
     }

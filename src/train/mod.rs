@@ -81,6 +81,9 @@ pub enum TrainError {
     /// Weights could not be saved or loaded.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The `--init-from` weights cannot be used (missing, not safetensors, another model).
+    #[error("--init-from: {0}{hint}", hint = init_from_hint(.0))]
+    InitFrom(CheckpointError),
     /// The dataset does not fit the model.
     #[error("dataset {data} has samples of shape {data_shape:?} but model '{model}' expects {model_shape:?}; hint: pick a model for this dataset")]
     DataModelMismatch {
@@ -151,11 +154,18 @@ pub enum TrainError {
     Injected,
 }
 
+fn init_from_hint(e: &CheckpointError) -> &'static str {
+    match e {
+        CheckpointError::Io { .. } => "; hint: pass a safetensors file, e.g. written by `convoy train --save` or by `safetensors.torch.save_file(model.state_dict(), ...)`",
+        _ => "",
+    }
+}
+
 impl TrainError {
     /// Process exit code: 2 for bad input (data, model, settings, weights file), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            TrainError::Data(_) | TrainError::Optim(_) | TrainError::DataModelMismatch { .. } => 2,
+            TrainError::Data(_) | TrainError::Optim(_) | TrainError::DataModelMismatch { .. } | TrainError::InitFrom(_) => 2,
             TrainError::Checkpoint(CheckpointError::Io { .. }) => 1,
             TrainError::Checkpoint(_) => 2,
             TrainError::Net(NetError::Layer { .. } | NetError::Spec { .. }) => 2,
@@ -172,7 +182,8 @@ impl TrainError {
     /// a worker, or is only the echo of another rank's failure).
     pub fn at_worker(self, rank: usize, step: u64) -> TrainError {
         match self {
-            e @ (TrainError::Worker { .. } | TrainError::Comm(CommError::PeerFailed { .. }) | TrainError::Interrupted { .. }) => e,
+            // Bad `--init-from` weights are the same for every worker: not a worker's failure.
+            e @ (TrainError::Worker { .. } | TrainError::Comm(CommError::PeerFailed { .. }) | TrainError::Interrupted { .. } | TrainError::InitFrom(_)) => e,
             e => TrainError::Worker { rank, step, source: Box::new(e) },
         }
     }
@@ -365,7 +376,7 @@ pub fn train(cfg: &TrainConfig, sink: &mut dyn EventSink) -> Result<TrainSummary
 /// Initial parameters of a run: the `init_from` weights, or a fresh seeded initialisation.
 pub fn initial_params(cfg: &TrainConfig, net: &Net) -> Result<Vec<f32>, TrainError> {
     Ok(match &cfg.init_from {
-        Some(p) => checkpoint::load_weights(p, net.layout())?,
+        Some(p) => checkpoint::load_weights(p, net.layout()).map_err(TrainError::InitFrom)?,
         None => net.init_params(cfg.seed),
     })
 }
