@@ -112,12 +112,24 @@ pub fn save_checkpoint(
         let json = serde_json::to_vec_pretty(&run).expect("RunState serialises");
         write_atomic(&tmp.join("state.json"), &json)?;
         let dst = root.join(&name);
-        if dst.exists() {
-            // The same step written again (a resumed run): replace it.
-            fs::remove_dir_all(&dst).map_err(io_err(&dst))?;
+        // The same step written again (a resumed run): the old folder is moved aside, not
+        // deleted, until the new one has taken its place.
+        let old = root.join(format!(".old-{name}-{}", std::process::id()));
+        let replacing = dst.exists();
+        if replacing {
+            let _ = fs::remove_dir_all(&old);
+            fs::rename(&dst, &old).map_err(io_err(&dst))?;
         }
-        fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+        if let Err(e) = fs::rename(&tmp, &dst) {
+            if replacing {
+                let _ = fs::rename(&old, &dst);
+            }
+            return Err(io_err(&dst)(e));
+        }
         fsync_dir(root);
+        if replacing {
+            let _ = fs::remove_dir_all(&old);
+        }
         write_atomic(&root.join("latest"), name.as_bytes())?;
         Ok(dst)
     })();
