@@ -95,10 +95,6 @@ fn bad_checkpoints_and_flags_are_refused_and_eval_reads_a_checkpoint() {
     let (code, err) = run(&["--resume", step8.to_str().unwrap(), "--lr", "0.5"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--lr") && err.contains("step-8"), "{err}");
-    // The parameter server cannot checkpoint yet: said before training.
-    let (code, err) = run(&["--strategy", "ps", "--workers", "2", "--checkpoint-dir", dir.to_str().unwrap()]);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("--strategy ps"), "{err}");
     // Evaluate a checkpoint folder.
     let (code, err) = convoy(&["eval", "--data", data, "--weights", step8.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");
@@ -188,4 +184,59 @@ fn init_from_a_mismatched_or_missing_file_exits_2_naming_it() {
         assert!(err.contains("--init-from") && err.contains(name) && err.contains(want), "{err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+#[test]
+fn parameter_server_checkpoints_resume_under_allreduce_and_back() {
+    // Adam at lr 1e-4: at 1e-3 another split of the batch alone moves it by ~3e-5 (tests/parallel.rs).
+    for opt in [["--optimizer", "sgd", "--lr", "0.05"], ["--optimizer", "adam", "--lr", "0.0001"]] {
+        let one = train(&opt);
+        // Written by 2 sync workers and 2 server shards (each holding half of the state).
+        let ps = [&["--strategy", "ps", "--workers", "2", "--servers", "2"][..], &opt].concat();
+        let (straight, dir) = straight_with_checkpoints(&format!("ps-{}", opt[1]), &ps);
+        let e = rel_err(&straight, &one);
+        assert!(e <= 1e-5, "{}: PS differs from one worker by {e:e}", opt[1]);
+        let from = dir.join("step-8");
+        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(from.join("state.json")).unwrap()).unwrap();
+        assert_eq!((state["strategy"].as_str(), state["optimizer_steps"].as_u64()), (Some("ps"), Some(8)));
+        for layout in [vec![], vec!["--workers", "3"], vec!["--strategy", "ps", "--workers", "3"]] {
+            let got = train(&[&opt[..], &layout, &["--resume", from.to_str().unwrap()]].concat());
+            let e = rel_err(&got, &one);
+            assert!(e <= 1e-5, "{}: PS (2 workers, 2 servers) → {layout:?}: relative error {e:e}", opt[1]);
+        }
+        // The reverse: written by 4 all-reduce workers, resumed by the parameter server.
+        let (_, dir) = straight_with_checkpoints(&format!("ar-ps-{}", opt[1]), &[&["--workers", "4"][..], &opt].concat());
+        for servers in ["1", "3"] {
+            let got = train(&[&opt[..], &["--strategy", "ps", "--workers", "2", "--servers", servers, "--resume", dir.join("step-8").to_str().unwrap()]].concat());
+            let e = rel_err(&got, &one);
+            assert!(e <= 1e-5, "{}: all-reduce (4 workers) → PS with {servers} servers: relative error {e:e}", opt[1]);
+        }
+    }
+}
+
+#[test]
+fn asynchronous_parameter_server_checkpoints_hold_exactly_n_global_steps() {
+    let opt = ["--optimizer", "adam", "--lr", "0.001"];
+    for mode in [vec!["--ps-mode", "async"], vec!["--ps-mode", "ssp", "--staleness", "1"]] {
+        let dir = tmp(&format!("ps-{}", mode[1]));
+        let d = dir.to_str().unwrap();
+        let layout = [&["--strategy", "ps", "--workers", "3", "--servers", "2"][..], &mode, &opt].concat();
+        train(&[&layout[..], &["--checkpoint-dir", d, "--checkpoint-every", "4", "--keep", "10"]].concat());
+        // Each checkpoint is the servers' state after every worker's first N pushes and no
+        // other: 3 updates per global step (the workers wait for each other at that step).
+        for n in [4u64, 8, 12, 16, 20] {
+            let state: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(format!("step-{n}/state.json"))).unwrap()).unwrap();
+            assert_eq!(state["optimizer_steps"].as_u64(), Some(3 * n), "{mode:?}: checkpoint of step {n}");
+        }
+        // It resumes, under the same mode and under all-reduce.
+        for resumed in [&layout[..], &opt[..]] {
+            let got = train(&[resumed, &["--resume", dir.join("step-8").to_str().unwrap()]].concat());
+            assert!(got.iter().all(|v| v.is_finite()));
+        }
+    }
+    // One asynchronous worker is sequential: resuming it is exact.
+    let layout = [&["--strategy", "ps", "--ps-mode", "async"][..], &opt].concat();
+    let (want, dir) = straight_with_checkpoints("ps-async-1", &layout);
+    let got = train(&[&layout[..], &["--resume", dir.join("step-8").to_str().unwrap()]].concat());
+    assert!(got == want, "one async worker: resumed run differs from the straight one");
 }
