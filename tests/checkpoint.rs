@@ -95,6 +95,18 @@ fn bad_checkpoints_and_flags_are_refused_and_eval_reads_a_checkpoint() {
     let (code, err) = run(&["--resume", step8.to_str().unwrap(), "--lr", "0.5"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--lr") && err.contains("step-8"), "{err}");
+    // A position outside the epoch (state.json edited by hand).
+    let edited = dir.join("edited");
+    std::fs::create_dir_all(&edited).unwrap();
+    for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+        std::fs::copy(step8.join(f), edited.join(f)).unwrap();
+    }
+    let sj = std::fs::read_to_string(edited.join("state.json")).unwrap();
+    let sj = sj.replace("\"samples_in_epoch\": 512", "\"samples_in_epoch\": 6400000000");
+    std::fs::write(edited.join("state.json"), sj).unwrap();
+    let (code, err) = run(&["--resume", edited.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("does not fit this run") && err.contains("6400000000"), "{err}");
     // Evaluate a checkpoint folder.
     let (code, err) = convoy(&["eval", "--data", data, "--weights", step8.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");

@@ -464,7 +464,7 @@ pub fn run_worker(
     let failed_at = |step: u64| move |e: TrainError| if shard.world > 1 { e.at_worker(shard.rank, step) } else { e };
     if let Some(path) = &cfg.resume {
         let c = checkpoint::run::load_checkpoint(path, net.layout(), &strategy.state_names())?;
-        check_resumable(cfg, &c.run, &schedule, total_steps, &c.dir)?;
+        check_resumable(cfg, &c.run, &schedule, (total_steps, per_epoch), &c.dir)?;
         params = c.params;
         strategy.restore(&c.state, c.run.optimizer_steps)?;
         (step, epoch) = (c.run.step, c.run.epoch);
@@ -619,7 +619,7 @@ pub fn run_worker(
 
 /// Checks that a checkpoint can continue this run: same model, batch, seed, optimizer, schedule
 /// and length (the flags of a resumed run must be those of the run that wrote it).
-fn check_resumable(cfg: &TrainConfig, run: &checkpoint::run::RunState, schedule: &LrSchedule, total_steps: u64, dir: &Path) -> Result<(), TrainError> {
+fn check_resumable(cfg: &TrainConfig, run: &checkpoint::run::RunState, schedule: &LrSchedule, (total_steps, per_epoch): (u64, u64), dir: &Path) -> Result<(), TrainError> {
     let checks: [(&str, String, String); 6] = [
         ("--model", run.model.clone(), cfg.model.name.clone()),
         ("--batch-size", run.batch_size.to_string(), cfg.batch_size.to_string()),
@@ -636,7 +636,9 @@ fn check_resumable(cfg: &TrainConfig, run: &checkpoint::run::RunState, schedule:
             )));
         }
     }
-    if run.samples_in_epoch % cfg.batch_size as u64 != 0 || run.step > total_steps {
+    // (state.json carries no checksum of its own: a position outside the epoch is refused here.)
+    let batch = cfg.batch_size as u64;
+    if run.samples_in_epoch % batch != 0 || run.samples_in_epoch / batch >= per_epoch || run.step > total_steps {
         return Err(TrainError::Config(format!("cannot resume from {}: its position (step {}, sample {} of epoch {}) does not fit this run", dir.display(), run.step, run.samples_in_epoch, run.epoch)));
     }
     Ok(())
