@@ -10,6 +10,7 @@ pub mod tensor;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod fuzz;
 pub mod net;
 pub mod comm;
 pub mod optim;

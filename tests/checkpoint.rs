@@ -95,10 +95,18 @@ fn bad_checkpoints_and_flags_are_refused_and_eval_reads_a_checkpoint() {
     let (code, err) = run(&["--resume", step8.to_str().unwrap(), "--lr", "0.5"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--lr") && err.contains("step-8"), "{err}");
-    // The parameter server cannot checkpoint yet: said before training.
-    let (code, err) = run(&["--strategy", "ps", "--workers", "2", "--checkpoint-dir", dir.to_str().unwrap()]);
+    // A position outside the epoch (state.json edited by hand).
+    let edited = dir.join("edited");
+    std::fs::create_dir_all(&edited).unwrap();
+    for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+        std::fs::copy(step8.join(f), edited.join(f)).unwrap();
+    }
+    let sj = std::fs::read_to_string(edited.join("state.json")).unwrap();
+    let sj = sj.replace("\"samples_in_epoch\": 512", "\"samples_in_epoch\": 6400000000");
+    std::fs::write(edited.join("state.json"), sj).unwrap();
+    let (code, err) = run(&["--resume", edited.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("--strategy ps"), "{err}");
+    assert!(err.contains("does not fit this run") && err.contains("6400000000"), "{err}");
     // Evaluate a checkpoint folder.
     let (code, err) = convoy(&["eval", "--data", data, "--weights", step8.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");
@@ -114,4 +122,133 @@ fn bad_checkpoints_and_flags_are_refused_and_eval_reads_a_checkpoint() {
     let (code, err) = run(&["--resume", dir.join("nothing-here").to_str().unwrap()]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("nothing-here"), "{err}");
+}
+
+fn lenet_layout() -> convoy::net::ParamLayout {
+    let spec = convoy::net::ModelSpec::resolve("lenet").unwrap();
+    convoy::net::Net::build(&spec).unwrap().layout().clone()
+}
+
+/// Trained weights written by `--save` (the file PyTorch's `save_file(model.state_dict())` makes:
+/// F32 tensors under state_dict names), in a fresh folder.
+fn saved_weights(tag: &str) -> (PathBuf, Vec<f32>) {
+    let dir = tmp(tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = dir.join("trained.safetensors");
+    train(&["--optimizer", "sgd", "--lr", "0.05", "--save", w.to_str().unwrap()]);
+    let params = convoy::checkpoint::load_weights(&w, &lenet_layout()).unwrap();
+    (w, params)
+}
+
+/// Final parameters of one step at a learning rate of 1e-30 (which leaves the weights where the
+/// run started) with `args`.
+fn one_tiny_step(args: &[&str]) -> Vec<f32> {
+    let (cfg, pc) = config(&[&["--steps", "1", "--batch-size", "64", "--threads", "1", "--lr", "1e-30"][..], args].concat(), small_mnist());
+    parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{args:?}: {e}")).params
+}
+
+#[test]
+fn init_from_starts_every_strategy_from_the_file() {
+    let (w, want) = saved_weights("init");
+    let fresh = one_tiny_step(&[]);
+    assert!(rel_err(&fresh, &want) > 0.1, "a fresh initialisation must differ from the trained weights");
+    for layout in [vec![], vec!["--workers", "2"], vec!["--workers", "2", "--strategy", "ps"], vec!["--workers", "3", "--strategy", "ps", "--ps-mode", "async"]] {
+        let got = one_tiny_step(&[&layout[..], &["--init-from", w.to_str().unwrap()]].concat());
+        let e = rel_err(&got, &want);
+        assert!(e <= 1e-12, "{layout:?}: started {e:e} away from the --init-from weights");
+    }
+}
+
+#[test]
+fn init_from_a_mismatched_or_missing_file_exits_2_naming_it() {
+    let (w, _) = saved_weights("init-bad");
+    let bytes = std::fs::read(&w).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    // The same tensors with fc1.weight transposed ([in, out], a classic porting slip), and
+    // without fc1.bias.
+    let write = |path: &Path, edit: &dyn Fn(&str, Vec<usize>) -> Option<Vec<usize>>| {
+        let views: Vec<(String, safetensors::tensor::TensorView)> = st
+            .tensors()
+            .into_iter()
+            .filter_map(|(name, t)| {
+                let shape = edit(&name, t.shape().to_vec())?;
+                Some((name, safetensors::tensor::TensorView::new(t.dtype(), shape, t.data()).unwrap()))
+            })
+            .collect();
+        std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+    };
+    let dir = w.parent().unwrap();
+    let transposed = dir.join("transposed.safetensors");
+    write(&transposed, &|n, s| Some(if n == "fc1.weight" { vec![s[1], s[0]] } else { s }));
+    let missing = dir.join("no-bias.safetensors");
+    write(&missing, &|n, s| (n != "fc1.bias").then_some(s));
+    let data = small_mnist().to_str().unwrap();
+    let base = ["--log-level", "error", "train", "--data", data, "--no-progress", "--steps", "2", "--threads", "1"];
+    for (file, workers, want) in [
+        (&transposed, "1", "tensor 'fc1.weight' has shape"),
+        (&transposed, "2", "tensor 'fc1.weight' has shape"),
+        (&missing, "1", "tensor 'fc1.bias' is missing"),
+        (&dir.join("nowhere.safetensors"), "1", "hint"),
+    ] {
+        let (code, err) = convoy(&[&base[..], &["--workers", workers, "--init-from", file.to_str().unwrap()]].concat());
+        assert_eq!(code, Some(2), "{err}");
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(err.contains("--init-from") && err.contains(name) && err.contains(want), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn parameter_server_checkpoints_resume_under_allreduce_and_back() {
+    // Adam at lr 1e-4: at 1e-3 another split of the batch alone moves it by ~3e-5 (tests/parallel.rs).
+    for opt in [["--optimizer", "sgd", "--lr", "0.05"], ["--optimizer", "adam", "--lr", "0.0001"]] {
+        let one = train(&opt);
+        // Written by 2 sync workers and 2 server shards (each holding half of the state).
+        let ps = [&["--strategy", "ps", "--workers", "2", "--servers", "2"][..], &opt].concat();
+        let (straight, dir) = straight_with_checkpoints(&format!("ps-{}", opt[1]), &ps);
+        let e = rel_err(&straight, &one);
+        assert!(e <= 1e-5, "{}: PS differs from one worker by {e:e}", opt[1]);
+        let from = dir.join("step-8");
+        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(from.join("state.json")).unwrap()).unwrap();
+        assert_eq!((state["strategy"].as_str(), state["optimizer_steps"].as_u64()), (Some("ps"), Some(8)));
+        for layout in [vec![], vec!["--workers", "3"], vec!["--strategy", "ps", "--workers", "3"]] {
+            let got = train(&[&opt[..], &layout, &["--resume", from.to_str().unwrap()]].concat());
+            let e = rel_err(&got, &one);
+            assert!(e <= 1e-5, "{}: PS (2 workers, 2 servers) → {layout:?}: relative error {e:e}", opt[1]);
+        }
+        // The reverse: written by 4 all-reduce workers, resumed by the parameter server.
+        let (_, dir) = straight_with_checkpoints(&format!("ar-ps-{}", opt[1]), &[&["--workers", "4"][..], &opt].concat());
+        for servers in ["1", "3"] {
+            let got = train(&[&opt[..], &["--strategy", "ps", "--workers", "2", "--servers", servers, "--resume", dir.join("step-8").to_str().unwrap()]].concat());
+            let e = rel_err(&got, &one);
+            assert!(e <= 1e-5, "{}: all-reduce (4 workers) → PS with {servers} servers: relative error {e:e}", opt[1]);
+        }
+    }
+}
+
+#[test]
+fn asynchronous_parameter_server_checkpoints_hold_exactly_n_global_steps() {
+    let opt = ["--optimizer", "adam", "--lr", "0.001"];
+    for mode in [vec!["--ps-mode", "async"], vec!["--ps-mode", "ssp", "--staleness", "1"]] {
+        let dir = tmp(&format!("ps-{}", mode[1]));
+        let d = dir.to_str().unwrap();
+        let layout = [&["--strategy", "ps", "--workers", "3", "--servers", "2"][..], &mode, &opt].concat();
+        train(&[&layout[..], &["--checkpoint-dir", d, "--checkpoint-every", "4", "--keep", "10"]].concat());
+        // Each checkpoint is the servers' state after every worker's first N pushes and no
+        // other: 3 updates per global step (the workers wait for each other at that step).
+        for n in [4u64, 8, 12, 16, 20] {
+            let state: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(format!("step-{n}/state.json"))).unwrap()).unwrap();
+            assert_eq!(state["optimizer_steps"].as_u64(), Some(3 * n), "{mode:?}: checkpoint of step {n}");
+        }
+        // It resumes, under the same mode and under all-reduce.
+        for resumed in [&layout[..], &opt[..]] {
+            let got = train(&[resumed, &["--resume", dir.join("step-8").to_str().unwrap()]].concat());
+            assert!(got.iter().all(|v| v.is_finite()));
+        }
+    }
+    // One asynchronous worker is sequential: resuming it is exact.
+    let layout = [&["--strategy", "ps", "--ps-mode", "async"][..], &opt].concat();
+    let (want, dir) = straight_with_checkpoints("ps-async-1", &layout);
+    let got = train(&[&layout[..], &["--resume", dir.join("step-8").to_str().unwrap()]].concat());
+    assert!(got == want, "one async worker: resumed run differs from the straight one");
 }

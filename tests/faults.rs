@@ -141,3 +141,103 @@ fn a_diverging_run_stops_naming_the_step_and_tensor_and_keeps_the_last_good_chec
     let w = convoy::checkpoint::load_weights(&ck.join(&latest).join("model.safetensors"), net.layout()).unwrap();
     assert!(w.iter().all(|v| v.is_finite()), "the kept checkpoint {latest} must be finite");
 }
+
+/// `convoy train` on the small MNIST under `sh -c "ulimit -f BLOCKS; trap '' XFSZ; exec ..."`:
+/// no file may grow beyond BLOCKS × 512 bytes (POSIX `ulimit -f` units), and a write past it
+/// fails with EFBIG instead of killing the process — a disk that fills up, for real.
+fn run_limited(blocks: Option<u64>, args: &[&str]) -> (Option<i32>, String) {
+    let mut all: Vec<String> = [env!("CARGO_BIN_EXE_convoy"), "--log-level", "warn", "train", "--no-progress", "--data", small_mnist().to_str().unwrap()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    all.extend(["--steps", "20", "--batch-size", "32", "--threads", "1", "--seed", "5", "--no-epoch-eval", "--optimizer", "adam", "--lr", "0.001"].map(String::from));
+    all.extend(args.iter().map(|s| s.to_string()));
+    let quoted: Vec<String> = all.iter().map(|a| format!("'{a}'")).collect();
+    let limit = blocks.map(|b| format!("ulimit -f {b}; trap '' XFSZ; ")).unwrap_or_default();
+    let out = Command::new("sh").arg("-c").arg(format!("{limit}exec {}", quoted.join(" "))).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Every file under `dir` with its bytes (hidden temporary folders included).
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.push((p.clone(), Vec::new()));
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_full_disk_keeps_the_previous_checkpoint_and_fails_or_warns() {
+    let dir = tmp("diskfull");
+    let ck = dir.join("ck");
+    let cks = ck.to_str().unwrap();
+    // A first run leaves checkpoint step-8 (it dies halfway through step-16's, hook).
+    let (code, err) = run_limited(None, &["--checkpoint-dir", cks, "--checkpoint-every", "8", "--inject-checkpoint-crash", "16"]);
+    assert_eq!(code, None, "{err}");
+    for e in std::fs::read_dir(&ck).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap().to_str().unwrap().starts_with(".tmp-") {
+            std::fs::remove_dir_all(p).unwrap();
+        }
+    }
+    assert_eq!(std::fs::read_to_string(ck.join("latest")).unwrap(), "step-8");
+    let before = snapshot(&ck);
+    // LeNet's weights take 6.7 MB and Adam's two moments 13.3 MB: a 10 MB file-size limit lets
+    // `--save` and model.safetensors through and stops optimizer.safetensors halfway.
+    let weights_len = std::fs::metadata(ck.join("step-8/model.safetensors")).unwrap().len();
+    let blocks = 10_000_000 / 512;
+    assert!(weights_len < 10_000_000 && 2 * weights_len > 10_000_000, "LeNet changed size: {weights_len} bytes");
+    // Default (fail): the run ends at the first checkpoint it cannot write, exit 1, naming the
+    // file and the intact previous checkpoint, with a hint; nothing in the directory changed.
+    let (code, err) = run_limited(Some(blocks), &["--checkpoint-dir", cks, "--checkpoint-every", "8", "--resume", cks]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("could not write the checkpoint of step 16 into {}", ck.join("step-16").display())) && err.contains("optimizer.safetensors"), "{err}");
+    assert!(err.contains("File too large") && err.contains(&ck.join("step-8").display().to_string()) && err.contains("hint"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(snapshot(&ck) == before, "a failed checkpoint changed the checkpoint directory (temporary folder left, or files touched)");
+    // --checkpoint-errors warn: every due checkpoint (16 and the final 20) is tried and warned
+    // about, training runs to the end and its weights are those of an unlimited run.
+    let limited = dir.join("limited.safetensors");
+    let (code, err) = run_limited(
+        Some(blocks),
+        &["--checkpoint-dir", cks, "--checkpoint-every", "8", "--resume", cks, "--checkpoint-errors", "warn", "--save", limited.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    for step in [16, 20] {
+        assert!(err.contains(&format!("could not write the checkpoint of step {step}")) && err.contains("WARN"), "step {step}: {err}");
+    }
+    assert!(snapshot(&ck) == before, "a failed checkpoint changed the checkpoint directory");
+    let spec = convoy::net::ModelSpec::resolve("lenet").unwrap();
+    let net = convoy::net::Net::build(&spec).unwrap();
+    let unlimited = dir.join("unlimited.safetensors");
+    let (code, err) = run_limited(None, &["--save", unlimited.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let (a, b) = (convoy::checkpoint::load_weights(&limited, net.layout()).unwrap(), convoy::checkpoint::load_weights(&unlimited, net.layout()).unwrap());
+    assert!(rel_err(&a, &b) <= 1e-6, "relative error {:e}", rel_err(&a, &b));
+    // The previous checkpoint still loads and resumes.
+    let (code, err) = run_limited(None, &["--checkpoint-dir", cks, "--checkpoint-every", "8", "--resume", cks]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(std::fs::read_to_string(ck.join("latest")).unwrap(), "step-20");
+}
+
+#[test]
+fn an_unwritable_checkpoint_dir_is_refused_before_training() {
+    let dir = tmp("unwritable");
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let ck = file.join("ck");
+    let (code, err) = run_limited(None, &["--checkpoint-dir", ck.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--checkpoint-dir") && err.contains("a-file/ck") && err.contains("hint"), "{err}");
+}

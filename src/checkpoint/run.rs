@@ -112,12 +112,24 @@ pub fn save_checkpoint(
         let json = serde_json::to_vec_pretty(&run).expect("RunState serialises");
         write_atomic(&tmp.join("state.json"), &json)?;
         let dst = root.join(&name);
-        if dst.exists() {
-            // The same step written again (a resumed run): replace it.
-            fs::remove_dir_all(&dst).map_err(io_err(&dst))?;
+        // The same step written again (a resumed run): the old folder is moved aside, not
+        // deleted, until the new one has taken its place.
+        let old = root.join(format!(".old-{name}-{}", std::process::id()));
+        let replacing = dst.exists();
+        if replacing {
+            let _ = fs::remove_dir_all(&old);
+            fs::rename(&dst, &old).map_err(io_err(&dst))?;
         }
-        fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+        if let Err(e) = fs::rename(&tmp, &dst) {
+            if replacing {
+                let _ = fs::rename(&old, &dst);
+            }
+            return Err(io_err(&dst)(e));
+        }
         fsync_dir(root);
+        if replacing {
+            let _ = fs::remove_dir_all(&old);
+        }
         write_atomic(&root.join("latest"), name.as_bytes())?;
         Ok(dst)
     })();
@@ -182,27 +194,45 @@ pub struct Loaded {
 pub fn load_checkpoint(path: &Path, layout: &ParamLayout, state_names: &[&str]) -> Result<Loaded, CheckpointError> {
     let dir = resolve(path)?;
     let sp = dir.join("state.json");
-    let bytes = fs::read(&sp).map_err(io_err(&sp))?;
-    let run: RunState = serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Format { path: sp.clone(), msg: e.to_string() })?;
+    let run = parse_run_state(&fs::read(&sp).map_err(io_err(&sp))?, &sp)?;
+    let read = |name: &str| {
+        let p = dir.join(name);
+        fs::read(&p).map_err(io_err(&p))
+    };
+    let model = read("model.safetensors")?;
+    let optimizer = read("optimizer.safetensors")?;
+    checkpoint_from_bytes(&dir, run, &model, &optimizer, layout, state_names)
+}
+
+/// Parses `state.json` (`path` names it in errors) and refuses format versions newer than this
+/// build reads.
+pub fn parse_run_state(bytes: &[u8], path: &Path) -> Result<RunState, CheckpointError> {
+    let run: RunState = serde_json::from_slice(bytes).map_err(|e| CheckpointError::Format { path: path.to_path_buf(), msg: e.to_string() })?;
     if run.format_version > FORMAT_VERSION {
         return Err(CheckpointError::Mismatch {
-            path: sp,
+            path: path.to_path_buf(),
             msg: format!("format version {} is newer than this convoy reads ({FORMAT_VERSION}); hint: use a newer convoy", run.format_version),
         });
     }
-    let read_checked = |name: &str| -> Result<(PathBuf, Vec<u8>), CheckpointError> {
+    Ok(run)
+}
+
+/// A checkpoint from the bytes of its files (`dir` names them in errors): checks each file's
+/// SHA-256 against `run.files`, then every tensor name and shape.
+pub fn checkpoint_from_bytes(dir: &Path, run: RunState, model: &[u8], optimizer: &[u8], layout: &ParamLayout, state_names: &[&str]) -> Result<Loaded, CheckpointError> {
+    let sp = dir.join("state.json");
+    let check = |name: &str, bytes: &[u8]| -> Result<PathBuf, CheckpointError> {
         let p = dir.join(name);
-        let bytes = fs::read(&p).map_err(io_err(&p))?;
         let want = run.files.get(name).ok_or_else(|| CheckpointError::Format { path: sp.clone(), msg: format!("no checksum for {name}") })?;
-        if &sha256_hex(&bytes) != want {
+        if &sha256_hex(bytes) != want {
             return Err(CheckpointError::Format { path: p, msg: "SHA-256 does not match state.json (truncated or corrupted)".into() });
         }
-        Ok((p, bytes))
+        Ok(p)
     };
-    let (mp, model) = read_checked("model.safetensors")?;
-    let params = weights_from_bytes(&model, &mp, layout)?;
-    let (op, opt) = read_checked("optimizer.safetensors")?;
-    let flat = weights_from_bytes(&opt, &op, &optimizer_layout(layout, state_names)).map_err(|e| match e {
+    let mp = check("model.safetensors", model)?;
+    let params = weights_from_bytes(model, &mp, layout)?;
+    let op = check("optimizer.safetensors", optimizer)?;
+    let flat = weights_from_bytes(optimizer, &op, &optimizer_layout(layout, state_names)).map_err(|e| match e {
         CheckpointError::Mismatch { path, msg } => {
             CheckpointError::Mismatch { path, msg: format!("{msg} (optimizer state; the checkpoint was written with optimizer {})", run.optimizer) }
         }
@@ -210,7 +240,12 @@ pub fn load_checkpoint(path: &Path, layout: &ParamLayout, state_names: &[&str]) 
     })?;
     let n = layout.len();
     let state = state_names.iter().enumerate().map(|(i, s)| (s.to_string(), flat[i * n..(i + 1) * n].to_vec())).collect();
-    Ok(Loaded { dir, params, state, run })
+    Ok(Loaded { dir: dir.to_path_buf(), params, state, run })
+}
+
+/// SHA-256 (hex) of `bytes`, as `state.json` records it.
+pub fn sha256(bytes: &[u8]) -> String {
+    sha256_hex(bytes)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::parallel::pipeline::{PipelineConfig, Schedule};
 use crate::parallel::hybrid::HybridConfig;
 use crate::parallel::tensor::TensorConfig;
 use crate::parallel::{CommKind, FailureKind, InjectFailure, ParallelConfig, StrategyKind};
-use crate::train::{CheckpointPolicy, TrainConfig};
+use crate::train::{CheckpointPolicy, OnCheckpointError, TrainConfig};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -117,6 +117,11 @@ pub struct TrainArgs {
     /// flags of the run that wrote it.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// When a checkpoint cannot be written (disk full, unwritable directory): fail [default]
+    /// ends the run (exit 1), warn logs a warning, keeps training and tries again at the next
+    /// checkpoint. The previous checkpoint stays intact either way.
+    #[arg(long, value_enum)]
+    pub checkpoint_errors: Option<CheckpointErrorsArg>,
     /// Test hook: abort the process halfway through writing the checkpoint of this step.
     #[arg(long, hide = true)]
     pub inject_checkpoint_crash: Option<u64>,
@@ -129,6 +134,15 @@ pub struct TrainArgs {
     /// Parallel training.
     #[command(flatten)]
     pub parallel: ParallelArgs,
+}
+
+/// `--checkpoint-errors`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckpointErrorsArg {
+    /// End the run.
+    Fail,
+    /// Warn and keep training.
+    Warn,
 }
 
 /// `--strategy`.
@@ -550,9 +564,19 @@ impl TrainArgs {
                 _ => return Err(invalid("checkpoint-every", format!("'{n}' is not a positive number of steps or 'epoch'")).into()),
             },
         };
+        if self.init_from.is_some() && self.resume.is_some() {
+            return Err(invalid("init-from", "cannot be combined with --resume (the checkpoint holds the weights); hint: drop one of them").into());
+        }
         if self.checkpoint_every.is_some() && self.checkpoint_dir.is_none() {
             return Err(invalid("checkpoint-every", "needs --checkpoint-dir").into());
         }
+        if self.checkpoint_errors.is_some() && self.checkpoint_dir.is_none() {
+            return Err(invalid("checkpoint-errors", "needs --checkpoint-dir").into());
+        }
+        let on_error = match self.checkpoint_errors {
+            Some(CheckpointErrorsArg::Warn) => OnCheckpointError::Warn,
+            Some(CheckpointErrorsArg::Fail) | None => OnCheckpointError::Fail,
+        };
         Ok(TrainConfig {
             model,
             data_dir: self.data.clone(),
@@ -570,7 +594,13 @@ impl TrainArgs {
             eval_each_epoch: !self.no_epoch_eval,
             save: self.save.clone(),
             init_from: self.init_from.clone(),
-            checkpoint: self.checkpoint_dir.clone().map(|dir| CheckpointPolicy { dir, every_steps, keep: self.keep, crash_at: self.inject_checkpoint_crash }),
+            checkpoint: self.checkpoint_dir.clone().map(|dir| CheckpointPolicy {
+                dir,
+                every_steps,
+                keep: self.keep,
+                crash_at: self.inject_checkpoint_crash,
+                on_error,
+            }),
             resume: self.resume.clone(),
         })
     }
@@ -616,6 +646,14 @@ mod tests {
         assert!(e.contains("--threads"), "{e}");
         let e = train_args(&["--optimizer", "rmsprop"]).to_config().unwrap_err().to_string();
         assert!(e.contains("rmsprop"), "{e}");
+        let e = train_args(&["--checkpoint-errors", "warn"]).to_config().unwrap_err().to_string();
+        assert!(e.contains("--checkpoint-errors") && e.contains("--checkpoint-dir"), "{e}");
+        let c = train_args(&["--checkpoint-dir", "ck", "--checkpoint-errors", "warn"]).to_config().unwrap();
+        assert_eq!(c.checkpoint.unwrap().on_error, OnCheckpointError::Warn);
+        assert_eq!(train_args(&["--checkpoint-dir", "ck"]).to_config().unwrap().checkpoint.unwrap().on_error, OnCheckpointError::Fail);
+        assert!(parse(&["train", "--checkpoint-dir", "ck", "--checkpoint-errors", "maybe"]).is_err());
+        let e = train_args(&["--init-from", "w.safetensors", "--resume", "ckpt"]).to_config().unwrap_err().to_string();
+        assert!(e.contains("--init-from") && e.contains("--resume"), "{e}");
         assert!(parse(&["train", "--batch-size", "many"]).is_err());
         assert!(parse(&["train", "--no-such-flag"]).is_err());
     }

@@ -62,16 +62,21 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
 /// Reads an IDX file, gzipped or raw.
 pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
     let raw = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    decode_idx(&raw, path)
+}
+
+/// Parses the bytes of an IDX file, gzipped or raw; `path` names the source in errors.
+pub fn decode_idx(raw: &[u8], path: &Path) -> Result<IdxArray, DataError> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         // Cap the decompressed size too: a gzip bomb must not exhaust memory.
-        GzDecoder::new(&raw[..])
+        GzDecoder::new(raw)
             .take(MAX_PAYLOAD + 64)
             .read_to_end(&mut out)
             .map_err(|e| format_err(path, format!("corrupt gzip data ({e}); hint: the file is truncated or damaged")))?;
         parse_idx(&out, path)
     } else {
-        parse_idx(&raw, path)
+        parse_idx(raw, path)
     }
 }
 

@@ -136,7 +136,6 @@ impl ParallelConfig {
         }
         match &self.strategy {
             StrategyKind::AllReduce(a) => a.validate(self.workers, cfg),
-            StrategyKind::ParamServer(_) if cfg.checkpoint.is_some() || cfg.resume.is_some() => bad(param_server::PS_CHECKPOINTS.into()),
             StrategyKind::ParamServer(p) => p.validate(),
             StrategyKind::Pipeline(p) => p.validate(self.workers, cfg),
             StrategyKind::Tensor(t) => t.validate(self.workers, cfg),
@@ -262,7 +261,7 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                     let index = rank - workers;
                     let wrap = |e: TrainError| TrainError::Server { index, source: Box::new(e) };
                     let StrategyKind::ParamServer(p) = &pc.strategy else { unreachable!("servers exist only for the ps strategy") };
-                    let server = param_server::Server::new(&cfg, comm, workers, p.servers, p.mode, total_steps, param_count).map_err(wrap)?;
+                    let server = param_server::Server::new(&cfg, comm, workers, p.servers, p.mode, total_steps, param_count, data.0.len()).map_err(wrap)?;
                     let hist = server.serve().map_err(wrap)?;
                     let _ = tx.send(Msg::Event(hist.event(index)));
                     return Ok(None);
@@ -280,7 +279,7 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                         let leaves = if a.deterministic { data_parallel::DETERMINISTIC_LEAVES } else { workers };
                         (Box::new(AllReduce::new(comm, a.clone(), &cfg, &net)?), Shard { rank, world: workers, leaves, group: 1 })
                     }
-                    StrategyKind::ParamServer(p) => (Box::new(param_server::Client::new(comm, workers, p, param_count)), Shard::of(rank, workers)),
+                    StrategyKind::ParamServer(p) => (Box::new(param_server::Client::new(comm, workers, p, param_count, &cfg.optimizer)?), Shard::of(rank, workers)),
                     // Every stage sees the whole batch (stage 0 its images, the last its labels).
                     StrategyKind::Pipeline(p) => {
                         let (stages, replicas) = match &groups {

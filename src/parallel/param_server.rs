@@ -19,16 +19,31 @@
 //! - `ssp`: as async, but a worker may start step c only when c − (slowest worker's finished
 //!   steps) ≤ s (`--staleness s`): the server holds its reply until then.
 //!
+//! Checkpoints (docs/checkpoints.md): the servers know from the run's `CheckpointPolicy` at which
+//! steps the workers write one, without being asked. After the update of such a step N a server
+//! sends its slice of the optimizer state (and its update count) to worker 0, which gathers the
+//! slices of every server into the full, named buffers of the checkpoint; the parameters worker 0
+//! pulled after step N are the servers' parameters at that point. In sync mode that point is
+//! simply the end of global step N. In async and SSP modes it is made consistent by a pause: a
+//! worker that has pushed its step N is not answered until every worker has pushed step N, so the
+//! servers hold exactly the N·workers updates of global batches 1..N (and none beyond) when they
+//! take the snapshot; then every worker is released. A checkpoint therefore always describes
+//! "N global batches consumed", in the same folder format as the other strategies, and resumes
+//! under any strategy and worker count. On resume every server reads its slice of the optimizer
+//! state from the checkpoint itself.
+//!
 //! Staleness of an update = updates applied to the server between the worker's pull and its push.
 //! Under SSP with bound s it is at most (workers − 1)(2s + 1): while a worker computes, each other
 //! worker can finish at most 2s + 1 steps before it is held back.
 
+use crate::checkpoint;
 use crate::comm::{chunk_range, Communicator};
 use crate::data::loader::Batch;
 use crate::layers::Ctx;
 use crate::net::Net;
-use crate::optim::{schedule::LrSchedule, Optimizer};
-use crate::train::{events::Event, StepReport, Strategy, TrainConfig, TrainError};
+use crate::data::sampler::Sampler;
+use crate::optim::{schedule::LrSchedule, Optimizer, OptimizerConfig};
+use crate::train::{events::Event, restore_optimizer, CheckpointPolicy, StepReport, Strategy, TrainConfig, TrainError};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -36,6 +51,7 @@ const TAG_INIT: u32 = 0x5000_0001;
 const TAG_PUSH: u32 = 0x5000_0002;
 const TAG_PARAMS: u32 = 0x5000_0003;
 const TAG_FINAL: u32 = 0x5000_0004;
+const TAG_STATE: u32 = 0x5000_0005;
 
 /// Consistency of the parameter server (`--ps-mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,13 +97,19 @@ pub struct Client<'c> {
     workers: usize,
     ranges: Vec<Range<usize>>,
     grads: Vec<f32>,
+    /// Names of the optimizer's state buffers (which live on the servers).
+    state_names: Vec<&'static str>,
 }
 
 impl<'c> Client<'c> {
-    /// The client of the worker holding `comm` (ranks ≥ `workers` are the servers).
-    pub fn new(comm: &'c dyn Communicator, workers: usize, cfg: &PsConfig, len: usize) -> Client<'c> {
+    /// The client of the worker holding `comm` (ranks ≥ `workers` are the servers), whose
+    /// servers run `optimizer`.
+    pub fn new(comm: &'c dyn Communicator, workers: usize, cfg: &PsConfig, len: usize, optimizer: &OptimizerConfig) -> Result<Client<'c>, TrainError> {
         let ranges = (0..cfg.servers).map(|s| server_range(len, s, cfg.servers)).collect();
-        Client { comm, workers, ranges, grads: vec![0.0; len] }
+        // (Built for one value: SGD without momentum has no buffer, and with momentum one only
+        // when its length is not zero.)
+        let state_names = optimizer.build(1)?.state().into_iter().map(|s| s.0).collect();
+        Ok(Client { comm, workers, ranges, grads: vec![0.0; len], state_names })
     }
 
     fn pull(&self, params: &mut [f32], tag: u32) -> Result<(), TrainError> {
@@ -137,24 +159,35 @@ impl Strategy for Client<'_> {
         false
     }
 
-    // The optimizer state lives on the servers; `ParallelConfig::validate` refuses checkpoints
-    // and resume with this strategy before a run starts.
     fn state_names(&self) -> Vec<&'static str> {
-        Vec::new()
+        self.state_names.clone()
     }
 
+    // Worker 0 gathers every server's slice of the state, sent after the update of a checkpoint
+    // step (see the module docs); the other workers have nothing to add.
     fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
-        Err(TrainError::Config(PS_CHECKPOINTS.into()))
+        if self.comm.rank() != 0 {
+            return Ok((Vec::new(), 0));
+        }
+        let len = self.grads.len();
+        let mut state: Vec<(&'static str, Vec<f32>)> = self.state_names.iter().map(|n| (*n, vec![0.0; len])).collect();
+        let mut steps = 0;
+        for (s, r) in self.ranges.iter().enumerate() {
+            let mut msg = vec![0.0f32; 2 + state.len() * r.len()];
+            self.comm.recv(&mut msg, self.workers + s, TAG_STATE)?;
+            steps = u64::from(msg[0].to_bits()) | (u64::from(msg[1].to_bits()) << 32);
+            for (i, (_, buf)) in state.iter_mut().enumerate() {
+                buf[r.clone()].copy_from_slice(&msg[2 + i * r.len()..2 + (i + 1) * r.len()]);
+            }
+        }
+        Ok((state, steps))
     }
 
+    // Every server reads its slice of the state from the checkpoint itself (`Server::new`).
     fn restore(&mut self, _state: &[(String, Vec<f32>)], _steps: u64) -> Result<(), TrainError> {
-        Err(TrainError::Config(PS_CHECKPOINTS.into()))
+        Ok(())
     }
 }
-
-/// Why `--strategy ps` refuses checkpoints for now.
-pub const PS_CHECKPOINTS: &str =
-    "checkpoints and --resume are not supported with --strategy ps yet (the optimizer state lives on the servers); hint: use --strategy allreduce";
 
 /// A server shard.
 pub struct Server<'c> {
@@ -166,6 +199,10 @@ pub struct Server<'c> {
     params: Vec<f32>,
     opt: Box<dyn Optimizer>,
     schedule: LrSchedule,
+    /// Global steps already done when the run starts (resumed from a checkpoint).
+    start: u64,
+    /// When the workers write checkpoints, and the steps of an epoch.
+    checkpoint: Option<(CheckpointPolicy, u64)>,
 }
 
 /// Staleness counts of one server.
@@ -203,20 +240,60 @@ impl Staleness {
 
 impl<'c> Server<'c> {
     /// Server shard `comm.rank() - workers` of `servers`, for a run of `steps` steps per worker
-    /// over `len` parameters.
-    pub fn new(cfg: &TrainConfig, comm: &'c dyn Communicator, workers: usize, servers: usize, mode: PsMode, steps: u64, len: usize) -> Result<Server<'c>, TrainError> {
+    /// over `len` parameters and a training set of `train_len` samples. A resumed run reads this
+    /// shard's optimizer state and the step to start from from the checkpoint.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: &TrainConfig,
+        comm: &'c dyn Communicator,
+        workers: usize,
+        servers: usize,
+        mode: PsMode,
+        steps: u64,
+        len: usize,
+        train_len: usize,
+    ) -> Result<Server<'c>, TrainError> {
         let index = comm.rank() - workers;
-        let n = server_range(len, index, servers).len();
+        let range = server_range(len, index, servers);
+        let mut opt = cfg.optimizer.build(range.len())?;
+        let mut start = 0;
+        if let Some(path) = &cfg.resume {
+            let net = Net::build(&cfg.model)?;
+            let names: Vec<&str> = opt.state().into_iter().map(|s| s.0).collect();
+            let c = checkpoint::run::load_checkpoint(path, net.layout(), &names)?;
+            let slices: Vec<(String, Vec<f32>)> = c.state.into_iter().map(|(n, b)| (n, b[range.clone()].to_vec())).collect();
+            restore_optimizer(opt.as_mut(), &slices, c.run.optimizer_steps)?;
+            start = c.run.step;
+        }
+        let per_epoch = Sampler::new(train_len, cfg.batch_size, cfg.seed, false).batches_per_epoch() as u64;
         Ok(Server {
             comm,
             index,
             workers,
             mode,
             steps,
-            params: vec![0.0; n],
-            opt: cfg.optimizer.build(n)?,
+            params: vec![0.0; range.len()],
+            opt,
             schedule: cfg.schedule.clone().resolve(steps),
+            start,
+            checkpoint: cfg.checkpoint.clone().map(|p| (p, per_epoch)),
         })
+    }
+
+    /// Whether the workers write a checkpoint after global step `step`.
+    fn checkpoint_due(&self, step: u64) -> bool {
+        self.checkpoint.as_ref().is_some_and(|(p, per_epoch)| p.due(step, *per_epoch, self.steps))
+    }
+
+    /// Sends this shard's optimizer state and update count to worker 0 (a checkpoint).
+    fn send_state(&self) -> Result<(), TrainError> {
+        let steps = self.opt.steps();
+        let mut msg = vec![f32::from_bits(steps as u32), f32::from_bits((steps >> 32) as u32)];
+        for (_, buf) in self.opt.state() {
+            msg.extend_from_slice(buf);
+        }
+        self.comm.send(&msg, 0, TAG_STATE)?;
+        Ok(())
     }
 
     /// Serves the whole run; returns the staleness of the updates applied.
@@ -237,13 +314,16 @@ impl<'c> Server<'c> {
     fn serve_sync(&mut self) -> Result<Staleness, TrainError> {
         let mut sum = vec![0.0f32; self.params.len()];
         let mut hist = Staleness::default();
-        for step in 0..self.steps {
+        for step in self.start..self.steps {
             sum.fill(0.0);
             for w in 0..self.workers {
                 self.comm.recv_add(&mut sum, w, TAG_PUSH)?;
                 hist.record(0);
             }
             self.opt.step(&mut self.params, &sum, self.schedule.lr_at(step));
+            if self.checkpoint_due(step + 1) {
+                self.send_state()?;
+            }
             for w in 0..self.workers {
                 self.comm.send(&self.params, w, TAG_PARAMS)?;
             }
@@ -255,11 +335,11 @@ impl<'c> Server<'c> {
         let w = self.workers;
         let mut grad = vec![0.0f32; self.params.len()];
         let mut hist = Staleness::default();
-        let mut version = 0u64;
-        let mut pulled = vec![0u64; w];
-        let mut clock = vec![0u64; w];
+        let mut version = self.start * w as u64;
+        let mut pulled = vec![version; w];
+        let mut clock = vec![self.start; w];
         let mut waiting = vec![false; w];
-        for _ in 0..self.steps * w as u64 {
+        for _ in self.start * w as u64..self.steps * w as u64 {
             let src = self.comm.recv_any(&mut grad, TAG_PUSH)?;
             if src >= w {
                 return Err(TrainError::Internal(format!("server {} got a push from rank {src}, which is not a worker", self.index)));
@@ -271,6 +351,11 @@ impl<'c> Server<'c> {
             clock[src] += 1;
             waiting[src] = true;
             let slowest = clock.iter().copied().min().unwrap_or(0);
+            // A checkpoint after step c: whoever has pushed step c waits until every worker has;
+            // the last push completes the consistent point (all of batches 1..c, nothing more).
+            if clock[src] == slowest && self.checkpoint_due(slowest) && clock.iter().all(|&c| c == slowest) {
+                self.send_state()?;
+            }
             for v in 0..w {
                 // Under SSP a worker that has finished c steps may start the next only when
                 // c − slowest ≤ s; a worker that has finished the run just gets its reply.
@@ -278,7 +363,8 @@ impl<'c> Server<'c> {
                     None => true,
                     Some(s) => clock[v] - slowest <= s || clock[v] == self.steps,
                 };
-                if waiting[v] && may_go {
+                let held_for_checkpoint = clock[v] > slowest && self.checkpoint_due(clock[v]);
+                if waiting[v] && may_go && !held_for_checkpoint {
                     self.comm.send(&self.params, v, TAG_PARAMS)?;
                     pulled[v] = version;
                     waiting[v] = false;

@@ -64,6 +64,29 @@ pub struct CheckpointPolicy {
     pub keep: usize,
     /// Test hook: abort the process halfway through writing the checkpoint of this step.
     pub crash_at: Option<u64>,
+    /// What a checkpoint that cannot be written does to the run (`--checkpoint-errors`).
+    pub on_error: OnCheckpointError,
+}
+
+/// `--checkpoint-errors`: what happens when a checkpoint cannot be written (disk full,
+/// unwritable directory). Either way the previous checkpoint and `latest` stay as they were.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnCheckpointError {
+    /// End the run (exit code 1) naming the path [default].
+    #[default]
+    Fail,
+    /// Log a warning and keep training; the next checkpoint tries again.
+    Warn,
+}
+
+impl CheckpointPolicy {
+    /// Whether a checkpoint is due after `step` (1-based) of a run of `total_steps` with
+    /// `per_epoch` steps an epoch: every `every_steps`, else at every epoch end; always at the
+    /// end. (Signals add checkpoints of their own.) Parameter servers use it to know, without
+    /// asking, when the workers will want their state.
+    pub fn due(&self, step: u64, per_epoch: u64, total_steps: u64) -> bool {
+        self.every_steps.map_or(step % per_epoch.max(1) == 0, |n| step % n == 0) || step == total_steps
+    }
 }
 
 /// Errors of a run. `exit_code` tells bad input (2) from failures (1).
@@ -81,6 +104,24 @@ pub enum TrainError {
     /// Weights could not be saved or loaded.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The `--init-from` weights cannot be used (missing, not safetensors, another model).
+    #[error("--init-from: {0}{hint}", hint = init_from_hint(.0))]
+    InitFrom(CheckpointError),
+    /// A checkpoint could not be written (`--checkpoint-errors fail`).
+    #[error("could not write the checkpoint of step {step} into {}: {source}; {}; hint: free space on that disk, or pass another --checkpoint-dir, or --checkpoint-errors warn to keep training when a checkpoint cannot be written", dir.display(), match previous {
+        Some(p) => format!("the previous checkpoint {} is intact (resume with --resume {})", p.display(), p.display()),
+        None => "no earlier checkpoint exists".to_string(),
+    })]
+    CheckpointWrite {
+        /// The step whose checkpoint failed.
+        step: u64,
+        /// The folder it was to become.
+        dir: PathBuf,
+        /// The newest committed checkpoint, if any.
+        previous: Option<PathBuf>,
+        /// What failed (names the path).
+        source: CheckpointError,
+    },
     /// The dataset does not fit the model.
     #[error("dataset {data} has samples of shape {data_shape:?} but model '{model}' expects {model_shape:?}; hint: pick a model for this dataset")]
     DataModelMismatch {
@@ -151,17 +192,24 @@ pub enum TrainError {
     Injected,
 }
 
+fn init_from_hint(e: &CheckpointError) -> &'static str {
+    match e {
+        CheckpointError::Io { .. } => "; hint: pass a safetensors file, e.g. written by `convoy train --save` or by `safetensors.torch.save_file(model.state_dict(), ...)`",
+        _ => "",
+    }
+}
+
 impl TrainError {
     /// Process exit code: 2 for bad input (data, model, settings, weights file), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            TrainError::Data(_) | TrainError::Optim(_) | TrainError::DataModelMismatch { .. } => 2,
+            TrainError::Data(_) | TrainError::Optim(_) | TrainError::DataModelMismatch { .. } | TrainError::InitFrom(_) => 2,
             TrainError::Checkpoint(CheckpointError::Io { .. }) => 1,
             TrainError::Checkpoint(_) => 2,
             TrainError::Net(NetError::Layer { .. } | NetError::Spec { .. }) => 2,
             TrainError::Net(NetError::Loss(_)) => 2,
             TrainError::Config(_) => 2,
-            TrainError::NonFinite { .. } | TrainError::Comm(_) | TrainError::Injected => 1,
+            TrainError::NonFinite { .. } | TrainError::Comm(_) | TrainError::Injected | TrainError::CheckpointWrite { .. } => 1,
             TrainError::Worker { source, .. } | TrainError::Server { source, .. } => source.exit_code(),
             TrainError::Panicked(_) | TrainError::Internal(_) => 1,
             TrainError::Interrupted { signal, .. } => stop::exit_code(*signal),
@@ -172,7 +220,8 @@ impl TrainError {
     /// a worker, or is only the echo of another rank's failure).
     pub fn at_worker(self, rank: usize, step: u64) -> TrainError {
         match self {
-            e @ (TrainError::Worker { .. } | TrainError::Comm(CommError::PeerFailed { .. }) | TrainError::Interrupted { .. }) => e,
+            // Bad `--init-from` weights are the same for every worker: not a worker's failure.
+            e @ (TrainError::Worker { .. } | TrainError::Comm(CommError::PeerFailed { .. }) | TrainError::Interrupted { .. } | TrainError::InitFrom(_)) => e,
             e => TrainError::Worker { rank, step, source: Box::new(e) },
         }
     }
@@ -376,7 +425,7 @@ pub fn train(cfg: &TrainConfig, sink: &mut dyn EventSink) -> Result<TrainSummary
 /// Initial parameters of a run: the `init_from` weights, or a fresh seeded initialisation.
 pub fn initial_params(cfg: &TrainConfig, net: &Net) -> Result<Vec<f32>, TrainError> {
     Ok(match &cfg.init_from {
-        Some(p) => checkpoint::load_weights(p, net.layout())?,
+        Some(p) => checkpoint::load_weights(p, net.layout()).map_err(TrainError::InitFrom)?,
         None => net.init_params(cfg.seed),
     })
 }
@@ -426,7 +475,7 @@ pub fn run_worker(
     let failed_at = |step: u64| move |e: TrainError| if shard.world > 1 { e.at_worker(shard.rank, step) } else { e };
     if let Some(path) = &cfg.resume {
         let c = checkpoint::run::load_checkpoint(path, net.layout(), &strategy.state_names())?;
-        check_resumable(cfg, &c.run, &schedule, total_steps, &c.dir)?;
+        check_resumable(cfg, &c.run, &schedule, (total_steps, per_epoch), &c.dir)?;
         params = c.params;
         strategy.restore(&c.state, c.run.optimizer_steps)?;
         (step, epoch) = (c.run.step, c.run.epoch);
@@ -434,6 +483,12 @@ pub fn run_worker(
         if lead {
             tracing::info!(checkpoint = %c.dir.display(), step, epoch, "resuming");
         }
+    }
+    if let (true, Some(policy)) = (lead, &cfg.checkpoint) {
+        // Found out now rather than at the first checkpoint, maybe hours later.
+        std::fs::create_dir_all(&policy.dir).map_err(|e| {
+            TrainError::Config(format!("cannot create --checkpoint-dir {}: {e}; hint: pass a directory you can write", policy.dir.display()))
+        })?;
     }
     strategy.init(&mut params).map_err(failed_at(step))?;
     if !lead && strategy.owns_params() {
@@ -461,7 +516,7 @@ pub fn run_worker(
             // non-finite without the loss showing it yet) at every checkpoint and on failure.
             let loss_bad = r.stats.samples > 0 && !last_loss.is_finite();
             let epoch_end = batch.index + 1 == sampler.batches_per_epoch();
-            let checkpointing = cfg.checkpoint.as_ref().is_some_and(|p| p.every_steps.map_or(epoch_end, |n| step % n == 0) || step == total_steps);
+            let checkpointing = cfg.checkpoint.as_ref().is_some_and(|p| p.due(step, per_epoch, total_steps));
             if loss_bad || checkpointing {
                 let tensor = net.layout().entries().iter().find(|e| params.get(e.range()).is_some_and(|p| p.iter().any(|v| !v.is_finite()))).map(|e| e.name.clone());
                 if loss_bad || tensor.is_some() {
@@ -488,7 +543,7 @@ pub fn run_worker(
             let stopping = strategy.stop_now(step, shard.world).map_err(failed_at(step))?;
             let mut saved = None;
             if let Some(policy) = &cfg.checkpoint {
-                if policy.every_steps.map_or(epoch_end, |n| step % n == 0) || step == total_steps || stopping {
+                if policy.due(step, per_epoch, total_steps) || stopping {
                     let (next_epoch, samples) = if epoch_end { (epoch + 1, 0) } else { (epoch, ((batch.index + 1) * cfg.batch_size) as u64) };
                     strategy.checkpoint_params(&mut params).map_err(failed_at(step))?;
                     let (state, opt_steps) = strategy.optimizer_state().map_err(failed_at(step))?;
@@ -511,9 +566,22 @@ pub fn run_worker(
                         };
                         let refs: Vec<(&str, &[f32])> = state.iter().map(|(n, b)| (*n, b.as_slice())).collect();
                         let crash = policy.crash_at == Some(step);
-                        let dir = checkpoint::run::save_checkpoint(&policy.dir, policy.keep, net.layout(), &params, &refs, run, crash)?;
-                        tracing::debug!(step, dir = %dir.display(), "checkpoint");
-                        saved = Some(policy.dir.clone());
+                        match checkpoint::run::save_checkpoint(&policy.dir, policy.keep, net.layout(), &params, &refs, run, crash) {
+                            Ok(dir) => {
+                                tracing::debug!(step, dir = %dir.display(), "checkpoint");
+                                saved = Some(policy.dir.clone());
+                            }
+                            Err(source) => {
+                                let previous = checkpoint::run::resolve(&policy.dir).ok();
+                                let dir = policy.dir.join(checkpoint::run::folder_name(step));
+                                let e = TrainError::CheckpointWrite { step, dir, previous, source };
+                                if policy.on_error == OnCheckpointError::Fail {
+                                    return Err(failed_at(step)(e));
+                                }
+                                // `--checkpoint-errors warn`: keep training, try again next time.
+                                tracing::warn!("{e}; training goes on (--checkpoint-errors warn)");
+                            }
+                        }
                     }
                 }
             }
@@ -567,7 +635,7 @@ pub fn run_worker(
 
 /// Checks that a checkpoint can continue this run: same model, batch, seed, optimizer, schedule
 /// and length (the flags of a resumed run must be those of the run that wrote it).
-fn check_resumable(cfg: &TrainConfig, run: &checkpoint::run::RunState, schedule: &LrSchedule, total_steps: u64, dir: &Path) -> Result<(), TrainError> {
+fn check_resumable(cfg: &TrainConfig, run: &checkpoint::run::RunState, schedule: &LrSchedule, (total_steps, per_epoch): (u64, u64), dir: &Path) -> Result<(), TrainError> {
     let checks: [(&str, String, String); 6] = [
         ("--model", run.model.clone(), cfg.model.name.clone()),
         ("--batch-size", run.batch_size.to_string(), cfg.batch_size.to_string()),
@@ -584,7 +652,9 @@ fn check_resumable(cfg: &TrainConfig, run: &checkpoint::run::RunState, schedule:
             )));
         }
     }
-    if run.samples_in_epoch % cfg.batch_size as u64 != 0 || run.step > total_steps {
+    // (state.json carries no checksum of its own: a position outside the epoch is refused here.)
+    let batch = cfg.batch_size as u64;
+    if run.samples_in_epoch % batch != 0 || run.samples_in_epoch / batch >= per_epoch || run.step > total_steps {
         return Err(TrainError::Config(format!("cannot resume from {}: its position (step {}, sample {} of epoch {}) does not fit this run", dir.display(), run.step, run.samples_in_epoch, run.epoch)));
     }
     Ok(())

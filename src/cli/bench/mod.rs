@@ -7,6 +7,8 @@
 //!   memcpy bandwidth of the same size measured in the same run.
 //! - `convoy bench train`: data-parallel training throughput on MNIST and its scaling efficiency
 //!   against one worker measured in the same run; `bench/compare_ddp.sh` adds PyTorch DDP.
+//! - `convoy bench checkpoint`: checkpoint write/load time and bytes, and the step-time overhead
+//!   of `--checkpoint-every` against runs without checkpoints in the same process.
 
 use crate::layers::{Ctx, Mode};
 use crate::net::{ModelSpec, Net};
@@ -16,9 +18,11 @@ use clap::Args;
 use std::time::Instant;
 
 mod allreduce;
+mod checkpoint_bench;
 mod train_bench;
 
 pub use allreduce::AllreduceArgs;
+pub use checkpoint_bench::CheckpointBenchArgs;
 pub use train_bench::TrainBenchArgs;
 
 /// Flags of `convoy bench`.
@@ -40,6 +44,8 @@ pub enum BenchKind {
     Allreduce(AllreduceArgs),
     /// Data-parallel training throughput and scaling efficiency.
     Train(TrainBenchArgs),
+    /// Checkpoint write/load time and bytes, and the step-time overhead of --checkpoint-every.
+    Checkpoint(CheckpointBenchArgs),
 }
 
 /// Flags of the step benchmark.
@@ -92,6 +98,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         Some(BenchKind::Train(t)) => {
             for r in train_bench::run(t)? {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
+        Some(BenchKind::Checkpoint(c)) => {
+            for r in checkpoint_bench::run(c)? {
                 println!("{}", serde_json::to_string(&r)?);
             }
         }

@@ -1,0 +1,85 @@
+//! Fuzz targets: one function per parser of outside input, each taking arbitrary bytes. They
+//! must never panic, abort or allocate in proportion to a length field rather than to the input;
+//! where a parse succeeds they check what it promised. `fuzz/` (libFuzzer, `scripts/fuzz.sh
+//! TARGET SECONDS`) drives them with coverage guidance; tests/fuzz_corpus.rs replays the
+//! committed corpus `fuzz/corpus/TARGET/` through them in every test run.
+
+use crate::checkpoint::{self, run};
+use crate::data::{idx, Dataset};
+use crate::net::ParamLayout;
+use std::path::Path;
+
+/// The targets by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*/`).
+pub const TARGETS: [(&str, fn(&[u8])); 4] = [("idx", idx), ("weights", weights), ("state_json", state_json), ("checkpoint", checkpoint)];
+
+/// An IDX file (raw or gzipped), decoded; then the input without its first two bytes, split
+/// where they say (u16 LE), as an images file and a labels file made into a dataset.
+pub fn idx(data: &[u8]) {
+    let p = Path::new("fuzz.idx");
+    if let Ok(a) = idx::decode_idx(data, p) {
+        assert_eq!(a.data.len(), a.dims.iter().product::<usize>(), "payload must match the dimensions");
+    }
+    let Some((h, rest)) = data.split_first_chunk::<2>() else { return };
+    let (a, b) = rest.split_at((u16::from_le_bytes(*h) as usize).min(rest.len()));
+    if let (Ok(images), Ok(labels)) = (idx::decode_idx(a, p), idx::decode_idx(b, p)) {
+        if let Ok(ds) = idx::IdxDataset::from_arrays(images, labels, (p, p)) {
+            let mut buf = vec![0.0f32; ds.sample_shape().iter().product()];
+            for i in 0..ds.len().min(3) {
+                assert!(ds.get_into(i, &mut buf) < 10);
+            }
+        }
+    }
+}
+
+/// The layout the weight targets load into: two layers, three tensors.
+fn layout() -> ParamLayout {
+    ParamLayout::new(vec![("conv1", vec![("weight", vec![2, 1, 3, 3]), ("bias", vec![2])]), ("fc", vec![("weight", vec![3, 4])])])
+}
+
+/// A safetensors weights file (`--init-from`, `eval --weights`, a checkpoint's model file).
+pub fn weights(data: &[u8]) {
+    let l = layout();
+    if let Ok(w) = checkpoint::weights_from_bytes(data, Path::new("fuzz.safetensors"), &l) {
+        assert_eq!(w.len(), l.len());
+    }
+}
+
+/// A checkpoint's `state.json`.
+pub fn state_json(data: &[u8]) {
+    if let Ok(r) = run::parse_run_state(data, Path::new("state.json")) {
+        assert!(r.format_version <= run::FORMAT_VERSION);
+    }
+}
+
+/// A whole checkpoint folder: `[u16 LE length of state.json][state.json][u32 LE length of
+/// model.safetensors][model.safetensors][optimizer.safetensors]` (lengths clamped to what is
+/// there). Loaded as it is, then again with the checksums made to match, so that the fuzzer also
+/// reaches the name and shape checks behind them.
+pub fn checkpoint(data: &[u8]) {
+    fn take<'a>(data: &mut &'a [u8], n: usize) -> &'a [u8] {
+        let (a, b) = data.split_at(n.min(data.len()));
+        *data = b;
+        a
+    }
+    let mut rest = data;
+    let h = take(&mut rest, 2);
+    let state = take(&mut rest, u16::from_le_bytes([h.first().copied().unwrap_or(0), h.get(1).copied().unwrap_or(0)]) as usize);
+    let h = take(&mut rest, 4);
+    let mut len = [0u8; 4];
+    len[..h.len()].copy_from_slice(h);
+    let model = take(&mut rest, u32::from_le_bytes(len) as usize);
+    let optimizer = rest;
+    let dir = Path::new("fuzz-ckpt");
+    let Ok(mut r) = run::parse_run_state(state, &dir.join("state.json")) else { return };
+    let l = layout();
+    for names in [&[][..], &["momentum_buffer"][..], &["exp_avg", "exp_avg_sq"][..]] {
+        let _ = run::checkpoint_from_bytes(dir, r.clone(), model, optimizer, &l, names);
+    }
+    r.files.insert("model.safetensors".into(), run::sha256(model));
+    r.files.insert("optimizer.safetensors".into(), run::sha256(optimizer));
+    for names in [&[][..], &["momentum_buffer"][..], &["exp_avg", "exp_avg_sq"][..]] {
+        if let Ok(c) = run::checkpoint_from_bytes(dir, r.clone(), model, optimizer, &l, names) {
+            assert_eq!((c.params.len(), c.state.len()), (l.len(), names.len()));
+        }
+    }
+}
