@@ -78,6 +78,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let f = events::JsonlSink::create(path).map_err(|e| anyhow::anyhow!("cannot create metrics file {}: {e}", path.display()))?;
                 sink.push(Box::new(f));
             }
+            if let Some(path) = args.timeline.as_ref().filter(|_| lead) {
+                let f = train::timeline::ChromeTraceSink::create(path).map_err(|e| anyhow::anyhow!("cannot create timeline file {}: {e}", path.display()))?;
+                sink.push(Box::new(f));
+            }
             let Some(s) = session.run(&cfg, &pc, &mut sink)? else { return Ok(()) };
             if !lead {
                 return Ok(());

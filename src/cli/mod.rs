@@ -88,6 +88,9 @@ pub struct TrainArgs {
     /// Write metrics as JSON lines to this file.
     #[arg(long)]
     pub metrics: Option<PathBuf>,
+    /// Write a Chrome-trace timeline of every worker's phases (chrome://tracing, Perfetto).
+    #[arg(long)]
+    pub timeline: Option<PathBuf>,
     /// Save the final weights (safetensors, PyTorch names and layouts).
     #[arg(long)]
     pub save: Option<PathBuf>,
@@ -398,6 +401,7 @@ impl TrainArgs {
             init_from: self.init_from.clone(),
             checkpoint: self.checkpoint_dir.clone().map(|dir| CheckpointPolicy { dir, every_steps, keep: self.keep, crash_at: self.inject_checkpoint_crash }),
             resume: self.resume.clone(),
+            timeline: self.timeline.is_some(),
         })
     }
 }

@@ -394,6 +394,14 @@ impl Strategy for Guard<'_> {
     fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
         self.inner.restore(state, steps)
     }
+
+    fn record_phases(&mut self) {
+        self.inner.record_phases()
+    }
+
+    fn take_phases(&mut self, out: &mut Vec<train::timeline::Span>) {
+        self.inner.take_phases(out)
+    }
 }
 
 #[cfg(test)]

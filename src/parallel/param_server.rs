@@ -31,6 +31,7 @@ use crate::optim::{schedule::LrSchedule, Optimizer};
 use crate::train::{events::Event, StepReport, Strategy, TrainConfig, TrainError};
 use std::ops::Range;
 use std::time::Instant;
+use crate::train::events::Track;
 
 const TAG_INIT: u32 = 0x5000_0001;
 const TAG_PUSH: u32 = 0x5000_0002;
@@ -81,13 +82,14 @@ pub struct Client<'c> {
     workers: usize,
     ranges: Vec<Range<usize>>,
     grads: Vec<f32>,
+    phases: crate::train::timeline::PhaseLog,
 }
 
 impl<'c> Client<'c> {
     /// The client of the worker holding `comm` (ranks ≥ `workers` are the servers).
     pub fn new(comm: &'c dyn Communicator, workers: usize, cfg: &PsConfig, len: usize) -> Client<'c> {
         let ranges = (0..cfg.servers).map(|s| server_range(len, s, cfg.servers)).collect();
-        Client { comm, workers, ranges, grads: vec![0.0; len] }
+        Client { comm, workers, ranges, grads: vec![0.0; len], phases: Default::default() }
     }
 
     fn pull(&self, params: &mut [f32], tag: u32) -> Result<(), TrainError> {
@@ -109,6 +111,7 @@ impl Strategy for Client<'_> {
     }
 
     fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, _lr: f32) -> Result<StepReport, TrainError> {
+        let t_fb = Instant::now();
         self.grads.fill(0.0);
         let stats = if batch.labels.is_empty() {
             Default::default()
@@ -121,7 +124,22 @@ impl Strategy for Client<'_> {
         }
         self.pull(params, TAG_PARAMS)?;
         let comm_s = t.elapsed().as_secs_f64();
+        if self.phases.on() {
+            // The worker does nothing else while it pushes and pulls (the update is the servers').
+            let end = Instant::now();
+            self.phases.record(Track::Compute, "forward_backward", None, t_fb, t);
+            self.phases.record(Track::Compute, "comm_wait", None, t, end);
+            self.phases.record(Track::Comm, "push_pull", None, t, end);
+        }
         Ok(StepReport { stats, comm_s, comm_wait_s: comm_s })
+    }
+
+    fn record_phases(&mut self) {
+        self.phases.enable();
+    }
+
+    fn take_phases(&mut self, out: &mut Vec<crate::train::timeline::Span>) {
+        self.phases.drain_into(out);
     }
 
     fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
