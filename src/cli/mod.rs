@@ -39,6 +39,26 @@ pub enum Command {
     Eval(EvalArgs),
     /// Measure training throughput (images/s) on synthetic data.
     Bench(bench::BenchArgs),
+    /// The dashboard: a web page and JSON API to launch and watch runs.
+    Serve(ServeArgs),
+}
+
+/// Flags of `convoy serve`.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port, printed on stdout). Binding beyond
+    /// 127.0.0.1 exposes run launching to the network: the dashboard has no authentication.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Directory of the runs (one folder per run, with its run.json).
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Directory whose sub-directories holding MNIST-format IDX files are the datasets offered.
+    #[arg(long, default_value = "data")]
+    pub data_root: PathBuf,
+    /// Runs training at the same time; the others wait in a queue.
+    #[arg(long, default_value_t = 1)]
+    pub max_runs: usize,
 }
 
 /// Flags of `convoy train`.
@@ -91,6 +111,10 @@ pub struct TrainArgs {
     /// Write a Chrome-trace timeline of every worker's phases (chrome://tracing, Perfetto).
     #[arg(long)]
     pub timeline: Option<PathBuf>,
+    /// Record the run in a new folder of DIR (run.json, and metrics, weights and timeline unless
+    /// given), where `convoy serve --runs-dir DIR` lists it.
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
     /// Save the final weights (safetensors, PyTorch names and layouts).
     #[arg(long)]
     pub save: Option<PathBuf>,
