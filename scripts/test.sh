@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of convoy, in release mode (the training tests need it), on a fresh machine.
 # Needs: a Rust toolchain (cargo). Installs Open MPI and libclang (Debian packages) when missing,
-# for the MPI transport and its tests (tests/mpi.rs, run under mpirun). The MNIST data is
+# for the MPI transport and its tests (tests/mpi.rs, run under mpirun), and Chromium with
+# chromedriver for the dashboard's browser test (tests/browser.rs, screenshot in target/). The MNIST data is
 # vendored in data/mnist (restored from ../shared/datasets/mnist if a checkout lacks it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,17 @@ if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null || ! ls /usr/
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MPI_PACKAGES >/dev/null; }; then
         echo "error: could not install $MPI_PACKAGES; hint: install them by hand (Debian/Ubuntu names)" >&2
+        exit 2
+    fi
+fi
+
+# Headless Chromium and its WebDriver for the dashboard's browser test (tests/browser.rs).
+BROWSER_PACKAGES="chromium chromium-driver"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    echo "installing $BROWSER_PACKAGES" >&2
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $BROWSER_PACKAGES >/dev/null; }; then
+        echo "error: could not install $BROWSER_PACKAGES; hint: install them by hand (Debian names)" >&2
         exit 2
     fi
 fi

@@ -74,6 +74,9 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
     if chunked {
         let mut c = Chunked { r, left: 0, done: false };
         c.read_to_end(&mut body).unwrap();
+    } else if let Some(n) = headers.iter().find(|h| h.0 == "content-length").and_then(|h| h.1.parse::<u64>().ok()) {
+        // Some servers (chromedriver) keep the connection open despite `Connection: close`.
+        let _ = r.take(n).read_to_end(&mut body);
     } else {
         let _ = r.read_to_end(&mut body);
     }

@@ -176,7 +176,7 @@ async function drawTimeline(id) {
   const shown = spans.filter((e) => e.args.step > lastStep - 3);
   const t0 = Math.min(...shown.map((e) => e.ts)), t1 = Math.max(...shown.map((e) => e.ts + e.dur));
   const ranks = [...new Set(shown.map((e) => e.pid))].sort((a, b) => a - b);
-  const W = 960, L = 90, rowH = 16, H = ranks.length * 2 * (rowH + 2) + 20;
+  const W = 960, L = 125, rowH = 16, H = ranks.length * 2 * (rowH + 2) + 20;
   const color = { data: "#8fa0b8", forward_backward: "#2f6fde", comm_wait: "#d9dde5", optimizer: "#3aa86b", allreduce: "#e8833a", push_pull: "#e8833a" };
   const x = (t) => L + ((t - t0) / Math.max(1e-9, t1 - t0)) * (W - L - 10);
   let out = "";
