@@ -209,3 +209,12 @@ fn cli_runs_with_runs_dir_are_listed() {
     let files: Vec<&str> = runs[0]["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
     assert_eq!(files, ["weights", "metrics", "trace"]);
 }
+
+#[test]
+fn bad_serve_flags_exit_2_with_the_flag_named() {
+    for (args, flag) in [(&["--max-runs", "0"][..], "--max-runs"), (&["--addr", "localhost-ish"][..], "--addr")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).arg("serve").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(flag), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -475,6 +475,19 @@ mod tests {
     }
 
     #[test]
+    fn serve_timeline_and_runs_dir_parse() {
+        let Command::Serve(s) = parse(&["serve"]).unwrap().command else { panic!("not serve") };
+        assert_eq!((s.addr.as_str(), s.runs_dir.as_path(), s.max_runs), ("127.0.0.1:8080", std::path::Path::new("runs"), 1));
+        let Command::Serve(s) = parse(&["serve", "--addr", "127.0.0.1:0", "--max-runs", "3", "--data-root", "d"]).unwrap().command else { panic!() };
+        assert_eq!((s.max_runs, s.data_root), (3, PathBuf::from("d")));
+        assert!(parse(&["serve", "--max-runs", "many"]).is_err());
+        let t = train_args(&["--timeline", "t.json", "--runs-dir", "runs"]);
+        assert!(t.to_config().unwrap().timeline);
+        assert_eq!(t.runs_dir, Some(PathBuf::from("runs")));
+        assert!(!train_args(&[]).to_config().unwrap().timeline, "no timeline unless asked");
+    }
+
+    #[test]
     fn eval_and_bench_parse() {
         assert!(matches!(parse(&["eval", "--weights", "w.safetensors"]).unwrap().command, Command::Eval(_)));
         assert!(parse(&["eval"]).is_err(), "--weights is required");
