@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of convoy, in release mode (the training tests need it), on a fresh machine.
 # Needs: a Rust toolchain (cargo). Installs Open MPI and libclang (Debian packages) when missing,
-# for the MPI transport and its tests (tests/mpi.rs, run under mpirun), and Debian's
-# dataset-fashion-mnist. The MNIST data is
+# for the MPI transport and its tests (tests/mpi.rs, run under mpirun), Debian's
+# dataset-fashion-mnist, and Chromium with chromedriver for the dashboard's browser test
+# (tests/browser.rs, screenshot in target/). The MNIST data is
 # vendored in data/mnist (restored from ../shared/datasets/mnist if a checkout lacks it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,13 +23,19 @@ for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-
     fi
 done
 
-# Open MPI, and libclang for rsmpi's bindgen.
-MPI_PACKAGES="libopenmpi-dev openmpi-bin libclang-dev clang pkg-config"
-if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
-    echo "installing $MPI_PACKAGES" >&2
+# Debian packages the tests need, installed in one go when any is missing: Open MPI and libclang
+# (rsmpi's bindgen) for the MPI transport, Fashion-MNIST, and headless Chromium with its
+# WebDriver for the dashboard's browser test.
+need=()
+{ command -v mpirun && command -v mpicc && ls /usr/lib/llvm-*/lib/libclang*.so*; } >/dev/null 2>&1 \
+    || need+=(libopenmpi-dev openmpi-bin libclang-dev clang pkg-config)
+[ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || need+=(chromium chromium-driver)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]}" >&2
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MPI_PACKAGES >/dev/null; }; then
-        echo "error: could not install $MPI_PACKAGES; hint: install them by hand (Debian/Ubuntu names)" >&2
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null; }; then
+        echo "error: could not install ${need[*]}; hint: install them by hand (Debian names)" >&2
         exit 2
     fi
 fi
@@ -36,13 +43,6 @@ fi
 # tests/plan_cluster.rs builds an emulated 2-host cluster (network namespaces) when run as root;
 # make sure none is left behind, whatever happens.
 trap 'CLUSTER_PREFIX=cvt bash scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
-
-# Fashion-MNIST (tests/train_mnist.rs) from Debian's package.
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null \
-        || { echo "error: could not install dataset-fashion-mnist; hint: apt-get install -y dataset-fashion-mnist" >&2; exit 2; }
-fi
 
 # The default build (no MPI) must keep compiling on machines without MPI.
 cargo check --locked --all-targets

@@ -60,38 +60,21 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Train(args) => {
-            let cfg = args.to_config()?;
-            let pc = args.parallel.to_config()?;
-            if let Err(e) = train::stop::install() {
-                tracing::warn!("cannot install the SIGINT/SIGTERM handlers: {e}");
+        Command::Train(mut args) => {
+            // `--runs-dir`: a run folder the dashboard lists (made by the process holding
+            // worker 0, MPI rank 0, before the configuration is read, so that it can name the files).
+            // Bad flags end here, before a run folder is made for them.
+            args.to_config()?;
+            args.parallel.to_config()?;
+            let mut record = match args.runs_dir.clone().filter(|_| convoy::comm::launch::rank().unwrap_or(0) == 0) {
+                Some(dir) => Some(convoy::dashboard::CliRun::begin(&dir, &mut args)?),
+                None => None,
+            };
+            let out = train_cmd(&args);
+            if let Some(r) = record.as_mut() {
+                r.end(&out);
             }
-            let session = convoy::parallel::Session::start(&pc)?;
-            // Only the process holding worker 0 draws progress and writes metrics (and weights).
-            let lead = session.leads(&pc);
-            let mut sink = events::Fanout::default();
-            sink.push(Box::new(events::LogSink));
-            if !args.no_progress && lead {
-                sink.push(Box::new(events::ProgressSink::new()));
-            }
-            if let Some(path) = args.metrics.as_ref().filter(|_| lead) {
-                let f = events::JsonlSink::create(path).map_err(|e| anyhow::anyhow!("cannot create metrics file {}: {e}", path.display()))?;
-                sink.push(Box::new(f));
-            }
-            let Some(s) = session.run(&cfg, &pc, &mut sink)? else { return Ok(()) };
-            if !lead {
-                return Ok(());
-            }
-            println!(
-                "done: {} steps in {:.1}s, {:.0} images/s, test accuracy {:.2}% (loss {:.4}){}",
-                s.steps,
-                s.seconds,
-                s.images_per_sec,
-                s.test_acc * 100.0,
-                s.test_loss,
-                cfg.save.as_ref().map(|p| format!(", weights saved to {}", p.display())).unwrap_or_default()
-            );
-            Ok(())
+            out
         }
         Command::Eval(args) => {
             let threads = cli::threads_from(args.threads)?;
@@ -111,5 +94,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => cli::bench::run(&args),
         Command::Plan(args) => cli::plan::run(&args),
+        Command::Serve(args) => convoy::dashboard::serve(&args),
     }
+}
+
+/// `convoy train`.
+fn train_cmd(args: &cli::TrainArgs) -> anyhow::Result<()> {
+    let cfg = args.to_config()?;
+    let pc = args.parallel.to_config()?;
+    if let Err(e) = train::stop::install() {
+        tracing::warn!("cannot install the SIGINT/SIGTERM handlers: {e}");
+    }
+    let session = convoy::parallel::Session::start(&pc)?;
+    // Only the process holding worker 0 draws progress and writes metrics (and weights).
+    let lead = session.leads(&pc);
+    let mut sink = events::Fanout::default();
+    sink.push(Box::new(events::LogSink));
+    if !args.no_progress && lead {
+        sink.push(Box::new(events::ProgressSink::new()));
+    }
+    if let Some(path) = args.metrics.as_ref().filter(|_| lead) {
+        let f = events::JsonlSink::create(path).map_err(|e| anyhow::anyhow!("cannot create metrics file {}: {e}", path.display()))?;
+        sink.push(Box::new(f));
+    }
+    if let Some(path) = args.timeline.as_ref().filter(|_| lead) {
+        let f = train::timeline::ChromeTraceSink::create(path).map_err(|e| anyhow::anyhow!("cannot create timeline file {}: {e}", path.display()))?;
+        sink.push(Box::new(f));
+    }
+    let Some(s) = session.run(&cfg, &pc, &mut sink)? else { return Ok(()) };
+    if !lead {
+        return Ok(());
+    }
+    println!(
+        "done: {} steps in {:.1}s, {:.0} images/s, test accuracy {:.2}% (loss {:.4}){}",
+        s.steps,
+        s.seconds,
+        s.images_per_sec,
+        s.test_acc * 100.0,
+        s.test_loss,
+        cfg.save.as_ref().map(|p| format!(", weights saved to {}", p.display())).unwrap_or_default()
+    );
+    Ok(())
 }

@@ -45,6 +45,26 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Predict step time and scaling of every strategy on 1 to 1024 nodes.
     Plan(plan::PlanArgs),
+    /// The dashboard: a web page and JSON API to launch and watch runs.
+    Serve(ServeArgs),
+}
+
+/// Flags of `convoy serve`.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port, printed on stdout). Binding beyond
+    /// 127.0.0.1 exposes run launching to the network: the dashboard has no authentication.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Directory of the runs (one folder per run, with its run.json).
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Directory whose sub-directories holding MNIST-format IDX files are the datasets offered.
+    #[arg(long, default_value = "data")]
+    pub data_root: PathBuf,
+    /// Runs training at the same time; the others wait in a queue.
+    #[arg(long, default_value_t = 1)]
+    pub max_runs: usize,
 }
 
 /// Flags of `convoy train`.
@@ -98,6 +118,13 @@ pub struct TrainArgs {
     /// Write metrics as JSON lines to this file.
     #[arg(long)]
     pub metrics: Option<PathBuf>,
+    /// Write a Chrome-trace timeline of every worker's phases (chrome://tracing, Perfetto).
+    #[arg(long)]
+    pub timeline: Option<PathBuf>,
+    /// Record the run in a new folder of DIR (run.json, and metrics, weights and timeline unless
+    /// given), where `convoy serve --runs-dir DIR` lists it.
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
     /// Save the final weights (safetensors, PyTorch names and layouts).
     #[arg(long)]
     pub save: Option<PathBuf>,
@@ -602,6 +629,7 @@ impl TrainArgs {
                 on_error,
             }),
             resume: self.resume.clone(),
+            timeline: self.timeline.is_some(),
         })
     }
 }
@@ -656,6 +684,19 @@ mod tests {
         assert!(e.contains("--init-from") && e.contains("--resume"), "{e}");
         assert!(parse(&["train", "--batch-size", "many"]).is_err());
         assert!(parse(&["train", "--no-such-flag"]).is_err());
+    }
+
+    #[test]
+    fn serve_timeline_and_runs_dir_parse() {
+        let Command::Serve(s) = parse(&["serve"]).unwrap().command else { panic!("not serve") };
+        assert_eq!((s.addr.as_str(), s.runs_dir.as_path(), s.max_runs), ("127.0.0.1:8080", std::path::Path::new("runs"), 1));
+        let Command::Serve(s) = parse(&["serve", "--addr", "127.0.0.1:0", "--max-runs", "3", "--data-root", "d"]).unwrap().command else { panic!() };
+        assert_eq!((s.max_runs, s.data_root), (3, PathBuf::from("d")));
+        assert!(parse(&["serve", "--max-runs", "many"]).is_err());
+        let t = train_args(&["--timeline", "t.json", "--runs-dir", "runs"]);
+        assert!(t.to_config().unwrap().timeline);
+        assert_eq!(t.runs_dir, Some(PathBuf::from("runs")));
+        assert!(!train_args(&[]).to_config().unwrap().timeline, "no timeline unless asked");
     }
 
     #[test]

@@ -31,6 +31,8 @@ use crate::layers::Ctx;
 use crate::net::{BatchStats, GradSink, Net, ParamLayout, ParamSource};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
+use crate::train::events::Track;
+use crate::train::timeline::{PhaseLog, Span};
 use crate::train::{self, StepReport, Strategy, TrainConfig, TrainError};
 use std::ops::Range;
 use std::sync::mpsc;
@@ -138,6 +140,8 @@ pub struct AllReduce<'c> {
     micro: Tensor,
     /// Gradient buffer per leaf of this worker (`--deterministic`).
     leaves: Vec<Vec<f32>>,
+    /// Phases of the step, for the timeline.
+    phases: PhaseLog,
 }
 
 impl<'c> AllReduce<'c> {
@@ -151,7 +155,7 @@ impl<'c> AllReduce<'c> {
             bucket_of[bucket.layers.clone()].fill(b);
         }
         let leaves = if cfg.deterministic { vec![vec![0.0; len]; DETERMINISTIC_LEAVES / comm.size()] } else { Vec::new() };
-        Ok(AllReduce { comm, opt: run.optimizer.build(len)?, grads: vec![0.0; len], buckets, bucket_of, micro: Tensor::default(), leaves, cfg })
+        Ok(AllReduce { comm, opt: run.optimizer.build(len)?, grads: vec![0.0; len], buckets, bucket_of, micro: Tensor::default(), leaves, cfg, phases: PhaseLog::default() })
     }
 
     /// The buckets, in the order they are reduced.
@@ -168,9 +172,14 @@ impl<'c> AllReduce<'c> {
             let r = b.params.clone();
             let opt = &mut *self.opt;
             let mut update = |c: Range<usize>, p: &mut [f32], g: &[f32]| opt.update_range(r.start + c.start..r.start + c.end, p, g, lr);
+            let tb = Instant::now();
             self.comm.all_reduce_update(&mut self.grads[r.clone()], &mut params[r.clone()], &mut update)?;
+            if self.phases.on() {
+                self.phases.record(Track::Comm, "allreduce", Some(i), tb, Instant::now());
+            }
         }
         crate::comm::phase::set_bucket(None);
+        self.phases.since(Track::Compute, "comm_wait", t);
         Ok(t.elapsed().as_secs_f64())
     }
 
@@ -188,7 +197,9 @@ impl<'c> AllReduce<'c> {
         denom: usize,
         lr: f32,
     ) -> Result<(BatchStats, f64, f64), TrainError> {
-        let AllReduce { comm, grads, buckets, bucket_of, opt, .. } = self;
+        let AllReduce { comm, grads, buckets, bucket_of, opt, phases, .. } = self;
+        let timed = phases.on();
+        let t_fb = Instant::now();
         let comm: &dyn Communicator = *comm;
         let opt: &mut dyn Optimizer = &mut **opt;
         // Buckets are in reverse order of the buffers: cut both from the end.
@@ -203,18 +214,27 @@ impl<'c> AllReduce<'c> {
         let (tx, rx) = mpsc::channel::<(usize, &mut [f32], &mut [f32])>();
         let buckets: &[Bucket] = buckets;
         std::thread::scope(|s| {
-            let reducer = s.spawn(move || -> Result<f64, TrainError> {
+            let reducer = s.spawn(move || -> Result<(f64, Vec<Span>), TrainError> {
                 let mut busy = 0.0;
+                // Bucket phases of the comm track (this thread's), when timed.
+                let mut spans = PhaseLog::default();
+                if timed {
+                    spans.enable();
+                }
                 for (b, p, g) in rx {
                     crate::comm::phase::set_bucket(Some(b));
                     let t = Instant::now();
                     let off = buckets[b].params.start;
                     let mut update = |c: Range<usize>, p: &mut [f32], g: &[f32]| opt.update_range(off + c.start..off + c.end, p, g, lr);
                     comm.all_reduce_update(g, p, &mut update)?;
-                    busy += t.elapsed().as_secs_f64();
+                    let end = Instant::now();
+                    busy += (end - t).as_secs_f64();
+                    spans.record(Track::Comm, "allreduce", Some(b), t, end);
                 }
                 crate::comm::phase::set_bucket(None);
-                Ok(busy)
+                let mut out = Vec::new();
+                spans.drain_into(&mut out);
+                Ok((busy, out))
             });
             let mut sink = BucketSink { slices, buckets, bucket_of, tx };
             let stats = net.forward_backward_into(ctx, &mut sink, x, labels, denom);
@@ -227,13 +247,23 @@ impl<'c> AllReduce<'c> {
             let t_wait = Instant::now();
             let busy = reducer.join().unwrap_or_else(|_| Err(TrainError::Panicked("the gradient reducer thread panicked".into())));
             let waited = t_wait.elapsed().as_secs_f64();
-            Ok((stats?, busy?, waited))
+            let (busy, spans) = busy?;
+            if timed {
+                // The update is fused into each bucket's reduction: no optimizer phase of its own.
+                phases.record(Track::Compute, "forward_backward", None, t_fb, t_wait);
+                phases.since(Track::Compute, "comm_wait", t_wait);
+                for s in spans {
+                    phases.push(s);
+                }
+            }
+            Ok((stats?, busy, waited))
         })
     }
 
     /// `--deterministic`: every leaf into its own buffer, pairwise sum, fixed-order tree.
     fn step_deterministic(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
         let mut stats = BatchStats::default();
+        let t_fb = Instant::now();
         let per_worker = self.leaves.len();
         let first_leaf = self.comm.rank() * per_worker;
         for (k, leaf) in self.leaves.iter_mut().enumerate() {
@@ -250,8 +280,15 @@ impl<'c> AllReduce<'c> {
         algorithms::pairwise_sum(&mut self.leaves);
         let t = Instant::now();
         algorithms::all_reduce_tree(self.comm, &mut self.leaves[0])?;
-        let comm_s = t.elapsed().as_secs_f64();
+        let t_opt = Instant::now();
+        let comm_s = (t_opt - t).as_secs_f64();
         self.opt.step(params, &self.leaves[0], lr);
+        if self.phases.on() {
+            self.phases.record(Track::Compute, "forward_backward", None, t_fb, t);
+            self.phases.record(Track::Compute, "comm_wait", None, t, t_opt);
+            self.phases.record(Track::Comm, "allreduce", None, t, t_opt);
+            self.phases.since(Track::Compute, "optimizer", t_opt);
+        }
         Ok(StepReport { stats, comm_s, comm_wait_s: comm_s })
     }
 }
@@ -287,6 +324,14 @@ impl Strategy for AllReduce<'_> {
         train::restore_optimizer(self.opt.as_mut(), state, steps)
     }
 
+    fn record_phases(&mut self) {
+        self.phases.enable();
+    }
+
+    fn take_phases(&mut self, out: &mut Vec<Span>) {
+        self.phases.drain_into(out);
+    }
+
     fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
         if self.cfg.deterministic {
             return self.step_deterministic(net, ctx, params, batch, lr);
@@ -317,7 +362,9 @@ impl Strategy for AllReduce<'_> {
                 (report.comm_s, report.comm_wait_s) = (busy, waited);
             } else if n > 0 {
                 let x = if whole { &batch.x } else { &self.micro };
+                let t = Instant::now();
                 stats.add(&net.forward_backward(&lctx, params, &mut self.grads, x, labels, batch.global)?);
+                self.phases.since(Track::Compute, "forward_backward", t);
             }
         }
         if !overlap {

@@ -513,6 +513,14 @@ impl Strategy for Guard<'_> {
     fn owns_params(&self) -> bool {
         self.inner.owns_params()
     }
+
+    fn record_phases(&mut self) {
+        self.inner.record_phases()
+    }
+
+    fn take_phases(&mut self, out: &mut Vec<train::timeline::Span>) {
+        self.inner.take_phases(out)
+    }
 }
 
 #[cfg(test)]

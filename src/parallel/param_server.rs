@@ -46,6 +46,7 @@ use crate::optim::{schedule::LrSchedule, Optimizer, OptimizerConfig};
 use crate::train::{events::Event, restore_optimizer, CheckpointPolicy, StepReport, Strategy, TrainConfig, TrainError};
 use std::ops::Range;
 use std::time::Instant;
+use crate::train::events::Track;
 
 const TAG_INIT: u32 = 0x5000_0001;
 const TAG_PUSH: u32 = 0x5000_0002;
@@ -99,6 +100,7 @@ pub struct Client<'c> {
     grads: Vec<f32>,
     /// Names of the optimizer's state buffers (which live on the servers).
     state_names: Vec<&'static str>,
+    phases: crate::train::timeline::PhaseLog,
 }
 
 impl<'c> Client<'c> {
@@ -109,7 +111,7 @@ impl<'c> Client<'c> {
         // (Built for one value: SGD without momentum has no buffer, and with momentum one only
         // when its length is not zero.)
         let state_names = optimizer.build(1)?.state().into_iter().map(|s| s.0).collect();
-        Ok(Client { comm, workers, ranges, grads: vec![0.0; len], state_names })
+        Ok(Client { comm, workers, ranges, grads: vec![0.0; len], state_names, phases: Default::default() })
     }
 
     fn pull(&self, params: &mut [f32], tag: u32) -> Result<(), TrainError> {
@@ -131,6 +133,7 @@ impl Strategy for Client<'_> {
     }
 
     fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, _lr: f32) -> Result<StepReport, TrainError> {
+        let t_fb = Instant::now();
         self.grads.fill(0.0);
         let stats = if batch.labels.is_empty() {
             Default::default()
@@ -143,7 +146,22 @@ impl Strategy for Client<'_> {
         }
         self.pull(params, TAG_PARAMS)?;
         let comm_s = t.elapsed().as_secs_f64();
+        if self.phases.on() {
+            // The worker does nothing else while it pushes and pulls (the update is the servers').
+            let end = Instant::now();
+            self.phases.record(Track::Compute, "forward_backward", None, t_fb, t);
+            self.phases.record(Track::Compute, "comm_wait", None, t, end);
+            self.phases.record(Track::Comm, "push_pull", None, t, end);
+        }
         Ok(StepReport { stats, comm_s, comm_wait_s: comm_s })
+    }
+
+    fn record_phases(&mut self) {
+        self.phases.enable();
+    }
+
+    fn take_phases(&mut self, out: &mut Vec<crate::train::timeline::Span>) {
+        self.phases.drain_into(out);
     }
 
     fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {

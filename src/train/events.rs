@@ -1,5 +1,6 @@
-//! Typed training events and the sinks they feed: terminal progress (indicatif), `tracing` logs
-//! and a JSON-lines metrics file. One stream, several consumers (STYLE habit 14).
+//! Typed training events and the sinks they feed: terminal progress (indicatif), `tracing` logs,
+//! a JSON-lines metrics file and a Chrome-trace timeline (`timeline.rs`). One stream, several
+//! consumers (STYLE habit 14).
 
 use serde::Serialize;
 use std::fs::File;
@@ -127,6 +128,27 @@ pub enum Event {
         /// Samples evaluated.
         samples: usize,
     },
+    /// One phase of one worker's step, for the timeline (emitted only when a run asks for one,
+    /// see `TrainConfig::timeline`). Times are nanoseconds on this process's clock
+    /// (`timeline::clock_ns`), shared by all its workers.
+    Phase {
+        /// Worker rank.
+        rank: usize,
+        /// Step the phase belongs to (1-based).
+        step: u64,
+        /// Which track it is drawn on.
+        track: Track,
+        /// What the worker did: `data`, `forward_backward`, `comm_wait`, `optimizer`,
+        /// `allreduce` (a bucket's reduction, fused with the update of its chunk), `push_pull`.
+        name: &'static str,
+        /// Gradient bucket (all-reduce phases).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bucket: Option<usize>,
+        /// Start, ns.
+        start_ns: u64,
+        /// End, ns (≥ start).
+        end_ns: u64,
+    },
     /// The run ended.
     RunEnd {
         /// Steps done.
@@ -142,6 +164,17 @@ pub enum Event {
     },
 }
 
+/// The timeline track of a phase: a worker's own work, or its communication (which may overlap
+/// its backward pass, so it needs a track of its own).
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Track {
+    /// Data wait, forward/backward, waiting for communication, optimizer.
+    Compute,
+    /// Collectives and parameter-server push/pull.
+    Comm,
+}
+
 /// A consumer of events.
 pub trait EventSink {
     /// Handles one event.
@@ -151,23 +184,31 @@ pub trait EventSink {
 /// Writes each event as one JSON line.
 pub struct JsonlSink {
     out: BufWriter<File>,
+    /// Last flush: steps are flushed at most twice a second, so followers (the dashboard) see
+    /// them live without a write per step.
+    flushed: std::time::Instant,
 }
 
 impl JsonlSink {
     /// Creates (truncates) the metrics file.
     pub fn create(path: &Path) -> std::io::Result<JsonlSink> {
-        Ok(JsonlSink { out: BufWriter::new(File::create(path)?) })
+        Ok(JsonlSink { out: BufWriter::new(File::create(path)?), flushed: std::time::Instant::now() })
     }
 }
 
 impl EventSink for JsonlSink {
     fn on_event(&mut self, e: &Event) {
+        // Phases belong to the timeline file, not to the metrics.
+        if matches!(e, Event::Phase { .. }) {
+            return;
+        }
         // Straight into the buffered file: no String per step.
         if serde_json::to_writer(&mut self.out, e).is_ok() {
             let _ = self.out.write_all(b"\n");
         }
-        if !matches!(e, Event::Step { .. }) {
+        if !matches!(e, Event::Step { .. }) || self.flushed.elapsed().as_millis() >= 500 {
             let _ = self.out.flush();
+            self.flushed = std::time::Instant::now();
         }
     }
 }
@@ -209,6 +250,7 @@ impl EventSink for LogSink {
             Event::Pipeline { stage, layers, bubble, peak_in_flight, peak_activation_bytes } => {
                 tracing::info!(stage, layers = %layers, bubble = format!("{:.1}%", bubble * 100.0), peak_in_flight, peak_activation_bytes, "pipeline stage")
             }
+            Event::Phase { .. } => {}
         }
     }
 }
@@ -271,7 +313,7 @@ impl EventSink for ProgressSink {
                     bar.finish_and_clear();
                 }
             }
-            Event::Worker { .. } | Event::Staleness { .. } | Event::Pipeline { .. } | Event::Split { .. } | Event::Traffic { .. } => {}
+            Event::Worker { .. } | Event::Staleness { .. } | Event::Pipeline { .. } | Event::Split { .. } | Event::Traffic { .. } | Event::Phase { .. } => {}
         }
     }
 }

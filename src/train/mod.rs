@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod stop;
+pub mod timeline;
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::comm::CommError;
@@ -14,7 +15,7 @@ use crate::layers::{Ctx, Mode};
 use crate::net::{BatchStats, ModelSpec, Net, NetError};
 use crate::optim::{schedule::LrSchedule, OptimError, Optimizer, OptimizerConfig};
 use crate::tensor::Tensor;
-use events::{Event, EventSink};
+use events::{Event, EventSink, Track};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,6 +52,8 @@ pub struct TrainConfig {
     pub checkpoint: Option<CheckpointPolicy>,
     /// Resume from this checkpoint (a `step-N` folder, or a checkpoint directory's latest).
     pub resume: Option<PathBuf>,
+    /// Emit `Event::Phase` for every phase of every step (`--timeline`); off, no phase is timed.
+    pub timeline: bool,
 }
 
 /// When and where a run writes checkpoints (`--checkpoint-dir`, `--checkpoint-every`, `--keep`).
@@ -359,6 +362,10 @@ pub trait Strategy {
     fn final_events(&self) -> Vec<events::Event> {
         Vec::new()
     }
+    /// Starts recording the phases of each step for the timeline (see `timeline::PhaseLog`).
+    fn record_phases(&mut self) {}
+    /// Moves the phases recorded since the last call into `out`.
+    fn take_phases(&mut self, _out: &mut Vec<timeline::Span>) {}
 }
 
 /// Copies of an optimizer's state buffers and its update count.
@@ -383,21 +390,36 @@ pub fn restore_optimizer(opt: &mut dyn Optimizer, state: &[(String, Vec<f32>)], 
 pub struct LocalSgd {
     opt: Box<dyn Optimizer>,
     grads: Vec<f32>,
+    phases: timeline::PhaseLog,
 }
 
 impl LocalSgd {
     /// For a model with `len` parameters.
     pub fn new(cfg: &OptimizerConfig, len: usize) -> Result<LocalSgd, TrainError> {
-        Ok(LocalSgd { opt: cfg.build(len)?, grads: vec![0.0; len] })
+        Ok(LocalSgd { opt: cfg.build(len)?, grads: vec![0.0; len], phases: Default::default() })
     }
 }
 
 impl Strategy for LocalSgd {
     fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
+        let t = Instant::now();
         self.grads.fill(0.0);
         let stats = net.forward_backward(ctx, params, self.grads.as_mut_slice(), &batch.x, &batch.labels, batch.global)?;
+        let t_opt = Instant::now();
         self.opt.step(params, &self.grads, lr);
+        if self.phases.on() {
+            self.phases.record(Track::Compute, "forward_backward", None, t, t_opt);
+            self.phases.since(Track::Compute, "optimizer", t_opt);
+        }
         Ok(StepReport { stats, ..StepReport::default() })
+    }
+
+    fn record_phases(&mut self) {
+        self.phases.enable();
+    }
+
+    fn take_phases(&mut self, out: &mut Vec<timeline::Span>) {
+        self.phases.drain_into(out);
     }
 
     fn state_names(&self) -> Vec<&'static str> {
@@ -496,6 +518,11 @@ pub fn run_worker(
         // (evaluation, saving, checkpoints).
         params = Vec::new();
     }
+    // Phases of the current step, for the timeline (`None`: no timeline, nothing is timed).
+    let mut phases: Option<Vec<timeline::Span>> = cfg.timeline.then(Vec::new);
+    if cfg.timeline {
+        strategy.record_phases();
+    }
     let mut last_loss = f64::NAN;
     while step < total_steps {
         let mut loader = Loader::new(train_set.clone(), sampler.clone(), epoch, start_batch, shard);
@@ -510,6 +537,9 @@ pub fn run_worker(
             let r = strategy.step(&mut net, &ctx, &mut params, &batch, lr).map_err(failed_at(step + 1))?;
             let compute = t_comp.elapsed().as_secs_f64();
             step += 1;
+            if let Some(spans) = &mut phases {
+                emit_phases(spans, shard.rank, step, t_wait, t_comp, strategy, emit);
+            }
             let n = r.stats.samples.max(1);
             last_loss = r.stats.loss_sum / n as f64;
             // The loss is checked every step; the parameters (whose gradients may have gone
@@ -691,6 +721,17 @@ impl WorkerTotals {
             comm_wait_s: self.comm_wait_s,
             data_wait_s: self.data_wait_s,
         }
+    }
+}
+
+/// Emits the data wait (`t_wait`..`t_comp`) and the strategy's phases of step `step`.
+fn emit_phases(spans: &mut Vec<timeline::Span>, rank: usize, step: u64, t_wait: Instant, t_comp: Instant, strategy: &mut dyn Strategy, emit: &mut dyn FnMut(Event)) {
+    spans.clear();
+    strategy.take_phases(spans);
+    let (start_ns, end_ns) = (timeline::ns(t_wait), timeline::ns(t_comp));
+    emit(Event::Phase { rank, step, track: Track::Compute, name: "data", bucket: None, start_ns, end_ns });
+    for s in spans.iter() {
+        emit(Event::Phase { rank, step, track: s.track, name: s.name, bucket: s.bucket, start_ns: s.start_ns, end_ns: s.end_ns });
     }
 }
 

@@ -1,0 +1,175 @@
+//! The compute/communication timeline: strategies record the phases of each step in a
+//! `PhaseLog` (only when a run asks for a timeline, so a run without one pays a branch per
+//! phase), `run_worker` turns them into `Event::Phase`, and `ChromeTraceSink` writes them as a
+//! Chrome trace (the JSON Object Format of the Trace Event Format, loadable in chrome://tracing
+//! and https://ui.perfetto.dev), as Horovod's `--timeline-filename` does.
+//!
+//! Layout of the trace: one "process" per worker (`pid` = rank, named "worker R"), with two
+//! threads: `tid` 0 "compute" (data wait, forward+backward, waiting for communication,
+//! optimizer) and `tid` 1 "comm" (each bucket's all-reduce, parameter-server push/pull), which
+//! overlaps the backward pass and so cannot share its track. Spans on one track never overlap.
+//!
+//! What it does not do: merge the phases of other MPI processes (only the lead process writes
+//! the file, with the workers it hosts).
+
+use super::events::{Event, EventSink, Track};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Nanoseconds since this process's timeline epoch (its first call). One epoch for every worker
+/// thread, so their spans line up. A clock, not configuration: the only state is the epoch.
+pub fn clock_ns() -> u64 {
+    ns(Instant::now())
+}
+
+/// `t` on the timeline clock.
+pub fn ns(t: Instant) -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    t.saturating_duration_since(epoch).as_nanos() as u64
+}
+
+/// One recorded phase.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Span {
+    /// Track it is drawn on.
+    pub track: Track,
+    /// Phase name (see `Event::Phase`).
+    pub name: &'static str,
+    /// Gradient bucket, for all-reduce phases.
+    pub bucket: Option<usize>,
+    /// Start and end on the timeline clock, ns.
+    pub start_ns: u64,
+    /// End, ns.
+    pub end_ns: u64,
+}
+
+/// The phases of a step, recorded by a strategy when the run asks for a timeline.
+#[derive(Debug, Default)]
+pub struct PhaseLog {
+    /// `None`: not recording (the default).
+    spans: Option<Vec<Span>>,
+}
+
+impl PhaseLog {
+    /// Starts recording.
+    pub fn enable(&mut self) {
+        clock_ns();
+        self.spans.get_or_insert_with(Vec::new);
+    }
+
+    /// True when recording (callers skip taking times otherwise).
+    pub fn on(&self) -> bool {
+        self.spans.is_some()
+    }
+
+    /// Records a phase from `start` to `end`.
+    pub fn record(&mut self, track: Track, name: &'static str, bucket: Option<usize>, start: Instant, end: Instant) {
+        if let Some(v) = &mut self.spans {
+            v.push(Span { track, name, bucket, start_ns: ns(start), end_ns: ns(end).max(ns(start)) });
+        }
+    }
+
+    /// Records a phase timed elsewhere (another thread's).
+    pub fn push(&mut self, s: Span) {
+        if let Some(v) = &mut self.spans {
+            v.push(s);
+        }
+    }
+
+    /// Records a phase from `start` until now.
+    pub fn since(&mut self, track: Track, name: &'static str, start: Instant) {
+        if self.on() {
+            self.record(track, name, None, start, Instant::now());
+        }
+    }
+
+    /// Appends the recorded phases to `out` and forgets them.
+    pub fn drain_into(&mut self, out: &mut Vec<Span>) {
+        if let Some(v) = &mut self.spans {
+            out.append(v);
+        }
+    }
+}
+
+/// Writes phases as a Chrome trace. The file is a complete JSON document once the sink is dropped
+/// (at the end of the run, also after a failure or a signal); until then it is a prefix that
+/// chrome://tracing and Perfetto still load.
+pub struct ChromeTraceSink {
+    out: BufWriter<File>,
+    /// Workers whose track names were written.
+    named: Vec<bool>,
+    first: bool,
+}
+
+impl ChromeTraceSink {
+    /// Creates (truncates) the trace file.
+    pub fn create(path: &Path) -> std::io::Result<ChromeTraceSink> {
+        let mut out = BufWriter::new(File::create(path)?);
+        out.write_all(b"{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n")?;
+        Ok(ChromeTraceSink { out, named: Vec::new(), first: true })
+    }
+
+    fn line(&mut self, v: serde_json::Value) {
+        let sep: &[u8] = if self.first { b"" } else { b",\n" };
+        self.first = false;
+        let _ = self.out.write_all(sep);
+        let _ = serde_json::to_writer(&mut self.out, &v);
+    }
+
+    fn name_tracks(&mut self, rank: usize) {
+        if self.named.len() <= rank {
+            self.named.resize(rank + 1, false);
+        }
+        if std::mem::replace(&mut self.named[rank], true) {
+            return;
+        }
+        use serde_json::json;
+        self.line(json!({"ph": "M", "name": "process_name", "pid": rank, "tid": 0, "args": {"name": format!("worker {rank}")}}));
+        self.line(json!({"ph": "M", "name": "process_sort_index", "pid": rank, "tid": 0, "args": {"sort_index": rank}}));
+        self.line(json!({"ph": "M", "name": "thread_name", "pid": rank, "tid": 0, "args": {"name": "compute"}}));
+        self.line(json!({"ph": "M", "name": "thread_name", "pid": rank, "tid": 1, "args": {"name": "comm"}}));
+    }
+}
+
+impl EventSink for ChromeTraceSink {
+    fn on_event(&mut self, e: &Event) {
+        use serde_json::json;
+        match e {
+            Event::Phase { rank, step, track, name, bucket, start_ns, end_ns } => {
+                self.name_tracks(*rank);
+                let tid = match track {
+                    Track::Compute => 0,
+                    Track::Comm => 1,
+                };
+                // Microseconds with nanosecond digits: spans that touch on the clock touch here.
+                let us = |t: u64| (t / 1000) as f64 + (t % 1000) as f64 / 1000.0;
+                let mut args = json!({"step": step});
+                if let Some(b) = bucket {
+                    args["bucket"] = json!(b);
+                }
+                self.line(json!({"ph": "X", "name": name, "cat": if tid == 0 { "compute" } else { "comm" }, "pid": rank, "tid": tid, "ts": us(*start_ns), "dur": us(end_ns - start_ns), "args": args}));
+            }
+            Event::Eval { step, loss, acc, .. } => {
+                // An instant marker on worker 0's compute track.
+                self.name_tracks(0);
+                let ts = clock_ns() as f64 / 1000.0;
+                self.line(json!({"ph": "i", "s": "p", "name": "eval", "pid": 0, "tid": 0, "ts": ts, "args": {"step": step, "loss": loss, "acc": acc}}));
+            }
+            Event::RunEnd { .. } => {
+                let _ = self.out.flush();
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for ChromeTraceSink {
+    fn drop(&mut self) {
+        let _ = self.out.write_all(b"\n]}\n");
+        let _ = self.out.flush();
+    }
+}

@@ -1,0 +1,220 @@
+//! `convoy serve` over HTTP: launch runs through the API, follow their Server-Sent Events to the
+//! end, download and load the weights, queueing under --max-runs, a restart that keeps the list,
+//! and bad requests answered 4xx with a message while the server keeps serving.
+
+mod common;
+#[path = "common/http.rs"]
+mod http;
+
+use http::{get, post_json, request, Server};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn workdir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dash-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn metrics(events: &[http::Sse]) -> Vec<Value> {
+    events.iter().filter(|e| e.event == "metric").map(|e| serde_json::from_str(&e.data).unwrap()).collect()
+}
+
+#[test]
+fn launch_follow_download_queue_and_restart() {
+    let dir = workdir("api");
+    let mut server = Server::start(&dir, common::small_mnist(), 1);
+    let port = server.port;
+    let opts = get(port, "/api/options").json();
+    assert_eq!(opts["datasets"], serde_json::json!(["small"]));
+    assert!(opts["models"].as_array().unwrap().iter().any(|m| m == "lenet"));
+
+    let body = r#"{"name": "api test", "dataset": "small", "workers": 2, "threads": 1, "steps": 20, "batch_size": 32, "lr": 0.05}"#;
+    let first = post_json(port, "/api/runs", body);
+    assert_eq!(first.status, 201, "{}", first.text());
+    let first = first.json();
+    let id1 = first["id"].as_str().unwrap().to_string();
+    assert_eq!(first["name"], "api test");
+    let second = post_json(port, "/api/runs", r#"{"dataset": "small", "strategy": "ps", "workers": 2, "threads": 1, "steps": 12, "batch_size": 32}"#);
+    assert_eq!(second.status, 201, "{}", second.text());
+    let id2 = second.json()["id"].as_str().unwrap().to_string();
+    assert_ne!(id1, id2);
+
+    // The first run's feed: its record, then every metrics line once, then the end.
+    let events = http::follow_sse(port, &format!("/api/runs/{id1}/events"), None);
+    assert_eq!(events.first().map(|e| e.event.as_str()), Some("status"));
+    assert_eq!(events.last().map(|e| e.event.as_str()), Some("end"), "{events:?}");
+    assert!(events.last().unwrap().data.contains("finished"), "{events:?}");
+    let m = metrics(&events);
+    assert_eq!(m.first().unwrap()["event"], "run_start");
+    let steps: Vec<u64> = m.iter().filter(|e| e["event"] == "step").map(|e| e["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (1..=20).collect::<Vec<_>>(), "each step exactly once");
+    assert!(m.iter().any(|e| e["event"] == "run_end"));
+    // Resuming after the fifth line sends only what follows it.
+    let fifth = events.iter().filter(|e| e.event == "metric").nth(4).unwrap().id.clone().unwrap();
+    let rest = metrics(&http::follow_sse(port, &format!("/api/runs/{id1}/events"), Some(&fifth)));
+    assert_eq!(rest.len(), m.len() - 5);
+    assert_eq!(rest[0], m[5]);
+
+    let run = get(port, &format!("/api/runs/{id1}")).json();
+    assert_eq!(run["status"], "finished");
+    assert_eq!(run["exit_code"], 0);
+    for f in ["weights", "metrics", "trace", "log"] {
+        assert!(run["files"].as_array().unwrap().iter().any(|x| x == f), "{run}");
+    }
+    let w = get(port, &format!("/api/runs/{id1}/files/weights"));
+    assert_eq!(w.status, 200);
+    let path = dir.join("downloaded.safetensors");
+    std::fs::write(&path, &w.body).unwrap();
+    let net = convoy::net::Net::build(&convoy::net::ModelSpec::resolve("lenet").unwrap()).unwrap();
+    let params = convoy::checkpoint::load_weights(&path, net.layout()).unwrap();
+    assert_eq!(params.len(), net.layout().len());
+    let trace: Value = serde_json::from_slice(&get(port, &format!("/api/runs/{id1}/files/trace")).body).unwrap();
+    assert!(trace["traceEvents"].as_array().unwrap().len() > 20 * 2 * 3);
+
+    // The second run waited for the first (--max-runs 1) and also finishes.
+    let events2 = http::follow_sse(port, &format!("/api/runs/{id2}/events"), None);
+    assert!(events2.last().unwrap().data.contains("finished"), "{events2:?}");
+    let (r1, r2) = (get(port, &format!("/api/runs/{id1}")).json(), get(port, &format!("/api/runs/{id2}")).json());
+    assert!(r2["started"].as_f64().unwrap() >= r1["ended"].as_f64().unwrap(), "{r1} {r2}");
+    assert!(server.alive());
+
+    // A restarted server lists the same runs from their run.json.
+    drop(server);
+    server = Server::start(&dir, common::small_mnist(), 1);
+    let list = get(server.port, "/api/runs").json();
+    let mut ids: Vec<(String, String)> = list["runs"].as_array().unwrap().iter().map(|r| (r["id"].as_str().unwrap().into(), r["status"].as_str().unwrap().into())).collect();
+    ids.sort();
+    let mut want = vec![(id1, "finished".to_string()), (id2, "finished".to_string())];
+    want.sort();
+    assert_eq!(ids, want);
+}
+
+#[test]
+fn bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving() {
+    let dir = workdir("bad");
+    let mut server = Server::start(&dir, common::small_mnist(), 1);
+    let port = server.port;
+    let cases: &[(&str, u16, &str)] = &[
+        (r#"{"dataset": "small", "workers": 2"#, 400, "malformed"),
+        (r#"[1, 2]"#, 400, "malformed"),
+        (r#"{"dataset": "small", "model": "resnet9000"}"#, 400, "unknown model 'resnet9000'"),
+        (r#"{"dataset": "small", "model": "../../etc/passwd"}"#, 400, "unknown model"),
+        (r#"{"dataset": "small", "workers": 0}"#, 400, "workers"),
+        (r#"{"dataset": "small", "workers": 10000}"#, 400, "workers"),
+        (r#"{"dataset": "small", "workers": -1}"#, 400, "malformed"),
+        (r#"{"dataset": "small", "name": "../../x"}"#, 400, "name"),
+        (r#"{"dataset": "small", "name": "a/b"}"#, 400, "name"),
+        (r#"{"dataset": "../small"}"#, 400, "unknown dataset"),
+        (r#"{"dataset": "/etc"}"#, 400, "unknown dataset"),
+        (r#"{"dataset": "small", "strategy": "magic"}"#, 400, "strategy"),
+        (r#"{"dataset": "small", "lr": -1}"#, 400, "--lr"),
+        (r#"{"dataset": "small", "batch_size": 1, "workers": 2}"#, 400, "--batch-size"),
+        (r#"{"dataset": "small", "staleness": 3}"#, 400, "--staleness"),
+        (r#"{"dataset": "small", "epochs": 5000}"#, 400, "epochs"),
+        (r#"{"dataset": "small", "wrokers": 2}"#, 400, "unknown field"),
+        (r#"{"dataset": "small", "model_spec": "not toml ["}"#, 400, "model_spec"),
+    ];
+    for (body, code, needle) in cases {
+        let r = post_json(port, "/api/runs", body);
+        assert_eq!(r.status, *code, "{body}: {}", r.text());
+        let msg = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(msg.contains(needle), "{body}: '{msg}' lacks '{needle}'");
+    }
+    // Oversize body: refused before it is parsed.
+    let big = format!(r#"{{"name": "{}"}}"#, "a".repeat(200 << 10));
+    let r = post_json(port, "/api/runs", &big);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(!r.text().is_empty());
+    // Not JSON at all.
+    let r = request(port, "POST", "/api/runs", &[("Content-Type", "text/plain")], b"workers=2");
+    assert_eq!(r.status, 415);
+    // Ids and file names from the URL never reach the filesystem unchecked.
+    for (path, code) in [
+        ("/api/runs/..%2F..%2Fetc", 400),
+        ("/api/runs/..", 400),
+        ("/api/runs/20990101-000000-0000", 404),
+        ("/api/runs/20990101-000000-0000/files/weights", 404),
+        ("/api/runs/x/files/..%2Frun.json", 404),
+        ("/api/runs/..%2Fdata/events", 400),
+        ("/api/nothing", 404),
+    ] {
+        let r = get(port, path);
+        assert_eq!(r.status, code, "{path}: {}", r.text());
+        assert!(r.json()["error"].is_string(), "{path}");
+    }
+    let r = post_json(port, "/api/runs/20990101-000000-0000/stop", "");
+    assert_eq!(r.status, 404);
+    // Nothing was created, and the server still answers.
+    assert_eq!(get(port, "/api/runs").json()["runs"].as_array().unwrap().len(), 0);
+    assert!(server.alive());
+    assert_eq!(get(port, "/").status, 200);
+    assert!(get(port, "/").text().contains("Launch a run"));
+    assert_eq!(get(port, "/assets/app.js").status, 200);
+}
+
+#[test]
+fn a_stopped_run_ends_cleanly_with_its_checkpoint_weights() {
+    let dir = workdir("stop");
+    let server = Server::start(&dir, common::small_mnist(), 1);
+    let port = server.port;
+    let r = post_json(port, "/api/runs", r#"{"dataset": "small", "workers": 2, "threads": 1, "steps": 100000, "batch_size": 32}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    // Wait (bounded) until it has made a step, then stop it.
+    let metrics_file = dir.join("runs").join(&id).join("metrics.jsonl");
+    for _ in 0..600 {
+        if std::fs::read_to_string(&metrics_file).is_ok_and(|t| t.contains("\"event\":\"step\"")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let r = post_json(port, &format!("/api/runs/{id}/stop"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = http::follow_sse(port, &format!("/api/runs/{id}/events"), None);
+    assert!(events.last().unwrap().data.contains("stopped"), "{events:?}");
+    let run = get(port, &format!("/api/runs/{id}")).json();
+    assert_eq!(run["status"], "stopped");
+    assert_eq!(run["exit_code"], 143);
+    let w = get(port, &format!("/api/runs/{id}/files/weights"));
+    assert_eq!(w.status, 200);
+    let path = dir.join("stopped.safetensors");
+    std::fs::write(&path, &w.body).unwrap();
+    let net = convoy::net::Net::build(&convoy::net::ModelSpec::resolve("lenet").unwrap()).unwrap();
+    convoy::checkpoint::load_weights(&path, net.layout()).unwrap();
+    // Stopping it again is a conflict, not a crash.
+    assert_eq!(post_json(port, &format!("/api/runs/{id}/stop"), "").status, 409);
+}
+
+#[test]
+fn cli_runs_with_runs_dir_are_listed() {
+    let dir = workdir("cli");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
+        .args(["train", "--steps", "3", "--threads", "1", "--no-progress", "--no-epoch-eval", "--runs-dir"])
+        .arg(dir.join("runs"))
+        .arg("--data")
+        .arg(common::small_mnist())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Bad flags make no run folder.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).args(["train", "--workers", "0", "--runs-dir"]).arg(dir.join("runs")).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let server = Server::start(&dir, common::small_mnist(), 1);
+    let runs = get(server.port, "/api/runs").json()["runs"].as_array().unwrap().clone();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["source"], "cli");
+    assert_eq!(runs[0]["status"], "finished");
+    let files: Vec<&str> = runs[0]["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert_eq!(files, ["weights", "metrics", "trace"]);
+}
+
+#[test]
+fn bad_serve_flags_exit_2_with_the_flag_named() {
+    for (args, flag) in [(&["--max-runs", "0"][..], "--max-runs"), (&["--addr", "localhost-ish"][..], "--addr")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).arg("serve").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(flag), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
