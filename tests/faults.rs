@@ -241,3 +241,55 @@ fn an_unwritable_checkpoint_dir_is_refused_before_training() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--checkpoint-dir") && err.contains("a-file/ck") && err.contains("hint"), "{err}");
 }
+
+/// Soak: 1000 steps with 4 deterministic workers and a checkpoint every 50 steps, killed with
+/// SIGKILL at 5 seeded points and resumed from `latest` each time, ends bitwise equal to the
+/// uninterrupted run.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "release suite: 1000 steps and 6 runs")]
+fn soak_1000_steps_killed_5_times_ends_bitwise_equal() {
+    let dir = tmp("soak");
+    let ck = dir.join("ck");
+    let flags = |extra: &[&str]| -> Vec<String> {
+        ["--log-level", "error", "train", "--no-progress", "--no-epoch-eval", "--data", small_mnist().to_str().unwrap()]
+            .iter()
+            .chain(["--steps", "1000", "--batch-size", "32", "--threads", "1", "--seed", "9", "--workers", "4", "--deterministic"].iter())
+            .chain(["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "50", "--keep", "2"].iter())
+            .chain(extra.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let convoy = |args: Vec<String>| Command::new(env!("CARGO_BIN_EXE_convoy")).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // Seeded kill points: after the checkpoints of these steps appear.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut points: Vec<u64> = (0..5)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            50 * (1 + state % 19)
+        })
+        .collect();
+    points.sort();
+    points.dedup();
+    for p in &points {
+        let resume = ck.join("latest").exists();
+        let extra: Vec<&str> = if resume { vec!["--resume", ck.to_str().unwrap()] } else { vec![] };
+        let mut child = convoy(flags(&extra));
+        wait_for(&ck.join(format!("step-{p}")), &mut child);
+        Command::new("kill").args(["-9", &child.id().to_string()]).status().unwrap();
+        let _ = child.wait();
+    }
+    let weights = dir.join("final.safetensors");
+    let child = convoy(flags(&["--resume", ck.to_str().unwrap(), "--save", weights.to_str().unwrap()]));
+    let (code, err) = finish(child);
+    assert_eq!(code, Some(0), "{err}");
+    let net = convoy::net::Net::build(&convoy::net::ModelSpec::resolve("lenet").unwrap()).unwrap();
+    let got = convoy::checkpoint::load_weights(&weights, net.layout()).unwrap();
+    // The uninterrupted run, in process.
+    let straight_flags: Vec<String> = ["--steps", "1000", "--batch-size", "32", "--threads", "1", "--seed", "9", "--workers", "4", "--deterministic", "--no-epoch-eval"].iter().map(|s| s.to_string()).collect();
+    let args: Vec<&str> = straight_flags.iter().map(String::as_str).collect();
+    let (cfg, pc) = config(&args, small_mnist());
+    let want = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params;
+    assert!(got == want, "killed at steps {points:?} and resumed: differs from the uninterrupted run (rel err {:.3e})", rel_err(&got, &want));
+}
