@@ -225,12 +225,12 @@ fn rank_pids(mpirun_pid: u32, np: usize) -> Vec<u32> {
     pids
 }
 
-#[test]
-fn a_killed_rank_ends_the_job_within_10_seconds_naming_it() {
-    let args = long_args(&[]);
-    let mut child = Command::new("mpirun")
+/// Starts `mpirun -np 3 convoy ARGS`, waits until its ranks run, lets training start for 2 s;
+/// returns the job and the ranks' PIDs.
+fn start_job(args: &[String]) -> (std::process::Child, Vec<u32>) {
+    let child = Command::new("mpirun")
         .args(["--allow-run-as-root", "--oversubscribe", "-np", "3", env!("CARGO_BIN_EXE_convoy")])
-        .args(&args)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -244,20 +244,31 @@ fn a_killed_rank_ends_the_job_within_10_seconds_naming_it() {
         assert!(t.elapsed() < Duration::from_secs(30), "the ranks did not start: {p:?}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    // Let training start, then kill rank 1 for real.
     std::thread::sleep(Duration::from_secs(2));
-    assert!(Command::new("kill").args(["-9", &pids[1].to_string()]).status().unwrap().success());
-    let killed = Instant::now();
-    let code = loop {
+    (child, pids)
+}
+
+/// Sends `signal` to `pid`, then waits at most `bound` for the job to end; returns its exit code.
+fn signal_and_wait(child: &mut std::process::Child, pid: u32, signal: &str, bound: Duration) -> Option<i32> {
+    assert!(Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success());
+    let sent = Instant::now();
+    loop {
         if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
+            return s.code();
         }
-        if killed.elapsed() > Duration::from_secs(10) {
+        if sent.elapsed() > bound {
             let _ = child.kill();
-            panic!("the job did not end within 10 s of rank 1's death");
+            panic!("the job did not end within {bound:?} of {signal} to one rank");
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_within_10_seconds_naming_it() {
+    let (mut child, pids) = start_job(&long_args(&[]));
+    // Kill rank 1 for real.
+    let code = signal_and_wait(&mut child, pids[1], "-9", Duration::from_secs(10));
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert_ne!(code, Some(0));
@@ -348,36 +359,8 @@ fn pipeline_hybrid_and_tensor_over_mpi_equal_single_process() {
 fn a_signal_to_one_rank_stops_every_rank_after_the_same_step_with_a_checkpoint() {
     let dir = tmp("signal");
     let ck = dir.join("ck");
-    let args = long_args(&["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "100000", "--stall-timeout", "60"]);
-    let mut child = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "3", env!("CARGO_BIN_EXE_convoy")])
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    let pids = loop {
-        let p = rank_pids(child.id(), 3);
-        if p.iter().all(|&p| p != 0) {
-            break p;
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "the ranks did not start: {p:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(Command::new("kill").args(["-TERM", &pids[2].to_string()]).status().unwrap().success());
-    let signalled = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if signalled.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("the job did not end within 30 s of the signal (a rank left waiting?)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, pids) = start_job(&long_args(&["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "100000", "--stall-timeout", "60"]));
+    signal_and_wait(&mut child, pids[2], "-TERM", Duration::from_secs(30));
     let latest = std::fs::read_to_string(ck.join("latest")).expect("a checkpoint was written");
     let eval = Command::new(env!("CARGO_BIN_EXE_convoy")).args(["eval", "--data", small_mnist().to_str().unwrap(), "--weights", ck.to_str().unwrap()]).output().unwrap();
     assert!(eval.status.success(), "{latest}: {}", String::from_utf8_lossy(&eval.stderr));
