@@ -10,7 +10,49 @@ use crate::net::ParamLayout;
 use std::path::Path;
 
 /// The targets by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*/`).
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [("idx", idx), ("weights", weights), ("state_json", state_json), ("checkpoint", checkpoint)];
+pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+    ("idx", idx),
+    ("weights", weights),
+    ("state_json", state_json),
+    ("checkpoint", checkpoint),
+    ("model_toml", model_toml),
+    ("prototxt", prototxt),
+    ("solver", solver),
+];
+
+/// Builds a parsed model as `convoy train` would (shapes, layout), if it is small enough to
+/// allocate: parameters are never allocated here.
+fn build(spec: &crate::net::ModelSpec) {
+    if let Ok(net) = crate::net::Net::build(spec) {
+        assert_eq!(net.layout().entries().iter().map(|e| e.len()).sum::<usize>(), net.layout().len());
+    }
+}
+
+/// A model spec in TOML (`--model file.toml`).
+pub fn model_toml(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(spec) = crate::net::ModelSpec::from_toml(&text, "fuzz.toml") {
+        build(&spec);
+    }
+}
+
+/// A Caffe NetParameter in text format (`--model net.prototxt`).
+pub fn prototxt(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(spec) = crate::net::caffe::from_prototxt(&text, "fuzz.prototxt", &mut || Ok(vec![1, 28, 28]), &mut |_| {}) {
+        build(&spec);
+    }
+}
+
+/// A Caffe SolverParameter in text format (`--solver`).
+pub fn solver(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(s) = crate::net::caffe::solver_from_prototxt(&text, "fuzz.prototxt", &mut |_| {}) {
+        if let Some(spec) = s.schedule {
+            let _ = crate::optim::schedule::LrSchedule::parse(&spec, s.lr.unwrap_or(0.01));
+        }
+    }
+}
 
 /// An IDX file (raw or gzipped), decoded; then the input without its first two bytes, split
 /// where they say (u16 LE), as an images file and a labels file made into a dataset.
