@@ -10,7 +10,8 @@ use crate::net::ParamLayout;
 use std::path::Path;
 
 /// The targets by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*/`).
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, fn(&[u8])); 8] = [
+    ("cifar", cifar),
     ("idx", idx),
     ("weights", weights),
     ("state_json", state_json),
@@ -25,6 +26,19 @@ pub const TARGETS: [(&str, fn(&[u8])); 7] = [
 fn build(spec: &crate::net::ModelSpec) {
     if let Ok(net) = crate::net::Net::build(spec) {
         assert_eq!(net.layout().entries().iter().map(|e| e.len()).sum::<usize>(), net.layout().len());
+    }
+}
+
+/// CIFAR binary batch files: the first byte chooses CIFAR-10 or -100, the rest is the file.
+pub fn cifar(data: &[u8]) {
+    use crate::data::cifar::{CifarDataset, Kind};
+    let Some((k, rest)) = data.split_first() else { return };
+    let kind = if k % 2 == 0 { Kind::Cifar10 } else { Kind::Cifar100 };
+    if let Ok(ds) = CifarDataset::from_files(kind, &[(std::path::PathBuf::from("fuzz.bin"), rest.to_vec())]) {
+        let mut buf = vec![0.0f32; 3 * 32 * 32];
+        for i in 0..ds.len().min(3) {
+            assert!((ds.get_into(i, &mut buf) as usize) < ds.num_classes());
+        }
     }
 }
 

@@ -75,8 +75,7 @@ pub struct CifarDataset {
 impl CifarDataset {
     /// Loads `split` of the CIFAR in `dir`.
     pub fn load_dir(dir: &Path, kind: Kind, split: Split) -> Result<CifarDataset, DataError> {
-        let (mut pixels, mut labels) = (Vec::new(), Vec::new());
-        let record = kind.label_bytes() + PIXELS;
+        let mut files = Vec::new();
         for name in kind.files(split) {
             let path: PathBuf = dir.join(name);
             let meta = std::fs::metadata(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
@@ -84,16 +83,26 @@ impl CifarDataset {
                 return Err(DataError::Format { path, msg: format!("{} bytes is too large for a CIFAR batch file; hint: is this the binary version?", meta.len()) });
             }
             let bytes = std::fs::read(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
+            files.push((path, bytes));
+        }
+        CifarDataset::from_files(kind, &files)
+    }
+
+    /// A dataset from the contents of its batch files (`path` names them in errors).
+    pub fn from_files(kind: Kind, files: &[(PathBuf, Vec<u8>)]) -> Result<CifarDataset, DataError> {
+        let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+        let record = kind.label_bytes() + PIXELS;
+        for (path, bytes) in files {
             if bytes.is_empty() || bytes.len() % record != 0 {
                 return Err(DataError::Format {
-                    path,
+                    path: path.clone(),
                     msg: format!("{} bytes is not a whole number of {record}-byte records; hint: the file is truncated, or not the CIFAR binary version", bytes.len()),
                 });
             }
             for (i, r) in bytes.chunks_exact(record).enumerate() {
                 let label = r[kind.label_bytes() - 1];
                 if label as usize >= kind.classes() {
-                    return Err(DataError::Format { path, msg: format!("label {label} of record {i} is out of range 0..{}", kind.classes()) });
+                    return Err(DataError::Format { path: path.clone(), msg: format!("label {label} of record {i} is out of range 0..{}", kind.classes()) });
                 }
                 labels.push(label);
                 pixels.extend_from_slice(&r[kind.label_bytes()..]);
