@@ -30,7 +30,6 @@ use std::time::Instant;
 
 const TAG_ROWS: u32 = 0xA000_0001;
 const TAG_LABELS: u32 = 0xA000_0002;
-const TAG_FINAL: u32 = 0xA000_0003;
 
 /// Settings of `--strategy hybrid --dp D --mp M`.
 #[derive(Clone, Debug, PartialEq)]
@@ -88,7 +87,6 @@ pub struct Hybrid<'c> {
     /// The classifier's segments (this worker's slices).
     fc: Vec<Segment>,
     fc_maps: Maps,
-    fc_first: usize,
     /// The whole model's layout.
     full: crate::net::ParamLayout,
     /// Convolution parameters (whole), then the classifier slices.
@@ -123,7 +121,6 @@ impl<'c> Hybrid<'c> {
             conv,
             fc,
             fc_maps,
-            fc_first,
             full: net.layout().clone(),
             params: vec![0.0; len],
             grads: vec![0.0; len],
@@ -242,25 +239,8 @@ impl Strategy for Hybrid<'_> {
     }
 
     fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
-        // Worker 0 (group 0, slice 0) assembles the classifier from its group's slices.
-        let full = Net::build(&self.model)?;
-        if self.world.rank() >= self.cfg.mp {
-            return Ok(());
-        }
-        let (_, fc_spec) = split_model(&self.model)?;
-        if self.group.rank() == 0 {
-            params[..self.conv_len].copy_from_slice(&self.params[..self.conv_len]);
-            tensor::copy(&self.fc_maps, full.layout(), params, &mut self.params, false)?;
-            for v in 1..self.group.size() {
-                let (_, maps, len) = tensor::build_from(&fc_spec, v, self.group.size(), self.fc_first)?;
-                let mut theirs = vec![0.0f32; len];
-                self.group.recv(&mut theirs, v, TAG_FINAL)?;
-                tensor::copy(&maps, full.layout(), params, &mut theirs, false)?;
-            }
-        } else {
-            self.group.send(&self.params[self.conv_len..], 0, TAG_FINAL)?;
-        }
-        Ok(())
+        // The lead's buffer gets the whole net (evaluation, saving), as at a checkpoint.
+        self.checkpoint_params(params)
     }
 
     fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {

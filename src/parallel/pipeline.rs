@@ -36,7 +36,6 @@ use std::time::Instant;
 const TAG_ACT: u32 = 0x6000_0000;
 const TAG_GRAD: u32 = 0x7000_0000;
 const TAG_STATS: u32 = 0x8000_0001;
-const TAG_GATHER: u32 = 0x8000_0002;
 
 /// Order of forwards and backwards within a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,8 +135,6 @@ pub struct Pipeline<'c> {
     ranges: Vec<Range<usize>>,
     /// This stage's parameters in the flat buffer.
     params: Range<usize>,
-    /// Every stage's.
-    stage_params: Vec<Range<usize>>,
     /// Length of the whole flat buffer.
     full_len: usize,
     opt: Box<dyn Optimizer>,
@@ -145,6 +142,8 @@ pub struct Pipeline<'c> {
     /// Activation slots (built as needed) and which are free.
     slots: Vec<Net>,
     free: Vec<usize>,
+    /// Tensors of finished micro-batches (inputs, received gradients), reused.
+    spare: Vec<Tensor>,
     in_flight: Vec<Option<InFlight>>,
     model: crate::net::ModelSpec,
     /// Activation bytes per sample of this stage (its input and its layers' outputs).
@@ -164,8 +163,7 @@ impl<'c> Pipeline<'c> {
         let ranges = partition(net, stages, &cfg.split_after)?;
         let layers = ranges[stage].clone();
         let layout = net.layout();
-        let stage_params: Vec<Range<usize>> = ranges.iter().map(|l| layout.layer_range(l.start).start..layout.layer_range(l.end - 1).end).collect();
-        let params = stage_params[stage].clone();
+        let params = layout.layer_range(layers.start).start..layout.layer_range(layers.end - 1).end;
         let input: usize = if layers.start == 0 { net.input_shape().iter().product() } else { net.layer_out_shape(layers.start - 1).iter().product() };
         let outputs: usize = layers.clone().map(|i| net.layer_out_shape(i).iter().product::<usize>()).sum();
         Ok(Pipeline {
@@ -177,10 +175,10 @@ impl<'c> Pipeline<'c> {
             stages,
             ranges,
             params,
-            stage_params,
             full_len: layout.len(),
             slots: Vec::new(),
             free: Vec::new(),
+            spare: Vec::new(),
             in_flight: Vec::new(),
             model: run.model.clone(),
             act_bytes_per_sample: (input + 2 * outputs) * 4,
@@ -229,7 +227,7 @@ impl<'c> Pipeline<'c> {
     fn recv_tensor(&mut self, rows: usize, shape: &[usize], src: usize, tag: u32) -> Result<Tensor, TrainError> {
         let mut full = vec![rows];
         full.extend_from_slice(shape);
-        let mut t = Tensor::default();
+        let mut t = self.spare.pop().unwrap_or_default();
         t.resize(&full);
         let w = Instant::now();
         self.comm.recv(t.data_mut(), src, tag)?;
@@ -247,7 +245,7 @@ impl<'c> Pipeline<'c> {
             let per = batch.x.sample_len();
             let mut shape = batch.x.shape().to_vec();
             shape[0] = rows.len();
-            let mut t = Tensor::default();
+            let mut t = self.spare.pop().unwrap_or_default();
             t.resize(&shape);
             t.data_mut().copy_from_slice(&batch.x.data()[rows.start * per..rows.end * per]);
             t
@@ -285,6 +283,8 @@ impl<'c> Pipeline<'c> {
             self.comm.send(dx.data(), self.stage - 1, TAG_GRAD + m as u32)?;
         }
         self.free.push(f.slot);
+        self.spare.push(f.input);
+        self.spare.extend(dy);
         self.current_bytes -= f.rows.len() * self.act_bytes_per_sample;
         Ok(())
     }
@@ -406,15 +406,9 @@ impl Strategy for Pipeline<'_> {
     }
 
     fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
-        // Stage 0 gathers every stage's layers, for evaluation and saving.
-        if self.stage == 0 {
-            for (s, r) in self.stage_params.iter().enumerate().skip(1) {
-                self.comm.recv(&mut params[r.clone()], s, TAG_GATHER)?;
-            }
-        } else {
-            self.comm.send(&params[self.params.clone()], 0, TAG_GATHER)?;
-        }
-        Ok(())
+        // Every stage's layers into every buffer (the lead's for evaluation and saving), as at a
+        // checkpoint.
+        self.checkpoint_params(params)
     }
 
     fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {

@@ -33,7 +33,6 @@ use std::ops::Range;
 use std::time::Instant;
 
 const TAG_GATHER: u32 = 0x9000_0001;
-const TAG_FINAL: u32 = 0x9000_0002;
 
 /// Settings of `--strategy tensor`.
 #[derive(Clone, Debug, PartialEq)]
@@ -401,13 +400,17 @@ impl Strategy for TensorSplit<'_> {
     fn step(&mut self, _net: &mut Net, ctx: &Ctx, _params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
         let comm0 = self.comm_s;
         self.grads.fill(0.0);
-        // Forward, segment by segment.
-        let mut x = batch.x.clone();
+        // Forward, segment by segment (the first reads the batch itself; later ones keep their
+        // input for backward).
+        let mut x = Tensor::default();
         for k in 0..self.segments.len() {
-            self.segments[k].input = x;
-            let seg = &mut self.segments[k];
-            let out = seg.net.forward_layers(ctx, &self.params[seg.range.clone()], 0..seg.net.num_layers(), &seg.input)?.clone();
-            x = after_forward(self.comm, &seg.after, out, &mut self.comm_s)?;
+            if k > 0 {
+                self.segments[k].input = x;
+            }
+            let Segment { net, range, after, input } = &mut self.segments[k];
+            let input = if k == 0 { &batch.x } else { &*input };
+            let out = net.forward_layers(ctx, &self.params[range.clone()], 0..net.num_layers(), input)?.clone();
+            x = after_forward(self.comm, after, out, &mut self.comm_s)?;
         }
         self.logits = x;
         let loss_sum = self.loss.forward(&self.logits, &batch.labels).map_err(crate::net::NetError::Loss)?;
@@ -418,10 +421,10 @@ impl Strategy for TensorSplit<'_> {
         let mut dy = std::mem::take(&mut self.dlogits);
         for k in (0..self.segments.len()).rev() {
             let d = before_backward(self.comm, &self.segments[k].after, dy, &mut self.comm_s)?;
-            let seg = &mut self.segments[k];
-            let r = seg.range.clone();
-            let mut sink = Flat { params: &self.params[r.clone()], grads: &mut self.grads[r] };
-            let dx = seg.net.backward_layers(ctx, &mut sink, 0..seg.net.num_layers(), &seg.input, Some(&d), k > 0)?;
+            let Segment { net, range, input, .. } = &mut self.segments[k];
+            let input = if k == 0 { &batch.x } else { &*input };
+            let mut sink = Flat { params: &self.params[range.clone()], grads: &mut self.grads[range.clone()] };
+            let dx = net.backward_layers(ctx, &mut sink, 0..net.num_layers(), input, Some(&d), k > 0)?;
             dy = dx.cloned().unwrap_or_default();
             self.dlogits = d;
         }
@@ -431,21 +434,8 @@ impl Strategy for TensorSplit<'_> {
     }
 
     fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
-        // Rank 0 assembles the whole net from every worker's slices.
-        let full = Net::build(&self.model)?;
-        let (w, mp) = (self.comm.rank(), self.comm.size());
-        if w == 0 {
-            copy(&self.maps, full.layout(), params, &mut self.params, false)?;
-            for v in 1..mp {
-                let (_, maps, len) = build(&self.model, v, mp)?;
-                let mut theirs = vec![0.0f32; len];
-                self.comm.recv(&mut theirs, v, TAG_FINAL)?;
-                copy(&maps, full.layout(), params, &mut theirs, false)?;
-            }
-        } else {
-            self.comm.send(&self.params, 0, TAG_FINAL)?;
-        }
-        Ok(())
+        // The lead's buffer gets the whole net (evaluation, saving), as at a checkpoint.
+        self.checkpoint_params(params)
     }
 
     fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {
