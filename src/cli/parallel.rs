@@ -51,6 +51,15 @@ pub enum AlgorithmArg {
     Naive,
 }
 
+/// `--batch-norm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BatchNormArg {
+    /// Statistics over the global batch (SyncBatchNorm).
+    Sync,
+    /// Statistics over each worker's shard.
+    Local,
+}
+
 /// `--ps-mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PsModeArg {
@@ -103,6 +112,11 @@ pub struct ParallelArgs {
     /// Bitwise-identical results for 1, 2, 4 and 8 workers (needs --threads 1; slower).
     #[arg(long)]
     pub deterministic: bool,
+    /// Batch-norm statistics under --strategy allreduce: over the global batch (SyncBatchNorm,
+    /// the same result as one worker) or over each worker's shard (DDP's default, no
+    /// communication) [default: sync].
+    #[arg(long = "batch-norm", value_enum)]
+    pub batch_norm: Option<BatchNormArg>,
     /// Parameter-server consistency.
     #[arg(long, value_enum)]
     pub ps_mode: Option<PsModeArg>,
@@ -151,6 +165,7 @@ impl ParallelArgs {
             (self.no_overlap, "no-overlap"),
             (self.accumulate.is_some(), "accumulate"),
             (self.deterministic, "deterministic"),
+            (self.batch_norm.is_some(), "batch-norm"),
             (self.ps_mode.is_some(), "ps-mode"),
             (self.staleness.is_some(), "staleness"),
             (self.servers.is_some(), "servers"),
@@ -288,6 +303,7 @@ impl ParallelArgs {
                     overlap: !self.no_overlap,
                     accumulate: self.accumulate.unwrap_or(1),
                     deterministic: self.deterministic,
+                    sync_batch_norm: self.batch_norm != Some(BatchNormArg::Local),
                 })
             }
             StrategyArg::Ps => {
@@ -296,6 +312,7 @@ impl ParallelArgs {
                     (self.no_overlap, "no-overlap"),
                     (self.accumulate.is_some(), "accumulate"),
                     (self.deterministic, "deterministic"),
+                    (self.batch_norm.is_some(), "batch-norm"),
                 ] {
                     if given {
                         return Err(invalid(flag, "applies to --strategy allreduce"));

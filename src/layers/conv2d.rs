@@ -222,13 +222,9 @@ impl Layer for Conv2d {
 
     fn params(&self) -> Vec<ParamSpec> {
         let fan_in = self.fan_in();
-        let mut v = vec![ParamSpec {
-            name: "weight",
-            shape: vec![self.cfg.out_channels, self.geom.c, self.geom.kh, self.geom.kw],
-            init: Init::KaimingUniform { fan_in },
-        }];
+        let mut v = vec![ParamSpec::param("weight", vec![self.cfg.out_channels, self.geom.c, self.geom.kh, self.geom.kw], Init::KaimingUniform { fan_in })];
         if self.cfg.bias {
-            v.push(ParamSpec { name: "bias", shape: vec![self.cfg.out_channels], init: Init::UniformFanIn { fan_in } });
+            v.push(ParamSpec::param("bias", vec![self.cfg.out_channels], Init::UniformFanIn { fan_in }));
         }
         v
     }

@@ -71,8 +71,22 @@ pub fn check_layer(layer: &mut dyn Layer, ctx: &Ctx, x: &Tensor, p: &[f32], tol:
         xp.data_mut()[i] = orig;
         worst = worst.max(compare("dx", i, dx.data()[i], (lp - lm) / (2.0 * h), &tol)?);
     }
+    // Buffers (running statistics) are inputs of evaluation, not parameters: no gradient, and
+    // `backward` must leave their `dp` alone.
+    let mut buffer = vec![false; p.len()];
+    let mut off = 0;
+    for spec in layer.params() {
+        buffer[off..off + spec.len()].fill(spec.buffer);
+        off += spec.len();
+    }
     let mut pp = p.to_vec();
     for i in 0..p.len() {
+        if buffer[i] {
+            if dp[i] != 0.5 {
+                return Err(format!("dp[{i}] of a buffer changed to {}", dp[i]));
+            }
+            continue;
+        }
         let orig = pp[i];
         pp[i] = orig + tol.eps;
         let lp = objective(layer, ctx, &pp, x, &r);

@@ -47,9 +47,9 @@ impl Layer for Linear {
 
     fn params(&self) -> Vec<ParamSpec> {
         let fan_in = self.in_features;
-        let mut v = vec![ParamSpec { name: "weight", shape: vec![self.cfg.out_features, fan_in], init: Init::KaimingUniform { fan_in } }];
+        let mut v = vec![ParamSpec::param("weight", vec![self.cfg.out_features, fan_in], Init::KaimingUniform { fan_in })];
         if self.cfg.bias {
-            v.push(ParamSpec { name: "bias", shape: vec![self.cfg.out_features], init: Init::UniformFanIn { fan_in } });
+            v.push(ParamSpec::param("bias", vec![self.cfg.out_features], Init::UniformFanIn { fan_in }));
         }
         v
     }

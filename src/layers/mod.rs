@@ -13,15 +13,18 @@
 
 pub mod activation;
 pub mod avg_pool;
+pub mod batch_norm;
 pub mod conv2d;
 pub mod dropout;
 pub mod flatten;
 pub mod geometry;
 pub mod gradcheck;
+pub mod join;
 pub mod linear;
 pub mod lrn;
 pub mod max_pool;
 pub mod relu;
+pub mod scale;
 pub mod softmax_xent;
 
 use crate::tensor::init::Init;
@@ -60,8 +63,16 @@ pub enum Mode {
     Eval,
 }
 
+/// Sums small per-channel vectors over the data-parallel workers that share a batch: how
+/// SyncBatchNorm sees the global batch. Every worker calls it in the same order (layer order in
+/// forward, the reverse in backward) with the same lengths.
+pub trait StatSync: Sync {
+    /// Replaces `buf` by its element-wise sum over the workers.
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), String>;
+}
+
 /// What a layer may need to know about the step besides its input.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     /// Train or eval.
     pub mode: Mode,
@@ -77,12 +88,29 @@ pub struct Ctx<'a> {
     /// is keyed on it, so every parallel strategy draws the same dropout mask for a sample.
     /// Empty means "use the position in the batch".
     pub sample_ids: &'a [u64],
+    /// The workers whose shards together form the batch, for batch statistics over all of them
+    /// (SyncBatchNorm); `None`: this batch alone.
+    pub sync: Option<&'a dyn StatSync>,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("mode", &self.mode)
+            .field("threads", &self.threads)
+            .field("seed", &self.seed)
+            .field("step", &self.step)
+            .field("layer", &self.layer)
+            .field("samples", &self.sample_ids.len())
+            .field("sync", &self.sync.is_some())
+            .finish()
+    }
 }
 
 impl Ctx<'_> {
     /// A context for tests and single calls: given mode, one thread, seed 0, step 0.
     pub fn simple(mode: Mode) -> Ctx<'static> {
-        Ctx { mode, threads: 1, seed: 0, step: 0, layer: 0, sample_ids: &[] }
+        Ctx { mode, threads: 1, seed: 0, step: 0, layer: 0, sample_ids: &[], sync: None }
     }
 
     /// Global id of batch row `i`.
@@ -100,9 +128,22 @@ pub struct ParamSpec {
     pub shape: Vec<usize>,
     /// PyTorch-default initialiser.
     pub init: Init,
+    /// A buffer (PyTorch's term: BatchNorm's running statistics), not a parameter: it lives in
+    /// the flat buffer and in checkpoints like a parameter, but gets no gradient, the optimizer
+    /// never changes it, and the layer itself writes it (`Layer::commit_buffers`).
+    pub buffer: bool,
 }
 
 impl ParamSpec {
+    /// A trainable parameter.
+    pub fn param(name: &'static str, shape: Vec<usize>, init: Init) -> ParamSpec {
+        ParamSpec { name, shape, init, buffer: false }
+    }
+    /// A buffer (see `buffer`).
+    pub fn buffer(name: &'static str, shape: Vec<usize>, init: Init) -> ParamSpec {
+        ParamSpec { name, shape, init, buffer: true }
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
@@ -152,6 +193,11 @@ pub trait Layer: Send {
     fn flops_per_sample(&self) -> u64 {
         0
     }
+
+    /// Writes the buffers that training forwards have computed since the last call (BatchNorm's
+    /// running statistics) into `p`, this layer's slice of the flat buffer. The strategies call
+    /// it through `Net::commit_buffers` after each step; a layer without buffers does nothing.
+    fn commit_buffers(&mut self, _p: &mut [f32]) {}
 }
 
 /// Checks that `x` is (N, sample...) and returns N.

@@ -272,6 +272,7 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 let out: usize = num(&p, "num_output", origin)?.ok_or_else(|| format!("{origin}:{line}: Convolution '{lname}' needs num_output"))?;
                 layers.push(LayerSpec::Conv2d {
                     name: lname.clone(),
+                    input: None,
                     out_channels: out,
                     kernel: pair(&p, "kernel_size", "kernel", 0, origin)?,
                     stride: pair(&p, "stride", "stride", 1, origin)?,
@@ -287,8 +288,8 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 p.only(&["pool", "kernel_size", "kernel_h", "kernel_w", "stride", "stride_h", "stride_w", "pad", "pad_h", "pad_w", "engine"], origin, &format!("pooling_param of '{lname}'"))?;
                 let (kernel, stride, padding) = (pair(&p, "kernel_size", "kernel", 0, origin)?, Some(pair(&p, "stride", "stride", 1, origin)?), pair(&p, "pad", "pad", 0, origin)?);
                 layers.push(match p.scalar("pool").map_or("MAX", |s| s.0) {
-                    "MAX" => LayerSpec::MaxPool2d { name: lname.clone(), kernel, stride, padding, ceil_mode: true },
-                    "AVE" => LayerSpec::AvgPool2d { name: lname.clone(), kernel, stride, padding, ceil_mode: true },
+                    "MAX" => LayerSpec::MaxPool2d { name: lname.clone(), input: None, kernel, stride, padding, ceil_mode: true },
+                    "AVE" => LayerSpec::AvgPool2d { name: lname.clone(), input: None, kernel, stride, padding, ceil_mode: true },
                     other => return err(origin, line, format!("pool: {other} is not supported; hint: MAX or AVE")),
                 });
             }
@@ -301,14 +302,14 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 }
                 let out: usize = num(&p, "num_output", origin)?.ok_or_else(|| format!("{origin}:{line}: InnerProduct '{lname}' needs num_output"))?;
                 classes = Some(out);
-                layers.push(LayerSpec::Linear { name: lname.clone(), out_features: out, bias: p.scalar("bias_term").is_none_or(|b| b.0 == "true") });
+                layers.push(LayerSpec::Linear { name: lname.clone(), input: None, out_features: out, bias: p.scalar("bias_term").is_none_or(|b| b.0 == "true") });
             }
             "ReLU" => {
                 l.only(&known(&["relu_param"]), origin, &format!("layer '{lname}'"))?;
                 if num::<f32>(&param("relu_param"), "negative_slope", origin)?.is_some_and(|s| s != 0.0) {
                     return err(origin, line, "ReLU with a negative_slope (leaky) is not supported yet");
                 }
-                layers.push(LayerSpec::Relu { name: lname.clone() });
+                layers.push(LayerSpec::Relu { name: lname.clone(), input: None });
             }
             "LRN" => {
                 l.only(&known(&["lrn_param"]), origin, &format!("layer '{lname}'"))?;
@@ -318,6 +319,7 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 }
                 layers.push(LayerSpec::Lrn {
                     name: lname.clone(),
+                    input: None,
                     size: num(&p, "local_size", origin)?.unwrap_or(5),
                     alpha: num(&p, "alpha", origin)?.unwrap_or(1.0),
                     beta: num(&p, "beta", origin)?.unwrap_or(0.75),
@@ -326,11 +328,11 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
             }
             "Dropout" => {
                 l.only(&known(&["dropout_param"]), origin, &format!("layer '{lname}'"))?;
-                layers.push(LayerSpec::Dropout { name: lname.clone(), p: num(&param("dropout_param"), "dropout_ratio", origin)?.unwrap_or(0.5) });
+                layers.push(LayerSpec::Dropout { name: lname.clone(), input: None, p: num(&param("dropout_param"), "dropout_ratio", origin)?.unwrap_or(0.5) });
             }
-            "Flatten" => layers.push(LayerSpec::Flatten { name: lname.clone() }),
-            "Sigmoid" => layers.push(LayerSpec::Sigmoid { name: lname.clone() }),
-            "TanH" => layers.push(LayerSpec::Tanh { name: lname.clone() }),
+            "Flatten" => layers.push(LayerSpec::Flatten { name: lname.clone(), input: None }),
+            "Sigmoid" => layers.push(LayerSpec::Sigmoid { name: lname.clone(), input: None }),
+            "TanH" => layers.push(LayerSpec::Tanh { name: lname.clone(), input: None }),
             "Softmax" | "SoftmaxWithLoss" => ended = true,
             "Accuracy" => {}
             other => {

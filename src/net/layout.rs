@@ -18,6 +18,9 @@ pub struct ParamEntry {
     pub offset: usize,
     /// Index of the owning layer in the net.
     pub layer: usize,
+    /// A buffer (BatchNorm's running statistics): saved and gathered like a parameter, but
+    /// never given a gradient or changed by the optimizer.
+    pub buffer: bool,
 }
 
 impl ParamEntry {
@@ -50,13 +53,35 @@ impl ParamLayout {
         for (li, (lname, params)) in layers.into_iter().enumerate() {
             let start = layout.total;
             for (pname, shape) in params {
-                let e = ParamEntry { name: format!("{lname}.{pname}"), shape, offset: layout.total, layer: li };
+                let e = ParamEntry { name: format!("{lname}.{pname}"), shape, offset: layout.total, layer: li, buffer: false };
                 layout.total += e.len();
                 layout.entries.push(e);
             }
             layout.layer_ranges.push(start..layout.total);
         }
         layout
+    }
+
+    /// Marks the entry `name` as a buffer (see `ParamEntry::buffer`).
+    pub fn mark_buffer(&mut self, name: &str) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.name == name) {
+            e.buffer = true;
+        }
+    }
+
+    /// The ranges of the buffers, in order (what optimizers must leave alone).
+    pub fn buffer_ranges(&self) -> Vec<Range<usize>> {
+        self.entries.iter().filter(|e| e.buffer).map(|e| e.range()).collect()
+    }
+
+    /// The buffers' ranges inside `within`, relative to `within.start` (for an optimizer over
+    /// that part of the buffer only).
+    pub fn buffer_ranges_in(&self, within: &Range<usize>) -> Vec<Range<usize>> {
+        self.buffer_ranges()
+            .into_iter()
+            .filter(|b| b.start < within.end && b.end > within.start)
+            .map(|b| b.start.max(within.start) - within.start..b.end.min(within.end) - within.start)
+            .collect()
     }
 
     /// Total number of parameters (length of the flat buffers).

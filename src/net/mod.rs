@@ -1,6 +1,11 @@
 //! `Net`: an ordered list of named layers with shapes inferred and validated when it is built,
 //! the `ParamLayout` of its flat parameter buffer, and the activation buffers of one batch.
 //!
+//! A layer reads the previous layer's output unless its spec names others (`input`, or `inputs`
+//! for Add and Concat): the net is then a DAG in topological order (inputs come before the
+//! layer). Backward runs the layers in reverse; the gradient of an output read by several layers
+//! is the sum of what each gives back (the first writes it, the others add).
+//!
 //! The net does not own parameters or gradients: callers (the trainer, each parallel worker)
 //! own the flat buffers and pass them in, so strategies can slice, reduce and checkpoint them.
 //! The loss head is softmax + cross-entropy (fused, numerically stable).
@@ -9,11 +14,12 @@ pub mod caffe;
 pub mod layout;
 pub mod spec;
 
+use crate::layers::join::Join;
 use crate::layers::softmax_xent::{correct_topk, SoftmaxCrossEntropy};
 use crate::layers::{Ctx, Layer, LayerError};
 use crate::tensor::{rng::Rng, Tensor};
 pub use layout::{ParamEntry, ParamLayout};
-pub use spec::{LayerSpec, ModelSpec, SpecError};
+pub use spec::{LayerSpec, ModelSpec, SpecError, INPUT};
 use std::ops::Range;
 use thiserror::Error;
 
@@ -63,11 +69,40 @@ impl BatchStats {
     }
 }
 
+/// A layer of a net: one input, or several (Add, Concat).
+pub enum Node {
+    /// A layer of one input.
+    One(Box<dyn Layer>),
+    /// A layer of several inputs.
+    Join(Box<dyn Join>),
+}
+
+impl Node {
+    fn out_shape(&self) -> Vec<usize> {
+        match self {
+            Node::One(l) => l.out_shape(),
+            Node::Join(j) => j.out_shape(),
+        }
+    }
+    fn params(&self) -> Vec<crate::layers::ParamSpec> {
+        match self {
+            Node::One(l) => l.params(),
+            Node::Join(_) => Vec::new(),
+        }
+    }
+}
+
 /// A built network: layers, names, parameter layout and reusable activation buffers.
 pub struct Net {
     spec: ModelSpec,
     names: Vec<String>,
-    layers: Vec<Box<dyn Layer>>,
+    layers: Vec<Node>,
+    /// The inputs of each layer: an earlier layer, or `None` for the net's input.
+    srcs: Vec<Vec<Option<usize>>>,
+    /// Whether each gradient of `dacts` has been written in the current backward.
+    written: Vec<bool>,
+    /// Gradient of an output that a second reader adds to the first's.
+    dscratch: Tensor,
     layout: ParamLayout,
     /// acts[i]: output of layer i, (N, out_i...).
     acts: Vec<Tensor>,
@@ -104,36 +139,53 @@ impl Net {
         if spec.layers.is_empty() {
             return Err(spec_err("has no layers; hint: add [[layer]] tables".into()));
         }
-        let mut shape = spec.input.clone();
+        let srcs = spec.sources().map_err(spec_err)?;
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(spec.layers.len());
         let mut layers = Vec::with_capacity(spec.layers.len());
         let mut names: Vec<String> = Vec::with_capacity(spec.layers.len());
         for (index, ls) in spec.layers.iter().enumerate() {
             let name = ls.name().to_string();
-            if name.is_empty() || name.contains(['.', '/', ' ']) {
-                return Err(spec_err(format!("layer #{index} has invalid name '{name}'; hint: use letters, digits, '_' or '-'")));
+            if name.is_empty() || name.contains(['.', '/', ' ']) || name == INPUT {
+                return Err(spec_err(format!("layer #{index} has invalid name '{name}'; hint: use letters, digits, '_' or '-' (and not \"{INPUT}\")")));
             }
             if names.contains(&name) {
                 return Err(spec_err(format!("two layers are named '{name}'; hint: names must be unique")));
             }
-            let layer = ls.build(&shape).map_err(|source| NetError::Layer { layer: name.clone(), index, source })?;
-            shape = layer.out_shape();
+            let in_shapes: Vec<Vec<usize>> = srcs[index].iter().map(|s| s.map_or_else(|| spec.input.clone(), |j| shapes[j].clone())).collect();
+            let layer = ls.build_node(&in_shapes).map_err(|source| NetError::Layer { layer: name.clone(), index, source })?;
+            shapes.push(layer.out_shape());
             layers.push(layer);
             names.push(name);
         }
-        if classes && shape != [spec.classes] {
+        // Every output but the last must be read (an unread branch gets no gradient: a mistake).
+        let n = layers.len();
+        for (j, name) in names.iter().enumerate().take(n - 1) {
+            if !srcs.iter().any(|s| s.contains(&Some(j))) {
+                return Err(spec_err(format!("the output of layer '{name}' is read by no layer; hint: name it in a later layer's `input`/`inputs`, or remove it")));
+            }
+        }
+        let shape = &shapes[n - 1];
+        if classes && *shape != [spec.classes] {
             return Err(spec_err(format!(
                 "the last layer outputs per-sample shape {shape:?} but classes = {}; hint: end with a linear layer of out_features = {}",
                 spec.classes, spec.classes
             )));
         }
-        let layout = ParamLayout::new(
+        let mut layout = ParamLayout::new(
             layers.iter().zip(&names).map(|(l, n)| (n.as_str(), l.params().into_iter().map(|p| (p.name, p.shape)).collect())),
         );
-        let n = layers.len();
+        for (l, n) in layers.iter().zip(&names) {
+            for p in l.params().iter().filter(|p| p.buffer) {
+                layout.mark_buffer(&format!("{n}.{}", p.name));
+            }
+        }
         Ok(Net {
             spec: spec.clone(),
             names,
             layers,
+            srcs,
+            written: vec![false; n],
+            dscratch: Tensor::default(),
             layout,
             acts: vec![Tensor::default(); n],
             dacts: vec![Tensor::default(); n],
@@ -170,7 +222,28 @@ impl Net {
 
     /// Forward multiply–adds per sample, per layer.
     pub fn flops_per_sample(&self) -> Vec<u64> {
-        self.layers.iter().map(|l| l.flops_per_sample()).collect()
+        self.layers.iter().map(|l| if let Node::One(l) = l { l.flops_per_sample() } else { 0 }).collect()
+    }
+
+    /// The inputs of layer `i` (an earlier layer, or `None` for the net's input).
+    pub fn sources(&self, i: usize) -> &[Option<usize>] {
+        &self.srcs[i]
+    }
+
+    /// True when the net has buffers (BatchNorm's running statistics).
+    pub fn has_buffers(&self) -> bool {
+        self.layout.entries().iter().any(|e| e.buffer)
+    }
+
+    /// Writes the buffers computed by training forwards since the last call (BatchNorm's running
+    /// statistics) into `params`, a flat buffer of this net's layout. Every strategy calls it
+    /// after its update; the optimizers leave buffers alone, so the time of the call is free.
+    pub fn commit_buffers(&mut self, params: &mut [f32]) {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            if let Node::One(l) = l {
+                l.commit_buffers(&mut params[self.layout.layer_range(i)]);
+            }
+        }
     }
 
     /// Fresh parameters from the layers' PyTorch-default initialisers, drawn in layout order.
@@ -202,12 +275,21 @@ impl Net {
         let (first, end) = (range.start, range.end);
         for i in range {
             let (done, rest) = self.acts.split_at_mut(i);
-            let input = if i == first { x } else { &done[i - 1] };
-            let r = self.layout.layer_range(i);
+            // An input before the range is the range's input `x` (a stage's cut is checked to
+            // cross one edge only).
+            let pick = |s: &Option<usize>| match s {
+                Some(j) if *j >= first => &done[*j],
+                _ => x,
+            };
             let lctx = Ctx { layer: self.first_layer + i, ..*ctx };
-            self.layers[i]
-                .forward(&lctx, params.params(i, r), input, &mut rest[0])
-                .map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
+            let r = match &mut self.layers[i] {
+                Node::One(l) => l.forward(&lctx, params.params(i, self.layout.layer_range(i)), pick(&self.srcs[i][0]), &mut rest[0]),
+                Node::Join(j) => {
+                    let xs: Vec<&Tensor> = self.srcs[i].iter().map(pick).collect();
+                    j.forward(&xs, &mut rest[0])
+                }
+            };
+            r.map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
         }
         Ok(&self.acts[end - 1])
     }
@@ -230,27 +312,59 @@ impl Net {
     /// `loss_forward_backward` has set. With `input_grad`, returns the gradient of `x`.
     pub fn backward_layers<G: GradSink + ?Sized>(&mut self, ctx: &Ctx, sink: &mut G, range: Range<usize>, x: &Tensor, dy: Option<&Tensor>, input_grad: bool) -> Result<Option<&Tensor>, NetError> {
         let (first, end) = (range.start, range.end);
+        let Net { layers, srcs, acts, dacts, dinput, dscratch, written, layout, names, first_layer, .. } = self;
         if let Some(dy) = dy {
-            self.dacts[end - 1].resize(dy.shape());
-            self.dacts[end - 1].data_mut().copy_from_slice(dy.data());
+            dacts[end - 1].resize(dy.shape());
+            dacts[end - 1].data_mut().copy_from_slice(dy.data());
         }
+        written[first..end].fill(false);
+        written[end - 1] = true;
+        let mut input_written = false;
         for i in range.rev() {
-            let r = self.layout.layer_range(i);
-            let lctx = Ctx { layer: self.first_layer + i, ..*ctx };
-            let (dprev, dcur) = self.dacts.split_at_mut(i);
-            let input = if i == first { x } else { &self.acts[i - 1] };
-            let dx = match (i == first, input_grad) {
-                (true, false) => None,
-                (true, true) => Some(&mut self.dinput),
-                (false, _) => Some(&mut dprev[i - 1]),
+            let lctx = Ctx { layer: *first_layer + i, ..*ctx };
+            let (dprev, dcur) = dacts.split_at_mut(i);
+            if !written[i] {
+                // Read only by layers outside the range: no gradient flows back through it.
+                dcur[0].resize(acts[i].shape());
+                dcur[0].fill(0.0);
+            }
+            let dy = &dcur[0];
+            let (wprev, _) = written.split_at_mut(i);
+            let err = |source| NetError::Layer { layer: names[i].clone(), index: i, source };
+            let input_of = |s: Option<usize>| match s {
+                Some(j) if j >= first => &acts[j],
+                _ => x,
             };
-            let (p, g) = sink.layer(i, r);
-            self.layers[i]
-                .backward(&lctx, p, g, input, &self.acts[i], &dcur[0], dx)
-                .map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
+            match &mut layers[i] {
+                Node::One(l) => {
+                    let s = srcs[i][0];
+                    let (p, g) = sink.layer(i, layout.layer_range(i));
+                    let (input, y) = (input_of(s), &acts[i]);
+                    match grad_slot(s, first, input_grad, dprev, wprev, dinput, &mut input_written) {
+                        None => l.backward(&lctx, p, g, input, y, dy, None).map_err(err)?,
+                        Some((t, w)) if !*w => {
+                            l.backward(&lctx, p, g, input, y, dy, Some(t)).map_err(err)?;
+                            *w = true;
+                        }
+                        Some((t, _)) => {
+                            l.backward(&lctx, p, g, input, y, dy, Some(dscratch)).map_err(err)?;
+                            t.data_mut().iter_mut().zip(dscratch.data()).for_each(|(a, &b)| *a += b);
+                        }
+                    }
+                }
+                Node::Join(jn) => {
+                    for (k, &s) in srcs[i].iter().enumerate() {
+                        let shape = input_of(s).shape();
+                        if let Some((t, w)) = grad_slot(s, first, input_grad, dprev, wprev, dinput, &mut input_written) {
+                            jn.backward_input(k, shape, dy, t, *w);
+                            *w = true;
+                        }
+                    }
+                }
+            }
             sink.done(i);
         }
-        Ok(input_grad.then_some(&self.dinput))
+        Ok(input_grad.then_some(&*dinput))
     }
 
     /// Per-sample output shape of layer `i`.
@@ -286,6 +400,25 @@ impl Net {
         let stats = self.loss_forward_backward(labels, denom)?;
         self.backward_layers(ctx, sink, all, x, None, false)?;
         Ok(stats)
+    }
+}
+
+/// Where the gradient of an input `s` of a layer goes in a backward over layers `first..`: the
+/// gradient of an earlier layer of the range, or (when asked) of the range's input; with whether
+/// it has been written in this pass (a second reader then adds to it).
+fn grad_slot<'a>(
+    s: Option<usize>,
+    first: usize,
+    input_grad: bool,
+    dprev: &'a mut [Tensor],
+    wprev: &'a mut [bool],
+    dinput: &'a mut Tensor,
+    input_written: &'a mut bool,
+) -> Option<(&'a mut Tensor, &'a mut bool)> {
+    match s {
+        Some(j) if j >= first => Some((&mut dprev[j], &mut wprev[j])),
+        _ if input_grad => Some((dinput, input_written)),
+        _ => None,
     }
 }
 

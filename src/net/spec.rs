@@ -15,9 +15,13 @@
 //! Input shapes are inferred layer by layer (no `in_channels`/`in_features`), so a spec cannot
 //! disagree with itself; a layer that does not fit its input is an error naming it.
 
+use super::Node;
 use crate::layers::{
     activation::{Activation, Kind as ActKind},
     avg_pool::AvgPool2d,
+    batch_norm::{BatchNorm, BatchNormConfig},
+    join::{Add, Concat},
+    scale::{PadChannels, Scale},
     conv2d::{Conv2d, Conv2dConfig},
     dropout::Dropout,
     flatten::Flatten,
@@ -73,6 +77,12 @@ fn lrn_beta() -> f32 {
 fn lrn_k() -> f32 {
     1.0
 }
+fn bn_eps() -> f32 {
+    1e-5
+}
+fn bn_momentum() -> f32 {
+    0.1
+}
 
 /// One layer of a model spec; `type` selects the variant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,6 +92,9 @@ pub enum LayerSpec {
     Conv2d {
         /// Layer name.
         name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
         /// Output channels.
         out_channels: usize,
         /// Kernel size.
@@ -106,6 +119,9 @@ pub enum LayerSpec {
     MaxPool2d {
         /// Layer name.
         name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
         /// Window size.
         kernel: Pair,
         /// Stride (default: the kernel size, as PyTorch).
@@ -121,6 +137,9 @@ pub enum LayerSpec {
     AvgPool2d {
         /// Layer name.
         name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
         /// Window size.
         kernel: Pair,
         /// Stride (default: the kernel size).
@@ -136,36 +155,57 @@ pub enum LayerSpec {
     Relu {
         /// Layer name.
         name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
     },
     /// Logistic sigmoid.
     Sigmoid {
         /// Layer name.
         name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
     },
     /// Hyperbolic tangent.
     Tanh {
         /// Layer name.
         name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
     },
     /// Softmax over each sample's values (the loss head has its own; this is for inside a net).
     Softmax {
         /// Layer name.
         name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
     },
     /// Global average pooling: (C, H, W) → (C, 1, 1) (PyTorch `AdaptiveAvgPool2d(1)`).
     GlobalAvgPool {
         /// Layer name.
         name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
     },
     /// Flatten (N, C, H, W) to (N, C·H·W).
     Flatten {
         /// Layer name.
         name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
     },
     /// Fully connected layer (PyTorch `nn.Linear`; flattens its input like Caffe's InnerProduct).
     Linear {
         /// Layer name.
         name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
         /// Output features.
         out_features: usize,
         /// Learn a bias (default true).
@@ -176,6 +216,9 @@ pub enum LayerSpec {
     Dropout {
         /// Layer name.
         name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
         /// Drop probability.
         p: f32,
     },
@@ -183,6 +226,9 @@ pub enum LayerSpec {
     Lrn {
         /// Layer name.
         name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
         /// Channels in the window (odd), default 5.
         #[serde(default = "lrn_size")]
         size: usize,
@@ -196,6 +242,62 @@ pub enum LayerSpec {
         #[serde(default = "lrn_k")]
         k: f32,
     },
+    /// Batch normalisation (PyTorch `nn.BatchNorm2d`/`BatchNorm1d`; under data parallelism
+    /// the statistics are those of the global batch unless `--batch-norm local`).
+    BatchNorm {
+        /// Layer name.
+        name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+        /// Added to the variance, default 1e-5.
+        #[serde(default = "bn_eps")]
+        eps: f32,
+        /// Weight of a new batch in the running statistics, default 0.1.
+        #[serde(default = "bn_momentum")]
+        momentum: f32,
+        /// Learn a per-channel scale and shift, default true.
+        #[serde(default = "yes")]
+        affine: bool,
+    },
+    /// Per-channel scale (and shift): Caffe's Scale layer.
+    Scale {
+        /// Layer name.
+        name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+        /// Learn a shift too, default true.
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    /// Subsample by `stride` and pad channels with zeros to `out_channels` (ResNet option A shortcut).
+    PadChannels {
+        /// Layer name.
+        name: String,
+        /// The layer it reads: an earlier layer's name or "input" (default: the previous layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+        /// Output channels (≥ the input's).
+        out_channels: usize,
+        /// Subsampling stride, default 1.
+        #[serde(default = "one_usize")]
+        stride: usize,
+    },
+    /// Element-wise sum of the outputs of `inputs` (a residual connection).
+    Add {
+        /// Layer name.
+        name: String,
+        /// The layers it adds (earlier layers' names, or "input").
+        inputs: Vec<String>,
+    },
+    /// Concatenation of the outputs of `inputs` along channels.
+    Concat {
+        /// Layer name.
+        name: String,
+        /// The layers it joins, in channel order.
+        inputs: Vec<String>,
+    },
 }
 
 impl LayerSpec {
@@ -205,27 +307,115 @@ impl LayerSpec {
             LayerSpec::Conv2d { name, .. }
             | LayerSpec::MaxPool2d { name, .. }
             | LayerSpec::AvgPool2d { name, .. }
-            | LayerSpec::Relu { name }
-            | LayerSpec::Sigmoid { name }
-            | LayerSpec::Tanh { name }
-            | LayerSpec::Softmax { name }
-            | LayerSpec::GlobalAvgPool { name }
-            | LayerSpec::Flatten { name }
+            | LayerSpec::Relu { name, .. }
+            | LayerSpec::Sigmoid { name, .. }
+            | LayerSpec::Tanh { name, .. }
+            | LayerSpec::Softmax { name, .. }
+            | LayerSpec::GlobalAvgPool { name, .. }
+            | LayerSpec::Flatten { name, .. }
             | LayerSpec::Linear { name, .. }
             | LayerSpec::Dropout { name, .. }
-            | LayerSpec::Lrn { name, .. } => name,
+            | LayerSpec::Lrn { name, .. }
+            | LayerSpec::BatchNorm { name, .. }
+            | LayerSpec::Scale { name, .. }
+            | LayerSpec::PadChannels { name, .. }
+            | LayerSpec::Add { name, .. }
+            | LayerSpec::Concat { name, .. } => name,
         }
+    }
+
+    /// The `input` field of a single-input layer (`None` for the joins, which have `inputs`).
+    fn input_field(&mut self) -> Option<&mut Option<String>> {
+        match self {
+            LayerSpec::Conv2d { input, .. }
+            | LayerSpec::MaxPool2d { input, .. }
+            | LayerSpec::AvgPool2d { input, .. }
+            | LayerSpec::Relu { input, .. }
+            | LayerSpec::Sigmoid { input, .. }
+            | LayerSpec::Tanh { input, .. }
+            | LayerSpec::Softmax { input, .. }
+            | LayerSpec::GlobalAvgPool { input, .. }
+            | LayerSpec::Flatten { input, .. }
+            | LayerSpec::Linear { input, .. }
+            | LayerSpec::Dropout { input, .. }
+            | LayerSpec::Lrn { input, .. }
+            | LayerSpec::BatchNorm { input, .. }
+            | LayerSpec::Scale { input, .. }
+            | LayerSpec::PadChannels { input, .. } => Some(input),
+            LayerSpec::Add { .. } | LayerSpec::Concat { .. } => None,
+        }
+    }
+
+    /// The layers it reads by name ("input" is the net's input); empty: the previous layer.
+    pub fn inputs(&self) -> Vec<&str> {
+        match self {
+            LayerSpec::Add { inputs, .. } | LayerSpec::Concat { inputs, .. } => inputs.iter().map(String::as_str).collect(),
+            LayerSpec::Conv2d { input, .. }
+            | LayerSpec::MaxPool2d { input, .. }
+            | LayerSpec::AvgPool2d { input, .. }
+            | LayerSpec::Relu { input, .. }
+            | LayerSpec::Sigmoid { input, .. }
+            | LayerSpec::Tanh { input, .. }
+            | LayerSpec::Softmax { input, .. }
+            | LayerSpec::GlobalAvgPool { input, .. }
+            | LayerSpec::Flatten { input, .. }
+            | LayerSpec::Linear { input, .. }
+            | LayerSpec::Dropout { input, .. }
+            | LayerSpec::Lrn { input, .. }
+            | LayerSpec::BatchNorm { input, .. }
+            | LayerSpec::Scale { input, .. }
+            | LayerSpec::PadChannels { input, .. } => input.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// Renames the inputs it reads through `f` (when a model is cut into segments).
+    pub fn map_inputs(&mut self, f: &mut dyn FnMut(&str) -> Option<String>) {
+        match self {
+            LayerSpec::Add { inputs, .. } | LayerSpec::Concat { inputs, .. } => {
+                for i in inputs.iter_mut() {
+                    if let Some(n) = f(i) {
+                        *i = n;
+                    }
+                }
+            }
+            _ => {
+                if let Some(Some(i)) = self.input_field() {
+                    if let Some(n) = f(i) {
+                        *i = n;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One layer from the TOML of its table (tests, tools).
+    pub fn from_toml_fragment(text: &str) -> Result<LayerSpec, SpecError> {
+        toml::from_str(text).map_err(|e| SpecError::Parse { origin: "layer".into(), msg: e.to_string() })
+    }
+
+    /// True for layers of several inputs (Add, Concat).
+    pub fn is_join(&self) -> bool {
+        matches!(self, LayerSpec::Add { .. } | LayerSpec::Concat { .. })
     }
 
     /// Builds the layer for a per-sample input shape, validating the configuration against it.
     pub fn build(&self, in_shape: &[usize]) -> Result<Box<dyn Layer>, LayerError> {
+        match self.build_node(&[in_shape.to_vec()])? {
+            Node::One(l) => Ok(l),
+            Node::Join(j) => Err(LayerError::Config { op: j.kind(), msg: "has several inputs; hint: build it with build_node".into() }),
+        }
+    }
+
+    /// Builds the layer for the per-sample shapes of its inputs (one, but for Add and Concat).
+    pub fn build_node(&self, in_shapes: &[Vec<usize>]) -> Result<Node, LayerError> {
+        let in_shape: &[usize] = if self.is_join() { &[] } else { &in_shapes[0] };
         let pool = |kernel: &Pair, stride: &Option<Pair>, padding: &Pair, ceil_mode: bool| PoolConfig {
             kernel: kernel.hw(),
             stride: stride.unwrap_or(*kernel).hw(),
             padding: padding.hw(),
             ceil_mode,
         };
-        Ok(match self {
+        let one: Box<dyn Layer> = match self {
             LayerSpec::Conv2d { out_channels, kernel, stride, padding, dilation, groups, bias, .. } => {
                 let cfg = Conv2dConfig {
                     out_channels: *out_channels,
@@ -257,7 +447,15 @@ impl LayerSpec {
             LayerSpec::Lrn { size, alpha, beta, k, .. } => {
                 Box::new(Lrn::new(LrnConfig { size: *size, alpha: *alpha, beta: *beta, k: *k }, in_shape)?)
             }
-        })
+            LayerSpec::BatchNorm { eps, momentum, affine, .. } => {
+                Box::new(BatchNorm::new(BatchNormConfig { eps: *eps, momentum: *momentum, affine: *affine }, in_shape)?)
+            }
+            LayerSpec::Scale { bias, .. } => Box::new(Scale::new(*bias, in_shape)?),
+            LayerSpec::PadChannels { out_channels, stride, .. } => Box::new(PadChannels::new(*out_channels, *stride, in_shape)?),
+            LayerSpec::Add { .. } => return Ok(Node::Join(Box::new(Add::new(in_shapes)?))),
+            LayerSpec::Concat { .. } => return Ok(Node::Join(Box::new(Concat::new(in_shapes)?))),
+        };
+        Ok(Node::One(one))
     }
 }
 
@@ -276,8 +474,11 @@ pub struct ModelSpec {
     pub layers: Vec<LayerSpec>,
 }
 
+/// The name by which a layer reads the net's input (no layer may take it).
+pub const INPUT: &str = "input";
+
 /// Names of the built-in models.
-pub const ZOO: &[&str] = &["lenet", "lenet-caffe", "keras-mnist", "alexnet", "alexnet-cifar", "vgg11-cifar"];
+pub const ZOO: &[&str] = &["lenet", "lenet-caffe", "keras-mnist", "alexnet", "alexnet-cifar", "vgg11-cifar", "resnet20", "resnet20-b"];
 
 fn zoo_source(name: &str) -> Option<&'static str> {
     Some(match name {
@@ -287,6 +488,8 @@ fn zoo_source(name: &str) -> Option<&'static str> {
         "alexnet" => include_str!("models/alexnet.toml"),
         "alexnet-cifar" => include_str!("models/alexnet-cifar.toml"),
         "vgg11-cifar" => include_str!("models/vgg11-cifar.toml"),
+        "resnet20" => include_str!("models/resnet20.toml"),
+        "resnet20-b" => include_str!("models/resnet20-b.toml"),
         _ => return None,
     })
 }
@@ -319,6 +522,68 @@ pub enum SpecError {
 }
 
 impl ModelSpec {
+    /// The inputs of every layer: an earlier layer's index, or `None` for the net's input.
+    /// Errors name the layer and the input that is not an earlier layer.
+    pub fn sources(&self) -> Result<Vec<Vec<Option<usize>>>, String> {
+        let mut out = Vec::with_capacity(self.layers.len());
+        for (i, l) in self.layers.iter().enumerate() {
+            let names = l.inputs();
+            if names.is_empty() {
+                if l.is_join() {
+                    return Err(format!("layer '{}' ({}) lists no inputs; hint: inputs = [\"a\", \"b\"]", l.name(), i));
+                }
+                out.push(vec![i.checked_sub(1)]);
+                continue;
+            }
+            let mut srcs = Vec::with_capacity(names.len());
+            for n in names {
+                if n == INPUT {
+                    srcs.push(None);
+                    continue;
+                }
+                match self.layers[..i].iter().position(|e| e.name() == n) {
+                    Some(j) => srcs.push(Some(j)),
+                    None if self.layers[i..].iter().any(|e| e.name() == n) => {
+                        return Err(format!("layer '{}' reads '{n}', which comes after it; hint: list layers so that inputs come first", l.name()))
+                    }
+                    None => return Err(format!("layer '{}' reads '{n}', which is no layer; hint: use an earlier layer's name or \"{INPUT}\"", l.name())),
+                }
+            }
+            out.push(srcs);
+        }
+        Ok(out)
+    }
+
+    /// True when the model can be cut between layers `after` and `after + 1` (a pipeline stage
+    /// boundary, a model-parallel segment): the only edge across it is `after`'s output.
+    pub fn can_cut_after(&self, after: usize) -> bool {
+        let Ok(srcs) = self.sources() else { return false };
+        srcs.iter().skip(after + 1).all(|s| s.iter().all(|&j| j.is_some_and(|j| j >= after)))
+    }
+
+    /// Layers `range` as a model of their own, whose input (`input`, per-sample) is the output
+    /// of layer `range.start - 1`; `name` names it. Errors when an edge other than that one
+    /// crosses either end of the range.
+    pub fn slice(&self, range: std::ops::Range<usize>, input: Vec<usize>, name: String) -> Result<ModelSpec, String> {
+        let (first, end) = (range.start, range.end);
+        if first > 0 && !self.can_cut_after(first - 1) {
+            return Err(format!("cannot cut '{}' before layer '{}': a connection (a residual shortcut) crosses there; hint: cut where only one tensor passes, e.g. after a block's last layer", self.name, self.layers[first].name()));
+        }
+        if end < self.layers.len() && !self.can_cut_after(end - 1) {
+            return Err(format!("cannot cut '{}' after layer '{}': a connection (a residual shortcut) crosses there; hint: cut where only one tensor passes", self.name, self.layers[end - 1].name()));
+        }
+        let before = first.checked_sub(1).map(|j| self.layers[j].name().to_string());
+        let layers = self.layers[range]
+            .iter()
+            .map(|l| {
+                let mut l = l.clone();
+                l.map_inputs(&mut |n| (Some(n) == before.as_deref()).then(|| INPUT.to_string()));
+                l
+            })
+            .collect();
+        Ok(ModelSpec { name, input, classes: self.classes, layers })
+    }
+
     /// Parses a TOML model spec; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<ModelSpec, SpecError> {
         toml::from_str(text).map_err(|e| SpecError::Parse { origin: origin.to_string(), msg: e.to_string() })

@@ -139,4 +139,153 @@ fn zoo_models_build_with_their_reference_parameter_counts() {
     for name in crate::net::spec::ZOO {
         assert!(count(name) > 0, "{name}");
     }
+    // ResNet-20 as akamaster/pytorch_resnet_cifar10 builds it (the script in
+    // src/net/tests.rs's `resnet20_matches_pytorch` comment): 269,722 parameters with option A,
+    // 272,474 with option B; buffers 1,395 and 1,589 (running mean/var + num_batches_tracked).
+    for (name, params, buffers) in [("resnet20", 269_722, 1_395), ("resnet20-b", 272_474, 1_589)] {
+        let net = Net::build(&ModelSpec::resolve(name).unwrap()).unwrap();
+        let b: usize = net.layout().entries().iter().filter(|e| e.buffer).map(|e| e.len()).sum();
+        assert_eq!((net.layout().len() - b, b), (params, buffers), "{name}");
+    }
+}
+
+fn tiny_resnet() -> ModelSpec {
+    ModelSpec::from_toml(
+        r#"
+name = "tiny-res"
+input = [2, 4, 4]
+classes = 3
+[[layer]]
+name = "c1"
+type = "conv2d"
+out_channels = 4
+kernel = 3
+padding = 1
+[[layer]]
+name = "bn1"
+type = "batch_norm"
+[[layer]]
+name = "r1"
+type = "tanh"
+[[layer]]
+name = "c2"
+type = "conv2d"
+out_channels = 4
+kernel = 3
+padding = 1
+[[layer]]
+name = "bn2"
+type = "batch_norm"
+[[layer]]
+name = "add"
+type = "add"
+inputs = ["bn2", "r1"]
+[[layer]]
+name = "short"
+type = "pad_channels"
+input = "add"
+out_channels = 6
+stride = 2
+[[layer]]
+name = "side"
+type = "conv2d"
+input = "add"
+out_channels = 2
+kernel = 2
+stride = 2
+[[layer]]
+name = "cat"
+type = "concat"
+inputs = ["short", "side", "input_pool"]
+[[layer]]
+name = "input_pool"
+type = "avg_pool2d"
+input = "input"
+kernel = 2
+"#,
+        "test",
+    )
+    .unwrap()
+}
+
+/// Residual Add, Concat, a layer reading the net's input and an output read three times: the
+/// gradient of every parameter against f64 finite differences of the whole net's loss.
+#[test]
+fn dag_net_gradients_match_finite_differences() {
+    let mut spec = tiny_resnet();
+    // "cat" reads a later layer: an error naming both.
+    let e = Net::build(&spec).err().unwrap().to_string();
+    assert!(e.contains("'cat' reads 'input_pool', which comes after it"), "{e}");
+    let pool = spec.layers.pop().unwrap();
+    spec.layers.insert(6, pool);
+    spec.layers.push(LayerSpec::from_toml_fragment("name = \"tail\"\ntype = \"tanh\"").unwrap());
+    spec.layers.push(LayerSpec::from_toml_fragment("name = \"fc\"\ntype = \"linear\"\nout_features = 3").unwrap());
+    let mut net = Net::build(&spec).unwrap();
+    assert_eq!((net.sources(9), net.sources(6), net.sources(7)), (&[Some(7), Some(8), Some(6)][..], &[None][..], &[Some(5)][..]));
+    let params = net.init_params(3);
+    let x = crate::layers::gradcheck::random_tensor(&[3, 2, 4, 4], 9);
+    let labels = [0u32, 2, 1];
+    let ctx = Ctx::simple(Mode::Train);
+    let mut grads = vec![0.0f32; params.len()];
+    net.forward_backward(&ctx, &params, &mut grads, &x, &labels, 3).unwrap();
+    let buffers = net.layout().buffer_ranges();
+    let mut p = params.clone();
+    let eps = 1e-3f32;
+    for i in 0..p.len() {
+        if buffers.iter().any(|r| r.contains(&i)) {
+            assert_eq!(grads[i], 0.0, "buffer {i}");
+            continue;
+        }
+        let orig = p[i];
+        p[i] = orig + eps;
+        let lp = net.evaluate(&ctx, &p, &x, &labels).unwrap().loss_sum / 3.0;
+        p[i] = orig - eps;
+        let lm = net.evaluate(&ctx, &p, &x, &labels).unwrap().loss_sum / 3.0;
+        p[i] = orig;
+        let num = (lp - lm) / (2.0 * eps as f64);
+        let a = grads[i] as f64;
+        assert!((a - num).abs() <= 5e-4 + 5e-3 * a.abs().max(num.abs()), "param {i} ({:?}): analytic {a} numeric {num}", net.layout().entries().iter().find(|e| e.range().contains(&i)).map(|e| &e.name));
+    }
+}
+
+#[test]
+fn dag_specs_that_cannot_work_are_errors_naming_the_layer() {
+    let mut spec = tiny_resnet();
+    spec.layers.truncate(6);
+    spec.layers.push(LayerSpec::from_toml_fragment("name = \"fc\"\ntype = \"linear\"\nout_features = 3").unwrap());
+    Net::build(&spec).unwrap();
+    let with = |f: &dyn Fn(&mut ModelSpec)| {
+        let mut s = spec.clone();
+        f(&mut s);
+        Net::build(&s).err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    let e = with(&|s| s.layers[5] = LayerSpec::from_toml_fragment("name = \"add\"\ntype = \"add\"\ninputs = [\"bn2\", \"nope\"]").unwrap());
+    assert!(e.contains("'add' reads 'nope', which is no layer"), "{e}");
+    let e = with(&|s| s.layers[5] = LayerSpec::from_toml_fragment("name = \"add\"\ntype = \"add\"\ninputs = [\"bn2\", \"input\"]").unwrap());
+    assert!(e.contains("cannot be added"), "{e}");
+    let e = with(&|s| {
+        s.layers.insert(6, LayerSpec::from_toml_fragment("name = \"extra\"\ntype = \"tanh\"").unwrap());
+        s.layers[7] = LayerSpec::from_toml_fragment("name = \"fc\"\ntype = \"linear\"\ninput = \"add\"\nout_features = 3").unwrap();
+    });
+    assert!(e.contains("'extra' is read by no layer"), "{e}");
+    let e = with(&|s| s.layers[0] = LayerSpec::from_toml_fragment("name = \"input\"\ntype = \"relu\"").unwrap());
+    assert!(e.contains("invalid name 'input'"), "{e}");
+}
+
+/// A net of BatchNorm (and every other layer) runs on an empty batch (a data-parallel worker
+/// whose shard of a small last batch is empty still takes part in SyncBatchNorm's sums).
+#[test]
+fn a_net_runs_forward_and_backward_on_an_empty_batch() {
+    let mut spec = tiny_resnet();
+    let pool = spec.layers.pop().unwrap();
+    spec.layers.insert(6, pool);
+    spec.layers.push(LayerSpec::from_toml_fragment("name = \"fc\"\ntype = \"linear\"\nout_features = 3").unwrap());
+    let mut net = Net::build(&spec).unwrap();
+    let params = net.init_params(3);
+    let mut grads = vec![0.0f32; params.len()];
+    // Alone, batch norm refuses a batch without values; the global count comes from the peers.
+    let e = net.forward_backward(&Ctx::simple(Mode::Train), &params, &mut grads, &Tensor::zeros(&[0, 2, 4, 4]), &[], 1).unwrap_err();
+    assert!(e.to_string().contains("more than 1 value per channel"), "{e}");
+    let s = net.evaluate(&Ctx::simple(Mode::Eval), &params, &Tensor::zeros(&[0, 2, 4, 4]), &[]).unwrap();
+    assert_eq!(s.samples, 0);
 }

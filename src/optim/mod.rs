@@ -120,6 +120,13 @@ impl OptimizerConfig {
         }
     }
 
+    /// An optimizer for `len` values of which those in `frozen` (sorted, disjoint: the buffers
+    /// of `ParamLayout::buffer_ranges`) are never changed.
+    pub fn build_frozen(&self, len: usize, frozen: Vec<Range<usize>>) -> Result<Box<dyn Optimizer>, OptimError> {
+        let inner = self.build(len)?;
+        Ok(if frozen.is_empty() { inner } else { Box::new(Frozen { inner, frozen }) })
+    }
+
     /// An optimizer for `len` parameters.
     pub fn build(&self, len: usize) -> Result<Box<dyn Optimizer>, OptimError> {
         self.validate()?;
@@ -153,4 +160,53 @@ pub trait Optimizer: Send {
     fn steps(&self) -> u64;
     /// Sets the update count (for restoring a checkpoint).
     fn set_steps(&mut self, n: u64);
+}
+
+/// An optimizer that leaves some ranges of the buffer alone (BatchNorm's running statistics:
+/// no gradient, and no weight decay or momentum may move them). Their state stays zero.
+struct Frozen {
+    inner: Box<dyn Optimizer>,
+    /// Sorted, disjoint.
+    frozen: Vec<Range<usize>>,
+}
+
+impl Optimizer for Frozen {
+    fn begin_step(&mut self) {
+        self.inner.begin_step();
+    }
+
+    fn update_range(&mut self, range: Range<usize>, params: &mut [f32], grads: &[f32], lr: f32) {
+        let mut at = range.start;
+        let first = self.frozen.partition_point(|f| f.end <= range.start);
+        for f in &self.frozen[first..] {
+            if f.start >= range.end {
+                break;
+            }
+            if f.start > at {
+                let (a, b) = (at - range.start, f.start - range.start);
+                self.inner.update_range(at..f.start, &mut params[a..b], &grads[a..b], lr);
+            }
+            at = at.max(f.end.min(range.end));
+        }
+        if at < range.end {
+            let a = at - range.start;
+            self.inner.update_range(at..range.end, &mut params[a..], &grads[a..], lr);
+        }
+    }
+
+    fn state(&self) -> Vec<(&'static str, &[f32])> {
+        self.inner.state()
+    }
+
+    fn state_mut(&mut self) -> Vec<(&'static str, &mut [f32])> {
+        self.inner.state_mut()
+    }
+
+    fn steps(&self) -> u64 {
+        self.inner.steps()
+    }
+
+    fn set_steps(&mut self, n: u64) {
+        self.inner.set_steps(n);
+    }
 }

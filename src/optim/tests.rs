@@ -125,3 +125,24 @@ fn schedules_match_pytorch_and_caffe() {
         assert!(e.contains(bad) && e.contains("grammar"), "{e}");
     }
 }
+
+#[test]
+fn frozen_ranges_are_never_updated_whatever_the_sub_ranges() {
+    let cfg = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.1 };
+    let frozen = vec![2..4, 6..7];
+    let grads: Vec<f32> = (0..10).map(|i| i as f32 - 4.0).collect();
+    let mut whole = vec![1.0f32; 10];
+    let mut parts = whole.clone();
+    let (mut a, mut b) = (cfg.build_frozen(10, frozen.clone()).unwrap(), cfg.build_frozen(10, frozen).unwrap());
+    for _ in 0..3 {
+        a.step(&mut whole, &grads, 0.1);
+        b.begin_step();
+        for r in [0..3, 3..6, 6..10] {
+            b.update_range(r.clone(), &mut parts[r.clone()], &grads[r], 0.1);
+        }
+    }
+    assert_eq!(whole, parts);
+    assert_eq!((whole[2], whole[3], whole[6]), (1.0, 1.0, 1.0));
+    assert!(whole.iter().enumerate().filter(|(i, _)| ![2, 3, 6].contains(i)).all(|(_, &v)| v != 1.0));
+    assert!(a.state()[0].1[2..4].iter().all(|&m| m == 0.0));
+}

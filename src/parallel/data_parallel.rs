@@ -27,7 +27,7 @@
 use crate::comm::{algorithms, Algorithm, Communicator};
 use crate::data::loader::Batch;
 use crate::data::sampler::shard_range;
-use crate::layers::Ctx;
+use crate::layers::{Ctx, StatSync};
 use crate::net::{BatchStats, GradSink, Net, ParamLayout, ParamSource};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
@@ -57,11 +57,14 @@ pub struct AllReduceConfig {
     pub accumulate: usize,
     /// Bitwise-reproducible across worker counts (`--deterministic`).
     pub deterministic: bool,
+    /// Batch-norm statistics over the global batch (SyncBatchNorm, the default: the same
+    /// result as one worker), or over each worker's shard (`--batch-norm local`, DDP's default).
+    pub sync_batch_norm: bool,
 }
 
 impl Default for AllReduceConfig {
     fn default() -> Self {
-        AllReduceConfig { algorithm: Algorithm::Direct, bucket_mb: 25.0, overlap: true, accumulate: 1, deterministic: false }
+        AllReduceConfig { algorithm: Algorithm::Direct, bucket_mb: 25.0, overlap: true, accumulate: 1, deterministic: false, sync_batch_norm: true }
     }
 }
 
@@ -96,6 +99,12 @@ impl AllReduceConfig {
             if cfg.threads != 1 {
                 return bad("--deterministic needs --threads 1 (the intra-op split changes summation order)".into());
             }
+            if crate::net::Net::build(&cfg.model)?.has_buffers() {
+                return bad(format!(
+                    "--deterministic does not support batch norm yet (model '{}'): its micro-shards would each normalise alone; hint: drop --deterministic",
+                    cfg.model.name
+                ));
+            }
         }
         Ok(())
     }
@@ -127,9 +136,21 @@ pub fn assign_buckets(layout: &ParamLayout, num_layers: usize, first_cap: usize,
     buckets
 }
 
+/// SyncBatchNorm's sums over the workers, on a communicator of their own (the gradient buckets
+/// are being reduced on the main one while backward runs).
+struct CommSync<'a>(&'a dyn Communicator);
+
+impl StatSync for CommSync<'_> {
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), String> {
+        self.0.all_reduce_into(buf).map_err(|e| e.to_string())
+    }
+}
+
 /// The all-reduce strategy of one worker.
 pub struct AllReduce<'c> {
     comm: &'c dyn Communicator,
+    /// For SyncBatchNorm: the same workers, another communicator.
+    bn_comm: Option<Box<dyn Communicator>>,
     cfg: AllReduceConfig,
     opt: Box<dyn Optimizer>,
     grads: Vec<f32>,
@@ -155,7 +176,10 @@ impl<'c> AllReduce<'c> {
             bucket_of[bucket.layers.clone()].fill(b);
         }
         let leaves = if cfg.deterministic { vec![vec![0.0; len]; DETERMINISTIC_LEAVES / comm.size()] } else { Vec::new() };
-        Ok(AllReduce { comm, opt: run.optimizer.build(len)?, grads: vec![0.0; len], buckets, bucket_of, micro: Tensor::default(), leaves, cfg, phases: PhaseLog::default() })
+        // Every worker splits (a collective), or none: they all build the same net.
+        let bn_comm = if cfg.sync_batch_norm && net.has_buffers() && comm.size() > 1 && !cfg.deterministic { Some(comm.split(0, comm.rank())?) } else { None };
+        let opt = run.optimizer.build_frozen(len, net.layout().buffer_ranges())?;
+        Ok(AllReduce { comm, bn_comm, opt, grads: vec![0.0; len], buckets, bucket_of, micro: Tensor::default(), leaves, cfg, phases: PhaseLog::default() })
     }
 
     /// The buckets, in the order they are reduced.
@@ -260,6 +284,41 @@ impl<'c> AllReduce<'c> {
         })
     }
 
+    /// The forward/backward passes of a step, `k` micro-batches (the last overlapped with the
+    /// reduction when `overlap`).
+    #[allow(clippy::too_many_arguments)]
+    fn micro_batches(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32, sync: Option<&dyn StatSync>, stats: &mut BatchStats, report: &mut StepReport) -> Result<(), TrainError> {
+        let n = batch.labels.len();
+        let k = self.cfg.accumulate.min(n.max(1));
+        let overlap = self.cfg.overlap && self.comm.size() > 1 && n > 0;
+        for m in 0..k {
+            let rows = shard_range(n, m, k);
+            let whole = k == 1;
+            if !whole {
+                copy_rows(&batch.x, rows.clone(), &mut self.micro);
+            }
+            let lctx = Ctx { sample_ids: &batch.ids[rows.clone()], sync, ..*ctx };
+            let labels = &batch.labels[rows];
+            if m + 1 == k && overlap {
+                // The micro tensor is borrowed by the call, so take it out for the duration.
+                let micro = std::mem::take(&mut self.micro);
+                let x = if whole { &batch.x } else { &micro };
+                let r = self.backward_overlapped(net, &lctx, params, x, labels, batch.global, lr);
+                self.micro = micro;
+                let (s, busy, waited) = r?;
+                stats.add(&s);
+                (report.comm_s, report.comm_wait_s) = (busy, waited);
+            } else if n > 0 || sync.is_some() {
+                // (An empty shard still takes part in SyncBatchNorm's sums.)
+                let x = if whole { &batch.x } else { &self.micro };
+                let t = Instant::now();
+                stats.add(&net.forward_backward(&lctx, params, &mut self.grads, x, labels, batch.global)?);
+                self.phases.since(Track::Compute, "forward_backward", t);
+            }
+        }
+        Ok(())
+    }
+
     /// `--deterministic`: every leaf into its own buffer, pairwise sum, fixed-order tree.
     fn step_deterministic(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
         let mut stats = BatchStats::default();
@@ -338,39 +397,20 @@ impl Strategy for AllReduce<'_> {
         }
         self.grads.fill(0.0);
         self.opt.begin_step();
-        let n = batch.labels.len();
-        let k = self.cfg.accumulate.min(n.max(1));
-        let overlap = self.cfg.overlap && self.comm.size() > 1 && n > 0;
+        let overlap = self.cfg.overlap && self.comm.size() > 1 && !batch.labels.is_empty();
         let mut stats = BatchStats::default();
         let mut report = StepReport::default();
-        for m in 0..k {
-            let rows = shard_range(n, m, k);
-            let whole = k == 1;
-            if !whole {
-                copy_rows(&batch.x, rows.clone(), &mut self.micro);
-            }
-            let lctx = Ctx { sample_ids: &batch.ids[rows.clone()], ..*ctx };
-            let labels = &batch.labels[rows];
-            if m + 1 == k && overlap {
-                // The micro tensor is borrowed by the call, so take it out for the duration.
-                let micro = std::mem::take(&mut self.micro);
-                let x = if whole { &batch.x } else { &micro };
-                let r = self.backward_overlapped(net, &lctx, params, x, labels, batch.global, lr);
-                self.micro = micro;
-                let (s, busy, waited) = r?;
-                stats.add(&s);
-                (report.comm_s, report.comm_wait_s) = (busy, waited);
-            } else if n > 0 {
-                let x = if whole { &batch.x } else { &self.micro };
-                let t = Instant::now();
-                stats.add(&net.forward_backward(&lctx, params, &mut self.grads, x, labels, batch.global)?);
-                self.phases.since(Track::Compute, "forward_backward", t);
-            }
-        }
+        // The batch-norm communicator is lent to the micro-batches (which borrow `self`).
+        let bn_comm = self.bn_comm.take();
+        let sync = bn_comm.as_deref().map(CommSync);
+        let r = self.micro_batches(net, ctx, params, batch, lr, sync.as_ref().map(|s| s as &dyn StatSync), &mut stats, &mut report);
+        self.bn_comm = bn_comm;
+        r?;
         if !overlap {
             report.comm_s = self.reduce_update_all(params, lr)?;
             report.comm_wait_s = report.comm_s;
         }
+        net.commit_buffers(params);
         report.stats = stats;
         Ok(report)
     }

@@ -69,8 +69,8 @@ pub fn split_model(spec: &ModelSpec) -> Result<(ModelSpec, ModelSpec), TrainErro
         return Err(TrainError::Config(format!("--strategy hybrid: model '{}' starts with a fully connected layer; hint: use --strategy tensor", spec.name)));
     }
     let full = Net::build(spec)?;
-    let conv = ModelSpec { name: format!("{}-features", spec.name), input: spec.input.clone(), classes: spec.classes, layers: spec.layers[..cut].to_vec() };
-    let fc = ModelSpec { name: format!("{}-classifier", spec.name), input: full.layer_out_shape(cut - 1), classes: spec.classes, layers: spec.layers[cut..].to_vec() };
+    let conv = spec.slice(0..cut, spec.input.clone(), format!("{}-features", spec.name)).map_err(TrainError::Config)?;
+    let fc = spec.slice(cut..spec.layers.len(), full.layer_out_shape(cut - 1), format!("{}-classifier", spec.name)).map_err(TrainError::Config)?;
     Ok((conv, fc))
 }
 
@@ -112,6 +112,8 @@ impl<'c> Hybrid<'c> {
         }
         let fc_maps = fc_maps.into_iter().map(|(n, c, r)| (n, c, r.start + conv_len..r.end + conv_len)).collect();
         let len = conv_len + fc_len;
+        let mut frozen = conv.layout().buffer_ranges();
+        frozen.extend(tensor::segment_buffers(&fc));
         Ok(Hybrid {
             world,
             group,
@@ -125,7 +127,7 @@ impl<'c> Hybrid<'c> {
             params: vec![0.0; len],
             grads: vec![0.0; len],
             conv_len,
-            opt: run.optimizer.build(len)?,
+            opt: run.optimizer.build_frozen(len, frozen)?,
             loss: SoftmaxCrossEntropy::new(),
             full_bytes: net.layout().len() * 4,
             comm_s: 0.0,
@@ -232,6 +234,9 @@ impl Strategy for Hybrid<'_> {
         self.world.all_reduce_into(&mut s)?;
         self.comm_s += t.elapsed().as_secs_f64() + comm_extra;
         self.opt.step(&mut self.params, &self.grads, lr);
+        // Batch-norm statistics of the convolutions: each worker's own shard's (no sync here).
+        self.conv.commit_buffers(&mut self.params[..self.conv_len]);
+        tensor::commit_segments(&mut self.fc, &mut self.params);
         let mp = self.cfg.mp as f64;
         let stats = BatchStats { loss_sum: s[0] as f64 / mp, correct: (s[1] as f64 / mp).round() as usize, samples: (s[2] as f64 / mp).round() as usize };
         let comm = self.comm_s - comm0;

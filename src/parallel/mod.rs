@@ -279,7 +279,7 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                         let leaves = if a.deterministic { data_parallel::DETERMINISTIC_LEAVES } else { workers };
                         (Box::new(AllReduce::new(comm, a.clone(), &cfg, &net)?), Shard { rank, world: workers, leaves, group: 1 })
                     }
-                    StrategyKind::ParamServer(p) => (Box::new(param_server::Client::new(comm, workers, p, param_count, &cfg.optimizer)?), Shard::of(rank, workers)),
+                    StrategyKind::ParamServer(p) => (Box::new(param_server::Client::new(comm, workers, p, param_count, &cfg.optimizer, net.layout().buffer_ranges())?), Shard::of(rank, workers)),
                     // Every stage sees the whole batch (stage 0 its images, the last its labels).
                     StrategyKind::Pipeline(p) => {
                         let (stages, replicas) = match &groups {

@@ -101,17 +101,39 @@ pub struct Client<'c> {
     /// Names of the optimizer's state buffers (which live on the servers).
     state_names: Vec<&'static str>,
     phases: crate::train::timeline::PhaseLog,
+    /// The model's buffers (BatchNorm's running statistics) and this worker's values of them:
+    /// they are the worker's own, as under DDP without SyncBatchNorm (worker 0's are evaluated
+    /// and saved), so a pull does not replace them.
+    buffers: Vec<Range<usize>>,
+    kept: Vec<f32>,
 }
 
 impl<'c> Client<'c> {
     /// The client of the worker holding `comm` (ranks ≥ `workers` are the servers), whose
     /// servers run `optimizer`.
-    pub fn new(comm: &'c dyn Communicator, workers: usize, cfg: &PsConfig, len: usize, optimizer: &OptimizerConfig) -> Result<Client<'c>, TrainError> {
+    /// `buffers`: the ranges of the model's buffers (`ParamLayout::buffer_ranges`).
+    pub fn new(comm: &'c dyn Communicator, workers: usize, cfg: &PsConfig, len: usize, optimizer: &OptimizerConfig, buffers: Vec<Range<usize>>) -> Result<Client<'c>, TrainError> {
         let ranges = (0..cfg.servers).map(|s| server_range(len, s, cfg.servers)).collect();
         // (Built for one value: SGD without momentum has no buffer, and with momentum one only
         // when its length is not zero.)
         let state_names = optimizer.build(1)?.state().into_iter().map(|s| s.0).collect();
-        Ok(Client { comm, workers, ranges, grads: vec![0.0; len], state_names, phases: Default::default() })
+        Ok(Client { comm, workers, ranges, grads: vec![0.0; len], state_names, phases: Default::default(), buffers, kept: Vec::new() })
+    }
+
+    /// Puts this worker's buffers back after a pull.
+    fn restore_buffers(&self, params: &mut [f32]) {
+        let mut at = 0;
+        for r in &self.buffers {
+            params[r.clone()].copy_from_slice(&self.kept[at..at + r.len()]);
+            at += r.len();
+        }
+    }
+
+    fn keep_buffers(&mut self, params: &[f32]) {
+        self.kept.clear();
+        for r in &self.buffers {
+            self.kept.extend_from_slice(&params[r.clone()]);
+        }
     }
 
     fn pull(&self, params: &mut [f32], tag: u32) -> Result<(), TrainError> {
@@ -129,7 +151,9 @@ impl Strategy for Client<'_> {
                 self.comm.send(&params[r.clone()], self.workers + s, TAG_INIT)?;
             }
         }
-        self.pull(params, TAG_PARAMS)
+        self.pull(params, TAG_PARAMS)?;
+        self.keep_buffers(params);
+        Ok(())
     }
 
     fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, _lr: f32) -> Result<StepReport, TrainError> {
@@ -145,6 +169,9 @@ impl Strategy for Client<'_> {
             self.comm.send(&self.grads[r.clone()], self.workers + s, TAG_PUSH)?;
         }
         self.pull(params, TAG_PARAMS)?;
+        self.restore_buffers(params);
+        net.commit_buffers(params);
+        self.keep_buffers(params);
         let comm_s = t.elapsed().as_secs_f64();
         if self.phases.on() {
             // The worker does nothing else while it pushes and pulls (the update is the servers').
@@ -167,6 +194,7 @@ impl Strategy for Client<'_> {
     fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
         if self.comm.rank() == 0 {
             self.pull(params, TAG_FINAL)?;
+            self.restore_buffers(params);
         }
         Ok(())
     }
@@ -273,7 +301,9 @@ impl<'c> Server<'c> {
     ) -> Result<Server<'c>, TrainError> {
         let index = comm.rank() - workers;
         let range = server_range(len, index, servers);
-        let mut opt = cfg.optimizer.build(range.len())?;
+        // The buffers are the workers' own (see `Client::buffers`): not the optimizer's to move.
+        let frozen = Net::build(&cfg.model)?.layout().buffer_ranges_in(&range);
+        let mut opt = cfg.optimizer.build_frozen(range.len(), frozen)?;
         let mut start = 0;
         if let Some(path) = &cfg.resume {
             let net = Net::build(&cfg.model)?;

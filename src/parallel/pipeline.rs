@@ -101,6 +101,10 @@ pub fn partition(net: &Net, stages: usize, split_after: &[String]) -> Result<Vec
         let mut cuts = Vec::new();
         for s in split_after {
             let i = names.iter().position(|x| x == s).ok_or_else(|| TrainError::Config(format!("--split-after: no layer named '{s}'; hint: layers are {}", names.join(", "))))?;
+            if i + 1 < n && !net.spec().can_cut_after(i) {
+                let ok: Vec<&str> = (0..n - 1).filter(|&j| net.spec().can_cut_after(j)).map(|j| names[j].as_str()).collect();
+                return Err(TrainError::Config(format!("--split-after {s}: a residual connection crosses that point; hint: cut after one of {}", ok.join(", "))));
+            }
             cuts.push(i + 1);
         }
         if cuts.windows(2).any(|w| w[0] >= w[1]) || cuts.last() == Some(&n) {
@@ -112,8 +116,17 @@ pub fn partition(net: &Net, stages: usize, split_after: &[String]) -> Result<Vec
         return Ok(starts.windows(2).map(|w| w[0]..w[1]).collect());
     }
     let cost: Vec<f64> = net.flops_per_sample().iter().enumerate().map(|(i, &f)| (f + net.layer_out_shape(i).iter().product::<usize>() as u64) as f64).collect();
-    let cuts = crate::plan::balanced_cuts(&cost, stages);
-    Ok(cuts.windows(2).map(|w| w[0]..w[1]).collect())
+    // Balance over the units between the points where a cut is possible (a residual block is
+    // one unit), then map the cuts back to layers.
+    let mut starts = vec![0];
+    starts.extend((0..n - 1).filter(|&j| net.spec().can_cut_after(j)).map(|j| j + 1));
+    if stages > starts.len() {
+        return Err(TrainError::Config(format!("--stages {stages}: '{}' can be cut at only {} points (residual connections cross the others); hint: use at most {} stages", net.spec().name, starts.len() - 1, starts.len())));
+    }
+    let unit_cost: Vec<f64> = starts.iter().enumerate().map(|(u, &a)| cost[a..starts.get(u + 1).copied().unwrap_or(n)].iter().sum()).collect();
+    let cuts = crate::plan::balanced_cuts(&unit_cost, stages);
+    let layer_at = |u: usize| starts.get(u).copied().unwrap_or(n);
+    Ok(cuts.windows(2).map(|w| layer_at(w[0])..layer_at(w[1])).collect())
 }
 
 /// One micro-batch's activations held between its forward and its backward.
@@ -169,7 +182,7 @@ impl<'c> Pipeline<'c> {
         Ok(Pipeline {
             comm,
             replicas,
-            opt: run.optimizer.build(params.len())?,
+            opt: run.optimizer.build_frozen(params.len(), layout.buffer_ranges_in(&params))?,
             grads: vec![0.0; params.len()],
             stage,
             stages,
@@ -235,7 +248,7 @@ impl<'c> Pipeline<'c> {
         Ok(t)
     }
 
-    fn forward(&mut self, net: &Net, ctx: &Ctx, params: &[f32], batch: &Batch, m: usize, stats: &mut BatchStats) -> Result<(), TrainError> {
+    fn forward(&mut self, net: &Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, m: usize, stats: &mut BatchStats) -> Result<(), TrainError> {
         let rows = shard_range(batch.labels.len(), m, self.cfg.micro_batches);
         if rows.is_empty() {
             return Ok(());
@@ -256,12 +269,15 @@ impl<'c> Pipeline<'c> {
         let slot = self.take_slot(rows.len())?;
         let mctx = Ctx { sample_ids: &batch.ids[rows.clone()], ..*ctx };
         let last = self.last();
-        let out = self.slots[slot].forward_layers(&mctx, params, layers, &input)?;
+        let out = self.slots[slot].forward_layers(&mctx, &*params, layers, &input)?;
         if last {
             stats.add(&self.slots[slot].loss_forward_backward(&batch.labels[rows.clone()], batch.global)?);
         } else {
             self.comm.send(out.data(), self.stage + 1, TAG_ACT + m as u32)?;
         }
+        // Batch-norm statistics per micro-batch, as GPipe's: each forward updates the running
+        // statistics in turn (the optimizer leaves buffers alone, so now is as good as later).
+        self.slots[slot].commit_buffers(params);
         self.in_flight[m] = Some(InFlight { slot, input, rows });
         Ok(())
     }

@@ -115,9 +115,20 @@ pub fn plan(spec: &ModelSpec, w: usize, mp: usize) -> Result<Plan, TrainError> {
     let mut first = 0;
     // Per-sample shape at the current point of the full net (to know segment inputs).
     let full_net = Net::build_segment(spec, 0)?;
+    if let Some(l) = spec.layers.iter().find(|l| !l.inputs().is_empty()) {
+        return Err(TrainError::Config(format!(
+            "--strategy tensor splits chains of layers; layer '{}' of '{}' reads {:?}; hint: use --strategy allreduce or pipeline for nets with branches",
+            l.name(),
+            spec.name,
+            l.inputs()
+        )));
+    }
     let seg = |layers: Vec<LayerSpec>, input: Vec<usize>, i: usize| ModelSpec { name: format!("{}-part{i}", spec.name), input, classes: spec.classes, layers };
     for (i, layer) in spec.layers.iter().enumerate() {
-        let needs_full = matches!(layer, LayerSpec::Conv2d { .. } | LayerSpec::Flatten { .. } | LayerSpec::Lrn { .. } | LayerSpec::Dropout { .. } | LayerSpec::Softmax { .. })
+        let needs_full = matches!(
+            layer,
+            LayerSpec::Conv2d { .. } | LayerSpec::Flatten { .. } | LayerSpec::Lrn { .. } | LayerSpec::Dropout { .. } | LayerSpec::Softmax { .. } | LayerSpec::PadChannels { .. } | LayerSpec::Scale { .. }
+        )
             || matches!((layer, state), (LayerSpec::Linear { .. }, State::Channels(_)));
         if let (true, State::Channels(c) | State::Features(c)) = (needs_full, state) {
             let n = segments.len();
@@ -140,7 +151,19 @@ pub fn plan(spec: &ModelSpec, w: usize, mp: usize) -> Result<Plan, TrainError> {
                 state = State::Channels(*out_channels);
                 *out_channels = r.len();
             }
-            LayerSpec::Linear { name, out_features, bias } => match state {
+            LayerSpec::BatchNorm { name, affine, .. } => {
+                // Per channel (or feature): a sliced input keeps its slice of every tensor.
+                let names: &[&str] = if *affine { &["weight", "bias", "running_mean", "running_var"] } else { &["running_mean", "running_var"] };
+                let cut = match state {
+                    State::Full => Cut::Whole,
+                    State::Channels(c) | State::Features(c) => Cut::Rows(chunk_range(c, w, mp)),
+                };
+                for t in names {
+                    cuts.push((format!("{name}.{t}"), cut.clone()));
+                }
+                cuts.push((format!("{name}.num_batches_tracked"), Cut::Whole));
+            }
+            LayerSpec::Linear { name, out_features, bias, .. } => match state {
                 State::Full | State::Channels(_) => {
                     let r = chunk(*out_features, w, mp, "output features", name)?;
                     cuts.push((format!("{name}.weight"), Cut::Rows(r.clone())));
@@ -347,6 +370,18 @@ impl super::Owned for Sliced<'_> {
     }
 }
 
+/// The buffers (batch-norm statistics) of `segments` in the buffer they are laid out in.
+pub(crate) fn segment_buffers(segments: &[Segment]) -> Vec<Range<usize>> {
+    segments.iter().flat_map(|s| s.net.layout().buffer_ranges().into_iter().map(|b| b.start + s.range.start..b.end + s.range.start)).collect()
+}
+
+/// Writes the segments' new buffer values (`Net::commit_buffers`) into `params`.
+pub(crate) fn commit_segments(segments: &mut [Segment], params: &mut [f32]) {
+    for s in segments {
+        s.net.commit_buffers(&mut params[s.range.clone()]);
+    }
+}
+
 /// The tensor-parallel strategy of one worker.
 pub struct TensorSplit<'c> {
     comm: &'c dyn Communicator,
@@ -371,6 +406,7 @@ impl<'c> TensorSplit<'c> {
     pub fn new(comm: &'c dyn Communicator, run: &TrainConfig, net: &Net) -> Result<TensorSplit<'c>, TrainError> {
         let (w, mp) = (comm.rank(), comm.size());
         let (segments, maps, off) = build(&run.model, w, mp)?;
+        let frozen = segment_buffers(&segments);
         tracing::debug!(rank = w, slice_bytes = off * 4, full_bytes = net.layout().len() * 4, "tensor slices");
         Ok(TensorSplit {
             comm,
@@ -380,7 +416,7 @@ impl<'c> TensorSplit<'c> {
             full: net.layout().clone(),
             params: vec![0.0; off],
             grads: vec![0.0; off],
-            opt: run.optimizer.build(off)?,
+            opt: run.optimizer.build_frozen(off, frozen)?,
             loss: SoftmaxCrossEntropy::new(),
             logits: Tensor::default(),
             dlogits: Tensor::default(),
@@ -429,6 +465,7 @@ impl Strategy for TensorSplit<'_> {
             self.dlogits = d;
         }
         self.opt.step(&mut self.params, &self.grads, lr);
+        commit_segments(&mut self.segments, &mut self.params);
         let comm = self.comm_s - comm0;
         Ok(StepReport { stats, comm_s: comm, comm_wait_s: comm })
     }

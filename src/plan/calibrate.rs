@@ -54,7 +54,7 @@ pub fn calibrate(spec: &ModelSpec, batch: usize, threads: usize, reps: usize) ->
     let n: usize = shape.iter().product();
     let mut x = Tensor::from_vec(&shape, (0..n).map(|_| rng.normal()).collect()).map_err(|e| PlanError::Input(e.to_string()))?;
     let ids: Vec<u64> = (0..batch as u64).collect();
-    let ctx = Ctx { mode: Mode::Train, threads, seed: 0, step: 0, layer: 0, sample_ids: &ids };
+    let ctx = Ctx { mode: Mode::Train, threads, seed: 0, step: 0, layer: 0, sample_ids: &ids, sync: None };
     let fc = |i: usize| matches!(spec.layers[i], crate::net::LayerSpec::Linear { .. });
     let mut layers = Vec::new();
     for i in 0..net.num_layers() {

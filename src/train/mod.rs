@@ -394,9 +394,10 @@ pub struct LocalSgd {
 }
 
 impl LocalSgd {
-    /// For a model with `len` parameters.
-    pub fn new(cfg: &OptimizerConfig, len: usize) -> Result<LocalSgd, TrainError> {
-        Ok(LocalSgd { opt: cfg.build(len)?, grads: vec![0.0; len], phases: Default::default() })
+    /// For a model of parameter layout `layout`.
+    pub fn new(cfg: &OptimizerConfig, layout: &crate::net::ParamLayout) -> Result<LocalSgd, TrainError> {
+        let len = layout.len();
+        Ok(LocalSgd { opt: cfg.build_frozen(len, layout.buffer_ranges())?, grads: vec![0.0; len], phases: Default::default() })
     }
 }
 
@@ -407,6 +408,7 @@ impl Strategy for LocalSgd {
         let stats = net.forward_backward(ctx, params, self.grads.as_mut_slice(), &batch.x, &batch.labels, batch.global)?;
         let t_opt = Instant::now();
         self.opt.step(params, &self.grads, lr);
+        net.commit_buffers(params);
         if self.phases.on() {
             self.phases.record(Track::Compute, "forward_backward", None, t, t_opt);
             self.phases.since(Track::Compute, "optimizer", t_opt);
@@ -440,7 +442,7 @@ pub fn train(cfg: &TrainConfig, sink: &mut dyn EventSink) -> Result<TrainSummary
     cfg.optimizer.validate()?;
     let net = Net::build(&cfg.model)?;
     let data = load_data(cfg)?;
-    let mut strategy = LocalSgd::new(&cfg.optimizer, net.layout().len())?;
+    let mut strategy = LocalSgd::new(&cfg.optimizer, net.layout())?;
     run_worker(cfg, "single", net, &data, Shard::WHOLE, &mut strategy, &mut |e| sink.on_event(&e))
 }
 
@@ -532,7 +534,7 @@ pub fn run_worker(
             let Some(batch) = loader.next() else { break };
             let waited = t_wait.elapsed().as_secs_f64();
             let t_comp = Instant::now();
-            let ctx = Ctx { mode: Mode::Train, threads: cfg.threads, seed: cfg.seed, step, layer: 0, sample_ids: &batch.ids };
+            let ctx = Ctx { mode: Mode::Train, threads: cfg.threads, seed: cfg.seed, step, layer: 0, sample_ids: &batch.ids, sync: None };
             let lr = schedule.lr_at(step);
             let r = strategy.step(&mut net, &ctx, &mut params, &batch, lr).map_err(failed_at(step + 1))?;
             let compute = t_comp.elapsed().as_secs_f64();

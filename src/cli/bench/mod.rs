@@ -131,7 +131,7 @@ pub fn run_step(args: &StepArgs) -> anyhow::Result<BenchResult> {
     for i in 0..args.warmup + args.steps {
         let t = Instant::now();
         grads.fill(0.0);
-        let ctx = Ctx { mode: Mode::Train, threads: args.threads, seed: 0, step: i as u64, layer: 0, sample_ids: &ids };
+        let ctx = Ctx { mode: Mode::Train, threads: args.threads, seed: 0, step: i as u64, layer: 0, sample_ids: &ids, sync: None };
         net.forward_backward(&ctx, &params, grads.as_mut_slice(), &x, &labels, args.batch)?;
         opt.step(&mut params, &grads, 0.01);
         if i >= args.warmup {

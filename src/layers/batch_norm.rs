@@ -1,0 +1,253 @@
+//! Batch normalisation: PyTorch's `nn.BatchNorm2d` (input (N, C, H, W)) and `nn.BatchNorm1d`
+//! (input (N, C)), and `nn.SyncBatchNorm` when the step's context carries a `StatSync`.
+//!
+//! Training, per channel c over the M values of the batch (N·H·W; under sync the sums and M run
+//! over every worker's shard, so the result is that of one worker on the global batch):
+//! μ = Σx/M, σ² = Σ(x − μ)²/M (biased), x̂ = (x − μ)/√(σ² + ε), y = γ·x̂ + β, and
+//! running_mean ← (1 − m)·running_mean + m·μ, running_var ← (1 − m)·running_var + m·σ²·M/(M − 1)
+//! (unbiased), num_batches_tracked += 1 — PyTorch's rule (torch/nn/modules/batchnorm.py).
+//! Evaluation normalises with the running statistics instead.
+//!
+//! Backward (training): dβ = Σdy, dγ = Σdy·x̂ (over this worker's values: the gradient
+//! all-reduce adds the workers up), dx = γ/√(σ² + ε)·(dy − Σdy/M − x̂·Σ(dy·x̂)/M) with the
+//! two sums over the global batch (one more all-reduce of 2C values under sync).
+//!
+//! The running statistics are buffers in the flat buffer (`ParamSpec::buffer`): forward reads
+//! them there and keeps the updated values pending (several forwards before a commit chain their
+//! updates, as PyTorch's would), and `commit_buffers` writes them back after the step.
+//! Sums are accumulated in f64.
+
+use super::{check_input, Ctx, Layer, LayerError, Mode, ParamSpec};
+use crate::tensor::{init::Init, Tensor};
+
+/// Settings of a batch-norm layer (PyTorch's defaults: ε = 1e-5, momentum 0.1, affine).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormConfig {
+    /// Added to the variance.
+    pub eps: f32,
+    /// Weight of the new batch in the running statistics.
+    pub momentum: f32,
+    /// Learn γ and β (`weight`, `bias`); without, y = x̂ (Caffe's BatchNorm, then a Scale layer).
+    pub affine: bool,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        BatchNormConfig { eps: 1e-5, momentum: 0.1, affine: true }
+    }
+}
+
+/// The values of channel `c` in each sample of `x` (C channels of `hw` values).
+fn rows(x: &[f32], c: usize, channels: usize, hw: usize) -> impl Iterator<Item = &[f32]> {
+    x.chunks(hw).skip(c).step_by(channels)
+}
+
+/// A batch-normalisation layer.
+pub struct BatchNorm {
+    cfg: BatchNormConfig,
+    shape: Vec<usize>,
+    /// Channels.
+    c: usize,
+    /// Values per channel per sample (H·W, or 1).
+    hw: usize,
+    /// Mean and 1/√(σ² + ε) the last forward normalised with.
+    mean: Vec<f64>,
+    invstd: Vec<f64>,
+    /// Mode of the last forward (backward differs: batch or running statistics).
+    last: Mode,
+    /// Running mean, running var, batches tracked: updated, not yet committed.
+    pending: Option<Vec<f32>>,
+    /// Scratch for the all-reduced sums.
+    sums: Vec<f32>,
+}
+
+const OP: &str = "batch_norm";
+
+impl BatchNorm {
+    /// The layer for per-sample inputs (C, H, W) or (C).
+    pub fn new(cfg: BatchNormConfig, in_shape: &[usize]) -> Result<BatchNorm, LayerError> {
+        let bad = |msg: String| Err(LayerError::Config { op: OP, msg });
+        if !(in_shape.len() == 1 || in_shape.len() == 3) || in_shape.contains(&0) {
+            return bad(format!("needs (C, H, W) or (C) input, got {in_shape:?}"));
+        }
+        if !(cfg.eps.is_finite() && cfg.eps > 0.0) {
+            return bad(format!("eps = {} must be a positive number; hint: PyTorch's default is 1e-5", cfg.eps));
+        }
+        if !(0.0..=1.0).contains(&cfg.momentum) {
+            return bad(format!("momentum = {} must be in [0, 1]; hint: PyTorch's default is 0.1", cfg.momentum));
+        }
+        let c = in_shape[0];
+        let hw = in_shape[1..].iter().product();
+        Ok(BatchNorm { cfg, shape: in_shape.to_vec(), c, hw, mean: vec![0.0; c], invstd: vec![0.0; c], last: Mode::Eval, pending: None, sums: Vec::new() })
+    }
+
+    /// Offset of the buffers in this layer's slice.
+    fn buffers_at(&self) -> usize {
+        if self.cfg.affine {
+            2 * self.c
+        } else {
+            0
+        }
+    }
+
+    /// γ_c (1 without affine).
+    fn gamma(&self, p: &[f32], c: usize) -> f64 {
+        if self.cfg.affine {
+            p[c] as f64
+        } else {
+            1.0
+        }
+    }
+
+
+    /// Sums `self.sums` over the workers (when syncing).
+    fn reduce(&mut self, ctx: &Ctx) -> Result<(), LayerError> {
+        if let Some(sync) = ctx.sync {
+            sync.all_reduce_sum(&mut self.sums).map_err(|e| LayerError::Config { op: OP, msg: format!("sync batch norm: {e}") })?;
+        }
+        Ok(())
+    }
+}
+
+impl Layer for BatchNorm {
+    fn kind(&self) -> &'static str {
+        OP
+    }
+
+    fn out_shape(&self) -> Vec<usize> {
+        self.shape.clone()
+    }
+
+    /// PyTorch's state_dict order: weight, bias, running_mean, running_var, num_batches_tracked.
+    fn params(&self) -> Vec<ParamSpec> {
+        let c = self.c;
+        let mut v = Vec::new();
+        if self.cfg.affine {
+            v.push(ParamSpec::param("weight", vec![c], Init::Constant(1.0)));
+            v.push(ParamSpec::param("bias", vec![c], Init::Constant(0.0)));
+        }
+        v.push(ParamSpec::buffer("running_mean", vec![c], Init::Constant(0.0)));
+        v.push(ParamSpec::buffer("running_var", vec![c], Init::Constant(1.0)));
+        v.push(ParamSpec::buffer("num_batches_tracked", vec![], Init::Constant(0.0)));
+        v
+    }
+
+    /// # Shapes
+    /// x: (N, C, H, W) or (N, C) → y: the same.
+    fn forward(&mut self, ctx: &Ctx, p: &[f32], x: &Tensor, y: &mut Tensor) -> Result<(), LayerError> {
+        let n = check_input(OP, x, &self.shape)?;
+        let (c_n, b, hw) = (self.c, self.buffers_at(), self.hw);
+        self.last = ctx.mode;
+        if ctx.mode == Mode::Train {
+            // Two passes (mean, then squared deviations): no cancellation in the variance.
+            self.sums.clear();
+            self.sums.extend((0..c_n).map(|c| rows(x.data(), c, c_n, hw).flat_map(|r| r.iter()).map(|&v| v as f64).sum::<f64>() as f32));
+            self.sums.push((n * self.hw) as f32);
+            self.reduce(ctx)?;
+            let m = self.sums[c_n] as f64;
+            if m < 2.0 {
+                return Err(LayerError::Config {
+                    op: OP,
+                    msg: format!("training needs more than 1 value per channel, got {m} (batch {n} × {} positions); hint: use a larger batch", self.hw),
+                });
+            }
+            for c in 0..c_n {
+                self.mean[c] = self.sums[c] as f64 / m;
+            }
+            self.sums.clear();
+            let mean = &self.mean;
+            self.sums.extend((0..c_n).map(|c| {
+                let mu = mean[c];
+                rows(x.data(), c, c_n, hw).flat_map(|r| r.iter()).map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() as f32
+            }));
+            self.reduce(ctx)?;
+            let mom = self.cfg.momentum as f64;
+            let mut run = self.pending.take().unwrap_or_else(|| p[b..b + 2 * c_n + 1].to_vec());
+            for c in 0..c_n {
+                let var = self.sums[c] as f64 / m;
+                self.invstd[c] = 1.0 / (var + self.cfg.eps as f64).sqrt();
+                run[c] = ((1.0 - mom) * run[c] as f64 + mom * self.mean[c]) as f32;
+                run[c_n + c] = ((1.0 - mom) * run[c_n + c] as f64 + mom * var * m / (m - 1.0)) as f32;
+            }
+            run[2 * c_n] += 1.0;
+            self.pending = Some(run);
+        } else {
+            for c in 0..c_n {
+                self.mean[c] = p[b + c] as f64;
+                self.invstd[c] = 1.0 / (p[b + c_n + c] as f64 + self.cfg.eps as f64).sqrt();
+            }
+        }
+        y.resize(x.shape());
+        let (cc, hw) = (self.c, self.hw);
+        for (i, (yo, xi)) in y.data_mut().chunks_mut(hw).zip(x.data().chunks(hw)).enumerate() {
+            let c = i % cc;
+            let (mu, s) = (self.mean[c], self.invstd[c] * self.gamma(p, c));
+            let beta = if self.cfg.affine { p[cc + c] as f64 } else { 0.0 };
+            for (o, &v) in yo.iter_mut().zip(xi) {
+                *o = ((v as f64 - mu) * s + beta) as f32;
+            }
+        }
+        Ok(())
+    }
+
+    fn backward(&mut self, ctx: &Ctx, p: &[f32], dp: &mut [f32], x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+        check_input(OP, x, &self.shape)?;
+        let (c_n, hw) = (self.c, self.hw);
+        // Per channel: Σdy and Σdy·x̂ over this worker's values.
+        let mut local = vec![0.0f64; 2 * c_n];
+        for c in 0..c_n {
+            let (mu, is) = (self.mean[c], self.invstd[c]);
+            for (xr, gr) in rows(x.data(), c, c_n, hw).zip(rows(dy.data(), c, c_n, hw)) {
+                for (&xv, &g) in xr.iter().zip(gr) {
+                    local[c] += g as f64;
+                    local[c_n + c] += g as f64 * (xv as f64 - mu) * is;
+                }
+            }
+        }
+        if self.cfg.affine {
+            for c in 0..c_n {
+                dp[c] += local[c_n + c] as f32;
+                dp[c_n + c] += local[c] as f32;
+            }
+        }
+        let Some(dx) = dx else { return Ok(()) };
+        dx.resize(x.shape());
+        // Training: the sums over the global batch; evaluation: the statistics are constants.
+        let mut coef = vec![(0.0f64, 0.0f64); c_n];
+        if self.last == Mode::Train {
+            self.sums.clear();
+            self.sums.extend(local.iter().map(|&v| v as f32));
+            self.sums.push((x.dim(0) * self.hw) as f32);
+            self.reduce(ctx)?;
+            let m = self.sums[2 * c_n] as f64;
+            for (c, k) in coef.iter_mut().enumerate() {
+                *k = (self.sums[c] as f64 / m, self.sums[c_n + c] as f64 / m);
+            }
+        }
+        let (cc, hw) = (self.c, self.hw);
+        for (i, ((d, xi), gi)) in dx.data_mut().chunks_mut(hw).zip(x.data().chunks(hw)).zip(dy.data().chunks(hw)).enumerate() {
+            let c = i % cc;
+            let (mu, is, (mean_dy, mean_dyx)) = (self.mean[c], self.invstd[c], coef[c]);
+            let s = self.gamma(p, c) * is;
+            for ((o, &xv), &g) in d.iter_mut().zip(xi).zip(gi) {
+                let xhat = (xv as f64 - mu) * is;
+                *o = (s * (g as f64 - mean_dy - xhat * mean_dyx)) as f32;
+            }
+        }
+        Ok(())
+    }
+
+    fn flops_per_sample(&self) -> u64 {
+        2 * (self.c * self.hw) as u64
+    }
+
+    fn commit_buffers(&mut self, p: &mut [f32]) {
+        if let Some(run) = self.pending.take() {
+            let b = self.buffers_at();
+            p[b..b + run.len()].copy_from_slice(&run);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

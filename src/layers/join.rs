@@ -1,0 +1,228 @@
+//! Layers with several inputs, where the net stops being a chain: `Add` (a residual connection,
+//! Caffe's Eltwise SUM) and `Concat` (along channels, Caffe's Concat with axis 1). Neither has
+//! parameters; the net routes their inputs and sums the gradients of an output read twice.
+
+use super::LayerError;
+use crate::tensor::Tensor;
+
+/// A parameter-free layer over several inputs.
+pub trait Join: Send {
+    /// Kind name.
+    fn kind(&self) -> &'static str;
+    /// Per-sample output shape.
+    fn out_shape(&self) -> Vec<usize>;
+    /// Forward over the inputs, in the order the spec lists them.
+    fn forward(&mut self, xs: &[&Tensor], y: &mut Tensor) -> Result<(), LayerError>;
+    /// The gradient of input `k` (of batch shape `x_shape`) from `dy`: written into `dx`, or
+    /// added to it with `accumulate` (the input also feeds another layer).
+    fn backward_input(&self, k: usize, x_shape: &[usize], dy: &Tensor, dx: &mut Tensor, accumulate: bool);
+}
+
+fn check(op: &'static str, xs: &[&Tensor], shapes: &[Vec<usize>]) -> Result<usize, LayerError> {
+    let n = xs.first().map_or(0, |x| x.dim(0));
+    for (x, s) in xs.iter().zip(shapes) {
+        super::check_input(op, x, s)?;
+        if x.dim(0) != n {
+            return Err(LayerError::Config { op, msg: format!("inputs have different batch sizes {n} and {}", x.dim(0)) });
+        }
+    }
+    Ok(n)
+}
+
+fn at_least_two(op: &'static str, shapes: &[Vec<usize>]) -> Result<(), LayerError> {
+    if shapes.len() < 2 {
+        return Err(LayerError::Config { op, msg: format!("needs at least 2 inputs, got {}; hint: list them in `inputs`", shapes.len()) });
+    }
+    Ok(())
+}
+
+/// Element-wise sum of inputs of one shape.
+pub struct Add {
+    shapes: Vec<Vec<usize>>,
+}
+
+impl Add {
+    /// The layer for inputs of per-sample shapes `shapes` (all equal).
+    pub fn new(shapes: &[Vec<usize>]) -> Result<Add, LayerError> {
+        at_least_two("add", shapes)?;
+        if let Some(s) = shapes.iter().find(|s| **s != shapes[0]) {
+            return Err(LayerError::Config {
+                op: "add",
+                msg: format!("inputs of shapes {:?} and {s:?} cannot be added; hint: a residual shortcut that changes the shape needs a 1×1 convolution or pad_channels", shapes[0]),
+            });
+        }
+        Ok(Add { shapes: shapes.to_vec() })
+    }
+}
+
+impl Join for Add {
+    fn kind(&self) -> &'static str {
+        "add"
+    }
+
+    fn out_shape(&self) -> Vec<usize> {
+        self.shapes[0].clone()
+    }
+
+    fn forward(&mut self, xs: &[&Tensor], y: &mut Tensor) -> Result<(), LayerError> {
+        check("add", xs, &self.shapes)?;
+        y.resize(xs[0].shape());
+        y.data_mut().copy_from_slice(xs[0].data());
+        for x in &xs[1..] {
+            y.data_mut().iter_mut().zip(x.data()).for_each(|(o, &v)| *o += v);
+        }
+        Ok(())
+    }
+
+    fn backward_input(&self, _k: usize, x_shape: &[usize], dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
+        if accumulate {
+            dx.data_mut().iter_mut().zip(dy.data()).for_each(|(d, &g)| *d += g);
+        } else {
+            dx.resize(x_shape);
+            dx.data_mut().copy_from_slice(dy.data());
+        }
+    }
+}
+
+/// Concatenation along the channel axis (dimension 1 of the batch tensor).
+pub struct Concat {
+    shapes: Vec<Vec<usize>>,
+    /// First channel of each input in the output.
+    starts: Vec<usize>,
+    channels: usize,
+}
+
+impl Concat {
+    /// The layer for inputs of per-sample shapes `shapes` (equal but for the first dimension).
+    pub fn new(shapes: &[Vec<usize>]) -> Result<Concat, LayerError> {
+        at_least_two("concat", shapes)?;
+        if let Some(s) = shapes.iter().find(|s| s.is_empty() || s[1..] != shapes[0][1..]) {
+            return Err(LayerError::Config {
+                op: "concat",
+                msg: format!("inputs of shapes {:?} and {s:?} differ beyond the channels; hint: concat joins along channels, the rest must match", shapes[0]),
+            });
+        }
+        let mut starts = Vec::with_capacity(shapes.len());
+        let mut channels = 0;
+        for s in shapes {
+            starts.push(channels);
+            channels += s[0];
+        }
+        Ok(Concat { shapes: shapes.to_vec(), starts, channels })
+    }
+
+    /// Values per channel per sample.
+    fn inner(&self) -> usize {
+        self.shapes[0][1..].iter().product()
+    }
+}
+
+impl Join for Concat {
+    fn kind(&self) -> &'static str {
+        "concat"
+    }
+
+    fn out_shape(&self) -> Vec<usize> {
+        let mut s = self.shapes[0].clone();
+        s[0] = self.channels;
+        s
+    }
+
+    fn forward(&mut self, xs: &[&Tensor], y: &mut Tensor) -> Result<(), LayerError> {
+        let n = check("concat", xs, &self.shapes)?;
+        let mut shape = vec![n];
+        shape.extend(self.out_shape());
+        y.resize(&shape);
+        let (inner, out_per) = (self.inner(), self.channels * self.inner());
+        for (k, x) in xs.iter().enumerate() {
+            let per = self.shapes[k][0] * inner;
+            let at = self.starts[k] * inner;
+            for (o, xi) in y.data_mut().chunks_mut(out_per).zip(x.data().chunks(per)) {
+                o[at..at + per].copy_from_slice(xi);
+            }
+        }
+        Ok(())
+    }
+
+    fn backward_input(&self, k: usize, x_shape: &[usize], dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
+        let inner = self.inner();
+        let (per, at, out_per) = (self.shapes[k][0] * inner, self.starts[k] * inner, self.channels * inner);
+        if !accumulate {
+            dx.resize(x_shape);
+        }
+        for (d, g) in dx.data_mut().chunks_mut(per).zip(dy.data().chunks(out_per)) {
+            if accumulate {
+                d.iter_mut().zip(&g[at..at + per]).for_each(|(a, &b)| *a += b);
+            } else {
+                d.copy_from_slice(&g[at..at + per]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::gradcheck::random_tensor;
+
+    /// Finite differences of L = Σ y·r through a join, for each input.
+    fn gradcheck(j: &mut dyn Join, xs: &mut [Tensor]) {
+        let refs: Vec<&Tensor> = xs.iter().collect();
+        let mut y = Tensor::default();
+        j.forward(&refs, &mut y).unwrap();
+        let r = random_tensor(y.shape(), 11);
+        let objective = |j: &mut dyn Join, xs: &[Tensor]| -> f64 {
+            let refs: Vec<&Tensor> = xs.iter().collect();
+            let mut y = Tensor::default();
+            j.forward(&refs, &mut y).unwrap();
+            y.data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
+        };
+        for k in 0..xs.len() {
+            let mut dx = Tensor::default();
+            j.backward_input(k, xs[k].shape(), &r, &mut dx, false);
+            // Accumulating adds the same gradient again.
+            let mut twice = dx.clone();
+            j.backward_input(k, xs[k].shape(), &r, &mut twice, true);
+            for i in 0..xs[k].len() {
+                let orig = xs[k].data()[i];
+                xs[k].data_mut()[i] = orig + 1e-2;
+                let lp = objective(j, xs);
+                xs[k].data_mut()[i] = orig - 1e-2;
+                let lm = objective(j, xs);
+                xs[k].data_mut()[i] = orig;
+                let num = (lp - lm) / 2e-2;
+                assert!((num - dx.data()[i] as f64).abs() < 1e-4, "input {k}[{i}]: {num} vs {}", dx.data()[i]);
+                assert!((twice.data()[i] - 2.0 * dx.data()[i]).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn add_sums_and_routes_the_gradient_to_every_input() {
+        let mut a = Add::new(&[vec![2, 3], vec![2, 3], vec![2, 3]]).unwrap();
+        let x = Tensor::from_vec(&[1, 2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let mut y = Tensor::default();
+        a.forward(&[&x, &x, &x], &mut y).unwrap();
+        assert_eq!(y.data(), &[3.0, 6.0, 9.0, 12.0, 15.0, 18.0]);
+        gradcheck(&mut a, &mut [random_tensor(&[2, 2, 3], 1), random_tensor(&[2, 2, 3], 2), random_tensor(&[2, 2, 3], 3)]);
+        assert!(Add::new(&[vec![2, 3], vec![3, 2]]).is_err());
+        assert!(Add::new(&[vec![2, 3]]).is_err());
+    }
+
+    #[test]
+    fn concat_stacks_channels() {
+        let mut c = Concat::new(&[vec![1, 2], vec![2, 2]]).unwrap();
+        assert_eq!(c.out_shape(), vec![3, 2]);
+        let a = Tensor::from_vec(&[2, 1, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let b = Tensor::from_vec(&[2, 2, 2], vec![10.0, 11.0, 12.0, 13.0, 20.0, 21.0, 22.0, 23.0]).unwrap();
+        let mut y = Tensor::default();
+        c.forward(&[&a, &b], &mut y).unwrap();
+        assert_eq!(y.shape(), &[2, 3, 2]);
+        assert_eq!(y.data(), &[1.0, 2.0, 10.0, 11.0, 12.0, 13.0, 3.0, 4.0, 20.0, 21.0, 22.0, 23.0]);
+        let mut c3 = Concat::new(&[vec![1, 2, 3], vec![3, 2, 3]]).unwrap();
+        gradcheck(&mut c3, &mut [random_tensor(&[2, 1, 2, 3], 4), random_tensor(&[2, 3, 2, 3], 5)]);
+        assert!(Concat::new(&[vec![1, 2, 2], vec![1, 2, 3]]).is_err());
+        let mut c = Concat::new(&[vec![1, 2], vec![2, 2]]).unwrap();
+        assert!(c.forward(&[&a, &a], &mut y).is_err(), "wrong input shape");
+    }
+}
