@@ -58,7 +58,7 @@ pub struct BatchNorm {
     /// Running mean, running var, batches tracked: updated, not yet committed.
     pending: Option<Vec<f32>>,
     /// Scratch for the all-reduced sums.
-    sums: Vec<f32>,
+    sums: Vec<f64>,
 }
 
 const OP: &str = "batch_norm";
@@ -141,10 +141,10 @@ impl Layer for BatchNorm {
         if ctx.mode == Mode::Train {
             // Two passes (mean, then squared deviations): no cancellation in the variance.
             self.sums.clear();
-            self.sums.extend((0..c_n).map(|c| rows(x.data(), c, c_n, hw).flat_map(|r| r.iter()).map(|&v| v as f64).sum::<f64>() as f32));
-            self.sums.push((n * self.hw) as f32);
+            self.sums.extend((0..c_n).map(|c| rows(x.data(), c, c_n, hw).flat_map(|r| r.iter()).map(|&v| v as f64).sum::<f64>()));
+            self.sums.push((n * self.hw) as f64);
             self.reduce(ctx)?;
-            let m = self.sums[c_n] as f64;
+            let m = self.sums[c_n];
             if m < 2.0 {
                 return Err(LayerError::Config {
                     op: OP,
@@ -152,19 +152,19 @@ impl Layer for BatchNorm {
                 });
             }
             for c in 0..c_n {
-                self.mean[c] = self.sums[c] as f64 / m;
+                self.mean[c] = self.sums[c] / m;
             }
             self.sums.clear();
             let mean = &self.mean;
             self.sums.extend((0..c_n).map(|c| {
                 let mu = mean[c];
-                rows(x.data(), c, c_n, hw).flat_map(|r| r.iter()).map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() as f32
+                rows(x.data(), c, c_n, hw).flat_map(|r| r.iter()).map(|&v| (v as f64 - mu).powi(2)).sum::<f64>()
             }));
             self.reduce(ctx)?;
             let mom = self.cfg.momentum as f64;
             let mut run = self.pending.take().unwrap_or_else(|| p[b..b + 2 * c_n + 1].to_vec());
             for c in 0..c_n {
-                let var = self.sums[c] as f64 / m;
+                let var = self.sums[c] / m;
                 self.invstd[c] = 1.0 / (var + self.cfg.eps as f64).sqrt();
                 run[c] = ((1.0 - mom) * run[c] as f64 + mom * self.mean[c]) as f32;
                 run[c_n + c] = ((1.0 - mom) * run[c_n + c] as f64 + mom * var * m / (m - 1.0)) as f32;
@@ -216,12 +216,12 @@ impl Layer for BatchNorm {
         let mut coef = vec![(0.0f64, 0.0f64); c_n];
         if self.last == Mode::Train {
             self.sums.clear();
-            self.sums.extend(local.iter().map(|&v| v as f32));
-            self.sums.push((x.dim(0) * self.hw) as f32);
+            self.sums.extend_from_slice(&local);
+            self.sums.push((x.dim(0) * self.hw) as f64);
             self.reduce(ctx)?;
-            let m = self.sums[2 * c_n] as f64;
+            let m = self.sums[2 * c_n];
             for (c, k) in coef.iter_mut().enumerate() {
-                *k = (self.sums[c] as f64 / m, self.sums[c_n + c] as f64 / m);
+                *k = (self.sums[c] / m, self.sums[c_n + c] / m);
             }
         }
         let (cc, hw) = (self.c, self.hw);

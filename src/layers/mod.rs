@@ -65,10 +65,11 @@ pub enum Mode {
 
 /// Sums small per-channel vectors over the data-parallel workers that share a batch: how
 /// SyncBatchNorm sees the global batch. Every worker calls it in the same order (layer order in
-/// forward, the reverse in backward) with the same lengths.
+/// forward, the reverse in backward) with the same lengths. In f64, and the same sum (order)
+/// on every worker.
 pub trait StatSync: Sync {
     /// Replaces `buf` by its element-wise sum over the workers.
-    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), String>;
+    fn all_reduce_sum(&self, buf: &mut [f64]) -> Result<(), String>;
 }
 
 /// What a layer may need to know about the step besides its input.

@@ -141,9 +141,28 @@ pub fn assign_buckets(layout: &ParamLayout, num_layers: usize, first_cap: usize,
 struct CommSync<'a>(&'a dyn Communicator);
 
 impl StatSync for CommSync<'_> {
-    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), String> {
-        self.0.all_reduce_into(buf).map_err(|e| e.to_string())
+    /// An all-gather of each worker's f64 values (their bits carried as pairs of f32, copied
+    /// and never added), summed in rank order: f64 precision, and the same bits everywhere.
+    fn all_reduce_sum(&self, buf: &mut [f64]) -> Result<(), String> {
+        let send: Vec<f32> = buf.iter().flat_map(|v| split_f64(*v)).collect();
+        let mut recv = vec![0.0f32; send.len() * self.0.size()];
+        self.0.all_gather_into(&send, &mut recv).map_err(|e| e.to_string())?;
+        for (i, v) in buf.iter_mut().enumerate() {
+            *v = recv.chunks(send.len()).map(|c| join_f64(c[2 * i], c[2 * i + 1])).sum();
+        }
+        Ok(())
     }
+}
+
+/// The bits of an f64 as two f32 (low, high) — for transport only.
+fn split_f64(v: f64) -> [f32; 2] {
+    let b = v.to_bits();
+    [f32::from_bits(b as u32), f32::from_bits((b >> 32) as u32)]
+}
+
+/// The f64 that `split_f64` cut.
+fn join_f64(lo: f32, hi: f32) -> f64 {
+    f64::from_bits(lo.to_bits() as u64 | ((hi.to_bits() as u64) << 32))
 }
 
 /// The all-reduce strategy of one worker.

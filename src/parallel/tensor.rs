@@ -78,6 +78,12 @@ pub(crate) enum Cut {
     Cols(Range<usize>),
     /// The whole tensor.
     Whole,
+    /// The whole tensor, held by every worker (a layer computed in full by each, such as batch
+    /// norm before any split); `owner` (worker 0) is the one whose copy is gathered.
+    Copy {
+        /// This worker's copy is gathered.
+        owner: bool,
+    },
 }
 
 /// The slices of one worker: the segments' specs, what follows each, and the cut of every
@@ -155,13 +161,13 @@ pub fn plan(spec: &ModelSpec, w: usize, mp: usize) -> Result<Plan, TrainError> {
                 // Per channel (or feature): a sliced input keeps its slice of every tensor.
                 let names: &[&str] = if *affine { &["weight", "bias", "running_mean", "running_var"] } else { &["running_mean", "running_var"] };
                 let cut = match state {
-                    State::Full => Cut::Whole,
+                    State::Full => Cut::Copy { owner: w == 0 },
                     State::Channels(c) | State::Features(c) => Cut::Rows(chunk_range(c, w, mp)),
                 };
                 for t in names {
                     cuts.push((format!("{name}.{t}"), cut.clone()));
                 }
-                cuts.push((format!("{name}.num_batches_tracked"), Cut::Whole));
+                cuts.push((format!("{name}.num_batches_tracked"), Cut::Copy { owner: w == 0 }));
             }
             LayerSpec::Linear { name, out_features, bias, .. } => match state {
                 State::Full | State::Channels(_) => {
@@ -330,7 +336,8 @@ pub(crate) fn copy(maps: &Maps, full_layout: &ParamLayout, full: &mut [f32], sli
         let whole = &mut full[e.range()];
         let mine = &mut slices[range.clone()];
         let pairs: Vec<(Range<usize>, Range<usize>)> = match cut {
-            Cut::Whole => vec![(0..whole.len(), 0..mine.len())],
+            Cut::Copy { owner: false } if !to_slices => continue,
+            Cut::Whole | Cut::Copy { .. } => vec![(0..whole.len(), 0..mine.len())],
             Cut::Rows(r) => {
                 let row: usize = e.shape[1..].iter().product();
                 vec![(r.start * row..r.end * row, 0..mine.len())]

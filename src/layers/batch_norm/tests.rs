@@ -93,14 +93,14 @@ fn bad_configurations_and_a_single_value_per_channel_are_errors() {
 /// Threads that sum their vectors: a `StatSync` for tests.
 struct ThreadSum {
     barrier: Barrier,
-    acc: Mutex<Vec<f32>>,
-    out: Mutex<Vec<f32>>,
+    acc: Mutex<Vec<f64>>,
+    out: Mutex<Vec<f64>>,
     workers: usize,
     arrived: Mutex<usize>,
 }
 
 impl StatSync for ThreadSum {
-    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), String> {
+    fn all_reduce_sum(&self, buf: &mut [f64]) -> Result<(), String> {
         {
             let mut acc = self.acc.lock().unwrap();
             if acc.len() != buf.len() {
