@@ -2,10 +2,12 @@
 //! format (Intel's multi-node Caffe shipped its models so) into a `ModelSpec`.
 //!
 //! Supported layer types: Input, Data, MemoryData (the input), Convolution, Pooling (MAX/AVE,
-//! Caffe's ceil rounding), InnerProduct, ReLU, LRN (across channels), Dropout, Flatten, and the
-//! heads Softmax / SoftmaxWithLoss (our loss head) and Accuracy (skipped). `include { phase:
-//! TEST }` layers are skipped, `phase: TRAIN` kept. The net must be a chain (each layer's bottom
-//! is the previous top; in-place tops allowed). The input shape comes from an Input layer, the
+//! Caffe's ceil rounding), InnerProduct, ReLU, LRN (across channels), Dropout, Flatten,
+//! BatchNorm (no affine; momentum = 1 − moving_average_fraction), Scale (per channel),
+//! Eltwise SUM (our Add), Concat (channels), and the heads Softmax / SoftmaxWithLoss (our loss
+//! head) and Accuracy (skipped). `include { phase: TEST }` layers are skipped, `phase: TRAIN`
+//! kept. Bottoms and tops become named inputs: a layer reads the layer that last wrote its
+//! bottom blob (in-place tops rewrite it), so branches and residual sums map to the net's DAG. The input shape comes from an Input layer, the
 //! legacy `input_shape`/`input_dim` fields, `memory_data_param`, or — for a Data layer, whose
 //! LMDB convoy does not read — from the dataset given with `--data` (3×crop×crop with a
 //! `crop_size`). Accepted but not applied yet, with a warning: weight/bias fillers (convoy
@@ -13,7 +15,7 @@
 //! (convoy's datasets normalise themselves), the Data layer's batch size and source.
 //! Anything else — another layer type, an unknown field — is an error naming it and its line.
 
-use super::spec::{LayerSpec, ModelSpec, Pair};
+use super::spec::{LayerSpec, ModelSpec, Pair, INPUT};
 
 /// A parse or mapping error, with its line.
 fn err<T>(origin: &str, line: usize, msg: impl Into<String>) -> Result<T, String> {
@@ -204,8 +206,9 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
     }
     let mut layers: Vec<LayerSpec> = Vec::new();
     let mut classes = None;
-    let mut last_top: Option<String> = None;
     let mut ended = false;
+    // Which layer last wrote each blob (in-place layers rewrite theirs); `INPUT` for the data.
+    let mut blobs: Vec<(String, String)> = Vec::new();
     for (v, line) in net.all("layer") {
         let Value::Msg(l) = v else { return err(origin, line, "'layer' must be a message") };
         let lname = l.scalar("name").map(|s| s.0.to_string()).unwrap_or_else(|| format!("layer{}", layers.len()));
@@ -217,22 +220,41 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
         let common = ["name", "type", "bottom", "top", "include", "exclude", "param", "loss_weight", "propagate_down", "phase"];
         let known = |extra: &[&'static str]| -> Vec<&'static str> { common.iter().chain(extra).copied().collect() };
         let bottoms: Vec<String> = l.all("bottom").filter_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None }).collect();
-        let top = l.scalar("top").map(|s| s.0.to_string());
         if l.msg("param").is_some() {
             warn(format!("{origin}:{line}: layer '{lname}': param {{ lr_mult decay_mult }} is not applied yet (every parameter learns at --lr)"));
         }
         let is_input = matches!(ty, "Input" | "Data" | "MemoryData");
-        if !is_input && !matches!(ty, "Accuracy" | "Softmax" | "SoftmaxWithLoss") {
+        let head = matches!(ty, "Accuracy" | "Softmax" | "SoftmaxWithLoss");
+        // The layers this one reads, by our names.
+        let mut reads: Vec<String> = Vec::new();
+        if !is_input && !head {
             if ended {
                 return err(origin, line, format!("layer '{lname}' comes after the loss; hint: the loss must be the last layer"));
             }
-            if let (Some(b), Some(prev)) = (bottoms.first(), &last_top) {
-                if b != prev || bottoms.len() != 1 {
-                    return err(origin, line, format!("layer '{lname}' reads {bottoms:?} but the previous layer writes '{prev}'; hint: convoy reads chains of layers (no branches yet)"));
+            for b in &bottoms {
+                match blobs.iter().rev().find(|(blob, _)| blob == b) {
+                    Some((_, by)) => reads.push(by.clone()),
+                    None => return err(origin, line, format!("layer '{lname}' reads blob '{b}', which no earlier layer writes; hint: check its bottom")),
                 }
             }
         }
+        // A single input that is the previous layer's output is the default (a chain).
+        let previous = layers.last().map_or(INPUT.to_string(), |p| p.name().to_string());
+        let from = match reads.as_slice() {
+            [one] if *one == previous => None,
+            [one] => Some(one.clone()),
+            _ => None,
+        };
+        let n_bottoms = |want: usize| -> Result<(), String> {
+            if reads.len() != want && !(want == 1 && reads.is_empty()) {
+                return err(origin, line, format!("layer '{lname}' ({ty}) reads {} blobs; hint: it takes {want}", reads.len()));
+            }
+            Ok(())
+        };
         let param = |field: &str| l.msg(field).cloned().unwrap_or_default();
+        if !is_input && !head && !matches!(ty, "Eltwise" | "Concat") {
+            n_bottoms(1)?;
+        }
         match ty {
             "Input" => {
                 l.only(&known(&["input_param"]), origin, &format!("layer '{lname}'"))?;
@@ -272,7 +294,7 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 let out: usize = num(&p, "num_output", origin)?.ok_or_else(|| format!("{origin}:{line}: Convolution '{lname}' needs num_output"))?;
                 layers.push(LayerSpec::Conv2d {
                     name: lname.clone(),
-                    input: None,
+                    input: from.clone(),
                     out_channels: out,
                     kernel: pair(&p, "kernel_size", "kernel", 0, origin)?,
                     stride: pair(&p, "stride", "stride", 1, origin)?,
@@ -288,8 +310,8 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 p.only(&["pool", "kernel_size", "kernel_h", "kernel_w", "stride", "stride_h", "stride_w", "pad", "pad_h", "pad_w", "engine"], origin, &format!("pooling_param of '{lname}'"))?;
                 let (kernel, stride, padding) = (pair(&p, "kernel_size", "kernel", 0, origin)?, Some(pair(&p, "stride", "stride", 1, origin)?), pair(&p, "pad", "pad", 0, origin)?);
                 layers.push(match p.scalar("pool").map_or("MAX", |s| s.0) {
-                    "MAX" => LayerSpec::MaxPool2d { name: lname.clone(), input: None, kernel, stride, padding, ceil_mode: true },
-                    "AVE" => LayerSpec::AvgPool2d { name: lname.clone(), input: None, kernel, stride, padding, ceil_mode: true },
+                    "MAX" => LayerSpec::MaxPool2d { name: lname.clone(), input: from.clone(), kernel, stride, padding, ceil_mode: true },
+                    "AVE" => LayerSpec::AvgPool2d { name: lname.clone(), input: from.clone(), kernel, stride, padding, ceil_mode: true },
                     other => return err(origin, line, format!("pool: {other} is not supported; hint: MAX or AVE")),
                 });
             }
@@ -302,7 +324,7 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 }
                 let out: usize = num(&p, "num_output", origin)?.ok_or_else(|| format!("{origin}:{line}: InnerProduct '{lname}' needs num_output"))?;
                 classes = Some(out);
-                layers.push(LayerSpec::Linear { name: lname.clone(), input: None, out_features: out, bias: p.scalar("bias_term").is_none_or(|b| b.0 == "true") });
+                layers.push(LayerSpec::Linear { name: lname.clone(), input: from.clone(), out_features: out, bias: p.scalar("bias_term").is_none_or(|b| b.0 == "true") });
             }
             "ReLU" => {
                 l.only(&known(&["relu_param"]), origin, &format!("layer '{lname}'"))?;
@@ -319,7 +341,7 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 }
                 layers.push(LayerSpec::Lrn {
                     name: lname.clone(),
-                    input: None,
+                    input: from.clone(),
                     size: num(&p, "local_size", origin)?.unwrap_or(5),
                     alpha: num(&p, "alpha", origin)?.unwrap_or(1.0),
                     beta: num(&p, "beta", origin)?.unwrap_or(0.75),
@@ -328,25 +350,72 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
             }
             "Dropout" => {
                 l.only(&known(&["dropout_param"]), origin, &format!("layer '{lname}'"))?;
-                layers.push(LayerSpec::Dropout { name: lname.clone(), input: None, p: num(&param("dropout_param"), "dropout_ratio", origin)?.unwrap_or(0.5) });
+                layers.push(LayerSpec::Dropout { name: lname.clone(), input: from.clone(), p: num(&param("dropout_param"), "dropout_ratio", origin)?.unwrap_or(0.5) });
             }
             "Flatten" => layers.push(LayerSpec::Flatten { name: lname.clone(), input: None }),
             "Sigmoid" => layers.push(LayerSpec::Sigmoid { name: lname.clone(), input: None }),
             "TanH" => layers.push(LayerSpec::Tanh { name: lname.clone(), input: None }),
+            "BatchNorm" => {
+                l.only(&known(&["batch_norm_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("batch_norm_param");
+                p.only(&["use_global_stats", "moving_average_fraction", "eps"], origin, &format!("batch_norm_param of '{lname}'"))?;
+                if p.scalar("use_global_stats").is_some() {
+                    warn(format!("{origin}:{line}: layer '{lname}': use_global_stats is not applied (convoy normalises with batch statistics in training, running ones in evaluation: Caffe's default)"));
+                }
+                let fraction: f32 = num(&p, "moving_average_fraction", origin)?.unwrap_or(0.999);
+                warn(format!("{origin}:{line}: layer '{lname}': running statistics are PyTorch's exponential average with momentum {} (1 − moving_average_fraction), not Caffe's normalised sum", 1.0 - fraction));
+                layers.push(LayerSpec::BatchNorm { name: lname.clone(), input: from.clone(), eps: num(&p, "eps", origin)?.unwrap_or(1e-5), momentum: 1.0 - fraction, affine: false });
+            }
+            "Scale" => {
+                l.only(&known(&["scale_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("scale_param");
+                p.only(&["bias_term", "axis", "num_axes", "filler", "bias_filler"], origin, &format!("scale_param of '{lname}'"))?;
+                if num::<i64>(&p, "axis", origin)?.is_some_and(|a| a != 1) || num::<i64>(&p, "num_axes", origin)?.is_some_and(|a| a != 1) {
+                    return err(origin, line, format!("Scale '{lname}': only per-channel scaling (axis 1, num_axes 1) is supported"));
+                }
+                layers.push(LayerSpec::Scale { name: lname.clone(), input: from.clone(), bias: p.scalar("bias_term").is_some_and(|b| b.0 == "true") });
+            }
+            "Eltwise" => {
+                l.only(&known(&["eltwise_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("eltwise_param");
+                p.only(&["operation", "coeff", "stable_prod_grad"], origin, &format!("eltwise_param of '{lname}'"))?;
+                if p.scalar("operation").is_some_and(|o| o.0 != "SUM") {
+                    return err(origin, line, format!("Eltwise '{lname}': operation {} is not supported; hint: SUM", p.scalar("operation").map_or("", |o| o.0)));
+                }
+                if p.all("coeff").any(|(v, _)| !matches!(v, Value::Scalar(c) if c.parse::<f32>() == Ok(1.0))) {
+                    return err(origin, line, format!("Eltwise '{lname}': coefficients other than 1 are not supported"));
+                }
+                layers.push(LayerSpec::Add { name: lname.clone(), inputs: reads.clone() });
+            }
+            "Concat" => {
+                l.only(&known(&["concat_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("concat_param");
+                p.only(&["axis", "concat_dim"], origin, &format!("concat_param of '{lname}'"))?;
+                if num::<i64>(&p, "axis", origin)?.or(num::<i64>(&p, "concat_dim", origin)?).is_some_and(|a| a != 1) {
+                    return err(origin, line, format!("Concat '{lname}': only along channels (axis 1) is supported"));
+                }
+                layers.push(LayerSpec::Concat { name: lname.clone(), inputs: reads.clone() });
+            }
             "Softmax" | "SoftmaxWithLoss" => ended = true,
             "Accuracy" => {}
             other => {
                 return err(
                     origin,
                     line,
-                    format!("layer '{lname}': type '{other}' is not supported yet; hint: convoy reads Input, Data, MemoryData, Convolution, Pooling, InnerProduct, ReLU, Sigmoid, TanH, LRN, Dropout, Flatten, Softmax(WithLoss), Accuracy"),
+                    format!("layer '{lname}': type '{other}' is not supported yet; hint: convoy reads Input, Data, MemoryData, Convolution, Pooling, InnerProduct, ReLU, Sigmoid, TanH, LRN, Dropout, Flatten, Softmax(WithLoss), Accuracy, BatchNorm, Scale, Eltwise (SUM), Concat"),
                 )
             }
         }
-        if !is_input {
-            last_top = top.or(last_top);
-        } else {
-            last_top = top;
+        if is_input {
+            if let Some(t) = l.all("top").find_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None }) {
+                blobs.push((t, INPUT.to_string()));
+            }
+        } else if !head {
+            for (v, _) in l.all("top") {
+                if let Value::Scalar(t) = v {
+                    blobs.push((t.clone(), lname.clone()));
+                }
+            }
         }
     }
     let input = input.ok_or_else(|| format!("{origin}: no input shape; hint: add an Input layer (input_param {{ shape {{ dim: 1 dim: C dim: H dim: W }} }}) or a Data layer"))?;
@@ -402,10 +471,86 @@ layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
         assert_eq!(net.layer_out_shape(3), vec![8, 16, 16]);
     }
 
+    /// A residual block as Caffe writes it (ResNet's deploy prototxts: BatchNorm + Scale in
+    /// place, Eltwise SUM, a Concat branch) reads as the same spec as its TOML.
+    #[test]
+    fn residual_blocks_with_batch_norm_scale_eltwise_and_concat_map_to_the_dag() {
+        let proto = r#"
+name: "block"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 3 pad: 1 bias_term: false } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" batch_norm_param { moving_average_fraction: 0.9 } }
+layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2" convolution_param { num_output: 4 kernel_size: 3 pad: 1 bias_term: false } }
+layer { name: "sum" type: "Eltwise" bottom: "conv2" bottom: "conv1" top: "sum" }
+layer { name: "side" type: "Convolution" bottom: "data" top: "side" convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "cat" type: "Concat" bottom: "sum" bottom: "side" top: "cat" }
+layer { name: "fc" type: "InnerProduct" bottom: "cat" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }
+"#;
+        let toml = r#"
+name = "block"
+input = [3, 8, 8]
+classes = 5
+[[layer]]
+name = "conv1"
+type = "conv2d"
+out_channels = 4
+kernel = 3
+padding = 1
+bias = false
+[[layer]]
+name = "bn1"
+type = "batch_norm"
+momentum = 0.100000024
+affine = false
+[[layer]]
+name = "scale1"
+type = "scale"
+[[layer]]
+name = "relu1"
+type = "relu"
+[[layer]]
+name = "conv2"
+type = "conv2d"
+out_channels = 4
+kernel = 3
+padding = 1
+bias = false
+[[layer]]
+name = "sum"
+type = "add"
+inputs = ["conv2", "relu1"]
+[[layer]]
+name = "side"
+type = "conv2d"
+input = "input"
+out_channels = 2
+kernel = 1
+[[layer]]
+name = "cat"
+type = "concat"
+inputs = ["sum", "side"]
+[[layer]]
+name = "fc"
+type = "linear"
+out_features = 5
+"#;
+        let got = parse(proto).unwrap();
+        let want = ModelSpec::from_toml(toml, "test").unwrap();
+        assert_eq!(got.layers, want.layers);
+        assert_eq!((&got.input, got.classes), (&want.input, want.classes));
+        let net = Net::build(&want).unwrap();
+        assert_eq!(net.sources(7), &[Some(5), Some(6)]);
+    }
+
     #[test]
     fn unknown_types_fields_and_broken_text_name_the_line() {
         let cases = [
-            ("layer { name: \"a\" type: \"Input\" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\nlayer { name: \"bn\" type: \"BatchNorm\" }", ":2:", "BatchNorm"),
+            ("layer { name: \"a\" type: \"Input\" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\nlayer { name: \"d\" type: \"Deconvolution\" }", ":2:", "Deconvolution"),
+            ("layer { name: \"a\" type: \"Input\" top: \"data\" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\nlayer { name: \"r\" type: \"ReLU\" bottom: \"nope\" top: \"r\" }", ":2:", "blob 'nope'"),
+            ("layer { name: \"a\" type: \"Input\" top: \"data\" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\nlayer { name: \"e\" type: \"Eltwise\" bottom: \"data\" bottom: \"data\" top: \"e\" eltwise_param { operation: PROD } }", ":2:", "PROD"),
             ("layer { name: \"a\" type: \"Input\" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\nlayer { name: \"c\" type: \"Convolution\"\n convolution_param { num_output: 2 kernel_size: 3 bogus: 1 } }", ":3:", "bogus"),
             ("layer { name: \"a\" type: \"Input\" ", ":1:", "missing '}'"),
             ("layers { name: \"old\" }", ":1:", "V1"),
