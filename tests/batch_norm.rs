@@ -6,85 +6,14 @@
 
 mod common;
 
-use common::{config, rel_err, small_mnist};
+use common::{config, rel_err, small_mnist, RESIDUAL};
 use convoy::parallel;
 use convoy::train::{events::Recorder, train};
 use std::path::{Path, PathBuf};
 
 const TEN_STEPS: [&str; 10] = ["--steps", "10", "--batch-size", "64", "--threads", "1", "--seed", "7", "--lr", "0.05"];
 
-/// A residual block with batch norm for 28×28 MNIST, a BatchNorm1d in the classifier.
-const RESIDUAL: &str = r#"
-name = "mini-res"
-input = [1, 28, 28]
-classes = 10
-[[layer]]
-name = "conv1"
-type = "conv2d"
-out_channels = 8
-kernel = 3
-stride = 2
-padding = 1
-bias = false
-[[layer]]
-name = "bn1"
-type = "batch_norm"
-[[layer]]
-name = "relu1"
-type = "relu"
-[[layer]]
-name = "b_conv1"
-type = "conv2d"
-out_channels = 8
-kernel = 3
-padding = 1
-bias = false
-[[layer]]
-name = "b_bn1"
-type = "batch_norm"
-[[layer]]
-name = "b_relu"
-type = "relu"
-[[layer]]
-name = "b_conv2"
-type = "conv2d"
-out_channels = 8
-kernel = 3
-padding = 1
-bias = false
-[[layer]]
-name = "b_bn2"
-type = "batch_norm"
-[[layer]]
-name = "b_add"
-type = "add"
-inputs = ["b_bn2", "relu1"]
-[[layer]]
-name = "b_out"
-type = "relu"
-[[layer]]
-name = "pool"
-type = "max_pool2d"
-kernel = 2
-[[layer]]
-name = "flatten"
-type = "flatten"
-[[layer]]
-name = "fc1"
-type = "linear"
-out_features = 32
-bias = false
-[[layer]]
-name = "bn_fc"
-type = "batch_norm"
-[[layer]]
-name = "relu_fc"
-type = "relu"
-[[layer]]
-name = "fc2"
-type = "linear"
-out_features = 10
-"#;
+
 
 /// The same without the residual connection (tensor split takes chains only).
 fn chain() -> String {

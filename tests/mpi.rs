@@ -82,14 +82,36 @@ fn train_args(extra: &[&str], dir: &Path) -> Vec<String> {
 
 /// Trains under mpirun; returns the saved parameters.
 fn mpi_params(np: usize, extra: &[&str]) -> Vec<f32> {
+    mpi_params_of("lenet", np, extra)
+}
+
+/// `mpi_params` for the model `model` (zoo name or file, also passed as --model unless "lenet").
+fn mpi_params_of(model: &str, np: usize, extra: &[&str]) -> Vec<f32> {
     let dir = tmp(&format!("np{np}-{}", extra.join("").replace(['-', '.'], "")));
     let args = train_args(extra, &dir);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let job = mpirun(np, &args, Duration::from_secs(120));
     assert_eq!(job.code, Some(0), "mpirun -np {np} {extra:?} failed:\n{}", job.stderr);
     assert_eq!(job.stdout.matches("done:").count(), 1, "only the lead process reports:\n{}", job.stdout);
-    let net = convoy::net::Net::build(&convoy::net::ModelSpec::resolve("lenet").unwrap()).unwrap();
+    let net = convoy::net::Net::build(&convoy::net::ModelSpec::resolve(model).unwrap()).unwrap();
     convoy::checkpoint::load_weights(&dir.join("weights.safetensors"), net.layout()).unwrap()
+}
+
+/// SyncBatchNorm over MPI (processes, and processes × threads) equals one process, running
+/// statistics included.
+#[test]
+fn sync_batch_norm_over_mpi_equals_single_process() {
+    let dir = tmp("bn-model");
+    let model = dir.join("mini-res.toml");
+    std::fs::write(&model, common::RESIDUAL).unwrap();
+    let m = model.to_str().unwrap();
+    let want = reference(&[&SGD[..], &["--model", m]].concat());
+    for (np, workers) in [(2, "1"), (2, "2")] {
+        let got = mpi_params_of(m, np, &[&SGD[..], &["--model", m, "--workers", workers]].concat());
+        let e = rel_err(&got, &want);
+        eprintln!("sync batch norm over mpi np {np} × {workers}: rel err {e:.2e}");
+        assert!(e <= 1e-5, "np {np} × {workers}: relative error {e:.3e}");
+    }
 }
 
 /// Single-process parameters after ten steps (threads transport).

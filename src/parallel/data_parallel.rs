@@ -170,6 +170,9 @@ pub struct AllReduce<'c> {
     comm: &'c dyn Communicator,
     /// For SyncBatchNorm: the same workers, another communicator.
     bn_comm: Option<Box<dyn Communicator>>,
+    /// SyncBatchNorm on `comm` itself (a transport that cannot split: MPI processes × threads),
+    /// so buckets are reduced after backward, never beside it.
+    bn_on_main: bool,
     cfg: AllReduceConfig,
     opt: Box<dyn Optimizer>,
     grads: Vec<f32>,
@@ -196,9 +199,19 @@ impl<'c> AllReduce<'c> {
         }
         let leaves = if cfg.deterministic { vec![vec![0.0; len]; DETERMINISTIC_LEAVES / comm.size()] } else { Vec::new() };
         // Every worker splits (a collective), or none: they all build the same net.
-        let bn_comm = if cfg.sync_batch_norm && net.has_buffers() && comm.size() > 1 && !cfg.deterministic { Some(comm.split(0, comm.rank())?) } else { None };
+        let sync = cfg.sync_batch_norm && net.has_buffers() && comm.size() > 1 && !cfg.deterministic;
+        let (bn_comm, bn_on_main) = match sync.then(|| comm.split(0, comm.rank())) {
+            None => (None, false),
+            Some(Ok(c)) => (Some(c), false),
+            Some(Err(e)) => {
+                if comm.rank() == 0 {
+                    tracing::info!("sync batch norm on the gradient communicator ({e}): gradients are reduced after backward");
+                }
+                (None, true)
+            }
+        };
         let opt = run.optimizer.build_frozen(len, net.layout().buffer_ranges())?;
-        Ok(AllReduce { comm, bn_comm, opt, grads: vec![0.0; len], buckets, bucket_of, micro: Tensor::default(), leaves, cfg, phases: PhaseLog::default() })
+        Ok(AllReduce { comm, bn_comm, bn_on_main, opt, grads: vec![0.0; len], buckets, bucket_of, micro: Tensor::default(), leaves, cfg, phases: PhaseLog::default() })
     }
 
     /// The buckets, in the order they are reduced.
@@ -309,7 +322,7 @@ impl<'c> AllReduce<'c> {
     fn micro_batches(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32, sync: Option<&dyn StatSync>, stats: &mut BatchStats, report: &mut StepReport) -> Result<(), TrainError> {
         let n = batch.labels.len();
         let k = self.cfg.accumulate.min(n.max(1));
-        let overlap = self.cfg.overlap && self.comm.size() > 1 && n > 0;
+        let overlap = self.cfg.overlap && self.comm.size() > 1 && n > 0 && !self.bn_on_main;
         for m in 0..k {
             let rows = shard_range(n, m, k);
             let whole = k == 1;
@@ -416,12 +429,13 @@ impl Strategy for AllReduce<'_> {
         }
         self.grads.fill(0.0);
         self.opt.begin_step();
-        let overlap = self.cfg.overlap && self.comm.size() > 1 && !batch.labels.is_empty();
+        let overlap = self.cfg.overlap && self.comm.size() > 1 && !batch.labels.is_empty() && !self.bn_on_main;
         let mut stats = BatchStats::default();
         let mut report = StepReport::default();
         // The batch-norm communicator is lent to the micro-batches (which borrow `self`).
         let bn_comm = self.bn_comm.take();
-        let sync = bn_comm.as_deref().map(CommSync);
+        let main = self.comm;
+        let sync = bn_comm.as_deref().map(CommSync).or_else(|| self.bn_on_main.then_some(CommSync(main)));
         let r = self.micro_batches(net, ctx, params, batch, lr, sync.as_ref().map(|s| s as &dyn StatSync), &mut stats, &mut report);
         self.bn_comm = bn_comm;
         r?;
