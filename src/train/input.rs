@@ -8,8 +8,11 @@ use crate::net::{BatchStats, Net};
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
+/// A run's training and test sets.
+pub type TrainTest = (Arc<dyn Dataset>, Arc<dyn Dataset>);
+
 /// Loads the train and test splits for a single worker and checks they fit the model.
-pub fn load_data(cfg: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>), TrainError> {
+pub fn load_data(cfg: &TrainConfig) -> Result<TrainTest, TrainError> {
     load_data_parts(cfg, &[0], 1)
 }
 
@@ -17,10 +20,10 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset
 /// training set is made of the `local` parts (data-parallel ranks of this process) of `parts`,
 /// and the test set is the test split of the first of them (rank 0's evaluates); otherwise
 /// `local` and `parts` do not matter.
-pub fn load_data_parts(cfg: &TrainConfig, local: &[usize], parts: usize) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>), TrainError> {
+pub fn load_data_parts(cfg: &TrainConfig, local: &[usize], parts: usize) -> Result<TrainTest, TrainError> {
     let opts = &cfg.data;
-    let (train, test): (Arc<dyn Dataset>, Arc<dyn Dataset>) = if opts.split {
-        if cfg.batch_size % parts != 0 {
+    let (train, test): TrainTest = if opts.split {
+        if !cfg.batch_size.is_multiple_of(parts) {
             return Err(TrainError::Config(format!(
                 "--data-split with {parts} data-parallel ranks needs a --batch-size divisible by {parts} (every rank takes the same share of each batch), not {}",
                 cfg.batch_size

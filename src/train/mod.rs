@@ -9,7 +9,7 @@ mod input;
 pub mod stop;
 pub mod timeline;
 
-pub use input::{evaluate, feed, load_data, load_data_parts};
+pub use input::{evaluate, feed, load_data, load_data_parts, TrainTest};
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::comm::CommError;
