@@ -18,15 +18,17 @@
 
 use super::{DataError, Dataset, Split};
 use image::{imageops, ImageBuffer, ImageFormat, ImageReader, Limits, Pixel};
+use std::io::{BufRead, Seek};
 use std::path::{Path, PathBuf};
 
 /// Names of the split folders.
 const TRAIN: &str = "train";
 const TEST: [&str; 2] = ["test", "val"];
 /// Largest image side accepted, and largest decoder allocation: a damaged header claiming a
-/// 100 000 × 100 000 image must not allocate 30 GB.
+/// 100 000 × 100 000 image must not allocate 30 GB (192 MiB: a 60-megapixel RGB photo, and under
+/// the 256 MiB single-allocation cap of the fuzz targets).
 const MAX_SIDE: u32 = 1 << 15;
-const MAX_ALLOC: u64 = 512 << 20;
+const MAX_ALLOC: u64 = 192 << 20;
 
 /// True when `dir` looks like an image folder (has `train/`, `test/` or `val/`).
 pub fn detect(dir: &Path) -> bool {
@@ -82,9 +84,14 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut usize) -> Result<(), D
 
 /// A reader for a PNG or JPEG file, with allocation limits.
 fn reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>, String> {
-    // The format comes from the content, not the name (a .png may hold a JPEG).
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let mut r = ImageReader::new(std::io::BufReader::new(file)).with_guessed_format().map_err(|e| format!("cannot read: {e}"))?;
+    reader_of(std::io::BufReader::new(file))
+}
+
+/// A reader for PNG or JPEG bytes, with allocation limits. The format comes from the content,
+/// not the file name (a .png may hold a JPEG).
+fn reader_of<R: BufRead + Seek>(inner: R) -> Result<ImageReader<R>, String> {
+    let mut r = ImageReader::new(inner).with_guessed_format().map_err(|e| format!("cannot read: {e}"))?;
     match r.format() {
         Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
         Some(f) => return Err(format!("is a {f:?} image; hint: only PNG and JPEG are read, convert it or remove it")),
@@ -141,6 +148,23 @@ fn to_chw<P: Pixel<Subpixel = u8> + 'static>(img: ImageBuffer<P, Vec<u8>>, [h, w
             }
         }
     }
+}
+
+/// Decodes an image and writes it resized, center-cropped and scaled to [0, 1] as `shape` (C, H,
+/// W) into `out` (C = 1: grayscale, else RGB).
+fn decode_into<R: BufRead + Seek>(r: ImageReader<R>, shape: [usize; 3], out: &mut [f32]) -> Result<(), String> {
+    let img = r.decode().map_err(|e| format!("cannot decode: {e}; hint: the file is damaged, replace or remove it"))?;
+    let size = [shape[1], shape[2]];
+    match shape[0] {
+        1 => to_chw(luma_601(&img.to_rgb8()), size, out),
+        _ => to_chw(img.to_rgb8(), size, out),
+    }
+    Ok(())
+}
+
+/// Decodes PNG or JPEG `bytes` as an image folder does a file (for the fuzz target).
+pub fn decode_bytes(bytes: &[u8], shape: [usize; 3], out: &mut [f32]) -> Result<(), String> {
+    decode_into(reader_of(std::io::Cursor::new(bytes))?, shape, out)
 }
 
 /// Grayscale as PIL's `convert("L")` computes it (ITU-R 601-2 weights, rounded), which is what
@@ -238,12 +262,7 @@ impl Dataset for FolderDataset {
     fn read_raw(&self, i: usize, out: &mut [f32]) -> Result<u32, DataError> {
         let path = &self.files[i];
         let err = |msg: String| DataError::Record { path: path.clone(), record: i, msg };
-        let img = reader(path).map_err(err)?.decode().map_err(|e| err(format!("cannot decode: {e}; hint: the file is damaged, replace or remove it")))?;
-        let size = [self.shape[1], self.shape[2]];
-        match self.shape[0] {
-            1 => to_chw(luma_601(&img.to_rgb8()), size, out),
-            _ => to_chw(img.to_rgb8(), size, out),
-        }
+        decode_into(reader(path).map_err(err)?, self.shape, out).map_err(err)?;
         Ok(self.labels[i])
     }
 }
