@@ -86,6 +86,11 @@ pub fn decode_idx(raw: &[u8], path: &Path) -> Result<IdxArray, DataError> {
     }
 }
 
+/// True when `dir` holds an MNIST-format image file (`train-images-idx3-ubyte` and the like).
+pub fn detect(dir: &Path) -> bool {
+    ["train", "t10k"].iter().any(|p| ["idx3", "idx4"].iter().any(|d| ["", ".gz"].iter().any(|z| dir.join(format!("{p}-images-{d}-ubyte{z}")).is_file())))
+}
+
 fn find(dir: &Path, stem: &str, what: &'static str) -> Result<PathBuf, DataError> {
     if !dir.is_dir() {
         return Err(DataError::Io { path: dir.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory") });
@@ -251,6 +256,7 @@ mod tests {
     #[test]
     fn vendored_mnist_loads() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+        assert!(detect(&dir) && !detect(&dir.join("no-such")));
         let train = IdxDataset::load_dir(&dir, Split::Train).unwrap();
         let test = IdxDataset::load_dir(&dir, Split::Test).unwrap();
         assert_eq!((train.len(), test.len()), (60_000, 10_000));

@@ -57,14 +57,14 @@ pub fn open(path: &Path, split: Split) -> Result<Arc<dyn Dataset>, DataError> {
 }
 
 /// Opens `split` of the dataset at `path`: `synthetic:CxHxW:CLASSES[:TRAIN[:TEST]]`, CIFAR-10/100
-/// binary files, an image folder (`train/`, `test/` or `val/` with one folder per class), else
-/// the IDX files of MNIST or Fashion-MNIST. Normalised as `opts.normalize` says.
+/// binary files, an image folder (`train/`, `test/` or `val/` with one folder per class, and no
+/// IDX files beside them), else the IDX files of MNIST or Fashion-MNIST. Normalised as `opts.normalize` says.
 pub fn open_with(path: &Path, split: Split, opts: &DataOptions) -> Result<Arc<dyn Dataset>, DataError> {
     let raw: Arc<dyn Dataset> = if let Some(spec) = synthetic::Spec::from_path(path) {
         Arc::new(synthetic::Synthetic::new(spec?, split))
     } else if let Some(kind) = cifar::detect(path) {
         Arc::new(cifar::CifarDataset::load_dir(path, kind, split)?)
-    } else if folder::detect(path) {
+    } else if folder::detect(path) && !idx::detect(path) {
         let size = opts.image_size.ok_or_else(|| DataError::Format {
             path: path.to_path_buf(),
             msg: "an image folder needs an image size; hint: pass --image-size N (images are resized and center-cropped to N×N)".into(),
