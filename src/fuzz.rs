@@ -10,8 +10,9 @@ use crate::net::ParamLayout;
 use std::path::Path;
 
 /// The targets by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*/`).
-pub const TARGETS: [(&str, fn(&[u8])); 8] = [
+pub const TARGETS: [(&str, fn(&[u8])); 9] = [
     ("cifar", cifar),
+    ("image", image),
     ("idx", idx),
     ("weights", weights),
     ("state_json", state_json),
@@ -37,8 +38,19 @@ pub fn cifar(data: &[u8]) {
     if let Ok(ds) = CifarDataset::from_files(kind, &[(std::path::PathBuf::from("fuzz.bin"), rest.to_vec())]) {
         let mut buf = vec![0.0f32; 3 * 32 * 32];
         for i in 0..ds.len().min(3) {
-            assert!((ds.get_into(i, &mut buf) as usize) < ds.num_classes());
+            assert!((ds.get_into(i, &mut buf).expect("in memory") as usize) < ds.num_classes());
         }
+    }
+}
+
+/// A PNG or JPEG file of an image folder, decoded, resized and cropped; the first byte chooses
+/// the sample shape (grayscale or RGB, 1 to 16 pixels square), the rest is the file.
+pub fn image(data: &[u8]) {
+    let Some((k, rest)) = data.split_first() else { return };
+    let shape = [if k & 1 == 0 { 1 } else { 3 }, 1 + (k >> 1 & 15) as usize, 1 + (k >> 1 & 15) as usize];
+    let mut out = vec![-1.0f32; shape.iter().product()];
+    if crate::data::folder::decode_bytes(rest, shape, &mut out).is_ok() {
+        assert!(out.iter().all(|v| (0.0..=1.0).contains(v)), "pixels outside [0, 1]");
     }
 }
 
@@ -81,7 +93,7 @@ pub fn idx(data: &[u8]) {
         if let Ok(ds) = idx::IdxDataset::from_arrays(images, labels, (p, p)) {
             let mut buf = vec![0.0f32; ds.sample_shape().iter().product()];
             for i in 0..ds.len().min(3) {
-                assert!(ds.get_into(i, &mut buf) < 10);
+                assert!(ds.get_into(i, &mut buf).expect("in memory") < 10);
             }
         }
     }

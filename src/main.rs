@@ -86,7 +86,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // A checkpoint folder (or directory) holds its weights in model.safetensors.
             let weights = if args.weights.is_dir() { convoy::checkpoint::run::resolve(&args.weights)?.join("model.safetensors") } else { args.weights.clone() };
             let params = convoy::checkpoint::load_weights(&weights, net.layout())?;
-            let test = convoy::data::open(&args.data, convoy::data::Split::Test)?;
+            let opts = args.image.to_options(Some(&spec.input))?;
+            let test = convoy::data::open_with(&args.data, convoy::data::Split::Test, &opts)?;
             let s = train::evaluate(&mut net, &params, test.as_ref(), args.batch_size, threads)?;
             let n = s.samples.max(1) as f64;
             println!("test accuracy {:.2}% (loss {:.4}) on {} images", s.correct as f64 / n * 100.0, s.loss_sum / n, s.samples);

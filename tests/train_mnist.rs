@@ -53,7 +53,7 @@ fn ten_step_trajectory_matches_pytorch() {
     let mut labels = vec![0u32; 64];
     for (step, want) in want_loss.iter().enumerate() {
         for (i, chunk) in x.data_mut().chunks_exact_mut(784).enumerate() {
-            labels[i] = data.get_into(step * 64 + i, chunk);
+            labels[i] = data.get_into(step * 64 + i, chunk).unwrap();
         }
         grads.fill(0.0);
         let ctx = Ctx { threads: 2, ..Ctx::simple(Mode::Train) };

@@ -5,9 +5,11 @@
 //! spec, data file or weights file.
 
 pub mod bench;
+mod data;
 mod parallel;
 pub mod plan;
 
+pub use data::{ImageArgs, LoadArgs};
 pub use parallel::{AlgorithmArg, CommArg, ParallelArgs, PsModeArg, ScheduleArg, StrategyArg};
 
 use crate::net::ModelSpec;
@@ -72,9 +74,17 @@ pub struct TrainArgs {
     /// type, random_seed, snapshot and iter_size replace the corresponding flags.
     #[arg(long)]
     pub solver: Option<PathBuf>,
-    /// Directory with the MNIST-format IDX files (gzipped or raw).
+    /// The data: a directory of MNIST-format IDX files (gzipped or raw), CIFAR-10/100 binary
+    /// files or an image folder (train/, test/ or val/, one folder per class), or
+    /// synthetic:CxHxW:CLASSES[:TRAIN[:TEST]] (docs/data.md).
     #[arg(long, default_value = "data/mnist")]
     pub data: PathBuf,
+    /// How samples are made.
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// How the training input is loaded.
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Number of epochs.
     #[arg(long, default_value_t = 3)]
     pub epochs: u64,
@@ -176,9 +186,12 @@ pub struct EvalArgs {
     /// Model the weights belong to.
     #[arg(long, default_value = "lenet")]
     pub model: String,
-    /// Directory with the MNIST-format IDX files.
+    /// The data (as for `convoy train`); its test split is evaluated.
     #[arg(long, default_value = "data/mnist")]
     pub data: PathBuf,
+    /// How samples are made (as in training).
+    #[command(flatten)]
+    pub image: ImageArgs,
     /// Evaluation batch size.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
@@ -266,8 +279,15 @@ impl TrainArgs {
         if self.steps == Some(0) {
             return Err(invalid("steps", "must be at least 1").into());
         }
-        let data = self.data.clone();
-        let model = ModelSpec::resolve_with(&self.model, &mut || Ok(crate::data::open(&data, crate::data::Split::Test).map_err(|e| e.to_string())?.sample_shape().to_vec()))?;
+        // A model whose input shape comes from the data (a prototxt without one) looks at the
+        // test set; with --data-split at this process's first part.
+        let probe = if self.load.data_split { crate::data::split::part_path(&self.data, crate::comm::launch::rank().unwrap_or(0) * self.parallel.workers) } else { self.data.clone() };
+        let flags_only = self.image.to_options(None)?;
+        let model = ModelSpec::resolve_with(&self.model, &mut || {
+            Ok(crate::data::open_with(&probe, crate::data::Split::Test, &flags_only).map_err(|e| e.to_string())?.sample_shape().to_vec())
+        })?;
+        let mut data = self.image.to_options(Some(&model.input))?;
+        self.load.apply(&mut data, &self.data, self.parallel.deterministic)?;
         let optimizer = OptimizerConfig::from_name(&self.optimizer, self.momentum, self.nesterov, self.weight_decay)?;
         let schedule = LrSchedule::parse(&self.schedule, self.lr)?;
         if self.keep == 0 {
@@ -296,6 +316,7 @@ impl TrainArgs {
         Ok(TrainConfig {
             model,
             data_dir: self.data.clone(),
+            data,
             epochs: self.epochs,
             steps: self.steps,
             batch_size: self.batch_size,

@@ -4,7 +4,7 @@
 //! `test_batch.bin`; CIFAR-100: `train.bin` and `test.bin` (the fine labels are used). Normalised
 //! on read per channel with the training set's mean and standard deviation (torchvision's values).
 
-use super::{DataError, Dataset, Split};
+use super::{DataError, Dataset, Normalize, Split};
 use std::path::{Path, PathBuf};
 
 const PIXELS: usize = 3 * 32 * 32;
@@ -93,16 +93,24 @@ impl CifarDataset {
         let (mut pixels, mut labels) = (Vec::new(), Vec::new());
         let record = kind.label_bytes() + PIXELS;
         for (path, bytes) in files {
-            if bytes.is_empty() || bytes.len() % record != 0 {
-                return Err(DataError::Format {
+            if bytes.is_empty() {
+                return Err(DataError::Format { path: path.clone(), msg: "the file is empty; hint: the file is truncated, or not the CIFAR binary version".into() });
+            }
+            if bytes.len() % record != 0 {
+                return Err(DataError::Record {
                     path: path.clone(),
-                    msg: format!("{} bytes is not a whole number of {record}-byte records; hint: the file is truncated, or not the CIFAR binary version", bytes.len()),
+                    record: bytes.len() / record,
+                    msg: format!(
+                        "truncated: {} bytes of {record} ({} bytes is not a whole number of {record}-byte records); hint: the file is damaged or cut off, or not the CIFAR binary version",
+                        bytes.len() % record,
+                        bytes.len()
+                    ),
                 });
             }
             for (i, r) in bytes.chunks_exact(record).enumerate() {
                 let label = r[kind.label_bytes() - 1];
                 if label as usize >= kind.classes() {
-                    return Err(DataError::Format { path: path.clone(), msg: format!("label {label} of record {i} is out of range 0..{}", kind.classes()) });
+                    return Err(DataError::Record { path: path.clone(), record: i, msg: format!("label {label} is out of range 0..{}; hint: is this CIFAR-10 or CIFAR-100?", kind.classes()) });
                 }
                 labels.push(label);
                 pixels.extend_from_slice(&r[kind.label_bytes()..]);
@@ -122,15 +130,15 @@ impl Dataset for CifarDataset {
     fn num_classes(&self) -> usize {
         self.kind.classes()
     }
-    fn get_into(&self, i: usize, out: &mut [f32]) -> u32 {
-        let (mean, std) = self.kind.mean_std();
-        let src = &self.pixels[i * PIXELS..(i + 1) * PIXELS];
-        for (c, (o, s)) in out.chunks_mut(1024).zip(src.chunks(1024)).enumerate() {
-            for (o, &p) in o.iter_mut().zip(s) {
-                *o = (p as f32 / 255.0 - mean[c]) / std[c];
-            }
+    fn read_raw(&self, i: usize, out: &mut [f32]) -> Result<u32, DataError> {
+        for (o, &p) in out.iter_mut().zip(&self.pixels[i * PIXELS..(i + 1) * PIXELS]) {
+            *o = p as f32 / 255.0;
         }
-        self.labels[i] as u32
+        Ok(self.labels[i] as u32)
+    }
+    fn normalization(&self) -> Normalize {
+        let (mean, std) = self.kind.mean_std();
+        Normalize::new(mean.to_vec(), std.to_vec())
     }
 }
 
@@ -170,7 +178,7 @@ mod tests {
         assert_eq!(train.len(), 3 + 4 + 5 + 6 + 7);
         let mut x = vec![0.0; PIXELS];
         // Sample 2 of the first file: pixels 2, label 2.
-        assert_eq!(train.get_into(2, &mut x), 2);
+        assert_eq!(train.get_into(2, &mut x).unwrap(), 2);
         let want_r = (2.0 / 255.0 - 0.4914) / 0.2470;
         let want_b = (2.0 / 255.0 - 0.4465) / 0.2616;
         assert!((x[0] - want_r).abs() < 1e-6 && (x[PIXELS - 1] - want_b).abs() < 1e-6);
@@ -181,7 +189,7 @@ mod tests {
         assert_eq!(detect(&d100), Some(Kind::Cifar100));
         let t = CifarDataset::load_dir(&d100, Kind::Cifar100, Split::Train).unwrap();
         assert_eq!((t.len(), t.num_classes()), (120, 100));
-        assert_eq!(t.get_into(105, &mut x), 5);
+        assert_eq!(t.get_into(105, &mut x).unwrap(), 5);
     }
 
     #[test]
@@ -191,12 +199,12 @@ mod tests {
         r.pop();
         std::fs::write(d.join("test_batch.bin"), &r).unwrap();
         let e = CifarDataset::load_dir(&d, Kind::Cifar10, Split::Test).unwrap_err().to_string();
-        assert!(e.contains("test_batch.bin") && e.contains("truncated"), "{e}");
+        assert!(e.contains("test_batch.bin") && e.contains("record 1: truncated"), "{e}");
         let mut r = records(2, 1, 10);
         r[0] = 12;
         std::fs::write(d.join("test_batch.bin"), &r).unwrap();
         let e = CifarDataset::load_dir(&d, Kind::Cifar10, Split::Test).unwrap_err().to_string();
-        assert!(e.contains("label 12"), "{e}");
+        assert!(e.contains("record 0: label 12"), "{e}");
         let e = CifarDataset::load_dir(&d, Kind::Cifar10, Split::Train).unwrap_err().to_string();
         assert!(e.contains("data_batch_1.bin"), "{e}");
     }

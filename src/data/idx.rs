@@ -6,7 +6,7 @@
 //! checks and compared with a cap, so a corrupt header cannot trigger a huge allocation, and the
 //! payload must have exactly the announced length (truncated or trailing bytes are errors).
 
-use super::{DataError, Dataset, Split};
+use super::{DataError, Dataset, Normalize, Split};
 use flate2::read::GzDecoder;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -54,7 +54,13 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
     let got = (bytes.len() - header) as u64;
     if got != expected {
         let what = if got < expected { "truncated" } else { "has trailing bytes" };
-        return Err(format_err(path, format!("payload {what}: dimensions {dims:?} need {expected} bytes, file has {got}")));
+        // The first record that is cut short (or the first surplus one).
+        let record_bytes = dims[1..].iter().product::<usize>().max(1) as u64;
+        return Err(DataError::Record {
+            path: path.to_path_buf(),
+            record: (got.min(expected) / record_bytes) as usize,
+            msg: format!("payload {what}: dimensions {dims:?} need {expected} bytes, file has {got}; hint: the file is damaged or was cut off while copying"),
+        });
     }
     Ok(IdxArray { dims, data: bytes[header..].to_vec() })
 }
@@ -78,6 +84,11 @@ pub fn decode_idx(raw: &[u8], path: &Path) -> Result<IdxArray, DataError> {
     } else {
         parse_idx(raw, path)
     }
+}
+
+/// True when `dir` holds an MNIST-format image file (`train-images-idx3-ubyte` and the like).
+pub fn detect(dir: &Path) -> bool {
+    ["train", "t10k"].iter().any(|p| ["idx3", "idx4"].iter().any(|d| ["", ".gz"].iter().any(|z| dir.join(format!("{p}-images-{d}-ubyte{z}")).is_file())))
 }
 
 fn find(dir: &Path, stem: &str, what: &'static str) -> Result<PathBuf, DataError> {
@@ -123,7 +134,7 @@ impl IdxDataset {
             ));
         }
         if let Some((i, &l)) = labels.data.iter().enumerate().find(|(_, &l)| l >= 10) {
-            return Err(format_err(names.1, format!("label {l} at record {i} is out of range 0..10")));
+            return Err(DataError::Record { path: names.1.to_path_buf(), record: i, msg: format!("label {l} is out of range 0..10; hint: MNIST-format labels are 0 to 9") });
         }
         let (mean, std) = MNIST_MEAN_STD;
         let d = &images.dims;
@@ -158,12 +169,15 @@ impl Dataset for IdxDataset {
     fn num_classes(&self) -> usize {
         self.classes
     }
-    fn get_into(&self, i: usize, out: &mut [f32]) -> u32 {
+    fn read_raw(&self, i: usize, out: &mut [f32]) -> Result<u32, DataError> {
         let n = self.shape.iter().product::<usize>();
         for (o, &p) in out.iter_mut().zip(&self.images[i * n..(i + 1) * n]) {
-            *o = (p as f32 / 255.0 - self.mean) / self.std;
+            *o = p as f32 / 255.0;
         }
-        self.labels[i] as u32
+        Ok(self.labels[i] as u32)
+    }
+    fn normalization(&self) -> Normalize {
+        Normalize::uniform(self.mean, self.std)
     }
 }
 
@@ -207,7 +221,7 @@ mod tests {
         let e = parse_idx(&idx(0x1234, &[1], &[0]), p).unwrap_err().to_string();
         assert!(e.contains("bad IDX magic 0x00001234") && e.contains("x-idx"), "{e}");
         let e = parse_idx(&idx(0x803, &[2, 2, 2], &[0; 7]), p).unwrap_err().to_string();
-        assert!(e.contains("truncated"), "{e}");
+        assert!(e.contains("truncated") && e.contains("record 1"), "{e}");
         let e = parse_idx(&idx(0x803, &[1, 2, 2], &[0; 5]), p).unwrap_err().to_string();
         assert!(e.contains("trailing"), "{e}");
         // A header claiming 4e9 × 4e9 images fails at once, without allocating.
@@ -225,14 +239,14 @@ mod tests {
         let ok = parse_idx(&idx(0x801, &[2], &[3, 9]), Path::new("l")).unwrap();
         let ds = IdxDataset::from_arrays(img.clone(), ok, (Path::new("i"), Path::new("l"))).unwrap();
         let mut out = [0.0f32];
-        assert_eq!(ds.get_into(1, &mut out), 9);
+        assert_eq!(ds.get_into(1, &mut out).unwrap(), 9);
         assert!((out[0] - (1.0 - 0.1307) / 0.3081).abs() < 1e-6);
         let three = parse_idx(&idx(0x801, &[3], &[1, 2, 3]), Path::new("l")).unwrap();
         let e = IdxDataset::from_arrays(img.clone(), three, (Path::new("i"), Path::new("l"))).unwrap_err().to_string();
         assert!(e.contains("3 labels for 2 images"), "{e}");
         let bad = parse_idx(&idx(0x801, &[2], &[1, 11]), Path::new("l")).unwrap();
         let e = IdxDataset::from_arrays(img, bad, (Path::new("i"), Path::new("l"))).unwrap_err().to_string();
-        assert!(e.contains("label 11 at record 1"), "{e}");
+        assert!(e.contains("record 1: label 11"), "{e}");
         let e = IdxDataset::load_dir(Path::new("no/such/dir"), Split::Train).unwrap_err().to_string();
         assert!(e.contains("no/such/dir"), "{e}");
         let e = IdxDataset::load_dir(&tmp("empty"), Split::Test).unwrap_err().to_string();
@@ -242,6 +256,7 @@ mod tests {
     #[test]
     fn vendored_mnist_loads() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+        assert!(detect(&dir) && !detect(&dir.join("no-such")));
         let train = IdxDataset::load_dir(&dir, Split::Train).unwrap();
         let test = IdxDataset::load_dir(&dir, Split::Test).unwrap();
         assert_eq!((train.len(), test.len()), (60_000, 10_000));

@@ -1,17 +1,24 @@
-//! A prefetching loader: a background thread assembles this rank's shard of each global batch
-//! of an epoch into a `Batch`, a bounded queue keeps a few ready, and used batches come back
-//! through a second channel to be refilled, so the steady state allocates nothing.
+//! The prefetching loader: `threads` background threads (`--loader-threads`) read, augment and
+//! normalise this rank's shard of each global batch of an epoch into a `Batch`, ahead of the
+//! trainer. Batch b is made by thread b mod N, which queues at most `PER_THREAD` finished
+//! batches; the trainer takes batch b from that thread's queue, so batches arrive in order and
+//! memory stays bounded (N·(PER_THREAD + 1) batches) with no reordering buffer. Used batches go
+//! back to the thread that made them to be refilled, so the steady state allocates nothing.
 //!
-//! Dropping the loader stops the thread: it sees the closed channel at its next send.
+//! Every sample is a function of (seed, epoch, sample id) only, so the batches are bitwise the
+//! same whatever N is. The time the trainer waits in `next` is the step's `data_wait_s`: a
+//! loader that cannot keep up shows there. A failure to read a sample (a damaged image) ends
+//! the epoch with that error; dropping the loader stops its threads at their next send.
 
-use super::{sampler::Sampler, sampler::Shard, Dataset};
+use super::{sampler::Sampler, sampler::Shard, Augment, DataError, Dataset};
 use crate::tensor::Tensor;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// Batches kept ready ahead of the trainer.
-const PREFETCH: usize = 3;
+/// Finished batches queued per loader thread (3 ahead for the default single thread).
+const PER_THREAD: usize = 3;
 
 /// One rank's shard of a global batch.
 #[derive(Clone, Debug, Default)]
@@ -20,7 +27,7 @@ pub struct Batch {
     pub x: Tensor,
     /// Labels, n.
     pub labels: Vec<u32>,
-    /// Global dataset index of each sample, n.
+    /// Global sample id of each sample, n.
     pub ids: Vec<u64>,
     /// Epoch.
     pub epoch: u64,
@@ -32,132 +39,138 @@ pub struct Batch {
     pub offset: usize,
 }
 
+/// What a loader reads and how: the training set, its sampler, augmentation and threads.
+#[derive(Clone)]
+pub struct Feed {
+    /// The dataset (raw samples and their normalisation).
+    pub data: Arc<dyn Dataset>,
+    /// Global batches of each epoch.
+    pub sampler: Sampler,
+    /// Augmentation of every sample.
+    pub augment: Augment,
+    /// The run's seed (keys the augmentation).
+    pub seed: u64,
+    /// Loader threads (at least 1).
+    pub threads: usize,
+}
+
+impl Feed {
+    /// A feed without augmentation on one thread.
+    pub fn plain(data: Arc<dyn Dataset>, sampler: Sampler) -> Feed {
+        Feed { data, sampler, augment: Augment::default(), seed: 0, threads: 1 }
+    }
+}
+
+type Made = Result<Batch, DataError>;
+
 /// Background loader for one epoch of one rank.
 pub struct Loader {
-    rx: Option<Receiver<Batch>>,
-    recycle: Option<SyncSender<Batch>>,
-    thread: Option<JoinHandle<()>>,
+    /// Per thread: its finished batches, and the way back for used ones.
+    queues: Vec<(Receiver<Made>, SyncSender<Batch>)>,
+    threads: Vec<JoinHandle<()>>,
+    start: usize,
+    next: usize,
+    end: usize,
 }
 
 impl Loader {
     /// Starts loading epoch `epoch` from global batch `start_batch` on, this `shard` of each batch.
-    pub fn new(data: Arc<dyn Dataset>, sampler: Sampler, epoch: u64, start_batch: usize, shard: Shard) -> Loader {
-        let (tx, rx) = sync_channel::<Batch>(PREFETCH);
-        let (recycle_tx, recycle_rx) = sync_channel::<Batch>(PREFETCH + 2);
-        let thread = std::thread::Builder::new()
-            .name(format!("loader-r{}", shard.rank))
-            .spawn(move || {
-                let order = sampler.epoch_order(epoch);
-                let shape = data.sample_shape().to_vec();
-                let per: usize = shape.iter().product();
-                let mut full = vec![0; shape.len() + 1];
-                full[1..].copy_from_slice(&shape);
-                for b in start_batch..sampler.batches_per_epoch() {
-                    let global = sampler.batch_of(&order, b);
-                    let range = shard.range(global.len());
-                    let mine = &global[range.clone()];
+    pub fn new(feed: &Feed, epoch: u64, start_batch: usize, shard: Shard) -> Loader {
+        let order = Arc::new(feed.sampler.order_for(epoch, &shard));
+        let n = feed.threads.max(1);
+        let end = feed.sampler.batches_per_epoch();
+        let (mut queues, mut threads) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for t in 0..n {
+            let (tx, rx) = sync_channel::<Made>(PER_THREAD);
+            let (recycle_tx, recycle_rx) = sync_channel::<Batch>(PER_THREAD + 2);
+            let (feed, order) = (feed.clone(), order.clone());
+            let spawned = std::thread::Builder::new().name(format!("loader-r{}-{t}", shard.rank)).spawn(move || {
+                let mut scratch = Vec::new();
+                for b in (start_batch + t..end).step_by(n) {
                     let mut batch = recycle_rx.try_recv().unwrap_or_default();
-                    full[0] = mine.len();
-                    batch.x.resize(&full);
-                    batch.labels.clear();
-                    batch.ids.clear();
-                    for (&i, out) in mine.iter().zip(batch.x.data_mut().chunks_exact_mut(per.max(1))) {
-                        batch.labels.push(data.get_into(i, out));
-                        batch.ids.push(i as u64);
-                    }
-                    batch.epoch = epoch;
-                    batch.index = b;
-                    batch.global = global.len();
-                    batch.offset = range.start;
-                    if tx.send(batch).is_err() {
+                    let made = catch_unwind(AssertUnwindSafe(|| fill(&feed, &order, epoch, b, &shard, &mut batch, &mut scratch)));
+                    let made = match made {
+                        Ok(Ok(())) => Ok(batch),
+                        Ok(Err(e)) => Err(e),
+                        Err(p) => Err(DataError::Internal(format!("loader thread panicked: {}", panic_text(&*p)))),
+                    };
+                    let failed = made.is_err();
+                    if tx.send(made).is_err() || failed {
                         return;
                     }
                 }
-            })
-            .ok();
-        Loader { rx: Some(rx), recycle: Some(recycle_tx), thread }
+            });
+            match spawned {
+                Ok(h) => threads.push(h),
+                // Without its thread the queue's sender is gone: `next` reports it.
+                Err(e) => tracing::error!("cannot start a loader thread: {e}"),
+            }
+            queues.push((rx, recycle_tx));
+        }
+        Loader { queues, threads, start: start_batch, next: start_batch, end }
     }
 
-    /// The next batch, or None at the end of the epoch.
+    /// The next batch, `None` at the end of the epoch, or the error that ended it.
     #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Option<Batch> {
-        self.rx.as_ref()?.recv().ok()
+    pub fn next(&mut self) -> Option<Result<Batch, DataError>> {
+        if self.next >= self.end {
+            return None;
+        }
+        let b = self.next;
+        let made = match self.queues[(b - self.start) % self.queues.len()].0.recv() {
+            Ok(m) => m,
+            Err(_) => Err(DataError::Internal(format!("the loader thread of batch {b} ended early"))),
+        };
+        // After an error the epoch is over: a later call returns None.
+        self.next = if made.is_ok() { b + 1 } else { self.end };
+        Some(made)
     }
 
     /// Gives a used batch back so its buffers are reused.
     pub fn recycle(&self, b: Batch) {
-        if let Some(tx) = &self.recycle {
-            let _ = tx.try_send(b);
+        if let Some(q) = self.queues.get(b.index.wrapping_sub(self.start) % self.queues.len().max(1)) {
+            let _ = q.1.try_send(b);
         }
     }
 }
 
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown cause".into())
+}
+
+/// Reads, augments and normalises global batch `b`'s shard into `batch`.
+fn fill(feed: &Feed, order: &[usize], epoch: u64, b: usize, shard: &Shard, batch: &mut Batch, scratch: &mut Vec<f32>) -> Result<(), DataError> {
+    let data = feed.data.as_ref();
+    let (mine, global, offset) = feed.sampler.shard_of(order, b, shard);
+    let shape = data.sample_shape();
+    let [c, h, w] = [shape[0], shape[1], shape[2]];
+    let norm = data.normalization();
+    batch.x.resize(&[mine.len(), c, h, w]);
+    batch.labels.clear();
+    batch.ids.clear();
+    for (&i, out) in mine.iter().zip(batch.x.data_mut().chunks_exact_mut((c * h * w).max(1))) {
+        batch.labels.push(data.read_raw(i, out)?);
+        feed.augment.apply(out, [c, h, w], (feed.seed, epoch, i as u64), scratch);
+        norm.apply(out, c);
+        batch.ids.push(i as u64);
+    }
+    batch.epoch = epoch;
+    batch.index = b;
+    batch.global = global;
+    batch.offset = offset;
+    Ok(())
+}
+
 impl Drop for Loader {
     fn drop(&mut self) {
-        // Closing the receiver makes the thread's next send fail; then join it.
-        self.rx.take();
-        self.recycle.take();
-        if let Some(t) = self.thread.take() {
+        // Closing the receivers makes each thread's next send fail; then join them.
+        self.queues.clear();
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Counting(usize);
-    impl Dataset for Counting {
-        fn len(&self) -> usize {
-            self.0
-        }
-        fn sample_shape(&self) -> &[usize] {
-            &[1, 1, 2]
-        }
-        fn num_classes(&self) -> usize {
-            10
-        }
-        fn get_into(&self, i: usize, out: &mut [f32]) -> u32 {
-            out.fill(i as f32);
-            (i % 10) as u32
-        }
-    }
-
-    #[test]
-    fn yields_the_samplers_shards_in_order_and_resumes() {
-        let data: Arc<dyn Dataset> = Arc::new(Counting(23));
-        let s = Sampler::new(23, 5, 3, false);
-        let order = s.epoch_order(2);
-        for world in 1..=3 {
-            let mut seen = vec![Vec::new(); 5];
-            for rank in 0..world {
-                let mut l = Loader::new(data.clone(), s.clone(), 2, 0, Shard::of(rank, world));
-                while let Some(b) = l.next() {
-                    assert_eq!(b.x.shape(), &[b.ids.len(), 1, 1, 2]);
-                    for (k, &id) in b.ids.iter().enumerate() {
-                        assert_eq!(b.x.data()[2 * k], id as f32);
-                        assert_eq!(b.labels[k], (id % 10) as u32);
-                    }
-                    seen[b.index].extend(b.ids.iter().map(|&i| i as usize));
-                    l.recycle(b);
-                }
-            }
-            for (b, ids) in seen.iter().enumerate() {
-                assert_eq!(ids.as_slice(), s.batch_of(&order, b), "world {world} batch {b}");
-            }
-        }
-        let mut l = Loader::new(data, s, 2, 3, Shard::WHOLE);
-        assert_eq!(l.next().unwrap().index, 3);
-        assert_eq!(l.next().unwrap().index, 4);
-        assert!(l.next().is_none());
-    }
-
-    #[test]
-    fn dropping_mid_epoch_returns() {
-        let data: Arc<dyn Dataset> = Arc::new(Counting(10_000));
-        let mut l = Loader::new(data, Sampler::new(10_000, 1, 0, false), 0, 0, Shard::WHOLE);
-        assert!(l.next().is_some());
-        drop(l);
-    }
-}
+#[path = "loader_tests.rs"]
+mod tests;

@@ -5,6 +5,13 @@
 //! A position in training is (epoch, batch index), so a run can resume exactly. Each global batch
 //! is split into contiguous rank shards by `shard_range`, so the union of the shards is exactly
 //! the global batch whatever the world size.
+//!
+//! With `--data-split` (`split`), each of `parts` data-parallel ranks holds a part of its own of
+//! `len / parts` samples, numbered round-robin: local sample l of rank r has the sample id
+//! `l·parts + r` (the id it would have if the whole set had been dealt to the ranks like cards).
+//! Epoch e visits rank r's part in the order `Rng::keyed([seed, e, SPLIT, r])`; global batch b
+//! takes `B / parts` samples of every part (the last batch fewer, equally from every part), so
+//! the rank shards, their offsets and the step count are those of shared placement.
 
 use crate::tensor::rng::Rng;
 use std::ops::Range;
@@ -17,12 +24,17 @@ pub struct Sampler {
     seed: u64,
     drop_last: bool,
     shuffle: bool,
+    /// `--data-split`: the number of parts (one per data-parallel rank); `None`: shared.
+    parts: Option<usize>,
 }
+
+/// Key separating the split-placement orders from the shared one.
+const SPLIT: u64 = 0x7370_6c74; // "splt"
 
 impl Sampler {
     /// A shuffling sampler over `len` samples. `global_batch` must be ≥ 1 (the CLI validates it).
     pub fn new(len: usize, global_batch: usize, seed: u64, drop_last: bool) -> Sampler {
-        Sampler { len, global_batch: global_batch.max(1), seed, drop_last, shuffle: true }
+        Sampler { len, global_batch: global_batch.max(1), seed, drop_last, shuffle: true, parts: None }
     }
 
     /// A sampler visiting samples in order (evaluation).
@@ -68,6 +80,43 @@ impl Sampler {
         let start = (b * self.global_batch).min(order.len());
         let end = (start + self.global_batch).min(order.len());
         &order[start..end]
+    }
+
+    /// Split placement: `len` counts the samples of all `parts` parts, each of `len / parts`
+    /// samples (see the module's documentation).
+    pub fn split(self, parts: usize) -> Sampler {
+        Sampler { parts: Some(parts.max(1)), ..self }
+    }
+
+    /// The order in which `shard`'s rank visits samples in epoch `epoch`: the whole set's
+    /// (`epoch_order`), or with split placement its own part's, as sample ids.
+    pub fn order_for(&self, epoch: u64, shard: &Shard) -> Vec<usize> {
+        let Some(parts) = self.parts else { return self.epoch_order(epoch) };
+        let r = shard.rank / shard.group.max(1);
+        let mut local: Vec<usize> = (0..self.len / parts).collect();
+        if self.shuffle {
+            Rng::keyed(&[self.seed, epoch, SPLIT, r as u64]).shuffle(&mut local);
+        }
+        local.into_iter().map(|l| l * parts + r).collect()
+    }
+
+    /// The sample ids of global batch `b` that `shard` loads, the size of the whole global
+    /// batch, and the offset of this shard in it; `order` is `order_for(epoch, shard)`.
+    pub fn shard_of<'a>(&self, order: &'a [usize], b: usize, shard: &Shard) -> (&'a [usize], usize, usize) {
+        match self.parts {
+            None => {
+                let global = self.batch_of(order, b);
+                let range = shard.range(global.len());
+                (&global[range.clone()], global.len(), range.start)
+            }
+            Some(_) => {
+                let g = self.global_batch.min(self.len.saturating_sub(b * self.global_batch));
+                let range = shard.range(g);
+                let start = (b * shard.range(self.global_batch).len()).min(order.len());
+                let end = (start + range.len()).min(order.len());
+                (&order[start..end], g, range.start)
+            }
+        }
     }
 }
 
@@ -186,5 +235,31 @@ mod tests {
         }
         assert_eq!(Shard::of(1, 4).range(10), shard_range(10, 1, 4));
         assert_eq!(Shard::WHOLE.range(7), 0..7);
+    }
+
+    /// Split placement: 3 parts of 7 samples, global batch 6: every rank visits exactly its own
+    /// part each epoch, 2 samples a batch (the last batch 1 each), at the offsets of shared
+    /// placement; pipeline groups of 2 ranks load the same samples.
+    #[test]
+    fn split_parts_are_visited_whole_with_the_shared_shard_layout() {
+        let s = Sampler::new(21, 6, 5, false).split(3);
+        assert_eq!(s.batches_per_epoch(), 4);
+        for r in 0..3 {
+            let shard = Shard::of(r, 3);
+            let order = s.order_for(1, &shard);
+            let mut seen = Vec::new();
+            for b in 0..4 {
+                let (ids, global, offset) = s.shard_of(&order, b, &shard);
+                let want = if b < 3 { 6 } else { 3 };
+                assert_eq!((global, offset, ids.len()), (want, r * want / 3, want / 3), "rank {r} batch {b}");
+                seen.extend_from_slice(ids);
+            }
+            seen.sort();
+            assert_eq!(seen, (0..7).map(|l| l * 3 + r).collect::<Vec<_>>());
+            assert_ne!(order, s.order_for(2, &shard), "epochs differ");
+            let g = Shard::grouped(2 * r + 1, 6, 2);
+            assert_eq!(s.order_for(1, &g), order);
+            assert_eq!(s.shard_of(&order, 0, &g), s.shard_of(&order, 0, &shard));
+        }
     }
 }

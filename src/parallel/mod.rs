@@ -244,9 +244,18 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
         tracing::warn!(ranks = here, threads = cfg.threads, cores, "ranks × threads exceeds the cores; ranks will share cores (hint: {hint})");
     }
     let param_count = Net::build(&cfg.model)?.layout().len();
-    let data = Arc::new(train::load_data(cfg)?);
-    let total_steps = train::total_steps(cfg, data.0.len());
     let workers = ranks.workers;
+    // `--data-split`: the parts of the data-parallel ranks of this process's workers (the
+    // stages or slices of one replica share a part).
+    let group = match &pc.strategy {
+        StrategyKind::Pipeline(p) => p.stages.max(1),
+        StrategyKind::Tensor(_) => workers.max(1),
+        _ => 1,
+    };
+    let mut parts: Vec<usize> = ranks.comms.iter().map(|(r, _)| *r).filter(|&r| r < workers).map(|r| r / group).collect();
+    parts.dedup();
+    let data = Arc::new(train::load_data_parts(cfg, &parts, workers / group)?);
+    let total_steps = train::total_steps(cfg, data.0.len());
     let (tx, rx) = mpsc::channel::<Msg>();
     for (index, (rank, comm)) in ranks.comms.into_iter().enumerate() {
         let (tx, data, cfg, pc) = (tx.clone(), data.clone(), cfg.clone(), pc.clone());

@@ -5,16 +5,18 @@
 //! `Net::forward_backward` and the optimizer on the same flat buffers.
 
 pub mod events;
+mod input;
 pub mod stop;
 pub mod timeline;
 
+pub use input::{evaluate, feed, load_data, load_data_parts, TrainTest};
+
 use crate::checkpoint::{self, CheckpointError};
 use crate::comm::CommError;
-use crate::data::{loader::Batch, loader::Loader, sampler::Sampler, sampler::Shard, DataError, Dataset, Split};
+use crate::data::{loader::Batch, loader::Loader, sampler::Sampler, sampler::Shard, DataError, DataOptions, Dataset};
 use crate::layers::{Ctx, Mode};
 use crate::net::{BatchStats, ModelSpec, Net, NetError};
 use crate::optim::{schedule::LrSchedule, OptimError, Optimizer, OptimizerConfig};
-use crate::tensor::Tensor;
 use events::{Event, EventSink, Track};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,8 +28,12 @@ use thiserror::Error;
 pub struct TrainConfig {
     /// The model.
     pub model: ModelSpec,
-    /// Directory with the IDX files.
+    /// The `--data` path: a dataset directory, `synthetic:...`, or with `data.split` a path
+    /// with `{rank}` (docs/data.md).
     pub data_dir: PathBuf,
+    /// How samples are made from the data (image size, normalisation, augmentation, loader
+    /// threads, placement).
+    pub data: DataOptions,
     /// Epochs to run (ignored when `steps` is set).
     pub epochs: u64,
     /// Stop after this many optimisation steps instead of full epochs.
@@ -206,7 +212,14 @@ impl TrainError {
     /// Process exit code: 2 for bad input (data, model, settings, weights file), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            TrainError::Data(_) | TrainError::Optim(_) | TrainError::DataModelMismatch { .. } | TrainError::InitFrom(_) => 2,
+            TrainError::Data(e) => {
+                if e.is_bad_input() {
+                    2
+                } else {
+                    1
+                }
+            }
+            TrainError::Optim(_) | TrainError::DataModelMismatch { .. } | TrainError::InitFrom(_) => 2,
             TrainError::Checkpoint(CheckpointError::Io { .. }) => 1,
             TrainError::Checkpoint(_) => 2,
             TrainError::Net(NetError::Layer { .. } | NetError::Spec { .. }) => 2,
@@ -253,55 +266,6 @@ pub struct TrainSummary {
     pub images_per_sec: f64,
     /// Final parameters (flat).
     pub params: Vec<f32>,
-}
-
-/// Loads the train and test splits and checks they fit the model.
-pub fn load_data(cfg: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>), TrainError> {
-    let train = crate::data::open(&cfg.data_dir, Split::Train)?;
-    let test = crate::data::open(&cfg.data_dir, Split::Test)?;
-    if train.sample_shape() != cfg.model.input.as_slice() {
-        return Err(TrainError::DataModelMismatch {
-            data: cfg.data_dir.display().to_string(),
-            data_shape: train.sample_shape().to_vec(),
-            model: cfg.model.name.clone(),
-            model_shape: cfg.model.input.clone(),
-        });
-    }
-    if train.num_classes() > cfg.model.classes {
-        return Err(TrainError::Config(format!(
-            "the data in {} has {} classes but model '{}' has {} outputs; hint: use a model with classes = {}",
-            cfg.data_dir.display(),
-            train.num_classes(),
-            cfg.model.name,
-            cfg.model.classes,
-            train.num_classes()
-        )));
-    }
-    Ok((train, test))
-}
-
-/// Evaluates `params` on a whole dataset, in batches of `batch`.
-pub fn evaluate(net: &mut Net, params: &[f32], data: &dyn Dataset, batch: usize, threads: usize) -> Result<BatchStats, NetError> {
-    let shape: Vec<usize> = data.sample_shape().to_vec();
-    let per: usize = shape.iter().product();
-    let mut x = Tensor::default();
-    let mut labels = Vec::with_capacity(batch);
-    let mut total = BatchStats::default();
-    let mut start = 0;
-    while start < data.len() {
-        let n = batch.min(data.len() - start);
-        let mut full = vec![n];
-        full.extend_from_slice(&shape);
-        x.resize(&full);
-        labels.clear();
-        for (i, chunk) in x.data_mut().chunks_exact_mut(per).enumerate() {
-            labels.push(data.get_into(start + i, chunk));
-        }
-        let ctx = Ctx { mode: Mode::Eval, threads, ..Ctx::simple(Mode::Eval) };
-        total.add(&net.evaluate(&ctx, params, &x, &labels)?);
-        start += n;
-    }
-    Ok(total)
 }
 
 /// What one worker's step reports back to the loop.
@@ -477,7 +441,8 @@ pub fn run_worker(
 ) -> Result<TrainSummary, TrainError> {
     let lead = shard.rank == 0;
     let mut params = initial_params(cfg, &net)?;
-    let sampler = Sampler::new(train_set.len(), cfg.batch_size, cfg.seed, false);
+    let feed = feed(cfg, train_set, shard);
+    let sampler = feed.sampler.clone();
     let per_epoch = sampler.batches_per_epoch() as u64;
     let total_steps = total_steps(cfg, train_set.len());
     let schedule = cfg.schedule.clone().resolve(total_steps);
@@ -527,11 +492,12 @@ pub fn run_worker(
     }
     let mut last_loss = f64::NAN;
     while step < total_steps {
-        let mut loader = Loader::new(train_set.clone(), sampler.clone(), epoch, start_batch, shard);
+        let mut loader = Loader::new(&feed, epoch, start_batch, shard);
         start_batch = 0;
         while step < total_steps {
             let t_wait = Instant::now();
             let Some(batch) = loader.next() else { break };
+            let batch = batch.map_err(|e| failed_at(step + 1)(e.into()))?;
             let waited = t_wait.elapsed().as_secs_f64();
             let t_comp = Instant::now();
             let ctx = Ctx { mode: Mode::Train, threads: cfg.threads, seed: cfg.seed, step, layer: 0, sample_ids: &batch.ids, sync: None };
