@@ -68,27 +68,29 @@ pub fn run(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn Eve
     }
     let abort_world = {
         let w = world.clone();
-        move |m: &str| w.abort(m)
+        move |m: &str, code: i32| w.abort_with(m, code)
     };
     let ranks = match &pc.strategy {
         StrategyKind::ParamServer(p) => {
             let key = if me < p.servers { workers + me } else { me - p.servers };
             let comm = world.split(0, key)?;
-            Ranks { comms: vec![(key, comm)], workers, abort: Box::new(abort_world) }
+            Ranks { comms: vec![(key, comm)], workers, abort: Box::new(abort_world), waits: None }
         }
         StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) | StrategyKind::Hybrid(_) => {
             let comm = world.with_algorithm(crate::comm::Algorithm::Direct)?;
-            Ranks { comms: vec![(me, Box::new(comm) as Box<dyn Communicator>)], workers, abort: Box::new(abort_world) }
+            Ranks { comms: vec![(me, Box::new(comm) as Box<dyn Communicator>)], workers, abort: Box::new(abort_world), waits: None }
         }
         StrategyKind::AllReduce(a) => {
             let algorithm = a.effective_algorithm();
             let net = world.with_algorithm(algorithm)?;
             if pc.workers == 1 {
-                Ranks { comms: vec![(me, Box::new(net) as Box<dyn Communicator>)], workers, abort: Box::new(abort_world) }
+                Ranks { comms: vec![(me, Box::new(net) as Box<dyn Communicator>)], workers, abort: Box::new(abort_world), waits: None }
             } else {
                 let net = Arc::new(net);
-                let locals = LocalComm::world(pc.workers, crate::comm::Algorithm::Direct, pc.stall_timeout);
+                let locals = LocalComm::world(pc.workers, crate::comm::Algorithm::Direct, pc.comm_limit());
                 let twin = locals[0].twin();
+                let watcher = locals[0].twin();
+                let base = me * pc.workers;
                 let mut comms = Vec::new();
                 for (t, local) in locals.into_iter().enumerate() {
                     comms.push((me * pc.workers + t, Box::new(HierComm::new(local, net.clone(), algorithm)?) as Box<dyn Communicator>));
@@ -97,10 +99,14 @@ pub fn run(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn Eve
                 Ranks {
                     comms,
                     workers,
-                    abort: Box::new(move |m: &str| {
+                    abort: Box::new(move |m: &str, code: i32| {
                         twin.abort(m);
-                        w.abort(m)
+                        w.abort_with(m, code)
                     }),
+                    // Peers within this process, as ranks of the whole run.
+                    waits: Some(Box::new(move || {
+                        watcher.waits().into_iter().map(|w| w.map(|(op, peer, t)| (op, peer.map(|p| base + p), t))).collect()
+                    })),
                 }
             }
         }

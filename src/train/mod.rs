@@ -193,6 +193,9 @@ pub enum TrainError {
     /// A failure made on purpose by a test hook (`--inject-failure`).
     #[error("injected failure")]
     Injected,
+    /// The stall watchdog ended the run (`--stall-abort`); the message is its report.
+    #[error("{0}; the run was ended by --stall-abort")]
+    Stalled(String),
 }
 
 fn init_from_hint(e: &CheckpointError) -> &'static str {
@@ -216,8 +219,12 @@ impl TrainError {
             TrainError::Worker { source, .. } | TrainError::Server { source, .. } => source.exit_code(),
             TrainError::Panicked(_) | TrainError::Internal(_) => 1,
             TrainError::Interrupted { signal, .. } => stop::exit_code(*signal),
+            TrainError::Stalled(_) => Self::STALLED_EXIT,
         }
     }
+
+    /// Exit code of a run ended by the stall watchdog (`--stall-abort`).
+    pub const STALLED_EXIT: u8 = 3;
 
     /// This error as the failure of worker `rank` at `step` (kept as it is when it already names
     /// a worker, or is only the echo of another rank's failure).
