@@ -139,11 +139,15 @@ pub enum Event {
         /// Which track it is drawn on.
         track: Track,
         /// What the worker did: `data`, `forward_backward`, `comm_wait`, `optimizer`,
-        /// `allreduce` (a bucket's reduction, fused with the update of its chunk), `push_pull`.
+        /// `allreduce` (a bucket's reduction, fused with the update of its chunk), `push_pull`;
+        /// split models: `forward`, `backward`, `send`, `recv`, `all_gather`, `allreduce`, `stats`.
         name: &'static str,
         /// Gradient bucket (all-reduce phases).
         #[serde(skip_serializing_if = "Option::is_none")]
         bucket: Option<usize>,
+        /// Micro-batch (pipeline) or segment (tensor split, hybrid classifier).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        micro: Option<usize>,
         /// Start, ns.
         start_ns: u64,
         /// End, ns (≥ start).

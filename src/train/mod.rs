@@ -736,9 +736,9 @@ fn emit_phases(spans: &mut Vec<timeline::Span>, rank: usize, step: u64, t_wait: 
     spans.clear();
     strategy.take_phases(spans);
     let (start_ns, end_ns) = (timeline::ns(t_wait), timeline::ns(t_comp));
-    emit(Event::Phase { rank, step, track: Track::Compute, name: "data", bucket: None, start_ns, end_ns });
+    emit(Event::Phase { rank, step, track: Track::Compute, name: "data", bucket: None, micro: None, start_ns, end_ns });
     for s in spans.iter() {
-        emit(Event::Phase { rank, step, track: s.track, name: s.name, bucket: s.bucket, start_ns: s.start_ns, end_ns: s.end_ns });
+        emit(Event::Phase { rank, step, track: s.track, name: s.name, bucket: s.bucket, micro: s.micro, start_ns: s.start_ns, end_ns: s.end_ns });
     }
 }
 

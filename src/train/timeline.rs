@@ -41,6 +41,9 @@ pub struct Span {
     pub name: &'static str,
     /// Gradient bucket, for all-reduce phases.
     pub bucket: Option<usize>,
+    /// Micro-batch (pipeline phases) or segment (tensor split: the layers between two
+    /// communications).
+    pub micro: Option<usize>,
     /// Start and end on the timeline clock, ns.
     pub start_ns: u64,
     /// End, ns.
@@ -69,7 +72,7 @@ impl PhaseLog {
     /// Records a phase from `start` to `end`.
     pub fn record(&mut self, track: Track, name: &'static str, bucket: Option<usize>, start: Instant, end: Instant) {
         if let Some(v) = &mut self.spans {
-            v.push(Span { track, name, bucket, start_ns: ns(start), end_ns: ns(end).max(ns(start)) });
+            v.push(Span { track, name, bucket, micro: None, start_ns: ns(start), end_ns: ns(end).max(ns(start)) });
         }
     }
 
@@ -77,6 +80,20 @@ impl PhaseLog {
     pub fn push(&mut self, s: Span) {
         if let Some(v) = &mut self.spans {
             v.push(s);
+        }
+    }
+
+    /// Now, when recording (the start of a phase for `end`); `None` otherwise, without reading
+    /// the clock.
+    pub fn start(&self) -> Option<Instant> {
+        self.on().then(Instant::now)
+    }
+
+    /// Records a phase of micro-batch or segment `micro` from `start` (from `start()`) until now.
+    pub fn end(&mut self, track: Track, name: &'static str, micro: Option<usize>, start: Option<Instant>) {
+        if let (Some(v), Some(start)) = (&mut self.spans, start) {
+            let (start_ns, end_ns) = (ns(start), clock_ns());
+            v.push(Span { track, name, bucket: None, micro, start_ns, end_ns: end_ns.max(start_ns) });
         }
     }
 
@@ -139,7 +156,7 @@ impl EventSink for ChromeTraceSink {
     fn on_event(&mut self, e: &Event) {
         use serde_json::json;
         match e {
-            Event::Phase { rank, step, track, name, bucket, start_ns, end_ns } => {
+            Event::Phase { rank, step, track, name, bucket, micro, start_ns, end_ns } => {
                 self.name_tracks(*rank);
                 let tid = match track {
                     Track::Compute => 0,
@@ -150,6 +167,9 @@ impl EventSink for ChromeTraceSink {
                 let mut args = json!({"step": step});
                 if let Some(b) = bucket {
                     args["bucket"] = json!(b);
+                }
+                if let Some(m) = micro {
+                    args["micro"] = json!(m);
                 }
                 self.line(json!({"ph": "X", "name": name, "cat": if tid == 0 { "compute" } else { "comm" }, "pid": rank, "tid": tid, "ts": us(*start_ns), "dur": us(end_ns - start_ns), "args": args}));
             }
