@@ -10,16 +10,59 @@
 use super::{run_ranks, CommKind, ParallelConfig, Ranks, StrategyKind};
 use crate::comm::mpi::{HierComm, Mpi};
 use crate::comm::{Communicator, LocalComm};
-use crate::train::{events::EventSink, TrainConfig, TrainError, TrainSummary};
+use crate::train::events::{Event, EventSink};
+use crate::train::{timeline, TrainConfig, TrainError, TrainSummary};
 use std::sync::Arc;
 
 /// True for the process holding worker 0.
 pub fn leads(mpi: &Mpi, pc: &ParallelConfig) -> bool {
-    let me = mpi.world().rank();
+    mpi.world().rank() == lead_rank(pc)
+}
+
+/// The MPI rank of the process holding worker 0 (it reports the run and writes its files).
+fn lead_rank(pc: &ParallelConfig) -> usize {
     match &pc.strategy {
-        StrategyKind::ParamServer(p) => me == p.servers,
-        StrategyKind::AllReduce(_) | StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) | StrategyKind::Hybrid(_) => me == 0,
+        StrategyKind::ParamServer(p) => p.servers,
+        StrategyKind::AllReduce(_) | StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) | StrategyKind::Hybrid(_) => 0,
     }
+}
+
+/// The sink of a process other than the lead's with `--timeline`: keeps the phases of its
+/// workers for the gather at the end, passes the rest on.
+struct KeepPhases<'a> {
+    inner: &'a mut dyn EventSink,
+    phases: Vec<Event>,
+}
+
+impl EventSink for KeepPhases<'_> {
+    fn on_event(&mut self, e: &Event) {
+        match e {
+            Event::Phase { .. } => self.phases.push(e.clone()),
+            _ => self.inner.on_event(e),
+        }
+    }
+}
+
+/// Runs this process's ranks; with `--timeline`, gathers every process's phases into the lead's
+/// sink (which writes the trace) once the run has ended on every process — normally or by an
+/// agreed stop (a failure aborts the job, and the trace then has the lead's workers only).
+fn run_and_gather(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, sink: &mut dyn EventSink) -> Result<Option<TrainSummary>, TrainError> {
+    if !cfg.timeline {
+        return run_ranks(cfg, pc, ranks, sink);
+    }
+    let (root, world) = (lead_rank(pc), mpi.world());
+    let lead = world.rank() == root;
+    let mut keep = KeepPhases { inner: sink, phases: Vec::new() };
+    let out = run_ranks(cfg, pc, ranks, if lead { &mut *keep.inner } else { &mut keep });
+    if out.is_ok() || matches!(out, Err(TrainError::Interrupted { .. })) {
+        let parts = world.gather_bytes(root, &if lead { Vec::new() } else { timeline::export(&keep.phases) })?;
+        for part in parts.iter().filter(|p| !p.is_empty()) {
+            for e in timeline::import(part) {
+                keep.inner.on_event(&e);
+            }
+        }
+    }
+    out
 }
 
 /// Checks the layout against the job's process count (every process sees the same flags and
@@ -111,5 +154,5 @@ pub fn run(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn Eve
             }
         }
     };
-    run_ranks(cfg, pc, ranks, sink)
+    run_and_gather(mpi, cfg, pc, ranks, sink)
 }

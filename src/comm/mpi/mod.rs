@@ -26,6 +26,7 @@
 //!   step and bucket, as a warning, again after each further stall timeout; it aborts the job at
 //!   the first report with `--stall-abort` (exit 3), else after `STALLS_BEFORE_GIVING_UP` timeouts.
 
+mod bytes;
 mod hier;
 mod watch;
 
