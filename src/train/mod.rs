@@ -7,6 +7,7 @@
 pub mod events;
 pub mod stop;
 pub mod timeline;
+mod totals;
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::comm::CommError;
@@ -499,7 +500,7 @@ pub fn run_worker(
         });
     }
     let t0 = Instant::now();
-    let mut totals = WorkerTotals::default();
+    let mut totals = totals::WorkerTotals::default();
     let (mut step, mut epoch, mut start_batch) = (0u64, 0u64, 0usize);
     let failed_at = |step: u64| move |e: TrainError| if shard.world > 1 { e.at_worker(shard.rank, step) } else { e };
     if let Some(path) = &cfg.resume {
@@ -562,6 +563,9 @@ pub fn run_worker(
                 }
             }
             totals.add(waited, compute, batch.global, &r);
+            if let Some(e) = totals.rate(shard.rank, step, false) {
+                emit(e);
+            }
             if lead {
                 emit(Event::Step {
                     step,
@@ -641,6 +645,9 @@ pub fn run_worker(
     strategy.finish(&mut params).map_err(failed_at(step))?;
     let train_secs = t0.elapsed().as_secs_f64();
     emit(totals.event(shard.rank, step, t0));
+    if let Some(e) = totals.rate(shard.rank, step, true) {
+        emit(e);
+    }
     let mut summary = TrainSummary {
         steps: step,
         test_acc: f64::NAN,
@@ -695,40 +702,6 @@ fn check_resumable(cfg: &TrainConfig, run: &checkpoint::run::RunState, schedule:
         return Err(TrainError::Config(format!("cannot resume from {}: its position (step {}, sample {} of epoch {}) does not fit this run", dir.display(), run.step, run.samples_in_epoch, run.epoch)));
     }
     Ok(())
-}
-
-/// A worker's running totals, reported as `Event::Worker`.
-#[derive(Default)]
-struct WorkerTotals {
-    samples: usize,
-    global_samples: usize,
-    data_wait_s: f64,
-    compute_s: f64,
-    comm_s: f64,
-    comm_wait_s: f64,
-}
-
-impl WorkerTotals {
-    fn add(&mut self, waited: f64, compute: f64, global: usize, r: &StepReport) {
-        self.samples += r.stats.samples;
-        self.global_samples += global;
-        self.data_wait_s += waited;
-        self.compute_s += compute - r.comm_wait_s;
-        self.comm_s += r.comm_s;
-        self.comm_wait_s += r.comm_wait_s;
-    }
-
-    fn event(&self, rank: usize, steps: u64, t0: Instant) -> Event {
-        Event::Worker {
-            rank,
-            steps,
-            images_per_sec: self.samples as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-            compute_s: self.compute_s,
-            comm_s: self.comm_s,
-            comm_wait_s: self.comm_wait_s,
-            data_wait_s: self.data_wait_s,
-        }
-    }
 }
 
 /// Emits the data wait (`t_wait`..`t_comp`) and the strategy's phases of step `step`.
