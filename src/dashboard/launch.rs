@@ -104,7 +104,7 @@ impl LaunchRequest {
     }
 
     /// Checks a sent model: size, syntax, and that it builds for the dataset in `data_dir`.
-    fn check_sent_model(&self, data_dir: &Path) -> Result<(), ApiError> {
+    fn check_sent_model(&self, data_dir: &Path, sample_shape: &dyn Fn(&Path) -> Result<Vec<usize>, String>) -> Result<(), ApiError> {
         let (field, text) = match (&self.model_spec, &self.model_prototxt) {
             (Some(t), _) => ("model_spec", t),
             (None, Some(t)) => ("model_prototxt", t),
@@ -114,7 +114,7 @@ impl LaunchRequest {
             return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("{field} is {} bytes; hint: at most {SPEC_LIMIT}", text.len())));
         }
         let bad = |e: String| ApiError::bad(format!("{field}: {e}"));
-        let shape = || crate::data::open(data_dir, crate::data::Split::Test).map(|d| d.sample_shape().to_vec()).map_err(|e| e.to_string());
+        let shape = || sample_shape(data_dir);
         let spec = if field == "model_spec" {
             crate::net::ModelSpec::from_toml(text, field).map_err(|e| bad(e.to_string()))?
         } else {
@@ -133,6 +133,13 @@ impl LaunchRequest {
     /// and the settings to show. `model_path` is where a sent model will be written (its name
     /// from `sent_model`).
     pub fn to_args(&self, data_root: &Path, model_path: &Path) -> Result<(Vec<String>, Value), ApiError> {
+        let shape = |dir: &Path| crate::data::open(dir, crate::data::Split::Test).map(|d| d.sample_shape().to_vec()).map_err(|e| e.to_string());
+        self.to_args_with(&datasets(data_root), data_root, model_path, &shape)
+    }
+
+    /// `to_args` with the datasets present and their per-sample shapes given (the fuzz target's
+    /// way to check requests without reading files).
+    pub fn to_args_with(&self, present: &[String], data_root: &Path, model_path: &Path, sample_shape: &dyn Fn(&Path) -> Result<Vec<usize>, String>) -> Result<(Vec<String>, Value), ApiError> {
         let name_ok = |c: char| c.is_ascii_alphanumeric() || " -_.".contains(c);
         if self.name.chars().count() > 64 || !self.name.chars().all(name_ok) || self.name.contains("..") {
             return Err(ApiError::bad(format!("name '{}' is not allowed; hint: at most 64 letters, digits, spaces, '-', '_' or '.' (no '..' or '/')", self.name)));
@@ -152,12 +159,11 @@ impl LaunchRequest {
                 m
             }
         };
-        let present = datasets(data_root);
         let dataset = self.dataset.clone().unwrap_or_else(|| "mnist".into());
         if !present.contains(&dataset) {
             return Err(ApiError::bad(format!("unknown dataset '{dataset}'; hint: one of {present:?} (folders of the server's --data-root)")));
         }
-        self.check_sent_model(&data_root.join(&dataset))?;
+        self.check_sent_model(&data_root.join(&dataset), sample_shape)?;
         one_of("strategy", &self.strategy, &["allreduce", "ps"])?;
         one_of("allreduce", &self.allreduce, &["direct", "ring", "tree", "naive"])?;
         one_of("ps_mode", &self.ps_mode, &["sync", "async", "ssp"])?;
