@@ -114,6 +114,9 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Predictions per node count.
+pub type Rows = Vec<(usize, Vec<plan::Prediction>)>;
+
 /// The predictions as JSON: per node count, the recommended layout and every prediction.
 pub fn json_rows(rows: &[(usize, Vec<plan::Prediction>)]) -> Vec<serde_json::Value> {
     rows.iter()
@@ -125,7 +128,7 @@ pub fn json_rows(rows: &[(usize, Vec<plan::Prediction>)]) -> Vec<serde_json::Val
 }
 
 /// Checks the flags of `convoy plan` and predicts every node count: the plot's title and the rows.
-pub fn predict(args: &PlanArgs) -> anyhow::Result<(String, Vec<(usize, Vec<plan::Prediction>)>)> {
+pub fn predict(args: &PlanArgs) -> anyhow::Result<(String, Rows)> {
     let spec = ModelSpec::resolve(&args.model)?;
     if args.batch == 0 {
         return Err(PlanError::Input("--batch must be at least 1".into()).into());

@@ -245,10 +245,16 @@ pub(crate) struct Ranks {
     pub workers: usize,
     /// Ends every rank of the run (after a failure, for ranks stuck outside communication),
     /// with the exit code the processes should end with (MPI).
-    pub abort: Box<dyn Fn(&str, i32) + Send>,
+    pub abort: AbortFn,
     /// What each rank of `comms` (by position) waits in, where the communicator knows it.
-    pub waits: Option<Box<dyn Fn() -> Vec<watchdog::Wait> + Send>>,
+    pub waits: Option<WaitsFn>,
 }
+
+/// Ends every rank with a message and an exit code (`Ranks::abort`).
+pub(crate) type AbortFn = Box<dyn Fn(&str, i32) + Send>;
+
+/// What every rank of this process waits in (`Ranks::waits`).
+pub(crate) type WaitsFn = Box<dyn Fn() -> Vec<watchdog::Wait> + Send>;
 
 /// Runs this process's ranks, each on a thread; returns the summary of its first worker (rank 0's
 /// when it lives here), `None` when this process holds only servers.

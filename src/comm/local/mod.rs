@@ -29,8 +29,11 @@ struct Failure {
     waiting: Vec<AtomicBool>,
     /// Per world rank: the call it waits in (op, world rank of the peer or `usize::MAX`, since
     /// when), for the stall watchdog's report. Set only once a call has to wait.
-    ops: Vec<Mutex<Option<(&'static str, usize, Instant)>>>,
+    ops: Vec<Mutex<WaitingIn>>,
 }
+
+/// A call a rank waits in: (op, world rank of the peer or `usize::MAX`, since when).
+type WaitingIn = Option<(&'static str, usize, Instant)>;
 
 impl Failure {
     fn new(world: usize) -> Failure {
