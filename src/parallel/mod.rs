@@ -271,7 +271,8 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
     let workers = ranks.workers;
     let (tx, rx) = mpsc::channel::<Msg>();
     let hosted: Vec<usize> = ranks.comms.iter().map(|c| c.0).collect();
-    let mut dog = watchdog::Watchdog::new(&hosted, pc.stall_timeout, pc.stall_abort);
+    let spans = ranks.comms.iter().any(|c| c.1.spans_processes());
+    let mut dog = watchdog::Watchdog::new(&hosted, pc.stall_timeout, pc.stall_abort, spans);
     // Parameter servers have no steps to watch.
     for (i, _) in hosted.iter().enumerate().filter(|(_, &r)| r >= workers) {
         dog.beacons.ended(i);

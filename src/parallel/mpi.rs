@@ -27,6 +27,12 @@ fn lead_rank(pc: &ParallelConfig) -> usize {
     }
 }
 
+/// What the one rank of this process waits in: its longest MPI call.
+fn mpi_waits(world: &Arc<crate::comm::mpi::MpiComm>) -> super::WaitsFn {
+    let w = world.clone();
+    Box::new(move || vec![w.waiting_in()])
+}
+
 /// The sink of a process other than the lead's with `--timeline`: keeps the phases of its
 /// workers for the gather at the end, passes the rest on.
 struct KeepPhases<'a> {
@@ -117,23 +123,24 @@ pub fn run(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn Eve
         StrategyKind::ParamServer(p) => {
             let key = if me < p.servers { workers + me } else { me - p.servers };
             let comm = world.split(0, key)?;
-            Ranks { comms: vec![(key, comm)], workers, abort: Box::new(abort_world), waits: None }
+            Ranks { comms: vec![(key, comm)], workers, abort: Box::new(abort_world), waits: Some(mpi_waits(world)) }
         }
         StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) | StrategyKind::Hybrid(_) => {
             let comm = world.with_algorithm(crate::comm::Algorithm::Direct)?;
-            Ranks { comms: vec![(me, Box::new(comm) as Box<dyn Communicator>)], workers, abort: Box::new(abort_world), waits: None }
+            Ranks { comms: vec![(me, Box::new(comm) as Box<dyn Communicator>)], workers, abort: Box::new(abort_world), waits: Some(mpi_waits(world)) }
         }
         StrategyKind::AllReduce(a) => {
             let algorithm = a.effective_algorithm();
             let net = world.with_algorithm(algorithm)?;
             if pc.workers == 1 {
-                Ranks { comms: vec![(me, Box::new(net) as Box<dyn Communicator>)], workers, abort: Box::new(abort_world), waits: None }
+                Ranks { comms: vec![(me, Box::new(net) as Box<dyn Communicator>)], workers, abort: Box::new(abort_world), waits: Some(mpi_waits(world)) }
             } else {
                 let net = Arc::new(net);
                 let locals = LocalComm::world(pc.workers, crate::comm::Algorithm::Direct, pc.comm_limit());
                 let twin = locals[0].twin();
                 let watcher = locals[0].twin();
                 let base = me * pc.workers;
+                let mpi = world.clone();
                 let mut comms = Vec::new();
                 for (t, local) in locals.into_iter().enumerate() {
                     comms.push((me * pc.workers + t, Box::new(HierComm::new(local, net.clone(), algorithm)?) as Box<dyn Communicator>));
@@ -146,9 +153,14 @@ pub fn run(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn Eve
                         twin.abort(m);
                         w.abort_with(m, code)
                     }),
-                    // Peers within this process, as ranks of the whole run.
+                    // Peers within this process, as ranks of the whole run; thread 0 also talks
+                    // to the other processes.
                     waits: Some(Box::new(move || {
-                        watcher.waits().into_iter().map(|w| w.map(|(op, peer, t)| (op, peer.map(|p| base + p), t))).collect()
+                        let mut w: Vec<_> = watcher.waits().into_iter().map(|w| w.map(|(op, peer, t)| (op, peer.map(|p| base + p), t))).collect();
+                        if let Some(first) = w.first_mut() {
+                            *first = first.or_else(|| mpi.waiting_in());
+                        }
+                        w
                     })),
                 }
             }

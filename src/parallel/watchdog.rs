@@ -80,6 +80,9 @@ pub(crate) struct Watchdog {
     pub beacons: Arc<Beacons>,
     stall: Duration,
     abort: bool,
+    /// The run spans processes: when every worker here waits in communication, the culprit is
+    /// elsewhere, and the communicator's census (comm/mpi/watch.rs) reports and ends the job.
+    defer: bool,
     done: u64,
     progress: Instant,
     next_report: Duration,
@@ -87,10 +90,10 @@ pub(crate) struct Watchdog {
 
 impl Watchdog {
     /// A watchdog of the workers `ranks` (in the order of this process's rank threads).
-    pub fn new(ranks: &[usize], stall: Duration, abort: bool) -> Watchdog {
+    pub fn new(ranks: &[usize], stall: Duration, abort: bool, defer: bool) -> Watchdog {
         let now = Instant::now();
         let beacons = Beacons { workers: ranks.iter().map(|&r| (r, Beacon::default())).collect(), epoch: now };
-        Watchdog { beacons: Arc::new(beacons), stall, abort, done: 0, progress: now, next_report: stall }
+        Watchdog { beacons: Arc::new(beacons), stall, abort, defer, done: 0, progress: now, next_report: stall }
     }
 
     /// Looks at the workers (call it a few times a second). Returns the report when the run has
@@ -108,16 +111,21 @@ impl Watchdog {
             return None;
         }
         self.next_report = quiet + self.stall;
-        let report = self.report(quiet, waits);
-        if self.abort {
+        let (report, stuck_here) = self.report(quiet, waits);
+        if self.abort && (stuck_here || !self.defer) {
             return Some(report);
         }
-        tracing::warn!("{report} (the run goes on; a call that waits {}× --stall-timeout ends it, --stall-abort ends it now)", crate::comm::STALLS_BEFORE_GIVING_UP);
+        if self.abort {
+            tracing::warn!("{report} (every worker here waits for another process: its census follows)");
+        } else {
+            tracing::warn!("{report} (the run goes on; a call that waits {}× --stall-timeout ends it, --stall-abort ends it now)", crate::comm::STALLS_BEFORE_GIVING_UP);
+        }
         None
     }
 
     /// "stall: no worker finished a step for ...: worker 0 ...; worker 1 ...; likely stuck: ...".
-    pub fn report(&self, quiet: Duration, waits: &dyn Fn(usize) -> Wait) -> String {
+    /// Also returns whether a worker here is stuck outside communication.
+    pub fn report(&self, quiet: Duration, waits: &dyn Fn(usize) -> Wait) -> (String, bool) {
         let now = self.beacons.now_ns();
         let mut lines = Vec::new();
         let mut stuck = Vec::new();
@@ -146,13 +154,14 @@ impl Watchdog {
             [r] => format!("likely stuck: worker {r}"),
             rs => format!("likely stuck: workers {rs:?}"),
         };
-        format!(
+        let report = format!(
             "stall: no worker finished a step for {:.1}s (--stall-timeout {}): {}; {culprits}; hint: a worker is hung or much slower (a debugger or `gdb -p {}` shows where)",
             quiet.as_secs_f64(),
             self.stall.as_secs_f64(),
             lines.join("; "),
             std::process::id()
-        )
+        );
+        (report, !stuck.is_empty())
     }
 }
 
@@ -162,7 +171,7 @@ mod tests {
 
     #[test]
     fn reports_after_the_timeout_without_progress_naming_the_worker_outside_communication() {
-        let mut w = Watchdog::new(&[0, 1], Duration::from_millis(30), true);
+        let mut w = Watchdog::new(&[0, 1], Duration::from_millis(30), true, false);
         let waits = |i: usize| if i == 0 { Some(("all_reduce", None, Duration::from_millis(40))) } else { None };
         w.beacons.enter_step(0, 3);
         w.beacons.enter_step(1, 3);
@@ -178,10 +187,14 @@ mod tests {
 
     #[test]
     fn without_abort_a_stall_is_only_reported_and_ended_workers_are_not_watched() {
-        let mut w = Watchdog::new(&[0], Duration::from_millis(10), false);
+        let mut w = Watchdog::new(&[0], Duration::from_millis(10), false, false);
         std::thread::sleep(Duration::from_millis(20));
         assert!(w.check(&|_| None).is_none());
-        let mut w = Watchdog::new(&[0], Duration::from_millis(10), true);
+        let mut w = Watchdog::new(&[0], Duration::from_millis(10), true, true);
+        std::thread::sleep(Duration::from_millis(20));
+        let waiting = |_| Some(("all_reduce", Some(1), Duration::from_millis(20)));
+        assert!(w.check(&waiting).is_none(), "across processes, a worker waiting for another process is left to the census");
+        let mut w = Watchdog::new(&[0], Duration::from_millis(10), true, false);
         w.beacons.ended(0);
         std::thread::sleep(Duration::from_millis(20));
         assert!(w.check(&|_| None).is_none());

@@ -1,4 +1,4 @@
-//! Byte gathers over MPI for small end-of-run reports (the timeline of every process), not for
+//! What this process waits in (for the stall watchdog), and byte gathers over MPI for small end-of-run reports (the timeline of every process), not for
 //! training data: `MPI_Gather` of the lengths, then `MPI_Gatherv` of the bytes.
 
 use super::MpiComm;
@@ -8,6 +8,11 @@ use std::ffi::c_void;
 use std::os::raw::c_int;
 
 impl MpiComm {
+    /// The MPI call of this process that has waited longest, if any: (op, peer, how long).
+    pub fn waiting_in(&self) -> Option<(&'static str, Option<usize>, std::time::Duration)> {
+        self.watch.longest_call()
+    }
+
     /// Gathers every rank's `mine` on `root`, in rank order; the other ranks get an empty list.
     /// Collective: every rank calls it with the same `root`.
     pub fn gather_bytes(&self, root: usize, mine: &[u8]) -> Result<Vec<Vec<u8>>, CommError> {

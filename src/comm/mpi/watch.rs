@@ -137,6 +137,12 @@ impl Watch {
             .collect()
     }
 
+    /// The call of this process that has waited longest: (op, peer, how long), for the thread
+    /// watchdog's report (parallel/watchdog.rs).
+    pub fn longest_call(&self) -> Option<(&'static str, Option<usize>, Duration)> {
+        self.calls().into_iter().max_by_key(|c| c.0).map(|(t, op, peer)| (op, (peer != usize::MAX).then_some(peer), t))
+    }
+
     /// Stops the thread (before MPI is finalised).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
