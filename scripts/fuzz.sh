@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of one parser for a given time: scripts/fuzz.sh TARGET SECONDS
-# TARGET: idx, cifar, image, weights, state_json, checkpoint, model_toml, prototxt, solver (src/fuzz.rs). New inputs that add coverage go
+# TARGET: idx, cifar, image, weights, state_json, checkpoint, model_toml, prototxt, solver, web_json (src/fuzz.rs). New inputs that add coverage go
 # into fuzz/corpus/TARGET (commit the small ones); a crash is written to fuzz/artifacts/TARGET/
 # and the script exits non-zero: fix it, then add the input to the corpus so that
 # tests/fuzz_corpus.rs replays it in every test run.

@@ -10,7 +10,7 @@ use crate::net::ParamLayout;
 use std::path::Path;
 
 /// The targets by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*/`).
-pub const TARGETS: [(&str, fn(&[u8])); 9] = [
+pub const TARGETS: [(&str, fn(&[u8])); 10] = [
     ("cifar", cifar),
     ("image", image),
     ("idx", idx),
@@ -20,6 +20,7 @@ pub const TARGETS: [(&str, fn(&[u8])); 9] = [
     ("model_toml", model_toml),
     ("prototxt", prototxt),
     ("solver", solver),
+    ("web_json", web_json),
 ];
 
 /// Builds a parsed model as `convoy train` would (shapes, layout), if it is small enough to
@@ -148,6 +149,35 @@ pub fn checkpoint(data: &[u8]) {
     for names in [&[][..], &["momentum_buffer"][..], &["exp_avg", "exp_avg_sq"][..]] {
         if let Ok(c) = run::checkpoint_from_bytes(dir, r.clone(), model, optimizer, &l, names) {
             assert_eq!((c.params.len(), c.state.len()), (l.len(), names.len()));
+        }
+    }
+}
+
+/// The website's JSON: the body of `POST /api/runs` (a launch request, checked as the server
+/// does, with a dataset `mnist` of 1×28×28 samples and no file read), and the `GET /api/plan`
+/// query's fields as JSON (checked and parsed by the CLI; the plan is computed when the node
+/// counts are few and small). The first byte chooses which.
+pub fn web_json(data: &[u8]) {
+    use crate::dashboard::{launch::LaunchRequest, plan::PlanQuery};
+    let Some((k, body)) = data.split_first() else { return };
+    if k % 2 == 0 {
+        let Ok(req) = serde_json::from_slice::<LaunchRequest>(body) else { return };
+        let (root, model) = (Path::new("/nonexistent-data"), Path::new("/nonexistent-data/run/model.toml"));
+        if let Ok((args, config)) = req.to_args_with(&["mnist".to_string()], root, model, &|_| Ok(vec![1, 28, 28])) {
+            assert_eq!(args[0], "train");
+            assert!(args.iter().all(|a| !a.contains("..")), "{args:?}");
+            assert!(config.is_object());
+        }
+        return;
+    }
+    let Ok(q) = serde_json::from_slice::<PlanQuery>(body) else { return };
+    let Ok(args) = q.to_args() else { return };
+    use clap::Parser;
+    let Ok(crate::cli::Cli { command: crate::cli::Command::Plan(p), .. }) = crate::cli::Cli::try_parse_from(&args) else { return };
+    // (A plan of many large node counts takes milliseconds; the fuzzer wants microseconds.)
+    if p.nodes.len() <= 4 && p.nodes.iter().all(|&n| n <= 4096) {
+        if let Ok((_, rows)) = crate::cli::plan::predict(&p) {
+            assert_eq!(rows.len(), p.nodes.len());
         }
     }
 }

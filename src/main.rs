@@ -1,7 +1,8 @@
 //! The `convoy` binary: parse the command line, call the library, map errors to exit codes.
 //!
 //! Exit codes: 0 success; 1 a failure during the run; 2 bad usage, configuration, model spec,
-//! data file or weights file (the message names the thing and gives a hint).
+//! data file or weights file (the message names the thing and gives a hint); 3 a stalled run
+//! ended by `--stall-abort`; 130/143 stopped by SIGINT/SIGTERM.
 
 use clap::Parser;
 use convoy::cli::{self, Cli, Command};

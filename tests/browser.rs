@@ -125,6 +125,9 @@ fn launch_a_run_from_the_page_and_watch_its_loss_chart() {
     d.wait_for("document.querySelectorAll('#timeline rect').length > 0", 30);
     let points: u64 = d.script("return Number(document.querySelector('#chart-loss').dataset.points);").as_u64().unwrap();
     assert_eq!(points, 40, "every step is on the chart");
+    // Per-worker images/s (one line per worker) and their compute/communication shares.
+    d.wait_for("document.querySelectorAll('#chart-wips polyline, #chart-wips circle').length >= 2", 30);
+    assert_eq!(d.script("return document.querySelectorAll('#worker-share .wshare').length;"), json!(2));
     assert_eq!(d.script("return document.querySelectorAll('#chart-loss polyline').length;"), json!(1));
     let shot = d.call("GET", "/screenshot", Value::Null);
     let png = http::base64_decode(shot.as_str().unwrap());
@@ -138,4 +141,9 @@ fn launch_a_run_from_the_page_and_watch_its_loss_chart() {
     assert_eq!(run["name"], "browser test");
     assert_eq!(run["config"]["workers"], 2);
     assert_eq!(run["config"]["steps"], 40);
+    // The plan page draws `convoy plan`'s plot and its table.
+    d.call("POST", "/url", json!({"url": format!("http://127.0.0.1:{}/#plan", server.port)}));
+    d.wait_for("document.querySelector('#plan-svg').naturalWidth > 0 && document.querySelectorAll('#plan-table tr').length === 8", 60);
+    let shot = d.call("GET", "/screenshot", Value::Null);
+    std::fs::write(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-plan.png"), http::base64_decode(shot.as_str().unwrap())).unwrap();
 }

@@ -154,6 +154,60 @@ fn bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving() {
     assert_eq!(get(port, "/assets/app.js").status, 200);
 }
 
+/// A Caffe prototxt sent as the model trains (checked on the server first); its feed carries
+/// per-worker rates; the plan endpoint draws `convoy plan`'s plot.
+#[test]
+fn prototxt_model_per_worker_rates_and_the_plan() {
+    let dir = workdir("proto");
+    let mut server = Server::start(&dir, common::small_mnist(), 1);
+    let port = server.port;
+    let proto = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lenet_train_test.prototxt")).unwrap();
+    let body = serde_json::json!({"dataset": "small", "model_prototxt": proto, "workers": 2, "threads": 1, "steps": 15, "batch_size": 32}).to_string();
+    let r = post_json(port, "/api/runs", &body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let run = r.json();
+    assert_eq!(run["config"]["model"], "sent (model.prototxt)");
+    let id = run["id"].as_str().unwrap().to_string();
+    let events = http::follow_sse(port, &format!("/api/runs/{id}/events"), None);
+    assert!(events.last().unwrap().data.contains("finished"), "{events:?}");
+    let m = metrics(&events);
+    for rank in 0..2 {
+        let rates: Vec<&Value> = m.iter().filter(|e| e["event"] == "rate" && e["rank"] == rank).collect();
+        assert!(!rates.is_empty(), "worker {rank} reports its rate at least at the end");
+        assert!(rates.iter().all(|e| e["images_per_sec"].as_f64().unwrap() > 0.0 && e["compute_s"].as_f64().unwrap() > 0.0), "{rates:?}");
+    }
+    // Bad prototxts and conflicting models are refused before a run exists.
+    for (body, needle) in [
+        (serde_json::json!({"dataset": "small", "model_prototxt": "layer { type: \"Warp\" }"}), "model_prototxt"),
+        (serde_json::json!({"dataset": "small", "model_prototxt": proto, "model": "lenet"}), "not several"),
+        (serde_json::json!({"dataset": "small", "model_spec": "name = \"x\"\ninput = [3, 32, 32]\nlayers = []"}), "model_spec"),
+    ] {
+        let r = post_json(port, "/api/runs", &body.to_string());
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(r.json()["error"].as_str().unwrap().contains(needle), "{}", r.text());
+    }
+    // The plan: an SVG plot and a recommended layout per node count.
+    let p = get(port, "/api/plan?model=alexnet&batch=256&nodes=1,2,4&link=10gbit&latency=5us");
+    assert_eq!(p.status, 200, "{}", p.text());
+    let p = p.json();
+    assert!(p["svg"].as_str().unwrap().starts_with("<svg"), "{p}");
+    assert_eq!(p["plan"].as_array().unwrap().len(), 3);
+    assert!(p["plan"][2]["recommended"].is_string());
+    for (q, needle) in [
+        ("model=..%2Fetc%2Fpasswd", "unknown model"),
+        ("link=fast", "link"),
+        ("nodes=0", "nodes"),
+        ("batch=-3", "batch"),
+        ("colour=red", "bad plan query"),
+        ("node_gflops=-1", "'-'"),
+    ] {
+        let r = get(port, &format!("/api/plan?{q}"));
+        assert_eq!(r.status, 400, "{q}: {}", r.text());
+        assert!(r.json()["error"].as_str().unwrap().contains(needle), "{q}: {}", r.text());
+    }
+    assert!(server.alive());
+}
+
 #[test]
 fn a_stopped_run_ends_cleanly_with_its_checkpoint_weights() {
     let dir = workdir("stop");

@@ -213,13 +213,61 @@ fn a_failing_rank_ends_the_job_naming_it() {
 
 #[test]
 fn a_hung_rank_is_named_by_the_stall_census_and_the_job_ends() {
-    let args = long_args(&["--inject-failure", "2:5:hang", "--stall-timeout", "3"]);
+    // With --stall-abort: at the first report, exit 3 — the hung rank's own watchdog (it is
+    // stuck outside communication) or the census of a rank waiting for it, whichever is first.
+    let args = long_args(&["--inject-failure", "2:5:hang", "--stall-timeout", "2", "--stall-abort"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let job = mpirun(3, &args, Duration::from_secs(60));
+    assert_eq!(job.code, Some(3), "{}", job.stderr);
+    let named = job.stderr.contains("rank 2 did not arrive") || job.stderr.contains("worker 2 in step 5 for");
+    assert!(job.stderr.contains("stall") && named, "{}", job.stderr);
+    assert!(job.stderr.contains("rank 2: not in communication") || job.stderr.contains("likely stuck: worker 2"), "{}", job.stderr);
+    assert!(job.seconds < 25.0, "took {:.1}s", job.seconds);
+    // Without: the census is a warning at 2 s, and the job ends after 5 × 2 s (exit 1).
+    let job = mpirun(3, &args[..args.len() - 1], Duration::from_secs(90));
     assert_ne!(job.code, Some(0));
-    assert!(job.stderr.contains("stall") && job.stderr.contains("rank 2 did not arrive"), "{}", job.stderr);
-    assert!(job.stderr.contains("rank 2: not in communication"), "{}", job.stderr);
-    assert!(job.seconds < 30.0, "took {:.1}s", job.seconds);
+    assert!(job.stderr.contains("WARN") && job.stderr.contains("the job goes on"), "{}", job.stderr);
+    assert!(job.stderr.contains("rank 2 did not arrive"), "{}", job.stderr);
+    assert!(job.seconds > 10.0, "ended after {:.1}s, before the limit", job.seconds);
+}
+
+/// `--timeline` under MPI: the lead gathers every process's phases into one trace, one track
+/// pair per worker of every process, on one clock.
+#[test]
+fn the_timeline_of_an_mpi_job_has_every_process() {
+    let dir = tmp("timeline");
+    for (np, extra) in [(2usize, vec![]), (2, vec!["--workers", "2"]), (2, vec!["--strategy", "pipeline", "--micro-batches", "2"])] {
+        let trace = dir.join(format!("trace-{np}-{}.json", extra.join("")));
+        let mut a = vec!["--log-level", "warn", "train", "--no-progress", "--no-epoch-eval", "--data", small_mnist().to_str().unwrap(), "--steps", "4", "--threads", "1"];
+        a.extend(["--timeline", trace.to_str().unwrap()]);
+        a.extend(&extra);
+        let job = mpirun(np, &a, Duration::from_secs(120));
+        assert_eq!(job.code, Some(0), "{extra:?}: {}", job.stderr);
+        let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+        let spans: Vec<&serde_json::Value> = t["traceEvents"].as_array().unwrap().iter().filter(|e| e["ph"] == "X").collect();
+        let workers = if extra.contains(&"--workers") { 4 } else { 2 };
+        let mut pids: Vec<u64> = spans.iter().map(|e| e["pid"].as_u64().unwrap()).collect();
+        pids.sort();
+        pids.dedup();
+        assert_eq!(pids, (0..workers).collect::<Vec<u64>>(), "{extra:?}: every worker of every process");
+        // On one clock: every worker's steps overlap in time with worker 0's run.
+        let range = |p: u64| {
+            let s: Vec<f64> = spans.iter().filter(|e| e["pid"] == p).map(|e| e["ts"].as_f64().unwrap()).collect();
+            (s.iter().cloned().fold(f64::INFINITY, f64::min), s.iter().cloned().fold(0.0, f64::max))
+        };
+        let (a0, a1) = range(0);
+        for p in 1..workers {
+            let (b0, b1) = range(p);
+            assert!(b0 < a1 && a0 < b1, "{extra:?}: worker {p} [{b0}, {b1}] and worker 0 [{a0}, {a1}] µs are on different clocks");
+        }
+        for p in 0..workers {
+            for tid in [0u64, 1] {
+                let mut s: Vec<(f64, f64)> = spans.iter().filter(|e| e["pid"] == p && e["tid"] == tid).map(|e| (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap())).collect();
+                s.sort_by(|a, b| a.0.total_cmp(&b.0));
+                assert!(s.windows(2).all(|w| w[1].0 >= w[0].0 + w[0].1 - 1e-3), "{extra:?}: overlap on worker {p} track {tid}");
+            }
+        }
+    }
 }
 
 /// The PIDs of the ranks of the job started by `mpirun_pid` (its children), by rank.

@@ -159,6 +159,28 @@ fn a_hung_worker_ends_the_run_within_the_stall_timeout_naming_it() {
     assert!(secs < 2.0 + 10.0 + 20.0, "took {secs:.1}s");
 }
 
+/// `--stall-abort`: the watchdog's first report ends the run (exit 3), naming the worker stuck
+/// in its step and what the others wait in; without it the report is a warning.
+#[test]
+fn stall_abort_ends_a_hung_run_with_the_watchdog_report() {
+    let data = small_mnist().to_str().unwrap().to_string();
+    let args = [
+        "--log-level", "warn", "train", "--data", &data, "--steps", "10", "--threads", "1", "--no-progress", "--workers", "3",
+        "--inject-failure", "1:3:hang", "--stall-timeout", "1", "--stall-abort",
+    ];
+    let (code, err, secs) = convoy_with_deadline(&args, Duration::from_secs(60));
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("stall: no worker finished a step") && err.contains("--stall-abort"), "{err}");
+    assert!(err.contains("worker 1 in step 3") && err.contains("likely stuck: worker 1"), "{err}");
+    assert!(err.contains("worker 0 in step 3") && err.contains("waiting in"), "{err}");
+    // The report comes after 1 s without progress; the run does not wait for the hung thread.
+    assert!(secs < 1.0 + 15.0, "took {secs:.1}s");
+    // Without --stall-abort the same report is a warning, and communication gives up later.
+    let (code, err, _) = convoy_with_deadline(&args[..args.len() - 1], Duration::from_secs(60));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("WARN") && err.contains("likely stuck: worker 1") && err.contains("timed out"), "{err}");
+}
+
 #[test]
 fn bad_parallel_flags_are_usage_errors() {
     for (args, needle) in [

@@ -90,6 +90,40 @@ fn parameter_server_and_single_worker_traces() {
     assert_eq!(single[&(0, 0)].len(), 4 * 3);
 }
 
+/// Model-parallel strategies: forward and backward per micro-batch (pipeline) or segment (tensor
+/// split) on the compute track, their communication on the comm track, one track pair per worker.
+#[test]
+fn pipeline_tensor_and_hybrid_traces_have_per_micro_batch_phases_without_overlaps() {
+    let t = trace(&["--strategy", "pipeline", "--stages", "2", "--micro-batches", "4", "--steps", "3", "--batch-size", "32"], "pipeline");
+    let p = tracks(&t, 2);
+    for stage in 0..2u64 {
+        assert_eq!(names(&p[&(stage, 0)]), ["backward", "data", "forward", "optimizer"], "stage {stage}");
+        let fwd: Vec<u64> = p[&(stage, 0)].iter().filter(|e| e["name"] == "forward").map(|e| e["args"]["micro"].as_u64().unwrap()).collect();
+        assert_eq!(fwd.len(), 3 * 4, "a forward per micro-batch and step");
+        assert!((0..4).all(|m| fwd.contains(&m)));
+    }
+    // Stage 0 sends activations and receives gradients and the loss; the last stage the reverse.
+    assert_eq!(names(&p[&(0, 1)]), ["recv", "send", "stats"]);
+    assert_eq!(names(&p[&(1, 1)]), ["recv", "send", "stats"]);
+    let t = trace(&["--strategy", "tensor", "--mp", "2", "--steps", "3"], "tensor");
+    let ts = tracks(&t, 2);
+    for w in 0..2u64 {
+        assert_eq!(names(&ts[&(w, 0)]), ["backward", "data", "forward", "optimizer"], "worker {w}");
+        let comm = names(&ts[&(w, 1)]);
+        assert!(comm.contains(&"all_gather") && comm.contains(&"allreduce"), "{comm:?}");
+        assert!(ts[&(w, 0)].iter().filter(|e| e["name"] == "forward").any(|e| e["args"]["micro"].as_u64() == Some(1)), "segments are numbered");
+    }
+    let t = trace(&["--strategy", "hybrid", "--dp", "2", "--mp", "2", "--steps", "3"], "hybrid");
+    let h = tracks(&t, 4);
+    for w in 0..4u64 {
+        assert_eq!(names(&h[&(w, 0)]), ["backward", "data", "forward", "optimizer"], "worker {w}");
+        assert!(names(&h[&(w, 1)]).contains(&"all_gather") && names(&h[&(w, 1)]).contains(&"allreduce"));
+    }
+    let t = trace(&["--strategy", "hybrid", "--dp", "2", "--pp", "2", "--micro-batches", "2", "--steps", "2"], "dp-pp");
+    let d = tracks(&t, 4);
+    assert!(names(&d[&(0, 1)]).contains(&"allreduce"), "stages all-reduce with their replicas");
+}
+
 #[test]
 fn phases_are_emitted_only_when_a_timeline_is_asked_for() {
     for timeline in [false, true] {

@@ -410,6 +410,15 @@ mod tests {
     }
 
     #[test]
+    fn stall_flags_parse() {
+        let pc = train_args(&[]).parallel.to_config().unwrap();
+        assert_eq!((pc.stall_timeout.as_secs(), pc.stall_abort, pc.comm_limit().as_secs()), (60, false, 300));
+        let pc = train_args(&["--stall-timeout", "2", "--stall-abort"]).parallel.to_config().unwrap();
+        assert_eq!((pc.stall_timeout.as_secs(), pc.stall_abort, pc.comm_limit().as_secs()), (2, true, 4));
+        assert!(train_args(&["--stall-timeout", "0"]).parallel.to_config().is_err());
+    }
+
+    #[test]
     fn eval_and_bench_parse() {
         assert!(matches!(parse(&["eval", "--weights", "w.safetensors"]).unwrap().command, Command::Eval(_)));
         assert!(parse(&["eval"]).is_err(), "--weights is required");

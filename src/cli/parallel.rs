@@ -148,9 +148,13 @@ pub struct ParallelArgs {
     /// model-parallel classifier; not yet).
     #[arg(long)]
     pub mp: Option<usize>,
-    /// Seconds a worker may wait for another before the run fails naming it.
-    #[arg(long, default_value_t = 300.0)]
+    /// Seconds without any worker finishing a step before the stall watchdog prints which
+    /// workers are stuck in which phase (communication gives up after 5 × this).
+    #[arg(long, default_value_t = 60.0)]
     pub stall_timeout: f64,
+    /// End the run (exit 3) with the watchdog's report at the first stall.
+    #[arg(long)]
+    pub stall_abort: bool,
     /// Test hook: make worker RANK fail at STEP (RANK:STEP[:error|panic|hang]).
     #[arg(long, hide = true)]
     pub inject_failure: Option<String>,
@@ -263,6 +267,7 @@ impl ParallelArgs {
                         workers: self.workers,
                         strategy: StrategyKind::Hybrid(HybridConfig { dp: self.dp.unwrap_or(1), mp: self.mp.unwrap_or(2) }),
                         stall_timeout: Duration::from_secs_f64(self.stall_timeout),
+                        stall_abort: self.stall_abort,
                         inject_failure: self.inject_failure()?,
                         comm: self.comm_kind(),
                     });
@@ -331,6 +336,6 @@ impl ParallelArgs {
         };
         let inject_failure = self.inject_failure()?;
         let comm = self.comm_kind();
-        Ok(ParallelConfig { workers: self.workers, strategy, stall_timeout: Duration::from_secs_f64(self.stall_timeout), inject_failure, comm })
+        Ok(ParallelConfig { workers: self.workers, strategy, stall_timeout: Duration::from_secs_f64(self.stall_timeout), stall_abort: self.stall_abort, inject_failure, comm })
     }
 }

@@ -102,6 +102,33 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let (title, rows) = predict(args)?;
+    if let Some(path) = &args.plot {
+        std::fs::write(path, report::svg(&title, &rows)).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json_rows(&rows))?);
+    } else {
+        print!("{}", report::table(&rows));
+    }
+    Ok(())
+}
+
+/// Predictions per node count.
+pub type Rows = Vec<(usize, Vec<plan::Prediction>)>;
+
+/// The predictions as JSON: per node count, the recommended layout and every prediction.
+pub fn json_rows(rows: &[(usize, Vec<plan::Prediction>)]) -> Vec<serde_json::Value> {
+    rows.iter()
+        .map(|(n, ps)| {
+            let best = ps.iter().min_by(|a, b| a.step_s.total_cmp(&b.step_s)).map(|p| p.strategy.clone());
+            serde_json::json!({ "nodes": n, "recommended": best, "predictions": ps })
+        })
+        .collect()
+}
+
+/// Checks the flags of `convoy plan` and predicts every node count: the plot's title and the rows.
+pub fn predict(args: &PlanArgs) -> anyhow::Result<(String, Rows)> {
     let spec = ModelSpec::resolve(&args.model)?;
     if args.batch == 0 {
         return Err(PlanError::Input("--batch must be at least 1".into()).into());
@@ -125,21 +152,6 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
     let cluster = Cluster { bandwidth: plan::parse_bandwidth(&args.link)?, latency: plan::parse_latency(&args.latency)?, mem_bandwidth: mem, cores_per_node: args.cores_per_node };
     let planner = plan::Plan { model, cluster, batch: args.batch };
     let rows: Vec<(usize, Vec<plan::Prediction>)> = args.nodes.iter().map(|&n| (n, planner.layouts(n, &args.strategies, args.all_layouts))).collect();
-    if let Some(path) = &args.plot {
-        let title = format!("{} batch {} — link {} latency {}", spec.name, args.batch, args.link, args.latency);
-        std::fs::write(path, report::svg(&title, &rows)).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    }
-    if args.json {
-        let out: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(n, ps)| {
-                let best = ps.iter().min_by(|a, b| a.step_s.total_cmp(&b.step_s)).map(|p| p.strategy.clone());
-                serde_json::json!({ "nodes": n, "recommended": best, "predictions": ps })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        print!("{}", report::table(&rows));
-    }
-    Ok(())
+    let title = format!("{} batch {} — link {} latency {}", spec.name, args.batch, args.link, args.latency);
+    Ok((title, rows))
 }

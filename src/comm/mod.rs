@@ -15,6 +15,10 @@ pub mod mpi;
 pub mod phase;
 
 pub use local::LocalComm;
+
+/// Without `--stall-abort`, communication gives up after this many stall timeouts: the
+/// watchdogs report a stall first, and a hung rank still ends the run within a bounded time.
+pub const STALLS_BEFORE_GIVING_UP: u32 = 5;
 use thiserror::Error;
 
 /// Errors of communication.

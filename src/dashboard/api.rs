@@ -7,9 +7,9 @@
 //! Client strings never become paths: datasets are matched against the names found on disk,
 //! run ids against `store::valid_id`, downloads against a fixed list.
 
+pub use super::launch::LaunchRequest;
 use super::runner::Runner;
 use super::store::{self, RunFile, RunRecord, RunStatus};
-use crate::cli::{Cli, Command};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -17,8 +17,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use clap::Parser;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,8 +24,6 @@ use std::time::Duration;
 
 /// Largest request body (a launch request with a model spec): 64 KiB.
 pub const BODY_LIMIT: usize = 64 << 10;
-/// Largest model spec sent with a launch request.
-const SPEC_LIMIT: usize = 32 << 10;
 /// Most workers a run from the page may have (threads of one machine).
 pub const MAX_WORKERS: usize = 64;
 
@@ -47,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }))
         .route("/assets/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }))
         .route("/api/options", get(options))
+        .route("/api/plan", get(super::plan::plan))
         .route("/api/runs", get(list_runs).post(create_run))
         .route("/api/runs/{id}", get(get_run))
         .route("/api/runs/{id}/stop", post(stop_run))
@@ -66,10 +63,10 @@ const STYLE_CSS: &str = include_str!("assets/style.css");
 pub struct ApiError(StatusCode, String);
 
 impl ApiError {
-    fn new(code: StatusCode, msg: impl Into<String>) -> ApiError {
+    pub(super) fn new(code: StatusCode, msg: impl Into<String>) -> ApiError {
         ApiError(code, msg.into())
     }
-    fn bad(msg: impl Into<String>) -> ApiError {
+    pub(super) fn bad(msg: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, msg)
     }
 }
@@ -80,7 +77,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
@@ -148,189 +145,6 @@ async fn stop_run(State(st): State<AppState>, UrlPath(id): UrlPath<String>) -> R
     Ok(Json(view(&st.runner, rec)))
 }
 
-/// The body of `POST /api/runs`. Absent fields take `convoy train`'s defaults.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LaunchRequest {
-    /// A label (letters, digits, space, `-_.`, at most 64).
-    #[serde(default)]
-    pub name: String,
-    /// A model of the zoo.
-    #[serde(default)]
-    pub model: Option<String>,
-    /// A model spec (TOML, docs/models.md) instead of `model`.
-    #[serde(default)]
-    pub model_spec: Option<String>,
-    /// A dataset from `GET /api/options`.
-    #[serde(default)]
-    pub dataset: Option<String>,
-    /// `allreduce` or `ps`.
-    #[serde(default)]
-    pub strategy: Option<String>,
-    /// All-reduce algorithm.
-    #[serde(default)]
-    pub allreduce: Option<String>,
-    /// Bucket cap, MiB.
-    #[serde(default)]
-    pub bucket_mb: Option<f64>,
-    /// Overlap reduction with backward.
-    #[serde(default)]
-    pub overlap: Option<bool>,
-    /// Micro-batches per reduction.
-    #[serde(default)]
-    pub accumulate: Option<usize>,
-    /// Parameter-server mode.
-    #[serde(default)]
-    pub ps_mode: Option<String>,
-    /// SSP staleness bound.
-    #[serde(default)]
-    pub staleness: Option<u64>,
-    /// Parameter-server shards.
-    #[serde(default)]
-    pub servers: Option<usize>,
-    /// Data-parallel workers.
-    #[serde(default)]
-    pub workers: Option<usize>,
-    /// Intra-op threads per worker.
-    #[serde(default)]
-    pub threads: Option<usize>,
-    /// Epochs.
-    #[serde(default)]
-    pub epochs: Option<u64>,
-    /// Steps (instead of epochs).
-    #[serde(default)]
-    pub steps: Option<u64>,
-    /// Global batch.
-    #[serde(default)]
-    pub batch_size: Option<usize>,
-    /// Learning rate.
-    #[serde(default)]
-    pub lr: Option<f32>,
-    /// `sgd`, `adam`, `adamw`.
-    #[serde(default)]
-    pub optimizer: Option<String>,
-    /// LR schedule (`convoy train --schedule`).
-    #[serde(default)]
-    pub schedule: Option<String>,
-    /// Seed.
-    #[serde(default)]
-    pub seed: Option<u64>,
-}
-
-fn one_of(field: &str, v: &Option<String>, allowed: &[&str]) -> Result<(), ApiError> {
-    match v {
-        Some(x) if !allowed.contains(&x.as_str()) => Err(ApiError::bad(format!("{field}: unknown value '{x}'; hint: one of {allowed:?}"))),
-        _ => Ok(()),
-    }
-}
-
-impl LaunchRequest {
-    /// Checks the request and returns the `convoy train` flags (without the run's file paths)
-    /// and the settings to show. `model_path` is where a sent model spec will be written.
-    pub fn to_args(&self, data_root: &Path, model_path: &Path) -> Result<(Vec<String>, Value), ApiError> {
-        let name_ok = |c: char| c.is_ascii_alphanumeric() || " -_.".contains(c);
-        if self.name.chars().count() > 64 || !self.name.chars().all(name_ok) || self.name.contains("..") {
-            return Err(ApiError::bad(format!("name '{}' is not allowed; hint: at most 64 letters, digits, spaces, '-', '_' or '.' (no '..' or '/')", self.name)));
-        }
-        let model = match (&self.model, &self.model_spec) {
-            (Some(_), Some(_)) => return Err(ApiError::bad("give either model or model_spec, not both")),
-            (_, Some(spec)) => {
-                if spec.len() > SPEC_LIMIT {
-                    return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("model_spec is {} bytes; hint: at most {SPEC_LIMIT}", spec.len())));
-                }
-                crate::net::ModelSpec::from_toml(spec, "model_spec").map_err(|e| ApiError::bad(format!("model_spec: {e}")))?;
-                model_path.display().to_string()
-            }
-            (m, None) => {
-                let m = m.clone().unwrap_or_else(|| "lenet".into());
-                if !crate::net::spec::ZOO.contains(&m.as_str()) {
-                    return Err(ApiError::bad(format!("unknown model '{m}'; hint: one of {:?}, or send a TOML spec as model_spec", crate::net::spec::ZOO)));
-                }
-                m
-            }
-        };
-        let present = datasets(data_root);
-        let dataset = self.dataset.clone().unwrap_or_else(|| "mnist".into());
-        if !present.contains(&dataset) {
-            return Err(ApiError::bad(format!("unknown dataset '{dataset}'; hint: one of {present:?} (folders of the server's --data-root)")));
-        }
-        one_of("strategy", &self.strategy, &["allreduce", "ps"])?;
-        one_of("allreduce", &self.allreduce, &["direct", "ring", "tree", "naive"])?;
-        one_of("ps_mode", &self.ps_mode, &["sync", "async", "ssp"])?;
-        one_of("optimizer", &self.optimizer, &["sgd", "adam", "adamw"])?;
-        let workers = self.workers.unwrap_or(1);
-        if workers == 0 || workers > MAX_WORKERS {
-            return Err(ApiError::bad(format!("workers: {workers} is out of range; hint: 1 to {MAX_WORKERS}")));
-        }
-        if let Some(t) = self.threads {
-            if t == 0 || t > 256 {
-                return Err(ApiError::bad(format!("threads: {t} is out of range; hint: 1 to the number of cores ({})", crate::cli::default_threads())));
-            }
-        }
-        if self.epochs.is_some_and(|e| e == 0 || e > 1000) || self.steps.is_some_and(|s| s == 0 || s > 10_000_000) {
-            return Err(ApiError::bad("epochs must be 1 to 1000 and steps 1 to 10000000"));
-        }
-        let mut a: Vec<String> = vec!["train".into(), "--model".into(), model, "--data".into(), data_root.join(&dataset).display().to_string()];
-        let mut flag = |f: &str, v: Option<String>| {
-            if let Some(v) = v {
-                a.push(format!("--{f}"));
-                a.push(v);
-            }
-        };
-        flag("workers", Some(workers.to_string()));
-        flag("strategy", self.strategy.clone());
-        flag("allreduce", self.allreduce.clone());
-        flag("bucket-mb", self.bucket_mb.map(|v| v.to_string()));
-        flag("accumulate", self.accumulate.map(|v| v.to_string()));
-        flag("ps-mode", self.ps_mode.clone());
-        flag("staleness", self.staleness.map(|v| v.to_string()));
-        flag("servers", self.servers.map(|v| v.to_string()));
-        flag("threads", self.threads.map(|v| v.to_string()));
-        flag("epochs", self.epochs.map(|v| v.to_string()));
-        flag("steps", self.steps.map(|v| v.to_string()));
-        flag("batch-size", self.batch_size.map(|v| v.to_string()));
-        flag("lr", self.lr.map(|v| v.to_string()));
-        flag("optimizer", self.optimizer.clone());
-        flag("schedule", self.schedule.clone());
-        flag("seed", self.seed.map(|v| v.to_string()));
-        if self.overlap == Some(false) {
-            a.push("--no-overlap".into());
-        }
-        // The CLI's own checks, on the CLI's parse of these very flags (a sent spec is checked
-        // above; the zoo's lenet stands in for it here).
-        let mut check = a.clone();
-        if self.model_spec.is_some() {
-            check[2] = "lenet".into();
-        }
-        let cli = Cli::try_parse_from(std::iter::once("convoy".to_string()).chain(check)).map_err(|e| ApiError::bad(first_line(&e.to_string())))?;
-        let Command::Train(t) = cli.command else { return Err(internal("not a train command")) };
-        let cfg = t.to_config().map_err(|e| ApiError::bad(e.to_string()))?;
-        let pc = t.parallel.to_config().map_err(|e| ApiError::bad(e.to_string()))?;
-        pc.validate(&cfg).map_err(|e| ApiError::bad(e.to_string()))?;
-        let config = json!({
-            "model": if self.model_spec.is_some() { "model_spec (model.toml)".to_string() } else { a[2].clone() },
-            "dataset": dataset,
-            "strategy": self.strategy.clone().unwrap_or_else(|| "allreduce".into()),
-            "workers": workers,
-            "threads": cfg.threads,
-            "epochs": if cfg.steps.is_some() { None } else { Some(cfg.epochs) },
-            "steps": cfg.steps,
-            "batch_size": cfg.batch_size,
-            // Through its decimal form: 0.01 stays 0.01 (as f64 it would show f32's rounding).
-            "lr": cfg.schedule.base_lr.to_string().parse::<f64>().unwrap_or(f64::NAN),
-            "optimizer": self.optimizer.clone().unwrap_or_else(|| "sgd".into()),
-            "allreduce": self.allreduce, "bucket_mb": self.bucket_mb, "overlap": self.overlap, "accumulate": self.accumulate,
-            "ps_mode": self.ps_mode, "staleness": self.staleness, "servers": self.servers,
-            "schedule": self.schedule, "seed": self.seed,
-        });
-        Ok((a, config))
-    }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
-}
-
 async fn create_run(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let json_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     if !json_type {
@@ -340,13 +154,20 @@ async fn create_run(State(st): State<AppState>, headers: HeaderMap, body: Bytes)
     let store = &st.runner.store;
     // The model file's path is fixed before the folder exists; the folder is made only for a
     // valid request.
-    let placeholder = store.dir().join("ID").join(RunFile::Model.name());
-    req.to_args(&st.data_root, &placeholder)?;
+    // (Validation reads the dataset and builds the model: off the async threads.)
+    let model_file = req.sent_model().map_or(RunFile::Model.name(), |m| m.1);
+    let placeholder = store.dir().join("ID").join(model_file);
+    let (req, data_root) = tokio::task::spawn_blocking({
+        let data_root = st.data_root.clone();
+        move || req.to_args(&data_root, &placeholder).map(|_| (req, data_root))
+    })
+    .await
+    .map_err(internal)??;
     let id = store.create_run().map_err(internal)?;
     let run_dir = store.run_dir(&id).ok_or_else(|| internal("bad id"))?;
-    let (mut args, config) = req.to_args(&st.data_root, &run_dir.join(RunFile::Model.name()))?;
-    if let Some(spec) = &req.model_spec {
-        std::fs::write(run_dir.join(RunFile::Model.name()), spec).map_err(internal)?;
+    let (mut args, config) = req.to_args(&data_root, &run_dir.join(model_file))?;
+    if let Some((text, file)) = req.sent_model() {
+        std::fs::write(run_dir.join(file), text).map_err(internal)?;
     }
     for (flag, f) in [("--metrics", RunFile::Metrics), ("--save", RunFile::Weights), ("--timeline", RunFile::Trace)] {
         args.push(flag.into());

@@ -11,6 +11,8 @@
 //! running anything but `convoy train` with flags it built itself.
 
 pub mod api;
+pub mod launch;
+pub mod plan;
 pub mod runner;
 pub mod store;
 

@@ -24,7 +24,9 @@ use crate::layers::Ctx;
 use crate::net::{BatchStats, Flat, LayerSpec, ModelSpec, Net};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
-use crate::train::{events::Event, StepReport, Strategy, TrainConfig, TrainError};
+use crate::train::events::{Event, Track};
+use crate::train::timeline::{PhaseLog, Span};
+use crate::train::{StepReport, Strategy, TrainConfig, TrainError};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -97,6 +99,9 @@ pub struct Hybrid<'c> {
     loss: SoftmaxCrossEntropy,
     full_bytes: usize,
     comm_s: f64,
+    /// Phases of the step, for the timeline: forward/backward of the convolutions and of each
+    /// classifier segment (`micro` = segment), optimizer; gathers and all-reduces on the comm track.
+    phases: PhaseLog,
 }
 
 impl<'c> Hybrid<'c> {
@@ -131,6 +136,7 @@ impl<'c> Hybrid<'c> {
             loss: SoftmaxCrossEntropy::new(),
             full_bytes: net.layout().len() * 4,
             comm_s: 0.0,
+            phases: PhaseLog::default(),
         })
     }
 
@@ -179,11 +185,15 @@ impl Strategy for Hybrid<'_> {
         let global = batch.global;
         let n_mine = batch.labels.len();
         // Convolutions on this worker's shard.
+        let p = self.phases.start();
         let conv_out = self.conv.forward_layers(ctx, &self.params[..self.conv_len], 0..self.conv.num_layers(), &batch.x)?.clone();
+        self.phases.end(Track::Compute, "forward", None, p);
+        let p = self.phases.start();
         let per: usize = conv_out.shape()[1..].iter().product();
         let feats = self.gather_rows(conv_out.data(), per, global, TAG_ROWS)?;
         let labels_f: Vec<f32> = batch.labels.iter().map(|&l| l as f32).collect();
         let labels: Vec<u32> = self.gather_rows(&labels_f, 1, global, TAG_LABELS)?.iter().map(|&l| l as u32).collect();
+        self.phases.end(Track::Comm, "all_gather", None, p);
         let group_rows = labels.len();
         let mut shape = conv_out.shape().to_vec();
         shape[0] = group_rows;
@@ -195,8 +205,12 @@ impl Strategy for Hybrid<'_> {
         for k in 0..self.fc.len() {
             self.fc[k].input = x;
             let seg = &mut self.fc[k];
+            let p = self.phases.start();
             let out = seg.net.forward_layers(&gctx, &self.params[seg.range.clone()], 0..seg.net.num_layers(), &seg.input)?.clone();
+            self.phases.end(Track::Compute, "forward", Some(k), p);
+            let p = self.phases.start();
             x = tensor::after_forward(self.group, &seg.after, out, &mut comm_extra)?;
+            tensor::record_comm(&mut self.phases, &seg.after, true, k, p);
         }
         let logits = x;
         let loss_sum = self.loss.forward(&logits, &labels).map_err(crate::net::NetError::Loss)?;
@@ -205,11 +219,15 @@ impl Strategy for Hybrid<'_> {
         dy.resize(logits.shape());
         self.loss.backward(&labels, global.max(1), &mut dy);
         for k in (0..self.fc.len()).rev() {
+            let p = self.phases.start();
             let d = tensor::before_backward(self.group, &self.fc[k].after, dy, &mut comm_extra)?;
+            tensor::record_comm(&mut self.phases, &self.fc[k].after, false, k, p);
             let seg = &mut self.fc[k];
             let r = seg.range.clone();
+            let p = self.phases.start();
             let mut sink = Flat { params: &self.params[r.clone()], grads: &mut self.grads[r] };
             let dx = seg.net.backward_layers(&gctx, &mut sink, 0..seg.net.num_layers(), &seg.input, Some(&d), true)?;
+            self.phases.end(Track::Compute, "backward", Some(k), p);
             dy = dx.cloned().unwrap_or_default();
         }
         // dy: partial gradient of the group's convolutional features; sum, keep my rows.
@@ -223,9 +241,12 @@ impl Strategy for Hybrid<'_> {
         dconv.resize(&cshape);
         dconv.data_mut().copy_from_slice(&dy.data()[(mine.start - first) * per..(mine.end - first) * per]);
         self.comm_s += t.elapsed().as_secs_f64();
+        self.phases.end(Track::Comm, "allreduce", None, Some(t));
         let cl = self.conv_len;
+        let p = self.phases.start();
         let mut sink = Flat { params: &self.params[..cl], grads: &mut self.grads[..cl] };
         self.conv.backward_layers(ctx, &mut sink, 0..self.conv.num_layers(), &batch.x, Some(&dconv), false)?;
+        self.phases.end(Track::Compute, "backward", None, p);
         // Data parallelism: the convolutions over all workers, each slice over its replicas.
         let t = Instant::now();
         self.world.all_reduce_into(&mut self.grads[..cl])?;
@@ -233,10 +254,13 @@ impl Strategy for Hybrid<'_> {
         // Loss statistics of the whole batch (each group's members hold the same).
         self.world.all_reduce_into(&mut s)?;
         self.comm_s += t.elapsed().as_secs_f64() + comm_extra;
+        self.phases.end(Track::Comm, "allreduce", None, Some(t));
+        let p = self.phases.start();
         self.opt.step(&mut self.params, &self.grads, lr);
         // Batch-norm statistics of the convolutions: each worker's own shard's (no sync here).
         self.conv.commit_buffers(&mut self.params[..self.conv_len]);
         tensor::commit_segments(&mut self.fc, &mut self.params);
+        self.phases.end(Track::Compute, "optimizer", None, p);
         let mp = self.cfg.mp as f64;
         let stats = BatchStats { loss_sum: s[0] as f64 / mp, correct: (s[1] as f64 / mp).round() as usize, samples: (s[2] as f64 / mp).round() as usize };
         let comm = self.comm_s - comm0;
@@ -279,6 +303,14 @@ impl Strategy for Hybrid<'_> {
     fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
         let owned = Parts { conv_len: self.conv_len, fc: Sliced { maps: &self.fc_maps, layout: &self.full }, conv: true, classifier: true };
         super::restore_split(self.opt.as_mut(), &owned, state, steps)
+    }
+
+    fn record_phases(&mut self) {
+        self.phases.enable();
+    }
+
+    fn take_phases(&mut self, out: &mut Vec<Span>) {
+        self.phases.drain_into(out);
     }
 
     fn final_events(&self) -> Vec<Event> {

@@ -14,6 +14,7 @@ mod mpi;
 pub mod param_server;
 pub mod pipeline;
 pub mod tensor;
+mod watchdog;
 
 use crate::comm::{launch, Algorithm, CommError, Communicator, LocalComm};
 use crate::data::sampler::Shard;
@@ -72,8 +73,11 @@ pub struct ParallelConfig {
     pub workers: usize,
     /// How they cooperate.
     pub strategy: StrategyKind,
-    /// How long a collective may wait for a peer before the run fails.
+    /// How long no worker may finish a step before the stall watchdog reports which workers are
+    /// stuck in which phase (`--stall-timeout`); communication gives up after `comm_limit()`.
     pub stall_timeout: Duration,
+    /// End the run at the watchdog's first report (`--stall-abort`).
+    pub stall_abort: bool,
     /// Test hook.
     pub inject_failure: Option<InjectFailure>,
     /// Transport between processes (`--comm`).
@@ -119,6 +123,13 @@ impl CommKind {
 }
 
 impl ParallelConfig {
+    /// How long a communication call may wait for a peer before it fails the run: 5 × the stall
+    /// timeout (so the watchdog reports first and a hung rank still ends the run within a bounded
+    /// time), or 2 × with `--stall-abort` (the watchdog then ends the run itself, with its report).
+    pub fn comm_limit(&self) -> Duration {
+        self.stall_timeout * if self.stall_abort { 2 } else { crate::comm::STALLS_BEFORE_GIVING_UP }
+    }
+
     /// Checks the settings against the run's; errors name the flag and end with a hint.
     pub fn validate(&self, cfg: &TrainConfig) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
@@ -157,7 +168,7 @@ impl Session {
         let kind = pc.comm.resolve()?;
         #[cfg(feature = "mpi")]
         {
-            let mpi = if kind == CommKind::Mpi { Some(crate::comm::mpi::Mpi::init(pc.stall_timeout)?) } else { None };
+            let mpi = if kind == CommKind::Mpi { Some(crate::comm::mpi::Mpi::init(pc.stall_timeout, pc.stall_abort)?) } else { None };
             Ok(Session { mpi })
         }
         #[cfg(not(feature = "mpi"))]
@@ -217,10 +228,12 @@ pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> 
         StrategyKind::Hybrid(h) => h.dp * h.mp,
         _ => pc.workers,
     };
-    let comms = LocalComm::world(workers + servers, algorithm, pc.stall_timeout);
+    let comms = LocalComm::world(workers + servers, algorithm, pc.comm_limit());
     let supervisor = comms[0].twin();
+    let watcher = comms[0].twin();
     let ranks = comms.into_iter().enumerate().map(|(r, c)| (r, Box::new(c) as Box<dyn Communicator>)).collect();
-    run_ranks(cfg, pc, Ranks { comms: ranks, workers, abort: Box::new(move |m: &str| supervisor.abort(m)) }, sink)?
+    let abort = Box::new(move |m: &str, code: i32| supervisor.abort_with(m, code));
+    run_ranks(cfg, pc, Ranks { comms: ranks, workers, abort, waits: Some(Box::new(move || watcher.waits())) }, sink)?
         .ok_or_else(|| TrainError::Comm(CommError::Invalid("no worker returned a result".into())))
 }
 
@@ -230,9 +243,18 @@ pub(crate) struct Ranks {
     pub comms: Vec<(usize, Box<dyn Communicator>)>,
     /// Workers in the whole run (all processes).
     pub workers: usize,
-    /// Ends every rank of the run (after a failure, for ranks stuck outside communication).
-    pub abort: Box<dyn Fn(&str) + Send>,
+    /// Ends every rank of the run (after a failure, for ranks stuck outside communication),
+    /// with the exit code the processes should end with (MPI).
+    pub abort: AbortFn,
+    /// What each rank of `comms` (by position) waits in, where the communicator knows it.
+    pub waits: Option<WaitsFn>,
 }
+
+/// Ends every rank with a message and an exit code (`Ranks::abort`).
+pub(crate) type AbortFn = Box<dyn Fn(&str, i32) + Send>;
+
+/// What every rank of this process waits in (`Ranks::waits`).
+pub(crate) type WaitsFn = Box<dyn Fn() -> Vec<watchdog::Wait> + Send>;
 
 /// Runs this process's ranks, each on a thread; returns the summary of its first worker (rank 0's
 /// when it lives here), `None` when this process holds only servers.
@@ -257,8 +279,15 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
     let data = Arc::new(train::load_data_parts(cfg, &parts, workers / group)?);
     let total_steps = train::total_steps(cfg, data.0.len());
     let (tx, rx) = mpsc::channel::<Msg>();
+    let hosted: Vec<usize> = ranks.comms.iter().map(|c| c.0).collect();
+    let spans = ranks.comms.iter().any(|c| c.1.spans_processes());
+    let mut dog = watchdog::Watchdog::new(&hosted, pc.stall_timeout, pc.stall_abort, spans);
+    // Parameter servers have no steps to watch.
+    for (i, _) in hosted.iter().enumerate().filter(|(_, &r)| r >= workers) {
+        dog.beacons.ended(i);
+    }
     for (index, (rank, comm)) in ranks.comms.into_iter().enumerate() {
-        let (tx, data, cfg, pc) = (tx.clone(), data.clone(), cfg.clone(), pc.clone());
+        let (tx, data, cfg, pc, beacons) = (tx.clone(), data.clone(), cfg.clone(), pc.clone(), dog.beacons.clone());
         let name = if rank < workers { format!("worker {rank}") } else { format!("server {}", rank - workers) };
         // Threads are not scoped: a worker that hangs outside communication must not keep the
         // run from ending (the others time out, and `run` returns after a grace period).
@@ -304,7 +333,7 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                         (Box::new(hybrid::Hybrid::new(comm, group, replicas, h.clone(), &cfg, &net)?), Shard::of(rank, workers))
                     }
                 };
-                let mut guarded = Guard { inner: strategy.as_mut(), rank, step: &progress, inject: pc.inject_failure };
+                let mut guarded = Guard { inner: strategy.as_mut(), rank, step: &progress, inject: pc.inject_failure, beacons: &beacons, index };
                 let name = match &pc.strategy {
                     StrategyKind::AllReduce(_) => "allreduce",
                     StrategyKind::ParamServer(_) => "ps",
@@ -335,6 +364,7 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                     Err(TrainError::Server { index: rank - workers, source: Box::new(e) })
                 }
             });
+            beacons.ended(index);
             if let Err(e) = &out {
                 // A signal stops every worker after the same step: no one needs waking.
                 if !e.is_echo() && !matches!(e, TrainError::Interrupted { .. }) {
@@ -344,7 +374,7 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
             let _ = tx.send(Msg::Done(index, out));
         });
         if let Err(e) = spawned {
-            (ranks.abort)("could not start a thread");
+            (ranks.abort)("could not start a thread", 1);
             return Err(TrainError::Internal(format!("could not start the thread of {name}: {e}")));
         }
     }
@@ -352,6 +382,7 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
     let mut results: Vec<Option<Result<Option<TrainSummary>, TrainError>>> = (0..here).map(|_| None).collect();
     let mut first_error: Option<Instant> = None;
     let mut done = 0;
+    let mut looked = Instant::now();
     while done < here {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(Msg::Event(e)) => sink.on_event(&e),
@@ -368,8 +399,18 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
         if first_error.is_some_and(|t| t.elapsed() > GRACE) {
             // Someone failed and some ranks still have not ended: they are stuck outside
             // communication. Leave them behind (the process ends with the error).
-            (ranks.abort)("the run failed");
+            (ranks.abort)("the run failed", 1);
             break;
+        }
+        if first_error.is_none() && looked.elapsed() >= WATCH_TICK {
+            looked = Instant::now();
+            let cache = std::cell::OnceCell::new();
+            let waits = |i: usize| cache.get_or_init(|| ranks.waits.as_ref().map(|f| f()).unwrap_or_default()).get(i).copied().flatten();
+            if let Some(report) = dog.check(&waits) {
+                // `--stall-abort`: end every rank (the stuck ones are left behind) with the report.
+                (ranks.abort)(&report, TrainError::STALLED_EXIT as i32);
+                return Err(TrainError::Stalled(report));
+            }
         }
     }
     let mut summary = None;
@@ -452,6 +493,9 @@ pub(crate) fn restore_split(opt: &mut dyn crate::optim::Optimizer, owned: &dyn O
 /// How long `run` waits for the other ranks to end after one has failed.
 const GRACE: Duration = Duration::from_secs(10);
 
+/// How often `run` looks at the stall watchdog.
+const WATCH_TICK: Duration = Duration::from_millis(100);
+
 /// What the rank threads tell `run`.
 enum Msg {
     Event(Event),
@@ -465,6 +509,10 @@ struct Guard<'a> {
     /// The step being run (1-based), readable after a panic.
     step: &'a AtomicU64,
     inject: Option<InjectFailure>,
+    /// Where the watchdog sees this worker's steps.
+    beacons: &'a watchdog::Beacons,
+    /// This worker's position among the ranks of this process.
+    index: usize,
 }
 
 impl Strategy for Guard<'_> {
@@ -475,6 +523,7 @@ impl Strategy for Guard<'_> {
     fn step(&mut self, net: &mut Net, ctx: &crate::layers::Ctx, params: &mut [f32], batch: &crate::data::loader::Batch, lr: f32) -> Result<StepReport, TrainError> {
         let step = self.step.fetch_add(1, Ordering::Relaxed) + 1;
         crate::comm::phase::set_step(step);
+        self.beacons.enter_step(self.index, step);
         if let Some(f) = self.inject.filter(|f| f.rank == self.rank && f.step == step) {
             match f.kind {
                 FailureKind::Error => return Err(TrainError::Injected),
@@ -484,7 +533,9 @@ impl Strategy for Guard<'_> {
                 },
             }
         }
-        self.inner.step(net, ctx, params, batch, lr)
+        let r = self.inner.step(net, ctx, params, batch, lr);
+        self.beacons.leave_step(self.index);
+        r
     }
 
     fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {

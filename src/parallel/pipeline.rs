@@ -29,7 +29,9 @@ use crate::layers::Ctx;
 use crate::net::{BatchStats, GradSink, Net, ParamSource};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
-use crate::train::{events::Event, StepReport, Strategy, TrainConfig, TrainError};
+use crate::train::events::{Event, Track};
+use crate::train::timeline::{PhaseLog, Span};
+use crate::train::{StepReport, Strategy, TrainConfig, TrainError};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -166,6 +168,9 @@ pub struct Pipeline<'c> {
     current_bytes: usize,
     waited_s: f64,
     step_s: f64,
+    /// Phases of the step, for the timeline: forward/backward per micro-batch on the compute
+    /// track; send, recv, the replicas' all-reduce and the loss statistics on the comm track.
+    phases: PhaseLog,
 }
 
 impl<'c> Pipeline<'c> {
@@ -200,6 +205,7 @@ impl<'c> Pipeline<'c> {
             current_bytes: 0,
             waited_s: 0.0,
             step_s: 0.0,
+            phases: PhaseLog::default(),
             cfg,
         })
     }
@@ -245,6 +251,7 @@ impl<'c> Pipeline<'c> {
         let w = Instant::now();
         self.comm.recv(t.data_mut(), src, tag)?;
         self.waited_s += w.elapsed().as_secs_f64();
+        self.phases.end(Track::Comm, "recv", Some((tag & 0x0fff_ffff) as usize), Some(w));
         Ok(t)
     }
 
@@ -266,14 +273,19 @@ impl<'c> Pipeline<'c> {
             let shape = self.input_shape(net, layers.start);
             self.recv_tensor(rows.len(), &shape, self.stage - 1, TAG_ACT + m as u32)?
         };
+        let p = self.phases.start();
         let slot = self.take_slot(rows.len())?;
         let mctx = Ctx { sample_ids: &batch.ids[rows.clone()], ..*ctx };
         let last = self.last();
         let out = self.slots[slot].forward_layers(&mctx, &*params, layers, &input)?;
         if last {
             stats.add(&self.slots[slot].loss_forward_backward(&batch.labels[rows.clone()], batch.global)?);
+            self.phases.end(Track::Compute, "forward", Some(m), p);
         } else {
+            self.phases.end(Track::Compute, "forward", Some(m), p);
+            let p = self.phases.start();
             self.comm.send(out.data(), self.stage + 1, TAG_ACT + m as u32)?;
+            self.phases.end(Track::Comm, "send", Some(m), p);
         }
         // Batch-norm statistics per micro-batch, as GPipe's: each forward updates the running
         // statistics in turn (the optimizer leaves buffers alone, so now is as good as later).
@@ -291,12 +303,16 @@ impl<'c> Pipeline<'c> {
             let shape = net.layer_out_shape(layers.end - 1);
             Some(self.recv_tensor(f.rows.len(), &shape, self.stage + 1, TAG_GRAD + m as u32)?)
         };
+        let p = self.phases.start();
         let mctx = Ctx { sample_ids: &batch.ids[f.rows.clone()], ..*ctx };
         let mut sink = StageGrads { params, grads: &mut self.grads, offset: self.params.start };
         let input_grad = layers.start > 0;
         let dx = self.slots[f.slot].backward_layers(&mctx, &mut sink, layers, &f.input, dy.as_ref(), input_grad)?;
+        self.phases.end(Track::Compute, "backward", Some(m), p);
         if let Some(dx) = dx {
+            let p = self.phases.start();
             self.comm.send(dx.data(), self.stage - 1, TAG_GRAD + m as u32)?;
+            self.phases.end(Track::Comm, "send", Some(m), p);
         }
         self.free.push(f.slot);
         self.spare.push(f.input);
@@ -400,10 +416,14 @@ impl Strategy for Pipeline<'_> {
             let w = Instant::now();
             dp.all_reduce_into(&mut self.grads)?;
             self.waited_s += w.elapsed().as_secs_f64();
+            self.phases.end(Track::Comm, "allreduce", None, Some(w));
         }
         let r = self.params.clone();
+        let p = self.phases.start();
         self.opt.step(&mut params[r], &self.grads, lr);
+        self.phases.end(Track::Compute, "optimizer", None, p);
         // The loss is known on the last stage; stage 0 leads and reports it.
+        let p = self.phases.start();
         if self.stages > 1 {
             if self.last() {
                 self.comm.send(&[stats.loss_sum as f32, stats.correct as f32, stats.samples as f32], 0, TAG_STATS)?;
@@ -414,6 +434,9 @@ impl Strategy for Pipeline<'_> {
                     dp.all_reduce_into(&mut s)?;
                 }
                 stats = BatchStats { loss_sum: s[0] as f64, correct: s[1] as usize, samples: s[2] as usize };
+            }
+            if self.last() || self.stage == 0 {
+                self.phases.end(Track::Comm, "stats", None, p);
             }
         }
         let waited = self.waited_s - waited0;
@@ -457,6 +480,14 @@ impl Strategy for Pipeline<'_> {
 
     fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
         super::restore_split(self.opt.as_mut(), &StageRange(self.params.clone()), state, steps)
+    }
+
+    fn record_phases(&mut self) {
+        self.phases.enable();
+    }
+
+    fn take_phases(&mut self, out: &mut Vec<Span>) {
+        self.phases.drain_into(out);
     }
 
     fn final_events(&self) -> Vec<Event> {

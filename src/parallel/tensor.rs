@@ -28,7 +28,9 @@ use crate::layers::Ctx;
 use crate::net::{BatchStats, Flat, LayerSpec, ModelSpec, Net, ParamLayout};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
-use crate::train::{events::Event, StepReport, Strategy, TrainConfig, TrainError};
+use crate::train::events::{Event, Track};
+use crate::train::timeline::{PhaseLog, Span};
+use crate::train::{StepReport, Strategy, TrainConfig, TrainError};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -67,6 +69,23 @@ pub(crate) enum Boundary {
     AllReduce,
     /// The logits are whole.
     End,
+}
+
+/// The timeline name of the communication at a boundary after a segment's forward, or before
+/// its backward (`None`: nothing is exchanged).
+pub(crate) fn comm_phase(after: &Boundary, forward: bool) -> Option<&'static str> {
+    match (after, forward) {
+        (Boundary::Gather { .. }, true) => Some("all_gather"),
+        (Boundary::AllReduce, true) | (Boundary::Gather { partial: true, .. }, false) => Some("allreduce"),
+        _ => None,
+    }
+}
+
+/// Records on the comm track the communication at boundary `after` of segment `k` since `p`.
+pub(crate) fn record_comm(phases: &mut PhaseLog, after: &Boundary, forward: bool, k: usize, p: Option<Instant>) {
+    if let Some(name) = comm_phase(after, forward) {
+        phases.end(Track::Comm, name, Some(k), p);
+    }
 }
 
 /// How a slice's parameter tensor maps into the full one.
@@ -406,6 +425,9 @@ pub struct TensorSplit<'c> {
     dlogits: Tensor,
     full_bytes: usize,
     comm_s: f64,
+    /// Phases of the step, for the timeline: forward/backward per segment (`micro` = segment)
+    /// and the optimizer on the compute track, gathers and all-reduces on the comm track.
+    phases: PhaseLog,
 }
 
 impl<'c> TensorSplit<'c> {
@@ -429,6 +451,7 @@ impl<'c> TensorSplit<'c> {
             dlogits: Tensor::default(),
             full_bytes: net.layout().len() * 4,
             comm_s: 0.0,
+            phases: PhaseLog::default(),
         })
     }
 }
@@ -452,8 +475,12 @@ impl Strategy for TensorSplit<'_> {
             }
             let Segment { net, range, after, input } = &mut self.segments[k];
             let input = if k == 0 { &batch.x } else { &*input };
+            let p = self.phases.start();
             let out = net.forward_layers(ctx, &self.params[range.clone()], 0..net.num_layers(), input)?.clone();
+            self.phases.end(Track::Compute, "forward", Some(k), p);
+            let p = self.phases.start();
             x = after_forward(self.comm, after, out, &mut self.comm_s)?;
+            record_comm(&mut self.phases, after, true, k, p);
         }
         self.logits = x;
         let loss_sum = self.loss.forward(&self.logits, &batch.labels).map_err(crate::net::NetError::Loss)?;
@@ -463,16 +490,22 @@ impl Strategy for TensorSplit<'_> {
         // Backward, segment by segment.
         let mut dy = std::mem::take(&mut self.dlogits);
         for k in (0..self.segments.len()).rev() {
+            let p = self.phases.start();
             let d = before_backward(self.comm, &self.segments[k].after, dy, &mut self.comm_s)?;
+            record_comm(&mut self.phases, &self.segments[k].after, false, k, p);
             let Segment { net, range, input, .. } = &mut self.segments[k];
             let input = if k == 0 { &batch.x } else { &*input };
+            let p = self.phases.start();
             let mut sink = Flat { params: &self.params[range.clone()], grads: &mut self.grads[range.clone()] };
             let dx = net.backward_layers(ctx, &mut sink, 0..net.num_layers(), input, Some(&d), k > 0)?;
+            self.phases.end(Track::Compute, "backward", Some(k), p);
             dy = dx.cloned().unwrap_or_default();
             self.dlogits = d;
         }
+        let p = self.phases.start();
         self.opt.step(&mut self.params, &self.grads, lr);
         commit_segments(&mut self.segments, &mut self.params);
+        self.phases.end(Track::Compute, "optimizer", None, p);
         let comm = self.comm_s - comm0;
         Ok(StepReport { stats, comm_s: comm, comm_wait_s: comm })
     }
@@ -512,6 +545,14 @@ impl Strategy for TensorSplit<'_> {
 
     fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
         super::restore_split(self.opt.as_mut(), &Sliced { maps: &self.maps, layout: &self.full }, state, steps)
+    }
+
+    fn record_phases(&mut self) {
+        self.phases.enable();
+    }
+
+    fn take_phases(&mut self, out: &mut Vec<Span>) {
+        self.phases.drain_into(out);
     }
 
     fn final_events(&self) -> Vec<Event> {

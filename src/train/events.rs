@@ -72,6 +72,26 @@ pub enum Event {
         /// Seconds waiting for data.
         data_wait_s: f64,
     },
+    /// A worker's throughput and time over the last second or so (every worker, about once a
+    /// second; the dashboard's per-worker curves). Times are seconds within the window.
+    Rate {
+        /// Worker rank.
+        rank: usize,
+        /// Its last step.
+        step: u64,
+        /// Length of the window, s.
+        seconds: f64,
+        /// Samples this worker processed per second in the window.
+        images_per_sec: f64,
+        /// Waiting for data.
+        data_wait_s: f64,
+        /// Computing (forward, backward, optimizer).
+        compute_s: f64,
+        /// In communication, overlapped or not.
+        comm_s: f64,
+        /// Waiting for communication after computing.
+        comm_wait_s: f64,
+    },
     /// Staleness of the updates a parameter-server shard applied: how many updates from other
     /// workers landed between a worker's pull and its push.
     Staleness {
@@ -139,11 +159,15 @@ pub enum Event {
         /// Which track it is drawn on.
         track: Track,
         /// What the worker did: `data`, `forward_backward`, `comm_wait`, `optimizer`,
-        /// `allreduce` (a bucket's reduction, fused with the update of its chunk), `push_pull`.
+        /// `allreduce` (a bucket's reduction, fused with the update of its chunk), `push_pull`;
+        /// split models: `forward`, `backward`, `send`, `recv`, `all_gather`, `allreduce`, `stats`.
         name: &'static str,
         /// Gradient bucket (all-reduce phases).
         #[serde(skip_serializing_if = "Option::is_none")]
         bucket: Option<usize>,
+        /// Micro-batch (pipeline) or segment (tensor split, hybrid classifier).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        micro: Option<usize>,
         /// Start, ns.
         start_ns: u64,
         /// End, ns (≥ start).
@@ -250,6 +274,7 @@ impl EventSink for LogSink {
             Event::Pipeline { stage, layers, bubble, peak_in_flight, peak_activation_bytes } => {
                 tracing::info!(stage, layers = %layers, bubble = format!("{:.1}%", bubble * 100.0), peak_in_flight, peak_activation_bytes, "pipeline stage")
             }
+            Event::Rate { rank, step, images_per_sec, .. } => tracing::trace!(rank, step, images_per_sec, "rate"),
             Event::Phase { .. } => {}
         }
     }
@@ -313,7 +338,7 @@ impl EventSink for ProgressSink {
                     bar.finish_and_clear();
                 }
             }
-            Event::Worker { .. } | Event::Staleness { .. } | Event::Pipeline { .. } | Event::Split { .. } | Event::Traffic { .. } | Event::Phase { .. } => {}
+            Event::Worker { .. } | Event::Rate { .. } | Event::Staleness { .. } | Event::Pipeline { .. } | Event::Split { .. } | Event::Traffic { .. } | Event::Phase { .. } => {}
         }
     }
 }

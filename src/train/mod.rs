@@ -8,6 +8,7 @@ pub mod events;
 mod input;
 pub mod stop;
 pub mod timeline;
+mod totals;
 
 pub use input::{evaluate, feed, load_data, load_data_parts, TrainTest};
 
@@ -199,6 +200,9 @@ pub enum TrainError {
     /// A failure made on purpose by a test hook (`--inject-failure`).
     #[error("injected failure")]
     Injected,
+    /// The stall watchdog ended the run (`--stall-abort`); the message is its report.
+    #[error("{0}; the run was ended by --stall-abort")]
+    Stalled(String),
 }
 
 fn init_from_hint(e: &CheckpointError) -> &'static str {
@@ -229,8 +233,12 @@ impl TrainError {
             TrainError::Worker { source, .. } | TrainError::Server { source, .. } => source.exit_code(),
             TrainError::Panicked(_) | TrainError::Internal(_) => 1,
             TrainError::Interrupted { signal, .. } => stop::exit_code(*signal),
+            TrainError::Stalled(_) => Self::STALLED_EXIT,
         }
     }
+
+    /// Exit code of a run ended by the stall watchdog (`--stall-abort`).
+    pub const STALLED_EXIT: u8 = 3;
 
     /// This error as the failure of worker `rank` at `step` (kept as it is when it already names
     /// a worker, or is only the echo of another rank's failure).
@@ -459,7 +467,7 @@ pub fn run_worker(
         });
     }
     let t0 = Instant::now();
-    let mut totals = WorkerTotals::default();
+    let mut totals = totals::WorkerTotals::default();
     let (mut step, mut epoch, mut start_batch) = (0u64, 0u64, 0usize);
     let failed_at = |step: u64| move |e: TrainError| if shard.world > 1 { e.at_worker(shard.rank, step) } else { e };
     if let Some(path) = &cfg.resume {
@@ -523,6 +531,9 @@ pub fn run_worker(
                 }
             }
             totals.add(waited, compute, batch.global, &r);
+            if let Some(e) = totals.rate(shard.rank, step, false) {
+                emit(e);
+            }
             if lead {
                 emit(Event::Step {
                     step,
@@ -602,6 +613,9 @@ pub fn run_worker(
     strategy.finish(&mut params).map_err(failed_at(step))?;
     let train_secs = t0.elapsed().as_secs_f64();
     emit(totals.event(shard.rank, step, t0));
+    if let Some(e) = totals.rate(shard.rank, step, true) {
+        emit(e);
+    }
     let mut summary = TrainSummary {
         steps: step,
         test_acc: f64::NAN,
@@ -658,48 +672,14 @@ fn check_resumable(cfg: &TrainConfig, run: &checkpoint::run::RunState, schedule:
     Ok(())
 }
 
-/// A worker's running totals, reported as `Event::Worker`.
-#[derive(Default)]
-struct WorkerTotals {
-    samples: usize,
-    global_samples: usize,
-    data_wait_s: f64,
-    compute_s: f64,
-    comm_s: f64,
-    comm_wait_s: f64,
-}
-
-impl WorkerTotals {
-    fn add(&mut self, waited: f64, compute: f64, global: usize, r: &StepReport) {
-        self.samples += r.stats.samples;
-        self.global_samples += global;
-        self.data_wait_s += waited;
-        self.compute_s += compute - r.comm_wait_s;
-        self.comm_s += r.comm_s;
-        self.comm_wait_s += r.comm_wait_s;
-    }
-
-    fn event(&self, rank: usize, steps: u64, t0: Instant) -> Event {
-        Event::Worker {
-            rank,
-            steps,
-            images_per_sec: self.samples as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-            compute_s: self.compute_s,
-            comm_s: self.comm_s,
-            comm_wait_s: self.comm_wait_s,
-            data_wait_s: self.data_wait_s,
-        }
-    }
-}
-
 /// Emits the data wait (`t_wait`..`t_comp`) and the strategy's phases of step `step`.
 fn emit_phases(spans: &mut Vec<timeline::Span>, rank: usize, step: u64, t_wait: Instant, t_comp: Instant, strategy: &mut dyn Strategy, emit: &mut dyn FnMut(Event)) {
     spans.clear();
     strategy.take_phases(spans);
     let (start_ns, end_ns) = (timeline::ns(t_wait), timeline::ns(t_comp));
-    emit(Event::Phase { rank, step, track: Track::Compute, name: "data", bucket: None, start_ns, end_ns });
+    emit(Event::Phase { rank, step, track: Track::Compute, name: "data", bucket: None, micro: None, start_ns, end_ns });
     for s in spans.iter() {
-        emit(Event::Phase { rank, step, track: s.track, name: s.name, bucket: s.bucket, start_ns: s.start_ns, end_ns: s.end_ns });
+        emit(Event::Phase { rank, step, track: s.track, name: s.name, bucket: s.bucket, micro: s.micro, start_ns: s.start_ns, end_ns: s.end_ns });
     }
 }
 

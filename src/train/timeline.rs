@@ -9,8 +9,9 @@
 //! optimizer) and `tid` 1 "comm" (each bucket's all-reduce, parameter-server push/pull), which
 //! overlaps the backward pass and so cannot share its track. Spans on one track never overlap.
 //!
-//! What it does not do: merge the phases of other MPI processes (only the lead process writes
-//! the file, with the workers it hosts).
+//! Under MPI every process records its own workers' phases; at the end of the run the lead
+//! process gathers the others' (`export` → MPI gather → `import`, which moves their times onto
+//! the lead's clock through each process's wall-clock epoch) and writes the one file.
 
 use super::events::{Event, EventSink, Track};
 use std::fs::File;
@@ -25,11 +26,55 @@ pub fn clock_ns() -> u64 {
     ns(Instant::now())
 }
 
+/// The timeline epoch: the instant, and the wall-clock time then (ns since 1970).
+fn epoch() -> &'static (Instant, u64) {
+    static EPOCH: OnceLock<(Instant, u64)> = OnceLock::new();
+    EPOCH.get_or_init(|| {
+        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        (Instant::now(), unix)
+    })
+}
+
 /// `t` on the timeline clock.
 pub fn ns(t: Instant) -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    t.saturating_duration_since(epoch).as_nanos() as u64
+    t.saturating_duration_since(epoch().0).as_nanos() as u64
+}
+
+/// The names phases may have (`Event::Phase::name`), so that phases read back from another
+/// process (`import`) keep static names.
+pub const PHASES: &[&str] = &["data", "forward_backward", "comm_wait", "optimizer", "allreduce", "push_pull", "forward", "backward", "send", "recv", "all_gather", "stats"];
+
+/// This process's phases for the lead process: a header line with the wall-clock time of its
+/// timeline epoch, then one JSON line per `Event::Phase` (other events are skipped).
+pub fn export(phases: &[Event]) -> Vec<u8> {
+    let mut out = serde_json::json!({ "epoch_unix_ns": epoch().1 }).to_string().into_bytes();
+    for e in phases.iter().filter(|e| matches!(e, Event::Phase { .. })) {
+        out.push(b'\n');
+        let _ = serde_json::to_writer(&mut out, e);
+    }
+    out
+}
+
+/// The phases of another process's `export`, their times moved onto this process's clock (by
+/// the difference of the two wall-clock epochs: exact on one machine, as good as the clocks'
+/// synchronisation across machines). Lines that do not parse are skipped.
+pub fn import(bytes: &[u8]) -> Vec<Event> {
+    use serde_json::Value;
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text.lines();
+    let Some(theirs) = lines.next().and_then(|l| serde_json::from_str::<Value>(l).ok()).and_then(|v| v["epoch_unix_ns"].as_u64()) else { return Vec::new() };
+    let shift = theirs as i128 - epoch().1 as i128;
+    let at = |v: &Value| v.as_u64().map(|t| (t as i128 + shift).max(0) as u64);
+    let opt = |v: &Value| v.as_u64().map(|b| b as usize);
+    lines
+        .filter_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            let name = PHASES.iter().find(|n| v["name"] == **n)?;
+            let track = if v["track"] == "comm" { Track::Comm } else { Track::Compute };
+            let (start_ns, end_ns) = (at(&v["start_ns"])?, at(&v["end_ns"])?);
+            Some(Event::Phase { rank: opt(&v["rank"])?, step: v["step"].as_u64()?, track, name, bucket: opt(&v["bucket"]), micro: opt(&v["micro"]), start_ns, end_ns: end_ns.max(start_ns) })
+        })
+        .collect()
 }
 
 /// One recorded phase.
@@ -41,6 +86,9 @@ pub struct Span {
     pub name: &'static str,
     /// Gradient bucket, for all-reduce phases.
     pub bucket: Option<usize>,
+    /// Micro-batch (pipeline phases) or segment (tensor split: the layers between two
+    /// communications).
+    pub micro: Option<usize>,
     /// Start and end on the timeline clock, ns.
     pub start_ns: u64,
     /// End, ns.
@@ -69,7 +117,7 @@ impl PhaseLog {
     /// Records a phase from `start` to `end`.
     pub fn record(&mut self, track: Track, name: &'static str, bucket: Option<usize>, start: Instant, end: Instant) {
         if let Some(v) = &mut self.spans {
-            v.push(Span { track, name, bucket, start_ns: ns(start), end_ns: ns(end).max(ns(start)) });
+            v.push(Span { track, name, bucket, micro: None, start_ns: ns(start), end_ns: ns(end).max(ns(start)) });
         }
     }
 
@@ -77,6 +125,20 @@ impl PhaseLog {
     pub fn push(&mut self, s: Span) {
         if let Some(v) = &mut self.spans {
             v.push(s);
+        }
+    }
+
+    /// Now, when recording (the start of a phase for `end`); `None` otherwise, without reading
+    /// the clock.
+    pub fn start(&self) -> Option<Instant> {
+        self.on().then(Instant::now)
+    }
+
+    /// Records a phase of micro-batch or segment `micro` from `start` (from `start()`) until now.
+    pub fn end(&mut self, track: Track, name: &'static str, micro: Option<usize>, start: Option<Instant>) {
+        if let (Some(v), Some(start)) = (&mut self.spans, start) {
+            let (start_ns, end_ns) = (ns(start), clock_ns());
+            v.push(Span { track, name, bucket: None, micro, start_ns, end_ns: end_ns.max(start_ns) });
         }
     }
 
@@ -139,7 +201,7 @@ impl EventSink for ChromeTraceSink {
     fn on_event(&mut self, e: &Event) {
         use serde_json::json;
         match e {
-            Event::Phase { rank, step, track, name, bucket, start_ns, end_ns } => {
+            Event::Phase { rank, step, track, name, bucket, micro, start_ns, end_ns } => {
                 self.name_tracks(*rank);
                 let tid = match track {
                     Track::Compute => 0,
@@ -150,6 +212,9 @@ impl EventSink for ChromeTraceSink {
                 let mut args = json!({"step": step});
                 if let Some(b) = bucket {
                     args["bucket"] = json!(b);
+                }
+                if let Some(m) = micro {
+                    args["micro"] = json!(m);
                 }
                 self.line(json!({"ph": "X", "name": name, "cat": if tid == 0 { "compute" } else { "comm" }, "pid": rank, "tid": tid, "ts": us(*start_ns), "dur": us(end_ns - start_ns), "args": args}));
             }
@@ -171,5 +236,20 @@ impl Drop for ChromeTraceSink {
     fn drop(&mut self) {
         let _ = self.out.write_all(b"\n]}\n");
         let _ = self.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exported_phases_come_back_with_their_names_and_times() {
+        let e = Event::Phase { rank: 3, step: 7, track: Track::Comm, name: "send", bucket: None, micro: Some(2), start_ns: 10, end_ns: 25 };
+        let other = Event::Eval { step: 1, epoch: 0, loss: 0.1, acc: 0.9, samples: 10 };
+        let back = import(&export(&[e.clone(), other]));
+        assert_eq!(back, vec![e], "same process: no shift; non-phase events are not exported");
+        assert!(import(b"not json\n{}").is_empty());
+        assert!(PHASES.contains(&"all_gather"));
     }
 }

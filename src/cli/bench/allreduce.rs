@@ -207,7 +207,7 @@ fn time_sizes(args: &AllreduceArgs, sizes: &[usize], barrier: &dyn Fn() -> anyho
 /// all-reduce (in place) and our ring over MPI point-to-point, across this job's processes.
 #[cfg(feature = "mpi")]
 fn run_mpi(args: &AllreduceArgs) -> anyhow::Result<Vec<AllreduceResult>> {
-    let mpi = crate::comm::mpi::Mpi::init(DEFAULT_STALL)?;
+    let mpi = crate::comm::mpi::Mpi::init(DEFAULT_STALL, false)?;
     let world = mpi.world();
     let p = world.size();
     let sizes = sizes(args);

@@ -9,6 +9,8 @@
 //!   against one worker measured in the same run; `bench/compare_ddp.sh` adds PyTorch DDP.
 //! - `convoy bench checkpoint`: checkpoint write/load time and bytes, and the step-time overhead
 //!   of `--checkpoint-every` against runs without checkpoints in the same process.
+//! - `convoy bench timeline`: the step-time overhead of the metrics file and the timeline
+//!   (`--metrics`, `--timeline`) against runs without them in the same process.
 
 use crate::layers::{Ctx, Mode};
 use crate::net::{ModelSpec, Net};
@@ -19,10 +21,12 @@ use std::time::Instant;
 
 mod allreduce;
 mod checkpoint_bench;
+mod timeline_bench;
 mod train_bench;
 
 pub use allreduce::AllreduceArgs;
 pub use checkpoint_bench::CheckpointBenchArgs;
+pub use timeline_bench::TimelineBenchArgs;
 pub use train_bench::TrainBenchArgs;
 
 /// Flags of `convoy bench`.
@@ -46,6 +50,8 @@ pub enum BenchKind {
     Train(TrainBenchArgs),
     /// Checkpoint write/load time and bytes, and the step-time overhead of --checkpoint-every.
     Checkpoint(CheckpointBenchArgs),
+    /// Step-time overhead of the metrics file and the timeline (--metrics, --timeline).
+    Timeline(TimelineBenchArgs),
 }
 
 /// Flags of the step benchmark.
@@ -106,6 +112,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             }
         }
+        Some(BenchKind::Timeline(t)) => println!("{}", serde_json::to_string(&timeline_bench::run(t)?)?),
     }
     Ok(())
 }

@@ -27,11 +27,22 @@ struct Failure {
     first: Mutex<Option<(usize, String)>>,
     /// Per world rank: inside a blocking call right now (to name the culprits of a stall).
     waiting: Vec<AtomicBool>,
+    /// Per world rank: the call it waits in (op, world rank of the peer or `usize::MAX`, since
+    /// when), for the stall watchdog's report. Set only once a call has to wait.
+    ops: Vec<Mutex<WaitingIn>>,
 }
+
+/// A call a rank waits in: (op, world rank of the peer or `usize::MAX`, since when).
+type WaitingIn = Option<(&'static str, usize, Instant)>;
 
 impl Failure {
     fn new(world: usize) -> Failure {
-        Failure { flag: AtomicBool::new(false), first: Mutex::new(None), waiting: (0..world).map(|_| AtomicBool::new(false)).collect() }
+        Failure {
+            flag: AtomicBool::new(false),
+            first: Mutex::new(None),
+            waiting: (0..world).map(|_| AtomicBool::new(false)).collect(),
+            ops: (0..world).map(|_| Mutex::new(None)).collect(),
+        }
     }
 
     /// Marks the group failed (the first failure is the one reported).
@@ -182,6 +193,8 @@ impl LocalComm {
         let me = self.group.world_ranks[self.rank];
         let failure = &self.group.failure;
         failure.waiting[me].store(true, Ordering::Release);
+        let peer_world = self.group.world_ranks.get(peer).copied().unwrap_or(usize::MAX);
+        *lock(&failure.ops[me]) = Some((op, peer_world, start));
         let out = loop {
             // Readiness is checked before failure (below, after each wake-up): a barrier that
             // completed lets every participant through, which `all_reduce_direct` relies on.
@@ -208,7 +221,15 @@ impl LocalComm {
             }
         };
         failure.waiting[me].store(false, Ordering::Release);
+        *lock(&failure.ops[me]) = None;
         out
+    }
+
+    /// What every world rank waits in right now: (op, the peer it waits for, how long), `None`
+    /// for a rank not inside a blocking call. For the stall watchdog.
+    pub fn waits(&self) -> Vec<Option<(&'static str, Option<usize>, Duration)>> {
+        let failure = &self.group.failure;
+        failure.ops.iter().map(|o| lock(o).map(|(op, peer, since)| (op, (peer != usize::MAX).then_some(peer), since.elapsed()))).collect()
     }
 
     /// Takes the first message from `src` (any source when None) with `tag`, runs `f` on it and

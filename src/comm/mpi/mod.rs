@@ -23,8 +23,10 @@
 //!   coordinator): the stalled rank asks every other rank's watchdog, over a communicator of their
 //!   own, what its rank is doing, waits `CENSUS_WAIT` for the answers, prints which ranks are
 //!   waiting in which call and which did not arrive (computing, or not answering at all), with the
-//!   step and bucket, and aborts the job.
+//!   step and bucket, as a warning, again after each further stall timeout; it aborts the job at
+//!   the first report with `--stall-abort` (exit 3), else after `STALLS_BEFORE_GIVING_UP` timeouts.
 
+mod bytes;
 mod hier;
 mod watch;
 
@@ -57,8 +59,9 @@ pub struct Mpi {
 }
 
 impl Mpi {
-    /// Initialises MPI with `MPI_THREAD_MULTIPLE` and starts the watchdog.
-    pub fn init(stall: Duration) -> Result<Mpi, CommError> {
+    /// Initialises MPI with `MPI_THREAD_MULTIPLE` and starts the watchdog: it reports a call
+    /// older than `stall`, and ends the job then (`abort`) or after `STALLS_BEFORE_GIVING_UP` × `stall`.
+    pub fn init(stall: Duration, abort: bool) -> Result<Mpi, CommError> {
         let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Multiple)
             .ok_or_else(|| CommError::Invalid("MPI was already initialised in this process".into()))?;
         if threading != mpi::Threading::Multiple {
@@ -70,7 +73,7 @@ impl Mpi {
         let world = unsafe { dup(ffi::RSMPI_COMM_WORLD)? };
         let census = unsafe { dup(ffi::RSMPI_COMM_WORLD)? };
         let (rank, size) = unsafe { rank_size(world)? };
-        let watch = Watch::start(census, rank, size, stall);
+        let watch = Watch::start(census, rank, size, stall, abort);
         let world = Arc::new(MpiComm::new(world, rank, size, Algorithm::Direct, watch.clone()));
         Ok(Mpi { world, watch, _universe: universe })
     }

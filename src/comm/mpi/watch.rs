@@ -1,8 +1,10 @@
 //! The stall watchdog of an MPI process: every MPI call of `MpiComm` registers itself while it
 //! runs; a thread checks every `TICK` whether one has run longer than the stall timeout. If so it
 //! asks every other rank's watchdog, over a communicator of their own (the census), what that
-//! rank is doing, waits `CENSUS_WAIT` for the answers, reports which ranks wait in which call and
-//! which did not arrive (computing, or not answering: dead or hung), and aborts the job. Each
+//! rank is doing, waits `CENSUS_WAIT` for the answers and reports which ranks wait in which call
+//! and which did not arrive (computing, or not answering: dead or hung): as a warning, repeated
+//! after each further stall timeout, until the call is `STALLS_BEFORE_GIVING_UP` timeouts old
+//! and the job is aborted (exit 1) — or at once with `--stall-abort` (exit 3). Each
 //! watchdog also answers the census requests of the others, whatever its rank is doing.
 
 use crate::comm::phase;
@@ -37,6 +39,8 @@ pub struct Watch {
     rank: usize,
     size: usize,
     stall: Duration,
+    /// Abort at the first report (`--stall-abort`).
+    abort: bool,
     epoch: Instant,
     slots: Vec<Slot>,
     next_slot: AtomicU64,
@@ -71,12 +75,13 @@ thread_local! {
 
 impl Watch {
     /// Starts the watchdog of world rank `rank` of `size` on `census` (a communicator of its own).
-    pub fn start(census: ffi::MPI_Comm, rank: usize, size: usize, stall: Duration) -> Arc<Watch> {
+    pub fn start(census: ffi::MPI_Comm, rank: usize, size: usize, stall: Duration, abort: bool) -> Arc<Watch> {
         let w = Arc::new(Watch {
             census,
             rank,
             size,
             stall,
+            abort,
             epoch: Instant::now(),
             slots: (0..SLOTS).map(|_| Slot::default()).collect(),
             next_slot: AtomicU64::new(0),
@@ -132,6 +137,12 @@ impl Watch {
             .collect()
     }
 
+    /// The call of this process that has waited longest: (op, peer, how long), for the thread
+    /// watchdog's report (parallel/watchdog.rs).
+    pub fn longest_call(&self) -> Option<(&'static str, Option<usize>, Duration)> {
+        self.calls().into_iter().max_by_key(|c| c.0).map(|(t, op, peer)| (op, (peer != usize::MAX).then_some(peer), t))
+    }
+
     /// Stops the thread (before MPI is finalised).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
@@ -141,15 +152,27 @@ impl Watch {
     }
 
     fn run(&self) {
+        let limit = if self.abort { self.stall } else { self.stall * crate::comm::STALLS_BEFORE_GIVING_UP };
+        // The age of the oldest call at which the next warning is due.
+        let mut next_report = self.stall;
         while !self.stop.load(Ordering::Acquire) {
             std::thread::sleep(TICK);
             self.answer();
             let stalled = self.calls().into_iter().max_by_key(|c| c.0);
-            if let Some((waited, op, peer)) = stalled.filter(|c| c.0 > self.stall) {
+            let Some((waited, op, peer)) = stalled.filter(|c| c.0 > self.stall) else {
+                next_report = self.stall;
+                continue;
+            };
+            if waited > limit {
                 let msg = self.census(waited, op, peer);
                 eprintln!("error: {msg}");
+                let code = if self.abort { 3 } else { 1 };
                 // SAFETY: ends every process of the job.
-                unsafe { ffi::MPI_Abort(ffi::RSMPI_COMM_WORLD, 1) };
+                unsafe { ffi::MPI_Abort(ffi::RSMPI_COMM_WORLD, code) };
+            } else if waited > next_report {
+                let msg = self.census(waited, op, peer);
+                tracing::warn!("{msg} (the job goes on, and ends if the call still waits after {:.0}s; --stall-abort ends it at the first report)", limit.as_secs_f64());
+                next_report = waited + self.stall;
             }
         }
         // Drain the questions still queued so finalize finds no unmatched message.

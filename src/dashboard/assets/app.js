@@ -14,11 +14,13 @@ async function api(path, opts) {
 
 function route() {
   const m = location.hash.match(/^#run\/([A-Za-z0-9-]+)$/);
+  const plan = location.hash === "#plan";
   if (source) { source.close(); source = null; }
   if (listTimer) { clearInterval(listTimer); listTimer = null; }
-  $("#home").hidden = !!m;
+  $("#home").hidden = !!m || plan;
   $("#run").hidden = !m;
-  if (m) showRun(m[1]); else showHome();
+  $("#plan").hidden = !plan;
+  if (m) showRun(m[1]); else if (plan) showPlan(); else showHome();
 }
 
 // ---- home: form and list ----
@@ -28,6 +30,7 @@ async function showHome() {
     const o = await api("/api/options");
     $("#f-model").innerHTML = o.models.map((m) => `<option>${esc(m)}</option>`).join("");
     $("#f-dataset").innerHTML = o.datasets.map((d) => `<option>${esc(d)}</option>`).join("");
+    $("#p-model").innerHTML = o.models.map((m) => `<option>${esc(m)}</option>`).join("");
     optionsLoaded = true;
   }
   await refreshList();
@@ -63,6 +66,13 @@ $("#launch").addEventListener("submit", async (e) => {
   if (!req.name) delete req.name;
   $("#launch-msg").textContent = "";
   try {
+    // An uploaded model replaces the zoo's: a Caffe net if it looks like one, else a TOML spec.
+    const file = $("#f-modelfile").files[0];
+    if (file) {
+      const text = await file.text();
+      delete req.model;
+      if (/\.prototxt$/i.test(file.name) || /^\s*(name\s*:|layer\s*\{|input\s*:)/m.test(text)) req.model_prototxt = text; else req.model_spec = text;
+    }
     const r = await api("/api/runs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(req) });
     location.hash = `#run/${r.id}`;
   } catch (err) {
@@ -72,12 +82,13 @@ $("#launch").addEventListener("submit", async (e) => {
 
 // ---- run page ----
 function showRun(id) {
-  const d = { steps: [], evals: [], workers: {}, sum: { data: 0, compute: 0, comm: 0 }, total: 0, start: null };
+  const d = { steps: [], evals: [], workers: {}, rates: {}, sum: { data: 0, compute: 0, comm: 0 }, total: 0, start: null };
   $("#run-title").textContent = id;
   $("#run-error").textContent = "";
   $("#run-stats").innerHTML = "";
   $("#timeline").innerHTML = "";
-  for (const c of ["#chart-loss", "#chart-acc", "#chart-ips"]) { $(c).innerHTML = ""; $(c).dataset.points = 0; }
+  for (const c of ["#chart-loss", "#chart-acc", "#chart-ips", "#chart-wips"]) { $(c).innerHTML = ""; $(c).dataset.points = 0; }
+  $("#worker-share").innerHTML = "";
   $("#stop-btn").onclick = async () => {
     try { await api(`/api/runs/${id}/stop`, { method: "POST" }); } catch (err) { $("#run-error").textContent = err.message; }
   };
@@ -93,6 +104,7 @@ function showRun(id) {
       d.sum.data += m.data_wait_s; d.sum.compute += m.compute_s; d.sum.comm += m.comm_wait_s;
     } else if (m.event === "eval") d.evals.push(m);
     else if (m.event === "worker") d.workers[m.rank] = m;
+    else if (m.event === "rate") (d.rates[m.rank] = d.rates[m.rank] || []).push(m);
     else if (m.event === "run_end") d.end = m;
     redraw();
   });
@@ -124,6 +136,17 @@ function draw(d) {
   lineChart($("#chart-loss"), [{ x: xs, y: d.steps.map((s) => s.loss), label: "train" }, { x: d.evals.map((e) => e.step), y: d.evals.map((e) => e.loss), label: "test", dots: true }]);
   lineChart($("#chart-acc"), [{ x: xs, y: d.steps.map((s) => s.acc * 100), label: "train %" }, { x: d.evals.map((e) => e.step), y: d.evals.map((e) => e.acc * 100), label: "test %", dots: true }]);
   lineChart($("#chart-ips"), [{ x: xs, y: smooth(d.steps.map((s) => s.images_per_sec)), label: "images/s (all workers)" }]);
+  // Per worker: its samples per second over each ~1 s window (`rate` events), against the step.
+  const ranks = Object.keys(d.rates).map(Number).sort((a, b) => a - b);
+  if (ranks.length) {
+    lineChart($("#chart-wips"), ranks.slice(0, 8).map((r) => ({ x: d.rates[r].map((e) => e.step), y: d.rates[r].map((e) => e.images_per_sec), label: `worker ${r}` })));
+    $("#worker-share").innerHTML = ranks.map((r) => {
+      const t = { compute: 0, comm: 0, wait: 0, data: 0 };
+      for (const e of d.rates[r]) { t.compute += e.compute_s; t.comm += e.comm_s; t.wait += e.comm_wait_s; t.data += e.data_wait_s; }
+      const all = t.compute + t.wait + t.data || 1, p = (v) => ((100 * v) / all).toFixed(1);
+      return `<div class="wshare"><span>worker ${r}</span><div class="bar" title="compute ${p(t.compute)} %, waiting for communication ${p(t.wait)} %, data ${p(t.data)} %; communication overlapped or not: ${p(t.comm)} % of the time"><div class="c-compute" style="width:${p(t.compute)}%"></div><div class="c-comm" style="width:${p(t.wait)}%"></div><div class="c-data" style="width:${p(t.data)}%"></div></div><small>comm ${p(t.comm)} %</small></div>`;
+    }).join("");
+  } else if ($("#chart-wips").dataset.points == 0) $("#chart-wips").innerHTML = `<text x="240" y="110" text-anchor="middle">per-worker rates arrive about once a second</text>`;
   const t = d.sum.data + d.sum.compute + d.sum.comm || 1;
   const pct = (v) => ((100 * v) / t).toFixed(1);
   $("#share").innerHTML = `<div class="bar"><div class="c-compute" style="width:${pct(d.sum.compute)}%"></div><div class="c-comm" style="width:${pct(d.sum.comm)}%"></div><div class="c-data" style="width:${pct(d.sum.data)}%"></div></div>
@@ -177,7 +200,8 @@ async function drawTimeline(id) {
   const t0 = Math.min(...shown.map((e) => e.ts)), t1 = Math.max(...shown.map((e) => e.ts + e.dur));
   const ranks = [...new Set(shown.map((e) => e.pid))].sort((a, b) => a - b);
   const W = 960, L = 125, rowH = 16, H = ranks.length * 2 * (rowH + 2) + 20;
-  const color = { data: "#8fa0b8", forward_backward: "#2f6fde", comm_wait: "#d9dde5", optimizer: "#3aa86b", allreduce: "#e8833a", push_pull: "#e8833a" };
+  const color = { data: "#8fa0b8", forward_backward: "#2f6fde", forward: "#2f6fde", backward: "#1b4fa8", comm_wait: "#d9dde5", optimizer: "#3aa86b",
+    allreduce: "#e8833a", push_pull: "#e8833a", all_gather: "#d9a03a", send: "#c7372f", recv: "#f0a8a3", stats: "#9467bd" };
   const x = (t) => L + ((t - t0) / Math.max(1e-9, t1 - t0)) * (W - L - 10);
   let out = "";
   ranks.forEach((r, i) => {
@@ -185,7 +209,7 @@ async function drawTimeline(id) {
       const y = 4 + (i * 2 + tid) * (rowH + 2);
       out += `<text x="4" y="${y + 12}">worker ${r} ${tid ? "comm" : "compute"}</text>`;
       for (const e of shown.filter((e) => e.pid === r && e.tid === tid)) {
-        out += `<rect x="${x(e.ts).toFixed(1)}" y="${y}" width="${Math.max(0.5, x(e.ts + e.dur) - x(e.ts)).toFixed(1)}" height="${rowH}" fill="${color[e.name] || "#999"}"><title>${esc(e.name)} step ${e.args.step}${e.args.bucket != null ? " bucket " + e.args.bucket : ""}: ${(e.dur / 1000).toFixed(2)} ms</title></rect>`;
+        out += `<rect x="${x(e.ts).toFixed(1)}" y="${y}" width="${Math.max(0.5, x(e.ts + e.dur) - x(e.ts)).toFixed(1)}" height="${rowH}" fill="${color[e.name] || "#999"}"><title>${esc(e.name)} step ${e.args.step}${e.args.bucket != null ? " bucket " + e.args.bucket : ""}${e.args.micro != null ? " micro-batch/segment " + e.args.micro : ""}: ${(e.dur / 1000).toFixed(2)} ms</title></rect>`;
       }
     }
   });
@@ -194,6 +218,33 @@ async function drawTimeline(id) {
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.innerHTML = out;
 }
+
+// ---- plan: `convoy plan` through GET /api/plan ----
+async function showPlan() {
+  if (!optionsLoaded) await showHome().then(() => { clearInterval(listTimer); listTimer = null; });
+  if (!$("#plan-svg").src) drawPlan();
+}
+
+async function drawPlan() {
+  const q = new URLSearchParams();
+  for (const el of $("#plan-form").elements) if (el.name && el.value !== "") q.set(el.name, el.value);
+  $("#plan-msg").textContent = "";
+  try {
+    const p = await api(`/api/plan?${q}`);
+    $("#plan-title").textContent = p.title;
+    const old = $("#plan-svg").src;
+    $("#plan-svg").src = URL.createObjectURL(new Blob([p.svg], { type: "image/svg+xml" }));
+    if (old) URL.revokeObjectURL(old);
+    $("#plan-table").innerHTML = `<tr><th>nodes</th><th>recommended</th><th>step ms</th><th>images/s</th><th>efficiency</th></tr>` + p.plan.map((r) => {
+      const b = r.predictions.find((x) => x.strategy === r.recommended) || {};
+      return `<tr><td>${r.nodes}</td><td>${esc(r.recommended)}</td><td>${(b.step_s * 1e3).toFixed(2)}</td><td>${Math.round(b.images_per_s)}</td><td>${(b.efficiency ?? 0).toFixed(3)}</td></tr>`;
+    }).join("");
+  } catch (err) {
+    $("#plan-msg").textContent = err.message;
+  }
+}
+
+$("#plan-form").addEventListener("submit", (e) => { e.preventDefault(); drawPlan(); });
 
 window.addEventListener("hashchange", route);
 route();
