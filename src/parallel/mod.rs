@@ -8,6 +8,7 @@
 //! first real error, naming the worker and the step.
 
 pub mod data_parallel;
+mod guard;
 pub mod hybrid;
 #[cfg(feature = "mpi")]
 mod mpi;
@@ -19,7 +20,7 @@ mod watchdog;
 use crate::comm::{launch, Algorithm, CommError, Communicator, LocalComm};
 use crate::data::sampler::Shard;
 use crate::net::Net;
-use crate::train::{self, events::Event, events::EventSink, StepReport, Strategy, TrainConfig, TrainError, TrainSummary};
+use crate::train::{self, events::Event, events::EventSink, Strategy, TrainConfig, TrainError, TrainSummary};
 use data_parallel::{AllReduce, AllReduceConfig};
 use param_server::PsConfig;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -333,7 +334,7 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                         (Box::new(hybrid::Hybrid::new(comm, group, replicas, h.clone(), &cfg, &net)?), Shard::of(rank, workers))
                     }
                 };
-                let mut guarded = Guard { inner: strategy.as_mut(), rank, step: &progress, inject: pc.inject_failure, beacons: &beacons, index };
+                let mut guarded = guard::Guard { inner: strategy.as_mut(), rank, step: &progress, inject: pc.inject_failure, beacons: &beacons, index };
                 let name = match &pc.strategy {
                     StrategyKind::AllReduce(_) => "allreduce",
                     StrategyKind::ParamServer(_) => "ps",
@@ -500,87 +501,6 @@ const WATCH_TICK: Duration = Duration::from_millis(100);
 enum Msg {
     Event(Event),
     Done(usize, Result<Option<TrainSummary>, TrainError>),
-}
-
-/// Wraps a worker's strategy: counts its steps and fires the injected failure.
-struct Guard<'a> {
-    inner: &'a mut (dyn Strategy + 'a),
-    rank: usize,
-    /// The step being run (1-based), readable after a panic.
-    step: &'a AtomicU64,
-    inject: Option<InjectFailure>,
-    /// Where the watchdog sees this worker's steps.
-    beacons: &'a watchdog::Beacons,
-    /// This worker's position among the ranks of this process.
-    index: usize,
-}
-
-impl Strategy for Guard<'_> {
-    fn init(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
-        self.inner.init(params)
-    }
-
-    fn step(&mut self, net: &mut Net, ctx: &crate::layers::Ctx, params: &mut [f32], batch: &crate::data::loader::Batch, lr: f32) -> Result<StepReport, TrainError> {
-        let step = self.step.fetch_add(1, Ordering::Relaxed) + 1;
-        crate::comm::phase::set_step(step);
-        self.beacons.enter_step(self.index, step);
-        if let Some(f) = self.inject.filter(|f| f.rank == self.rank && f.step == step) {
-            match f.kind {
-                FailureKind::Error => return Err(TrainError::Injected),
-                FailureKind::Panic => panic!("injected panic at step {}", f.step),
-                FailureKind::Hang => loop {
-                    std::thread::sleep(Duration::from_secs(3600));
-                },
-            }
-        }
-        let r = self.inner.step(net, ctx, params, batch, lr);
-        self.beacons.leave_step(self.index);
-        r
-    }
-
-    fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
-        self.inner.finish(params)
-    }
-
-    fn can_stop_early(&self) -> bool {
-        self.inner.can_stop_early()
-    }
-
-    fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {
-        self.inner.stop_now(step, world)
-    }
-
-    fn state_names(&self) -> Vec<&'static str> {
-        self.inner.state_names()
-    }
-
-    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
-        self.inner.optimizer_state()
-    }
-
-    fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
-        self.inner.restore(state, steps)
-    }
-
-    fn final_events(&self) -> Vec<Event> {
-        self.inner.final_events()
-    }
-
-    fn checkpoint_params(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
-        self.inner.checkpoint_params(params)
-    }
-
-    fn owns_params(&self) -> bool {
-        self.inner.owns_params()
-    }
-
-    fn record_phases(&mut self) {
-        self.inner.record_phases()
-    }
-
-    fn take_phases(&mut self, out: &mut Vec<train::timeline::Span>) {
-        self.inner.take_phases(out)
-    }
 }
 
 #[cfg(test)]
