@@ -55,10 +55,14 @@ pub struct BatchNorm {
     invstd: Vec<f64>,
     /// Mode of the last forward (backward differs: batch or running statistics).
     last: Mode,
-    /// Running mean, running var, batches tracked: updated, not yet committed.
-    pending: Option<Vec<f32>>,
-    /// Scratch for the all-reduced sums.
+    /// Running mean, running var, batches tracked: updated, not yet committed when `pending`.
+    run: Vec<f32>,
+    pending: bool,
+    /// Scratch for the all-reduced sums, this worker's backward sums and the per-channel
+    /// backward coefficients (kept: a step allocates nothing).
     sums: Vec<f64>,
+    local: Vec<f64>,
+    coef: Vec<(f64, f64)>,
 }
 
 const OP: &str = "batch_norm";
@@ -78,7 +82,13 @@ impl BatchNorm {
         }
         let c = in_shape[0];
         let hw = in_shape[1..].iter().product();
-        Ok(BatchNorm { cfg, shape: in_shape.to_vec(), c, hw, mean: vec![0.0; c], invstd: vec![0.0; c], last: Mode::Eval, pending: None, sums: Vec::new() })
+        Ok(BatchNorm { cfg, shape: in_shape.to_vec(), c, hw, mean: vec![0.0; c], invstd: vec![0.0; c], last: Mode::Eval,
+            run: vec![0.0; 2 * c + 1],
+            pending: false,
+            sums: Vec::new(),
+            local: vec![0.0; 2 * c],
+            coef: vec![(0.0, 0.0); c],
+        })
     }
 
     /// Offset of the buffers in this layer's slice.
@@ -162,7 +172,10 @@ impl Layer for BatchNorm {
             }));
             self.reduce(ctx)?;
             let mom = self.cfg.momentum as f64;
-            let mut run = self.pending.take().unwrap_or_else(|| p[b..b + 2 * c_n + 1].to_vec());
+            if !self.pending {
+                self.run.copy_from_slice(&p[b..b + 2 * c_n + 1]);
+            }
+            let run = &mut self.run;
             for c in 0..c_n {
                 let var = self.sums[c] / m;
                 self.invstd[c] = 1.0 / (var + self.cfg.eps as f64).sqrt();
@@ -170,7 +183,7 @@ impl Layer for BatchNorm {
                 run[c_n + c] = ((1.0 - mom) * run[c_n + c] as f64 + mom * var * m / (m - 1.0)) as f32;
             }
             run[2 * c_n] += 1.0;
-            self.pending = Some(run);
+            self.pending = true;
         } else {
             for c in 0..c_n {
                 self.mean[c] = p[b + c] as f64;
@@ -194,7 +207,8 @@ impl Layer for BatchNorm {
         check_input(OP, x, &self.shape)?;
         let (c_n, hw) = (self.c, self.hw);
         // Per channel: Σdy and Σdy·x̂ over this worker's values.
-        let mut local = vec![0.0f64; 2 * c_n];
+        let local = &mut self.local;
+        local.fill(0.0);
         for c in 0..c_n {
             let (mu, is) = (self.mean[c], self.invstd[c]);
             for (xr, gr) in rows(x.data(), c, c_n, hw).zip(rows(dy.data(), c, c_n, hw)) {
@@ -213,21 +227,21 @@ impl Layer for BatchNorm {
         let Some(dx) = dx else { return Ok(()) };
         dx.resize(x.shape());
         // Training: the sums over the global batch; evaluation: the statistics are constants.
-        let mut coef = vec![(0.0f64, 0.0f64); c_n];
+        self.coef.fill((0.0, 0.0));
         if self.last == Mode::Train {
             self.sums.clear();
-            self.sums.extend_from_slice(&local);
+            self.sums.extend_from_slice(&self.local);
             self.sums.push((x.dim(0) * self.hw) as f64);
             self.reduce(ctx)?;
             let m = self.sums[2 * c_n];
-            for (c, k) in coef.iter_mut().enumerate() {
+            for (c, k) in self.coef.iter_mut().enumerate() {
                 *k = (self.sums[c] / m, self.sums[c_n + c] / m);
             }
         }
         let (cc, hw) = (self.c, self.hw);
         for (i, ((d, xi), gi)) in dx.data_mut().chunks_mut(hw).zip(x.data().chunks(hw)).zip(dy.data().chunks(hw)).enumerate() {
             let c = i % cc;
-            let (mu, is, (mean_dy, mean_dyx)) = (self.mean[c], self.invstd[c], coef[c]);
+            let (mu, is, (mean_dy, mean_dyx)) = (self.mean[c], self.invstd[c], self.coef[c]);
             let s = self.gamma(p, c) * is;
             for ((o, &xv), &g) in d.iter_mut().zip(xi).zip(gi) {
                 let xhat = (xv as f64 - mu) * is;
@@ -242,9 +256,9 @@ impl Layer for BatchNorm {
     }
 
     fn commit_buffers(&mut self, p: &mut [f32]) {
-        if let Some(run) = self.pending.take() {
+        if std::mem::take(&mut self.pending) {
             let b = self.buffers_at();
-            p[b..b + run.len()].copy_from_slice(&run);
+            p[b..b + self.run.len()].copy_from_slice(&self.run);
         }
     }
 }

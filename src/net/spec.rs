@@ -300,6 +300,31 @@ pub enum LayerSpec {
     },
 }
 
+/// `match $spec { <every single-input layer> { input: $i, .. } => $one, Add | Concat => $join }`:
+/// the one list of the layers that have an `input` field.
+macro_rules! by_input {
+    ($spec:expr, $i:ident => $one:expr, $join:expr) => {
+        match $spec {
+            LayerSpec::Conv2d { input: $i, .. }
+            | LayerSpec::MaxPool2d { input: $i, .. }
+            | LayerSpec::AvgPool2d { input: $i, .. }
+            | LayerSpec::Relu { input: $i, .. }
+            | LayerSpec::Sigmoid { input: $i, .. }
+            | LayerSpec::Tanh { input: $i, .. }
+            | LayerSpec::Softmax { input: $i, .. }
+            | LayerSpec::GlobalAvgPool { input: $i, .. }
+            | LayerSpec::Flatten { input: $i, .. }
+            | LayerSpec::Linear { input: $i, .. }
+            | LayerSpec::Dropout { input: $i, .. }
+            | LayerSpec::Lrn { input: $i, .. }
+            | LayerSpec::BatchNorm { input: $i, .. }
+            | LayerSpec::Scale { input: $i, .. }
+            | LayerSpec::PadChannels { input: $i, .. } => $one,
+            LayerSpec::Add { .. } | LayerSpec::Concat { .. } => $join,
+        }
+    };
+}
+
 impl LayerSpec {
     /// The layer's name.
     pub fn name(&self) -> &str {
@@ -326,45 +351,14 @@ impl LayerSpec {
 
     /// The `input` field of a single-input layer (`None` for the joins, which have `inputs`).
     fn input_field(&mut self) -> Option<&mut Option<String>> {
-        match self {
-            LayerSpec::Conv2d { input, .. }
-            | LayerSpec::MaxPool2d { input, .. }
-            | LayerSpec::AvgPool2d { input, .. }
-            | LayerSpec::Relu { input, .. }
-            | LayerSpec::Sigmoid { input, .. }
-            | LayerSpec::Tanh { input, .. }
-            | LayerSpec::Softmax { input, .. }
-            | LayerSpec::GlobalAvgPool { input, .. }
-            | LayerSpec::Flatten { input, .. }
-            | LayerSpec::Linear { input, .. }
-            | LayerSpec::Dropout { input, .. }
-            | LayerSpec::Lrn { input, .. }
-            | LayerSpec::BatchNorm { input, .. }
-            | LayerSpec::Scale { input, .. }
-            | LayerSpec::PadChannels { input, .. } => Some(input),
-            LayerSpec::Add { .. } | LayerSpec::Concat { .. } => None,
-        }
+        by_input!(self, input => Some(input), None)
     }
 
     /// The layers it reads by name ("input" is the net's input); empty: the previous layer.
     pub fn inputs(&self) -> Vec<&str> {
         match self {
             LayerSpec::Add { inputs, .. } | LayerSpec::Concat { inputs, .. } => inputs.iter().map(String::as_str).collect(),
-            LayerSpec::Conv2d { input, .. }
-            | LayerSpec::MaxPool2d { input, .. }
-            | LayerSpec::AvgPool2d { input, .. }
-            | LayerSpec::Relu { input, .. }
-            | LayerSpec::Sigmoid { input, .. }
-            | LayerSpec::Tanh { input, .. }
-            | LayerSpec::Softmax { input, .. }
-            | LayerSpec::GlobalAvgPool { input, .. }
-            | LayerSpec::Flatten { input, .. }
-            | LayerSpec::Linear { input, .. }
-            | LayerSpec::Dropout { input, .. }
-            | LayerSpec::Lrn { input, .. }
-            | LayerSpec::BatchNorm { input, .. }
-            | LayerSpec::Scale { input, .. }
-            | LayerSpec::PadChannels { input, .. } => input.iter().map(String::as_str).collect(),
+            _ => by_input!(self, input => input.iter().map(String::as_str).collect(), Vec::new()),
         }
     }
 
