@@ -294,7 +294,8 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
         // run from ending (the others time out, and `run` returns after a grace period).
         let spawned = std::thread::Builder::new().name(name.replace(' ', "-")).spawn(move || {
             let progress = AtomicU64::new(0);
-            let comm: &dyn Communicator = &*comm;
+            let owned = comm;
+            let comm: &dyn Communicator = &*owned;
             let out = catch_unwind(AssertUnwindSafe(|| -> Result<Option<TrainSummary>, TrainError> {
                 if rank >= workers {
                     let index = rank - workers;
@@ -372,6 +373,9 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                     comm.abort_with(&e.to_string(), e.exit_code() as i32);
                 }
             }
+            // The communicator goes before `Done`: once every rank is done the process may
+            // finalize MPI, and an MPI communicator freed after that crashes the process.
+            drop(owned);
             let _ = tx.send(Msg::Done(index, out));
         });
         if let Err(e) = spawned {
