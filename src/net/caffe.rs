@@ -10,12 +10,14 @@
 //! bottom blob (in-place tops rewrite it), so branches and residual sums map to the net's DAG. The input shape comes from an Input layer, the
 //! legacy `input_shape`/`input_dim` fields, `memory_data_param`, or — for a Data layer, whose
 //! LMDB convoy does not read — from the dataset given with `--data` (3×crop×crop with a
-//! `crop_size`). Accepted but not applied yet, with a warning: weight/bias fillers (convoy
-//! initialises as PyTorch does), `param { lr_mult decay_mult }`, `transform_param` scale/mean
-//! (convoy's datasets normalise themselves), the Data layer's batch size and source.
+//! `crop_size`). `param { lr_mult decay_mult }` and weight/bias fillers become the layer spec's
+//! `lr_mult`/`decay_mult` and fillers. Accepted but not applied yet, with a warning:
+//! `transform_param` scale/mean (convoy's datasets normalise themselves), the Data layer's batch
+//! size and source.
 //! Anything else — another layer type, an unknown field — is an error naming it and its line.
 
 use super::spec::{LayerSpec, ModelSpec, Pair, INPUT};
+use crate::tensor::init::{Filler, VarianceNorm};
 
 /// A parse or mapping error, with its line.
 fn err<T>(origin: &str, line: usize, msg: impl Into<String>) -> Result<T, String> {
@@ -188,6 +190,61 @@ fn pair(m: &Msg, one: &str, name: &str, default: usize, origin: &str) -> Result<
     })
 }
 
+/// A layer's `param { lr_mult decay_mult }` blocks, in order (weight, bias); a list is empty
+/// when all its multipliers are 1.
+fn param_mults(l: &Msg, origin: &str) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let (mut lr, mut decay) = (Vec::new(), Vec::new());
+    for (v, line) in l.all("param") {
+        let Value::Msg(p) = v else { return err(origin, line, "'param' must be a message: param { lr_mult: 1 decay_mult: 1 }") };
+        p.only(&["lr_mult", "decay_mult", "name", "share_mode"], origin, "param")?;
+        if let Some((_, line)) = p.scalar("name").or(p.scalar("share_mode")) {
+            return err(origin, line, "shared parameters (param { name }) are not supported; hint: remove the name");
+        }
+        let (l, d): (Option<f32>, Option<f32>) = (num(p, "lr_mult", origin)?, num(p, "decay_mult", origin)?);
+        for (what, x) in [("lr_mult", l), ("decay_mult", d)] {
+            if x.is_some_and(|x| !(x.is_finite() && x >= 0.0)) {
+                return err(origin, line, format!("param {what} {} is invalid; hint: a number ≥ 0", x.unwrap_or(0.0)));
+            }
+        }
+        lr.push(l.unwrap_or(1.0));
+        decay.push(d.unwrap_or(1.0));
+    }
+    // All 1 is the default: an empty list, so the spec reads as one written without them.
+    for v in [&mut lr, &mut decay] {
+        if v.iter().all(|&x| x == 1.0) {
+            v.clear();
+        }
+    }
+    Ok((lr, decay))
+}
+
+/// A `FillerParameter` field (`weight_filler { type: "xavier" }`) as a `Filler`.
+fn filler(m: &Msg, field: &str, origin: &str) -> Result<Option<Filler>, String> {
+    let Some((Value::Msg(f), line)) = m.all(field).next() else { return Ok(None) };
+    f.only(&["type", "value", "min", "max", "mean", "std", "variance_norm", "sparse"], origin, field)?;
+    let ty = f.scalar("type").map_or("constant", |t| t.0);
+    let get = |name: &str, default: f32| -> Result<f32, String> { Ok(num(f, name, origin)?.unwrap_or(default)) };
+    let norm = match f.scalar("variance_norm").map(|v| v.0) {
+        None | Some("FAN_IN") => VarianceNorm::FanIn,
+        Some("FAN_OUT") => VarianceNorm::FanOut,
+        Some("AVERAGE") => VarianceNorm::Average,
+        Some(other) => return err(origin, line, format!("{field}: variance_norm {other} is not one of FAN_IN, FAN_OUT, AVERAGE")),
+    };
+    if num::<i64>(f, "sparse", origin)?.is_some_and(|s| s >= 0) {
+        return err(origin, line, format!("{field}: sparse gaussian fillers are not supported; hint: remove 'sparse'"));
+    }
+    let out = match ty {
+        "constant" => Filler::Constant { value: get("value", 0.0)? },
+        "gaussian" => Filler::Gaussian { mean: get("mean", 0.0)?, std: get("std", 1.0)? },
+        "xavier" => Filler::Xavier { variance_norm: norm },
+        "msra" => Filler::Msra { variance_norm: norm },
+        "uniform" => Filler::Uniform { min: get("min", 0.0)?, max: get("max", 1.0)? },
+        other => return err(origin, line, format!("{field}: filler type '{other}' is not supported; hint: constant, gaussian, xavier, msra, uniform")),
+    };
+    out.validate().map_err(|e| format!("{origin}:{line}: {field}: {e}"))?;
+    Ok(Some(out))
+}
+
 /// Parses `text` (a NetParameter) into a model spec; `data_shape` gives the dataset's per-sample
 /// shape for a Data layer. Warnings (accepted but not applied) go to `warn`.
 pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> Result<Vec<usize>, String>, warn: &mut dyn FnMut(String)) -> Result<ModelSpec, String> {
@@ -220,9 +277,7 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
         let common = ["name", "type", "bottom", "top", "include", "exclude", "param", "loss_weight", "propagate_down", "phase"];
         let known = |extra: &[&'static str]| -> Vec<&'static str> { common.iter().chain(extra).copied().collect() };
         let bottoms: Vec<String> = l.all("bottom").filter_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None }).collect();
-        if l.msg("param").is_some() {
-            warn(format!("{origin}:{line}: layer '{lname}': param {{ lr_mult decay_mult }} is not applied yet (every parameter learns at --lr)"));
-        }
+        let (lr_mult, decay_mult) = param_mults(l, origin)?;
         let is_input = matches!(ty, "Input" | "Data" | "MemoryData");
         let head = matches!(ty, "Accuracy" | "Softmax" | "SoftmaxWithLoss");
         // The layers this one reads, by our names.
@@ -288,9 +343,7 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                     origin,
                     &format!("convolution_param of '{lname}'"),
                 )?;
-                if p.msg("weight_filler").is_some() || p.msg("bias_filler").is_some() {
-                    warn(format!("{origin}:{line}: layer '{lname}': fillers are not applied yet (PyTorch's default initialisation is used)"));
-                }
+                let (weight_filler, bias_filler) = (filler(&p, "weight_filler", origin)?, filler(&p, "bias_filler", origin)?);
                 let out: usize = num(&p, "num_output", origin)?.ok_or_else(|| format!("{origin}:{line}: Convolution '{lname}' needs num_output"))?;
                 layers.push(LayerSpec::Conv2d {
                     name: lname.clone(),
@@ -302,6 +355,10 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                     dilation: Pair::One(num(&p, "dilation", origin)?.unwrap_or(1)),
                     groups: num(&p, "group", origin)?.unwrap_or(1),
                     bias: p.scalar("bias_term").is_none_or(|b| b.0 == "true"),
+                    lr_mult: lr_mult.clone(),
+                    decay_mult: decay_mult.clone(),
+                    weight_filler,
+                    bias_filler,
                 });
             }
             "Pooling" => {
@@ -319,12 +376,19 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 l.only(&known(&["inner_product_param"]), origin, &format!("layer '{lname}'"))?;
                 let p = param("inner_product_param");
                 p.only(&["num_output", "bias_term", "weight_filler", "bias_filler", "axis"], origin, &format!("inner_product_param of '{lname}'"))?;
-                if p.msg("weight_filler").is_some() || p.msg("bias_filler").is_some() {
-                    warn(format!("{origin}:{line}: layer '{lname}': fillers are not applied yet (PyTorch's default initialisation is used)"));
-                }
+                let (weight_filler, bias_filler) = (filler(&p, "weight_filler", origin)?, filler(&p, "bias_filler", origin)?);
                 let out: usize = num(&p, "num_output", origin)?.ok_or_else(|| format!("{origin}:{line}: InnerProduct '{lname}' needs num_output"))?;
                 classes = Some(out);
-                layers.push(LayerSpec::Linear { name: lname.clone(), input: from.clone(), out_features: out, bias: p.scalar("bias_term").is_none_or(|b| b.0 == "true") });
+                layers.push(LayerSpec::Linear {
+                    name: lname.clone(),
+                    input: from.clone(),
+                    out_features: out,
+                    bias: p.scalar("bias_term").is_none_or(|b| b.0 == "true"),
+                    lr_mult: lr_mult.clone(),
+                    decay_mult: decay_mult.clone(),
+                    weight_filler,
+                    bias_filler,
+                });
             }
             "ReLU" => {
                 l.only(&known(&["relu_param"]), origin, &format!("layer '{lname}'"))?;
@@ -364,7 +428,20 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 }
                 let fraction: f32 = num(&p, "moving_average_fraction", origin)?.unwrap_or(0.999);
                 warn(format!("{origin}:{line}: layer '{lname}': running statistics are PyTorch's exponential average with momentum {} (1 − moving_average_fraction), not Caffe's normalised sum", 1.0 - fraction));
-                layers.push(LayerSpec::BatchNorm { name: lname.clone(), input: from.clone(), eps: num(&p, "eps", origin)?.unwrap_or(1e-5), momentum: 1.0 - fraction, affine: false });
+                // Caffe's BatchNorm "parameters" are its statistics (convoy's buffers, which no
+                // optimizer touches): the usual `param { lr_mult: 0 }` blocks say just that.
+                if lr_mult.iter().any(|&m| m != 0.0) {
+                    return err(origin, line, format!("BatchNorm '{lname}': lr_mult must be 0 (its blobs are running statistics, never learned); hint: learn a scale with a Scale layer"));
+                }
+                layers.push(LayerSpec::BatchNorm {
+                    name: lname.clone(),
+                    input: from.clone(),
+                    eps: num(&p, "eps", origin)?.unwrap_or(1e-5),
+                    momentum: 1.0 - fraction,
+                    affine: false,
+                    lr_mult: Vec::new(),
+                    decay_mult: Vec::new(),
+                });
             }
             "Scale" => {
                 l.only(&known(&["scale_param"]), origin, &format!("layer '{lname}'"))?;
@@ -373,7 +450,15 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 if num::<i64>(&p, "axis", origin)?.is_some_and(|a| a != 1) || num::<i64>(&p, "num_axes", origin)?.is_some_and(|a| a != 1) {
                     return err(origin, line, format!("Scale '{lname}': only per-channel scaling (axis 1, num_axes 1) is supported"));
                 }
-                layers.push(LayerSpec::Scale { name: lname.clone(), input: from.clone(), bias: p.scalar("bias_term").is_some_and(|b| b.0 == "true") });
+                layers.push(LayerSpec::Scale {
+                    name: lname.clone(),
+                    input: from.clone(),
+                    bias: p.scalar("bias_term").is_some_and(|b| b.0 == "true"),
+                    lr_mult: lr_mult.clone(),
+                    decay_mult: decay_mult.clone(),
+                    weight_filler: filler(&p, "filler", origin)?,
+                    bias_filler: filler(&p, "bias_filler", origin)?,
+                });
             }
             "Eltwise" => {
                 l.only(&known(&["eltwise_param"]), origin, &format!("layer '{lname}'"))?;
@@ -426,7 +511,7 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::Net;
+    use crate::net::{Net, ParamMult};
 
     /// Caffe's examples/mnist/lenet_train_test.prototxt.
     pub const LENET: &str = include_str!("../../tests/data/lenet_train_test.prototxt");
@@ -446,7 +531,46 @@ mod tests {
         assert_eq!(a.layer_names(), b.layer_names());
         let shapes = |n: &Net| n.layout().entries().iter().map(|e| (e.name.clone(), e.shape.clone())).collect::<Vec<_>>();
         assert_eq!(shapes(&a), shapes(&b));
-        assert!(warnings.iter().any(|w| w.contains("fillers")) && warnings.iter().any(|w| w.contains("lr_mult")), "{warnings:?}");
+        // Its lr_mult 1/2 and xavier/constant fillers are read: the zoo's TOML says the same.
+        let zoo = ModelSpec::resolve("lenet-caffe").unwrap();
+        for (a, b) in spec.layers.iter().zip(&zoo.layers) {
+            assert_eq!((a.mults(), a.fillers()), (b.mults(), b.fillers()), "{}", a.name());
+        }
+        assert!(!warnings.iter().any(|w| w.contains("fillers") || w.contains("lr_mult")), "{warnings:?}");
+    }
+
+    #[test]
+    fn param_multipliers_and_fillers_are_read() {
+        let spec = parse(
+            r#"layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  param { lr_mult: 0 decay_mult: 0 } param { lr_mult: 2 decay_mult: 0 }
+  convolution_param { num_output: 2 kernel_size: 3 weight_filler { type: "msra" variance_norm: FAN_OUT } bias_filler { type: "constant" value: 0.2 } } }
+layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" param { lr_mult: 1 } param { lr_mult: 1 }
+  inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.01 } bias_filler { type: "uniform" min: -1 max: 1 } } }
+"#,
+        )
+        .unwrap();
+        let net = Net::build(&spec).unwrap();
+        let mult = |n: &str| net.layout().get(n).unwrap().mult;
+        assert_eq!((mult("conv.weight"), mult("conv.bias")), (ParamMult::FROZEN, ParamMult { lr: 2.0, decay: 0.0 }));
+        assert_eq!((mult("fc.weight"), mult("fc.bias")), (ParamMult::ONE, ParamMult::ONE));
+        assert_eq!(net.layout().mult_ranges(), vec![(0..18, ParamMult::FROZEN), (18..20, ParamMult { lr: 2.0, decay: 0.0 })]);
+        assert_eq!(spec.layers[0].fillers(), [Some(&Filler::Msra { variance_norm: VarianceNorm::FanOut }), Some(&Filler::Constant { value: 0.2 })]);
+        assert_eq!(spec.layers[1].fillers(), [Some(&Filler::Gaussian { mean: 0.0, std: 0.01 }), Some(&Filler::Uniform { min: -1.0, max: 1.0 })]);
+        let params = net.init_params(1);
+        assert!(params[18..20].iter().all(|&b| b == 0.2));
+        for (text, needle) in [
+            ("param { lr_mult: -1 }", "lr_mult -1"),
+            ("param { lr_mult: 1 } param { lr_mult: 2 } param { lr_mult: 1 }", "3 lr_mult values"),
+            ("param { name: \"shared\" }", "shared"),
+            ("convolution_param { num_output: 2 kernel_size: 3 weight_filler { type: \"bilinear\" } }", "bilinear"),
+        ] {
+            let body = if text.starts_with("param") { format!("{text} convolution_param {{ num_output: 2 kernel_size: 3 }}") } else { text.to_string() };
+            let proto = format!("layer {{ name: \"data\" type: \"Input\" top: \"data\" input_param {{ shape {{ dim: 1 dim: 1 dim: 4 dim: 4 }} }} }}\nlayer {{ name: \"c\" type: \"Convolution\" bottom: \"data\" top: \"c\" {body} }}\nlayer {{ name: \"fc\" type: \"InnerProduct\" bottom: \"c\" top: \"fc\" inner_product_param {{ num_output: 2 }} }}");
+            let e = parse(&proto).and_then(|s| Net::build(&s).map(|_| ()).map_err(|e| e.to_string())).unwrap_err();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -7,8 +7,30 @@
 
 use std::ops::Range;
 
+/// Per-parameter multipliers of the learning rate and of the weight decay (Caffe's
+/// `param { lr_mult decay_mult }`): the tensor learns at lr·`lr` with weight decay wd·`decay`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ParamMult {
+    /// Learning-rate multiplier; 0 freezes the tensor (the optimizer skips it, its state stays zero).
+    pub lr: f32,
+    /// Weight-decay multiplier.
+    pub decay: f32,
+}
+
+impl ParamMult {
+    /// No change: what every tensor gets unless the spec says otherwise.
+    pub const ONE: ParamMult = ParamMult { lr: 1.0, decay: 1.0 };
+    /// Never changed by the optimizer (buffers, lr_mult 0).
+    pub const FROZEN: ParamMult = ParamMult { lr: 0.0, decay: 0.0 };
+
+    /// True when the optimizer must leave the tensor alone.
+    pub fn is_frozen(self) -> bool {
+        self.lr == 0.0
+    }
+}
+
 /// One named parameter tensor inside the flat buffer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ParamEntry {
     /// Full name, "<layer>.<param>", e.g. "conv1.weight" (PyTorch state_dict style).
     pub name: String,
@@ -21,6 +43,8 @@ pub struct ParamEntry {
     /// A buffer (BatchNorm's running statistics): saved and gathered like a parameter, but
     /// never given a gradient or changed by the optimizer.
     pub buffer: bool,
+    /// Its learning-rate and weight-decay multipliers (`ParamMult::ONE` unless the spec sets them).
+    pub mult: ParamMult,
 }
 
 impl ParamEntry {
@@ -39,7 +63,7 @@ impl ParamEntry {
 }
 
 /// The table of all parameter tensors of a net.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ParamLayout {
     entries: Vec<ParamEntry>,
     layer_ranges: Vec<Range<usize>>,
@@ -53,7 +77,7 @@ impl ParamLayout {
         for (li, (lname, params)) in layers.into_iter().enumerate() {
             let start = layout.total;
             for (pname, shape) in params {
-                let e = ParamEntry { name: format!("{lname}.{pname}"), shape, offset: layout.total, layer: li, buffer: false };
+                let e = ParamEntry { name: format!("{lname}.{pname}"), shape, offset: layout.total, layer: li, buffer: false, mult: ParamMult::ONE };
                 layout.total += e.len();
                 layout.entries.push(e);
             }
@@ -67,6 +91,37 @@ impl ParamLayout {
         if let Some(e) = self.entries.iter_mut().find(|e| e.name == name) {
             e.buffer = true;
         }
+    }
+
+    /// Sets the multipliers of the entry `name` (see `ParamEntry::mult`).
+    pub fn set_mult(&mut self, name: &str, mult: ParamMult) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.name == name) {
+            e.mult = mult;
+        }
+    }
+
+    /// The ranges the optimizer must treat specially, in order, with their multipliers: the
+    /// buffers (`ParamMult::FROZEN`) and the tensors whose multipliers are not `ONE`. Empty for a
+    /// net without buffers or multipliers, so its optimizer is the plain one.
+    pub fn mult_ranges(&self) -> Vec<(Range<usize>, ParamMult)> {
+        self.entries
+            .iter()
+            .filter_map(|e| match (e.buffer, e.mult) {
+                (true, _) => Some((e.range(), ParamMult::FROZEN)),
+                (false, ParamMult::ONE) => None,
+                (false, m) => Some((e.range(), m)),
+            })
+            .collect()
+    }
+
+    /// `mult_ranges` inside `within`, relative to `within.start` (for an optimizer over that
+    /// part of the buffer only).
+    pub fn mult_ranges_in(&self, within: &Range<usize>) -> Vec<(Range<usize>, ParamMult)> {
+        self.mult_ranges()
+            .into_iter()
+            .filter(|(b, _)| b.start < within.end && b.end > within.start)
+            .map(|(b, m)| (b.start.max(within.start) - within.start..b.end.min(within.end) - within.start, m))
+            .collect()
     }
 
     /// The ranges of the buffers, in order (what optimizers must leave alone).

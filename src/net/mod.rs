@@ -18,7 +18,7 @@ use crate::layers::join::Join;
 use crate::layers::softmax_xent::{correct_topk, SoftmaxCrossEntropy};
 use crate::layers::{Ctx, Layer, LayerError};
 use crate::tensor::{rng::Rng, Tensor};
-pub use layout::{ParamEntry, ParamLayout};
+pub use layout::{ParamEntry, ParamLayout, ParamMult};
 pub use spec::{LayerSpec, ModelSpec, SpecError, INPUT};
 use std::ops::Range;
 use thiserror::Error;
@@ -179,6 +179,9 @@ impl Net {
                 layout.mark_buffer(&format!("{n}.{}", p.name));
             }
         }
+        for ((ls, l), n) in spec.layers.iter().zip(&layers).zip(&names) {
+            set_mults(&mut layout, ls, l, n).map_err(spec_err)?;
+        }
         Ok(Net {
             spec: spec.clone(),
             names,
@@ -251,9 +254,16 @@ impl Net {
         let mut rng = Rng::new(seed);
         let mut buf = vec![0.0f32; self.layout.len()];
         let mut off = 0;
-        for layer in &self.layers {
+        for (layer, ls) in self.layers.iter().zip(&self.spec.layers) {
+            // The spec's fillers replace the default of the layer's first (weight) and second
+            // (bias) parameters; they draw from the same seeded stream, in the same order.
+            let mut fillers = ls.fillers().into_iter();
             for p in layer.params() {
-                p.init.fill(&mut buf[off..off + p.len()], &mut rng);
+                let dst = &mut buf[off..off + p.len()];
+                match if p.buffer { None } else { fillers.next().flatten() } {
+                    Some(f) => f.init(&p.shape).fill(dst, &mut rng),
+                    None => p.init.fill(dst, &mut rng),
+                }
                 off += p.len();
             }
         }
@@ -462,6 +472,33 @@ impl GradSink for Flat<'_> {
     fn layer(&mut self, _i: usize, range: Range<usize>) -> (&[f32], &mut [f32]) {
         (&self.params[range.clone()], &mut self.grads[range])
     }
+}
+
+/// Puts layer `name`'s `lr_mult`/`decay_mult` (spec `ls`) into `layout`, by the order of its
+/// trainable parameters (weight, then bias), and checks them and its fillers.
+fn set_mults(layout: &mut ParamLayout, ls: &LayerSpec, layer: &Node, name: &str) -> Result<(), String> {
+    let trainable: Vec<&'static str> = layer.params().iter().filter(|p| !p.buffer).map(|p| p.name).collect();
+    let (lr, decay) = ls.mults();
+    for (field, values) in [("lr_mult", lr), ("decay_mult", decay)] {
+        if values.len() > trainable.len() {
+            return Err(format!(
+                "layer '{name}' gives {} {field} values but has {} parameters {trainable:?}; hint: one value per parameter, weight first",
+                values.len(),
+                trainable.len()
+            ));
+        }
+        if let Some(v) = values.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+            return Err(format!("layer '{name}': {field} {v} is invalid; hint: a finite number ≥ 0 (0 freezes the parameter)"));
+        }
+    }
+    for (k, p) in trainable.iter().enumerate() {
+        let m = ParamMult { lr: lr.get(k).copied().unwrap_or(1.0), decay: decay.get(k).copied().unwrap_or(1.0) };
+        layout.set_mult(&format!("{name}.{p}"), m);
+    }
+    for f in ls.fillers().into_iter().flatten() {
+        f.validate().map_err(|e| format!("layer '{name}': {e}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use crate::layers::{
     relu::Relu,
     Layer, LayerError,
 };
+use crate::tensor::init::Filler;
 use serde::{Deserialize, Serialize};
 
 /// A size given as one number (square) or as `[h, w]`.
@@ -114,6 +115,19 @@ pub enum LayerSpec {
         /// Learn a bias (default true).
         #[serde(default = "yes")]
         bias: bool,
+        /// Learning-rate multipliers of its parameters in order (weight, bias), Caffe's
+        /// `param { lr_mult }`; missing ones are 1, 0 freezes (default: none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lr_mult: Vec<f32>,
+        /// Weight-decay multipliers, as `lr_mult` (Caffe's `decay_mult`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        decay_mult: Vec<f32>,
+        /// Initialiser of the weight (default: PyTorch's), e.g. `{ type = "xavier" }`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weight_filler: Option<Filler>,
+        /// Initialiser of the bias (default: PyTorch's), e.g. `{ type = "constant", value = 0.1 }`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bias_filler: Option<Filler>,
     },
     /// Max pooling (PyTorch `nn.MaxPool2d`).
     MaxPool2d {
@@ -211,6 +225,19 @@ pub enum LayerSpec {
         /// Learn a bias (default true).
         #[serde(default = "yes")]
         bias: bool,
+        /// Learning-rate multipliers of its parameters in order (weight, bias), Caffe's
+        /// `param { lr_mult }`; missing ones are 1, 0 freezes (default: none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lr_mult: Vec<f32>,
+        /// Weight-decay multipliers, as `lr_mult` (Caffe's `decay_mult`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        decay_mult: Vec<f32>,
+        /// Initialiser of the weight (default: PyTorch's), e.g. `{ type = "xavier" }`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weight_filler: Option<Filler>,
+        /// Initialiser of the bias (default: PyTorch's), e.g. `{ type = "constant", value = 0.1 }`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bias_filler: Option<Filler>,
     },
     /// Inverted dropout.
     Dropout {
@@ -259,6 +286,13 @@ pub enum LayerSpec {
         /// Learn a per-channel scale and shift, default true.
         #[serde(default = "yes")]
         affine: bool,
+        /// Learning-rate multipliers of its parameters in order (weight, bias), Caffe's
+        /// `param { lr_mult }`; missing ones are 1, 0 freezes (default: none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lr_mult: Vec<f32>,
+        /// Weight-decay multipliers, as `lr_mult` (Caffe's `decay_mult`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        decay_mult: Vec<f32>,
     },
     /// Per-channel scale (and shift): Caffe's Scale layer.
     Scale {
@@ -270,6 +304,19 @@ pub enum LayerSpec {
         /// Learn a shift too, default true.
         #[serde(default = "yes")]
         bias: bool,
+        /// Learning-rate multipliers of its parameters in order (weight, bias), Caffe's
+        /// `param { lr_mult }`; missing ones are 1, 0 freezes (default: none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lr_mult: Vec<f32>,
+        /// Weight-decay multipliers, as `lr_mult` (Caffe's `decay_mult`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        decay_mult: Vec<f32>,
+        /// Initialiser of the scale (default: 1), e.g. `{ type = "xavier" }`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weight_filler: Option<Filler>,
+        /// Initialiser of the shift (default: 0), e.g. `{ type = "constant", value = 0.1 }`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bias_filler: Option<Filler>,
     },
     /// Subsample by `stride` and pad channels with zeros to `out_channels` (ResNet option A shortcut).
     PadChannels {
@@ -385,6 +432,27 @@ impl LayerSpec {
     /// One layer from the TOML of its table (tests, tools).
     pub fn from_toml_fragment(text: &str) -> Result<LayerSpec, SpecError> {
         toml::from_str(text).map_err(|e| SpecError::Parse { origin: "layer".into(), msg: e.to_string() })
+    }
+
+    /// Its parameters' learning-rate and weight-decay multipliers (empty: all 1).
+    pub fn mults(&self) -> (&[f32], &[f32]) {
+        match self {
+            LayerSpec::Conv2d { lr_mult, decay_mult, .. }
+            | LayerSpec::Linear { lr_mult, decay_mult, .. }
+            | LayerSpec::BatchNorm { lr_mult, decay_mult, .. }
+            | LayerSpec::Scale { lr_mult, decay_mult, .. } => (lr_mult, decay_mult),
+            _ => (&[], &[]),
+        }
+    }
+
+    /// Its weight and bias fillers (`None`: the layer's default initialisation).
+    pub fn fillers(&self) -> [Option<&Filler>; 2] {
+        match self {
+            LayerSpec::Conv2d { weight_filler, bias_filler, .. } | LayerSpec::Linear { weight_filler, bias_filler, .. } | LayerSpec::Scale { weight_filler, bias_filler, .. } => {
+                [weight_filler.as_ref(), bias_filler.as_ref()]
+            }
+            _ => [None, None],
+        }
     }
 
     /// True for layers of several inputs (Add, Concat).

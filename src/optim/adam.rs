@@ -31,9 +31,9 @@ impl Optimizer for Adam {
         self.steps += 1;
     }
 
-    fn update_range(&mut self, range: Range<usize>, params: &mut [f32], grads: &[f32], lr: f32) {
+    fn update_range_decay(&mut self, range: Range<usize>, params: &mut [f32], grads: &[f32], lr: f32, decay_mult: f32) {
         let t = self.steps.max(1) as i32;
-        let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
+        let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay * decay_mult);
         // PyTorch computes the corrections in Python floats (f64), then the step in the tensor dtype.
         let bc1 = 1.0 - (b1 as f64).powi(t);
         let bc2_sqrt = (1.0 - (b2 as f64).powi(t)).sqrt();

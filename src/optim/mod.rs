@@ -13,6 +13,7 @@ pub mod sgd;
 #[cfg(test)]
 mod tests;
 
+use crate::net::layout::ParamMult;
 use std::ops::Range;
 use thiserror::Error;
 
@@ -120,11 +121,18 @@ impl OptimizerConfig {
         }
     }
 
-    /// An optimizer for `len` values of which those in `frozen` (sorted, disjoint: the buffers
-    /// of `ParamLayout::buffer_ranges`) are never changed.
-    pub fn build_frozen(&self, len: usize, frozen: Vec<Range<usize>>) -> Result<Box<dyn Optimizer>, OptimError> {
+    /// An optimizer for `len` values where the values in each of `ranges` (sorted, disjoint:
+    /// `ParamLayout::mult_ranges`) learn at lr·`lr_mult` with weight decay wd·`decay_mult`;
+    /// frozen ranges (lr_mult 0: the buffers) are never changed and their state stays zero.
+    /// Without ranges it is the plain optimizer (no cost, bit-identical).
+    pub fn build_scaled(&self, len: usize, ranges: Vec<(Range<usize>, ParamMult)>) -> Result<Box<dyn Optimizer>, OptimError> {
+        for (r, m) in &ranges {
+            if !(m.lr.is_finite() && m.lr >= 0.0 && m.decay.is_finite() && m.decay >= 0.0) {
+                return Err(invalid("lr_mult/decay_mult", format!("{}/{} at {r:?}", m.lr, m.decay), "multipliers must be finite numbers ≥ 0"));
+            }
+        }
         let inner = self.build(len)?;
-        Ok(if frozen.is_empty() { inner } else { Box::new(Frozen { inner, frozen }) })
+        Ok(if ranges.is_empty() { inner } else { Box::new(Scaled { inner, ranges }) })
     }
 
     /// An optimizer for `len` parameters.
@@ -146,7 +154,11 @@ pub trait Optimizer: Send {
     fn begin_step(&mut self);
     /// Updates `params` (the slice for `range` of the full buffer) from `grads` (same slice).
     /// Call after `begin_step`; disjoint ranges of one step may be updated in any order.
-    fn update_range(&mut self, range: Range<usize>, params: &mut [f32], grads: &[f32], lr: f32);
+    fn update_range(&mut self, range: Range<usize>, params: &mut [f32], grads: &[f32], lr: f32) {
+        self.update_range_decay(range, params, grads, lr, 1.0);
+    }
+    /// `update_range` with the weight decay multiplied by `decay_mult` (Caffe's decay_mult).
+    fn update_range_decay(&mut self, range: Range<usize>, params: &mut [f32], grads: &[f32], lr: f32, decay_mult: f32);
     /// One whole update: `begin_step` then `update_range` over everything.
     fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
         self.begin_step();
@@ -162,35 +174,42 @@ pub trait Optimizer: Send {
     fn set_steps(&mut self, n: u64);
 }
 
-/// An optimizer that leaves some ranges of the buffer alone (BatchNorm's running statistics:
-/// no gradient, and no weight decay or momentum may move them). Their state stays zero.
-struct Frozen {
+/// An optimizer whose ranges learn with multiplied rates and weight decays (Caffe's
+/// `lr_mult`/`decay_mult`); frozen ranges (BatchNorm's running statistics: no gradient, and no
+/// weight decay or momentum may move them; lr_mult 0) are skipped, so their state stays zero.
+struct Scaled {
     inner: Box<dyn Optimizer>,
     /// Sorted, disjoint.
-    frozen: Vec<Range<usize>>,
+    ranges: Vec<(Range<usize>, ParamMult)>,
 }
 
-impl Optimizer for Frozen {
+impl Optimizer for Scaled {
     fn begin_step(&mut self) {
         self.inner.begin_step();
     }
 
-    fn update_range(&mut self, range: Range<usize>, params: &mut [f32], grads: &[f32], lr: f32) {
+    fn update_range_decay(&mut self, range: Range<usize>, params: &mut [f32], grads: &[f32], lr: f32, decay_mult: f32) {
         let mut at = range.start;
-        let first = self.frozen.partition_point(|f| f.end <= range.start);
-        for f in &self.frozen[first..] {
+        let first = self.ranges.partition_point(|f| f.0.end <= range.start);
+        for (f, m) in &self.ranges[first..] {
             if f.start >= range.end {
                 break;
             }
+            // The part before `f` learns as usual, then `f` ∩ `range` with its multipliers.
             if f.start > at {
                 let (a, b) = (at - range.start, f.start - range.start);
-                self.inner.update_range(at..f.start, &mut params[a..b], &grads[a..b], lr);
+                self.inner.update_range_decay(at..f.start, &mut params[a..b], &grads[a..b], lr, decay_mult);
             }
-            at = at.max(f.end.min(range.end));
+            let (s, e) = (f.start.max(at), f.end.min(range.end));
+            if !m.is_frozen() && s < e {
+                let (a, b) = (s - range.start, e - range.start);
+                self.inner.update_range_decay(s..e, &mut params[a..b], &grads[a..b], lr * m.lr, decay_mult * m.decay);
+            }
+            at = at.max(e);
         }
         if at < range.end {
             let a = at - range.start;
-            self.inner.update_range(at..range.end, &mut params[a..], &grads[a..], lr);
+            self.inner.update_range_decay(at..range.end, &mut params[a..], &grads[a..], lr, decay_mult);
         }
     }
 

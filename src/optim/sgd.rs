@@ -30,8 +30,8 @@ impl Optimizer for Sgd {
         self.steps += 1;
     }
 
-    fn update_range(&mut self, range: Range<usize>, params: &mut [f32], grads: &[f32], lr: f32) {
-        let (mu, wd, damp) = (self.momentum, self.weight_decay, 1.0 - self.dampening);
+    fn update_range_decay(&mut self, range: Range<usize>, params: &mut [f32], grads: &[f32], lr: f32, decay_mult: f32) {
+        let (mu, wd, damp) = (self.momentum, self.weight_decay * decay_mult, 1.0 - self.dampening);
         if mu == 0.0 {
             for (p, &g) in params.iter_mut().zip(grads) {
                 *p -= lr * (g + wd * *p);

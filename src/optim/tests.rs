@@ -129,11 +129,11 @@ fn schedules_match_pytorch_and_caffe() {
 #[test]
 fn frozen_ranges_are_never_updated_whatever_the_sub_ranges() {
     let cfg = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.1 };
-    let frozen = vec![2..4, 6..7];
+    let frozen = vec![(2..4, ParamMult::FROZEN), (6..7, ParamMult::FROZEN)];
     let grads: Vec<f32> = (0..10).map(|i| i as f32 - 4.0).collect();
     let mut whole = vec![1.0f32; 10];
     let mut parts = whole.clone();
-    let (mut a, mut b) = (cfg.build_frozen(10, frozen.clone()).unwrap(), cfg.build_frozen(10, frozen).unwrap());
+    let (mut a, mut b) = (cfg.build_scaled(10, frozen.clone()).unwrap(), cfg.build_scaled(10, frozen).unwrap());
     for _ in 0..3 {
         a.step(&mut whole, &grads, 0.1);
         b.begin_step();
@@ -145,4 +145,45 @@ fn frozen_ranges_are_never_updated_whatever_the_sub_ranges() {
     assert_eq!((whole[2], whole[3], whole[6]), (1.0, 1.0, 1.0));
     assert!(whole.iter().enumerate().filter(|(i, _)| ![2, 3, 6].contains(i)).all(|(_, &v)| v != 1.0));
     assert!(a.state()[0].1[2..4].iter().all(|&m| m == 0.0));
+}
+
+/// Caffe's `lr_mult: 2 decay_mult: 0` (its usual bias setting) on a range: that range moves
+/// by 2·lr·g with no decay, the others by lr·(g + wd·p), whatever the sub-ranges of the update.
+#[test]
+fn lr_and_decay_multipliers_scale_their_range_only() {
+    let cfg = OptimizerConfig::Sgd { momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.1 };
+    let (lr, p0) = (0.5f32, 2.0f32);
+    let grads = [1.0f32, -1.0, 0.5, 0.25, 4.0, 0.0];
+    let mults = vec![(1..3, ParamMult { lr: 2.0, decay: 0.0 }), (4..5, ParamMult::FROZEN), (5..6, ParamMult { lr: 1.0, decay: 3.0 })];
+    let want: Vec<f32> = grads
+        .iter()
+        .enumerate()
+        .map(|(i, &g)| match i {
+            1 | 2 => p0 - 2.0 * lr * g,
+            4 => p0,
+            5 => p0 - lr * (g + 0.1 * 3.0 * p0),
+            _ => p0 - lr * (g + 0.1 * p0),
+        })
+        .collect();
+    // By hand: p = 2, g = 1 → 2 − 0.5·(1 + 0.2) = 1.4; in the ×2, no-decay range g = −1 → 3.
+    for (got, hand) in [(want[0], 1.4), (want[1], 3.0), (want[4], 2.0), (want[5], 1.7)] {
+        assert!((got - hand).abs() < 1e-6, "{got} vs {hand}");
+    }
+    let mut whole = vec![p0; 6];
+    let mut opt = cfg.build_scaled(6, mults.clone()).unwrap();
+    opt.step(&mut whole, &grads, lr);
+    assert_eq!(whole, want);
+    let mut parts = vec![p0; 6];
+    let mut opt = cfg.build_scaled(6, mults).unwrap();
+    opt.begin_step();
+    for r in [0..2, 2..5, 5..6] {
+        opt.update_range(r.clone(), &mut parts[r.clone()], &grads[r], lr);
+    }
+    assert_eq!(parts, want);
+    // No multipliers: the plain optimizer, bit for bit.
+    let (mut a, mut b) = (vec![p0; 6], vec![p0; 6]);
+    cfg.build_scaled(6, Vec::new()).unwrap().step(&mut a, &grads, lr);
+    cfg.build(6).unwrap().step(&mut b, &grads, lr);
+    assert_eq!(a, b);
+    assert!(cfg.build_scaled(6, vec![(0..1, ParamMult { lr: -1.0, decay: 1.0 })]).is_err());
 }

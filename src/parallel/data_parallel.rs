@@ -210,7 +210,7 @@ impl<'c> AllReduce<'c> {
                 (None, true)
             }
         };
-        let opt = run.optimizer.build_frozen(len, net.layout().buffer_ranges())?;
+        let opt = run.optimizer.build_scaled(len, net.layout().mult_ranges())?;
         Ok(AllReduce { comm, bn_comm, bn_on_main, opt, grads: vec![0.0; len], buckets, bucket_of, micro: Tensor::default(), leaves, cfg, phases: PhaseLog::default() })
     }
 

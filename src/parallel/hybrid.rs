@@ -117,8 +117,8 @@ impl<'c> Hybrid<'c> {
         }
         let fc_maps = fc_maps.into_iter().map(|(n, c, r)| (n, c, r.start + conv_len..r.end + conv_len)).collect();
         let len = conv_len + fc_len;
-        let mut frozen = conv.layout().buffer_ranges();
-        frozen.extend(tensor::segment_buffers(&fc));
+        let mut mults = conv.layout().mult_ranges();
+        mults.extend(tensor::segment_mults(&fc));
         Ok(Hybrid {
             world,
             group,
@@ -132,7 +132,7 @@ impl<'c> Hybrid<'c> {
             params: vec![0.0; len],
             grads: vec![0.0; len],
             conv_len,
-            opt: run.optimizer.build_frozen(len, frozen)?,
+            opt: run.optimizer.build_scaled(len, mults)?,
             loss: SoftmaxCrossEntropy::new(),
             full_bytes: net.layout().len() * 4,
             comm_s: 0.0,

@@ -302,8 +302,8 @@ impl<'c> Server<'c> {
         let index = comm.rank() - workers;
         let range = server_range(len, index, servers);
         // The buffers are the workers' own (see `Client::buffers`): not the optimizer's to move.
-        let frozen = Net::build(&cfg.model)?.layout().buffer_ranges_in(&range);
-        let mut opt = cfg.optimizer.build_frozen(range.len(), frozen)?;
+        let mults = Net::build(&cfg.model)?.layout().mult_ranges_in(&range);
+        let mut opt = cfg.optimizer.build_scaled(range.len(), mults)?;
         let mut start = 0;
         if let Some(path) = &cfg.resume {
             let net = Net::build(&cfg.model)?;

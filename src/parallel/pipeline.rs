@@ -187,7 +187,7 @@ impl<'c> Pipeline<'c> {
         Ok(Pipeline {
             comm,
             replicas,
-            opt: run.optimizer.build_frozen(params.len(), layout.buffer_ranges_in(&params))?,
+            opt: run.optimizer.build_scaled(params.len(), layout.mult_ranges_in(&params))?,
             grads: vec![0.0; params.len()],
             stage,
             stages,

@@ -25,6 +25,7 @@ use crate::comm::{chunk_range, Communicator};
 use crate::data::loader::Batch;
 use crate::layers::softmax_xent::{correct_topk, SoftmaxCrossEntropy};
 use crate::layers::Ctx;
+use crate::net::layout::ParamMult;
 use crate::net::{BatchStats, Flat, LayerSpec, ModelSpec, Net, ParamLayout};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
@@ -396,9 +397,10 @@ impl super::Owned for Sliced<'_> {
     }
 }
 
-/// The buffers (batch-norm statistics) of `segments` in the buffer they are laid out in.
-pub(crate) fn segment_buffers(segments: &[Segment]) -> Vec<Range<usize>> {
-    segments.iter().flat_map(|s| s.net.layout().buffer_ranges().into_iter().map(|b| b.start + s.range.start..b.end + s.range.start)).collect()
+/// The buffers (batch-norm statistics) and the tensors with lr/decay multipliers of `segments`
+/// (`ParamLayout::mult_ranges`) in the buffer they are laid out in.
+pub(crate) fn segment_mults(segments: &[Segment]) -> Vec<(Range<usize>, ParamMult)> {
+    segments.iter().flat_map(|s| s.net.layout().mult_ranges().into_iter().map(|(b, m)| (b.start + s.range.start..b.end + s.range.start, m))).collect()
 }
 
 /// Writes the segments' new buffer values (`Net::commit_buffers`) into `params`.
@@ -435,7 +437,7 @@ impl<'c> TensorSplit<'c> {
     pub fn new(comm: &'c dyn Communicator, run: &TrainConfig, net: &Net) -> Result<TensorSplit<'c>, TrainError> {
         let (w, mp) = (comm.rank(), comm.size());
         let (segments, maps, off) = build(&run.model, w, mp)?;
-        let frozen = segment_buffers(&segments);
+        let mults = segment_mults(&segments);
         tracing::debug!(rank = w, slice_bytes = off * 4, full_bytes = net.layout().len() * 4, "tensor slices");
         Ok(TensorSplit {
             comm,
@@ -445,7 +447,7 @@ impl<'c> TensorSplit<'c> {
             full: net.layout().clone(),
             params: vec![0.0; off],
             grads: vec![0.0; off],
-            opt: run.optimizer.build_frozen(off, frozen)?,
+            opt: run.optimizer.build_scaled(off, mults)?,
             loss: SoftmaxCrossEntropy::new(),
             logits: Tensor::default(),
             dlogits: Tensor::default(),

@@ -369,7 +369,7 @@ impl LocalSgd {
     /// For a model of parameter layout `layout`.
     pub fn new(cfg: &OptimizerConfig, layout: &crate::net::ParamLayout) -> Result<LocalSgd, TrainError> {
         let len = layout.len();
-        Ok(LocalSgd { opt: cfg.build_frozen(len, layout.buffer_ranges())?, grads: vec![0.0; len], phases: Default::default() })
+        Ok(LocalSgd { opt: cfg.build_scaled(len, layout.mult_ranges())?, grads: vec![0.0; len], phases: Default::default() })
     }
 }
 
