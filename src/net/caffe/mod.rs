@@ -1,0 +1,293 @@
+//! Caffe model definitions: `--model net.prototxt` reads a Caffe `NetParameter` in protobuf text
+//! format (Intel's multi-node Caffe shipped its models so) into a `ModelSpec`.
+//!
+//! Supported layer types: Input, Data, MemoryData (the input), Convolution, Pooling (MAX/AVE,
+//! Caffe's ceil rounding), InnerProduct, ReLU, LRN (across channels), Dropout, Flatten,
+//! BatchNorm (no affine; momentum = 1 − moving_average_fraction), Scale (per channel),
+//! Eltwise SUM (our Add), Concat (channels), and the heads Softmax / SoftmaxWithLoss (our loss
+//! head) and Accuracy (skipped). `include { phase: TEST }` layers are skipped, `phase: TRAIN`
+//! kept. Bottoms and tops become named inputs: a layer reads the layer that last wrote its
+//! bottom blob (in-place tops rewrite it), so branches and residual sums map to the net's DAG. The input shape comes from an Input layer, the
+//! legacy `input_shape`/`input_dim` fields, `memory_data_param`, or — for a Data layer, whose
+//! LMDB convoy does not read — from the dataset given with `--data` (3×crop×crop with a
+//! `crop_size`). `param { lr_mult decay_mult }` and weight/bias fillers become the layer spec's
+//! `lr_mult`/`decay_mult` and fillers. Accepted but not applied yet, with a warning:
+//! `transform_param` scale/mean (convoy's datasets normalise themselves), the Data layer's batch
+//! size and source.
+//! Anything else — another layer type, an unknown field — is an error naming it and its line.
+
+
+mod fields;
+mod solver;
+mod text;
+#[cfg(test)]
+mod tests;
+
+use super::spec::{LayerSpec, ModelSpec, Pair, INPUT};
+use fields::{filler, param_mults};
+pub use solver::{solver_from_prototxt, Solver};
+use text::{err, lex, num, pair, parse_msg, Value};
+
+/// Parses `text` (a NetParameter) into a model spec; `data_shape` gives the dataset's per-sample
+/// shape for a Data layer. Warnings (accepted but not applied) go to `warn`.
+pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> Result<Vec<usize>, String>, warn: &mut dyn FnMut(String)) -> Result<ModelSpec, String> {
+    let toks = lex(text, origin)?;
+    let net = parse_msg(&toks, &mut 0, origin, false)?;
+    net.only(&["name", "layer", "layers", "input", "input_shape", "input_dim", "force_backward", "state", "debug_info"], origin, "the net")?;
+    if let Some((_, line)) = net.all("layers").next() {
+        return err(origin, line, "V1 'layers' definitions are not read; hint: convert with Caffe's upgrade_net_proto_text");
+    }
+    let name = net.scalar("name").map_or("caffe-net", |s| s.0).to_string();
+    let mut input: Option<Vec<usize>> = None;
+    if let Some(shape) = net.msg("input_shape") {
+        input = Some(shape.all("dim").filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None }).skip(1).collect());
+    } else if net.scalar("input_dim").is_some() {
+        input = Some(net.all("input_dim").filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None }).skip(1).collect());
+    }
+    let mut layers: Vec<LayerSpec> = Vec::new();
+    let mut classes = None;
+    let mut ended = false;
+    // Which layer last wrote each blob (in-place layers rewrite theirs); `INPUT` for the data.
+    let mut blobs: Vec<(String, String)> = Vec::new();
+    for (v, line) in net.all("layer") {
+        let Value::Msg(l) = v else { return err(origin, line, "'layer' must be a message") };
+        let lname = l.scalar("name").map(|s| s.0.to_string()).unwrap_or_else(|| format!("layer{}", layers.len()));
+        let ty = l.scalar("type").map(|s| s.0).ok_or_else(|| format!("{origin}:{line}: layer '{lname}' has no type"))?;
+        let phase = l.msg("include").and_then(|i| i.scalar("phase")).map(|p| p.0);
+        if phase == Some("TEST") {
+            continue;
+        }
+        let common = ["name", "type", "bottom", "top", "include", "exclude", "param", "loss_weight", "propagate_down", "phase"];
+        let known = |extra: &[&'static str]| -> Vec<&'static str> { common.iter().chain(extra).copied().collect() };
+        let bottoms: Vec<String> = l.all("bottom").filter_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None }).collect();
+        let (lr_mult, decay_mult) = param_mults(l, origin)?;
+        let is_input = matches!(ty, "Input" | "Data" | "MemoryData");
+        let head = matches!(ty, "Accuracy" | "Softmax" | "SoftmaxWithLoss");
+        // The layers this one reads, by our names.
+        let mut reads: Vec<String> = Vec::new();
+        if !is_input && !head {
+            if ended {
+                return err(origin, line, format!("layer '{lname}' comes after the loss; hint: the loss must be the last layer"));
+            }
+            for b in &bottoms {
+                match blobs.iter().rev().find(|(blob, _)| blob == b) {
+                    Some((_, by)) => reads.push(by.clone()),
+                    None => return err(origin, line, format!("layer '{lname}' reads blob '{b}', which no earlier layer writes; hint: check its bottom")),
+                }
+            }
+        }
+        // A single input that is the previous layer's output is the default (a chain).
+        let previous = layers.last().map_or(INPUT.to_string(), |p| p.name().to_string());
+        let from = match reads.as_slice() {
+            [one] if *one == previous => None,
+            [one] => Some(one.clone()),
+            _ => None,
+        };
+        let n_bottoms = |want: usize| -> Result<(), String> {
+            if reads.len() != want && !(want == 1 && reads.is_empty()) {
+                return err(origin, line, format!("layer '{lname}' ({ty}) reads {} blobs; hint: it takes {want}", reads.len()));
+            }
+            Ok(())
+        };
+        let param = |field: &str| l.msg(field).cloned().unwrap_or_default();
+        if !is_input && !head && !matches!(ty, "Eltwise" | "Concat") {
+            n_bottoms(1)?;
+        }
+        match ty {
+            "Input" => {
+                l.only(&known(&["input_param"]), origin, &format!("layer '{lname}'"))?;
+                let shape = param("input_param").msg("shape").cloned().unwrap_or_default();
+                let dims: Vec<usize> = shape.all("dim").filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None }).collect();
+                if dims.len() != 4 {
+                    return err(origin, line, format!("Input '{lname}' needs shape {{ dim: N dim: C dim: H dim: W }}, found {} dims", dims.len()));
+                }
+                input = Some(dims[1..].to_vec());
+            }
+            "MemoryData" => {
+                l.only(&known(&["memory_data_param", "transform_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("memory_data_param");
+                let dims: Vec<Option<usize>> = vec![num(&p, "channels", origin)?, num(&p, "height", origin)?, num(&p, "width", origin)?];
+                input = Some(dims.into_iter().collect::<Option<Vec<usize>>>().ok_or_else(|| format!("{origin}:{line}: memory_data_param needs channels, height, width"))?);
+            }
+            "Data" => {
+                l.only(&known(&["data_param", "transform_param"]), origin, &format!("layer '{lname}'"))?;
+                warn(format!("{origin}:{line}: Data layer '{lname}': convoy reads --data instead of its source and uses --batch-size; transform_param scale/mean are not applied (the datasets normalise themselves)"));
+                let crop: Option<usize> = num(&param("transform_param"), "crop_size", origin)?;
+                input = Some(match crop {
+                    Some(c) => vec![3, c, c],
+                    None => data_shape().map_err(|e| format!("{origin}:{line}: Data layer '{lname}' takes its shape from --data: {e}"))?,
+                });
+            }
+            "Convolution" => {
+                l.only(&known(&["convolution_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("convolution_param");
+                p.only(
+                    &["num_output", "kernel_size", "kernel_h", "kernel_w", "stride", "stride_h", "stride_w", "pad", "pad_h", "pad_w", "group", "bias_term", "dilation", "weight_filler", "bias_filler", "engine"],
+                    origin,
+                    &format!("convolution_param of '{lname}'"),
+                )?;
+                let (weight_filler, bias_filler) = (filler(&p, "weight_filler", origin)?, filler(&p, "bias_filler", origin)?);
+                let out: usize = num(&p, "num_output", origin)?.ok_or_else(|| format!("{origin}:{line}: Convolution '{lname}' needs num_output"))?;
+                layers.push(LayerSpec::Conv2d {
+                    name: lname.clone(),
+                    input: from.clone(),
+                    out_channels: out,
+                    kernel: pair(&p, "kernel_size", "kernel", 0, origin)?,
+                    stride: pair(&p, "stride", "stride", 1, origin)?,
+                    padding: pair(&p, "pad", "pad", 0, origin)?,
+                    dilation: Pair::One(num(&p, "dilation", origin)?.unwrap_or(1)),
+                    groups: num(&p, "group", origin)?.unwrap_or(1),
+                    bias: p.scalar("bias_term").is_none_or(|b| b.0 == "true"),
+                    lr_mult: lr_mult.clone(),
+                    decay_mult: decay_mult.clone(),
+                    weight_filler,
+                    bias_filler,
+                });
+            }
+            "Pooling" => {
+                l.only(&known(&["pooling_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("pooling_param");
+                p.only(&["pool", "kernel_size", "kernel_h", "kernel_w", "stride", "stride_h", "stride_w", "pad", "pad_h", "pad_w", "engine"], origin, &format!("pooling_param of '{lname}'"))?;
+                let (kernel, stride, padding) = (pair(&p, "kernel_size", "kernel", 0, origin)?, Some(pair(&p, "stride", "stride", 1, origin)?), pair(&p, "pad", "pad", 0, origin)?);
+                layers.push(match p.scalar("pool").map_or("MAX", |s| s.0) {
+                    "MAX" => LayerSpec::MaxPool2d { name: lname.clone(), input: from.clone(), kernel, stride, padding, ceil_mode: true },
+                    "AVE" => LayerSpec::AvgPool2d { name: lname.clone(), input: from.clone(), kernel, stride, padding, ceil_mode: true },
+                    other => return err(origin, line, format!("pool: {other} is not supported; hint: MAX or AVE")),
+                });
+            }
+            "InnerProduct" => {
+                l.only(&known(&["inner_product_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("inner_product_param");
+                p.only(&["num_output", "bias_term", "weight_filler", "bias_filler", "axis"], origin, &format!("inner_product_param of '{lname}'"))?;
+                let (weight_filler, bias_filler) = (filler(&p, "weight_filler", origin)?, filler(&p, "bias_filler", origin)?);
+                let out: usize = num(&p, "num_output", origin)?.ok_or_else(|| format!("{origin}:{line}: InnerProduct '{lname}' needs num_output"))?;
+                classes = Some(out);
+                layers.push(LayerSpec::Linear {
+                    name: lname.clone(),
+                    input: from.clone(),
+                    out_features: out,
+                    bias: p.scalar("bias_term").is_none_or(|b| b.0 == "true"),
+                    lr_mult: lr_mult.clone(),
+                    decay_mult: decay_mult.clone(),
+                    weight_filler,
+                    bias_filler,
+                });
+            }
+            "ReLU" => {
+                l.only(&known(&["relu_param"]), origin, &format!("layer '{lname}'"))?;
+                if num::<f32>(&param("relu_param"), "negative_slope", origin)?.is_some_and(|s| s != 0.0) {
+                    return err(origin, line, "ReLU with a negative_slope (leaky) is not supported yet");
+                }
+                layers.push(LayerSpec::Relu { name: lname.clone(), input: None });
+            }
+            "LRN" => {
+                l.only(&known(&["lrn_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("lrn_param");
+                if p.scalar("norm_region").is_some_and(|r| r.0 != "ACROSS_CHANNELS") {
+                    return err(origin, line, "LRN norm_region WITHIN_CHANNEL is not supported; hint: ACROSS_CHANNELS");
+                }
+                layers.push(LayerSpec::Lrn {
+                    name: lname.clone(),
+                    input: from.clone(),
+                    size: num(&p, "local_size", origin)?.unwrap_or(5),
+                    alpha: num(&p, "alpha", origin)?.unwrap_or(1.0),
+                    beta: num(&p, "beta", origin)?.unwrap_or(0.75),
+                    k: num(&p, "k", origin)?.unwrap_or(1.0),
+                });
+            }
+            "Dropout" => {
+                l.only(&known(&["dropout_param"]), origin, &format!("layer '{lname}'"))?;
+                layers.push(LayerSpec::Dropout { name: lname.clone(), input: from.clone(), p: num(&param("dropout_param"), "dropout_ratio", origin)?.unwrap_or(0.5) });
+            }
+            "Flatten" => layers.push(LayerSpec::Flatten { name: lname.clone(), input: None }),
+            "Sigmoid" => layers.push(LayerSpec::Sigmoid { name: lname.clone(), input: None }),
+            "TanH" => layers.push(LayerSpec::Tanh { name: lname.clone(), input: None }),
+            "BatchNorm" => {
+                l.only(&known(&["batch_norm_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("batch_norm_param");
+                p.only(&["use_global_stats", "moving_average_fraction", "eps"], origin, &format!("batch_norm_param of '{lname}'"))?;
+                if p.scalar("use_global_stats").is_some() {
+                    warn(format!("{origin}:{line}: layer '{lname}': use_global_stats is not applied (convoy normalises with batch statistics in training, running ones in evaluation: Caffe's default)"));
+                }
+                let fraction: f32 = num(&p, "moving_average_fraction", origin)?.unwrap_or(0.999);
+                warn(format!("{origin}:{line}: layer '{lname}': running statistics are PyTorch's exponential average with momentum {} (1 − moving_average_fraction), not Caffe's normalised sum", 1.0 - fraction));
+                // Caffe's BatchNorm "parameters" are its statistics (convoy's buffers, which no
+                // optimizer touches): the usual `param { lr_mult: 0 }` blocks say just that.
+                if lr_mult.iter().any(|&m| m != 0.0) {
+                    return err(origin, line, format!("BatchNorm '{lname}': lr_mult must be 0 (its blobs are running statistics, never learned); hint: learn a scale with a Scale layer"));
+                }
+                layers.push(LayerSpec::BatchNorm {
+                    name: lname.clone(),
+                    input: from.clone(),
+                    eps: num(&p, "eps", origin)?.unwrap_or(1e-5),
+                    momentum: 1.0 - fraction,
+                    affine: false,
+                    lr_mult: Vec::new(),
+                    decay_mult: Vec::new(),
+                });
+            }
+            "Scale" => {
+                l.only(&known(&["scale_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("scale_param");
+                p.only(&["bias_term", "axis", "num_axes", "filler", "bias_filler"], origin, &format!("scale_param of '{lname}'"))?;
+                if num::<i64>(&p, "axis", origin)?.is_some_and(|a| a != 1) || num::<i64>(&p, "num_axes", origin)?.is_some_and(|a| a != 1) {
+                    return err(origin, line, format!("Scale '{lname}': only per-channel scaling (axis 1, num_axes 1) is supported"));
+                }
+                layers.push(LayerSpec::Scale {
+                    name: lname.clone(),
+                    input: from.clone(),
+                    bias: p.scalar("bias_term").is_some_and(|b| b.0 == "true"),
+                    lr_mult: lr_mult.clone(),
+                    decay_mult: decay_mult.clone(),
+                    weight_filler: filler(&p, "filler", origin)?,
+                    bias_filler: filler(&p, "bias_filler", origin)?,
+                });
+            }
+            "Eltwise" => {
+                l.only(&known(&["eltwise_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("eltwise_param");
+                p.only(&["operation", "coeff", "stable_prod_grad"], origin, &format!("eltwise_param of '{lname}'"))?;
+                if p.scalar("operation").is_some_and(|o| o.0 != "SUM") {
+                    return err(origin, line, format!("Eltwise '{lname}': operation {} is not supported; hint: SUM", p.scalar("operation").map_or("", |o| o.0)));
+                }
+                if p.all("coeff").any(|(v, _)| !matches!(v, Value::Scalar(c) if c.parse::<f32>() == Ok(1.0))) {
+                    return err(origin, line, format!("Eltwise '{lname}': coefficients other than 1 are not supported"));
+                }
+                layers.push(LayerSpec::Add { name: lname.clone(), inputs: reads.clone() });
+            }
+            "Concat" => {
+                l.only(&known(&["concat_param"]), origin, &format!("layer '{lname}'"))?;
+                let p = param("concat_param");
+                p.only(&["axis", "concat_dim"], origin, &format!("concat_param of '{lname}'"))?;
+                if num::<i64>(&p, "axis", origin)?.or(num::<i64>(&p, "concat_dim", origin)?).is_some_and(|a| a != 1) {
+                    return err(origin, line, format!("Concat '{lname}': only along channels (axis 1) is supported"));
+                }
+                layers.push(LayerSpec::Concat { name: lname.clone(), inputs: reads.clone() });
+            }
+            "Softmax" | "SoftmaxWithLoss" => ended = true,
+            "Accuracy" => {}
+            other => {
+                return err(
+                    origin,
+                    line,
+                    format!("layer '{lname}': type '{other}' is not supported yet; hint: convoy reads Input, Data, MemoryData, Convolution, Pooling, InnerProduct, ReLU, Sigmoid, TanH, LRN, Dropout, Flatten, Softmax(WithLoss), Accuracy, BatchNorm, Scale, Eltwise (SUM), Concat"),
+                )
+            }
+        }
+        if is_input {
+            if let Some(t) = l.all("top").find_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None }) {
+                blobs.push((t, INPUT.to_string()));
+            }
+        } else if !head {
+            for (v, _) in l.all("top") {
+                if let Value::Scalar(t) = v {
+                    blobs.push((t.clone(), lname.clone()));
+                }
+            }
+        }
+    }
+    let input = input.ok_or_else(|| format!("{origin}: no input shape; hint: add an Input layer (input_param {{ shape {{ dim: 1 dim: C dim: H dim: W }} }}) or a Data layer"))?;
+    let classes = classes.ok_or_else(|| format!("{origin}: no InnerProduct layer gives the number of classes"))?;
+    Ok(ModelSpec { name, input, classes, layers })
+}
+
