@@ -1,6 +1,7 @@
 //! Layers with several inputs, where the net stops being a chain: `Add` (a residual connection,
-//! Caffe's Eltwise SUM) and `Concat` (along channels, Caffe's Concat with axis 1). Neither has
-//! parameters; the net routes their inputs and sums the gradients of an output read twice.
+//! Caffe's Eltwise SUM, with optional coefficients), `Mul` and `Max` (Eltwise PROD and MAX) and
+//! `Concat` (along channels, Caffe's Concat with axis 1). None has parameters; the net routes
+//! their inputs and sums the gradients of an output read twice.
 
 use super::LayerError;
 use crate::tensor::Tensor;
@@ -36,22 +37,53 @@ fn at_least_two(op: &'static str, shapes: &[Vec<usize>]) -> Result<(), LayerErro
     Ok(())
 }
 
-/// Element-wise sum of inputs of one shape.
+/// Checks that element-wise `op` has at least two inputs, all of one shape.
+fn same_shapes(op: &'static str, shapes: &[Vec<usize>]) -> Result<(), LayerError> {
+    at_least_two(op, shapes)?;
+    if let Some(s) = shapes.iter().find(|s| **s != shapes[0]) {
+        return Err(LayerError::Config {
+            op,
+            msg: format!("inputs of shapes {:?} and {s:?} cannot be added (or multiplied, or compared) element-wise; hint: a residual shortcut that changes the shape needs a 1×1 convolution or pad_channels", shapes[0]),
+        });
+    }
+    Ok(())
+}
+
+/// Writes `dx` (or adds to it with `accumulate`) element by element from `f(i)`.
+fn write_dx(x_shape: &[usize], dx: &mut Tensor, accumulate: bool, f: impl Fn(usize) -> f32) {
+    if accumulate {
+        dx.data_mut().iter_mut().enumerate().for_each(|(i, d)| *d += f(i));
+    } else {
+        dx.resize(x_shape);
+        dx.data_mut().iter_mut().enumerate().for_each(|(i, d)| *d = f(i));
+    }
+}
+
+/// Element-wise sum of inputs of one shape, optionally weighted (Caffe's Eltwise SUM `coeff`):
+/// y = Σ c_k·x_k.
 pub struct Add {
     shapes: Vec<Vec<usize>>,
+    /// One per input; empty: all 1 (the plain sum, computed without multiplications).
+    coeffs: Vec<f32>,
 }
 
 impl Add {
     /// The layer for inputs of per-sample shapes `shapes` (all equal).
     pub fn new(shapes: &[Vec<usize>]) -> Result<Add, LayerError> {
-        at_least_two("add", shapes)?;
-        if let Some(s) = shapes.iter().find(|s| **s != shapes[0]) {
-            return Err(LayerError::Config {
-                op: "add",
-                msg: format!("inputs of shapes {:?} and {s:?} cannot be added; hint: a residual shortcut that changes the shape needs a 1×1 convolution or pad_channels", shapes[0]),
-            });
+        Add::weighted(shapes, Vec::new())
+    }
+
+    /// y = Σ `coeffs`[k]·x_k; `coeffs` empty (all 1) or one per input.
+    pub fn weighted(shapes: &[Vec<usize>], coeffs: Vec<f32>) -> Result<Add, LayerError> {
+        same_shapes("add", shapes)?;
+        if !coeffs.is_empty() && coeffs.len() != shapes.len() {
+            return Err(LayerError::Config { op: "add", msg: format!("{} coefficients for {} inputs; hint: one coeff per input", coeffs.len(), shapes.len()) });
         }
-        Ok(Add { shapes: shapes.to_vec() })
+        if let Some(c) = coeffs.iter().find(|c| !c.is_finite()) {
+            return Err(LayerError::Config { op: "add", msg: format!("coefficient {c} is not finite") });
+        }
+        let coeffs = if coeffs.iter().all(|&c| c == 1.0) { Vec::new() } else { coeffs };
+        Ok(Add { shapes: shapes.to_vec(), coeffs })
     }
 }
 
@@ -67,6 +99,14 @@ impl Join for Add {
     fn forward(&mut self, xs: &[&Tensor], y: &mut Tensor) -> Result<(), LayerError> {
         check("add", xs, &self.shapes)?;
         y.resize(xs[0].shape());
+        if !self.coeffs.is_empty() {
+            let c0 = self.coeffs[0];
+            y.data_mut().iter_mut().zip(xs[0].data()).for_each(|(o, &v)| *o = c0 * v);
+            for (x, &c) in xs[1..].iter().zip(&self.coeffs[1..]) {
+                y.data_mut().iter_mut().zip(x.data()).for_each(|(o, &v)| *o += c * v);
+            }
+            return Ok(());
+        }
         y.data_mut().copy_from_slice(xs[0].data());
         for x in &xs[1..] {
             y.data_mut().iter_mut().zip(x.data()).for_each(|(o, &v)| *o += v);
@@ -74,13 +114,111 @@ impl Join for Add {
         Ok(())
     }
 
-    fn backward_input(&self, _k: usize, x_shape: &[usize], dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
-        if accumulate {
+    fn backward_input(&self, k: usize, x_shape: &[usize], dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
+        if let Some(&c) = self.coeffs.get(k) {
+            let g = dy.data();
+            write_dx(x_shape, dx, accumulate, |i| c * g[i]);
+        } else if accumulate {
             dx.data_mut().iter_mut().zip(dy.data()).for_each(|(d, &g)| *d += g);
         } else {
             dx.resize(x_shape);
             dx.data_mut().copy_from_slice(dy.data());
         }
+    }
+}
+
+/// Element-wise product of inputs of one shape (Caffe's Eltwise PROD): y = Π x_k, and
+/// ∂y/∂x_k = Π_{j≠k} x_j, computed from the other inputs (Caffe's `stable_prod_grad`, its
+/// default: no division by x_k, so zeros are fine).
+pub struct Mul {
+    shapes: Vec<Vec<usize>>,
+    /// The inputs of the last forward (backward needs them), kept between steps.
+    xs: Vec<Tensor>,
+}
+
+impl Mul {
+    /// The layer for inputs of per-sample shapes `shapes` (all equal).
+    pub fn new(shapes: &[Vec<usize>]) -> Result<Mul, LayerError> {
+        same_shapes("mul", shapes)?;
+        Ok(Mul { shapes: shapes.to_vec(), xs: vec![Tensor::default(); shapes.len()] })
+    }
+}
+
+impl Join for Mul {
+    fn kind(&self) -> &'static str {
+        "mul"
+    }
+
+    fn out_shape(&self) -> Vec<usize> {
+        self.shapes[0].clone()
+    }
+
+    fn forward(&mut self, xs: &[&Tensor], y: &mut Tensor) -> Result<(), LayerError> {
+        check("mul", xs, &self.shapes)?;
+        y.resize(xs[0].shape());
+        y.data_mut().copy_from_slice(xs[0].data());
+        for x in &xs[1..] {
+            y.data_mut().iter_mut().zip(x.data()).for_each(|(o, &v)| *o *= v);
+        }
+        for (kept, x) in self.xs.iter_mut().zip(xs) {
+            kept.resize(x.shape());
+            kept.data_mut().copy_from_slice(x.data());
+        }
+        Ok(())
+    }
+
+    fn backward_input(&self, k: usize, x_shape: &[usize], dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
+        let (g, xs) = (dy.data(), &self.xs);
+        write_dx(x_shape, dx, accumulate, |i| xs.iter().enumerate().filter(|(j, _)| *j != k).fold(g[i], |p, (_, x)| p * x.data()[i]));
+    }
+}
+
+/// Element-wise maximum of inputs of one shape (Caffe's Eltwise MAX); the gradient goes to the
+/// input that held the maximum, the first of equal ones (as Caffe's `mask`).
+pub struct Max {
+    shapes: Vec<Vec<usize>>,
+    /// Which input held each output value's maximum in the last forward (one per output value).
+    argmax: Vec<u32>,
+}
+
+impl Max {
+    /// The layer for inputs of per-sample shapes `shapes` (all equal).
+    pub fn new(shapes: &[Vec<usize>]) -> Result<Max, LayerError> {
+        same_shapes("max", shapes)?;
+        Ok(Max { shapes: shapes.to_vec(), argmax: Vec::new() })
+    }
+}
+
+impl Join for Max {
+    fn kind(&self) -> &'static str {
+        "max"
+    }
+
+    fn out_shape(&self) -> Vec<usize> {
+        self.shapes[0].clone()
+    }
+
+    fn forward(&mut self, xs: &[&Tensor], y: &mut Tensor) -> Result<(), LayerError> {
+        check("max", xs, &self.shapes)?;
+        y.resize(xs[0].shape());
+        y.data_mut().copy_from_slice(xs[0].data());
+        self.argmax.clear();
+        self.argmax.resize(y.len(), 0);
+        for (k, x) in xs.iter().enumerate().skip(1) {
+            for ((o, a), &v) in y.data_mut().iter_mut().zip(&mut self.argmax).zip(x.data()) {
+                // Strictly greater: a tie stays with the first input.
+                if v > *o {
+                    *o = v;
+                    *a = k as u32;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn backward_input(&self, k: usize, x_shape: &[usize], dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
+        let (g, arg) = (dy.data(), &self.argmax);
+        write_dx(x_shape, dx, accumulate, |i| if arg[i] == k as u32 { g[i] } else { 0.0 });
     }
 }
 
@@ -177,12 +315,17 @@ mod tests {
             j.forward(&refs, &mut y).unwrap();
             y.data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
         };
-        for k in 0..xs.len() {
+        // Every input's gradient from the unperturbed forward (Mul and Max keep its state).
+        let mut grads = Vec::new();
+        for (k, x) in xs.iter().enumerate() {
             let mut dx = Tensor::default();
-            j.backward_input(k, xs[k].shape(), &r, &mut dx, false);
+            j.backward_input(k, x.shape(), &r, &mut dx, false);
             // Accumulating adds the same gradient again.
             let mut twice = dx.clone();
-            j.backward_input(k, xs[k].shape(), &r, &mut twice, true);
+            j.backward_input(k, x.shape(), &r, &mut twice, true);
+            grads.push((dx, twice));
+        }
+        for (k, (dx, twice)) in grads.into_iter().enumerate() {
             for i in 0..xs[k].len() {
                 let orig = xs[k].data()[i];
                 xs[k].data_mut()[i] = orig + 1e-2;
@@ -207,6 +350,51 @@ mod tests {
         gradcheck(&mut a, &mut [random_tensor(&[2, 2, 3], 1), random_tensor(&[2, 2, 3], 2), random_tensor(&[2, 2, 3], 3)]);
         assert!(Add::new(&[vec![2, 3], vec![3, 2]]).is_err());
         assert!(Add::new(&[vec![2, 3]]).is_err());
+    }
+
+    /// K inputs whose values at each element are K levels 0.1 apart (plus noise of ±0.01) in a
+    /// rotating order: no two within the finite-difference step, and every input wins somewhere.
+    fn separated(k: usize, shape: &[usize]) -> Vec<Tensor> {
+        (0..k)
+            .map(|j| {
+                let mut t = random_tensor(shape, 20 + j as u64);
+                t.data_mut().iter_mut().enumerate().for_each(|(i, v)| *v = 0.1 * ((i + j) % k) as f32 - 0.1 + 0.01 * *v);
+                t
+            })
+            .collect()
+    }
+
+    #[test]
+    fn weighted_add_mul_and_max_forward_and_gradients() {
+        let x = Tensor::from_vec(&[1, 4], vec![1.0, -2.0, 3.0, 0.0]).unwrap();
+        let z = Tensor::from_vec(&[1, 4], vec![2.0, -2.0, -1.0, 5.0]).unwrap();
+        let mut y = Tensor::default();
+        let mut a = Add::weighted(&[vec![4], vec![4]], vec![1.0, -0.5]).unwrap();
+        a.forward(&[&x, &z], &mut y).unwrap();
+        assert_eq!(y.data(), &[0.0, -1.0, 3.5, -2.5]);
+        let mut a = Add::weighted(&[vec![2, 3], vec![2, 3]], vec![0.5, -2.0]).unwrap();
+        gradcheck(&mut a, &mut [random_tensor(&[2, 2, 3], 1), random_tensor(&[2, 2, 3], 2)]);
+        let mut m = Mul::new(&[vec![4], vec![4]]).unwrap();
+        m.forward(&[&x, &z], &mut y).unwrap();
+        assert_eq!(y.data(), &[2.0, 4.0, -3.0, 0.0]);
+        let mut m3 = Mul::new(&[vec![2, 3], vec![2, 3], vec![2, 3]]).unwrap();
+        gradcheck(&mut m3, &mut [random_tensor(&[2, 2, 3], 4), random_tensor(&[2, 2, 3], 5), random_tensor(&[2, 2, 3], 6)]);
+        let mut mx = Max::new(&[vec![4], vec![4]]).unwrap();
+        mx.forward(&[&x, &z], &mut y).unwrap();
+        assert_eq!(y.data(), &[2.0, -2.0, 3.0, 5.0]);
+        // The tie at element 1 goes to the first input.
+        let (mut d0, mut d1) = (Tensor::default(), Tensor::default());
+        let ones = Tensor::from_vec(&[1, 4], vec![1.0; 4]).unwrap();
+        mx.backward_input(0, &[1, 4], &ones, &mut d0, false);
+        mx.backward_input(1, &[1, 4], &ones, &mut d1, false);
+        assert_eq!((d0.data(), d1.data()), (&[0.0, 1.0, 1.0, 0.0][..], &[1.0, 0.0, 0.0, 1.0][..]));
+        let mut m3 = Max::new(&[vec![2, 3], vec![2, 3], vec![2, 3]]).unwrap();
+        gradcheck(&mut m3, &mut separated(3, &[2, 2, 3]));
+        // Batch 1 and odd sizes.
+        gradcheck(&mut Max::new(&[vec![5], vec![5]]).unwrap(), &mut separated(2, &[1, 5]));
+        gradcheck(&mut Mul::new(&[vec![5], vec![5]]).unwrap(), &mut [random_tensor(&[1, 5], 7), random_tensor(&[1, 5], 8)]);
+        assert!(Mul::new(&[vec![2, 3], vec![3, 2]]).is_err() && Max::new(&[vec![2]]).is_err());
+        assert!(Add::weighted(&[vec![2], vec![2]], vec![1.0]).is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::layers::{
     activation::{Activation, Kind as ActKind},
     avg_pool::AvgPool2d,
     batch_norm::{BatchNorm, BatchNormConfig},
-    join::{Add, Concat},
+    join::{Add, Concat, Max, Mul},
     scale::{PadChannels, Scale},
     conv2d::{Conv2d, Conv2dConfig},
     dropout::Dropout,
@@ -331,11 +331,28 @@ pub enum LayerSpec {
         #[serde(default = "one_usize")]
         stride: usize,
     },
-    /// Element-wise sum of the outputs of `inputs` (a residual connection).
+    /// Element-wise sum of the outputs of `inputs` (a residual connection; Caffe's Eltwise SUM).
     Add {
         /// Layer name.
         name: String,
         /// The layers it adds (earlier layers' names, or "input").
+        inputs: Vec<String>,
+        /// One coefficient per input: y = Σ coeff_k·x_k (Caffe's `coeff`; default: all 1).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        coeff: Vec<f32>,
+    },
+    /// Element-wise product of the outputs of `inputs` (Caffe's Eltwise PROD).
+    Mul {
+        /// Layer name.
+        name: String,
+        /// The layers it multiplies.
+        inputs: Vec<String>,
+    },
+    /// Element-wise maximum of the outputs of `inputs` (Caffe's Eltwise MAX).
+    Max {
+        /// Layer name.
+        name: String,
+        /// The layers it compares.
         inputs: Vec<String>,
     },
     /// Concatenation of the outputs of `inputs` along channels.
@@ -347,7 +364,7 @@ pub enum LayerSpec {
     },
 }
 
-/// `match $spec { <every single-input layer> { input: $i, .. } => $one, Add | Concat => $join }`:
+/// `match $spec { <every single-input layer> { input: $i, .. } => $one, <the joins> => $join }`:
 /// the one list of the layers that have an `input` field.
 macro_rules! by_input {
     ($spec:expr, $i:ident => $one:expr, $join:expr) => {
@@ -367,7 +384,7 @@ macro_rules! by_input {
             | LayerSpec::BatchNorm { input: $i, .. }
             | LayerSpec::Scale { input: $i, .. }
             | LayerSpec::PadChannels { input: $i, .. } => $one,
-            LayerSpec::Add { .. } | LayerSpec::Concat { .. } => $join,
+            LayerSpec::Add { .. } | LayerSpec::Mul { .. } | LayerSpec::Max { .. } | LayerSpec::Concat { .. } => $join,
         }
     };
 }
@@ -392,6 +409,8 @@ impl LayerSpec {
             | LayerSpec::Scale { name, .. }
             | LayerSpec::PadChannels { name, .. }
             | LayerSpec::Add { name, .. }
+            | LayerSpec::Mul { name, .. }
+            | LayerSpec::Max { name, .. }
             | LayerSpec::Concat { name, .. } => name,
         }
     }
@@ -404,7 +423,7 @@ impl LayerSpec {
     /// The layers it reads by name ("input" is the net's input); empty: the previous layer.
     pub fn inputs(&self) -> Vec<&str> {
         match self {
-            LayerSpec::Add { inputs, .. } | LayerSpec::Concat { inputs, .. } => inputs.iter().map(String::as_str).collect(),
+            LayerSpec::Add { inputs, .. } | LayerSpec::Mul { inputs, .. } | LayerSpec::Max { inputs, .. } | LayerSpec::Concat { inputs, .. } => inputs.iter().map(String::as_str).collect(),
             _ => by_input!(self, input => input.iter().map(String::as_str).collect(), Vec::new()),
         }
     }
@@ -412,7 +431,7 @@ impl LayerSpec {
     /// Renames the inputs it reads through `f` (when a model is cut into segments).
     pub fn map_inputs(&mut self, f: &mut dyn FnMut(&str) -> Option<String>) {
         match self {
-            LayerSpec::Add { inputs, .. } | LayerSpec::Concat { inputs, .. } => {
+            LayerSpec::Add { inputs, .. } | LayerSpec::Mul { inputs, .. } | LayerSpec::Max { inputs, .. } | LayerSpec::Concat { inputs, .. } => {
                 for i in inputs.iter_mut() {
                     if let Some(n) = f(i) {
                         *i = n;
@@ -455,9 +474,9 @@ impl LayerSpec {
         }
     }
 
-    /// True for layers of several inputs (Add, Concat).
+    /// True for layers of several inputs (Add, Mul, Max, Concat).
     pub fn is_join(&self) -> bool {
-        matches!(self, LayerSpec::Add { .. } | LayerSpec::Concat { .. })
+        matches!(self, LayerSpec::Add { .. } | LayerSpec::Mul { .. } | LayerSpec::Max { .. } | LayerSpec::Concat { .. })
     }
 
     /// Builds the layer for a per-sample input shape, validating the configuration against it.
@@ -468,7 +487,7 @@ impl LayerSpec {
         }
     }
 
-    /// Builds the layer for the per-sample shapes of its inputs (one, but for Add and Concat).
+    /// Builds the layer for the per-sample shapes of its inputs (one, but for the joins).
     pub fn build_node(&self, in_shapes: &[Vec<usize>]) -> Result<Node, LayerError> {
         let in_shape: &[usize] = if self.is_join() { &[] } else { &in_shapes[0] };
         let pool = |kernel: &Pair, stride: &Option<Pair>, padding: &Pair, ceil_mode: bool| PoolConfig {
@@ -514,7 +533,9 @@ impl LayerSpec {
             }
             LayerSpec::Scale { bias, .. } => Box::new(Scale::new(*bias, in_shape)?),
             LayerSpec::PadChannels { out_channels, stride, .. } => Box::new(PadChannels::new(*out_channels, *stride, in_shape)?),
-            LayerSpec::Add { .. } => return Ok(Node::Join(Box::new(Add::new(in_shapes)?))),
+            LayerSpec::Add { coeff, .. } => return Ok(Node::Join(Box::new(Add::weighted(in_shapes, coeff.clone())?))),
+            LayerSpec::Mul { .. } => return Ok(Node::Join(Box::new(Mul::new(in_shapes)?))),
+            LayerSpec::Max { .. } => return Ok(Node::Join(Box::new(Max::new(in_shapes)?))),
             LayerSpec::Concat { .. } => return Ok(Node::Join(Box::new(Concat::new(in_shapes)?))),
         };
         Ok(Node::One(one))

@@ -4,8 +4,8 @@
 //! Supported layer types: Input, Data, MemoryData (the input), Convolution, Pooling (MAX/AVE,
 //! Caffe's ceil rounding), InnerProduct, ReLU, LRN (across channels), Dropout, Flatten,
 //! BatchNorm (no affine; momentum = 1 − moving_average_fraction), Scale (per channel),
-//! Eltwise SUM (our Add), Concat (channels), and the heads Softmax / SoftmaxWithLoss (our loss
-//! head) and Accuracy (skipped). `include { phase: TEST }` layers are skipped, `phase: TRAIN`
+//! Eltwise SUM with coefficients (our add), PROD (mul) and MAX (max), Concat (channels), and
+//! the heads Softmax / SoftmaxWithLoss (our loss head) and Accuracy (skipped). `include { phase: TEST }` layers are skipped, `phase: TRAIN`
 //! kept. Bottoms and tops become named inputs: a layer reads the layer that last wrote its
 //! bottom blob (in-place tops rewrite it), so branches and residual sums map to the net's DAG. The input shape comes from an Input layer, the
 //! legacy `input_shape`/`input_dim` fields, `memory_data_param`, or — for a Data layer, whose
@@ -247,13 +247,24 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 l.only(&known(&["eltwise_param"]), origin, &format!("layer '{lname}'"))?;
                 let p = param("eltwise_param");
                 p.only(&["operation", "coeff", "stable_prod_grad"], origin, &format!("eltwise_param of '{lname}'"))?;
-                if p.scalar("operation").is_some_and(|o| o.0 != "SUM") {
-                    return err(origin, line, format!("Eltwise '{lname}': operation {} is not supported; hint: SUM", p.scalar("operation").map_or("", |o| o.0)));
+                let coeff: Vec<f32> = p
+                    .all("coeff")
+                    .map(|(v, l)| match v {
+                        Value::Scalar(c) => c.parse().map_err(|_| format!("{origin}:{l}: 'coeff: {c}' is not a valid number")),
+                        Value::Msg(_) => err(origin, l, "coeff must be a number"),
+                    })
+                    .collect::<Result<_, _>>()?;
+                let op = p.scalar("operation").map_or("SUM", |o| o.0);
+                if !coeff.is_empty() && (op != "SUM" || coeff.len() != reads.len()) {
+                    return err(origin, line, format!("Eltwise '{lname}': {} coeff values for {} bottoms of {op}; hint: coeff is for SUM, one per bottom", coeff.len(), reads.len()));
                 }
-                if p.all("coeff").any(|(v, _)| !matches!(v, Value::Scalar(c) if c.parse::<f32>() == Ok(1.0))) {
-                    return err(origin, line, format!("Eltwise '{lname}': coefficients other than 1 are not supported"));
-                }
-                layers.push(LayerSpec::Add { name: lname.clone(), inputs: reads.clone() });
+                let (name, inputs) = (lname.clone(), reads.clone());
+                layers.push(match op {
+                    "SUM" => LayerSpec::Add { name, inputs, coeff: if coeff.iter().all(|&c| c == 1.0) { Vec::new() } else { coeff } },
+                    "PROD" => LayerSpec::Mul { name, inputs },
+                    "MAX" => LayerSpec::Max { name, inputs },
+                    other => return err(origin, line, format!("Eltwise '{lname}': operation {other} is not supported; hint: SUM, PROD or MAX")),
+                });
             }
             "Concat" => {
                 l.only(&known(&["concat_param"]), origin, &format!("layer '{lname}'"))?;
@@ -270,7 +281,7 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 return err(
                     origin,
                     line,
-                    format!("layer '{lname}': type '{other}' is not supported yet; hint: convoy reads Input, Data, MemoryData, Convolution, Pooling, InnerProduct, ReLU, Sigmoid, TanH, LRN, Dropout, Flatten, Softmax(WithLoss), Accuracy, BatchNorm, Scale, Eltwise (SUM), Concat"),
+                    format!("layer '{lname}': type '{other}' is not supported yet; hint: convoy reads Input, Data, MemoryData, Convolution, Pooling, InnerProduct, ReLU, Sigmoid, TanH, LRN, Dropout, Flatten, Softmax(WithLoss), Accuracy, BatchNorm, Scale, Eltwise (SUM, PROD, MAX), Concat"),
                 )
             }
         }

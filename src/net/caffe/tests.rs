@@ -160,12 +160,63 @@ out_features = 5
     assert_eq!(net.sources(7), &[Some(5), Some(6)]);
 }
 
+/// Eltwise PROD and MAX, and SUM with coefficients, read as the TOML's mul, max and add.
+#[test]
+fn eltwise_prod_max_and_weighted_sum_map_to_joins() {
+    let proto = r#"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 4 dim: 4 } } }
+layer { name: "a" type: "Convolution" bottom: "data" top: "a" convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "b" type: "Convolution" bottom: "data" top: "b" convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "p" type: "Eltwise" bottom: "a" bottom: "b" top: "p" eltwise_param { operation: PROD } }
+layer { name: "m" type: "Eltwise" bottom: "p" bottom: "a" top: "m" eltwise_param { operation: MAX } }
+layer { name: "s" type: "Eltwise" bottom: "m" bottom: "b" top: "s" eltwise_param { operation: SUM coeff: 1 coeff: -1 } }
+layer { name: "fc" type: "InnerProduct" bottom: "s" top: "fc" inner_product_param { num_output: 3 } }
+"#;
+    let toml = r#"
+name = "caffe-net"
+input = [2, 4, 4]
+classes = 3
+[[layer]]
+name = "a"
+type = "conv2d"
+out_channels = 2
+kernel = 1
+[[layer]]
+name = "b"
+type = "conv2d"
+input = "input"
+out_channels = 2
+kernel = 1
+[[layer]]
+name = "p"
+type = "mul"
+inputs = ["a", "b"]
+[[layer]]
+name = "m"
+type = "max"
+inputs = ["p", "a"]
+[[layer]]
+name = "s"
+type = "add"
+inputs = ["m", "b"]
+coeff = [1.0, -1.0]
+[[layer]]
+name = "fc"
+type = "linear"
+out_features = 3
+"#;
+    let got = parse(proto).unwrap();
+    assert_eq!(got, ModelSpec::from_toml(toml, "test").unwrap());
+    Net::build(&got).unwrap();
+}
+
 #[test]
 fn unknown_types_fields_and_broken_text_name_the_line() {
     let cases = [
         ("layer { name: \"a\" type: \"Input\" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\nlayer { name: \"d\" type: \"Deconvolution\" }", ":2:", "Deconvolution"),
         ("layer { name: \"a\" type: \"Input\" top: \"data\" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\nlayer { name: \"r\" type: \"ReLU\" bottom: \"nope\" top: \"r\" }", ":2:", "blob 'nope'"),
-        ("layer { name: \"a\" type: \"Input\" top: \"data\" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\nlayer { name: \"e\" type: \"Eltwise\" bottom: \"data\" bottom: \"data\" top: \"e\" eltwise_param { operation: PROD } }", ":2:", "PROD"),
+        ("layer { name: \"a\" type: \"Input\" top: \"data\" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\nlayer { name: \"e\" type: \"Eltwise\" bottom: \"data\" bottom: \"data\" top: \"e\" eltwise_param { operation: MIN } }", ":2:", "MIN"),
+        ("layer { name: \"a\" type: \"Input\" top: \"data\" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\nlayer { name: \"e\" type: \"Eltwise\" bottom: \"data\" bottom: \"data\" top: \"e\" eltwise_param { operation: PROD coeff: 2 coeff: 1 } }", ":2:", "coeff is for SUM"),
         ("layer { name: \"a\" type: \"Input\" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\nlayer { name: \"c\" type: \"Convolution\"\n convolution_param { num_output: 2 kernel_size: 3 bogus: 1 } }", ":3:", "bogus"),
         ("layer { name: \"a\" type: \"Input\" ", ":1:", "missing '}'"),
         ("layers { name: \"old\" }", ":1:", "V1"),
