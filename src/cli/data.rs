@@ -90,6 +90,46 @@ impl LoadArgs {
     }
 }
 
+/// Applies a Caffe prototxt's Data-layer `transform_param` (`t`, see `caffe::Transform`) to
+/// `opts`: its mean/scale become the normalisation and `mirror` a flip, unless `--normalize` or
+/// `--augment` says otherwise (the flag wins, with a note). A `crop_size` is refused unless the
+/// samples already have that size (`sample_hw` gives theirs): convoy does not crop to a smaller
+/// size.
+pub fn apply_caffe_transform(
+    t: &crate::net::caffe::Transform,
+    origin: &str,
+    image: &ImageArgs,
+    load: &LoadArgs,
+    opts: &mut DataOptions,
+    sample_hw: &mut dyn FnMut(&DataOptions) -> Result<Vec<usize>, String>,
+) -> Result<(), ConfigError> {
+    if image.normalize.is_some() {
+        tracing::info!("{origin}:{}: --normalize replaces the prototxt's transform_param mean/scale", t.line);
+    } else {
+        opts.normalize = Some(Normalize::new(t.mean.clone(), t.std.clone()));
+    }
+    if t.mirror {
+        if load.augment != "none" {
+            tracing::info!("{origin}:{}: --augment replaces the prototxt's mirror: true", t.line);
+        } else {
+            opts.augment.flip = true;
+        }
+    }
+    if let Some(c) = t.crop {
+        let hw = sample_hw(opts).map_err(|e| invalid("model", format!("{origin}:{}: transform_param crop_size: {e}", t.line)))?;
+        if hw[..] != [c, c] {
+            return Err(invalid(
+                "model",
+                format!(
+                    "{origin}:{}: transform_param crop_size {c} is not supported: the samples are {hw:?} and convoy does not crop them to a smaller size; hint: remove crop_size and use --augment crop:P (a random crop at full size), or an image folder (resized and center-cropped to the model's {c}×{c})",
+                    t.line
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -288,6 +288,13 @@ impl TrainArgs {
         })?;
         let mut data = self.image.to_options(Some(&model.input))?;
         self.load.apply(&mut data, &self.data, self.parallel.deterministic)?;
+        if self.model.ends_with(".prototxt") {
+            let text = std::fs::read_to_string(&self.model).map_err(|e| invalid("model", format!("cannot read {}: {e}", self.model)))?;
+            if let Some(t) = crate::net::caffe::transform_from_prototxt(&text, &self.model).map_err(|e| invalid("model", e))? {
+                let mut hw = |o: &crate::data::DataOptions| Ok(crate::data::open_with(&probe, crate::data::Split::Test, o).map_err(|e| e.to_string())?.sample_shape()[1..].to_vec());
+                data::apply_caffe_transform(&t, &self.model, &self.image, &self.load, &mut data, &mut hw)?;
+            }
+        }
         let optimizer = OptimizerConfig::from_name(&self.optimizer, self.momentum, self.nesterov, self.weight_decay)?;
         let schedule = LrSchedule::parse(&self.schedule, self.lr)?;
         if self.keep == 0 {

@@ -59,3 +59,63 @@ pub(super) fn filler(m: &Msg, field: &str, origin: &str) -> Result<Option<Filler
     Ok(Some(out))
 }
 
+
+/// A Data or MemoryData layer's `transform_param` in convoy's terms. Caffe computes
+/// (pixel − mean)·scale on pixels in 0..255; convoy's datasets deliver x = pixel/255 in [0, 1]
+/// and normalise (x − m)/s, so m = mean/255 and s = 1/(255·scale):
+/// (x − mean/255)·255·scale = (pixel − mean)·scale.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transform {
+    /// Per-channel (or one) mean m, on [0, 1] pixels.
+    pub mean: Vec<f32>,
+    /// Per-channel (or one) standard deviation s, as many as `mean`.
+    pub std: Vec<f32>,
+    /// `mirror`: random horizontal flips of training samples.
+    pub mirror: bool,
+    /// `crop_size`, when given (convoy's data side cannot crop to a smaller size: the caller
+    /// refuses it unless the samples already have that size).
+    pub crop: Option<usize>,
+    /// The line of the `transform_param`, for messages.
+    pub line: usize,
+}
+
+/// The transform of the training Data/MemoryData layer of a NetParameter (`None`: there is none,
+/// e.g. an Input layer). A layer without `transform_param` gets Caffe's defaults (scale 1, no
+/// mean: raw 0..255 pixels).
+pub fn transform(net: &Msg, origin: &str) -> Result<Option<Transform>, String> {
+    for (v, line) in net.all("layer") {
+        let Value::Msg(l) = v else { continue };
+        let data = l.scalar("type").is_some_and(|t| matches!(t.0, "Data" | "MemoryData"));
+        let test = l.msg("include").and_then(|i| i.scalar("phase")).is_some_and(|p| p.0 == "TEST");
+        if !data || test {
+            continue;
+        }
+        let (p, line) = match l.all("transform_param").next() {
+            Some((Value::Msg(p), at)) => (p.clone(), at),
+            _ => (Msg::default(), line),
+        };
+        p.only(&["scale", "mean_value", "mean_file", "crop_size", "mirror"], origin, "transform_param")?;
+        if let Some((_, at)) = p.scalar("mean_file") {
+            return err(origin, at, "transform_param mean_file is not read; hint: give the mean per channel with mean_value (one per channel, on 0..255)");
+        }
+        let scale: f32 = num(&p, "scale", origin)?.unwrap_or(1.0);
+        if !(scale.is_finite() && scale > 0.0) {
+            return err(origin, line, format!("transform_param scale {scale} must be a positive number (e.g. 0.00390625)"));
+        }
+        let mut mean = Vec::new();
+        for (v, at) in p.all("mean_value") {
+            match v {
+                Value::Scalar(s) => mean.push(s.parse::<f32>().ok().filter(|m| m.is_finite()).ok_or_else(|| format!("{origin}:{at}: 'mean_value: {s}' is not a valid number"))? / 255.0),
+                Value::Msg(_) => return err(origin, at, "mean_value must be a number"),
+            }
+        }
+        if mean.is_empty() {
+            mean.push(0.0);
+        }
+        let std = vec![1.0 / (255.0 * scale); mean.len()];
+        let mirror = p.scalar("mirror").is_some_and(|m| m.0 == "true");
+        let crop = num::<usize>(&p, "crop_size", origin)?.filter(|&c| c > 0);
+        return Ok(Some(Transform { mean, std, mirror, crop, line }));
+    }
+    Ok(None)
+}

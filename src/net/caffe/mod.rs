@@ -11,9 +11,9 @@
 //! legacy `input_shape`/`input_dim` fields, `memory_data_param`, or — for a Data layer, whose
 //! LMDB convoy does not read — from the dataset given with `--data` (3×crop×crop with a
 //! `crop_size`). `param { lr_mult decay_mult }` and weight/bias fillers become the layer spec's
-//! `lr_mult`/`decay_mult` and fillers. Accepted but not applied yet, with a warning:
-//! `transform_param` scale/mean (convoy's datasets normalise themselves), the Data layer's batch
-//! size and source.
+//! `lr_mult`/`decay_mult` and fillers; the training Data layer's `transform_param` is read by
+//! `transform_from_prototxt` into data options (the CLI applies it). Accepted with a warning but
+//! not applied: the Data layer's batch size and source.
 //! Anything else — another layer type, an unknown field — is an error naming it and its line.
 
 
@@ -24,9 +24,17 @@ mod text;
 mod tests;
 
 use super::spec::{LayerSpec, ModelSpec, Pair, INPUT};
+pub use fields::Transform;
 use fields::{filler, param_mults};
 pub use solver::{solver_from_prototxt, Solver};
 use text::{err, lex, num, pair, parse_msg, Value};
+
+/// The training Data/MemoryData layer's `transform_param` of a NetParameter (see `Transform`),
+/// `None` without such a layer.
+pub fn transform_from_prototxt(text: &str, origin: &str) -> Result<Option<Transform>, String> {
+    let net = parse_msg(&lex(text, origin)?, &mut 0, origin, false)?;
+    fields::transform(&net, origin)
+}
 
 /// Parses `text` (a NetParameter) into a model spec; `data_shape` gives the dataset's per-sample
 /// shape for a Data layer. Warnings (accepted but not applied) go to `warn`.
@@ -111,10 +119,11 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
             }
             "Data" => {
                 l.only(&known(&["data_param", "transform_param"]), origin, &format!("layer '{lname}'"))?;
-                warn(format!("{origin}:{line}: Data layer '{lname}': convoy reads --data instead of its source and uses --batch-size; transform_param scale/mean are not applied (the datasets normalise themselves)"));
+                warn(format!("{origin}:{line}: Data layer '{lname}': convoy reads --data instead of its source and uses --batch-size"));
                 let crop: Option<usize> = num(&param("transform_param"), "crop_size", origin)?;
                 input = Some(match crop {
-                    Some(c) => vec![3, c, c],
+                    // The dataset's channels when it can be opened (Caffe's default, color, else).
+                    Some(c) => vec![data_shape().map_or(3, |s| s[0]), c, c],
                     None => data_shape().map_err(|e| format!("{origin}:{line}: Data layer '{lname}' takes its shape from --data: {e}"))?,
                 });
             }

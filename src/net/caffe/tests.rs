@@ -228,3 +228,19 @@ fn unknown_types_fields_and_broken_text_name_the_line() {
         assert!(e.contains(line) && e.contains(needle), "{text}: {e}");
     }
 }
+
+/// transform_param: (pixel − mean)·scale on 0..255 is (x − mean/255)/(1/(255·scale)) on
+/// convoy's x = pixel/255; the TEST layer's is not read; mean_file is refused.
+#[test]
+fn transform_param_maps_to_normalisation_on_unit_pixels() {
+    let t = transform_from_prototxt(LENET, "lenet.prototxt").unwrap().unwrap();
+    // scale 0.00390625 = 1/256, not 1/255: x·255/256.
+    assert_eq!((t.mean.clone(), t.std.clone(), t.mirror, t.crop), (vec![0.0], vec![256.0 / 255.0], false, None));
+    let text = "layer { name: \"d\" type: \"Data\" top: \"data\" include { phase: TRAIN }\n transform_param { scale: 0.017 mean_value: 104 mean_value: 117 mean_value: 123 mirror: true crop_size: 227 } }\nlayer { name: \"t\" type: \"Data\" top: \"data\" include { phase: TEST } transform_param { mirror: false } }";
+    let t = transform_from_prototxt(text, "n").unwrap().unwrap();
+    assert_eq!((t.mean, t.std.len(), t.mirror, t.crop, t.line), (vec![104.0 / 255.0, 117.0 / 255.0, 123.0 / 255.0], 3, true, Some(227), 2));
+    assert!((t.std[0] * 255.0 * 0.017 - 1.0).abs() < 1e-6);
+    assert_eq!(transform_from_prototxt("layer { name: \"i\" type: \"Input\" }", "n").unwrap(), None);
+    let e = transform_from_prototxt("layer { name: \"d\" type: \"Data\"\n transform_param { mean_file: \"m.binaryproto\" } }", "n").unwrap_err();
+    assert!(e.contains("n:2:") && e.contains("mean_value"), "{e}");
+}
