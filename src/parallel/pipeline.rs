@@ -80,6 +80,9 @@ impl PipelineConfig {
             return bad("--dp must be at least 1".into());
         }
         let shard = cfg.batch_size / self.replicas;
+        if shard == 0 {
+            return bad(format!("--batch-size {} is smaller than --dp {}: some replicas would get no samples; hint: the batch size is the global batch", cfg.batch_size, self.replicas));
+        }
         if self.micro_batches == 0 || self.micro_batches > shard {
             return bad(format!("--micro-batches {} must be between 1 and the batch size per replica {shard}", self.micro_batches));
         }
