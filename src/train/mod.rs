@@ -526,7 +526,7 @@ pub fn run_worker(
             let t_wait = Instant::now();
             let Some(batch) = loader.next() else { break };
             let mut batch = batch.map_err(|e| failed_at(step + 1)(e.into()))?;
-            if batch.offset == 0 && batch.x.len() > 0 && cfg.inject_nonfinite.contains(&(step + 1)) {
+            if batch.offset == 0 && !batch.x.is_empty() && cfg.inject_nonfinite.contains(&(step + 1)) {
                 let per = batch.x.sample_len();
                 batch.x.data_mut()[..per].fill(f32::NAN);
             }
