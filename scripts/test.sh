@@ -3,7 +3,8 @@
 # Needs: a Rust toolchain (cargo). Installs Open MPI and libclang (Debian packages) when missing,
 # for the MPI transport and its tests (tests/mpi.rs, run under mpirun), Debian's
 # dataset-fashion-mnist, and Chromium with chromedriver for the dashboard's browser test
-# (tests/browser.rs, screenshot in target/). The MNIST data is
+# (tests/browser.rs, screenshot in target/), and PyTorch with safetensors (pip) for the interop
+# test (tests/interop.rs). The MNIST data is
 # vendored in data/mnist (restored from ../shared/datasets/mnist if a checkout lacks it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,18 @@ if [ ${#need[@]} -gt 0 ]; then
         echo "error: could not install ${need[*]}; hint: install them by hand (Debian names)" >&2
         exit 2
     fi
+fi
+
+# tests/interop.rs loads convoy checkpoints into PyTorch (and back) with safetensors.torch.
+if ! python3 -c "import torch, safetensors, numpy" >/dev/null 2>&1; then
+    command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 || {
+        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-pip >/dev/null
+    }
+    echo "installing torch safetensors numpy (pip)" >&2
+    python3 -m pip install --quiet torch safetensors numpy 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages torch safetensors numpy \
+        || { echo "error: could not install torch and safetensors; hint: pip install torch safetensors numpy" >&2; exit 2; }
 fi
 
 # tests/plan_cluster.rs builds an emulated 2-host cluster (network namespaces) when run as root;

@@ -141,6 +141,22 @@ fn launch_a_run_from_the_page_and_watch_its_loss_chart() {
     assert_eq!(run["name"], "browser test");
     assert_eq!(run["config"]["workers"], 2);
     assert_eq!(run["config"]["steps"], 40);
+    // A pipeline from the form: its own parameters show, the workers field hides.
+    d.call("POST", "/url", json!({"url": format!("http://127.0.0.1:{}/", server.port)}));
+    d.wait_for("document.querySelector('#f-dataset option')", 30);
+    let option = d.find("#f-strategy option[value=pipeline]");
+    d.call("POST", &format!("/element/{option}/click"), json!({}));
+    d.wait_for("!document.querySelector('#pipeline-opts').hidden && document.querySelector('#f-workers').hidden", 10);
+    d.type_into("#pipeline-opts input[name=stages]", "2");
+    d.type_into("#pipeline-opts input[name=micro_batches]", "4");
+    d.type_into("input[name=steps]", "10");
+    d.type_into("input[name=batch_size]", "32");
+    let launch = d.find("#launch-btn");
+    d.call("POST", &format!("/element/{launch}/click"), json!({}));
+    d.wait_for("document.querySelector('#run-status') && document.querySelector('#run-status').textContent === 'finished'", 120);
+    let runs = http::get(server.port, "/api/runs").json();
+    let run = runs["runs"].as_array().unwrap().iter().find(|r| r["config"]["strategy"] == "pipeline").expect("the pipeline run").clone();
+    assert_eq!((run["config"]["workers"].clone(), run["config"]["stages"].clone(), run["config"]["micro_batches"].clone()), (json!(2), json!(2), json!(4)), "{run}");
     // The plan page draws `convoy plan`'s plot and its table.
     d.call("POST", "/url", json!({"url": format!("http://127.0.0.1:{}/#plan", server.port)}));
     d.wait_for("document.querySelector('#plan-svg').naturalWidth > 0 && document.querySelectorAll('#plan-table tr').length === 8", 60);

@@ -208,6 +208,67 @@ fn prototxt_model_per_worker_rates_and_the_plan() {
     assert!(server.alive());
 }
 
+/// The model-parallel strategies launch from the API too, with their parameters checked by the
+/// server as the CLI checks them; each run finishes with loadable weights and one trace track
+/// pair per worker thread.
+#[test]
+fn pipeline_tensor_and_hybrid_runs_launch_from_the_api() {
+    let dir = workdir("split");
+    let mut server = Server::start(&dir, common::small_mnist(), 1);
+    let port = server.port;
+    let base = serde_json::json!({"dataset": "small", "threads": 1, "steps": 8, "batch_size": 32, "lr": 0.05});
+    let with = |extra: Value| {
+        let mut b = base.clone();
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        b.to_string()
+    };
+    for (extra, workers) in [
+        (serde_json::json!({"strategy": "pipeline", "stages": 2, "micro_batches": 4, "pipeline_schedule": "gpipe"}), 2u64),
+        (serde_json::json!({"strategy": "tensor", "mp": 2}), 2),
+        (serde_json::json!({"strategy": "hybrid", "dp": 2, "pp": 2}), 4),
+        (serde_json::json!({"strategy": "hybrid", "dp": 2, "mp": 2}), 4),
+    ] {
+        let r = post_json(port, "/api/runs", &with(extra.clone()));
+        assert_eq!(r.status, 201, "{extra}: {}", r.text());
+        let run = r.json();
+        assert_eq!(run["config"]["strategy"], extra["strategy"]);
+        assert_eq!(run["config"]["workers"], workers, "{extra}: worker threads of the run");
+        let id = run["id"].as_str().unwrap().to_string();
+        let events = http::follow_sse(port, &format!("/api/runs/{id}/events"), None);
+        assert!(events.last().unwrap().data.contains("finished"), "{extra}: {events:?}");
+        let steps = metrics(&events).iter().filter(|e| e["event"] == "step").count();
+        assert_eq!(steps, 8, "{extra}");
+        let path = dir.join(format!("{id}.safetensors"));
+        std::fs::write(&path, get(port, &format!("/api/runs/{id}/files/weights")).body).unwrap();
+        let net = convoy::net::Net::build(&convoy::net::ModelSpec::resolve("lenet").unwrap()).unwrap();
+        let params = convoy::checkpoint::load_weights(&path, net.layout()).unwrap();
+        assert!(params.iter().all(|v| v.is_finite()));
+        let trace: Value = serde_json::from_slice(&get(port, &format!("/api/runs/{id}/files/trace")).body).unwrap();
+        let mut pids: Vec<u64> = trace["traceEvents"].as_array().unwrap().iter().filter(|e| e["ph"] == "X").map(|e| e["pid"].as_u64().unwrap()).collect();
+        pids.sort();
+        pids.dedup();
+        assert_eq!(pids, (0..workers).collect::<Vec<_>>(), "{extra}: a track per worker");
+    }
+    for (extra, needle) in [
+        (serde_json::json!({"strategy": "pipeline", "stages": 1}), "--stages 1"),
+        (serde_json::json!({"strategy": "pipeline", "stages": 0}), "stages"),
+        (serde_json::json!({"strategy": "pipeline", "pipeline_schedule": "zigzag"}), "pipeline_schedule"),
+        (serde_json::json!({"strategy": "pipeline", "servers": 2}), "servers"),
+        (serde_json::json!({"strategy": "hybrid", "dp": 2}), "--strategy hybrid needs"),
+        (serde_json::json!({"strategy": "hybrid", "dp": 40, "pp": 40}), "1600 workers"),
+        (serde_json::json!({"strategy": "tensor", "mp": 100}), "mp"),
+        (serde_json::json!({"strategy": "allreduce", "stages": 2}), "--strategy pipeline"),
+        (serde_json::json!({"strategy": "pipeline", "stages": 2, "micro_batches": 64}), "--micro-batches 64"),
+    ] {
+        let r = post_json(port, "/api/runs", &with(extra.clone()));
+        assert_eq!(r.status, 400, "{extra}: {}", r.text());
+        let msg = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(msg.contains(needle), "{extra}: '{msg}' lacks '{needle}'");
+    }
+    assert!(server.alive());
+    drop(server);
+}
+
 #[test]
 fn a_stopped_run_ends_cleanly_with_its_checkpoint_weights() {
     let dir = workdir("stop");

@@ -231,6 +231,47 @@ fn a_full_disk_keeps_the_previous_checkpoint_and_fails_or_warns() {
     assert_eq!(std::fs::read_to_string(ck.join("latest")).unwrap(), "step-20");
 }
 
+/// A real full disk: a 24 MiB tmpfs (root only; elsewhere the `ulimit -f` test above covers
+/// the same path with EFBIG). One LeNet checkpoint with Adam takes 20 MB, so the second cannot
+/// be written: the run ends naming ENOSPC and the intact previous checkpoint, leaves no
+/// temporary folder behind, and that checkpoint resumes.
+#[test]
+fn a_full_tmpfs_keeps_the_previous_checkpoint() {
+    struct Mount(PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let dir = tmp("tmpfs");
+    let fs = dir.join("fs");
+    std::fs::create_dir_all(&fs).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"]).arg(&fs).output();
+    if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root): {mounted:?}");
+        return;
+    }
+    let _mount = Mount(fs.clone());
+    let ck = fs.join("ck");
+    let cks = ck.to_str().unwrap();
+    let (code, err) = run_limited(None, &["--checkpoint-dir", cks, "--checkpoint-every", "8"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("could not write the checkpoint of step 16") && err.contains("No space left on device"), "{err}");
+    assert!(err.contains(&ck.join("step-8").display().to_string()) && err.contains("hint") && !err.contains("panicked"), "{err}");
+    assert_eq!(std::fs::read_to_string(ck.join("latest")).unwrap(), "step-8");
+    let names: Vec<String> = std::fs::read_dir(&ck).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.starts_with(".tmp")), "a temporary folder was left on the full disk: {names:?}");
+    // The kept checkpoint is whole: it resumes (from a copy on a disk with room) to the end.
+    let room = dir.join("room");
+    std::fs::create_dir_all(room.join("step-8")).unwrap();
+    for f in std::fs::read_dir(ck.join("step-8")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), room.join("step-8").join(f.file_name())).unwrap();
+    }
+    let (code, err) = run_limited(None, &["--resume", room.join("step-8").to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+}
+
 #[test]
 fn an_unwritable_checkpoint_dir_is_refused_before_training() {
     let dir = tmp("unwritable");

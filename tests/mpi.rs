@@ -407,6 +407,19 @@ fn checkpoints_move_between_mpi_and_a_single_process() {
     assert!(rel_err(&got, &want) <= 1e-5, "1 → mpi: {:.3e}", rel_err(&got, &want));
 }
 
+/// `--on-nonfinite skip` over MPI: the processes agree to skip the step whose first image is NaN
+/// (only rank 0's shard holds it) and end with the parameters of one process doing the same.
+#[test]
+fn nonfinite_steps_are_skipped_alike_over_mpi() {
+    let flags = [&SGD[..], &["--on-nonfinite", "skip", "--inject-nonfinite", "4"]].concat();
+    let want = reference(&flags);
+    assert!(want.iter().all(|v| v.is_finite()));
+    for (np, extra) in [(2, &[][..]), (2, &["--strategy", "pipeline", "--micro-batches", "2"][..])] {
+        let got = mpi_params(np, &[&flags[..], extra].concat());
+        assert!(rel_err(&got, &want) <= 1e-5, "{extra:?}: {:.3e}", rel_err(&got, &want));
+    }
+}
+
 /// Model parallelism over MPI (one stage or slice per process) equals one process.
 #[test]
 fn pipeline_hybrid_and_tensor_over_mpi_equal_single_process() {

@@ -154,9 +154,18 @@ pub struct TrainArgs {
     /// checkpoint. The previous checkpoint stays intact either way.
     #[arg(long, value_enum)]
     pub checkpoint_errors: Option<CheckpointErrorsArg>,
+    /// A step whose gradients hold a NaN or an infinity: fail [default] ends the run naming the
+    /// step and tensor (the last checkpoint is the last good one); skip leaves parameters and
+    /// optimizer state as they were (PyTorch GradScaler's rule), reports the step as skipped in
+    /// the metrics and goes on.
+    #[arg(long, value_enum)]
+    pub on_nonfinite: Option<OnNonFiniteArg>,
     /// Test hook: abort the process halfway through writing the checkpoint of this step.
     #[arg(long, hide = true)]
     pub inject_checkpoint_crash: Option<u64>,
+    /// Test hook: make the first image of the global batch NaN at these steps (comma-separated).
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub inject_nonfinite: Vec<u64>,
     /// Evaluate only at the end, not after every epoch.
     #[arg(long)]
     pub no_epoch_eval: bool,
@@ -175,6 +184,15 @@ pub enum CheckpointErrorsArg {
     Fail,
     /// Warn and keep training.
     Warn,
+}
+
+/// `--on-nonfinite`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnNonFiniteArg {
+    /// End the run.
+    Fail,
+    /// Skip the step's update on every worker.
+    Skip,
 }
 
 /// Flags of `convoy eval`.
@@ -347,6 +365,11 @@ impl TrainArgs {
             }),
             resume: self.resume.clone(),
             timeline: self.timeline.is_some(),
+            on_nonfinite: match self.on_nonfinite {
+                Some(OnNonFiniteArg::Skip) => crate::train::nonfinite::OnNonFinite::Skip,
+                Some(OnNonFiniteArg::Fail) | None => crate::train::nonfinite::OnNonFinite::Fail,
+            },
+            inject_nonfinite: self.inject_nonfinite.clone(),
         })
     }
 }

@@ -98,7 +98,7 @@ async fn options(State(st): State<AppState>) -> Json<Value> {
     Json(json!({
         "models": crate::net::spec::ZOO,
         "datasets": datasets(&st.data_root),
-        "strategies": ["allreduce", "ps"],
+        "strategies": ["allreduce", "ps", "pipeline", "tensor", "hybrid"],
         "allreduce": ["direct", "ring", "tree", "naive"],
         "ps_modes": ["sync", "async", "ssp"],
         "optimizers": ["sgd", "adam", "adamw"],

@@ -33,7 +33,7 @@ pub struct LaunchRequest {
     /// A dataset from `GET /api/options`.
     #[serde(default)]
     pub dataset: Option<String>,
-    /// `allreduce` or `ps`.
+    /// `allreduce`, `ps`, `pipeline`, `tensor` or `hybrid`.
     #[serde(default)]
     pub strategy: Option<String>,
     /// All-reduce algorithm.
@@ -57,6 +57,24 @@ pub struct LaunchRequest {
     /// Parameter-server shards.
     #[serde(default)]
     pub servers: Option<usize>,
+    /// Pipeline stages (`pipeline`).
+    #[serde(default)]
+    pub stages: Option<usize>,
+    /// Micro-batches per global batch (`pipeline`, `hybrid` with `pp`).
+    #[serde(default)]
+    pub micro_batches: Option<usize>,
+    /// `1f1b` or `gpipe`.
+    #[serde(default)]
+    pub pipeline_schedule: Option<String>,
+    /// Data-parallel replicas (`hybrid`).
+    #[serde(default)]
+    pub dp: Option<usize>,
+    /// Pipeline stages per replica (`hybrid`).
+    #[serde(default)]
+    pub pp: Option<usize>,
+    /// Model-parallel slices (`tensor`; `hybrid`: of the classifier).
+    #[serde(default)]
+    pub mp: Option<usize>,
     /// Data-parallel workers.
     #[serde(default)]
     pub workers: Option<usize>,
@@ -164,13 +182,19 @@ impl LaunchRequest {
             return Err(ApiError::bad(format!("unknown dataset '{dataset}'; hint: one of {present:?} (folders of the server's --data-root)")));
         }
         self.check_sent_model(&data_root.join(&dataset), sample_shape)?;
-        one_of("strategy", &self.strategy, &["allreduce", "ps"])?;
+        one_of("strategy", &self.strategy, &["allreduce", "ps", "pipeline", "tensor", "hybrid"])?;
+        one_of("pipeline_schedule", &self.pipeline_schedule, &["1f1b", "gpipe"])?;
         one_of("allreduce", &self.allreduce, &["direct", "ring", "tree", "naive"])?;
         one_of("ps_mode", &self.ps_mode, &["sync", "async", "ssp"])?;
         one_of("optimizer", &self.optimizer, &["sgd", "adam", "adamw"])?;
         let workers = self.workers.unwrap_or(1);
         if workers == 0 || workers > MAX_WORKERS {
             return Err(ApiError::bad(format!("workers: {workers} is out of range; hint: 1 to {MAX_WORKERS}")));
+        }
+        for (field, v) in [("stages", self.stages), ("micro_batches", self.micro_batches), ("dp", self.dp), ("pp", self.pp), ("mp", self.mp)] {
+            if v.is_some_and(|v| v == 0 || v > MAX_WORKERS) {
+                return Err(ApiError::bad(format!("{field}: {} is out of range; hint: 1 to {MAX_WORKERS}", v.unwrap_or_default())));
+            }
         }
         if let Some(t) = self.threads {
             if t == 0 || t > 256 {
@@ -195,6 +219,12 @@ impl LaunchRequest {
         flag("ps-mode", self.ps_mode.clone());
         flag("staleness", self.staleness.map(|v| v.to_string()));
         flag("servers", self.servers.map(|v| v.to_string()));
+        flag("stages", self.stages.map(|v| v.to_string()));
+        flag("micro-batches", self.micro_batches.map(|v| v.to_string()));
+        flag("pipeline-schedule", self.pipeline_schedule.clone());
+        flag("dp", self.dp.map(|v| v.to_string()));
+        flag("pp", self.pp.map(|v| v.to_string()));
+        flag("mp", self.mp.map(|v| v.to_string()));
         flag("threads", self.threads.map(|v| v.to_string()));
         flag("epochs", self.epochs.map(|v| v.to_string()));
         flag("steps", self.steps.map(|v| v.to_string()));
@@ -216,12 +246,17 @@ impl LaunchRequest {
         let Command::Train(t) = cli.command else { return Err(internal("not a train command")) };
         let cfg = t.to_config().map_err(|e| ApiError::bad(e.to_string()))?;
         let pc = t.parallel.to_config().map_err(|e| ApiError::bad(e.to_string()))?;
+        // The worker threads the run will start (a pipeline runs one per stage, a hybrid dp × pp).
+        let threads = t.parallel.threads_per_process();
+        if threads > MAX_WORKERS {
+            return Err(ApiError::bad(format!("the run would start {threads} workers; hint: at most {MAX_WORKERS}")));
+        }
         pc.validate(&cfg).map_err(|e| ApiError::bad(e.to_string()))?;
         let config = json!({
             "model": match self.sent_model() { Some((_, file)) => format!("sent ({file})"), None => a[2].clone() },
             "dataset": dataset,
             "strategy": self.strategy.clone().unwrap_or_else(|| "allreduce".into()),
-            "workers": workers,
+            "workers": threads,
             "threads": cfg.threads,
             "epochs": if cfg.steps.is_some() { None } else { Some(cfg.epochs) },
             "steps": cfg.steps,
@@ -231,6 +266,8 @@ impl LaunchRequest {
             "optimizer": self.optimizer.clone().unwrap_or_else(|| "sgd".into()),
             "allreduce": self.allreduce, "bucket_mb": self.bucket_mb, "overlap": self.overlap, "accumulate": self.accumulate,
             "ps_mode": self.ps_mode, "staleness": self.staleness, "servers": self.servers,
+            "stages": self.stages, "micro_batches": self.micro_batches, "pipeline_schedule": self.pipeline_schedule,
+            "dp": self.dp, "pp": self.pp, "mp": self.mp,
             "schedule": self.schedule, "seed": self.seed,
         });
         Ok((a, config))

@@ -33,7 +33,7 @@ use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 use crate::train::events::Track;
 use crate::train::timeline::{PhaseLog, Span};
-use crate::train::{self, StepReport, Strategy, TrainConfig, TrainError};
+use crate::train::{self, nonfinite, StepReport, Strategy, TrainConfig, TrainError};
 use std::ops::Range;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -185,6 +185,8 @@ pub struct AllReduce<'c> {
     leaves: Vec<Vec<f32>>,
     /// Phases of the step, for the timeline.
     phases: PhaseLog,
+    /// `--on-nonfinite skip`: reduce every bucket, look, then update (no fused update).
+    skip_nonfinite: bool,
 }
 
 impl<'c> AllReduce<'c> {
@@ -211,7 +213,8 @@ impl<'c> AllReduce<'c> {
             }
         };
         let opt = run.optimizer.build_scaled(len, net.layout().mult_ranges())?;
-        Ok(AllReduce { comm, bn_comm, bn_on_main, opt, grads: vec![0.0; len], buckets, bucket_of, micro: Tensor::default(), leaves, cfg, phases: PhaseLog::default() })
+        let skip_nonfinite = run.on_nonfinite == nonfinite::OnNonFinite::Skip;
+        Ok(AllReduce { comm, bn_comm, bn_on_main, opt, grads: vec![0.0; len], buckets, bucket_of, micro: Tensor::default(), leaves, cfg, phases: PhaseLog::default(), skip_nonfinite })
     }
 
     /// The buckets, in the order they are reduced.
@@ -237,6 +240,30 @@ impl<'c> AllReduce<'c> {
         crate::comm::phase::set_bucket(None);
         self.phases.since(Track::Compute, "comm_wait", t);
         Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// `--on-nonfinite skip`: reduces every bucket whole, then updates everything unless some
+    /// gradient is not finite (every worker agrees); returns (seconds, skipped).
+    fn reduce_check_update(&mut self, params: &mut [f32], lr: f32) -> Result<(f64, bool), TrainError> {
+        let t = Instant::now();
+        for (i, b) in self.buckets.iter().enumerate() {
+            crate::comm::phase::set_bucket(Some(i));
+            let tb = Instant::now();
+            self.comm.all_reduce_into(&mut self.grads[b.params.clone()])?;
+            if self.phases.on() {
+                self.phases.record(Track::Comm, "allreduce", Some(i), tb, Instant::now());
+            }
+        }
+        crate::comm::phase::set_bucket(None);
+        let skipped = nonfinite::agreed(nonfinite::any_nonfinite(&self.grads), &[self.comm])?;
+        let secs = t.elapsed().as_secs_f64();
+        self.phases.since(Track::Compute, "comm_wait", t);
+        if !skipped {
+            let t_opt = Instant::now();
+            self.opt.step(params, &self.grads, lr);
+            self.phases.since(Track::Compute, "optimizer", t_opt);
+        }
+        Ok((secs, skipped))
     }
 
     /// Forward/backward over `x` with every complete bucket reduced and applied (see
@@ -322,7 +349,7 @@ impl<'c> AllReduce<'c> {
     fn micro_batches(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32, sync: Option<&dyn StatSync>, stats: &mut BatchStats, report: &mut StepReport) -> Result<(), TrainError> {
         let n = batch.labels.len();
         let k = self.cfg.accumulate.min(n.max(1));
-        let overlap = self.cfg.overlap && self.comm.size() > 1 && n > 0 && !self.bn_on_main;
+        let overlap = self.cfg.overlap && self.comm.size() > 1 && n > 0 && !self.bn_on_main && !self.skip_nonfinite;
         for m in 0..k {
             let rows = shard_range(n, m, k);
             let whole = k == 1;
@@ -373,14 +400,17 @@ impl<'c> AllReduce<'c> {
         algorithms::all_reduce_tree(self.comm, &mut self.leaves[0])?;
         let t_opt = Instant::now();
         let comm_s = (t_opt - t).as_secs_f64();
-        self.opt.step(params, &self.leaves[0], lr);
+        let skipped = self.skip_nonfinite && nonfinite::agreed(nonfinite::any_nonfinite(&self.leaves[0]), &[self.comm])?;
+        if !skipped {
+            self.opt.step(params, &self.leaves[0], lr);
+        }
         if self.phases.on() {
             self.phases.record(Track::Compute, "forward_backward", None, t_fb, t);
             self.phases.record(Track::Compute, "comm_wait", None, t, t_opt);
             self.phases.record(Track::Comm, "allreduce", None, t, t_opt);
             self.phases.since(Track::Compute, "optimizer", t_opt);
         }
-        Ok(StepReport { stats, comm_s, comm_wait_s: comm_s })
+        Ok(StepReport { stats, comm_s, comm_wait_s: comm_s, skipped })
     }
 }
 
@@ -428,8 +458,11 @@ impl Strategy for AllReduce<'_> {
             return self.step_deterministic(net, ctx, params, batch, lr);
         }
         self.grads.fill(0.0);
-        self.opt.begin_step();
-        let overlap = self.cfg.overlap && self.comm.size() > 1 && !batch.labels.is_empty() && !self.bn_on_main;
+        if !self.skip_nonfinite {
+            // (Skipping: the update, its step count included, waits for the look at the gradients.)
+            self.opt.begin_step();
+        }
+        let overlap = self.cfg.overlap && self.comm.size() > 1 && !batch.labels.is_empty() && !self.bn_on_main && !self.skip_nonfinite;
         let mut stats = BatchStats::default();
         let mut report = StepReport::default();
         // The batch-norm communicator is lent to the micro-batches (which borrow `self`).
@@ -439,7 +472,10 @@ impl Strategy for AllReduce<'_> {
         let r = self.micro_batches(net, ctx, params, batch, lr, sync.as_ref().map(|s| s as &dyn StatSync), &mut stats, &mut report);
         self.bn_comm = bn_comm;
         r?;
-        if !overlap {
+        if self.skip_nonfinite {
+            (report.comm_s, report.skipped) = self.reduce_check_update(params, lr)?;
+            report.comm_wait_s = report.comm_s;
+        } else if !overlap {
             report.comm_s = self.reduce_update_all(params, lr)?;
             report.comm_wait_s = report.comm_s;
         }

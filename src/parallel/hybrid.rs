@@ -26,7 +26,7 @@ use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 use crate::train::events::{Event, Track};
 use crate::train::timeline::{PhaseLog, Span};
-use crate::train::{StepReport, Strategy, TrainConfig, TrainError};
+use crate::train::{nonfinite, StepReport, Strategy, TrainConfig, TrainError};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -96,6 +96,8 @@ pub struct Hybrid<'c> {
     grads: Vec<f32>,
     conv_len: usize,
     opt: Box<dyn Optimizer>,
+    /// `--on-nonfinite skip`.
+    skip_nonfinite: bool,
     loss: SoftmaxCrossEntropy,
     full_bytes: usize,
     comm_s: f64,
@@ -132,6 +134,7 @@ impl<'c> Hybrid<'c> {
             params: vec![0.0; len],
             grads: vec![0.0; len],
             conv_len,
+            skip_nonfinite: run.on_nonfinite == nonfinite::OnNonFinite::Skip,
             opt: run.optimizer.build_scaled(len, mults)?,
             loss: SoftmaxCrossEntropy::new(),
             full_bytes: net.layout().len() * 4,
@@ -255,8 +258,12 @@ impl Strategy for Hybrid<'_> {
         self.world.all_reduce_into(&mut s)?;
         self.comm_s += t.elapsed().as_secs_f64() + comm_extra;
         self.phases.end(Track::Comm, "allreduce", None, Some(t));
+        // `--on-nonfinite skip`: every worker looks at its gradients and all agree.
+        let skipped = self.skip_nonfinite && nonfinite::agreed(nonfinite::any_nonfinite(&self.grads), &[self.world])?;
         let p = self.phases.start();
-        self.opt.step(&mut self.params, &self.grads, lr);
+        if !skipped {
+            self.opt.step(&mut self.params, &self.grads, lr);
+        }
         // Batch-norm statistics of the convolutions: each worker's own shard's (no sync here).
         self.conv.commit_buffers(&mut self.params[..self.conv_len]);
         tensor::commit_segments(&mut self.fc, &mut self.params);
@@ -264,7 +271,7 @@ impl Strategy for Hybrid<'_> {
         let mp = self.cfg.mp as f64;
         let stats = BatchStats { loss_sum: s[0] as f64 / mp, correct: (s[1] as f64 / mp).round() as usize, samples: (s[2] as f64 / mp).round() as usize };
         let comm = self.comm_s - comm0;
-        Ok(StepReport { stats, comm_s: comm, comm_wait_s: comm })
+        Ok(StepReport { stats, comm_s: comm, comm_wait_s: comm, skipped })
     }
 
     fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {

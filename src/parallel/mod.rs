@@ -146,6 +146,9 @@ impl ParallelConfig {
                 cfg.batch_size, self.workers
             ));
         }
+        if matches!(self.strategy, StrategyKind::ParamServer(_)) && cfg.on_nonfinite == crate::train::nonfinite::OnNonFinite::Skip {
+            return bad("--on-nonfinite skip does not work with --strategy ps (its servers apply each push as it arrives, before anyone could look at the whole gradient); hint: use --strategy allreduce, or drop the flag".into());
+        }
         match &self.strategy {
             StrategyKind::AllReduce(a) => a.validate(self.workers, cfg),
             StrategyKind::ParamServer(p) => p.validate(),

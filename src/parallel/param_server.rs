@@ -180,7 +180,7 @@ impl Strategy for Client<'_> {
             self.phases.record(Track::Compute, "comm_wait", None, t, end);
             self.phases.record(Track::Comm, "push_pull", None, t, end);
         }
-        Ok(StepReport { stats, comm_s, comm_wait_s: comm_s })
+        Ok(StepReport { stats, comm_s, comm_wait_s: comm_s, skipped: false })
     }
 
     fn record_phases(&mut self) {

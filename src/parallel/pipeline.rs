@@ -31,7 +31,7 @@ use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 use crate::train::events::{Event, Track};
 use crate::train::timeline::{PhaseLog, Span};
-use crate::train::{StepReport, Strategy, TrainConfig, TrainError};
+use crate::train::{nonfinite, StepReport, Strategy, TrainConfig, TrainError};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -80,6 +80,9 @@ impl PipelineConfig {
             return bad("--dp must be at least 1".into());
         }
         let shard = cfg.batch_size / self.replicas;
+        if shard == 0 {
+            return bad(format!("--batch-size {} is smaller than --dp {}: some replicas would get no samples; hint: the batch size is the global batch", cfg.batch_size, self.replicas));
+        }
         if self.micro_batches == 0 || self.micro_batches > shard {
             return bad(format!("--micro-batches {} must be between 1 and the batch size per replica {shard}", self.micro_batches));
         }
@@ -153,6 +156,8 @@ pub struct Pipeline<'c> {
     /// Length of the whole flat buffer.
     full_len: usize,
     opt: Box<dyn Optimizer>,
+    /// `--on-nonfinite skip`.
+    skip_nonfinite: bool,
     grads: Vec<f32>,
     /// Activation slots (built as needed) and which are free.
     slots: Vec<Net>,
@@ -188,6 +193,7 @@ impl<'c> Pipeline<'c> {
             comm,
             replicas,
             opt: run.optimizer.build_scaled(params.len(), layout.mult_ranges_in(&params))?,
+            skip_nonfinite: run.on_nonfinite == nonfinite::OnNonFinite::Skip,
             grads: vec![0.0; params.len()],
             stage,
             stages,
@@ -418,9 +424,13 @@ impl Strategy for Pipeline<'_> {
             self.waited_s += w.elapsed().as_secs_f64();
             self.phases.end(Track::Comm, "allreduce", None, Some(w));
         }
+        // `--on-nonfinite skip`: every stage of every replica looks at its gradients and all agree.
+        let skipped = self.skip_nonfinite && nonfinite::agreed(nonfinite::any_nonfinite(&self.grads), &[self.comm, self.replicas.unwrap_or(self.comm)][..if self.replicas.is_some() { 2 } else { 1 }])?;
         let r = self.params.clone();
         let p = self.phases.start();
-        self.opt.step(&mut params[r], &self.grads, lr);
+        if !skipped {
+            self.opt.step(&mut params[r], &self.grads, lr);
+        }
         self.phases.end(Track::Compute, "optimizer", None, p);
         // The loss is known on the last stage; stage 0 leads and reports it.
         let p = self.phases.start();
@@ -441,7 +451,7 @@ impl Strategy for Pipeline<'_> {
         }
         let waited = self.waited_s - waited0;
         self.step_s += t.elapsed().as_secs_f64();
-        Ok(StepReport { stats, comm_s: waited, comm_wait_s: waited })
+        Ok(StepReport { stats, comm_s: waited, comm_wait_s: waited, skipped })
     }
 
     fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {

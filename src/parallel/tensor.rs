@@ -31,7 +31,7 @@ use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 use crate::train::events::{Event, Track};
 use crate::train::timeline::{PhaseLog, Span};
-use crate::train::{StepReport, Strategy, TrainConfig, TrainError};
+use crate::train::{nonfinite, StepReport, Strategy, TrainConfig, TrainError};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -422,6 +422,8 @@ pub struct TensorSplit<'c> {
     params: Vec<f32>,
     grads: Vec<f32>,
     opt: Box<dyn Optimizer>,
+    /// `--on-nonfinite skip`.
+    skip_nonfinite: bool,
     loss: SoftmaxCrossEntropy,
     logits: Tensor,
     dlogits: Tensor,
@@ -447,6 +449,7 @@ impl<'c> TensorSplit<'c> {
             full: net.layout().clone(),
             params: vec![0.0; off],
             grads: vec![0.0; off],
+            skip_nonfinite: run.on_nonfinite == nonfinite::OnNonFinite::Skip,
             opt: run.optimizer.build_scaled(off, mults)?,
             loss: SoftmaxCrossEntropy::new(),
             logits: Tensor::default(),
@@ -504,12 +507,16 @@ impl Strategy for TensorSplit<'_> {
             dy = dx.cloned().unwrap_or_default();
             self.dlogits = d;
         }
+        // `--on-nonfinite skip`: every worker looks at its gradients and all agree.
+        let skipped = self.skip_nonfinite && nonfinite::agreed(nonfinite::any_nonfinite(&self.grads), &[self.comm])?;
         let p = self.phases.start();
-        self.opt.step(&mut self.params, &self.grads, lr);
+        if !skipped {
+            self.opt.step(&mut self.params, &self.grads, lr);
+        }
         commit_segments(&mut self.segments, &mut self.params);
         self.phases.end(Track::Compute, "optimizer", None, p);
         let comm = self.comm_s - comm0;
-        Ok(StepReport { stats, comm_s: comm, comm_wait_s: comm })
+        Ok(StepReport { stats, comm_s: comm, comm_wait_s: comm, skipped })
     }
 
     fn finish(&mut self, params: &mut [f32]) -> Result<(), TrainError> {

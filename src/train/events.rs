@@ -54,6 +54,8 @@ pub enum Event {
         comm_s: f64,
         /// Seconds the worker waited for communication after its computation was done.
         comm_wait_s: f64,
+        /// `--on-nonfinite skip` skipped this step's update (non-finite gradients).
+        skipped: bool,
     },
     /// A worker's totals so far (every worker, after each epoch and at the end).
     Worker {
@@ -185,6 +187,8 @@ pub enum Event {
         seconds: f64,
         /// Mean training throughput.
         images_per_sec: f64,
+        /// Steps whose update `--on-nonfinite skip` skipped.
+        skipped_steps: u64,
     },
 }
 

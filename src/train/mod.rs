@@ -6,6 +6,7 @@
 
 pub mod events;
 mod input;
+pub mod nonfinite;
 pub mod stop;
 pub mod timeline;
 mod totals;
@@ -61,6 +62,11 @@ pub struct TrainConfig {
     pub resume: Option<PathBuf>,
     /// Emit `Event::Phase` for every phase of every step (`--timeline`); off, no phase is timed.
     pub timeline: bool,
+    /// What a step with non-finite gradients does (`--on-nonfinite`).
+    pub on_nonfinite: nonfinite::OnNonFinite,
+    /// Test hook (`--inject-nonfinite`): at these steps (1-based) the first image of the global
+    /// batch is made NaN, on the worker whose shard holds it (its gradients go non-finite).
+    pub inject_nonfinite: Vec<u64>,
 }
 
 /// When and where a run writes checkpoints (`--checkpoint-dir`, `--checkpoint-every`, `--keep`).
@@ -285,6 +291,8 @@ pub struct StepReport {
     pub comm_s: f64,
     /// Seconds waiting for communication after the computation was done.
     pub comm_wait_s: f64,
+    /// `--on-nonfinite skip`: the gradients were not finite and nothing was updated.
+    pub skipped: bool,
 }
 
 /// How one worker turns its shard of a global batch into a parameter update: single-worker SGD
@@ -363,13 +371,21 @@ pub struct LocalSgd {
     opt: Box<dyn Optimizer>,
     grads: Vec<f32>,
     phases: timeline::PhaseLog,
+    /// `--on-nonfinite skip`.
+    skip_nonfinite: bool,
 }
 
 impl LocalSgd {
     /// For a model of parameter layout `layout`.
     pub fn new(cfg: &OptimizerConfig, layout: &crate::net::ParamLayout) -> Result<LocalSgd, TrainError> {
         let len = layout.len();
-        Ok(LocalSgd { opt: cfg.build_scaled(len, layout.mult_ranges())?, grads: vec![0.0; len], phases: Default::default() })
+        Ok(LocalSgd { opt: cfg.build_scaled(len, layout.mult_ranges())?, grads: vec![0.0; len], phases: Default::default(), skip_nonfinite: false })
+    }
+
+    /// `--on-nonfinite skip`: a step whose gradients are not finite changes nothing.
+    pub fn skip_nonfinite(mut self, on: bool) -> LocalSgd {
+        self.skip_nonfinite = on;
+        self
     }
 }
 
@@ -379,13 +395,16 @@ impl Strategy for LocalSgd {
         self.grads.fill(0.0);
         let stats = net.forward_backward(ctx, params, self.grads.as_mut_slice(), &batch.x, &batch.labels, batch.global)?;
         let t_opt = Instant::now();
-        self.opt.step(params, &self.grads, lr);
+        let skipped = self.skip_nonfinite && nonfinite::any_nonfinite(&self.grads);
+        if !skipped {
+            self.opt.step(params, &self.grads, lr);
+        }
         net.commit_buffers(params);
         if self.phases.on() {
             self.phases.record(Track::Compute, "forward_backward", None, t, t_opt);
             self.phases.since(Track::Compute, "optimizer", t_opt);
         }
-        Ok(StepReport { stats, ..StepReport::default() })
+        Ok(StepReport { stats, skipped, ..StepReport::default() })
     }
 
     fn record_phases(&mut self) {
@@ -414,7 +433,7 @@ pub fn train(cfg: &TrainConfig, sink: &mut dyn EventSink) -> Result<TrainSummary
     cfg.optimizer.validate()?;
     let net = Net::build(&cfg.model)?;
     let data = load_data(cfg)?;
-    let mut strategy = LocalSgd::new(&cfg.optimizer, net.layout())?;
+    let mut strategy = LocalSgd::new(&cfg.optimizer, net.layout())?.skip_nonfinite(cfg.on_nonfinite == nonfinite::OnNonFinite::Skip);
     run_worker(cfg, "single", net, &data, Shard::WHOLE, &mut strategy, &mut |e| sink.on_event(&e))
 }
 
@@ -499,13 +518,18 @@ pub fn run_worker(
         strategy.record_phases();
     }
     let mut last_loss = f64::NAN;
+    let mut skipped = 0u64;
     while step < total_steps {
         let mut loader = Loader::new(&feed, epoch, start_batch, shard);
         start_batch = 0;
         while step < total_steps {
             let t_wait = Instant::now();
             let Some(batch) = loader.next() else { break };
-            let batch = batch.map_err(|e| failed_at(step + 1)(e.into()))?;
+            let mut batch = batch.map_err(|e| failed_at(step + 1)(e.into()))?;
+            if batch.offset == 0 && !batch.x.is_empty() && cfg.inject_nonfinite.contains(&(step + 1)) {
+                let per = batch.x.sample_len();
+                batch.x.data_mut()[..per].fill(f32::NAN);
+            }
             let waited = t_wait.elapsed().as_secs_f64();
             let t_comp = Instant::now();
             let ctx = Ctx { mode: Mode::Train, threads: cfg.threads, seed: cfg.seed, step, layer: 0, sample_ids: &batch.ids, sync: None };
@@ -520,7 +544,16 @@ pub fn run_worker(
             last_loss = r.stats.loss_sum / n as f64;
             // The loss is checked every step; the parameters (whose gradients may have gone
             // non-finite without the loss showing it yet) at every checkpoint and on failure.
-            let loss_bad = r.stats.samples > 0 && !last_loss.is_finite();
+            // (`--on-nonfinite skip`: the strategy has looked at the gradients and skipped the
+            // update if needed; a non-finite loss alone changes nothing.)
+            let skip_mode = cfg.on_nonfinite == nonfinite::OnNonFinite::Skip;
+            let loss_bad = !skip_mode && r.stats.samples > 0 && !last_loss.is_finite();
+            if r.skipped {
+                skipped += 1;
+                if lead {
+                    tracing::warn!(step, skipped, "non-finite gradients: the update of this step was skipped (--on-nonfinite skip)");
+                }
+            }
             let epoch_end = batch.index + 1 == sampler.batches_per_epoch();
             let checkpointing = cfg.checkpoint.as_ref().is_some_and(|p| p.due(step, per_epoch, total_steps));
             if loss_bad || checkpointing {
@@ -547,6 +580,7 @@ pub fn run_worker(
                     compute_s: compute - r.comm_wait_s,
                     comm_s: r.comm_s,
                     comm_wait_s: r.comm_wait_s,
+                    skipped: r.skipped,
                 });
             }
             let stopping = strategy.stop_now(step, shard.world).map_err(failed_at(step))?;
@@ -640,6 +674,7 @@ pub fn run_worker(
             test_loss: summary.test_loss,
             seconds: summary.seconds,
             images_per_sec: summary.images_per_sec,
+            skipped_steps: skipped,
         });
     }
     Ok(summary)

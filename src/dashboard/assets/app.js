@@ -46,9 +46,10 @@ async function refreshList() {
     <td>${esc(fmtTime(r.created))}${r.source === "cli" ? " (cli)" : ""}</td></tr>`).join("") || `<tr><td colspan="6">no runs yet</td></tr>`;
 }
 
+// Each strategy shows its own parameters; the split strategies size themselves (no workers).
 $("#f-strategy").addEventListener("change", (e) => {
-  $("#ar-opts").hidden = e.target.value !== "allreduce";
-  $("#ps-opts").hidden = e.target.value !== "ps";
+  for (const s of ["ar", "ps", "pipeline", "tensor", "hybrid"]) $(`#${s}-opts`).hidden = (s === "ar" ? "allreduce" : s) !== e.target.value;
+  $("#f-workers").hidden = !["allreduce", "ps"].includes(e.target.value);
 });
 
 $("#launch").addEventListener("submit", async (e) => {
@@ -56,7 +57,7 @@ $("#launch").addEventListener("submit", async (e) => {
   const f = e.target, req = {};
   const ps = f.strategy.value === "ps";
   for (const el of f.elements) {
-    if (!el.name || el.value === "" || el.closest("fieldset")?.hidden) continue;
+    if (!el.name || el.value === "" || el.closest("[hidden]")) continue;
     if (el.type === "checkbox") { if (!el.checked) req[el.name] = false; continue; }
     req[el.name] = el.type === "number" ? Number(el.value) : el.value;
   }

@@ -1,0 +1,96 @@
+//! `--on-nonfinite skip` (PyTorch GradScaler's rule): a step whose gradients hold a NaN is not
+//! applied — parameters and optimizer state stay as they were — on every worker of every
+//! strategy, which all agree with one worker; the step is reported in the metrics. The NaN comes
+//! from a test hook that makes the first image of the global batch NaN at chosen steps (only the
+//! worker whose shard holds it sees it: the others learn of it from the reduction or the agreement).
+
+mod common;
+
+use common::{config, rel_err, small_mnist};
+use convoy::parallel;
+use convoy::train::events::{Event, Recorder};
+use std::process::Command;
+
+const RUN: [&str; 10] = ["--steps", "10", "--batch-size", "32", "--threads", "1", "--seed", "3", "--no-epoch-eval", "--on-nonfinite"];
+
+/// Final parameters and the skipped steps (from the events) of a run with `args`.
+fn run(args: &[&str]) -> (Vec<f32>, Vec<u64>) {
+    let (cfg, pc) = config(&[&RUN[..], &["skip", "--inject-nonfinite", "3,7"], args].concat(), small_mnist());
+    let mut rec = Recorder::default();
+    let s = parallel::run(&cfg, &pc, &mut rec).unwrap();
+    let skipped = rec.events.iter().filter_map(|e| match e {
+        Event::Step { step, skipped: true, .. } => Some(*step),
+        _ => None,
+    });
+    (s.params, skipped.collect())
+}
+
+#[test]
+fn every_strategy_skips_the_same_steps_as_one_worker() {
+    for opt in [&["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05"][..], &["--optimizer", "adam", "--lr", "0.0001"]] {
+        let (want, skipped) = run(opt);
+        assert_eq!(skipped, vec![3, 7], "{opt:?}");
+        assert!(want.iter().all(|v| v.is_finite()), "{opt:?}: the model went non-finite");
+        for layout in [
+            &["--workers", "2"][..],
+            &["--workers", "3", "--no-overlap"],
+            &["--workers", "2", "--deterministic"],
+            &["--strategy", "pipeline", "--stages", "2", "--micro-batches", "4"],
+            &["--strategy", "tensor", "--mp", "2"],
+            &["--strategy", "hybrid", "--dp", "2", "--pp", "2", "--micro-batches", "2"],
+            &["--strategy", "hybrid", "--dp", "2", "--mp", "2"],
+        ] {
+            let (got, s) = run(&[opt, layout].concat());
+            assert_eq!(s, vec![3, 7], "{opt:?} {layout:?}");
+            let e = rel_err(&got, &want);
+            assert!(e <= 1e-5, "{opt:?} {layout:?}: relative error {e:.3e} against one worker");
+        }
+    }
+}
+
+/// A skipped step changes nothing: 10 steps whose last is skipped end where 9 steps end,
+/// bitwise, on one worker and on two.
+#[test]
+fn a_skipped_step_leaves_the_parameters_as_they_were() {
+    let base = ["--batch-size", "32", "--threads", "1", "--seed", "3", "--no-epoch-eval", "--optimizer", "adam", "--lr", "0.001", "--schedule", "constant"];
+    for workers in ["1", "2"] {
+        let (cfg, pc) = config(&[&base[..], &["--steps", "9", "--workers", workers]].concat(), small_mnist());
+        let nine = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params;
+        let (cfg, pc) = config(&[&base[..], &["--steps", "10", "--workers", workers, "--on-nonfinite", "skip", "--inject-nonfinite", "10"]].concat(), small_mnist());
+        let ten = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params;
+        assert!(ten == nine, "{workers} worker(s): the skipped step changed the parameters ({:.3e})", rel_err(&ten, &nine));
+    }
+}
+
+fn convoy(args: &[&str]) -> (Option<i32>, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_convoy")).args(["--log-level", "warn", "train", "--no-progress", "--data", small_mnist().to_str().unwrap()]).args(args).output().unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// The metrics file marks the skipped steps and counts them at the end; the log warns. Without
+/// the flag the same run fails naming the step; the parameter server refuses the flag.
+#[test]
+fn skipped_steps_are_in_the_metrics_and_fail_is_the_default() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nonfinite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let metrics = dir.join("m.jsonl");
+    let (code, _, err) = convoy(&[&RUN[..], &["skip", "--inject-nonfinite", "4", "--workers", "2", "--metrics", metrics.to_str().unwrap()]].concat());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("WARN") && err.contains("skipped"), "{err}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&metrics).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let steps: Vec<(u64, bool)> = lines.iter().filter(|l| l["event"] == "step").map(|l| (l["step"].as_u64().unwrap(), l["skipped"].as_bool().unwrap())).collect();
+    assert_eq!(steps, (1..=10).map(|s| (s, s == 4)).collect::<Vec<_>>());
+    let end = lines.iter().find(|l| l["event"] == "run_end").unwrap();
+    assert_eq!(end["skipped_steps"], 1);
+    // Default: the NaN gradients reach the parameters, and the run ends at the next check
+    // (here the loss stays finite — ReLU turns NaN into 0 — so at the checkpoint of step 5),
+    // naming the step and the tensor, and keeping no checkpoint of a non-finite model.
+    let ck = dir.join("ck");
+    let (code, _, err) = convoy(&[&RUN[..9], &["--inject-nonfinite", "4", "--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "5"]].concat());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not finite at step 5") && err.contains("conv1.weight"), "{err}");
+    assert!(!ck.join("latest").exists(), "a checkpoint of a non-finite model was written");
+    let (code, _, err) = convoy(&[&RUN[..], &["skip", "--strategy", "ps", "--workers", "2"]].concat());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--on-nonfinite skip") && err.contains("hint"), "{err}");
+}
