@@ -1,5 +1,6 @@
 //! A training step allocates nothing once its buffers have grown. A counting global allocator
-//! watches steady-state steps (forward + backward + optimizer update, one thread).
+//! watches steady-state steps (forward + backward + optimizer update, one thread), counting only
+//! the allocations of the thread that runs the step.
 //!
 //! The one exception is inside the `gemm` crate, which allocates its operand-packing workspace
 //! on every call (gemm-common 0.19 `gemm.rs`, `MemBuffer::new` and `did_pack_lhs`): so a net
@@ -10,21 +11,35 @@ use convoy::layers::{Ctx, Mode};
 use convoy::net::{ModelSpec, Net};
 use convoy::optim::OptimizerConfig;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Allocations made by this thread: the test harness runs tests on parallel threads, and a
+    /// global count would charge one test with the other's allocations.
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count() {
+    // `try_with`: during thread teardown the slot may be gone; those allocations are not ours.
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+fn allocs() -> usize {
+    ALLOCS.with(Cell::get)
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.realloc(p, l, n) }
     }
 }
@@ -45,13 +60,13 @@ fn allocations_per_step(spec: &ModelSpec, batch: usize) -> Vec<usize> {
     let ids: Vec<u64> = (0..batch as u64).collect();
     let mut counts = Vec::new();
     for step in 0..10u64 {
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = allocs();
         grads.fill(0.0);
         let ctx = Ctx { mode: Mode::Train, threads: 1, seed: 0, step, layer: 0, sample_ids: &ids, sync: None };
         net.forward_backward(&ctx, &params, grads.as_mut_slice(), &x, &labels, batch).unwrap();
         opt.step(&mut params, &grads, 0.01);
         if step >= 3 {
-            counts.push(ALLOCS.load(Ordering::Relaxed) - before);
+            counts.push(allocs() - before);
         }
     }
     counts
