@@ -61,9 +61,9 @@ fn finish(child: Child) -> (Option<i32>, String) {
 }
 
 /// Resumes from `ckpt` to the end; returns the final parameters (saved with --save).
-fn resume(workers: &str, ckpt: &Path, dir: &Path) -> Vec<f32> {
+fn resume(workers: &str, ckpt: &Path, dir: &Path, extra: &[&str]) -> Vec<f32> {
     let weights = dir.join("final.safetensors");
-    let child = spawn(workers, &["--resume", ckpt.to_str().unwrap(), "--save", weights.to_str().unwrap()]);
+    let child = spawn(workers, &[&["--resume", ckpt.to_str().unwrap(), "--save", weights.to_str().unwrap()][..], extra].concat());
     let (code, err) = finish(child);
     assert_eq!(code, Some(0), "resume failed: {err}");
     let spec = convoy::net::ModelSpec::resolve("lenet").unwrap();
@@ -92,8 +92,45 @@ fn sigint_and_sigterm_stop_with_a_checkpoint_and_resume_exactly() {
         let latest = std::fs::read_to_string(ck.join("latest")).unwrap();
         let step: u64 = latest.strip_prefix("step-").unwrap().parse().unwrap();
         assert!(step > 0 && step < 150, "stopped at {latest}");
-        let e = rel_err(&resume(workers, &ck, &dir), &straight(workers));
+        let e = rel_err(&resume(workers, &ck, &dir, &[]), &straight(workers));
         assert!(e <= 1e-6, "{sig} with {workers} workers: relative error {e:e}");
+    }
+}
+
+/// The parameter server stops on a signal too: its servers fix the step after which every worker
+/// stops (sync: the step in which a worker saw the signal; async/SSP: two steps past the furthest
+/// worker, where everyone waits for the others), the checkpoint holds exactly that many global
+/// batches, and a synchronous run resumed from it ends as the uninterrupted run.
+#[test]
+fn the_parameter_server_stops_on_a_signal_with_a_checkpoint() {
+    for (mode, sig, code) in [("sync", "-INT", 130), ("async", "-TERM", 143), ("ssp", "-INT", 130)] {
+        let ps = ["--strategy", "ps", "--ps-mode", mode, "--servers", "2"];
+        let dir = tmp(&format!("ps-{mode}"));
+        let ck = dir.join("ck");
+        let metrics = dir.join("m.jsonl");
+        let mut child = spawn("2", &[&ps[..], &["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "1000", "--metrics", metrics.to_str().unwrap()]].concat());
+        wait_for(&metrics, &mut child);
+        std::thread::sleep(Duration::from_millis(400));
+        signal(&child, sig);
+        let (got, err) = finish(child);
+        assert_eq!(got, Some(code), "{mode} {sig}: {err}");
+        assert!(err.contains("checkpoint saved") && err.contains("--resume"), "{mode}: {err}");
+        let latest = std::fs::read_to_string(ck.join("latest")).unwrap();
+        let step: u64 = latest.strip_prefix("step-").unwrap().parse().unwrap();
+        assert!(step > 0 && step < 150, "{mode}: stopped at {latest}");
+        let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ck.join(&latest).join("state.json")).unwrap()).unwrap();
+        // One update per step in sync mode, one per push otherwise.
+        let updates = if mode == "sync" { step } else { 2 * step };
+        assert_eq!(state["optimizer_steps"].as_u64(), Some(updates), "{mode}: checkpoint of step {step}");
+        let resumed = resume("2", &ck, &dir, &ps);
+        if mode == "sync" {
+            let base = run_flags("2");
+            let flags = [&base.iter().map(String::as_str).collect::<Vec<_>>()[..], &ps[..]].concat();
+            let (cfg, pc) = config(&flags, small_mnist());
+            let want = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params;
+            let e = rel_err(&resumed, &want);
+            assert!(e <= 1e-6, "{mode}: relative error {e:e} against the uninterrupted run");
+        }
     }
 }
 
@@ -106,7 +143,7 @@ fn kill_9_loses_at_most_the_steps_since_the_last_checkpoint() {
     signal(&child, "-KILL");
     let (code, _) = finish(child);
     assert_eq!(code, None, "killed by a signal");
-    let e = rel_err(&resume("1", &ck, &dir), &straight("1"));
+    let e = rel_err(&resume("1", &ck, &dir, &[]), &straight("1"));
     assert!(e <= 1e-6, "relative error {e:e}");
 }
 
@@ -119,7 +156,7 @@ fn a_crash_halfway_through_a_checkpoint_leaves_the_previous_one() {
     assert_eq!(code, None, "aborted");
     assert_eq!(std::fs::read_to_string(ck.join("latest")).unwrap(), "step-10");
     assert!(!ck.join("step-20").exists(), "a half checkpoint must not appear under its final name");
-    let e = rel_err(&resume("1", &ck, &dir), &straight("1"));
+    let e = rel_err(&resume("1", &ck, &dir, &[]), &straight("1"));
     assert!(e <= 1e-6, "relative error {e:e}");
 }
 

@@ -334,6 +334,25 @@ fn signal_and_wait(child: &mut std::process::Child, pid: u32, signal: &str, boun
     }
 }
 
+/// The parameter server over MPI (rank 0 the server, ranks 1 and 2 the workers), asynchronous:
+/// SIGTERM to one worker's process reaches the server in that worker's next push; the server
+/// fixes the stop step, every worker stops after it, one checkpoint holds exactly that many
+/// global batches, and the job ends.
+#[test]
+fn a_signal_to_one_parameter_server_worker_stops_the_job_with_a_checkpoint() {
+    let dir = tmp("ps-signal");
+    let ck = dir.join("ck");
+    let (mut child, pids) = start_job(&long_args(&["--strategy", "ps", "--ps-mode", "async", "--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "100000"]));
+    let code = signal_and_wait(&mut child, pids[2], "-TERM", Duration::from_secs(30));
+    assert_ne!(code, Some(0));
+    let latest = std::fs::read_to_string(ck.join("latest")).expect("a checkpoint was written");
+    let step: u64 = latest.strip_prefix("step-").unwrap().parse().unwrap();
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ck.join(&latest).join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["optimizer_steps"].as_u64(), Some(2 * step), "{latest}: one update per push of 2 workers");
+    let eval = Command::new(env!("CARGO_BIN_EXE_convoy")).args(["eval", "--data", small_mnist().to_str().unwrap(), "--weights", ck.to_str().unwrap()]).output().unwrap();
+    assert!(eval.status.success(), "{latest}: {}", String::from_utf8_lossy(&eval.stderr));
+}
+
 #[test]
 fn a_killed_rank_ends_the_job_within_10_seconds_naming_it() {
     let (mut child, pids) = start_job(&long_args(&[]));

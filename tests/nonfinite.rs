@@ -39,6 +39,8 @@ fn every_strategy_skips_the_same_steps_as_one_worker() {
             &["--strategy", "tensor", "--mp", "2"],
             &["--strategy", "hybrid", "--dp", "2", "--pp", "2", "--micro-batches", "2"],
             &["--strategy", "hybrid", "--dp", "2", "--mp", "2"],
+            &["--strategy", "ps", "--ps-mode", "sync", "--workers", "2", "--servers", "2"],
+            &["--strategy", "ps", "--ps-mode", "async", "--workers", "1", "--servers", "2"],
         ] {
             let (got, s) = run(&[opt, layout].concat());
             assert_eq!(s, vec![3, 7], "{opt:?} {layout:?}");
@@ -68,7 +70,7 @@ fn convoy(args: &[&str]) -> (Option<i32>, String, String) {
 }
 
 /// The metrics file marks the skipped steps and counts them at the end; the log warns. Without
-/// the flag the same run fails naming the step; the parameter server refuses the flag.
+/// the flag the same run fails naming the step.
 #[test]
 fn skipped_steps_are_in_the_metrics_and_fail_is_the_default() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nonfinite-{}", std::process::id()));
@@ -90,7 +92,16 @@ fn skipped_steps_are_in_the_metrics_and_fail_is_the_default() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("not finite at step 5") && err.contains("conv1.weight"), "{err}");
     assert!(!ck.join("latest").exists(), "a checkpoint of a non-finite model was written");
-    let (code, _, err) = convoy(&[&RUN[..], &["skip", "--strategy", "ps", "--workers", "2"]].concat());
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("--on-nonfinite skip") && err.contains("hint"), "{err}");
+}
+
+/// Under the asynchronous parameter server each server drops a non-finite push (the other
+/// workers' pushes of that step still count): the run stays finite, and the worker whose push
+/// was dropped reports the step as skipped.
+#[test]
+fn asynchronous_servers_drop_nonfinite_pushes() {
+    for mode in [&["async"][..], &["ssp", "--staleness", "1"]] {
+        let (got, skipped) = run(&[&["--strategy", "ps", "--ps-mode"][..], mode, &["--workers", "3", "--servers", "2"]].concat());
+        assert!(got.iter().all(|v| v.is_finite()), "{mode:?}: the model went non-finite");
+        assert_eq!(skipped, vec![3, 7], "{mode:?}: worker 0 (which holds the NaN image) reports its dropped pushes");
+    }
 }

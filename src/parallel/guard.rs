@@ -48,10 +48,6 @@ impl Strategy for Guard<'_> {
         self.inner.finish(params)
     }
 
-    fn can_stop_early(&self) -> bool {
-        self.inner.can_stop_early()
-    }
-
     fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {
         self.inner.stop_now(step, world)
     }

@@ -146,9 +146,6 @@ impl ParallelConfig {
                 cfg.batch_size, self.workers
             ));
         }
-        if matches!(self.strategy, StrategyKind::ParamServer(_)) && cfg.on_nonfinite == crate::train::nonfinite::OnNonFinite::Skip {
-            return bad("--on-nonfinite skip does not work with --strategy ps (its servers apply each push as it arrives, before anyone could look at the whole gradient); hint: use --strategy allreduce, or drop the flag".into());
-        }
         match &self.strategy {
             StrategyKind::AllReduce(a) => a.validate(self.workers, cfg),
             StrategyKind::ParamServer(p) => p.validate(),
@@ -322,7 +319,10 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                         let leaves = if a.deterministic { data_parallel::DETERMINISTIC_LEAVES } else { workers };
                         (Box::new(AllReduce::new(comm, a.clone(), &cfg, &net)?), Shard { rank, world: workers, leaves, group: 1 })
                     }
-                    StrategyKind::ParamServer(p) => (Box::new(param_server::Client::new(comm, workers, p, param_count, &cfg.optimizer, net.layout().buffer_ranges())?), Shard::of(rank, workers)),
+                    StrategyKind::ParamServer(p) => {
+                        let skip = cfg.on_nonfinite == train::nonfinite::OnNonFinite::Skip;
+                        (Box::new(param_server::Client::new(comm, workers, p, param_count, &cfg.optimizer, net.layout().buffer_ranges())?.skip_nonfinite(skip)), Shard::of(rank, workers))
+                    }
                     // Every stage sees the whole batch (stage 0 its images, the last its labels).
                     StrategyKind::Pipeline(p) => {
                         let (stages, replicas) = match &groups {

@@ -32,6 +32,25 @@
 //! under any strategy and worker count. On resume every server reads its slice of the optimizer
 //! state from the checkpoint itself.
 //!
+//! Control messages: with every push a worker sends each server a small control message (did it see
+//! SIGINT/SIGTERM, are its gradients non-finite under `--on-nonfinite skip`, and the stop step it
+//! knows of), and with every reply a server sends one back (the stop step, whether the update of
+//! that push was skipped).
+//!
+//! Stopping on a signal (docs/checkpoints.md): every worker must stop after the same global step
+//! N, so that a checkpoint means "N global batches consumed". In sync mode every server sees every
+//! worker's control message of a step, so all decide alike: stop after this step. In async and SSP
+//! modes server 0 decides: N = (the most steps any worker has pushed to it) + 2. No worker can
+//! be past N − 2 at that moment, and a worker pushes step N only after server 0 has answered its
+//! step N − 1, with N in the answer: so every push of step N carries N to every server, which
+//! holds it there as for a checkpoint until every worker has pushed step N, sends its state for
+//! the checkpoint, and releases everyone with N in the reply; then the workers stop.
+//!
+//! `--on-nonfinite skip`: a worker looks at its own gradient before pushing it. In sync mode a
+//! server skips the update of a step if any worker's gradient of that step was not finite (every
+//! server knows the same flags, so all skip alike, as one worker would on the global batch); in
+//! async and SSP modes each server drops that push. The reply says so.
+//!
 //! Staleness of an update = updates applied to the server between the worker's pull and its push.
 //! Under SSP with bound s it is at most (workers − 1)(2s + 1): while a worker computes, each other
 //! worker can finish at most 2s + 1 steps before it is held back.
@@ -43,7 +62,7 @@ use crate::layers::Ctx;
 use crate::net::Net;
 use crate::data::sampler::Sampler;
 use crate::optim::{schedule::LrSchedule, Optimizer, OptimizerConfig};
-use crate::train::{events::Event, restore_optimizer, CheckpointPolicy, StepReport, Strategy, TrainConfig, TrainError};
+use crate::train::{events::Event, nonfinite, restore_optimizer, CheckpointPolicy, StepReport, Strategy, TrainConfig, TrainError};
 use std::ops::Range;
 use std::time::Instant;
 use crate::train::events::Track;
@@ -53,6 +72,61 @@ const TAG_PUSH: u32 = 0x5000_0002;
 const TAG_PARAMS: u32 = 0x5000_0003;
 const TAG_FINAL: u32 = 0x5000_0004;
 const TAG_STATE: u32 = 0x5000_0005;
+const TAG_PUSH_CTRL: u32 = 0x5000_0006;
+const TAG_REPLY_CTRL: u32 = 0x5000_0007;
+
+/// A step number in two f32s (bit patterns, never added), 0 meaning none.
+fn put_step(step: Option<u64>) -> [f32; 2] {
+    let v = step.unwrap_or(0);
+    [f32::from_bits(v as u32), f32::from_bits((v >> 32) as u32)]
+}
+
+fn get_step(v: [f32; 2]) -> Option<u64> {
+    let s = u64::from(v[0].to_bits()) | (u64::from(v[1].to_bits()) << 32);
+    (s != 0).then_some(s)
+}
+
+/// What a worker tells every server with a push.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct PushCtrl {
+    /// The worker's process has seen SIGINT/SIGTERM.
+    signal: bool,
+    /// `--on-nonfinite skip` and this push holds a NaN or an infinity.
+    nonfinite: bool,
+    /// The step after which everyone stops, once the worker knows it.
+    stop_at: Option<u64>,
+}
+
+impl PushCtrl {
+    fn encode(&self) -> [f32; 4] {
+        let s = put_step(self.stop_at);
+        [f32::from(u8::from(self.signal)), f32::from(u8::from(self.nonfinite)), s[0], s[1]]
+    }
+
+    fn decode(m: &[f32; 4]) -> PushCtrl {
+        PushCtrl { signal: m[0] > 0.0, nonfinite: m[1] > 0.0, stop_at: get_step([m[2], m[3]]) }
+    }
+}
+
+/// What a server tells a worker with the parameters it sends back.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct ReplyCtrl {
+    /// The step after which everyone stops, once the server knows it.
+    stop_at: Option<u64>,
+    /// The update of the worker's push (sync: of the whole step) was skipped.
+    skipped: bool,
+}
+
+impl ReplyCtrl {
+    fn encode(&self) -> [f32; 3] {
+        let s = put_step(self.stop_at);
+        [s[0], s[1], f32::from(u8::from(self.skipped))]
+    }
+
+    fn decode(m: &[f32; 3]) -> ReplyCtrl {
+        ReplyCtrl { stop_at: get_step([m[0], m[1]]), skipped: m[2] > 0.0 }
+    }
+}
 
 /// Consistency of the parameter server (`--ps-mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +180,10 @@ pub struct Client<'c> {
     /// and saved), so a pull does not replace them.
     buffers: Vec<Range<usize>>,
     kept: Vec<f32>,
+    /// `--on-nonfinite skip`: look at the gradient before pushing it.
+    skip_nonfinite: bool,
+    /// The step after which every worker stops (a signal), once a server has said so.
+    stop_at: Option<u64>,
 }
 
 impl<'c> Client<'c> {
@@ -117,7 +195,13 @@ impl<'c> Client<'c> {
         // (Built for one value: SGD without momentum has no buffer, and with momentum one only
         // when its length is not zero.)
         let state_names = optimizer.build(1)?.state().into_iter().map(|s| s.0).collect();
-        Ok(Client { comm, workers, ranges, grads: vec![0.0; len], state_names, phases: Default::default(), buffers, kept: Vec::new() })
+        Ok(Client { comm, workers, ranges, grads: vec![0.0; len], state_names, phases: Default::default(), buffers, kept: Vec::new(), skip_nonfinite: false, stop_at: None })
+    }
+
+    /// `--on-nonfinite skip`: the servers skip a non-finite gradient (see the module docs).
+    pub fn skip_nonfinite(mut self, on: bool) -> Client<'c> {
+        self.skip_nonfinite = on;
+        self
     }
 
     /// Puts this worker's buffers back after a pull.
@@ -165,10 +249,25 @@ impl Strategy for Client<'_> {
             net.forward_backward(ctx, params, self.grads.as_mut_slice(), &batch.x, &batch.labels, batch.global)?
         };
         let t = Instant::now();
+        let ctrl = PushCtrl {
+            signal: crate::train::stop::requested().is_some(),
+            nonfinite: self.skip_nonfinite && nonfinite::any_nonfinite(&self.grads),
+            stop_at: self.stop_at,
+        }
+        .encode();
         for (s, r) in self.ranges.iter().enumerate() {
+            self.comm.send(&ctrl, self.workers + s, TAG_PUSH_CTRL)?;
             self.comm.send(&self.grads[r.clone()], self.workers + s, TAG_PUSH)?;
         }
         self.pull(params, TAG_PARAMS)?;
+        let mut skipped = false;
+        for s in 0..self.ranges.len() {
+            let mut m = [0.0f32; 3];
+            self.comm.recv(&mut m, self.workers + s, TAG_REPLY_CTRL)?;
+            let reply = ReplyCtrl::decode(&m);
+            skipped |= reply.skipped;
+            self.stop_at = self.stop_at.or(reply.stop_at);
+        }
         self.restore_buffers(params);
         net.commit_buffers(params);
         self.keep_buffers(params);
@@ -180,7 +279,7 @@ impl Strategy for Client<'_> {
             self.phases.record(Track::Compute, "comm_wait", None, t, end);
             self.phases.record(Track::Comm, "push_pull", None, t, end);
         }
-        Ok(StepReport { stats, comm_s, comm_wait_s: comm_s, skipped: false })
+        Ok(StepReport { stats, comm_s, comm_wait_s: comm_s, skipped })
     }
 
     fn record_phases(&mut self) {
@@ -199,10 +298,9 @@ impl Strategy for Client<'_> {
         Ok(())
     }
 
-    // Asynchronous workers are not in lockstep, and the servers expect every push: a signal
-    // does not stop this strategy early (a second one ends the process).
-    fn can_stop_early(&self) -> bool {
-        false
+    // The servers fix the step after which everyone stops (see the module docs).
+    fn stop_now(&mut self, step: u64, _world: usize) -> Result<bool, TrainError> {
+        Ok(self.stop_at == Some(step))
     }
 
     fn state_names(&self) -> Vec<&'static str> {
@@ -333,6 +431,28 @@ impl<'c> Server<'c> {
         self.checkpoint.as_ref().is_some_and(|(p, per_epoch)| p.due(step, *per_epoch, self.steps))
     }
 
+    /// Whether every worker pauses after `step` (async modes): a checkpoint, or the stop.
+    fn pause_at(&self, step: u64, stop_at: Option<u64>) -> bool {
+        self.checkpoint_due(step) || stop_at == Some(step)
+    }
+
+    /// Whether the workers write a checkpoint after `step`, where they stop after `stop_at`.
+    fn state_due(&self, step: u64, stop_at: Option<u64>) -> bool {
+        self.checkpoint_due(step) || (self.checkpoint.is_some() && stop_at == Some(step))
+    }
+
+    fn recv_ctrl(&self, src: usize) -> Result<PushCtrl, TrainError> {
+        let mut m = [0.0f32; 4];
+        self.comm.recv(&mut m, src, TAG_PUSH_CTRL)?;
+        Ok(PushCtrl::decode(&m))
+    }
+
+    fn reply(&self, to: usize, ctrl: ReplyCtrl) -> Result<(), TrainError> {
+        self.comm.send(&self.params, to, TAG_PARAMS)?;
+        self.comm.send(&ctrl.encode(), to, TAG_REPLY_CTRL)?;
+        Ok(())
+    }
+
     /// Sends this shard's optimizer state and update count to worker 0 (a checkpoint).
     fn send_state(&self) -> Result<(), TrainError> {
         let steps = self.opt.steps();
@@ -350,36 +470,51 @@ impl<'c> Server<'c> {
         for w in 0..self.workers {
             self.comm.send(&self.params, w, TAG_PARAMS)?;
         }
-        let hist = match self.mode {
+        let (hist, stopped) = match self.mode {
             PsMode::Sync => self.serve_sync()?,
             PsMode::Async => self.serve_async(None)?,
             PsMode::Ssp { staleness } => self.serve_async(Some(staleness))?,
         };
-        self.comm.send(&self.params, 0, TAG_FINAL)?;
-        Ok(hist)
-    }
-
-    fn serve_sync(&mut self) -> Result<Staleness, TrainError> {
-        let mut sum = vec![0.0f32; self.params.len()];
-        let mut hist = Staleness::default();
-        for step in self.start..self.steps {
-            sum.fill(0.0);
-            for w in 0..self.workers {
-                self.comm.recv_add(&mut sum, w, TAG_PUSH)?;
-                hist.record(0);
-            }
-            self.opt.step(&mut self.params, &sum, self.schedule.lr_at(step));
-            if self.checkpoint_due(step + 1) {
-                self.send_state()?;
-            }
-            for w in 0..self.workers {
-                self.comm.send(&self.params, w, TAG_PARAMS)?;
-            }
+        // Workers stopped by a signal end without pulling the final parameters.
+        if !stopped {
+            self.comm.send(&self.params, 0, TAG_FINAL)?;
         }
         Ok(hist)
     }
 
-    fn serve_async(&mut self, bound: Option<u64>) -> Result<Staleness, TrainError> {
+    /// Returns the staleness, and whether the workers stop early (a signal).
+    fn serve_sync(&mut self) -> Result<(Staleness, bool), TrainError> {
+        let mut sum = vec![0.0f32; self.params.len()];
+        let mut hist = Staleness::default();
+        for step in self.start..self.steps {
+            sum.fill(0.0);
+            let (mut signal, mut bad) = (false, false);
+            for w in 0..self.workers {
+                let ctrl = self.recv_ctrl(w)?;
+                (signal, bad) = (signal || ctrl.signal, bad || ctrl.nonfinite);
+                self.comm.recv_add(&mut sum, w, TAG_PUSH)?;
+                hist.record(0);
+            }
+            if !bad {
+                self.opt.step(&mut self.params, &sum, self.schedule.lr_at(step));
+            }
+            // Every server sees the same flags: all stop after this step (unless it is the last).
+            let stop_at = (signal && step + 1 < self.steps).then_some(step + 1);
+            if self.state_due(step + 1, stop_at) {
+                self.send_state()?;
+            }
+            for w in 0..self.workers {
+                self.reply(w, ReplyCtrl { stop_at, skipped: bad })?;
+            }
+            if stop_at.is_some() {
+                return Ok((hist, true));
+            }
+        }
+        Ok((hist, false))
+    }
+
+    /// Returns the staleness, and whether the workers stop early (a signal).
+    fn serve_async(&mut self, bound: Option<u64>) -> Result<(Staleness, bool), TrainError> {
         let w = self.workers;
         let mut grad = vec![0.0f32; self.params.len()];
         let mut hist = Staleness::default();
@@ -387,21 +522,40 @@ impl<'c> Server<'c> {
         let mut pulled = vec![version; w];
         let mut clock = vec![self.start; w];
         let mut waiting = vec![false; w];
-        for _ in self.start * w as u64..self.steps * w as u64 {
+        let mut skipped = vec![false; w];
+        // The step after which everyone stops (a signal): fixed by server 0, learnt by the
+        // others from the pushes (see the module docs).
+        let mut stop_at: Option<u64> = None;
+        let end = |stop_at: Option<u64>| stop_at.map_or(self.steps, |s| s.min(self.steps));
+        while clock.iter().any(|&c| c < end(stop_at)) {
             let src = self.comm.recv_any(&mut grad, TAG_PUSH)?;
             if src >= w {
                 return Err(TrainError::Internal(format!("server {} got a push from rank {src}, which is not a worker", self.index)));
             }
+            let ctrl = self.recv_ctrl(src)?;
             hist.record((version - pulled[src]) as usize);
-            let lr = self.schedule.lr_at(version / w as u64);
-            self.opt.step(&mut self.params, &grad, lr);
+            skipped[src] = ctrl.nonfinite;
+            if !ctrl.nonfinite {
+                let lr = self.schedule.lr_at(version / w as u64);
+                self.opt.step(&mut self.params, &grad, lr);
+            }
             version += 1;
             clock[src] += 1;
             waiting[src] = true;
+            if stop_at.is_none() {
+                stop_at = ctrl.stop_at;
+                if self.index == 0 && ctrl.signal {
+                    // No worker is past `most` now, nor can one push `most + 2` before this
+                    // server has answered its `most + 1` (with the stop step in the answer).
+                    let most = clock.iter().copied().max().unwrap_or(0);
+                    stop_at = Some(most + 2).filter(|&s| s < self.steps);
+                }
+            }
             let slowest = clock.iter().copied().min().unwrap_or(0);
-            // A checkpoint after step c: whoever has pushed step c waits until every worker has;
-            // the last push completes the consistent point (all of batches 1..c, nothing more).
-            if clock[src] == slowest && self.checkpoint_due(slowest) && clock.iter().all(|&c| c == slowest) {
+            // A checkpoint (or the stop) after step c: whoever has pushed step c waits until every
+            // worker has; the last push completes the consistent point (all of batches 1..c,
+            // nothing more).
+            if clock[src] == slowest && self.state_due(slowest, stop_at) && clock.iter().all(|&c| c == slowest) {
                 self.send_state()?;
             }
             for v in 0..w {
@@ -409,17 +563,17 @@ impl<'c> Server<'c> {
                 // c − slowest ≤ s; a worker that has finished the run just gets its reply.
                 let may_go = match bound {
                     None => true,
-                    Some(s) => clock[v] - slowest <= s || clock[v] == self.steps,
+                    Some(s) => clock[v] - slowest <= s || clock[v] == end(stop_at),
                 };
-                let held_for_checkpoint = clock[v] > slowest && self.checkpoint_due(clock[v]);
-                if waiting[v] && may_go && !held_for_checkpoint {
-                    self.comm.send(&self.params, v, TAG_PARAMS)?;
+                let held = clock[v] > slowest && self.pause_at(clock[v], stop_at);
+                if waiting[v] && may_go && !held {
+                    self.reply(v, ReplyCtrl { stop_at, skipped: skipped[v] })?;
                     pulled[v] = version;
                     waiting[v] = false;
                 }
             }
         }
-        Ok(hist)
+        Ok((hist, stop_at.is_some_and(|s| s < self.steps)))
     }
 }
 

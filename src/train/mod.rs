@@ -311,14 +311,11 @@ pub trait Strategy {
     fn finish(&mut self, _params: &mut [f32]) -> Result<(), TrainError> {
         Ok(())
     }
-    /// Whether every worker can stop after the same step when a signal asks (workers in lockstep).
-    fn can_stop_early(&self) -> bool {
-        true
-    }
     /// Called by every worker after `step`: true when all must stop now (a signal). Strategies
-    /// whose workers are processes agree on it through their communicator (`stop::agreed`).
+    /// whose workers are processes agree on it through their communicator (`stop::agreed`); the
+    /// parameter server's servers fix the step.
     fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {
-        Ok(self.can_stop_early() && stop::stop_after(step, world))
+        Ok(stop::stop_after(step, world))
     }
     /// Names of the optimizer's state buffers (what a checkpoint holds besides the weights).
     fn state_names(&self) -> Vec<&'static str>;
