@@ -7,6 +7,7 @@
 pub mod events;
 mod input;
 pub mod nonfinite;
+pub mod writer;
 pub mod stop;
 pub mod timeline;
 mod totals;
@@ -516,6 +517,8 @@ pub fn run_worker(
     }
     let mut last_loss = f64::NAN;
     let mut skipped = 0u64;
+    // Checkpoints are written in the background (the lead's; see `writer`).
+    let mut writer = writer::Writer::new(cfg.checkpoint.as_ref().map_or(OnCheckpointError::Fail, |p| p.on_error));
     while step < total_steps {
         let mut loader = Loader::new(&feed, epoch, start_batch, shard);
         start_batch = 0;
@@ -604,27 +607,24 @@ pub fn run_worker(
                             strategy: strategy_name.to_string(),
                             files: Default::default(),
                         };
-                        let refs: Vec<(&str, &[f32])> = state.iter().map(|(n, b)| (*n, b.as_slice())).collect();
-                        let crash = policy.crash_at == Some(step);
-                        match checkpoint::run::save_checkpoint(&policy.dir, policy.keep, net.layout(), &params, &refs, run, crash) {
-                            Ok(dir) => {
-                                tracing::debug!(step, dir = %dir.display(), "checkpoint");
-                                saved = Some(policy.dir.clone());
-                            }
-                            Err(source) => {
-                                let previous = checkpoint::run::resolve(&policy.dir).ok();
-                                let dir = policy.dir.join(checkpoint::run::folder_name(step));
-                                let e = TrainError::CheckpointWrite { step, dir, previous, source };
-                                if policy.on_error == OnCheckpointError::Fail {
-                                    return Err(failed_at(step)(e));
-                                }
-                                // `--checkpoint-errors warn`: keep training, try again next time.
-                                tracing::warn!("{e}; training goes on (--checkpoint-errors warn)");
-                            }
+                        let job = writer::Job {
+                            dir: policy.dir.clone(),
+                            keep: policy.keep,
+                            layout: net.layout().clone(),
+                            params: params.clone(),
+                            state,
+                            run,
+                            crash: policy.crash_at == Some(step),
+                        };
+                        writer.submit(job).map_err(failed_at(step))?;
+                        if stopping {
+                            saved = writer.wait().map_err(failed_at(step))?.map(|_| policy.dir.clone());
                         }
                     }
                 }
             }
+            // A background write that failed ends the run now (or warned, and training goes on).
+            writer.poll().map_err(failed_at(step))?;
             if stopping {
                 let signal = stop::requested().unwrap_or(stop::SIGINT);
                 return Err(TrainError::Interrupted { signal, step, saved });
@@ -641,6 +641,7 @@ pub fn run_worker(
         }
         epoch += 1;
     }
+    writer.wait().map_err(failed_at(step))?;
     strategy.finish(&mut params).map_err(failed_at(step))?;
     let train_secs = t0.elapsed().as_secs_f64();
     emit(totals.event(shard.rank, step, t0));
