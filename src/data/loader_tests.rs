@@ -211,12 +211,12 @@ fn crop_mirror_and_normalisation_are_caffes_transform() {
     let caffe = |i: usize, [h_off, w_off]: [usize; 2], mirror: bool| -> Vec<f32> {
         let (hh, ww) = (5, 7);
         let mut top = vec![0.0; 2 * size * size];
-        for c in 0..2 {
+        for (c, &mean_c) in mean.iter().enumerate() {
             for h in 0..size {
                 for w in 0..size {
                     let datum = Pixels::pixel(i, (c * hh + h_off + h) * ww + w_off + w);
                     let t = (c * size + h) * size + if mirror { size - 1 - w } else { w };
-                    top[t] = (datum - mean[c]) * scale;
+                    top[t] = (datum - mean_c) * scale;
                 }
             }
         }
