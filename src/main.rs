@@ -82,14 +82,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if args.batch_size == 0 {
                 anyhow::bail!(cli::ConfigError::Invalid { flag: "batch-size", msg: "must be at least 1".into() });
             }
-            let spec = convoy::net::ModelSpec::resolve(&args.model)?;
+            // A prototxt's transform_param (normalisation, crop) applies as in training.
+            let (spec, opts) = cli::model_and_options(&args.model, &args.data, &args.image, None)?;
             let mut net = convoy::net::Net::build(&spec)?;
             // A checkpoint folder (or directory) holds its weights in model.safetensors.
             let weights = if args.weights.is_dir() { convoy::checkpoint::run::resolve(&args.weights)?.join("model.safetensors") } else { args.weights.clone() };
             let params = convoy::checkpoint::load_weights(&weights, net.layout())?;
-            let opts = args.image.to_options(Some(&spec.input))?;
             let test = convoy::data::open_with(&args.data, convoy::data::Split::Test, &opts)?;
-            let s = train::evaluate(&mut net, &params, test.as_ref(), args.batch_size, threads)?;
+            train::check_shape(&spec, &args.data, opts.crop, test.sample_shape())?;
+            let s = train::evaluate(&mut net, &params, test.as_ref(), opts.crop, args.batch_size, threads)?;
             let n = s.samples.max(1) as f64;
             println!("test accuracy {:.2}% (loss {:.4}) on {} images", s.correct as f64 / n * 100.0, s.loss_sum / n, s.samples);
             Ok(())

@@ -1,12 +1,14 @@
 //! Caffe compatibility end to end: Caffe's LeNet prototxt (examples/mnist/lenet_train_test.prototxt)
 //! trains exactly as the zoo's `lenet-caffe` (the same net, the same initialisation: the same
 //! parameters after 10 steps, hence the same accuracy), under one worker and under all-reduce;
-//! a Data layer's transform_param becomes the data options (--normalize, --augment flip).
+//! a Data layer's transform_param becomes the data options (--normalize, --augment flip,
+//! --crop-size): a net whose Data layer crops 32×32 samples to 28×28 trains through `convoy
+//! train`, the same on 1 and 2 workers, and `convoy eval` cuts the same center window.
 
 mod common;
 
 use common::{config, small_mnist};
-use convoy::data::Normalize;
+use convoy::data::{Crop, Normalize};
 use convoy::parallel;
 use convoy::train::events::Recorder;
 
@@ -62,35 +64,110 @@ fn caffe_solver_sets_what_the_flags_would() {
     assert!(a.params == b.params, "the solver's run differs from the flags' run");
 }
 
-/// `transform_param { scale mean_value mirror }` of the training Data layer becomes
-/// `--normalize m/255:1/(255·scale)` and a flip; the flags win where given; crop_size is refused
-/// (exit 2) unless the samples already have that size.
+/// LENET with the TRAIN Data layer's transform_param `train` and the TEST one's `test`, written
+/// to `dir/name`; its path.
+fn lenet_with(dir: &std::path::Path, name: &str, train: &str, test: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(name);
+    let from = "transform_param { scale: 0.00390625 }";
+    std::fs::write(&p, LENET.replacen(from, train, 1).replacen(from, test, 1)).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// Runs the convoy binary; (exit code, stdout, stderr).
+fn convoy(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).args(args).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `transform_param { scale mean_value mirror crop_size }` of the training Data layer becomes
+/// `--normalize m/255:1/(255·scale)`, a flip and `--crop-size`; the flags win where given.
 #[test]
-fn data_layer_transform_param_sets_normalisation_and_flip_and_flags_win() {
+fn data_layer_transform_param_sets_normalisation_flip_and_crop_and_flags_win() {
     let dir = std::env::temp_dir().join(format!("convoy-transform-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let write = |name: &str, transform: &str| {
-        let p = dir.join(name);
-        std::fs::write(&p, LENET.replacen("transform_param { scale: 0.00390625 }", transform, 1)).unwrap();
-        p.to_str().unwrap().to_string()
-    };
-    let net = write("t.prototxt", "transform_param { scale: 0.0125 mean_value: 127.5 mirror: true }");
+    let net = lenet_with(&dir, "t.prototxt", "transform_param { scale: 0.0125 mean_value: 127.5 mirror: true }", "transform_param { scale: 0.0125 mean_value: 127.5 }");
     let (cfg, _) = config(&["--model", &net], small_mnist());
     // (pixel − 127.5)·0.0125 = (x − 0.5)/(1/(255·0.0125)) for x = pixel/255.
     assert_eq!(cfg.data.normalize, Some(Normalize::new(vec![127.5 / 255.0], vec![1.0 / (255.0 * 0.0125)])));
     assert!(cfg.data.augment.flip && cfg.data.augment.crop_pad == 0);
+    assert_eq!(cfg.data.crop, None);
     let (cfg, _) = config(&["--model", &net, "--normalize", "0.1:0.2", "--augment", "crop:2"], small_mnist());
     assert_eq!(cfg.data.normalize, Some(Normalize::new(vec![0.1], vec![0.2])));
     assert!(!cfg.data.augment.flip && cfg.data.augment.crop_pad == 2);
-    // A crop to the samples' own size is nothing to do; a smaller one is refused.
-    let same = write("same.prototxt", "transform_param { crop_size: 28 }");
-    assert_eq!(config(&["--model", &same], small_mnist()).0.data.normalize, Some(Normalize::new(vec![0.0], vec![1.0 / 255.0])));
-    let small = write("crop.prototxt", "transform_param { crop_size: 24 scale: 0.00390625 }");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(["train", "--steps", "1", "--model", &small, "--data", small_mnist().to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("crop.prototxt:9") && err.contains("crop_size 24") && err.contains("hint"), "{err}");
+    // crop_size: the model's input is the window, the data options cut it.
+    let crop = lenet_with(&dir, "crop.prototxt", "transform_param { crop_size: 24 scale: 0.00390625 }", "transform_param { scale: 0.00390625 crop_size: 24 }");
+    let (cfg, _) = config(&["--model", &crop], small_mnist());
+    assert_eq!((cfg.model.input.clone(), cfg.data.crop), (vec![1, 24, 24], Some(Crop::square(24))));
+    let same = lenet_with(&dir, "same.prototxt", "transform_param { crop_size: 28 }", "transform_param { crop_size: 28 }");
+    let (cfg, _) = config(&["--model", &same], small_mnist());
+    assert_eq!((cfg.data.crop, cfg.data.normalize), (Some(Crop::square(28)), Some(Normalize::new(vec![0.0], vec![1.0 / 255.0]))));
+    // --crop-size wins (and must then fit the model: 24 on a 24×24 net).
+    let (cfg, _) = config(&["--model", &crop, "--crop-size", "24x24"], small_mnist());
+    assert_eq!(cfg.data.crop, Some(Crop::square(24)));
+}
+
+/// A LeNet prototxt whose Data layers crop 32×32 samples to 28×28 (crop_size 28, mirror in
+/// TRAIN) trains through `convoy train`: random windows in training, the center one for the
+/// test set; `convoy eval` of the saved weights reports the same test accuracy (the same center
+/// window and normalisation from the prototxt). In-process, 1 and 2 workers give the same
+/// parameters (windows keyed by sample, not by worker).
+#[test]
+fn a_data_layer_crop_trains_through_the_cli_and_eval_cuts_the_same_center() {
+    let dir = std::env::temp_dir().join(format!("convoy-crop-{}", std::process::id()));
+    let net = lenet_with(&dir, "lenet-crop.prototxt", "transform_param { scale: 0.00390625 crop_size: 28 mirror: true }", "transform_param { scale: 0.00390625 crop_size: 28 }");
+    let data = "synthetic:1x32x32:10:256:64";
+    let weights = dir.join("w.safetensors");
+    let w = weights.to_str().unwrap();
+    let (code, out, err) = convoy(&["train", "--model", &net, "--data", data, "--steps", "4", "--batch-size", "32", "--threads", "1", "--no-progress", "--save", w]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("done: 4 steps"), "{out}");
+    let acc = |s: &str| s.split("test accuracy ").nth(1).and_then(|t| t.split('%').next()).map(str::to_string);
+    let trained = acc(&out).unwrap_or_else(|| panic!("{out}"));
+    let (code, eval, err) = convoy(&["eval", "--model", &net, "--data", data, "--weights", w, "--threads", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(eval.contains("on 64 images"), "{eval}");
+    assert_eq!(acc(&eval).unwrap(), trained, "eval: {eval}\ntrain: {out}");
+    // Without the prototxt's crop, eval would not fit the 28×28 net.
+    let (code, _, err) = convoy(&["eval", "--model", "lenet-caffe", "--data", data, "--weights", w, "--threads", "1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("[1, 32, 32]") && err.contains("[1, 28, 28]"), "{err}");
+    let (code, out, err) = convoy(&["eval", "--model", "lenet-caffe", "--data", data, "--weights", w, "--threads", "1", "--crop-size", "28", "--normalize", &format!("0:{}", 1.0f32 / (255.0 * 0.00390625))]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(acc(&out).unwrap(), trained, "--crop-size 28 on the zoo's lenet-caffe is the same net and crop");
+
+    let sd = std::path::Path::new(data);
+    let run = |workers: &str| {
+        let (cfg, pc) = config(&["--model", &net, "--data", data, "--steps", "4", "--batch-size", "32", "--threads", "1", "--workers", workers], sd);
+        assert_eq!((cfg.model.input.clone(), cfg.data.crop, cfg.data.augment.flip), (vec![1, 28, 28], Some(Crop::square(28)), true));
+        parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap()
+    };
+    let (one, two) = (run("1"), run("2"));
+    let e = common::rel_err(&two.params, &one.params);
+    assert!(e <= 1e-5, "2 workers: relative error {e:e}");
+    assert_eq!(one.test_acc, two.test_acc);
+}
+
+/// Crops that cannot work are refused with exit code 2, naming the prototxt line or the flag,
+/// with a hint: larger than the samples, a TEST Data layer that disagrees, mean_file, a crop of
+/// 0 or too large given as a flag, and a crop that does not give the model's input.
+#[test]
+fn bad_crops_are_refused_naming_the_line_or_flag() {
+    let dir = std::env::temp_dir().join(format!("convoy-badcrop-{}", std::process::id()));
+    let mnist = small_mnist().to_str().unwrap().to_string();
+    let large = lenet_with(&dir, "large.prototxt", "transform_param { crop_size: 40 scale: 0.00390625 }", "transform_param { crop_size: 40 scale: 0.00390625 }");
+    let differ = lenet_with(&dir, "differ.prototxt", "transform_param { crop_size: 24 scale: 0.00390625 }", "transform_param { scale: 0.00390625 }");
+    let mean_file = lenet_with(&dir, "meanfile.prototxt", "transform_param { crop_size: 24 mean_file: \"mean.binaryproto\" }", "transform_param { crop_size: 24 }");
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["--model", &large], vec!["large.prototxt:9", "crop_size 40", "28×28", "hint"]),
+        (vec!["--model", &differ], vec!["differ.prototxt:18", "TEST", "(line 9)", "crop_size", "hint"]),
+        (vec!["--model", &mean_file], vec!["meanfile.prototxt:9", "mean_file", "hint"]),
+        (vec!["--crop-size", "0"], vec!["--crop-size", "'0'"]),
+        (vec!["--crop-size", "29"], vec!["--crop-size 29x29", "28×28", "hint"]),
+        (vec!["--crop-size", "24"], vec!["--crop-size 24x24", "[1, 24, 24]", "expects [1, 28, 28]", "hint"]),
+    ];
+    for (args, needles) in cases {
+        let (code, _, err) = convoy(&[&["train", "--steps", "1", "--threads", "1", "--no-progress", "--data", &mnist][..], &args].concat());
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(needles.iter().all(|n| err.contains(n)), "{args:?}: {needles:?} in {err}");
+    }
 }

@@ -1,6 +1,8 @@
 //! Caffe's per-parameter multipliers and fillers in a TOML model: `lr_mult`/`decay_mult` train the
-//! same under all-reduce (2 workers) as on one worker, lr_mult 0 freezes a tensor at its filler's
-//! values, and the multipliers change training (the test can fail).
+//! same under every strategy — all-reduce (2 workers), synchronous parameter servers (2 workers,
+//! 2 servers), pipeline (2 stages), tensor (2 slices), hybrid (data × tensor, data × pipeline) —
+//! as on one worker, lr_mult 0 freezes a tensor bitwise at its filler's values everywhere, and
+//! the multipliers change training (the test can fail).
 
 mod common;
 
@@ -38,7 +40,8 @@ type = "relu"
 name = "fc2"
 type = "linear"
 out_features = 10
-lr_mult = [3.0]
+lr_mult = [3.0, 2.0]
+decay_mult = [0.5]
 weight_filler = { type = "msra", variance_norm = "average" }
 "#;
 
@@ -50,33 +53,78 @@ fn args(model: &str) -> Vec<&str> {
     a
 }
 
-#[test]
-fn lr_and_decay_multipliers_train_the_same_on_two_workers_as_on_one() {
+/// The model written to a file of its own (tests run in parallel), its path.
+fn model_file(name: &str, text: &str) -> String {
     let dir = std::env::temp_dir().join(format!("convoy-mult-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("mult.toml");
-    std::fs::write(&path, MODEL).unwrap();
-    let m = path.to_str().unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// One worker's parameters after the run, checked: conv1.weight frozen at its filler's value,
+/// conv1.bias learning.
+fn reference(m: &str) -> Vec<f32> {
     let (cfg, _) = config(&args(m), small_mnist());
     let want = train(&cfg, &mut Recorder::default()).unwrap().params;
-
+    assert_frozen(m, &want, "one worker");
     let net = Net::build(&ModelSpec::resolve(m).unwrap()).unwrap();
-    let view = |name: &str| net.layout().view(&want, name).unwrap().to_vec();
-    assert!(view("conv1.weight").iter().all(|&w| w == 0.05), "lr_mult 0 must freeze conv1.weight at its filler's value");
-    assert!(view("conv1.bias").iter().all(|&b| b != 0.1), "conv1.bias learns (lr_mult 2)");
+    assert!(net.layout().view(&want, "conv1.bias").unwrap().iter().all(|&b| b != 0.1), "conv1.bias learns (lr_mult 2)");
+    want
+}
+
+/// conv1.weight (lr_mult 0) still holds its filler's value 0.05, bitwise.
+fn assert_frozen(m: &str, params: &[f32], what: &str) {
+    let net = Net::build(&ModelSpec::resolve(m).unwrap()).unwrap();
+    let w = net.layout().view(params, "conv1.weight").unwrap();
+    assert!(w.iter().all(|v| v.to_bits() == 0.05f32.to_bits()), "{what}: lr_mult 0 must freeze conv1.weight at its filler's value");
+}
+
+#[test]
+fn lr_and_decay_multipliers_train_the_same_on_two_workers_as_on_one() {
+    let m = &model_file("mult.toml", MODEL);
+    let want = reference(m);
+    let dir = std::env::temp_dir().join(format!("convoy-mult-{}", std::process::id()));
 
     for extra in [&["--workers", "2"][..], &["--workers", "2", "--allreduce", "ring", "--no-overlap"][..]] {
         let (cfg, pc) = config(&[&args(m)[..], &["--strategy", "allreduce"], extra].concat(), small_mnist());
         let got = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params;
         let e = rel_err(&got, &want);
         assert!(e <= 1e-5, "{extra:?}: relative error {e:e}");
+        assert_frozen(m, &got, &format!("{extra:?}"));
     }
 
     // Without the multipliers (same fillers) training differs: they were applied.
-    let plain = MODEL.replace("lr_mult = [0.0, 2.0]\n", "").replace("decay_mult = [1.0, 0.0]\n", "").replace("lr_mult = [3.0]\n", "");
+    let plain = MODEL.replace("lr_mult = [0.0, 2.0]\n", "").replace("decay_mult = [1.0, 0.0]\n", "").replace("lr_mult = [3.0, 2.0]\n", "").replace("decay_mult = [0.5]\n", "");
     let plain_path = dir.join("plain.toml");
     std::fs::write(&plain_path, plain).unwrap();
     let (cfg, _) = config(&args(plain_path.to_str().unwrap()), small_mnist());
     let other = train(&cfg, &mut Recorder::default()).unwrap().params;
     assert!(rel_err(&other, &want) > 1e-3);
+}
+
+/// The other strategies give each of their optimizers the multipliers of the ranges it updates:
+/// a parameter server its shard, a pipeline stage its layers, a tensor slice its slices (a
+/// row-parallel layer's bias lives on worker 0 only, so the others keep the weight's
+/// multipliers alone), and the hybrids both. Same tolerance as tests/parallel.rs and
+/// tests/model_parallel.rs (1e-5 relative after 10 steps); the frozen tensor is bitwise
+/// unchanged, and weight decay with decay_mult 0 (fc1.bias) or 0.5 (fc2.weight) is on.
+#[test]
+fn every_strategy_honours_lr_and_decay_multipliers() {
+    let m = &model_file("mult-strategies.toml", MODEL);
+    let want = reference(m);
+    for extra in [
+        &["--strategy", "ps", "--ps-mode", "sync", "--workers", "2", "--servers", "2"][..],
+        &["--strategy", "pipeline", "--stages", "2"][..],
+        &["--strategy", "pipeline", "--stages", "2", "--micro-batches", "4", "--pipeline-schedule", "gpipe"][..],
+        &["--strategy", "tensor", "--mp", "2"][..],
+        &["--strategy", "hybrid", "--dp", "2", "--mp", "2"][..],
+        &["--strategy", "hybrid", "--dp", "2", "--pp", "2", "--micro-batches", "2"][..],
+    ] {
+        let (cfg, pc) = config(&[&args(m)[..], extra].concat(), small_mnist());
+        let got = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{extra:?}: {e}")).params;
+        let e = rel_err(&got, &want);
+        assert!(e <= 1e-5, "{extra:?}: relative error {e:e}");
+        assert_frozen(m, &got, &format!("{extra:?}"));
+    }
 }

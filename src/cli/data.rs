@@ -1,9 +1,11 @@
-//! The data flags: how samples are made (`--image-size`, `--normalize`; train and eval) and how
-//! the training input is loaded (`--augment`, `--loader-threads`, `--data-split`; train only).
-//! docs/data.md explains them.
+//! The data flags: how samples are made (`--image-size`, `--crop-size`, `--normalize`; train and
+//! eval) and how the training input is loaded (`--augment`, `--loader-threads`, `--data-split`;
+//! train only), and a Caffe prototxt's `transform_param` applied to them. docs/data.md explains
+//! them.
 
 use super::{invalid, ConfigError};
-use crate::data::{split, Augment, DataOptions, Normalize};
+use crate::data::{split, Augment, Crop, DataOptions, Normalize};
+use crate::net::ModelSpec;
 use clap::Args;
 use std::path::Path;
 
@@ -14,6 +16,11 @@ pub struct ImageArgs {
     /// Resize(N) + CenterCrop(N)), or HxW [default: the model's input size].
     #[arg(long)]
     pub image_size: Option<String>,
+    /// Cut every sample to an N×N (or HxW) window: at a random place for training (seeded per
+    /// seed, epoch and sample), the center for evaluation, before --augment and --normalize
+    /// (Caffe's crop_size). The model's input is the window [default: the whole sample].
+    #[arg(long)]
+    pub crop_size: Option<String>,
     /// Per-channel normalisation (x − mean) / std: MEAN:STD with comma lists of one value or
     /// one per channel (0.4914,0.4822,0.4465:0.2470,0.2435,0.2616), imagenet, or none [the
     /// dataset's: MNIST's or CIFAR's statistics; none for image folders and synthetic data].
@@ -63,7 +70,8 @@ impl ImageArgs {
             _ => None,
         };
         let normalize = self.normalize.as_deref().map(Normalize::parse).transpose().map_err(|m| invalid("normalize", m))?;
-        Ok(DataOptions { image_size, channels, normalize, ..DataOptions::default() })
+        let crop = self.crop_size.as_deref().map(Crop::parse).transpose().map_err(|m| invalid("crop-size", m))?;
+        Ok(DataOptions { image_size, channels, normalize, crop, ..DataOptions::default() })
     }
 }
 
@@ -90,43 +98,62 @@ impl LoadArgs {
     }
 }
 
+/// The model `model` names (a prototxt's Data layer takes its shape from the data at `probe`)
+/// and the data options of the flags, with a prototxt's `transform_param` applied. `load` is
+/// given for training: (its flags, the --data path, --deterministic).
+pub fn model_and_options(model: &str, probe: &Path, image: &ImageArgs, load: Option<(&LoadArgs, &Path, bool)>) -> anyhow::Result<(ModelSpec, DataOptions)> {
+    let flags_only = image.to_options(None)?;
+    let spec = ModelSpec::resolve_with(model, &mut || {
+        Ok(crate::data::open_with(probe, crate::data::Split::Test, &flags_only).map_err(|e| e.to_string())?.sample_shape().to_vec())
+    })?;
+    let mut data = image.to_options(Some(&spec.input))?;
+    if let Some((load, path, deterministic)) = load {
+        load.apply(&mut data, path, deterministic)?;
+    }
+    if model.ends_with(".prototxt") {
+        let text = std::fs::read_to_string(model).map_err(|e| invalid("model", format!("cannot read {model}: {e}")))?;
+        if let Some(t) = crate::net::caffe::transform_from_prototxt(&text, model).map_err(|e| invalid("model", e))? {
+            let mut hw = |o: &DataOptions| Ok(crate::data::open_with(probe, crate::data::Split::Test, o).map_err(|e| e.to_string())?.sample_shape().to_vec());
+            apply_caffe_transform(&t, model, image, load.map(|l| l.0), &mut data, &mut hw)?;
+        }
+    }
+    Ok((spec, data))
+}
+
 /// Applies a Caffe prototxt's Data-layer `transform_param` (`t`, see `caffe::Transform`) to
-/// `opts`: its mean/scale become the normalisation and `mirror` a flip, unless `--normalize` or
-/// `--augment` says otherwise (the flag wins, with a note). A `crop_size` is refused unless the
-/// samples already have that size (`sample_hw` gives theirs): convoy does not crop to a smaller
-/// size.
+/// `opts`: its mean/scale become the normalisation, `mirror` a flip (training: `load` given) and
+/// `crop_size` the crop, unless `--normalize`, `--augment` or `--crop-size` says otherwise (the
+/// flag wins, with a note). The crop must fit the samples (`sample_shape` gives theirs) or it
+/// is an error naming the prototxt's line.
 pub fn apply_caffe_transform(
     t: &crate::net::caffe::Transform,
     origin: &str,
     image: &ImageArgs,
-    load: &LoadArgs,
+    load: Option<&LoadArgs>,
     opts: &mut DataOptions,
-    sample_hw: &mut dyn FnMut(&DataOptions) -> Result<Vec<usize>, String>,
+    sample_shape: &mut dyn FnMut(&DataOptions) -> Result<Vec<usize>, String>,
 ) -> Result<(), ConfigError> {
     if image.normalize.is_some() {
         tracing::info!("{origin}:{}: --normalize replaces the prototxt's transform_param mean/scale", t.line);
     } else {
         opts.normalize = Some(Normalize::new(t.mean.clone(), t.std.clone()));
     }
-    if t.mirror {
-        if load.augment != "none" {
-            tracing::info!("{origin}:{}: --augment replaces the prototxt's mirror: true", t.line);
-        } else {
-            opts.augment.flip = true;
-        }
+    match load {
+        Some(l) if t.mirror && l.augment != "none" => tracing::info!("{origin}:{}: --augment replaces the prototxt's mirror: true", t.line),
+        Some(_) if t.mirror => opts.augment.flip = true,
+        _ => {}
     }
-    if let Some(c) = t.crop {
-        let hw = sample_hw(opts).map_err(|e| invalid("model", format!("{origin}:{}: transform_param crop_size: {e}", t.line)))?;
-        if hw[..] != [c, c] {
-            return Err(invalid(
-                "model",
-                format!(
-                    "{origin}:{}: transform_param crop_size {c} is not supported: the samples are {hw:?} and convoy does not crop them to a smaller size; hint: remove crop_size and use --augment crop:P (a random crop at full size), or an image folder (resized and center-cropped to the model's {c}×{c})",
-                    t.line
-                ),
-            ));
-        }
+    if t.test_mirror {
+        tracing::info!("{origin}: the TEST-phase Data layer's mirror: true is not applied: convoy never augments the test set");
     }
+    let Some(c) = t.crop else { return Ok(()) };
+    if image.crop_size.is_some() {
+        tracing::info!("{origin}:{}: --crop-size replaces the prototxt's transform_param crop_size", t.line);
+        return Ok(());
+    }
+    let shape = sample_shape(opts).map_err(|e| invalid("model", format!("{origin}:{}: transform_param crop_size: {e}", t.line)))?;
+    Crop::square(c).out_shape(&shape).map_err(|e| invalid("model", format!("{origin}:{}: transform_param crop_size {c}: {e}", t.line)))?;
+    opts.crop = Some(Crop::square(c));
     Ok(())
 }
 
@@ -145,10 +172,15 @@ mod tests {
         let o = none.to_options(Some(&[1, 28, 28])).unwrap();
         assert_eq!((o.image_size, o.channels, o.normalize), (Some([28, 28]), Some(1), None));
         assert_eq!(none.to_options(None).unwrap().image_size, None);
-        let a = ImageArgs { image_size: Some("64".into()), normalize: Some("imagenet".into()) };
+        let a = ImageArgs { image_size: Some("64".into()), normalize: Some("imagenet".into()), crop_size: Some("56".into()) };
         let o = a.to_options(Some(&[3, 32, 32])).unwrap();
         assert_eq!(o.image_size, Some([64, 64]));
         assert!(o.normalize.is_some());
+        assert_eq!(o.crop, Some(Crop::square(56)));
+        for bad in ["0", "3x", "-1"] {
+            let e = ImageArgs { crop_size: Some(bad.into()), ..ImageArgs::default() }.to_options(None).unwrap_err().to_string();
+            assert!(e.contains("--crop-size") && e.contains("N or HxW"), "{e}");
+        }
         let e = ImageArgs { normalize: Some("1:2:3".into()), ..ImageArgs::default() }.to_options(None).unwrap_err().to_string();
         assert!(e.contains("--normalize"), "{e}");
         let mut opts = DataOptions::default();

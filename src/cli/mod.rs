@@ -9,10 +9,9 @@ mod data;
 mod parallel;
 pub mod plan;
 
-pub use data::{ImageArgs, LoadArgs};
+pub use data::{model_and_options, ImageArgs, LoadArgs};
 pub use parallel::{AlgorithmArg, CommArg, ParallelArgs, PsModeArg, ScheduleArg, StrategyArg};
 
-use crate::net::ModelSpec;
 use crate::optim::{schedule::LrSchedule, OptimizerConfig};
 use crate::train::{CheckpointPolicy, OnCheckpointError, TrainConfig};
 use clap::{Args, Parser, Subcommand};
@@ -300,19 +299,7 @@ impl TrainArgs {
         // A model whose input shape comes from the data (a prototxt without one) looks at the
         // test set; with --data-split at this process's first part.
         let probe = if self.load.data_split { crate::data::split::part_path(&self.data, crate::comm::launch::rank().unwrap_or(0) * self.parallel.workers) } else { self.data.clone() };
-        let flags_only = self.image.to_options(None)?;
-        let model = ModelSpec::resolve_with(&self.model, &mut || {
-            Ok(crate::data::open_with(&probe, crate::data::Split::Test, &flags_only).map_err(|e| e.to_string())?.sample_shape().to_vec())
-        })?;
-        let mut data = self.image.to_options(Some(&model.input))?;
-        self.load.apply(&mut data, &self.data, self.parallel.deterministic)?;
-        if self.model.ends_with(".prototxt") {
-            let text = std::fs::read_to_string(&self.model).map_err(|e| invalid("model", format!("cannot read {}: {e}", self.model)))?;
-            if let Some(t) = crate::net::caffe::transform_from_prototxt(&text, &self.model).map_err(|e| invalid("model", e))? {
-                let mut hw = |o: &crate::data::DataOptions| Ok(crate::data::open_with(&probe, crate::data::Split::Test, o).map_err(|e| e.to_string())?.sample_shape()[1..].to_vec());
-                data::apply_caffe_transform(&t, &self.model, &self.image, &self.load, &mut data, &mut hw)?;
-            }
-        }
+        let (model, data) = data::model_and_options(&self.model, &probe, &self.image, Some((&self.load, &self.data, self.parallel.deterministic)))?;
         let optimizer = OptimizerConfig::from_name(&self.optimizer, self.momentum, self.nesterov, self.weight_decay)?;
         let schedule = LrSchedule::parse(&self.schedule, self.lr)?;
         if self.keep == 0 {

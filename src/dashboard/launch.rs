@@ -140,7 +140,13 @@ impl LaunchRequest {
             crate::net::caffe::from_prototxt(text, field, &mut shape, &mut |_| {}).map_err(bad)?
         };
         let net = crate::net::Net::build(&spec).map_err(|e| bad(e.to_string()))?;
-        let data = shape().map_err(|e| ApiError::bad(format!("dataset: {e}")))?;
+        let mut data = shape().map_err(|e| ApiError::bad(format!("dataset: {e}")))?;
+        // A Data layer's crop_size cuts the samples to the model's input, as in `convoy train`.
+        if field == "model_prototxt" {
+            if let Some(c) = crate::net::caffe::transform_from_prototxt(text, field).map_err(bad)?.and_then(|t| t.crop) {
+                data = crate::data::Crop::square(c).out_shape(&data).map_err(|e| bad(format!("transform_param crop_size {c}: {e}")))?.to_vec();
+            }
+        }
         if net.input_shape() != data.as_slice() {
             return Err(bad(format!("the model takes inputs of shape {:?} but the dataset's samples are {data:?}; hint: set the input shape to the dataset's", net.input_shape())));
         }
@@ -278,3 +284,23 @@ pub(super) fn first_line(s: &str) -> String {
     s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A prototxt whose Data layers crop 32×32 samples to 28×28 fits a 28×28 net; a crop larger
+    /// than the samples is refused.
+    #[test]
+    fn a_prototxt_crop_is_checked_against_the_dataset() {
+        let lenet = include_str!("../../tests/data/lenet_train_test.prototxt");
+        let with = |c: usize| {
+            let text = lenet.replace("transform_param { scale: 0.00390625 }", &format!("transform_param {{ scale: 0.00390625 crop_size: {c} }}"));
+            serde_json::from_value::<LaunchRequest>(json!({ "model_prototxt": text })).unwrap()
+        };
+        let shape = |_: &Path| Ok(vec![1, 32, 32]);
+        with(28).check_sent_model(Path::new("d"), &shape).unwrap();
+        let e = with(40).check_sent_model(Path::new("d"), &shape).unwrap_err();
+        assert!(format!("{e:?}").contains("crop_size 40"), "{e:?}");
+    }
+}

@@ -1,5 +1,5 @@
-//! The prefetching loader: `threads` background threads (`--loader-threads`) read, augment and
-//! normalise this rank's shard of each global batch of an epoch into a `Batch`, ahead of the
+//! The prefetching loader: `threads` background threads (`--loader-threads`) read, crop, augment
+//! and normalise this rank's shard of each global batch of an epoch into a `Batch`, ahead of the
 //! trainer. Batch b is made by thread b mod N, which queues at most `PER_THREAD` finished
 //! batches; the trainer takes batch b from that thread's queue, so batches arrive in order and
 //! memory stays bounded (N·(PER_THREAD + 1) batches) with no reordering buffer. Used batches go
@@ -10,6 +10,7 @@
 //! loader that cannot keep up shows there. A failure to read a sample (a damaged image) ends
 //! the epoch with that error; dropping the loader stops its threads at their next send.
 
+use super::crop::{Crop, Place};
 use super::{sampler::Sampler, sampler::Shard, Augment, DataError, Dataset};
 use crate::tensor::Tensor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -39,25 +40,27 @@ pub struct Batch {
     pub offset: usize,
 }
 
-/// What a loader reads and how: the training set, its sampler, augmentation and threads.
+/// What a loader reads and how: the training set, its sampler, crop, augmentation and threads.
 #[derive(Clone)]
 pub struct Feed {
     /// The dataset (raw samples and their normalisation).
     pub data: Arc<dyn Dataset>,
     /// Global batches of each epoch.
     pub sampler: Sampler,
-    /// Augmentation of every sample.
+    /// The window every sample is cut to, at a random place (`--crop-size`); `None`: whole.
+    pub crop: Option<Crop>,
+    /// Augmentation of every sample (after the crop).
     pub augment: Augment,
-    /// The run's seed (keys the augmentation).
+    /// The run's seed (keys the crop and the augmentation).
     pub seed: u64,
     /// Loader threads (at least 1).
     pub threads: usize,
 }
 
 impl Feed {
-    /// A feed without augmentation on one thread.
+    /// A feed without crop or augmentation on one thread.
     pub fn plain(data: Arc<dyn Dataset>, sampler: Sampler) -> Feed {
-        Feed { data, sampler, augment: Augment::default(), seed: 0, threads: 1 }
+        Feed { data, sampler, crop: None, augment: Augment::default(), seed: 0, threads: 1 }
     }
 }
 
@@ -85,7 +88,7 @@ impl Loader {
             let (recycle_tx, recycle_rx) = sync_channel::<Batch>(PER_THREAD + 2);
             let (feed, order) = (feed.clone(), order.clone());
             let spawned = std::thread::Builder::new().name(format!("loader-r{}-{t}", shard.rank)).spawn(move || {
-                let mut scratch = Vec::new();
+                let mut scratch = (Vec::new(), Vec::new());
                 for b in (start_batch + t..end).step_by(n) {
                     let mut batch = recycle_rx.try_recv().unwrap_or_default();
                     let made = catch_unwind(AssertUnwindSafe(|| fill(&feed, &order, epoch, b, &shard, &mut batch, &mut scratch)));
@@ -138,19 +141,27 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown cause".into())
 }
 
-/// Reads, augments and normalises global batch `b`'s shard into `batch`.
-fn fill(feed: &Feed, order: &[usize], epoch: u64, b: usize, shard: &Shard, batch: &mut Batch, scratch: &mut Vec<f32>) -> Result<(), DataError> {
+/// Reads, crops, augments and normalises global batch `b`'s shard into `batch`; `scratch` holds
+/// a whole sample before its crop and the augmentation's copy.
+fn fill(feed: &Feed, order: &[usize], epoch: u64, b: usize, shard: &Shard, batch: &mut Batch, scratch: &mut (Vec<f32>, Vec<f32>)) -> Result<(), DataError> {
     let data = feed.data.as_ref();
     let (mine, global, offset) = feed.sampler.shard_of(order, b, shard);
     let shape = data.sample_shape();
-    let [c, h, w] = [shape[0], shape[1], shape[2]];
+    let [c, h, w] = match feed.crop {
+        Some(k) => k.out_shape(shape).map_err(|m| DataError::Internal(format!("crop not checked against the data: {m}")))?,
+        None => [shape[0], shape[1], shape[2]],
+    };
     let norm = data.normalization();
     batch.x.resize(&[mine.len(), c, h, w]);
     batch.labels.clear();
     batch.ids.clear();
     for (&i, out) in mine.iter().zip(batch.x.data_mut().chunks_exact_mut((c * h * w).max(1))) {
-        batch.labels.push(data.read_raw(i, out)?);
-        feed.augment.apply(out, [c, h, w], (feed.seed, epoch, i as u64), scratch);
+        let label = match feed.crop {
+            Some(k) => k.read(data, i, Place::Random { seed: feed.seed, epoch }, out, &mut scratch.0)?,
+            None => data.read_raw(i, out)?,
+        };
+        batch.labels.push(label);
+        feed.augment.apply(out, [c, h, w], (feed.seed, epoch, i as u64), &mut scratch.1);
         norm.apply(out, c);
         batch.ids.push(i as u64);
     }

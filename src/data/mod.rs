@@ -4,8 +4,9 @@
 //!
 //! A dataset hands out raw samples (pixels scaled to [0, 1], ToTensor's scale) and names the
 //! normalisation it is usually trained with; `open_with` wraps it with the one chosen by the
-//! user (`--normalize`), and the loader augments the raw pixels of training samples before
-//! normalising them (torchvision's order: crop and flip, then ToTensor and Normalize).
+//! user (`--normalize`), and the loader cuts the `--crop-size` window (crop.rs), augments the raw
+//! pixels of training samples and then normalises them (Caffe's order: crop, mirror, mean and
+//! scale; torchvision's: crop and flip, then ToTensor and Normalize).
 //!
 //! Placement (Intel Caffe's shared vs split DB): by default every rank opens the whole dataset
 //! and reads only its shard of each global batch; with `--data-split` each data-parallel rank
@@ -13,6 +14,7 @@
 
 pub mod augment;
 pub mod cifar;
+pub mod crop;
 pub mod folder;
 pub mod idx;
 pub mod loader;
@@ -21,13 +23,14 @@ pub mod split;
 pub mod synthetic;
 
 pub use augment::{Augment, Normalize};
+pub use crop::Crop;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
 
-/// How samples are made from the files (`--image-size`, `--normalize`, `--augment`,
-/// `--loader-threads`, `--data-split`).
+/// How samples are made from the files (`--image-size`, `--crop-size`, `--normalize`,
+/// `--augment`, `--loader-threads`, `--data-split`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataOptions {
     /// Image folders: every image is resized and center-cropped to (H, W); `None`: the model's.
@@ -36,6 +39,9 @@ pub struct DataOptions {
     pub channels: Option<usize>,
     /// Replaces the dataset's own normalisation; `None`: the dataset's (MNIST's, CIFAR's, none).
     pub normalize: Option<Normalize>,
+    /// The window every sample is cut to (random in training, centered in evaluation); `None`:
+    /// the whole sample.
+    pub crop: Option<Crop>,
     /// Augmentation of training samples (never of the test set).
     pub augment: Augment,
     /// Threads decoding and augmenting batches ahead of the trainer (≥ 1).
@@ -46,7 +52,7 @@ pub struct DataOptions {
 
 impl Default for DataOptions {
     fn default() -> Self {
-        DataOptions { image_size: None, channels: None, normalize: None, augment: Augment::default(), loader_threads: 1, split: false }
+        DataOptions { image_size: None, channels: None, normalize: None, crop: None, augment: Augment::default(), loader_threads: 1, split: false }
     }
 }
 

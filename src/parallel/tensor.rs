@@ -189,7 +189,7 @@ pub fn plan(spec: &ModelSpec, w: usize, mp: usize) -> Result<Plan, TrainError> {
                 }
                 cuts.push((format!("{name}.num_batches_tracked"), Cut::Copy { owner: w == 0 }));
             }
-            LayerSpec::Linear { name, out_features, bias, .. } => match state {
+            LayerSpec::Linear { name, out_features, bias, lr_mult, decay_mult, .. } => match state {
                 State::Full | State::Channels(_) => {
                     let r = chunk(*out_features, w, mp, "output features", name)?;
                     cuts.push((format!("{name}.weight"), Cut::Rows(r.clone())));
@@ -205,6 +205,11 @@ pub fn plan(spec: &ModelSpec, w: usize, mp: usize) -> Result<Plan, TrainError> {
                     // The bias is added once, by worker 0.
                     if *bias && w == 0 {
                         cuts.push((format!("{name}.bias"), Cut::Whole));
+                    }
+                    if *bias && w != 0 {
+                        // Without its bias the slice has one parameter: keep the weight's multipliers only.
+                        lr_mult.truncate(1);
+                        decay_mult.truncate(1);
                     }
                     *bias = *bias && w == 0;
                     cur.push(l);

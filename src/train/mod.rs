@@ -12,7 +12,7 @@ pub mod stop;
 pub mod timeline;
 mod totals;
 
-pub use input::{evaluate, feed, load_data, load_data_parts, TrainTest};
+pub use input::{check_shape, evaluate, feed, load_data, load_data_parts, TrainTest};
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::comm::CommError;
@@ -635,7 +635,7 @@ pub fn run_worker(
         if epoch_done && step < total_steps {
             emit(totals.event(shard.rank, step, t0));
             if lead && cfg.eval_each_epoch {
-                let s = evaluate(&mut net, &params, test_set.as_ref(), 1000, cfg.threads)?;
+                let s = evaluate(&mut net, &params, test_set.as_ref(), cfg.data.crop, 1000, cfg.threads)?;
                 emit(eval_event(step, epoch, &s));
             }
         }
@@ -658,7 +658,7 @@ pub fn run_worker(
         params,
     };
     if lead {
-        let s = evaluate(&mut net, &summary.params, test_set.as_ref(), 1000, cfg.threads)?;
+        let s = evaluate(&mut net, &summary.params, test_set.as_ref(), cfg.data.crop, 1000, cfg.threads)?;
         emit(eval_event(step, epoch.saturating_sub(1), &s));
         summary.test_acc = s.correct as f64 / s.samples.max(1) as f64;
         summary.test_loss = s.loss_sum / s.samples.max(1) as f64;

@@ -72,50 +72,82 @@ pub struct Transform {
     pub std: Vec<f32>,
     /// `mirror`: random horizontal flips of training samples.
     pub mirror: bool,
-    /// `crop_size`, when given (convoy's data side cannot crop to a smaller size: the caller
-    /// refuses it unless the samples already have that size).
+    /// `crop_size`, when given and not 0 (Caffe's 0 is "no crop"): a random window in
+    /// training, the center one in evaluation.
     pub crop: Option<usize>,
     /// The line of the `transform_param`, for messages.
     pub line: usize,
+    /// The TEST-phase Data layer asks for `mirror: true`, which convoy does not do (it never
+    /// augments the test set): the caller says so.
+    pub test_mirror: bool,
 }
 
 /// The transform of the training Data/MemoryData layer of a NetParameter (`None`: there is none,
 /// e.g. an Input layer). A layer without `transform_param` gets Caffe's defaults (scale 1, no
-/// mean: raw 0..255 pixels).
+/// mean: raw 0..255 pixels). A TEST-phase Data layer's transform must agree with it except for
+/// `mirror`, since convoy normalises and crops both sets alike; otherwise it is an error.
 pub fn transform(net: &Msg, origin: &str) -> Result<Option<Transform>, String> {
+    let (mut train, mut test) = (None, None);
     for (v, line) in net.all("layer") {
         let Value::Msg(l) = v else { continue };
         let data = l.scalar("type").is_some_and(|t| matches!(t.0, "Data" | "MemoryData"));
-        let test = l.msg("include").and_then(|i| i.scalar("phase")).is_some_and(|p| p.0 == "TEST");
-        if !data || test {
-            continue;
+        let is_test = l.msg("include").and_then(|i| i.scalar("phase")).is_some_and(|p| p.0 == "TEST");
+        let slot = if is_test { &mut test } else { &mut train };
+        if data && slot.is_none() {
+            *slot = Some(one_transform(l, line, origin)?);
         }
-        let (p, line) = match l.all("transform_param").next() {
-            Some((Value::Msg(p), at)) => (p.clone(), at),
-            _ => (Msg::default(), line),
-        };
-        p.only(&["scale", "mean_value", "mean_file", "crop_size", "mirror"], origin, "transform_param")?;
-        if let Some((_, at)) = p.scalar("mean_file") {
-            return err(origin, at, "transform_param mean_file is not read; hint: give the mean per channel with mean_value (one per channel, on 0..255)");
-        }
-        let scale: f32 = num(&p, "scale", origin)?.unwrap_or(1.0);
-        if !(scale.is_finite() && scale > 0.0) {
-            return err(origin, line, format!("transform_param scale {scale} must be a positive number (e.g. 0.00390625)"));
-        }
-        let mut mean = Vec::new();
-        for (v, at) in p.all("mean_value") {
-            match v {
-                Value::Scalar(s) => mean.push(s.parse::<f32>().ok().filter(|m| m.is_finite()).ok_or_else(|| format!("{origin}:{at}: 'mean_value: {s}' is not a valid number"))? / 255.0),
-                Value::Msg(_) => return err(origin, at, "mean_value must be a number"),
-            }
-        }
-        if mean.is_empty() {
-            mean.push(0.0);
-        }
-        let std = vec![1.0 / (255.0 * scale); mean.len()];
-        let mirror = p.scalar("mirror").is_some_and(|m| m.0 == "true");
-        let crop = num::<usize>(&p, "crop_size", origin)?.filter(|&c| c > 0);
-        return Ok(Some(Transform { mean, std, mirror, crop, line }));
     }
-    Ok(None)
+    let Some(mut t) = train else { return Ok(None) };
+    if let Some(test) = test {
+        let mut differ = Vec::new();
+        if (&test.mean, &test.std) != (&t.mean, &t.std) {
+            differ.push("mean_value/scale");
+        }
+        if test.crop != t.crop {
+            differ.push("crop_size");
+        }
+        if !differ.is_empty() {
+            return err(
+                origin,
+                test.line,
+                format!(
+                    "the TEST-phase Data layer's transform_param differs from the TRAIN one (line {}) in {}: convoy normalises and crops the training and test sets alike; hint: give both the same scale, mean_value and crop_size (only mirror may differ)",
+                    t.line,
+                    differ.join(" and ")
+                ),
+            );
+        }
+        t.test_mirror = test.mirror;
+    }
+    Ok(Some(t))
+}
+
+/// The `transform_param` of Data layer `l` (at `line`).
+fn one_transform(l: &Msg, line: usize, origin: &str) -> Result<Transform, String> {
+    let (p, line) = match l.all("transform_param").next() {
+        Some((Value::Msg(p), at)) => (p.clone(), at),
+        _ => (Msg::default(), line),
+    };
+    p.only(&["scale", "mean_value", "mean_file", "crop_size", "mirror"], origin, "transform_param")?;
+    if let Some((_, at)) = p.scalar("mean_file") {
+        return err(origin, at, "transform_param mean_file is not read; hint: give the mean per channel with mean_value (one per channel, on 0..255)");
+    }
+    let scale: f32 = num(&p, "scale", origin)?.unwrap_or(1.0);
+    if !(scale.is_finite() && scale > 0.0) {
+        return err(origin, line, format!("transform_param scale {scale} must be a positive number (e.g. 0.00390625)"));
+    }
+    let mut mean = Vec::new();
+    for (v, at) in p.all("mean_value") {
+        match v {
+            Value::Scalar(s) => mean.push(s.parse::<f32>().ok().filter(|m| m.is_finite()).ok_or_else(|| format!("{origin}:{at}: 'mean_value: {s}' is not a valid number"))? / 255.0),
+            Value::Msg(_) => return err(origin, at, "mean_value must be a number"),
+        }
+    }
+    if mean.is_empty() {
+        mean.push(0.0);
+    }
+    let std = vec![1.0 / (255.0 * scale); mean.len()];
+    let mirror = p.scalar("mirror").is_some_and(|m| m.0 == "true");
+    let crop = num::<usize>(&p, "crop_size", origin)?.filter(|&c| c > 0);
+    Ok(Transform { mean, std, mirror, crop, line, test_mirror: false })
 }

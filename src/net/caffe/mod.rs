@@ -11,8 +11,9 @@
 //! legacy `input_shape`/`input_dim` fields, `memory_data_param`, or — for a Data layer, whose
 //! LMDB convoy does not read — from the dataset given with `--data` (3×crop×crop with a
 //! `crop_size`). `param { lr_mult decay_mult }` and weight/bias fillers become the layer spec's
-//! `lr_mult`/`decay_mult` and fillers; the training Data layer's `transform_param` is read by
-//! `transform_from_prototxt` into data options (the CLI applies it). Accepted with a warning but
+//! `lr_mult`/`decay_mult` and fillers; the training Data layer's `transform_param` (checked
+//! against the TEST one's) is read by `transform_from_prototxt` into data options — mean/scale,
+//! mirror, crop_size — which the CLI applies. Accepted with a warning but
 //! not applied: the Data layer's batch size and source.
 //! Anything else — another layer type, an unknown field — is an error naming it and its line.
 
@@ -30,7 +31,7 @@ pub use solver::{solver_from_prototxt, Solver};
 use text::{err, lex, num, pair, parse_msg, Value};
 
 /// The training Data/MemoryData layer's `transform_param` of a NetParameter (see `Transform`),
-/// `None` without such a layer.
+/// `None` without such a layer; an error if the TEST-phase one disagrees (but for mirror).
 pub fn transform_from_prototxt(text: &str, origin: &str) -> Result<Option<Transform>, String> {
     let net = parse_msg(&lex(text, origin)?, &mut 0, origin, false)?;
     fields::transform(&net, origin)
@@ -120,7 +121,8 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
             "Data" => {
                 l.only(&known(&["data_param", "transform_param"]), origin, &format!("layer '{lname}'"))?;
                 warn(format!("{origin}:{line}: Data layer '{lname}': convoy reads --data instead of its source and uses --batch-size"));
-                let crop: Option<usize> = num(&param("transform_param"), "crop_size", origin)?;
+                // Caffe's crop_size 0 (its default) means no crop.
+                let crop: Option<usize> = num(&param("transform_param"), "crop_size", origin)?.filter(|&c| c > 0);
                 input = Some(match crop {
                     // The dataset's channels when it can be opened (Caffe's default, color, else).
                     Some(c) => vec![data_shape().map_or(3, |s| s[0]), c, c],

@@ -230,15 +230,31 @@ fn unknown_types_fields_and_broken_text_name_the_line() {
 }
 
 /// transform_param: (pixel − mean)·scale on 0..255 is (x − mean/255)/(1/(255·scale)) on
-/// convoy's x = pixel/255; the TEST layer's is not read; mean_file is refused.
+/// convoy's x = pixel/255; the TEST layer's must agree but for mirror; crop_size 0 is Caffe's
+/// "no crop"; mean_file is refused.
 #[test]
 fn transform_param_maps_to_normalisation_on_unit_pixels() {
     let t = transform_from_prototxt(LENET, "lenet.prototxt").unwrap().unwrap();
     // scale 0.00390625 = 1/256, not 1/255: x·255/256.
-    assert_eq!((t.mean.clone(), t.std.clone(), t.mirror, t.crop), (vec![0.0], vec![256.0 / 255.0], false, None));
-    let text = "layer { name: \"d\" type: \"Data\" top: \"data\" include { phase: TRAIN }\n transform_param { scale: 0.017 mean_value: 104 mean_value: 117 mean_value: 123 mirror: true crop_size: 227 } }\nlayer { name: \"t\" type: \"Data\" top: \"data\" include { phase: TEST } transform_param { mirror: false } }";
-    let t = transform_from_prototxt(text, "n").unwrap().unwrap();
-    assert_eq!((t.mean, t.std.len(), t.mirror, t.crop, t.line), (vec![104.0 / 255.0, 117.0 / 255.0, 123.0 / 255.0], 3, true, Some(227), 2));
+    assert_eq!((t.mean.clone(), t.std.clone(), t.mirror, t.crop, t.test_mirror), (vec![0.0], vec![256.0 / 255.0], false, None, false));
+    let train = "layer { name: \"d\" type: \"Data\" top: \"data\" include { phase: TRAIN }\n transform_param { scale: 0.017 mean_value: 104 mean_value: 117 mean_value: 123 mirror: true crop_size: 227 } }\n";
+    let test = |p: &str| format!("{train}layer {{ name: \"t\" type: \"Data\" top: \"data\" include {{ phase: TEST }}\n transform_param {{ {p} }} }}");
+    let t = transform_from_prototxt(&test("scale: 0.017 mean_value: 104 mean_value: 117 mean_value: 123 mirror: false crop_size: 227"), "n").unwrap().unwrap();
+    assert_eq!((t.mean.clone(), t.std.len(), t.mirror, t.crop, t.line, t.test_mirror), (vec![104.0 / 255.0, 117.0 / 255.0, 123.0 / 255.0], 3, true, Some(227), 2, false));
+    let mirrored = transform_from_prototxt(&test("scale: 0.017 mean_value: 104 mean_value: 117 mean_value: 123 mirror: true crop_size: 227"), "n").unwrap().unwrap();
+    assert!(mirrored.test_mirror, "a TEST mirror is reported (and not applied)");
+    for (p, needle) in [
+        ("mirror: false", "mean_value/scale and crop_size"),
+        ("scale: 0.017 mean_value: 104 mean_value: 117 mean_value: 123 crop_size: 224", "crop_size"),
+        ("scale: 0.02 mean_value: 104 mean_value: 117 mean_value: 123 crop_size: 227", "mean_value/scale"),
+    ] {
+        let e = transform_from_prototxt(&test(p), "n").unwrap_err();
+        assert!(e.starts_with("n:4:") && e.contains("(line 2)") && e.contains(&format!("in {needle}:")) && e.contains("hint"), "{p}: {e}");
+    }
+    let e = transform_from_prototxt(&test("mean_file: \"m.binaryproto\""), "n").unwrap_err();
+    assert!(e.contains("n:4:") && e.contains("mean_file"), "{e}");
+    let zero = transform_from_prototxt("layer { name: \"d\" type: \"Data\" transform_param { crop_size: 0 } }", "n").unwrap().unwrap();
+    assert_eq!(zero.crop, None, "Caffe's crop_size 0 is no crop");
     assert!((t.std[0] * 255.0 * 0.017 - 1.0).abs() < 1e-6);
     assert_eq!(transform_from_prototxt("layer { name: \"i\" type: \"Input\" }", "n").unwrap(), None);
     let e = transform_from_prototxt("layer { name: \"d\" type: \"Data\"\n transform_param { mean_file: \"m.binaryproto\" } }", "n").unwrap_err();
