@@ -84,13 +84,13 @@ fn skipped_steps_are_in_the_metrics_and_fail_is_the_default() {
     assert_eq!(steps, (1..=10).map(|s| (s, s == 4)).collect::<Vec<_>>());
     let end = lines.iter().find(|l| l["event"] == "run_end").unwrap();
     assert_eq!(end["skipped_steps"], 1);
-    // Default: the NaN gradients reach the parameters, and the run ends at the next check
-    // (here the loss stays finite — ReLU turns NaN into 0 — so at the checkpoint of step 5),
-    // naming the step and the tensor, and keeping no checkpoint of a non-finite model.
+    // Default: the NaN gradients reach the parameters, and the run ends at that step although
+    // the loss stays finite (ReLU turns NaN into 0): every step looks at the parameters. It
+    // names the step and the tensor, and writes no checkpoint of a non-finite model.
     let ck = dir.join("ck");
     let (code, _, err) = convoy(&[&RUN[..9], &["--inject-nonfinite", "4", "--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "5"]].concat());
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("not finite at step 5") && err.contains("conv1.weight"), "{err}");
+    assert!(err.contains("the model is not finite at step 4") && err.contains("conv1.weight"), "{err}");
     assert!(!ck.join("latest").exists(), "a checkpoint of a non-finite model was written");
 }
 
@@ -103,5 +103,22 @@ fn asynchronous_servers_drop_nonfinite_pushes() {
         let (got, skipped) = run(&[&["--strategy", "ps", "--ps-mode"][..], mode, &["--workers", "3", "--servers", "2"]].concat());
         assert!(got.iter().all(|v| v.is_finite()), "{mode:?}: the model went non-finite");
         assert_eq!(skipped, vec![3, 7], "{mode:?}: worker 0 (which holds the NaN image) reports its dropped pushes");
+    }
+}
+
+/// `--on-nonfinite fail` (the default) under every strategy: NaN gradients whose loss stays
+/// finite end the run at the very step they reach the parameters, naming it.
+#[test]
+fn every_strategy_fails_at_the_step_the_parameters_go_nonfinite() {
+    for layout in [
+        &["--workers", "2"][..],
+        &["--strategy", "ps", "--workers", "2", "--servers", "2"],
+        &["--strategy", "pipeline", "--stages", "2", "--micro-batches", "2"],
+        &["--strategy", "tensor", "--mp", "2"],
+        &["--strategy", "hybrid", "--dp", "2", "--mp", "2"],
+    ] {
+        let (cfg, pc) = config(&[&RUN[..9], &["--inject-nonfinite", "4"], layout].concat(), small_mnist());
+        let e = parallel::run(&cfg, &pc, &mut Recorder::default()).err().unwrap_or_else(|| panic!("{layout:?}: the run did not fail"));
+        assert!(e.to_string().contains("not finite at step 4"), "{layout:?}: {e}");
     }
 }

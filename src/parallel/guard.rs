@@ -76,6 +76,10 @@ impl Strategy for Guard<'_> {
         self.inner.owns_params()
     }
 
+    fn own_params(&self) -> Option<&[f32]> {
+        self.inner.own_params()
+    }
+
     fn record_phases(&mut self) {
         self.inner.record_phases()
     }

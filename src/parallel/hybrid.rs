@@ -291,6 +291,10 @@ impl Strategy for Hybrid<'_> {
         true
     }
 
+    fn own_params(&self) -> Option<&[f32]> {
+        Some(&self.params)
+    }
+
     fn checkpoint_params(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
         let full = self.gather(&self.params, self.full.len())?;
         if params.len() == full.len() {

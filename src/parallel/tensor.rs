@@ -541,6 +541,10 @@ impl Strategy for TensorSplit<'_> {
         true
     }
 
+    fn own_params(&self) -> Option<&[f32]> {
+        Some(&self.params)
+    }
+
     fn checkpoint_params(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
         let owned = Sliced { maps: &self.maps, layout: &self.full };
         let comm = self.comm;

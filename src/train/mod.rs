@@ -330,6 +330,11 @@ pub trait Strategy {
     fn checkpoint_params(&mut self, _params: &mut [f32]) -> Result<(), TrainError> {
         Ok(())
     }
+    /// This worker's parameters where the strategy keeps its own (`owns_params`): the loop looks
+    /// at them after every step (`--on-nonfinite fail`).
+    fn own_params(&self) -> Option<&[f32]> {
+        None
+    }
     /// True when the strategy keeps its own (sliced) parameters after `init`: the loop then
     /// drops its full-size buffer on every worker but the lead, and passes an empty slice to
     /// `step`; `checkpoint_params` and `finish` fill the lead's.
@@ -542,12 +547,11 @@ pub fn run_worker(
             }
             let n = r.stats.samples.max(1);
             last_loss = r.stats.loss_sum / n as f64;
-            // The loss is checked every step; the parameters (whose gradients may have gone
-            // non-finite without the loss showing it yet) at every checkpoint and on failure.
-            // (`--on-nonfinite skip`: the strategy has looked at the gradients and skipped the
-            // update if needed; a non-finite loss alone changes nothing.)
+            // The loss and the parameters (whose gradients may have gone non-finite without the
+            // loss showing it yet) are checked every step. (`--on-nonfinite skip`: the strategy
+            // has looked at the gradients and skipped the update if needed; a non-finite loss
+            // alone changes nothing.)
             let skip_mode = cfg.on_nonfinite == nonfinite::OnNonFinite::Skip;
-            let loss_bad = !skip_mode && r.stats.samples > 0 && !last_loss.is_finite();
             if r.skipped {
                 skipped += 1;
                 if lead {
@@ -555,12 +559,26 @@ pub fn run_worker(
                 }
             }
             let epoch_end = batch.index + 1 == sampler.batches_per_epoch();
-            let checkpointing = cfg.checkpoint.as_ref().is_some_and(|p| p.due(step, per_epoch, total_steps));
-            if loss_bad || checkpointing {
-                let tensor = net.layout().entries().iter().find(|e| params.get(e.range()).is_some_and(|p| p.iter().any(|v| !v.is_finite()))).map(|e| e.name.clone());
-                if loss_bad || tensor.is_some() {
-                    let what = if loss_bad { "loss" } else { "the model" };
+            if !skip_mode {
+                let loss_bad = r.stats.samples > 0 && !last_loss.is_finite();
+                let (mine, named) = match strategy.own_params() {
+                    Some(p) => (p, false),
+                    None => (params.as_slice(), true),
+                };
+                if loss_bad || nonfinite::any_nonfinite(mine) {
+                    let tensor = if named { first_nonfinite(net.layout(), &params) } else { None };
+                    let what = match (loss_bad, named) {
+                        (true, _) => "loss",
+                        (false, true) => "the model",
+                        (false, false) => "this worker's part of the model",
+                    };
                     return Err(failed_at(step)(TrainError::NonFinite { step, what, tensor }));
+                }
+            } else if cfg.checkpoint.as_ref().is_some_and(|p| p.due(step, per_epoch, total_steps)) {
+                // Skipped steps keep the parameters finite, but a finite gradient can still
+                // overflow them: never write a checkpoint of a diverged model.
+                if let Some(tensor) = first_nonfinite(net.layout(), &params) {
+                    return Err(failed_at(step)(TrainError::NonFinite { step, what: "the model", tensor: Some(tensor) }));
                 }
             }
             totals.add(waited, compute, batch.global, &r);
@@ -676,6 +694,11 @@ pub fn run_worker(
         });
     }
     Ok(summary)
+}
+
+/// The first tensor of `layout` holding a NaN or an infinity in `params`.
+fn first_nonfinite(layout: &crate::net::ParamLayout, params: &[f32]) -> Option<String> {
+    layout.entries().iter().find(|e| params.get(e.range()).is_some_and(nonfinite::any_nonfinite)).map(|e| e.name.clone())
 }
 
 /// Checks that a checkpoint can continue this run: same model, batch, seed, optimizer, schedule

@@ -1,7 +1,9 @@
 //! `--on-nonfinite`: what a step whose reduced gradients hold a NaN or an infinity does.
 //!
-//! `fail` (default) ends the run naming the step and the first non-finite tensor (checked on the
-//! loss every step and on the parameters at every checkpoint). `skip` is PyTorch's
+//! `fail` (default) ends the run naming the step and the first non-finite tensor: every worker
+//! looks at the loss and at its parameters after every step (one vectorised pass over the
+//! parameters, about 1 % of a LeNet step; `convoy bench nonfinite`), so gradients that went
+//! non-finite while the loss stayed finite are caught at the step they reach the parameters. `skip` is PyTorch's
 //! `GradScaler` rule: the strategy checks the gradients it is about to apply — after the
 //! reduction, so every worker looks at the same values or asks the others — and, if any is not
 //! finite, leaves parameters and optimizer state (its step count too) as they were — batch-norm
@@ -22,10 +24,21 @@ pub enum OnNonFinite {
     Skip,
 }
 
-/// True when `grads` hold a NaN or an infinity.
-pub fn any_nonfinite(grads: &[f32]) -> bool {
-    // A sum is not finite when a term is not (or on overflow, which is as bad): one pass, no branch.
-    !grads.iter().fold(0.0f32, |a, &g| a + g * 0.0).is_finite()
+/// True when `values` hold a NaN or an infinity.
+pub fn any_nonfinite(values: &[f32]) -> bool {
+    // A NaN or an infinity has every exponent bit set. OR-ing integer flags (unlike adding floats,
+    // which the compiler may not reorder) vectorises: one pass at memory speed, no branch per value.
+    const EXP: u32 = 0x7f80_0000;
+    let flag = |v: &f32| u32::from(v.to_bits() & EXP == EXP);
+    let mut chunks = values.chunks_exact(64);
+    let mut acc = 0u32;
+    for c in &mut chunks {
+        acc |= c.iter().map(flag).fold(0, |a, b| a | b);
+        if acc != 0 {
+            return true;
+        }
+    }
+    acc | chunks.remainder().iter().map(flag).fold(0, |a, b| a | b) != 0
 }
 
 /// True when the gradients of this worker (`local_bad`) or of any worker joined by `comms` are

@@ -91,6 +91,11 @@ pub struct BenchResult {
     pub step_ms: f64,
     /// batch / median step time.
     pub images_per_s: f64,
+    /// Median time of the per-step finiteness check of the parameters (`--on-nonfinite fail`,
+    /// the default), right after each step's update, ms; not part of `step_ms`.
+    pub nonfinite_check_ms: f64,
+    /// `nonfinite_check_ms / step_ms`: what the check adds to a step.
+    pub nonfinite_check_share: f64,
 }
 
 /// Runs the benchmark chosen by `args`, printing one JSON line per result.
@@ -135,18 +140,29 @@ pub fn run_step(args: &StepArgs) -> anyhow::Result<BenchResult> {
     let labels: Vec<u32> = (0..args.batch).map(|_| rng.below(spec.classes as u64) as u32).collect();
     let ids: Vec<u64> = (0..args.batch as u64).collect();
     let mut times = Vec::with_capacity(args.steps);
+    let mut checks = Vec::with_capacity(args.steps);
     for i in 0..args.warmup + args.steps {
         let t = Instant::now();
         grads.fill(0.0);
         let ctx = Ctx { mode: Mode::Train, threads: args.threads, seed: 0, step: i as u64, layer: 0, sample_ids: &ids, sync: None };
         net.forward_backward(&ctx, &params, grads.as_mut_slice(), &x, &labels, args.batch)?;
         opt.step(&mut params, &grads, 0.01);
+        let step_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let bad = std::hint::black_box(crate::train::nonfinite::any_nonfinite(std::hint::black_box(&params)));
+        let check_s = t.elapsed().as_secs_f64();
+        if bad {
+            anyhow::bail!("the benchmark's parameters went non-finite at step {i}");
+        }
         if i >= args.warmup {
-            times.push(t.elapsed().as_secs_f64());
+            times.push(step_s);
+            checks.push(check_s);
         }
     }
     times.sort_by(f64::total_cmp);
+    checks.sort_by(f64::total_cmp);
     let med = times[times.len() / 2];
+    let check = checks[checks.len() / 2];
     Ok(BenchResult {
         framework: "convoy",
         model: spec.name,
@@ -155,5 +171,7 @@ pub fn run_step(args: &StepArgs) -> anyhow::Result<BenchResult> {
         params: params.len(),
         step_ms: (med * 1e6).round() / 1e3,
         images_per_s: (args.batch as f64 / med * 10.0).round() / 10.0,
+        nonfinite_check_ms: (check * 1e6).round() / 1e3,
+        nonfinite_check_share: (check / med * 1e5).round() / 1e5,
     })
 }
