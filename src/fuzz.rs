@@ -10,7 +10,7 @@ use crate::net::ParamLayout;
 use std::path::Path;
 
 /// The targets by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*/`).
-pub const TARGETS: [(&str, fn(&[u8])); 10] = [
+pub const TARGETS: [(&str, fn(&[u8])); 11] = [
     ("cifar", cifar),
     ("image", image),
     ("idx", idx),
@@ -21,6 +21,7 @@ pub const TARGETS: [(&str, fn(&[u8])); 10] = [
     ("prototxt", prototxt),
     ("solver", solver),
     ("web_json", web_json),
+    ("profile", profile),
 ];
 
 /// Builds a parsed model as `convoy train` would (shapes, layout), if it is small enough to
@@ -178,6 +179,21 @@ pub fn web_json(data: &[u8]) {
     if p.nodes.len() <= 4 && p.nodes.iter().all(|&n| n <= 4096) {
         if let Ok((_, rows)) = crate::cli::plan::predict(&p) {
             assert_eq!(rows.len(), p.nodes.len());
+        }
+    }
+}
+
+/// A `convoy plan --profile` file (JSON, as `convoy plan calibrate` writes it) for LeNet; where it
+/// is accepted, the plan made from it on a few node counts has finite, positive step times.
+pub fn profile(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let spec = crate::net::ModelSpec::resolve("lenet").expect("a built-in model");
+    let Ok(p) = crate::plan::calibrate::parse(text, "fuzz", &spec) else { return };
+    let cluster = crate::plan::Cluster { bandwidth: 1.25e9, latency: 5e-6, mem_bandwidth: p.mem_bandwidth, cores_per_node: p.threads as f64 };
+    let planner = crate::plan::Plan { model: p.model, cluster, batch: p.batch.min(4096) };
+    for n in [1, 3, 16] {
+        for row in planner.layouts(n, &[], true) {
+            assert!(row.step_s.is_finite() && row.step_s > 0.0, "{row:?}");
         }
     }
 }

@@ -71,6 +71,12 @@ fn the_seeds_are_valid_inputs() {
     assert!(w.iter().any(|(n, d)| n.starts_with("seed-") && convoy::checkpoint::weights_from_bytes(d, path, &spec).is_ok()));
     let s = corpus("state_json");
     assert!(s.iter().any(|(n, d)| n.starts_with("seed-") && convoy::checkpoint::run::parse_run_state(d, path).is_ok()));
+    // The valid profile is accepted, the others refused.
+    let lenet = convoy::net::ModelSpec::resolve("lenet").unwrap();
+    for (n, d) in corpus("profile").iter().filter(|(n, _)| n.starts_with("seed-")) {
+        let r = convoy::plan::calibrate::parse(std::str::from_utf8(d).unwrap(), n, &lenet);
+        assert_eq!(r.is_ok(), n == "seed-lenet", "{n}: {r:?}");
+    }
 }
 
 /// Writes the seed inputs (`cargo test --release --test fuzz_corpus -- --ignored`): small valid
@@ -135,4 +141,20 @@ fn write_seed_corpus() {
     put("checkpoint", "no-optimizer", &composite(&sj, &m, &[]));
     put("checkpoint", "swapped", &composite(&sj, &o, &m));
     let _ = std::fs::remove_dir_all(&dir);
+    // `plan --profile` files: LeNet's, and what must be refused.
+    let lenet = convoy::net::ModelSpec::resolve("lenet").unwrap();
+    let profile = convoy::plan::calibrate::Profile {
+        version: convoy::plan::calibrate::VERSION,
+        model: convoy::plan::ModelCost::from_flops(&lenet, 50.0).unwrap(),
+        batch: 64,
+        threads: 1,
+        mem_bandwidth: 1e10,
+        allreduce_alpha: 2e-5,
+        allreduce_beta: 2e9,
+    };
+    let json = serde_json::to_string_pretty(&profile).unwrap();
+    put("profile", "lenet", json.as_bytes());
+    put("profile", "zero-bandwidth", json.replace("\"mem_bandwidth\": 10000000000.0", "\"mem_bandwidth\": 0.0").as_bytes());
+    put("profile", "other-model", json.replacen("\"model\": \"lenet\"", "\"model\": \"lenet-caffe\"", 1).as_bytes());
+    put("profile", "truncated", &json.as_bytes()[..json.len() / 2]);
 }

@@ -154,20 +154,40 @@ fn fit_allreduce() -> (f64, f64) {
 /// Reads a profile and checks it belongs to `spec`.
 pub fn load(path: &std::path::Path, spec: &ModelSpec) -> Result<Profile, PlanError> {
     let text = std::fs::read_to_string(path).map_err(|e| PlanError::Input(format!("--profile {}: {e}", path.display())))?;
-    let p: Profile = serde_json::from_str(&text).map_err(|e| PlanError::Input(format!("--profile {}: not a convoy profile ({e}); hint: write one with `convoy plan calibrate`", path.display())))?;
+    parse(&text, &format!("--profile {}", path.display()), spec)
+}
+
+/// Parses a profile (`origin` names it in errors) and checks that it belongs to `spec` — the
+/// same layers with the same parameter and output counts — and that every measurement is a
+/// usable number (times finite and not negative, bandwidths finite and positive).
+pub fn parse(text: &str, origin: &str, spec: &ModelSpec) -> Result<Profile, PlanError> {
+    let bad = |m: String| Err(PlanError::Input(format!("{origin}: {m}; hint: write a new one with `convoy plan calibrate --model {}`", spec.name)));
+    let p: Profile = match serde_json::from_str(text) {
+        Ok(p) => p,
+        Err(e) => return bad(format!("not a convoy profile ({e})")),
+    };
     if p.version != VERSION {
-        return Err(PlanError::Input(format!("--profile {}: format version {} (this convoy reads {VERSION}); hint: calibrate again", path.display(), p.version)));
+        return bad(format!("format version {} (this convoy reads {VERSION})", p.version));
     }
-    let net = Net::build(spec).map_err(|e| PlanError::Input(e.to_string()))?;
-    let names: Vec<&str> = p.model.layers.iter().map(|l| l.name.as_str()).collect();
-    if p.model.model != spec.name || names != net.layer_names().iter().map(String::as_str).collect::<Vec<_>>() {
-        return Err(PlanError::Input(format!(
-            "--profile {} was measured for model '{}', not '{}'; hint: convoy plan calibrate --model {}",
-            path.display(),
-            p.model.model,
-            spec.name,
-            spec.name
-        )));
+    let want = ModelCost::from_flops(spec, 1.0)?;
+    let same_layers = p.model.layers.len() == want.layers.len()
+        && p.model.layers.iter().zip(&want.layers).all(|(a, b)| a.name == b.name && a.params == b.params && a.out == b.out && a.fc == b.fc);
+    if p.model.model != spec.name || p.model.input != want.input || !same_layers {
+        return bad(format!("was measured for model '{}', not this '{}' (names or shapes of its layers differ)", p.model.model, spec.name));
+    }
+    if let Some(l) = p.model.layers.iter().find(|l| !(l.fwd_s.is_finite() && l.fwd_s >= 0.0 && l.bwd_s.is_finite() && l.bwd_s >= 0.0)) {
+        return bad(format!("layer '{}' has times forward {} s, backward {} s: they must be finite and not negative", l.name, l.fwd_s, l.bwd_s));
+    }
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !(positive(p.mem_bandwidth) && positive(p.allreduce_beta) && p.allreduce_alpha.is_finite() && p.allreduce_alpha >= 0.0) {
+        return bad(format!(
+            "mem_bandwidth {}, allreduce_alpha {}, allreduce_beta {}: bandwidths must be positive, the latency not negative",
+            p.mem_bandwidth, p.allreduce_alpha, p.allreduce_beta
+        ));
+    }
+    if p.batch == 0 || p.threads == 0 {
+        return bad(format!("batch {} and threads {} must be at least 1", p.batch, p.threads));
     }
     Ok(p)
 }
+
