@@ -28,7 +28,7 @@ const TAG_GATHER: u32 = 0x9000_0001;
 /// A segment's computation.
 enum Op {
     /// A chain of layers, built as a net of its own.
-    Chain(Net),
+    Chain(Box<Net>),
     /// A layer of several inputs (no parameters).
     Join(Box<dyn Join>, String),
 }
@@ -183,7 +183,7 @@ impl<'c> SplitNet<'c> {
                 }
                 ranges.push(off..off + net.layout().len());
                 off += net.layout().len();
-                Op::Chain(net)
+                Op::Chain(Box::new(net))
             };
             ops.push(op);
         }
