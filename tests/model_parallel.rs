@@ -2,7 +2,8 @@
 //! micro-batches compute what one worker computes on the same global batch (SGD momentum and
 //! Adam, dropout included); 1F1B holds at most `stages` micro-batches on the first stage; data ×
 //! pipeline hybrids too. Tensor split with 2, 3 and 4 slices (sizes that do not divide evenly)
-//! likewise, each worker holding only its slices. A stage that fails ends the run naming it; bad
+//! likewise, each worker holding only its slices, also of DAGs (ResNet-20 with option-A and B
+//! shortcuts, batch-norm statistics included; a net with every join). A stage that fails ends the run naming it; bad
 //! flags are usage errors.
 
 mod common;
@@ -142,6 +143,227 @@ fn tensor_split_equals_single_worker_and_each_worker_holds_only_its_slices() {
     let (cfg, pc) = config(&[&TEN_STEPS[..], &SGD[..], &m, &["--strategy", "tensor", "--mp", "3"]].concat(), small_mnist());
     let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap();
     assert!(rel_err(&s.params, &want) <= 1e-5, "dropout model: {:.3e}", rel_err(&s.params, &want));
+}
+
+/// CIFAR-shaped synthetic data for the ResNets: 3×32×32, 10 classes, 96 training and 32 test
+/// samples.
+const CIFAR: &str = "synthetic:3x32x32:10:96:32";
+/// Three steps: ResNet-20 has some 3 million ReLUs per batch of 16, and from the fourth step on a
+/// pre-activation within rounding of zero now and then flips one element's gradient, after
+/// which the runs drift apart at the 1e-6..1e-4 level — data parallelism (2 or 3 workers,
+/// SyncBatchNorm) does the same. Up to three steps both stay near 2e-8.
+const THREE_STEPS: [&str; 8] = ["--steps", "3", "--batch-size", "16", "--threads", "1", "--seed", "7"];
+
+/// The batch-norm running statistics of `params` (by `model`'s layout).
+fn running_stats(model: &str, params: &[f32]) -> Vec<f32> {
+    let net = convoy::net::Net::build(&convoy::net::ModelSpec::resolve(model).unwrap()).unwrap();
+    net.layout().buffer_ranges().into_iter().flat_map(|r| params[r].to_vec()).collect()
+}
+
+/// Tensor split of residual nets (DAGs): ResNet-20 with option-A shortcuts (pad_channels: the
+/// add then mixes a whole and a sliced input) and option-B ones (1×1 convolution + BN: every add
+/// keeps the slices), 2 and 3 slices (16/32/64 channels: uneven for 3), SGD with momentum. The
+/// parameters gathered to worker 0, the batch-norm running statistics among them, and the test
+/// loss they give equal one worker's on the whole batch.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "release suite: trains ResNet-20")]
+fn tensor_split_of_resnet20_a_and_b_equals_single_worker_with_running_statistics() {
+    let data = std::path::Path::new(CIFAR);
+    for model in ["resnet20", "resnet20-b"] {
+        let m = ["--model", model];
+        let (cfg, _) = config(&[&THREE_STEPS[..], &SGD[..], &m].concat(), data);
+        let want = train(&cfg, &mut Recorder::default()).unwrap();
+        let stats = running_stats(model, &want.params);
+        assert!(stats.iter().any(|v| v.abs() > 0.05 && (v - 1.0).abs() > 0.05), "the running statistics moved");
+        for mp in ["2", "3"] {
+            let (cfg, pc) = config(&[&THREE_STEPS[..], &SGD[..], &m, &["--strategy", "tensor", "--mp", mp]].concat(), data);
+            let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{model} mp {mp}: {e}"));
+            assert_eq!(s.steps, 3);
+            let e = rel_err(&s.params, &want.params);
+            let es = rel_err(&running_stats(model, &s.params), &stats);
+            let el = (s.test_loss - want.test_loss).abs() / want.test_loss;
+            eprintln!("tensor {model} mp {mp}: parameters {e:.2e}, running statistics {es:.2e}, test loss {el:.2e}");
+            assert!(e <= 1e-5, "{model} mp {mp}: relative error {e:.3e}");
+            assert!(es <= 1e-5, "{model} mp {mp}: running statistics, relative error {es:.3e}");
+            assert!(el <= 1e-5, "{model} mp {mp}: test loss {} vs {}", s.test_loss, want.test_loss);
+        }
+    }
+}
+
+/// A checkpoint written by a tensor split of ResNet-20-B holds the whole model under the
+/// single-worker names: resumed by one worker, the run ends where the uninterrupted one does.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "release suite: trains ResNet-20")]
+fn tensor_split_checkpoint_of_resnet20_b_resumes_on_one_worker() {
+    let data = std::path::Path::new(CIFAR);
+    let m = ["--model", "resnet20-b"];
+    let dir = std::env::temp_dir().join(format!("convoy-tensor-dag-ckpt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (cfg, _) = config(&[&THREE_STEPS[..], &SGD[..], &m].concat(), data);
+    let want = train(&cfg, &mut Recorder::default()).unwrap().params;
+    let ck = ["--checkpoint-dir", dir.to_str().unwrap(), "--checkpoint-every", "2"];
+    let (cfg, pc) = config(&[&THREE_STEPS[..], &SGD[..], &m, &["--strategy", "tensor", "--mp", "3"], &ck].concat(), data);
+    parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap();
+    let (mut cfg, _) = config(&[&THREE_STEPS[..], &SGD[..], &m].concat(), data);
+    cfg.resume = Some(dir.join("step-2"));
+    let got = train(&cfg, &mut Recorder::default()).unwrap().params;
+    let e = rel_err(&got, &want);
+    eprintln!("resnet20-b tensor mp 3 checkpoint → 1 worker: {e:.2e}");
+    assert!(e <= 1e-5, "relative error {e:.3e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A small net with every join: two branches of convolutions gated by `mul`, a `max` with the
+/// block's input (all sliced alike: kept sliced), a `concat` (gathered), a `batch_norm` and a
+/// `scale` computed whole (a copy of their parameters on every worker), a weighted `add` of a
+/// sliced and a whole input, and a classifier whose column-parallel features feed two Linear
+/// layers summed by an `add` (row-parallel, then whole). No bias is followed by a batch norm
+/// (its gradient would be rounding noise, which Adam scales up to full steps).
+const JOINS: &str = r#"
+name = "joins"
+input = [1, 28, 28]
+classes = 10
+[[layer]]
+name = "conv1"
+type = "conv2d"
+out_channels = 8
+kernel = 3
+stride = 2
+padding = 1
+bias = false
+[[layer]]
+name = "bn1"
+type = "batch_norm"
+[[layer]]
+name = "relu1"
+type = "relu"
+[[layer]]
+name = "conv_a"
+type = "conv2d"
+out_channels = 8
+kernel = 3
+padding = 1
+[[layer]]
+name = "relu_a"
+type = "relu"
+[[layer]]
+name = "conv_b"
+type = "conv2d"
+input = "relu1"
+out_channels = 8
+kernel = 1
+[[layer]]
+name = "gate"
+type = "sigmoid"
+[[layer]]
+name = "gated"
+type = "mul"
+inputs = ["relu_a", "gate"]
+[[layer]]
+name = "mx"
+type = "max"
+inputs = ["gated", "relu1"]
+[[layer]]
+name = "cat"
+type = "concat"
+inputs = ["mx", "relu1"]
+[[layer]]
+name = "bn2"
+type = "batch_norm"
+affine = false
+[[layer]]
+name = "sc"
+type = "scale"
+[[layer]]
+name = "conv_c"
+type = "conv2d"
+out_channels = 16
+kernel = 3
+padding = 1
+[[layer]]
+name = "res"
+type = "add"
+inputs = ["conv_c", "sc"]
+coeff = [1.0, 0.5]
+[[layer]]
+name = "pool"
+type = "max_pool2d"
+kernel = 2
+[[layer]]
+name = "flatten"
+type = "flatten"
+[[layer]]
+name = "fc1"
+type = "linear"
+out_features = 32
+[[layer]]
+name = "relu_fc"
+type = "relu"
+[[layer]]
+name = "fc2"
+type = "linear"
+out_features = 10
+[[layer]]
+name = "fc2b"
+type = "linear"
+input = "relu_fc"
+out_features = 10
+bias = false
+[[layer]]
+name = "logits"
+type = "add"
+inputs = ["fc2", "fc2b"]
+"#;
+
+/// Tensor split of a DAG with `mul`, `max`, `concat`, `scale`, whole-computed batch norm and a
+/// mixed `add`, on 2 and 3 slices, SGD and Adam; and the conv/classifier hybrid, whose classifier
+/// (a DAG too) runs on the same split net (without the convolutions' batch norms: the hybrid
+/// normalises them per shard).
+#[test]
+fn tensor_split_of_a_net_with_every_join_equals_single_worker() {
+    let dir = std::env::temp_dir();
+    let joins = dir.join(format!("convoy-joins-{}.toml", std::process::id()));
+    std::fs::write(&joins, JOINS).unwrap();
+    let no_conv_bn = dir.join(format!("convoy-joins-nobn-{}.toml", std::process::id()));
+    std::fs::write(&no_conv_bn, JOINS.replace("name = \"bn1\"\ntype = \"batch_norm\"", "name = \"bn1\"\ntype = \"tanh\"").replace("name = \"bn2\"\ntype = \"batch_norm\"\naffine = false", "name = \"bn2\"\ntype = \"tanh\"")).unwrap();
+    let runs: [(&std::path::Path, &[&str], &[&str]); 5] = [
+        (&joins, &SGD, &["--strategy", "tensor", "--mp", "2"]),
+        (&joins, &SGD, &["--strategy", "tensor", "--mp", "3"]),
+        (&joins, &ADAM, &["--strategy", "tensor", "--mp", "2"]),
+        (&joins, &ADAM, &["--strategy", "tensor", "--mp", "3"]),
+        (&no_conv_bn, &SGD, &["--strategy", "hybrid", "--dp", "1", "--mp", "3"]),
+    ];
+    for (model, opt, flags) in runs {
+        let m = ["--model", model.to_str().unwrap()];
+        let want = reference(&[opt, &m].concat());
+        let (cfg, pc) = config(&[&TEN_STEPS[..], opt, &m, flags].concat(), small_mnist());
+        let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+        let e = rel_err(&s.params, &want);
+        eprintln!("{} {flags:?} {}: {e:.2e}", model.display(), opt[1]);
+        assert!(e <= 1e-5, "{} {flags:?} {}: relative error {e:.3e}", model.display(), opt[1]);
+    }
+}
+
+/// What the tensor split cannot cut is refused before training, naming the layer, with a hint
+/// (exit 2): a grouped convolution (its output channels need only some input channels).
+#[test]
+fn tensor_split_refuses_a_grouped_convolution_naming_it() {
+    let model = std::env::temp_dir().join(format!("convoy-grouped-{}.toml", std::process::id()));
+    std::fs::write(
+        &model,
+        "name = \"grouped\"\ninput = [1, 28, 28]\nclasses = 10\n\
+         [[layer]]\nname = \"conv1\"\ntype = \"conv2d\"\nout_channels = 4\nkernel = 5\n\
+         [[layer]]\nname = \"conv_g\"\ntype = \"conv2d\"\nout_channels = 4\nkernel = 5\ngroups = 2\n\
+         [[layer]]\nname = \"fc\"\ntype = \"linear\"\nout_features = 10\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
+        .args(["train", "--no-progress", "--steps", "1", "--data", small_mnist().to_str().unwrap(), "--model", model.to_str().unwrap(), "--strategy", "tensor", "--mp", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("grouped convolution 'conv_g'") && err.contains("hint:"), "{err}");
 }
 
 /// Hybrid data × pipeline: 2 replicas of a 2-stage pipeline (and 3 of 2 with 1F1B), each on its

@@ -439,7 +439,8 @@ fn nonfinite_steps_are_skipped_alike_over_mpi() {
     }
 }
 
-/// Model parallelism over MPI (one stage or slice per process) equals one process.
+/// Model parallelism over MPI (one stage or slice per process) equals one process; the tensor
+/// split also of a residual block.
 #[test]
 fn pipeline_hybrid_and_tensor_over_mpi_equal_single_process() {
     let want = reference(&SGD);
@@ -451,6 +452,14 @@ fn pipeline_hybrid_and_tensor_over_mpi_equal_single_process() {
     assert!(rel_err(&got, &want) <= 1e-5, "dp2 × pp2: {:.3e}", rel_err(&got, &want));
     let got = mpi_params(3, &[&SGD[..], &["--strategy", "tensor", "--mp", "3"]].concat());
     assert!(rel_err(&got, &want) <= 1e-5, "tensor mp 3: {:.3e}", rel_err(&got, &want));
+    // A residual block (a DAG) with batch norms, split over 2 processes.
+    let dir = tmp("tensor-res-model");
+    let model = dir.join("mini-res.toml");
+    std::fs::write(&model, common::RESIDUAL).unwrap();
+    let m = model.to_str().unwrap();
+    let want_res = reference(&[&SGD[..], &["--model", m]].concat());
+    let got = mpi_params_of(m, 2, &[&SGD[..], &["--model", m, "--strategy", "tensor", "--mp", "2"]].concat());
+    assert!(rel_err(&got, &want_res) <= 1e-5, "tensor mp 2, residual: {:.3e}", rel_err(&got, &want_res));
     let got = mpi_params(4, &[&SGD[..], &["--strategy", "hybrid", "--dp", "2", "--mp", "2"]].concat());
     assert!(rel_err(&got, &want) <= 1e-5, "hybrid dp2 × mp2: {:.3e}", rel_err(&got, &want));
 }

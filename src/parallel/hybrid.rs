@@ -15,7 +15,7 @@
 //! the network instead of the classifier's weight gradients: fewer bytes whenever the batch's
 //! activations are smaller than the classifier.
 
-use super::tensor::{self, Maps, Segment, Sliced};
+use super::tensor::{self, Maps, Sliced, SplitNet};
 use crate::comm::Communicator;
 use crate::data::loader::Batch;
 use crate::data::sampler::shard_range;
@@ -86,8 +86,8 @@ pub struct Hybrid<'c> {
     cfg: HybridConfig,
     model: ModelSpec,
     conv: Net,
-    /// The classifier's segments (this worker's slices).
-    fc: Vec<Segment>,
+    /// This worker's slices of the classifier (on the group).
+    fc: SplitNet<'c>,
     fc_maps: Maps,
     /// The whole model's layout.
     full: crate::net::ParamLayout,
@@ -112,15 +112,12 @@ impl<'c> Hybrid<'c> {
         let (conv_spec, fc_spec) = split_model(&run.model)?;
         let conv = Net::build_segment(&conv_spec, 0)?;
         let fc_first = conv_spec.layers.len();
-        let (mut fc, fc_maps, fc_len) = tensor::build_from(&fc_spec, group.rank(), group.size(), fc_first)?;
+        let (fc, fc_maps, fc_len) = SplitNet::build(group, &fc_spec, fc_first)?;
         let conv_len = conv.layout().len();
-        for s in &mut fc {
-            s.range = s.range.start + conv_len..s.range.end + conv_len;
-        }
         let fc_maps = fc_maps.into_iter().map(|(n, c, r)| (n, c, r.start + conv_len..r.end + conv_len)).collect();
         let len = conv_len + fc_len;
         let mut mults = conv.layout().mult_ranges();
-        mults.extend(tensor::segment_mults(&fc));
+        mults.extend(fc.mults().into_iter().map(|(r, m)| (r.start + conv_len..r.end + conv_len, m)));
         Ok(Hybrid {
             world,
             group,
@@ -200,52 +197,29 @@ impl Strategy for Hybrid<'_> {
         let group_rows = labels.len();
         let mut shape = conv_out.shape().to_vec();
         shape[0] = group_rows;
-        let mut x = Tensor::from_vec(&shape, feats).map_err(|e| TrainError::Internal(e.to_string()))?;
+        let x = Tensor::from_vec(&shape, feats).map_err(|e| TrainError::Internal(e.to_string()))?;
         // The classifier slices on the group batch (sample ids of the whole group for dropout).
         let gids = self.group_sample_ids(batch)?;
         let gctx = Ctx { sample_ids: &gids, ..*ctx };
-        let mut comm_extra = 0.0;
-        for k in 0..self.fc.len() {
-            self.fc[k].input = x;
-            let seg = &mut self.fc[k];
-            let p = self.phases.start();
-            let out = seg.net.forward_layers(&gctx, &self.params[seg.range.clone()], 0..seg.net.num_layers(), &seg.input)?.clone();
-            self.phases.end(Track::Compute, "forward", Some(k), p);
-            let p = self.phases.start();
-            x = tensor::after_forward(self.group, &seg.after, out, &mut comm_extra)?;
-            tensor::record_comm(&mut self.phases, &seg.after, true, k, p);
-        }
-        let logits = x;
-        let loss_sum = self.loss.forward(&logits, &labels).map_err(crate::net::NetError::Loss)?;
-        let mut s = [loss_sum as f32, correct_topk(&logits, &labels, 1) as f32, group_rows as f32];
+        let (cl, fc0) = (self.conv_len, self.fc.comm_s);
+        let logits = self.fc.forward(&gctx, &self.params[cl..], &x, &mut self.phases)?;
+        let loss_sum = self.loss.forward(logits, &labels).map_err(crate::net::NetError::Loss)?;
+        let mut s = [loss_sum as f32, correct_topk(logits, &labels, 1) as f32, group_rows as f32];
         let mut dy = Tensor::default();
         dy.resize(logits.shape());
         self.loss.backward(&labels, global.max(1), &mut dy);
-        for k in (0..self.fc.len()).rev() {
-            let p = self.phases.start();
-            let d = tensor::before_backward(self.group, &self.fc[k].after, dy, &mut comm_extra)?;
-            tensor::record_comm(&mut self.phases, &self.fc[k].after, false, k, p);
-            let seg = &mut self.fc[k];
-            let r = seg.range.clone();
-            let p = self.phases.start();
-            let mut sink = Flat { params: &self.params[r.clone()], grads: &mut self.grads[r] };
-            let dx = seg.net.backward_layers(&gctx, &mut sink, 0..seg.net.num_layers(), &seg.input, Some(&d), true)?;
-            self.phases.end(Track::Compute, "backward", Some(k), p);
-            dy = dx.cloned().unwrap_or_default();
-        }
-        // dy: partial gradient of the group's convolutional features; sum, keep my rows.
-        let t = Instant::now();
-        self.group.all_reduce_into(dy.data_mut())?;
         let mine = self.member_rows(global, self.group.rank());
         let first = self.member_rows(global, 0).start;
+        let mut sink = Flat { params: &self.params[cl..], grads: &mut self.grads[cl..] };
+        let dx = self.fc.backward(&gctx, &mut sink, &x, &dy, true, &mut self.phases)?.ok_or_else(|| TrainError::Internal("no feature gradient".into()))?;
+        // dx: the whole gradient of the group's convolutional features (the split net summed its
+        // partial sums over the group); keep my rows.
         let mut dconv = Tensor::default();
         let mut cshape = conv_out.shape().to_vec();
         cshape[0] = n_mine;
         dconv.resize(&cshape);
-        dconv.data_mut().copy_from_slice(&dy.data()[(mine.start - first) * per..(mine.end - first) * per]);
-        self.comm_s += t.elapsed().as_secs_f64();
-        self.phases.end(Track::Comm, "allreduce", None, Some(t));
-        let cl = self.conv_len;
+        dconv.data_mut().copy_from_slice(&dx.data()[(mine.start - first) * per..(mine.end - first) * per]);
+        let comm_fc = self.fc.comm_s - fc0;
         let p = self.phases.start();
         let mut sink = Flat { params: &self.params[..cl], grads: &mut self.grads[..cl] };
         self.conv.backward_layers(ctx, &mut sink, 0..self.conv.num_layers(), &batch.x, Some(&dconv), false)?;
@@ -256,7 +230,7 @@ impl Strategy for Hybrid<'_> {
         self.replicas.all_reduce_into(&mut self.grads[cl..])?;
         // Loss statistics of the whole batch (each group's members hold the same).
         self.world.all_reduce_into(&mut s)?;
-        self.comm_s += t.elapsed().as_secs_f64() + comm_extra;
+        self.comm_s += t.elapsed().as_secs_f64() + comm_fc;
         self.phases.end(Track::Comm, "allreduce", None, Some(t));
         // `--on-nonfinite skip`: every worker looks at its gradients and all agree.
         let skipped = self.skip_nonfinite && nonfinite::agreed(nonfinite::any_nonfinite(&self.grads), &[self.world])?;
@@ -266,7 +240,7 @@ impl Strategy for Hybrid<'_> {
         }
         // Batch-norm statistics of the convolutions: each worker's own shard's (no sync here).
         self.conv.commit_buffers(&mut self.params[..self.conv_len]);
-        tensor::commit_segments(&mut self.fc, &mut self.params);
+        self.fc.commit_buffers(&mut self.params[self.conv_len..]);
         self.phases.end(Track::Compute, "optimizer", None, p);
         let mp = self.cfg.mp as f64;
         let stats = BatchStats { loss_sum: s[0] as f64 / mp, correct: (s[1] as f64 / mp).round() as usize, samples: (s[2] as f64 / mp).round() as usize };
