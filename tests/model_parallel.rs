@@ -344,26 +344,30 @@ fn tensor_split_of_a_net_with_every_join_equals_single_worker() {
     }
 }
 
-/// What the tensor split cannot cut is refused before training, naming the layer, with a hint
-/// (exit 2): a grouped convolution (its output channels need only some input channels).
+/// A grouped convolution (AlexNet's conv2/4/5) is computed whole by every worker of the tensor
+/// split, the layers around it split: the same training as one worker.
 #[test]
-fn tensor_split_refuses_a_grouped_convolution_naming_it() {
+fn tensor_split_computes_a_grouped_convolution_whole() {
     let model = std::env::temp_dir().join(format!("convoy-grouped-{}.toml", std::process::id()));
     std::fs::write(
         &model,
         "name = \"grouped\"\ninput = [1, 28, 28]\nclasses = 10\n\
          [[layer]]\nname = \"conv1\"\ntype = \"conv2d\"\nout_channels = 4\nkernel = 5\n\
-         [[layer]]\nname = \"conv_g\"\ntype = \"conv2d\"\nout_channels = 4\nkernel = 5\ngroups = 2\n\
+         [[layer]]\nname = \"r1\"\ntype = \"relu\"\n\
+         [[layer]]\nname = \"conv_g\"\ntype = \"conv2d\"\nout_channels = 6\nkernel = 5\ngroups = 2\n\
+         [[layer]]\nname = \"r2\"\ntype = \"relu\"\n\
+         [[layer]]\nname = \"conv3\"\ntype = \"conv2d\"\nout_channels = 4\nkernel = 3\n\
          [[layer]]\nname = \"fc\"\ntype = \"linear\"\nout_features = 10\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(["train", "--no-progress", "--steps", "1", "--data", small_mnist().to_str().unwrap(), "--model", model.to_str().unwrap(), "--strategy", "tensor", "--mp", "2"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("grouped convolution 'conv_g'") && err.contains("hint:"), "{err}");
+    let m = model.to_str().unwrap();
+    let want = reference(&[&SGD[..], &["--model", m]].concat());
+    for mp in ["2", "3"] {
+        let (cfg, pc) = config(&[&TEN_STEPS[..], &SGD[..], &["--model", m, "--strategy", "tensor", "--mp", mp]].concat(), small_mnist());
+        let got = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params;
+        let e = rel_err(&got, &want);
+        assert!(e <= 1e-5, "mp {mp}: relative error {e:.3e}");
+    }
 }
 
 /// Hybrid data × pipeline: 2 replicas of a 2-stage pipeline (and 3 of 2 with 1F1B), each on its

@@ -99,10 +99,17 @@ fn place(layer: &LayerSpec, ins: &[Form], w: usize, mp: usize, cuts: &mut Vec<(S
     let whole = Place { whole_in: true, out: Form::Full, reduce: false, split: false };
     let mut l = layer.clone();
     let place = match &mut l {
-        LayerSpec::Conv2d { name, out_channels, groups, bias, .. } => {
-            if *groups != 1 {
-                return Err(TrainError::Config(format!("--strategy tensor: grouped convolution '{name}' cannot be split by output channels yet; hint: use --strategy allreduce or pipeline")));
+        // A grouped convolution (AlexNet's conv2/4/5) is computed whole by every worker on its
+        // copy of the parameters: exact, but not split (each output channel reads only its
+        // group's input channels, which a cut by output channels would have to follow).
+        LayerSpec::Conv2d { name, groups, bias, .. } if *groups != 1 => {
+            cuts.push((format!("{name}.weight"), copy.clone()));
+            if *bias {
+                cuts.push((format!("{name}.bias"), copy));
             }
+            whole
+        }
+        LayerSpec::Conv2d { name, out_channels, bias, .. } => {
             let r = chunk(*out_channels, w, mp, "output channels", name)?;
             cuts.push((format!("{name}.weight"), Cut::Rows(r.clone())));
             if *bias {
