@@ -190,6 +190,31 @@ fn tensor_split_of_resnet20_a_and_b_equals_single_worker_with_running_statistics
     }
 }
 
+/// The hybrid's data-parallel convolutions use SyncBatchNorm by default (statistics over every
+/// worker's shard: the global batch), so ResNet-20 under `--dp D --mp M` trains as one worker,
+/// running statistics included; `--batch-norm local` (each shard's statistics) does not.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "release suite: trains ResNet-20")]
+fn hybrid_resnet20_with_sync_batch_norm_equals_single_worker() {
+    let data = std::path::Path::new(CIFAR);
+    let m = ["--model", "resnet20"];
+    let (cfg, _) = config(&[&THREE_STEPS[..], &SGD[..], &m].concat(), data);
+    let want = train(&cfg, &mut Recorder::default()).unwrap();
+    let stats = running_stats("resnet20", &want.params);
+    for (dp, mp) in [("1", "2"), ("2", "2")] {
+        let (cfg, pc) = config(&[&THREE_STEPS[..], &SGD[..], &m, &["--strategy", "hybrid", "--dp", dp, "--mp", mp]].concat(), data);
+        let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("dp {dp} mp {mp}: {e}"));
+        let e = rel_err(&s.params, &want.params);
+        let es = rel_err(&running_stats("resnet20", &s.params), &stats);
+        eprintln!("hybrid resnet20 dp {dp} mp {mp}: parameters {e:.2e}, running statistics {es:.2e}");
+        assert!(e <= 1e-5 && es <= 1e-5, "dp {dp} mp {mp}: relative errors {e:.3e}, {es:.3e}");
+    }
+    let (cfg, pc) = config(&[&THREE_STEPS[..], &SGD[..], &m, &["--strategy", "hybrid", "--dp", "2", "--mp", "2", "--batch-norm", "local"]].concat(), data);
+    let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap();
+    let es = rel_err(&running_stats("resnet20", &s.params), &stats);
+    assert!(es > 1e-4, "--batch-norm local: shard statistics should differ from the global batch's ({es:.3e})");
+}
+
 /// A checkpoint written by a tensor split of ResNet-20-B holds the whole model under the
 /// single-worker names: resumed by one worker, the run ends where the uninterrupted one does.
 #[test]

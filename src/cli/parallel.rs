@@ -112,7 +112,8 @@ pub struct ParallelArgs {
     /// Bitwise-identical results for 1, 2, 4 and 8 workers (needs --threads 1; slower).
     #[arg(long)]
     pub deterministic: bool,
-    /// Batch-norm statistics under --strategy allreduce: over the global batch (SyncBatchNorm,
+    /// Batch-norm statistics under --strategy allreduce (and of the convolutions under hybrid
+    /// --dp D --mp M): over the global batch (SyncBatchNorm,
     /// the same result as one worker) or over each worker's shard (DDP's default, no
     /// communication) [default: sync].
     #[arg(long = "batch-norm", value_enum)]
@@ -258,14 +259,20 @@ impl ParallelArgs {
             }
             StrategyArg::Pipeline | StrategyArg::Hybrid => {
                 let hybrid = self.strategy == StrategyArg::Hybrid;
-                self.reject_replica_flags(if hybrid { "hybrid" } else { "pipeline" })?;
+                // `--batch-norm` applies to the data-parallel convolutions of dp × mp.
+                let bn_ok = hybrid && self.mp.is_some();
+                let mut replica_flags = self.clone();
+                if bn_ok {
+                    replica_flags.batch_norm = None;
+                }
+                replica_flags.reject_replica_flags(if hybrid { "hybrid" } else { "pipeline" })?;
                 if hybrid && self.mp.is_some() {
                     if self.pp.is_some() || self.stages.is_some() || self.micro_batches.is_some() || self.pipeline_schedule.is_some() || !self.split_after.is_empty() {
                         return Err(invalid("mp", "--dp × --mp (model-parallel classifier) does not combine with pipeline flags yet"));
                     }
                     return Ok(ParallelConfig {
                         workers: self.workers,
-                        strategy: StrategyKind::Hybrid(HybridConfig { dp: self.dp.unwrap_or(1), mp: self.mp.unwrap_or(2) }),
+                        strategy: StrategyKind::Hybrid(HybridConfig { dp: self.dp.unwrap_or(1), mp: self.mp.unwrap_or(2), sync_batch_norm: self.batch_norm != Some(BatchNormArg::Local) }),
                         stall_timeout: Duration::from_secs_f64(self.stall_timeout),
                         stall_abort: self.stall_abort,
                         inject_failure: self.inject_failure()?,

@@ -138,7 +138,7 @@ pub fn assign_buckets(layout: &ParamLayout, num_layers: usize, first_cap: usize,
 
 /// SyncBatchNorm's sums over the workers, on a communicator of their own (the gradient buckets
 /// are being reduced on the main one while backward runs).
-struct CommSync<'a>(&'a dyn Communicator);
+pub(crate) struct CommSync<'a>(pub(crate) &'a dyn Communicator);
 
 impl StatSync for CommSync<'_> {
     /// An all-gather of each worker's f64 values (their bits carried as pairs of f32, copied

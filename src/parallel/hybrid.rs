@@ -15,6 +15,7 @@
 //! the network instead of the classifier's weight gradients: fewer bytes whenever the batch's
 //! activations are smaller than the classifier.
 
+use super::data_parallel::CommSync;
 use super::tensor::{self, Maps, Sliced, SplitNet};
 use crate::comm::Communicator;
 use crate::data::loader::Batch;
@@ -40,6 +41,9 @@ pub struct HybridConfig {
     pub dp: usize,
     /// Classifier slices per group.
     pub mp: usize,
+    /// Batch norm in the convolutions over the global batch (SyncBatchNorm over all workers,
+    /// `--batch-norm sync`, the default) or over each worker's shard (`local`).
+    pub sync_batch_norm: bool,
 }
 
 impl HybridConfig {
@@ -98,6 +102,8 @@ pub struct Hybrid<'c> {
     opt: Box<dyn Optimizer>,
     /// `--on-nonfinite skip`.
     skip_nonfinite: bool,
+    /// SyncBatchNorm in the convolutions (see `HybridConfig::sync_batch_norm`).
+    sync_bn: bool,
     loss: SoftmaxCrossEntropy,
     full_bytes: usize,
     comm_s: f64,
@@ -118,7 +124,9 @@ impl<'c> Hybrid<'c> {
         let len = conv_len + fc_len;
         let mut mults = conv.layout().mult_ranges();
         mults.extend(fc.mults().into_iter().map(|(r, m)| (r.start + conv_len..r.end + conv_len, m)));
+        let sync_bn = cfg.sync_batch_norm && conv.has_buffers() && world.size() > 1;
         Ok(Hybrid {
+            sync_bn,
             world,
             group,
             replicas,
@@ -186,6 +194,11 @@ impl Strategy for Hybrid<'_> {
         let n_mine = batch.labels.len();
         // Convolutions on this worker's shard.
         let p = self.phases.start();
+        // SyncBatchNorm: the convolutions' batch statistics over every worker's shard (the
+        // global batch), on the world communicator (nothing else is in flight on it meanwhile).
+        let bn = self.sync_bn.then_some(CommSync(self.world));
+        let cctx = Ctx { sync: bn.as_ref().map(|s| s as &dyn crate::layers::StatSync), ..*ctx };
+        let ctx = &cctx;
         let conv_out = self.conv.forward_layers(ctx, &self.params[..self.conv_len], 0..self.conv.num_layers(), &batch.x)?.clone();
         self.phases.end(Track::Compute, "forward", None, p);
         let p = self.phases.start();
@@ -238,7 +251,8 @@ impl Strategy for Hybrid<'_> {
         if !skipped {
             self.opt.step(&mut self.params, &self.grads, lr);
         }
-        // Batch-norm statistics of the convolutions: each worker's own shard's (no sync here).
+        // Batch-norm statistics of the convolutions: the global batch's under SyncBatchNorm
+        // (the same on every worker), else each worker's own shard's (worker 0's are saved).
         self.conv.commit_buffers(&mut self.params[..self.conv_len]);
         self.fc.commit_buffers(&mut self.params[self.conv_len..]);
         self.phases.end(Track::Compute, "optimizer", None, p);
