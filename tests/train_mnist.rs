@@ -88,14 +88,14 @@ fn keras_mnist_with_adam_learns_fashion_mnist_on_1_and_2_workers() {
 }
 
 /// Issue 7's target: LeNet (the default model) reaches ≥ 89 % on Fashion-MNIST — with Adam
-/// (lr 1e-3, batch 64) in one epoch on 2 all-reduce workers (measured 89.38 %; the default SGD
-/// recipe gives 86.85 % after one epoch).
+/// (lr 1e-3, batch 32) in one epoch on 2 all-reduce workers (measured 90.00 %; batch 64 gave
+/// 89.38 %, too close to the bound, and the default SGD recipe 86.85 % after one epoch).
 #[test]
 #[cfg_attr(debug_assertions, ignore = "release suite: trains on all of Fashion-MNIST")]
 fn lenet_reaches_89_percent_on_fashion_mnist() {
     let dir = std::path::Path::new("/usr/share/datasets/fashion-mnist");
     assert!(dir.is_dir(), "{} missing; hint: apt-get install -y dataset-fashion-mnist (scripts/test.sh does)", dir.display());
-    let cli = Cli::try_parse_from(["convoy", "train", "--optimizer", "adam", "--lr", "0.001", "--epochs", "1", "--threads", "1", "--workers", "2"]).unwrap();
+    let cli = Cli::try_parse_from(["convoy", "train", "--optimizer", "adam", "--lr", "0.001", "--batch-size", "32", "--epochs", "1", "--threads", "1", "--workers", "2"]).unwrap();
     let Command::Train(t) = cli.command else { unreachable!() };
     let mut cfg = t.to_config().unwrap();
     cfg.data_dir = dir.to_path_buf();
