@@ -197,9 +197,9 @@ impl Strategy for Hybrid<'_> {
         // SyncBatchNorm: the convolutions' batch statistics over every worker's shard (the
         // global batch), on the world communicator (nothing else is in flight on it meanwhile).
         let bn = self.sync_bn.then_some(CommSync(self.world));
+        // (Only the convolutions: the classifier runs on the group batch with its own statistics.)
         let cctx = Ctx { sync: bn.as_ref().map(|s| s as &dyn crate::layers::StatSync), ..*ctx };
-        let ctx = &cctx;
-        let conv_out = self.conv.forward_layers(ctx, &self.params[..self.conv_len], 0..self.conv.num_layers(), &batch.x)?.clone();
+        let conv_out = self.conv.forward_layers(&cctx, &self.params[..self.conv_len], 0..self.conv.num_layers(), &batch.x)?.clone();
         self.phases.end(Track::Compute, "forward", None, p);
         let p = self.phases.start();
         let per: usize = conv_out.shape()[1..].iter().product();
@@ -235,7 +235,7 @@ impl Strategy for Hybrid<'_> {
         let comm_fc = self.fc.comm_s - fc0;
         let p = self.phases.start();
         let mut sink = Flat { params: &self.params[..cl], grads: &mut self.grads[..cl] };
-        self.conv.backward_layers(ctx, &mut sink, 0..self.conv.num_layers(), &batch.x, Some(&dconv), false)?;
+        self.conv.backward_layers(&cctx, &mut sink, 0..self.conv.num_layers(), &batch.x, Some(&dconv), false)?;
         self.phases.end(Track::Compute, "backward", None, p);
         // Data parallelism: the convolutions over all workers, each slice over its replicas.
         let t = Instant::now();
