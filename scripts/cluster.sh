@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Copied from ../shared/cluster/netns-cluster.sh (the project carries its own copy; used by
-# bench/plan_vs_cluster.sh and tests/plan_cluster.rs). Only change: the agent path follows the file name.
+# bench/plan_vs_cluster.sh and tests/plan_cluster.rs). Changes: the agent path follows the file
+# name; `run` makes a process that waits in MPI yield its core (OMPI_MCA_mpi_yield_when_idle=1),
+# since the emulated hosts share the machine's cores — on real hosts a waiting process polls a
+# core of its own, here it would take one from a host that computes.
 # A small emulated cluster on one machine: N network namespaces ("hosts") joined by a bridge that
 # lives in its own namespace (nothing touches the machine's own network), with an optional
 # bandwidth cap per host link (tc tbf). mpirun started in host 0 reaches the others through an
@@ -68,7 +71,7 @@ run() {
   local hf; hf=$(mktemp); hostfile > "$hf"
   OMPI_MCA_plm_rsh_agent="$here/$(basename "$0") agent" \
   OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=eth0 OMPI_MCA_oob_tcp_if_include=eth0 \
-  OMPI_MCA_pml=ob1 OMPI_MCA_plm_rsh_no_tree_spawn=1 \
+  OMPI_MCA_pml=ob1 OMPI_MCA_plm_rsh_no_tree_spawn=1 OMPI_MCA_mpi_yield_when_idle=1 \
   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 CLUSTER_HOSTFILE="$hf" \
     ip netns exec "${P}-h0" unshare --uts bash -c 'hostname h0; exec "$@"' bash "$@"
 }

@@ -147,12 +147,44 @@ fn plan_predicts_and_refuses_bad_input() {
         (vec!["--profile", other.to_str().unwrap()], "lenet-caffe"),
         (vec!["--profile", "/nonexistent/p.json"], "--profile"),
         (vec!["--node-gflops", "0"], "--node-gflops"),
+        (vec!["--link", "profile"], "--link profile needs --profile"),
+        (vec!["--servers", "0"], "--servers"),
+        (vec!["--micro-batches", "512"], "--micro-batches"),
+        (vec!["--bucket-mb=-1"], "--bucket-mb"),
     ] {
         let out = run(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+    // A layout the user pins is the one predicted: 2 parameter-server shards for 1 worker, a
+    // pipeline of 8 micro-batches with the layers its stages end after.
+    let out = run(&["--model", "lenet", "--nodes", "1,2", "--strategies", "ps,pipeline", "--servers", "2", "--micro-batches", "8", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["predictions"][0]["strategy"], "ps k=2");
+    let two: Vec<&str> = v[1]["predictions"].as_array().unwrap().iter().map(|p| p["strategy"].as_str().unwrap()).collect();
+    assert_eq!(two, ["ps k=2", "pipeline m=8"]);
+    assert_eq!(v[1]["predictions"][1]["split_after"].as_array().unwrap().len(), 1);
+    // `--link profile` needs the MPI link in the profile, which only `calibrate --comm mpi`
+    // measures; calibrated without MPI, the profile has none; outside mpirun there is no link.
+    let profile = dir.join("lenet.json");
+    let cal = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
+            .args(["plan", "calibrate", "--model", "lenet", "--batch", "4", "--reps", "1", "--threads", "1", "--out", profile.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(cal(&[]).status.code(), Some(0));
+    let out = run(&["--profile", profile.to_str().unwrap(), "--link", "profile"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("has no MPI link") && err.contains("--comm mpi"), "{err}");
+    let out = cal(&["--comm", "mpi"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("comm"), "{err}");
 }
 
 /// CIFAR-10 binary files are found by `--data`, train the zoo's CIFAR models, and a model for

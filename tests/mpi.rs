@@ -476,3 +476,29 @@ fn a_signal_to_one_rank_stops_every_rank_after_the_same_step_with_a_checkpoint()
     let eval = Command::new(env!("CARGO_BIN_EXE_convoy")).args(["eval", "--data", small_mnist().to_str().unwrap(), "--weights", ck.to_str().unwrap()]).output().unwrap();
     assert!(eval.status.success(), "{latest}: {}", String::from_utf8_lossy(&eval.stderr));
 }
+
+/// `convoy plan calibrate --comm mpi` measures the link between processes 0 and 1 (3 processes:
+/// the third only waits) into the profile, and `convoy plan --link profile --latency profile`
+/// predicts with it.
+#[test]
+fn calibrate_over_mpi_measures_the_link_for_the_plan() {
+    let dir = tmp("calibrate");
+    let profile = dir.join("p.json");
+    let job = mpirun(3, &["--log-level", "warn", "plan", "calibrate", "--comm", "mpi", "--model", "lenet", "--batch", "8", "--reps", "2", "--threads", "1", "--out", profile.to_str().unwrap()], Duration::from_secs(300));
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+    assert_eq!(job.stdout.matches("profile of lenet").count(), 1, "rank 0 alone writes: {}", job.stdout);
+    let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    let (alpha, beta) = (p["mpi_link"]["alpha"].as_f64().unwrap(), p["mpi_link"]["beta"].as_f64().unwrap());
+    // Two processes of one machine: at least 10 MB/s and under 1 s of latency, whatever the load.
+    assert!(alpha >= 0.0 && alpha < 1.0 && beta > 1e7 && beta.is_finite(), "α {alpha} β {beta}");
+    let out = Command::new(env!("CARGO_BIN_EXE_convoy"))
+        .args(["plan", "--model", "lenet", "--profile", profile.to_str().unwrap(), "--link", "profile", "--latency", "profile", "--nodes", "2", "--strategies", "dp", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dp = &v[0]["predictions"][0];
+    // The exposed communication of 2 nodes is at most the all-reduce of every gradient at (α, β).
+    let bytes = 4.0 * p["model"]["layers"].as_array().unwrap().iter().map(|l| l["params"].as_f64().unwrap()).sum::<f64>();
+    assert!(dp["exposed_comm_s"].as_f64().unwrap() <= 2.0 * alpha * 3.0 + bytes / beta * 1.001, "{dp}");
+}

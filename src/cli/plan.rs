@@ -21,10 +21,11 @@ pub struct PlanArgs {
     /// Node counts.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64,128,256,512,1024")]
     pub nodes: Vec<usize>,
-    /// Link bandwidth per node and direction (10gbit, 100mbit, 1.5GB/s).
+    /// Link bandwidth per node and direction (10gbit, 100mbit, 1.5GB/s), or `profile`: the MPI
+    /// link measured by `calibrate --comm mpi` (needs --profile).
     #[arg(long, default_value = "10gbit")]
     pub link: String,
-    /// Link latency (5us, 1ms).
+    /// Link latency (5us, 1ms), or `profile` (as --link).
     #[arg(long, default_value = "5us")]
     pub latency: String,
     /// Node speed in GFLOP/s (ignored with --profile).
@@ -43,6 +44,18 @@ pub struct PlanArgs {
     /// Strategies to consider (dp, ps, pipeline, tensor, hybrid; default all).
     #[arg(long, value_delimiter = ',')]
     pub strategies: Vec<String>,
+    /// Parameter-server shards to predict (default: 1, 2, 4, ... up to the nodes, the fastest kept).
+    #[arg(long)]
+    pub servers: Option<usize>,
+    /// Pipeline micro-batches to predict (default: 1, 2, 4 and 8 × the stages, the fastest kept).
+    #[arg(long)]
+    pub micro_batches: Option<usize>,
+    /// Hybrid model-parallel group size to predict (default: every divisor of the nodes).
+    #[arg(long)]
+    pub mp: Option<usize>,
+    /// All-reduce bucket size in MiB to predict (default: 1, 5, 25 and 100).
+    #[arg(long)]
+    pub bucket_mb: Option<f64>,
     /// Show every layout tried (each bucket size, shard count, micro-batch count), not only each
     /// strategy's best.
     #[arg(long)]
@@ -80,6 +93,11 @@ pub struct CalibrateArgs {
     /// Where to write the profile.
     #[arg(long, default_value = "profile.json")]
     pub out: PathBuf,
+    /// `mpi`: also measure the link between processes 0 and 1 of this MPI job (run under
+    /// mpirun, one process per host; rank 0 then times the layers while the others wait asleep
+    /// and writes the profile); `local`: this process only; `auto`: mpi under a launcher.
+    #[arg(long, value_enum, default_value = "local")]
+    pub comm: super::CommArg,
 }
 
 const STRATEGIES: [&str; 5] = ["dp", "ps", "pipeline", "tensor", "hybrid"];
@@ -87,20 +105,7 @@ const STRATEGIES: [&str; 5] = ["dp", "ps", "pipeline", "tensor", "hybrid"];
 /// Runs `convoy plan`.
 pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
     if let Some(PlanKind::Calibrate(c)) = &args.kind {
-        let spec = ModelSpec::resolve(&c.model)?;
-        let threads = super::threads_from(c.threads)?;
-        let p = calibrate::calibrate(&spec, c.batch, threads, c.reps)?;
-        std::fs::write(&c.out, serde_json::to_string_pretty(&p)?).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", c.out.display()))?;
-        println!(
-            "profile of {} written to {}: {:.3} ms per sample (forward + backward), memcpy {:.1} GB/s, all-reduce α {:.1} µs β {:.2} GB/s",
-            spec.name,
-            c.out.display(),
-            p.model.sample_s() * 1e3,
-            p.mem_bandwidth / 1e9,
-            p.allreduce_alpha * 1e6,
-            p.allreduce_beta / 1e9
-        );
-        return Ok(());
+        return calibrate_cmd(c);
     }
     let (title, rows) = predict(args)?;
     if let Some(path) = &args.plot {
@@ -112,6 +117,51 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
         print!("{}", report::table(&rows));
     }
     Ok(())
+}
+
+fn calibrate_cmd(c: &CalibrateArgs) -> anyhow::Result<()> {
+    let spec = ModelSpec::resolve(&c.model)?;
+    let threads = super::threads_from(c.threads)?;
+    let mpi = match c.comm {
+        super::CommArg::Local => false,
+        super::CommArg::Mpi => true,
+        super::CommArg::Auto => crate::comm::launch::launched(),
+    };
+    let p = if mpi { calibrate_mpi(&spec, c, threads)? } else { Some(calibrate::calibrate(&spec, c.batch, threads, c.reps, None)?) };
+    let Some(p) = p else { return Ok(()) };
+    std::fs::write(&c.out, serde_json::to_string_pretty(&p)?).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", c.out.display()))?;
+    let link = p.mpi_link.as_ref().map_or(String::new(), |l| {
+        format!(", MPI link: ping-pong α {:.1} µs β {:.1} MB/s, all-reduce α {:.1} µs β {:.1} MB/s", l.alpha * 1e6, l.beta / 1e6, l.allreduce_alpha * 1e6, l.allreduce_beta / 1e6)
+    });
+    println!(
+        "profile of {} written to {}: {:.3} ms per sample (forward + backward), memcpy {:.1} GB/s, all-reduce α {:.1} µs β {:.2} GB/s{link}",
+        spec.name,
+        c.out.display(),
+        p.model.sample_s() * 1e3,
+        p.mem_bandwidth / 1e9,
+        p.allreduce_alpha * 1e6,
+        p.allreduce_beta / 1e9
+    );
+    Ok(())
+}
+
+/// `calibrate --comm mpi`: the link between ranks 0 and 1, then rank 0 alone times the layers
+/// (the others sleep in a barrier, so that on hosts sharing cores they take none); the profile
+/// on rank 0, `None` elsewhere.
+#[cfg(feature = "mpi")]
+fn calibrate_mpi(spec: &ModelSpec, c: &CalibrateArgs, threads: usize) -> anyhow::Result<Option<calibrate::Profile>> {
+    use crate::comm::Communicator;
+    let mpi = crate::comm::mpi::Mpi::init(crate::comm::local::DEFAULT_STALL, false)?;
+    let world = mpi.world();
+    let link = calibrate::fit_mpi_link(world)?;
+    let p = if world.rank() == 0 { Some(calibrate::calibrate(spec, c.batch, threads, c.reps, link)) } else { None };
+    world.quiet_barrier()?;
+    Ok(p.transpose()?)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn calibrate_mpi(_spec: &ModelSpec, _c: &CalibrateArgs, _threads: usize) -> anyhow::Result<Option<calibrate::Profile>> {
+    anyhow::bail!(super::ConfigError::Invalid { flag: "comm", msg: format!("this convoy was built without MPI; {}", crate::parallel::BUILD_WITH_MPI) })
 }
 
 /// Predictions per node count.
@@ -139,18 +189,55 @@ pub fn predict(args: &PlanArgs) -> anyhow::Result<(String, Rows)> {
     if let Some(s) = args.strategies.iter().find(|s| !STRATEGIES.contains(&s.as_str())) {
         return Err(PlanError::Input(format!("--strategies: unknown strategy '{s}'; hint: {}", STRATEGIES.join(", "))).into());
     }
-    let (model, mem): (ModelCost, f64) = match &args.profile {
+    let (model, mem, link): (ModelCost, f64, Option<calibrate::LinkFit>) = match &args.profile {
         Some(path) => {
             let p = calibrate::load(path, &spec)?;
-            (p.model, p.mem_bandwidth)
+            (p.model, p.mem_bandwidth, p.mpi_link)
         }
-        None => (ModelCost::from_flops(&spec, args.node_gflops)?, plan::parse_bandwidth(&args.mem_bandwidth).map_err(|e| PlanError::Input(e.to_string().replace("--link", "--mem-bandwidth")))?),
+        None => (ModelCost::from_flops(&spec, args.node_gflops)?, plan::parse_bandwidth(&args.mem_bandwidth).map_err(|e| PlanError::Input(e.to_string().replace("--link", "--mem-bandwidth")))?, None),
+    };
+    let measured = |flag: &str| -> Result<calibrate::LinkFit, PlanError> {
+        link.clone().ok_or_else(|| match &args.profile {
+            Some(p) => PlanError::Input(format!("{flag} profile: {} has no MPI link; hint: calibrate under mpirun with `convoy plan calibrate --comm mpi`", p.display())),
+            None => PlanError::Input(format!("{flag} profile needs --profile FILE (written by `convoy plan calibrate --comm mpi` under mpirun)")),
+        })
+    };
+    // `profile`: point to point from the ping-pong, collectives from the all-reduce.
+    let (bandwidth, collective_bandwidth) = if args.link.trim() == "profile" {
+        let l = measured("--link")?;
+        (l.beta, l.allreduce_beta)
+    } else {
+        let b = plan::parse_bandwidth(&args.link)?;
+        (b, b)
+    };
+    let (latency, collective_latency) = if args.latency.trim() == "profile" {
+        let l = measured("--latency")?;
+        (l.alpha, l.allreduce_alpha)
+    } else {
+        let a = plan::parse_latency(&args.latency)?;
+        (a, a)
     };
     if !(args.cores_per_node.is_finite() && args.cores_per_node > 0.0) {
         return Err(PlanError::Input(format!("--cores-per-node {} must be positive", args.cores_per_node)).into());
     }
-    let cluster = Cluster { bandwidth: plan::parse_bandwidth(&args.link)?, latency: plan::parse_latency(&args.latency)?, mem_bandwidth: mem, cores_per_node: args.cores_per_node };
-    let planner = plan::Plan { model, cluster, batch: args.batch };
+    let cluster = Cluster { bandwidth, latency, collective_bandwidth, collective_latency, mem_bandwidth: mem, cores_per_node: args.cores_per_node };
+    let positive = |flag: &str, v: Option<usize>| match v {
+        Some(0) => Err(PlanError::Input(format!("{flag} 0: must be at least 1"))),
+        _ => Ok(v),
+    };
+    let pins = plan::Pins {
+        servers: positive("--servers", args.servers)?,
+        micro_batches: positive("--micro-batches", args.micro_batches)?,
+        mp: positive("--mp", args.mp)?,
+        bucket_mb: match args.bucket_mb {
+            Some(b) if !(b.is_finite() && b > 0.0) => return Err(PlanError::Input(format!("--bucket-mb {b}: must be a positive number of MiB; hint: 25")).into()),
+            b => b,
+        },
+    };
+    if args.micro_batches.is_some_and(|m| m > args.batch) {
+        return Err(PlanError::Input(format!("--micro-batches {:?} exceeds --batch {}", args.micro_batches, args.batch)).into());
+    }
+    let planner = plan::Plan { model, cluster, batch: args.batch, pins };
     let rows: Vec<(usize, Vec<plan::Prediction>)> = args.nodes.iter().map(|&n| (n, planner.layouts(n, &args.strategies, args.all_layouts))).collect();
     let title = format!("{} batch {} — link {} latency {}", spec.name, args.batch, args.link, args.latency);
     Ok((title, rows))

@@ -29,6 +29,29 @@ pub struct Profile {
     pub allreduce_alpha: f64,
     /// See `allreduce_alpha`.
     pub allreduce_beta: f64,
+    /// The link between two MPI processes (`calibrate --comm mpi` under `mpirun`), ranks 0 and
+    /// 1: ping-pong and `MPI_Allreduce` fits; `convoy plan --link profile --latency profile` uses
+    /// them. Absent when calibrated without MPI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mpi_link: Option<LinkFit>,
+}
+
+/// The link between two MPI processes, measured two ways.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkFit {
+    /// Point to point (ping-pong, one direction at a time): latency α, seconds, of
+    /// time = α + bytes/β.
+    pub alpha: f64,
+    /// See `alpha`: bandwidth β, bytes/s.
+    pub beta: f64,
+    /// `MPI_Allreduce` of the two (both directions at once): time = 2α + bytes/β.
+    pub allreduce_alpha: f64,
+    /// See `allreduce_alpha`.
+    pub allreduce_beta: f64,
+    /// Smallest and largest message timed, bytes.
+    pub min_bytes: usize,
+    /// See `min_bytes`.
+    pub max_bytes: usize,
 }
 
 /// The current profile format.
@@ -40,7 +63,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Measures `spec` at `batch` samples with `threads` intra-op threads.
-pub fn calibrate(spec: &ModelSpec, batch: usize, threads: usize, reps: usize) -> Result<Profile, PlanError> {
+pub fn calibrate(spec: &ModelSpec, batch: usize, threads: usize, reps: usize, mpi_link: Option<LinkFit>) -> Result<Profile, PlanError> {
     if batch == 0 || threads == 0 || reps == 0 {
         return Err(PlanError::Input("--batch, --threads and --reps must be at least 1".into()));
     }
@@ -80,10 +103,11 @@ pub fn calibrate(spec: &ModelSpec, batch: usize, threads: usize, reps: usize) ->
             params: net.layout().layer_range(i).len(),
             out: net.layer_out_shape(i).iter().product(),
             fc: fc(i),
+            cut_after: i + 1 == net.num_layers() || spec.can_cut_after(i),
         });
         x = out;
     }
-    let (alpha, beta) = fit_allreduce();
+    let (alpha, beta) = fit_threads();
     Ok(Profile {
         version: VERSION,
         model: ModelCost { model: spec.name.clone(), input: spec.input.iter().product(), layers },
@@ -92,6 +116,7 @@ pub fn calibrate(spec: &ModelSpec, batch: usize, threads: usize, reps: usize) ->
         mem_bandwidth: memcpy_bandwidth(),
         allreduce_alpha: alpha,
         allreduce_beta: beta,
+        mpi_link,
     })
 }
 
@@ -110,45 +135,112 @@ fn memcpy_bandwidth() -> f64 {
     4.0 * n as f64 / best
 }
 
-/// α and β of 2 thread ranks' direct all-reduce: least squares of time = 2α + bytes/β.
-fn fit_allreduce() -> (f64, f64) {
+/// α and β of 2 thread ranks' direct all-reduce (sizes 4 KiB–16 MiB).
+fn fit_threads() -> (f64, f64) {
     let sizes: Vec<usize> = (12..=24).step_by(2).map(|e| 1usize << e).collect();
     let comms = LocalComm::world(2, Algorithm::Direct, DEFAULT_STALL);
     let times: Vec<f64> = std::thread::scope(|s| {
-        let hs: Vec<_> = comms
-            .iter()
-            .map(|c| {
-                let sizes = &sizes;
-                s.spawn(move || {
-                    let mut buf = vec![0.0f32; *sizes.last().unwrap_or(&4) / 4];
-                    sizes
-                        .iter()
-                        .map(|&bytes| {
-                            let reps = (64 << 20) / bytes.max(1) + 3;
-                            let mut v = Vec::new();
-                            for _ in 0..reps {
-                                let t = Instant::now();
-                                let _ = c.all_reduce_into(&mut buf[..bytes / 4]);
-                                v.push(t.elapsed().as_secs_f64());
-                            }
-                            median(v)
-                        })
-                        .collect::<Vec<f64>>()
-                })
-            })
-            .collect();
+        let sizes = &sizes;
+        let hs: Vec<_> = comms.iter().map(|c| s.spawn(move || time_allreduce(c, sizes, 64 << 20).unwrap_or_default())).collect();
         let all: Vec<Vec<f64>> = hs.into_iter().map(|h| h.join().unwrap_or_default()).collect();
         all.into_iter().next().unwrap_or_default()
     });
+    fit(&sizes, &times)
+}
+
+/// Median seconds of `comm`'s all-reduce at each size (bytes), on every rank; each size is
+/// repeated until about `budget` bytes went through (at least 3 times), after a barrier.
+pub fn time_allreduce(comm: &dyn Communicator, sizes: &[usize], budget: usize) -> Result<Vec<f64>, crate::comm::CommError> {
+    let mut buf = vec![0.0f32; sizes.iter().max().copied().unwrap_or(4) / 4];
+    let mut out = Vec::new();
+    for &bytes in sizes {
+        let reps = budget / bytes.max(1) + 3;
+        comm.barrier()?;
+        // One call unmeasured: connections and buffers are set up on first use.
+        comm.all_reduce_into(&mut buf[..bytes / 4])?;
+        let mut v = Vec::new();
+        for _ in 0..reps {
+            let t = Instant::now();
+            comm.all_reduce_into(&mut buf[..bytes / 4])?;
+            v.push(t.elapsed().as_secs_f64());
+        }
+        out.push(median(v));
+    }
+    Ok(out)
+}
+
+/// α and β of time = 2α + bytes/β, least squares over (`sizes`, `times`).
+pub fn fit(sizes: &[usize], times: &[f64]) -> (f64, f64) {
+    let (intercept, slope) = fit_line(sizes, times);
+    (intercept / 2.0, 1.0 / slope)
+}
+
+/// Intercept and slope of time = a + b·bytes, least squares. The large sizes dominate the
+/// intercept; the smallest size is almost all latency, so the intercept is taken from it when
+/// the fit's is smaller.
+fn fit_line(sizes: &[usize], times: &[f64]) -> (f64, f64) {
     let xs: Vec<f64> = sizes.iter().map(|&b| b as f64).collect();
-    let (mx, my) = (xs.iter().sum::<f64>() / xs.len() as f64, times.iter().sum::<f64>() / times.len().max(1) as f64);
-    let sxy: f64 = xs.iter().zip(&times).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let (mx, my) = (xs.iter().sum::<f64>() / xs.len().max(1) as f64, times.iter().sum::<f64>() / times.len().max(1) as f64);
+    let sxy: f64 = xs.iter().zip(times).map(|(x, y)| (x - mx) * (y - my)).sum();
     let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
     let slope = (sxy / sxx).max(1e-15);
-    // The large sizes dominate the least-squares intercept; the smallest size is almost all
-    // latency, so α is taken from it when the fit's intercept is smaller.
     let intercept = (my - slope * mx).max(times.first().map_or(0.0, |t| t - xs[0] * slope)).max(0.0);
-    (intercept / 2.0, 1.0 / slope)
+    (intercept, slope)
+}
+
+/// Median seconds of one way of a ping-pong between ranks 0 and 1 of `comm` at each size
+/// (half the round trip), on rank 0; each size repeated until about `budget` bytes went by.
+pub fn time_pingpong(comm: &dyn Communicator, sizes: &[usize], budget: usize) -> Result<Vec<f64>, crate::comm::CommError> {
+    const TAG: u32 = 7;
+    let mut buf = vec![0.0f32; sizes.iter().max().copied().unwrap_or(4) / 4];
+    let mut out = Vec::new();
+    for &bytes in sizes {
+        let reps = budget / bytes.max(1) / 2 + 3;
+        let b = &mut buf[..bytes / 4];
+        comm.barrier()?;
+        let mut v = Vec::new();
+        for i in 0..=reps {
+            let t = Instant::now();
+            if comm.rank() == 0 {
+                comm.send(b, 1, TAG)?;
+                comm.recv(b, 1, TAG)?;
+            } else {
+                comm.recv(b, 0, TAG)?;
+                comm.send(b, 0, TAG)?;
+            }
+            // The first round trip sets up the connection.
+            if i > 0 {
+                v.push(t.elapsed().as_secs_f64() / 2.0);
+            }
+        }
+        out.push(median(v));
+    }
+    Ok(out)
+}
+
+/// The MPI link, measured: ranks 0 and 1 of `world` time `MPI_Allreduce` and a ping-pong
+/// (64 KiB–4 MiB, about 16 MiB per size), the other ranks wait; `Some` on rank 0.
+#[cfg(feature = "mpi")]
+pub fn fit_mpi_link(world: &crate::comm::mpi::MpiComm) -> Result<Option<LinkFit>, PlanError> {
+    let err = |e: crate::comm::CommError| PlanError::Input(format!("--comm mpi: {e}"));
+    if world.size() < 2 {
+        return Err(PlanError::Input("--comm mpi: the link is measured between two processes; hint: mpirun -np 2 convoy plan calibrate --comm mpi".into()));
+    }
+    let sizes: Vec<usize> = (16..=22).step_by(2).map(|e| 1usize << e).collect();
+    let rank = world.rank();
+    let pair = world.split(usize::from(rank >= 2), rank).map_err(err)?;
+    let (ar, pp) = if rank < 2 {
+        (time_allreduce(pair.as_ref(), &sizes, 16 << 20).map_err(err)?, time_pingpong(pair.as_ref(), &sizes, 16 << 20).map_err(err)?)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    drop(pair);
+    if rank != 0 {
+        return Ok(None);
+    }
+    let (allreduce_alpha, allreduce_beta) = fit(&sizes, &ar);
+    let (alpha, slope) = fit_line(&sizes, &pp);
+    Ok(Some(LinkFit { alpha, beta: 1.0 / slope, allreduce_alpha, allreduce_beta, min_bytes: sizes[0], max_bytes: sizes[sizes.len() - 1] }))
 }
 
 /// Reads a profile and checks it belongs to `spec`.
@@ -171,7 +263,7 @@ pub fn parse(text: &str, origin: &str, spec: &ModelSpec) -> Result<Profile, Plan
     }
     let want = ModelCost::from_flops(spec, 1.0)?;
     let same_layers = p.model.layers.len() == want.layers.len()
-        && p.model.layers.iter().zip(&want.layers).all(|(a, b)| a.name == b.name && a.params == b.params && a.out == b.out && a.fc == b.fc);
+        && p.model.layers.iter().zip(&want.layers).all(|(a, b)| a.name == b.name && a.params == b.params && a.out == b.out && a.fc == b.fc && a.cut_after == b.cut_after);
     if p.model.model != spec.name || p.model.input != want.input || !same_layers {
         return bad(format!("was measured for model '{}', not this '{}' (names or shapes of its layers differ)", p.model.model, spec.name));
     }
@@ -184,6 +276,15 @@ pub fn parse(text: &str, origin: &str, spec: &ModelSpec) -> Result<Profile, Plan
             "mem_bandwidth {}, allreduce_alpha {}, allreduce_beta {}: bandwidths must be positive, the latency not negative",
             p.mem_bandwidth, p.allreduce_alpha, p.allreduce_beta
         ));
+    }
+    if let Some(l) = &p.mpi_link {
+        let latency = |v: f64| v.is_finite() && v >= 0.0;
+        if !(positive(l.beta) && positive(l.allreduce_beta) && latency(l.alpha) && latency(l.allreduce_alpha)) {
+            return bad(format!(
+                "mpi_link alpha {}, beta {}, allreduce_alpha {}, allreduce_beta {}: bandwidths must be positive, latencies not negative",
+                l.alpha, l.beta, l.allreduce_alpha, l.allreduce_beta
+            ));
+        }
     }
     if p.batch == 0 || p.threads == 0 {
         return bad(format!("batch {} and threads {} must be at least 1", p.batch, p.threads));

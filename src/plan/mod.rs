@@ -40,6 +40,13 @@ pub struct LayerCost {
     pub out: usize,
     /// A fully connected layer (the hybrid splits these).
     pub fc: bool,
+    /// A pipeline stage may end after this layer (no residual connection crosses the point).
+    #[serde(default = "yes")]
+    pub cut_after: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The machine and network a plan is for.
@@ -49,6 +56,12 @@ pub struct Cluster {
     pub bandwidth: f64,
     /// Link latency, seconds (α of the α–β model).
     pub latency: f64,
+    /// Bandwidth per direction when every node sends and receives at once (ring collectives),
+    /// bytes/s: `bandwidth` on a full-duplex link; measured lower on links whose directions
+    /// share capacity (the emulated cluster's tbf-capped veth pairs).
+    pub collective_bandwidth: f64,
+    /// Latency of a collective's step, seconds (as `latency` unless measured apart).
+    pub collective_latency: f64,
     /// Memory copy bandwidth of a node, bytes/s (optimizer updates are memory-bound).
     pub mem_bandwidth: f64,
     /// Cores of a node for one worker (the profile's layer times are for one such node). Below 2,
@@ -100,6 +113,7 @@ impl ModelCost {
                     params: layout.layer_range(i).len(),
                     out: net.layer_out_shape(i).iter().product(),
                     fc: matches!(spec.layers[i], crate::net::LayerSpec::Linear { .. }),
+                    cut_after: i + 1 == net.num_layers() || spec.can_cut_after(i),
                 }
             })
             .collect();
@@ -134,7 +148,7 @@ pub fn ring_allreduce(c: &Cluster, n: usize, bytes: f64) -> f64 {
         return 0.0;
     }
     let n = n as f64;
-    2.0 * (n - 1.0) * c.latency + 2.0 * (n - 1.0) / n * bytes / c.bandwidth
+    2.0 * (n - 1.0) * c.collective_latency + 2.0 * (n - 1.0) / n * bytes / c.collective_bandwidth
 }
 
 /// Binomial-tree reduce + broadcast (latency-optimal for small messages): 2⌈log₂ n⌉(α + bytes/β).
@@ -156,7 +170,7 @@ pub fn allgather(c: &Cluster, n: usize, bytes: f64) -> f64 {
         return 0.0;
     }
     let n = n as f64;
-    (n - 1.0) * c.latency + (n - 1.0) / n * bytes / c.bandwidth
+    (n - 1.0) * c.collective_latency + (n - 1.0) / n * bytes / c.collective_bandwidth
 }
 
 /// Pipeline bubble of GPipe and 1F1B with `s` equal stages and `m` micro-batches: (s−1)/(m+s−1).
@@ -193,6 +207,23 @@ pub struct Prediction {
     pub efficiency: f64,
     /// Bytes per worker: parameters, optimizer state, activations.
     pub memory_bytes: f64,
+    /// Pipeline: the layers after which its stages end (`convoy train --split-after`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub split_after: Vec<String>,
+}
+
+/// Layout parameters fixed by the user (`convoy plan --servers 2 --micro-batches 8 ...`);
+/// `None`: the planner tries several and keeps the fastest.
+#[derive(Clone, Debug, Default)]
+pub struct Pins {
+    /// Parameter-server shards.
+    pub servers: Option<usize>,
+    /// Pipeline micro-batches.
+    pub micro_batches: Option<usize>,
+    /// Hybrid model-parallel group size.
+    pub mp: Option<usize>,
+    /// All-reduce bucket size, MiB.
+    pub bucket_mb: Option<f64>,
 }
 
 /// What to plan.
@@ -204,6 +235,8 @@ pub struct Plan {
     pub cluster: Cluster,
     /// Global batch.
     pub batch: usize,
+    /// Layout parameters the user fixed.
+    pub pins: Pins,
 }
 
 impl Plan {
@@ -215,7 +248,7 @@ impl Plan {
         let step = compute_s + exposed + bubble + opt;
         let ips = self.batch as f64 / step;
         let one = self.batch as f64 / self.single_step();
-        Prediction { strategy, nodes, compute_s, exposed_comm_s: exposed, bubble_s: bubble, optimizer_s: opt, step_s: step, images_per_s: ips, efficiency: ips / (nodes as f64 * one), memory_bytes: memory }
+        Prediction { strategy, nodes, compute_s, exposed_comm_s: exposed, bubble_s: bubble, optimizer_s: opt, step_s: step, images_per_s: ips, efficiency: ips / (nodes as f64 * one), memory_bytes: memory, split_after: Vec::new() }
     }
 
     /// Data parallelism with bucketed all-reduce overlapped with backward (as `--strategy
@@ -265,26 +298,45 @@ impl Plan {
     }
 
     /// Pipeline of `n` stages (one per node) cut where the largest stage is smallest, `m`
-    /// micro-batches: each micro-batch costs the slowest stage's time plus sending its
-    /// activations; a step is (m + s − 1) of them (GPipe/1F1B; Huang et al. 2019).
+    /// micro-batches: a step is (m + s − 1) periods of the slowest stage (GPipe/1F1B; Huang et
+    /// al. 2019) — the period the larger of its compute and one activation's transmission when
+    /// communication overlaps, their sum when it cannot — plus the latency of the forward and
+    /// backward waves crossing the s − 1 links.
     pub fn pipeline(&self, n: usize, m: usize) -> Option<Prediction> {
         let l = &self.model.layers;
         if n > l.len() || n < 2 {
             return None;
         }
         let cost: Vec<f64> = l.iter().map(|x| x.fwd_s + x.bwd_s).collect();
-        let cuts = balanced_cuts(&cost, n);
+        // Balance over the units between the points where a stage may end (as `convoy train`).
+        let starts: Vec<usize> = std::iter::once(0).chain((0..l.len() - 1).filter(|&j| l[j].cut_after).map(|j| j + 1)).collect();
+        if n > starts.len() {
+            return None;
+        }
+        let unit = |u: usize| starts[u]..starts.get(u + 1).copied().unwrap_or(l.len());
+        let unit_cost: Vec<f64> = (0..starts.len()).map(|u| cost[unit(u)].iter().sum()).collect();
+        let cuts: Vec<usize> = balanced_cuts(&unit_cost, n).iter().map(|&u| starts.get(u).copied().unwrap_or(l.len())).collect();
         let mb = self.batch as f64 / m as f64;
         let cost: Vec<f64> = cost.iter().map(|c| c * self.cluster.compute_scale()).collect();
         let stage_max = cuts.windows(2).map(|w| cost[w[0]..w[1]].iter().sum::<f64>()).fold(0.0, f64::max) * mb;
-        let send = cuts[1..n].iter().map(|&c| 2.0 * p2p(&self.cluster, 4.0 * l[c - 1].out as f64 * mb)).fold(0.0, f64::max);
-        let per_micro = stage_max + send;
+        // Transmission of one micro-batch's activations (and, backward, their gradient) over
+        // the busiest cut. Sends are buffered: with a core for communication they overlap the
+        // next micro-batch, and only the latency of the fill and drain waves is exposed;
+        // without one, each transfer takes its time from the stages' cores.
+        let x = cuts[1..n].iter().map(|&c| 4.0 * l[c - 1].out as f64 * mb / self.cluster.bandwidth).fold(0.0, f64::max);
+        let (period, fill) = if self.cluster.overlaps() {
+            (stage_max.max(x), 2.0 * (n - 1) as f64 * (self.cluster.latency + x))
+        } else {
+            (stage_max + 2.0 * x, 2.0 * (n - 1) as f64 * self.cluster.latency)
+        };
         let compute = m as f64 * stage_max;
-        let total = (m + n - 1) as f64 * per_micro;
+        let total = (m + n - 1) as f64 * period + fill;
         let params_max = cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.params).sum::<usize>()).max().unwrap_or(0) as f64;
         let memory = 12.0 * params_max + self.model.act_bytes() * mb * n.min(m) as f64;
-        let exposed = m as f64 * send;
-        Some(self.finish(format!("pipeline m={m}"), n, compute, exposed, total - compute - exposed, update_s(&self.cluster, params_max), memory))
+        let bubble = (n - 1) as f64 * period;
+        let mut p = self.finish(format!("pipeline m={m}"), n, compute, total - compute - bubble, bubble, update_s(&self.cluster, params_max), memory);
+        p.split_after = cuts[1..n].iter().map(|&c| l[c - 1].name.clone()).collect();
+        Some(p)
     }
 
     /// Data-parallel convolutions, model-parallel classifier in groups of `mp` (Krizhevsky 2014):
@@ -345,20 +397,25 @@ impl Plan {
         let mut out = Vec::new();
         // One node: plain training (every strategy degenerates to it).
         let split = n > 1;
+        let pins = &self.pins;
         if want("dp") {
-            out.extend(best([1.0, 5.0, 25.0, 100.0].iter().map(|&mb| self.data_parallel(n, mb)).collect()));
+            let buckets = pins.bucket_mb.map_or(vec![1.0, 5.0, 25.0, 100.0], |b| vec![b]);
+            out.extend(best(buckets.iter().map(|&mb| self.data_parallel(n, mb)).collect()));
         }
-        if want("ps") && split {
-            out.extend(best((0..).map(|e| 1usize << e).take_while(|&k| k <= n.max(1)).map(|k| self.param_server(n, k)).collect()));
+        if want("ps") && (split || pins.servers.is_some()) {
+            let shards: Vec<usize> = pins.servers.map_or_else(|| (0..).map(|e| 1usize << e).take_while(|&k| k <= n.max(1)).collect(), |k| vec![k]);
+            out.extend(best(shards.iter().map(|&k| self.param_server(n, k)).collect()));
         }
         if want("pipeline") && split {
-            out.extend(best([1, 2, 4, 8].iter().filter_map(|&f| self.pipeline(n, (f * n).min(self.batch))).collect()));
+            let micro: Vec<usize> = pins.micro_batches.map_or_else(|| [1, 2, 4, 8].iter().map(|&f| (f * n).min(self.batch)).collect(), |m| vec![m]);
+            out.extend(best(micro.iter().filter_map(|&m| self.pipeline(n, m)).collect()));
         }
         if want("tensor") && split {
             out.push(self.tensor(n));
         }
         if want("hybrid") && split {
-            out.extend(best((2..=n).filter(|mp| n % mp == 0).filter_map(|mp| self.hybrid(n, mp)).collect()));
+            let groups: Vec<usize> = pins.mp.map_or_else(|| (2..=n).filter(|mp| n % mp == 0).collect(), |mp| vec![mp]);
+            out.extend(best(groups.iter().filter_map(|&mp| self.hybrid(n, mp)).collect()));
         }
         out
     }

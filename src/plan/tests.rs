@@ -1,12 +1,12 @@
 use super::*;
 
 fn cluster(gbit: f64, latency: f64) -> Cluster {
-    Cluster { bandwidth: gbit * 1e9 / 8.0, latency, mem_bandwidth: 10e9, cores_per_node: 8.0 }
+    Cluster { bandwidth: gbit * 1e9 / 8.0, latency, collective_bandwidth: gbit * 1e9 / 8.0, collective_latency: latency, mem_bandwidth: 10e9, cores_per_node: 8.0 }
 }
 
 /// A made-up 3-layer model: conv (no params counted), fc1 1 M params, fc2 10 k params.
 fn toy() -> ModelCost {
-    let l = |name: &str, f: f64, params: usize, out: usize, fc: bool| LayerCost { name: name.into(), fwd_s: f, bwd_s: 2.0 * f, params, out, fc };
+    let l = |name: &str, f: f64, params: usize, out: usize, fc: bool| LayerCost { name: name.into(), fwd_s: f, bwd_s: 2.0 * f, params, out, fc, cut_after: true };
     ModelCost { model: "toy".into(), input: 784, layers: vec![l("conv", 1e-4, 1000, 4000, false), l("fc1", 1e-5, 1_000_000, 1000, true), l("fc2", 1e-6, 10_000, 10, true)] }
 }
 
@@ -36,7 +36,7 @@ fn ring_tree_allgather_and_bubble_match_hand_computed_values() {
 #[test]
 fn data_parallel_and_ps_match_hand_computed_steps() {
     let c = cluster(10.0, 5e-6);
-    let plan = Plan { model: toy(), cluster: c.clone(), batch: 64 };
+    let plan = Plan { model: toy(), cluster: c.clone(), batch: 64, pins: Pins::default() };
     // One node: compute 64 · 3·(1e-4 + 1e-5 + 1e-6) s, no communication.
     let one = plan.data_parallel(1, 25.0);
     assert!(close(one.compute_s, 64.0 * 3.0 * 1.11e-4));
@@ -58,8 +58,30 @@ fn data_parallel_and_ps_match_hand_computed_steps() {
 }
 
 #[test]
+fn pipeline_matches_hand_computed_steps_and_cuts_only_where_allowed() {
+    // 100 Gbit/s = 1.25e10 B/s, α = 1 µs; 2 stages, 8 micro-batches of 8 samples. Stage 0 =
+    // conv (3·1e-4·8 = 2.4e-3 s per micro-batch), stage 1 = fc1 + fc2 (2.64e-4 s); the cut
+    // sends 4000 values · 4 B · 8 = 128 kB: 1.024e-5 s.
+    let mut plan = Plan { model: toy(), cluster: cluster(100.0, 1e-6), batch: 64, pins: Pins::default() };
+    let x = 128_000.0 / 1.25e10;
+    // With a core for communication: 9 periods of 2.4e-3 s, and the two waves' 1 µs + x.
+    let p = plan.pipeline(2, 8).unwrap();
+    assert_eq!(p.split_after, vec!["conv".to_string()]);
+    assert!(close(p.step_s - p.optimizer_s, 9.0 * 2.4e-3 + 2.0 * (1e-6 + x)), "{p:?}");
+    assert!(close(p.compute_s, 8.0 * 2.4e-3) && close(p.bubble_s, 2.4e-3));
+    // Without one: every period pays both transfers, the waves only their latency.
+    plan.cluster.cores_per_node = 1.0;
+    let p = plan.pipeline(2, 8).unwrap();
+    assert!(close(p.step_s - p.optimizer_s, 9.0 * (2.4e-3 + 2.0 * x) + 2.0 * 1e-6), "{p:?}");
+    // A residual connection over the conv's output: the only cut left is after fc1.
+    plan.model.layers[0].cut_after = false;
+    assert_eq!(plan.pipeline(2, 8).unwrap().split_after, vec!["fc1".to_string()]);
+    assert!(plan.pipeline(3, 8).is_none(), "two units cannot make three stages");
+}
+
+#[test]
 fn pipeline_hybrid_and_tensor_are_consistent() {
-    let plan = Plan { model: toy(), cluster: cluster(100.0, 1e-6), batch: 64 };
+    let plan = Plan { model: toy(), cluster: cluster(100.0, 1e-6), batch: 64, pins: Pins::default() };
     let p = plan.pipeline(2, 8).unwrap();
     // The conv layer dominates: stage 0 = conv, stage 1 = fc1 + fc2; bubble = 1 of 9 micro-steps.
     let per = 3.0 * 1e-4 * 8.0;
@@ -82,10 +104,10 @@ fn pipeline_hybrid_and_tensor_are_consistent() {
 #[test]
 fn one_core_per_node_turns_overlap_off_and_shared_cores_slow_computation() {
     let mut c = cluster(10.0, 5e-6);
-    let plan = Plan { model: toy(), cluster: c.clone(), batch: 64 };
+    let plan = Plan { model: toy(), cluster: c.clone(), batch: 64, pins: Pins::default() };
     let with = plan.data_parallel(2, 25.0);
     c.cores_per_node = 1.0;
-    let plan1 = Plan { model: toy(), cluster: c.clone(), batch: 64 };
+    let plan1 = Plan { model: toy(), cluster: c.clone(), batch: 64, pins: Pins::default() };
     let without = plan1.data_parallel(2, 25.0);
     // Without overlap both buckets go after backward: 2 all-reduces exposed.
     let fc = allreduce(&c, 2, 4.0 * 1_010_000.0);
@@ -93,7 +115,7 @@ fn one_core_per_node_turns_overlap_off_and_shared_cores_slow_computation() {
     assert!(close(without.exposed_comm_s, fc + conv), "{} vs {}", without.exposed_comm_s, fc + conv);
     assert!(without.step_s > with.step_s);
     c.cores_per_node = 0.5;
-    let half = Plan { model: toy(), cluster: c, batch: 64 }.data_parallel(2, 25.0);
+    let half = Plan { model: toy(), cluster: c, batch: 64, pins: Pins::default() }.data_parallel(2, 25.0);
     assert!(close(half.compute_s, 2.0 * without.compute_s));
 }
 
@@ -103,7 +125,7 @@ fn more_bandwidth_never_predicts_a_slower_step() {
     for n in [2, 3, 8, 64, 512] {
         let mut last: Option<Vec<f64>> = None;
         for gbit in [0.1, 1.0, 10.0, 25.0, 100.0, 400.0] {
-            let plan = Plan { model: m.clone(), cluster: cluster(gbit, 5e-6), batch: 256 };
+            let plan = Plan { model: m.clone(), cluster: cluster(gbit, 5e-6), batch: 256, pins: Pins::default() };
             let steps: Vec<f64> = plan.at(n, &[]).iter().map(|p| p.step_s).collect();
             if let Some(prev) = &last {
                 for (a, b) in steps.iter().zip(prev) {

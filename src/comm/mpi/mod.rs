@@ -244,6 +244,25 @@ impl MpiComm {
         })
     }
 
+    /// A barrier that sleeps while it waits (`MPI_Ibarrier` tested every millisecond) instead of
+    /// polling: for processes that only wait while another one measures this machine.
+    pub fn quiet_barrier(&self) -> Result<(), CommError> {
+        self.reap(false);
+        let mut req: ffi::MPI_Request = unsafe { ffi::RSMPI_REQUEST_NULL };
+        // SAFETY: a live communicator; `req` is completed below before it goes out of scope.
+        self.check("barrier", unsafe { ffi::MPI_Ibarrier(self.comm, &mut req) })?;
+        loop {
+            let mut done: c_int = 0;
+            let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+            // SAFETY: `req` is the live request of the barrier above.
+            self.check("barrier", unsafe { ffi::MPI_Test(&mut req, &mut done, &mut st) })?;
+            if done != 0 {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Completes the finished buffered sends (all of them, waiting, with `all`).
     fn reap(&self, all: bool) {
         let mut pending = lock(&self.pending);
