@@ -339,11 +339,13 @@ impl Plan {
         Some(p)
     }
 
-    /// Data-parallel convolutions, model-parallel classifier in groups of `mp` (Krizhevsky 2014):
-    /// the convolutions on batch/n, the classifier slices on the group's batch; the group
-    /// all-gathers the last convolution's output and all-reduces its gradient and the logits; the
-    /// convolutions' gradients are all-reduced over all nodes (overlapped with their backward),
-    /// each classifier slice's over the n/mp groups.
+    /// Data-parallel convolutions, model-parallel classifier in groups of `mp` (Krizhevsky 2014;
+    /// as `--strategy hybrid`): the convolutions on batch/n, the classifier slices on the group's
+    /// batch; the group all-gathers the last convolution's output (and the labels), and its
+    /// Linear layers alternate column- and row-parallel (Megatron): a row-parallel layer's output
+    /// is all-reduced in forward, a column-parallel layer's input gradient in backward, a
+    /// column-parallel last layer's output all-gathered. After backward the convolutions'
+    /// gradients are all-reduced over all nodes, each classifier slice's over the n/mp groups.
     pub fn hybrid(&self, n: usize, mp: usize) -> Option<Prediction> {
         let l = &self.model.layers;
         let cut = l.iter().position(|x| x.fc)?;
@@ -352,20 +354,28 @@ impl Plan {
         }
         let dp = n / mp;
         let scale = self.cluster.compute_scale();
-        let b = self.batch as f64 / n as f64 * scale;
-        let group_b = self.batch as f64 / dp as f64 * scale;
-        let conv: f64 = l[..cut].iter().map(|x| x.fwd_s + x.bwd_s).sum::<f64>() * b;
-        let conv_bwd: f64 = l[..cut].iter().map(|x| x.bwd_s).sum::<f64>() * b;
-        let fc: f64 = l[cut..].iter().map(|x| x.fwd_s + x.bwd_s).sum::<f64>() * group_b / mp as f64;
-        let feat = 4.0 * l[cut - 1].out as f64 * group_b / scale;
-        let logits = 4.0 * l.last().map_or(0, |x| x.out) as f64 * group_b / scale;
-        let exchange = allgather(&self.cluster, mp, feat) + ring_allreduce(&self.cluster, mp, feat) + ring_allreduce(&self.cluster, mp, logits);
+        let b = self.batch as f64 / n as f64;
+        let group_b = self.batch as f64 / dp as f64;
+        let conv: f64 = l[..cut].iter().map(|x| x.fwd_s + x.bwd_s).sum::<f64>() * b * scale;
+        let fc: f64 = l[cut..].iter().map(|x| x.fwd_s + x.bwd_s).sum::<f64>() * group_b / mp as f64 * scale;
+        let c = &self.cluster;
+        let bytes = |values: usize| 4.0 * values as f64 * group_b;
+        // Features and the labels (a latency) gathered; then the classifier's exchanges.
+        let mut exchange = allgather(c, mp, bytes(l[cut - 1].out)) + allgather(c, mp, 0.0);
+        let mut column = true;
+        for (j, layer) in l.iter().enumerate().skip(cut).filter(|(_, x)| x.fc) {
+            exchange += if column { ring_allreduce(c, mp, bytes(l[j - 1].out)) } else { ring_allreduce(c, mp, bytes(layer.out)) };
+            if column && !l[j + 1..].iter().any(|x| x.fc) {
+                exchange += allgather(c, mp, bytes(layer.out));
+            }
+            column = !column;
+        }
         let conv_params: f64 = l[..cut].iter().map(|x| x.params).sum::<usize>() as f64;
         let fc_params: f64 = l[cut..].iter().map(|x| x.params).sum::<usize>() as f64 / mp as f64;
-        let hidden = if self.cluster.overlaps() { conv_bwd } else { 0.0 };
-        let grads = (allreduce(&self.cluster, n, 4.0 * conv_params) - hidden).max(0.0) + allreduce(&self.cluster, dp, 4.0 * fc_params);
-        let memory = 12.0 * (conv_params + fc_params) + self.model.act_bytes() * b / scale;
-        Some(self.finish(format!("hybrid mp={mp}"), n, conv + fc, exchange + grads, 0.0, update_s(&self.cluster, conv_params + fc_params), memory))
+        // (and the loss statistics, 3 values, over all nodes)
+        let grads = allreduce(c, n, 4.0 * conv_params) + allreduce(c, dp, 4.0 * fc_params) + allreduce(c, n, 12.0);
+        let memory = 12.0 * (conv_params + fc_params) + self.model.act_bytes() * b;
+        Some(self.finish(format!("hybrid mp={mp}"), n, conv + fc, exchange + grads, 0.0, update_s(c, conv_params + fc_params), memory))
     }
 
     /// Tensor split over `n` nodes (every conv/linear layer in n slices): compute/n; every

@@ -80,6 +80,29 @@ fn pipeline_matches_hand_computed_steps_and_cuts_only_where_allowed() {
 }
 
 #[test]
+fn hybrid_matches_hand_computed_exchanges() {
+    // toy on 4 nodes, groups of 2 (dp 2): convolutions on 16 samples, the classifier on the
+    // group's 32 in halves. fc1 is column-parallel (its input gradient, the conv features, is
+    // all-reduced in backward), fc2 row-parallel (its logits all-reduced in forward).
+    let c = cluster(10.0, 5e-6);
+    let plan = Plan { model: toy(), cluster: c.clone(), batch: 64, pins: Pins::default() };
+    let h = plan.hybrid(4, 2).unwrap();
+    assert!(close(h.compute_s, 16.0 * 3.0 * 1e-4 + 32.0 * 3.0 * (1e-5 + 1e-6) / 2.0), "{h:?}");
+    let feats = 4.0 * 4000.0 * 32.0;
+    let exchange = allgather(&c, 2, feats) + allgather(&c, 2, 0.0) + ring_allreduce(&c, 2, feats) + ring_allreduce(&c, 2, 4.0 * 10.0 * 32.0);
+    let grads = allreduce(&c, 4, 4000.0) + allreduce(&c, 2, 4.0 * 1_010_000.0 / 2.0) + allreduce(&c, 4, 12.0);
+    assert!(close(h.exposed_comm_s, exchange + grads), "{} vs {}", h.exposed_comm_s, exchange + grads);
+    // With one fc layer only (column-parallel and last): its output is all-gathered.
+    let mut one = plan.clone();
+    one.model.layers.pop();
+    let h = one.hybrid(2, 2).unwrap();
+    let (gb, f) = (64.0, 4.0 * 4000.0 * 64.0);
+    let exchange = allgather(&c, 2, f) + allgather(&c, 2, 0.0) + ring_allreduce(&c, 2, f) + allgather(&c, 2, 4.0 * 1000.0 * gb);
+    let grads = allreduce(&c, 2, 4000.0) + allreduce(&c, 1, 4.0 * 1_000_000.0 / 2.0) + allreduce(&c, 2, 12.0);
+    assert!(close(h.exposed_comm_s, exchange + grads), "{} vs {}", h.exposed_comm_s, exchange + grads);
+}
+
+#[test]
 fn pipeline_hybrid_and_tensor_are_consistent() {
     let plan = Plan { model: toy(), cluster: cluster(100.0, 1e-6), batch: 64, pins: Pins::default() };
     let p = plan.pipeline(2, 8).unwrap();
