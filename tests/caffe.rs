@@ -10,9 +10,90 @@ mod common;
 use common::{config, small_mnist};
 use convoy::data::{Crop, Normalize};
 use convoy::parallel;
+use convoy::net::{LayerSpec, ModelSpec, Net};
+use convoy::tensor::init::Filler;
 use convoy::train::events::Recorder;
 
 const LENET: &str = include_str!("data/lenet_train_test.prototxt");
+const ALEXNET: &str = include_str!("data/alexnet.prototxt");
+
+/// The zoo's `alexnet` as bvlc_alexnet initialises and trains it: gaussian weights (std 0.01,
+/// 0.005 for fc6 and fc7), constant biases (0.1 for conv2, conv4, conv5, fc6, fc7; 0 else),
+/// lr_mult 1/2 and decay_mult 1/0 on weight/bias; without its `flatten` layer (Caffe's
+/// InnerProduct flattens its input itself; a layer fewer also keeps dropout's masks, which are
+/// keyed by layer index, the same); pooling with Caffe's round-up (which gives AlexNet's
+/// 55 → 27 → 13 → 6 as PyTorch's round-down does).
+fn alexnet_as_bvlc() -> ModelSpec {
+    let mut spec = ModelSpec::resolve("alexnet").unwrap();
+    spec.layers.retain(|l| !matches!(l, LayerSpec::Flatten { .. }));
+    for l in &mut spec.layers {
+        if let LayerSpec::MaxPool2d { ceil_mode, .. } = l {
+            *ceil_mode = true;
+        }
+        let (std, bias) = match l.name() {
+            "conv1" | "conv3" | "fc8" => (0.01, 0.0),
+            "conv2" | "conv4" | "conv5" => (0.01, 0.1),
+            "fc6" | "fc7" => (0.005, 0.1),
+            _ => continue,
+        };
+        match l {
+            LayerSpec::Conv2d { lr_mult, decay_mult, weight_filler, bias_filler, .. } | LayerSpec::Linear { lr_mult, decay_mult, weight_filler, bias_filler, .. } => {
+                (*lr_mult, *decay_mult) = (vec![1.0, 2.0], vec![1.0, 0.0]);
+                (*weight_filler, *bias_filler) = (Some(Filler::Gaussian { mean: 0.0, std }), Some(Filler::Constant { value: bias }));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    spec
+}
+
+/// Caffe's bvlc_alexnet (tests/data/alexnet.prototxt) reads as the zoo's `alexnet`: the same
+/// layers, kernels, strides, pads and groups (conv2, conv4, conv5 in 2), the same parameters
+/// (60,965,224), with bvlc_alexnet's fillers and multipliers; the TEST-phase Accuracy is left out.
+#[test]
+fn caffe_alexnet_prototxt_is_the_built_in_alexnet() {
+    let mut warnings = Vec::new();
+    let spec = convoy::net::caffe::from_prototxt(ALEXNET, "alexnet.prototxt", &mut || Err("no --data".into()), &mut |w| warnings.push(w)).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let want = alexnet_as_bvlc();
+    assert_eq!((&spec.input, spec.classes), (&vec![3, 227, 227], 1000));
+    assert_eq!(spec.layers, want.layers);
+    let groups: Vec<(String, usize)> = spec.layers.iter().filter_map(|l| if let LayerSpec::Conv2d { name, groups, .. } = l { Some((name.clone(), *groups)) } else { None }).collect();
+    assert_eq!(groups, [("conv1", 1), ("conv2", 2), ("conv3", 1), ("conv4", 2), ("conv5", 2)].map(|(n, g)| (n.to_string(), g)));
+    let (a, b) = (Net::build(&spec).unwrap(), Net::build(&ModelSpec::resolve("alexnet").unwrap()).unwrap());
+    let shapes = |n: &Net| n.layout().entries().iter().map(|e| (e.name.clone(), e.shape.clone())).collect::<Vec<_>>();
+    assert_eq!(shapes(&a), shapes(&b));
+    assert_eq!((a.layout().len(), b.layout().len()), (60_965_224, 60_965_224));
+    assert_eq!(a.layer_out_shape(a.num_layers() - 1), vec![1000]);
+    // pool5's output is 256×6×6, as in Caffe (ceil rounding changes nothing here).
+    let pool5 = a.layer_names().iter().position(|n| n == "pool5").unwrap();
+    assert_eq!(a.layer_out_shape(pool5), vec![256, 6, 6]);
+}
+
+/// The prototxt AlexNet trains exactly as the zoo's (with bvlc_alexnet's fillers and
+/// multipliers, `alexnet_as_bvlc`): the same parameters after 2 steps of batch 2 on synthetic
+/// 3×227×227 data with 1000 classes, dropout on. A 61 M-parameter net: run in release.
+#[test]
+fn caffe_alexnet_prototxt_trains_exactly_as_the_built_in_alexnet() {
+    let path = std::env::temp_dir().join(format!("convoy-alexnet-{}.prototxt", std::process::id()));
+    std::fs::write(&path, ALEXNET).unwrap();
+    let data = std::path::Path::new("synthetic:3x227x227:1000:8:2");
+    let run = |model: &str, spec: Option<ModelSpec>| {
+        let (mut cfg, pc) = config(&["--model", model, "--data", data.to_str().unwrap(), "--steps", "2", "--batch-size", "2", "--threads", "2", "--lr", "0.01", "--weight-decay", "0.0005"], data);
+        if let Some(s) = spec {
+            cfg.model = s;
+        }
+        parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap()
+    };
+    let a = run(path.to_str().unwrap(), None);
+    let b = run("alexnet", Some(alexnet_as_bvlc()));
+    assert_eq!((a.steps, a.params.len()), (2, 60_965_224));
+    assert!(a.params == b.params, "the prototxt AlexNet trained differently (relative error {:e})", common::rel_err(&a.params, &b.params));
+    assert_eq!(a.last_loss, b.last_loss);
+    // It did train: the parameters moved from their initialisation (biases of 0.1 among them).
+    let init = Net::build(&alexnet_as_bvlc()).unwrap().init_params(42);
+    assert!(common::rel_err(&a.params, &init) > 0.0);
+}
 
 #[test]
 fn caffe_lenet_prototxt_trains_exactly_as_the_built_in_lenet_caffe() {
