@@ -12,7 +12,7 @@ use convoy::data::{Crop, Normalize};
 use convoy::parallel;
 use convoy::net::{LayerSpec, ModelSpec, Net};
 use convoy::tensor::init::Filler;
-use convoy::train::events::Recorder;
+use convoy::train::events::{Event, Recorder};
 
 const LENET: &str = include_str!("data/lenet_train_test.prototxt");
 const ALEXNET: &str = include_str!("data/alexnet.prototxt");
@@ -120,8 +120,10 @@ fn caffe_lenet_prototxt_trains_exactly_as_the_built_in_lenet_caffe() {
     assert!(err.contains("PReLU") && err.contains(".prototxt:"), "{err}");
 }
 
-/// Caffe's lenet_solver.prototxt settings (with max_iter 10) train exactly as the same settings
-/// given as flags.
+/// Caffe's lenet_solver.prototxt settings (with max_iter 10, test_interval 4) train exactly as
+/// the same settings given as flags: test_interval is --eval-every (evaluations after steps 4
+/// and 8, and at the end); test_iter and display are read and noted (convoy evaluates the whole
+/// test set and reports every step).
 #[test]
 fn caffe_solver_sets_what_the_flags_would() {
     let net = std::env::temp_dir().join(format!("convoy-solver-net-{}.prototxt", std::process::id()));
@@ -130,19 +132,31 @@ fn caffe_solver_sets_what_the_flags_would() {
     std::fs::write(
         &solver,
         format!(
-            "net: \"{}\"\ntest_iter: 100\ntest_interval: 500\nbase_lr: 0.01\nmomentum: 0.9\nweight_decay: 0.0005\nlr_policy: \"inv\"\ngamma: 0.0001\npower: 0.75\ndisplay: 100\nmax_iter: 10\nrandom_seed: 3\nsolver_mode: CPU\n",
+            "net: \"{}\"\ntest_iter: 100\ntest_interval: 4\nbase_lr: 0.01\nmomentum: 0.9\nweight_decay: 0.0005\nlr_policy: \"inv\"\ngamma: 0.0001\npower: 0.75\ndisplay: 100\nmax_iter: 10\nrandom_seed: 3\nsolver_mode: CPU\n",
             net.display()
         ),
     )
     .unwrap();
     let run = |args: &[&str]| {
         let (cfg, pc) = config(&[args, &["--batch-size", "64", "--threads", "1"]].concat(), small_mnist());
-        parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap()
+        assert_eq!(cfg.eval_every, Some(4));
+        let mut rec = Recorder::default();
+        let summary = parallel::run(&cfg, &pc, &mut rec).unwrap();
+        let evals: Vec<(u64, usize, f64)> = rec.events.iter().filter_map(|e| if let Event::Eval { step, samples, acc, .. } = e { Some((*step, *samples, *acc)) } else { None }).collect();
+        (summary, evals)
     };
-    let a = run(&["--solver", solver.to_str().unwrap()]);
-    let b = run(&["--model", net.to_str().unwrap(), "--lr", "0.01", "--momentum", "0.9", "--weight-decay", "0.0005", "--schedule", "inv:0.0001:0.75", "--steps", "10", "--seed", "3"]);
+    let (a, a_evals) = run(&["--solver", solver.to_str().unwrap()]);
+    let (b, b_evals) = run(&["--model", net.to_str().unwrap(), "--lr", "0.01", "--momentum", "0.9", "--weight-decay", "0.0005", "--schedule", "inv:0.0001:0.75", "--steps", "10", "--seed", "3", "--eval-every", "4"]);
     assert_eq!(a.steps, 10);
     assert!(a.params == b.params, "the solver's run differs from the flags' run");
+    // Evaluations of the whole 100-image test set after steps 4, 8 and 10 (the end), both ways.
+    assert_eq!(a_evals.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(), vec![(4, 100), (8, 100), (10, 100)]);
+    assert_eq!(a_evals, b_evals);
+    assert_eq!(a_evals[2].2, a.test_acc);
+    // --eval-every 0 is refused, naming the flag (exit code 2).
+    let (code, _, err) = convoy(&["train", "--steps", "1", "--eval-every", "0", "--model", net.to_str().unwrap(), "--data", small_mnist().to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--eval-every"), "{err}");
 }
 
 /// LENET with the TRAIN Data layer's transform_param `train` and the TEST one's `test`, written
