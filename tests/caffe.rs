@@ -10,9 +10,90 @@ mod common;
 use common::{config, small_mnist};
 use convoy::data::{Crop, Normalize};
 use convoy::parallel;
-use convoy::train::events::Recorder;
+use convoy::net::{LayerSpec, ModelSpec, Net};
+use convoy::tensor::init::Filler;
+use convoy::train::events::{Event, Recorder};
 
 const LENET: &str = include_str!("data/lenet_train_test.prototxt");
+const ALEXNET: &str = include_str!("data/alexnet.prototxt");
+
+/// The zoo's `alexnet` as bvlc_alexnet initialises and trains it: gaussian weights (std 0.01,
+/// 0.005 for fc6 and fc7), constant biases (0.1 for conv2, conv4, conv5, fc6, fc7; 0 else),
+/// lr_mult 1/2 and decay_mult 1/0 on weight/bias; without its `flatten` layer (Caffe's
+/// InnerProduct flattens its input itself; a layer fewer also keeps dropout's masks, which are
+/// keyed by layer index, the same); pooling with Caffe's round-up (which gives AlexNet's
+/// 55 → 27 → 13 → 6 as PyTorch's round-down does).
+fn alexnet_as_bvlc() -> ModelSpec {
+    let mut spec = ModelSpec::resolve("alexnet").unwrap();
+    spec.layers.retain(|l| !matches!(l, LayerSpec::Flatten { .. }));
+    for l in &mut spec.layers {
+        if let LayerSpec::MaxPool2d { ceil_mode, .. } = l {
+            *ceil_mode = true;
+        }
+        let (std, bias) = match l.name() {
+            "conv1" | "conv3" | "fc8" => (0.01, 0.0),
+            "conv2" | "conv4" | "conv5" => (0.01, 0.1),
+            "fc6" | "fc7" => (0.005, 0.1),
+            _ => continue,
+        };
+        match l {
+            LayerSpec::Conv2d { lr_mult, decay_mult, weight_filler, bias_filler, .. } | LayerSpec::Linear { lr_mult, decay_mult, weight_filler, bias_filler, .. } => {
+                (*lr_mult, *decay_mult) = (vec![1.0, 2.0], vec![1.0, 0.0]);
+                (*weight_filler, *bias_filler) = (Some(Filler::Gaussian { mean: 0.0, std }), Some(Filler::Constant { value: bias }));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    spec
+}
+
+/// Caffe's bvlc_alexnet (tests/data/alexnet.prototxt) reads as the zoo's `alexnet`: the same
+/// layers, kernels, strides, pads and groups (conv2, conv4, conv5 in 2), the same parameters
+/// (60,965,224), with bvlc_alexnet's fillers and multipliers; the TEST-phase Accuracy is left out.
+#[test]
+fn caffe_alexnet_prototxt_is_the_built_in_alexnet() {
+    let mut warnings = Vec::new();
+    let spec = convoy::net::caffe::from_prototxt(ALEXNET, "alexnet.prototxt", &mut || Err("no --data".into()), &mut |w| warnings.push(w)).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let want = alexnet_as_bvlc();
+    assert_eq!((&spec.input, spec.classes), (&vec![3, 227, 227], 1000));
+    assert_eq!(spec.layers, want.layers);
+    let groups: Vec<(String, usize)> = spec.layers.iter().filter_map(|l| if let LayerSpec::Conv2d { name, groups, .. } = l { Some((name.clone(), *groups)) } else { None }).collect();
+    assert_eq!(groups, [("conv1", 1), ("conv2", 2), ("conv3", 1), ("conv4", 2), ("conv5", 2)].map(|(n, g)| (n.to_string(), g)));
+    let (a, b) = (Net::build(&spec).unwrap(), Net::build(&ModelSpec::resolve("alexnet").unwrap()).unwrap());
+    let shapes = |n: &Net| n.layout().entries().iter().map(|e| (e.name.clone(), e.shape.clone())).collect::<Vec<_>>();
+    assert_eq!(shapes(&a), shapes(&b));
+    assert_eq!((a.layout().len(), b.layout().len()), (60_965_224, 60_965_224));
+    assert_eq!(a.layer_out_shape(a.num_layers() - 1), vec![1000]);
+    // pool5's output is 256×6×6, as in Caffe (ceil rounding changes nothing here).
+    let pool5 = a.layer_names().iter().position(|n| n == "pool5").unwrap();
+    assert_eq!(a.layer_out_shape(pool5), vec![256, 6, 6]);
+}
+
+/// The prototxt AlexNet trains exactly as the zoo's (with bvlc_alexnet's fillers and
+/// multipliers, `alexnet_as_bvlc`): the same parameters after 2 steps of batch 2 on synthetic
+/// 3×227×227 data with 1000 classes, dropout on. A 61 M-parameter net: run in release.
+#[test]
+fn caffe_alexnet_prototxt_trains_exactly_as_the_built_in_alexnet() {
+    let path = std::env::temp_dir().join(format!("convoy-alexnet-{}.prototxt", std::process::id()));
+    std::fs::write(&path, ALEXNET).unwrap();
+    let data = std::path::Path::new("synthetic:3x227x227:1000:8:2");
+    let run = |model: &str, spec: Option<ModelSpec>| {
+        let (mut cfg, pc) = config(&["--model", model, "--data", data.to_str().unwrap(), "--steps", "2", "--batch-size", "2", "--threads", "2", "--lr", "0.01", "--weight-decay", "0.0005"], data);
+        if let Some(s) = spec {
+            cfg.model = s;
+        }
+        parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap()
+    };
+    let a = run(path.to_str().unwrap(), None);
+    let b = run("alexnet", Some(alexnet_as_bvlc()));
+    assert_eq!((a.steps, a.params.len()), (2, 60_965_224));
+    assert!(a.params == b.params, "the prototxt AlexNet trained differently (relative error {:e})", common::rel_err(&a.params, &b.params));
+    assert_eq!(a.last_loss, b.last_loss);
+    // It did train: the parameters moved from their initialisation (biases of 0.1 among them).
+    let init = Net::build(&alexnet_as_bvlc()).unwrap().init_params(42);
+    assert!(common::rel_err(&a.params, &init) > 0.0);
+}
 
 #[test]
 fn caffe_lenet_prototxt_trains_exactly_as_the_built_in_lenet_caffe() {
@@ -39,8 +120,10 @@ fn caffe_lenet_prototxt_trains_exactly_as_the_built_in_lenet_caffe() {
     assert!(err.contains("PReLU") && err.contains(".prototxt:"), "{err}");
 }
 
-/// Caffe's lenet_solver.prototxt settings (with max_iter 10) train exactly as the same settings
-/// given as flags.
+/// Caffe's lenet_solver.prototxt settings (with max_iter 10, test_interval 4) train exactly as
+/// the same settings given as flags: test_interval is --eval-every (evaluations after steps 4
+/// and 8, and at the end); test_iter and display are read and noted (convoy evaluates the whole
+/// test set and reports every step).
 #[test]
 fn caffe_solver_sets_what_the_flags_would() {
     let net = std::env::temp_dir().join(format!("convoy-solver-net-{}.prototxt", std::process::id()));
@@ -49,19 +132,31 @@ fn caffe_solver_sets_what_the_flags_would() {
     std::fs::write(
         &solver,
         format!(
-            "net: \"{}\"\ntest_iter: 100\ntest_interval: 500\nbase_lr: 0.01\nmomentum: 0.9\nweight_decay: 0.0005\nlr_policy: \"inv\"\ngamma: 0.0001\npower: 0.75\ndisplay: 100\nmax_iter: 10\nrandom_seed: 3\nsolver_mode: CPU\n",
+            "net: \"{}\"\ntest_iter: 100\ntest_interval: 4\nbase_lr: 0.01\nmomentum: 0.9\nweight_decay: 0.0005\nlr_policy: \"inv\"\ngamma: 0.0001\npower: 0.75\ndisplay: 100\nmax_iter: 10\nrandom_seed: 3\nsolver_mode: CPU\n",
             net.display()
         ),
     )
     .unwrap();
     let run = |args: &[&str]| {
         let (cfg, pc) = config(&[args, &["--batch-size", "64", "--threads", "1"]].concat(), small_mnist());
-        parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap()
+        assert_eq!(cfg.eval_every, Some(4));
+        let mut rec = Recorder::default();
+        let summary = parallel::run(&cfg, &pc, &mut rec).unwrap();
+        let evals: Vec<(u64, usize, f64)> = rec.events.iter().filter_map(|e| if let Event::Eval { step, samples, acc, .. } = e { Some((*step, *samples, *acc)) } else { None }).collect();
+        (summary, evals)
     };
-    let a = run(&["--solver", solver.to_str().unwrap()]);
-    let b = run(&["--model", net.to_str().unwrap(), "--lr", "0.01", "--momentum", "0.9", "--weight-decay", "0.0005", "--schedule", "inv:0.0001:0.75", "--steps", "10", "--seed", "3"]);
+    let (a, a_evals) = run(&["--solver", solver.to_str().unwrap()]);
+    let (b, b_evals) = run(&["--model", net.to_str().unwrap(), "--lr", "0.01", "--momentum", "0.9", "--weight-decay", "0.0005", "--schedule", "inv:0.0001:0.75", "--steps", "10", "--seed", "3", "--eval-every", "4"]);
     assert_eq!(a.steps, 10);
     assert!(a.params == b.params, "the solver's run differs from the flags' run");
+    // Evaluations of the whole 100-image test set after steps 4, 8 and 10 (the end), both ways.
+    assert_eq!(a_evals.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(), vec![(4, 100), (8, 100), (10, 100)]);
+    assert_eq!(a_evals, b_evals);
+    assert_eq!(a_evals[2].2, a.test_acc);
+    // --eval-every 0 is refused, naming the flag (exit code 2).
+    let (code, _, err) = convoy(&["train", "--steps", "1", "--eval-every", "0", "--model", net.to_str().unwrap(), "--data", small_mnist().to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--eval-every"), "{err}");
 }
 
 /// LENET with the TRAIN Data layer's transform_param `train` and the TEST one's `test`, written

@@ -70,7 +70,8 @@ pub struct TrainArgs {
     #[arg(long, default_value = "lenet")]
     pub model: String,
     /// A Caffe solver.prototxt: its net, base_lr, momentum, weight_decay, lr_policy, max_iter,
-    /// type, random_seed, snapshot and iter_size replace the corresponding flags.
+    /// type, random_seed, snapshot, iter_size and test_interval (--eval-every) replace the
+    /// corresponding flags.
     #[arg(long)]
     pub solver: Option<PathBuf>,
     /// The data: a directory of MNIST-format IDX files (gzipped or raw), CIFAR-10/100 binary
@@ -168,6 +169,9 @@ pub struct TrainArgs {
     /// Evaluate only at the end, not after every epoch.
     #[arg(long)]
     pub no_epoch_eval: bool,
+    /// Also evaluate on the test set every N steps (as Caffe's test_interval).
+    #[arg(long)]
+    pub eval_every: Option<u64>,
     /// Do not draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -273,6 +277,7 @@ impl TrainArgs {
             a.checkpoint_every = Some(every.to_string());
             a.checkpoint_dir = a.checkpoint_dir.or(s.snapshot_prefix.map(|p| PathBuf::from(format!("{p}_checkpoints"))));
         }
+        a.eval_every = s.test_interval.or(a.eval_every);
         if let Some(k) = s.iter_size {
             a.parallel.accumulate = Some(k);
         }
@@ -302,6 +307,9 @@ impl TrainArgs {
         let (model, data) = data::model_and_options(&self.model, &probe, &self.image, Some((&self.load, &self.data, self.parallel.deterministic)))?;
         let optimizer = OptimizerConfig::from_name(&self.optimizer, self.momentum, self.nesterov, self.weight_decay)?;
         let schedule = LrSchedule::parse(&self.schedule, self.lr)?;
+        if self.eval_every == Some(0) {
+            return Err(invalid("eval-every", "must be at least 1 (steps)").into());
+        }
         if self.keep == 0 {
             return Err(invalid("keep", "must be at least 1").into());
         }
@@ -341,6 +349,7 @@ impl TrainArgs {
                 t => threads_from(t)?,
             },
             eval_each_epoch: !self.no_epoch_eval,
+            eval_every: self.eval_every,
             save: self.save.clone(),
             init_from: self.init_from.clone(),
             checkpoint: self.checkpoint_dir.clone().map(|dir| CheckpointPolicy {

@@ -8,7 +8,8 @@
 //! classes = 10
 //! [[layer]]
 //! name = "conv1"        # parameter names are "<name>.weight", "<name>.bias"
-//! type = "conv2d"       # conv2d | max_pool2d | avg_pool2d | global_avg_pool | relu | sigmoid | tanh | softmax | flatten | linear | dropout | lrn
+//! type = "conv2d"       # conv2d | max_pool2d | avg_pool2d | global_avg_pool | relu | sigmoid | tanh | softmax | flatten
+//!                       # | linear | dropout | lrn | batch_norm | scale | pad_channels | add | mul | max | concat
 //! out_channels = 32
 //! kernel = 5            # or [kh, kw]; also stride, padding, dilation, groups, bias
 //! ```

@@ -139,9 +139,31 @@ fn zoo_models_build_with_their_reference_parameter_counts() {
     for name in crate::net::spec::ZOO {
         assert!(count(name) > 0, "{name}");
     }
-    // ResNet-20 as akamaster/pytorch_resnet_cifar10 builds it (the script in
-    // src/net/tests.rs's `resnet20_matches_pytorch` comment): 269,722 parameters with option A,
+    // ResNet-20 as akamaster/pytorch_resnet_cifar10 builds it: 269,722 parameters with option A,
     // 272,474 with option B; buffers 1,395 and 1,589 (running mean/var + num_batches_tracked).
+    // The numbers are PyTorch's (2.x), from this script, which prints "A 269722 1395" and
+    // "B 272474 1589":
+    //
+    //   import torch.nn as nn, torch.nn.functional as F
+    //   class Pad(nn.Module):  # option A: subsample, zero-pad channels; no parameters
+    //       def __init__(s, p): super().__init__(); s.p = p
+    //       def forward(s, x): return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, s.p, s.p))
+    //   class Block(nn.Module):
+    //       def __init__(s, i, o, stride, option):
+    //           super().__init__()
+    //           s.c1, s.b1 = nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o)
+    //           s.c2, s.b2 = nn.Conv2d(o, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o)
+    //           s.sc = nn.Sequential()
+    //           if stride != 1 or i != o:
+    //               s.sc = Pad(o // 4) if option == "A" else nn.Sequential(nn.Conv2d(i, o, 1, stride, bias=False), nn.BatchNorm2d(o))
+    //       def forward(s, x): return F.relu(s.b2(s.c2(F.relu(s.b1(s.c1(x))))) + s.sc(x))
+    //   for option in "AB":
+    //       layers, i = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()], 16
+    //       for o, stride in [(16, 1), (32, 2), (64, 2)]:
+    //           for k in range(3):
+    //               layers.append(Block(i, o, stride if k == 0 else 1, option)); i = o
+    //       m = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    //       print(option, sum(p.numel() for p in m.parameters()), sum(b.numel() for b in m.buffers()))
     for (name, params, buffers) in [("resnet20", 269_722, 1_395), ("resnet20-b", 272_474, 1_589)] {
         let net = Net::build(&ModelSpec::resolve(name).unwrap()).unwrap();
         let b: usize = net.layout().entries().iter().filter(|e| e.buffer).map(|e| e.len()).sum();

@@ -53,6 +53,8 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Evaluate on the test set after every epoch (always at the end).
     pub eval_each_epoch: bool,
+    /// Also evaluate every this many steps (`--eval-every`, Caffe's `test_interval`).
+    pub eval_every: Option<u64>,
     /// Write weights here at the end (safetensors).
     pub save: Option<PathBuf>,
     /// Start from these weights instead of a fresh initialisation.
@@ -600,6 +602,12 @@ pub fn run_worker(
                     comm_wait_s: r.comm_wait_s,
                     skipped: r.skipped,
                 });
+            }
+            // `--eval-every`: not at the end (evaluated below) nor where the epoch's is due.
+            let epoch_eval = cfg.eval_each_epoch && step % per_epoch == 0;
+            if lead && cfg.eval_every.is_some_and(|n| step % n == 0) && step < total_steps && !epoch_eval {
+                let s = evaluate(&mut net, &params, test_set.as_ref(), cfg.data.crop, 1000, cfg.threads)?;
+                emit(eval_event(step, epoch, &s));
             }
             let stopping = strategy.stop_now(step, shard.world).map_err(failed_at(step))?;
             let mut saved = None;

@@ -32,6 +32,33 @@ pub(super) fn param_mults(l: &Msg, origin: &str) -> Result<(Vec<f32>, Vec<f32>),
     Ok((lr, decay))
 }
 
+/// Whether layer `l` (at `line`) belongs to the net of `phase` ("TRAIN" or "TEST"), by Caffe's
+/// rules: with `include { phase }` rules, when one of them names the phase (or no phase);
+/// otherwise unless an `exclude { phase }` rule names it (or no phase). A layer with both, a
+/// phase other than TRAIN/TEST, or a rule on levels or stages is an error.
+pub(super) fn in_phase(l: &Msg, line: usize, phase: &str, origin: &str) -> Result<bool, String> {
+    fn rules<'a>(l: &'a Msg, field: &'static str, origin: &str) -> Result<Vec<Option<&'a str>>, String> {
+        let mut out = Vec::new();
+        for (v, at) in l.all(field) {
+            let Value::Msg(r) = v else { return err(origin, at, format!("'{field}' must be a message: {field} {{ phase: TRAIN }}")) };
+            r.only(&["phase"], origin, &format!("{field} (levels and stages are not read)"))?;
+            let p = r.scalar("phase");
+            if let Some((p, at)) = p.filter(|p| !matches!(p.0, "TRAIN" | "TEST")) {
+                return err(origin, at, format!("{field} phase: {p} is not a phase; hint: TRAIN or TEST"));
+            }
+            out.push(p.map(|p| p.0));
+        }
+        Ok(out)
+    }
+    let (include, exclude) = (rules(l, "include", origin)?, rules(l, "exclude", origin)?);
+    let meets = |rule: &Option<&str>| rule.is_none_or(|p| p == phase);
+    match (include.is_empty(), exclude.is_empty()) {
+        (false, false) => err(origin, line, "a layer has both include and exclude rules; hint: Caffe takes one or the other"),
+        (false, true) => Ok(include.iter().any(meets)),
+        (true, _) => Ok(!exclude.iter().any(meets)),
+    }
+}
+
 /// A `FillerParameter` field (`weight_filler { type: "xavier" }`) as a `Filler`.
 pub(super) fn filler(m: &Msg, field: &str, origin: &str) -> Result<Option<Filler>, String> {
     let Some((Value::Msg(f), line)) = m.all(field).next() else { return Ok(None) };
@@ -90,10 +117,12 @@ pub fn transform(net: &Msg, origin: &str) -> Result<Option<Transform>, String> {
     let (mut train, mut test) = (None, None);
     for (v, line) in net.all("layer") {
         let Value::Msg(l) = v else { continue };
-        let data = l.scalar("type").is_some_and(|t| matches!(t.0, "Data" | "MemoryData"));
-        let is_test = l.msg("include").and_then(|i| i.scalar("phase")).is_some_and(|p| p.0 == "TEST");
-        let slot = if is_test { &mut test } else { &mut train };
-        if data && slot.is_none() {
+        if !l.scalar("type").is_some_and(|t| matches!(t.0, "Data" | "MemoryData")) {
+            continue;
+        }
+        // A Data layer in both phases (no rules) is the TRAIN one, and its transform both's.
+        let slot = if in_phase(l, line, "TRAIN", origin)? { &mut train } else if in_phase(l, line, "TEST", origin)? { &mut test } else { continue };
+        if slot.is_none() {
             *slot = Some(one_transform(l, line, origin)?);
         }
     }

@@ -5,9 +5,9 @@
 //! Caffe's ceil rounding), InnerProduct, ReLU, LRN (across channels), Dropout, Flatten,
 //! BatchNorm (no affine; momentum = 1 − moving_average_fraction), Scale (per channel),
 //! Eltwise SUM with coefficients (our add), PROD (mul) and MAX (max), Concat (channels), and
-//! the heads Softmax / SoftmaxWithLoss (our loss head) and Accuracy (skipped). `include { phase: TEST }` layers are skipped, `phase: TRAIN`
-//! kept. Bottoms and tops become named inputs: a layer reads the layer that last wrote its
-//! bottom blob (in-place tops rewrite it), so branches and residual sums map to the net's DAG. The input shape comes from an Input layer, the
+//! the heads Softmax / SoftmaxWithLoss (our loss head) and Accuracy (skipped). The TRAIN net is built, by Caffe's
+//! `include`/`exclude { phase }` rules. Bottoms and tops become named inputs: every layer reads
+//! the layer that last wrote its bottom blob (in-place tops rewrite it), so branches and residual sums map to the net's DAG. The input shape comes from an Input layer, the
 //! legacy `input_shape`/`input_dim` fields, `memory_data_param`, or — for a Data layer, whose
 //! LMDB convoy does not read — from the dataset given with `--data` (3×crop×crop with a
 //! `crop_size`). `param { lr_mult decay_mult }` and weight/bias fillers become the layer spec's
@@ -15,7 +15,8 @@
 //! against the TEST one's) is read by `transform_from_prototxt` into data options — mean/scale,
 //! mirror, crop_size — which the CLI applies. Accepted with a warning but
 //! not applied: the Data layer's batch size and source.
-//! Anything else — another layer type, an unknown field — is an error naming it and its line.
+//! Anything else — another layer type, an unknown field in a layer or in one of its parameter
+//! messages — is an error naming it and its line.
 
 
 mod fields;
@@ -26,7 +27,7 @@ mod tests;
 
 use super::spec::{LayerSpec, ModelSpec, Pair, INPUT};
 pub use fields::Transform;
-use fields::{filler, param_mults};
+use fields::{filler, in_phase, param_mults};
 pub use solver::{solver_from_prototxt, Solver};
 use text::{err, lex, num, pair, parse_msg, Value};
 
@@ -62,8 +63,8 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
         let Value::Msg(l) = v else { return err(origin, line, "'layer' must be a message") };
         let lname = l.scalar("name").map(|s| s.0.to_string()).unwrap_or_else(|| format!("layer{}", layers.len()));
         let ty = l.scalar("type").map(|s| s.0).ok_or_else(|| format!("{origin}:{line}: layer '{lname}' has no type"))?;
-        let phase = l.msg("include").and_then(|i| i.scalar("phase")).map(|p| p.0);
-        if phase == Some("TEST") {
+        // convoy builds the TRAIN net: TEST-only layers (include or exclude rules) are skipped.
+        if !in_phase(l, line, "TRAIN", origin)? {
             continue;
         }
         let common = ["name", "type", "bottom", "top", "include", "exclude", "param", "loss_weight", "propagate_down", "phase"];
@@ -99,13 +100,21 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
             Ok(())
         };
         let param = |field: &str| l.msg(field).cloned().unwrap_or_default();
+        // The layer's own fields, and those of its parameter message `field` (absent: empty).
+        let fields = |extra: &[&'static str]| l.only(&known(extra), origin, &format!("layer '{lname}'"));
+        let sub = |field: &str, allowed: &[&str]| -> Result<text::Msg, String> {
+            let p = param(field);
+            p.only(allowed, origin, &format!("{field} of '{lname}'"))?;
+            Ok(p)
+        };
         if !is_input && !head && !matches!(ty, "Eltwise" | "Concat") {
             n_bottoms(1)?;
         }
         match ty {
             "Input" => {
-                l.only(&known(&["input_param"]), origin, &format!("layer '{lname}'"))?;
-                let shape = param("input_param").msg("shape").cloned().unwrap_or_default();
+                fields(&["input_param"])?;
+                let shape = sub("input_param", &["shape"])?.msg("shape").cloned().unwrap_or_default();
+                shape.only(&["dim"], origin, &format!("input_param shape of '{lname}'"))?;
                 let dims: Vec<usize> = shape.all("dim").filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None }).collect();
                 if dims.len() != 4 {
                     return err(origin, line, format!("Input '{lname}' needs shape {{ dim: N dim: C dim: H dim: W }}, found {} dims", dims.len()));
@@ -113,13 +122,17 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 input = Some(dims[1..].to_vec());
             }
             "MemoryData" => {
-                l.only(&known(&["memory_data_param", "transform_param"]), origin, &format!("layer '{lname}'"))?;
-                let p = param("memory_data_param");
+                fields(&["memory_data_param", "transform_param"])?;
+                let p = sub("memory_data_param", &["batch_size", "channels", "height", "width"])?;
                 let dims: Vec<Option<usize>> = vec![num(&p, "channels", origin)?, num(&p, "height", origin)?, num(&p, "width", origin)?];
                 input = Some(dims.into_iter().collect::<Option<Vec<usize>>>().ok_or_else(|| format!("{origin}:{line}: memory_data_param needs channels, height, width"))?);
             }
             "Data" => {
-                l.only(&known(&["data_param", "transform_param"]), origin, &format!("layer '{lname}'"))?;
+                fields(&["data_param", "transform_param"])?;
+                // Where the data comes from is --data's business; the old in-data_param
+                // transform fields (scale, mean_file, crop_size, mirror) are refused: they belong
+                // in transform_param, which is read.
+                sub("data_param", &["source", "batch_size", "backend", "rand_skip", "prefetch", "force_encoded_color"])?;
                 warn(format!("{origin}:{line}: Data layer '{lname}': convoy reads --data instead of its source and uses --batch-size"));
                 // Caffe's crop_size 0 (its default) means no crop.
                 let crop: Option<usize> = num(&param("transform_param"), "crop_size", origin)?.filter(|&c| c > 0);
@@ -185,15 +198,15 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 });
             }
             "ReLU" => {
-                l.only(&known(&["relu_param"]), origin, &format!("layer '{lname}'"))?;
-                if num::<f32>(&param("relu_param"), "negative_slope", origin)?.is_some_and(|s| s != 0.0) {
+                fields(&["relu_param"])?;
+                if num::<f32>(&sub("relu_param", &["negative_slope", "engine"])?, "negative_slope", origin)?.is_some_and(|s| s != 0.0) {
                     return err(origin, line, "ReLU with a negative_slope (leaky) is not supported yet");
                 }
-                layers.push(LayerSpec::Relu { name: lname.clone(), input: None });
+                layers.push(LayerSpec::Relu { name: lname.clone(), input: from.clone() });
             }
             "LRN" => {
-                l.only(&known(&["lrn_param"]), origin, &format!("layer '{lname}'"))?;
-                let p = param("lrn_param");
+                fields(&["lrn_param"])?;
+                let p = sub("lrn_param", &["local_size", "alpha", "beta", "norm_region", "k", "engine"])?;
                 if p.scalar("norm_region").is_some_and(|r| r.0 != "ACROSS_CHANNELS") {
                     return err(origin, line, "LRN norm_region WITHIN_CHANNEL is not supported; hint: ACROSS_CHANNELS");
                 }
@@ -207,12 +220,27 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 });
             }
             "Dropout" => {
-                l.only(&known(&["dropout_param"]), origin, &format!("layer '{lname}'"))?;
-                layers.push(LayerSpec::Dropout { name: lname.clone(), input: from.clone(), p: num(&param("dropout_param"), "dropout_ratio", origin)?.unwrap_or(0.5) });
+                fields(&["dropout_param"])?;
+                layers.push(LayerSpec::Dropout { name: lname.clone(), input: from.clone(), p: num(&sub("dropout_param", &["dropout_ratio"])?, "dropout_ratio", origin)?.unwrap_or(0.5) });
             }
-            "Flatten" => layers.push(LayerSpec::Flatten { name: lname.clone(), input: None }),
-            "Sigmoid" => layers.push(LayerSpec::Sigmoid { name: lname.clone(), input: None }),
-            "TanH" => layers.push(LayerSpec::Tanh { name: lname.clone(), input: None }),
+            "Flatten" => {
+                fields(&["flatten_param"])?;
+                let p = sub("flatten_param", &["axis", "end_axis"])?;
+                if num::<i64>(&p, "axis", origin)?.is_some_and(|a| a != 1) || num::<i64>(&p, "end_axis", origin)?.is_some_and(|a| a != -1) {
+                    return err(origin, line, format!("Flatten '{lname}': only axis 1 to end_axis -1 (C×H×W per sample) is supported"));
+                }
+                layers.push(LayerSpec::Flatten { name: lname.clone(), input: from.clone() });
+            }
+            "Sigmoid" => {
+                fields(&["sigmoid_param"])?;
+                sub("sigmoid_param", &["engine"])?;
+                layers.push(LayerSpec::Sigmoid { name: lname.clone(), input: from.clone() });
+            }
+            "TanH" => {
+                fields(&["tanh_param"])?;
+                sub("tanh_param", &["engine"])?;
+                layers.push(LayerSpec::Tanh { name: lname.clone(), input: from.clone() });
+            }
             "BatchNorm" => {
                 l.only(&known(&["batch_norm_param"]), origin, &format!("layer '{lname}'"))?;
                 let p = param("batch_norm_param");
@@ -286,8 +314,23 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 }
                 layers.push(LayerSpec::Concat { name: lname.clone(), inputs: reads.clone() });
             }
-            "Softmax" | "SoftmaxWithLoss" => ended = true,
-            "Accuracy" => {}
+            "Softmax" | "SoftmaxWithLoss" => {
+                let extra: &[&'static str] = if ty == "Softmax" { &["softmax_param"] } else { &["softmax_param", "loss_param"] };
+                fields(extra)?;
+                if num::<i64>(&sub("softmax_param", &["axis", "engine"])?, "axis", origin)?.is_some_and(|a| a != 1) {
+                    return err(origin, line, format!("{ty} '{lname}': only over channels (axis 1) is supported"));
+                }
+                let loss = sub("loss_param", &["normalization", "normalize"])?;
+                if loss.scalar("normalization").is_some_and(|n| n.0 == "NONE") || loss.scalar("normalize").is_some_and(|n| n.0 == "false") {
+                    return err(origin, line, format!("{ty} '{lname}': a summed (unnormalised) loss is not supported; hint: convoy averages over the batch (normalization: VALID or BATCH_SIZE)"));
+                }
+                ended = true;
+            }
+            // Skipped: its settings change nothing convoy computes.
+            "Accuracy" => {
+                fields(&["accuracy_param"])?;
+                sub("accuracy_param", &["top_k", "axis", "ignore_label"])?;
+            }
             other => {
                 return err(
                     origin,

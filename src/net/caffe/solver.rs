@@ -29,6 +29,12 @@ pub struct Solver {
     pub snapshot_prefix: Option<String>,
     /// `iter_size` (gradient accumulation).
     pub iter_size: Option<usize>,
+    /// `test_interval`: evaluate every this many steps (`--eval-every`).
+    pub test_interval: Option<u64>,
+    /// `test_iter`: read, not applied (convoy evaluates the whole test set).
+    pub test_iter: Option<u64>,
+    /// `display`: read, not applied (convoy reports every step's loss).
+    pub display: Option<u64>,
 }
 
 /// Parses a Caffe solver; `note` receives what is accepted but not applied.
@@ -53,6 +59,16 @@ pub fn solver_from_prototxt(text: &str, origin: &str, note: &mut dyn FnMut(Strin
     s.snapshot = num::<u64>(&m, "snapshot", origin)?.filter(|&v| v > 0);
     s.snapshot_prefix = m.scalar("snapshot_prefix").map(|v| v.0.to_string());
     s.iter_size = num::<usize>(&m, "iter_size", origin)?.filter(|&v| v > 1);
+    // Caffe's 0 (test_interval, display) is "never".
+    s.test_interval = num::<u64>(&m, "test_interval", origin)?.filter(|&v| v > 0);
+    s.test_iter = num(&m, "test_iter", origin)?;
+    s.display = num(&m, "display", origin)?;
+    if let (Some(n), Some((_, line))) = (s.test_iter, m.scalar("test_iter")) {
+        note(format!("{origin}:{line}: test_iter: {n} read and not applied: convoy evaluates the whole test set (Caffe: test_iter batches of the TEST Data layer)"));
+    }
+    if let (Some(n), Some((_, line))) = (s.display, m.scalar("display")) {
+        note(format!("{origin}:{line}: display: {n} read and not applied: convoy reports every step's loss (the progress bar, --metrics) and logs every evaluation"));
+    }
     let ty_raw = m.scalar("type").or(m.scalar("solver_type")).map(|v| v.0);
     let ty = ty_raw.map(str::to_ascii_lowercase);
     match ty.as_deref() {
@@ -104,9 +120,9 @@ pub fn solver_from_prototxt(text: &str, origin: &str, note: &mut dyn FnMut(Strin
             other => return err(origin, line, format!("lr_policy '{other}' is not supported; hint: fixed, step, multistep, inv, poly, exp")),
         });
     }
-    for f in ["test_interval", "test_iter", "display", "solver_mode", "device_id", "average_loss", "test_initialization", "snapshot_format"] {
+    for f in ["solver_mode", "device_id", "average_loss", "test_initialization", "snapshot_format"] {
         if let Some((v, line)) = m.scalar(f) {
-            note(format!("{origin}:{line}: {f}: {v} accepted and ignored (convoy evaluates after every epoch and at the end, logs every step, runs on the CPU)"));
+            note(format!("{origin}:{line}: {f}: {v} accepted and ignored (convoy runs on the CPU, reports each step's own loss, evaluates after training has started, writes safetensors)"));
         }
     }
     Ok(s)
@@ -142,7 +158,11 @@ solver_mode: CPU
         assert_eq!(s.schedule.as_deref(), Some("inv:0.0001:0.75"));
         assert_eq!((s.snapshot, s.snapshot_prefix.as_deref()), (Some(5000), Some("examples/mnist/lenet")));
         assert_eq!(s.optimizer.as_deref(), Some("sgd"));
-        assert!(notes.iter().any(|n| n.contains("solver_mode")) && notes.iter().any(|n| n.contains("test_interval")), "{notes:?}");
+        assert_eq!((s.test_interval, s.test_iter, s.display), (Some(500), Some(100), Some(100)));
+        assert!(notes.iter().any(|n| n.contains("solver_mode")), "{notes:?}");
+        assert!(notes.iter().any(|n| n.starts_with("lenet_solver.prototxt:3: test_iter: 100") && n.contains("whole test set")), "{notes:?}");
+        assert!(notes.iter().any(|n| n.starts_with("lenet_solver.prototxt:11: display: 100")), "{notes:?}");
+        assert!(!notes.iter().any(|n| n.contains("test_interval")), "test_interval is applied: {notes:?}");
         let multi = solver_from_prototxt("lr_policy: \"multistep\"\ngamma: 0.1\nstepvalue: 100\nstepvalue: 200\ntype: \"Nesterov\"", "s", &mut |_| {}).unwrap();
         assert_eq!(multi.schedule.as_deref(), Some("multistep:100,200:0.1"));
         assert!(multi.nesterov);
@@ -157,6 +177,8 @@ solver_mode: CPU
             ("base_lr: 0.1\nclip_gradients: 10", "clip_gradients"),
             ("type: \"RMSProp\"", "RMSProp"),
             ("lr_policy: \"step\"\ngamma: 0.1", "stepsize"),
+            ("base_lr: 0.1\ntest_interval: -5", ":2:"),
+            ("display: often", "display: often"),
         ] {
             let e = solver_from_prototxt(text, "s.prototxt", &mut |_| {}).unwrap_err();
             assert!(e.contains(needle), "{text}: {e}");

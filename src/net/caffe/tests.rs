@@ -260,3 +260,156 @@ fn transform_param_maps_to_normalisation_on_unit_pixels() {
     let e = transform_from_prototxt("layer { name: \"d\" type: \"Data\"\n transform_param { mean_file: \"m.binaryproto\" } }", "n").unwrap_err();
     assert!(e.contains("n:2:") && e.contains("mean_value"), "{e}");
 }
+
+/// Every layer reads its bottom, not the previous layer: ReLU, Sigmoid, TanH and Flatten on a
+/// branch (an in-place ReLU too, which rewrites its blob for later readers). With x = input and
+/// y = −2x, the sum is y + relu(x) + sigmoid(y) + tanh(relu(x)); reading the previous layer
+/// instead would give y + relu(y) + … (a different net, built without a word).
+#[test]
+fn activations_and_flatten_read_their_bottom_not_the_previous_layer() {
+    let proto = r#"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 1 dim: 2 } } }
+layer { name: "x" type: "Convolution" bottom: "data" top: "x" convolution_param { num_output: 1 kernel_size: 1 } }
+layer { name: "y" type: "Convolution" bottom: "x" top: "y" convolution_param { num_output: 1 kernel_size: 1 } }
+layer { name: "rx" type: "ReLU" bottom: "x" top: "x" }
+layer { name: "sy" type: "Sigmoid" bottom: "y" top: "sy" }
+layer { name: "tx" type: "TanH" bottom: "x" top: "tx" }
+layer { name: "sum" type: "Eltwise" bottom: "y" bottom: "x" bottom: "sy" bottom: "tx" top: "sum" }
+layer { name: "fy" type: "Flatten" bottom: "y" top: "fy" }
+layer { name: "fs" type: "Flatten" bottom: "sum" top: "fs" }
+layer { name: "cat" type: "Concat" bottom: "fs" bottom: "fy" top: "cat" }
+layer { name: "fc" type: "InnerProduct" bottom: "cat" top: "fc" inner_product_param { num_output: 4 } }
+"#;
+    let spec = parse(proto).unwrap();
+    let inputs: Vec<(String, Vec<String>)> = spec
+        .layers
+        .iter()
+        .map(|l| {
+            let from = match l {
+                LayerSpec::Relu { input, .. } | LayerSpec::Sigmoid { input, .. } | LayerSpec::Tanh { input, .. } | LayerSpec::Flatten { input, .. } | LayerSpec::Conv2d { input, .. } | LayerSpec::Linear { input, .. } => {
+                    input.iter().cloned().collect()
+                }
+                LayerSpec::Add { inputs, .. } | LayerSpec::Concat { inputs, .. } => inputs.clone(),
+                other => panic!("{other:?}"),
+            };
+            (l.name().to_string(), from)
+        })
+        .collect();
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        inputs,
+        vec![
+            ("x".into(), s(&[])),
+            ("y".into(), s(&[])),
+            ("rx".into(), s(&["x"])),
+            ("sy".into(), s(&["y"])),
+            ("tx".into(), s(&["rx"])),
+            ("sum".into(), s(&["y", "rx", "sy", "tx"])),
+            ("fy".into(), s(&["y"])),
+            ("fs".into(), s(&["sum"])),
+            ("cat".into(), s(&["fs", "fy"])),
+            ("fc".into(), s(&[])),
+        ]
+    );
+    // The forward pass against hand-computed values: x = input, y = −2x, fc the identity on
+    // the 4 features (sum at w = 0, 1, then y at w = 0, 1).
+    let mut net = Net::build(&spec).unwrap();
+    let mut params = vec![0.0f32; net.layout().len()];
+    let mut set = |name: &str, v: &[f32]| {
+        let e = net.layout().get(name).unwrap();
+        params[e.range()].copy_from_slice(v);
+    };
+    set("x.weight", &[1.0]);
+    set("y.weight", &[-2.0]);
+    set("fc.weight", &[1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+    let x = crate::tensor::Tensor::from_vec(&[1, 1, 1, 2], vec![0.5, -1.5]).unwrap();
+    let out = net.forward(&crate::layers::Ctx::simple(crate::layers::Mode::Eval), &params, &x).unwrap().data().to_vec();
+    let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
+    let want: Vec<f32> = [0.5f32, -1.5]
+        .iter()
+        .map(|&x| -2.0 * x + x.max(0.0) + sig(-2.0 * x) + x.max(0.0).tanh())
+        .chain([-1.0, 3.0])
+        .collect();
+    assert_eq!(out.len(), 4);
+    for (o, w) in out.iter().zip(&want) {
+        assert!((o - w).abs() < 1e-6, "{out:?} vs {want:?}");
+    }
+    // What the old wiring (each activation on the previous layer) computed is far from it.
+    assert!((want[0] - (-1.0 + 0.0 + sig(0.0) + 0.5f32.tanh())).abs() > 0.1);
+}
+
+/// A typo inside a layer's parameter message, or a parameter message a layer does not take, is
+/// refused naming the field and its line, with a hint of what is read.
+#[test]
+fn unknown_fields_in_parameter_messages_and_parameter_free_layers_name_the_line() {
+    let input = "layer { name: \"data\" type: \"Input\" top: \"data\" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n";
+    let conv = "layer { name: \"c\" type: \"Convolution\" bottom: \"data\" top: \"c\" convolution_param { num_output: 4 kernel_size: 3 } }\n";
+    let fc = "layer { name: \"fc\" type: \"InnerProduct\" bottom: \"c\" top: \"fc\" inner_product_param { num_output: 2 } }\n";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (format!("{input}{conv}layer {{ name: \"n\" type: \"LRN\" bottom: \"c\" top: \"n\"\n lrn_param {{ local_sise: 5 }} }}\n{fc}"), ":4:", "'local_sise' in lrn_param of 'n'"),
+        (format!("{input}{conv}layer {{ name: \"d\" type: \"Dropout\" bottom: \"c\" top: \"c\"\n dropout_param {{ dropout_ration: 0.5 }} }}\n{fc}"), ":4:", "'dropout_ration'"),
+        (format!("{input}{conv}layer {{ name: \"r\" type: \"ReLU\" bottom: \"c\" top: \"c\"\n relu_param {{ negative_slop: 0.1 }} }}\n{fc}"), ":4:", "'negative_slop' in relu_param"),
+        (format!("{input}{conv}layer {{ name: \"f\" type: \"Flatten\" bottom: \"c\" top: \"f\"\n convolution_param {{ num_output: 2 }} }}\n{fc}"), ":4:", "'convolution_param' in layer 'f'"),
+        (format!("{input}{conv}layer {{ name: \"s\" type: \"Sigmoid\" bottom: \"c\" top: \"c\"\n pooling_param {{ pool: MAX }} }}\n{fc}"), ":4:", "'pooling_param' in layer 's'"),
+        (format!("{input}{conv}layer {{ name: \"t\" type: \"TanH\" bottom: \"c\" top: \"c\"\n lrn_param {{ local_size: 3 }} }}\n{fc}"), ":4:", "'lrn_param' in layer 't'"),
+        (format!("{input}{conv}{fc}layer {{ name: \"p\" type: \"Softmax\" bottom: \"fc\" top: \"p\"\n convolution_param {{ num_output: 2 }} }}"), ":5:", "'convolution_param' in layer 'p'"),
+        (format!("{input}{conv}{fc}layer {{ name: \"l\" type: \"SoftmaxWithLoss\" bottom: \"fc\" top: \"l\"\n loss_param {{ ignore_label: 0 }} }}"), ":5:", "'ignore_label' in loss_param"),
+        (format!("{input}{conv}{fc}layer {{ name: \"a\" type: \"Accuracy\" bottom: \"fc\" top: \"a\"\n inner_product_param {{ num_output: 2 }} }}"), ":5:", "'inner_product_param' in layer 'a'"),
+        (format!("{input}{conv}{fc}layer {{ name: \"a\" type: \"Accuracy\" bottom: \"fc\" top: \"a\" accuracy_param {{\n top: 5 }} }}"), ":5:", "'top' in accuracy_param"),
+        (format!("layer {{ name: \"data\" type: \"Input\" top: \"data\" input_param {{\n shape {{ dim: 1 dim: 3 dim: 8 dim: 8 }} shap {{ dim: 1 }} }} }}\n{conv}{fc}"), ":2:", "'shap' in input_param"),
+        (format!("layer {{ name: \"data\" type: \"Input\" top: \"data\" input_param {{ shape {{\n dims: 1 }} }} }}\n{conv}{fc}"), ":2:", "'dims' in input_param shape"),
+        (format!("layer {{ name: \"data\" type: \"MemoryData\" top: \"data\"\n memory_data_param {{ channels: 3 height: 8 width: 8 chanels: 3 }} }}\n{conv}{fc}"), ":2:", "'chanels' in memory_data_param"),
+        (format!("layer {{ name: \"data\" type: \"Data\" top: \"data\"\n data_param {{ source: \"x\" mirror: true }} }}\n{conv}{fc}"), ":2:", "'mirror' in data_param"),
+        (format!("{input}layer {{ name: \"c\" type: \"Convolution\" bottom: \"data\" top: \"c\" include {{\n phase: TRAIN stage: \"x\" }} convolution_param {{ num_output: 4 kernel_size: 3 }} }}\n{fc}"), ":3:", "'stage' in include"),
+        (format!("{input}layer {{ name: \"c\" type: \"Convolution\" bottom: \"data\" top: \"c\" include {{\n phase: TRAINING }} convolution_param {{ num_output: 4 kernel_size: 3 }} }}\n{fc}"), ":3:", "TRAIN or TEST"),
+        (format!("{input}layer {{ name: \"c\" type: \"Convolution\" bottom: \"data\" top: \"c\"\n include {{ phase: TRAIN }} exclude {{ phase: TEST }} convolution_param {{ num_output: 4 kernel_size: 3 }} }}\n{fc}"), ":2:", "both include and exclude"),
+    ];
+    for (text, line, needle) in cases {
+        let e = parse(&text).unwrap_err();
+        assert!(e.starts_with(&format!("net.prototxt{line}")) && e.contains(needle) && e.contains("hint"), "{text}\n{e}");
+    }
+    // The same layers with the fields they take are read.
+    let ok = format!(
+        "{input}{conv}layer {{ name: \"n\" type: \"LRN\" bottom: \"c\" top: \"n\" lrn_param {{ local_size: 3 alpha: 0.001 beta: 0.5 k: 2 norm_region: ACROSS_CHANNELS engine: CAFFE }} }}
+layer {{ name: \"r\" type: \"ReLU\" bottom: \"n\" top: \"n\" relu_param {{ negative_slope: 0 engine: CAFFE }} }}
+layer {{ name: \"f\" type: \"Flatten\" bottom: \"n\" top: \"f\" flatten_param {{ axis: 1 end_axis: -1 }} }}
+layer {{ name: \"d\" type: \"Dropout\" bottom: \"f\" top: \"f\" dropout_param {{ dropout_ratio: 0.2 }} }}
+layer {{ name: \"fc\" type: \"InnerProduct\" bottom: \"f\" top: \"fc\" inner_product_param {{ num_output: 2 }} }}
+layer {{ name: \"a\" type: \"Accuracy\" bottom: \"fc\" top: \"a\" accuracy_param {{ top_k: 5 }} include {{ phase: TEST }} }}
+layer {{ name: \"l\" type: \"SoftmaxWithLoss\" bottom: \"fc\" top: \"l\" loss_param {{ normalization: VALID }} softmax_param {{ axis: 1 }} }}"
+    );
+    let spec = parse(&ok).unwrap();
+    assert!(matches!(spec.layers[1], LayerSpec::Lrn { size: 3, alpha, beta, k, .. } if (alpha, beta, k) == (0.001, 0.5, 2.0)));
+    assert!(matches!(spec.layers[4], LayerSpec::Dropout { p, .. } if p == 0.2));
+}
+
+/// `exclude { phase: TEST }` keeps a layer in the training net, `exclude { phase: TRAIN }`
+/// drops it (Caffe's rule); include rules with several blocks keep the layer when one matches.
+#[test]
+fn exclude_rules_are_honoured_as_caffe_does() {
+    let net = |rule: &str| {
+        parse(&format!(
+            "layer {{ name: \"data\" type: \"Input\" top: \"data\" input_param {{ shape {{ dim: 1 dim: 3 dim: 8 dim: 8 }} }} }}
+layer {{ name: \"c\" type: \"Convolution\" bottom: \"data\" top: \"c\" convolution_param {{ num_output: 4 kernel_size: 3 }} }}
+layer {{ name: \"d\" type: \"Dropout\" bottom: \"c\" top: \"c\" {rule} }}
+layer {{ name: \"fc\" type: \"InnerProduct\" bottom: \"c\" top: \"fc\" inner_product_param {{ num_output: 2 }} }}"
+        ))
+        .unwrap()
+        .layers
+        .iter()
+        .map(|l| l.name().to_string())
+        .collect::<Vec<_>>()
+    };
+    let (with, without) = (vec!["c", "d", "fc"], vec!["c", "fc"]);
+    assert_eq!(net(""), with);
+    assert_eq!(net("exclude { phase: TEST }"), with);
+    assert_eq!(net("exclude { phase: TRAIN }"), without);
+    assert_eq!(net("include { phase: TEST }"), without);
+    assert_eq!(net("include { phase: TEST } include { phase: TRAIN }"), with);
+    // The transform of an `exclude { phase: TRAIN }` Data layer is the TEST one's.
+    let data = |rule: &str, crop: usize| format!("layer {{ name: \"d{crop}\" type: \"Data\" top: \"data\" {rule} transform_param {{ crop_size: {crop} }} }}\n");
+    let t = transform_from_prototxt(&format!("{}{}", data("exclude { phase: TRAIN }", 24), data("exclude { phase: TEST }", 24)), "n").unwrap().unwrap();
+    assert_eq!((t.crop, t.line), (Some(24), 2));
+    let e = transform_from_prototxt(&format!("{}{}", data("exclude { phase: TRAIN }", 20), data("exclude { phase: TEST }", 24)), "n").unwrap_err();
+    assert!(e.starts_with("n:1:") && e.contains("crop_size"), "{e}");
+}
