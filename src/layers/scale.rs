@@ -179,6 +179,46 @@ mod tests {
         assert_eq!(y.data(), &[3.0, 2.0]);
     }
 
+    // Golden values from PyTorch 2.15 (float64), produced by:
+    //   x = torch.tensor([math.sin(i*0.7)*2 + i*0.05 for i in range(24)], dtype=torch.float64).reshape(2,3,2,2).requires_grad_(True)
+    //   dy = torch.tensor([math.cos(i*0.3) for i in range(24)], dtype=torch.float64).reshape(2,3,2,2)
+    //   g = torch.tensor([1.5, -0.5, 0.8], dtype=torch.float64, requires_grad=True)
+    //   b = torch.tensor([0.1, 0.2, -0.3], dtype=torch.float64, requires_grad=True)
+    //   r = lambda v: [round(x, 7) for x in v.flatten().tolist()]
+    //   y = x * g.view(1, 3, 1, 1) + b.view(1, 3, 1, 1)
+    //   print(r(y), *map(r, torch.autograd.grad(y, (x, g, b), dy)))
+    //   x2, dy2 = x.detach()[:, :, 0, 0].clone().requires_grad_(True), dy[:, :, 0, 0]
+    //   y2 = x2 * g
+    //   print(r(y2), *map(r, torch.autograd.grad(y2, (x2, g), dy2)))
+    #[test]
+    fn golden_pytorch_scale_with_and_without_bias() {
+        let seq = |shape: &[usize], f: fn(f64) -> f64| Tensor::from_vec(shape, (0..shape.iter().product::<usize>()).map(|i| f(i as f64) as f32).collect()).unwrap();
+        let x = seq(&[2, 3, 2, 2], |i| (i * 0.7).sin() * 2.0 + i * 0.05);
+        let dy = seq(&[2, 3, 2, 2], |i| (i * 0.3).cos());
+        let mut l = Scale::new(true, &[3, 2, 2]).unwrap();
+        let p = [1.5, -0.5, 0.8, 0.1, 0.2, -0.3];
+        let ctx = Ctx::simple(Mode::Train);
+        let mut y = Tensor::default();
+        l.forward(&ctx, &p, &x, &mut y).unwrap();
+        #[rustfmt::skip]
+        assert_close("y", y.data(), &[0.1, 2.1076531, 3.2063492, 2.9146281, -0.2349882, 0.4257832, 0.9215758, 1.0074526, -0.9900266, 0.0869022, 1.1511786, 1.7210692, 3.5637967, 2.0322951, 0.0505626, -1.4140873, 0.7791777, 0.3931371, -0.283623, -0.9445698, 2.0849718, 1.8931949, 1.0649894, 0.0086857], 1e-5);
+        let (mut dp, mut dx) = (vec![0.0; 6], Tensor::default());
+        l.backward(&ctx, &p, &mut dp, &x, &y, &dy, Some(&mut dx)).unwrap();
+        #[rustfmt::skip]
+        assert_close("dx", dx.data(), &[1.5, 1.4330047, 1.2380034, 0.932415, -0.1811789, -0.0353686, 0.113601, 0.2524231, -0.589915, -0.7232577, -0.791994, -0.7899838, -1.3451376, -1.0888985, -0.7353912, -0.3161937, -0.0437495, -0.1889889, -0.3173464, -0.4173564, 0.7681362, 0.7998869, 0.7601861, 0.6525801], 1e-5);
+        assert_close("dweight, dbias", &dp, &[1.3772413, 3.703786, 3.4479212, 1.0785347, 1.6359291, 0.1070485], 1e-5);
+        // (C) inputs, no bias: x2 = x[:, :, 0, 0].
+        let x2 = Tensor::from_vec(&[2, 3], (0..6).map(|i| x.data()[4 * i]).collect()).unwrap();
+        let dy2 = Tensor::from_vec(&[2, 3], (0..6).map(|i| dy.data()[4 * i]).collect()).unwrap();
+        let mut l = Scale::new(false, &[3]).unwrap();
+        l.forward(&ctx, &p[..3], &x2, &mut y).unwrap();
+        assert_close("y2", y.data(), &[0.0, -0.4349882, -0.6900266, 3.4637967, 0.5791777, 2.3849718], 1e-5);
+        let mut dp = vec![0.0; 3];
+        l.backward(&ctx, &p[..3], &mut dp, &x2, &y, &dy2, Some(&mut dx)).unwrap();
+        assert_close("dx2", dx.data(), &[1.5, -0.1811789, -0.589915, -1.3451376, -0.0437495, 0.7681362], 1e-5);
+        assert_close("dweight2", &dp, &[-2.0707926, 0.2138877, 3.4985004], 1e-5);
+    }
+
     // PyTorch (akamaster/pytorch_resnet_cifar10's LambdaLayer):
     //   F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4), "constant", 0)
     #[test]
