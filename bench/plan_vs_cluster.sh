@@ -3,16 +3,16 @@
 # namespaces joined by a bridge with links capped by tc tbf (scripts/cluster.sh); MPI ranks run
 # one per host, one compute thread each. For each (hosts, cap) and model:
 #   1. `convoy plan calibrate --comm mpi` under mpirun measures, in the same run, the link
-#      (MPI_Allreduce between hosts 0 and 1, 64 KiB–4 MiB, time = 2α + bytes/β) and, on host 0
-#      while the other hosts sleep, every layer's forward/backward time;
+#      between hosts 0 and 1 (ping-pong: α + bytes/β; MPI_Allreduce: 2α + bytes/β; 64 KiB–4 MiB);
+#      every layer's forward/backward time is measured once per model outside the cluster, on
+#      one whole core (`convoy plan calibrate --threads 1`);
 #   2. each run is measured (median step of steps 6..STEPS on the lead process) and predicted by
 #      `convoy plan --profile P --link profile --latency profile` with the run's layout pinned
 #      (--servers, --micro-batches, --mp; the pipeline is run with the plan's --split-after).
-# Cores: the hosts share this machine's 2 cores. A rank waiting for the network yields its core
-# (OMPI_MCA_mpi_yield_when_idle=1, set by scripts/cluster.sh), so the cores are shared among the
-# ranks that compute at the same time: --cores-per-node = 2 / (computing ranks) — all hosts for
-# data parallel, pipeline and hybrid, the workers only for the parameter server (its servers
-# wait most of the step).
+# Cores: the hosts share this machine's 2 cores; scripts/cluster.sh gives each host an equal CPU
+# quota (2/hosts cores, a cpu cgroup), so a host that waits leaves its share unused instead of
+# lending it to another, as separate nodes would, and convoy's MPI receives sleep while they wait
+# long (MpiComm::probe). The plan gets --cores-per-node = 2/hosts for every strategy.
 # Needs root, ip netns, tc, Open MPI and a build with --features mpi.
 # Usage: bash bench/plan_vs_cluster.sh [STEPS] [HOSTS:CAP ...]   (MODELS="lenet alexnet-cifar")
 set -euo pipefail
@@ -56,21 +56,28 @@ import json, sys
 print(json.dumps(json.load(sys.stdin)[0]['predictions'][0]))"
 }
 
-echo "| hosts | cap | model | link α, β (measured) | run | measured step ms | predicted step ms | error |"
+for model in $MODELS; do $BIN plan calibrate --model "$model" --batch "$BATCH" --threads 1 --out "$out/$model-compute.json" > /dev/null; done
+echo "| hosts | cap | model | β p2p / all-reduce | run | measured step ms | predicted step ms | error |"
 echo "|---:|---|---|---|---|---:|---:|---:|"
 for cfg in "${CONFIGS[@]}"; do
     hosts=${cfg%%:*}; cap=${cfg#*:}
     bash scripts/cluster.sh up "$hosts" "$cap" > /dev/null
     for model in $MODELS; do
         case $model in lenet) data=() ;; *) data=(--data synthetic:3x32x32:10:4096:512) ;; esac
-        mpi "$hosts" --log-level error plan calibrate --comm mpi --model "$model" --batch "$BATCH" --threads 1 --out "$out/$model.json" > /dev/null 2>&1
+        # The link from inside the cluster; the layers from outside it (a host's CPU quota would
+        # throttle some timed layers and not others), at one full core: the plan scales them.
+        mpi "$hosts" --log-level error plan calibrate --comm mpi --model "$model" --batch "$BATCH" --threads 1 --reps 1 --out "$out/link.json" > /dev/null 2>&1
+        python3 -c "
+import json
+p = json.load(open('$out/$model-compute.json')); p['mpi_link'] = json.load(open('$out/link.json'))['mpi_link']
+json.dump(p, open('$out/$model.json', 'w'))"
         link=$(python3 -c "
 import json; l = json.load(open('$out/$model.json'))['mpi_link']
-print(f\"{l['alpha']*1e3:.2f} ms, {l['beta']/1e6:.0f} MB/s\")")
+print(f\"{l['beta']/1e6:.0f} / {l['allreduce_beta']/1e6:.0f} MB/s\")")
         all=$(python3 -c "print(2 / $hosts)")
         runs=("dp|$hosts|$hosts|$all|--strategies dp --bucket-mb 25|")
-        runs+=("ps k=1|$hosts|$((hosts - 1))|$(python3 -c "print(2 / ($hosts - 1))")|--strategies ps --servers 1|--strategy ps --servers 1")
-        [ "$hosts" -ge 3 ] && runs+=("ps k=2|$hosts|$((hosts - 2))|$(python3 -c "print(2 / ($hosts - 2))")|--strategies ps --servers 2|--strategy ps --servers 2")
+        runs+=("ps k=1|$hosts|$((hosts - 1))|$all|--strategies ps --servers 1|--strategy ps --servers 1")
+        [ "$hosts" -ge 3 ] && runs+=("ps k=2|$hosts|$((hosts - 2))|$all|--strategies ps --servers 2|--strategy ps --servers 2")
         runs+=("pipeline s=$hosts m=$MICRO|$hosts|$hosts|$all|--strategies pipeline --micro-batches $MICRO|--strategy pipeline --stages $hosts --micro-batches $MICRO")
         mp=$hosts; [ "$hosts" -eq 4 ] && mp=2
         runs+=("hybrid dp=$((hosts / mp)) mp=$mp|$hosts|$hosts|$all|--strategies hybrid --mp $mp|--strategy hybrid --dp $((hosts / mp)) --mp $mp")

@@ -8,7 +8,10 @@
 # lives in its own namespace (nothing touches the machine's own network), with an optional
 # bandwidth cap per host link (tc tbf). mpirun started in host 0 reaches the others through an
 # rsh agent that is `ip netns exec`.
-#   up N [RATE]   create hosts h0..h{N-1} (RATE e.g. 1gbit, 200mbit; default: no cap)
+#   up N [RATE]   create hosts h0..h{N-1} (RATE e.g. 1gbit, 200mbit; default: no cap); each host
+#                 gets CLUSTER_CPUS cores (default: this machine's cores / N) as a CPU quota
+#                 (a cgroup of the cpu controller, v1 or v2), so hosts do not take each other's
+#                 time: a host that waits leaves its share unused, as a real node would
 #   down          remove them
 #   run CMD...    run CMD inside h0 with OMPI settings that launch on the other hosts
 #   hostfile      print an Open MPI hostfile for the hosts
@@ -50,11 +53,49 @@ up() {
     echo "h$i" > "/etc/netns/$h/hostname"
   done
   rm -f "$hostsfile"
-  echo "up: $n hosts ${rate:+capped at $rate}"
+  local cpus=${CLUSTER_CPUS:-$(python3 -c "print($(nproc) / $n)")}
+  for i in $(seq 0 $((n-1))); do cpu_quota "${P}-h$i" "$cpus"; done
+  echo "up: $n hosts ${rate:+capped at $rate}, $cpus cores each$([ -n "$(cgroup_dir "${P}-h0")" ] || echo ' (no cpu cgroup here: not enforced)')"
+}
+
+# The cpu cgroup of host $1 (empty when this machine has no cpu controller to use). Inside a
+# host (`ip netns exec` remounts /sys) the cgroup file systems are not visible: the cpu
+# hierarchy is mounted again, privately, at /tmp/cvy-cgroup.
+cgroup_dir() {
+  local r=""
+  if [ -f /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then r=/sys/fs/cgroup/cpu
+  elif [ -f /sys/fs/cgroup/cgroup.controllers ] && grep -qw cpu /sys/fs/cgroup/cgroup.controllers; then r=/sys/fs/cgroup
+  elif [ -f /tmp/cvy-cgroup/cgroup.procs ]; then r=/tmp/cvy-cgroup
+  elif [ ! -d /sys/fs/cgroup/unified ] && [ "$(id -u)" = 0 ] && mkdir -p /tmp/cvy-cgroup \
+      && { mount -t cgroup -o cpu cgroup /tmp/cvy-cgroup 2>/dev/null || mount -t cgroup2 none /tmp/cvy-cgroup 2>/dev/null; }; then
+    r=/tmp/cvy-cgroup
+  fi
+  [ -n "$r" ] && echo "$r/$1"
+  return 0
+}
+
+cpu_quota() {  # host, cores: a 10 ms period, cores × 10 ms of CPU time in each
+  local d; d=$(cgroup_dir "$1"); [ -n "$d" ] || return 0
+  local us; us=$(python3 -c "print(max(1000, int($2 * 10000)))")
+  mkdir -p "$d"
+  if [ -f "$d/cpu.cfs_quota_us" ]; then
+    echo 10000 > "$d/cpu.cfs_period_us"; echo "$us" > "$d/cpu.cfs_quota_us"
+  else
+    grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu > /sys/fs/cgroup/cgroup.subtree_control
+    echo "$us 10000" > "$d/cpu.max"
+  fi
+}
+
+enter_cgroup() {  # host: moves this shell (and what it starts) into the host's cpu cgroup
+  local d; d=$(cgroup_dir "$1")
+  if [ -n "$d" ] && [ -d "$d" ]; then echo $$ > "$d/cgroup.procs"; fi
 }
 
 down() {
-  for h in $(hosts); do ip netns del "$h"; rm -rf "/etc/netns/$h"; done
+  for h in $(hosts); do
+    ip netns del "$h"; rm -rf "/etc/netns/$h"
+    local d; d=$(cgroup_dir "$h"); [ -n "$d" ] && [ -d "$d" ] && rmdir "$d" 2>/dev/null || true
+  done
   ip netns del "$SW" 2>/dev/null || true
 }
 
@@ -63,21 +104,24 @@ hostfile() { local i=0; for h in $(hosts); do echo "h$i slots=${SLOTS:-1}"; i=$(
 agent() {  # called by Open MPI's launcher as: agent [opts] HOST CMD...
   while [ "${1:-}" != "" ] && [ "${1#-}" != "$1" ]; do shift; done
   local host=$1; shift
-  # own network namespace, and its own hostname (a UTS namespace), as on a real host
+  # own network namespace, its own hostname (a UTS namespace) and its CPU share, as a real host
+  enter_cgroup "${P}-$host"
   exec ip netns exec "${P}-$host" unshare --uts bash -c "hostname $host; $*"
 }
 
 run() {
   local hf; hf=$(mktemp); hostfile > "$hf"
+  enter_cgroup "${P}-h0"
   OMPI_MCA_plm_rsh_agent="$here/$(basename "$0") agent" \
   OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=eth0 OMPI_MCA_oob_tcp_if_include=eth0 \
   OMPI_MCA_pml=ob1 OMPI_MCA_plm_rsh_no_tree_spawn=1 OMPI_MCA_mpi_yield_when_idle=1 \
   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 CLUSTER_HOSTFILE="$hf" \
-    ip netns exec "${P}-h0" unshare --uts bash -c 'hostname h0; exec "$@"' bash "$@"
+    ip netns exec "${P}-h0" unshare --uts bash -c 'hostname h0; "$0" cgmount; exec "$@"' "$here/$(basename "$0")" "$@"
 }
 
 cmd=${1:-}; shift || true
 case "$cmd" in
   up) up "$@" ;; down) down ;; run) run "$@" ;; hostfile) hostfile ;; agent) agent "$@" ;;
+  cgmount) cgroup_dir x > /dev/null ;;  # (inside h0, once, before the agents need it)
   *) sed -n '2,9p' "$0"; exit 2 ;;
 esac

@@ -153,7 +153,8 @@ fn calibrate_mpi(spec: &ModelSpec, c: &CalibrateArgs, threads: usize) -> anyhow:
     use crate::comm::Communicator;
     let mpi = crate::comm::mpi::Mpi::init(crate::comm::local::DEFAULT_STALL, false)?;
     let world = mpi.world();
-    let link = calibrate::fit_mpi_link(world)?;
+    let grad_bytes = 4 * ModelCost::from_flops(spec, 1.0)?.params();
+    let link = calibrate::fit_mpi_link(world, grad_bytes)?;
     let p = if world.rank() == 0 { Some(calibrate::calibrate(spec, c.batch, threads, c.reps, link)) } else { None };
     world.quiet_barrier()?;
     Ok(p.transpose()?)

@@ -44,10 +44,14 @@ pub struct LinkFit {
     pub alpha: f64,
     /// See `alpha`: bandwidth β, bytes/s.
     pub beta: f64,
-    /// `MPI_Allreduce` of the two (both directions at once): time = 2α + bytes/β.
+    /// `MPI_Allreduce` over the job's `ranks` processes, fitted as a ring:
+    /// time = 2(n−1)α + 2(n−1)/n · bytes/β.
     pub allreduce_alpha: f64,
     /// See `allreduce_alpha`.
     pub allreduce_beta: f64,
+    /// Processes in the all-reduce.
+    #[serde(default)]
+    pub ranks: usize,
     /// Smallest and largest message timed, bytes.
     pub min_bytes: usize,
     /// See `min_bytes`.
@@ -218,29 +222,37 @@ pub fn time_pingpong(comm: &dyn Communicator, sizes: &[usize], budget: usize) ->
     Ok(out)
 }
 
-/// The MPI link, measured: ranks 0 and 1 of `world` time `MPI_Allreduce` and a ping-pong
-/// (64 KiB–4 MiB, about 16 MiB per size), the other ranks wait; `Some` on rank 0.
+/// The MPI link, measured: ranks 0 and 1 of `world` time a ping-pong (the other ranks wait),
+/// then every rank `MPI_Allreduce` (64 KiB–4 MiB and `grad_bytes`, about 16 MiB per size);
+/// `Some` on rank 0.
 #[cfg(feature = "mpi")]
-pub fn fit_mpi_link(world: &crate::comm::mpi::MpiComm) -> Result<Option<LinkFit>, PlanError> {
+pub fn fit_mpi_link(world: &crate::comm::mpi::MpiComm, grad_bytes: usize) -> Result<Option<LinkFit>, PlanError> {
     let err = |e: crate::comm::CommError| PlanError::Input(format!("--comm mpi: {e}"));
     if world.size() < 2 {
         return Err(PlanError::Input("--comm mpi: the link is measured between two processes; hint: mpirun -np 2 convoy plan calibrate --comm mpi".into()));
     }
-    let sizes: Vec<usize> = (16..=22).step_by(2).map(|e| 1usize << e).collect();
+    // 64 KiB–4 MiB, and the model's whole gradient (the size data parallelism reduces): MPI
+    // libraries switch algorithms by size, so the fit must see the sizes the plan will use.
+    let mut sizes: Vec<usize> = (16..=22).step_by(2).map(|e| 1usize << e).collect();
+    if grad_bytes > 1 << 22 {
+        sizes.push(grad_bytes / 4 * 4);
+    }
     let rank = world.rank();
     let pair = world.split(usize::from(rank >= 2), rank).map_err(err)?;
-    let (ar, pp) = if rank < 2 {
-        (time_allreduce(pair.as_ref(), &sizes, 16 << 20).map_err(err)?, time_pingpong(pair.as_ref(), &sizes, 16 << 20).map_err(err)?)
-    } else {
-        (Vec::new(), Vec::new())
-    };
+    let pp = if rank < 2 { time_pingpong(pair.as_ref(), &sizes, 16 << 20).map_err(err)? } else { Vec::new() };
     drop(pair);
+    // The all-reduce over every process of the job: the link as collectives use it, with as
+    // many hosts sending at once as the job has.
+    let ar = time_allreduce(world, &sizes, 16 << 20).map_err(err)?;
     if rank != 0 {
         return Ok(None);
     }
-    let (allreduce_alpha, allreduce_beta) = fit(&sizes, &ar);
+    // Ring all-reduce: time = 2(n−1)α + 2(n−1)/n · bytes/β.
+    let n = world.size() as f64;
+    let (intercept, slope) = fit_line(&sizes, &ar);
+    let (allreduce_alpha, allreduce_beta) = (intercept / (2.0 * (n - 1.0)), 2.0 * (n - 1.0) / n / slope);
     let (alpha, slope) = fit_line(&sizes, &pp);
-    Ok(Some(LinkFit { alpha, beta: 1.0 / slope, allreduce_alpha, allreduce_beta, min_bytes: sizes[0], max_bytes: sizes[sizes.len() - 1] }))
+    Ok(Some(LinkFit { alpha, beta: 1.0 / slope, allreduce_alpha, allreduce_beta, ranks: world.size(), min_bytes: sizes[0], max_bytes: sizes[sizes.len() - 1] }))
 }
 
 /// Reads a profile and checks it belongs to `spec`.

@@ -7,8 +7,9 @@
 //!   our algorithms over MPI point-to-point (for comparison, and `tree` for `--deterministic`).
 //! - `send` is buffered as the trait asks (never waits for the receiver): the values are copied and
 //!   sent with `MPI_Isend`; finished sends are reaped on later calls and all of them at the end.
-//!   `recv` uses `MPI_Mprobe` + `MPI_Mrecv`, so a message of the wrong length is an error, not a
-//!   truncation.
+//!   `recv` matches with `MPI_Improbe` + `MPI_Mrecv`, so a message of the wrong length is an
+//!   error, not a truncation; while it waits it polls, then yields, then sleeps between polls
+//!   (`probe`), so a long wait does not take a core from ranks that compute on the same machine.
 //! - Threads: MPI is initialised with `MPI_THREAD_MULTIPLE`. Overlap of communication with
 //!   backward comes from the strategy's communication thread (it calls blocking collectives while
 //!   the worker thread computes), not from `MPI_Iallreduce`: Open MPI's non-blocking collectives
@@ -38,6 +39,11 @@ use std::ffi::c_void;
 use std::ops::Range;
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+
+/// `CONVOY_MPI_WAIT=spin`: receives block in `MPI_Mprobe` (MPI's polling) instead of `probe`'s
+/// spin-then-sleep.
+static SPIN_WAIT: LazyLock<bool> = LazyLock::new(|| std::env::var("CONVOY_MPI_WAIT").is_ok_and(|v| v == "spin"));
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use watch::Watch;
@@ -168,8 +174,7 @@ impl MpiComm {
             let mut msg: ffi::MPI_Message = unsafe { ffi::RSMPI_MESSAGE_NULL };
             let mut status: ffi::MPI_Status = unsafe { std::mem::zeroed() };
             let source = if i == 0 { source } else { from as c_int };
-            // SAFETY: plain MPI calls on a live communicator; `status` is written by MPI.
-            self.check(op, unsafe { ffi::MPI_Mprobe(source, tag, self.comm, &mut msg, &mut status) })?;
+            self.probe(source, tag, &mut msg, &mut status, op)?;
             from = status.MPI_SOURCE as usize;
             let mut count: c_int = 0;
             unsafe { ffi::MPI_Get_count(&status, ffi::RSMPI_FLOAT, &mut count) };
@@ -242,6 +247,46 @@ impl MpiComm {
         self.check("all_reduce", unsafe {
             ffi::MPI_Allreduce(send.as_ptr() as *const c_void, recv.as_mut_ptr() as *mut c_void, send.len() as c_int, ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
         })
+    }
+
+    /// Waits for a message from `source` with `tag` and matches it (`MPI_Improbe`): polling for
+    /// `SPIN`, then yielding the core, then — unless a send of ours is still in flight, which
+    /// moves only while we call into MPI — sleeping an eighth of the time waited so far (at most
+    /// 1 ms) between polls — spin-then-block, as MPI libraries' wait modes do — so that a rank that
+    /// waits long (a parameter server for its workers' gradients, a pipeline stage for its
+    /// neighbour) leaves its core to the ranks that compute beside it. `CONVOY_MPI_WAIT=spin`
+    /// blocks in `MPI_Mprobe` instead (MPI's own polling).
+    fn probe(&self, source: c_int, tag: c_int, msg: &mut ffi::MPI_Message, status: &mut ffi::MPI_Status, op: &'static str) -> Result<(), CommError> {
+        const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+        const YIELD: std::time::Duration = std::time::Duration::from_micros(500);
+        if *SPIN_WAIT {
+            // SAFETY: plain MPI call on a live communicator; `status` is written by MPI.
+            return self.check(op, unsafe { ffi::MPI_Mprobe(source, tag, self.comm, msg, status) });
+        }
+        let t = std::time::Instant::now();
+        loop {
+            let mut flag: c_int = 0;
+            // SAFETY: as above; `msg` and `status` are written when `flag` is set.
+            self.check(op, unsafe { ffi::MPI_Improbe(source, tag, self.comm, &mut flag, msg, status) })?;
+            if flag != 0 {
+                return Ok(());
+            }
+            let waited = t.elapsed();
+            if waited < SPIN {
+                std::hint::spin_loop();
+            } else if waited < YIELD || self.sending() {
+                // Our own sends in flight move only while we call into MPI: keep polling.
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep((waited / 8).min(std::time::Duration::from_millis(1)));
+            }
+        }
+    }
+
+    /// Whether a buffered send of this communicator is still in flight (finished ones are reaped).
+    fn sending(&self) -> bool {
+        self.reap(false);
+        !lock(&self.pending).is_empty()
     }
 
     /// A barrier that sleeps while it waits (`MPI_Ibarrier` tested every millisecond) instead of
@@ -356,8 +401,28 @@ impl Communicator for MpiComm {
         self.algorithm
     }
 
+    /// `MPI_Allreduce`; from `LARGE` bytes on, over more than 2 ranks, `MPI_Reduce_scatter` +
+    /// `MPI_Allgatherv` (the ring's traffic, as `all_reduce_update`): Open MPI 4.1's
+    /// `MPI_Allreduce` over TCP picks an algorithm for 3 processes that takes 2.6× the time of
+    /// a ring at 4 MiB (bench/results/2026-11-30-plan-vs-cluster.md).
     fn all_reduce_direct(&self, buf: &mut [f32]) -> Result<(), CommError> {
-        self.mpi_all_reduce(buf)
+        const LARGE: usize = 256 << 10;
+        if self.size <= 2 || buf.len() * 4 < LARGE || buf.len() > i32::MAX as usize {
+            return self.mpi_all_reduce(buf);
+        }
+        let (n, size) = (buf.len(), self.size);
+        let ranges: Vec<Range<usize>> = (0..size).map(|r| chunk_range(n, r, size)).collect();
+        let counts: Vec<c_int> = ranges.iter().map(|r| r.len() as c_int).collect();
+        let mine = ranges[self.rank].clone();
+        {
+            let _w = self.watch.enter("reduce_scatter", usize::MAX);
+            // SAFETY: in place: the input is all of `buf`, this rank's sum lands at its start.
+            self.check("reduce_scatter", unsafe {
+                ffi::MPI_Reduce_scatter(convoy_mpi_in_place(), buf.as_mut_ptr() as *mut c_void, counts.as_ptr(), ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
+            })?;
+        }
+        buf.copy_within(0..mine.len(), mine.start);
+        self.all_gather_ranges_inplace(buf, &ranges)
     }
 
     fn all_reduce_update_direct(&self, grads: &mut [f32], params: &mut [f32], update: &mut Update<'_>) -> Result<(), CommError> {
@@ -451,7 +516,7 @@ impl Communicator for MpiComm {
 
     fn all_reduce_into(&self, buf: &mut [f32]) -> Result<(), CommError> {
         match self.algorithm {
-            Algorithm::Direct => self.mpi_all_reduce(buf),
+            Algorithm::Direct => self.all_reduce_direct(buf),
             Algorithm::Ring => algorithms::all_reduce_ring(self, buf),
             Algorithm::Tree => algorithms::all_reduce_tree(self, buf),
             Algorithm::Naive => algorithms::all_reduce_naive(self, buf),
