@@ -298,10 +298,10 @@ impl Plan {
     }
 
     /// Pipeline of `n` stages (one per node) cut where the largest stage is smallest, `m`
-    /// micro-batches: a step is (m + s − 1) periods of the slowest stage (GPipe/1F1B; Huang et
-    /// al. 2019) — the period the larger of its compute and one activation's transmission when
-    /// communication overlaps, their sum when it cannot — plus the latency of the forward and
-    /// backward waves crossing the s − 1 links.
+    /// micro-batches, GPipe's schedule (Huang et al. 2019): all forwards, then all backwards. In
+    /// each phase the first micro-batch crosses every stage and link, the other m − 1 follow at
+    /// the pace of the slowest stage or link (sends are buffered and the kernel moves them, so a
+    /// transfer overlaps the next micro-batch's computation).
     pub fn pipeline(&self, n: usize, m: usize) -> Option<Prediction> {
         let l = &self.model.layers;
         if n > l.len() || n < 2 {
@@ -317,24 +317,24 @@ impl Plan {
         let unit_cost: Vec<f64> = (0..starts.len()).map(|u| cost[unit(u)].iter().sum()).collect();
         let cuts: Vec<usize> = balanced_cuts(&unit_cost, n).iter().map(|&u| starts.get(u).copied().unwrap_or(l.len())).collect();
         let mb = self.batch as f64 / m as f64;
-        let cost: Vec<f64> = cost.iter().map(|c| c * self.cluster.compute_scale()).collect();
-        let stage_max = cuts.windows(2).map(|w| cost[w[0]..w[1]].iter().sum::<f64>()).fold(0.0, f64::max) * mb;
-        // Transmission of one micro-batch's activations (and, backward, their gradient) over
-        // the busiest cut. Sends are buffered: with a core for communication they overlap the
-        // next micro-batch, and only the latency of the fill and drain waves is exposed;
-        // without one, each transfer takes its time from the stages' cores.
-        let x = cuts[1..n].iter().map(|&c| 4.0 * l[c - 1].out as f64 * mb / self.cluster.bandwidth).fold(0.0, f64::max);
-        let (period, fill) = if self.cluster.overlaps() {
-            (stage_max.max(x), 2.0 * (n - 1) as f64 * (self.cluster.latency + x))
-        } else {
-            (stage_max + 2.0 * x, 2.0 * (n - 1) as f64 * self.cluster.latency)
-        };
-        let compute = m as f64 * stage_max;
-        let total = (m + n - 1) as f64 * period + fill;
+        let scale = self.cluster.compute_scale() * mb;
+        let stage = |w: &[usize], f: fn(&LayerCost) -> f64| l[w[0]..w[1]].iter().map(f).sum::<f64>() * scale;
+        let fwd: Vec<f64> = cuts.windows(2).map(|w| stage(w, |x| x.fwd_s)).collect();
+        let bwd: Vec<f64> = cuts.windows(2).map(|w| stage(w, |x| x.bwd_s)).collect();
+        // One micro-batch's activations (forward) or their gradient (backward) over each cut.
+        let xs: Vec<f64> = cuts[1..n].iter().map(|&c| p2p(&self.cluster, 4.0 * l[c - 1].out as f64 * mb)).collect();
+        let x = xs.iter().copied().fold(0.0, f64::max);
+        let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        let sum = |v: &[f64]| v.iter().sum::<f64>();
+        // Each phase (all forwards, then all backwards): the first micro-batch crosses every
+        // stage and link, the other m − 1 follow at the pace of the slowest stage or link.
+        let phase = |t: &[f64], x: f64, links: f64| (m - 1) as f64 * max(t).max(x) + sum(t) + links;
+        let total = phase(&fwd, x, sum(&xs)) + phase(&bwd, x, sum(&xs));
+        let no_comm = phase(&fwd, 0.0, 0.0) + phase(&bwd, 0.0, 0.0);
+        let compute = m as f64 * fwd.iter().zip(&bwd).map(|(f, b)| f + b).fold(0.0, f64::max);
         let params_max = cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.params).sum::<usize>()).max().unwrap_or(0) as f64;
         let memory = 12.0 * params_max + self.model.act_bytes() * mb * n.min(m) as f64;
-        let bubble = (n - 1) as f64 * period;
-        let mut p = self.finish(format!("pipeline m={m}"), n, compute, total - compute - bubble, bubble, update_s(&self.cluster, params_max), memory);
+        let mut p = self.finish(format!("pipeline m={m}"), n, compute, total - no_comm, no_comm - compute, update_s(&self.cluster, params_max), memory);
         p.split_after = cuts[1..n].iter().map(|&c| l[c - 1].name.clone()).collect();
         Some(p)
     }
