@@ -112,7 +112,7 @@ fn train_cmd(args: &cli::TrainArgs) -> anyhow::Result<()> {
     // Only the process holding worker 0 draws progress and writes metrics (and weights).
     let lead = session.leads(&pc);
     let mut sink = events::Fanout::default();
-    sink.push(Box::new(events::LogSink));
+    sink.push(Box::new(events::LogSink { every: cfg.log_every }));
     if !args.no_progress && lead {
         sink.push(Box::new(events::ProgressSink::new()));
     }

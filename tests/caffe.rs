@@ -122,8 +122,8 @@ fn caffe_lenet_prototxt_trains_exactly_as_the_built_in_lenet_caffe() {
 
 /// Caffe's lenet_solver.prototxt settings (with max_iter 10, test_interval 4) train exactly as
 /// the same settings given as flags: test_interval is --eval-every (evaluations after steps 4
-/// and 8, and at the end); test_iter and display are read and noted (convoy evaluates the whole
-/// test set and reports every step).
+/// and 8, and at the end); test_iter is read and noted (convoy evaluates the whole test set);
+/// display is --log-every (a log line every N steps).
 #[test]
 fn caffe_solver_sets_what_the_flags_would() {
     let net = std::env::temp_dir().join(format!("convoy-solver-net-{}.prototxt", std::process::id()));
@@ -157,6 +157,19 @@ fn caffe_solver_sets_what_the_flags_would() {
     let (code, _, err) = convoy(&["train", "--steps", "1", "--eval-every", "0", "--model", net.to_str().unwrap(), "--data", small_mnist().to_str().unwrap()]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--eval-every"), "{err}");
+    // display: 5 logs steps 5 and 10 at info level, as --log-every 5 does; --log-every 0 is refused.
+    let shown = std::env::temp_dir().join(format!("convoy-solver-display-{}.prototxt", std::process::id()));
+    std::fs::write(&shown, format!("net: \"{}\"\nbase_lr: 0.01\nlr_policy: \"fixed\"\ndisplay: 5\nmax_iter: 10\n", net.display())).unwrap();
+    for args in [vec!["--solver", shown.to_str().unwrap()], vec!["--model", net.to_str().unwrap(), "--steps", "10", "--log-every", "5"]] {
+        let (code, _, err) = convoy(&[&["--log-level", "info", "train", "--no-progress", "--batch-size", "16", "--threads", "1", "--data", small_mnist().to_str().unwrap()][..], &args].concat());
+        assert_eq!(code, Some(0), "{err}");
+        let steps: Vec<&str> = err.lines().filter(|l| l.contains(" step ") || l.ends_with(" step")).collect();
+        assert_eq!(steps.len(), 2, "{args:?}: {err}");
+        assert!(steps[0].contains("step=5") && steps[1].contains("step=10") && steps[0].contains("loss="), "{steps:?}");
+    }
+    let (code, _, err) = convoy(&["train", "--steps", "1", "--log-every", "0", "--model", net.to_str().unwrap(), "--data", small_mnist().to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--log-every"), "{err}");
 }
 
 /// LENET with the TRAIN Data layer's transform_param `train` and the TEST one's `test`, written

@@ -172,6 +172,10 @@ pub struct TrainArgs {
     /// Also evaluate on the test set every N steps (as Caffe's test_interval).
     #[arg(long)]
     pub eval_every: Option<u64>,
+    /// Log the step's loss, accuracy, learning rate and images/s every N steps (info level;
+    /// Caffe's `display`).
+    #[arg(long)]
+    pub log_every: Option<u64>,
     /// Do not draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -278,6 +282,7 @@ impl TrainArgs {
             a.checkpoint_dir = a.checkpoint_dir.or(s.snapshot_prefix.map(|p| PathBuf::from(format!("{p}_checkpoints"))));
         }
         a.eval_every = s.test_interval.or(a.eval_every);
+        a.log_every = s.display.or(a.log_every);
         if let Some(k) = s.iter_size {
             a.parallel.accumulate = Some(k);
         }
@@ -309,6 +314,9 @@ impl TrainArgs {
         let schedule = LrSchedule::parse(&self.schedule, self.lr)?;
         if self.eval_every == Some(0) {
             return Err(invalid("eval-every", "must be at least 1 (steps)").into());
+        }
+        if self.log_every == Some(0) {
+            return Err(invalid("log-every", "must be at least 1 (steps)").into());
         }
         if self.keep == 0 {
             return Err(invalid("keep", "must be at least 1").into());
@@ -350,6 +358,7 @@ impl TrainArgs {
             },
             eval_each_epoch: !self.no_epoch_eval,
             eval_every: self.eval_every,
+            log_every: self.log_every,
             save: self.save.clone(),
             init_from: self.init_from.clone(),
             checkpoint: self.checkpoint_dir.clone().map(|dir| CheckpointPolicy {

@@ -241,14 +241,23 @@ impl EventSink for JsonlSink {
     }
 }
 
-/// Logs evaluations and the run's start and end through `tracing` (steps at debug level).
-pub struct LogSink;
+/// Logs evaluations and the run's start and end through `tracing`; steps at info level every
+/// `every` steps (`--log-every`, Caffe's `display`), else at debug level.
+#[derive(Default)]
+pub struct LogSink {
+    /// Log every N-th step at info level.
+    pub every: Option<u64>,
+}
 
 impl EventSink for LogSink {
     fn on_event(&mut self, e: &Event) {
         match e {
-            Event::Step { step, loss, acc, images_per_sec, .. } => {
-                tracing::debug!(step, loss, acc, images_per_sec, "step")
+            Event::Step { step, loss, acc, lr, images_per_sec, .. } => {
+                if self.every.is_some_and(|n| step % n == 0) {
+                    tracing::info!(step, loss = format!("{loss:.4}"), acc = format!("{:.2}%", acc * 100.0), lr, images_per_sec = format!("{images_per_sec:.0}"), "step")
+                } else {
+                    tracing::debug!(step, loss, acc, images_per_sec, "step")
+                }
             }
             Event::Eval { step, epoch, loss, acc, .. } => {
                 tracing::info!(step, epoch, loss = format!("{loss:.4}"), acc = format!("{:.2}%", acc * 100.0), "eval")

@@ -55,6 +55,8 @@ pub struct TrainConfig {
     pub eval_each_epoch: bool,
     /// Also evaluate every this many steps (`--eval-every`, Caffe's `test_interval`).
     pub eval_every: Option<u64>,
+    /// Log a step line every this many steps (`--log-every`, Caffe's `display`).
+    pub log_every: Option<u64>,
     /// Write weights here at the end (safetensors).
     pub save: Option<PathBuf>,
     /// Start from these weights instead of a fresh initialisation.

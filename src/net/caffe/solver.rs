@@ -33,7 +33,7 @@ pub struct Solver {
     pub test_interval: Option<u64>,
     /// `test_iter`: read, not applied (convoy evaluates the whole test set).
     pub test_iter: Option<u64>,
-    /// `display`: read, not applied (convoy reports every step's loss).
+    /// `display`: log every N steps (`--log-every`); 0 is never.
     pub display: Option<u64>,
 }
 
@@ -62,12 +62,9 @@ pub fn solver_from_prototxt(text: &str, origin: &str, note: &mut dyn FnMut(Strin
     // Caffe's 0 (test_interval, display) is "never".
     s.test_interval = num::<u64>(&m, "test_interval", origin)?.filter(|&v| v > 0);
     s.test_iter = num(&m, "test_iter", origin)?;
-    s.display = num(&m, "display", origin)?;
+    s.display = num::<u64>(&m, "display", origin)?.filter(|&v| v > 0);
     if let (Some(n), Some((_, line))) = (s.test_iter, m.scalar("test_iter")) {
         note(format!("{origin}:{line}: test_iter: {n} read and not applied: convoy evaluates the whole test set (Caffe: test_iter batches of the TEST Data layer)"));
-    }
-    if let (Some(n), Some((_, line))) = (s.display, m.scalar("display")) {
-        note(format!("{origin}:{line}: display: {n} read and not applied: convoy reports every step's loss (the progress bar, --metrics) and logs every evaluation"));
     }
     let ty_raw = m.scalar("type").or(m.scalar("solver_type")).map(|v| v.0);
     let ty = ty_raw.map(str::to_ascii_lowercase);
@@ -161,7 +158,7 @@ solver_mode: CPU
         assert_eq!((s.test_interval, s.test_iter, s.display), (Some(500), Some(100), Some(100)));
         assert!(notes.iter().any(|n| n.contains("solver_mode")), "{notes:?}");
         assert!(notes.iter().any(|n| n.starts_with("lenet_solver.prototxt:3: test_iter: 100") && n.contains("whole test set")), "{notes:?}");
-        assert!(notes.iter().any(|n| n.starts_with("lenet_solver.prototxt:11: display: 100")), "{notes:?}");
+        assert!(!notes.iter().any(|n| n.contains("display")), "display is applied (--log-every): {notes:?}");
         assert!(!notes.iter().any(|n| n.contains("test_interval")), "test_interval is applied: {notes:?}");
         let multi = solver_from_prototxt("lr_policy: \"multistep\"\ngamma: 0.1\nstepvalue: 100\nstepvalue: 200\ntype: \"Nesterov\"", "s", &mut |_| {}).unwrap();
         assert_eq!(multi.schedule.as_deref(), Some("multistep:100,200:0.1"));
