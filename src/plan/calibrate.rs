@@ -66,7 +66,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Measures `spec` at `batch` samples with `threads` intra-op threads.
+/// Measures `spec` at `batch` samples (and at an eighth of it, for the per-call part) with
+/// `threads` intra-op threads.
 pub fn calibrate(spec: &ModelSpec, batch: usize, threads: usize, reps: usize, mpi_link: Option<LinkFit>) -> Result<Profile, PlanError> {
     if batch == 0 || threads == 0 || reps == 0 {
         return Err(PlanError::Input("--batch, --threads and --reps must be at least 1".into()));
@@ -83,27 +84,53 @@ pub fn calibrate(spec: &ModelSpec, batch: usize, threads: usize, reps: usize, mp
     let ids: Vec<u64> = (0..batch as u64).collect();
     let ctx = Ctx { mode: Mode::Train, threads, seed: 0, step: 0, layer: 0, sample_ids: &ids, sync: None };
     let fc = |i: usize| matches!(spec.layers[i], crate::net::LayerSpec::Linear { .. });
-    let mut layers = Vec::new();
-    for i in 0..net.num_layers() {
+    // Each layer is timed at `batch` and at an eighth of it (a net of its own, so that neither
+    // resizes the other's buffers): time = fixed + samples·per-sample, per call.
+    let small = (batch / 8).max(1);
+    let mut small_net = Net::build(spec).map_err(err)?;
+    let small_ctx = Ctx { sample_ids: &ids[..small], ..ctx };
+    let time = |net: &mut Net, ctx: &Ctx, i: usize, x: &Tensor, grads: &mut Vec<f32>| -> Result<(f64, f64, Tensor), PlanError> {
         let (mut f, mut b) = (Vec::new(), Vec::new());
         let mut out = Tensor::default();
         for _ in 0..reps + 1 {
             let t = Instant::now();
-            out = net.forward_layers(&ctx, params.as_slice(), i..i + 1, &x).map_err(err)?.clone();
+            out = net.forward_layers(ctx, params.as_slice(), i..i + 1, x).map_err(err)?.clone();
             f.push(t.elapsed().as_secs_f64());
             let dy = out.clone();
             let t = Instant::now();
-            let mut sink = Flat { params: &params, grads: &mut grads };
-            net.backward_layers(&ctx, &mut sink, i..i + 1, &x, Some(&dy), i > 0).map_err(err)?;
+            let mut sink = Flat { params: &params, grads };
+            net.backward_layers(ctx, &mut sink, i..i + 1, x, Some(&dy), i > 0).map_err(err)?;
             b.push(t.elapsed().as_secs_f64());
         }
         // The first run warms caches and buffers.
         f.remove(0);
         b.remove(0);
+        Ok((median(f), median(b), out))
+    };
+    // (per-sample, fixed) from the two timings; when noise makes the large batch no dearer
+    // than the small one, everything counts as per-sample.
+    let split = |large: f64, little: f64| -> (f64, f64) {
+        let slope = if batch > small { (large - little) / (batch - small) as f64 } else { 0.0 };
+        if slope <= 0.0 || !slope.is_finite() {
+            return (large / batch as f64, 0.0);
+        }
+        (slope, (little - small as f64 * slope).max(0.0))
+    };
+    let mut layers = Vec::new();
+    for i in 0..net.num_layers() {
+        let (f, b, out) = time(&mut net, &ctx, i, &x, &mut grads)?;
+        let mut small_shape = x.shape().to_vec();
+        small_shape[0] = small;
+        let per: usize = x.shape()[1..].iter().product();
+        let xs = Tensor::from_vec(&small_shape, x.data()[..small * per].to_vec()).map_err(|e| PlanError::Input(e.to_string()))?;
+        let (fs, bs, _) = time(&mut small_net, &small_ctx, i, &xs, &mut grads)?;
+        let ((fwd_s, fwd_fixed_s), (bwd_s, bwd_fixed_s)) = (split(f, fs), split(b, bs));
         layers.push(LayerCost {
             name: net.layer_names()[i].clone(),
-            fwd_s: median(f) / batch as f64,
-            bwd_s: median(b) / batch as f64,
+            fwd_s,
+            bwd_s,
+            fwd_fixed_s,
+            bwd_fixed_s,
             params: net.layout().layer_range(i).len(),
             out: net.layer_out_shape(i).iter().product(),
             fc: fc(i),
@@ -279,8 +306,12 @@ pub fn parse(text: &str, origin: &str, spec: &ModelSpec) -> Result<Profile, Plan
     if p.model.model != spec.name || p.model.input != want.input || !same_layers {
         return bad(format!("was measured for model '{}', not this '{}' (names or shapes of its layers differ)", p.model.model, spec.name));
     }
-    if let Some(l) = p.model.layers.iter().find(|l| !(l.fwd_s.is_finite() && l.fwd_s >= 0.0 && l.bwd_s.is_finite() && l.bwd_s >= 0.0)) {
-        return bad(format!("layer '{}' has times forward {} s, backward {} s: they must be finite and not negative", l.name, l.fwd_s, l.bwd_s));
+    let time = |v: f64| v.is_finite() && v >= 0.0;
+    if let Some(l) = p.model.layers.iter().find(|l| !(time(l.fwd_s) && time(l.bwd_s) && time(l.fwd_fixed_s) && time(l.bwd_fixed_s))) {
+        return bad(format!(
+            "layer '{}' has times forward {} s + {} s per call, backward {} s + {} s per call: they must be finite and not negative",
+            l.name, l.fwd_s, l.fwd_fixed_s, l.bwd_s, l.bwd_fixed_s
+        ));
     }
     let positive = |v: f64| v.is_finite() && v > 0.0;
     if !(positive(p.mem_bandwidth) && positive(p.allreduce_beta) && p.allreduce_alpha.is_finite() && p.allreduce_alpha >= 0.0) {

@@ -34,6 +34,15 @@ pub struct LayerCost {
     pub fwd_s: f64,
     /// Backward seconds per sample on one node.
     pub bwd_s: f64,
+    /// Forward seconds per call, whatever its batch (buffers, weight traffic): a call on b
+    /// samples takes `fwd_fixed_s + b·fwd_s`. Measured by `calibrate` at two batch sizes; 0
+    /// from FLOP counts.
+    #[serde(default)]
+    pub fwd_fixed_s: f64,
+    /// Backward seconds per call (a Linear layer's weight gradient is written once per call:
+    /// micro-batches pay it each time).
+    #[serde(default)]
+    pub bwd_fixed_s: f64,
     /// Parameters.
     pub params: usize,
     /// Output values per sample.
@@ -47,6 +56,23 @@ pub struct LayerCost {
 
 fn yes() -> bool {
     true
+}
+
+impl LayerCost {
+    /// Forward seconds of one call on `samples` samples.
+    pub fn fwd(&self, samples: f64) -> f64 {
+        self.fwd_fixed_s + samples * self.fwd_s
+    }
+
+    /// Backward seconds of one call on `samples` samples.
+    pub fn bwd(&self, samples: f64) -> f64 {
+        self.bwd_fixed_s + samples * self.bwd_s
+    }
+
+    /// Forward + backward seconds of one call on `samples` samples.
+    pub fn step(&self, samples: f64) -> f64 {
+        self.fwd(samples) + self.bwd(samples)
+    }
 }
 
 /// The machine and network a plan is for.
@@ -110,6 +136,8 @@ impl ModelCost {
                     name: net.layer_names()[i].clone(),
                     fwd_s: fwd,
                     bwd_s: 2.0 * fwd,
+                    fwd_fixed_s: 0.0,
+                    bwd_fixed_s: 0.0,
                     params: layout.layer_range(i).len(),
                     out: net.layer_out_shape(i).iter().product(),
                     fc: matches!(spec.layers[i], crate::net::LayerSpec::Linear { .. }),
@@ -128,6 +156,11 @@ impl ModelCost {
     /// Forward + backward seconds per sample.
     pub fn sample_s(&self) -> f64 {
         self.layers.iter().map(|l| l.fwd_s + l.bwd_s).sum()
+    }
+
+    /// Forward + backward seconds of one step on `samples` samples (every layer called once).
+    pub fn step_s(&self, samples: f64) -> f64 {
+        self.layers.iter().map(|l| l.step(samples)).sum()
     }
 
     /// Activation bytes held per sample for backward (every layer's output, and the input).
@@ -241,7 +274,7 @@ pub struct Plan {
 
 impl Plan {
     fn single_step(&self) -> f64 {
-        self.batch as f64 * self.model.sample_s() * self.cluster.compute_scale() + update_s(&self.cluster, self.model.params() as f64)
+        self.model.step_s(self.batch as f64) * self.cluster.compute_scale() + update_s(&self.cluster, self.model.params() as f64)
     }
 
     fn finish(&self, strategy: String, nodes: usize, compute_s: f64, exposed: f64, bubble: f64, opt: f64, memory: f64) -> Prediction {
@@ -256,15 +289,15 @@ impl Plan {
     /// `bucket_mb`), each reduced once its layers' backward is done, one at a time; what ends
     /// after backward is exposed. The update is sharded (1/n of the parameters per node).
     pub fn data_parallel(&self, n: usize, bucket_mb: f64) -> Prediction {
-        let b = self.batch as f64 / n as f64 * self.cluster.compute_scale();
+        let (b, scale) = (self.batch as f64 / n as f64, self.cluster.compute_scale());
         let l = &self.model.layers;
-        let fwd: f64 = l.iter().map(|x| x.fwd_s).sum::<f64>() * b;
-        let bwd: f64 = l.iter().map(|x| x.bwd_s).sum::<f64>() * b;
+        let fwd: f64 = l.iter().map(|x| x.fwd(b)).sum::<f64>() * scale;
+        let bwd: f64 = l.iter().map(|x| x.bwd(b)).sum::<f64>() * scale;
         let overlap = self.cluster.overlaps();
         // Backward runs the layers last to first; bucket k is ready when its lowest layer is done.
         let (mut t, mut comm_end, mut bucket_bytes, mut first) = (0.0f64, 0.0f64, 0.0f64, true);
         for (i, layer) in l.iter().enumerate().rev() {
-            t += layer.bwd_s * b;
+            t += layer.bwd(b) * scale;
             bucket_bytes += 4.0 * layer.params as f64;
             let cap = if first { 1_048_576.0 } else { bucket_mb * 1_048_576.0 };
             if bucket_bytes >= cap || i == 0 {
@@ -287,7 +320,7 @@ impl Plan {
     /// a shard's link carries n·bytes/k each way (incast), a worker's bytes each way.
     pub fn param_server(&self, n: usize, k: usize) -> Prediction {
         let b = self.batch as f64 / n as f64;
-        let compute = b * self.model.sample_s() * self.cluster.compute_scale();
+        let compute = self.model.step_s(b) * self.cluster.compute_scale();
         let bytes = 4.0 * self.model.params() as f64;
         let worker = 2.0 * p2p(&self.cluster, bytes);
         let shard = 2.0 * (self.cluster.latency * n as f64 / k as f64 + n as f64 * bytes / k as f64 / self.cluster.bandwidth);
@@ -307,7 +340,7 @@ impl Plan {
         if n > l.len() || n < 2 {
             return None;
         }
-        let cost: Vec<f64> = l.iter().map(|x| x.fwd_s + x.bwd_s).collect();
+        let cost: Vec<f64> = l.iter().map(|x| x.step(self.batch as f64 / m as f64)).collect();
         // Balance over the units between the points where a stage may end (as `convoy train`).
         let starts: Vec<usize> = std::iter::once(0).chain((0..l.len() - 1).filter(|&j| l[j].cut_after).map(|j| j + 1)).collect();
         if n > starts.len() {
@@ -317,10 +350,9 @@ impl Plan {
         let unit_cost: Vec<f64> = (0..starts.len()).map(|u| cost[unit(u)].iter().sum()).collect();
         let cuts: Vec<usize> = balanced_cuts(&unit_cost, n).iter().map(|&u| starts.get(u).copied().unwrap_or(l.len())).collect();
         let mb = self.batch as f64 / m as f64;
-        let scale = self.cluster.compute_scale() * mb;
-        let stage = |w: &[usize], f: fn(&LayerCost) -> f64| l[w[0]..w[1]].iter().map(f).sum::<f64>() * scale;
-        let fwd: Vec<f64> = cuts.windows(2).map(|w| stage(w, |x| x.fwd_s)).collect();
-        let bwd: Vec<f64> = cuts.windows(2).map(|w| stage(w, |x| x.bwd_s)).collect();
+        let scale = self.cluster.compute_scale();
+        let fwd: Vec<f64> = cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.fwd(mb)).sum::<f64>() * scale).collect();
+        let bwd: Vec<f64> = cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.bwd(mb)).sum::<f64>() * scale).collect();
         // One micro-batch's activations (forward) or their gradient (backward) over each cut.
         let xs: Vec<f64> = cuts[1..n].iter().map(|&c| p2p(&self.cluster, 4.0 * l[c - 1].out as f64 * mb)).collect();
         let x = xs.iter().copied().fold(0.0, f64::max);
@@ -356,8 +388,8 @@ impl Plan {
         let scale = self.cluster.compute_scale();
         let b = self.batch as f64 / n as f64;
         let group_b = self.batch as f64 / dp as f64;
-        let conv: f64 = l[..cut].iter().map(|x| x.fwd_s + x.bwd_s).sum::<f64>() * b * scale;
-        let fc: f64 = l[cut..].iter().map(|x| x.fwd_s + x.bwd_s).sum::<f64>() * group_b / mp as f64 * scale;
+        let conv: f64 = l[..cut].iter().map(|x| x.step(b)).sum::<f64>() * scale;
+        let fc: f64 = l[cut..].iter().map(|x| x.step(group_b)).sum::<f64>() / mp as f64 * scale;
         let c = &self.cluster;
         let bytes = |values: usize| 4.0 * values as f64 * group_b;
         // Features and the labels (a latency) gathered; then the classifier's exchanges.
@@ -382,7 +414,7 @@ impl Plan {
     /// layer's output all-gathered in forward and its input gradient all-reduced in backward.
     pub fn tensor(&self, n: usize) -> Prediction {
         let b = self.batch as f64;
-        let compute = b * self.model.sample_s() / n as f64 * self.cluster.compute_scale();
+        let compute = self.model.step_s(b) / n as f64 * self.cluster.compute_scale();
         let comm: f64 = self.model.layers.iter().filter(|x| x.params > 0).map(|x| allgather(&self.cluster, n, 4.0 * x.out as f64 * b) + ring_allreduce(&self.cluster, n, 4.0 * x.out as f64 * b)).sum();
         let p = self.model.params() as f64 / n as f64;
         let memory = 12.0 * p + self.model.act_bytes() * b;

@@ -6,7 +6,7 @@ fn cluster(gbit: f64, latency: f64) -> Cluster {
 
 /// A made-up 3-layer model: conv (no params counted), fc1 1 M params, fc2 10 k params.
 fn toy() -> ModelCost {
-    let l = |name: &str, f: f64, params: usize, out: usize, fc: bool| LayerCost { name: name.into(), fwd_s: f, bwd_s: 2.0 * f, params, out, fc, cut_after: true };
+    let l = |name: &str, f: f64, params: usize, out: usize, fc: bool| LayerCost { name: name.into(), fwd_s: f, bwd_s: 2.0 * f, fwd_fixed_s: 0.0, bwd_fixed_s: 0.0, params, out, fc, cut_after: true };
     ModelCost { model: "toy".into(), input: 784, layers: vec![l("conv", 1e-4, 1000, 4000, false), l("fc1", 1e-5, 1_000_000, 1000, true), l("fc2", 1e-6, 10_000, 10, true)] }
 }
 
@@ -199,4 +199,27 @@ fn units_parse_and_bad_values_name_the_flag() {
     }
     assert!(parse_latency("-3us").is_err());
     assert!(parse_latency("soon").is_err());
+}
+
+#[test]
+fn a_per_call_cost_is_paid_once_per_step_by_data_parallelism_and_per_micro_batch_by_the_pipeline() {
+    // fc1's backward costs 1e-3 s per call whatever its batch (its weight gradient).
+    let mut plan = Plan { model: toy(), cluster: cluster(100.0, 1e-6), batch: 64, pins: Pins::default() };
+    let dp0 = plan.data_parallel(2, 25.0).compute_s;
+    let pipe0 = plan.pipeline(2, 8).unwrap();
+    plan.model.layers[1].bwd_fixed_s = 1e-3;
+    assert!(close(plan.data_parallel(2, 25.0).compute_s, dp0 + 1e-3));
+    // Stage 1 (fc1 + fc2) now takes 1.176e-3 s backward per micro-batch, still below stage 0's
+    // 1.6e-3: only the first micro-batch's crossing of the stages grows.
+    let pipe = plan.pipeline(2, 8).unwrap();
+    assert!(close(pipe.step_s - pipe0.step_s, 1e-3), "{pipe:?} vs {pipe0:?}");
+    plan.model.layers[1].bwd_fixed_s = 3e-3;
+    let pipe = plan.pipeline(2, 8).unwrap();
+    // Now stage 1's backward, 3.176e-3 s, sets the pace: 7 × 3.176e-3 + (1.6e-3 + 3.176e-3).
+    let x = 1e-6 + 128_000.0 / 1.25e10;
+    let fwd = 7.0 * 8e-4 + (8e-4 + 8.8e-5) + x;
+    let bwd = 7.0 * 3.176e-3 + (1.6e-3 + 3.176e-3) + x;
+    assert!(close(pipe.step_s - pipe.optimizer_s, fwd + bwd), "{pipe:?}");
+    // The single node pays it once: efficiency counts it.
+    assert!(close(plan.data_parallel(1, 25.0).compute_s, 64.0 * 3.0 * 1.11e-4 + 3e-3));
 }
