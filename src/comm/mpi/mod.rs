@@ -203,6 +203,24 @@ impl MpiComm {
         Ok(from)
     }
 
+    /// In-place reduce-scatter over the chunks of `chunk_range`: afterwards this rank's chunk of
+    /// `buf` (at its place) holds the sum over ranks; returns every rank's chunk.
+    fn reduce_scatter_inplace(&self, buf: &mut [f32]) -> Result<Vec<Range<usize>>, CommError> {
+        let (n, size) = (buf.len(), self.size);
+        let ranges: Vec<Range<usize>> = (0..size).map(|r| chunk_range(n, r, size)).collect();
+        let counts: Vec<c_int> = ranges.iter().map(|r| r.len() as c_int).collect();
+        let mine = ranges[self.rank].clone();
+        {
+            let _w = self.watch.enter("reduce_scatter", usize::MAX);
+            // SAFETY: in place: the input is all of `buf`, this rank's sum lands at its start.
+            self.check("reduce_scatter", unsafe {
+                ffi::MPI_Reduce_scatter(convoy_mpi_in_place(), buf.as_mut_ptr() as *mut c_void, counts.as_ptr(), ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
+            })?;
+        }
+        buf.copy_within(0..mine.len(), mine.start);
+        Ok(ranges)
+    }
+
     /// In-place all-gather where rank `r` contributes `buf[ranges[r]]` (contiguous, in rank order).
     pub(crate) fn all_gather_ranges_inplace(&self, buf: &mut [f32], ranges: &[Range<usize>]) -> Result<(), CommError> {
         if buf.len() > i32::MAX as usize {
@@ -411,37 +429,16 @@ impl Communicator for MpiComm {
         if self.size < 2 || buf.len() * 4 < LARGE || buf.len() > i32::MAX as usize {
             return self.mpi_all_reduce(buf);
         }
-        let (n, size) = (buf.len(), self.size);
-        let ranges: Vec<Range<usize>> = (0..size).map(|r| chunk_range(n, r, size)).collect();
-        let counts: Vec<c_int> = ranges.iter().map(|r| r.len() as c_int).collect();
-        let mine = ranges[self.rank].clone();
-        {
-            let _w = self.watch.enter("reduce_scatter", usize::MAX);
-            // SAFETY: in place: the input is all of `buf`, this rank's sum lands at its start.
-            self.check("reduce_scatter", unsafe {
-                ffi::MPI_Reduce_scatter(convoy_mpi_in_place(), buf.as_mut_ptr() as *mut c_void, counts.as_ptr(), ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
-            })?;
-        }
-        buf.copy_within(0..mine.len(), mine.start);
+        let ranges = self.reduce_scatter_inplace(buf)?;
         self.all_gather_ranges_inplace(buf, &ranges)
     }
 
     fn all_reduce_update_direct(&self, grads: &mut [f32], params: &mut [f32], update: &mut Update<'_>) -> Result<(), CommError> {
-        let (n, size) = (grads.len(), self.size);
-        if n > i32::MAX as usize {
-            return self.too_long("all_reduce_update", n);
+        if grads.len() > i32::MAX as usize {
+            return self.too_long("all_reduce_update", grads.len());
         }
-        let ranges: Vec<Range<usize>> = (0..size).map(|r| chunk_range(n, r, size)).collect();
-        let counts: Vec<c_int> = ranges.iter().map(|r| r.len() as c_int).collect();
+        let ranges = self.reduce_scatter_inplace(grads)?;
         let mine = ranges[self.rank].clone();
-        {
-            let _w = self.watch.enter("reduce_scatter", usize::MAX);
-            // SAFETY: in place: the input is all of `grads`, this rank's sum lands at its start.
-            self.check("reduce_scatter", unsafe {
-                ffi::MPI_Reduce_scatter(convoy_mpi_in_place(), grads.as_mut_ptr() as *mut c_void, counts.as_ptr(), ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
-            })?;
-        }
-        grads.copy_within(0..mine.len(), mine.start);
         update(mine.clone(), &mut params[mine.clone()], &grads[mine]);
         self.all_gather_ranges_inplace(params, &ranges)
     }
