@@ -279,3 +279,53 @@ fn bad_crops_are_refused_naming_the_line_or_flag() {
         assert!(needles.iter().all(|n| err.contains(n)), "{args:?}: {needles:?} in {err}");
     }
 }
+
+/// LENET with its TRAIN Data layer's `batch_size: 64` replaced by `batch`, written to
+/// `dir/name`; its path.
+fn lenet_batch(dir: &std::path::Path, name: &str, batch: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(name);
+    assert!(LENET.contains("batch_size: 64"));
+    std::fs::write(&p, LENET.replacen("batch_size: 64", batch, 1)).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// The TRAIN Data layer's `data_param { batch_size: 16 }` is the global batch when --batch-size
+/// is not given (also for the net of a --solver), `--batch-size 8` wins with a note naming the
+/// line, and `batch_size: 0` is refused naming the line (exit 2). The run's batch is read from
+/// its `run start` log line and the metrics file's run_start event.
+#[test]
+fn a_data_layers_batch_size_is_the_global_batch_unless_the_flag_is_given() {
+    let dir = std::env::temp_dir().join(format!("convoy-batch-{}", std::process::id()));
+    let net = lenet_batch(&dir, "b16.prototxt", "batch_size: 16");
+    let mnist = small_mnist().to_str().unwrap().to_string();
+    assert_eq!(config(&["--model", &net], small_mnist()).0.batch_size, 16);
+    assert_eq!(config(&["--model", &net, "--batch-size", "8"], small_mnist()).0.batch_size, 8);
+    let solver = dir.join("solver.prototxt");
+    std::fs::write(&solver, format!("net: \"{net}\"\nbase_lr: 0.01\nlr_policy: \"fixed\"\nmax_iter: 2\n")).unwrap();
+    assert_eq!(config(&["--solver", solver.to_str().unwrap()], small_mnist()).0.batch_size, 16);
+    // The zoo's models keep the default of 64.
+    assert_eq!(config(&["--model", "lenet-caffe"], small_mnist()).0.batch_size, 64);
+
+    let metrics = dir.join("m.jsonl");
+    let run = |extra: &[&str]| convoy(&[&["--log-level", "info", "train", "--model", &net, "--data", &mnist, "--steps", "2", "--threads", "1", "--no-progress", "--no-epoch-eval", "--metrics", metrics.to_str().unwrap()][..], extra].concat());
+    let (code, out, err) = run(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("done: 2 steps"), "{out}");
+    let start = err.lines().find(|l| l.contains("run start")).unwrap_or_else(|| panic!("{err}"));
+    assert!(start.contains("batch_size=16"), "{start}");
+    let m = std::fs::read_to_string(&metrics).unwrap();
+    assert!(m.lines().next().is_some_and(|l| l.contains("\"run_start\"") && l.contains("\"batch_size\":16")), "{m}");
+    assert!(!err.contains("replaces the prototxt's batch_size"), "{err}");
+
+    let (code, _, err) = run(&["--batch-size", "8"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.lines().any(|l| l.contains("run start") && l.contains("batch_size=8")), "{err}");
+    assert!(err.contains("b16.prototxt:10: --batch-size 8 replaces the prototxt's batch_size 16"), "{err}");
+    assert!(std::fs::read_to_string(&metrics).unwrap().contains("\"batch_size\":8"));
+
+    let zero = lenet_batch(&dir, "b0.prototxt", "batch_size: 0");
+    let (code, _, err) = convoy(&["train", "--model", &zero, "--data", &mnist, "--steps", "1", "--threads", "1", "--no-progress"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("b0.prototxt:10:") && err.contains("batch_size 0") && err.contains("hint"), "{err}");
+}

@@ -120,6 +120,32 @@ pub fn model_and_options(model: &str, probe: &Path, image: &ImageArgs, load: Opt
     Ok((spec, data))
 }
 
+/// The global batch: `--batch-size` (`flag`) when given, else a Caffe prototxt's TRAIN-phase
+/// Data/MemoryData `batch_size` (what one Caffe process computes per iteration; convoy splits
+/// the global batch across its workers), else 64. When both are given and differ the flag wins,
+/// with a note naming the prototxt's line.
+pub fn batch_size(model: &str, flag: Option<usize>) -> Result<usize, ConfigError> {
+    let layer = match model.ends_with(".prototxt") {
+        true => {
+            let text = std::fs::read_to_string(model).map_err(|e| invalid("model", format!("cannot read {model}: {e}")))?;
+            crate::net::caffe::data_layer_from_prototxt(&text, model).map_err(|e| invalid("model", e))?
+        }
+        false => None,
+    };
+    match (flag, layer.and_then(|l| l.batch_size)) {
+        (Some(b), Some((p, line))) => {
+            if b != p {
+                tracing::info!("{model}:{line}: --batch-size {b} replaces the prototxt's batch_size {p}");
+            }
+            Ok(b)
+        }
+        (Some(b), None) => Ok(b),
+        (None, Some((p, line))) if p > super::MAX_BATCH => Err(invalid("model", format!("{model}:{line}: batch_size {p} is too large; hint: at most {}", super::MAX_BATCH))),
+        (None, Some((p, _))) => Ok(p),
+        (None, None) => Ok(64),
+    }
+}
+
 /// Applies a Caffe prototxt's Data-layer `transform_param` (`t`, see `caffe::Transform`) to
 /// `opts`: its mean/scale become the normalisation, `mirror` a flip (training: `load` given) and
 /// `crop_size` the crop, unless `--normalize`, `--augment` or `--crop-size` says otherwise (the

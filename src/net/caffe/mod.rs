@@ -13,8 +13,9 @@
 //! `crop_size`). `param { lr_mult decay_mult }` and weight/bias fillers become the layer spec's
 //! `lr_mult`/`decay_mult` and fillers; the training Data layer's `transform_param` (checked
 //! against the TEST one's) is read by `transform_from_prototxt` into data options — mean/scale,
-//! mirror, crop_size — which the CLI applies. Accepted with a warning but
-//! not applied: the Data layer's batch size and source.
+//! mirror, crop_size — which the CLI applies, and its `batch_size` (Data or MemoryData) by
+//! `data_layer_from_prototxt`: the CLI makes it the global batch unless --batch-size is given.
+//! Accepted with a warning but not applied: the Data layer's source.
 //! Anything else — another layer type, an unknown field in a layer or in one of its parameter
 //! messages — is an error naming it and its line.
 
@@ -26,7 +27,7 @@ mod text;
 mod tests;
 
 use super::spec::{LayerSpec, ModelSpec, Pair, INPUT};
-pub use fields::Transform;
+pub use fields::{DataLayer, Transform};
 use fields::{filler, in_phase, param_mults};
 pub use solver::{solver_from_prototxt, Solver};
 use text::{err, lex, num, pair, parse_msg, Value};
@@ -36,6 +37,14 @@ use text::{err, lex, num, pair, parse_msg, Value};
 pub fn transform_from_prototxt(text: &str, origin: &str) -> Result<Option<Transform>, String> {
     let net = parse_msg(&lex(text, origin)?, &mut 0, origin, false)?;
     fields::transform(&net, origin)
+}
+
+/// The training Data/MemoryData layer of a NetParameter (see `DataLayer`): its name, line and
+/// `batch_size`, which the CLI makes the global batch unless `--batch-size` is given; `None`
+/// without such a layer. A batch_size of 0 is an error naming the file and line.
+pub fn data_layer_from_prototxt(text: &str, origin: &str) -> Result<Option<DataLayer>, String> {
+    let net = parse_msg(&lex(text, origin)?, &mut 0, origin, false)?;
+    fields::data_layer(&net, origin)
 }
 
 /// Parses `text` (a NetParameter) into a model spec; `data_shape` gives the dataset's per-sample
@@ -133,7 +142,7 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 // transform fields (scale, mean_file, crop_size, mirror) are refused: they belong
                 // in transform_param, which is read.
                 sub("data_param", &["source", "batch_size", "backend", "rand_skip", "prefetch", "force_encoded_color"])?;
-                warn(format!("{origin}:{line}: Data layer '{lname}': convoy reads --data instead of its source and uses --batch-size"));
+                warn(format!("{origin}:{line}: Data layer '{lname}': convoy reads --data instead of its source"));
                 // Caffe's crop_size 0 (its default) means no crop.
                 let crop: Option<usize> = num(&param("transform_param"), "crop_size", origin)?.filter(|&c| c > 0);
                 input = Some(match crop {
@@ -355,4 +364,3 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
     let classes = classes.ok_or_else(|| format!("{origin}: no InnerProduct layer gives the number of classes"))?;
     Ok(ModelSpec { name, input, classes, layers })
 }
-

@@ -413,3 +413,29 @@ layer {{ name: \"fc\" type: \"InnerProduct\" bottom: \"c\" top: \"fc\" inner_pro
     let e = transform_from_prototxt(&format!("{}{}", data("exclude { phase: TRAIN }", 20), data("exclude { phase: TEST }", 24)), "n").unwrap_err();
     assert!(e.starts_with("n:1:") && e.contains("crop_size"), "{e}");
 }
+
+/// The TRAIN-phase Data or MemoryData layer's batch_size, with the line of the field: LeNet's
+/// 64 (line 10; the TEST layer's 100 is not read), a MemoryData's, none without the field or
+/// with an Input layer, and 0 refused naming its line.
+#[test]
+fn the_train_data_layers_batch_size_is_read_with_its_line() {
+    let d = data_layer_from_prototxt(LENET, "lenet.prototxt").unwrap().unwrap();
+    assert_eq!((d.ty.as_str(), d.name.as_str(), d.line, d.batch_size), ("Data", "mnist", 3, Some((64, 10))));
+    let test_first = "layer { name: \"t\" type: \"Data\" top: \"data\" include { phase: TEST } data_param { batch_size: 100 } }\nlayer { name: \"d\" type: \"Data\" top: \"data\" include { phase: TRAIN }\n data_param { source: \"x\" batch_size: 16 } }";
+    assert_eq!(data_layer_from_prototxt(test_first, "n").unwrap().unwrap().batch_size, Some((16, 3)));
+    let memory = "layer { name: \"m\" type: \"MemoryData\" top: \"data\" top: \"label\"\n memory_data_param { batch_size: 32 channels: 1 height: 28 width: 28 } }";
+    let m = data_layer_from_prototxt(memory, "n").unwrap().unwrap();
+    assert_eq!((m.ty.as_str(), m.name.as_str(), m.line, m.batch_size), ("MemoryData", "m", 1, Some((32, 2))));
+    let without = data_layer_from_prototxt("layer { name: \"d\" type: \"Data\" data_param { source: \"x\" } }", "n").unwrap().unwrap();
+    assert_eq!(without.batch_size, None);
+    assert_eq!(data_layer_from_prototxt("layer { name: \"i\" type: \"Input\" }", "n").unwrap(), None);
+    for (text, line) in [
+        ("layer { name: \"d\" type: \"Data\" include { phase: TRAIN }\n data_param { source: \"x\"\n batch_size: 0 } }", ":3:"),
+        ("layer { name: \"m\" type: \"MemoryData\"\n memory_data_param { batch_size: 0 channels: 1 height: 2 width: 2 } }", ":2:"),
+    ] {
+        let e = data_layer_from_prototxt(text, "n").unwrap_err();
+        assert!(e.starts_with(&format!("n{line}")) && e.contains("batch_size 0") && e.contains("hint"), "{e}");
+    }
+    let e = data_layer_from_prototxt("layer { name: \"d\" type: \"Data\" data_param {\n batch_size: -4 } }", "n").unwrap_err();
+    assert!(e.starts_with("n:2:") && e.contains("not a valid number"), "{e}");
+}
