@@ -329,3 +329,53 @@ fn a_data_layers_batch_size_is_the_global_batch_unless_the_flag_is_given() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("b0.prototxt:10:") && err.contains("batch_size 0") && err.contains("hint"), "{err}");
 }
+
+/// LeNet with its input given by `input` (a layer, written before conv1), written to
+/// `dir/name`; its path.
+fn lenet_input(dir: &std::path::Path, name: &str, input: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let (_, body) = LENET.split_once("layer {\n  name: \"conv1\"").unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, format!("name: \"LeNet\"\n{input}\nlayer {{\n  name: \"conv1\"{body}")).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// A MemoryData input (memory_data_param { batch_size: 32 channels: 1 height: 28 width: 28 },
+/// transform_param scale 1/256) trains on MNIST exactly as the same net with an Input layer,
+/// --batch-size 32 and the same normalisation (identical parameters after 3 steps, and through
+/// `convoy train` the same test accuracy); a MemoryData shape that is not the data's is refused
+/// naming the layer and its line (exit 2).
+#[test]
+fn a_memory_data_layer_trains_as_an_input_layer_and_a_wrong_shape_names_its_line() {
+    let dir = std::env::temp_dir().join(format!("convoy-memdata-{}", std::process::id()));
+    let mnist = small_mnist().to_str().unwrap().to_string();
+    let memory = |c, h, w| format!("layer {{ name: \"mnist\" type: \"MemoryData\" top: \"data\" top: \"label\" transform_param {{ scale: 0.00390625 }}\n  memory_data_param {{ batch_size: 32 channels: {c} height: {h} width: {w} }} }}");
+    let mem = lenet_input(&dir, "mem.prototxt", &memory(1, 28, 28));
+    let input = lenet_input(&dir, "input.prototxt", "layer { name: \"mnist\" type: \"Input\" top: \"data\" input_param { shape { dim: 32 dim: 1 dim: 28 dim: 28 } } }");
+    let norm = format!("0:{}", 1.0f32 / (255.0 * 0.00390625));
+    let run = |args: &[&str]| {
+        let (cfg, pc) = config(&[args, &["--steps", "3", "--threads", "1", "--no-epoch-eval"]].concat(), small_mnist());
+        assert_eq!(cfg.batch_size, 32);
+        parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap()
+    };
+    let a = run(&["--model", &mem]);
+    let b = run(&["--model", &input, "--batch-size", "32", "--normalize", &norm]);
+    assert_eq!(a.steps, 3);
+    assert!(a.params == b.params, "the MemoryData net trained differently from the Input one");
+    assert_eq!(a.test_acc, b.test_acc);
+    let cli = |args: &[&str]| convoy(&[&["train", "--data", &mnist, "--steps", "2", "--threads", "1", "--no-progress", "--no-epoch-eval"][..], args].concat());
+    let (code, mem_out, err) = cli(&["--model", &mem]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.lines().any(|l| l.contains("run start") && l.contains("batch_size=32")), "{err}");
+    let (code, input_out, err) = cli(&["--model", &input, "--batch-size", "32", "--normalize", &norm]);
+    assert_eq!(code, Some(0), "{err}");
+    let acc = |s: &str| s.split("test accuracy ").nth(1).map(str::to_string);
+    assert!(acc(&mem_out).is_some() && acc(&mem_out) == acc(&input_out), "{mem_out}\n{input_out}");
+
+    let wrong = lenet_input(&dir, "wrong.prototxt", &memory(3, 32, 32));
+    let (code, _, err) = cli(&["--model", &wrong]);
+    assert_eq!(code, Some(2), "{err}");
+    for needle in ["wrong.prototxt:2:", "MemoryData layer 'mnist'", "3×32×32", "1×28×28", "hint", "channels: 1 height: 28 width: 28"] {
+        assert!(err.contains(needle), "{needle} in {err}");
+    }
+}

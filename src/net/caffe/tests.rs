@@ -439,3 +439,19 @@ fn the_train_data_layers_batch_size_is_read_with_its_line() {
     let e = data_layer_from_prototxt("layer { name: \"d\" type: \"Data\" data_param {\n batch_size: -4 } }", "n").unwrap_err();
     assert!(e.starts_with("n:2:") && e.contains("not a valid number"), "{e}");
 }
+
+/// A MemoryData input builds the same spec as an Input layer of the same shape (LeNet).
+#[test]
+fn a_memory_data_layer_is_the_same_net_as_an_input_layer() {
+    let body = LENET.split_once("layer {\n  name: \"conv1\"").map(|(_, rest)| format!("layer {{\n  name: \"conv1\"{rest}")).unwrap();
+    let memory = format!("name: \"LeNet\"\nlayer {{ name: \"mnist\" type: \"MemoryData\" top: \"data\" top: \"label\" memory_data_param {{ batch_size: 64 channels: 1 height: 28 width: 28 }} }}\n{body}");
+    let input = format!("name: \"LeNet\"\nlayer {{ name: \"mnist\" type: \"Input\" top: \"data\" input_param {{ shape {{ dim: 64 dim: 1 dim: 28 dim: 28 }} }} }}\n{body}");
+    let no_data = &mut || Err("no --data".to_string());
+    let (a, b) = (from_prototxt(&memory, "m", no_data, &mut |_| {}).unwrap(), from_prototxt(&input, "i", no_data, &mut |_| {}).unwrap());
+    assert_eq!(a, b);
+    assert_eq!(a.input, vec![1, 28, 28]);
+    // ... which is the Data-layer LeNet's spec on MNIST's 1×28×28 samples.
+    assert_eq!(a, parse(LENET).unwrap());
+    let e = parse(&memory.replace("height: 28 ", "")).unwrap_err();
+    assert!(e.contains("memory_data_param needs channels, height, width"), "{e}");
+}
