@@ -160,12 +160,11 @@ fn check_memory_data(d: &crate::net::caffe::DataLayer, origin: &str, input: &[us
 /// the global batch across its workers), else 64. When both are given and differ the flag wins,
 /// with a note naming the prototxt's line.
 pub fn batch_size(model: &str, flag: Option<usize>) -> Result<usize, ConfigError> {
-    let layer = match model.ends_with(".prototxt") {
-        true => {
-            let text = std::fs::read_to_string(model).map_err(|e| invalid("model", format!("cannot read {model}: {e}")))?;
-            crate::net::caffe::data_layer_from_prototxt(&text, model).map_err(|e| invalid("model", e))?
-        }
-        false => None,
+    let layer = if model.ends_with(".prototxt") {
+        let text = std::fs::read_to_string(model).map_err(|e| invalid("model", format!("cannot read {model}: {e}")))?;
+        crate::net::caffe::data_layer_from_prototxt(&text, model).map_err(|e| invalid("model", e))?
+    } else {
+        None
     };
     match (flag, layer.and_then(|l| l.batch_size)) {
         (Some(b), Some((p, line))) => {
