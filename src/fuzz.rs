@@ -70,6 +70,9 @@ pub fn prototxt(data: &[u8]) {
     if let Ok(spec) = crate::net::caffe::from_prototxt(&text, "fuzz.prototxt", &mut || Ok(vec![1, 28, 28]), &mut |_| {}) {
         build(&spec);
     }
+    if let Ok(Some(d)) = crate::net::caffe::data_layer_from_prototxt(&text, "fuzz.prototxt") {
+        assert!(d.batch_size.is_none_or(|(b, _)| b > 0), "a batch_size of 0 is an error");
+    }
 }
 
 /// A Caffe SolverParameter in text format (`--solver`).

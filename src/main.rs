@@ -65,10 +65,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // `--runs-dir`: a run folder the dashboard lists (made by the process holding
             // worker 0, MPI rank 0, before the configuration is read, so that it can name the files).
             // Bad flags end here, before a run folder is made for them.
-            args.to_config()?;
+            let batch_size = args.to_config()?.batch_size;
             args.parallel.to_config()?;
             let mut record = match args.runs_dir.clone().filter(|_| convoy::comm::launch::rank().unwrap_or(0) == 0) {
-                Some(dir) => Some(convoy::dashboard::CliRun::begin(&dir, &mut args)?),
+                Some(dir) => Some(convoy::dashboard::CliRun::begin(&dir, &mut args, batch_size)?),
                 None => None,
             };
             let out = train_cmd(&args);

@@ -279,3 +279,103 @@ fn bad_crops_are_refused_naming_the_line_or_flag() {
         assert!(needles.iter().all(|n| err.contains(n)), "{args:?}: {needles:?} in {err}");
     }
 }
+
+/// LENET with its TRAIN Data layer's `batch_size: 64` replaced by `batch`, written to
+/// `dir/name`; its path.
+fn lenet_batch(dir: &std::path::Path, name: &str, batch: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(name);
+    assert!(LENET.contains("batch_size: 64"));
+    std::fs::write(&p, LENET.replacen("batch_size: 64", batch, 1)).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// The TRAIN Data layer's `data_param { batch_size: 16 }` is the global batch when --batch-size
+/// is not given (also for the net of a --solver), `--batch-size 8` wins with a note naming the
+/// line, and `batch_size: 0` is refused naming the line (exit 2). The run's batch is read from
+/// its `run start` log line and the metrics file's run_start event.
+#[test]
+fn a_data_layers_batch_size_is_the_global_batch_unless_the_flag_is_given() {
+    let dir = std::env::temp_dir().join(format!("convoy-batch-{}", std::process::id()));
+    let net = lenet_batch(&dir, "b16.prototxt", "batch_size: 16");
+    let mnist = small_mnist().to_str().unwrap().to_string();
+    assert_eq!(config(&["--model", &net], small_mnist()).0.batch_size, 16);
+    assert_eq!(config(&["--model", &net, "--batch-size", "8"], small_mnist()).0.batch_size, 8);
+    let solver = dir.join("solver.prototxt");
+    std::fs::write(&solver, format!("net: \"{net}\"\nbase_lr: 0.01\nlr_policy: \"fixed\"\nmax_iter: 2\n")).unwrap();
+    assert_eq!(config(&["--solver", solver.to_str().unwrap()], small_mnist()).0.batch_size, 16);
+    // The zoo's models keep the default of 64.
+    assert_eq!(config(&["--model", "lenet-caffe"], small_mnist()).0.batch_size, 64);
+
+    let metrics = dir.join("m.jsonl");
+    let run = |extra: &[&str]| convoy(&[&["--log-level", "info", "train", "--model", &net, "--data", &mnist, "--steps", "2", "--threads", "1", "--no-progress", "--no-epoch-eval", "--metrics", metrics.to_str().unwrap()][..], extra].concat());
+    let (code, out, err) = run(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("done: 2 steps"), "{out}");
+    let start = err.lines().find(|l| l.contains("run start")).unwrap_or_else(|| panic!("{err}"));
+    assert!(start.contains("batch_size=16"), "{start}");
+    let m = std::fs::read_to_string(&metrics).unwrap();
+    assert!(m.lines().next().is_some_and(|l| l.contains("\"run_start\"") && l.contains("\"batch_size\":16")), "{m}");
+    assert!(!err.contains("replaces the prototxt's batch_size"), "{err}");
+
+    let (code, _, err) = run(&["--batch-size", "8"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.lines().any(|l| l.contains("run start") && l.contains("batch_size=8")), "{err}");
+    assert!(err.contains("b16.prototxt:10: --batch-size 8 replaces the prototxt's batch_size 16"), "{err}");
+    assert!(std::fs::read_to_string(&metrics).unwrap().contains("\"batch_size\":8"));
+
+    let zero = lenet_batch(&dir, "b0.prototxt", "batch_size: 0");
+    let (code, _, err) = convoy(&["train", "--model", &zero, "--data", &mnist, "--steps", "1", "--threads", "1", "--no-progress"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("b0.prototxt:10:") && err.contains("batch_size 0") && err.contains("hint"), "{err}");
+}
+
+/// LeNet with its input given by `input` (a layer, written before conv1), written to
+/// `dir/name`; its path.
+fn lenet_input(dir: &std::path::Path, name: &str, input: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let (_, body) = LENET.split_once("layer {\n  name: \"conv1\"").unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, format!("name: \"LeNet\"\n{input}\nlayer {{\n  name: \"conv1\"{body}")).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// A MemoryData input (memory_data_param { batch_size: 32 channels: 1 height: 28 width: 28 },
+/// transform_param scale 1/256) trains on MNIST exactly as the same net with an Input layer,
+/// --batch-size 32 and the same normalisation (identical parameters after 3 steps, and through
+/// `convoy train` the same test accuracy); a MemoryData shape that is not the data's is refused
+/// naming the layer and its line (exit 2).
+#[test]
+fn a_memory_data_layer_trains_as_an_input_layer_and_a_wrong_shape_names_its_line() {
+    let dir = std::env::temp_dir().join(format!("convoy-memdata-{}", std::process::id()));
+    let mnist = small_mnist().to_str().unwrap().to_string();
+    let memory = |c, h, w| format!("layer {{ name: \"mnist\" type: \"MemoryData\" top: \"data\" top: \"label\" transform_param {{ scale: 0.00390625 }}\n  memory_data_param {{ batch_size: 32 channels: {c} height: {h} width: {w} }} }}");
+    let mem = lenet_input(&dir, "mem.prototxt", &memory(1, 28, 28));
+    let input = lenet_input(&dir, "input.prototxt", "layer { name: \"mnist\" type: \"Input\" top: \"data\" input_param { shape { dim: 32 dim: 1 dim: 28 dim: 28 } } }");
+    let norm = format!("0:{}", 1.0f32 / (255.0 * 0.00390625));
+    let run = |args: &[&str]| {
+        let (cfg, pc) = config(&[args, &["--steps", "3", "--threads", "1", "--no-epoch-eval"]].concat(), small_mnist());
+        assert_eq!(cfg.batch_size, 32);
+        parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap()
+    };
+    let a = run(&["--model", &mem]);
+    let b = run(&["--model", &input, "--batch-size", "32", "--normalize", &norm]);
+    assert_eq!(a.steps, 3);
+    assert!(a.params == b.params, "the MemoryData net trained differently from the Input one");
+    assert_eq!(a.test_acc, b.test_acc);
+    let cli = |args: &[&str]| convoy(&[&["train", "--data", &mnist, "--steps", "2", "--threads", "1", "--no-progress", "--no-epoch-eval"][..], args].concat());
+    let (code, mem_out, err) = cli(&["--model", &mem]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.lines().any(|l| l.contains("run start") && l.contains("batch_size=32")), "{err}");
+    let (code, input_out, err) = cli(&["--model", &input, "--batch-size", "32", "--normalize", &norm]);
+    assert_eq!(code, Some(0), "{err}");
+    let acc = |s: &str| s.split("test accuracy ").nth(1).map(str::to_string);
+    assert!(acc(&mem_out).is_some() && acc(&mem_out) == acc(&input_out), "{mem_out}\n{input_out}");
+
+    let wrong = lenet_input(&dir, "wrong.prototxt", &memory(3, 32, 32));
+    let (code, _, err) = cli(&["--model", &wrong]);
+    assert_eq!(code, Some(2), "{err}");
+    for needle in ["wrong.prototxt:2:", "MemoryData layer 'mnist'", "3×32×32", "1×28×28", "hint", "channels: 1 height: 28 width: 28"] {
+        assert!(err.contains(needle), "{needle} in {err}");
+    }
+}

@@ -181,11 +181,21 @@ fn prototxt_model_per_worker_rates_and_the_plan() {
         (serde_json::json!({"dataset": "small", "model_prototxt": "layer { type: \"Warp\" }"}), "model_prototxt"),
         (serde_json::json!({"dataset": "small", "model_prototxt": proto, "model": "lenet"}), "not several"),
         (serde_json::json!({"dataset": "small", "model_spec": "name = \"x\"\ninput = [3, 32, 32]\nlayers = []"}), "model_spec"),
+        (serde_json::json!({"dataset": "small", "model_prototxt": proto.replacen("batch_size: 64", "batch_size: 0", 1)}), "batch_size 0"),
     ] {
         let r = post_json(port, "/api/runs", &body.to_string());
         assert_eq!(r.status, 400, "{body}: {}", r.text());
         assert!(r.json()["error"].as_str().unwrap().contains(needle), "{}", r.text());
     }
+    // Without batch_size, the prototxt's TRAIN Data layer's batch_size is the run's batch.
+    let b16 = serde_json::json!({"dataset": "small", "model_prototxt": proto.replacen("batch_size: 64", "batch_size: 16", 1), "threads": 1, "steps": 2});
+    let r = post_json(port, "/api/runs", &b16.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["config"]["batch_size"], 16);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let events = http::follow_sse(port, &format!("/api/runs/{id}/events"), None);
+    assert!(events.last().unwrap().data.contains("finished"), "{events:?}");
+    assert!(metrics(&events).iter().any(|e| e["event"] == "run_start" && e["batch_size"] == 16), "{events:?}");
     // The plan: an SVG plot and a recommended layout per node count.
     let p = get(port, "/api/plan?model=alexnet&batch=256&nodes=1,2,4&link=10gbit&latency=5us");
     assert_eq!(p.status, 200, "{}", p.text());

@@ -116,8 +116,68 @@ pub fn model_and_options(model: &str, probe: &Path, image: &ImageArgs, load: Opt
             let mut hw = |o: &DataOptions| Ok(crate::data::open_with(probe, crate::data::Split::Test, o).map_err(|e| e.to_string())?.sample_shape().to_vec());
             apply_caffe_transform(&t, model, image, load.map(|l| l.0), &mut data, &mut hw)?;
         }
+        if let Some(d) = crate::net::caffe::data_layer_from_prototxt(&text, model).map_err(|e| invalid("model", e))?.filter(|d| d.ty == "MemoryData") {
+            check_memory_data(&d, model, &spec.input, probe, &data)?;
+        }
     }
     Ok((spec, data))
+}
+
+/// A MemoryData layer declares its samples' shape (`memory_data_param { channels height width
+/// }`, the model's input): samples of another shape at `probe` are an error naming the layer
+/// and its line. Left to the run's own check: a crop (the window is compared there) and data
+/// that cannot be opened here (the run says why).
+fn check_memory_data(d: &crate::net::caffe::DataLayer, origin: &str, input: &[usize], probe: &Path, opts: &DataOptions) -> Result<(), ConfigError> {
+    if opts.crop.is_some() {
+        return Ok(());
+    }
+    let plain = DataOptions { normalize: None, ..opts.clone() };
+    let Ok(set) = crate::data::open_with(probe, crate::data::Split::Test, &plain) else { return Ok(()) };
+    let shape = set.sample_shape();
+    if shape == input {
+        return Ok(());
+    }
+    let dims = |s: &[usize]| s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×");
+    let fix = match shape {
+        [c, h, w] => format!("channels: {c} height: {h} width: {w}"),
+        _ => format!("the shape {shape:?}"),
+    };
+    Err(invalid(
+        "model",
+        format!(
+            "{origin}:{}: MemoryData layer '{}' declares {} samples (channels × height × width), but {} has samples of {}; hint: give memory_data_param {{ {fix} }}, or use a Data layer, which takes its shape from --data",
+            d.line,
+            d.name,
+            dims(input),
+            probe.display(),
+            dims(shape)
+        ),
+    ))
+}
+
+/// The global batch: `--batch-size` (`flag`) when given, else a Caffe prototxt's TRAIN-phase
+/// Data/MemoryData `batch_size` (what one Caffe process computes per iteration; convoy splits
+/// the global batch across its workers), else 64. When both are given and differ the flag wins,
+/// with a note naming the prototxt's line.
+pub fn batch_size(model: &str, flag: Option<usize>) -> Result<usize, ConfigError> {
+    let layer = if model.ends_with(".prototxt") {
+        let text = std::fs::read_to_string(model).map_err(|e| invalid("model", format!("cannot read {model}: {e}")))?;
+        crate::net::caffe::data_layer_from_prototxt(&text, model).map_err(|e| invalid("model", e))?
+    } else {
+        None
+    };
+    match (flag, layer.and_then(|l| l.batch_size)) {
+        (Some(b), Some((p, line))) => {
+            if b != p {
+                tracing::info!("{model}:{line}: --batch-size {b} replaces the prototxt's batch_size {p}");
+            }
+            Ok(b)
+        }
+        (Some(b), None) => Ok(b),
+        (None, Some((p, line))) if p > super::MAX_BATCH => Err(invalid("model", format!("{model}:{line}: batch_size {p} is too large; hint: at most {}", super::MAX_BATCH))),
+        (None, Some((p, _))) => Ok(p),
+        (None, None) => Ok(64),
+    }
 }
 
 /// Applies a Caffe prototxt's Data-layer `transform_param` (`t`, see `caffe::Transform`) to

@@ -91,9 +91,10 @@ pub struct TrainArgs {
     /// Stop after this many optimisation steps (overrides --epochs).
     #[arg(long)]
     pub steps: Option<u64>,
-    /// Global batch size.
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
+    /// Global batch size [default: 64; with a Caffe prototxt, its TRAIN Data or MemoryData
+    /// layer's batch_size].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Base learning rate.
     #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
     pub lr: f32,
@@ -238,6 +239,9 @@ pub enum ConfigError {
     },
 }
 
+/// The largest global batch `--batch-size` (or a prototxt's batch_size) may ask for.
+const MAX_BATCH: usize = 1 << 20;
+
 fn invalid(flag: &'static str, msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { flag, msg: msg.into() }
 }
@@ -291,11 +295,11 @@ impl TrainArgs {
 
     /// `to_config` from the flags alone.
     fn to_config_flags(&self) -> anyhow::Result<TrainConfig> {
-        if self.batch_size == 0 {
+        if self.batch_size == Some(0) {
             return Err(invalid("batch-size", "must be at least 1").into());
         }
-        if self.batch_size > 1 << 20 {
-            return Err(invalid("batch-size", format!("{} is too large; hint: at most 1048576", self.batch_size)).into());
+        if let Some(b) = self.batch_size.filter(|&b| b > MAX_BATCH) {
+            return Err(invalid("batch-size", format!("{b} is too large; hint: at most {MAX_BATCH}")).into());
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(invalid("lr", format!("{} must be a positive number, e.g. 0.01", self.lr)).into());
@@ -310,6 +314,7 @@ impl TrainArgs {
         // test set; with --data-split at this process's first part.
         let probe = if self.load.data_split { crate::data::split::part_path(&self.data, crate::comm::launch::rank().unwrap_or(0) * self.parallel.workers) } else { self.data.clone() };
         let (model, data) = data::model_and_options(&self.model, &probe, &self.image, Some((&self.load, &self.data, self.parallel.deterministic)))?;
+        let batch_size = data::batch_size(&self.model, self.batch_size)?;
         let optimizer = OptimizerConfig::from_name(&self.optimizer, self.momentum, self.nesterov, self.weight_decay)?;
         let schedule = LrSchedule::parse(&self.schedule, self.lr)?;
         if self.eval_every == Some(0) {
@@ -347,7 +352,7 @@ impl TrainArgs {
             data,
             epochs: self.epochs,
             steps: self.steps,
-            batch_size: self.batch_size,
+            batch_size,
             optimizer,
             schedule,
             seed: self.seed,
@@ -399,6 +404,8 @@ mod tests {
         let cfg = train_args(&[]).to_config().unwrap();
         assert_eq!(cfg.model.name, "lenet");
         assert_eq!(cfg.batch_size, 64);
+        // Whether --batch-size was given matters (a prototxt's batch_size applies without it).
+        assert_eq!((train_args(&[]).batch_size, train_args(&["--batch-size", "32"]).batch_size), (None, Some(32)));
         assert_eq!(cfg.epochs, 3);
         assert_eq!(cfg.seed, 42);
         assert_eq!(cfg.schedule.base_lr, 0.01);

@@ -143,6 +143,8 @@ impl LaunchRequest {
         let mut data = shape().map_err(|e| ApiError::bad(format!("dataset: {e}")))?;
         // A Data layer's crop_size cuts the samples to the model's input, as in `convoy train`.
         if field == "model_prototxt" {
+            // Its Data layer's batch_size (0 is refused) is the run's batch unless batch_size is sent.
+            crate::net::caffe::data_layer_from_prototxt(text, field).map_err(bad)?;
             if let Some(c) = crate::net::caffe::transform_from_prototxt(text, field).map_err(bad)?.and_then(|t| t.crop) {
                 data = crate::data::Crop::square(c).out_shape(&data).map_err(|e| bad(format!("transform_param crop_size {c}: {e}")))?.to_vec();
             }
@@ -266,7 +268,11 @@ impl LaunchRequest {
             "threads": cfg.threads,
             "epochs": if cfg.steps.is_some() { None } else { Some(cfg.epochs) },
             "steps": cfg.steps,
-            "batch_size": cfg.batch_size,
+            // A sent prototxt's Data-layer batch_size, unless batch_size is sent (as the run reads it).
+            "batch_size": match (&self.model_prototxt, self.batch_size, &self.model_spec) {
+                (Some(t), None, None) => crate::net::caffe::data_layer_from_prototxt(t, "model_prototxt").ok().flatten().and_then(|d| d.batch_size).map_or(cfg.batch_size, |b| b.0),
+                _ => cfg.batch_size,
+            },
             // Through its decimal form: 0.01 stays 0.01 (as f64 it would show f32's rounding).
             "lr": cfg.schedule.base_lr.to_string().parse::<f64>().unwrap_or(f64::NAN),
             "optimizer": self.optimizer.clone().unwrap_or_else(|| "sgd".into()),

@@ -74,8 +74,9 @@ pub struct CliRun {
 
 impl CliRun {
     /// Makes the run folder, points `--metrics`, `--save` and `--timeline` into it when not
-    /// given, and records the run as running.
-    pub fn begin(dir: &Path, args: &mut TrainArgs) -> anyhow::Result<CliRun> {
+    /// given, and records the run as running; `batch_size` is the run's global batch (the flag,
+    /// or a prototxt's batch_size).
+    pub fn begin(dir: &Path, args: &mut TrainArgs, batch_size: usize) -> anyhow::Result<CliRun> {
         let store = Store::open(dir).with_context(|| format!("cannot create the runs directory {}", dir.display()))?;
         let id = store.create_run().with_context(|| format!("cannot create a run folder in {}", dir.display()))?;
         let run_dir = dir.join(&id);
@@ -91,7 +92,7 @@ impl CliRun {
             "threads": args.threads,
             "epochs": args.epochs,
             "steps": args.steps,
-            "batch_size": args.batch_size,
+            "batch_size": batch_size,
             "lr": args.lr,
             "optimizer": args.optimizer,
         });

@@ -180,3 +180,47 @@ fn one_transform(l: &Msg, line: usize, origin: &str) -> Result<Transform, String
     let crop = num::<usize>(&p, "crop_size", origin)?.filter(|&c| c > 0);
     Ok(Transform { mean, std, mirror, crop, line, test_mirror: false })
 }
+
+/// The training Data or MemoryData layer of a NetParameter, for what the CLI applies beyond the
+/// model spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataLayer {
+    /// "Data" or "MemoryData".
+    pub ty: String,
+    /// The layer's name.
+    pub name: String,
+    /// The layer's line.
+    pub line: usize,
+    /// Its `batch_size` (in `data_param` or `memory_data_param`) and that field's line; `None`
+    /// when not given. Caffe runs that many samples per iteration of one process.
+    pub batch_size: Option<(usize, usize)>,
+}
+
+/// The first TRAIN-phase Data/MemoryData layer of `net` (`None`: there is none, e.g. an Input
+/// layer). A batch_size of 0 is an error naming its line. The TEST-phase layer's batch_size is
+/// not read: convoy evaluates the whole test set, in batches of its own.
+pub fn data_layer(net: &Msg, origin: &str) -> Result<Option<DataLayer>, String> {
+    for (v, line) in net.all("layer") {
+        let Value::Msg(l) = v else { continue };
+        let (ty, param) = match l.scalar("type").map(|t| t.0) {
+            Some("Data") => ("Data", "data_param"),
+            Some("MemoryData") => ("MemoryData", "memory_data_param"),
+            _ => continue,
+        };
+        if !in_phase(l, line, "TRAIN", origin)? {
+            continue;
+        }
+        let name = l.scalar("name").map_or_else(|| ty.to_string(), |n| n.0.to_string());
+        let mut batch_size = None;
+        if let Some(p) = l.msg(param) {
+            if let (Some(b), Some((_, at))) = (num::<usize>(p, "batch_size", origin)?, p.scalar("batch_size")) {
+                if b == 0 {
+                    return err(origin, at, format!("{ty} layer '{name}': {param} batch_size 0; hint: the samples per iteration, e.g. batch_size: 64 (or drop it and give --batch-size)"));
+                }
+                batch_size = Some((b, at));
+            }
+        }
+        return Ok(Some(DataLayer { ty: ty.to_string(), name, line, batch_size }));
+    }
+    Ok(None)
+}

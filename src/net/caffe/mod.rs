@@ -4,8 +4,9 @@
 //! Supported layer types: Input, Data, MemoryData (the input), Convolution, Pooling (MAX/AVE,
 //! Caffe's ceil rounding), InnerProduct, ReLU, LRN (across channels), Dropout, Flatten,
 //! BatchNorm (no affine; momentum = 1 − moving_average_fraction), Scale (per channel),
-//! Eltwise SUM with coefficients (our add), PROD (mul) and MAX (max), Concat (channels), and
-//! the heads Softmax / SoftmaxWithLoss (our loss head) and Accuracy (skipped). The TRAIN net is built, by Caffe's
+//! Eltwise SUM with coefficients (our add), PROD (mul) and MAX (max), Concat (channels), Softmax
+//! (inside the net, or the head), and the heads SoftmaxWithLoss (our loss head) and Accuracy
+//! (skipped). The TRAIN net is built, by Caffe's
 //! `include`/`exclude { phase }` rules. Bottoms and tops become named inputs: every layer reads
 //! the layer that last wrote its bottom blob (in-place tops rewrite it), so branches and residual sums map to the net's DAG. The input shape comes from an Input layer, the
 //! legacy `input_shape`/`input_dim` fields, `memory_data_param`, or — for a Data layer, whose
@@ -13,8 +14,12 @@
 //! `crop_size`). `param { lr_mult decay_mult }` and weight/bias fillers become the layer spec's
 //! `lr_mult`/`decay_mult` and fillers; the training Data layer's `transform_param` (checked
 //! against the TEST one's) is read by `transform_from_prototxt` into data options — mean/scale,
-//! mirror, crop_size — which the CLI applies. Accepted with a warning but
-//! not applied: the Data layer's batch size and source.
+//! mirror, crop_size — which the CLI applies, and its `batch_size` (Data or MemoryData) by
+//! `data_layer_from_prototxt`: the CLI makes it the global batch unless --batch-size is given.
+//! Accepted with a warning but not applied: the Data layer's source.
+//! A Softmax whose top a later TRAIN-phase layer reads (other than Accuracy or
+//! SoftmaxWithLoss) is an inner `softmax` layer; one whose output nothing reads (a deploy net's
+//! `prob`) is the loss head, as SoftmaxWithLoss always is.
 //! Anything else — another layer type, an unknown field in a layer or in one of its parameter
 //! messages — is an error naming it and its line.
 
@@ -26,7 +31,7 @@ mod text;
 mod tests;
 
 use super::spec::{LayerSpec, ModelSpec, Pair, INPUT};
-pub use fields::Transform;
+pub use fields::{DataLayer, Transform};
 use fields::{filler, in_phase, param_mults};
 pub use solver::{solver_from_prototxt, Solver};
 use text::{err, lex, num, pair, parse_msg, Value};
@@ -36,6 +41,14 @@ use text::{err, lex, num, pair, parse_msg, Value};
 pub fn transform_from_prototxt(text: &str, origin: &str) -> Result<Option<Transform>, String> {
     let net = parse_msg(&lex(text, origin)?, &mut 0, origin, false)?;
     fields::transform(&net, origin)
+}
+
+/// The training Data/MemoryData layer of a NetParameter (see `DataLayer`): its name, line and
+/// `batch_size`, which the CLI makes the global batch unless `--batch-size` is given; `None`
+/// without such a layer. A batch_size of 0 is an error naming the file and line.
+pub fn data_layer_from_prototxt(text: &str, origin: &str) -> Result<Option<DataLayer>, String> {
+    let net = parse_msg(&lex(text, origin)?, &mut 0, origin, false)?;
+    fields::data_layer(&net, origin)
 }
 
 /// Parses `text` (a NetParameter) into a model spec; `data_shape` gives the dataset's per-sample
@@ -59,7 +72,10 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
     let mut ended = false;
     // Which layer last wrote each blob (in-place layers rewrite theirs); `INPUT` for the data.
     let mut blobs: Vec<(String, String)> = Vec::new();
-    for (v, line) in net.all("layer") {
+    let all: Vec<(&Value, usize)> = net.all("layer").collect();
+    // Inner softmax layers with their lines, for the shape check at the end.
+    let mut inner_softmax: Vec<(usize, usize)> = Vec::new();
+    for (at, &(v, line)) in all.iter().enumerate() {
         let Value::Msg(l) = v else { return err(origin, line, "'layer' must be a message") };
         let lname = l.scalar("name").map(|s| s.0.to_string()).unwrap_or_else(|| format!("layer{}", layers.len()));
         let ty = l.scalar("type").map(|s| s.0).ok_or_else(|| format!("{origin}:{line}: layer '{lname}' has no type"))?;
@@ -72,7 +88,7 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
         let bottoms: Vec<String> = l.all("bottom").filter_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None }).collect();
         let (lr_mult, decay_mult) = param_mults(l, origin)?;
         let is_input = matches!(ty, "Input" | "Data" | "MemoryData");
-        let head = matches!(ty, "Accuracy" | "Softmax" | "SoftmaxWithLoss");
+        let head = matches!(ty, "Accuracy" | "SoftmaxWithLoss") || (ty == "Softmax" && !softmax_is_read(&all, at, origin)?);
         // The layers this one reads, by our names.
         let mut reads: Vec<String> = Vec::new();
         if !is_input && !head {
@@ -133,7 +149,7 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 // transform fields (scale, mean_file, crop_size, mirror) are refused: they belong
                 // in transform_param, which is read.
                 sub("data_param", &["source", "batch_size", "backend", "rand_skip", "prefetch", "force_encoded_color"])?;
-                warn(format!("{origin}:{line}: Data layer '{lname}': convoy reads --data instead of its source and uses --batch-size"));
+                warn(format!("{origin}:{line}: Data layer '{lname}': convoy reads --data instead of its source"));
                 // Caffe's crop_size 0 (its default) means no crop.
                 let crop: Option<usize> = num(&param("transform_param"), "crop_size", origin)?.filter(|&c| c > 0);
                 input = Some(match crop {
@@ -324,7 +340,12 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
                 if loss.scalar("normalization").is_some_and(|n| n.0 == "NONE") || loss.scalar("normalize").is_some_and(|n| n.0 == "false") {
                     return err(origin, line, format!("{ty} '{lname}': a summed (unnormalised) loss is not supported; hint: convoy averages over the batch (normalization: VALID or BATCH_SIZE)"));
                 }
-                ended = true;
+                if head {
+                    ended = true;
+                } else {
+                    inner_softmax.push((layers.len(), line));
+                    layers.push(LayerSpec::Softmax { name: lname.clone(), input: from.clone() });
+                }
             }
             // Skipped: its settings change nothing convoy computes.
             "Accuracy" => {
@@ -353,6 +374,59 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
     }
     let input = input.ok_or_else(|| format!("{origin}: no input shape; hint: add an Input layer (input_param {{ shape {{ dim: 1 dim: C dim: H dim: W }} }}) or a Data layer"))?;
     let classes = classes.ok_or_else(|| format!("{origin}: no InnerProduct layer gives the number of classes"))?;
-    Ok(ModelSpec { name, input, classes, layers })
+    let spec = ModelSpec { name, input, classes, layers };
+    check_inner_softmax(&spec, &inner_softmax, origin)?;
+    Ok(spec)
+}
+
+/// Whether the Softmax `layers[i]` is read inside the net: a later TRAIN-phase layer reads its
+/// top blob before another layer rewrites it, and that reader is not Accuracy, SoftmaxWithLoss
+/// or a Softmax head. A Softmax nothing reads (a deploy net's `prob`) is the net's head.
+fn softmax_is_read(layers: &[(&Value, usize)], i: usize, origin: &str) -> Result<bool, String> {
+    let Value::Msg(me) = layers[i].0 else { return Ok(false) };
+    let Some((top, _)) = me.scalar("top") else { return Ok(false) };
+    for (j, &(v, line)) in layers.iter().enumerate().skip(i + 1) {
+        let Value::Msg(l) = v else { continue };
+        if !in_phase(l, line, "TRAIN", origin)? {
+            continue;
+        }
+        let has = |field: &str| l.all(field).any(|(b, _)| matches!(b, Value::Scalar(b) if b == top));
+        if has("bottom") {
+            let inner = match l.scalar("type").map_or("", |t| t.0) {
+                "Accuracy" | "SoftmaxWithLoss" => false,
+                "Softmax" => softmax_is_read(layers, j, origin)?,
+                _ => true,
+            };
+            if inner {
+                return Ok(true);
+            }
+        }
+        if has("top") {
+            return Ok(false);
+        }
+    }
+    Ok(false)
+}
+
+/// Caffe's Softmax (axis 1) normalises over the channels at each position, convoy's `softmax`
+/// over all of a sample's values: the same on a vector, or C×1×1; on a C×H×W blob with H·W > 1
+/// they differ, so an inner Softmax there is refused, naming its line. A spec that does not
+/// build is left to the caller, which reports why.
+fn check_inner_softmax(spec: &ModelSpec, inner: &[(usize, usize)], origin: &str) -> Result<(), String> {
+    if inner.is_empty() {
+        return Ok(());
+    }
+    let Ok(net) = super::Net::build(spec) else { return Ok(()) };
+    for &(i, line) in inner {
+        let shape = net.layer_out_shape(i);
+        if shape.iter().skip(1).product::<usize>() > 1 {
+            return err(
+                origin,
+                line,
+                format!("Softmax '{}' over a blob of per-sample shape {shape:?}: Caffe normalises over the channels at each position, convoy's softmax over the whole sample; hint: put it after an InnerProduct (a vector per sample)", spec.layers[i].name()),
+            );
+        }
+    }
+    Ok(())
 }
 
