@@ -4,8 +4,8 @@
 # one per host, one compute thread each. For each (hosts, cap) and model:
 #   1. `convoy plan calibrate --comm mpi` under mpirun measures, in the same run, the link
 #      between hosts 0 and 1 (ping-pong: α + bytes/β; MPI_Allreduce: 2α + bytes/β; 64 KiB–4 MiB);
-#      every layer's forward/backward time is measured once per model outside the cluster, on
-#      one whole core (`convoy plan calibrate --threads 1`);
+#      every layer's forward/backward time is measured before each configuration outside the
+#      cluster, on one whole core (`convoy plan calibrate --threads 1`);
 #   2. each run is measured (median step of steps 6..STEPS on the lead process) and predicted by
 #      `convoy plan --profile P --link profile --latency profile` with the run's layout pinned
 #      (--servers, --micro-batches, --mp; the pipeline is run with the plan's --split-after).
@@ -14,7 +14,8 @@
 # lending it to another, as separate nodes would, and convoy's MPI receives sleep while they wait
 # long (MpiComm::probe). The plan gets --cores-per-node = 2/hosts for every strategy.
 # Needs root, ip netns, tc, Open MPI and a build with --features mpi.
-# Usage: bash bench/plan_vs_cluster.sh [STEPS] [HOSTS:CAP ...]   (MODELS="lenet alexnet-cifar")
+# Usage: bash bench/plan_vs_cluster.sh [STEPS] [HOSTS:CAP ...]   (MODELS="lenet alexnet-cifar";
+# RUNS=REGEX keeps the runs whose name matches, e.g. RUNS='pipeline|hybrid')
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-30}
@@ -56,7 +57,6 @@ import json, sys
 print(json.dumps(json.load(sys.stdin)[0]['predictions'][0]))"
 }
 
-for model in $MODELS; do $BIN plan calibrate --model "$model" --batch "$BATCH" --threads 1 --out "$out/$model-compute.json" > /dev/null; done
 echo "| hosts | cap | model | β p2p / all-reduce | run | measured step ms | predicted step ms | error |"
 echo "|---:|---|---|---|---|---:|---:|---:|"
 for cfg in "${CONFIGS[@]}"; do
@@ -66,6 +66,8 @@ for cfg in "${CONFIGS[@]}"; do
         case $model in lenet) data=() ;; *) data=(--data synthetic:3x32x32:10:4096:512) ;; esac
         # The link from inside the cluster; the layers from outside it (a host's CPU quota would
         # throttle some timed layers and not others), at one full core: the plan scales them.
+        # This VM's speed drifts by 10–20 % over minutes (other tenants): calibrate next to the runs.
+        $BIN plan calibrate --model "$model" --batch "$BATCH" --threads 1 --out "$out/$model-compute.json" > /dev/null
         mpi "$hosts" --log-level error plan calibrate --comm mpi --model "$model" --batch "$BATCH" --threads 1 --reps 1 --out "$out/link.json" > /dev/null 2>&1
         python3 -c "
 import json
@@ -83,6 +85,7 @@ print(f\"{l['beta']/1e6:.0f} / {l['allreduce_beta']/1e6:.0f} MB/s\")")
         runs+=("hybrid dp=$((hosts / mp)) mp=$mp|$hosts|$hosts|$all|--strategies hybrid --mp $mp|--strategy hybrid --dp $((hosts / mp)) --mp $mp")
         for r in "${runs[@]}"; do
             IFS='|' read -r name ranks nodes cores pflags tflags <<< "$r"
+            [[ -z "${RUNS:-}" || "$name" =~ ${RUNS:-} ]] || continue
             # shellcheck disable=SC2086
             p=$(predict "$nodes" "$cores" $pflags)
             split=$(python3 -c "import json; print(','.join(json.loads('''$p''').get('split_after', [])))")

@@ -8,7 +8,10 @@
 # lives in its own namespace (nothing touches the machine's own network), with an optional
 # bandwidth cap per host link (tc tbf). mpirun started in host 0 reaches the others through an
 # rsh agent that is `ip netns exec`.
-#   up N [RATE]   create hosts h0..h{N-1} (RATE e.g. 1gbit, 200mbit; default: no cap); each host
+#   up N [RATE]   create hosts h0..h{N-1} (RATE e.g. 1gbit, 200mbit; default: no cap; the tbf
+#                 bucket holds what the link carries in 4 ms, at least 64 KiB, or CLUSTER_BURST:
+#                 a bucket of 1 MB at 100 Mbit/s would let every message under 1 MB that follows
+#                 a pause cross at the veth's speed, which no real link does); each host
 #                 gets CLUSTER_CPUS cores (default: this machine's cores / N) as a CPU quota
 #                 (a cgroup of the cpu controller, v1 or v2), so hosts do not take each other's
 #                 time: a host that waits leaves its share unused, as a real node would
@@ -31,6 +34,15 @@ up() {
   ip -n "$SW" link set br0 up
   ip -n "$SW" link set lo up
   local hostsfile; hostsfile=$(mktemp)
+  local burst=${CLUSTER_BURST:-}
+  if [ -n "$rate" ] && [ -z "$burst" ]; then
+    burst=$(python3 -c "
+import re, sys
+m = re.fullmatch(r'([0-9.]+)([kmg]?)(bit|bps)', '$rate'.lower())
+if not m: sys.exit('rate $rate: hint: like 100mbit, 2gbit')
+bits = float(m[1]) * {'': 1, 'k': 1e3, 'm': 1e6, 'g': 1e9}[m[2]] * (8 if m[3] == 'bps' else 1)
+print(max(65536, int(bits / 8 * 0.004)))")
+  fi
   for i in $(seq 0 $((n-1))); do echo "$NET.$((i+10)) h$i" >> "$hostsfile"; done
   for i in $(seq 0 $((n-1))); do
     local h=${P}-h$i
@@ -44,8 +56,8 @@ up() {
     ip -n "$SW" link set "p$i" up
     if [ -n "$rate" ]; then
       # cap both directions: egress of the host and egress of the switch port
-      ip netns exec "$h"  tc qdisc add dev eth0 root tbf rate "$rate" burst ${CLUSTER_BURST:-1mb} latency 100ms
-      ip netns exec "$SW" tc qdisc add dev "p$i" root tbf rate "$rate" burst ${CLUSTER_BURST:-1mb} latency 100ms
+      ip netns exec "$h"  tc qdisc add dev eth0 root tbf rate "$rate" burst "$burst" latency 100ms
+      ip netns exec "$SW" tc qdisc add dev "p$i" root tbf rate "$rate" burst "$burst" latency 100ms
     fi
     mkdir -p "/etc/netns/$h"
     cp "$hostsfile" "/etc/netns/$h/hosts"
@@ -55,7 +67,7 @@ up() {
   rm -f "$hostsfile"
   local cpus=${CLUSTER_CPUS:-$(python3 -c "print($(nproc) / $n)")}
   for i in $(seq 0 $((n-1))); do cpu_quota "${P}-h$i" "$cpus"; done
-  echo "up: $n hosts ${rate:+capped at $rate}, $cpus cores each$([ -n "$(cgroup_dir "${P}-h0")" ] || echo ' (no cpu cgroup here: not enforced)')"
+  echo "up: $n hosts ${rate:+capped at $rate (burst $burst bytes)}, $cpus cores each$([ -n "$(cgroup_dir "${P}-h0")" ] || echo ' (no cpu cgroup here: not enforced)')"
 }
 
 # The cpu cgroup of host $1 (empty when this machine has no cpu controller to use). Inside a
@@ -114,7 +126,7 @@ run() {
   enter_cgroup "${P}-h0"
   OMPI_MCA_plm_rsh_agent="$here/$(basename "$0") agent" \
   OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=eth0 OMPI_MCA_oob_tcp_if_include=eth0 \
-  OMPI_MCA_pml=ob1 OMPI_MCA_plm_rsh_no_tree_spawn=1 OMPI_MCA_mpi_yield_when_idle=1 \
+  OMPI_MCA_pml=ob1 OMPI_MCA_plm_rsh_no_tree_spawn=1 OMPI_MCA_mpi_yield_when_idle=1 OMPI_MCA_hwloc_base_binding_policy=none \
   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 CLUSTER_HOSTFILE="$hf" \
     ip netns exec "${P}-h0" unshare --uts bash -c 'hostname h0; "$0" cgmount; exec "$@"' "$here/$(basename "$0")" "$@"
 }
