@@ -10,9 +10,8 @@
 //!   A send moves only while some thread of the process is inside MPI (Open MPI's TCP transport
 //!   has no progress of its own: a message over its 64 KiB eager limit waits for the receiver's
 //!   answer and then for the next call), so while sends are in flight a progress thread tests them
-//!   every `PROGRESS_EVERY`: a pipeline stage that sends an activation and goes on computing
-//!   would otherwise hold the message until its next receive (measured: 2 stages of AlexNet-cifar
-//!   at 2 Gbit/s took 2.6× the plan's step).
+//!   every 200 µs (`sends`): a pipeline stage that sends an activation and goes on computing
+//!   would otherwise hold the message until its next receive.
 //!   `recv` matches with `MPI_Improbe` + `MPI_Mrecv`, so a message of the wrong length is an
 //!   error, not a truncation; while it waits it polls, then yields, then sleeps between polls
 //!   (`probe`), so a long wait does not take a core from ranks that compute on the same machine.
@@ -34,6 +33,7 @@
 //!   the first report with `--stall-abort` (exit 3), else after `STALLS_BEFORE_GIVING_UP` timeouts.
 
 mod bytes;
+mod sends;
 mod hier;
 mod watch;
 
@@ -44,6 +44,7 @@ use mpi::ffi;
 use std::ffi::c_void;
 use std::ops::Range;
 use std::os::raw::c_int;
+use sends::Sent;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::LazyLock;
 
@@ -161,15 +162,9 @@ impl MpiComm {
             self.check("send", unsafe { ffi::MPI_Isend(copy.as_ptr() as *const c_void, piece.len() as c_int, ffi::RSMPI_FLOAT, dest as c_int, tag, self.comm, &mut req) })?;
         }
         self.sent.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        lock(&self.pending).push(Sent { req, _buf: copy });
-        if !self.progressing.swap(true, Ordering::AcqRel) {
-            let (pending, progressing) = (self.pending.clone(), self.progressing.clone());
-            std::thread::Builder::new()
-                .name("mpi-progress".into())
-                .spawn(move || progress(&pending, &progressing))
-                .map_err(|e| CommError::Invalid(format!("send on rank {}: cannot start the progress thread: {e}", self.rank)))?;
-        }
-        Ok(())
+        lock(&self.pending).push(Sent::new(req, copy));
+        sends::progress_while_in_flight(&self.pending, &self.progressing)
+            .map_err(|e| CommError::Invalid(format!("send on rank {}: cannot start the progress thread: {e}", self.rank)))
     }
 
     /// Receives exactly `buf.len()` values from `src` (or any source) with MPI tag `tag`;
@@ -336,7 +331,7 @@ impl MpiComm {
 
     /// Completes the finished buffered sends (all of them, waiting, with `all`).
     fn reap(&self, all: bool) {
-        reap(&mut lock(&self.pending), all);
+        sends::reap(&mut lock(&self.pending), all);
     }
 
     fn check_rank(&self, op: &str, r: usize) -> Result<(), CommError> {
@@ -356,54 +351,6 @@ impl MpiComm {
     fn too_long<T>(&self, op: &str, n: usize) -> Result<T, CommError> {
         Err(CommError::Invalid(format!("{op}: {n} values do not fit one MPI call (at most {})", i32::MAX)))
     }
-}
-
-/// A buffered send in flight: its request and the copy it sends from.
-struct Sent {
-    req: ffi::MPI_Request,
-    _buf: Vec<f32>,
-}
-
-// SAFETY: MPI is initialised with MPI_THREAD_MULTIPLE: a request may be tested from any thread
-// (one at a time: `Sent`s live behind a mutex).
-unsafe impl Send for Sent {}
-
-/// How often the progress thread tests the sends in flight: at 2 Gbit/s a link carries 50 kB in
-/// 200 µs, well inside a TCP socket's buffer, so the link does not idle between tests.
-const PROGRESS_EVERY: Duration = Duration::from_micros(200);
-
-/// The progress thread of a communicator's buffered sends: tests them every `PROGRESS_EVERY`
-/// (MPI moves every message of the process on each test) and ends when none is in flight,
-/// clearing `progressing` under the lock, so a send that comes after starts a new one. It calls
-/// MPI only while a send is in flight, never after the last `reap(true)` before finalising.
-fn progress(pending: &Mutex<Vec<Sent>>, progressing: &AtomicBool) {
-    loop {
-        std::thread::sleep(PROGRESS_EVERY);
-        let mut p = lock(pending);
-        if p.is_empty() {
-            progressing.store(false, Ordering::Release);
-            return;
-        }
-        reap(&mut p, false);
-    }
-}
-
-/// Completes the finished sends of `pending` (all of them, waiting, with `all`).
-fn reap(pending: &mut Vec<Sent>, all: bool) {
-    pending.retain_mut(|Sent { req, .. }| {
-        let mut done: c_int = 0;
-        let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-        // SAFETY: `req` is a live request of this process.
-        unsafe {
-            if all {
-                ffi::MPI_Wait(req, &mut st);
-                done = 1;
-            } else {
-                ffi::MPI_Test(req, &mut done, &mut st);
-            }
-        }
-        done == 0
-    });
 }
 
 impl Drop for MpiComm {
