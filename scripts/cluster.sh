@@ -3,7 +3,8 @@
 # bench/plan_vs_cluster.sh and tests/plan_cluster.rs). Changes: the agent path follows the file
 # name; `run` makes a process that waits in MPI yield its core (OMPI_MCA_mpi_yield_when_idle=1),
 # since the emulated hosts share the machine's cores — on real hosts a waiting process polls a
-# core of its own, here it would take one from a host that computes.
+# core of its own, here it would take one from a host that computes — and binds no rank to a core
+# (each host's Open MPI would bind its rank to core 0, the same core on every host).
 # A small emulated cluster on one machine: N network namespaces ("hosts") joined by a bridge that
 # lives in its own namespace (nothing touches the machine's own network), with an optional
 # bandwidth cap per host link (tc tbf). mpirun started in host 0 reaches the others through an
