@@ -136,5 +136,5 @@ cmd=${1:-}; shift || true
 case "$cmd" in
   up) up "$@" ;; down) down ;; run) run "$@" ;; hostfile) hostfile ;; agent) agent "$@" ;;
   cgmount) cgroup_dir x > /dev/null ;;  # (inside h0, once, before the agents need it)
-  *) sed -n '2,9p' "$0"; exit 2 ;;
+  *) sed -n '/^#   up N/,/^#   hostfile/p' "$0"; exit 2 ;;
 esac
