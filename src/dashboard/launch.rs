@@ -122,11 +122,13 @@ impl LaunchRequest {
     }
 
     /// Checks a sent model: size, syntax, and that it builds for the dataset in `data_dir`.
-    fn check_sent_model(&self, data_dir: &Path, sample_shape: &dyn Fn(&Path) -> Result<Vec<usize>, String>) -> Result<(), ApiError> {
+    /// Returns a sent prototxt's TRAIN Data-layer batch_size, the run's batch unless batch_size
+    /// is sent (as `convoy train` reads it).
+    fn check_sent_model(&self, data_dir: &Path, sample_shape: &dyn Fn(&Path) -> Result<Vec<usize>, String>) -> Result<Option<usize>, ApiError> {
         let (field, text) = match (&self.model_spec, &self.model_prototxt) {
             (Some(t), _) => ("model_spec", t),
             (None, Some(t)) => ("model_prototxt", t),
-            (None, None) => return Ok(()),
+            (None, None) => return Ok(None),
         };
         if text.len() > SPEC_LIMIT {
             return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("{field} is {} bytes; hint: at most {SPEC_LIMIT}", text.len())));
@@ -141,10 +143,11 @@ impl LaunchRequest {
         };
         let net = crate::net::Net::build(&spec).map_err(|e| bad(e.to_string()))?;
         let mut data = shape().map_err(|e| ApiError::bad(format!("dataset: {e}")))?;
+        let mut batch = None;
         // A Data layer's crop_size cuts the samples to the model's input, as in `convoy train`.
         if field == "model_prototxt" {
-            // Its Data layer's batch_size (0 is refused) is the run's batch unless batch_size is sent.
-            crate::net::caffe::data_layer_from_prototxt(text, field).map_err(bad)?;
+            // Its Data layer's batch_size (0 is refused).
+            batch = crate::net::caffe::data_layer_from_prototxt(text, field).map_err(bad)?.and_then(|d| d.batch_size).map(|b| b.0);
             if let Some(c) = crate::net::caffe::transform_from_prototxt(text, field).map_err(bad)?.and_then(|t| t.crop) {
                 data = crate::data::Crop::square(c).out_shape(&data).map_err(|e| bad(format!("transform_param crop_size {c}: {e}")))?.to_vec();
             }
@@ -152,7 +155,7 @@ impl LaunchRequest {
         if net.input_shape() != data.as_slice() {
             return Err(bad(format!("the model takes inputs of shape {:?} but the dataset's samples are {data:?}; hint: set the input shape to the dataset's", net.input_shape())));
         }
-        Ok(())
+        Ok(batch)
     }
 
     /// Checks the request and returns the `convoy train` flags (without the run's file paths)
@@ -189,7 +192,7 @@ impl LaunchRequest {
         if !present.contains(&dataset) {
             return Err(ApiError::bad(format!("unknown dataset '{dataset}'; hint: one of {present:?} (folders of the server's --data-root)")));
         }
-        self.check_sent_model(&data_root.join(&dataset), sample_shape)?;
+        let sent_batch = self.check_sent_model(&data_root.join(&dataset), sample_shape)?;
         one_of("strategy", &self.strategy, &["allreduce", "ps", "pipeline", "tensor", "hybrid"])?;
         one_of("pipeline_schedule", &self.pipeline_schedule, &["1f1b", "gpipe"])?;
         one_of("allreduce", &self.allreduce, &["direct", "ring", "tree", "naive"])?;
@@ -268,11 +271,9 @@ impl LaunchRequest {
             "threads": cfg.threads,
             "epochs": if cfg.steps.is_some() { None } else { Some(cfg.epochs) },
             "steps": cfg.steps,
-            // A sent prototxt's Data-layer batch_size, unless batch_size is sent (as the run reads it).
-            "batch_size": match (&self.model_prototxt, self.batch_size, &self.model_spec) {
-                (Some(t), None, None) => crate::net::caffe::data_layer_from_prototxt(t, "model_prototxt").ok().flatten().and_then(|d| d.batch_size).map_or(cfg.batch_size, |b| b.0),
-                _ => cfg.batch_size,
-            },
+            // `cfg` was checked with lenet standing in for a sent model: a sent prototxt's
+            // batch_size is the run's unless batch_size is sent.
+            "batch_size": sent_batch.filter(|_| self.batch_size.is_none()).unwrap_or(cfg.batch_size),
             // Through its decimal form: 0.01 stays 0.01 (as f64 it would show f32's rounding).
             "lr": cfg.schedule.base_lr.to_string().parse::<f64>().unwrap_or(f64::NAN),
             "optimizer": self.optimizer.clone().unwrap_or_else(|| "sgd".into()),
