@@ -10,12 +10,15 @@
 # bandwidth cap per host link (tc tbf). mpirun started in host 0 reaches the others through an
 # rsh agent that is `ip netns exec`.
 #   up N [RATE]   create hosts h0..h{N-1} (RATE e.g. 1gbit, 200mbit; default: no cap; the tbf
-#                 bucket holds what the link carries in 4 ms, at least 64 KiB, or CLUSTER_BURST:
-#                 a bucket of 1 MB at 100 Mbit/s would let every message under 1 MB that follows
-#                 a pause cross at the veth's speed, which no real link does); each host
+#                 bucket holds what the link carries in 1 ms, at least 64 KiB (a veth's GSO
+#                 packets), or CLUSTER_BURST: a bucket lets the first bucketful of every message
+#                 that follows a pause cross at the veth's speed, which no real link does — with
+#                 4 ms (250 kB at 500 Mbit/s) a 3-stage LeNet pipeline ran in 160 ms per step,
+#                 with 64 KiB in 240); each host
 #                 gets CLUSTER_CPUS cores (default: this machine's cores / N) as a CPU quota
-#                 (a cgroup of the cpu controller, v1 or v2), so hosts do not take each other's
-#                 time: a host that waits leaves its share unused, as a real node would
+#                 (a cgroup of the cpu controller, v1 or v2; per period of CLUSTER_CPU_PERIOD_US,
+#                 default 10000), so hosts do not take each other's time: a host that waits
+#                 leaves its share unused, as a real node would
 #   down          remove them
 #   run CMD...    run CMD inside h0 with OMPI settings that launch on the other hosts
 #   hostfile      print an Open MPI hostfile for the hosts
@@ -42,7 +45,7 @@ import re, sys
 m = re.fullmatch(r'([0-9.]+)([kmg]?)(bit|bps)', '$rate'.lower())
 if not m: sys.exit('rate $rate: hint: like 100mbit, 2gbit')
 bits = float(m[1]) * {'': 1, 'k': 1e3, 'm': 1e6, 'g': 1e9}[m[2]] * (8 if m[3] == 'bps' else 1)
-print(max(65536, int(bits / 8 * 0.004)))")
+print(max(65536, int(bits / 8 * 0.001)))")
   fi
   for i in $(seq 0 $((n-1))); do echo "$NET.$((i+10)) h$i" >> "$hostsfile"; done
   for i in $(seq 0 $((n-1))); do
@@ -87,15 +90,16 @@ cgroup_dir() {
   return 0
 }
 
-cpu_quota() {  # host, cores: a 10 ms period, cores × 10 ms of CPU time in each
+cpu_quota() {  # host, cores: a period of CLUSTER_CPU_PERIOD_US, cores × period of CPU time in each
   local d; d=$(cgroup_dir "$1"); [ -n "$d" ] || return 0
-  local us; us=$(python3 -c "print(max(1000, int($2 * 10000)))")
+  local period=${CLUSTER_CPU_PERIOD_US:-10000}
+  local us; us=$(python3 -c "print(max(1000, int($2 * $period)))")
   mkdir -p "$d"
   if [ -f "$d/cpu.cfs_quota_us" ]; then
-    echo 10000 > "$d/cpu.cfs_period_us"; echo "$us" > "$d/cpu.cfs_quota_us"
+    echo "$period" > "$d/cpu.cfs_period_us"; echo "$us" > "$d/cpu.cfs_quota_us"
   else
     grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu > /sys/fs/cgroup/cgroup.subtree_control
-    echo "$us 10000" > "$d/cpu.max"
+    echo "$us $period" > "$d/cpu.max"
   fi
 }
 

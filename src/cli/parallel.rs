@@ -38,6 +38,16 @@ pub enum ScheduleArg {
     OneFOneB,
 }
 
+impl ScheduleArg {
+    /// The schedule it names.
+    pub fn schedule(self) -> Schedule {
+        match self {
+            ScheduleArg::Gpipe => Schedule::GPipe,
+            ScheduleArg::OneFOneB => Schedule::OneFOneB,
+        }
+    }
+}
+
 /// `--allreduce`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AlgorithmArg {
@@ -289,10 +299,7 @@ impl ParallelArgs {
                 StrategyKind::Pipeline(PipelineConfig {
                     stages,
                     micro_batches: self.micro_batches.unwrap_or(stages * 2),
-                    schedule: match self.pipeline_schedule.unwrap_or(ScheduleArg::OneFOneB) {
-                        ScheduleArg::Gpipe => Schedule::GPipe,
-                        ScheduleArg::OneFOneB => Schedule::OneFOneB,
-                    },
+                    schedule: self.pipeline_schedule.unwrap_or(ScheduleArg::OneFOneB).schedule(),
                     split_after: self.split_after.clone(),
                     replicas: self.dp.unwrap_or(1),
                 })

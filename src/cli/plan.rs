@@ -1,5 +1,6 @@
 //! `convoy plan` and `convoy plan calibrate` (see plan/).
 
+use crate::cli::ScheduleArg;
 use crate::net::ModelSpec;
 use crate::plan::{self, calibrate, report, Cluster, ModelCost, PlanError};
 use clap::Args;
@@ -34,8 +35,8 @@ pub struct PlanArgs {
     /// Memory bandwidth of a node (for optimizer updates; --profile measures it).
     #[arg(long, default_value = "10GB/s")]
     pub mem_bandwidth: String,
-    /// Cores per node for its worker (below 2 communication cannot overlap computation; below 1,
-    /// e.g. emulated hosts sharing a machine's cores, computation slows down by 1/cores).
+    /// Cores per node for its worker (below 1, e.g. emulated hosts sharing a machine's cores,
+    /// computation slows down by 1/cores and communication cannot overlap it).
     #[arg(long, default_value_t = 8.0)]
     pub cores_per_node: f64,
     /// A profile written by `convoy plan calibrate` (measured per-layer times).
@@ -50,6 +51,9 @@ pub struct PlanArgs {
     /// Pipeline micro-batches to predict (default: 1, 2, 4 and 8 × the stages, the fastest kept).
     #[arg(long)]
     pub micro_batches: Option<usize>,
+    /// Pipeline schedule to predict (as `convoy train --pipeline-schedule`; default 1f1b).
+    #[arg(long, value_enum)]
+    pub pipeline_schedule: Option<ScheduleArg>,
     /// Hybrid model-parallel group size to predict (default: every divisor of the nodes).
     #[arg(long)]
     pub mp: Option<usize>,
@@ -234,6 +238,7 @@ pub fn predict(args: &PlanArgs) -> anyhow::Result<(String, Rows)> {
             Some(b) if !(b.is_finite() && b > 0.0) => return Err(PlanError::Input(format!("--bucket-mb {b}: must be a positive number of MiB; hint: 25")).into()),
             b => b,
         },
+        schedule: args.pipeline_schedule.map(ScheduleArg::schedule),
     };
     if args.micro_batches.is_some_and(|m| m > args.batch) {
         return Err(PlanError::Input(format!("--micro-batches {:?} exceeds --batch {}", args.micro_batches, args.batch)).into());

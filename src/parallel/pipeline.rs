@@ -48,6 +48,30 @@ pub enum Schedule {
     OneFOneB,
 }
 
+/// One micro-batch's pass through a stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Forward of micro-batch m.
+    Forward(usize),
+    /// Backward of micro-batch m.
+    Backward(usize),
+}
+
+impl Schedule {
+    /// The passes stage `stage` of `stages` runs in one step of `m` micro-batches, in order (what
+    /// a stage runs, and what `convoy plan` simulates).
+    pub fn passes(self, stage: usize, stages: usize, m: usize) -> Vec<Pass> {
+        match self {
+            Schedule::GPipe => (0..m).map(Pass::Forward).chain((0..m).rev().map(Pass::Backward)).collect(),
+            Schedule::OneFOneB => {
+                let warm = (stages - stage - 1).min(m);
+                let steady = (0..m - warm).flat_map(|i| [Pass::Forward(warm + i), Pass::Backward(i)]);
+                (0..warm).map(Pass::Forward).chain(steady).chain((m - warm..m).map(Pass::Backward)).collect()
+            }
+        }
+    }
+}
+
 /// Settings of `--strategy pipeline`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PipelineConfig {
@@ -395,27 +419,10 @@ impl Strategy for Pipeline<'_> {
         self.in_flight.resize_with(m_count, || None);
         let mut stats = BatchStats::default();
         let net: &Net = net;
-        match self.cfg.schedule {
-            Schedule::GPipe => {
-                for m in 0..m_count {
-                    self.forward(net, ctx, params, batch, m, &mut stats)?;
-                }
-                for m in (0..m_count).rev() {
-                    self.backward(net, ctx, params, batch, m)?;
-                }
-            }
-            Schedule::OneFOneB => {
-                let warm = (self.stages - self.stage - 1).min(m_count);
-                for m in 0..warm {
-                    self.forward(net, ctx, params, batch, m, &mut stats)?;
-                }
-                for i in 0..m_count - warm {
-                    self.forward(net, ctx, params, batch, warm + i, &mut stats)?;
-                    self.backward(net, ctx, params, batch, i)?;
-                }
-                for m in m_count - warm..m_count {
-                    self.backward(net, ctx, params, batch, m)?;
-                }
+        for pass in self.cfg.schedule.passes(self.stage, self.stages, m_count) {
+            match pass {
+                Pass::Forward(m) => self.forward(net, ctx, params, batch, m, &mut stats)?,
+                Pass::Backward(m) => self.backward(net, ctx, params, batch, m)?,
             }
         }
         if let Some(dp) = self.replicas {

@@ -8,8 +8,11 @@
 
 pub mod calibrate;
 pub mod report;
+pub mod schedule;
 
 use crate::net::{ModelSpec, Net};
+use crate::parallel::pipeline::Schedule;
+use schedule::{simulate, Crossing};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -95,7 +98,7 @@ pub struct Cluster {
     /// communication does not overlap it: computation fills the quota, and the communication
     /// thread's polling takes from it. From one core on, it overlaps: the communication thread
     /// waits on the network, sleeping or yielding, and needs little CPU (measured on 2 emulated
-    /// hosts of one core each: 2026-12-01 in bench/results).
+    /// hosts of one core each: bench/results/2026-11-30-plan-vs-cluster-2.md).
     pub cores_per_node: f64,
 }
 
@@ -259,6 +262,8 @@ pub struct Pins {
     pub mp: Option<usize>,
     /// All-reduce bucket size, MiB.
     pub bucket_mb: Option<f64>,
+    /// Pipeline schedule (`None`: 1F1B, as `convoy train`).
+    pub schedule: Option<Schedule>,
 }
 
 /// What to plan.
@@ -333,10 +338,10 @@ impl Plan {
     }
 
     /// Pipeline of `n` stages (one per node) cut where the largest stage is smallest, `m`
-    /// micro-batches, GPipe's schedule (Huang et al. 2019): all forwards, then all backwards. In
-    /// each phase the first micro-batch crosses every stage and link, the other m − 1 follow at
-    /// the pace of the slowest stage or link (sends are buffered and the kernel moves them, so a
-    /// transfer overlaps the next micro-batch's computation).
+    /// micro-batches, 1F1B (PipeDream-Flush; the default of `convoy train`) or GPipe (Huang et al.
+    /// 2019) as pinned: the step is simulated pass by pass (schedule.rs), each activation and
+    /// gradient crossing its cut as α + bytes/β, a message over MPI's eager limit only once its
+    /// receiver is ready for it (rendezvous).
     pub fn pipeline(&self, n: usize, m: usize) -> Option<Prediction> {
         let l = &self.model.layers;
         if n > l.len() || n < 2 {
@@ -356,19 +361,28 @@ impl Plan {
         let fwd: Vec<f64> = cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.fwd(mb)).sum::<f64>() * scale).collect();
         let bwd: Vec<f64> = cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.bwd(mb)).sum::<f64>() * scale).collect();
         // One micro-batch's activations (forward) or their gradient (backward) over each cut.
-        let xs: Vec<f64> = cuts[1..n].iter().map(|&c| p2p(&self.cluster, 4.0 * l[c - 1].out as f64 * mb)).collect();
-        let x = xs.iter().copied().fold(0.0, f64::max);
-        let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-        let sum = |v: &[f64]| v.iter().sum::<f64>();
-        // Each phase (all forwards, then all backwards): the first micro-batch crosses every
-        // stage and link, the other m − 1 follow at the pace of the slowest stage or link.
-        let phase = |t: &[f64], x: f64, links: f64| (m - 1) as f64 * max(t).max(x) + sum(t) + links;
-        let total = phase(&fwd, x, sum(&xs)) + phase(&bwd, x, sum(&xs));
-        let no_comm = phase(&fwd, 0.0, 0.0) + phase(&bwd, 0.0, 0.0);
+        let crossings: Vec<Crossing> = cuts[1..n]
+            .iter()
+            .map(|&c| {
+                let c_ = &self.cluster;
+                Crossing::new(4.0 * l[c - 1].out as f64 * mb, c_.latency, c_.bandwidth, c_.collective_latency, c_.collective_bandwidth)
+            })
+            .collect();
+        let schedule = self.pins.schedule.unwrap_or(Schedule::OneFOneB);
+        let total = simulate(&fwd, &bwd, &crossings, m, schedule);
+        let free = vec![Crossing::free(); crossings.len()];
+        let no_comm = simulate(&fwd, &bwd, &free, m, schedule);
         let compute = m as f64 * fwd.iter().zip(&bwd).map(|(f, b)| f + b).fold(0.0, f64::max);
         let params_max = cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.params).sum::<usize>()).max().unwrap_or(0) as f64;
-        let memory = 12.0 * params_max + self.model.act_bytes() * mb * n.min(m) as f64;
-        let mut p = self.finish(format!("pipeline m={m}"), n, compute, total - no_comm, no_comm - compute, update_s(&self.cluster, params_max), memory);
+        // Micro-batches whose activations a stage holds at once: all under GPipe, at most the
+        // stages under 1F1B.
+        let held = if schedule == Schedule::GPipe { m } else { n.min(m) };
+        let memory = 12.0 * params_max + self.model.act_bytes() * mb * held as f64;
+        let name = match schedule {
+            Schedule::OneFOneB => format!("pipeline m={m}"),
+            Schedule::GPipe => format!("pipeline gpipe m={m}"),
+        };
+        let mut p = self.finish(name, n, compute, total - no_comm, no_comm - compute, update_s(&self.cluster, params_max), memory);
         p.split_after = cuts[1..n].iter().map(|&c| l[c - 1].name.clone()).collect();
         Some(p)
     }

@@ -1,4 +1,6 @@
 use super::*;
+use crate::parallel::pipeline::Schedule;
+use schedule::{simulate, Crossing};
 
 fn cluster(gbit: f64, latency: f64) -> Cluster {
     Cluster { bandwidth: gbit * 1e9 / 8.0, latency, collective_bandwidth: gbit * 1e9 / 8.0, collective_latency: latency, mem_bandwidth: 10e9, cores_per_node: 8.0 }
@@ -62,26 +64,91 @@ fn pipeline_matches_hand_computed_steps_and_cuts_only_where_allowed() {
     // 2 stages, 8 micro-batches of 8 samples. Stage 0 = conv: forward 1e-4·8 = 8e-4 s, backward
     // 1.6e-3 s per micro-batch; stage 1 = fc1 + fc2: 8.8e-5 s and 1.76e-4 s. The cut sends
     // 4000 values · 4 B · 8 = 128 kB each way: x = α + 128 kB/β.
-    let mut plan = Plan { model: toy(), cluster: cluster(100.0, 1e-6), batch: 64, pins: Pins::default() };
+    // GPipe (pinned; 1F1B below).
+    let pins = Pins { schedule: Some(Schedule::GPipe), ..Pins::default() };
+    let mut plan = Plan { model: toy(), cluster: cluster(100.0, 1e-6), batch: 64, pins };
     // 100 Gbit/s: x = 1e-6 + 1.024e-5 s, below every stage's time. Forwards: the first
-    // micro-batch through both stages and the link, 7 more at stage 0's pace; backwards alike.
+    // micro-batch through both stages and the link, 7 more at stage 0's pace; backwards alike,
+    // except that the part of each gradient over MPI's 64 KiB eager limit (r = 1 − 65536/128000
+    // of it) crosses only once stage 0 has finished the backward before and posted its receive:
+    // 7 · r · x more.
     let x = 1e-6 + 128_000.0 / 1.25e10;
+    let r = 1.0 - 65_536.0 / 128_000.0;
     let fwd = 7.0 * 8e-4 + (8e-4 + 8.8e-5) + x;
-    let bwd = 7.0 * 1.6e-3 + (1.6e-3 + 1.76e-4) + x;
+    let bwd = 7.0 * 1.6e-3 + (1.6e-3 + 1.76e-4) + x + 7.0 * r * x;
     let p = plan.pipeline(2, 8).unwrap();
     assert_eq!(p.split_after, vec!["conv".to_string()]);
+    assert_eq!(p.strategy, "pipeline gpipe m=8");
     assert!(close(p.step_s - p.optimizer_s, fwd + bwd), "{p:?}");
-    assert!(close(p.compute_s, 8.0 * 2.4e-3) && close(p.exposed_comm_s, 2.0 * x), "{p:?}");
+    assert!(close(p.compute_s, 8.0 * 2.4e-3) && close(p.exposed_comm_s, 2.0 * x + 7.0 * r * x), "{p:?}");
     assert!(close(p.bubble_s, (8.8e-5 + 1.76e-4) + 0.0), "{p:?}");
-    // 10 Mbit/s: x = 1e-6 + 0.1024 s, the link sets the pace of both phases.
+    // 10 Mbit/s: x = 1e-6 + 0.1024 s, the link sets the pace of both phases (each message's
+    // eager part crosses while the receiver still computes, its rest takes longer than that).
     plan.cluster = cluster(0.01, 1e-6);
     let x = 1e-6 + 128_000.0 / 1.25e6;
     let p = plan.pipeline(2, 8).unwrap();
     assert!(close(p.step_s - p.optimizer_s, 16.0 * x + (8e-4 + 8.8e-5) + (1.6e-3 + 1.76e-4)), "{p:?}");
+    // 1F1B (the default): the simulated schedule (its timelines are checked by hand in
+    // a_simulated_pipeline_step_matches_hand_computed_timelines) on these stages and this link.
+    plan.pins.schedule = None;
+    let p = plan.pipeline(2, 8).unwrap();
+    assert_eq!(p.strategy, "pipeline m=8");
+    let want = simulate(&[8e-4, 8.8e-5], &[1.6e-3, 1.76e-4], &[Crossing::new(128_000.0, 1e-6, 1.25e6, 1e-6, 1.25e6)], 8, Schedule::OneFOneB);
+    assert!(close(p.step_s - p.optimizer_s, want), "{p:?} vs {want}");
+    let gpipe = Plan { pins: Pins { schedule: Some(Schedule::GPipe), ..Pins::default() }, ..plan.clone() }.pipeline(2, 8).unwrap();
+    assert!(p.step_s < gpipe.step_s, "1F1B sends activations and gradients at once: {p:?} vs {gpipe:?}");
     // A residual connection over the conv's output: the only cut left is after fc1.
     plan.model.layers[0].cut_after = false;
     assert_eq!(plan.pipeline(2, 8).unwrap().split_after, vec!["fc1".to_string()]);
     assert!(plan.pipeline(3, 8).is_none(), "two units cannot make three stages");
+}
+
+#[test]
+fn the_schedules_run_their_passes_in_the_documented_order() {
+    use crate::parallel::pipeline::Pass::{Backward as B, Forward as F};
+    assert_eq!(Schedule::GPipe.passes(1, 3, 3), vec![F(0), F(1), F(2), B(2), B(1), B(0)]);
+    // 1F1B, stage s of S: S − s − 1 forwards to fill the pipe, then one forward and one backward.
+    assert_eq!(Schedule::OneFOneB.passes(0, 3, 4), vec![F(0), F(1), F(2), B(0), F(3), B(1), B(2), B(3)]);
+    assert_eq!(Schedule::OneFOneB.passes(2, 3, 2), vec![F(0), B(0), F(1), B(1)]);
+    assert_eq!(Schedule::OneFOneB.passes(0, 4, 2), vec![F(0), F(1), B(0), B(1)]);
+}
+
+#[test]
+fn a_simulated_pipeline_step_matches_hand_computed_timelines() {
+    // 2 stages, 2 micro-batches, forward 1 s, backward 2 s on each stage, 0.5 s per crossing.
+    let (f, b) = ([1.0, 1.0], [2.0, 2.0]);
+    let x = |share: f64| [Crossing { seconds: 0.5, duplex_seconds: 0.5, rendezvous_share: share }];
+    // 1F1B, stage 0: F0 0–1, F1 1–2, B0, B1; stage 1: F0, B0, F1, B1.
+    // Stage 1: F0 after its crossing 1–1.5: 1.5–2.5, B0 2.5–4.5. Eager: activation 1 crossed
+    // 2–2.5, so F1 4.5–5.5, B1 5.5–7.5. Stage 0: gradient 0 crosses 4.5–5, B0 5–7; gradient 1
+    // 7.5–8, B1 8–10.
+    assert!(close(simulate(&f, &b, &x(0.0), 2, Schedule::OneFOneB), 10.0));
+    // All of each message over the eager limit (rendezvous): activation 1 waits until stage 1 is
+    // done with B0 (4.5): 4.5–5, F1 5–6, B1 6–8; gradient 1 8–8.5, B1 on stage 0 8.5–10.5.
+    assert!(close(simulate(&f, &b, &x(1.0), 2, Schedule::OneFOneB), 10.5));
+    // Half of it: activation 1's first half crosses from 2, its second half 4.5–4.75: F1
+    // 4.75–5.75, B1 5.75–7.75; gradient 1 7.75–8.25, B1 on stage 0 8.25–10.25.
+    assert!(close(simulate(&f, &b, &x(0.5), 2, Schedule::OneFOneB), 10.25));
+    // GPipe: stage 0 F0 0–1, F1 1–2; stage 1 F0 1.5–2.5, then activation 1 crosses 2.5–3 (its
+    // receive is posted after F0), F1 3–4, B1 4–6, B0 6–8; stage 0: gradient 1 6–6.5, B1
+    // 6.5–8.5, gradient 0 8.5–9, B0 9–11.
+    assert!(close(simulate(&f, &b, &x(1.0), 2, Schedule::GPipe), 11.0));
+    // A link twice as slow (6 s instead of 3) for a message that starts while it carries one the
+    // other way. Stage 0: F 1 s, B 2 s; stage 1: 0.5 s each; eager messages. Activation 0 1–4,
+    // stage 1 F0 4–4.5, B0 4.5–5; activation 1 (ready at 2) 4–7, F1 7–7.5, B1 7.5–8. Gradient 0
+    // starts at 5 while activation 1 crosses: 5–11, B0 11–13; gradient 1 11–14, B1 14–16.
+    let (f, b) = ([1.0, 0.5], [2.0, 0.5]);
+    let link = |duplex_seconds| [Crossing { seconds: 3.0, duplex_seconds, rendezvous_share: 0.0 }];
+    assert!(close(simulate(&f, &b, &link(6.0), 2, Schedule::OneFOneB), 16.0));
+    // Both ways at full speed: gradient 0 5–8, B0 8–10; gradient 1 8–11, B1 11–13.
+    assert!(close(simulate(&f, &b, &link(3.0), 2, Schedule::OneFOneB), 13.0));
+    let (f, b) = ([1.0, 1.0], [2.0, 2.0]);
+    // Without communication the 1F1B step is the first micro-batch's way through both stages
+    // plus what the stages cannot overlap: F0 0–1 | 1–2, B0 2–4 | 4–6; F1 on stage 1 4–5,
+    // B1 5–7 | 7–9.
+    assert!(close(simulate(&f, &b, &[Crossing::free()], 2, Schedule::OneFOneB), 9.0));
+    // One stage: its passes back to back.
+    assert!(close(simulate(&[1.0], &[2.0], &[], 3, Schedule::OneFOneB), 9.0));
 }
 
 #[test]
@@ -203,8 +270,9 @@ fn units_parse_and_bad_values_name_the_flag() {
 
 #[test]
 fn a_per_call_cost_is_paid_once_per_step_by_data_parallelism_and_per_micro_batch_by_the_pipeline() {
-    // fc1's backward costs 1e-3 s per call whatever its batch (its weight gradient).
-    let mut plan = Plan { model: toy(), cluster: cluster(100.0, 1e-6), batch: 64, pins: Pins::default() };
+    // fc1's backward costs 1e-3 s per call whatever its batch (its weight gradient). GPipe.
+    let pins = Pins { schedule: Some(Schedule::GPipe), ..Pins::default() };
+    let mut plan = Plan { model: toy(), cluster: cluster(100.0, 1e-6), batch: 64, pins };
     let dp0 = plan.data_parallel(2, 25.0).compute_s;
     let pipe0 = plan.pipeline(2, 8).unwrap();
     plan.model.layers[1].bwd_fixed_s = 1e-3;
@@ -215,7 +283,8 @@ fn a_per_call_cost_is_paid_once_per_step_by_data_parallelism_and_per_micro_batch
     assert!(close(pipe.step_s - pipe0.step_s, 1e-3), "{pipe:?} vs {pipe0:?}");
     plan.model.layers[1].bwd_fixed_s = 3e-3;
     let pipe = plan.pipeline(2, 8).unwrap();
-    // Now stage 1's backward, 3.176e-3 s, sets the pace: 7 × 3.176e-3 + (1.6e-3 + 3.176e-3).
+    // Now stage 1's backward, 3.176e-3 s, sets the pace: 7 × 3.176e-3 + (1.6e-3 + 3.176e-3)
+    // (stage 0 waits for each gradient with its receive posted: no rendezvous delay).
     let x = 1e-6 + 128_000.0 / 1.25e10;
     let fwd = 7.0 * 8e-4 + (8e-4 + 8.8e-5) + x;
     let bwd = 7.0 * 3.176e-3 + (1.6e-3 + 3.176e-3) + x;
