@@ -6,8 +6,8 @@
 //! bench/plan_vs_cluster.sh, not a test on a noisy machine). The pipeline, not data parallel:
 //! on 2 emulated hosts the calibrated all-reduce rate is half the ping-pong's while training's
 //! all-reduce gets 0.6–0.9 of it, run to run (bench/results/2026-11-30-plan-vs-cluster-2.md); the
-//! pipeline's predictions there were within 8–14 % in four runs. Elsewhere it says why it did
-//! not run.
+//! 2-host pipeline's predictions (1F1B, simulated) were +12, +12, −1 and +3 % there
+//! (bench/results/2026-11-30-plan-vs-cluster-3.md). Elsewhere it says why it did not run.
 #![cfg(feature = "mpi")]
 
 use std::path::{Path, PathBuf};
