@@ -151,6 +151,7 @@ fn plan_predicts_and_refuses_bad_input() {
         (vec!["--servers", "0"], "--servers"),
         (vec!["--micro-batches", "512"], "--micro-batches"),
         (vec!["--bucket-mb=-1"], "--bucket-mb"),
+        (vec!["--pipeline-schedule", "zigzag"], "--pipeline-schedule"),
     ] {
         let out = run(&args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -166,6 +167,12 @@ fn plan_predicts_and_refuses_bad_input() {
     let two: Vec<&str> = v[1]["predictions"].as_array().unwrap().iter().map(|p| p["strategy"].as_str().unwrap()).collect();
     assert_eq!(two, ["ps k=2", "pipeline m=8"]);
     assert_eq!(v[1]["predictions"][1]["split_after"].as_array().unwrap().len(), 1);
+    // The pipeline is predicted in the schedule `train` runs: 1F1B unless GPipe is asked for.
+    let out = run(&["--model", "lenet", "--nodes", "2", "--strategies", "pipeline", "--micro-batches", "8", "--pipeline-schedule", "gpipe", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let g: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(g[0]["predictions"][0]["strategy"], "pipeline gpipe m=8");
+    assert!(g[0]["predictions"][0]["memory_bytes"].as_f64() > v[1]["predictions"][1]["memory_bytes"].as_f64(), "GPipe holds all 8 micro-batches, 1F1B 2");
     // `--link profile` needs the MPI link in the profile, which only `calibrate --comm mpi`
     // measures; calibrated without MPI, the profile has none; outside mpirun there is no link.
     let profile = dir.join("lenet.json");
