@@ -364,8 +364,8 @@ impl Plan {
         let crossings: Vec<Crossing> = cuts[1..n]
             .iter()
             .map(|&c| {
-                let c_ = &self.cluster;
-                Crossing::new(4.0 * l[c - 1].out as f64 * mb, c_.latency, c_.bandwidth, c_.collective_latency, c_.collective_bandwidth)
+                let cl = &self.cluster;
+                Crossing::new(4.0 * l[c - 1].out as f64 * mb, cl.latency, cl.bandwidth, cl.collective_latency, cl.collective_bandwidth)
             })
             .collect();
         let schedule = self.pins.schedule.unwrap_or(Schedule::OneFOneB);

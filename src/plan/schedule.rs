@@ -11,7 +11,6 @@
 
 use crate::parallel::pipeline::{Pass, Schedule};
 
-
 /// Open MPI's TCP eager limit (`btl_tcp_eager_limit`, 64 KiB): a message is sent at once up to
 /// this many bytes; the rest of a longer one waits for its receive to be posted (rendezvous).
 pub const EAGER_BYTES: f64 = 65536.0;
@@ -21,8 +20,8 @@ pub const EAGER_BYTES: f64 = 65536.0;
 pub struct Crossing {
     /// Seconds on the link (α + bytes/β).
     pub seconds: f64,
-    /// Seconds when a node's link carries data both ways at once (α + bytes/β of the
-    /// collectives, measured with every node sending and receiving).
+    /// Seconds when a node's link carries data both ways at once: α + bytes/β of the
+    /// collectives, measured with every node sending and receiving (docs/plan.md says why).
     pub duplex_seconds: f64,
     /// The share of the message over the eager limit, which moves only once the receive is
     /// posted (rendezvous; 0: none).
@@ -50,10 +49,10 @@ impl Crossing {
 /// s + 1's backward of it, carried back; the last stage's backward follows its own forward. Stage
 /// s runs on node s, whose link sends one message at a time and receives one at a time (sends
 /// are buffered: the sender goes on); a message starts when the sender has it, the sender's
-/// outgoing and the receiver's incoming side are free, and takes `seconds` (`duplex_seconds` when
-/// either node's link carries a message the other way when it starts); its bytes over the eager limit
-/// (rendezvous) move only once the receiving stage has finished its previous pass and posted the
-/// receive, at the same rate.
+/// outgoing and the receiver's incoming side are free, and takes `seconds` (`duplex_seconds`
+/// when either node's link carries a message the other way when it starts); its bytes over the
+/// eager limit (rendezvous) move only once the receiving stage has finished its previous pass and
+/// posted the receive, at the same rate.
 pub fn simulate(fwd: &[f64], bwd: &[f64], crossings: &[Crossing], m: usize, schedule: Schedule) -> f64 {
     let stages = fwd.len();
     debug_assert!(bwd.len() == stages && crossings.len() + 1 == stages);
