@@ -361,13 +361,7 @@ impl Plan {
         let fwd: Vec<f64> = cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.fwd(mb)).sum::<f64>() * scale).collect();
         let bwd: Vec<f64> = cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.bwd(mb)).sum::<f64>() * scale).collect();
         // One micro-batch's activations (forward) or their gradient (backward) over each cut.
-        let crossings: Vec<Crossing> = cuts[1..n]
-            .iter()
-            .map(|&c| {
-                let cl = &self.cluster;
-                Crossing::new(4.0 * l[c - 1].out as f64 * mb, cl.latency, cl.bandwidth, cl.collective_latency, cl.collective_bandwidth)
-            })
-            .collect();
+        let crossings: Vec<Crossing> = cuts[1..n].iter().map(|&c| Crossing::new(4.0 * l[c - 1].out as f64 * mb, &self.cluster)).collect();
         let schedule = self.pins.schedule.unwrap_or(Schedule::OneFOneB);
         let total = simulate(&fwd, &bwd, &crossings, m, schedule);
         let free = vec![Crossing::free(); crossings.len()];

@@ -9,6 +9,7 @@
 //! posted the receive (rendezvous), i.e. once the receiving stage has finished the pass before —
 //! the transfer then adds to that stage's time instead of overlapping it.
 
+use super::Cluster;
 use crate::parallel::pipeline::{Pass, Schedule};
 
 /// Open MPI's TCP eager limit (`btl_tcp_eager_limit`, 64 KiB): a message is sent at once up to
@@ -29,10 +30,14 @@ pub struct Crossing {
 }
 
 impl Crossing {
-    /// A message of `bytes` on a link of `bandwidth` and `latency`, `duplex_bandwidth` when the
-    /// link is busy both ways; the part over [`EAGER_BYTES`] waits for its receive.
-    pub fn new(bytes: f64, latency: f64, bandwidth: f64, duplex_latency: f64, duplex_bandwidth: f64) -> Crossing {
-        Crossing { seconds: latency + bytes / bandwidth, duplex_seconds: duplex_latency + bytes / duplex_bandwidth, rendezvous_share: if bytes > EAGER_BYTES { 1.0 - EAGER_BYTES / bytes } else { 0.0 } }
+    /// A message of `bytes` on `cluster`'s link: point to point, or at the collectives' rate
+    /// when the link is busy both ways; the part over [`EAGER_BYTES`] waits for its receive.
+    pub fn new(bytes: f64, cluster: &Cluster) -> Crossing {
+        Crossing {
+            seconds: cluster.latency + bytes / cluster.bandwidth,
+            duplex_seconds: cluster.collective_latency + bytes / cluster.collective_bandwidth,
+            rendezvous_share: if bytes > EAGER_BYTES { 1.0 - EAGER_BYTES / bytes } else { 0.0 },
+        }
     }
 
     /// No cost at all.

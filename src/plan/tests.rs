@@ -93,7 +93,7 @@ fn pipeline_matches_hand_computed_steps_and_cuts_only_where_allowed() {
     plan.pins.schedule = None;
     let p = plan.pipeline(2, 8).unwrap();
     assert_eq!(p.strategy, "pipeline m=8");
-    let want = simulate(&[8e-4, 8.8e-5], &[1.6e-3, 1.76e-4], &[Crossing::new(128_000.0, 1e-6, 1.25e6, 1e-6, 1.25e6)], 8, Schedule::OneFOneB);
+    let want = simulate(&[8e-4, 8.8e-5], &[1.6e-3, 1.76e-4], &[Crossing::new(128_000.0, &plan.cluster)], 8, Schedule::OneFOneB);
     assert!(close(p.step_s - p.optimizer_s, want), "{p:?} vs {want}");
     let gpipe = Plan { pins: Pins { schedule: Some(Schedule::GPipe), ..Pins::default() }, ..plan.clone() }.pipeline(2, 8).unwrap();
     assert!(p.step_s < gpipe.step_s, "1F1B sends activations and gradients at once: {p:?} vs {gpipe:?}");

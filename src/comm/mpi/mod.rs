@@ -33,8 +33,8 @@
 //!   the first report with `--stall-abort` (exit 3), else after `STALLS_BEFORE_GIVING_UP` timeouts.
 
 mod bytes;
-mod sends;
 mod hier;
+mod sends;
 mod watch;
 
 pub use hier::HierComm;
