@@ -152,6 +152,7 @@ fn plan_predicts_and_refuses_bad_input() {
         (vec!["--micro-batches", "512"], "--micro-batches"),
         (vec!["--bucket-mb=-1"], "--bucket-mb"),
         (vec!["--pipeline-schedule", "zigzag"], "--pipeline-schedule"),
+        (vec!["--jitter=-2%"], "--jitter"),
     ] {
         let out = run(&args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -173,6 +174,14 @@ fn plan_predicts_and_refuses_bad_input() {
     let g: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(g[0]["predictions"][0]["strategy"], "pipeline gpipe m=8");
     assert!(g[0]["predictions"][0]["memory_bytes"].as_f64() > v[1]["predictions"][1]["memory_bytes"].as_f64(), "GPipe holds all 8 micro-batches, 1F1B 2");
+    // With jitter a data-parallel step on several nodes waits for the slowest; one node waits
+    // for nobody.
+    let out = run(&["--model", "lenet", "--nodes", "1,4,64", "--strategies", "dp", "--jitter", "3%", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let wait = |i: usize| j[i]["predictions"][0]["straggle_s"].as_f64().unwrap();
+    assert_eq!(wait(0), 0.0);
+    assert!(wait(1) > 0.0 && wait(2) > 0.0, "{j}");
     // `--link profile` needs the MPI link in the profile, which only `calibrate --comm mpi`
     // measures; calibrated without MPI, the profile has none; outside mpirun there is no link.
     let profile = dir.join("lenet.json");

@@ -203,6 +203,8 @@ fn prototxt_model_per_worker_rates_and_the_plan() {
     assert!(p["svg"].as_str().unwrap().starts_with("<svg"), "{p}");
     assert_eq!(p["plan"].as_array().unwrap().len(), 3);
     assert!(p["plan"][2]["recommended"].is_string());
+    let p = get(port, "/api/plan?model=lenet&nodes=1,4&strategies=dp&jitter=3%25").json();
+    assert!(p["plan"][1]["predictions"][0]["straggle_s"].as_f64().unwrap() > 0.0, "{p}");
     for (q, needle) in [
         ("model=..%2Fetc%2Fpasswd", "unknown model"),
         ("link=fast", "link"),
@@ -210,6 +212,7 @@ fn prototxt_model_per_worker_rates_and_the_plan() {
         ("batch=-3", "batch"),
         ("colour=red", "bad plan query"),
         ("node_gflops=-1", "'-'"),
+        ("jitter=lots", "--jitter"),
     ] {
         let r = get(port, &format!("/api/plan?{q}"));
         assert_eq!(r.status, 400, "{q}: {}", r.text());

@@ -39,6 +39,11 @@ pub struct PlanArgs {
     /// computation slows down by 1/cores and communication cannot overlap it).
     #[arg(long, default_value_t = 8.0)]
     pub cores_per_node: f64,
+    /// Spread of a node's computation: the coefficient of variation of one second of it (0.02
+    /// or 2%). Each synchronisation of n nodes then waits for the slowest (reported as
+    /// straggle): jitter·√T·E[max of n standard normals] after a phase of T seconds.
+    #[arg(long, default_value = "0")]
+    pub jitter: String,
     /// A profile written by `convoy plan calibrate` (measured per-layer times).
     #[arg(long)]
     pub profile: Option<PathBuf>,
@@ -225,7 +230,7 @@ pub fn predict(args: &PlanArgs) -> anyhow::Result<(String, Rows)> {
     if !(args.cores_per_node.is_finite() && args.cores_per_node > 0.0) {
         return Err(PlanError::Input(format!("--cores-per-node {} must be positive", args.cores_per_node)).into());
     }
-    let cluster = Cluster { bandwidth, latency, collective_bandwidth, collective_latency, mem_bandwidth: mem, cores_per_node: args.cores_per_node };
+    let cluster = Cluster { bandwidth, latency, collective_bandwidth, collective_latency, mem_bandwidth: mem, cores_per_node: args.cores_per_node, jitter: plan::parse_jitter(&args.jitter)? };
     let positive = |flag: &str, v: Option<usize>| match v {
         Some(0) => Err(PlanError::Input(format!("{flag} 0: must be at least 1"))),
         _ => Ok(v),

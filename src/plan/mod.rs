@@ -100,6 +100,12 @@ pub struct Cluster {
     /// waits on the network, sleeping or yielding, and needs little CPU (measured on 2 emulated
     /// hosts of one core each: bench/results/2026-11-30-plan-vs-cluster-2.md).
     pub cores_per_node: f64,
+    /// Spread of a node's computation: the coefficient of variation of one second of it (0.02:
+    /// a second of computation takes 1 s ± 20 ms, one standard deviation). A phase of T seconds
+    /// varies by `jitter`·√T (independent interruptions add up as a random walk), and a
+    /// synchronisation of n nodes waits for the slowest of them (`straggle`).
+    #[serde(default)]
+    pub jitter: f64,
 }
 
 impl Cluster {
@@ -211,6 +217,50 @@ pub fn allgather(c: &Cluster, n: usize, bytes: f64) -> f64 {
     (n - 1.0) * c.collective_latency + (n - 1.0) / n * bytes / c.collective_bandwidth
 }
 
+/// Expected largest of `n` independent standard normal values: how many standard deviations
+/// the slowest of n nodes lags their mean. Blom's approximation Φ⁻¹((n − 0.375)/(n + 0.25))
+/// (Blom, "Statistical estimates and transformed beta-variables", 1958): within 5 % of the exact
+/// value from n = 2 on (0.589 for 0.564 at 2, 3.23 for 3.24 at 1000); 0 for one node.
+pub fn expected_max_normal(n: usize) -> f64 {
+    if n <= 1 {
+        return 0.0;
+    }
+    let n = n as f64;
+    inverse_normal((n - 0.375) / (n + 0.25))
+}
+
+/// Φ⁻¹(p), the standard normal quantile, for 0 < p < 1 (Acklam's rational approximation,
+/// relative error below 1.2·10⁻⁹; the coefficients as published).
+#[allow(clippy::excessive_precision)]
+pub fn inverse_normal(p: f64) -> f64 {
+    const A: [f64; 6] = [-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.383577518672690e2, -3.066479806614716e1, 2.506628277459239];
+    const B: [f64; 5] = [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
+    const C: [f64; 6] = [-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783];
+    const D: [f64; 4] = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
+    let poly = |k: &[f64], x: f64| k.iter().fold(0.0, |acc, &v| acc * x + v);
+    // The tails: q = √(−2 ln p), a ratio of polynomials in q.
+    let tail = |p: f64| {
+        let q = (-2.0 * p.ln()).sqrt();
+        poly(&C, q) / (poly(&D, q) * q + 1.0)
+    };
+    const LOW: f64 = 0.02425;
+    if p < LOW {
+        tail(p)
+    } else if p > 1.0 - LOW {
+        -tail(1.0 - p)
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        poly(&A, r) * q / (poly(&B, r) * r + 1.0)
+    }
+}
+
+/// Seconds a synchronisation of `n` nodes waits for the slowest after a phase of `phase_s`
+/// seconds of computation: jitter·√T standard deviations of E[max of n] (`expected_max_normal`).
+pub fn straggle(c: &Cluster, n: usize, phase_s: f64) -> f64 {
+    c.jitter * phase_s.max(0.0).sqrt() * expected_max_normal(n)
+}
+
 /// Pipeline bubble of GPipe and 1F1B with `s` equal stages and `m` micro-batches: (s−1)/(m+s−1).
 pub fn bubble_fraction(s: usize, m: usize) -> f64 {
     (s as f64 - 1.0) / (m as f64 + s as f64 - 1.0)
@@ -237,6 +287,8 @@ pub struct Prediction {
     pub bubble_s: f64,
     /// Seconds in the optimizer update.
     pub optimizer_s: f64,
+    /// Seconds waiting at synchronisations for the slowest node (`Cluster::jitter`).
+    pub straggle_s: f64,
     /// Total step seconds.
     pub step_s: f64,
     /// Global images per second.
@@ -248,6 +300,18 @@ pub struct Prediction {
     /// Pipeline: the layers after which its stages end (`convoy train --split-after`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub split_after: Vec<String>,
+}
+
+impl Prediction {
+    /// The step lengthened by `seconds` of waiting for the slowest node.
+    fn with_straggle(mut self, seconds: f64) -> Prediction {
+        let old = self.step_s;
+        self.straggle_s = seconds;
+        self.step_s += seconds;
+        self.images_per_s *= old / self.step_s;
+        self.efficiency *= old / self.step_s;
+        self
+    }
 }
 
 /// Layout parameters fixed by the user (`convoy plan --servers 2 --micro-batches 8 ...`);
@@ -288,7 +352,7 @@ impl Plan {
         let step = compute_s + exposed + bubble + opt;
         let ips = self.batch as f64 / step;
         let one = self.batch as f64 / self.single_step();
-        Prediction { strategy, nodes, compute_s, exposed_comm_s: exposed, bubble_s: bubble, optimizer_s: opt, step_s: step, images_per_s: ips, efficiency: ips / (nodes as f64 * one), memory_bytes: memory, split_after: Vec::new() }
+        Prediction { strategy, nodes, compute_s, exposed_comm_s: exposed, bubble_s: bubble, optimizer_s: opt, straggle_s: 0.0, step_s: step, images_per_s: ips, efficiency: ips / (nodes as f64 * one), memory_bytes: memory, split_after: Vec::new() }
     }
 
     /// Data parallelism with bucketed all-reduce overlapped with backward (as `--strategy
@@ -319,7 +383,8 @@ impl Plan {
         let exposed = (comm_end - bwd).max(0.0);
         let p = self.model.params() as f64;
         let memory = 4.0 * p * 2.0 + 8.0 * p / n as f64 + self.model.act_bytes() * b;
-        self.finish(format!("dp bucket={bucket_mb}MB"), n, fwd + bwd, exposed, 0.0, update_s(&self.cluster, p / n as f64), memory)
+        // Every node's gradients must be in before the last bucket is reduced: one synchronisation.
+        self.finish(format!("dp bucket={bucket_mb}MB"), n, fwd + bwd, exposed, 0.0, update_s(&self.cluster, p / n as f64), memory).with_straggle(straggle(&self.cluster, n, fwd + bwd))
     }
 
     /// Synchronous parameter server with `k` shards on k extra nodes (as `--strategy ps`): after
@@ -334,14 +399,16 @@ impl Plan {
         let comm = worker.max(shard);
         let p = self.model.params() as f64;
         let memory = 4.0 * p * 2.0 + self.model.act_bytes() * b;
-        self.finish(format!("ps k={k}"), n, compute, comm, 0.0, update_s(&self.cluster, p / k as f64), memory)
+        // The shards wait for every worker's push.
+        self.finish(format!("ps k={k}"), n, compute, comm, 0.0, update_s(&self.cluster, p / k as f64), memory).with_straggle(straggle(&self.cluster, n, compute))
     }
 
     /// Pipeline of `n` stages (one per node) cut where the largest stage is smallest, `m`
     /// micro-batches, 1F1B (PipeDream-Flush; the default of `convoy train`) or GPipe (Huang et al.
     /// 2019) as pinned: the step is simulated pass by pass (schedule.rs), each activation and
     /// gradient crossing its cut as α + bytes/β, a message over MPI's eager limit only once its
-    /// receiver is ready for it (rendezvous).
+    /// receiver is ready for it (rendezvous). Jitter is not modelled here: a stage waits for one
+    /// neighbour at a time, and the schedule's slack absorbs part of a late pass.
     pub fn pipeline(&self, n: usize, m: usize) -> Option<Prediction> {
         let l = &self.model.layers;
         if n > l.len() || n < 2 {
@@ -398,7 +465,8 @@ impl Plan {
         let scale = self.cluster.compute_scale();
         let b = self.batch as f64 / n as f64;
         let group_b = self.batch as f64 / dp as f64;
-        let conv: f64 = l[..cut].iter().map(|x| x.step(b)).sum::<f64>() * scale;
+        let conv_fwd: f64 = l[..cut].iter().map(|x| x.fwd(b)).sum::<f64>() * scale;
+        let conv_bwd: f64 = l[..cut].iter().map(|x| x.bwd(b)).sum::<f64>() * scale;
         let fc: f64 = l[cut..].iter().map(|x| x.step(group_b)).sum::<f64>() / mp as f64 * scale;
         let c = &self.cluster;
         let bytes = |values: usize| 4.0 * values as f64 * group_b;
@@ -417,7 +485,10 @@ impl Plan {
         // (and the loss statistics, 3 values, over all nodes)
         let grads = allreduce(c, n, 4.0 * conv_params) + allreduce(c, dp, 4.0 * fc_params) + allreduce(c, n, 12.0);
         let memory = 12.0 * (conv_params + fc_params) + self.model.act_bytes() * b;
-        Some(self.finish(format!("hybrid mp={mp}"), n, conv + fc, exchange + grads, 0.0, update_s(c, conv_params + fc_params), memory))
+        // Synchronisations: the group's gather after the convolutions' forward, the classifier's
+        // exchanges (one phase), the all-reduce over every node after the convolutions' backward.
+        let wait = straggle(c, mp, conv_fwd) + straggle(c, mp, fc) + straggle(c, n, conv_bwd);
+        Some(self.finish(format!("hybrid mp={mp}"), n, conv_fwd + conv_bwd + fc, exchange + grads, 0.0, update_s(c, conv_params + fc_params), memory).with_straggle(wait))
     }
 
     /// Tensor split over `n` nodes (every conv/linear layer in n slices): compute/n; every
@@ -426,9 +497,12 @@ impl Plan {
         let b = self.batch as f64;
         let compute = self.model.step_s(b) / n as f64 * self.cluster.compute_scale();
         let comm: f64 = self.model.layers.iter().filter(|x| x.params > 0).map(|x| allgather(&self.cluster, n, 4.0 * x.out as f64 * b) + ring_allreduce(&self.cluster, n, 4.0 * x.out as f64 * b)).sum();
+        // Each of those exchanges waits for the slowest node's slice of its layer.
+        let scale = self.cluster.compute_scale() / n as f64;
+        let wait: f64 = self.model.layers.iter().filter(|x| x.params > 0).map(|x| straggle(&self.cluster, n, x.fwd(b) * scale) + straggle(&self.cluster, n, x.bwd(b) * scale)).sum();
         let p = self.model.params() as f64 / n as f64;
         let memory = 12.0 * p + self.model.act_bytes() * b;
-        self.finish("tensor".into(), n, compute, comm, 0.0, update_s(&self.cluster, p), memory)
+        self.finish("tensor".into(), n, compute, comm, 0.0, update_s(&self.cluster, p), memory).with_straggle(wait)
     }
 
     /// Every strategy's best layout at `n` nodes (`strategies` filters: dp, ps, pipeline, tensor, hybrid).
@@ -520,6 +594,19 @@ pub fn parse_bandwidth(s: &str) -> Result<f64, PlanError> {
         }
     }
     bad(format!("--link {s}: not a bandwidth; hint: 10gbit, 100mbit or 1.5GB/s"))
+}
+
+/// A jitter (`--jitter`): a fraction (0.02) or a percentage (2%), not negative.
+pub fn parse_jitter(s: &str) -> Result<f64, PlanError> {
+    let t = s.trim();
+    let v = match t.strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    };
+    match v {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => bad(format!("--jitter {s}: must be a non-negative fraction or percentage; hint: 0.02 or 2%")),
+    }
 }
 
 /// Parses a duration: `5us`, `1ms`, `0.2s`, `100ns`.

@@ -9,8 +9,8 @@ pub fn table(rows: &[(usize, Vec<Prediction>)]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:>6}  {:<22} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>6} {:>10}",
-        "nodes", "strategy", "step ms", "compute", "exp. comm", "bubble", "optimizer", "images/s", "eff.", "mem MB"
+        "{:>6}  {:<22} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>6} {:>10}",
+        "nodes", "strategy", "step ms", "compute", "exp. comm", "bubble", "optimizer", "straggle", "images/s", "eff.", "mem MB"
     );
     for (n, preds) in rows {
         let best = preds.iter().map(|p| p.step_s).fold(f64::INFINITY, f64::min);
@@ -18,7 +18,7 @@ pub fn table(rows: &[(usize, Vec<Prediction>)]) -> String {
             let mark = if p.step_s == best { "*" } else { " " };
             let _ = writeln!(
                 s,
-                "{:>6} {mark}{:<22} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>12.0} {:>6.3} {:>10.1}",
+                "{:>6} {mark}{:<22} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>12.0} {:>6.3} {:>10.1}",
                 n,
                 p.strategy,
                 p.step_s * 1e3,
@@ -26,6 +26,7 @@ pub fn table(rows: &[(usize, Vec<Prediction>)]) -> String {
                 p.exposed_comm_s * 1e3,
                 p.bubble_s * 1e3,
                 p.optimizer_s * 1e3,
+                p.straggle_s * 1e3,
                 p.images_per_s,
                 p.efficiency,
                 p.memory_bytes / 1e6

@@ -3,7 +3,7 @@ use crate::parallel::pipeline::Schedule;
 use schedule::{simulate, Crossing};
 
 fn cluster(gbit: f64, latency: f64) -> Cluster {
-    Cluster { bandwidth: gbit * 1e9 / 8.0, latency, collective_bandwidth: gbit * 1e9 / 8.0, collective_latency: latency, mem_bandwidth: 10e9, cores_per_node: 8.0 }
+    Cluster { bandwidth: gbit * 1e9 / 8.0, latency, collective_bandwidth: gbit * 1e9 / 8.0, collective_latency: latency, mem_bandwidth: 10e9, cores_per_node: 8.0, jitter: 0.0 }
 }
 
 /// A made-up 3-layer model: conv (no params counted), fc1 1 M params, fc2 10 k params.
@@ -291,4 +291,60 @@ fn a_per_call_cost_is_paid_once_per_step_by_data_parallelism_and_per_micro_batch
     assert!(close(pipe.step_s - pipe.optimizer_s, fwd + bwd), "{pipe:?}");
     // The single node pays it once: efficiency counts it.
     assert!(close(plan.data_parallel(1, 25.0).compute_s, 64.0 * 3.0 * 1.11e-4 + 3e-3));
+}
+
+#[test]
+fn the_expected_maximum_of_normals_is_within_five_percent_of_the_exact_values() {
+    // Exact E[max of n standard normals] (Harter's tables, 1961).
+    for (n, exact) in [(2, 0.5642), (3, 0.8463), (4, 1.0294), (5, 1.1630), (10, 1.5388), (100, 2.5076), (1000, 3.2414)] {
+        let e = expected_max_normal(n);
+        assert!((e - exact).abs() <= 0.05 * exact, "n = {n}: {e} vs {exact}");
+    }
+    assert_eq!(expected_max_normal(1), 0.0);
+    // The quantile itself, against Φ⁻¹ values to 6 digits, in the middle and both tails.
+    for (p, x) in [(0.5, 0.0), (0.975, 1.959964), (0.8413447, 1.0), (0.01, -2.326348), (0.999, 3.090232)] {
+        assert!((inverse_normal(p) - x).abs() < 1e-5, "Φ⁻¹({p}) = {} vs {x}", inverse_normal(p));
+    }
+    // More nodes, a later slowest node.
+    for n in 1..2000 {
+        assert!(expected_max_normal(n + 1) > expected_max_normal(n));
+    }
+}
+
+#[test]
+fn jitter_makes_each_synchronisation_wait_for_the_slowest_node() {
+    let mut c = cluster(10.0, 5e-6);
+    let still = Plan { model: toy(), cluster: c.clone(), batch: 64, pins: Pins::default() };
+    c.jitter = 0.05;
+    let plan = Plan { model: toy(), cluster: c.clone(), batch: 64, pins: Pins::default() };
+    // Data parallel on 4 nodes, 16 samples each: one synchronisation after T = 16·3·1.11e-4 s
+    // of computation; it waits 0.05·√T·E[max of 4].
+    let (a, b) = (still.data_parallel(4, 25.0), plan.data_parallel(4, 25.0));
+    let t: f64 = 16.0 * 3.0 * 1.11e-4;
+    let wait = 0.05 * t.sqrt() * expected_max_normal(4);
+    assert!(close(b.straggle_s, wait) && close(b.step_s, a.step_s + wait), "{b:?}");
+    assert!(close(b.images_per_s, 64.0 / b.step_s) && close(b.efficiency * b.step_s, a.efficiency * a.step_s));
+    assert_eq!(a.straggle_s, 0.0);
+    // The parameter server: the same wait for its workers' pushes.
+    assert!(close(plan.param_server(4, 2).straggle_s, wait));
+    // One node waits for nobody.
+    assert_eq!(plan.data_parallel(1, 25.0).straggle_s, 0.0);
+    // Hybrid on 4 nodes in groups of 2: the group waits after the convolutions' forward
+    // (16·1e-4 s) and after the classifier (32·3·1.1e-5/2 s); all 4 after the convolutions'
+    // backward (16·2e-4 s).
+    let h = plan.hybrid(4, 2).unwrap();
+    let s = |n: usize, t: f64| 0.05 * t.sqrt() * expected_max_normal(n);
+    let hand = s(2, 16.0 * 1e-4) + s(2, 32.0 * 3.0 * 1.1e-5 / 2.0) + s(4, 16.0 * 2e-4);
+    assert!(close(h.straggle_s, hand), "{} vs {hand}", h.straggle_s);
+    assert!(close(h.step_s, still.hybrid(4, 2).unwrap().step_s + hand));
+    // Tensor split: every layer with parameters waits twice (forward, backward) for its slices.
+    let tensor = plan.tensor(2);
+    let hand: f64 = [1e-4, 1e-5, 1e-6].iter().map(|f| s(2, 64.0 * f / 2.0) + s(2, 64.0 * 2.0 * f / 2.0)).sum();
+    assert!(close(tensor.straggle_s, hand), "{} vs {hand}", tensor.straggle_s);
+    // The pipeline is simulated without it.
+    assert_eq!(plan.pipeline(2, 4).unwrap().straggle_s, 0.0);
+    assert!(parse_jitter("2%").is_ok_and(|j| close(j, 0.02)) && parse_jitter("0.02").is_ok_and(|j| close(j, 0.02)));
+    for bad in ["-1%", "x", "inf"] {
+        assert!(parse_jitter(bad).unwrap_err().to_string().contains("--jitter"), "{bad}");
+    }
 }
