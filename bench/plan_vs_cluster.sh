@@ -12,7 +12,10 @@
 # Cores: the hosts share this machine's 2 cores; scripts/cluster.sh gives each host an equal CPU
 # quota (2/hosts cores, a cpu cgroup), so a host that waits leaves its share unused instead of
 # lending it to another, as separate nodes would, and convoy's MPI receives sleep while they wait
-# long (MpiComm::probe). The plan gets --cores-per-node = 2/hosts for every strategy.
+# long (MpiComm::probe). Before each model's runs `corun` trains the model alone on every host at
+# once (no MPI) and once outside the cluster: below one core the plan gets the cores a host
+# delivers (solo step ÷ co-running step; less than its quota), and always the jitter of the
+# co-running steps (--jitter: standard deviation ÷ √mean step).
 # Needs root, ip netns, tc, Open MPI and a build with --features mpi.
 # Usage: bash bench/plan_vs_cluster.sh [STEPS] [HOSTS:CAP ...]   (MODELS="lenet alexnet-cifar";
 # RUNS=REGEX keeps the runs whose name matches, e.g. RUNS='pipeline|hybrid')
@@ -49,15 +52,40 @@ v = [json.loads(l) for l in open('$out/m.jsonl') if l.startswith('{\"event\":\"s
 print(statistics.median([$BATCH / x['images_per_sec'] for x in v]))"
 }
 
+# What a host delivers when every host computes at once: the model trained alone on each host
+# (one process per host, batch/hosts, no MPI) at the same time, and once outside the cluster on a
+# whole core. Prints "CORES JITTER": the solo step ÷ the hosts' mean step (the cores a host
+# delivers, at most its quota), and the hosts' step-to-step spread as the coefficient of variation
+# of one second of computation (standard deviation ÷ √mean step).
+corun() {
+    local b=$((BATCH / hosts)) h args
+    args=(--log-level error train --model "$model" ${data[@]+"${data[@]}"} --no-progress --no-epoch-eval --steps 40 --batch-size "$b" --threads 1)
+    for h in $(seq 0 $((hosts - 1))); do
+        rm -f "$out/co$h.jsonl"
+        bash scripts/cluster.sh on "$h" "$BIN" "${args[@]}" --metrics "$out/co$h.jsonl" > /dev/null 2>&1 &
+    done
+    wait
+    rm -f "$out/solo.jsonl"
+    "$BIN" "${args[@]}" --metrics "$out/solo.jsonl" > /dev/null 2>&1
+    python3 -c "
+import json, statistics
+def steps(f):
+    return [$b / json.loads(l)['images_per_sec'] for l in open(f) if l.startswith('{\"event\":\"step\"')][10:]
+hosts = [steps('$out/co%d.jsonl' % h) for h in range($hosts)]
+mean = statistics.mean(statistics.mean(v) for v in hosts)
+jitter = statistics.mean(statistics.stdev(v) / statistics.mean(v) ** 0.5 for v in hosts)
+print(f'{statistics.mean(steps(\"$out/solo.jsonl\")) / mean:.4f} {jitter:.4f}')"
+}
+
 predict() {  # nodes, cores, plan flags... → JSON of the one prediction
     local nodes=$1 cores=$2; shift 2
     $BIN plan --profile "$out/$model.json" --model "$model" --batch "$BATCH" --nodes "$nodes" --link profile --latency profile \
-        --cores-per-node "$cores" "$@" --json | python3 -c "
+        --cores-per-node "$cores" --jitter "$jitter" "$@" --json | python3 -c "
 import json, sys
 print(json.dumps(json.load(sys.stdin)[0]['predictions'][0]))"
 }
 
-echo "| hosts | cap | model | β p2p / all-reduce | run | measured step ms | predicted step ms | error |"
+echo "| hosts | cap | model | β p2p / all-reduce, host | run | measured step ms | predicted step ms | error |"
 echo "|---:|---|---|---|---|---:|---:|---:|"
 for cfg in "${CONFIGS[@]}"; do
     hosts=${cfg%%:*}; cap=${cfg#*:}
@@ -73,10 +101,14 @@ for cfg in "${CONFIGS[@]}"; do
 import json
 p = json.load(open('$out/$model-compute.json')); p['mpi_link'] = json.load(open('$out/link.json'))['mpi_link']
 json.dump(p, open('$out/$model.json', 'w'))"
+        # Below one core a host's speed is what it delivers beside the others (measured); at one
+        # core or more, its quota (the plan lets communication overlap computation from 1 on).
+        read -r delivered jitter <<< "$(corun)"
         link=$(python3 -c "
 import json; l = json.load(open('$out/$model.json'))['mpi_link']
-print(f\"{l['beta']/1e6:.0f} / {l['allreduce_beta']/1e6:.0f} MB/s\")")
-        all=$(python3 -c "print(2 / $hosts)")
+print(f\"{l['beta']/1e6:.0f} / {l['allreduce_beta']/1e6:.0f} MB/s, {$delivered:.2f} cores, jitter {$jitter:.3f}\")")
+        all=${CLUSTER_CPUS:-$(python3 -c "print(2 / $hosts)")}
+        all=$(python3 -c "print($delivered if $all < 1 else $all)")
         runs=("dp|$hosts|$hosts|$all|--strategies dp --bucket-mb 25|")
         runs+=("ps k=1|$hosts|$((hosts - 1))|$all|--strategies ps --servers 1|--strategy ps --servers 1")
         [ "$hosts" -ge 3 ] && runs+=("ps k=2|$hosts|$((hosts - 2))|$all|--strategies ps --servers 2|--strategy ps --servers 2")

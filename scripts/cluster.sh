@@ -21,6 +21,7 @@
 #                 leaves its share unused, as a real node would
 #   down          remove them
 #   run CMD...    run CMD inside h0 with OMPI settings that launch on the other hosts
+#   on I CMD...   run CMD inside host hI (its namespace and CPU quota), without MPI
 #   hostfile      print an Open MPI hostfile for the hosts
 set -euo pipefail
 P=${CLUSTER_PREFIX:-cvy}
@@ -136,9 +137,15 @@ run() {
     ip netns exec "${P}-h0" unshare --uts bash -c 'hostname h0; "$0" cgmount; exec "$@"' "$here/$(basename "$0")" "$@"
 }
 
+on() {
+  local host=h$1; shift
+  enter_cgroup "${P}-$host"
+  exec ip netns exec "${P}-$host" "$@"
+}
+
 cmd=${1:-}; shift || true
 case "$cmd" in
-  up) up "$@" ;; down) down ;; run) run "$@" ;; hostfile) hostfile ;; agent) agent "$@" ;;
+  up) up "$@" ;; down) down ;; run) run "$@" ;; on) on "$@" ;; hostfile) hostfile ;; agent) agent "$@" ;;
   cgmount) cgroup_dir x > /dev/null ;;  # (inside h0, once, before the agents need it)
   *) sed -n '/^#   up N/,/^#   hostfile/p' "$0"; exit 2 ;;
 esac
