@@ -410,9 +410,9 @@ impl Communicator for MpiComm {
 
     /// `MPI_Allreduce`; from `LARGE` bytes on, `MPI_Reduce_scatter` + `MPI_Allgatherv` (the
     /// ring's traffic, as `all_reduce_update`): Open MPI 4.1's `MPI_Allreduce` over TCP picks an
-    /// algorithm for 3 processes that takes 2.6× the time of a ring at 4 MiB, and at 2 processes
-    /// over a 100 Mbit/s link it reaches 7 MB/s where this reaches 8.5
-    /// (bench/results/2026-11-30-plan-vs-cluster.md).
+    /// algorithm for 3 processes that takes 2.6× the time of a ring at 4 MiB
+    /// (bench/results/2026-11-30-plan-vs-cluster.md). At 2 processes over TCP both take turns
+    /// between the directions unless the eager limit is raised (docs/mpi.md, "Over TCP").
     fn all_reduce_direct(&self, buf: &mut [f32]) -> Result<(), CommError> {
         const LARGE: usize = 256 << 10;
         if self.size < 2 || buf.len() * 4 < LARGE || buf.len() > i32::MAX as usize {
