@@ -8,7 +8,8 @@
 #      cluster, on one whole core (`convoy plan calibrate --threads 1`);
 #   2. each run is measured (median step of steps 6..STEPS on the lead process) and predicted by
 #      `convoy plan --profile P --link profile --latency profile` with the run's layout pinned
-#      (--servers, --micro-batches, --mp; the pipeline is run with the plan's --split-after).
+#      (--servers, --micro-batches, --mp; the pipeline is run with the plan's --split-after), and
+#      the eager limit the cluster's MPI runs with (scripts/cluster.sh, CLUSTER_EAGER).
 # Cores: the hosts share this machine's 2 cores; scripts/cluster.sh gives each host an equal CPU
 # quota (2/hosts cores, a cpu cgroup), so a host that waits leaves its share unused instead of
 # lending it to another, as separate nodes would, and convoy's MPI receives sleep while they wait
@@ -80,7 +81,7 @@ print(f'{statistics.mean(steps(\"$out/solo.jsonl\")) / mean:.4f} {jitter:.4f}')"
 predict() {  # nodes, cores, plan flags... → JSON of the one prediction
     local nodes=$1 cores=$2; shift 2
     $BIN plan --profile "$out/$model.json" --model "$model" --batch "$BATCH" --nodes "$nodes" --link profile --latency profile \
-        --cores-per-node "$cores" --jitter "$jitter" "$@" --json | python3 -c "
+        --cores-per-node "$cores" --jitter "$jitter" --eager-limit "${CLUSTER_EAGER:-8388608}" "$@" --json | python3 -c "
 import json, sys
 print(json.dumps(json.load(sys.stdin)[0]['predictions'][0]))"
 }

@@ -153,6 +153,7 @@ fn plan_predicts_and_refuses_bad_input() {
         (vec!["--bucket-mb=-1"], "--bucket-mb"),
         (vec!["--pipeline-schedule", "zigzag"], "--pipeline-schedule"),
         (vec!["--jitter=-2%"], "--jitter"),
+        (vec!["--eager-limit", "big"], "--eager-limit"),
     ] {
         let out = run(&args);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -213,6 +213,7 @@ fn prototxt_model_per_worker_rates_and_the_plan() {
         ("colour=red", "bad plan query"),
         ("node_gflops=-1", "'-'"),
         ("jitter=lots", "--jitter"),
+        ("eager_limit=0", "--eager-limit"),
     ] {
         let r = get(port, &format!("/api/plan?{q}"));
         assert_eq!(r.status, 400, "{q}: {}", r.text());

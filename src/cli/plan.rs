@@ -44,6 +44,11 @@ pub struct PlanArgs {
     /// straggle): jitter·√T·E[max of n standard normals] after a phase of T seconds.
     #[arg(long, default_value = "0")]
     pub jitter: String,
+    /// MPI's eager limit (Open MPI over TCP: `btl_tcp_eager_limit`, 64 KiB by default): a
+    /// pipeline's message up to this size is sent at once, the rest of a longer one only once
+    /// the receiving stage has posted its receive.
+    #[arg(long, default_value = "64KiB")]
+    pub eager_limit: String,
     /// A profile written by `convoy plan calibrate` (measured per-layer times).
     #[arg(long)]
     pub profile: Option<PathBuf>,
@@ -230,7 +235,10 @@ pub fn predict(args: &PlanArgs) -> anyhow::Result<(String, Rows)> {
     if !(args.cores_per_node.is_finite() && args.cores_per_node > 0.0) {
         return Err(PlanError::Input(format!("--cores-per-node {} must be positive", args.cores_per_node)).into());
     }
-    let cluster = Cluster { bandwidth, latency, collective_bandwidth, collective_latency, mem_bandwidth: mem, cores_per_node: args.cores_per_node, jitter: plan::parse_jitter(&args.jitter)? };
+    let cluster = Cluster { bandwidth, latency, collective_bandwidth, collective_latency, mem_bandwidth: mem, cores_per_node: args.cores_per_node,
+        jitter: plan::parse_jitter(&args.jitter)?,
+        eager_bytes: plan::parse_bytes("--eager-limit", &args.eager_limit)?,
+    };
     let positive = |flag: &str, v: Option<usize>| match v {
         Some(0) => Err(PlanError::Input(format!("{flag} 0: must be at least 1"))),
         _ => Ok(v),

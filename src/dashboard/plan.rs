@@ -36,6 +36,8 @@ pub struct PlanQuery {
     pub cores_per_node: Option<f64>,
     /// Jitter of a node's computation (0.02 or 2%).
     pub jitter: Option<String>,
+    /// MPI's eager limit (64KiB, 8MiB).
+    pub eager_limit: Option<String>,
     /// Strategies (dp, ps, pipeline, tensor, hybrid), comma-separated.
     pub strategies: Option<String>,
 }
@@ -66,6 +68,7 @@ impl PlanQuery {
         flag("node-gflops", self.node_gflops.map(|v| v.to_string()));
         flag("cores-per-node", self.cores_per_node.map(|v| v.to_string()));
         flag("jitter", self.jitter.clone());
+        flag("eager-limit", self.eager_limit.clone());
         flag("strategies", self.strategies.clone());
         // A value that looks like a flag would be read as one.
         if a.iter().skip(3).step_by(2).any(|v| v.starts_with('-')) {
@@ -77,7 +80,7 @@ impl PlanQuery {
 
 /// `GET /api/plan?model=alexnet&nodes=1,2,4,8&link=10gbit`: `{"title", "svg", "plan": [...]}`.
 pub async fn plan(query: Result<Query<PlanQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad(format!("bad plan query: {}; hint: model, batch, nodes, link, latency, node_gflops, cores_per_node, jitter, strategies", e.body_text())))?;
+    let Query(q) = query.map_err(|e| ApiError::bad(format!("bad plan query: {}; hint: model, batch, nodes, link, latency, node_gflops, cores_per_node, jitter, eager_limit, strategies", e.body_text())))?;
     let args = q.to_args()?;
     let out = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let cli = Cli::try_parse_from(&args).map_err(|e| ApiError::bad(first_line(&e.to_string())))?;

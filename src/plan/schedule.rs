@@ -12,8 +12,9 @@
 use super::Cluster;
 use crate::parallel::pipeline::{Pass, Schedule};
 
-/// Open MPI's TCP eager limit (`btl_tcp_eager_limit`, 64 KiB): a message is sent at once up to
-/// this many bytes; the rest of a longer one waits for its receive to be posted (rendezvous).
+/// Open MPI's default TCP eager limit (`btl_tcp_eager_limit`, 64 KiB), `Cluster::eager_bytes`
+/// unless `--eager-limit` says otherwise: a message is sent at once up to this many bytes; the
+/// rest of a longer one waits for its receive to be posted (rendezvous).
 pub const EAGER_BYTES: f64 = 65536.0;
 
 /// A message over one cut between stages.
@@ -31,12 +32,13 @@ pub struct Crossing {
 
 impl Crossing {
     /// A message of `bytes` on `cluster`'s link: point to point, or at the collectives' rate
-    /// when the link is busy both ways; the part over [`EAGER_BYTES`] waits for its receive.
+    /// when the link is busy both ways; the part over the cluster's eager limit waits for its
+    /// receive.
     pub fn new(bytes: f64, cluster: &Cluster) -> Crossing {
         Crossing {
             seconds: cluster.latency + bytes / cluster.bandwidth,
             duplex_seconds: cluster.collective_latency + bytes / cluster.collective_bandwidth,
-            rendezvous_share: if bytes > EAGER_BYTES { 1.0 - EAGER_BYTES / bytes } else { 0.0 },
+            rendezvous_share: if bytes > cluster.eager_bytes { 1.0 - cluster.eager_bytes / bytes } else { 0.0 },
         }
     }
 

@@ -3,7 +3,7 @@ use crate::parallel::pipeline::Schedule;
 use schedule::{simulate, Crossing};
 
 fn cluster(gbit: f64, latency: f64) -> Cluster {
-    Cluster { bandwidth: gbit * 1e9 / 8.0, latency, collective_bandwidth: gbit * 1e9 / 8.0, collective_latency: latency, mem_bandwidth: 10e9, cores_per_node: 8.0, jitter: 0.0 }
+    Cluster { bandwidth: gbit * 1e9 / 8.0, latency, collective_bandwidth: gbit * 1e9 / 8.0, collective_latency: latency, mem_bandwidth: 10e9, cores_per_node: 8.0, jitter: 0.0, eager_bytes: schedule::EAGER_BYTES }
 }
 
 /// A made-up 3-layer model: conv (no params counted), fc1 1 M params, fc2 10 k params.
@@ -149,6 +149,31 @@ fn a_simulated_pipeline_step_matches_hand_computed_timelines() {
     assert!(close(simulate(&f, &b, &[Crossing::free()], 2, Schedule::OneFOneB), 9.0));
     // One stage: its passes back to back.
     assert!(close(simulate(&[1.0], &[2.0], &[], 3, Schedule::OneFOneB), 9.0));
+}
+
+#[test]
+fn the_eager_limit_decides_what_waits_for_the_receive() {
+    // 1 MB at 1 Gbit/s: 8 ms. Over Open MPI's default 64 KiB, all but the first 65536 bytes wait
+    // for the receive to be posted; under an 8 MiB limit none does.
+    let mut c = cluster(1.0, 0.0);
+    let x = Crossing::new(1e6, &c);
+    assert!(close(x.seconds, 8e-3) && close(x.rendezvous_share, 1.0 - 65536.0 / 1e6), "{x:?}");
+    c.eager_bytes = parse_bytes("--eager-limit", "8MiB").unwrap();
+    assert_eq!(c.eager_bytes, 8388608.0);
+    assert_eq!(Crossing::new(1e6, &c).rendezvous_share, 0.0);
+    // So a pipeline on a slow link is predicted no slower with the larger limit.
+    let model = toy();
+    let step = |c: &Cluster| Plan { model: model.clone(), cluster: c.clone(), batch: 64, pins: Pins::default() }.pipeline(2, 8).unwrap().step_s;
+    let mut slow = cluster(0.1, 1e-4);
+    let rendezvous = step(&slow);
+    slow.eager_bytes = 1e9;
+    assert!(step(&slow) <= rendezvous);
+    for (s, v) in [("65536", 65536.0), ("64KiB", 65536.0), ("4MB", 4e6), (" 1 gib ", 1073741824.0)] {
+        assert_eq!(parse_bytes("--eager-limit", s).unwrap(), v, "{s}");
+    }
+    for bad in ["0", "-1KiB", "lots", "8 parsecs", "nan"] {
+        assert!(parse_bytes("--eager-limit", bad).unwrap_err().to_string().contains("--eager-limit"), "{bad}");
+    }
 }
 
 #[test]
