@@ -502,17 +502,17 @@ pub fn balanced_cuts(cost: &[f64], s: usize) -> Vec<usize> {
 pub fn parse_bandwidth(s: &str) -> Result<f64, PlanError> {
     let t = s.trim().to_ascii_lowercase();
     let units: [(&str, f64); 8] = [("gbit", 1e9 / 8.0), ("mbit", 1e6 / 8.0), ("kbit", 1e3 / 8.0), ("gb/s", 1e9), ("mb/s", 1e6), ("kb/s", 1e3), ("b/s", 1.0), ("", 1.0)];
-    for (u, f) in units {
-        if let Some(num) = t.strip_suffix(u) {
-            if let Ok(v) = num.trim().parse::<f64>() {
-                if v.is_finite() && v > 0.0 {
-                    return Ok(v * f);
-                }
-                return bad(format!("--link {s}: the bandwidth must be positive"));
-            }
-        }
+    match with_unit(&t, &units) {
+        Some((v, f)) if v.is_finite() && v > 0.0 => Ok(v * f),
+        Some(_) => bad(format!("--link {s}: the bandwidth must be positive")),
+        None => bad(format!("--link {s}: not a bandwidth; hint: 10gbit, 100mbit or 1.5GB/s")),
     }
-    bad(format!("--link {s}: not a bandwidth; hint: 10gbit, 100mbit or 1.5GB/s"))
+}
+
+/// The number before the first of `units` that `t` ends with and the unit's factor, where
+/// what precedes that suffix is a number.
+fn with_unit(t: &str, units: &[(&str, f64)]) -> Option<(f64, f64)> {
+    units.iter().find_map(|&(u, f)| t.strip_suffix(u).and_then(|num| num.trim().parse::<f64>().ok()).map(|v| (v, f)))
 }
 
 /// A jitter (`--jitter`): a fraction (0.02) or a percentage (2%), not negative.
@@ -532,17 +532,11 @@ pub fn parse_jitter(s: &str) -> Result<f64, PlanError> {
 pub fn parse_bytes(flag: &str, s: &str) -> Result<f64, PlanError> {
     let t = s.trim().to_ascii_lowercase();
     let units = [("kib", 1024.0), ("mib", 1048576.0), ("gib", 1073741824.0), ("kb", 1e3), ("mb", 1e6), ("gb", 1e9), ("b", 1.0), ("", 1.0)];
-    for (u, f) in units {
-        if let Some(num) = t.strip_suffix(u) {
-            if let Ok(v) = num.trim().parse::<f64>() {
-                if v.is_finite() && v > 0.0 {
-                    return Ok(v * f);
-                }
-                return bad(format!("{flag} {s}: must be positive; hint: 64KiB"));
-            }
-        }
+    match with_unit(&t, &units) {
+        Some((v, f)) if v.is_finite() && v > 0.0 => Ok(v * f),
+        Some(_) => bad(format!("{flag} {s}: must be positive; hint: 64KiB")),
+        None => bad(format!("{flag} {s}: not a size in bytes; hint: 65536, 64KiB or 8MiB")),
     }
-    bad(format!("{flag} {s}: not a size in bytes; hint: 65536, 64KiB or 8MiB"))
 }
 
 /// Parses a duration: `5us`, `1ms`, `0.2s`, `100ns`.
