@@ -50,69 +50,168 @@ impl Crossing {
 
 /// Seconds from the step's start until every stage has run its passes.
 ///
-/// Stage s runs `schedule.passes(s, S, m)` in order, each forward taking `fwd[s]` and each
-/// backward `bwd[s]` seconds. A forward on stage s > 0 needs stage s − 1's forward of the same
-/// micro-batch, carried over `crossings[s − 1]`; a backward on stage s < S − 1 needs stage
-/// s + 1's backward of it, carried back; the last stage's backward follows its own forward. Stage
-/// s runs on node s, whose link sends one message at a time and receives one at a time (sends
-/// are buffered: the sender goes on); a message starts when the sender has it, the sender's
-/// outgoing and the receiver's incoming side are free, and takes `seconds` (`duplex_seconds`
-/// when either node's link carries a message the other way when it starts); its bytes over the
-/// eager limit (rendezvous) move only once the receiving stage has finished its previous pass and
-/// posted the receive, at the same rate.
+/// Stage s runs `schedule.passes(s, S, m)` in order on node s, each forward taking `fwd[s]` and
+/// each backward `bwd[s]` seconds. A forward on stage s > 0 needs stage s − 1's forward of the
+/// same micro-batch, carried over `crossings[s − 1]`; a backward on stage s < S − 1 needs stage
+/// s + 1's backward of it, carried back; the last stage's backward follows its own forward.
+///
+/// The network is simulated as a fluid, event by event: a message leaves when its pass ends
+/// (sends are buffered: the sender goes on) and crosses at once with the others in flight. Every
+/// node has an outgoing and an incoming link; the messages in flight share them max-min fairly
+/// (as TCP flows through one capped link do), one message at a time between two nodes (one
+/// connection, in order). A message alone on its links takes `seconds`; `duplex_seconds` while
+/// the sender also receives or the receiver also sends. Its bytes over the eager limit
+/// (`rendezvous_share`) move only once the receiving stage has finished the pass before and waits
+/// for it (the receive is posted). Events: a pass ends, a message arrives, a message's eager part
+/// is through; between two events every rate is constant.
 pub fn simulate(fwd: &[f64], bwd: &[f64], crossings: &[Crossing], m: usize, schedule: Schedule) -> f64 {
     let stages = fwd.len();
     debug_assert!(bwd.len() == stages && crossings.len() + 1 == stages);
     let passes: Vec<Vec<Pass>> = (0..stages).map(|s| schedule.passes(s, stages, m)).collect();
-    let mut done_f = vec![vec![None::<f64>; m]; stages];
-    let mut done_b = vec![vec![None::<f64>; m]; stages];
-    let (mut free, mut next) = (vec![0.0f64; stages], vec![0usize; stages]);
-    // When each node's link is next free to send and to receive.
-    let (mut out_free, mut in_free) = (vec![0.0f64; stages], vec![0.0f64; stages]);
+    // The message each pass waits for (index into `msgs`), once it is sent.
+    let (mut for_f, mut for_b) = (vec![vec![None::<usize>; m]; stages], vec![vec![None::<usize>; m]; stages]);
+    let mut msgs: Vec<Message> = Vec::new();
+    let mut done_f = vec![vec![false; m]; stages];
+    let (mut next, mut busy) = (vec![0usize; stages], vec![None::<f64>; stages]);
+    let mut t = 0.0f64;
     loop {
-        let mut progressed = false;
-        for s in 0..stages {
-            while let Some(&pass) = passes[s].get(next[s]) {
-                // What the pass waits for: (when its input exists, the sending node and cut).
-                let (input, from) = match pass {
-                    Pass::Forward(_) if s == 0 => (Some(0.0), None),
-                    Pass::Forward(k) => (done_f[s - 1][k], Some((s - 1, s - 1))),
-                    Pass::Backward(k) if s + 1 == stages => (done_f[s][k], None),
-                    Pass::Backward(k) => (done_b[s + 1][k], Some((s + 1, s))),
-                };
-                let Some(ready) = input else { break };
-                let arrives = match from {
-                    None => ready,
-                    Some((sender, c)) => {
-                        let x = crossings[c];
-                        let begin = ready.max(out_free[sender]).max(in_free[s]);
-                        let duplex = in_free[sender] > begin || out_free[s] > begin;
-                        let t = if duplex { x.duplex_seconds } else { x.seconds };
-                        // The eager part from `begin`; the rest once the receive is posted.
-                        let end = (begin + t).max(free[s] + t * x.rendezvous_share);
-                        out_free[sender] = end;
-                        in_free[s] = end;
-                        end
-                    }
-                };
-                let end = free[s].max(arrives)
-                    + match pass {
-                        Pass::Forward(_) => fwd[s],
-                        Pass::Backward(_) => bwd[s],
+        // Passes that end now send their output; idle stages start what has arrived, or post
+        // the receive they wait for. Repeated, as a free crossing arrives when it is sent.
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for s in 0..stages {
+                if busy[s].is_some_and(|end| end <= t) {
+                    busy[s] = None;
+                    let sent = match passes[s][next[s]] {
+                        Pass::Forward(k) if s + 1 < stages => Some((s + 1, Pass::Forward(k), s)),
+                        Pass::Forward(k) => {
+                            done_f[s][k] = true;
+                            None
+                        }
+                        Pass::Backward(k) if s > 0 => Some((s - 1, Pass::Backward(k), s - 1)),
+                        Pass::Backward(_) => None,
                     };
-                match pass {
-                    Pass::Forward(k) => done_f[s][k] = Some(end),
-                    Pass::Backward(k) => done_b[s][k] = Some(end),
+                    if let Some((to, pass, cut)) = sent {
+                        let x = crossings[cut];
+                        let i = msgs.len();
+                        let arrived = (x.seconds <= 0.0).then_some(t);
+                        msgs.push(Message { from: s, to, x, left: 1.0, posted: false, arrived });
+                        match pass {
+                            Pass::Forward(k) => for_f[to][k] = Some(i),
+                            Pass::Backward(k) => for_b[to][k] = Some(i),
+                        }
+                    }
+                    next[s] += 1;
+                    changed = true;
                 }
-                free[s] = end;
-                next[s] += 1;
-                progressed = true;
+                let Some(&pass) = passes[s].get(next[s]) else { continue };
+                if busy[s].is_some() {
+                    continue;
+                }
+                let waits_for = match pass {
+                    Pass::Forward(_) if s == 0 => Ok(()),
+                    Pass::Forward(k) => Err(for_f[s][k]),
+                    Pass::Backward(k) if s + 1 == stages => if done_f[s][k] { Ok(()) } else { Err(None) },
+                    Pass::Backward(k) => Err(for_b[s][k]),
+                };
+                let ready = match waits_for {
+                    Ok(()) => true,
+                    Err(Some(i)) if msgs[i].arrived.is_some() => true,
+                    Err(Some(i)) => {
+                        msgs[i].posted = true;
+                        false
+                    }
+                    Err(None) => false,
+                };
+                if ready {
+                    busy[s] = Some(t + if matches!(pass, Pass::Forward(_)) { fwd[s] } else { bwd[s] });
+                    changed = true;
+                }
             }
         }
-        if !progressed {
+        // The messages that move: per pair of nodes the first one sent that may move.
+        let mut flowing: Vec<usize> = Vec::new();
+        for (i, msg) in msgs.iter().enumerate() {
+            let may = msg.arrived.is_none() && (msg.posted || msg.left > msg.x.rendezvous_share + EPS);
+            if may && !flowing.iter().any(|&j| msgs[j].from == msg.from && msgs[j].to == msg.to) {
+                flowing.push(i);
+            }
+        }
+        let shares = fair_shares(&flowing.iter().map(|&i| (msgs[i].from, msgs[i].to)).collect::<Vec<_>>(), stages);
+        let rates: Vec<f64> = flowing
+            .iter()
+            .zip(&shares)
+            .map(|(&i, share)| {
+                let (a, b) = (msgs[i].from, msgs[i].to);
+                let duplex = flowing.iter().any(|&j| msgs[j].to == a || msgs[j].from == b);
+                share / if duplex { msgs[i].x.duplex_seconds } else { msgs[i].x.seconds }
+            })
+            .collect();
+        // The next event.
+        let until = |i: usize| msgs[i].left - if msgs[i].posted { 0.0 } else { msgs[i].x.rendezvous_share };
+        let mut dt = busy.iter().flatten().map(|end| end - t).fold(f64::INFINITY, f64::min);
+        for (&i, r) in flowing.iter().zip(&rates) {
+            dt = dt.min(until(i) / r);
+        }
+        if !dt.is_finite() {
             break;
+        }
+        t += dt.max(0.0);
+        for (&i, r) in flowing.iter().zip(&rates) {
+            let msg = &mut msgs[i];
+            msg.left -= r * dt;
+            if msg.left <= EPS {
+                msg.arrived = Some(t);
+            }
         }
     }
     debug_assert!(next.iter().zip(&passes).all(|(n, p)| *n == p.len()), "a schedule that cannot finish");
-    free.iter().copied().fold(0.0, f64::max)
+    t
+}
+
+/// Fractions of a link below which a message counts as through (rounding of the event times).
+const EPS: f64 = 1e-12;
+
+/// A message in flight between two stages' nodes.
+struct Message {
+    from: usize,
+    to: usize,
+    x: Crossing,
+    /// The share of the message still to cross.
+    left: f64,
+    /// Whether the receiving stage waits for it (its rendezvous part may move).
+    posted: bool,
+    arrived: Option<f64>,
+}
+
+/// Max-min fair shares of flows (sender, receiver) over links of capacity 1, one outgoing and
+/// one incoming per node (progressive filling: the most contended link's flows get an equal
+/// share of it, and the rest is shared again without them).
+pub(super) fn fair_shares(flows: &[(usize, usize)], nodes: usize) -> Vec<f64> {
+    let mut share = vec![None::<f64>; flows.len()];
+    // Links 0..nodes outgoing, nodes..2·nodes incoming.
+    let mut left = vec![1.0f64; 2 * nodes];
+    let links = |&(a, b): &(usize, usize)| [a, nodes + b];
+    loop {
+        let mut users = vec![0usize; 2 * nodes];
+        for (f, s) in flows.iter().zip(&share) {
+            if s.is_none() {
+                for l in links(f) {
+                    users[l] += 1;
+                }
+            }
+        }
+        let Some(bottleneck) = (0..2 * nodes).filter(|&l| users[l] > 0).min_by(|&x, &y| (left[x] / users[x] as f64).total_cmp(&(left[y] / users[y] as f64))) else { break };
+        let level = left[bottleneck] / users[bottleneck] as f64;
+        for (f, s) in flows.iter().zip(share.iter_mut()) {
+            if s.is_none() && links(f).contains(&bottleneck) {
+                *s = Some(level);
+                for l in links(f) {
+                    left[l] -= level;
+                }
+            }
+        }
+    }
+    share.into_iter().map(|s| s.unwrap_or(0.0)).collect()
 }

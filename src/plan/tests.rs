@@ -133,13 +133,15 @@ fn a_simulated_pipeline_step_matches_hand_computed_timelines() {
     // receive is posted after F0), F1 3–4, B1 4–6, B0 6–8; stage 0: gradient 1 6–6.5, B1
     // 6.5–8.5, gradient 0 8.5–9, B0 9–11.
     assert!(close(simulate(&f, &b, &x(1.0), 2, Schedule::GPipe), 11.0));
-    // A link twice as slow (6 s instead of 3) for a message that starts while it carries one the
-    // other way. Stage 0: F 1 s, B 2 s; stage 1: 0.5 s each; eager messages. Activation 0 1–4,
-    // stage 1 F0 4–4.5, B0 4.5–5; activation 1 (ready at 2) 4–7, F1 7–7.5, B1 7.5–8. Gradient 0
-    // starts at 5 while activation 1 crosses: 5–11, B0 11–13; gradient 1 11–14, B1 14–16.
+    // A link twice as slow (6 s instead of 3) while it carries messages both ways. Stage 0: F
+    // 1 s, B 2 s; stage 1: 0.5 s each; eager messages. Activation 0 1–4 (activation 1, sent at
+    // 2, waits behind it: one connection), stage 1 F0 4–4.5, B0 4.5–5. Activation 1 alone 4–5
+    // (a third of it), then beside gradient 0 at half speed: its other two thirds 5–9; gradient
+    // 0 crosses two thirds by then and its last third alone 9–10. Stage 1 F1 9–9.5, B1 9.5–10;
+    // stage 0 B0 10–12, gradient 1 10–13, B1 13–15.
     let (f, b) = ([1.0, 0.5], [2.0, 0.5]);
     let link = |duplex_seconds| [Crossing { seconds: 3.0, duplex_seconds, rendezvous_share: 0.0 }];
-    assert!(close(simulate(&f, &b, &link(6.0), 2, Schedule::OneFOneB), 16.0));
+    assert!(close(simulate(&f, &b, &link(6.0), 2, Schedule::OneFOneB), 15.0));
     // Both ways at full speed: gradient 0 5–8, B0 8–10; gradient 1 8–11, B1 11–13.
     assert!(close(simulate(&f, &b, &link(3.0), 2, Schedule::OneFOneB), 13.0));
     let (f, b) = ([1.0, 1.0], [2.0, 2.0]);
@@ -147,8 +149,31 @@ fn a_simulated_pipeline_step_matches_hand_computed_timelines() {
     // plus what the stages cannot overlap: F0 0–1 | 1–2, B0 2–4 | 4–6; F1 on stage 1 4–5,
     // B1 5–7 | 7–9.
     assert!(close(simulate(&f, &b, &[Crossing::free()], 2, Schedule::OneFOneB), 9.0));
+    // Messages that meet on a node's link share it. 3 stages, no computation, cut 0 takes 2 s
+    // and cut 1 1 s (alone); 1F1B, 2 micro-batches; stage 1 runs F0 F1 B0 B1. Activations 0 and
+    // 1 are sent at 0: a0 0–2, then a1 alone on stage 1's incoming link 2–3 (half of it), b0
+    // (stage 1 → 2) 2–3. Gradient c0 (stage 2 → 1) from 3 shares stage 1's incoming link with
+    // a1: each half of it, a1's last half 3–5, c0 3–5. Stage 1 sends b1 and g0 at 5: they share
+    // its outgoing link, b1 5–7; g0 half done by 7, its rest alone 7–8, c1 (from 7) 7–8. Stage 1
+    // B1 sends g1 at 8: 8–10, stage 0 B1 at 10.
+    let (z, x) = ([0.0; 3], |s: f64| Crossing { seconds: s, duplex_seconds: s, rendezvous_share: 0.0 });
+    assert!(close(simulate(&z, &z, &[x(2.0), x(1.0)], 2, Schedule::OneFOneB), 10.0));
     // One stage: its passes back to back.
     assert!(close(simulate(&[1.0], &[2.0], &[], 3, Schedule::OneFOneB), 9.0));
+}
+
+#[test]
+fn messages_on_one_link_share_it_fairly() {
+    // Stage 1's incoming link carries two messages (from 0 and from 2): half each; its outgoing
+    // link one, which gets all of it. Stage 0 sends to 1 and 2 at once, and 2 to 1: stage 0's
+    // outgoing link and stage 1's incoming one are each shared by two.
+    assert_eq!(schedule::fair_shares(&[(0, 1), (2, 1), (1, 2)], 3), vec![0.5, 0.5, 1.0]);
+    assert_eq!(schedule::fair_shares(&[(0, 1), (0, 2), (2, 1)], 3), vec![0.5, 0.5, 0.5]);
+    // Max-min: 0 → 1 and 0 → 2 share stage 0's link; 3 → 2 gets what 0 → 2 leaves of link 2.
+    assert_eq!(schedule::fair_shares(&[(0, 1), (0, 2), (3, 2)], 4), vec![0.5, 0.5, 0.5]);
+    let s = schedule::fair_shares(&[(0, 1), (0, 2), (0, 3), (3, 2)], 4);
+    assert!(s.iter().zip([1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 2.0 / 3.0]).all(|(a, b)| close(*a, b)), "{s:?}");
+    assert!(schedule::fair_shares(&[], 2).is_empty());
 }
 
 #[test]
