@@ -13,10 +13,11 @@
 # Cores: the hosts share this machine's 2 cores; scripts/cluster.sh gives each host an equal CPU
 # quota (2/hosts cores, a cpu cgroup), so a host that waits leaves its share unused instead of
 # lending it to another, as separate nodes would, and convoy's MPI receives sleep while they wait
-# long (MpiComm::probe). Before each model's runs `corun` trains the model alone on every host at
-# once (no MPI) and once outside the cluster: below one core the plan gets the cores a host
-# delivers (solo step ÷ co-running step; less than its quota), and always the jitter of the
-# co-running steps (--jitter: standard deviation ÷ √mean step).
+# long (MpiComm::probe). Before each model's runs `corun` trains the model alone on 1, 2, …, all
+# hosts at once (no MPI) and once outside the cluster: below one core the plan gets the cores a
+# host delivers while as many hosts compute as in the run (solo step ÷ co-running step; less than
+# its quota: the hosts share the machine's cores and caches), and always the jitter of the steps
+# with every host computing (--jitter: standard deviation ÷ √mean step).
 # Needs root, ip netns, tc, Open MPI and a build with --features mpi.
 # Usage: bash bench/plan_vs_cluster.sh [STEPS] [HOSTS:CAP ...]   (MODELS="lenet alexnet-cifar";
 # RUNS=REGEX keeps the runs whose name matches, e.g. RUNS='pipeline|hybrid')
@@ -53,26 +54,26 @@ v = [json.loads(l) for l in open('$out/m.jsonl') if l.startswith('{\"event\":\"s
 print(statistics.median([$BATCH / x['images_per_sec'] for x in v]))"
 }
 
-# What a host delivers when every host computes at once: the model trained alone on each host
+# What a host delivers while C hosts compute at once: the model trained alone on hosts 0..C-1
 # (one process per host, batch/hosts, no MPI) at the same time, and once outside the cluster on a
 # whole core. Prints "CORES JITTER": the solo step ÷ the hosts' mean step (the cores a host
-# delivers, at most its quota), and the hosts' step-to-step spread as the coefficient of variation
-# of one second of computation (standard deviation ÷ √mean step).
-corun() {
-    local b=$((BATCH / hosts)) h args
+# delivers, at most its quota: the hosts share this machine's cores, and each one computing
+# slows the others beyond the quota), and the hosts' step-to-step spread as the coefficient of
+# variation of one second of computation (standard deviation ÷ √mean step).
+corun() {  # C
+    local c=$1 b=$((BATCH / hosts)) h args
     args=(--log-level error train --model "$model" ${data[@]+"${data[@]}"} --no-progress --no-epoch-eval --steps 40 --batch-size "$b" --threads 1)
-    for h in $(seq 0 $((hosts - 1))); do
+    for h in $(seq 0 $((c - 1))); do
         rm -f "$out/co$h.jsonl"
         bash scripts/cluster.sh on "$h" "$BIN" "${args[@]}" --metrics "$out/co$h.jsonl" > /dev/null 2>&1 &
     done
     wait
-    rm -f "$out/solo.jsonl"
-    "$BIN" "${args[@]}" --metrics "$out/solo.jsonl" > /dev/null 2>&1
+    [ -f "$out/solo.jsonl" ] || "$BIN" "${args[@]}" --metrics "$out/solo.jsonl" > /dev/null 2>&1
     python3 -c "
 import json, statistics
 def steps(f):
     return [$b / json.loads(l)['images_per_sec'] for l in open(f) if l.startswith('{\"event\":\"step\"')][10:]
-hosts = [steps('$out/co%d.jsonl' % h) for h in range($hosts)]
+hosts = [steps('$out/co%d.jsonl' % h) for h in range($c)]
 mean = statistics.mean(statistics.mean(v) for v in hosts)
 jitter = statistics.mean(statistics.stdev(v) / statistics.mean(v) ** 0.5 for v in hosts)
 print(f'{statistics.mean(steps(\"$out/solo.jsonl\")) / mean:.4f} {jitter:.4f}')"
@@ -86,8 +87,8 @@ import json, sys
 print(json.dumps(json.load(sys.stdin)[0]['predictions'][0]))"
 }
 
-echo "| hosts | cap | model | β p2p / all-reduce, host | run | measured step ms | predicted step ms | error |"
-echo "|---:|---|---|---|---|---:|---:|---:|"
+echo "| hosts | cap | model | β p2p / all-reduce, host | run | cores | measured step ms | predicted step ms | error |"
+echo "|---:|---|---|---|---|---:|---:|---:|---:|"
 for cfg in "${CONFIGS[@]}"; do
     hosts=${cfg%%:*}; cap=${cfg#*:}
     bash scripts/cluster.sh up "$hosts" "$cap" > /dev/null
@@ -102,20 +103,28 @@ for cfg in "${CONFIGS[@]}"; do
 import json
 p = json.load(open('$out/$model-compute.json')); p['mpi_link'] = json.load(open('$out/link.json'))['mpi_link']
 json.dump(p, open('$out/$model.json', 'w'))"
-        # Below one core a host's speed is what it delivers beside the others (measured); at one
-        # core or more, its quota (the plan lets communication overlap computation from 1 on).
-        read -r delivered jitter <<< "$(corun)"
+        # Below one core a host's speed is what it delivers while as many hosts compute as in
+        # the run (measured for 1..hosts); at one core or more, its quota (the plan lets
+        # communication overlap computation from 1 on). Jitter: all hosts at once.
+        quota=${CLUSTER_CPUS:-$(python3 -c "print(2 / $hosts)")}
+        rm -f "$out/solo.jsonl"
+        cores=()
+        for c in $(seq 1 "$hosts"); do
+            read -r delivered jitter <<< "$(corun "$c")"
+            cores[c]=$(python3 -c "print($delivered if $quota < 1 else $quota)")
+        done
         link=$(python3 -c "
 import json; l = json.load(open('$out/$model.json'))['mpi_link']
-print(f\"{l['beta']/1e6:.0f} / {l['allreduce_beta']/1e6:.0f} MB/s, {$delivered:.2f} cores, jitter {$jitter:.3f}\")")
-        all=${CLUSTER_CPUS:-$(python3 -c "print(2 / $hosts)")}
-        all=$(python3 -c "print($delivered if $all < 1 else $all)")
-        runs=("dp|$hosts|$hosts|$all|--strategies dp --bucket-mb 25|")
-        runs+=("ps k=1|$hosts|$((hosts - 1))|$all|--strategies ps --servers 1|--strategy ps --servers 1")
-        [ "$hosts" -ge 3 ] && runs+=("ps k=2|$hosts|$((hosts - 2))|$all|--strategies ps --servers 2|--strategy ps --servers 2")
-        runs+=("pipeline s=$hosts m=$MICRO|$hosts|$hosts|$all|--strategies pipeline --micro-batches $MICRO|--strategy pipeline --stages $hosts --micro-batches $MICRO")
+print(f\"{l['beta']/1e6:.0f} / {l['allreduce_beta']/1e6:.0f} MB/s, jitter {$jitter:.3f}\")")
+        # Hosts that compute at once: data parallel and hybrid all; the parameter server its
+        # workers (the shards wait); a pipeline one (a stage computes while the others wait for
+        # its output, or for the link: bench/results/2026-12-01-plan-vs-cluster-6.md).
+        runs=("dp|$hosts|$hosts|${cores[hosts]}|--strategies dp --bucket-mb 25|")
+        runs+=("ps k=1|$hosts|$((hosts - 1))|${cores[hosts - 1]}|--strategies ps --servers 1|--strategy ps --servers 1")
+        [ "$hosts" -ge 3 ] && runs+=("ps k=2|$hosts|$((hosts - 2))|${cores[hosts - 2]}|--strategies ps --servers 2|--strategy ps --servers 2")
+        runs+=("pipeline s=$hosts m=$MICRO|$hosts|$hosts|${cores[1]}|--strategies pipeline --micro-batches $MICRO|--strategy pipeline --stages $hosts --micro-batches $MICRO")
         mp=$hosts; [ "$hosts" -eq 4 ] && mp=2
-        runs+=("hybrid dp=$((hosts / mp)) mp=$mp|$hosts|$hosts|$all|--strategies hybrid --mp $mp|--strategy hybrid --dp $((hosts / mp)) --mp $mp")
+        runs+=("hybrid dp=$((hosts / mp)) mp=$mp|$hosts|$hosts|${cores[hosts]}|--strategies hybrid --mp $mp|--strategy hybrid --dp $((hosts / mp)) --mp $mp")
         for r in "${runs[@]}"; do
             IFS='|' read -r name ranks nodes cores pflags tflags <<< "$r"
             [[ -z "${RUNS:-}" || "$name" =~ ${RUNS:-} ]] || continue
@@ -129,7 +138,7 @@ print(f\"{l['beta']/1e6:.0f} / {l['allreduce_beta']/1e6:.0f} MB/s, {$delivered:.
 import json, math
 m, p = float('$measured'), json.loads('''$p''')['step_s']
 err = f'{(p - m) / m * 100:+.0f} %' if not math.isnan(m) else 'run failed'
-print(f'| $hosts | $cap | $model | $link | $name | {m*1e3:.1f} | {p*1e3:.1f} | {err} |')"
+print(f'| $hosts | $cap | $model | $link | $name | {$cores:.2f} | {m*1e3:.1f} | {p*1e3:.1f} | {err} |')"
         done
     done
     bash scripts/cluster.sh down > /dev/null

@@ -57,13 +57,19 @@ impl Crossing {
 ///
 /// The network is simulated as a fluid, event by event: a message leaves when its pass ends
 /// (sends are buffered: the sender goes on) and crosses at once with the others in flight. Every
-/// node has an outgoing and an incoming link; the messages in flight share them max-min fairly
-/// (as TCP flows through one capped link do), one message at a time between two nodes (one
-/// connection, in order). A message alone on its links takes `seconds`; `duplex_seconds` while
-/// the sender also receives or the receiver also sends. Its bytes over the eager limit
-/// (`rendezvous_share`) move only once the receiving stage has finished the pass before and waits
-/// for it (the receive is posted). Events: a pass ends, a message arrives, a message's eager part
-/// is through; between two events every rate is constant.
+/// node has an outgoing and an incoming link; a message takes what the messages sent before it
+/// leave of its sender's outgoing and its receiver's incoming link, one message at a time
+/// between two nodes (one connection, in order). First come, first served, not a fair share:
+/// a TCP flow that is under way holds the link's queue, and a newer one's slow start (one round
+/// trip per doubling, the round trip stretched by that queue) lasts about as long as these
+/// messages do; on the emulated cluster the fair share predicted 3-stage pipelines at
+/// 100 Mbit/s 12–15 % slower than measured, first come first served −1 … +3 %
+/// (bench/results/2026-12-01-plan-vs-cluster-6.md). A message alone on its links takes
+/// `seconds`; `duplex_seconds` while the sender also receives or the receiver also sends. Its
+/// bytes over the eager limit (`rendezvous_share`) move only once the receiving stage has
+/// finished the pass before and waits for it (the receive is posted). Events: a pass ends, a
+/// message arrives, a message's eager part is through; between two events every rate is
+/// constant.
 pub fn simulate(fwd: &[f64], bwd: &[f64], crossings: &[Crossing], m: usize, schedule: Schedule) -> f64 {
     let stages = fwd.len();
     debug_assert!(bwd.len() == stages && crossings.len() + 1 == stages);
@@ -71,6 +77,8 @@ pub fn simulate(fwd: &[f64], bwd: &[f64], crossings: &[Crossing], m: usize, sche
     // The message each pass waits for (index into `msgs`), once it is sent.
     let (mut for_f, mut for_b) = (vec![vec![None::<usize>; m]; stages], vec![vec![None::<usize>; m]; stages]);
     let mut msgs: Vec<Message> = Vec::new();
+    // The messages sent and not yet arrived, in the order they were sent.
+    let mut in_flight: Vec<usize> = Vec::new();
     let mut done_f = vec![vec![false; m]; stages];
     let (mut next, mut busy) = (vec![0usize; stages], vec![None::<f64>; stages]);
     let mut t = 0.0f64;
@@ -97,6 +105,7 @@ pub fn simulate(fwd: &[f64], bwd: &[f64], crossings: &[Crossing], m: usize, sche
                         let i = msgs.len();
                         let arrived = (x.seconds <= 0.0).then_some(t);
                         msgs.push(Message { from: s, to, x, left: 1.0, posted: false, arrived });
+                        in_flight.push(i);
                         match pass {
                             Pass::Forward(k) => for_f[to][k] = Some(i),
                             Pass::Backward(k) => for_b[to][k] = Some(i),
@@ -130,29 +139,44 @@ pub fn simulate(fwd: &[f64], bwd: &[f64], crossings: &[Crossing], m: usize, sche
                 }
             }
         }
-        // The messages that move: per pair of nodes the first one sent that may move.
+        // The messages that move, oldest first: per pair of nodes the first one sent that may
+        // move (messages go between neighbours: a pair is the sender and the direction).
+        in_flight.retain(|&i| msgs[i].arrived.is_none());
         let mut flowing: Vec<usize> = Vec::new();
-        for (i, msg) in msgs.iter().enumerate() {
-            let may = msg.arrived.is_none() && (msg.posted || msg.left > msg.x.rendezvous_share + EPS);
-            if may && !flowing.iter().any(|&j| msgs[j].from == msg.from && msgs[j].to == msg.to) {
+        let mut pair_taken = vec![[false; 2]; stages];
+        for &i in &in_flight {
+            let msg = &msgs[i];
+            let taken = &mut pair_taken[msg.from][usize::from(msg.to > msg.from)];
+            if !*taken && (msg.posted || msg.left > msg.x.rendezvous_share + EPS) {
+                *taken = true;
                 flowing.push(i);
             }
         }
-        let shares = fair_shares(&flowing.iter().map(|&i| (msgs[i].from, msgs[i].to)).collect::<Vec<_>>(), stages);
+        let shares = shares_by_age(&flowing.iter().map(|&i| (msgs[i].from, msgs[i].to)).collect::<Vec<_>>(), stages);
+        // Which nodes send and receive something now (for the duplex rate).
+        let (mut sends, mut receives) = (vec![false; stages], vec![false; stages]);
+        for (&i, &share) in flowing.iter().zip(&shares) {
+            if share > 0.0 {
+                sends[msgs[i].from] = true;
+                receives[msgs[i].to] = true;
+            }
+        }
         let rates: Vec<f64> = flowing
             .iter()
             .zip(&shares)
             .map(|(&i, share)| {
-                let (a, b) = (msgs[i].from, msgs[i].to);
-                let duplex = flowing.iter().any(|&j| msgs[j].to == a || msgs[j].from == b);
-                share / if duplex { msgs[i].x.duplex_seconds } else { msgs[i].x.seconds }
+                let x = &msgs[i];
+                let duplex = receives[x.from] || sends[x.to];
+                share / if duplex { x.x.duplex_seconds } else { x.x.seconds }
             })
             .collect();
         // The next event.
         let until = |i: usize| msgs[i].left - if msgs[i].posted { 0.0 } else { msgs[i].x.rendezvous_share };
         let mut dt = busy.iter().flatten().map(|end| end - t).fold(f64::INFINITY, f64::min);
-        for (&i, r) in flowing.iter().zip(&rates) {
-            dt = dt.min(until(i) / r);
+        for (&i, &r) in flowing.iter().zip(&rates) {
+            if r > 0.0 {
+                dt = dt.min(until(i) / r);
+            }
         }
         if !dt.is_finite() {
             break;
@@ -185,33 +209,18 @@ struct Message {
     arrived: Option<f64>,
 }
 
-/// Max-min fair shares of flows (sender, receiver) over links of capacity 1, one outgoing and
-/// one incoming per node (progressive filling: the most contended link's flows get an equal
-/// share of it, and the rest is shared again without them).
-pub(super) fn fair_shares(flows: &[(usize, usize)], nodes: usize) -> Vec<f64> {
-    let mut share = vec![None::<f64>; flows.len()];
-    // Links 0..nodes outgoing, nodes..2·nodes incoming.
-    let mut left = vec![1.0f64; 2 * nodes];
-    let links = |&(a, b): &(usize, usize)| [a, nodes + b];
-    loop {
-        let mut users = vec![0usize; 2 * nodes];
-        for (f, s) in flows.iter().zip(&share) {
-            if s.is_none() {
-                for l in links(f) {
-                    users[l] += 1;
-                }
-            }
-        }
-        let Some(bottleneck) = (0..2 * nodes).filter(|&l| users[l] > 0).min_by(|&x, &y| (left[x] / users[x] as f64).total_cmp(&(left[y] / users[y] as f64))) else { break };
-        let level = left[bottleneck] / users[bottleneck] as f64;
-        for (f, s) in flows.iter().zip(share.iter_mut()) {
-            if s.is_none() && links(f).contains(&bottleneck) {
-                *s = Some(level);
-                for l in links(f) {
-                    left[l] -= level;
-                }
-            }
-        }
-    }
-    share.into_iter().map(|s| s.unwrap_or(0.0)).collect()
+/// Shares of flows (sender, receiver), in the order they were sent, over links of capacity 1,
+/// one outgoing and one incoming per node: each takes what the flows sent before it leave of its
+/// two links.
+pub(super) fn shares_by_age(flows: &[(usize, usize)], nodes: usize) -> Vec<f64> {
+    let (mut out, mut into) = (vec![1.0f64; nodes], vec![1.0f64; nodes]);
+    flows
+        .iter()
+        .map(|&(a, b)| {
+            let x = out[a].min(into[b]);
+            out[a] -= x;
+            into[b] -= x;
+            x
+        })
+        .collect()
 }

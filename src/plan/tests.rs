@@ -149,31 +149,27 @@ fn a_simulated_pipeline_step_matches_hand_computed_timelines() {
     // plus what the stages cannot overlap: F0 0–1 | 1–2, B0 2–4 | 4–6; F1 on stage 1 4–5,
     // B1 5–7 | 7–9.
     assert!(close(simulate(&f, &b, &[Crossing::free()], 2, Schedule::OneFOneB), 9.0));
-    // Messages that meet on a node's link share it. 3 stages, no computation, cut 0 takes 2 s
-    // and cut 1 1 s (alone); 1F1B, 2 micro-batches; stage 1 runs F0 F1 B0 B1. Activations 0 and
-    // 1 are sent at 0: a0 0–2, then a1 alone on stage 1's incoming link 2–3 (half of it), b0
-    // (stage 1 → 2) 2–3. Gradient c0 (stage 2 → 1) from 3 shares stage 1's incoming link with
-    // a1: each half of it, a1's last half 3–5, c0 3–5. Stage 1 sends b1 and g0 at 5: they share
-    // its outgoing link, b1 5–7; g0 half done by 7, its rest alone 7–8, c1 (from 7) 7–8. Stage 1
-    // B1 sends g1 at 8: 8–10, stage 0 B1 at 10.
+    // Messages that meet on a node's link: the one sent first keeps its rate. 3 stages, no
+    // computation, cut 0 takes 2 s and cut 1 1 s; 1F1B, 2 micro-batches; stage 1 runs F0 F1 B0
+    // B1. Activations 0 and 1 are sent at 0: a0 0–2, a1 2–4 (one connection, in order); b0
+    // (stage 1 → 2) 2–3. Gradient c0 (stage 2 → 1), sent at 3, waits for a1 on stage 1's
+    // incoming link: 4–5. Stage 1 F1 at 4 sends b1 4–5; stage 2 sends c1 at 5: 5–6; stage 1 B0
+    // at 5 sends g0 5–7, B1 at 6 sends g1, after g0: 7–9; stage 0 B1 at 9.
     let (z, x) = ([0.0; 3], |s: f64| Crossing { seconds: s, duplex_seconds: s, rendezvous_share: 0.0 });
-    assert!(close(simulate(&z, &z, &[x(2.0), x(1.0)], 2, Schedule::OneFOneB), 10.0));
+    assert!(close(simulate(&z, &z, &[x(2.0), x(1.0)], 2, Schedule::OneFOneB), 9.0));
     // One stage: its passes back to back.
     assert!(close(simulate(&[1.0], &[2.0], &[], 3, Schedule::OneFOneB), 9.0));
 }
 
 #[test]
-fn messages_on_one_link_share_it_fairly() {
-    // Stage 1's incoming link carries two messages (from 0 and from 2): half each; its outgoing
-    // link one, which gets all of it. Stage 0 sends to 1 and 2 at once, and 2 to 1: stage 0's
-    // outgoing link and stage 1's incoming one are each shared by two.
-    assert_eq!(schedule::fair_shares(&[(0, 1), (2, 1), (1, 2)], 3), vec![0.5, 0.5, 1.0]);
-    assert_eq!(schedule::fair_shares(&[(0, 1), (0, 2), (2, 1)], 3), vec![0.5, 0.5, 0.5]);
-    // Max-min: 0 → 1 and 0 → 2 share stage 0's link; 3 → 2 gets what 0 → 2 leaves of link 2.
-    assert_eq!(schedule::fair_shares(&[(0, 1), (0, 2), (3, 2)], 4), vec![0.5, 0.5, 0.5]);
-    let s = schedule::fair_shares(&[(0, 1), (0, 2), (0, 3), (3, 2)], 4);
-    assert!(s.iter().zip([1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 2.0 / 3.0]).all(|(a, b)| close(*a, b)), "{s:?}");
-    assert!(schedule::fair_shares(&[], 2).is_empty());
+fn messages_on_one_link_are_served_in_the_order_they_were_sent() {
+    // Stage 1's incoming link carries two messages (from 0, then from 2): the first takes all of
+    // it; 1 → 2 has its links to itself.
+    assert_eq!(schedule::shares_by_age(&[(0, 1), (2, 1), (1, 2)], 3), vec![1.0, 0.0, 1.0]);
+    // Stage 0 sends to 1 and 2: the second waits; 2 → 1 gets stage 1's incoming link.
+    assert_eq!(schedule::shares_by_age(&[(0, 1), (0, 2), (2, 1)], 3), vec![1.0, 0.0, 0.0]);
+    assert_eq!(schedule::shares_by_age(&[(0, 2), (2, 1), (0, 1)], 3), vec![1.0, 1.0, 0.0]);
+    assert!(schedule::shares_by_age(&[], 2).is_empty());
 }
 
 #[test]
