@@ -55,21 +55,20 @@ impl Crossing {
 /// same micro-batch, carried over `crossings[s − 1]`; a backward on stage s < S − 1 needs stage
 /// s + 1's backward of it, carried back; the last stage's backward follows its own forward.
 ///
-/// The network is simulated as a fluid, event by event: a message leaves when its pass ends
-/// (sends are buffered: the sender goes on) and crosses at once with the others in flight. Every
-/// node has an outgoing and an incoming link; a message takes what the messages sent before it
-/// leave of its sender's outgoing and its receiver's incoming link, one message at a time
-/// between two nodes (one connection, in order). First come, first served, not a fair share:
-/// a TCP flow that is under way holds the link's queue, and a newer one's slow start (one round
-/// trip per doubling, the round trip stretched by that queue) lasts about as long as these
-/// messages do; on the emulated cluster the fair share predicted 3-stage pipelines at
-/// 100 Mbit/s 12–15 % slower than measured, first come first served −1 … +3 %
-/// (bench/results/2026-12-01-plan-vs-cluster-6.md). A message alone on its links takes
-/// `seconds`; `duplex_seconds` while the sender also receives or the receiver also sends. Its
-/// bytes over the eager limit (`rendezvous_share`) move only once the receiving stage has
-/// finished the pass before and waits for it (the receive is posted). Events: a pass ends, a
-/// message arrives, a message's eager part is through; between two events every rate is
-/// constant.
+/// The network is simulated event by event: a message leaves when its pass ends (sends are
+/// buffered: the sender goes on). Every node has an outgoing and an incoming link, each carrying
+/// one message at a time: a message moves once no message sent before it holds its sender's
+/// outgoing or its receiver's incoming link (so one at a time between two nodes: one
+/// connection, in order). First come, first served, not a fair share: a TCP flow that is under
+/// way holds the link's queue, and a newer one's slow start (one round trip per doubling, the
+/// round trip stretched by that queue) lasts about as long as these messages do; on the
+/// emulated cluster the fair share predicted 3-stage pipelines at 100 Mbit/s 12–15 % slower
+/// than measured, first come first served −1 … +3 % (bench/results/2026-12-01-plan-vs-cluster-6.md).
+/// A moving message crosses at the rate of `seconds`; of `duplex_seconds` while its sender also
+/// receives or its receiver also sends (the rate can change under way). Its bytes over the eager
+/// limit (`rendezvous_share`) move only once the receiving stage has finished the pass before
+/// and waits for it (the receive is posted). Events: a pass ends, a message arrives, a message's
+/// eager part is through; between two events every rate is constant.
 pub fn simulate(fwd: &[f64], bwd: &[f64], crossings: &[Crossing], m: usize, schedule: Schedule) -> f64 {
     let stages = fwd.len();
     debug_assert!(bwd.len() == stages && crossings.len() + 1 == stages);
@@ -139,50 +138,37 @@ pub fn simulate(fwd: &[f64], bwd: &[f64], crossings: &[Crossing], m: usize, sche
                 }
             }
         }
-        // The messages that move, oldest first: per pair of nodes the first one sent that may
-        // move (messages go between neighbours: a pair is the sender and the direction).
+        // The messages that move: oldest first, each that may move (its eager part, or all of
+        // it once posted) and finds its two links free. A later message between the same two
+        // nodes needs the same links, so it waits behind the earlier one (one connection).
         in_flight.retain(|&i| msgs[i].arrived.is_none());
-        let mut flowing: Vec<usize> = Vec::new();
-        let mut pair_taken = vec![[false; 2]; stages];
-        for &i in &in_flight {
-            let msg = &msgs[i];
-            let taken = &mut pair_taken[msg.from][usize::from(msg.to > msg.from)];
-            if !*taken && (msg.posted || msg.left > msg.x.rendezvous_share + EPS) {
-                *taken = true;
-                flowing.push(i);
-            }
-        }
-        let shares = shares_by_age(&flowing.iter().map(|&i| (msgs[i].from, msgs[i].to)).collect::<Vec<_>>(), stages);
-        // Which nodes send and receive something now (for the duplex rate).
+        let ready: Vec<usize> = in_flight.iter().copied().filter(|&i| msgs[i].posted || msgs[i].left > msgs[i].x.rendezvous_share + EPS).collect();
+        let go = first_come(&ready.iter().map(|&i| (msgs[i].from, msgs[i].to)).collect::<Vec<_>>(), stages);
+        let moving: Vec<usize> = ready.iter().zip(&go).filter(|(_, &g)| g).map(|(&i, _)| i).collect();
+        // Which nodes send and receive now (for the duplex rate).
         let (mut sends, mut receives) = (vec![false; stages], vec![false; stages]);
-        for (&i, &share) in flowing.iter().zip(&shares) {
-            if share > 0.0 {
-                sends[msgs[i].from] = true;
-                receives[msgs[i].to] = true;
-            }
+        for &i in &moving {
+            sends[msgs[i].from] = true;
+            receives[msgs[i].to] = true;
         }
-        let rates: Vec<f64> = flowing
+        let rates: Vec<f64> = moving
             .iter()
-            .zip(&shares)
-            .map(|(&i, share)| {
+            .map(|&i| {
                 let x = &msgs[i];
-                let duplex = receives[x.from] || sends[x.to];
-                share / if duplex { x.x.duplex_seconds } else { x.x.seconds }
+                1.0 / if receives[x.from] || sends[x.to] { x.x.duplex_seconds } else { x.x.seconds }
             })
             .collect();
         // The next event.
         let until = |i: usize| msgs[i].left - if msgs[i].posted { 0.0 } else { msgs[i].x.rendezvous_share };
         let mut dt = busy.iter().flatten().map(|end| end - t).fold(f64::INFINITY, f64::min);
-        for (&i, &r) in flowing.iter().zip(&rates) {
-            if r > 0.0 {
-                dt = dt.min(until(i) / r);
-            }
+        for (&i, r) in moving.iter().zip(&rates) {
+            dt = dt.min(until(i) / r);
         }
         if !dt.is_finite() {
             break;
         }
         t += dt.max(0.0);
-        for (&i, r) in flowing.iter().zip(&rates) {
+        for (&i, r) in moving.iter().zip(&rates) {
             let msg = &mut msgs[i];
             msg.left -= r * dt;
             if msg.left <= EPS {
@@ -209,18 +195,19 @@ struct Message {
     arrived: Option<f64>,
 }
 
-/// Shares of flows (sender, receiver), in the order they were sent, over links of capacity 1,
-/// one outgoing and one incoming per node: each takes what the flows sent before it leave of its
-/// two links.
-pub(super) fn shares_by_age(flows: &[(usize, usize)], nodes: usize) -> Vec<f64> {
-    let (mut out, mut into) = (vec![1.0f64; nodes], vec![1.0f64; nodes]);
+/// Which of the flows (sender, receiver), in the order they were sent, move now: each that finds
+/// its sender's outgoing and its receiver's incoming link not taken by a flow sent before it.
+pub(super) fn first_come(flows: &[(usize, usize)], nodes: usize) -> Vec<bool> {
+    let (mut out, mut into) = (vec![false; nodes], vec![false; nodes]);
     flows
         .iter()
         .map(|&(a, b)| {
-            let x = out[a].min(into[b]);
-            out[a] -= x;
-            into[b] -= x;
-            x
+            let go = !out[a] && !into[b];
+            if go {
+                out[a] = true;
+                into[b] = true;
+            }
+            go
         })
         .collect()
 }
