@@ -87,7 +87,7 @@ import json, sys
 print(json.dumps(json.load(sys.stdin)[0]['predictions'][0]))"
 }
 
-echo "| hosts | cap | model | β p2p / all-reduce, host | run | cores | measured step ms | predicted step ms | error |"
+echo "| hosts | cap | model | β p2p / all-reduce / PS round, host | run | cores | measured step ms | predicted step ms | error |"
 echo "|---:|---|---|---|---|---:|---:|---:|---:|"
 for cfg in "${CONFIGS[@]}"; do
     hosts=${cfg%%:*}; cap=${cfg#*:}
@@ -115,7 +115,7 @@ json.dump(p, open('$out/$model.json', 'w'))"
         done
         link=$(python3 -c "
 import json; l = json.load(open('$out/$model.json'))['mpi_link']
-print(f\"{l['beta']/1e6:.0f} / {l['allreduce_beta']/1e6:.0f} MB/s, jitter {$jitter:.3f}\")")
+print(f\"{l['beta']/1e6:.0f} / {l['allreduce_beta']/1e6:.0f} / {l.get('server_beta', 0)/1e6:.0f} MB/s, jitter {$jitter:.3f}\")")
         # Hosts that compute at once: data parallel and hybrid all; the parameter server its
         # workers (the shards wait); a pipeline one (a stage computes while the others wait for
         # its output, or for the link: bench/results/2026-12-01-plan-vs-cluster-6.md).

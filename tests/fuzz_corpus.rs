@@ -151,7 +151,7 @@ fn write_seed_corpus() {
         mem_bandwidth: 1e10,
         allreduce_alpha: 2e-5,
         allreduce_beta: 2e9,
-        mpi_link: Some(convoy::plan::calibrate::LinkFit { alpha: 1e-4, beta: 1.2e8, allreduce_alpha: 2e-4, allreduce_beta: 1e8, ranks: 2, min_bytes: 65536, max_bytes: 4194304 }),
+        mpi_link: Some(convoy::plan::calibrate::LinkFit { alpha: 1e-4, beta: 1.2e8, allreduce_alpha: 2e-4, allreduce_beta: 1e8, ranks: 2, server_beta: 1.3e8, min_bytes: 65536, max_bytes: 4194304 }),
     };
     let json = serde_json::to_string_pretty(&profile).unwrap();
     put("profile", "lenet", json.as_bytes());

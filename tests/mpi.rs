@@ -478,8 +478,8 @@ fn a_signal_to_one_rank_stops_every_rank_after_the_same_step_with_a_checkpoint()
 }
 
 /// `convoy plan calibrate --comm mpi` measures the link between processes 0 and 1 (3 processes:
-/// the third only waits) into the profile, and `convoy plan --link profile --latency profile`
-/// predicts with it.
+/// the third only waits) and a parameter server's round through process 0 into the profile,
+/// and `convoy plan --link profile --latency profile` predicts with it.
 #[test]
 fn calibrate_over_mpi_measures_the_link_for_the_plan() {
     let dir = tmp("calibrate");
@@ -491,6 +491,9 @@ fn calibrate_over_mpi_measures_the_link_for_the_plan() {
     let (alpha, beta) = (p["mpi_link"]["alpha"].as_f64().unwrap(), p["mpi_link"]["beta"].as_f64().unwrap());
     // Two processes of one machine: at least 10 MB/s and under 1 s of latency, whatever the load.
     assert!(alpha >= 0.0 && alpha < 1.0 && beta > 1e7 && beta.is_finite(), "α {alpha} β {beta}");
+    // The parameter server's round through process 0 (2 senders in turn), as fast a link.
+    let server = p["mpi_link"]["server_beta"].as_f64().unwrap();
+    assert!(server > 1e7 && server.is_finite(), "server β {server}");
     let out = Command::new(env!("CARGO_BIN_EXE_convoy"))
         .args(["plan", "--model", "lenet", "--profile", profile.to_str().unwrap(), "--link", "profile", "--latency", "profile", "--nodes", "2", "--strategies", "dp", "--json"])
         .output()

@@ -145,7 +145,14 @@ fn calibrate_cmd(c: &CalibrateArgs) -> anyhow::Result<()> {
     let Some(p) = p else { return Ok(()) };
     std::fs::write(&c.out, serde_json::to_string_pretty(&p)?).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", c.out.display()))?;
     let link = p.mpi_link.as_ref().map_or(String::new(), |l| {
-        format!(", MPI link: ping-pong α {:.1} µs β {:.1} MB/s, all-reduce α {:.1} µs β {:.1} MB/s", l.alpha * 1e6, l.beta / 1e6, l.allreduce_alpha * 1e6, l.allreduce_beta / 1e6)
+        format!(
+            ", MPI link: ping-pong α {:.1} µs β {:.1} MB/s, all-reduce α {:.1} µs β {:.1} MB/s, parameter-server round β {:.1} MB/s",
+            l.alpha * 1e6,
+            l.beta / 1e6,
+            l.allreduce_alpha * 1e6,
+            l.allreduce_beta / 1e6,
+            l.server_beta / 1e6
+        )
     });
     println!(
         "profile of {} written to {}: {:.3} ms per sample (forward + backward), memcpy {:.1} GB/s, all-reduce α {:.1} µs β {:.2} GB/s{link}",
@@ -217,13 +224,14 @@ pub fn predict(args: &PlanArgs) -> anyhow::Result<(String, Rows)> {
             None => PlanError::Input(format!("{flag} profile needs --profile FILE (written by `convoy plan calibrate --comm mpi` under mpirun)")),
         })
     };
-    // `profile`: point to point from the ping-pong, collectives from the all-reduce.
-    let (bandwidth, collective_bandwidth) = if args.link.trim() == "profile" {
+    // `profile`: point to point from the ping-pong, collectives from the all-reduce, a
+    // parameter server's link from its round (the ping-pong's where the profile predates it).
+    let (bandwidth, collective_bandwidth, server_bandwidth) = if args.link.trim() == "profile" {
         let l = measured("--link")?;
-        (l.beta, l.allreduce_beta)
+        (l.beta, l.allreduce_beta, if l.server_beta > 0.0 { l.server_beta } else { l.beta })
     } else {
         let b = plan::parse_bandwidth(&args.link)?;
-        (b, b)
+        (b, b, b)
     };
     let (latency, collective_latency) = if args.latency.trim() == "profile" {
         let l = measured("--latency")?;
@@ -235,7 +243,7 @@ pub fn predict(args: &PlanArgs) -> anyhow::Result<(String, Rows)> {
     if !(args.cores_per_node.is_finite() && args.cores_per_node > 0.0) {
         return Err(PlanError::Input(format!("--cores-per-node {} must be positive", args.cores_per_node)).into());
     }
-    let cluster = Cluster { bandwidth, latency, collective_bandwidth, collective_latency, mem_bandwidth: mem, cores_per_node: args.cores_per_node,
+    let cluster = Cluster { bandwidth, latency, collective_bandwidth, collective_latency, server_bandwidth, mem_bandwidth: mem, cores_per_node: args.cores_per_node,
         jitter: plan::parse_jitter(&args.jitter)?,
         eager_bytes: plan::parse_bytes("--eager-limit", &args.eager_limit)?,
     };

@@ -52,6 +52,12 @@ pub struct LinkFit {
     /// Processes in the all-reduce.
     #[serde(default)]
     pub ranks: usize,
+    /// A parameter server's round: rank 0 receives a message from every other rank in turn,
+    /// then sends one back to each, as `convoy train --strategy ps` does; bytes/s moved through
+    /// rank 0's link, fitted as time = 2(n−1)(α + bytes/β). 0 in profiles written before it was
+    /// measured (the plan then uses `beta`).
+    #[serde(default)]
+    pub server_beta: f64,
     /// Smallest and largest message timed, bytes.
     pub min_bytes: usize,
     /// See `min_bytes`.
@@ -249,9 +255,45 @@ pub fn time_pingpong(comm: &dyn Communicator, sizes: &[usize], budget: usize) ->
     Ok(out)
 }
 
+/// Median seconds of a parameter server's round at each size, on rank 0 of `comm`: rank 0
+/// receives from ranks 1, 2, … in turn (the others send at once, as workers push), then sends
+/// to each in turn (the pull); each size repeated until about `budget` bytes went by.
+pub fn time_server_round(comm: &dyn Communicator, sizes: &[usize], budget: usize) -> Result<Vec<f64>, crate::comm::CommError> {
+    const TAG: u32 = 8;
+    let n = comm.size();
+    let mut buf = vec![0.0f32; sizes.iter().max().copied().unwrap_or(4) / 4];
+    let mut out = Vec::new();
+    for &bytes in sizes {
+        let reps = budget / bytes.max(1) / (2 * (n - 1)).max(1) + 3;
+        let b = &mut buf[..bytes / 4];
+        comm.barrier()?;
+        let mut v = Vec::new();
+        for i in 0..=reps {
+            let t = Instant::now();
+            if comm.rank() == 0 {
+                for r in 1..n {
+                    comm.recv(b, r, TAG)?;
+                }
+                for r in 1..n {
+                    comm.send(b, r, TAG)?;
+                }
+            } else {
+                comm.send(b, 0, TAG)?;
+                comm.recv(b, 0, TAG)?;
+            }
+            // The first round sets up the connections.
+            if i > 0 {
+                v.push(t.elapsed().as_secs_f64());
+            }
+        }
+        out.push(median(v));
+    }
+    Ok(out)
+}
+
 /// The MPI link, measured: ranks 0 and 1 of `world` time a ping-pong (the other ranks wait),
-/// then every rank `MPI_Allreduce` (64 KiB–4 MiB and `grad_bytes`, about 16 MiB per size);
-/// `Some` on rank 0.
+/// then every rank a parameter server's round on rank 0 and `MPI_Allreduce` (64 KiB–4 MiB and
+/// `grad_bytes`, about 16 MiB per size); `Some` on rank 0.
 #[cfg(feature = "mpi")]
 pub fn fit_mpi_link(world: &crate::comm::mpi::MpiComm, grad_bytes: usize) -> Result<Option<LinkFit>, PlanError> {
     let err = |e: crate::comm::CommError| PlanError::Input(format!("--comm mpi: {e}"));
@@ -271,6 +313,7 @@ pub fn fit_mpi_link(world: &crate::comm::mpi::MpiComm, grad_bytes: usize) -> Res
     // The all-reduce over every process of the job: the link as collectives use it, with as
     // many hosts sending at once as the job has.
     let ar = time_allreduce(world, &sizes, 16 << 20).map_err(err)?;
+    let server = time_server_round(world, &sizes, 16 << 20).map_err(err)?;
     if rank != 0 {
         return Ok(None);
     }
@@ -278,8 +321,9 @@ pub fn fit_mpi_link(world: &crate::comm::mpi::MpiComm, grad_bytes: usize) -> Res
     let n = world.size() as f64;
     let (intercept, slope) = fit_line(&sizes, &ar);
     let (allreduce_alpha, allreduce_beta) = (intercept / (2.0 * (n - 1.0)), 2.0 * (n - 1.0) / n / slope);
+    let server_beta = 2.0 * (n - 1.0) / fit_line(&sizes, &server).1;
     let (alpha, slope) = fit_line(&sizes, &pp);
-    Ok(Some(LinkFit { alpha, beta: 1.0 / slope, allreduce_alpha, allreduce_beta, ranks: world.size(), min_bytes: sizes[0], max_bytes: sizes[sizes.len() - 1] }))
+    Ok(Some(LinkFit { alpha, beta: 1.0 / slope, allreduce_alpha, allreduce_beta, ranks: world.size(), server_beta, min_bytes: sizes[0], max_bytes: sizes[sizes.len() - 1] }))
 }
 
 /// Reads a profile and checks it belongs to `spec`.
@@ -322,10 +366,10 @@ pub fn parse(text: &str, origin: &str, spec: &ModelSpec) -> Result<Profile, Plan
     }
     if let Some(l) = &p.mpi_link {
         let latency = |v: f64| v.is_finite() && v >= 0.0;
-        if !(positive(l.beta) && positive(l.allreduce_beta) && latency(l.alpha) && latency(l.allreduce_alpha)) {
+        if !(positive(l.beta) && positive(l.allreduce_beta) && latency(l.alpha) && latency(l.allreduce_alpha) && (l.server_beta == 0.0 || positive(l.server_beta))) {
             return bad(format!(
-                "mpi_link alpha {}, beta {}, allreduce_alpha {}, allreduce_beta {}: bandwidths must be positive, latencies not negative",
-                l.alpha, l.beta, l.allreduce_alpha, l.allreduce_beta
+                "mpi_link alpha {}, beta {}, allreduce_alpha {}, allreduce_beta {}, server_beta {}: bandwidths must be positive (server_beta may be 0: not measured), latencies not negative",
+                l.alpha, l.beta, l.allreduce_alpha, l.allreduce_beta, l.server_beta
             ));
         }
     }

@@ -94,6 +94,10 @@ pub struct Cluster {
     pub collective_bandwidth: f64,
     /// Latency of a collective's step, seconds (as `latency` unless measured apart).
     pub collective_latency: f64,
+    /// Bytes/s through a parameter server's link when its workers push to it in turn and it
+    /// replies to each in turn: `bandwidth` unless measured apart (`plan calibrate --comm mpi`
+    /// times that round; over TCP it ran faster than a ping-pong on the emulated cluster).
+    pub server_bandwidth: f64,
     /// Memory copy bandwidth of a node, bytes/s (optimizer updates are memory-bound).
     pub mem_bandwidth: f64,
     /// Cores of a node for one worker (the profile's layer times are for one such node). Below 1
@@ -313,8 +317,9 @@ impl Plan {
         let b = self.batch as f64 / n as f64;
         let compute = self.model.step_s(b) * self.cluster.compute_scale();
         let bytes = 4.0 * self.model.params() as f64;
-        let worker = 2.0 * p2p(&self.cluster, bytes);
-        let shard = 2.0 * (self.cluster.latency * n as f64 / k as f64 + n as f64 * bytes / k as f64 / self.cluster.bandwidth);
+        let c = &self.cluster;
+        let worker = 2.0 * (c.latency + bytes / c.server_bandwidth);
+        let shard = 2.0 * (c.latency * n as f64 / k as f64 + n as f64 * bytes / k as f64 / c.server_bandwidth);
         let comm = worker.max(shard);
         let p = self.model.params() as f64;
         let memory = 4.0 * p * 2.0 + self.model.act_bytes() * b;
@@ -542,6 +547,10 @@ pub fn parse_bytes(flag: &str, s: &str) -> Result<f64, PlanError> {
 /// Parses a duration: `5us`, `1ms`, `0.2s`, `100ns`.
 pub fn parse_latency(s: &str) -> Result<f64, PlanError> {
     let t = s.trim().to_ascii_lowercase();
+    // Zero needs no unit; any other bare number is ambiguous.
+    if t.parse::<f64>() == Ok(0.0) {
+        return Ok(0.0);
+    }
     for (u, f) in [("ns", 1e-9), ("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)] {
         if let Some(num) = t.strip_suffix(u) {
             if let Ok(v) = num.trim().parse::<f64>() {
@@ -552,7 +561,7 @@ pub fn parse_latency(s: &str) -> Result<f64, PlanError> {
             return bad(format!("--latency {s}: must be a non-negative duration; hint: 5us"));
         }
     }
-    bad(format!("--latency {s}: not a duration; hint: 5us, 1ms"))
+    bad(format!("--latency {s}: not a duration (a number with a unit: ns, us, ms, s); hint: 5us, 1ms"))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@ use crate::parallel::pipeline::Schedule;
 use schedule::{simulate, Crossing};
 
 fn cluster(gbit: f64, latency: f64) -> Cluster {
-    Cluster { bandwidth: gbit * 1e9 / 8.0, latency, collective_bandwidth: gbit * 1e9 / 8.0, collective_latency: latency, mem_bandwidth: 10e9, cores_per_node: 8.0, jitter: 0.0, eager_bytes: schedule::EAGER_BYTES }
+    Cluster { bandwidth: gbit * 1e9 / 8.0, latency, collective_bandwidth: gbit * 1e9 / 8.0, collective_latency: latency, server_bandwidth: gbit * 1e9 / 8.0, mem_bandwidth: 10e9, cores_per_node: 8.0, jitter: 0.0, eager_bytes: schedule::EAGER_BYTES }
 }
 
 /// A made-up 3-layer model: conv (no params counted), fc1 1 M params, fc2 10 k params.
@@ -57,6 +57,10 @@ fn data_parallel_and_ps_match_hand_computed_steps() {
     let bytes = 4.0 * 1_011_000.0;
     let shard = 2.0 * (5e-6 * 2.0 + 2.0 * bytes / 1.25e9);
     assert!(close(ps.exposed_comm_s, shard));
+    // Measured apart, the parameter server's round sets its rate; nothing else changes.
+    let fast = Plan { cluster: Cluster { server_bandwidth: 2.5e9, ..c.clone() }, ..plan.clone() };
+    assert!(close(fast.param_server(2, 1).exposed_comm_s, 2.0 * (5e-6 * 2.0 + 2.0 * bytes / 2.5e9)));
+    assert!(close(fast.data_parallel(2, 25.0).step_s, two.step_s));
 }
 
 #[test]
@@ -313,6 +317,9 @@ fn units_parse_and_bad_values_name_the_flag() {
     }
     assert!(parse_latency("-3us").is_err());
     assert!(parse_latency("soon").is_err());
+    assert_eq!(parse_latency("0").unwrap(), 0.0);
+    let e = parse_latency("5").unwrap_err().to_string();
+    assert!(e.contains("--latency 5") && e.contains("unit"), "{e}");
 }
 
 #[test]
