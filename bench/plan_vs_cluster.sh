@@ -14,10 +14,12 @@
 # quota (2/hosts cores, a cpu cgroup), so a host that waits leaves its share unused instead of
 # lending it to another, as separate nodes would, and convoy's MPI receives sleep while they wait
 # long (MpiComm::probe). Before each model's runs `corun` trains the model alone on 1, 2, …, all
-# hosts at once (no MPI) and once outside the cluster: below one core the plan gets the cores a
-# host delivers while as many hosts compute as in the run (solo step ÷ co-running step; less than
-# its quota: the hosts share the machine's cores and caches), and always the jitter of the steps
-# with every host computing (--jitter: standard deviation ÷ √mean step).
+# hosts at once (no MPI) and once outside the cluster: the plan gets what a host delivers while
+# as many hosts compute as in the run (solo step ÷ co-running step; less than its quota: the
+# hosts share the machine's cores and caches) — below one core as --cores-per-node, from one core
+# on (2 hosts) as --node-speed with the quota as cores (communication still overlaps) — and
+# always the jitter of the steps with every host computing (--jitter: standard deviation ÷
+# √mean step).
 # Needs root, ip netns, tc, Open MPI and a build with --features mpi.
 # Usage: bash bench/plan_vs_cluster.sh [STEPS] [HOSTS:CAP ...]   (MODELS="lenet alexnet-cifar";
 # RUNS=REGEX keeps the runs whose name matches, e.g. RUNS='pipeline|hybrid')
@@ -79,15 +81,15 @@ jitter = statistics.mean(statistics.stdev(v) / statistics.mean(v) ** 0.5 for v i
 print(f'{statistics.mean(steps(\"$out/solo.jsonl\")) / mean:.4f} {jitter:.4f}')"
 }
 
-predict() {  # nodes, cores, plan flags... → JSON of the one prediction
-    local nodes=$1 cores=$2; shift 2
+predict() {  # nodes, cores, node speed, plan flags... → JSON of the one prediction
+    local nodes=$1 cores=$2 speed=$3; shift 3
     $BIN plan --profile "$out/$model.json" --model "$model" --batch "$BATCH" --nodes "$nodes" --link profile --latency profile \
-        --cores-per-node "$cores" --jitter "$jitter" --eager-limit "${CLUSTER_EAGER:-8388608}" "$@" --json | python3 -c "
+        --cores-per-node "$cores" --node-speed "$speed" --jitter "$jitter" --eager-limit "${CLUSTER_EAGER:-8388608}" "$@" --json | python3 -c "
 import json, sys
 print(json.dumps(json.load(sys.stdin)[0]['predictions'][0]))"
 }
 
-echo "| hosts | cap | model | β p2p / all-reduce / PS round, host | run | cores | measured step ms | predicted step ms | error |"
+echo "| hosts | cap | model | β p2p / all-reduce / PS round, host | run | delivered | measured step ms | predicted step ms | error |"
 echo "|---:|---|---|---|---|---:|---:|---:|---:|"
 for cfg in "${CONFIGS[@]}"; do
     hosts=${cfg%%:*}; cap=${cfg#*:}
@@ -103,15 +105,16 @@ for cfg in "${CONFIGS[@]}"; do
 import json
 p = json.load(open('$out/$model-compute.json')); p['mpi_link'] = json.load(open('$out/link.json'))['mpi_link']
 json.dump(p, open('$out/$model.json', 'w'))"
-        # Below one core a host's speed is what it delivers while as many hosts compute as in
-        # the run (measured for 1..hosts); at one core or more, its quota (the plan lets
-        # communication overlap computation from 1 on). Jitter: all hosts at once.
+        # What a host delivers while as many hosts compute as in the run (measured for
+        # 1..hosts): below one core as its cores, from one core on as its speed with the quota as
+        # its cores (the plan lets communication overlap computation from 1 core on). Jitter:
+        # all hosts at once.
         quota=${CLUSTER_CPUS:-$(python3 -c "print(2 / $hosts)")}
         rm -f "$out/solo.jsonl"
         cores=()
         for c in $(seq 1 "$hosts"); do
             read -r delivered jitter <<< "$(corun "$c")"
-            cores[c]=$(python3 -c "print($delivered if $quota < 1 else $quota)")
+            cores[c]=$(python3 -c "print('$delivered 1' if $quota < 1 else '$quota $delivered')")
         done
         link=$(python3 -c "
 import json; l = json.load(open('$out/$model.json'))['mpi_link']
@@ -129,7 +132,7 @@ print(f\"{l['beta']/1e6:.0f} / {l['allreduce_beta']/1e6:.0f} / {l.get('server_be
             IFS='|' read -r name ranks nodes cores pflags tflags <<< "$r"
             [[ -z "${RUNS:-}" || "$name" =~ ${RUNS:-} ]] || continue
             # shellcheck disable=SC2086
-            p=$(predict "$nodes" "$cores" $pflags)
+            p=$(predict "$nodes" $cores $pflags)
             split=$(python3 -c "import json; print(','.join(json.loads('''$p''').get('split_after', [])))")
             [ -n "$split" ] && tflags="$tflags --split-after $split"
             # shellcheck disable=SC2086
@@ -138,7 +141,7 @@ print(f\"{l['beta']/1e6:.0f} / {l['allreduce_beta']/1e6:.0f} / {l.get('server_be
 import json, math
 m, p = float('$measured'), json.loads('''$p''')['step_s']
 err = f'{(p - m) / m * 100:+.0f} %' if not math.isnan(m) else 'run failed'
-print(f'| $hosts | $cap | $model | $link | $name | {$cores:.2f} | {m*1e3:.1f} | {p*1e3:.1f} | {err} |')"
+print(f'| $hosts | $cap | $model | $link | $name | {min(${cores// /, }):.2f} | {m*1e3:.1f} | {p*1e3:.1f} | {err} |')"
         done
     done
     bash scripts/cluster.sh down > /dev/null

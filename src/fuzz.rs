@@ -192,7 +192,7 @@ pub fn profile(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let spec = crate::net::ModelSpec::resolve("lenet").expect("a built-in model");
     let Ok(p) = crate::plan::calibrate::parse(text, "fuzz", &spec) else { return };
-    let cluster = crate::plan::Cluster { bandwidth: 1.25e9, latency: 5e-6, collective_bandwidth: 1.25e9, collective_latency: 5e-6, server_bandwidth: 1.25e9, mem_bandwidth: p.mem_bandwidth, cores_per_node: p.threads as f64, jitter: 0.0, eager_bytes: crate::plan::schedule::EAGER_BYTES };
+    let cluster = crate::plan::Cluster { bandwidth: 1.25e9, latency: 5e-6, collective_bandwidth: 1.25e9, collective_latency: 5e-6, server_bandwidth: 1.25e9, mem_bandwidth: p.mem_bandwidth, cores_per_node: p.threads as f64, node_speed: 1.0, jitter: 0.0, eager_bytes: crate::plan::schedule::EAGER_BYTES };
     let planner = crate::plan::Plan { model: p.model, cluster, batch: p.batch.min(4096), pins: Default::default() };
     for n in [1, 3, 16] {
         for row in planner.layouts(n, &[], true) {

@@ -154,6 +154,8 @@ fn plan_predicts_and_refuses_bad_input() {
         (vec!["--pipeline-schedule", "zigzag"], "--pipeline-schedule"),
         (vec!["--jitter=-2%"], "--jitter"),
         (vec!["--eager-limit", "big"], "--eager-limit"),
+        (vec!["--node-speed", "0"], "--node-speed"),
+        (vec!["--cores-per-node=-1"], "--cores-per-node"),
     ] {
         let out = run(&args);
         let err = String::from_utf8_lossy(&out.stderr);

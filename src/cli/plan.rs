@@ -39,6 +39,10 @@ pub struct PlanArgs {
     /// computation slows down by 1/cores and communication cannot overlap it).
     #[arg(long, default_value_t = 8.0)]
     pub cores_per_node: f64,
+    /// How fast a node computes relative to the machine the profile (or --node-gflops) describes:
+    /// 2 = twice as fast. Unlike --cores-per-node below 1, it keeps communication overlapping.
+    #[arg(long, default_value_t = 1.0)]
+    pub node_speed: f64,
     /// Spread of a node's computation: the coefficient of variation of one second of it (0.02
     /// or 2%). Each synchronisation of n nodes then waits for the slowest (reported as
     /// straggle): jitter·√T·E[max of n standard normals] after a phase of T seconds.
@@ -243,7 +247,11 @@ pub fn predict(args: &PlanArgs) -> anyhow::Result<(String, Rows)> {
     if !(args.cores_per_node.is_finite() && args.cores_per_node > 0.0) {
         return Err(PlanError::Input(format!("--cores-per-node {} must be positive", args.cores_per_node)).into());
     }
+    if !(args.node_speed.is_finite() && args.node_speed > 0.0) {
+        return Err(PlanError::Input(format!("--node-speed {}: must be a positive factor; hint: 1 (as the profile's machine), 2 (twice as fast)", args.node_speed)).into());
+    }
     let cluster = Cluster { bandwidth, latency, collective_bandwidth, collective_latency, server_bandwidth, mem_bandwidth: mem, cores_per_node: args.cores_per_node,
+        node_speed: args.node_speed,
         jitter: plan::parse_jitter(&args.jitter)?,
         eager_bytes: plan::parse_bytes("--eager-limit", &args.eager_limit)?,
     };

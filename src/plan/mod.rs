@@ -107,6 +107,12 @@ pub struct Cluster {
     /// waits on the network, sleeping or yielding, and needs little CPU (measured on 2 emulated
     /// hosts of one core each: bench/results/2026-11-30-plan-vs-cluster-2.md).
     pub cores_per_node: f64,
+    /// How fast a node computes relative to the profile's machine (2: twice as fast; 1 by
+    /// default). With `cores_per_node` below 1 both apply; from one core on it is the only
+    /// slowdown, and communication still overlaps computation (on the emulated cluster: 2 hosts
+    /// of one core each computing at once deliver 0.89–0.94 of one host alone).
+    #[serde(default = "one")]
+    pub node_speed: f64,
     /// Spread of a node's computation: the coefficient of variation of one second of it (0.02:
     /// a second of computation takes 1 s ± 20 ms, one standard deviation). A phase of T seconds
     /// varies by `jitter`·√T (independent interruptions add up as a random walk), and a
@@ -117,6 +123,10 @@ pub struct Cluster {
     /// only once its receive is posted (rendezvous; `schedule::EAGER_BYTES` by default).
     #[serde(default = "default_eager")]
     pub eager_bytes: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 fn default_eager() -> f64 {
@@ -131,7 +141,7 @@ impl Cluster {
 
     /// The factor on computation times.
     pub fn compute_scale(&self) -> f64 {
-        (1.0 / self.cores_per_node).max(1.0)
+        (1.0 / self.cores_per_node).max(1.0) / self.node_speed
     }
 }
 

@@ -3,7 +3,7 @@ use crate::parallel::pipeline::Schedule;
 use schedule::{simulate, Crossing};
 
 fn cluster(gbit: f64, latency: f64) -> Cluster {
-    Cluster { bandwidth: gbit * 1e9 / 8.0, latency, collective_bandwidth: gbit * 1e9 / 8.0, collective_latency: latency, server_bandwidth: gbit * 1e9 / 8.0, mem_bandwidth: 10e9, cores_per_node: 8.0, jitter: 0.0, eager_bytes: schedule::EAGER_BYTES }
+    Cluster { bandwidth: gbit * 1e9 / 8.0, latency, collective_bandwidth: gbit * 1e9 / 8.0, collective_latency: latency, server_bandwidth: gbit * 1e9 / 8.0, mem_bandwidth: 10e9, cores_per_node: 8.0, node_speed: 1.0, jitter: 0.0, eager_bytes: schedule::EAGER_BYTES }
 }
 
 /// A made-up 3-layer model: conv (no params counted), fc1 1 M params, fc2 10 k params.
@@ -249,7 +249,7 @@ fn pipeline_hybrid_and_tensor_are_consistent() {
 }
 
 #[test]
-fn shared_cores_turn_overlap_off_and_slow_computation() {
+fn shared_cores_turn_overlap_off_and_slow_computation_a_slower_node_only_slows_it() {
     let mut c = cluster(10.0, 5e-6);
     let plan = Plan { model: toy(), cluster: c.clone(), batch: 64, pins: Pins::default() };
     let with = plan.data_parallel(2, 25.0);
@@ -264,6 +264,17 @@ fn shared_cores_turn_overlap_off_and_slow_computation() {
     assert!(close(half.exposed_comm_s, fc + conv), "{} vs {}", half.exposed_comm_s, fc + conv);
     assert!(half.exposed_comm_s > with.exposed_comm_s);
     assert!(close(half.compute_s, 2.0 * with.compute_s));
+    // A slower node (0.8 of the profile's speed) at one core: computation 1/0.8 as long, and the
+    // buckets still overlap it (the conv bucket alone, after backward, stays exposed).
+    c.cores_per_node = 1.0;
+    c.node_speed = 0.8;
+    let slow = Plan { model: toy(), cluster: c.clone(), batch: 64, pins: Pins::default() }.data_parallel(2, 25.0);
+    assert!(close(slow.compute_s, with.compute_s / 0.8));
+    assert!(close(slow.exposed_comm_s, with.exposed_comm_s), "{} vs {}", slow.exposed_comm_s, with.exposed_comm_s);
+    // Both: half a core of a node at 0.8 of the speed.
+    c.cores_per_node = 0.5;
+    let both = Plan { model: toy(), cluster: c, batch: 64, pins: Pins::default() }.data_parallel(2, 25.0);
+    assert!(close(both.compute_s, 2.0 * with.compute_s / 0.8));
 }
 
 #[test]
