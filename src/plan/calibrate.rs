@@ -188,22 +188,7 @@ fn fit_threads() -> (f64, f64) {
 /// Median seconds of `comm`'s all-reduce at each size (bytes), on every rank; each size is
 /// repeated until about `budget` bytes went through (at least 3 times), after a barrier.
 pub fn time_allreduce(comm: &dyn Communicator, sizes: &[usize], budget: usize) -> Result<Vec<f64>, crate::comm::CommError> {
-    let mut buf = vec![0.0f32; sizes.iter().max().copied().unwrap_or(4) / 4];
-    let mut out = Vec::new();
-    for &bytes in sizes {
-        let reps = budget / bytes.max(1) + 3;
-        comm.barrier()?;
-        // One call unmeasured: connections and buffers are set up on first use.
-        comm.all_reduce_into(&mut buf[..bytes / 4])?;
-        let mut v = Vec::new();
-        for _ in 0..reps {
-            let t = Instant::now();
-            comm.all_reduce_into(&mut buf[..bytes / 4])?;
-            v.push(t.elapsed().as_secs_f64());
-        }
-        out.push(median(v));
-    }
-    Ok(out)
+    time_rounds(comm, sizes, budget, |b| comm.all_reduce_into(b))
 }
 
 /// α and β of time = 2α + bytes/β, least squares over (`sizes`, `times`).
@@ -229,30 +214,16 @@ fn fit_line(sizes: &[usize], times: &[f64]) -> (f64, f64) {
 /// (half the round trip), on rank 0; each size repeated until about `budget` bytes went by.
 pub fn time_pingpong(comm: &dyn Communicator, sizes: &[usize], budget: usize) -> Result<Vec<f64>, crate::comm::CommError> {
     const TAG: u32 = 7;
-    let mut buf = vec![0.0f32; sizes.iter().max().copied().unwrap_or(4) / 4];
-    let mut out = Vec::new();
-    for &bytes in sizes {
-        let reps = budget / bytes.max(1) / 2 + 3;
-        let b = &mut buf[..bytes / 4];
-        comm.barrier()?;
-        let mut v = Vec::new();
-        for i in 0..=reps {
-            let t = Instant::now();
-            if comm.rank() == 0 {
-                comm.send(b, 1, TAG)?;
-                comm.recv(b, 1, TAG)?;
-            } else {
-                comm.recv(b, 0, TAG)?;
-                comm.send(b, 0, TAG)?;
-            }
-            // The first round trip sets up the connection.
-            if i > 0 {
-                v.push(t.elapsed().as_secs_f64() / 2.0);
-            }
+    let rounds = time_rounds(comm, sizes, budget / 2, |b| {
+        if comm.rank() == 0 {
+            comm.send(b, 1, TAG)?;
+            comm.recv(b, 1, TAG)
+        } else {
+            comm.recv(b, 0, TAG)?;
+            comm.send(b, 0, TAG)
         }
-        out.push(median(v));
-    }
-    Ok(out)
+    })?;
+    Ok(rounds.into_iter().map(|t| t / 2.0).collect())
 }
 
 /// Median seconds of a parameter server's round at each size, on rank 0 of `comm`: rank 0
@@ -261,30 +232,36 @@ pub fn time_pingpong(comm: &dyn Communicator, sizes: &[usize], budget: usize) ->
 pub fn time_server_round(comm: &dyn Communicator, sizes: &[usize], budget: usize) -> Result<Vec<f64>, crate::comm::CommError> {
     const TAG: u32 = 8;
     let n = comm.size();
+    time_rounds(comm, sizes, budget / (2 * (n - 1)).max(1), |b| {
+        if comm.rank() == 0 {
+            (1..n).try_for_each(|r| comm.recv(b, r, TAG))?;
+            (1..n).try_for_each(|r| comm.send(b, r, TAG))
+        } else {
+            comm.send(b, 0, TAG)?;
+            comm.recv(b, 0, TAG)
+        }
+    })
+}
+
+/// Median seconds of `round` on a buffer of each size (bytes), after a barrier and one
+/// unmeasured round (it sets up the connections); `budget / bytes + 3` measured rounds.
+fn time_rounds(
+    comm: &dyn Communicator,
+    sizes: &[usize],
+    budget: usize,
+    mut round: impl FnMut(&mut [f32]) -> Result<(), crate::comm::CommError>,
+) -> Result<Vec<f64>, crate::comm::CommError> {
     let mut buf = vec![0.0f32; sizes.iter().max().copied().unwrap_or(4) / 4];
     let mut out = Vec::new();
     for &bytes in sizes {
-        let reps = budget / bytes.max(1) / (2 * (n - 1)).max(1) + 3;
         let b = &mut buf[..bytes / 4];
         comm.barrier()?;
+        round(b)?;
         let mut v = Vec::new();
-        for i in 0..=reps {
+        for _ in 0..budget / bytes.max(1) + 3 {
             let t = Instant::now();
-            if comm.rank() == 0 {
-                for r in 1..n {
-                    comm.recv(b, r, TAG)?;
-                }
-                for r in 1..n {
-                    comm.send(b, r, TAG)?;
-                }
-            } else {
-                comm.send(b, 0, TAG)?;
-                comm.recv(b, 0, TAG)?;
-            }
-            // The first round sets up the connections.
-            if i > 0 {
-                v.push(t.elapsed().as_secs_f64());
-            }
+            round(b)?;
+            v.push(t.elapsed().as_secs_f64());
         }
         out.push(median(v));
     }
