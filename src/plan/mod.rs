@@ -103,9 +103,13 @@ pub struct Cluster {
     /// Cores of a node for one worker (the profile's layer times are for one such node). Below 1
     /// (emulated hosts sharing cores under a CPU quota), computation slows by 1/cores and
     /// communication does not overlap it: computation fills the quota, and the communication
-    /// thread's polling takes from it. From one core on, it overlaps: the communication thread
-    /// waits on the network, sleeping or yielding, and needs little CPU (measured on 2 emulated
-    /// hosts of one core each: bench/results/2026-11-30-plan-vs-cluster-2.md).
+    /// thread's polling in MPI takes from it — the same as the two sharing the quota equally
+    /// while they overlap, the longer ending as late as if they ran one after the other (tried
+    /// against overlap with computation at half speed: a tie,
+    /// bench/results/2026-12-01-plan-dp-below-one-core.md). From one core on, it overlaps: the
+    /// communication thread waits on the network, sleeping or yielding, and needs little CPU
+    /// (measured on 2 emulated hosts of one core each:
+    /// bench/results/2026-11-30-plan-vs-cluster-2.md).
     pub cores_per_node: f64,
     /// How fast a node computes relative to the profile's machine (2: twice as fast; 1 by
     /// default). With `cores_per_node` below 1 both apply; from one core on it is the only
