@@ -42,6 +42,39 @@ fn rows(x: &[f32], c: usize, channels: usize, hw: usize) -> impl Iterator<Item =
     x.chunks(hw).skip(c).step_by(channels)
 }
 
+/// Σ f(v) over `r` in 16 f32 lanes (vectorised, and more accurate than one running sum).
+fn lanes_sum(r: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = r.chunks_exact(16);
+    let rest: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for ch in chunks {
+        let ch: &[f32; 16] = ch.try_into().expect("chunks of 16");
+        for (a, &v) in acc.iter_mut().zip(ch) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// (Σ g, Σ g·(x − μ)) over a row of inputs `x` and gradients `g`, in 16 f32 lanes.
+fn lanes_sum2(x: &[f32], g: &[f32], mu: f32) -> (f32, f32) {
+    let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
+    let (xc, gc) = (x.chunks_exact(16), g.chunks_exact(16));
+    let (mut ra, mut rb) = (0.0f32, 0.0f32);
+    for (&xv, &gv) in xc.remainder().iter().zip(gc.remainder()) {
+        ra += gv;
+        rb += gv * (xv - mu);
+    }
+    for (xs, gs) in xc.zip(gc) {
+        let (xs, gs): (&[f32; 16], &[f32; 16]) = (xs.try_into().expect("chunks of 16"), gs.try_into().expect("chunks of 16"));
+        for i in 0..16 {
+            a[i] += gs[i];
+            b[i] += gs[i] * (xs[i] - mu);
+        }
+    }
+    (a.iter().sum::<f32>() + ra, b.iter().sum::<f32>() + rb)
+}
+
 /// A batch-normalisation layer.
 pub struct BatchNorm {
     cfg: BatchNormConfig,
@@ -149,9 +182,10 @@ impl Layer for BatchNorm {
         let (c_n, b, hw) = (self.c, self.buffers_at(), self.hw);
         self.last = ctx.mode;
         if ctx.mode == Mode::Train {
-            // Two passes (mean, then squared deviations): no cancellation in the variance.
+            // Two passes (mean, then squared deviations): no cancellation in the variance. Each
+            // row (one sample's channel) is summed in f32 lanes, the rows in f64.
             self.sums.clear();
-            self.sums.extend((0..c_n).map(|c| rows(x.data(), c, c_n, hw).flat_map(|r| r.iter()).map(|&v| v as f64).sum::<f64>()));
+            self.sums.extend((0..c_n).map(|c| rows(x.data(), c, c_n, hw).map(|r| lanes_sum(r, |v| v) as f64).sum::<f64>()));
             self.sums.push((n * self.hw) as f64);
             self.reduce(ctx)?;
             let m = self.sums[c_n];
@@ -167,8 +201,8 @@ impl Layer for BatchNorm {
             self.sums.clear();
             let mean = &self.mean;
             self.sums.extend((0..c_n).map(|c| {
-                let mu = mean[c];
-                rows(x.data(), c, c_n, hw).flat_map(|r| r.iter()).map(|&v| (v as f64 - mu).powi(2)).sum::<f64>()
+                let mu = mean[c] as f32;
+                rows(x.data(), c, c_n, hw).map(|r| lanes_sum(r, |v| (v - mu) * (v - mu)) as f64).sum::<f64>()
             }));
             self.reduce(ctx)?;
             let mom = self.cfg.momentum as f64;
@@ -194,10 +228,10 @@ impl Layer for BatchNorm {
         let (cc, hw) = (self.c, self.hw);
         for (i, (yo, xi)) in y.data_mut().chunks_mut(hw).zip(x.data().chunks(hw)).enumerate() {
             let c = i % cc;
-            let (mu, s) = (self.mean[c], self.invstd[c] * self.gamma(p, c));
-            let beta = if self.cfg.affine { p[cc + c] as f64 } else { 0.0 };
+            let (mu, s) = (self.mean[c] as f32, (self.invstd[c] * self.gamma(p, c)) as f32);
+            let beta = if self.cfg.affine { p[cc + c] } else { 0.0 };
             for (o, &v) in yo.iter_mut().zip(xi) {
-                *o = ((v as f64 - mu) * s + beta) as f32;
+                *o = (v - mu) * s + beta;
             }
         }
         Ok(())
@@ -210,12 +244,11 @@ impl Layer for BatchNorm {
         let local = &mut self.local;
         local.fill(0.0);
         for c in 0..c_n {
-            let (mu, is) = (self.mean[c], self.invstd[c]);
+            let (mu, is) = (self.mean[c] as f32, self.invstd[c]);
             for (xr, gr) in rows(x.data(), c, c_n, hw).zip(rows(dy.data(), c, c_n, hw)) {
-                for (&xv, &g) in xr.iter().zip(gr) {
-                    local[c] += g as f64;
-                    local[c_n + c] += g as f64 * (xv as f64 - mu) * is;
-                }
+                let (sg, sgx) = lanes_sum2(xr, gr, mu);
+                local[c] += sg as f64;
+                local[c_n + c] += sgx as f64 * is;
             }
         }
         if self.cfg.affine {
@@ -243,9 +276,10 @@ impl Layer for BatchNorm {
             let c = i % cc;
             let (mu, is, (mean_dy, mean_dyx)) = (self.mean[c], self.invstd[c], self.coef[c]);
             let s = self.gamma(p, c) * is;
+            // dx = s·(dy − mean_dy − x̂·mean_dyx) = s·dy + k·(x − μ) + c0, coefficients in f64.
+            let (s32, k, c0, mu) = (s as f32, (-s * is * mean_dyx) as f32, (-s * mean_dy) as f32, mu as f32);
             for ((o, &xv), &g) in d.iter_mut().zip(xi).zip(gi) {
-                let xhat = (xv as f64 - mu) * is;
-                *o = (s * (g as f64 - mean_dy - xhat * mean_dyx)) as f32;
+                *o = s32 * g + k * (xv - mu) + c0;
             }
         }
         Ok(())

@@ -195,6 +195,12 @@ pub trait Layer: Send {
         0
     }
 
+    /// The kernel this layer runs, for per-layer tables ("direct-avx512", "im2col+gemm"); empty
+    /// where there is one way only.
+    fn kernel(&self) -> &'static str {
+        ""
+    }
+
     /// Writes the buffers that training forwards have computed since the last call (BatchNorm's
     /// running statistics) into `p`, this layer's slice of the flat buffer. The strategies call
     /// it through `Net::commit_buffers` after each step; a layer without buffers does nothing.

@@ -113,6 +113,8 @@ pub struct Net {
     /// Index of the first layer in the whole model (a segment's), for `Ctx::layer`.
     first_layer: usize,
     loss: SoftmaxCrossEntropy,
+    /// Per-layer (forward, backward) seconds summed since `take_layer_times`, when timing is on.
+    times: Option<Vec<(f64, f64)>>,
 }
 
 impl Net {
@@ -195,6 +197,7 @@ impl Net {
             dinput: Tensor::default(),
             first_layer: 0,
             loss: SoftmaxCrossEntropy::new(),
+            times: None,
         })
     }
 
@@ -292,6 +295,7 @@ impl Net {
                 _ => x,
             };
             let lctx = Ctx { layer: self.first_layer + i, ..*ctx };
+            let clock = self.times.as_ref().map(|_| std::time::Instant::now());
             let r = match &mut self.layers[i] {
                 Node::One(l) => l.forward(&lctx, params.params(i, self.layout.layer_range(i)), pick(&self.srcs[i][0]), &mut rest[0]),
                 Node::Join(j) => {
@@ -300,6 +304,9 @@ impl Net {
                 }
             };
             r.map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
+            if let (Some(t), Some(c)) = (&mut self.times, clock) {
+                t[i].0 += c.elapsed().as_secs_f64();
+            }
         }
         Ok(&self.acts[end - 1])
     }
@@ -322,7 +329,7 @@ impl Net {
     /// `loss_forward_backward` has set. With `input_grad`, returns the gradient of `x`.
     pub fn backward_layers<G: GradSink + ?Sized>(&mut self, ctx: &Ctx, sink: &mut G, range: Range<usize>, x: &Tensor, dy: Option<&Tensor>, input_grad: bool) -> Result<Option<&Tensor>, NetError> {
         let (first, end) = (range.start, range.end);
-        let Net { layers, srcs, acts, dacts, dinput, dscratch, written, layout, names, first_layer, .. } = self;
+        let Net { layers, srcs, acts, dacts, dinput, dscratch, written, layout, names, first_layer, times, .. } = self;
         if let Some(dy) = dy {
             dacts[end - 1].resize(dy.shape());
             dacts[end - 1].data_mut().copy_from_slice(dy.data());
@@ -332,6 +339,7 @@ impl Net {
         let mut input_written = false;
         for i in range.rev() {
             let lctx = Ctx { layer: *first_layer + i, ..*ctx };
+            let clock = times.as_ref().map(|_| std::time::Instant::now());
             let (dprev, dcur) = dacts.split_at_mut(i);
             if !written[i] {
                 // Read only by layers outside the range: no gradient flows back through it.
@@ -372,9 +380,43 @@ impl Net {
                     }
                 }
             }
+            if let (Some(t), Some(c)) = (times.as_mut(), clock) {
+                t[i].1 += c.elapsed().as_secs_f64();
+            }
             sink.done(i);
         }
         Ok(input_grad.then_some(&*dinput))
+    }
+
+    /// Times every layer's forward and backward from now on (`convoy bench --layers`, `plan
+    /// calibrate`): one clock read per layer call, only while on.
+    pub fn set_layer_timing(&mut self, on: bool) {
+        self.times = on.then(|| vec![(0.0, 0.0); self.layers.len()]);
+    }
+
+    /// The (forward, backward) seconds of each layer summed since timing was switched on or last
+    /// taken, and resets them; empty when timing is off.
+    pub fn take_layer_times(&mut self) -> Vec<(f64, f64)> {
+        match &mut self.times {
+            Some(t) => std::mem::replace(t, vec![(0.0, 0.0); t.len()]),
+            None => Vec::new(),
+        }
+    }
+
+    /// The kind of layer `i` ("conv2d", "add").
+    pub fn layer_kind(&self, i: usize) -> &'static str {
+        match &self.layers[i] {
+            Node::One(l) => l.kind(),
+            Node::Join(j) => j.kind(),
+        }
+    }
+
+    /// The kernel layer `i` runs ("direct-avx512", "im2col+gemm"; empty where there is one way).
+    pub fn layer_kernel(&self, i: usize) -> &'static str {
+        match &self.layers[i] {
+            Node::One(l) => l.kernel(),
+            Node::Join(_) => "",
+        }
     }
 
     /// Per-sample output shape of layer `i`.

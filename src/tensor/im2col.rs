@@ -59,8 +59,9 @@ impl ConvShape {
     }
 }
 
-/// Fills `cols` (c·kh·kw × oh·ow, row-major) from the image `x` (c × h × w).
-pub fn im2col(cols: &mut [f32], x: &[f32], g: &ConvShape) {
+/// Fills `cols` (c·kh·kw × oh·ow, row-major with row stride `ld` ≥ oh·ow: several samples' columns
+/// side by side) from the image `x` (c × h × w).
+pub fn im2col(cols: &mut [f32], ld: usize, x: &[f32], g: &ConvShape) {
     let p = g.cols();
     for c in 0..g.c {
         let img = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
@@ -68,7 +69,7 @@ pub fn im2col(cols: &mut [f32], x: &[f32], g: &ConvShape) {
             let (oh_lo, oh_hi) = ConvShape::valid(g.oh, g.h, g.sh, ki, g.dh, g.ph);
             for kj in 0..g.kw {
                 let (ow_lo, ow_hi) = ConvShape::valid(g.ow, g.w, g.sw, kj, g.dw, g.pw);
-                let row = &mut cols[((c * g.kh + ki) * g.kw + kj) * p..][..p];
+                let row = &mut cols[((c * g.kh + ki) * g.kw + kj) * ld..][..p];
                 for oh in 0..g.oh {
                     let out = &mut row[oh * g.ow..(oh + 1) * g.ow];
                     if oh < oh_lo || oh >= oh_hi || ow_lo >= ow_hi {
@@ -93,8 +94,9 @@ pub fn im2col(cols: &mut [f32], x: &[f32], g: &ConvShape) {
     }
 }
 
-/// Accumulates the column matrix `cols` into the image gradient `dx` (c × h × w): the adjoint of `im2col`.
-pub fn col2im(dx: &mut [f32], cols: &[f32], g: &ConvShape) {
+/// Accumulates the column matrix `cols` (row stride `ld`) into the image gradient `dx` (c × h × w):
+/// the adjoint of `im2col`.
+pub fn col2im(dx: &mut [f32], cols: &[f32], ld: usize, g: &ConvShape) {
     let p = g.cols();
     for c in 0..g.c {
         let img = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
@@ -105,7 +107,7 @@ pub fn col2im(dx: &mut [f32], cols: &[f32], g: &ConvShape) {
                 if ow_lo >= ow_hi {
                     continue;
                 }
-                let row = &cols[((c * g.kh + ki) * g.kw + kj) * p..][..p];
+                let row = &cols[((c * g.kh + ki) * g.kw + kj) * ld..][..p];
                 for oh in oh_lo..oh_hi {
                     let ih = oh * g.sh + ki * g.dh - g.ph;
                     let dst = &mut img[ih * g.w..(ih + 1) * g.w];
@@ -178,7 +180,7 @@ mod tests {
         for g in cases() {
             let x: Vec<f32> = (0..g.c * g.h * g.w).map(|_| rng.uniform(-1.0, 1.0)).collect();
             let mut cols = vec![f32::NAN; g.rows() * g.cols()];
-            im2col(&mut cols, &x, &g);
+            im2col(&mut cols, g.cols(), &x, &g);
             assert_eq!(cols, naive(&x, &g), "{g:?}");
         }
     }
@@ -190,10 +192,10 @@ mod tests {
             let x: Vec<f32> = (0..g.c * g.h * g.w).map(|_| rng.uniform(-1.0, 1.0)).collect();
             let c: Vec<f32> = (0..g.rows() * g.cols()).map(|_| rng.uniform(-1.0, 1.0)).collect();
             let mut cols = vec![0.0; c.len()];
-            im2col(&mut cols, &x, &g);
+            im2col(&mut cols, g.cols(), &x, &g);
             let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| *a as f64 * *b as f64).sum();
             let mut dx = vec![0.0; x.len()];
-            col2im(&mut dx, &c, &g);
+            col2im(&mut dx, &c, g.cols(), &g);
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| *a as f64 * *b as f64).sum();
             assert!((lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0), "{g:?}: {lhs} vs {rhs}");
         }

@@ -4,10 +4,12 @@
 //! A `Tensor` is a shape plus one contiguous `Vec<f32>`; it deliberately has no strides, no views
 //! and no autograd: layers own the math, and the flat parameter buffers live in `net::ParamLayout`.
 
+pub mod direct_conv;
 pub mod gemm;
 pub mod im2col;
 pub mod init;
 pub mod rng;
+pub mod simd;
 
 use thiserror::Error;
 

@@ -21,6 +21,7 @@ use std::time::Instant;
 
 mod allreduce;
 mod checkpoint_bench;
+mod layers;
 mod timeline_bench;
 mod train_bench;
 
@@ -72,6 +73,13 @@ pub struct StepArgs {
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 5)]
     pub warmup: usize,
+    /// Time every layer's forward and backward (Caffe's `caffe time`): a table with GFLOP/s,
+    /// the share of this machine's FMA peak and the kernel each layer runs.
+    #[arg(long)]
+    pub layers: bool,
+    /// With --layers: print the table as one JSON object instead of text.
+    #[arg(long, requires = "layers")]
+    pub json: bool,
 }
 
 /// One benchmark result.
@@ -101,6 +109,15 @@ pub struct BenchResult {
 /// Runs the benchmark chosen by `args`, printing one JSON line per result.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     match &args.kind {
+        None if args.step.layers => {
+            check_step_args(&args.step)?;
+            let table = layers::run(&args.step)?;
+            if args.step.json {
+                println!("{}", serde_json::to_string(&table)?);
+            } else {
+                print!("{}", layers::render(&table));
+            }
+        }
         None => println!("{}", serde_json::to_string(&run_step(&args.step)?)?),
         Some(BenchKind::Allreduce(a)) => {
             for r in allreduce::run(a)? {
@@ -122,11 +139,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the step benchmark.
-pub fn run_step(args: &StepArgs) -> anyhow::Result<BenchResult> {
+fn check_step_args(args: &StepArgs) -> anyhow::Result<()> {
     if args.batch == 0 || args.steps == 0 || args.threads == 0 {
         anyhow::bail!(super::ConfigError::Invalid { flag: "batch/steps/threads", msg: "must be at least 1".into() });
     }
+    Ok(())
+}
+
+/// Runs the step benchmark.
+pub fn run_step(args: &StepArgs) -> anyhow::Result<BenchResult> {
+    check_step_args(args)?;
     let spec = ModelSpec::resolve(&args.model)?;
     let mut net = Net::build(&spec)?;
     let mut params = net.init_params(0);

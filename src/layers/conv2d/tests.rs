@@ -105,3 +105,91 @@ fn configuration_errors_name_the_problem() {
     let r = l.forward(&Ctx::simple(Mode::Eval), &[0.0; 20], &Tensor::zeros(&[1, 2, 5, 5]), &mut y);
     assert!(matches!(r, Err(LayerError::Shape { .. })));
 }
+
+/// Every algorithm that applies to `c` on `s` on this CPU.
+fn algorithms(c: Conv2dConfig, s: &[usize; 3]) -> Vec<ConvAlgo> {
+    let mut all = vec![ConvAlgo::Im2col, ConvAlgo::Gemm1x1];
+    all.extend(Isa::available().into_iter().map(ConvAlgo::Direct));
+    all.into_iter().filter(|&a| Conv2d::new(c, s).unwrap().set_algo(a).is_ok()).collect()
+}
+
+/// Shapes for the algorithm tests: channel counts off the SIMD width and the kernels' blocks,
+/// kernels 1/3/5/7 and 3×5, padding 0 to k−1, groups, maps narrower than a vector, and small
+/// maps where the im2col path puts several samples in one GEMM.
+fn algorithm_cases() -> Vec<(usize, Conv2dConfig, [usize; 3])> {
+    vec![
+        (1, Conv2dConfig { padding: [1, 1], ..cfg(5, 3) }, [3, 6, 7]),
+        (3, Conv2dConfig { padding: [2, 2], bias: false, ..cfg(9, 5) }, [2, 5, 5]),
+        (2, Conv2dConfig { kernel: [3, 5], padding: [0, 2], ..cfg(17, 1) }, [4, 4, 9]),
+        (2, Conv2dConfig { padding: [3, 3], ..cfg(3, 7) }, [2, 4, 4]),
+        (3, Conv2dConfig { groups: 2, padding: [1, 1], ..cfg(4, 3) }, [4, 3, 3]),
+        (2, cfg(16, 1), [3, 3, 2]),
+        (4, Conv2dConfig { padding: [1, 1], ..cfg(8, 3) }, [3, 2, 2]),
+    ]
+}
+
+#[test]
+fn every_algorithm_passes_the_gradient_check() {
+    for (n, c, s) in algorithm_cases() {
+        let algos = algorithms(c, &s);
+        assert!(algos.len() >= 2 || Isa::best().is_none(), "{c:?} on {s:?}: only {algos:?}");
+        for algo in algos {
+            for threads in [1, 2] {
+                let mut l = Conv2d::new(c, &s).unwrap();
+                l.set_algo(algo).unwrap();
+                let p = init_params(&l, 3);
+                let x = random_tensor(&[n, s[0], s[1], s[2]], 4);
+                let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
+                check_layer(&mut l, &ctx, &x, &p, Tolerance::default()).unwrap_or_else(|e| panic!("{algo:?}, {threads} threads, {c:?} on {s:?}: {e}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn algorithms_agree_with_im2col_on_larger_shapes() {
+    // ResNet-20's and VGG-11's kinds of layers at a batch of 5 (odd: uneven thread chunks).
+    let cases = [
+        (Conv2dConfig { padding: [1, 1], bias: false, ..cfg(16, 3) }, [16, 12, 12]),
+        (Conv2dConfig { padding: [1, 1], ..cfg(40, 3) }, [24, 8, 8]),
+        (Conv2dConfig { padding: [1, 1], ..cfg(32, 3) }, [32, 2, 2]),
+        (Conv2dConfig { padding: [2, 2], ..cfg(20, 5) }, [6, 14, 14]),
+    ];
+    for (c, s) in cases {
+        let x = random_tensor(&[5, s[0], s[1], s[2]], 7);
+        let run = |algo: ConvAlgo, threads: usize| {
+            let mut l = Conv2d::new(c, &s).unwrap();
+            l.set_algo(algo).unwrap();
+            let p = init_params(&l, 1);
+            let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
+            let mut y = Tensor::default();
+            l.forward(&ctx, &p, &x, &mut y).unwrap();
+            let dy = random_tensor(y.shape(), 5);
+            let (mut dp, mut dx) = (vec![0.0; p.len()], Tensor::default());
+            l.backward(&ctx, &p, &mut dp, &x, &y, &dy, Some(&mut dx)).unwrap();
+            (y, dp, dx)
+        };
+        let (y0, dp0, dx0) = run(ConvAlgo::Im2col, 1);
+        for algo in algorithms(c, &s) {
+            for threads in [1, 3] {
+                let (y, dp, dx) = run(algo, threads);
+                let what = format!("{algo:?}, {threads} threads, {c:?} on {s:?}");
+                assert_close(&format!("y, {what}"), y.data(), y0.data(), 1e-4);
+                assert_close(&format!("dx, {what}"), dx.data(), dx0.data(), 1e-4);
+                assert_close(&format!("dp, {what}"), &dp, &dp0, 1e-3);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_algorithm_that_does_not_apply_is_refused() {
+    let mut l = Conv2d::new(Conv2dConfig { stride: [2, 2], ..cfg(4, 3) }, &[2, 9, 9]).unwrap();
+    assert_eq!(l.algo(), ConvAlgo::Im2col);
+    for isa in Isa::available() {
+        let e = l.set_algo(ConvAlgo::Direct(isa)).unwrap_err().to_string();
+        assert!(e.contains("stride 1"), "{e}");
+    }
+    assert!(l.set_algo(ConvAlgo::Gemm1x1).unwrap_err().to_string().contains("1×1"));
+    assert_eq!(l.algo(), ConvAlgo::Im2col, "a refused algorithm leaves the layer as it was");
+}
