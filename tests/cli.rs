@@ -234,3 +234,49 @@ fn cifar_binary_data_trains_cifar_models_and_refuses_mnist_models() {
     assert_eq!(bad.status.code(), Some(2), "{err}");
     assert!(err.contains("[3, 32, 32]") && err.contains("[1, 28, 28]"), "{err}");
 }
+
+/// `plan calibrate` times every layer of a DAG net inside whole training steps (ResNet-20's
+/// shortcut layers read a layer two back), and records the kernel each convolution ran.
+#[test]
+fn calibrate_profiles_residual_nets_with_their_kernels() {
+    let dir = tmp("calibrate-dag");
+    for model in ["resnet20", "resnet20-b"] {
+        let profile = dir.join(format!("{model}.json"));
+        let out = convoy(&["plan", "calibrate", "--model", model, "--batch", "8", "--reps", "1", "--threads", "1", "--out", profile.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{model}: {}", String::from_utf8_lossy(&out.stderr));
+        let p: serde_json::Value = serde_json::from_slice(&std::fs::read(&profile).unwrap()).unwrap();
+        let layers = p["model"]["layers"].as_array().unwrap();
+        let names: Vec<&str> = layers.iter().map(|l| l["name"].as_str().unwrap()).collect();
+        assert!(names.iter().any(|n| n.starts_with("layer2_0_shortcut")) && names.contains(&"layer3_2_add"), "{model}: {names:?}");
+        for l in layers {
+            let (f, b) = (l["fwd_s"].as_f64().unwrap(), l["bwd_s"].as_f64().unwrap());
+            assert!(f.is_finite() && f >= 0.0 && b.is_finite() && b >= 0.0, "{model}: {l}");
+        }
+        let conv = layers.iter().find(|l| l["name"] == "layer1_0_conv1").unwrap();
+        let kernel = conv["kernel"].as_str().unwrap_or("");
+        assert!(["direct-avx512", "direct-avx2", "im2col+gemm"].contains(&kernel), "{model}: {conv}");
+        assert!(conv["fwd_s"].as_f64().unwrap() > 0.0, "{conv}");
+    }
+    // The plan reads such a profile back.
+    let out = convoy(&["plan", "--model", "resnet20", "--profile", dir.join("resnet20.json").to_str().unwrap(), "--nodes", "1,2", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `bench --layers` prints one row per layer with its kernel and the measured FMA peak, as text
+/// and as JSON; `--json` alone is refused.
+#[test]
+fn bench_layers_prints_a_row_per_layer() {
+    let out = convoy(&["bench", "--model", "resnet20", "--batch", "4", "--steps", "1", "--warmup", "1", "--layers", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = t["layers"].as_array().unwrap();
+    assert_eq!(rows.len(), 71, "ResNet-20 (option A) has 71 layers here");
+    assert!(rows.iter().any(|r| r["kind"] == "conv2d" && !r["kernel"].as_str().unwrap().is_empty()));
+    assert!(t["step_ms"].as_f64().unwrap() > 0.0 && t["peak_gflops"].as_f64().unwrap() >= 0.0);
+    let sum: f64 = rows.iter().map(|r| r["fwd_ms"].as_f64().unwrap() + r["bwd_ms"].as_f64().unwrap()).sum();
+    assert!(sum <= t["step_ms"].as_f64().unwrap() * 1.01 + 0.01, "the layers fit in the step: {sum} vs {t}");
+    let out = convoy(&["bench", "--model", "lenet", "--batch", "2", "--steps", "1", "--warmup", "0", "--layers"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FMA peak") && text.contains("conv1") && text.contains("total:"), "{text}");
+    assert_exit2(&convoy(&["bench", "--json"]), "--layers");
+}

@@ -6,7 +6,7 @@
 use super::{LayerCost, ModelCost, PlanError};
 use crate::comm::{local::DEFAULT_STALL, Algorithm, Communicator, LocalComm};
 use crate::layers::{Ctx, Mode};
-use crate::net::{Flat, ModelSpec, Net};
+use crate::net::{ModelSpec, Net};
 use crate::tensor::{rng::Rng, Tensor};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -79,40 +79,42 @@ pub fn calibrate(spec: &ModelSpec, batch: usize, threads: usize, reps: usize, mp
         return Err(PlanError::Input("--batch, --threads and --reps must be at least 1".into()));
     }
     let err = |e: crate::net::NetError| PlanError::Input(e.to_string());
-    let mut net = Net::build(spec).map_err(err)?;
+    let net = Net::build(spec).map_err(err)?;
     let params = net.init_params(0);
-    let mut grads = vec![0.0f32; params.len()];
     let mut rng = Rng::new(1);
     let mut shape = vec![batch];
     shape.extend_from_slice(&spec.input);
     let n: usize = shape.iter().product();
-    let mut x = Tensor::from_vec(&shape, (0..n).map(|_| rng.normal()).collect()).map_err(|e| PlanError::Input(e.to_string()))?;
+    let x = Tensor::from_vec(&shape, (0..n).map(|_| rng.normal()).collect()).map_err(|e| PlanError::Input(e.to_string()))?;
+    let labels: Vec<u32> = (0..batch).map(|_| rng.below(spec.classes as u64) as u32).collect();
     let ids: Vec<u64> = (0..batch as u64).collect();
-    let ctx = Ctx { mode: Mode::Train, threads, seed: 0, step: 0, layer: 0, sample_ids: &ids, sync: None };
     let fc = |i: usize| matches!(spec.layers[i], crate::net::LayerSpec::Linear { .. });
-    // Each layer is timed at `batch` and at an eighth of it (a net of its own, so that neither
-    // resizes the other's buffers): time = fixed + samples·per-sample, per call.
+    // Each layer is timed inside whole training steps (its real inputs, also in DAG nets) at
+    // `batch` and at an eighth of it (a net of its own, so that neither resizes the other's
+    // buffers): time = fixed + samples·per-sample, per call. Medians of `reps` steps after one
+    // that warms caches and buffers.
     let small = (batch / 8).max(1);
-    let mut small_net = Net::build(spec).map_err(err)?;
-    let small_ctx = Ctx { sample_ids: &ids[..small], ..ctx };
-    let time = |net: &mut Net, ctx: &Ctx, i: usize, x: &Tensor, grads: &mut Vec<f32>| -> Result<(f64, f64, Tensor), PlanError> {
-        let (mut f, mut b) = (Vec::new(), Vec::new());
-        let mut out = Tensor::default();
-        for _ in 0..reps + 1 {
-            let t = Instant::now();
-            out = net.forward_layers(ctx, params.as_slice(), i..i + 1, x).map_err(err)?.clone();
-            f.push(t.elapsed().as_secs_f64());
-            let dy = out.clone();
-            let t = Instant::now();
-            let mut sink = Flat { params: &params, grads };
-            net.backward_layers(ctx, &mut sink, i..i + 1, x, Some(&dy), i > 0).map_err(err)?;
-            b.push(t.elapsed().as_secs_f64());
+    let time = |b: usize| -> Result<Vec<(f64, f64)>, PlanError> {
+        let mut net = Net::build(spec).map_err(err)?;
+        let mut grads = vec![0.0f32; params.len()];
+        net.set_layer_timing(true);
+        let xb = Tensor::from_vec(&[&[b][..], &spec.input[..]].concat(), x.data()[..b * n / batch].to_vec()).map_err(|e| PlanError::Input(e.to_string()))?;
+        let ctx = Ctx { mode: Mode::Train, threads, seed: 0, step: 0, layer: 0, sample_ids: &ids[..b], sync: None };
+        let mut runs = vec![(Vec::new(), Vec::new()); net.num_layers()];
+        for rep in 0..reps + 1 {
+            grads.fill(0.0);
+            net.forward_backward(&ctx, &params, &mut grads, &xb, &labels[..b], b).map_err(err)?;
+            let times = net.take_layer_times();
+            if rep > 0 {
+                for ((f, bw), (tf, tb)) in runs.iter_mut().zip(times) {
+                    f.push(tf);
+                    bw.push(tb);
+                }
+            }
         }
-        // The first run warms caches and buffers.
-        f.remove(0);
-        b.remove(0);
-        Ok((median(f), median(b), out))
+        Ok(runs.into_iter().map(|(f, b)| (median(f), median(b))).collect())
     };
+    let (large, little) = (time(batch)?, time(small)?);
     // (per-sample, fixed) from the two timings; when noise makes the large batch no dearer
     // than the small one, everything counts as per-sample.
     let split = |large: f64, little: f64| -> (f64, f64) {
@@ -123,13 +125,7 @@ pub fn calibrate(spec: &ModelSpec, batch: usize, threads: usize, reps: usize, mp
         (slope, (little - small as f64 * slope).max(0.0))
     };
     let mut layers = Vec::new();
-    for i in 0..net.num_layers() {
-        let (f, b, out) = time(&mut net, &ctx, i, &x, &mut grads)?;
-        let mut small_shape = x.shape().to_vec();
-        small_shape[0] = small;
-        let per: usize = x.shape()[1..].iter().product();
-        let xs = Tensor::from_vec(&small_shape, x.data()[..small * per].to_vec()).map_err(|e| PlanError::Input(e.to_string()))?;
-        let (fs, bs, _) = time(&mut small_net, &small_ctx, i, &xs, &mut grads)?;
+    for (i, (&(f, b), &(fs, bs))) in large.iter().zip(&little).enumerate() {
         let ((fwd_s, fwd_fixed_s), (bwd_s, bwd_fixed_s)) = (split(f, fs), split(b, bs));
         layers.push(LayerCost {
             name: net.layer_names()[i].clone(),
@@ -141,8 +137,8 @@ pub fn calibrate(spec: &ModelSpec, batch: usize, threads: usize, reps: usize, mp
             out: net.layer_out_shape(i).iter().product(),
             fc: fc(i),
             cut_after: i + 1 == net.num_layers() || spec.can_cut_after(i),
+            kernel: net.layer_kernel(i).to_string(),
         });
-        x = out;
     }
     let (alpha, beta) = fit_threads();
     Ok(Profile {

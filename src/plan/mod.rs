@@ -58,6 +58,10 @@ pub struct LayerCost {
     /// A pipeline stage may end after this layer (no residual connection crosses the point).
     #[serde(default = "yes")]
     pub cut_after: bool,
+    /// The kernel the layer ran when calibrated ("direct-avx512", "im2col+gemm"; empty where
+    /// there is one way, or from FLOP counts).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kernel: String,
 }
 
 fn yes() -> bool {
@@ -182,6 +186,7 @@ impl ModelCost {
                     out: net.layer_out_shape(i).iter().product(),
                     fc: matches!(spec.layers[i], crate::net::LayerSpec::Linear { .. }),
                     cut_after: i + 1 == net.num_layers() || spec.can_cut_after(i),
+                    kernel: String::new(),
                 }
             })
             .collect();

@@ -8,7 +8,7 @@ fn cluster(gbit: f64, latency: f64) -> Cluster {
 
 /// A made-up 3-layer model: conv (no params counted), fc1 1 M params, fc2 10 k params.
 fn toy() -> ModelCost {
-    let l = |name: &str, f: f64, params: usize, out: usize, fc: bool| LayerCost { name: name.into(), fwd_s: f, bwd_s: 2.0 * f, fwd_fixed_s: 0.0, bwd_fixed_s: 0.0, params, out, fc, cut_after: true };
+    let l = |name: &str, f: f64, params: usize, out: usize, fc: bool| LayerCost { name: name.into(), fwd_s: f, bwd_s: 2.0 * f, fwd_fixed_s: 0.0, bwd_fixed_s: 0.0, params, out, fc, cut_after: true, kernel: String::new() };
     ModelCost { model: "toy".into(), input: 784, layers: vec![l("conv", 1e-4, 1000, 4000, false), l("fc1", 1e-5, 1_000_000, 1000, true), l("fc2", 1e-6, 10_000, 10, true)] }
 }
 
