@@ -13,7 +13,13 @@ use convoy::parallel;
 use convoy::train::{events::Event, events::Recorder, train};
 
 const TEN_STEPS: [&str; 8] = ["--steps", "10", "--batch-size", "64", "--threads", "1", "--seed", "7"];
-const SGD: [&str; 6] = ["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05"];
+/// lr 0.02: at 0.05 these 10-step runs on 600 MNIST images sit at the edge of chaos, where the
+/// rounding-level differences between a split and a whole batch (a Linear layer's weight
+/// gradient summed per micro-batch) flip a ReLU whose pre-activation lies within rounding of
+/// zero, and one flipped element grows to 4e-4 in ten steps; which seeds flip depends on the
+/// kernels' summation order (measured with the direct convolution kernels, seed 7: 4e-4 at
+/// 0.05, 1.5e-5 at 0.03, 9e-9 at 0.02; seed 8: 1.6e-8 at 0.05).
+const SGD: [&str; 6] = ["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.02"];
 const ADAM: [&str; 4] = ["--optimizer", "adam", "--lr", "0.0001"];
 
 fn reference(args: &[&str]) -> Vec<f32> {
@@ -153,6 +159,10 @@ const CIFAR: &str = "synthetic:3x32x32:10:96:32";
 /// which the runs drift apart at the 1e-6..1e-4 level — data parallelism (2 or 3 workers,
 /// SyncBatchNorm) does the same. Up to three steps both stay near 2e-8.
 const THREE_STEPS: [&str; 8] = ["--steps", "3", "--batch-size", "16", "--threads", "1", "--seed", "7"];
+/// Two steps for the tensor split, whose slices also sum the input gradient in parts: with the
+/// direct convolution kernels a flip comes at the third step for some of its eight runs (1e-5),
+/// while two steps stay within 2.2e-6 (most near 1e-8).
+const TWO_STEPS: [&str; 8] = ["--steps", "2", "--batch-size", "16", "--threads", "1", "--seed", "7"];
 
 /// The batch-norm running statistics of `params` (by `model`'s layout).
 fn running_stats(model: &str, params: &[f32]) -> Vec<f32> {
@@ -171,14 +181,14 @@ fn tensor_split_of_resnet20_a_and_b_equals_single_worker_with_running_statistics
     let data = std::path::Path::new(CIFAR);
     for model in ["resnet20", "resnet20-b"] {
         let m = ["--model", model];
-        let (cfg, _) = config(&[&THREE_STEPS[..], &SGD[..], &m].concat(), data);
+        let (cfg, _) = config(&[&TWO_STEPS[..], &SGD[..], &m].concat(), data);
         let want = train(&cfg, &mut Recorder::default()).unwrap();
         let stats = running_stats(model, &want.params);
         assert!(stats.iter().any(|v| v.abs() > 0.05 && (v - 1.0).abs() > 0.05), "the running statistics moved");
         for mp in ["2", "3"] {
-            let (cfg, pc) = config(&[&THREE_STEPS[..], &SGD[..], &m, &["--strategy", "tensor", "--mp", mp]].concat(), data);
+            let (cfg, pc) = config(&[&TWO_STEPS[..], &SGD[..], &m, &["--strategy", "tensor", "--mp", mp]].concat(), data);
             let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{model} mp {mp}: {e}"));
-            assert_eq!(s.steps, 3);
+            assert_eq!(s.steps, 2);
             let e = rel_err(&s.params, &want.params);
             let es = rel_err(&running_stats(model, &s.params), &stats);
             let el = (s.test_loss - want.test_loss).abs() / want.test_loss;

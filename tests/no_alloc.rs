@@ -93,3 +93,25 @@ fn lenet_steps_allocate_only_the_same_gemm_workspace_each_step() {
     let counts = allocations_per_step(&ModelSpec::resolve("lenet").unwrap(), 16);
     assert!(counts.windows(2).all(|w| w[0] == w[1]), "allocations vary per step: {counts:?}");
 }
+
+#[test]
+fn direct_convolutions_and_batch_norm_allocate_nothing() {
+    // 3×3 convolutions of stride 1 on 16×16 maps run the direct kernels wherever the CPU has
+    // AVX2 or AVX-512 (elsewhere im2col + GEMM, whose workspace the test above covers).
+    let spec = ModelSpec::from_toml(
+        "name = \"direct\"\ninput = [3, 16, 16]\nclasses = 12\n\
+         [[layer]]\nname = \"c1\"\ntype = \"conv2d\"\nout_channels = 12\nkernel = 3\npadding = 1\n\
+         [[layer]]\nname = \"b1\"\ntype = \"batch_norm\"\n\
+         [[layer]]\nname = \"r1\"\ntype = \"relu\"\n\
+         [[layer]]\nname = \"c2\"\ntype = \"conv2d\"\nout_channels = 12\nkernel = 5\npadding = 2\n\
+         [[layer]]\nname = \"g\"\ntype = \"global_avg_pool\"\n\
+         [[layer]]\nname = \"f\"\ntype = \"flatten\"\n",
+        "direct",
+    )
+    .unwrap();
+    let net = Net::build(&spec).unwrap();
+    if net.layer_kernel(0).starts_with("direct") {
+        assert_eq!(net.layer_kernel(3), net.layer_kernel(0));
+        assert_eq!(allocations_per_step(&spec, 16), vec![0; 7]);
+    }
+}

@@ -193,3 +193,62 @@ fn an_algorithm_that_does_not_apply_is_refused() {
     assert!(l.set_algo(ConvAlgo::Gemm1x1).unwrap_err().to_string().contains("1×1"));
     assert_eq!(l.algo(), ConvAlgo::Im2col, "a refused algorithm leaves the layer as it was");
 }
+
+#[test]
+fn a_layer_reused_after_backward_computes_what_a_fresh_one_does() {
+    // Pipeline slots reuse a net after its backward for another micro-batch's forward.
+    for (c, s) in [(Conv2dConfig { padding: [2, 2], ..cfg(32, 5) }, [1, 28, 28]), (Conv2dConfig { padding: [2, 2], ..cfg(64, 5) }, [32, 14, 14])] {
+        for algo in algorithms(c, &s) {
+            let step = |l: &mut Conv2d, n: usize, seed: u64| {
+                let p = init_params(l, 1);
+                let x = random_tensor(&[n, s[0], s[1], s[2]], seed);
+                let ctx = Ctx::simple(Mode::Train);
+                let mut y = Tensor::default();
+                l.forward(&ctx, &p, &x, &mut y).unwrap();
+                let dy = random_tensor(y.shape(), seed + 1);
+                let (mut dp, mut dx) = (vec![0.0; p.len()], Tensor::default());
+                l.backward(&ctx, &p, &mut dp, &x, &y, &dy, Some(&mut dx)).unwrap();
+                (y, dp, dx)
+            };
+            let mut fresh = Conv2d::new(c, &s).unwrap();
+            fresh.set_algo(algo).unwrap();
+            let want = step(&mut fresh, 16, 5);
+            let mut used = Conv2d::new(c, &s).unwrap();
+            used.set_algo(algo).unwrap();
+            step(&mut used, 16, 3);
+            let got = step(&mut used, 16, 5);
+            assert_eq!(got.0.data(), want.0.data(), "{algo:?} y");
+            assert_eq!(got.2.data(), want.2.data(), "{algo:?} dx");
+            assert_eq!(got.1, want.1, "{algo:?} dp");
+        }
+    }
+}
+
+#[test]
+fn micro_batches_accumulate_what_the_whole_batch_gives() {
+    let (c, s) = (Conv2dConfig { padding: [2, 2], ..cfg(32, 5) }, [1, 28, 28]);
+    for algo in algorithms(c, &s) {
+        let mut l = Conv2d::new(c, &s).unwrap();
+        l.set_algo(algo).unwrap();
+        let p = init_params(&l, 1);
+        let x = random_tensor(&[24, s[0], s[1], s[2]], 2);
+        let ctx = Ctx::simple(Mode::Train);
+        let mut y = Tensor::default();
+        l.forward(&ctx, &p, &x, &mut y).unwrap();
+        let dy = random_tensor(y.shape(), 3);
+        let mut want = vec![0.0; p.len()];
+        l.backward(&ctx, &p, &mut want, &x, &y, &dy, None).unwrap();
+        let mut got = vec![0.0; p.len()];
+        let (xs, ys) = (x.sample_len(), dy.sample_len());
+        for m in 0..4 {
+            let xm = Tensor::from_vec(&[6, s[0], s[1], s[2]], x.data()[m * 6 * xs..(m + 1) * 6 * xs].to_vec()).unwrap();
+            let dym = Tensor::from_vec(&[6, 32, 28, 28], dy.data()[m * 6 * ys..(m + 1) * 6 * ys].to_vec()).unwrap();
+            let mut ym = Tensor::default();
+            l.forward(&ctx, &p, &xm, &mut ym).unwrap();
+            l.backward(&ctx, &p, &mut got, &xm, &ym, &dym, None).unwrap();
+        }
+        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "{algo:?}: {diff}");
+        eprintln!("{algo:?}: max diff {diff:e}");
+    }
+}
