@@ -5,6 +5,7 @@
 //! and no autograd: layers own the math, and the flat parameter buffers live in `net::ParamLayout`.
 
 pub mod direct_conv;
+pub mod direct_oc;
 pub mod gemm;
 pub mod im2col;
 pub mod init;

@@ -110,6 +110,7 @@ fn configuration_errors_name_the_problem() {
 fn algorithms(c: Conv2dConfig, s: &[usize; 3]) -> Vec<ConvAlgo> {
     let mut all = vec![ConvAlgo::Im2col, ConvAlgo::Gemm1x1];
     all.extend(Isa::available().into_iter().map(ConvAlgo::Direct));
+    all.extend(Isa::available().into_iter().map(ConvAlgo::DirectOc));
     all.into_iter().filter(|&a| Conv2d::new(c, s).unwrap().set_algo(a).is_ok()).collect()
 }
 
@@ -125,6 +126,11 @@ fn algorithm_cases() -> Vec<(usize, Conv2dConfig, [usize; 3])> {
         (3, Conv2dConfig { groups: 2, padding: [1, 1], ..cfg(4, 3) }, [4, 3, 3]),
         (2, cfg(16, 1), [3, 3, 2]),
         (4, Conv2dConfig { padding: [1, 1], ..cfg(8, 3) }, [3, 2, 2]),
+        // The channel-vectorised kernels: channels in multiples of 16 (AVX-512) and 8 (AVX2),
+        // 1 to 3 samples, pixel counts off the tile of 12, padding 0, 1 and 2.
+        (3, Conv2dConfig { padding: [1, 1], ..cfg(32, 3) }, [16, 3, 3]),
+        (1, Conv2dConfig { bias: false, ..cfg(16, 3) }, [48, 5, 4]),
+        (2, Conv2dConfig { padding: [2, 2], ..cfg(16, 3) }, [16, 2, 2]),
     ]
 }
 
@@ -153,6 +159,7 @@ fn algorithms_agree_with_im2col_on_larger_shapes() {
         (Conv2dConfig { padding: [1, 1], bias: false, ..cfg(16, 3) }, [16, 12, 12]),
         (Conv2dConfig { padding: [1, 1], ..cfg(40, 3) }, [24, 8, 8]),
         (Conv2dConfig { padding: [1, 1], ..cfg(32, 3) }, [32, 2, 2]),
+        (Conv2dConfig { padding: [1, 1], bias: false, ..cfg(64, 3) }, [32, 8, 8]),
         (Conv2dConfig { padding: [2, 2], ..cfg(20, 5) }, [6, 14, 14]),
     ];
     for (c, s) in cases {
@@ -250,5 +257,21 @@ fn micro_batches_accumulate_what_the_whole_batch_gives() {
         let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(diff < 1e-4, "{algo:?}: {diff}");
         eprintln!("{algo:?}: max diff {diff:e}");
+    }
+}
+
+#[test]
+fn each_shape_gets_the_algorithm_measured_best_for_it() {
+    let pick = |c: Conv2dConfig, s: [usize; 3]| Conv2d::new(c, &s).unwrap().algo();
+    let three = Conv2dConfig { padding: [1, 1], bias: false, ..cfg(64, 3) };
+    assert_eq!(pick(Conv2dConfig { stride: [2, 2], ..three }, [32, 16, 16]), ConvAlgo::Im2col);
+    assert_eq!(pick(cfg(64, 1), [32, 8, 8]), ConvAlgo::Gemm1x1);
+    match Isa::best() {
+        Some(isa) => {
+            assert_eq!(pick(three, [64, 32, 32]), ConvAlgo::Direct(isa), "large maps: vectors along the plane");
+            assert_eq!(pick(three, [64, 8, 8]), ConvAlgo::DirectOc(isa), "small maps: vectors across channels");
+            assert_eq!(pick(Conv2dConfig { out_channels: 10, ..three }, [64, 8, 8]), ConvAlgo::Im2col, "10 channels fill no vector");
+        }
+        None => assert_eq!(pick(three, [64, 32, 32]), ConvAlgo::Im2col),
     }
 }
