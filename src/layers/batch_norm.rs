@@ -75,6 +75,23 @@ fn lanes_sum2(x: &[f32], g: &[f32], mu: f32) -> (f32, f32) {
     (a.iter().sum::<f32>() + ra, b.iter().sum::<f32>() + rb)
 }
 
+/// Sets `out` to `f(c)` for the `c_n` channels, on the rayon pool when `par`.
+fn per_channel(par: bool, out: &mut Vec<f64>, c_n: usize, f: impl Fn(usize) -> f64 + Sync) {
+    out.clear();
+    out.resize(c_n, 0.0);
+    per_channel_into(par, out, f);
+}
+
+/// Sets `out[c] = f(c)`, on the rayon pool when `par`.
+fn per_channel_into(par: bool, out: &mut [f64], f: impl Fn(usize) -> f64 + Sync) {
+    if par {
+        use rayon::prelude::*;
+        out.par_iter_mut().enumerate().for_each(|(c, o)| *o = f(c));
+    } else {
+        out.iter_mut().enumerate().for_each(|(c, o)| *o = f(c));
+    }
+}
+
 /// A batch-normalisation layer.
 pub struct BatchNorm {
     cfg: BatchNormConfig,
@@ -184,8 +201,9 @@ impl Layer for BatchNorm {
         if ctx.mode == Mode::Train {
             // Two passes (mean, then squared deviations): no cancellation in the variance. Each
             // row (one sample's channel) is summed in f32 lanes, the rows in f64.
-            self.sums.clear();
-            self.sums.extend((0..c_n).map(|c| rows(x.data(), c, c_n, hw).map(|r| lanes_sum(r, |v| v) as f64).sum::<f64>()));
+            let par = ctx.threads > 1 && x.len() >= super::PAR_MIN;
+            let xd = x.data();
+            per_channel(par, &mut self.sums, c_n, |c| rows(xd, c, c_n, hw).map(|r| lanes_sum(r, |v| v) as f64).sum::<f64>());
             self.sums.push((n * self.hw) as f64);
             self.reduce(ctx)?;
             let m = self.sums[c_n];
@@ -200,10 +218,10 @@ impl Layer for BatchNorm {
             }
             self.sums.clear();
             let mean = &self.mean;
-            self.sums.extend((0..c_n).map(|c| {
+            per_channel(par, &mut self.sums, c_n, |c| {
                 let mu = mean[c] as f32;
-                rows(x.data(), c, c_n, hw).map(|r| lanes_sum(r, |v| (v - mu) * (v - mu)) as f64).sum::<f64>()
-            }));
+                rows(xd, c, c_n, hw).map(|r| lanes_sum(r, |v| (v - mu) * (v - mu)) as f64).sum::<f64>()
+            });
             self.reduce(ctx)?;
             let mom = self.cfg.momentum as f64;
             if !self.pending {
@@ -226,13 +244,20 @@ impl Layer for BatchNorm {
         }
         y.resize(x.shape());
         let (cc, hw) = (self.c, self.hw);
-        for (i, (yo, xi)) in y.data_mut().chunks_mut(hw).zip(x.data().chunks(hw)).enumerate() {
+        let this = &*self;
+        let row = |i: usize, yo: &mut [f32], xi: &[f32]| {
             let c = i % cc;
-            let (mu, s) = (self.mean[c] as f32, (self.invstd[c] * self.gamma(p, c)) as f32);
-            let beta = if self.cfg.affine { p[cc + c] } else { 0.0 };
+            let (mu, s) = (this.mean[c] as f32, (this.invstd[c] * this.gamma(p, c)) as f32);
+            let beta = if this.cfg.affine { p[cc + c] } else { 0.0 };
             for (o, &v) in yo.iter_mut().zip(xi) {
                 *o = (v - mu) * s + beta;
             }
+        };
+        if ctx.threads > 1 && x.len() >= super::PAR_MIN {
+            use rayon::prelude::*;
+            y.data_mut().par_chunks_mut(hw).zip(x.data().par_chunks(hw)).enumerate().with_min_len(16).for_each(|(i, (yo, xi))| row(i, yo, xi));
+        } else {
+            y.data_mut().chunks_mut(hw).zip(x.data().chunks(hw)).enumerate().for_each(|(i, (yo, xi))| row(i, yo, xi));
         }
         Ok(())
     }
@@ -241,16 +266,21 @@ impl Layer for BatchNorm {
         check_input(OP, x, &self.shape)?;
         let (c_n, hw) = (self.c, self.hw);
         // Per channel: Σdy and Σdy·x̂ over this worker's values.
-        let local = &mut self.local;
-        local.fill(0.0);
-        for c in 0..c_n {
-            let (mu, is) = (self.mean[c] as f32, self.invstd[c]);
-            for (xr, gr) in rows(x.data(), c, c_n, hw).zip(rows(dy.data(), c, c_n, hw)) {
+        let par = ctx.threads > 1 && x.len() >= super::PAR_MIN;
+        let (mean, invstd, xd, gd) = (&self.mean, &self.invstd, x.data(), dy.data());
+        // Σdy and Σdy·(x − μ) of channel c, the second in the lane sum's bits.
+        let sums = |c: usize, second: bool| {
+            let mu = mean[c] as f32;
+            rows(xd, c, c_n, hw).zip(rows(gd, c, c_n, hw)).map(|(xr, gr)| {
                 let (sg, sgx) = lanes_sum2(xr, gr, mu);
-                local[c] += sg as f64;
-                local[c_n + c] += sgx as f64 * is;
-            }
-        }
+                if second { sgx as f64 * invstd[c] } else { sg as f64 }
+            }).sum::<f64>()
+        };
+        let local = &mut self.local;
+        local.resize(2 * c_n, 0.0);
+        let (l_dy, l_dyx) = local.split_at_mut(c_n);
+        per_channel_into(par, l_dy, |c| sums(c, false));
+        per_channel_into(par, l_dyx, |c| sums(c, true));
         if self.cfg.affine {
             for c in 0..c_n {
                 dp[c] += local[c_n + c] as f32;
@@ -272,15 +302,22 @@ impl Layer for BatchNorm {
             }
         }
         let (cc, hw) = (self.c, self.hw);
-        for (i, ((d, xi), gi)) in dx.data_mut().chunks_mut(hw).zip(x.data().chunks(hw)).zip(dy.data().chunks(hw)).enumerate() {
+        let this = &*self;
+        let row = |i: usize, d: &mut [f32], xi: &[f32], gi: &[f32]| {
             let c = i % cc;
-            let (mu, is, (mean_dy, mean_dyx)) = (self.mean[c], self.invstd[c], self.coef[c]);
-            let s = self.gamma(p, c) * is;
+            let (mu, is, (mean_dy, mean_dyx)) = (this.mean[c], this.invstd[c], this.coef[c]);
+            let s = this.gamma(p, c) * is;
             // dx = s·(dy − mean_dy − x̂·mean_dyx) = s·dy + k·(x − μ) + c0, coefficients in f64.
             let (s32, k, c0, mu) = (s as f32, (-s * is * mean_dyx) as f32, (-s * mean_dy) as f32, mu as f32);
             for ((o, &xv), &g) in d.iter_mut().zip(xi).zip(gi) {
                 *o = s32 * g + k * (xv - mu) + c0;
             }
+        };
+        if par {
+            use rayon::prelude::*;
+            dx.data_mut().par_chunks_mut(hw).zip(x.data().par_chunks(hw)).zip(dy.data().par_chunks(hw)).enumerate().with_min_len(16).for_each(|(i, ((d, xi), gi))| row(i, d, xi, gi));
+        } else {
+            dx.data_mut().chunks_mut(hw).zip(x.data().chunks(hw)).zip(dy.data().chunks(hw)).enumerate().for_each(|(i, ((d, xi), gi))| row(i, d, xi, gi));
         }
         Ok(())
     }

@@ -61,7 +61,7 @@ pub enum ConvAlgo {
     /// padding below the kernel size, kernel width 1, 3, 5 or 7).
     Direct(Isa),
     /// Direct 3×3 convolution vectorised over output channels (`tensor::direct_oc`): stride 1,
-    /// one group, input and output channels in multiples of the lane count; for small maps.
+    /// one group; for small maps.
     DirectOc(Isa),
 }
 
@@ -177,7 +177,7 @@ impl Conv2d {
         }
         match Isa::best().and_then(|isa| self.flat_for(isa).map(|f| (isa, f))) {
             Some((isa, f)) if f.useful() >= DIRECT_MIN_USEFUL => ConvAlgo::Direct(isa),
-            Some((isa, f)) if self.cfg.groups == 1 && direct_oc::supports(isa, &f) && f.cin * f.cout <= DIRECT_OC_MAX_WEIGHTS => ConvAlgo::DirectOc(isa),
+            Some((isa, f)) if self.cfg.groups == 1 && direct_oc::supports(&f) && f.cin * f.cout <= DIRECT_OC_MAX_WEIGHTS => ConvAlgo::DirectOc(isa),
             _ => ConvAlgo::Im2col,
         }
     }
@@ -210,8 +210,8 @@ impl Conv2d {
                 None => return refuse("needs stride 1, dilation 1, padding below the kernel size and a kernel width of 1, 3, 5 or 7"),
             },
             ConvAlgo::DirectOc(isa) => match self.flat_for(isa) {
-                Some(f) if self.cfg.groups == 1 && direct_oc::supports(isa, &f) => Some(f),
-                _ => return refuse(&format!("needs a 3×3 kernel of stride 1, one group, and channel counts in multiples of {}", isa.lanes())),
+                Some(f) if self.cfg.groups == 1 && direct_oc::supports(&f) => Some(f),
+                _ => return refuse("needs a 3×3 kernel of stride 1 and one group"),
             },
         };
         (self.algo, self.flat) = (algo, flat);

@@ -17,6 +17,8 @@ pub trait Join: Send {
     /// The gradient of input `k` (of batch shape `x_shape`) from `dy`: written into `dx`, or
     /// added to it with `accumulate` (the input also feeds another layer).
     fn backward_input(&self, k: usize, x_shape: &[usize], dy: &Tensor, dx: &mut Tensor, accumulate: bool);
+    /// Intra-op threads for the calls that follow (the net sets the step's before forward).
+    fn set_threads(&mut self, _threads: usize) {}
 }
 
 fn check(op: &'static str, xs: &[&Tensor], shapes: &[Vec<usize>]) -> Result<usize, LayerError> {
@@ -65,6 +67,8 @@ pub struct Add {
     shapes: Vec<Vec<usize>>,
     /// One per input; empty: all 1 (the plain sum, computed without multiplications).
     coeffs: Vec<f32>,
+    /// Threads of the plain sum's passes (`set_threads`).
+    threads: usize,
 }
 
 impl Add {
@@ -83,7 +87,7 @@ impl Add {
             return Err(LayerError::Config { op: "add", msg: format!("coefficient {c} is not finite") });
         }
         let coeffs = if coeffs.iter().all(|&c| c == 1.0) { Vec::new() } else { coeffs };
-        Ok(Add { shapes: shapes.to_vec(), coeffs })
+        Ok(Add { shapes: shapes.to_vec(), coeffs, threads: 1 })
     }
 }
 
@@ -107,11 +111,22 @@ impl Join for Add {
             }
             return Ok(());
         }
+        if let [a, b] = xs {
+            // The residual add: one pass.
+            super::par_zip3(self.threads, y.data_mut(), a.data(), b.data(), |y, a, b| {
+                y.iter_mut().zip(a).zip(b).for_each(|((o, &u), &v)| *o = u + v);
+            });
+            return Ok(());
+        }
         y.data_mut().copy_from_slice(xs[0].data());
         for x in &xs[1..] {
-            y.data_mut().iter_mut().zip(x.data()).for_each(|(o, &v)| *o += v);
+            super::par_zip2(self.threads, y.data_mut(), x.data(), |y, x| y.iter_mut().zip(x).for_each(|(o, &v)| *o += v));
         }
         Ok(())
+    }
+
+    fn set_threads(&mut self, threads: usize) {
+        self.threads = threads;
     }
 
     fn backward_input(&self, k: usize, x_shape: &[usize], dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
@@ -119,10 +134,10 @@ impl Join for Add {
             let g = dy.data();
             write_dx(x_shape, dx, accumulate, |i| c * g[i]);
         } else if accumulate {
-            dx.data_mut().iter_mut().zip(dy.data()).for_each(|(d, &g)| *d += g);
+            super::par_zip2(self.threads, dx.data_mut(), dy.data(), |d, g| d.iter_mut().zip(g).for_each(|(d, &g)| *d += g));
         } else {
             dx.resize(x_shape);
-            dx.data_mut().copy_from_slice(dy.data());
+            super::par_zip2(self.threads, dx.data_mut(), dy.data(), |d, g| d.copy_from_slice(g));
         }
     }
 }

@@ -140,17 +140,23 @@ impl Layer for MaxPool2d {
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &Ctx, _p: &[f32], _dp: &mut [f32], x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+    fn backward(&mut self, ctx: &Ctx, _p: &[f32], _dp: &mut [f32], x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
         let Some(dx) = dx else { return Ok(()) };
         let [_, h, w] = self.g.input;
         let plane_out = self.g.oh * self.g.ow;
         dx.resize(x.shape());
-        dx.fill(0.0);
-        for (plane, (dyp, ap)) in dy.data().chunks_exact(plane_out).zip(self.argmax.chunks_exact(plane_out)).enumerate() {
-            let dxp = &mut dx.data_mut()[plane * h * w..(plane + 1) * h * w];
+        let plane = |(dxp, (dyp, ap)): (&mut [f32], (&[f32], &[u32]))| {
+            dxp.fill(0.0);
             for (&g, &a) in dyp.iter().zip(ap) {
                 dxp[a as usize] += g;
             }
+        };
+        let work = (dx.data_mut().chunks_exact_mut(h * w), (dy.data().chunks_exact(plane_out), self.argmax.chunks_exact(plane_out)));
+        if ctx.threads > 1 {
+            use rayon::prelude::*;
+            dx.data_mut().par_chunks_exact_mut(h * w).zip(dy.data().par_chunks_exact(plane_out).zip(self.argmax.par_chunks_exact(plane_out))).for_each(plane);
+        } else {
+            work.0.zip(work.1 .0.zip(work.1 .1)).for_each(plane);
         }
         Ok(())
     }

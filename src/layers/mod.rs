@@ -215,3 +215,29 @@ pub fn check_input(op: &'static str, x: &Tensor, sample: &[usize]) -> Result<usi
     }
     Ok(s[0])
 }
+
+/// Elements below which an element-wise pass stays on the calling thread (a rayon hand-off
+/// costs a few microseconds; 16 K floats take about that long).
+const PAR_MIN: usize = 1 << 14;
+
+/// Applies `f` to matching chunks of `out` and `a` (equal lengths) on `threads` threads: the
+/// element-wise passes (ReLU, batch norm) that would otherwise leave the other cores idle
+/// while the convolutions around them use all of them.
+pub(crate) fn par_zip2(threads: usize, out: &mut [f32], a: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    if threads <= 1 || out.len() < PAR_MIN {
+        return f(out, a);
+    }
+    use rayon::prelude::*;
+    let chunk = out.len().div_ceil(threads).next_multiple_of(64);
+    out.par_chunks_mut(chunk).zip(a.par_chunks(chunk)).for_each(|(o, x)| f(o, x));
+}
+
+/// `par_zip2` with a second input.
+pub(crate) fn par_zip3(threads: usize, out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync) {
+    if threads <= 1 || out.len() < PAR_MIN {
+        return f(out, a, b);
+    }
+    use rayon::prelude::*;
+    let chunk = out.len().div_ceil(threads).next_multiple_of(64);
+    out.par_chunks_mut(chunk).zip(a.par_chunks(chunk)).zip(b.par_chunks(chunk)).for_each(|((o, x), y)| f(o, x, y));
+}

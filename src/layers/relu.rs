@@ -29,21 +29,25 @@ impl Layer for Relu {
 
     /// # Shapes
     /// x: (N, ...) → y: (N, ...)
-    fn forward(&mut self, _ctx: &Ctx, _p: &[f32], x: &Tensor, y: &mut Tensor) -> Result<(), LayerError> {
+    fn forward(&mut self, ctx: &Ctx, _p: &[f32], x: &Tensor, y: &mut Tensor) -> Result<(), LayerError> {
         check_input("relu", x, &self.shape)?;
         y.resize(x.shape());
-        for (o, &i) in y.data_mut().iter_mut().zip(x.data()) {
-            *o = i.max(0.0);
-        }
+        super::par_zip2(ctx.threads, y.data_mut(), x.data(), |y, x| {
+            for (o, &i) in y.iter_mut().zip(x) {
+                *o = i.max(0.0);
+            }
+        });
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &Ctx, _p: &[f32], _dp: &mut [f32], x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+    fn backward(&mut self, ctx: &Ctx, _p: &[f32], _dp: &mut [f32], x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
         if let Some(dx) = dx {
             dx.resize(x.shape());
-            for ((d, &g), &o) in dx.data_mut().iter_mut().zip(dy.data()).zip(y.data()) {
-                *d = if o > 0.0 { g } else { 0.0 };
-            }
+            super::par_zip3(ctx.threads, dx.data_mut(), dy.data(), y.data(), |dx, dy, y| {
+                for ((d, &g), &o) in dx.iter_mut().zip(dy).zip(y) {
+                    *d = if o > 0.0 { g } else { 0.0 };
+                }
+            });
         }
         Ok(())
     }

@@ -300,6 +300,7 @@ impl Net {
                 Node::One(l) => l.forward(&lctx, params.params(i, self.layout.layer_range(i)), pick(&self.srcs[i][0]), &mut rest[0]),
                 Node::Join(j) => {
                     let xs: Vec<&Tensor> = self.srcs[i].iter().map(pick).collect();
+                    j.set_threads(ctx.threads);
                     j.forward(&xs, &mut rest[0])
                 }
             };

@@ -14,8 +14,12 @@
 //!   taps × `V` vectors of output channels accumulate in registers over every pixel of the
 //!   sub-batch, so no lane sum is needed.
 //!
-//! `yt`/`dyt` are pixel-major (`[pixel][channel]`): `to_nchw` and `from_nchw` convert. Padded
-//! inputs are `direct_conv::Flat` planes (`Flat::pad`), one sample every `in_len` floats.
+//! `yt`/`dyt` are pixel-major (`[pixel][channel]`, rows of `padded(cout)` floats): `to_nchw` and
+//! `from_nchw` convert. Channel counts are padded to a multiple of 16 with zero weights (the
+//! lanes past the last channel compute values nobody reads), so every channel count works, and a
+//! channel's result does not depend on how many channels there are: a tensor split's slices
+//! compute bit for bit what the whole layer does. Padded inputs are `direct_conv::Flat` planes
+//! (`Flat::pad`), one sample every `in_len` floats.
 
 use super::direct_conv::Flat;
 use super::simd::{Isa, Simd};
@@ -25,10 +29,14 @@ const P: usize = 12;
 /// Taps of a 3×3 kernel.
 const TAPS: usize = 9;
 
-/// True when the kernels apply: 3×3, stride 1 (the caller's), both channel counts multiples of
-/// the lane count.
-pub fn supports(isa: Isa, f: &Flat) -> bool {
-    f.kh == 3 && f.kw == 3 && f.cin % isa.lanes() == 0 && f.cout % isa.lanes() == 0
+/// True when the kernels apply: a 3×3 kernel (of stride 1: the caller's `Flat`).
+pub fn supports(f: &Flat) -> bool {
+    f.kh == 3 && f.kw == 3
+}
+
+/// A channel count rounded up to whole vectors of both instruction sets.
+pub fn padded(channels: usize) -> usize {
+    channels.next_multiple_of(16)
 }
 
 /// Offsets of every output pixel of `m` samples in their padded inputs (one sample every
@@ -42,24 +50,29 @@ pub fn pixels(f: &Flat, m: usize, out: &mut Vec<usize>) {
     }
 }
 
-/// Packs `w` (cout × cin × 3 × 3) as `[(c·9 + k)·cout + o]` for `forward`.
+/// Packs `w` (cout × cin × 3 × 3) as `[(c·9 + k)·padded(cout) + o]` for `forward` (`cin · 9 ·
+/// padded(cout)` floats, zeros past the last channel).
 pub fn pack_forward(f: &Flat, w: &[f32], out: &mut [f32]) {
+    let cop = padded(f.cout);
+    out[..f.cin * TAPS * cop].fill(0.0);
     for o in 0..f.cout {
         for c in 0..f.cin {
             for k in 0..TAPS {
-                out[(c * TAPS + k) * f.cout + o] = w[(o * f.cin + c) * TAPS + k];
+                out[(c * TAPS + k) * cop + o] = w[(o * f.cin + c) * TAPS + k];
             }
         }
     }
 }
 
-/// Packs the weights of backward data (`forward` with `f.transposed()`): `[(o·9 + k)·cin + c] =
-/// w[o, c, 8 − k]`.
+/// Packs the weights of backward data (`forward` with `f.transposed()`): `[(o·9 + k)·padded(cin)
+/// + c] = w[o, c, 8 − k]` (`cout · 9 · padded(cin)` floats).
 pub fn pack_transposed(f: &Flat, w: &[f32], out: &mut [f32]) {
+    let cip = padded(f.cin);
+    out[..f.cout * TAPS * cip].fill(0.0);
     for o in 0..f.cout {
         for c in 0..f.cin {
             for k in 0..TAPS {
-                out[(o * TAPS + (TAPS - 1 - k)) * f.cin + c] = w[(o * f.cin + c) * TAPS + k];
+                out[(o * TAPS + (TAPS - 1 - k)) * cip + c] = w[(o * f.cin + c) * TAPS + k];
             }
         }
     }
@@ -67,8 +80,8 @@ pub fn pack_transposed(f: &Flat, w: &[f32], out: &mut [f32]) {
 
 /// `y[s, o, :] = yt[s·ohw + :, o] + b[o]` for the `m` samples of `yt` (pixel-major).
 pub fn to_nchw(f: &Flat, yt: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-    let (hw, co) = (f.oh * f.ow, f.cout);
-    for (ys, ts) in y.chunks_exact_mut(co * hw).zip(yt.chunks_exact(hw * co)) {
+    let (hw, co) = (f.oh * f.ow, padded(f.cout));
+    for (ys, ts) in y.chunks_exact_mut(f.cout * hw).zip(yt.chunks_exact(hw * co)) {
         for (o, plane) in ys.chunks_exact_mut(hw).enumerate() {
             let b = bias.map_or(0.0, |b| b[o]);
             for (p, v) in plane.iter_mut().enumerate() {
@@ -78,10 +91,14 @@ pub fn to_nchw(f: &Flat, yt: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     }
 }
 
-/// The transpose of `to_nchw` (no bias): `dyt[s·ohw + p, o] = dy[s, o, p]`.
+/// The transpose of `to_nchw` (no bias): `dyt[s·ohw + p, o] = dy[s, o, p]`, zeros past the last
+/// channel.
 pub fn from_nchw(f: &Flat, dy: &[f32], dyt: &mut [f32]) {
-    let (hw, co) = (f.oh * f.ow, f.cout);
-    for (ds, ts) in dy.chunks_exact(co * hw).zip(dyt.chunks_exact_mut(hw * co)) {
+    let (hw, co) = (f.oh * f.ow, padded(f.cout));
+    for (ds, ts) in dy.chunks_exact(f.cout * hw).zip(dyt.chunks_exact_mut(hw * co)) {
+        if co > f.cout {
+            ts.fill(0.0);
+        }
         for (o, plane) in ds.chunks_exact(hw).enumerate() {
             for (p, &v) in plane.iter().enumerate() {
                 ts[p * co + o] = v;
@@ -91,7 +108,7 @@ pub fn from_nchw(f: &Flat, dy: &[f32], dyt: &mut [f32]) {
 }
 
 fn check(isa: Isa, f: &Flat, xs: &[f32], pix: &[usize]) {
-    assert!(supports(isa, f), "direct_oc: {f:?} is not 3×3 with channels in multiples of {}", isa.lanes());
+    assert!(supports(f), "direct_oc: {f:?} is not 3×3");
     assert!(Isa::available().contains(&isa), "direct_oc: {isa:?} is not available on this CPU");
     // Every read is at pix + c·plane + ki·wp + kj ≤ pix + (cin − 1)·plane + 2·wp + 2.
     let reach = (f.cin - 1) * f.plane() + 2 * f.wp + 2;
@@ -102,7 +119,7 @@ fn check(isa: Isa, f: &Flat, xs: &[f32], pix: &[usize]) {
 /// stride cout) from the weights packed by `pack_forward`.
 pub fn forward(isa: Isa, f: &Flat, xs: &[f32], pix: &[usize], wt: &[f32], yt: &mut [f32]) {
     check(isa, f, xs, pix);
-    assert!(wt.len() >= f.cin * TAPS * f.cout && yt.len() >= pix.len() * f.cout);
+    assert!(wt.len() >= f.cin * TAPS * padded(f.cout) && yt.len() >= pix.len() * padded(f.cout));
     // SAFETY: the CPU has the instruction set; the asserts bound every index.
     unsafe {
         match isa {
@@ -133,8 +150,8 @@ unsafe fn forward_avx2(f: &Flat, xs: &[f32], pix: &[usize], wt: &[f32], yt: &mut
 /// single pixels).
 #[inline(always)]
 unsafe fn forward_all<S: Simd, const V: usize>(f: &Flat, xs: &[f32], pix: &[usize], wt: &[f32], yt: &mut [f32]) {
-    let block = V * S::LANES;
-    let full = f.cout / block * block;
+    let (block, cop) = (V * S::LANES, padded(f.cout));
+    let full = cop / block * block;
     let tiles = pix.len() / P * P;
     for o0 in (0..full).step_by(block) {
         for p0 in (0..tiles).step_by(P) {
@@ -144,7 +161,7 @@ unsafe fn forward_all<S: Simd, const V: usize>(f: &Flat, xs: &[f32], pix: &[usiz
             forward_tile::<S, V, 1>(f, xs, &pix[p0..p0 + 1], wt, yt, o0, p0);
         }
     }
-    for o0 in (full..f.cout).step_by(S::LANES) {
+    for o0 in (full..cop).step_by(S::LANES) {
         for p0 in (0..tiles).step_by(P) {
             forward_tile::<S, 1, P>(f, xs, &pix[p0..p0 + P], wt, yt, o0, p0);
         }
@@ -161,12 +178,12 @@ unsafe fn forward_tile<S: Simd, const V: usize, const T: usize>(f: &Flat, xs: &[
     for (b, &p) in base.iter_mut().zip(pix) {
         *b = xs.as_ptr().add(p);
     }
-    let plane = f.plane();
+    let (plane, cop) = (f.plane(), padded(f.cout));
     for c in 0..f.cin {
         for ki in 0..3 {
             for kj in 0..3 {
                 let off = c * plane + ki * f.wp + kj;
-                let wk = wt.as_ptr().add((c * TAPS + ki * 3 + kj) * f.cout + o0);
+                let wk = wt.as_ptr().add((c * TAPS + ki * 3 + kj) * cop + o0);
                 let mut wv = [S::zero(); V];
                 for (v, w) in wv.iter_mut().enumerate() {
                     *w = S::load(wk.add(v * S::LANES));
@@ -182,7 +199,7 @@ unsafe fn forward_tile<S: Simd, const V: usize, const T: usize>(f: &Flat, xs: &[
     }
     for (t, row) in acc.iter().enumerate() {
         for (v, &a) in row.iter().enumerate() {
-            S::store(yt.as_mut_ptr().add((p0 + t) * f.cout + o0 + v * S::LANES), a);
+            S::store(yt.as_mut_ptr().add((p0 + t) * cop + o0 + v * S::LANES), a);
         }
     }
 }
@@ -191,7 +208,7 @@ unsafe fn forward_tile<S: Simd, const V: usize, const T: usize>(f: &Flat, xs: &[
 /// `dyt`: ACCUMULATES into `dw` (cout × cin × 3 × 3).
 pub fn weight_grad(isa: Isa, f: &Flat, xs: &[f32], pix: &[usize], dyt: &[f32], dw: &mut [f32]) {
     check(isa, f, xs, pix);
-    assert!(dyt.len() >= pix.len() * f.cout && dw.len() >= f.cout * f.cin * TAPS);
+    assert!(dyt.len() >= pix.len() * padded(f.cout) && dw.len() >= f.cout * f.cin * TAPS);
     // SAFETY: as in `forward`.
     unsafe {
         match isa {
@@ -219,13 +236,13 @@ unsafe fn weight_grad_avx2(f: &Flat, xs: &[f32], pix: &[usize], dyt: &[f32], dw:
 
 #[inline(always)]
 unsafe fn weight_grad_all<S: Simd, const V: usize>(f: &Flat, xs: &[f32], pix: &[usize], dyt: &[f32], dw: &mut [f32]) {
-    let block = V * S::LANES;
-    let full = f.cout / block * block;
+    let (block, cop) = (V * S::LANES, padded(f.cout));
+    let full = cop / block * block;
     for c in 0..f.cin {
         for o0 in (0..full).step_by(block) {
             weight_grad_block::<S, V>(f, xs, pix, dyt, dw, c, o0);
         }
-        for o0 in (full..f.cout).step_by(S::LANES) {
+        for o0 in (full..cop).step_by(S::LANES) {
             weight_grad_block::<S, 1>(f, xs, pix, dyt, dw, c, o0);
         }
     }
@@ -238,7 +255,7 @@ unsafe fn weight_grad_block<S: Simd, const V: usize>(f: &Flat, xs: &[f32], pix: 
     let mut acc = [[S::zero(); V]; TAPS];
     let taps: [usize; TAPS] = std::array::from_fn(|k| c * f.plane() + (k / 3) * f.wp + k % 3);
     for (p, &px) in pix.iter().enumerate() {
-        let d = dyt.as_ptr().add(p * f.cout + o0);
+        let d = dyt.as_ptr().add(p * padded(f.cout) + o0);
         let mut dv = [S::zero(); V];
         for (v, x) in dv.iter_mut().enumerate() {
             *x = S::load(d.add(v * S::LANES));
@@ -256,7 +273,10 @@ unsafe fn weight_grad_block<S: Simd, const V: usize>(f: &Flat, xs: &[f32], pix: 
         for (v, &a) in row.iter().enumerate() {
             S::store(lanes.as_mut_ptr(), a);
             for (l, &val) in lanes[..S::LANES].iter().enumerate() {
-                dw[((o0 + v * S::LANES + l) * f.cin + c) * TAPS + k] += val;
+                let o = o0 + v * S::LANES + l;
+                if o < f.cout {
+                    dw[(o * f.cin + c) * TAPS + k] += val;
+                }
             }
         }
     }

@@ -172,3 +172,28 @@ fn sync_over_shards_equals_the_whole_batch() {
         }
     }
 }
+
+#[test]
+fn threads_split_the_passes_without_changing_a_bit() {
+    // Large enough (2·16·24·24 values) for the element-wise passes to go to the thread pool.
+    let x = random_tensor(&[2, 16, 24, 24], 5);
+    let run = |threads: usize| {
+        let mut l = BatchNorm::new(BatchNormConfig::default(), &[16, 24, 24]).unwrap();
+        let mut p = init_params(&l, 3);
+        p[..16].iter_mut().enumerate().for_each(|(i, v)| *v = 0.5 + i as f32 / 10.0);
+        let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
+        let mut y = Tensor::default();
+        l.forward(&ctx, &p, &x, &mut y).unwrap();
+        let dy = random_tensor(y.shape(), 6);
+        let (mut dp, mut dx) = (vec![0.0; p.len()], Tensor::default());
+        l.backward(&ctx, &p, &mut dp, &x, &y, &dy, Some(&mut dx)).unwrap();
+        (y, dp, dx)
+    };
+    let (y1, dp1, dx1) = run(1);
+    for t in [2, 3] {
+        let (y, dp, dx) = run(t);
+        assert_eq!(y.data(), y1.data(), "{t} threads: y");
+        assert_eq!(dx.data(), dx1.data(), "{t} threads: dx");
+        assert_eq!(dp, dp1, "{t} threads: dparams");
+    }
+}

@@ -7,9 +7,9 @@ use crate::tensor::direct_conv::{self, Flat};
 use crate::tensor::direct_oc;
 use crate::tensor::simd::Isa;
 
-/// Floats of padded inputs and q-layout gradients gathered per weight-gradient call of the plane
-/// kernels: the kernel sums a whole sub-batch in registers; 256 KiB keeps the gradient rows near
-/// L1 (measured on ResNet-20: 1 MiB made the 32×32 layers 15 % slower, 4 MiB 30 %).
+/// Floats of padded inputs (twice) gathered per weight-gradient call of the plane kernels, at
+/// most 4 samples: the kernel sums a whole sub-batch in registers; 256 KiB keeps the gradient
+/// rows near L1 (measured on ResNet-20: 1 MiB made the 32×32 layers 15 % slower, 4 MiB 30 %).
 const WEIGHT_GRAD_FLOATS: usize = 1 << 16;
 
 /// Floats per sub-batch of the channel kernels: their weights stream once per sub-batch, so it
@@ -28,13 +28,14 @@ pub(super) struct Direct {
     pub bias: bool,
 }
 
-/// Samples per call of the kernels.
+/// Samples per call of the kernels. A function of the input's size only: a tensor split's slices
+/// (fewer output channels) then sum their weight gradients over the same sub-batches as the whole
+/// layer, bit for bit.
 fn sub_batch(f: &Flat, oc: bool) -> usize {
     if oc {
-        let t = f.transposed(Isa::Avx512).map_or(0, |t| t.in_len() + f.h * f.w * f.cin);
-        (OC_FLOATS / (f.in_len() + 2 * f.oh * f.ow * f.cout + t)).max(1)
+        (OC_FLOATS / (4 * f.in_len())).max(1)
     } else {
-        (WEIGHT_GRAD_FLOATS / (f.in_len() + f.out_len())).max(1)
+        (WEIGHT_GRAD_FLOATS / (2 * f.in_len())).clamp(1, 4)
     }
 }
 
@@ -47,8 +48,8 @@ pub(super) fn prepare(f: Flat, oc: bool, scratch: &mut Vec<Scratch>, chunks: usi
     let t = big.transposed(Isa::Avx512).unwrap_or(big);
     let nb = if oc || with_grads { sub_batch(&f, oc) } else { 1 };
     let (cols, dcols, aux) = if oc {
-        let out = f.oh * f.ow * f.cout;
-        (nb * big.in_len().max(t.in_len()), nb * out.max(f.h * f.w * f.cin), nb * out)
+        let out = f.oh * f.ow * direct_oc::padded(f.cout);
+        (nb * big.in_len().max(t.in_len()), nb * out.max(f.h * f.w * direct_oc::padded(f.cin)), nb * out)
     } else {
         (nb * big.in_len(), nb * big.out_len(), t.in_len() + t.out_len())
     };
@@ -86,25 +87,25 @@ impl Direct {
     /// Packs the weights of every group for forward, and for backward data when `transposed` is given.
     pub fn pack(&self, w: &[f32], packed: &mut Vec<f32>, transposed: Option<&mut Vec<f32>>) {
         let (f, isa) = (&self.f, self.isa);
+        if self.oc {
+            // One group; channels padded to whole vectors.
+            packed.resize(f.cin * 9 * direct_oc::padded(f.cout), 0.0);
+            direct_oc::pack_forward(f, w, packed);
+            if let Some(t) = transposed {
+                t.resize(f.cout * 9 * direct_oc::padded(f.cin), 0.0);
+                direct_oc::pack_transposed(f, w, t);
+            }
+            return;
+        }
         let per = f.cout * f.cin * f.kh * f.kw;
         packed.resize(self.groups * per, 0.0);
         for (g, out) in packed.chunks_exact_mut(per).enumerate() {
-            let wg = &w[g * per..(g + 1) * per];
-            if self.oc {
-                direct_oc::pack_forward(f, wg, out);
-            } else {
-                direct_conv::pack_forward(isa, f, wg, out);
-            }
+            direct_conv::pack_forward(isa, f, &w[g * per..(g + 1) * per], out);
         }
         if let Some(t) = transposed {
             t.resize(self.groups * per, 0.0);
             for (g, out) in t.chunks_exact_mut(per).enumerate() {
-                let wg = &w[g * per..(g + 1) * per];
-                if self.oc {
-                    direct_oc::pack_transposed(f, wg, out);
-                } else {
-                    direct_conv::pack_transposed(isa, f, wg, out);
-                }
+                direct_conv::pack_transposed(isa, f, &w[g * per..(g + 1) * per], out);
             }
         }
     }
@@ -123,7 +124,7 @@ impl Direct {
                 }
                 direct_oc::pixels(f, m, &mut s.pix);
                 direct_oc::forward(self.isa, f, &s.cols, &s.pix, packed, &mut s.dcols);
-                direct_oc::to_nchw(f, &s.dcols[..m * yout], self.bias.then_some(b), ys);
+                direct_oc::to_nchw(f, &s.dcols[..m * f.oh * f.ow * direct_oc::padded(f.cout)], self.bias.then_some(b), ys);
             }
             return;
         }
@@ -201,7 +202,7 @@ impl Direct {
                 f.pad(&x[(s0 + j) * xin..(s0 + j + 1) * xin], &mut s.cols[j * f.in_len()..(j + 1) * f.in_len()]);
             }
             let dys = &dy[s0 * yout..(s0 + m) * yout];
-            direct_oc::from_nchw(f, dys, &mut s.aux[..m * yout]);
+            direct_oc::from_nchw(f, dys, &mut s.aux[..m * f.oh * f.ow * direct_oc::padded(f.cout)]);
             direct_oc::pixels(f, m, &mut s.pix);
             direct_oc::weight_grad(self.isa, f, &s.cols, &s.pix, &s.aux, dw);
             if let Some(dx) = dx.as_deref_mut() {
@@ -210,7 +211,7 @@ impl Direct {
                 }
                 direct_oc::pixels(&t, m, &mut s.pix);
                 direct_oc::forward(self.isa, &t, &s.cols, &s.pix, packed_t, &mut s.dcols);
-                direct_oc::to_nchw(&t, &s.dcols[..m * xin], None, &mut dx[s0 * xin..(s0 + m) * xin]);
+                direct_oc::to_nchw(&t, &s.dcols[..m * f.h * f.w * direct_oc::padded(f.cin)], None, &mut dx[s0 * xin..(s0 + m) * xin]);
             }
         }
     }

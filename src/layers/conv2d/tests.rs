@@ -126,11 +126,12 @@ fn algorithm_cases() -> Vec<(usize, Conv2dConfig, [usize; 3])> {
         (3, Conv2dConfig { groups: 2, padding: [1, 1], ..cfg(4, 3) }, [4, 3, 3]),
         (2, cfg(16, 1), [3, 3, 2]),
         (4, Conv2dConfig { padding: [1, 1], ..cfg(8, 3) }, [3, 2, 2]),
-        // The channel-vectorised kernels: channels in multiples of 16 (AVX-512) and 8 (AVX2),
-        // 1 to 3 samples, pixel counts off the tile of 12, padding 0, 1 and 2.
+        // The channel-vectorised kernels: channels in and off multiples of 16, 1 to 3 samples,
+        // pixel counts off the tile of 12, padding 0, 1 and 2.
         (3, Conv2dConfig { padding: [1, 1], ..cfg(32, 3) }, [16, 3, 3]),
         (1, Conv2dConfig { bias: false, ..cfg(16, 3) }, [48, 5, 4]),
         (2, Conv2dConfig { padding: [2, 2], ..cfg(16, 3) }, [16, 2, 2]),
+        (2, Conv2dConfig { padding: [1, 1], ..cfg(21, 3) }, [11, 4, 4]),
     ]
 }
 
@@ -160,6 +161,7 @@ fn algorithms_agree_with_im2col_on_larger_shapes() {
         (Conv2dConfig { padding: [1, 1], ..cfg(40, 3) }, [24, 8, 8]),
         (Conv2dConfig { padding: [1, 1], ..cfg(32, 3) }, [32, 2, 2]),
         (Conv2dConfig { padding: [1, 1], bias: false, ..cfg(64, 3) }, [32, 8, 8]),
+        (Conv2dConfig { padding: [1, 1], ..cfg(22, 3) }, [64, 8, 8]),
         (Conv2dConfig { padding: [2, 2], ..cfg(20, 5) }, [6, 14, 14]),
     ];
     for (c, s) in cases {
@@ -254,9 +256,11 @@ fn micro_batches_accumulate_what_the_whole_batch_gives() {
             l.forward(&ctx, &p, &xm, &mut ym).unwrap();
             l.backward(&ctx, &p, &mut got, &xm, &ym, &dym, None).unwrap();
         }
-        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        assert!(diff < 1e-4, "{algo:?}: {diff}");
-        eprintln!("{algo:?}: max diff {diff:e}");
+        // Sub-batches of the weight gradient may fall differently: equal up to rounding.
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max) / scale;
+        assert!(diff < 1e-5, "{algo:?}: {diff}");
+        eprintln!("{algo:?}: max relative diff {diff:e}");
     }
 }
 
@@ -270,7 +274,8 @@ fn each_shape_gets_the_algorithm_measured_best_for_it() {
         Some(isa) => {
             assert_eq!(pick(three, [64, 32, 32]), ConvAlgo::Direct(isa), "large maps: vectors along the plane");
             assert_eq!(pick(three, [64, 8, 8]), ConvAlgo::DirectOc(isa), "small maps: vectors across channels");
-            assert_eq!(pick(Conv2dConfig { out_channels: 10, ..three }, [64, 8, 8]), ConvAlgo::Im2col, "10 channels fill no vector");
+            assert_eq!(pick(Conv2dConfig { out_channels: 22, ..three }, [64, 8, 8]), ConvAlgo::DirectOc(isa), "a tensor split's slice: the whole layer's kernel");
+            assert_eq!(pick(Conv2dConfig { out_channels: 256, ..three }, [128, 8, 8]), ConvAlgo::Im2col, "large weights: the GEMM's blocking wins");
         }
         None => assert_eq!(pick(three, [64, 32, 32]), ConvAlgo::Im2col),
     }
