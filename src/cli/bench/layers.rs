@@ -4,10 +4,7 @@
 //! `bench/pytorch_bench.py --layers` prints the same table for PyTorch.
 
 use super::StepArgs;
-use crate::layers::{Ctx, Mode};
-use crate::net::{ModelSpec, Net};
-use crate::optim::OptimizerConfig;
-use crate::tensor::{rng::Rng, simd, Tensor};
+use crate::tensor::simd;
 
 /// One layer's row.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -62,30 +59,16 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Runs the per-layer benchmark.
 pub fn run(args: &StepArgs) -> anyhow::Result<LayerTable> {
-    let spec = ModelSpec::resolve(&args.model)?;
     let peak = simd::fma_peak_gflops() * args.threads as f64;
-    let mut net = Net::build(&spec)?;
-    let mut params = net.init_params(0);
-    let mut grads = vec![0.0f32; params.len()];
-    let mut opt = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 }.build(params.len())?;
-    let mut rng = Rng::new(1);
-    let mut shape = vec![args.batch];
-    shape.extend_from_slice(&spec.input);
-    let n: usize = shape.iter().product();
-    let x = Tensor::from_vec(&shape, (0..n).map(|_| rng.normal()).collect())?;
-    let labels: Vec<u32> = (0..args.batch).map(|_| rng.below(spec.classes as u64) as u32).collect();
-    let ids: Vec<u64> = (0..args.batch as u64).collect();
-    net.set_layer_timing(true);
-    let layers = net.num_layers();
+    let mut rig = super::Rig::new(args)?;
+    rig.net.set_layer_timing(true);
+    let layers = rig.net.num_layers();
     let (mut fwd, mut bwd, mut steps) = (vec![Vec::new(); layers], vec![Vec::new(); layers], Vec::new());
     for i in 0..args.warmup + args.steps {
         let t = std::time::Instant::now();
-        grads.fill(0.0);
-        let ctx = Ctx { mode: Mode::Train, threads: args.threads, seed: 0, step: i as u64, layer: 0, sample_ids: &ids, sync: None };
-        net.forward_backward(&ctx, &params, &mut grads, &x, &labels, args.batch)?;
-        opt.step(&mut params, &grads, 0.01);
+        rig.step(i, args.threads)?;
         let step = t.elapsed().as_secs_f64();
-        let times = net.take_layer_times();
+        let times = rig.net.take_layer_times();
         if i >= args.warmup {
             steps.push(step);
             for (l, (f, b)) in times.into_iter().enumerate() {
@@ -94,6 +77,7 @@ pub fn run(args: &StepArgs) -> anyhow::Result<LayerTable> {
             }
         }
     }
+    let (net, spec) = (&rig.net, &rig.spec);
     let flops = net.flops_per_sample();
     let gflops = |macs: f64, s: f64| if s > 0.0 { (2.0 * macs * args.batch as f64 / s / 1e9 * 10.0).round() / 10.0 } else { 0.0 };
     let share = |macs: f64, s: f64| if peak > 0.0 && s > 0.0 { (2.0 * macs * args.batch as f64 / s / 1e9 / peak * 1000.0).round() / 1000.0 } else { 0.0 };
@@ -117,7 +101,7 @@ pub fn run(args: &StepArgs) -> anyhow::Result<LayerTable> {
     let step = median(&mut steps);
     let total: f64 = flops.iter().map(|&f| 3.0 * f as f64).sum();
     Ok(LayerTable {
-        model: spec.name,
+        model: spec.name.clone(),
         batch: args.batch,
         threads: args.threads,
         peak_gflops: (peak * 10.0).round() / 10.0,

@@ -146,32 +146,57 @@ fn check_step_args(args: &StepArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A model, its parameters and optimizer, and one fixed synthetic batch: what both step
+/// benchmarks time, one SGD-momentum step at a time (as `bench/pytorch_bench.py` does).
+pub(super) struct Rig {
+    pub spec: ModelSpec,
+    pub net: Net,
+    pub params: Vec<f32>,
+    grads: Vec<f32>,
+    opt: Box<dyn crate::optim::Optimizer>,
+    x: Tensor,
+    labels: Vec<u32>,
+    ids: Vec<u64>,
+}
+
+impl Rig {
+    pub fn new(args: &StepArgs) -> anyhow::Result<Rig> {
+        let spec = ModelSpec::resolve(&args.model)?;
+        let net = Net::build(&spec)?;
+        let params = net.init_params(0);
+        let opt = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 }.build(params.len())?;
+        let mut rng = Rng::new(1);
+        let mut shape = vec![args.batch];
+        shape.extend_from_slice(&spec.input);
+        let n: usize = shape.iter().product();
+        let x = Tensor::from_vec(&shape, (0..n).map(|_| rng.normal()).collect())?;
+        let labels: Vec<u32> = (0..args.batch).map(|_| rng.below(spec.classes as u64) as u32).collect();
+        let ids: Vec<u64> = (0..args.batch as u64).collect();
+        Ok(Rig { grads: vec![0.0; params.len()], spec, net, params, opt, x, labels, ids })
+    }
+
+    /// Step `i`: forward, backward, update.
+    pub fn step(&mut self, i: usize, threads: usize) -> anyhow::Result<()> {
+        self.grads.fill(0.0);
+        let ctx = Ctx { mode: Mode::Train, threads, seed: 0, step: i as u64, layer: 0, sample_ids: &self.ids, sync: None };
+        self.net.forward_backward(&ctx, &self.params, &mut self.grads, &self.x, &self.labels, self.labels.len())?;
+        self.opt.step(&mut self.params, &self.grads, 0.01);
+        Ok(())
+    }
+}
+
 /// Runs the step benchmark.
 pub fn run_step(args: &StepArgs) -> anyhow::Result<BenchResult> {
     check_step_args(args)?;
-    let spec = ModelSpec::resolve(&args.model)?;
-    let mut net = Net::build(&spec)?;
-    let mut params = net.init_params(0);
-    let mut grads = vec![0.0f32; params.len()];
-    let mut opt = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 }.build(params.len())?;
-    let mut rng = Rng::new(1);
-    let mut shape = vec![args.batch];
-    shape.extend_from_slice(&spec.input);
-    let n: usize = shape.iter().product();
-    let x = Tensor::from_vec(&shape, (0..n).map(|_| rng.normal()).collect())?;
-    let labels: Vec<u32> = (0..args.batch).map(|_| rng.below(spec.classes as u64) as u32).collect();
-    let ids: Vec<u64> = (0..args.batch as u64).collect();
+    let mut rig = Rig::new(args)?;
     let mut times = Vec::with_capacity(args.steps);
     let mut checks = Vec::with_capacity(args.steps);
     for i in 0..args.warmup + args.steps {
         let t = Instant::now();
-        grads.fill(0.0);
-        let ctx = Ctx { mode: Mode::Train, threads: args.threads, seed: 0, step: i as u64, layer: 0, sample_ids: &ids, sync: None };
-        net.forward_backward(&ctx, &params, grads.as_mut_slice(), &x, &labels, args.batch)?;
-        opt.step(&mut params, &grads, 0.01);
+        rig.step(i, args.threads)?;
         let step_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let bad = std::hint::black_box(crate::train::nonfinite::any_nonfinite(std::hint::black_box(&params)));
+        let bad = std::hint::black_box(crate::train::nonfinite::any_nonfinite(std::hint::black_box(&rig.params)));
         let check_s = t.elapsed().as_secs_f64();
         if bad {
             anyhow::bail!("the benchmark's parameters went non-finite at step {i}");
@@ -187,10 +212,10 @@ pub fn run_step(args: &StepArgs) -> anyhow::Result<BenchResult> {
     let check = checks[checks.len() / 2];
     Ok(BenchResult {
         framework: "convoy",
-        model: spec.name,
+        model: rig.spec.name,
         batch: args.batch,
         threads: args.threads,
-        params: params.len(),
+        params: rig.params.len(),
         step_ms: (med * 1e6).round() / 1e3,
         images_per_s: (args.batch as f64 / med * 10.0).round() / 10.0,
         nonfinite_check_ms: (check * 1e6).round() / 1e3,

@@ -26,12 +26,21 @@ fn gradcheck_configurations() {
         (2, Conv2dConfig { groups: 2, ..cfg(2, 1) }, [4, 3, 3], 1),
     ];
     for (n, c, s, threads) in cases {
-        let mut l = Conv2d::new(c, &s).unwrap();
-        let p = init_params(&l, 3);
-        let x = random_tensor(&[n, s[0], s[1], s[2]], 4);
-        let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
-        check_layer(&mut l, &ctx, &x, &p, Tolerance::default()).unwrap_or_else(|e| panic!("{c:?} on {s:?}: {e}"));
+        gradcheck(n, c, s, threads, None);
     }
+}
+
+/// The f64 finite-difference check of `c` on a batch of `n` inputs of shape `s`, with the
+/// algorithm the layer picks or `algo`.
+fn gradcheck(n: usize, c: Conv2dConfig, s: [usize; 3], threads: usize, algo: Option<ConvAlgo>) {
+    let mut l = Conv2d::new(c, &s).unwrap();
+    if let Some(a) = algo {
+        l.set_algo(a).unwrap();
+    }
+    let p = init_params(&l, 3);
+    let x = random_tensor(&[n, s[0], s[1], s[2]], 4);
+    let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
+    check_layer(&mut l, &ctx, &x, &p, Tolerance::default()).unwrap_or_else(|e| panic!("{:?}, {threads} threads, {c:?} on {s:?}: {e}", l.algo()));
 }
 
 #[test]
@@ -40,22 +49,24 @@ fn threads_give_the_same_result() {
     let mut l = Conv2d::new(c, &[3, 9, 9]).unwrap();
     let p = init_params(&l, 1);
     let x = random_tensor(&[7, 3, 9, 9], 2);
-    let run = |l: &mut Conv2d, threads: usize| {
-        let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
-        let mut y = Tensor::default();
-        l.forward(&ctx, &p, &x, &mut y).unwrap();
-        let dy = random_tensor(y.shape(), 5);
-        let (mut dp, mut dx) = (vec![0.0; p.len()], Tensor::default());
-        l.backward(&ctx, &p, &mut dp, &x, &y, &dy, Some(&mut dx)).unwrap();
-        (y, dp, dx)
-    };
-    let (y1, dp1, dx1) = run(&mut l, 1);
+    let (y1, dp1, dx1) = forward_backward(&mut l, &p, &x, 1);
     for t in [2, 3, 16] {
-        let (y, dp, dx) = run(&mut l, t);
+        let (y, dp, dx) = forward_backward(&mut l, &p, &x, t);
         assert_eq!(y.data(), y1.data(), "forward is per sample: bitwise equal");
         assert_eq!(dx.data(), dx1.data());
         assert_close("dp", &dp, &dp1, 1e-4);
     }
+}
+
+/// Forward and backward of `l` on `x` with `threads`, against a fixed random dy: (y, dp, dx).
+fn forward_backward(l: &mut Conv2d, p: &[f32], x: &Tensor, threads: usize) -> (Tensor, Vec<f32>, Tensor) {
+    let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
+    let mut y = Tensor::default();
+    l.forward(&ctx, p, x, &mut y).unwrap();
+    let dy = random_tensor(y.shape(), 5);
+    let (mut dp, mut dx) = (vec![0.0; p.len()], Tensor::default());
+    l.backward(&ctx, p, &mut dp, x, &y, &dy, Some(&mut dx)).unwrap();
+    (y, dp, dx)
 }
 
 /// Golden values from PyTorch:
@@ -142,12 +153,7 @@ fn every_algorithm_passes_the_gradient_check() {
         assert!(algos.len() >= 2 || Isa::best().is_none(), "{c:?} on {s:?}: only {algos:?}");
         for algo in algos {
             for threads in [1, 2] {
-                let mut l = Conv2d::new(c, &s).unwrap();
-                l.set_algo(algo).unwrap();
-                let p = init_params(&l, 3);
-                let x = random_tensor(&[n, s[0], s[1], s[2]], 4);
-                let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
-                check_layer(&mut l, &ctx, &x, &p, Tolerance::default()).unwrap_or_else(|e| panic!("{algo:?}, {threads} threads, {c:?} on {s:?}: {e}"));
+                gradcheck(n, c, s, threads, Some(algo));
             }
         }
     }
@@ -170,13 +176,7 @@ fn algorithms_agree_with_im2col_on_larger_shapes() {
             let mut l = Conv2d::new(c, &s).unwrap();
             l.set_algo(algo).unwrap();
             let p = init_params(&l, 1);
-            let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
-            let mut y = Tensor::default();
-            l.forward(&ctx, &p, &x, &mut y).unwrap();
-            let dy = random_tensor(y.shape(), 5);
-            let (mut dp, mut dx) = (vec![0.0; p.len()], Tensor::default());
-            l.backward(&ctx, &p, &mut dp, &x, &y, &dy, Some(&mut dx)).unwrap();
-            (y, dp, dx)
+            forward_backward(&mut l, &p, &x, threads)
         };
         let (y0, dp0, dx0) = run(ConvAlgo::Im2col, 1);
         for algo in algorithms(c, &s) {
