@@ -95,7 +95,7 @@ fn lenet_steps_allocate_only_the_same_gemm_workspace_each_step() {
 }
 
 #[test]
-fn direct_convolutions_and_batch_norm_allocate_nothing() {
+fn direct_convolutions_batch_norm_and_global_pooling_allocate_nothing() {
     // 3×3 convolutions of stride 1 on 16×16 maps run the direct kernels wherever the CPU has
     // AVX2 or AVX-512 (elsewhere im2col + GEMM, whose workspace the test above covers).
     let spec = ModelSpec::from_toml(

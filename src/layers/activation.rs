@@ -61,9 +61,11 @@ impl Layer for Activation {
 
     fn forward(&mut self, _ctx: &Ctx, _p: &[f32], x: &Tensor, y: &mut Tensor) -> Result<(), LayerError> {
         let n = check_input(self.kind(), x, &self.shape)?;
-        let mut shape = vec![n];
-        shape.extend(self.out_shape());
-        y.resize(&shape);
+        // The shape on the stack: a step allocates nothing.
+        match self.kind {
+            Kind::GlobalAvgPool => y.resize(&[n, self.shape[0], 1, 1]),
+            _ => y.resize(x.shape()),
+        }
         let per = x.sample_len();
         match self.kind {
             Kind::Sigmoid => y.data_mut().iter_mut().zip(x.data()).for_each(|(o, &i)| *o = 1.0 / (1.0 + (-i).exp())),

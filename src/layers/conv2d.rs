@@ -204,7 +204,7 @@ impl Conv2d {
             ConvAlgo::Im2col => None,
             ConvAlgo::Gemm1x1 if !self.one_by_one() => return refuse("the kernel is not 1×1 with stride 1 and no padding"),
             ConvAlgo::Gemm1x1 => None,
-            ConvAlgo::Direct(isa) | ConvAlgo::DirectOc(isa) if !Isa::available().contains(&isa) => return refuse("this CPU lacks the instruction set"),
+            ConvAlgo::Direct(isa) | ConvAlgo::DirectOc(isa) if !isa.supported() => return refuse("this CPU lacks the instruction set"),
             ConvAlgo::Direct(isa) => match self.flat_for(isa) {
                 Some(f) => Some(f),
                 None => return refuse("needs stride 1, dilation 1, padding below the kernel size and a kernel width of 1, 3, 5 or 7"),

@@ -171,7 +171,7 @@ pub fn pack_transposed(isa: Isa, f: &Flat, w: &[f32], out: &mut [f32]) {
 pub fn forward(isa: Isa, f: &Flat, xp: &[f32], wt: &[f32], bias: Option<&[f32]>, yq: &mut [f32]) {
     assert!(xp.len() >= f.in_len() && wt.len() >= f.cin * f.kh * f.kw * f.cout && yq.len() >= f.out_len());
     assert!(bias.is_none_or(|b| b.len() >= f.cout));
-    assert_eq!(Some(isa), Isa::available().into_iter().find(|&i| i == isa), "direct_conv: {isa:?} is not available on this CPU");
+    assert!(isa.supported(), "direct_conv: {isa:?} is not available on this CPU");
     // SAFETY: the CPU has the instruction set (checked above); the lengths asserted above bound
     // every index the kernels touch (see `Flat::in_len`).
     unsafe {
@@ -262,7 +262,7 @@ pub fn weight_grad(isa: Isa, f: &Flat, n: usize, xs: &[f32], xstride: usize, dys
     assert!(weight_grad_supports(f.kw), "direct_conv: no weight-gradient kernel for kw = {}", f.kw);
     assert!(n == 0 || (xs.len() >= (n - 1) * xstride + f.in_len() && dys.len() >= (n - 1) * dstride + f.out_len()));
     assert!(dw.len() >= f.cout * f.cin * f.kh * f.kw);
-    assert_eq!(Some(isa), Isa::available().into_iter().find(|&i| i == isa), "direct_conv: {isa:?} is not available on this CPU");
+    assert!(isa.supported(), "direct_conv: {isa:?} is not available on this CPU");
     // SAFETY: as in `forward`.
     unsafe {
         match isa {

@@ -109,7 +109,7 @@ pub fn from_nchw(f: &Flat, dy: &[f32], dyt: &mut [f32]) {
 
 fn check(isa: Isa, f: &Flat, xs: &[f32], pix: &[usize]) {
     assert!(supports(f), "direct_oc: {f:?} is not 3×3");
-    assert!(Isa::available().contains(&isa), "direct_oc: {isa:?} is not available on this CPU");
+    assert!(isa.supported(), "direct_oc: {isa:?} is not available on this CPU");
     // Every read is at pix + c·plane + ki·wp + kj ≤ pix + (cin − 1)·plane + 2·wp + 2.
     let reach = (f.cin - 1) * f.plane() + 2 * f.wp + 2;
     assert!(pix.iter().all(|&p| p + reach < xs.len()), "direct_oc: input too short");

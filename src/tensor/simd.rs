@@ -24,6 +24,11 @@ impl Isa {
         *BEST.get_or_init(detect)
     }
 
+    /// True when this CPU can run `self` (no allocation: the kernels check it on every call).
+    pub fn supported(self) -> bool {
+        matches!((Isa::best(), self), (Some(Isa::Avx512), _) | (Some(Isa::Avx2), Isa::Avx2))
+    }
+
     /// Every instruction set this CPU can run, best first (tests run each).
     pub fn available() -> Vec<Isa> {
         match Isa::best() {
