@@ -196,7 +196,7 @@ impl Conv2d {
         self.algo
     }
 
-    /// Runs this layer with `algo` from now on (tests compare the algorithms; `--conv-algo`).
+    /// Runs this layer with `algo` from now on (the tests run every algorithm that applies).
     /// Fails when `algo` does not apply to the shape or the CPU.
     pub fn set_algo(&mut self, algo: ConvAlgo) -> Result<(), LayerError> {
         let refuse = |why: &str| Err(LayerError::Config { op: "conv2d", msg: format!("algorithm {} does not apply: {why}", algo.name()) });
