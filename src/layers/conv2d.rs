@@ -218,6 +218,12 @@ impl Conv2d {
         Ok(())
     }
 
+    /// The direct kernels this layer runs, if it runs one.
+    fn direct_kernel(&self) -> Option<direct::Direct> {
+        let (f, (isa, oc)) = (self.flat?, self.algo.direct_isa()?);
+        Some(direct::Direct { isa, oc, f, groups: self.cfg.groups, bias: self.cfg.bias })
+    }
+
     /// True when the input itself is the column matrix (1×1, stride 1, no padding).
     fn one_by_one(&self) -> bool {
         let g = &self.geom;
@@ -239,9 +245,9 @@ impl Conv2d {
     }
 
     fn prepare(&mut self, chunks: usize, with_grads: bool) {
-        if let (Some(f), Some((_, oc))) = (self.flat, self.algo.direct_isa()) {
+        if let Some(d) = self.direct_kernel() {
             let wlen = self.cfg.out_channels * self.fan_in();
-            direct::prepare(f, oc, &mut self.scratch, chunks, with_grads, wlen, self.cfg.out_channels);
+            direct::prepare(&d, &mut self.scratch, chunks, with_grads, wlen, self.cfg.out_channels);
             return;
         }
         let nb = self.samples_per_gemm();
@@ -419,9 +425,8 @@ impl Layer for Conv2d {
         let (cfg, g, direct, nb) = (self.cfg, self.geom, self.direct(), self.samples_per_gemm());
         let per = n.div_ceil(threads);
         let (xs, ys) = (x.sample_len(), y.sample_len());
-        if let (Some(f), Some((isa, oc))) = (self.flat, self.algo.direct_isa()) {
-            let d = direct::Direct { isa, oc, f, groups: cfg.groups, bias: cfg.bias };
-            d.pack(w, &mut self.packed, None);
+        if let Some(d) = self.direct_kernel() {
+            d.pack_forward(w, &mut self.packed);
             let packed = &self.packed;
             if threads == 1 {
                 d.forward(packed, b, x.data(), y.data_mut(), &mut self.scratch[0]);
@@ -461,9 +466,11 @@ impl Layer for Conv2d {
             d.resize(x.shape());
             d
         });
-        if let (Some(f), Some((isa, oc))) = (self.flat, self.algo.direct_isa()) {
-            let d = direct::Direct { isa, oc, f, groups: cfg.groups, bias: cfg.bias };
-            d.pack(w, &mut self.packed, dx.is_some().then_some(&mut self.packed_t));
+        if let Some(d) = self.direct_kernel() {
+            // Backward reads only the transposed packing, and only for the input gradient.
+            if dx.is_some() {
+                d.pack_transposed(w, &mut self.packed_t);
+            }
             let packed_t = &self.packed_t;
             let chunks = n.div_ceil(per);
             let work = x.data().par_chunks(per * xs).zip(dy.data().par_chunks(per * ys)).zip(self.scratch.par_iter_mut()).with_max_len(1);

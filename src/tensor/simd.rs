@@ -45,14 +45,6 @@ impl Isa {
             Isa::Avx2 => 8,
         }
     }
-
-    /// Short name for tables ("avx512", "avx2").
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Avx512 => "avx512",
-            Isa::Avx2 => "avx2",
-        }
-    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -42,16 +42,15 @@ fn sub_batch(f: &Flat, oc: bool) -> usize {
 /// Sizes the scratch of `chunks` threads: `cols` holds padded inputs, `dcols` outputs or
 /// gradients (q layout, or pixel-major), `aux` the padded dy of backward data (and for `oc` the
 /// pixel-major dy); `dw`/`db` the partials of several chunks.
-pub(super) fn prepare(f: Flat, oc: bool, scratch: &mut Vec<Scratch>, chunks: usize, with_grads: bool, wlen: usize, blen: usize) {
-    // Sized with AVX-512's rounding, the larger of the two.
-    let big = Flat::new(Isa::Avx512, f.cin, f.cout, f.kh, f.kw, f.h, f.w, f.ph, f.pw).unwrap_or(f);
-    let t = big.transposed(Isa::Avx512).unwrap_or(big);
+pub(super) fn prepare(d: &Direct, scratch: &mut Vec<Scratch>, chunks: usize, with_grads: bool, wlen: usize, blen: usize) {
+    let (f, oc) = (d.f, d.oc);
+    let t = f.transposed(d.isa).expect("Flat::new checked the padding");
     let nb = if oc || with_grads { sub_batch(&f, oc) } else { 1 };
     let (cols, dcols, aux) = if oc {
         let out = f.oh * f.ow * direct_oc::padded(f.cout);
-        (nb * big.in_len().max(t.in_len()), nb * out.max(f.h * f.w * direct_oc::padded(f.cin)), nb * out)
+        (nb * f.in_len().max(t.in_len()), nb * out.max(f.h * f.w * direct_oc::padded(f.cin)), nb * out)
     } else {
-        (nb * big.in_len(), nb * big.out_len(), t.in_len() + t.out_len())
+        (nb * f.in_len(), nb * f.out_len(), t.in_len() + t.out_len())
     };
     scratch.resize_with(chunks.max(1), Scratch::default);
     for s in scratch.iter_mut() {
@@ -84,29 +83,32 @@ pub(super) fn sum_partials(chunks: &[Scratch], dw: &mut [f32], db: Option<&mut [
 }
 
 impl Direct {
-    /// Packs the weights of every group for forward, and for backward data when `transposed` is given.
-    pub fn pack(&self, w: &[f32], packed: &mut Vec<f32>, transposed: Option<&mut Vec<f32>>) {
-        let (f, isa) = (&self.f, self.isa);
+    /// Packs the weights of every group for forward.
+    pub fn pack_forward(&self, w: &[f32], packed: &mut Vec<f32>) {
+        let f = &self.f;
         if self.oc {
             // One group; channels padded to whole vectors.
             packed.resize(f.cin * 9 * direct_oc::padded(f.cout), 0.0);
-            direct_oc::pack_forward(f, w, packed);
-            if let Some(t) = transposed {
-                t.resize(f.cout * 9 * direct_oc::padded(f.cin), 0.0);
-                direct_oc::pack_transposed(f, w, t);
-            }
-            return;
+            return direct_oc::pack_forward(f, w, packed);
         }
         let per = f.cout * f.cin * f.kh * f.kw;
         packed.resize(self.groups * per, 0.0);
         for (g, out) in packed.chunks_exact_mut(per).enumerate() {
-            direct_conv::pack_forward(isa, f, &w[g * per..(g + 1) * per], out);
+            direct_conv::pack_forward(self.isa, f, &w[g * per..(g + 1) * per], out);
         }
-        if let Some(t) = transposed {
-            t.resize(self.groups * per, 0.0);
-            for (g, out) in t.chunks_exact_mut(per).enumerate() {
-                direct_conv::pack_transposed(isa, f, &w[g * per..(g + 1) * per], out);
-            }
+    }
+
+    /// Packs the weights of every group for backward data.
+    pub fn pack_transposed(&self, w: &[f32], packed: &mut Vec<f32>) {
+        let f = &self.f;
+        if self.oc {
+            packed.resize(f.cout * 9 * direct_oc::padded(f.cin), 0.0);
+            return direct_oc::pack_transposed(f, w, packed);
+        }
+        let per = f.cout * f.cin * f.kh * f.kw;
+        packed.resize(self.groups * per, 0.0);
+        for (g, out) in packed.chunks_exact_mut(per).enumerate() {
+            direct_conv::pack_transposed(self.isa, f, &w[g * per..(g + 1) * per], out);
         }
     }
 
@@ -139,7 +141,7 @@ impl Direct {
     }
 
     /// Backward of a chunk: ACCUMULATES into `dw`/`db`, writes `dx` when given. `packed_t` holds
-    /// the weights packed for backward data (`pack` with `transposed`).
+    /// the weights packed for backward data (`pack_transposed`).
     #[allow(clippy::too_many_arguments)]
     pub fn backward(&self, packed_t: &[f32], x: &[f32], dy: &[f32], dx: Option<&mut [f32]>, s: &mut Scratch, dw: &mut [f32], db: &mut [f32]) {
         let f = &self.f;
