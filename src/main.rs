@@ -90,7 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let params = convoy::checkpoint::load_weights(&weights, net.layout())?;
             let test = convoy::data::open_with(&args.data, convoy::data::Split::Test, &opts)?;
             train::check_shape(&spec, &args.data, opts.crop, test.sample_shape())?;
-            let s = train::evaluate(&mut net, &params, test.as_ref(), opts.crop, args.batch_size, threads)?;
+            let s = train::evaluate(&mut net, &params, test.as_ref(), opts.crop, args.batch_size, threads, args.backend.unwrap_or(convoy::layers::Backend::best()))?;
             let n = s.samples.max(1) as f64;
             println!("test accuracy {:.2}% (loss {:.4}) on {} images", s.correct as f64 / n * 100.0, s.loss_sum / n, s.samples);
             Ok(())

@@ -12,6 +12,7 @@ pub mod plan;
 pub use data::{model_and_options, ImageArgs, LoadArgs};
 pub use parallel::{AlgorithmArg, CommArg, ParallelArgs, PsModeArg, ScheduleArg, StrategyArg};
 
+use crate::layers::Backend;
 use crate::optim::{schedule::LrSchedule, OptimizerConfig};
 use crate::train::{CheckpointPolicy, OnCheckpointError, TrainConfig};
 use clap::{Args, Parser, Subcommand};
@@ -121,6 +122,10 @@ pub struct TrainArgs {
     /// Intra-op threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// The library that runs the convolutions: native (convoy's kernels) or dnnl (oneDNN, in a
+    /// build with --features dnnl) [dnnl when built with it, else native].
+    #[arg(long, value_parser = parse_backend)]
+    pub backend: Option<Backend>,
     /// Write metrics as JSON lines to this file.
     #[arg(long)]
     pub metrics: Option<PathBuf>,
@@ -224,6 +229,10 @@ pub struct EvalArgs {
     /// Intra-op threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// The library that runs the convolutions: native (convoy's kernels) or dnnl (oneDNN, in a
+    /// build with --features dnnl) [dnnl when built with it, else native].
+    #[arg(long, value_parser = parse_backend)]
+    pub backend: Option<Backend>,
 }
 
 /// A flag value that cannot work.
@@ -251,7 +260,13 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// Validates a thread count.
+/// `--backend`'s parser: a clear error (exit 2) for an unknown name, or for dnnl in a build
+/// without it, saying how to build.
+pub fn parse_backend(s: &str) -> Result<Backend, String> {
+    Backend::parse(s)
+}
+
+/// `--threads` (or every core when absent), checked.
 pub fn threads_from(flag: Option<usize>) -> Result<usize, ConfigError> {
     match flag {
         Some(0) => Err(invalid("threads", "must be at least 1")),
@@ -361,6 +376,7 @@ impl TrainArgs {
                 None => (default_threads() / (self.parallel.threads_per_process() * crate::comm::launch::local_size())).max(1),
                 t => threads_from(t)?,
             },
+            backend: self.backend.unwrap_or(Backend::best()),
             eval_each_epoch: !self.no_epoch_eval,
             eval_every: self.eval_every,
             log_every: self.log_every,

@@ -105,6 +105,9 @@ pub struct CalibrateArgs {
     /// Intra-op threads (the cores of one node) [all cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// The library that runs the convolutions, as for `convoy train` [dnnl when built with it].
+    #[arg(long, value_parser = super::parse_backend)]
+    pub backend: Option<crate::layers::Backend>,
     /// Timed repetitions per layer (the median is kept).
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
@@ -145,7 +148,7 @@ fn calibrate_cmd(c: &CalibrateArgs) -> anyhow::Result<()> {
         super::CommArg::Mpi => true,
         super::CommArg::Auto => crate::comm::launch::launched(),
     };
-    let p = if mpi { calibrate_mpi(&spec, c, threads)? } else { Some(calibrate::calibrate(&spec, c.batch, threads, c.reps, None)?) };
+    let p = if mpi { calibrate_mpi(&spec, c, threads)? } else { Some(calibrate::calibrate(&spec, c.batch, (threads, c.backend.unwrap_or(crate::layers::Backend::best())), c.reps, None)?) };
     let Some(p) = p else { return Ok(()) };
     std::fs::write(&c.out, serde_json::to_string_pretty(&p)?).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", c.out.display()))?;
     let link = p.mpi_link.as_ref().map_or(String::new(), |l| {
@@ -180,7 +183,7 @@ fn calibrate_mpi(spec: &ModelSpec, c: &CalibrateArgs, threads: usize) -> anyhow:
     let world = mpi.world();
     let grad_bytes = 4 * ModelCost::from_flops(spec, 1.0)?.params();
     let link = calibrate::fit_mpi_link(world, grad_bytes)?;
-    let p = if world.rank() == 0 { Some(calibrate::calibrate(spec, c.batch, threads, c.reps, link)) } else { None };
+    let p = if world.rank() == 0 { Some(calibrate::calibrate(spec, c.batch, (threads, c.backend.unwrap_or(crate::layers::Backend::best())), c.reps, link)) } else { None };
     world.quiet_barrier()?;
     Ok(p.transpose()?)
 }

@@ -16,6 +16,7 @@
 
 use super::geometry::Axis;
 use super::{check_input, Ctx, Layer, LayerError, ParamSpec};
+use crate::tensor::backend::{self, Backend, ConvDesc, ConvEngine};
 use crate::tensor::gemm::{sgemm, MatRef};
 use crate::tensor::direct_conv::{self, Flat};
 use crate::tensor::direct_oc;
@@ -129,6 +130,10 @@ pub struct Conv2d {
     packed: Vec<f32>,
     packed_t: Vec<f32>,
     scratch: Vec<Scratch>,
+    /// The external library running this layer when `Ctx::backend` is not native (made on the
+    /// first call that asks for it), and the backend of the last call (for `kernel`).
+    engine: Option<Box<dyn ConvEngine>>,
+    backend: Backend,
 }
 
 impl Conv2d {
@@ -164,7 +169,7 @@ impl Conv2d {
             oh,
             ow,
         };
-        let mut conv = Conv2d { cfg, in_shape: [c, h, w], geom, algo: ConvAlgo::Im2col, flat: None, packed: Vec::new(), packed_t: Vec::new(), scratch: Vec::new() };
+        let mut conv = Conv2d { cfg, in_shape: [c, h, w], geom, algo: ConvAlgo::Im2col, flat: None, packed: Vec::new(), packed_t: Vec::new(), scratch: Vec::new(), engine: None, backend: Backend::Native };
         let choice = conv.best_algo();
         conv.set_algo(choice)?;
         Ok(conv)
@@ -222,6 +227,33 @@ impl Conv2d {
     fn direct_kernel(&self) -> Option<direct::Direct> {
         let (f, (isa, oc)) = (self.flat?, self.algo.direct_isa()?);
         Some(direct::Direct { isa, oc, f, groups: self.cfg.groups, bias: self.cfg.bias })
+    }
+
+    /// The engine of `backend` (made on first use), or `None` for the native kernels.
+    fn engine(&mut self, backend: Backend) -> Result<Option<&mut Box<dyn ConvEngine>>, LayerError> {
+        self.backend = backend;
+        if backend == Backend::Native {
+            return Ok(None);
+        }
+        if self.engine.is_none() {
+            let g = &self.geom;
+            let desc = ConvDesc {
+                c: self.in_shape[0],
+                h: g.h,
+                w: g.w,
+                o: self.cfg.out_channels,
+                oh: g.oh,
+                ow: g.ow,
+                kernel: self.cfg.kernel,
+                stride: self.cfg.stride,
+                padding: self.cfg.padding,
+                dilation: self.cfg.dilation,
+                groups: self.cfg.groups,
+                bias: self.cfg.bias,
+            };
+            self.engine = backend::conv_engine(backend, &desc).map_err(|msg| LayerError::Config { op: "conv2d", msg })?;
+        }
+        Ok(self.engine.as_mut())
     }
 
     /// True when the input itself is the column matrix (1×1, stride 1, no padding).
@@ -418,6 +450,11 @@ impl Layer for Conv2d {
     fn forward(&mut self, ctx: &Ctx, p: &[f32], x: &Tensor, y: &mut Tensor) -> Result<(), LayerError> {
         let n = check_input("conv2d", x, &self.in_shape)?;
         y.resize(&[n, self.cfg.out_channels, self.geom.oh, self.geom.ow]);
+        let (wlen, bias) = (self.cfg.out_channels * self.fan_in(), self.cfg.bias);
+        if let Some(e) = self.engine(ctx.backend)? {
+            let (w, b) = p.split_at(wlen);
+            return e.forward(ctx.threads, w, bias.then_some(b), x.data(), y.data_mut()).map_err(|msg| LayerError::Config { op: "conv2d", msg });
+        }
         let threads = ctx.threads.clamp(1, n.max(1));
         self.prepare(threads, false);
         let wlen = self.cfg.out_channels * self.fan_in();
@@ -454,6 +491,15 @@ impl Layer for Conv2d {
 
     fn backward(&mut self, ctx: &Ctx, p: &[f32], dp: &mut [f32], x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
         let n = check_input("conv2d", x, &self.in_shape)?;
+        let (wlen, bias) = (self.cfg.out_channels * self.fan_in(), self.cfg.bias);
+        if let Some(e) = self.engine(ctx.backend)? {
+            let (dw, db) = dp.split_at_mut(wlen);
+            let dx = dx.map(|d| {
+                d.resize(x.shape());
+                d.data_mut()
+            });
+            return e.backward(ctx.threads, &p[..wlen], x.data(), dy.data(), dx, dw, bias.then_some(db)).map_err(|msg| LayerError::Config { op: "conv2d", msg });
+        }
         let threads = ctx.threads.clamp(1, n.max(1));
         self.prepare(threads, true);
         let wlen = self.cfg.out_channels * self.fan_in();
@@ -525,7 +571,10 @@ impl Layer for Conv2d {
     }
 
     fn kernel(&self) -> &'static str {
-        self.algo.name()
+        match (&self.engine, self.backend) {
+            (Some(e), b) if b != Backend::Native => e.name(),
+            _ => self.algo.name(),
+        }
     }
 }
 

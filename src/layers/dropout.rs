@@ -86,7 +86,7 @@ mod tests {
     use crate::layers::gradcheck::*;
 
     fn ctx<'a>(ids: &'a [u64], step: u64) -> Ctx<'a> {
-        Ctx { mode: Mode::Train, threads: 1, seed: 9, step, layer: 2, sample_ids: ids, sync: None }
+        Ctx { mode: Mode::Train, threads: 1, backend: crate::layers::Backend::Native, seed: 9, step, layer: 2, sample_ids: ids, sync: None }
     }
 
     fn run(l: &mut Dropout, c: &Ctx, x: &Tensor) -> Tensor {

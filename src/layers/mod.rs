@@ -27,6 +27,7 @@ pub mod relu;
 pub mod scale;
 pub mod softmax_xent;
 
+pub use crate::tensor::backend::Backend;
 use crate::tensor::init::Init;
 use crate::tensor::Tensor;
 use thiserror::Error;
@@ -79,6 +80,8 @@ pub struct Ctx<'a> {
     pub mode: Mode,
     /// Intra-op threads this layer may use (1 = the calling thread only).
     pub threads: usize,
+    /// The library that runs the layers that have a choice (convolutions).
+    pub backend: Backend,
     /// Run seed.
     pub seed: u64,
     /// Global optimisation step.
@@ -99,6 +102,7 @@ impl std::fmt::Debug for Ctx<'_> {
         f.debug_struct("Ctx")
             .field("mode", &self.mode)
             .field("threads", &self.threads)
+            .field("backend", &self.backend)
             .field("seed", &self.seed)
             .field("step", &self.step)
             .field("layer", &self.layer)
@@ -109,9 +113,10 @@ impl std::fmt::Debug for Ctx<'_> {
 }
 
 impl Ctx<'_> {
-    /// A context for tests and single calls: given mode, one thread, seed 0, step 0.
+    /// A context for tests and single calls: given mode, one thread, native kernels, seed 0,
+    /// step 0.
     pub fn simple(mode: Mode) -> Ctx<'static> {
-        Ctx { mode, threads: 1, seed: 0, step: 0, layer: 0, sample_ids: &[], sync: None }
+        Ctx { mode, threads: 1, backend: Backend::Native, seed: 0, step: 0, layer: 0, sample_ids: &[], sync: None }
     }
 
     /// Global id of batch row `i`.

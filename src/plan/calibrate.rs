@@ -5,6 +5,7 @@
 
 use super::{LayerCost, ModelCost, PlanError};
 use crate::comm::{local::DEFAULT_STALL, Algorithm, Communicator, LocalComm};
+use crate::layers::Backend;
 use crate::layers::{Ctx, Mode};
 use crate::net::{ModelSpec, Net};
 use crate::tensor::{rng::Rng, Tensor};
@@ -73,8 +74,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Measures `spec` at `batch` samples (and at an eighth of it, for the per-call part) with
-/// `threads` intra-op threads.
-pub fn calibrate(spec: &ModelSpec, batch: usize, threads: usize, reps: usize, mpi_link: Option<LinkFit>) -> Result<Profile, PlanError> {
+/// `threads` intra-op threads, the convolutions on `backend`.
+pub fn calibrate(spec: &ModelSpec, batch: usize, (threads, backend): (usize, Backend), reps: usize, mpi_link: Option<LinkFit>) -> Result<Profile, PlanError> {
     if batch == 0 || threads == 0 || reps == 0 {
         return Err(PlanError::Input("--batch, --threads and --reps must be at least 1".into()));
     }
@@ -99,7 +100,7 @@ pub fn calibrate(spec: &ModelSpec, batch: usize, threads: usize, reps: usize, mp
         let mut grads = vec![0.0f32; params.len()];
         net.set_layer_timing(true);
         let xb = Tensor::from_vec(&[&[b][..], &spec.input[..]].concat(), x.data()[..b * n / batch].to_vec()).map_err(|e| PlanError::Input(e.to_string()))?;
-        let ctx = Ctx { mode: Mode::Train, threads, seed: 0, step: 0, layer: 0, sample_ids: &ids[..b], sync: None };
+        let ctx = Ctx { mode: Mode::Train, threads, backend, seed: 0, step: 0, layer: 0, sample_ids: &ids[..b], sync: None };
         let mut runs = vec![(Vec::new(), Vec::new()); net.num_layers()];
         for rep in 0..reps + 1 {
             grads.fill(0.0);

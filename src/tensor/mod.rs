@@ -4,7 +4,10 @@
 //! A `Tensor` is a shape plus one contiguous `Vec<f32>`; it deliberately has no strides, no views
 //! and no autograd: layers own the math, and the flat parameter buffers live in `net::ParamLayout`.
 
+pub mod backend;
 pub mod direct_conv;
+#[cfg(feature = "dnnl")]
+pub mod dnnl;
 pub mod direct_oc;
 pub mod gemm;
 pub mod im2col;

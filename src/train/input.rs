@@ -4,7 +4,7 @@
 use super::{TrainConfig, TrainError};
 use crate::data::crop::{Crop, Place};
 use crate::data::{loader::Feed, sampler::Sampler, sampler::Shard, split, Dataset, Split};
-use crate::layers::{Ctx, Mode};
+use crate::layers::{Backend, Ctx, Mode};
 use crate::net::{BatchStats, ModelSpec, Net};
 use crate::tensor::Tensor;
 use std::path::Path;
@@ -93,7 +93,7 @@ pub fn feed(cfg: &TrainConfig, train_set: &Arc<dyn Dataset>, shard: Shard) -> Fe
 
 /// Evaluates `params` on a whole dataset (never augmented; cut to the center `crop` window if
 /// given, as Caffe's TEST phase does), in batches of `batch`.
-pub fn evaluate(net: &mut Net, params: &[f32], data: &dyn Dataset, crop: Option<Crop>, batch: usize, threads: usize) -> Result<BatchStats, TrainError> {
+pub fn evaluate(net: &mut Net, params: &[f32], data: &dyn Dataset, crop: Option<Crop>, batch: usize, threads: usize, backend: Backend) -> Result<BatchStats, TrainError> {
     let shape: Vec<usize> = match crop {
         Some(k) => k.out_shape(data.sample_shape()).map_err(|m| TrainError::Config(format!("--crop-size {}x{}: {m}", k.h, k.w)))?.to_vec(),
         None => data.sample_shape().to_vec(),
@@ -118,7 +118,7 @@ pub fn evaluate(net: &mut Net, params: &[f32], data: &dyn Dataset, crop: Option<
             });
             norm.apply(chunk, shape[0]);
         }
-        let ctx = Ctx { mode: Mode::Eval, threads, ..Ctx::simple(Mode::Eval) };
+        let ctx = Ctx { mode: Mode::Eval, threads, backend, ..Ctx::simple(Mode::Eval) };
         total.add(&net.evaluate(&ctx, params, &x, &labels)?);
         start += n;
     }

@@ -51,6 +51,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Intra-op threads.
     pub threads: usize,
+    /// The library that runs the convolutions (`--backend`).
+    pub backend: crate::layers::Backend,
     /// Evaluate on the test set after every epoch (always at the end).
     pub eval_each_epoch: bool,
     /// Also evaluate every this many steps (`--eval-every`, Caffe's `test_interval`).
@@ -383,7 +385,7 @@ pub fn run_worker(
             }
             let waited = t_wait.elapsed().as_secs_f64();
             let t_comp = Instant::now();
-            let ctx = Ctx { mode: Mode::Train, threads: cfg.threads, seed: cfg.seed, step, layer: 0, sample_ids: &batch.ids, sync: None };
+            let ctx = Ctx { mode: Mode::Train, threads: cfg.threads, backend: cfg.backend, seed: cfg.seed, step, layer: 0, sample_ids: &batch.ids, sync: None };
             let lr = schedule.lr_at(step);
             let r = strategy.step(&mut net, &ctx, &mut params, &batch, lr).map_err(failed_at(step + 1))?;
             let compute = t_comp.elapsed().as_secs_f64();
@@ -450,7 +452,7 @@ pub fn run_worker(
             // `--eval-every`: not at the end (evaluated below) nor where the epoch's is due.
             let epoch_eval = cfg.eval_each_epoch && step % per_epoch == 0;
             if lead && cfg.eval_every.is_some_and(|n| step % n == 0) && step < total_steps && !epoch_eval {
-                let s = evaluate(&mut net, &params, test_set.as_ref(), cfg.data.crop, 1000, cfg.threads)?;
+                let s = evaluate(&mut net, &params, test_set.as_ref(), cfg.data.crop, 1000, cfg.threads, cfg.backend)?;
                 emit(eval_event(step, epoch, &s));
             }
             let stopping = strategy.stop_now(step, shard.world).map_err(failed_at(step))?;
@@ -505,7 +507,7 @@ pub fn run_worker(
         if epoch_done && step < total_steps {
             emit(totals.event(shard.rank, step, t0));
             if lead && cfg.eval_each_epoch {
-                let s = evaluate(&mut net, &params, test_set.as_ref(), cfg.data.crop, 1000, cfg.threads)?;
+                let s = evaluate(&mut net, &params, test_set.as_ref(), cfg.data.crop, 1000, cfg.threads, cfg.backend)?;
                 emit(eval_event(step, epoch, &s));
             }
         }
@@ -528,7 +530,7 @@ pub fn run_worker(
         params,
     };
     if lead {
-        let s = evaluate(&mut net, &summary.params, test_set.as_ref(), cfg.data.crop, 1000, cfg.threads)?;
+        let s = evaluate(&mut net, &summary.params, test_set.as_ref(), cfg.data.crop, 1000, cfg.threads, cfg.backend)?;
         emit(eval_event(step, epoch.saturating_sub(1), &s));
         summary.test_acc = s.correct as f64 / s.samples.max(1) as f64;
         summary.test_loss = s.loss_sum / s.samples.max(1) as f64;

@@ -12,7 +12,7 @@
 //! - `convoy bench timeline`: the step-time overhead of the metrics file and the timeline
 //!   (`--metrics`, `--timeline`) against runs without them in the same process.
 
-use crate::layers::{Ctx, Mode};
+use crate::layers::{Backend, Ctx, Mode};
 use crate::net::{ModelSpec, Net};
 use crate::optim::OptimizerConfig;
 use crate::tensor::{rng::Rng, Tensor};
@@ -67,6 +67,9 @@ pub struct StepArgs {
     /// Intra-op threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// The library that runs the convolutions: native, dnnl [dnnl when built with it].
+    #[arg(long, value_parser = super::parse_backend)]
+    pub backend: Option<Backend>,
     /// Timed steps (the median is reported).
     #[arg(long, default_value_t = 30)]
     pub steps: usize,
@@ -93,6 +96,8 @@ pub struct BenchResult {
     pub batch: usize,
     /// Threads.
     pub threads: usize,
+    /// The library that ran the convolutions.
+    pub backend: &'static str,
     /// Parameter count.
     pub params: usize,
     /// Median step time in milliseconds.
@@ -157,6 +162,7 @@ pub(super) struct Rig {
     x: Tensor,
     labels: Vec<u32>,
     ids: Vec<u64>,
+    pub backend: Backend,
 }
 
 impl Rig {
@@ -172,13 +178,13 @@ impl Rig {
         let x = Tensor::from_vec(&shape, (0..n).map(|_| rng.normal()).collect())?;
         let labels: Vec<u32> = (0..args.batch).map(|_| rng.below(spec.classes as u64) as u32).collect();
         let ids: Vec<u64> = (0..args.batch as u64).collect();
-        Ok(Rig { grads: vec![0.0; params.len()], spec, net, params, opt, x, labels, ids })
+        Ok(Rig { grads: vec![0.0; params.len()], spec, net, params, opt, x, labels, ids, backend: args.backend.unwrap_or(Backend::best()) })
     }
 
     /// Step `i`: forward, backward, update.
     pub fn step(&mut self, i: usize, threads: usize) -> anyhow::Result<()> {
         self.grads.fill(0.0);
-        let ctx = Ctx { mode: Mode::Train, threads, seed: 0, step: i as u64, layer: 0, sample_ids: &self.ids, sync: None };
+        let ctx = Ctx { mode: Mode::Train, threads, backend: self.backend, seed: 0, step: i as u64, layer: 0, sample_ids: &self.ids, sync: None };
         self.net.forward_backward(&ctx, &self.params, &mut self.grads, &self.x, &self.labels, self.labels.len())?;
         self.opt.step(&mut self.params, &self.grads, 0.01);
         Ok(())
@@ -215,6 +221,7 @@ pub fn run_step(args: &StepArgs) -> anyhow::Result<BenchResult> {
         model: rig.spec.name,
         batch: args.batch,
         threads: args.threads,
+        backend: rig.backend.name(),
         params: rig.params.len(),
         step_ms: (med * 1e6).round() / 1e3,
         images_per_s: (args.batch as f64 / med * 10.0).round() / 10.0,

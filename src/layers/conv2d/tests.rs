@@ -33,14 +33,19 @@ fn gradcheck_configurations() {
 /// The f64 finite-difference check of `c` on a batch of `n` inputs of shape `s`, with the
 /// algorithm the layer picks or `algo`.
 fn gradcheck(n: usize, c: Conv2dConfig, s: [usize; 3], threads: usize, algo: Option<ConvAlgo>) {
+    gradcheck_on(Backend::Native, n, c, s, threads, algo)
+}
+
+/// `gradcheck` with the convolution run by `backend`.
+fn gradcheck_on(backend: Backend, n: usize, c: Conv2dConfig, s: [usize; 3], threads: usize, algo: Option<ConvAlgo>) {
     let mut l = Conv2d::new(c, &s).unwrap();
     if let Some(a) = algo {
         l.set_algo(a).unwrap();
     }
     let p = init_params(&l, 3);
     let x = random_tensor(&[n, s[0], s[1], s[2]], 4);
-    let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
-    check_layer(&mut l, &ctx, &x, &p, Tolerance::default()).unwrap_or_else(|e| panic!("{:?}, {threads} threads, {c:?} on {s:?}: {e}", l.algo()));
+    let ctx = Ctx { threads, backend, ..Ctx::simple(Mode::Train) };
+    check_layer(&mut l, &ctx, &x, &p, Tolerance::default()).unwrap_or_else(|e| panic!("{} ({backend}), {threads} threads, {c:?} on {s:?}: {e}", l.kernel()));
 }
 
 #[test]
@@ -60,7 +65,12 @@ fn threads_give_the_same_result() {
 
 /// Forward and backward of `l` on `x` with `threads`, against a fixed random dy: (y, dp, dx).
 fn forward_backward(l: &mut Conv2d, p: &[f32], x: &Tensor, threads: usize) -> (Tensor, Vec<f32>, Tensor) {
-    let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
+    forward_backward_on(Backend::Native, l, p, x, threads)
+}
+
+/// `forward_backward` with the convolution run by `backend`.
+fn forward_backward_on(backend: Backend, l: &mut Conv2d, p: &[f32], x: &Tensor, threads: usize) -> (Tensor, Vec<f32>, Tensor) {
+    let ctx = Ctx { threads, backend, ..Ctx::simple(Mode::Train) };
     let mut y = Tensor::default();
     l.forward(&ctx, p, x, &mut y).unwrap();
     let dy = random_tensor(y.shape(), 5);
@@ -279,4 +289,83 @@ fn each_shape_gets_the_algorithm_measured_best_for_it() {
         }
         None => assert_eq!(pick(three, [64, 32, 32]), ConvAlgo::Im2col),
     }
+}
+
+/// The oneDNN backend on the awkward shapes: the gradient check (every configuration and
+/// algorithm case above, and AlexNet's 11×11 stride 4), and agreement with the im2col path on
+/// larger layers, a batch of 1 included, on 1 and 2 threads.
+#[cfg(feature = "dnnl")]
+#[test]
+fn dnnl_backend_passes_the_gradient_check_and_agrees_with_im2col() {
+    let mut cases: Vec<(usize, Conv2dConfig, [usize; 3])> = algorithm_cases();
+    cases.extend([
+        (1, cfg(2, 3), [1, 5, 5]),
+        (3, Conv2dConfig { stride: [2, 2], padding: [1, 1], ..cfg(3, 3) }, [2, 7, 5]),
+        (1, Conv2dConfig { dilation: [2, 2], padding: [2, 1], bias: false, ..cfg(2, 3) }, [3, 7, 6]),
+        (3, Conv2dConfig { kernel: [2, 3], stride: [1, 2], ..cfg(3, 1) }, [2, 5, 7]),
+        (2, Conv2dConfig { groups: 2, ..cfg(2, 1) }, [4, 3, 3]),
+        (2, Conv2dConfig { stride: [4, 4], padding: [2, 2], ..cfg(5, 11) }, [3, 19, 21]),
+    ]);
+    for (n, c, s) in cases {
+        for threads in [1, 2] {
+            gradcheck_on(Backend::Dnnl, n, c, s, threads, None);
+        }
+    }
+    let larger = [
+        (1, Conv2dConfig { padding: [1, 1], bias: false, ..cfg(16, 3) }, [16, 12, 12]),
+        (5, Conv2dConfig { padding: [1, 1], ..cfg(40, 3) }, [24, 8, 8]),
+        (3, Conv2dConfig { stride: [2, 2], padding: [1, 1], ..cfg(32, 3) }, [16, 9, 9]),
+        (2, Conv2dConfig { stride: [4, 4], padding: [2, 2], ..cfg(24, 11) }, [3, 35, 35]),
+        (3, Conv2dConfig { groups: 2, padding: [2, 2], ..cfg(24, 5) }, [12, 7, 7]),
+        (4, cfg(20, 1), [33, 5, 5]),
+    ];
+    for (n, c, s) in larger {
+        let x = random_tensor(&[n, s[0], s[1], s[2]], 7);
+        let mut l = Conv2d::new(c, &s).unwrap();
+        let p = init_params(&l, 1);
+        l.set_algo(ConvAlgo::Im2col).unwrap();
+        let (y0, dp0, dx0) = forward_backward(&mut l, &p, &x, 1);
+        for threads in [1, 2] {
+            let (y, dp, dx) = forward_backward_on(Backend::Dnnl, &mut l, &p, &x, threads);
+            assert!(l.kernel().starts_with("dnnl"), "{}", l.kernel());
+            let what = format!("dnnl, {threads} threads, {c:?} on {s:?}");
+            assert_close(&format!("y, {what}"), y.data(), y0.data(), 1e-4);
+            assert_close(&format!("dx, {what}"), dx.data(), dx0.data(), 1e-4);
+            assert_close(&format!("dp, {what}"), &dp, &dp0, 1e-3);
+        }
+    }
+}
+
+/// The PyTorch golden case above on oneDNN.
+#[cfg(feature = "dnnl")]
+#[test]
+fn dnnl_backend_matches_the_pytorch_golden() {
+    let x = Tensor::from_vec(&[2, 4, 5, 5], (0..200).map(|i| (i as f32 * 0.13).sin()).collect()).unwrap();
+    let c = Conv2dConfig { stride: [2, 2], padding: [1, 1], groups: 2, ..cfg(4, 3) };
+    let mut l = Conv2d::new(c, &[4, 5, 5]).unwrap();
+    let mut p: Vec<f32> = (0..72).map(|i| (i as f32 * 0.29).cos()).collect();
+    p.extend([0.1, -0.2, 0.3, -0.4]);
+    let ctx = Ctx { backend: Backend::Dnnl, ..Ctx::simple(Mode::Train) };
+    let mut y = Tensor::default();
+    l.forward(&ctx, &p, &x, &mut y).unwrap();
+    assert_eq!(y.shape(), &GOLDEN_SHAPE);
+    let dy = Tensor::from_vec(y.shape(), (0..y.len()).map(|i| (i as f32 * 0.21).sin()).collect()).unwrap();
+    let (mut dp, mut dx) = (vec![0.5; p.len()], Tensor::default());
+    l.backward(&ctx, &p, &mut dp, &x, &y, &dy, Some(&mut dx)).unwrap();
+    // dp started at 0.5: backward accumulates, as on the native path.
+    dp.iter_mut().for_each(|v| *v -= 0.5);
+    assert_close("y", &y.data()[..12], &GOLDEN_Y, 1e-5);
+    assert_close("dx", &dx.data()[..20], &GOLDEN_DX, 1e-5);
+    assert_close("dw", &dp[..12], &GOLDEN_DW, 1e-4);
+    assert_close("db", &dp[72..], &GOLDEN_DB, 1e-4);
+}
+
+#[cfg(not(feature = "dnnl"))]
+#[test]
+fn dnnl_backend_in_a_build_without_it_says_how_to_build() {
+    let mut l = Conv2d::new(cfg(2, 3), &[1, 5, 5]).unwrap();
+    let ctx = Ctx { backend: Backend::Dnnl, ..Ctx::simple(Mode::Train) };
+    let e = l.forward(&ctx, &[0.0; 20], &Tensor::zeros(&[1, 1, 5, 5]), &mut Tensor::default()).unwrap_err().to_string();
+    assert!(e.contains("--features dnnl"), "{e}");
+    assert!(Backend::parse("dnnl").unwrap_err().contains("libdnnl-dev"));
 }

@@ -1,0 +1,117 @@
+//! The backend seam: which library runs the heavy layers.
+//!
+//! `Backend::Native` is convoy's own kernels (im2col + GEMM, the direct kernels of
+//! `direct_conv`/`direct_oc`); the layers run them themselves. Any other backend is an external
+//! library reached through an engine object: a layer asks `conv_engine` once for its shape and
+//! from then on hands it plain NCHW buffers (`ConvEngine`). oneDNN (`--features dnnl`, as Intel's
+//! Caffe runs on MKL-DNN) is the one built today; an accelerator backend goes in the same place.
+//! An engine keeps whatever layout its library prefers inside, and converts at its edges.
+
+use std::fmt;
+
+/// Which library runs convolutions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// convoy's own kernels (the default build).
+    #[default]
+    Native,
+    /// oneDNN, linked from the system (`cargo build --release --features dnnl`).
+    Dnnl,
+}
+
+impl Backend {
+    /// The names `--backend` accepts.
+    pub const NAMES: &'static str = "native, dnnl";
+
+    /// Parses a `--backend` value; `dnnl` in a build without it is an error saying how to build.
+    pub fn parse(s: &str) -> Result<Backend, String> {
+        match s {
+            "native" => Ok(Backend::Native),
+            "dnnl" | "onednn" if cfg!(feature = "dnnl") => Ok(Backend::Dnnl),
+            "dnnl" | "onednn" => Err("this convoy was built without oneDNN; hint: apt-get install -y libdnnl-dev libclang-dev, then cargo build --release --features dnnl".into()),
+            other => Err(format!("unknown backend '{other}'; hint: one of {}", Backend::NAMES)),
+        }
+    }
+
+    /// The best backend of this build: oneDNN when linked, else the native kernels.
+    pub fn best() -> Backend {
+        if cfg!(feature = "dnnl") {
+            Backend::Dnnl
+        } else {
+            Backend::Native
+        }
+    }
+
+    /// Name as `--backend` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Native => "native",
+            Backend::Dnnl => "dnnl",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The shape of a convolution, PyTorch's `nn.Conv2d` parameters for per-sample input [c, h, w].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvDesc {
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Kernel [h, w].
+    pub kernel: [usize; 2],
+    /// Stride [h, w].
+    pub stride: [usize; 2],
+    /// Zero padding [h, w] on each side.
+    pub padding: [usize; 2],
+    /// Dilation [h, w].
+    pub dilation: [usize; 2],
+    /// Groups.
+    pub groups: usize,
+    /// With a bias.
+    pub bias: bool,
+}
+
+/// A convolution of one shape run by an external library. Buffers are plain NCHW (`x`, `y`,
+/// `dy`, `dx`, any batch size N), weights (O, C/groups, kh, kw) and bias (O), as the native
+/// layer keeps them.
+pub trait ConvEngine: Send {
+    /// The implementation the library chose, for per-layer tables ("dnnl:jit:avx512_core").
+    fn name(&self) -> &'static str;
+
+    /// y = conv(x, w) + b on `threads` threads.
+    fn forward(&mut self, threads: usize, w: &[f32], b: Option<&[f32]>, x: &[f32], y: &mut [f32]) -> Result<(), String>;
+
+    /// ACCUMULATES the weight and bias gradients into `dw` and `db` (as every layer's backward
+    /// does) and, when given, writes the input gradient into `dx`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(&mut self, threads: usize, w: &[f32], x: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: &mut [f32], db: Option<&mut [f32]>) -> Result<(), String>;
+}
+
+/// The engine that runs `desc` on `backend`; `None` for the native kernels.
+pub fn conv_engine(backend: Backend, desc: &ConvDesc) -> Result<Option<Box<dyn ConvEngine>>, String> {
+    match backend {
+        Backend::Native => Ok(None),
+        #[cfg(feature = "dnnl")]
+        Backend::Dnnl => Ok(Some(Box::new(super::dnnl::DnnlConv::new(*desc)?))),
+        #[cfg(not(feature = "dnnl"))]
+        Backend::Dnnl => {
+            let _ = desc;
+            Err(Backend::parse("dnnl").unwrap_err())
+        }
+    }
+}
