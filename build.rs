@@ -1,5 +1,6 @@
 //! With the `mpi` feature: compiles `src/comm/mpi/shim.c` against the system MPI headers (found by
 //! rsmpi's own probe), for the few MPI constants that are C macros and so not in rsmpi's bindings.
+//! With the `dnnl` feature: generates the bindings of oneDNN's C API (tensor/dnnl) and links it.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -4,11 +4,15 @@
 # Usage: bash bench/compare.sh [model|all] [batch] [steps]   (default: lenet 64 30)
 #   all: every zoo model at batch 64 and 128, and AlexNet 227×227 at batch 32, threads 1 and 2,
 #   as the engine-speed issue asks; prints a markdown table.
+# With oneDNN's headers installed (apt-get install -y libdnnl-dev) convoy is built with
+# `--features dnnl` and both backends are measured: native and dnnl columns side by side.
 # Needs PyTorch: pip install torch numpy (the script installs them when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -c 'import torch' 2>/dev/null || pip install --quiet torch numpy
-cargo build --release --quiet
+if [ -f /usr/include/oneapi/dnnl/dnnl.h ]; then backends=(native dnnl); features=(--features dnnl); else backends=(native); features=(); fi
+cargo build --release --quiet "${features[@]}"
+bin=${CARGO_TARGET_DIR:-target}/release/convoy
 steps=${3:-30}
 if [ "${1:-lenet}" = all ]; then
     runs=()
@@ -17,14 +21,19 @@ if [ "${1:-lenet}" = all ]; then
 else
     runs=("${1:-lenet} ${2:-64}")
 fi
-printf '| model | batch | threads | convoy img/s | PyTorch img/s | ratio |\n|---|---|---|---|---|---|\n'
+head="| model | batch | threads | PyTorch img/s"; rule="|---|---|---|---"
+for b in "${backends[@]}"; do head+=" | $b img/s | $b ratio"; rule+="|---|---"; done
+printf '%s |\n%s|\n' "$head" "$rule"
+ips() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['images_per_s'])" "$1"; }
 for run in "${runs[@]}"; do
     read -r model batch <<<"$run"
     for t in 1 2; do
-        c=$(target/release/convoy --log-level warn bench --model "$model" --batch "$batch" --threads "$t" --steps "$steps")
-        p=$(python3 bench/pytorch_bench.py --model "$model" --batch "$batch" --threads "$t" --steps "$steps")
-        ci=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['images_per_s'])" "$c")
-        pi=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['images_per_s'])" "$p")
-        printf '| %s | %s | %s | %s | %s | %s |\n' "$model" "$batch" "$t" "$ci" "$pi" "$(python3 -c "print(f'{$ci/$pi:.2f}')")"
+        pi=$(ips "$(python3 bench/pytorch_bench.py --model "$model" --batch "$batch" --threads "$t" --steps "$steps")")
+        row="| $model | $batch | $t | $pi"
+        for b in "${backends[@]}"; do
+            ci=$(ips "$("$bin" --log-level warn bench --model "$model" --batch "$batch" --threads "$t" --steps "$steps" --backend "$b")")
+            row+=" | $ci | $(python3 -c "print(f'{$ci/$pi:.2f}')")"
+        done
+        printf '%s |\n' "$row"
     done
 done

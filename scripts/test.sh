@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of convoy, in release mode (the training tests need it), on a fresh machine.
 # Needs: a Rust toolchain (cargo). Installs Open MPI and libclang (Debian packages) when missing,
-# for the MPI transport and its tests (tests/mpi.rs, run under mpirun), Debian's
+# for the MPI transport and its tests (tests/mpi.rs, run under mpirun), oneDNN (libdnnl-dev) for
+# the dnnl backend, Debian's
 # dataset-fashion-mnist, and Chromium with chromedriver for the dashboard's browser test
 # (tests/browser.rs, screenshot in target/), and PyTorch with safetensors (pip) for the interop
 # test (tests/interop.rs). The MNIST data is
@@ -25,11 +26,12 @@ for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-
 done
 
 # Debian packages the tests need, installed in one go when any is missing: Open MPI and libclang
-# (rsmpi's bindgen) for the MPI transport, Fashion-MNIST, and headless Chromium with its
-# WebDriver for the dashboard's browser test.
+# (rsmpi's bindgen) for the MPI transport, oneDNN for the dnnl backend, Fashion-MNIST, and
+# headless Chromium with its WebDriver for the dashboard's browser test.
 need=()
 { command -v mpirun && command -v mpicc && ls /usr/lib/llvm-*/lib/libclang*.so*; } >/dev/null 2>&1 \
     || need+=(libopenmpi-dev openmpi-bin libclang-dev clang pkg-config)
+[ -f /usr/include/oneapi/dnnl/dnnl.h ] || need+=(libdnnl-dev)
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
 { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || need+=(chromium chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
@@ -57,8 +59,10 @@ fi
 # make sure none is left behind, whatever happens.
 trap 'CLUSTER_PREFIX=cvt bash scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
 
-# The default build (no MPI) must keep compiling on machines without MPI.
+# The default build (no MPI, no oneDNN) must keep compiling on machines without them.
 cargo check --locked --all-targets
-# One release build for everything (library, binary, tests, benches), with the MPI transport.
-cargo build --release --locked --all-targets --features mpi
-cargo test --release --locked --all-targets --features mpi "$@"
+# One release build for everything (library, binary, tests, benches), with the MPI transport and
+# the oneDNN backend (the default backend of such a build; the native kernels run where a test
+# asks for them with --backend native, and in every layer test).
+cargo build --release --locked --all-targets --features mpi,dnnl
+cargo test --release --locked --all-targets --features mpi,dnnl "$@"

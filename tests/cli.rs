@@ -280,3 +280,31 @@ fn bench_layers_prints_a_row_per_layer() {
     assert!(text.contains("FMA peak") && text.contains("conv1") && text.contains("total:"), "{text}");
     assert_exit2(&convoy(&["bench", "--json"]), "--layers");
 }
+
+/// `--backend`: an unknown name exits 2 naming the choices; `dnnl` in a build without oneDNN
+/// exits 2 saying how to build; in a build with it, the per-layer table names oneDNN's
+/// implementation on every convolution, and `--backend native` names convoy's kernels.
+#[test]
+fn backend_flag_chooses_the_convolution_library() {
+    assert_exit2(&convoy(&["train", "--backend", "cudnn"]), "native, dnnl");
+    assert_exit2(&convoy(&["bench", "--backend", "x"]), "unknown backend");
+    let layers = |backend: &str| {
+        let out = convoy(&["bench", "--model", "lenet", "--batch", "2", "--steps", "1", "--warmup", "0", "--layers", "--json", "--backend", backend]);
+        (out.status.code(), out)
+    };
+    let (code, out) = layers("dnnl");
+    if !cfg!(feature = "dnnl") {
+        assert_exit2(&out, "--features dnnl");
+        return;
+    }
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let kernels = |out: &Output| {
+        let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        t["layers"].as_array().unwrap().iter().filter(|r| r["kind"] == "conv2d").map(|r| r["kernel"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let k = kernels(&out);
+    assert!(k.len() == 2 && k.iter().all(|k| k.starts_with("dnnl:")), "{k:?}");
+    let (code, out) = layers("native");
+    assert_eq!(code, Some(0));
+    assert!(kernels(&out).iter().all(|k| !k.starts_with("dnnl")));
+}

@@ -62,7 +62,7 @@ fn allocations_per_step(spec: &ModelSpec, batch: usize) -> Vec<usize> {
     for step in 0..10u64 {
         let before = allocs();
         grads.fill(0.0);
-        let ctx = Ctx { mode: Mode::Train, threads: 1, seed: 0, step, layer: 0, sample_ids: &ids, sync: None };
+        let ctx = Ctx { mode: Mode::Train, threads: 1, backend: convoy::layers::Backend::Native, seed: 0, step, layer: 0, sample_ids: &ids, sync: None };
         net.forward_backward(&ctx, &params, grads.as_mut_slice(), &x, &labels, batch).unwrap();
         opt.step(&mut params, &grads, 0.01);
         if step >= 3 {

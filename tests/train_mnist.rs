@@ -35,8 +35,25 @@ fn default_recipe_reaches_99_percent() {
 /// convoy's RNG and initialiser in numpy so both start identical; its output:
 ///   losses ['2.3014381', '2.3018506', '2.2807508', '2.2648928', '2.2570374', '2.2330954', '2.2186756', '2.2079241', '2.1971135', '2.1822021']
 ///   fc2.bias after 10 steps ['-0.0226089', '0.0294543', '0.0122661', '0.0385323', '0.0207863', '0.0386943', '0.0088615', '-0.0327888', '0.0113012', '0.0282668']
+/// On every backend of this build (native always; dnnl with `--features dnnl`).
 #[test]
 fn ten_step_trajectory_matches_pytorch() {
+    for backend in backends() {
+        lenet_ten_steps(backend);
+    }
+}
+
+/// The backends this build has.
+fn backends() -> Vec<convoy::layers::Backend> {
+    use convoy::layers::Backend;
+    if cfg!(feature = "dnnl") {
+        vec![Backend::Native, Backend::Dnnl]
+    } else {
+        vec![Backend::Native]
+    }
+}
+
+fn lenet_ten_steps(backend: convoy::layers::Backend) {
     use convoy::data::{idx::IdxDataset, Dataset, Split};
     use convoy::layers::{Ctx, Mode};
     use convoy::net::{ModelSpec, Net};
@@ -56,15 +73,55 @@ fn ten_step_trajectory_matches_pytorch() {
             labels[i] = data.get_into(step * 64 + i, chunk).unwrap();
         }
         grads.fill(0.0);
-        let ctx = Ctx { threads: 2, ..Ctx::simple(Mode::Train) };
+        let ctx = Ctx { threads: 2, backend, ..Ctx::simple(Mode::Train) };
         let s = net.forward_backward(&ctx, &params, grads.as_mut_slice(), &x, &labels, 64).unwrap();
         opt.step(&mut params, &grads, 0.01);
         let loss = s.loss_sum / 64.0;
-        assert!((loss - want).abs() < 2e-5, "step {step}: loss {loss} vs PyTorch {want}");
+        assert!((loss - want).abs() < 2e-5, "{backend}, step {step}: loss {loss} vs PyTorch {want}");
     }
     let bias = net.layout().view(&params, "fc2.bias").unwrap();
     for (g, w) in bias.iter().zip(want_bias) {
-        assert!((g - w).abs() < 2e-5, "fc2.bias {g} vs PyTorch {w}");
+        assert!((g - w).abs() < 2e-5, "{backend}: fc2.bias {g} vs PyTorch {w}");
+    }
+}
+
+/// Ten SGD steps of ResNet-20 (batch norm, residual adds, stride-2 convolutions) on a fixed
+/// synthetic batch give the same losses and weights on every backend of this build, within
+/// 1e-4 relative (the convolutions sum in different orders).
+#[test]
+fn resnet20_ten_steps_agree_across_backends() {
+    use convoy::layers::{Ctx, Mode};
+    use convoy::net::{ModelSpec, Net};
+    use convoy::optim::OptimizerConfig;
+    use convoy::tensor::{rng::Rng, Tensor};
+    let spec = ModelSpec::resolve("resnet20").unwrap();
+    let mut rng = Rng::new(3);
+    let x = Tensor::from_vec(&[16, 3, 32, 32], (0..16 * 3 * 32 * 32).map(|_| rng.normal()).collect()).unwrap();
+    let labels: Vec<u32> = (0..16).map(|i| i % 10).collect();
+    let run = |backend| {
+        let mut net = Net::build(&spec).unwrap();
+        let mut params = net.init_params(42);
+        let mut grads = vec![0.0; params.len()];
+        let mut opt = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 }.build(params.len()).unwrap();
+        let mut losses = Vec::new();
+        for step in 0..10 {
+            grads.fill(0.0);
+            let ctx = Ctx { threads: 2, backend, step, ..Ctx::simple(Mode::Train) };
+            let s = net.forward_backward(&ctx, &params, grads.as_mut_slice(), &x, &labels, 16).unwrap();
+            opt.step(&mut params, &grads, 0.01);
+            losses.push(s.loss_sum / 16.0);
+        }
+        (losses, params)
+    };
+    let (l0, p0) = run(convoy::layers::Backend::Native);
+    assert!(l0[9] < l0[0] - 0.1, "native: the loss does not fall: {l0:?}");
+    for backend in backends().into_iter().skip(1) {
+        let (l, p) = run(backend);
+        for (step, (a, b)) in l.iter().zip(&l0).enumerate() {
+            assert!((a - b).abs() <= 1e-4 * b.abs(), "{backend}, step {step}: loss {a} vs native {b}");
+        }
+        let (diff, norm) = p.iter().zip(&p0).fold((0.0f64, 0.0f64), |(d, n), (a, b)| (d + ((a - b) as f64).powi(2), n + (*b as f64).powi(2)));
+        assert!(diff.sqrt() <= 1e-4 * norm.sqrt(), "{backend}: weights differ from native by {:.2e} relative", diff.sqrt() / norm.sqrt());
     }
 }
 

@@ -123,8 +123,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// The library that runs the convolutions: native (convoy's kernels) or dnnl (oneDNN, in a
-    /// build with --features dnnl) [dnnl when built with it, else native].
-    #[arg(long, value_parser = parse_backend)]
+    /// build with --features dnnl) [$CONVOY_BACKEND, else dnnl when built with it, else native].
+    #[arg(long, value_parser = parse_backend, env = "CONVOY_BACKEND")]
     pub backend: Option<Backend>,
     /// Write metrics as JSON lines to this file.
     #[arg(long)]
@@ -230,8 +230,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// The library that runs the convolutions: native (convoy's kernels) or dnnl (oneDNN, in a
-    /// build with --features dnnl) [dnnl when built with it, else native].
-    #[arg(long, value_parser = parse_backend)]
+    /// build with --features dnnl) [$CONVOY_BACKEND, else dnnl when built with it, else native].
+    #[arg(long, value_parser = parse_backend, env = "CONVOY_BACKEND")]
     pub backend: Option<Backend>,
 }
 

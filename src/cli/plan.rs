@@ -106,7 +106,7 @@ pub struct CalibrateArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// The library that runs the convolutions, as for `convoy train` [dnnl when built with it].
-    #[arg(long, value_parser = super::parse_backend)]
+    #[arg(long, value_parser = super::parse_backend, env = "CONVOY_BACKEND")]
     pub backend: Option<crate::layers::Backend>,
     /// Timed repetitions per layer (the median is kept).
     #[arg(long, default_value_t = 5)]

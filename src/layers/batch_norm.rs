@@ -268,19 +268,26 @@ impl Layer for BatchNorm {
         // Per channel: Σdy and Σdy·x̂ over this worker's values.
         let par = ctx.threads > 1 && x.len() >= super::PAR_MIN;
         let (mean, invstd, xd, gd) = (&self.mean, &self.invstd, x.data(), dy.data());
-        // Σdy and Σdy·(x − μ) of channel c, the second in the lane sum's bits.
-        let sums = |c: usize, second: bool| {
+        // Σdy and Σdy·x̂ of channel c, in one pass over its values.
+        let sums = |c: usize| {
             let mu = mean[c] as f32;
-            rows(xd, c, c_n, hw).zip(rows(gd, c, c_n, hw)).map(|(xr, gr)| {
+            rows(xd, c, c_n, hw).zip(rows(gd, c, c_n, hw)).fold((0.0f64, 0.0f64), |(a, b), (xr, gr)| {
                 let (sg, sgx) = lanes_sum2(xr, gr, mu);
-                if second { sgx as f64 * invstd[c] } else { sg as f64 }
-            }).sum::<f64>()
+                (a + sg as f64, b + sgx as f64 * invstd[c])
+            })
         };
         let local = &mut self.local;
         local.resize(2 * c_n, 0.0);
-        let (l_dy, l_dyx) = local.split_at_mut(c_n);
-        per_channel_into(par, l_dy, |c| sums(c, false));
-        per_channel_into(par, l_dyx, |c| sums(c, true));
+        let pairs = &mut self.coef;
+        if par {
+            use rayon::prelude::*;
+            pairs.par_iter_mut().enumerate().for_each(|(c, o)| *o = sums(c));
+        } else {
+            pairs.iter_mut().enumerate().for_each(|(c, o)| *o = sums(c));
+        }
+        for (c, &(sg, sgx)) in pairs.iter().enumerate() {
+            (local[c], local[c_n + c]) = (sg, sgx);
+        }
         if self.cfg.affine {
             for c in 0..c_n {
                 dp[c] += local[c_n + c] as f32;

@@ -115,3 +115,25 @@ pub fn conv_engine(backend: Backend, desc: &ConvDesc) -> Result<Option<Box<dyn C
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_unknown_ones_list_the_choices() {
+        assert_eq!(Backend::parse("native"), Ok(Backend::Native));
+        assert_eq!(Backend::parse("native").unwrap().to_string(), "native");
+        let e = Backend::parse("cudnn").unwrap_err();
+        assert!(e.contains("cudnn") && e.contains(Backend::NAMES), "{e}");
+        if cfg!(feature = "dnnl") {
+            assert_eq!(Backend::parse("dnnl"), Ok(Backend::Dnnl));
+            assert_eq!(Backend::best(), Backend::Dnnl);
+        } else {
+            assert!(Backend::parse("dnnl").unwrap_err().contains("--features dnnl"));
+            assert_eq!(Backend::best(), Backend::Native);
+            assert!(conv_engine(Backend::Dnnl, &ConvDesc { c: 1, h: 3, w: 3, o: 1, oh: 1, ow: 1, kernel: [3, 3], stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, bias: false }).is_err());
+        }
+        assert!(conv_engine(Backend::Native, &ConvDesc { c: 1, h: 3, w: 3, o: 1, oh: 1, ow: 1, kernel: [3, 3], stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, bias: false }).unwrap().is_none());
+    }
+}

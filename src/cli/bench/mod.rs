@@ -68,7 +68,7 @@ pub struct StepArgs {
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// The library that runs the convolutions: native, dnnl [dnnl when built with it].
-    #[arg(long, value_parser = super::parse_backend)]
+    #[arg(long, value_parser = super::parse_backend, env = "CONVOY_BACKEND")]
     pub backend: Option<Backend>,
     /// Timed steps (the median is reported).
     #[arg(long, default_value_t = 30)]
