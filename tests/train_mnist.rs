@@ -86,8 +86,13 @@ fn lenet_ten_steps(backend: convoy::layers::Backend) {
 }
 
 /// Ten SGD steps of ResNet-20 (batch norm, residual adds, stride-2 convolutions) on a fixed
-/// synthetic batch give the same losses and weights on every backend of this build, within
-/// 1e-4 relative (the convolutions sum in different orders).
+/// synthetic batch give the same losses on every backend of this build, within 1e-4 relative
+/// (measured: 3.3e-5 at most), and weights within 1e-3 (measured 1.3e-4). Not closer: the
+/// backends' convolutions sum in different orders (elements agree to ~1e-6), and at
+/// initialisation on random labels batch norm's backward subtracts nearly equal numbers
+/// (dy − mean dy), which turns that into ~3e-3 relative differences in some first-step weight
+/// gradients (layer3_1_bn1.bias and every layer before it; the later layers agree to 1e-6). At
+/// lr 0.01 the trajectories drift to 3.6e-4 by step 10, hence lr 0.002.
 #[test]
 fn resnet20_ten_steps_agree_across_backends() {
     use convoy::layers::{Ctx, Mode};
@@ -108,20 +113,20 @@ fn resnet20_ten_steps_agree_across_backends() {
             grads.fill(0.0);
             let ctx = Ctx { threads: 2, backend, step, ..Ctx::simple(Mode::Train) };
             let s = net.forward_backward(&ctx, &params, grads.as_mut_slice(), &x, &labels, 16).unwrap();
-            opt.step(&mut params, &grads, 0.01);
+            opt.step(&mut params, &grads, 0.002);
             losses.push(s.loss_sum / 16.0);
         }
         (losses, params)
     };
     let (l0, p0) = run(convoy::layers::Backend::Native);
-    assert!(l0[9] < l0[0] - 0.1, "native: the loss does not fall: {l0:?}");
+    assert!(l0[9] < l0[0] - 0.5, "native: the loss does not fall: {l0:?}");
     for backend in backends().into_iter().skip(1) {
         let (l, p) = run(backend);
         for (step, (a, b)) in l.iter().zip(&l0).enumerate() {
             assert!((a - b).abs() <= 1e-4 * b.abs(), "{backend}, step {step}: loss {a} vs native {b}");
         }
         let (diff, norm) = p.iter().zip(&p0).fold((0.0f64, 0.0f64), |(d, n), (a, b)| (d + ((a - b) as f64).powi(2), n + (*b as f64).powi(2)));
-        assert!(diff.sqrt() <= 1e-4 * norm.sqrt(), "{backend}: weights differ from native by {:.2e} relative", diff.sqrt() / norm.sqrt());
+        assert!(diff.sqrt() <= 1e-3 * norm.sqrt(), "{backend}: weights differ from native by {:.2e} relative", diff.sqrt() / norm.sqrt());
     }
 }
 

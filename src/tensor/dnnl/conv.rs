@@ -194,14 +194,15 @@ impl ConvEngine for DnnlConv {
         let e = &self.engine;
         f.src.bind(e, x.as_ptr())?;
         f.wei.bind(e, w.as_ptr())?;
-        let mut args = vec![(sys::DNNL_ARG_SRC, f.src.memory()), (sys::DNNL_ARG_WEIGHTS, f.wei.memory())];
-        if let (Some(port), Some(b)) = (&f.bias, b) {
-            port.bind(e, b.as_ptr())?;
-            args.push((sys::DNNL_ARG_BIAS, port.memory()));
-        }
         f.dst.bind(e, y.as_mut_ptr())?;
-        args.push((sys::DNNL_ARG_DST, f.dst.memory()));
-        e.run(&f.prim, &args)?;
+        let (src, wei, dst) = ((sys::DNNL_ARG_SRC, f.src.memory()), (sys::DNNL_ARG_WEIGHTS, f.wei.memory()), (sys::DNNL_ARG_DST, f.dst.memory()));
+        match (&f.bias, b) {
+            (Some(port), Some(b)) => {
+                port.bind(e, b.as_ptr())?;
+                e.run(&f.prim, &[src, wei, (sys::DNNL_ARG_BIAS, port.memory()), dst])?;
+            }
+            _ => e.run(&f.prim, &[src, wei, dst])?,
+        }
         f.dst.finish(e)
     }
 
@@ -221,12 +222,14 @@ impl ConvEngine for DnnlConv {
         bw.src.bind(e, x.as_ptr())?;
         bw.ddst.bind(e, dy.as_ptr())?;
         bw.dwei.bind(e, self.dw.as_mut_ptr())?;
-        let mut args = vec![(sys::DNNL_ARG_SRC, bw.src.memory()), (sys::DNNL_ARG_DIFF_DST, bw.ddst.memory()), (sys::DNNL_ARG_DIFF_WEIGHTS, bw.dwei.memory())];
-        if let Some(port) = &bw.dbias {
-            port.bind(e, self.db.as_mut_ptr())?;
-            args.push((sys::DNNL_ARG_DIFF_BIAS, port.memory()));
+        let args = [(sys::DNNL_ARG_SRC, bw.src.memory()), (sys::DNNL_ARG_DIFF_DST, bw.ddst.memory()), (sys::DNNL_ARG_DIFF_WEIGHTS, bw.dwei.memory())];
+        match &bw.dbias {
+            Some(port) => {
+                port.bind(e, self.db.as_mut_ptr())?;
+                e.run(&bw.prim, &[args[0], args[1], args[2], (sys::DNNL_ARG_DIFF_BIAS, port.memory())])?;
+            }
+            None => e.run(&bw.prim, &args)?,
         }
-        e.run(&bw.prim, &args)?;
         bw.dwei.finish(e)?;
         dw.iter_mut().zip(&self.dw).for_each(|(a, v)| *a += v);
         if let (Some(port), Some(db)) = (&bw.dbias, db) {

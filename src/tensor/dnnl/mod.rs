@@ -57,6 +57,9 @@ fn md(dims: &[usize], tag: sys::dnnl_format_tag_t) -> Result<Md, String> {
     Ok(unsafe { m.assume_init() })
 }
 
+/// Most arguments a primitive here takes (a convolution: source, weights, bias, destination).
+const MAX_ARGS: usize = 4;
+
 /// The CPU engine and a stream on it.
 struct Engine {
     engine: sys::dnnl_engine_t,
@@ -79,11 +82,15 @@ impl Engine {
         Ok(Engine { engine, stream })
     }
 
-    /// Runs `prim` with `args` (argument id, memory) and waits for it.
+    /// Runs `prim` with `args` (argument id, memory; at most `MAX_ARGS`) and waits for it.
     fn run(&self, prim: &Primitive, args: &[(u32, sys::dnnl_memory_t)]) -> Result<(), String> {
-        let a: Vec<sys::dnnl_exec_arg_t> = args.iter().map(|&(arg, memory)| sys::dnnl_exec_arg_t { arg: arg as c_int, memory }).collect();
+        let mut a = [sys::dnnl_exec_arg_t { arg: 0, memory: ptr::null_mut() }; MAX_ARGS];
+        for (slot, &(arg, memory)) in a.iter_mut().zip(args) {
+            *slot = sys::dnnl_exec_arg_t { arg: arg as c_int, memory };
+        }
+        let n = args.len().min(MAX_ARGS);
         // SAFETY: every memory handle is live and bound to a buffer of its descriptor's size.
-        check(unsafe { sys::dnnl_primitive_execute(prim.0, self.stream, a.len() as c_int, a.as_ptr()) }, "primitive_execute")?;
+        check(unsafe { sys::dnnl_primitive_execute(prim.0, self.stream, n as c_int, a.as_ptr()) }, "primitive_execute")?;
         check(unsafe { sys::dnnl_stream_wait(self.stream) }, "stream_wait")
     }
 }
