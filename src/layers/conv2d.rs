@@ -16,7 +16,7 @@
 
 use super::geometry::Axis;
 use super::{check_input, Ctx, Layer, LayerError, ParamSpec};
-use crate::tensor::backend::{self, Backend, ConvDesc, ConvEngine};
+use crate::tensor::backend::{self, Backend, ConvDesc, LayerEngine};
 use crate::tensor::gemm::{sgemm, MatRef};
 use crate::tensor::direct_conv::{self, Flat};
 use crate::tensor::direct_oc;
@@ -132,7 +132,7 @@ pub struct Conv2d {
     scratch: Vec<Scratch>,
     /// The external library running this layer when `Ctx::backend` is not native (made on the
     /// first call that asks for it), and the backend of the last call (for `kernel`).
-    engine: Option<Box<dyn ConvEngine>>,
+    engine: Option<Box<dyn LayerEngine>>,
     backend: Backend,
 }
 
@@ -230,7 +230,7 @@ impl Conv2d {
     }
 
     /// The engine of `backend` (made on first use), or `None` for the native kernels.
-    fn engine(&mut self, backend: Backend) -> Result<Option<&mut Box<dyn ConvEngine>>, LayerError> {
+    fn engine(&mut self, backend: Backend) -> Result<Option<&mut Box<dyn LayerEngine>>, LayerError> {
         self.backend = backend;
         if backend == Backend::Native {
             return Ok(None);

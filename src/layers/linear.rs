@@ -3,6 +3,7 @@
 //! layer can follow a convolution directly.
 
 use super::{check_input, Ctx, Layer, LayerError, ParamSpec};
+use crate::tensor::backend::{self, Backend, LayerEngine};
 use crate::tensor::gemm::{sgemm, MatRef};
 use crate::tensor::{init::Init, Tensor};
 
@@ -20,6 +21,10 @@ pub struct Linear {
     cfg: LinearConfig,
     in_shape: Vec<usize>,
     in_features: usize,
+    /// The external library running this layer when `Ctx::backend` is not native (made on the
+    /// first call that asks for it), and the backend of the last call (for `kernel`).
+    engine: Option<Box<dyn LayerEngine>>,
+    backend: Backend,
 }
 
 impl Linear {
@@ -32,7 +37,19 @@ impl Linear {
         if cfg.out_features == 0 {
             return Err(LayerError::Config { op: "linear", msg: "out_features must be at least 1".into() });
         }
-        Ok(Linear { cfg, in_shape: in_shape.to_vec(), in_features })
+        Ok(Linear { cfg, in_shape: in_shape.to_vec(), in_features, engine: None, backend: Backend::Native })
+    }
+
+    /// The engine of `backend` (made on first use), or `None` for the native GEMM.
+    fn engine(&mut self, backend: Backend) -> Result<Option<&mut Box<dyn LayerEngine>>, LayerError> {
+        self.backend = backend;
+        if backend == Backend::Native {
+            return Ok(None);
+        }
+        if self.engine.is_none() {
+            self.engine = backend::linear_engine(backend, self.in_features, self.cfg.out_features, self.cfg.bias).map_err(|msg| LayerError::Config { op: "linear", msg })?;
+        }
+        Ok(self.engine.as_mut())
     }
 }
 
@@ -61,6 +78,10 @@ impl Layer for Linear {
         let (inf, outf) = (self.in_features, self.cfg.out_features);
         let (w, b) = p.split_at(inf * outf);
         y.resize(&[n, outf]);
+        let bias = self.cfg.bias;
+        if let Some(e) = self.engine(ctx.backend)? {
+            return e.forward(ctx.threads, w, bias.then_some(b), x.data(), y.data_mut()).map_err(|msg| LayerError::Config { op: "linear", msg });
+        }
         if self.cfg.bias {
             for row in y.data_mut().chunks_exact_mut(outf) {
                 row.copy_from_slice(b);
@@ -74,6 +95,14 @@ impl Layer for Linear {
         let n = check_input("linear", x, &self.in_shape)?;
         let (inf, outf) = (self.in_features, self.cfg.out_features);
         let (dw, db) = dp.split_at_mut(inf * outf);
+        let bias = self.cfg.bias;
+        if let Some(e) = self.engine(ctx.backend)? {
+            let dx = dx.map(|d| {
+                d.resize(x.shape());
+                d.data_mut()
+            });
+            return e.backward(ctx.threads, &p[..inf * outf], x.data(), dy.data(), dx, dw, bias.then_some(db)).map_err(|msg| LayerError::Config { op: "linear", msg });
+        }
         // dW (out × in) += dyᵀ (out × N) · x (N × in)
         sgemm(outf, inf, n, MatRef::t(dy.data(), outf), MatRef::n(x.data(), inf), dw, inf, true, ctx.threads);
         if self.cfg.bias {
@@ -94,6 +123,13 @@ impl Layer for Linear {
     fn flops_per_sample(&self) -> u64 {
         (self.in_features * self.cfg.out_features) as u64
     }
+
+    fn kernel(&self) -> &'static str {
+        match (&self.engine, self.backend) {
+            (Some(e), b) if b != Backend::Native => e.name(),
+            _ => "",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -105,13 +141,26 @@ mod tests {
     const GOLDEN_DP: [f32; 8] = [0.39166346192359924, 0.7615397572517395, 1.0633900165557861, 2.3499808311462402, 2.2050769329071045, 1.863200068473816, 1.5, 1.0];
     use crate::layers::{gradcheck::*, Mode};
 
+    /// The backends of this build: native, and oneDNN with `--features dnnl`.
+    fn backends() -> Vec<Backend> {
+        if cfg!(feature = "dnnl") {
+            vec![Backend::Native, Backend::Dnnl]
+        } else {
+            vec![Backend::Native]
+        }
+    }
+
     #[test]
-    fn gradcheck_batch_1_and_3_with_and_without_bias() {
-        for (n, bias) in [(1, true), (3, true), (3, false)] {
-            let mut l = Linear::new(LinearConfig { out_features: 5, bias }, &[2, 1, 3]).unwrap();
-            let p = init_params(&l, 4);
-            let x = random_tensor(&[n, 2, 1, 3], 5);
-            check_layer(&mut l, &Ctx::simple(Mode::Train), &x, &p, Tolerance::default()).unwrap();
+    fn gradcheck_batch_1_and_3_with_and_without_bias_on_every_backend() {
+        for backend in backends() {
+            for (n, bias, threads) in [(1, true, 1), (3, true, 2), (3, false, 1), (5, true, 2)] {
+                let mut l = Linear::new(LinearConfig { out_features: 5, bias }, &[2, 1, 3]).unwrap();
+                let p = init_params(&l, 4);
+                let x = random_tensor(&[n, 2, 1, 3], 5);
+                let ctx = Ctx { threads, backend, ..Ctx::simple(Mode::Train) };
+                check_layer(&mut l, &ctx, &x, &p, Tolerance::default()).unwrap_or_else(|e| panic!("{backend}, batch {n}, bias {bias}: {e}"));
+                assert_eq!(l.kernel().starts_with("dnnl"), backend == Backend::Dnnl, "{}", l.kernel());
+            }
         }
     }
 
@@ -127,11 +176,17 @@ mod tests {
     /// ```
     #[test]
     fn golden_pytorch() {
+        for backend in backends() {
+            golden_on(backend);
+        }
+    }
+
+    fn golden_on(backend: Backend) {
         let x = Tensor::from_vec(&[2, 3], (0..6).map(|i| (i as f32 * 0.3).sin()).collect()).unwrap();
         let mut p: Vec<f32> = (0..6).map(|i| (i as f32 * 0.7).cos()).collect();
         p.extend([0.1, -0.2]);
         let mut l = Linear::new(LinearConfig { out_features: 2, bias: true }, &[3]).unwrap();
-        let ctx = Ctx::simple(Mode::Train);
+        let ctx = Ctx { backend, ..Ctx::simple(Mode::Train) };
         let mut y = Tensor::default();
         l.forward(&ctx, &p, &x, &mut y).unwrap();
         let dy = Tensor::from_vec(&[2, 2], vec![1.0, -2.0, 0.5, 3.0]).unwrap();

@@ -28,8 +28,27 @@ pub struct Lrn {
     shape: [usize; 3],
     /// scale of the last forward, (N, C, H, W).
     scale: Vec<f32>,
-    /// Per-pixel scratch for backward, (C, H·W).
+    /// scale^(−β) of the last forward (backward reuses it: a power costs 20× a multiply).
+    spow: Vec<f32>,
+    /// Backward scratch: one (C, H·W) plane of dy·y/scale per thread.
     ratio: Vec<f32>,
+}
+
+/// v^(−β), with the common exponents (AlexNet's 0.75, and 0.5, 1) as square roots and a division,
+/// which vectorise; any other β through `powf`.
+fn neg_pow(beta: f32) -> impl Fn(f32) -> f32 + Copy {
+    move |v: f32| {
+        if beta == 0.75 {
+            let r = v.sqrt();
+            1.0 / (r * r.sqrt())
+        } else if beta == 0.5 {
+            1.0 / v.sqrt()
+        } else if beta == 1.0 {
+            1.0 / v
+        } else {
+            v.powf(-beta)
+        }
+    }
 }
 
 impl Lrn {
@@ -45,12 +64,47 @@ impl Lrn {
         if !(cfg.alpha.is_finite() && cfg.beta.is_finite() && cfg.k.is_finite() && cfg.k > 0.0 && cfg.alpha >= 0.0) {
             return err(format!("alpha {}, beta {}, k {} must be finite, alpha ≥ 0 and k > 0", cfg.alpha, cfg.beta, cfg.k));
         }
-        Ok(Lrn { cfg, shape: [in_shape[0], in_shape[1], in_shape[2]], scale: Vec::new(), ratio: Vec::new() })
+        Ok(Lrn { cfg, shape: [in_shape[0], in_shape[1], in_shape[2]], scale: Vec::new(), spow: Vec::new(), ratio: Vec::new() })
     }
 
-    fn window(&self, c: usize) -> std::ops::Range<usize> {
-        let half = self.cfg.size / 2;
-        c.saturating_sub(half)..(c + half + 1).min(self.shape[0])
+    /// Forward of one sample: its scale, scale^(−β) and output.
+    fn forward_sample(cfg: &LrnConfig, c: usize, xs: &[f32], sc: &mut [f32], sp: &mut [f32], ys: &mut [f32]) {
+        let hw = xs.len() / c;
+        let (coef, half, pow) = (cfg.alpha / cfg.size as f32, cfg.size / 2, neg_pow(cfg.beta));
+        sc.fill(cfg.k);
+        for ch in 0..c {
+            let dst = &mut sc[ch * hw..(ch + 1) * hw];
+            for src in ch.saturating_sub(half)..(ch + half + 1).min(c) {
+                for (d, &v) in dst.iter_mut().zip(&xs[src * hw..(src + 1) * hw]) {
+                    *d += coef * v * v;
+                }
+            }
+        }
+        for (((o, p), &v), &sv) in ys.iter_mut().zip(sp.iter_mut()).zip(xs).zip(sc.iter()) {
+            *p = pow(sv);
+            *o = v * *p;
+        }
+    }
+
+    /// Backward of one sample; `ratio` is a (C, H·W) scratch plane.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_sample(cfg: &LrnConfig, c: usize, xs: &[f32], ys: &[f32], gs: &[f32], sc: &[f32], sp: &[f32], ratio: &mut [f32], ds: &mut [f32]) {
+        let hw = xs.len() / c;
+        let (coef, half) = (2.0 * cfg.alpha * cfg.beta / cfg.size as f32, cfg.size / 2);
+        for (((q, &g), &o), &sv) in ratio.iter_mut().zip(gs).zip(ys).zip(sc) {
+            *q = g * o / sv;
+        }
+        for ((d, &g), &p) in ds.iter_mut().zip(gs).zip(sp) {
+            *d = g * p;
+        }
+        for ch in 0..c {
+            let (d, x) = (&mut ds[ch * hw..(ch + 1) * hw], &xs[ch * hw..(ch + 1) * hw]);
+            for src in ch.saturating_sub(half)..(ch + half + 1).min(c) {
+                for ((d, &xv), &r) in d.iter_mut().zip(x).zip(&ratio[src * hw..(src + 1) * hw]) {
+                    *d -= coef * xv * r;
+                }
+            }
+        }
     }
 }
 
@@ -64,60 +118,47 @@ impl Layer for Lrn {
     }
 
     /// # Shapes
-    /// x: (N, C, H, W) → y: (N, C, H, W)
-    fn forward(&mut self, _ctx: &Ctx, _p: &[f32], x: &Tensor, y: &mut Tensor) -> Result<(), LayerError> {
-        let n = check_input("lrn", x, &self.shape)?;
-        let [c, h, w] = self.shape;
-        let hw = h * w;
+    /// x: (N, C, H, W) → y: (N, C, H, W). Samples are independent: with `ctx.threads` > 1 they
+    /// are split over the threads (results do not depend on the split).
+    fn forward(&mut self, ctx: &Ctx, _p: &[f32], x: &Tensor, y: &mut Tensor) -> Result<(), LayerError> {
+        check_input("lrn", x, &self.shape)?;
+        let (c, per) = (self.shape[0], x.sample_len());
         y.resize(x.shape());
         self.scale.resize(x.len(), 0.0);
-        let coef = self.cfg.alpha / self.cfg.size as f32;
-        for s in 0..n {
-            let xs = &x.data()[s * c * hw..(s + 1) * c * hw];
-            let sc = &mut self.scale[s * c * hw..(s + 1) * c * hw];
-            sc.fill(self.cfg.k);
-            for ch in 0..c {
-                let half = self.cfg.size / 2;
-                for src in ch.saturating_sub(half)..(ch + half + 1).min(c) {
-                    let (dst, xin) = (&mut sc[ch * hw..(ch + 1) * hw], &xs[src * hw..(src + 1) * hw]);
-                    for (d, &v) in dst.iter_mut().zip(xin) {
-                        *d += coef * v * v;
-                    }
-                }
-            }
-            let ys = &mut y.data_mut()[s * c * hw..(s + 1) * c * hw];
-            for ((o, &v), &sv) in ys.iter_mut().zip(xs).zip(sc.iter()) {
-                *o = v * sv.powf(-self.cfg.beta);
-            }
+        self.spow.resize(x.len(), 0.0);
+        let cfg = self.cfg;
+        let work = |((xs, sc), (sp, ys)): ((&[f32], &mut [f32]), (&mut [f32], &mut [f32]))| Lrn::forward_sample(&cfg, c, xs, sc, sp, ys);
+        if ctx.threads > 1 {
+            use rayon::prelude::*;
+            x.data().par_chunks(per).zip(self.scale.par_chunks_mut(per)).zip(self.spow.par_chunks_mut(per).zip(y.data_mut().par_chunks_mut(per))).for_each(work);
+        } else {
+            x.data().chunks(per).zip(self.scale.chunks_mut(per)).zip(self.spow.chunks_mut(per).zip(y.data_mut().chunks_mut(per))).for_each(work);
         }
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &Ctx, _p: &[f32], _dp: &mut [f32], x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+    fn backward(&mut self, ctx: &Ctx, _p: &[f32], _dp: &mut [f32], x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
         let Some(dx) = dx else { return Ok(()) };
         let n = check_input("lrn", x, &self.shape)?;
-        let [c, h, w] = self.shape;
-        let hw = h * w;
+        let (c, per) = (self.shape[0], x.sample_len());
         dx.resize(x.shape());
-        let coef = 2.0 * self.cfg.alpha * self.cfg.beta / self.cfg.size as f32;
-        self.ratio.resize(c * hw, 0.0);
-        for s in 0..n {
-            let r = s * c * hw..(s + 1) * c * hw;
-            let (xs, ys, gs, sc) = (&x.data()[r.clone()], &y.data()[r.clone()], &dy.data()[r.clone()], &self.scale[r.clone()]);
-            for (((q, &g), &o), &sv) in self.ratio.iter_mut().zip(gs).zip(ys).zip(sc) {
-                *q = g * o / sv;
+        let threads = ctx.threads.clamp(1, n.max(1));
+        self.ratio.resize(threads * per, 0.0);
+        let (cfg, scale, spow) = (self.cfg, &self.scale, &self.spow);
+        // Samples [k·chunk, (k+1)·chunk) on thread k, each with its own scratch plane.
+        let chunk = n.div_ceil(threads) * per;
+        let run = |(k, (ratio, ds)): (usize, (&mut [f32], &mut [f32]))| {
+            let base = k * chunk;
+            for (i, d) in ds.chunks_mut(per).enumerate() {
+                let r = base + i * per..base + (i + 1) * per;
+                Lrn::backward_sample(&cfg, c, &x.data()[r.clone()], &y.data()[r.clone()], &dy.data()[r.clone()], &scale[r.clone()], &spow[r], ratio, d);
             }
-            let ds = &mut dx.data_mut()[r];
-            for ((d, &g), &sv) in ds.iter_mut().zip(gs).zip(sc) {
-                *d = g * sv.powf(-self.cfg.beta);
-            }
-            for ch in 0..c {
-                for src in self.window(ch) {
-                    for i in 0..hw {
-                        ds[ch * hw + i] -= coef * xs[ch * hw + i] * self.ratio[src * hw + i];
-                    }
-                }
-            }
+        };
+        if threads > 1 {
+            use rayon::prelude::*;
+            self.ratio.par_chunks_mut(per).zip(dx.data_mut().par_chunks_mut(chunk)).enumerate().for_each(run);
+        } else {
+            run((0, (&mut self.ratio[..], dx.data_mut())));
         }
         Ok(())
     }
@@ -140,11 +181,22 @@ mod tests {
     }
 
     #[test]
-    fn gradcheck_odd_shapes() {
-        for (n, size) in [(1, 3), (3, 5)] {
-            let mut l = Lrn::new(cfg(size, 2.0), &[7, 2, 3]).unwrap();
+    fn gradcheck_odd_shapes_every_power_path_and_threads() {
+        for (n, size, beta, threads) in [(1, 3, 0.75, 1), (3, 5, 0.75, 2), (3, 3, 0.5, 2), (2, 5, 1.0, 1), (4, 3, 0.6, 3)] {
+            let mut l = Lrn::new(LrnConfig { beta, ..cfg(size, 2.0) }, &[7, 2, 3]).unwrap();
             let x = random_tensor(&[n, 7, 2, 3], 21);
-            check_layer(&mut l, &Ctx::simple(Mode::Train), &x, &[], Tolerance::default()).unwrap();
+            let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
+            check_layer(&mut l, &ctx, &x, &[], Tolerance::default()).unwrap_or_else(|e| panic!("beta {beta}, {threads} threads: {e}"));
+        }
+    }
+
+    #[test]
+    fn the_fast_powers_match_powf() {
+        for beta in [0.75f32, 0.5, 1.0, 0.6] {
+            for v in [1.0f32, 1.7, 2.0, 13.5, 1e3] {
+                let (got, want) = (neg_pow(beta)(v), v.powf(-beta));
+                assert!((got - want).abs() <= 2e-7 * want, "{v}^-{beta}: {got} vs {want}");
+            }
         }
     }
 

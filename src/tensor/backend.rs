@@ -2,8 +2,8 @@
 //!
 //! `Backend::Native` is convoy's own kernels (im2col + GEMM, the direct kernels of
 //! `direct_conv`/`direct_oc`); the layers run them themselves. Any other backend is an external
-//! library reached through an engine object: a layer asks `conv_engine` once for its shape and
-//! from then on hands it plain NCHW buffers (`ConvEngine`). oneDNN (`--features dnnl`, as Intel's
+//! library reached through an engine object: a layer asks `conv_engine` or `linear_engine` once
+//! for its shape and from then on hands it its plain buffers (`LayerEngine`). oneDNN (`--features dnnl`, as Intel's
 //! Caffe runs on MKL-DNN) is the one built today; an accelerator backend goes in the same place.
 //! An engine keeps whatever layout its library prefers inside, and converts at its edges.
 
@@ -86,10 +86,10 @@ pub struct ConvDesc {
     pub bias: bool,
 }
 
-/// A convolution of one shape run by an external library. Buffers are plain NCHW (`x`, `y`,
-/// `dy`, `dx`, any batch size N), weights (O, C/groups, kh, kw) and bias (O), as the native
-/// layer keeps them.
-pub trait ConvEngine: Send {
+/// A layer of one shape (a convolution, a linear layer) run by an external library. Buffers are
+/// the native layer's: plain NCHW or (N, features) for `x`, `y`, `dy`, `dx` (any batch size N),
+/// weights (O, C/groups, kh, kw) or (out, in), bias (O).
+pub trait LayerEngine: Send {
     /// The implementation the library chose, for per-layer tables ("dnnl:jit:avx512_core").
     fn name(&self) -> &'static str;
 
@@ -102,15 +102,30 @@ pub trait ConvEngine: Send {
     fn backward(&mut self, threads: usize, w: &[f32], x: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: &mut [f32], db: Option<&mut [f32]>) -> Result<(), String>;
 }
 
-/// The engine that runs `desc` on `backend`; `None` for the native kernels.
-pub fn conv_engine(backend: Backend, desc: &ConvDesc) -> Result<Option<Box<dyn ConvEngine>>, String> {
+/// The engine that runs the convolution `desc` on `backend`; `None` for the native kernels.
+pub fn conv_engine(backend: Backend, desc: &ConvDesc) -> Result<Option<Box<dyn LayerEngine>>, String> {
     match backend {
         Backend::Native => Ok(None),
         #[cfg(feature = "dnnl")]
-        Backend::Dnnl => Ok(Some(Box::new(super::dnnl::DnnlConv::new(*desc)?))),
+        Backend::Dnnl => Ok(Some(Box::new(super::dnnl::DnnlEngine::new(super::dnnl::Op::Conv(*desc))?))),
         #[cfg(not(feature = "dnnl"))]
         Backend::Dnnl => {
             let _ = desc;
+            Err(Backend::parse("dnnl").unwrap_err())
+        }
+    }
+}
+
+/// The engine that runs a linear layer (`inf` → `outf` features, with a bias when `bias`) on
+/// `backend`; `None` for the native kernels.
+pub fn linear_engine(backend: Backend, inf: usize, outf: usize, bias: bool) -> Result<Option<Box<dyn LayerEngine>>, String> {
+    match backend {
+        Backend::Native => Ok(None),
+        #[cfg(feature = "dnnl")]
+        Backend::Dnnl => Ok(Some(Box::new(super::dnnl::DnnlEngine::new(super::dnnl::Op::Linear { inf, outf, bias })?))),
+        #[cfg(not(feature = "dnnl"))]
+        Backend::Dnnl => {
+            let _ = (inf, outf, bias);
             Err(Backend::parse("dnnl").unwrap_err())
         }
     }
