@@ -122,8 +122,9 @@ pub struct TrainArgs {
     /// Intra-op threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// The library that runs the convolutions: native (convoy's kernels) or dnnl (oneDNN, in a
-    /// build with --features dnnl) [$CONVOY_BACKEND, else dnnl when built with it, else native].
+    /// The library that runs convolutions and linear layers: native (convoy's kernels), dnnl
+    /// (oneDNN, in a build with --features dnnl) or auto (per layer shape, the one measured
+    /// faster) [$CONVOY_BACKEND, else auto when built with oneDNN, else native].
     #[arg(long, value_parser = parse_backend, env = "CONVOY_BACKEND")]
     pub backend: Option<Backend>,
     /// Write metrics as JSON lines to this file.
@@ -229,8 +230,9 @@ pub struct EvalArgs {
     /// Intra-op threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// The library that runs the convolutions: native (convoy's kernels) or dnnl (oneDNN, in a
-    /// build with --features dnnl) [$CONVOY_BACKEND, else dnnl when built with it, else native].
+    /// The library that runs convolutions and linear layers: native (convoy's kernels), dnnl
+    /// (oneDNN, in a build with --features dnnl) or auto (per layer shape, the one measured
+    /// faster) [$CONVOY_BACKEND, else auto when built with oneDNN, else native].
     #[arg(long, value_parser = parse_backend, env = "CONVOY_BACKEND")]
     pub backend: Option<Backend>,
 }

@@ -105,7 +105,8 @@ pub struct CalibrateArgs {
     /// Intra-op threads (the cores of one node) [all cores].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// The library that runs the convolutions, as for `convoy train` [dnnl when built with it].
+    /// The library that runs convolutions and linear layers, as for `convoy train` [auto when
+    /// built with oneDNN, else native].
     #[arg(long, value_parser = super::parse_backend, env = "CONVOY_BACKEND")]
     pub backend: Option<crate::layers::Backend>,
     /// Timed repetitions per layer (the median is kept).

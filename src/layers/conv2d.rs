@@ -229,8 +229,21 @@ impl Conv2d {
         Some(direct::Direct { isa, oc, f, groups: self.cfg.groups, bias: self.cfg.bias })
     }
 
+    /// Under `Backend::Auto`, whether this shape stays on the native kernels: 3×3 convolutions
+    /// on the plane kernels with at most 32 input channels per group (ResNet-20's first two
+    /// stages). Measured with `convoy bench --layers` (batch 64): there the native kernels took
+    /// 11.1 against oneDNN's 11.4 ms per 16-channel 32×32 layer on one thread and 5.7 against
+    /// 8.4 ms on two (oneDNN converts every tensor to and from its blocked layout, and on two
+    /// threads those passes share the memory bandwidth); everywhere else oneDNN was as fast or
+    /// faster (strided and 8×8 layers 1.3–1.6×, LeNet's 5×5 2×, VGG-11 and AlexNet throughout).
+    fn native_pays(&self) -> bool {
+        let g = &self.geom;
+        matches!(self.algo, ConvAlgo::Direct(_)) && (g.kh, g.kw) == (3, 3) && g.c <= 32
+    }
+
     /// The engine of `backend` (made on first use), or `None` for the native kernels.
     fn engine(&mut self, backend: Backend) -> Result<Option<&mut Box<dyn LayerEngine>>, LayerError> {
+        let backend = backend.resolve(self.native_pays());
         self.backend = backend;
         if backend == Backend::Native {
             return Ok(None);

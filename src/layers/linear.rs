@@ -42,6 +42,7 @@ impl Linear {
 
     /// The engine of `backend` (made on first use), or `None` for the native GEMM.
     fn engine(&mut self, backend: Backend) -> Result<Option<&mut Box<dyn LayerEngine>>, LayerError> {
+        let backend = backend.resolve(false);
         self.backend = backend;
         if backend == Backend::Native {
             return Ok(None);

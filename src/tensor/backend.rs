@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-/// Which library runs convolutions.
+/// Which library runs convolutions and linear layers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
     /// convoy's own kernels (the default build).
@@ -17,28 +17,44 @@ pub enum Backend {
     Native,
     /// oneDNN, linked from the system (`cargo build --release --features dnnl`).
     Dnnl,
+    /// Per layer, the library measured faster for its shape (`layers::conv2d` says which);
+    /// native everywhere in a build without oneDNN. The rule depends on the shape alone, never
+    /// on timing or thread count, so every worker of a run makes the same choice.
+    Auto,
 }
 
 impl Backend {
     /// The names `--backend` accepts.
-    pub const NAMES: &'static str = "native, dnnl";
+    pub const NAMES: &'static str = "auto, native, dnnl";
 
     /// Parses a `--backend` value; `dnnl` in a build without it is an error saying how to build.
     pub fn parse(s: &str) -> Result<Backend, String> {
         match s {
             "native" => Ok(Backend::Native),
+            "auto" => Ok(Backend::Auto),
             "dnnl" | "onednn" if cfg!(feature = "dnnl") => Ok(Backend::Dnnl),
             "dnnl" | "onednn" => Err("this convoy was built without oneDNN; hint: apt-get install -y libdnnl-dev libclang-dev, then cargo build --release --features dnnl".into()),
             other => Err(format!("unknown backend '{other}'; hint: one of {}", Backend::NAMES)),
         }
     }
 
-    /// The best backend of this build: oneDNN when linked, else the native kernels.
+    /// The best backend of this build: per layer (`Auto`) when oneDNN is linked, else the
+    /// native kernels.
     pub fn best() -> Backend {
         if cfg!(feature = "dnnl") {
-            Backend::Dnnl
+            Backend::Auto
         } else {
             Backend::Native
+        }
+    }
+
+    /// The library a layer runs on: `self`, or for `Auto` oneDNN where it is built and
+    /// `native_pays` does not say otherwise.
+    pub fn resolve(self, native_pays: bool) -> Backend {
+        match self {
+            Backend::Auto if native_pays || !cfg!(feature = "dnnl") => Backend::Native,
+            Backend::Auto => Backend::Dnnl,
+            b => b,
         }
     }
 
@@ -47,6 +63,7 @@ impl Backend {
         match self {
             Backend::Native => "native",
             Backend::Dnnl => "dnnl",
+            Backend::Auto => "auto",
         }
     }
 }
@@ -104,8 +121,8 @@ pub trait LayerEngine: Send {
 
 /// The engine that runs the convolution `desc` on `backend`; `None` for the native kernels.
 pub fn conv_engine(backend: Backend, desc: &ConvDesc) -> Result<Option<Box<dyn LayerEngine>>, String> {
-    match backend {
-        Backend::Native => Ok(None),
+    match backend.resolve(false) {
+        Backend::Native | Backend::Auto => Ok(None),
         #[cfg(feature = "dnnl")]
         Backend::Dnnl => Ok(Some(Box::new(super::dnnl::DnnlEngine::new(super::dnnl::Op::Conv(*desc))?))),
         #[cfg(not(feature = "dnnl"))]
@@ -119,8 +136,8 @@ pub fn conv_engine(backend: Backend, desc: &ConvDesc) -> Result<Option<Box<dyn L
 /// The engine that runs a linear layer (`inf` → `outf` features, with a bias when `bias`) on
 /// `backend`; `None` for the native kernels.
 pub fn linear_engine(backend: Backend, inf: usize, outf: usize, bias: bool) -> Result<Option<Box<dyn LayerEngine>>, String> {
-    match backend {
-        Backend::Native => Ok(None),
+    match backend.resolve(false) {
+        Backend::Native | Backend::Auto => Ok(None),
         #[cfg(feature = "dnnl")]
         Backend::Dnnl => Ok(Some(Box::new(super::dnnl::DnnlEngine::new(super::dnnl::Op::Linear { inf, outf, bias })?))),
         #[cfg(not(feature = "dnnl"))]
@@ -141,12 +158,16 @@ mod tests {
         assert_eq!(Backend::parse("native").unwrap().to_string(), "native");
         let e = Backend::parse("cudnn").unwrap_err();
         assert!(e.contains("cudnn") && e.contains(Backend::NAMES), "{e}");
+        assert_eq!(Backend::parse("auto"), Ok(Backend::Auto));
+        assert_eq!(Backend::Auto.resolve(true), Backend::Native);
         if cfg!(feature = "dnnl") {
             assert_eq!(Backend::parse("dnnl"), Ok(Backend::Dnnl));
-            assert_eq!(Backend::best(), Backend::Dnnl);
+            assert_eq!(Backend::best(), Backend::Auto);
+            assert_eq!(Backend::Auto.resolve(false), Backend::Dnnl);
         } else {
             assert!(Backend::parse("dnnl").unwrap_err().contains("--features dnnl"));
             assert_eq!(Backend::best(), Backend::Native);
+            assert_eq!(Backend::Auto.resolve(false), Backend::Native);
             assert!(conv_engine(Backend::Dnnl, &ConvDesc { c: 1, h: 3, w: 3, o: 1, oh: 1, ow: 1, kernel: [3, 3], stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, bias: false }).is_err());
         }
         assert!(conv_engine(Backend::Native, &ConvDesc { c: 1, h: 3, w: 3, o: 1, oh: 1, ow: 1, kernel: [3, 3], stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, bias: false }).unwrap().is_none());

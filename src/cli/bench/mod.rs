@@ -67,7 +67,8 @@ pub struct StepArgs {
     /// Intra-op threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// The library that runs the convolutions: native, dnnl [dnnl when built with it].
+    /// The library that runs convolutions and linear layers: auto, native, dnnl [auto when built
+    /// with oneDNN, else native].
     #[arg(long, value_parser = super::parse_backend, env = "CONVOY_BACKEND")]
     pub backend: Option<Backend>,
     /// Timed steps (the median is reported).

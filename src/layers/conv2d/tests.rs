@@ -336,6 +336,30 @@ fn dnnl_backend_passes_the_gradient_check_and_agrees_with_im2col() {
     }
 }
 
+/// `Backend::Auto` keeps ResNet's small 3×3 plane-kernel layers native and sends the rest to
+/// oneDNN, and computes what each of them does.
+#[cfg(feature = "dnnl")]
+#[test]
+fn auto_backend_picks_per_shape() {
+    let cases = [
+        (Conv2dConfig { padding: [1, 1], bias: false, ..cfg(16, 3) }, [16, 16, 16], true),
+        (Conv2dConfig { stride: [2, 2], padding: [1, 1], bias: false, ..cfg(32, 3) }, [16, 16, 16], false),
+        (Conv2dConfig { padding: [2, 2], ..cfg(50, 5) }, [20, 12, 12], false),
+    ];
+    for (c, s, native) in cases {
+        let x = random_tensor(&[2, s[0], s[1], s[2]], 7);
+        let mut l = Conv2d::new(c, &s).unwrap();
+        let p = init_params(&l, 1);
+        let direct = matches!(l.algo(), ConvAlgo::Direct(_));
+        let (y0, dp0, dx0) = forward_backward(&mut l, &p, &x, 1);
+        let (y, dp, dx) = forward_backward_on(Backend::Auto, &mut l, &p, &x, 1);
+        assert_eq!(l.kernel().starts_with("dnnl"), !(native && direct), "{c:?} on {s:?}: {}", l.kernel());
+        assert_close("y", y.data(), y0.data(), 1e-4);
+        assert_close("dx", dx.data(), dx0.data(), 1e-4);
+        assert_close("dp", &dp, &dp0, 1e-3);
+    }
+}
+
 /// The PyTorch golden case above on oneDNN.
 #[cfg(feature = "dnnl")]
 #[test]

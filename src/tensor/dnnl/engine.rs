@@ -12,15 +12,21 @@ use rayon::prelude::*;
 /// Batch sizes whose primitives are kept.
 const CACHE: usize = 4;
 
+/// Largest weight count (16 MiB) for which a linear layer too cuts the batch into parts, one
+/// weight-gradient partial each; above (AlexNet's fc6 and fc7), it runs whole on OpenMP threads.
+const PART_MAX_WEIGHTS: usize = 1 << 22;
+
 /// A convolution or a linear layer of one shape on oneDNN.
 ///
 /// Threads: a convolution cuts the batch into one part per thread, as the native path does, each
 /// part with its own engine, stream, primitives and gradient buffers, run on the rayon pool with
 /// oneDNN single-threaded inside; the weight-gradient partials are summed in part order. So the
 /// result depends on the thread count only as the native one does, and oneDNN's OpenMP team
-/// never starts beside convoy's rayon threads (measured: ResNet-20 on 2 threads ran at the same
-/// speed either way, 372 against 370 images/s). A linear layer (weights up to 150 MB in AlexNet,
-/// where a partial per thread would cost more than it saves) runs whole, on OpenMP threads.
+/// never starts beside convoy's rayon threads: its threads spin after each parallel region and
+/// took the cores from the native layers around (keras-mnist on 2 threads: backward 6.5 ms with
+/// fc1 on OpenMP, 2.4 natively). Linear layers split the same way up to `PART_MAX_WEIGHTS`;
+/// larger ones (AlexNet's fc6 and fc7: a 150 MB partial per thread would cost more than it
+/// saves) run whole on OpenMP threads.
 pub struct DnnlEngine {
     op: Op,
     name: &'static str,
@@ -80,8 +86,8 @@ impl DnnlEngine {
     /// Rows per part and OpenMP threads per part for a batch of `n` on `threads` threads.
     fn split(&self, n: usize, threads: usize) -> (usize, usize) {
         match self.op {
-            Op::Conv(_) => (n.div_ceil(threads.clamp(1, n.max(1))).max(1), 1),
-            Op::Linear { .. } => (n.max(1), threads.max(1)),
+            Op::Linear { .. } if self.op.weights_len() > PART_MAX_WEIGHTS => (n.max(1), threads.max(1)),
+            _ => (n.div_ceil(threads.clamp(1, n.max(1))).max(1), 1),
         }
     }
 
