@@ -249,21 +249,7 @@ impl Conv2d {
             return Ok(None);
         }
         if self.engine.is_none() {
-            let g = &self.geom;
-            let desc = ConvDesc {
-                c: self.in_shape[0],
-                h: g.h,
-                w: g.w,
-                o: self.cfg.out_channels,
-                oh: g.oh,
-                ow: g.ow,
-                kernel: self.cfg.kernel,
-                stride: self.cfg.stride,
-                padding: self.cfg.padding,
-                dilation: self.cfg.dilation,
-                groups: self.cfg.groups,
-                bias: self.cfg.bias,
-            };
+            let desc = ConvDesc { shape: self.geom, o: self.cfg.out_channels, groups: self.cfg.groups, bias: self.cfg.bias };
             self.engine = backend::conv_engine(backend, &desc).map_err(|msg| LayerError::Config { op: "conv2d", msg })?;
         }
         Ok(self.engine.as_mut())

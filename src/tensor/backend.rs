@@ -7,6 +7,7 @@
 //! Caffe runs on MKL-DNN) is the one built today; an accelerator backend goes in the same place.
 //! An engine keeps whatever layout its library prefers inside, and converts at its edges.
 
+use super::im2col::ConvShape;
 use std::fmt;
 
 /// Which library runs convolutions and linear layers.
@@ -74,29 +75,14 @@ impl fmt::Display for Backend {
     }
 }
 
-/// The shape of a convolution, PyTorch's `nn.Conv2d` parameters for per-sample input [c, h, w].
+/// The shape of a convolution (PyTorch's `nn.Conv2d` parameters for one sample).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvDesc {
-    /// Input channels.
-    pub c: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Output channels.
+    /// One group's geometry: its input channels, the input and output sizes, kernel, stride,
+    /// padding (each side) and dilation.
+    pub shape: ConvShape,
+    /// Output channels, all groups.
     pub o: usize,
-    /// Output height.
-    pub oh: usize,
-    /// Output width.
-    pub ow: usize,
-    /// Kernel [h, w].
-    pub kernel: [usize; 2],
-    /// Stride [h, w].
-    pub stride: [usize; 2],
-    /// Zero padding [h, w] on each side.
-    pub padding: [usize; 2],
-    /// Dilation [h, w].
-    pub dilation: [usize; 2],
     /// Groups.
     pub groups: usize,
     /// With a bias.
@@ -152,6 +138,12 @@ pub fn linear_engine(backend: Backend, inf: usize, outf: usize, bias: bool) -> R
 mod tests {
     use super::*;
 
+    /// A 3×3 convolution of one channel on 3×3.
+    fn desc() -> ConvDesc {
+        let shape = ConvShape { c: 1, h: 3, w: 3, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1, oh: 1, ow: 1 };
+        ConvDesc { shape, o: 1, groups: 1, bias: false }
+    }
+
     #[test]
     fn names_parse_and_unknown_ones_list_the_choices() {
         assert_eq!(Backend::parse("native"), Ok(Backend::Native));
@@ -168,8 +160,8 @@ mod tests {
             assert!(Backend::parse("dnnl").unwrap_err().contains("--features dnnl"));
             assert_eq!(Backend::best(), Backend::Native);
             assert_eq!(Backend::Auto.resolve(false), Backend::Native);
-            assert!(conv_engine(Backend::Dnnl, &ConvDesc { c: 1, h: 3, w: 3, o: 1, oh: 1, ow: 1, kernel: [3, 3], stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, bias: false }).is_err());
+            assert!(conv_engine(Backend::Dnnl, &desc()).is_err());
         }
-        assert!(conv_engine(Backend::Native, &ConvDesc { c: 1, h: 3, w: 3, o: 1, oh: 1, ow: 1, kernel: [3, 3], stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, bias: false }).unwrap().is_none());
+        assert!(conv_engine(Backend::Native, &desc()).unwrap().is_none());
     }
 }

@@ -92,24 +92,29 @@ fn forward_backward_on(backend: Backend, l: &mut Conv2d, p: &[f32], x: &Tensor, 
 /// print(list(y.shape), y.flatten().tolist()[:12], x.grad.flatten().tolist()[:20],
 ///       conv.weight.grad.flatten().tolist()[:12], conv.bias.grad.tolist())
 /// ```
+/// On every backend of this build; the gradients start at 0.5: backward accumulates.
 #[test]
 fn golden_pytorch_groups_stride_padding() {
-    let x = Tensor::from_vec(&[2, 4, 5, 5], (0..200).map(|i| (i as f32 * 0.13).sin()).collect()).unwrap();
-    let c = Conv2dConfig { stride: [2, 2], padding: [1, 1], groups: 2, ..cfg(4, 3) };
-    let mut l = Conv2d::new(c, &[4, 5, 5]).unwrap();
-    let mut p: Vec<f32> = (0..72).map(|i| (i as f32 * 0.29).cos()).collect();
-    p.extend([0.1, -0.2, 0.3, -0.4]);
-    let ctx = Ctx::simple(Mode::Train);
-    let mut y = Tensor::default();
-    l.forward(&ctx, &p, &x, &mut y).unwrap();
-    assert_eq!(y.shape(), &GOLDEN_SHAPE);
-    let dy = Tensor::from_vec(y.shape(), (0..y.len()).map(|i| (i as f32 * 0.21).sin()).collect()).unwrap();
-    let (mut dp, mut dx) = (vec![0.0; p.len()], Tensor::default());
-    l.backward(&ctx, &p, &mut dp, &x, &y, &dy, Some(&mut dx)).unwrap();
-    assert_close("y", &y.data()[..12], &GOLDEN_Y, 1e-5);
-    assert_close("dx", &dx.data()[..20], &GOLDEN_DX, 1e-5);
-    assert_close("dw", &dp[..12], &GOLDEN_DW, 1e-4);
-    assert_close("db", &dp[72..], &GOLDEN_DB, 1e-4);
+    let backends = if cfg!(feature = "dnnl") { vec![Backend::Native, Backend::Dnnl] } else { vec![Backend::Native] };
+    for backend in backends {
+        let x = Tensor::from_vec(&[2, 4, 5, 5], (0..200).map(|i| (i as f32 * 0.13).sin()).collect()).unwrap();
+        let c = Conv2dConfig { stride: [2, 2], padding: [1, 1], groups: 2, ..cfg(4, 3) };
+        let mut l = Conv2d::new(c, &[4, 5, 5]).unwrap();
+        let mut p: Vec<f32> = (0..72).map(|i| (i as f32 * 0.29).cos()).collect();
+        p.extend([0.1, -0.2, 0.3, -0.4]);
+        let ctx = Ctx { backend, ..Ctx::simple(Mode::Train) };
+        let mut y = Tensor::default();
+        l.forward(&ctx, &p, &x, &mut y).unwrap();
+        assert_eq!(y.shape(), &GOLDEN_SHAPE);
+        let dy = Tensor::from_vec(y.shape(), (0..y.len()).map(|i| (i as f32 * 0.21).sin()).collect()).unwrap();
+        let (mut dp, mut dx) = (vec![0.5; p.len()], Tensor::default());
+        l.backward(&ctx, &p, &mut dp, &x, &y, &dy, Some(&mut dx)).unwrap();
+        dp.iter_mut().for_each(|v| *v -= 0.5);
+        assert_close(&format!("y, {backend}"), &y.data()[..12], &GOLDEN_Y, 1e-5);
+        assert_close(&format!("dx, {backend}"), &dx.data()[..20], &GOLDEN_DX, 1e-5);
+        assert_close(&format!("dw, {backend}"), &dp[..12], &GOLDEN_DW, 1e-4);
+        assert_close(&format!("db, {backend}"), &dp[72..], &GOLDEN_DB, 1e-4);
+    }
 }
 
 #[test]
@@ -358,30 +363,6 @@ fn auto_backend_picks_per_shape() {
         assert_close("dx", dx.data(), dx0.data(), 1e-4);
         assert_close("dp", &dp, &dp0, 1e-3);
     }
-}
-
-/// The PyTorch golden case above on oneDNN.
-#[cfg(feature = "dnnl")]
-#[test]
-fn dnnl_backend_matches_the_pytorch_golden() {
-    let x = Tensor::from_vec(&[2, 4, 5, 5], (0..200).map(|i| (i as f32 * 0.13).sin()).collect()).unwrap();
-    let c = Conv2dConfig { stride: [2, 2], padding: [1, 1], groups: 2, ..cfg(4, 3) };
-    let mut l = Conv2d::new(c, &[4, 5, 5]).unwrap();
-    let mut p: Vec<f32> = (0..72).map(|i| (i as f32 * 0.29).cos()).collect();
-    p.extend([0.1, -0.2, 0.3, -0.4]);
-    let ctx = Ctx { backend: Backend::Dnnl, ..Ctx::simple(Mode::Train) };
-    let mut y = Tensor::default();
-    l.forward(&ctx, &p, &x, &mut y).unwrap();
-    assert_eq!(y.shape(), &GOLDEN_SHAPE);
-    let dy = Tensor::from_vec(y.shape(), (0..y.len()).map(|i| (i as f32 * 0.21).sin()).collect()).unwrap();
-    let (mut dp, mut dx) = (vec![0.5; p.len()], Tensor::default());
-    l.backward(&ctx, &p, &mut dp, &x, &y, &dy, Some(&mut dx)).unwrap();
-    // dp started at 0.5: backward accumulates, as on the native path.
-    dp.iter_mut().for_each(|v| *v -= 0.5);
-    assert_close("y", &y.data()[..12], &GOLDEN_Y, 1e-5);
-    assert_close("dx", &dx.data()[..20], &GOLDEN_DX, 1e-5);
-    assert_close("dw", &dp[..12], &GOLDEN_DW, 1e-4);
-    assert_close("db", &dp[72..], &GOLDEN_DB, 1e-4);
 }
 
 #[cfg(not(feature = "dnnl"))]

@@ -51,7 +51,7 @@ impl Op {
     /// Input floats per sample.
     pub fn sample_len(&self) -> usize {
         match self {
-            Op::Conv(d) => d.c * d.h * d.w,
+            Op::Conv(d) => d.shape.c * d.groups * d.shape.h * d.shape.w,
             Op::Linear { inf, .. } => *inf,
         }
     }
@@ -59,7 +59,7 @@ impl Op {
     /// Weight floats.
     pub fn weights_len(&self) -> usize {
         match self {
-            Op::Conv(d) => d.o * d.c / d.groups * d.kernel[0] * d.kernel[1],
+            Op::Conv(d) => d.o * d.shape.rows(),
             Op::Linear { inf, outf, .. } => inf * outf,
         }
     }
@@ -75,9 +75,9 @@ impl Op {
     pub(super) fn mds(&self, n: usize) -> Result<Mds, String> {
         let (sdims, wdims, ddims, o, stag, wtag): (Vec<usize>, Vec<usize>, Vec<usize>, usize, _, _) = match self {
             Op::Conv(d) => {
-                let (g, og, cg) = (d.groups, d.o / d.groups, d.c / d.groups);
-                let (w, t) = if g > 1 { (vec![g, og, cg, d.kernel[0], d.kernel[1]], sys::dnnl_goihw) } else { (vec![d.o, d.c, d.kernel[0], d.kernel[1]], sys::dnnl_oihw) };
-                (vec![n, d.c, d.h, d.w], w, vec![n, d.o, d.oh, d.ow], d.o, sys::dnnl_nchw, t)
+                let (s, g, og) = (&d.shape, d.groups, d.o / d.groups);
+                let (w, t) = if g > 1 { (vec![g, og, s.c, s.kh, s.kw], sys::dnnl_goihw) } else { (vec![d.o, s.c, s.kh, s.kw], sys::dnnl_oihw) };
+                (vec![n, s.c * g, s.h, s.w], w, vec![n, d.o, s.oh, s.ow], d.o, sys::dnnl_nchw, t)
             }
             Op::Linear { inf, outf, .. } => (vec![n, *inf], vec![*outf, *inf], vec![n, *outf], *outf, sys::dnnl_nc, sys::dnnl_oi),
         };
@@ -100,12 +100,11 @@ impl Op {
         let bias = if has_bias { &m.bias as *const Md } else { ptr::null() };
         match self {
             Op::Conv(d) => {
-                let i = |v: usize| v as sys::dnnl_dim_t;
+                let (s, i) = (&d.shape, |v: usize| v as sys::dnnl_dim_t);
                 // oneDNN wants the right padding that makes the output size exact (PyTorch floors).
-                let (ins, outs) = ([d.h, d.w], [d.oh, d.ow]);
-                let pad_r = |a: usize| (i((outs[a].max(1) - 1) * d.stride[a] + (d.kernel[a] - 1) * d.dilation[a] + 1) - i(ins[a]) - i(d.padding[a])).min(i(d.padding[a]));
-                let (strides, dilates) = ([i(d.stride[0]), i(d.stride[1])], [i(d.dilation[0]) - 1, i(d.dilation[1]) - 1]);
-                let (pl, pr) = ([i(d.padding[0]), i(d.padding[1])], [pad_r(0), pad_r(1)]);
+                let pad_r = |input: usize, out: usize, k: usize, st: usize, p: usize, dil: usize| (i((out.max(1) - 1) * st + (k - 1) * dil + 1) - i(input) - i(p)).min(i(p));
+                let (strides, dilates) = ([i(s.sh), i(s.sw)], [i(s.dh) - 1, i(s.dw) - 1]);
+                let (pl, pr) = ([i(s.ph), i(s.pw)], [pad_r(s.h, s.oh, s.kh, s.sh, s.ph, s.dh), pad_r(s.w, s.ow, s.kw, s.sw, s.pw, s.dw)]);
                 // SAFETY: zeroed plain C struct, initialised by the call below.
                 let mut cd: Box<sys::dnnl_convolution_desc_t> = Box::new(unsafe { std::mem::zeroed() });
                 let alg = sys::dnnl_convolution_direct;
