@@ -154,13 +154,11 @@ fn tensor_split_equals_single_worker_and_each_worker_holds_only_its_slices() {
 /// CIFAR-shaped synthetic data for the ResNets: 3×32×32, 10 classes, 96 training and 32 test
 /// samples.
 const CIFAR: &str = "synthetic:3x32x32:10:96:32";
-/// Three steps: ResNet-20 has some 3 million ReLUs per batch of 16, and from the fourth step on a
-/// pre-activation within rounding of zero now and then flips one element's gradient, after
-/// which the runs drift apart at the 1e-6..1e-4 level — data parallelism (2 or 3 workers,
-/// SyncBatchNorm) does the same. Up to three steps both stay near 2e-8.
-const THREE_STEPS: [&str; 8] = ["--steps", "3", "--batch-size", "16", "--threads", "1", "--seed", "7"];
-/// Two steps for the tensor split, whose slices also sum the input gradient in parts, and the
-/// hybrid, whose split classifier sums the convolutions' output gradient in parts: with the
+/// Two steps: ResNet-20 has some 3 million ReLUs per batch of 16, and from the third or fourth
+/// step on a pre-activation within rounding of zero now and then flips one element's gradient,
+/// after which the runs drift apart at the 1e-6..1e-4 level — data parallelism (2 or 3 workers,
+/// SyncBatchNorm) does the same. The tensor split's slices also sum the input gradient in parts,
+/// and the hybrid's split classifier sums the convolutions' output gradient in parts: with the
 /// direct convolution kernels a flip comes at the third step for some of their runs (1e-5),
 /// while two steps stay within 2.2e-6 (most near 1e-8).
 const TWO_STEPS: [&str; 8] = ["--steps", "2", "--batch-size", "16", "--threads", "1", "--seed", "7"];
@@ -228,6 +226,8 @@ fn hybrid_resnet20_with_sync_batch_norm_equals_single_worker() {
 
 /// A checkpoint written by a tensor split of ResNet-20-B holds the whole model under the
 /// single-worker names: resumed by one worker, the run ends where the uninterrupted one does.
+/// Two steps, the checkpoint after the first (TWO_STEPS says why: with three steps, checkpoint
+/// after two, a CI machine measured 1.79e-5 where this one measures 1e-8).
 #[test]
 #[cfg_attr(debug_assertions, ignore = "release suite: trains ResNet-20")]
 fn tensor_split_checkpoint_of_resnet20_b_resumes_on_one_worker() {
@@ -235,13 +235,13 @@ fn tensor_split_checkpoint_of_resnet20_b_resumes_on_one_worker() {
     let m = ["--model", "resnet20-b"];
     let dir = std::env::temp_dir().join(format!("convoy-tensor-dag-ckpt-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (cfg, _) = config(&[&THREE_STEPS[..], &SGD[..], &m].concat(), data);
+    let (cfg, _) = config(&[&TWO_STEPS[..], &SGD[..], &m].concat(), data);
     let want = train(&cfg, &mut Recorder::default()).unwrap().params;
-    let ck = ["--checkpoint-dir", dir.to_str().unwrap(), "--checkpoint-every", "2"];
-    let (cfg, pc) = config(&[&THREE_STEPS[..], &SGD[..], &m, &["--strategy", "tensor", "--mp", "3"], &ck].concat(), data);
+    let ck = ["--checkpoint-dir", dir.to_str().unwrap(), "--checkpoint-every", "1"];
+    let (cfg, pc) = config(&[&TWO_STEPS[..], &SGD[..], &m, &["--strategy", "tensor", "--mp", "3"], &ck].concat(), data);
     parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap();
-    let (mut cfg, _) = config(&[&THREE_STEPS[..], &SGD[..], &m].concat(), data);
-    cfg.resume = Some(dir.join("step-2"));
+    let (mut cfg, _) = config(&[&TWO_STEPS[..], &SGD[..], &m].concat(), data);
+    cfg.resume = Some(dir.join("step-1"));
     let got = train(&cfg, &mut Recorder::default()).unwrap().params;
     let e = rel_err(&got, &want);
     eprintln!("resnet20-b tensor mp 3 checkpoint → 1 worker: {e:.2e}");
