@@ -19,9 +19,11 @@ pub enum Isa {
 
 impl Isa {
     /// The best instruction set of this CPU (detected once), or `None` (portable code only).
+    /// `CONVOY_MAX_ISA=avx2` (or `portable`) caps it, as `ONEDNN_MAX_CPU_ISA` does for oneDNN:
+    /// it runs, on an AVX-512 machine, the kernels an AVX2 machine would run.
     pub fn best() -> Option<Isa> {
         static BEST: OnceLock<Option<Isa>> = OnceLock::new();
-        *BEST.get_or_init(detect)
+        *BEST.get_or_init(|| cap(detect(), std::env::var("CONVOY_MAX_ISA").ok().as_deref()))
     }
 
     /// True when this CPU can run `self` (no allocation: the kernels check it on every call).
@@ -43,6 +45,20 @@ impl Isa {
         match self {
             Isa::Avx512 => 16,
             Isa::Avx2 => 8,
+        }
+    }
+}
+
+/// `detected`, capped by the value of `CONVOY_MAX_ISA` (unknown values are ignored with a warning).
+fn cap(detected: Option<Isa>, max: Option<&str>) -> Option<Isa> {
+    match (max.map(|m| m.trim().to_ascii_lowercase()).as_deref(), detected) {
+        (None | Some("" | "avx512"), d) => d,
+        (Some("avx2"), Some(_)) => Some(Isa::Avx2),
+        (Some("avx2"), None) => None,
+        (Some("portable" | "none"), _) => None,
+        (Some(other), d) => {
+            tracing::warn!("CONVOY_MAX_ISA={other} is not one of avx512, avx2, portable: ignored");
+            d
         }
     }
 }
@@ -215,4 +231,19 @@ unsafe fn fma_chains_avx512(iters: u64) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_chains_avx2(iters: u64) -> f32 {
     fma_chains::<Avx2>(iters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{cap, Isa};
+
+    #[test]
+    fn convoy_max_isa_caps_the_detected_instruction_set() {
+        assert_eq!(cap(Some(Isa::Avx512), None), Some(Isa::Avx512));
+        assert_eq!(cap(Some(Isa::Avx512), Some("AVX2")), Some(Isa::Avx2));
+        assert_eq!(cap(Some(Isa::Avx2), Some("avx512")), Some(Isa::Avx2));
+        assert_eq!(cap(None, Some("avx2")), None);
+        assert_eq!(cap(Some(Isa::Avx2), Some("portable")), None);
+        assert_eq!(cap(Some(Isa::Avx512), Some("sse")), Some(Isa::Avx512));
+    }
 }
