@@ -5,12 +5,13 @@
 #   all: every zoo model at batch 64 and 128, and AlexNet 227×227 at batch 32, threads 1 and 2,
 #   as the engine-speed issue asks; prints a markdown table.
 # With oneDNN's headers installed (apt-get install -y libdnnl-dev) convoy is built with
-# `--features dnnl` and both backends are measured: native and dnnl columns side by side.
+# `--features dnnl` and every backend is measured: native, auto (that build's default: oneDNN or
+# native per layer) and dnnl columns side by side; BACKENDS="auto" (say) measures fewer.
 # Needs PyTorch: pip install torch numpy (the script installs them when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -c 'import torch' 2>/dev/null || pip install --quiet torch numpy
-if [ -f /usr/include/oneapi/dnnl/dnnl.h ]; then backends=(native dnnl); features=(--features dnnl); else backends=(native); features=(); fi
+if [ -f /usr/include/oneapi/dnnl/dnnl.h ]; then read -r -a backends <<<"${BACKENDS:-native auto dnnl}"; features=(--features dnnl); else backends=(native); features=(); fi
 cargo build --release --quiet "${features[@]}"
 bin=${CARGO_TARGET_DIR:-target}/release/convoy
 steps=${3:-30}

@@ -4,13 +4,13 @@
 # repeated R times (default 3), alternating. The target: convoy ≤ 0.5× PyTorch's wall time.
 # Usage: bash bench/mnist_time.sh [R] [THREADS]   (THREADS default: all cores, convoy's default)
 # With oneDNN's headers installed convoy is built with `--features dnnl` (its default backend
-# then); BACKEND=native|dnnl chooses.
+# auto then); BACKEND=native|auto|dnnl chooses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-3}
 threads=${2:-$(nproc)}
 python3 -c 'import torch' 2>/dev/null || pip install --quiet torch numpy
-if [ -f /usr/include/oneapi/dnnl/dnnl.h ]; then features=(--features dnnl); backend=${BACKEND:-dnnl}; else features=(); backend=${BACKEND:-native}; fi
+if [ -f /usr/include/oneapi/dnnl/dnnl.h ]; then features=(--features dnnl); backend=${BACKEND:-auto}; else features=(); backend=${BACKEND:-native}; fi
 cargo build --release --quiet "${features[@]}"
 bin=${CARGO_TARGET_DIR:-target}/release/convoy
 echo "convoy backend: $backend"
