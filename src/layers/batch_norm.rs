@@ -56,23 +56,57 @@ fn lanes_sum(r: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     acc.iter().sum::<f32>() + rest
 }
 
-/// (Σ g, Σ g·(x − μ)) over a row of inputs `x` and gradients `g`, in 16 f32 lanes.
-fn lanes_sum2(x: &[f32], g: &[f32], mu: f32) -> (f32, f32) {
-    let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
+/// How a channel's input maps to its output: y = (x − μ)·s + β, then max(·, 0) with a fused
+/// ReLU. Forward and the fused backward's mask evaluate it with the same f32 operations, so the
+/// mask is exactly where the forward's output is positive.
+#[derive(Clone, Copy)]
+struct Affine {
+    mu: f32,
+    s: f32,
+    beta: f32,
+    relu: bool,
+}
+
+impl Affine {
+    /// Output of input `v` (before the ReLU).
+    #[inline(always)]
+    fn pre(&self, v: f32) -> f32 {
+        (v - self.mu) * self.s + self.beta
+    }
+
+    /// Gradient `g` of the output, passed back through the ReLU: 0 where the output is not
+    /// positive (`Relu::backward`'s rule).
+    #[inline(always)]
+    fn through_relu(&self, v: f32, g: f32) -> f32 {
+        if !self.relu || self.pre(v) > 0.0 {
+            g
+        } else {
+            0.0
+        }
+    }
+}
+
+/// (Σ g, Σ g·(x − μ)) over a row of inputs `x` and output gradients `g` (through the ReLU of
+/// `a` when fused), in 16 f32 lanes.
+fn lanes_sum2(x: &[f32], g: &[f32], a: Affine) -> (f32, f32) {
+    let (mut sa, mut sb) = ([0.0f32; 16], [0.0f32; 16]);
     let (xc, gc) = (x.chunks_exact(16), g.chunks_exact(16));
     let (mut ra, mut rb) = (0.0f32, 0.0f32);
+    let mu = a.mu;
     for (&xv, &gv) in xc.remainder().iter().zip(gc.remainder()) {
+        let gv = a.through_relu(xv, gv);
         ra += gv;
         rb += gv * (xv - mu);
     }
     for (xs, gs) in xc.zip(gc) {
         let (xs, gs): (&[f32; 16], &[f32; 16]) = (xs.try_into().expect("chunks of 16"), gs.try_into().expect("chunks of 16"));
         for i in 0..16 {
-            a[i] += gs[i];
-            b[i] += gs[i] * (xs[i] - mu);
+            let gv = a.through_relu(xs[i], gs[i]);
+            sa[i] += gv;
+            sb[i] += gv * (xs[i] - mu);
         }
     }
-    (a.iter().sum::<f32>() + ra, b.iter().sum::<f32>() + rb)
+    (sa.iter().sum::<f32>() + ra, sb.iter().sum::<f32>() + rb)
 }
 
 /// Sets `out` to `f(c)` for the `c_n` channels, on the rayon pool when `par`.
@@ -113,6 +147,8 @@ pub struct BatchNorm {
     sums: Vec<f64>,
     local: Vec<f64>,
     coef: Vec<(f64, f64)>,
+    /// A ReLU fused into the output (`fuse_relu`).
+    relu: bool,
 }
 
 const OP: &str = "batch_norm";
@@ -138,6 +174,7 @@ impl BatchNorm {
             sums: Vec::new(),
             local: vec![0.0; 2 * c],
             coef: vec![(0.0, 0.0); c],
+            relu: false,
         })
     }
 
@@ -159,6 +196,12 @@ impl BatchNorm {
         }
     }
 
+
+    /// Channel `c`'s map from input to output, with the statistics of the last forward.
+    fn affine(&self, p: &[f32], c: usize) -> Affine {
+        let beta = if self.cfg.affine { p[self.c + c] } else { 0.0 };
+        Affine { mu: self.mean[c] as f32, s: (self.invstd[c] * self.gamma(p, c)) as f32, beta, relu: self.relu }
+    }
 
     /// Sums `self.sums` over the workers (when syncing).
     fn reduce(&mut self, ctx: &Ctx) -> Result<(), LayerError> {
@@ -246,11 +289,11 @@ impl Layer for BatchNorm {
         let (cc, hw) = (self.c, self.hw);
         let this = &*self;
         let row = |i: usize, yo: &mut [f32], xi: &[f32]| {
-            let c = i % cc;
-            let (mu, s) = (this.mean[c] as f32, (this.invstd[c] * this.gamma(p, c)) as f32);
-            let beta = if this.cfg.affine { p[cc + c] } else { 0.0 };
-            for (o, &v) in yo.iter_mut().zip(xi) {
-                *o = (v - mu) * s + beta;
+            let a = this.affine(p, i % cc);
+            if a.relu {
+                yo.iter_mut().zip(xi).for_each(|(o, &v)| *o = a.pre(v).max(0.0));
+            } else {
+                yo.iter_mut().zip(xi).for_each(|(o, &v)| *o = a.pre(v));
             }
         };
         if ctx.threads > 1 && x.len() >= super::PAR_MIN {
@@ -267,25 +310,26 @@ impl Layer for BatchNorm {
         let (c_n, hw) = (self.c, self.hw);
         // Per channel: Σdy and Σdy·x̂ over this worker's values.
         let par = ctx.threads > 1 && x.len() >= super::PAR_MIN;
-        let (mean, invstd, xd, gd) = (&self.mean, &self.invstd, x.data(), dy.data());
+        let mut coef = std::mem::take(&mut self.coef);
+        let (this, xd, gd) = (&*self, x.data(), dy.data());
         // Σdy and Σdy·x̂ of channel c, in one pass over its values.
         let sums = |c: usize| {
-            let mu = mean[c] as f32;
-            rows(xd, c, c_n, hw).zip(rows(gd, c, c_n, hw)).fold((0.0f64, 0.0f64), |(a, b), (xr, gr)| {
-                let (sg, sgx) = lanes_sum2(xr, gr, mu);
-                (a + sg as f64, b + sgx as f64 * invstd[c])
+            let a = this.affine(p, c);
+            rows(xd, c, c_n, hw).zip(rows(gd, c, c_n, hw)).fold((0.0f64, 0.0f64), |(s, t), (xr, gr)| {
+                let (sg, sgx) = lanes_sum2(xr, gr, a);
+                (s + sg as f64, t + sgx as f64 * this.invstd[c])
             })
         };
-        let local = &mut self.local;
-        local.resize(2 * c_n, 0.0);
-        let pairs = &mut self.coef;
         if par {
             use rayon::prelude::*;
-            pairs.par_iter_mut().enumerate().for_each(|(c, o)| *o = sums(c));
+            coef.par_iter_mut().enumerate().for_each(|(c, o)| *o = sums(c));
         } else {
-            pairs.iter_mut().enumerate().for_each(|(c, o)| *o = sums(c));
+            coef.iter_mut().enumerate().for_each(|(c, o)| *o = sums(c));
         }
-        for (c, &(sg, sgx)) in pairs.iter().enumerate() {
+        self.coef = coef;
+        let local = &mut self.local;
+        local.resize(2 * c_n, 0.0);
+        for (c, &(sg, sgx)) in self.coef.iter().enumerate() {
             (local[c], local[c_n + c]) = (sg, sgx);
         }
         if self.cfg.affine {
@@ -312,12 +356,14 @@ impl Layer for BatchNorm {
         let this = &*self;
         let row = |i: usize, d: &mut [f32], xi: &[f32], gi: &[f32]| {
             let c = i % cc;
-            let (mu, is, (mean_dy, mean_dyx)) = (this.mean[c], this.invstd[c], this.coef[c]);
+            let (a, is, (mean_dy, mean_dyx)) = (this.affine(p, c), this.invstd[c], this.coef[c]);
             let s = this.gamma(p, c) * is;
             // dx = s·(dy − mean_dy − x̂·mean_dyx) = s·dy + k·(x − μ) + c0, coefficients in f64.
-            let (s32, k, c0, mu) = (s as f32, (-s * is * mean_dyx) as f32, (-s * mean_dy) as f32, mu as f32);
-            for ((o, &xv), &g) in d.iter_mut().zip(xi).zip(gi) {
-                *o = s32 * g + k * (xv - mu) + c0;
+            let (s32, k, c0, mu) = (s as f32, (-s * is * mean_dyx) as f32, (-s * mean_dy) as f32, a.mu);
+            if a.relu {
+                d.iter_mut().zip(xi).zip(gi).for_each(|((o, &xv), &g)| *o = s32 * a.through_relu(xv, g) + k * (xv - mu) + c0);
+            } else {
+                d.iter_mut().zip(xi).zip(gi).for_each(|((o, &xv), &g)| *o = s32 * g + k * (xv - mu) + c0);
             }
         };
         if par {
@@ -331,6 +377,11 @@ impl Layer for BatchNorm {
 
     fn flops_per_sample(&self) -> u64 {
         2 * (self.c * self.hw) as u64
+    }
+
+    fn fuse_relu(&mut self, on: bool) -> bool {
+        self.relu = on;
+        true
     }
 
     fn commit_buffers(&mut self, p: &mut [f32]) {

@@ -14,11 +14,17 @@ pub trait Join: Send {
     fn out_shape(&self) -> Vec<usize>;
     /// Forward over the inputs, in the order the spec lists them.
     fn forward(&mut self, xs: &[&Tensor], y: &mut Tensor) -> Result<(), LayerError>;
-    /// The gradient of input `k` (of batch shape `x_shape`) from `dy`: written into `dx`, or
-    /// added to it with `accumulate` (the input also feeds another layer).
-    fn backward_input(&self, k: usize, x_shape: &[usize], dy: &Tensor, dx: &mut Tensor, accumulate: bool);
+    /// The gradient of input `k` (of batch shape `x_shape`) from `dy`, the gradient of the last
+    /// forward's output `y`: written into `dx`, or added to it with `accumulate` (the input also
+    /// feeds another layer).
+    fn backward_input(&self, k: usize, x_shape: &[usize], y: &Tensor, dy: &Tensor, dx: &mut Tensor, accumulate: bool);
     /// Intra-op threads for the calls that follow (the net sets the step's before forward).
     fn set_threads(&mut self, _threads: usize) {}
+    /// A ReLU fused into the output, as `Layer::fuse_relu` (`y` in `backward_input` is then the
+    /// output after the ReLU).
+    fn fuse_relu(&mut self, _on: bool) -> bool {
+        false
+    }
 }
 
 fn check(op: &'static str, xs: &[&Tensor], shapes: &[Vec<usize>]) -> Result<usize, LayerError> {
@@ -69,6 +75,8 @@ pub struct Add {
     coeffs: Vec<f32>,
     /// Threads of the plain sum's passes (`set_threads`).
     threads: usize,
+    /// A ReLU fused into the output (`fuse_relu`).
+    relu: bool,
 }
 
 impl Add {
@@ -87,7 +95,7 @@ impl Add {
             return Err(LayerError::Config { op: "add", msg: format!("coefficient {c} is not finite") });
         }
         let coeffs = if coeffs.iter().all(|&c| c == 1.0) { Vec::new() } else { coeffs };
-        Ok(Add { shapes: shapes.to_vec(), coeffs, threads: 1 })
+        Ok(Add { shapes: shapes.to_vec(), coeffs, threads: 1, relu: false })
     }
 }
 
@@ -103,24 +111,33 @@ impl Join for Add {
     fn forward(&mut self, xs: &[&Tensor], y: &mut Tensor) -> Result<(), LayerError> {
         check("add", xs, &self.shapes)?;
         y.resize(xs[0].shape());
+        if let ([a, b], true) = (xs, self.coeffs.is_empty()) {
+            // The residual add (and its ReLU): one pass.
+            if self.relu {
+                super::par_zip3(self.threads, y.data_mut(), a.data(), b.data(), |y, a, b| {
+                    y.iter_mut().zip(a).zip(b).for_each(|((o, &u), &v)| *o = (u + v).max(0.0));
+                });
+            } else {
+                super::par_zip3(self.threads, y.data_mut(), a.data(), b.data(), |y, a, b| {
+                    y.iter_mut().zip(a).zip(b).for_each(|((o, &u), &v)| *o = u + v);
+                });
+            }
+            return Ok(());
+        }
         if !self.coeffs.is_empty() {
             let c0 = self.coeffs[0];
             y.data_mut().iter_mut().zip(xs[0].data()).for_each(|(o, &v)| *o = c0 * v);
             for (x, &c) in xs[1..].iter().zip(&self.coeffs[1..]) {
                 y.data_mut().iter_mut().zip(x.data()).for_each(|(o, &v)| *o += c * v);
             }
-            return Ok(());
+        } else {
+            y.data_mut().copy_from_slice(xs[0].data());
+            for x in &xs[1..] {
+                super::par_zip2(self.threads, y.data_mut(), x.data(), |y, x| y.iter_mut().zip(x).for_each(|(o, &v)| *o += v));
+            }
         }
-        if let [a, b] = xs {
-            // The residual add: one pass.
-            super::par_zip3(self.threads, y.data_mut(), a.data(), b.data(), |y, a, b| {
-                y.iter_mut().zip(a).zip(b).for_each(|((o, &u), &v)| *o = u + v);
-            });
-            return Ok(());
-        }
-        y.data_mut().copy_from_slice(xs[0].data());
-        for x in &xs[1..] {
-            super::par_zip2(self.threads, y.data_mut(), x.data(), |y, x| y.iter_mut().zip(x).for_each(|(o, &v)| *o += v));
+        if self.relu {
+            y.data_mut().iter_mut().for_each(|v| *v = v.max(0.0));
         }
         Ok(())
     }
@@ -129,8 +146,23 @@ impl Join for Add {
         self.threads = threads;
     }
 
-    fn backward_input(&self, k: usize, x_shape: &[usize], dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
-        if let Some(&c) = self.coeffs.get(k) {
+    fn fuse_relu(&mut self, on: bool) -> bool {
+        self.relu = on;
+        true
+    }
+
+    fn backward_input(&self, k: usize, x_shape: &[usize], y: &Tensor, dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
+        if self.relu {
+            // dy where the output passed the ReLU, as `Relu::backward` computes it.
+            let (g, y) = (dy.data(), y.data());
+            let c = self.coeffs.get(k).copied().unwrap_or(1.0);
+            if accumulate {
+                super::par_zip3(self.threads, dx.data_mut(), g, y, |d, g, y| d.iter_mut().zip(g).zip(y).for_each(|((d, &g), &o)| *d += c * if o > 0.0 { g } else { 0.0 }));
+            } else {
+                dx.resize(x_shape);
+                super::par_zip3(self.threads, dx.data_mut(), g, y, |d, g, y| d.iter_mut().zip(g).zip(y).for_each(|((d, &g), &o)| *d = c * if o > 0.0 { g } else { 0.0 }));
+            }
+        } else if let Some(&c) = self.coeffs.get(k) {
             let g = dy.data();
             write_dx(x_shape, dx, accumulate, |i| c * g[i]);
         } else if accumulate {
@@ -182,7 +214,7 @@ impl Join for Mul {
         Ok(())
     }
 
-    fn backward_input(&self, k: usize, x_shape: &[usize], dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
+    fn backward_input(&self, k: usize, x_shape: &[usize], _y: &Tensor, dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
         let (g, xs) = (dy.data(), &self.xs);
         write_dx(x_shape, dx, accumulate, |i| xs.iter().enumerate().filter(|(j, _)| *j != k).fold(g[i], |p, (_, x)| p * x.data()[i]));
     }
@@ -231,7 +263,7 @@ impl Join for Max {
         Ok(())
     }
 
-    fn backward_input(&self, k: usize, x_shape: &[usize], dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
+    fn backward_input(&self, k: usize, x_shape: &[usize], _y: &Tensor, dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
         let (g, arg) = (dy.data(), &self.argmax);
         write_dx(x_shape, dx, accumulate, |i| if arg[i] == k as u32 { g[i] } else { 0.0 });
     }
@@ -297,7 +329,7 @@ impl Join for Concat {
         Ok(())
     }
 
-    fn backward_input(&self, k: usize, x_shape: &[usize], dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
+    fn backward_input(&self, k: usize, x_shape: &[usize], _y: &Tensor, dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
         let inner = self.inner();
         let (per, at, out_per) = (self.shapes[k][0] * inner, self.starts[k] * inner, self.channels * inner);
         if !accumulate {
@@ -334,10 +366,10 @@ mod tests {
         let mut grads = Vec::new();
         for (k, x) in xs.iter().enumerate() {
             let mut dx = Tensor::default();
-            j.backward_input(k, x.shape(), &r, &mut dx, false);
+            j.backward_input(k, x.shape(), &y, &r, &mut dx, false);
             // Accumulating adds the same gradient again.
             let mut twice = dx.clone();
-            j.backward_input(k, x.shape(), &r, &mut twice, true);
+            j.backward_input(k, x.shape(), &y, &r, &mut twice, true);
             grads.push((dx, twice));
         }
         for (k, (dx, twice)) in grads.into_iter().enumerate() {
@@ -400,8 +432,8 @@ mod tests {
         // The tie at element 1 goes to the first input.
         let (mut d0, mut d1) = (Tensor::default(), Tensor::default());
         let ones = Tensor::from_vec(&[1, 4], vec![1.0; 4]).unwrap();
-        mx.backward_input(0, &[1, 4], &ones, &mut d0, false);
-        mx.backward_input(1, &[1, 4], &ones, &mut d1, false);
+        mx.backward_input(0, &[1, 4], &y, &ones, &mut d0, false);
+        mx.backward_input(1, &[1, 4], &y, &ones, &mut d1, false);
         assert_eq!((d0.data(), d1.data()), (&[0.0, 1.0, 1.0, 0.0][..], &[1.0, 0.0, 0.0, 1.0][..]));
         let mut m3 = Max::new(&[vec![2, 3], vec![2, 3], vec![2, 3]]).unwrap();
         gradcheck(&mut m3, &mut separated(3, &[2, 2, 3]));
@@ -427,7 +459,7 @@ mod tests {
         assert_close(&format!("{what} y"), y.data(), y_want, 1e-5);
         for (k, (x, want)) in xs.iter().zip(dxs_want).enumerate() {
             let mut dx = Tensor::default();
-            j.backward_input(k, x.shape(), dy, &mut dx, false);
+            j.backward_input(k, x.shape(), &y, dy, &mut dx, false);
             assert_eq!(dx.shape(), x.shape(), "{what} dx{k}");
             assert_close(&format!("{what} dx{k}"), dx.data(), want, 1e-5);
         }
@@ -515,5 +547,38 @@ mod tests {
         assert!(Concat::new(&[vec![1, 2, 2], vec![1, 2, 3]]).is_err());
         let mut c = Concat::new(&[vec![1, 2], vec![2, 2]]).unwrap();
         assert!(c.forward(&[&a, &a], &mut y).is_err(), "wrong input shape");
+    }
+    /// Add with a fused ReLU is bitwise Add followed by `Relu`, for the residual pair, a
+    /// weighted sum and three inputs, writing and accumulating the input gradients.
+    #[test]
+    fn a_fused_relu_is_bitwise_the_relu_layer_after_it() {
+        use crate::layers::{relu::Relu, Ctx, Layer, Mode};
+        let shapes = vec![vec![3, 4, 5]; 3];
+        let xs: Vec<Tensor> = (0..3).map(|k| random_tensor(&[2, 3, 4, 5], 20 + k)).collect();
+        let dy = random_tensor(&[2, 3, 4, 5], 30);
+        let ctx = Ctx::simple(Mode::Train);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for (inputs, coeffs) in [(2, vec![]), (2, vec![0.5, -2.0]), (3, vec![])] {
+            let make = || Add::weighted(&shapes[..inputs], coeffs.clone()).unwrap();
+            let refs: Vec<&Tensor> = xs[..inputs].iter().collect();
+            let (mut add, mut relu) = (make(), Relu::new(&[3, 4, 5]).unwrap());
+            let (mut z, mut y, mut dz) = (Tensor::default(), Tensor::default(), Tensor::default());
+            add.forward(&refs, &mut z).unwrap();
+            relu.forward(&ctx, &[], &z, &mut y).unwrap();
+            relu.backward(&ctx, &[], &mut [], &z, &y, &dy, Some(&mut dz)).unwrap();
+            let mut fused = make();
+            assert!(fused.fuse_relu(true));
+            let mut fy = Tensor::default();
+            fused.forward(&refs, &mut fy).unwrap();
+            assert_eq!(bits(fy.data()), bits(y.data()), "y, {inputs} inputs {coeffs:?}");
+            for k in 0..inputs {
+                for acc in [false, true] {
+                    let (mut want, mut got) = (xs[k].clone(), xs[k].clone());
+                    add.backward_input(k, xs[k].shape(), &z, &dz, &mut want, acc);
+                    fused.backward_input(k, xs[k].shape(), &fy, &dy, &mut got, acc);
+                    assert_eq!(bits(got.data()), bits(want.data()), "dx{k}, {inputs} inputs {coeffs:?}, accumulate {acc}");
+                }
+            }
+        }
     }
 }

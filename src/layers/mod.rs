@@ -206,6 +206,16 @@ pub trait Layer: Send {
         ""
     }
 
+    /// Switches a ReLU fused into this layer's output on or off for the calls that follow, and
+    /// says whether this layer can fuse one (false: nothing changes). With it on, `forward`
+    /// writes max(y, 0) in the same pass over the data, and `backward` receives that output and
+    /// its gradient and blocks the gradient where the output is not positive, bitwise what the
+    /// layer followed by a `Relu` computes. The net fuses a `Relu` that is the only reader of
+    /// this layer's output (one pass over the activations less each way, docs/engine.md).
+    fn fuse_relu(&mut self, _on: bool) -> bool {
+        false
+    }
+
     /// Writes the buffers that training forwards have computed since the last call (BatchNorm's
     /// running statistics) into `p`, this layer's slice of the flat buffer. The strategies call
     /// it through `Net::commit_buffers` after each step; a layer without buffers does nothing.

@@ -90,6 +90,12 @@ impl Node {
             Node::Join(_) => Vec::new(),
         }
     }
+    fn fuse_relu(&mut self, on: bool) -> bool {
+        match self {
+            Node::One(l) => l.fuse_relu(on),
+            Node::Join(j) => j.fuse_relu(on),
+        }
+    }
 }
 
 /// A built network: layers, names, parameter layout and reusable activation buffers.
@@ -115,6 +121,14 @@ pub struct Net {
     loss: SoftmaxCrossEntropy,
     /// Per-layer (forward, backward) seconds summed since `take_layer_times`, when timing is on.
     times: Option<Vec<(f64, f64)>>,
+    /// fusable[i]: layer i can run the ReLU i + 1 in its own pass (`Layer::fuse_relu`), which
+    /// is the only reader of its output.
+    fusable: Vec<bool>,
+    /// fused[i]: the last forward over layer i ran ReLU i + 1 inside it. The fused output goes
+    /// to acts[i + 1] (acts[i] is left alone) and its gradient from dacts[i + 1] to dacts[i].
+    fused: Vec<bool>,
+    /// Whether forwards fuse (`set_fusion`).
+    fusion: bool,
 }
 
 impl Net {
@@ -184,6 +198,12 @@ impl Net {
         for ((ls, l), n) in spec.layers.iter().zip(&layers).zip(&names) {
             set_mults(&mut layout, ls, l, n).map_err(spec_err)?;
         }
+        let mut fusable = vec![false; n];
+        for i in 0..n.saturating_sub(1) {
+            let relu_next = matches!(&layers[i + 1], Node::One(l) if l.kind() == "relu") && srcs[i + 1] == [Some(i)];
+            let readers = srcs.iter().flatten().filter(|&&s| s == Some(i)).count();
+            fusable[i] = relu_next && readers == 1 && layers[i].fuse_relu(false);
+        }
         Ok(Net {
             spec: spec.clone(),
             names,
@@ -198,7 +218,17 @@ impl Net {
             first_layer: 0,
             loss: SoftmaxCrossEntropy::new(),
             times: None,
+            fusable,
+            fused: vec![false; n],
+            fusion: true,
         })
+    }
+
+    /// Whether the forwards that follow run a ReLU inside the layer before it where they can
+    /// (on by default; the results are bitwise the same either way, one pass over the
+    /// activations less each way with).
+    pub fn set_fusion(&mut self, on: bool) {
+        self.fusion = on;
     }
 
     /// The spec it was built from.
@@ -287,7 +317,18 @@ impl Net {
     pub fn forward_layers<S: ParamSource + ?Sized>(&mut self, ctx: &Ctx, params: &S, range: Range<usize>, x: &Tensor) -> Result<&Tensor, NetError> {
         let (first, end) = (range.start, range.end);
         for i in range {
+            if i > first && self.fused[i - 1] {
+                // This ReLU ran inside layer i - 1.
+                continue;
+            }
+            // Fuse the ReLU that follows when it is in the range too.
+            let fuse = self.fusable[i] && self.fusion && i + 1 < end;
+            if self.fusable[i] {
+                self.layers[i].fuse_relu(fuse);
+            }
+            self.fused[i] = fuse;
             let (done, rest) = self.acts.split_at_mut(i);
+            let out = if fuse { 1 } else { 0 };
             // An input before the range is the range's input `x` (a stage's cut is checked to
             // cross one edge only).
             let pick = |s: &Option<usize>| match s {
@@ -297,11 +338,11 @@ impl Net {
             let lctx = Ctx { layer: self.first_layer + i, ..*ctx };
             let clock = self.times.as_ref().map(|_| std::time::Instant::now());
             let r = match &mut self.layers[i] {
-                Node::One(l) => l.forward(&lctx, params.params(i, self.layout.layer_range(i)), pick(&self.srcs[i][0]), &mut rest[0]),
+                Node::One(l) => l.forward(&lctx, params.params(i, self.layout.layer_range(i)), pick(&self.srcs[i][0]), &mut rest[out]),
                 Node::Join(j) => {
                     let xs: Vec<&Tensor> = self.srcs[i].iter().map(pick).collect();
                     j.set_threads(ctx.threads);
-                    j.forward(&xs, &mut rest[0])
+                    j.forward(&xs, &mut rest[out])
                 }
             };
             r.map_err(|source| NetError::Layer { layer: self.names[i].clone(), index: i, source })?;
@@ -330,7 +371,7 @@ impl Net {
     /// `loss_forward_backward` has set. With `input_grad`, returns the gradient of `x`.
     pub fn backward_layers<G: GradSink + ?Sized>(&mut self, ctx: &Ctx, sink: &mut G, range: Range<usize>, x: &Tensor, dy: Option<&Tensor>, input_grad: bool) -> Result<Option<&Tensor>, NetError> {
         let (first, end) = (range.start, range.end);
-        let Net { layers, srcs, acts, dacts, dinput, dscratch, written, layout, names, first_layer, times, .. } = self;
+        let Net { layers, srcs, acts, dacts, dinput, dscratch, written, layout, names, first_layer, times, fused, .. } = self;
         if let Some(dy) = dy {
             dacts[end - 1].resize(dy.shape());
             dacts[end - 1].data_mut().copy_from_slice(dy.data());
@@ -347,7 +388,17 @@ impl Net {
                 dcur[0].resize(acts[i].shape());
                 dcur[0].fill(0.0);
             }
+            if i > first && fused[i - 1] {
+                // A ReLU run inside layer i - 1: its output's gradient is that layer's (the
+                // ReLU is its only reader), which passes it back through the ReLU itself.
+                std::mem::swap(&mut dprev[i - 1], &mut dcur[0]);
+                written[i - 1] = true;
+                sink.done(i);
+                continue;
+            }
             let dy = &dcur[0];
+            // A fused layer's output is the ReLU's.
+            let y = &acts[if fused[i] && i + 1 < end { i + 1 } else { i }];
             let (wprev, _) = written.split_at_mut(i);
             let err = |source| NetError::Layer { layer: names[i].clone(), index: i, source };
             let input_of = |s: Option<usize>| match s {
@@ -358,7 +409,7 @@ impl Net {
                 Node::One(l) => {
                     let s = srcs[i][0];
                     let (p, g) = sink.layer(i, layout.layer_range(i));
-                    let (input, y) = (input_of(s), &acts[i]);
+                    let input = input_of(s);
                     match grad_slot(s, first, input_grad, dprev, wprev, dinput, &mut input_written) {
                         None => l.backward(&lctx, p, g, input, y, dy, None).map_err(err)?,
                         Some((t, w)) if !*w => {
@@ -375,7 +426,7 @@ impl Net {
                     for (k, &s) in srcs[i].iter().enumerate() {
                         let shape = input_of(s).shape();
                         if let Some((t, w)) = grad_slot(s, first, input_grad, dprev, wprev, dinput, &mut input_written) {
-                            jn.backward_input(k, shape, dy, t, *w);
+                            jn.backward_input(k, shape, y, dy, t, *w);
                             *w = true;
                         }
                     }
@@ -414,6 +465,9 @@ impl Net {
 
     /// The kernel layer `i` runs ("direct-avx512", "im2col+gemm"; empty where there is one way).
     pub fn layer_kernel(&self, i: usize) -> &'static str {
+        if i > 0 && self.fused[i - 1] {
+            return "fused";
+        }
         match &self.layers[i] {
             Node::One(l) => l.kernel(),
             Node::Join(_) => "",

@@ -418,3 +418,53 @@ fn resnet20_b_and_relu_resnet20_gradients_match_finite_differences() {
     eprintln!("resnet20 (ReLU): relative error {rel:.3e} over {} samples", checks.len());
     assert!(rel < 0.15, "resnet20 (ReLU): relative error {rel}");
 }
+
+/// A ReLU that is the only reader of a batch norm or residual add runs inside it (one pass over
+/// the activations less each way): bitwise the same loss, parameter and input gradients as the
+/// unfused net, also when a range (a pipeline stage) cuts between the pair, where it must not
+/// fuse. ResNet-20: 19 ReLUs, every one fused (10 after a batch norm, 9 after an add).
+#[test]
+fn fused_relus_change_no_bit() {
+    let spec = ModelSpec::resolve("resnet20").unwrap();
+    let x = crate::layers::gradcheck::random_tensor(&[3, 3, 32, 32], 5);
+    let labels = [1u32, 7, 2];
+    let run = |fusion: bool, cut: Option<usize>, threads: usize| {
+        let mut net = Net::build(&spec).unwrap();
+        net.set_fusion(fusion);
+        let params = net.init_params(3);
+        let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
+        let mut grads = vec![0.0f32; params.len()];
+        let n = net.num_layers();
+        let stages = match cut {
+            Some(k) => vec![0..k, k..n],
+            None => vec![0..n],
+        };
+        // Forward stage by stage, then backward in reverse, as the pipeline runs one net.
+        let mut inputs = vec![x.clone()];
+        for r in &stages {
+            let y = net.forward_layers(&ctx, &params[..], r.clone(), inputs.last().unwrap()).unwrap().clone();
+            inputs.push(y);
+        }
+        let stats = net.loss_forward_backward(&labels, 3).unwrap();
+        let mut dy: Option<Tensor> = None;
+        for (r, input) in stages.iter().zip(&inputs).rev() {
+            let d = net.backward_layers(&ctx, &mut Flat { params: &params, grads: &mut grads }, r.clone(), input, dy.as_ref(), true).unwrap().unwrap().clone();
+            dy = Some(d);
+        }
+        let kernels: Vec<&str> = (0..n).map(|i| net.layer_kernel(i)).collect();
+        let fused = kernels.iter().filter(|k| **k == "fused").count();
+        (stats.loss_sum, grads, dy.unwrap(), fused)
+    };
+    let names = Net::build(&spec).unwrap().layer_names().to_vec();
+    // Cut between the stem's batch norm and its ReLU.
+    let cut = names.iter().position(|n| n == "bn1").unwrap() + 1;
+    for (cut, threads, want_fused) in [(None, 1, 19), (None, 2, 19), (Some(cut), 1, 18)] {
+        let (loss, grads, dx, none) = run(false, None, threads);
+        assert_eq!(none, 0);
+        let (l, g, d, fused) = run(true, cut, threads);
+        assert_eq!(fused, want_fused, "cut {cut:?}");
+        assert_eq!(l.to_bits(), loss.to_bits(), "loss, cut {cut:?}, {threads} threads");
+        assert!(g.iter().zip(&grads).all(|(a, b)| a.to_bits() == b.to_bits()), "parameter gradients, cut {cut:?}, {threads} threads");
+        assert!(d.data().iter().zip(dx.data()).all(|(a, b)| a.to_bits() == b.to_bits()), "input gradient, cut {cut:?}, {threads} threads");
+    }
+}

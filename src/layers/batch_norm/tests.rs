@@ -197,3 +197,44 @@ fn threads_split_the_passes_without_changing_a_bit() {
         assert_eq!(dp, dp1, "{t} threads: dparams");
     }
 }
+
+/// With a fused ReLU the layer computes bitwise what it computes followed by `Relu`: output,
+/// input gradient and parameter gradients, training and evaluation, with and without affine,
+/// on 1 and 2 threads (the net fuses them, tests/net: `fused_relus_change_no_bit`).
+#[test]
+fn a_fused_relu_is_bitwise_the_relu_layer_after_it() {
+    use crate::layers::relu::Relu;
+    let x = random_tensor(&[4, 5, 6, 7], 3);
+    let dy = random_tensor(&[4, 5, 6, 7], 4);
+    for affine in [true, false] {
+        let cfg = BatchNormConfig { affine, ..Default::default() };
+        let plain = BatchNorm::new(cfg, &[5, 6, 7]).unwrap();
+        let mut p = init_params(&plain, 0);
+        if affine {
+            // γ of both signs and a β that puts outputs on both sides of 0.
+            for c in 0..5 {
+                (p[c], p[5 + c]) = (0.5 - 0.3 * c as f32, 0.2 * c as f32 - 0.3);
+            }
+        }
+        for (mode, threads) in [(Mode::Train, 1), (Mode::Train, 2), (Mode::Eval, 1)] {
+            let ctx = Ctx { threads, ..Ctx::simple(mode) };
+            let (mut bn, mut relu) = (BatchNorm::new(cfg, &[5, 6, 7]).unwrap(), Relu::new(&[5, 6, 7]).unwrap());
+            let (mut z, mut y, mut dz, mut dx, mut dp) = (Tensor::default(), Tensor::default(), Tensor::default(), Tensor::default(), vec![0.0; p.len()]);
+            bn.forward(&ctx, &p, &x, &mut z).unwrap();
+            relu.forward(&ctx, &[], &z, &mut y).unwrap();
+            relu.backward(&ctx, &[], &mut [], &z, &y, &dy, Some(&mut dz)).unwrap();
+            bn.backward(&ctx, &p, &mut dp, &x, &z, &dz, Some(&mut dx)).unwrap();
+            let mut fused = BatchNorm::new(cfg, &[5, 6, 7]).unwrap();
+            assert!(fused.fuse_relu(true));
+            let (mut fy, mut fdx, mut fdp) = (Tensor::default(), Tensor::default(), vec![0.0; p.len()]);
+            fused.forward(&ctx, &p, &x, &mut fy).unwrap();
+            fused.backward(&ctx, &p, &mut fdp, &x, &fy, &dy, Some(&mut fdx)).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let what = format!("affine {affine}, {mode:?}, {threads} threads");
+            assert!(y.data().iter().any(|&v| v == 0.0) && y.data().iter().any(|&v| v > 0.0), "{what}: the ReLU must cut");
+            assert_eq!(bits(fy.data()), bits(y.data()), "y, {what}");
+            assert_eq!(bits(fdx.data()), bits(dx.data()), "dx, {what}");
+            assert_eq!(bits(&fdp), bits(&dp), "dγ, dβ, {what}");
+        }
+    }
+}

@@ -289,7 +289,7 @@ impl<'c> SplitNet<'c> {
                 Op::Join(j, _) => {
                     for (i, r) in plan.reads.iter().enumerate() {
                         if let Some((t, held)) = target(before, &mut self.dinput, &self.plans, r, input_grad) {
-                            j.backward_input(i, value(outs, r, x).shape(), &g.whole, &mut self.scratch, false);
+                            j.backward_input(i, value(outs, r, x).shape(), &outs[k].y, &g.whole, &mut self.scratch, false);
                             t.add(&self.scratch, held, r.whole, false, w, mp);
                         }
                     }
