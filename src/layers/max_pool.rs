@@ -84,12 +84,226 @@ pub struct MaxPool2d {
     g: PoolGeom,
     /// Index (within its H·W plane) of the maximum of each output element, (N, C, OH, OW).
     argmax: Vec<u32>,
+    /// How a plane splits into stride phases (`Phases`).
+    phases: Phases,
+    /// Per thread: a plane's phases and running maxima (`Phases::size` each).
+    rows: Vec<f32>,
+    /// Per thread: the argmax of the running maxima (`Phases::flat` each).
+    lanes: Vec<u32>,
 }
 
 impl MaxPool2d {
     /// Max pooling for per-sample inputs [C, H, W].
     pub fn new(cfg: PoolConfig, in_shape: &[usize]) -> Result<MaxPool2d, LayerError> {
-        Ok(MaxPool2d { g: PoolGeom::new("max_pool2d", cfg, in_shape)?, argmax: Vec::new() })
+        let g = PoolGeom::new("max_pool2d", cfg, in_shape)?;
+        Ok(MaxPool2d { phases: Phases::new(&g), g, argmax: Vec::new(), rows: Vec::new(), lanes: Vec::new() })
+    }
+}
+
+/// Outputs compared at once: one AVX-512 vector (two AVX2 ones). The flat run of a plane's
+/// outputs is padded to whole `LANES`, so the loop has no scalar tail (a tail of branches on
+/// coin-flip comparisons ran 2× slower than the old scalar scan).
+const LANES: usize = 16;
+
+/// A plane's input split into its stride phases, and the outputs computed as one flat run.
+///
+/// Phase (py, px) holds the padded input cells (sh·j + py, sw·i + px) for j < `ph_h`, i < `ph_w`,
+/// −∞ outside the input (padding never wins). Output (oy, ox) at flat position q = oy·ph_w + ox
+/// then reads window cell (ky, kx) at q + (ky / sh)·ph_w + kx / sw of phase (ky % sh, kx % sw):
+/// for each window cell, every output of the plane compares at once, over one contiguous run
+/// (positions with ox ≥ ow are computed and dropped). Built once per layer.
+struct Phases {
+    sh: usize,
+    sw: usize,
+    /// Columns of a phase: ow + (kw − 1) / sw.
+    ph_w: usize,
+    /// Rows of a phase: oh + (kh − 1) / sh.
+    ph_h: usize,
+    /// Outputs computed per plane: oh·ph_w rounded up to whole `LANES`.
+    flat: usize,
+    /// Floats per phase: its cells, then −∞ up to the furthest run's end.
+    stride: usize,
+    /// Per flat position: the argmax a window starts with (its first cell inside the input, as
+    /// the scalar scan starts), and the input index of window cell (0, 0) (wrapping below 0).
+    init: Vec<u32>,
+    base: Vec<u32>,
+}
+
+impl Phases {
+    fn new(g: &PoolGeom) -> Phases {
+        let [_, _, w] = g.input;
+        let ([kh, kw], [sh, sw], [pt, pl]) = (g.cfg.kernel, g.cfg.stride, g.cfg.padding);
+        let (ph_h, ph_w) = (g.oh + (kh - 1) / sh, g.ow + (kw - 1) / sw);
+        let flat = (g.oh * ph_w).next_multiple_of(LANES);
+        let stride = ((kh - 1) / sh * ph_w + (kw - 1) / sw + flat).max(ph_h * ph_w);
+        let (mut init, mut base) = (vec![0u32; flat], vec![0u32; flat]);
+        for (oy, &(h0, _, _)) in g.rows.iter().enumerate() {
+            for (ox, &(w0, _, _)) in g.cols.iter().enumerate() {
+                init[oy * ph_w + ox] = (h0 * w + w0) as u32;
+                base[oy * ph_w + ox] = (((sh * oy) as isize - pt as isize) * w as isize + (sw * ox) as isize - pl as isize) as u32;
+            }
+        }
+        Phases { sh, sw, ph_w, ph_h, flat, stride, init, base }
+    }
+
+    /// Floats of scratch per thread: the phases and the running maxima.
+    fn size(&self) -> usize {
+        self.sh * self.sw * self.stride + self.flat
+    }
+
+    /// Splits plane `x` (H×W, padding `pt`, `pl`) into `out`'s phases.
+    #[inline(always)]
+    fn fill(&self, x: &[f32], [h, w]: [usize; 2], [pt, pl]: [usize; 2], out: &mut [f32]) {
+        for (k, phase) in out.chunks_exact_mut(self.stride).enumerate() {
+            let (py, px) = (k / self.sw, k % self.sw);
+            let (cells, tail) = phase.split_at_mut(self.ph_h * self.ph_w);
+            tail.fill(f32::NEG_INFINITY);
+            // Column i holds input column sw·i + px − pl: inside the row from i0 on.
+            let i0 = pl.saturating_sub(px).div_ceil(self.sw).min(self.ph_w);
+            let c0 = self.sw * i0 + px - pl;
+            for (j, row) in cells.chunks_exact_mut(self.ph_w).enumerate() {
+                let r = (self.sh * j + py).checked_sub(pt).filter(|&r| r < h);
+                let (head, rest) = row.split_at_mut(i0);
+                head.fill(f32::NEG_INFINITY);
+                let mut k = 0;
+                if let (Some(r), true) = (r, c0 < w) {
+                    for (v, &xv) in rest.iter_mut().zip(x[r * w + c0..(r + 1) * w].iter().step_by(self.sw)) {
+                        *v = xv;
+                        k += 1;
+                    }
+                }
+                rest[k..].fill(f32::NEG_INFINITY);
+            }
+        }
+    }
+}
+
+/// One comparison step over `LANES` outputs: where window value v beats the running maximum
+/// b (`>`, or v is NaN: the first maximum stays, NaN wins as in PyTorch), b ← v and the argmax
+/// a ← base + off. Written with intrinsics: LLVM left the plain Rust version scalar.
+trait LaneStep {
+    /// # Safety
+    /// Each pointer is valid for `LANES` elements, and the CPU runs the implementation's ISA.
+    unsafe fn step(b: *mut f32, a: *mut u32, v: *const f32, base: *const u32, off: u32);
+}
+
+/// Any CPU: bit-mask selects, one lane at a time.
+struct Portable;
+
+impl LaneStep for Portable {
+    unsafe fn step(b: *mut f32, a: *mut u32, v: *const f32, base: *const u32, off: u32) {
+        for l in 0..LANES {
+            // SAFETY: the caller's contract.
+            let (b, a, v, base) = unsafe { (&mut *b.add(l), &mut *a.add(l), *v.add(l), *base.add(l)) };
+            let m = 0u32.wrapping_sub(((v > *b) | v.is_nan()) as u32);
+            *b = f32::from_bits((b.to_bits() & !m) | (v.to_bits() & m));
+            *a = (*a & !m) | (base.wrapping_add(off) & m);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx512Step;
+
+#[cfg(target_arch = "x86_64")]
+impl LaneStep for Avx512Step {
+    #[inline(always)]
+    unsafe fn step(b: *mut f32, a: *mut u32, v: *const f32, base: *const u32, off: u32) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract (16 lanes, AVX-512F).
+        unsafe {
+            let (vv, bb) = (_mm512_loadu_ps(v), _mm512_loadu_ps(b));
+            let k = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(vv, bb) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(vv, vv);
+            _mm512_storeu_ps(b, _mm512_mask_mov_ps(bb, k, vv));
+            let idx = _mm512_add_epi32(_mm512_loadu_si512(base as *const _), _mm512_set1_epi32(off as i32));
+            _mm512_storeu_si512(a as *mut _, _mm512_mask_mov_epi32(_mm512_loadu_si512(a as *const _), k, idx));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx2Step;
+
+#[cfg(target_arch = "x86_64")]
+impl LaneStep for Avx2Step {
+    #[inline(always)]
+    unsafe fn step(b: *mut f32, a: *mut u32, v: *const f32, base: *const u32, off: u32) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract (16 lanes as two halves of 8, AVX2).
+        unsafe {
+            for h in [0, 8] {
+                let (vv, bb) = (_mm256_loadu_ps(v.add(h)), _mm256_loadu_ps(b.add(h)));
+                let m = _mm256_or_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(vv, bb), _mm256_cmp_ps::<_CMP_UNORD_Q>(vv, vv));
+                _mm256_storeu_ps(b.add(h), _mm256_blendv_ps(bb, vv, m));
+                let idx = _mm256_add_epi32(_mm256_loadu_si256(base.add(h) as *const _), _mm256_set1_epi32(off as i32));
+                let aa = _mm256_loadu_si256(a.add(h) as *const _);
+                _mm256_storeu_si256(a.add(h) as *mut _, _mm256_blendv_epi8(aa, idx, _mm256_castps_si256(m)));
+            }
+        }
+    }
+}
+
+/// Forward of whole planes (H·W inputs → OH·OW outputs and their argmax) through `Phases`.
+/// The comparisons run in the order of a scalar scan of each window (rows, then columns, `>`
+/// keeping the first maximum, NaN winning as in PyTorch), so the result is that scan's, ties
+/// included. `scratch` holds the phases and the running maxima (`Phases::size`), `lanes`
+/// their indices (`Phases::flat`).
+///
+/// # Safety
+/// The CPU runs `S`'s instruction set.
+#[inline(always)]
+unsafe fn forward_planes<S: LaneStep>(g: &PoolGeom, ph: &Phases, x: &[f32], y: &mut [f32], arg: &mut [u32], scratch: &mut [f32], lanes: &mut [u32]) {
+    let [_, h, w] = g.input;
+    let (oh, ow, [kh, kw]) = (g.oh, g.ow, g.cfg.kernel);
+    let (phases, best) = scratch[..ph.size()].split_at_mut(ph.sh * ph.sw * ph.stride);
+    let lanes = &mut lanes[..ph.flat];
+    for (xp, (yp, ap)) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(oh * ow).zip(arg.chunks_exact_mut(oh * ow))) {
+        ph.fill(xp, [h, w], g.cfg.padding, phases);
+        best.fill(f32::NEG_INFINITY);
+        lanes.copy_from_slice(&ph.init);
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let v = &phases[((ky % ph.sh) * ph.sw + kx % ph.sw) * ph.stride + (ky / ph.sh) * ph.ph_w + kx / ph.sw..][..ph.flat];
+                let off = (ky * w + kx) as u32;
+                for q in (0..ph.flat).step_by(LANES) {
+                    // SAFETY: q + LANES ≤ flat, the length of every slice here; the ISA is
+                    // this function's contract.
+                    unsafe { S::step(best.as_mut_ptr().add(q), lanes.as_mut_ptr().add(q), v.as_ptr().add(q), ph.base.as_ptr().add(q), off) };
+                }
+            }
+        }
+        for (oy, (yr, ar)) in yp.chunks_exact_mut(ow).zip(ap.chunks_exact_mut(ow)).enumerate() {
+            yr.copy_from_slice(&best[oy * ph.ph_w..][..ow]);
+            ar.copy_from_slice(&lanes[oy * ph.ph_w..][..ow]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn forward_planes_avx512(g: &PoolGeom, ph: &Phases, x: &[f32], y: &mut [f32], arg: &mut [u32], rows: &mut [f32], lanes: &mut [u32]) {
+    // SAFETY: this function runs only where AVX-512F does.
+    unsafe { forward_planes::<Avx512Step>(g, ph, x, y, arg, rows, lanes) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn forward_planes_avx2(g: &PoolGeom, ph: &Phases, x: &[f32], y: &mut [f32], arg: &mut [u32], rows: &mut [f32], lanes: &mut [u32]) {
+    // SAFETY: this function runs only where AVX2 does.
+    unsafe { forward_planes::<Avx2Step>(g, ph, x, y, arg, rows, lanes) }
+}
+
+/// `forward_planes` built for the best instruction set of this CPU.
+fn forward_planes_best(g: &PoolGeom, ph: &Phases, x: &[f32], y: &mut [f32], arg: &mut [u32], rows: &mut [f32], lanes: &mut [u32]) {
+    use crate::tensor::simd::Isa;
+    match Isa::best() {
+        // SAFETY: `Isa::best` checked that this CPU runs the instruction set.
+        #[cfg(target_arch = "x86_64")]
+        Some(Isa::Avx512) => unsafe { forward_planes_avx512(g, ph, x, y, arg, rows, lanes) },
+        #[cfg(target_arch = "x86_64")]
+        Some(Isa::Avx2) => unsafe { forward_planes_avx2(g, ph, x, y, arg, rows, lanes) },
+        // SAFETY: the portable step runs anywhere.
+        _ => unsafe { forward_planes::<Portable>(g, ph, x, y, arg, rows, lanes) },
     }
 }
 
@@ -110,32 +324,20 @@ impl Layer for MaxPool2d {
         let (oh, ow) = (self.g.oh, self.g.ow);
         y.resize(&[n, c, oh, ow]);
         self.argmax.resize(y.len(), 0);
-        let g = &self.g;
-        let plane = |(xp, (yp, ap)): (&[f32], (&mut [f32], &mut [u32]))| {
-            for (oy, &(h0, h1, _)) in g.rows.iter().enumerate() {
-                for (ox, &(w0, w1, _)) in g.cols.iter().enumerate() {
-                    let (mut best, mut arg) = (f32::NEG_INFINITY, (h0 * w + w0) as u32);
-                    for iy in h0..h1 {
-                        for (ix, &v) in xp[iy * w + w0..iy * w + w1].iter().enumerate() {
-                            // `>` keeps the first maximum; NaN propagates as in PyTorch.
-                            // Branch-free select by bit masks: on real activations this comparison is
-                            // a coin flip, and mispredicted branches cost 10× the arithmetic.
-                            let m = 0u32.wrapping_sub(((v > best) | v.is_nan()) as u32);
-                            best = f32::from_bits((best.to_bits() & !m) | (v.to_bits() & m));
-                            arg = (arg & !m) | ((iy * w + w0 + ix) as u32 & m);
-                        }
-                    }
-                    yp[oy * ow + ox] = best;
-                    ap[oy * ow + ox] = arg;
-                }
-            }
-        };
-        let (xs, ys, args) = (x.data().chunks_exact(h * w), y.data_mut().chunks_exact_mut(oh * ow), self.argmax.chunks_exact_mut(oh * ow));
-        if ctx.threads > 1 {
+        let (planes, row, lanes) = (n * c, self.phases.size(), self.phases.flat);
+        // Whole planes per thread, each thread with its own row buffer.
+        let threads = ctx.threads.clamp(1, planes.max(1));
+        let per = planes.div_ceil(threads).max(1);
+        self.rows.resize(threads * row, 0.0);
+        self.lanes.resize(threads * lanes, 0);
+        let (g, ph) = (&self.g, &self.phases);
+        let part = |(xs, (ys, (args, (rows, ls)))): (&[f32], (&mut [f32], (&mut [u32], (&mut [f32], &mut [u32]))))| forward_planes_best(g, ph, xs, ys, args, rows, ls);
+        if threads > 1 {
             use rayon::prelude::*;
-            x.data().par_chunks_exact(h * w).zip(y.data_mut().par_chunks_exact_mut(oh * ow).zip(self.argmax.par_chunks_exact_mut(oh * ow))).for_each(plane);
+            let work = y.data_mut().par_chunks_mut(per * oh * ow).zip(self.argmax.par_chunks_mut(per * oh * ow).zip(self.rows.par_chunks_mut(row).zip(self.lanes.par_chunks_mut(lanes))));
+            x.data().par_chunks(per * h * w).zip(work).for_each(part);
         } else {
-            xs.zip(ys.zip(args)).for_each(plane);
+            part((x.data(), (y.data_mut(), (&mut self.argmax, (&mut self.rows, &mut self.lanes)))));
         }
         Ok(())
     }
@@ -221,6 +423,80 @@ mod tests {
         l.backward(&ctx, &[], &mut [], &x, &y, &dy, Some(&mut dx)).unwrap();
         assert_close("y", y.data(), &GOLDEN_Y, 1e-6);
         assert_close("dx", dx.data(), &GOLDEN_DX, 1e-6);
+    }
+
+    /// The scalar scan of each window that `forward_planes` vectorizes: maxima and argmax.
+    fn scan(g: &PoolGeom, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
+        let [_, h, w] = g.input;
+        let (mut y, mut arg) = (Vec::new(), Vec::new());
+        for xp in x.chunks_exact(h * w) {
+            for &(h0, h1, _) in &g.rows {
+                for &(w0, w1, _) in &g.cols {
+                    let (mut best, mut a) = (f32::NEG_INFINITY, (h0 * w + w0) as u32);
+                    for iy in h0..h1 {
+                        for ix in w0..w1 {
+                            let v = xp[iy * w + ix];
+                            if v > best || v.is_nan() {
+                                (best, a) = (v, (iy * w + ix) as u32);
+                            }
+                        }
+                    }
+                    y.push(best);
+                    arg.push(a);
+                }
+            }
+        }
+        (y, arg)
+    }
+
+    /// The row-vectorized forward equals the scalar scan bit for bit, argmax included, on every
+    /// instruction set's build and on 1 and 3 threads: ReLU-like data (ties of zeros, which the
+    /// first cell must win), NaNs and infinities, strides 1 to 4, padding, ceil mode, widths that
+    /// are not a multiple of any vector.
+    #[test]
+    fn vectorized_rows_equal_the_scalar_scan() {
+        let cases = [
+            (PoolConfig::new(2, 2), [3, 8, 8]),
+            (PoolConfig::new(3, 2), [2, 13, 27]),
+            (PoolConfig::new(3, 1), [1, 5, 19]),
+            (PoolConfig::new(3, 3), [2, 10, 11]),
+            (PoolConfig { kernel: [3, 3], stride: [2, 2], padding: [1, 1], ceil_mode: true }, [2, 9, 37]),
+            (PoolConfig { kernel: [2, 4], stride: [1, 4], padding: [1, 2], ceil_mode: false }, [1, 6, 18]),
+            (PoolConfig { kernel: [3, 3], stride: [2, 2], padding: [0, 0], ceil_mode: true }, [4, 6, 6]),
+        ];
+        let mut rng = Rng::new(9);
+        for (cfg, s) in cases {
+            let n = 3;
+            let len = n * s.iter().product::<usize>();
+            let mut v: Vec<f32> = (0..len).map(|_| rng.normal().max(0.0)).collect();
+            for (i, special) in [(7, f32::NAN), (len / 2, f32::INFINITY), (len / 3, f32::NEG_INFINITY), (len - 1, f32::NAN)] {
+                v[i] = special;
+            }
+            let x = Tensor::from_vec(&[n, s[0], s[1], s[2]], v).unwrap();
+            let mut l = MaxPool2d::new(cfg, &s).unwrap();
+            let (want_y, want_arg) = scan(&l.g, x.data());
+            let isas = crate::tensor::simd::Isa::available();
+            for threads in [1, 3] {
+                let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
+                let mut y = Tensor::default();
+                l.forward(&ctx, &[], &x, &mut y).unwrap();
+                let same = y.data().iter().zip(&want_y).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{cfg:?} {s:?} threads {threads}: maxima differ");
+                assert_eq!(l.argmax, want_arg, "{cfg:?} {s:?} threads {threads}: argmax");
+            }
+            // Each instruction set's build of the row kernel, called directly.
+            for isa in isas.into_iter().map(Some).chain([None]) {
+                let (mut y, mut arg, mut rows, mut lanes) = (vec![0.0; want_y.len()], vec![0; want_y.len()], vec![0.0; l.phases.size()], vec![0; l.phases.flat]);
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Some(crate::tensor::simd::Isa::Avx512) => unsafe { forward_planes_avx512(&l.g, &l.phases, x.data(), &mut y, &mut arg, &mut rows, &mut lanes) },
+                    #[cfg(target_arch = "x86_64")]
+                    Some(crate::tensor::simd::Isa::Avx2) => unsafe { forward_planes_avx2(&l.g, &l.phases, x.data(), &mut y, &mut arg, &mut rows, &mut lanes) },
+                    _ => unsafe { forward_planes::<Portable>(&l.g, &l.phases, x.data(), &mut y, &mut arg, &mut rows, &mut lanes) },
+                }
+                assert!(y.iter().zip(&want_y).all(|(a, b)| a.to_bits() == b.to_bits()) && arg == want_arg, "{cfg:?} {s:?} {isa:?}");
+            }
+        }
     }
 
     #[test]
