@@ -146,33 +146,53 @@ impl Phases {
         Phases { sh, sw, ph_w, ph_h, flat, stride, init, base }
     }
 
-    /// Floats of scratch per thread: the phases and the running maxima.
+    /// Floats of scratch per thread: the phases, the running maxima and one padded input row.
     fn size(&self) -> usize {
-        self.sh * self.sw * self.stride + self.flat
+        self.sh * self.sw * self.stride + self.flat + self.sw * self.ph_w
     }
 
-    /// Splits plane `x` (H×W, padding `pt`, `pl`) into `out`'s phases.
+    /// Splits plane `x` (H×W, padding `pt`, `pl`) into `out`'s phases, through `row`.
     #[inline(always)]
-    fn fill(&self, x: &[f32], [h, w]: [usize; 2], [pt, pl]: [usize; 2], out: &mut [f32]) {
-        for (k, phase) in out.chunks_exact_mut(self.stride).enumerate() {
-            let (py, px) = (k / self.sw, k % self.sw);
-            let (cells, tail) = phase.split_at_mut(self.ph_h * self.ph_w);
-            tail.fill(f32::NEG_INFINITY);
-            // Column i holds input column sw·i + px − pl: inside the row from i0 on.
-            let i0 = pl.saturating_sub(px).div_ceil(self.sw).min(self.ph_w);
-            let c0 = self.sw * i0 + px - pl;
-            for (j, row) in cells.chunks_exact_mut(self.ph_w).enumerate() {
-                let r = (self.sh * j + py).checked_sub(pt).filter(|&r| r < h);
-                let (head, rest) = row.split_at_mut(i0);
-                head.fill(f32::NEG_INFINITY);
-                let mut k = 0;
-                if let (Some(r), true) = (r, c0 < w) {
-                    for (v, &xv) in rest.iter_mut().zip(x[r * w + c0..(r + 1) * w].iter().step_by(self.sw)) {
-                        *v = xv;
-                        k += 1;
+    fn fill(&self, x: &[f32], [h, w]: [usize; 2], [pt, pl]: [usize; 2], out: &mut [f32], row: &mut [f32]) {
+        let (sw, pw) = (self.sw, self.ph_w);
+        let row = &mut row[..sw * pw];
+        for phase in out.chunks_exact_mut(self.stride) {
+            phase[self.ph_h * pw..].fill(f32::NEG_INFINITY);
+        }
+        // The input columns a phase row reads, after the left padding.
+        let n = w.min((sw * pw).saturating_sub(pl));
+        for py in 0..self.sh {
+            let (lo, hi) = out.split_at_mut((py * sw + 1) * self.stride);
+            let first = &mut lo[py * sw * self.stride..];
+            for j in 0..self.ph_h {
+                let at = j * pw;
+                let Some(r) = (self.sh * j + py).checked_sub(pt).filter(|&r| r < h) else {
+                    first[at..at + pw].fill(f32::NEG_INFINITY);
+                    for px in 1..sw {
+                        hi[(px - 1) * self.stride + at..][..pw].fill(f32::NEG_INFINITY);
+                    }
+                    continue;
+                };
+                // The padded row: −∞, the input row, −∞.
+                let pl = pl.min(row.len());
+                row[..pl].fill(f32::NEG_INFINITY);
+                row[pl..pl + n].copy_from_slice(&x[r * w..][..n]);
+                row[pl + n..].fill(f32::NEG_INFINITY);
+                if sw == 2 {
+                    // Even and odd columns (the common case, kept simple enough to vectorise).
+                    for ((a, b), pair) in first[at..at + pw].iter_mut().zip(&mut hi[at..at + pw]).zip(row.chunks_exact(2)) {
+                        (*a, *b) = (pair[0], pair[1]);
+                    }
+                } else {
+                    for (i, v) in first[at..at + pw].iter_mut().enumerate() {
+                        *v = row[sw * i];
+                    }
+                    for px in 1..sw {
+                        for (i, v) in hi[(px - 1) * self.stride + at..][..pw].iter_mut().enumerate() {
+                            *v = row[sw * i + px];
+                        }
                     }
                 }
-                rest[k..].fill(f32::NEG_INFINITY);
             }
         }
     }
@@ -255,10 +275,11 @@ impl LaneStep for Avx2Step {
 unsafe fn forward_planes<S: LaneStep>(g: &PoolGeom, ph: &Phases, x: &[f32], y: &mut [f32], arg: &mut [u32], scratch: &mut [f32], lanes: &mut [u32]) {
     let [_, h, w] = g.input;
     let (oh, ow, [kh, kw]) = (g.oh, g.ow, g.cfg.kernel);
-    let (phases, best) = scratch[..ph.size()].split_at_mut(ph.sh * ph.sw * ph.stride);
+    let (phases, rest) = scratch[..ph.size()].split_at_mut(ph.sh * ph.sw * ph.stride);
+    let (best, row) = rest.split_at_mut(ph.flat);
     let lanes = &mut lanes[..ph.flat];
     for (xp, (yp, ap)) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(oh * ow).zip(arg.chunks_exact_mut(oh * ow))) {
-        ph.fill(xp, [h, w], g.cfg.padding, phases);
+        ph.fill(xp, [h, w], g.cfg.padding, phases, row);
         best.fill(f32::NEG_INFINITY);
         lanes.copy_from_slice(&ph.init);
         for ky in 0..kh {
@@ -293,9 +314,42 @@ unsafe fn forward_planes_avx2(g: &PoolGeom, ph: &Phases, x: &[f32], y: &mut [f32
     unsafe { forward_planes::<Avx2Step>(g, ph, x, y, arg, rows, lanes) }
 }
 
+/// Forward of whole planes, one window at a time: the scalar scan. Faster than `Phases` on
+/// small planes (under `VECTOR_MIN` outputs), where splitting the input costs more than the
+/// vectors save.
+fn scan_planes(g: &PoolGeom, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
+    let [_, h, w] = g.input;
+    let (oh, ow) = (g.oh, g.ow);
+    for (xp, (yp, ap)) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(oh * ow).zip(arg.chunks_exact_mut(oh * ow))) {
+        for (oy, &(h0, h1, _)) in g.rows.iter().enumerate() {
+            for (ox, &(w0, w1, _)) in g.cols.iter().enumerate() {
+                let (mut best, mut a) = (f32::NEG_INFINITY, (h0 * w + w0) as u32);
+                for iy in h0..h1 {
+                    for (ix, &v) in xp[iy * w + w0..iy * w + w1].iter().enumerate() {
+                        // Branch-free select by bit masks: on real activations this comparison
+                        // is a coin flip, and mispredicted branches cost 10× the arithmetic.
+                        let m = 0u32.wrapping_sub(((v > best) | v.is_nan()) as u32);
+                        best = f32::from_bits((best.to_bits() & !m) | (v.to_bits() & m));
+                        a = (a & !m) | ((iy * w + w0 + ix) as u32 & m);
+                    }
+                }
+                yp[oy * ow + ox] = best;
+                ap[oy * ow + ox] = a;
+            }
+        }
+    }
+}
+
+/// Outputs per plane from which `Phases` beats the scalar scan (measured, batch 64 on an AMD
+/// EPYC: 225 outputs 4× faster, 64 and 49 1.7–1.9×, 16 and 9 1.2× slower).
+const VECTOR_MIN: usize = 32;
+
 /// `forward_planes` built for the best instruction set of this CPU.
 fn forward_planes_best(g: &PoolGeom, ph: &Phases, x: &[f32], y: &mut [f32], arg: &mut [u32], rows: &mut [f32], lanes: &mut [u32]) {
     use crate::tensor::simd::Isa;
+    if g.oh * g.ow < VECTOR_MIN {
+        return scan_planes(g, x, y, arg);
+    }
     match Isa::best() {
         // SAFETY: `Isa::best` checked that this CPU runs the instruction set.
         #[cfg(target_arch = "x86_64")]
