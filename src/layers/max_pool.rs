@@ -160,7 +160,8 @@ impl Phases {
             phase[self.ph_h * pw..].fill(f32::NEG_INFINITY);
         }
         // The input columns a phase row reads, after the left padding.
-        let n = w.min((sw * pw).saturating_sub(pl));
+        let pl = pl.min(row.len());
+        let n = w.min(row.len() - pl);
         for py in 0..self.sh {
             let (lo, hi) = out.split_at_mut((py * sw + 1) * self.stride);
             let first = &mut lo[py * sw * self.stride..];
@@ -174,7 +175,6 @@ impl Phases {
                     continue;
                 };
                 // The padded row: −∞, the input row, −∞.
-                let pl = pl.min(row.len());
                 row[..pl].fill(f32::NEG_INFINITY);
                 row[pl..pl + n].copy_from_slice(&x[r * w..][..n]);
                 row[pl + n..].fill(f32::NEG_INFINITY);

@@ -224,9 +224,9 @@ impl Net {
         })
     }
 
-    /// Whether the forwards that follow run a ReLU inside the layer before it where they can
-    /// (on by default; the results are bitwise the same either way, one pass over the
-    /// activations less each way with).
+    /// Whether the forwards that follow run a ReLU inside the layer before it where they can.
+    /// On by default: the results are bitwise the same either way, and fusing saves one pass
+    /// over the activations in forward and one in backward.
     pub fn set_fusion(&mut self, on: bool) {
         self.fusion = on;
     }
