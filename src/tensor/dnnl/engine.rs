@@ -5,7 +5,7 @@
 //! theirs).
 
 use super::ops::{Op, OpDesc, Pass};
-use super::{set_threads, sys, Engine, PrimDesc, Port, Primitive};
+use super::{same_md, set_threads, sys, Engine, PrimDesc, Port, Primitive};
 use crate::tensor::backend::LayerEngine;
 use rayon::prelude::*;
 
@@ -66,6 +66,11 @@ struct BwdWeights {
     ddst: Port,
     dwei: Port,
     dbias: Option<Port>,
+    /// The forward's converted input has this primitive's layout: read there, not converted
+    /// again (the layer contract: backward gets the last forward's `x`).
+    src_from_fwd: bool,
+    /// Backward data's converted output gradient has this primitive's layout: read there.
+    ddst_from_data: bool,
 }
 
 impl OpDesc {
@@ -149,8 +154,11 @@ fn backward_prims(engine: &Engine, op: &Op, n: usize, hint: &PrimDesc) -> Result
         dsrc: Port::new(engine, &m.src, &pd.md(sys::dnnl_query_diff_src_md, 0), false)?,
         prim: pd.primitive(engine)?,
     };
+    let data_ddst = pd.md(sys::dnnl_query_diff_dst_md, 0);
     let pd = op.desc(Pass::BackwardWeights, &m)?.primitive_desc(engine, Some(hint))?;
     let weights = BwdWeights {
+        src_from_fwd: same_md(&pd.md(sys::dnnl_query_src_md, 0), &hint.md(sys::dnnl_query_src_md, 0)),
+        ddst_from_data: same_md(&pd.md(sys::dnnl_query_diff_dst_md, 0), &data_ddst),
         src: Port::new(engine, &m.src, &pd.md(sys::dnnl_query_src_md, 0), true)?,
         ddst: Port::new(engine, &m.dst, &pd.md(sys::dnnl_query_diff_dst_md, 0), true)?,
         dwei: Port::new(engine, &m.wei, &pd.md(sys::dnnl_query_diff_weights_md, 0), false)?,
@@ -182,6 +190,7 @@ impl Part {
     fn backward(&mut self, w: &[f32], x: &[f32], dy: &[f32], dx: Option<&mut [f32]>) -> Result<(), String> {
         let (bd, bw) = self.bwd.as_ref().expect("built by DnnlEngine::parts");
         let e = &self.engine;
+        let ran_data = dx.is_some();
         if let Some(dx) = dx {
             bd.ddst.bind(e, dy.as_ptr())?;
             bd.wei.bind(e, w.as_ptr())?;
@@ -189,10 +198,21 @@ impl Part {
             e.run(&bd.prim, &[(sys::DNNL_ARG_DIFF_DST, bd.ddst.memory()), (sys::DNNL_ARG_WEIGHTS, bd.wei.memory()), (sys::DNNL_ARG_DIFF_SRC, bd.dsrc.memory())])?;
             bd.dsrc.finish(e)?;
         }
-        bw.src.bind(e, x.as_ptr())?;
-        bw.ddst.bind(e, dy.as_ptr())?;
+        // Each activation converted once a step: x in forward, dy in backward data.
+        let src = if bw.src_from_fwd && self.fwd.src.converts() {
+            self.fwd.src.memory()
+        } else {
+            bw.src.bind(e, x.as_ptr())?;
+            bw.src.memory()
+        };
+        let ddst = if ran_data && bw.ddst_from_data && bd.ddst.converts() {
+            bd.ddst.memory()
+        } else {
+            bw.ddst.bind(e, dy.as_ptr())?;
+            bw.ddst.memory()
+        };
         bw.dwei.bind(e, self.dw.as_mut_ptr())?;
-        let args = [(sys::DNNL_ARG_SRC, bw.src.memory()), (sys::DNNL_ARG_DIFF_DST, bw.ddst.memory()), (sys::DNNL_ARG_DIFF_WEIGHTS, bw.dwei.memory())];
+        let args = [(sys::DNNL_ARG_SRC, src), (sys::DNNL_ARG_DIFF_DST, ddst), (sys::DNNL_ARG_DIFF_WEIGHTS, bw.dwei.memory())];
         match &bw.dbias {
             Some(port) => {
                 port.bind(e, self.db.as_mut_ptr())?;

@@ -50,6 +50,12 @@ const MEMORY_ALLOCATE: *mut c_void = usize::MAX as *mut c_void;
 /// A memory descriptor (a plain C struct in oneDNN 2.x).
 type Md = sys::dnnl_memory_desc_t;
 
+/// Whether two descriptors describe the same layout.
+fn same_md(a: &Md, b: &Md) -> bool {
+    // SAFETY: both descriptors are valid.
+    unsafe { sys::dnnl_memory_desc_equal(a, b) != 0 }
+}
+
 /// A descriptor of f32 `dims` in `tag` (`dnnl_format_tag_any` lets a primitive choose).
 fn md(dims: &[usize], tag: sys::dnnl_format_tag_t) -> Result<Md, String> {
     let d: Vec<sys::dnnl_dim_t> = dims.iter().map(|&v| v as sys::dnnl_dim_t).collect();
@@ -276,6 +282,12 @@ impl Port {
             Some((inner, reorder)) if !self.input => engine.run(reorder, &[(sys::DNNL_ARG_FROM, inner.0), (sys::DNNL_ARG_TO, self.user.0)]),
             _ => Ok(()),
         }
+    }
+
+    /// Whether the primitive's layout differs from the caller's (a conversion runs at `bind` or
+    /// `finish`).
+    fn converts(&self) -> bool {
+        self.inner.is_some()
     }
 
     /// The memory the primitive reads or writes.
