@@ -22,6 +22,7 @@ use crate::tensor::direct_conv::{self, Flat};
 use crate::tensor::direct_oc;
 use crate::tensor::im2col::{col2im, im2col, ConvShape};
 use crate::tensor::simd::Isa;
+use crate::tensor::winograd::{Tile, Winograd};
 use crate::tensor::{init::Init, Tensor};
 use rayon::prelude::*;
 
@@ -64,6 +65,9 @@ pub enum ConvAlgo {
     /// Direct 3×3 convolution vectorised over output channels (`tensor::direct_oc`): stride 1,
     /// one group; for small maps.
     DirectOc(Isa),
+    /// Winograd F(m×m, 3×3) (`tensor::winograd`) for forward and backward data, the weight
+    /// gradient on im2col + GEMM: 3×3, stride 1, dilation 1, one group, padding up to 2.
+    Winograd(Tile),
 }
 
 impl ConvAlgo {
@@ -76,6 +80,8 @@ impl ConvAlgo {
             ConvAlgo::Direct(Isa::Avx2) => "direct-avx2",
             ConvAlgo::DirectOc(Isa::Avx512) => "direct-oc-avx512",
             ConvAlgo::DirectOc(Isa::Avx2) => "direct-oc-avx2",
+            ConvAlgo::Winograd(Tile::F2) => "winograd-f2",
+            ConvAlgo::Winograd(Tile::F4) => "winograd-f4",
         }
     }
 
@@ -100,6 +106,17 @@ const DIRECT_MIN_USEFUL: f64 = 0.7;
 /// 8.9 ms against 12.6 ms forward + backward; VGG-11's 128→256 to 512→512 on 8×8 down to 2×2,
 /// 1.1× to 3× slower than the GEMM, whose blocking keeps their 1–9 MiB of weights in cache.
 const DIRECT_OC_MAX_WEIGHTS: usize = 64 * 64;
+
+/// Fewest input channels for which Winograd beats the direct kernels; it also needs more than
+/// this squared channel pairs. Measured with `convoy bench --layers` (batch 64, one thread,
+/// forward + backward ms, direct → Winograd): VGG-11's 64→128 on 16×16 82 → 54 and 128→256 to
+/// 512→512 (im2col) 2–2.5× faster; ResNet-20's 32→32 on 16×16 10.4 → 11.8 and 16→16 on 32×32
+/// 10.8 → 19.6 (with few channels the GEMMs are thin and the transforms' passes over memory
+/// dominate). ResNet-20's 64→64 on 8×8 gained a little (9.5 → 8.1) but stays direct: its
+/// F(4×4) rounding (about 4× the direct sum's) moved ResNet-20's 10-step trajectory 1.0e-4 away
+/// from oneDNN's, past what tests/train_mnist.rs allows between backends, and under `auto`
+/// oneDNN runs that layer anyway (7.8 ms).
+const WINOGRAD_MIN_CHANNELS: usize = 64;
 
 /// Per-thread scratch buffers.
 #[derive(Default)]
@@ -130,6 +147,8 @@ pub struct Conv2d {
     packed: Vec<f32>,
     packed_t: Vec<f32>,
     scratch: Vec<Scratch>,
+    /// Winograd path: its plans, transformed filters and buffers.
+    wino: Option<Winograd>,
     /// The external library running this layer when `Ctx::backend` is not native (made on the
     /// first call that asks for it), and the backend of the last call (for `kernel`).
     engine: Option<Box<dyn LayerEngine>>,
@@ -169,7 +188,7 @@ impl Conv2d {
             oh,
             ow,
         };
-        let mut conv = Conv2d { cfg, in_shape: [c, h, w], geom, algo: ConvAlgo::Im2col, flat: None, packed: Vec::new(), packed_t: Vec::new(), scratch: Vec::new(), engine: None, backend: Backend::Native };
+        let mut conv = Conv2d { cfg, in_shape: [c, h, w], geom, algo: ConvAlgo::Im2col, flat: None, packed: Vec::new(), packed_t: Vec::new(), scratch: Vec::new(), wino: None, engine: None, backend: Backend::Native };
         let choice = conv.best_algo();
         conv.set_algo(choice)?;
         Ok(conv)
@@ -179,6 +198,9 @@ impl Conv2d {
     fn best_algo(&self) -> ConvAlgo {
         if self.one_by_one() {
             return ConvAlgo::Gemm1x1;
+        }
+        if let Some(tile) = self.winograd_tile() {
+            return ConvAlgo::Winograd(tile);
         }
         match Isa::best().and_then(|isa| self.flat_for(isa).map(|f| (isa, f))) {
             Some((isa, f)) if f.useful() >= DIRECT_MIN_USEFUL => ConvAlgo::Direct(isa),
@@ -196,6 +218,28 @@ impl Conv2d {
         Flat::new(isa, g.c, self.cfg.out_channels / self.cfg.groups, g.kh, g.kw, g.h, g.w, g.ph, g.pw)
     }
 
+    /// The Winograd tile for this layer where Winograd pays: at least `WINOGRAD_MIN_CHANNELS`
+    /// input channels and more than its square of channel pairs, and the tile that needs fewer transform points over the output (F(2×2)
+    /// on a tie: cheaper transforms, less rounding).
+    fn winograd_tile(&self) -> Option<Tile> {
+        let g = &self.geom;
+        if g.c < WINOGRAD_MIN_CHANNELS || g.c * self.cfg.out_channels <= WINOGRAD_MIN_CHANNELS * WINOGRAD_MIN_CHANNELS {
+            return None;
+        }
+        let points = |m: usize| g.oh.div_ceil(m) * g.ow.div_ceil(m) * (m + 2) * (m + 2);
+        let tile = if points(4) < points(2) { Tile::F4 } else { Tile::F2 };
+        self.winograd(tile).map(|_| tile)
+    }
+
+    /// The Winograd state of this layer with `tile`, where it applies.
+    fn winograd(&self, tile: Tile) -> Option<Winograd> {
+        let g = &self.geom;
+        if (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, self.cfg.groups) != (3, 3, 1, 1, 1, 1, 1) {
+            return None;
+        }
+        Winograd::new(tile, g.c, self.cfg.out_channels, g.h, g.w, g.ph, g.pw)
+    }
+
     /// The algorithm this layer runs.
     pub fn algo(&self) -> ConvAlgo {
         self.algo
@@ -205,8 +249,16 @@ impl Conv2d {
     /// Fails when `algo` does not apply to the shape or the CPU.
     pub fn set_algo(&mut self, algo: ConvAlgo) -> Result<(), LayerError> {
         let refuse = |why: &str| Err(LayerError::Config { op: "conv2d", msg: format!("algorithm {} does not apply: {why}", algo.name()) });
+        let mut wino = None;
         let flat = match algo {
             ConvAlgo::Im2col => None,
+            ConvAlgo::Winograd(tile) => match self.winograd(tile) {
+                Some(wn) => {
+                    wino = Some(wn);
+                    None
+                }
+                None => return refuse("needs a 3×3 kernel of stride 1 and dilation 1, one group and padding of at most 2"),
+            },
             ConvAlgo::Gemm1x1 if !self.one_by_one() => return refuse("the kernel is not 1×1 with stride 1 and no padding"),
             ConvAlgo::Gemm1x1 => None,
             ConvAlgo::Direct(isa) | ConvAlgo::DirectOc(isa) if !isa.supported() => return refuse("this CPU lacks the instruction set"),
@@ -219,7 +271,7 @@ impl Conv2d {
                 _ => return refuse("needs a 3×3 kernel of stride 1 and one group"),
             },
         };
-        (self.algo, self.flat) = (algo, flat);
+        (self.algo, self.flat, self.wino) = (algo, flat, wino);
         Ok(())
     }
 
@@ -235,10 +287,16 @@ impl Conv2d {
     /// 11.1 against oneDNN's 11.4 ms per 16-channel 32×32 layer on one thread and 5.7 against
     /// 8.4 ms on two (oneDNN converts every tensor to and from its blocked layout, and on two
     /// threads those passes share the memory bandwidth); everywhere else oneDNN was as fast or
-    /// faster (strided and 8×8 layers 1.3–1.6×, LeNet's 5×5 2×, VGG-11 and AlexNet throughout).
+    /// faster (strided and 8×8 layers 1.3–1.6×, LeNet's 5×5 2×, AlexNet's 5×5 and 11×11).
+    /// Winograd layers stay native too: VGG-11's 64→128 on 16×16 took 54 against oneDNN's 66 ms
+    /// forward + backward, its 256→256 on 8×8 67 against 116, its 512→512 on 2×2 34 against 37.
     fn native_pays(&self) -> bool {
         let g = &self.geom;
-        matches!(self.algo, ConvAlgo::Direct(_)) && (g.kh, g.kw) == (3, 3) && g.c <= 32
+        match self.algo {
+            ConvAlgo::Direct(_) => (g.kh, g.kw) == (3, 3) && g.c <= 32,
+            ConvAlgo::Winograd(_) => true,
+            _ => false,
+        }
     }
 
     /// The engine of `backend` (made on first use), or `None` for the native kernels.
@@ -455,9 +513,12 @@ impl Layer for Conv2d {
             return e.forward(ctx.threads, w, bias.then_some(b), x.data(), y.data_mut()).map_err(|msg| LayerError::Config { op: "conv2d", msg });
         }
         let threads = ctx.threads.clamp(1, n.max(1));
-        self.prepare(threads, false);
-        let wlen = self.cfg.out_channels * self.fan_in();
         let (w, b) = p.split_at(wlen);
+        if let Some(wn) = self.wino.as_mut() {
+            wn.forward(threads, w, bias.then_some(b), x.data(), y.data_mut());
+            return Ok(());
+        }
+        self.prepare(threads, false);
         let (cfg, g, direct, nb) = (self.cfg, self.geom, self.direct(), self.samples_per_gemm());
         let per = n.div_ceil(threads);
         let (xs, ys) = (x.sample_len(), y.sample_len());
@@ -500,8 +561,6 @@ impl Layer for Conv2d {
             return e.backward(ctx.threads, &p[..wlen], x.data(), dy.data(), dx, dw, bias.then_some(db)).map_err(|msg| LayerError::Config { op: "conv2d", msg });
         }
         let threads = ctx.threads.clamp(1, n.max(1));
-        self.prepare(threads, true);
-        let wlen = self.cfg.out_channels * self.fan_in();
         let w = &p[..wlen];
         let (dw, db) = dp.split_at_mut(wlen);
         let (cfg, g, direct, nb) = (self.cfg, self.geom, self.direct(), self.samples_per_gemm());
@@ -511,6 +570,22 @@ impl Layer for Conv2d {
             d.resize(x.shape());
             d
         });
+        if let Some(wn) = self.wino.as_mut() {
+            if let Some(d) = dx {
+                wn.backward_data(threads, w, dy.data(), d.data_mut());
+            }
+            wn.backward_weights(threads, x.data(), dy.data(), dw);
+            if cfg.bias {
+                let plane = g.oh * g.ow;
+                for sample in dy.data().chunks_exact(ys) {
+                    for (dbv, row) in db.iter_mut().zip(sample.chunks_exact(plane)) {
+                        *dbv += row.iter().sum::<f32>();
+                    }
+                }
+            }
+            return Ok(());
+        }
+        self.prepare(threads, true);
         if let Some(d) = self.direct_kernel() {
             // Backward reads only the transposed packing, and only for the input gradient.
             if dx.is_some() {

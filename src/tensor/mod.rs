@@ -14,6 +14,7 @@ pub mod im2col;
 pub mod init;
 pub mod rng;
 pub mod simd;
+pub mod winograd;
 
 use thiserror::Error;
 
