@@ -134,3 +134,23 @@ fn direct_spec() -> ModelSpec {
     )
     .unwrap()
 }
+
+/// Winograd convolutions (F(4×4) 3×3 and F(2×2) 5×5) allocate the same each step after the
+/// first: their blocks' buffers are kept; what remains is the gemm crate's workspace per GEMM.
+#[test]
+fn winograd_steps_allocate_only_the_same_gemm_workspace_each_step() {
+    let spec = ModelSpec::from_toml(
+        "name = \"wino\"\ninput = [32, 8, 8]\nclasses = 40\n\
+         [[layer]]\nname = \"c1\"\ntype = \"conv2d\"\nout_channels = 160\nkernel = 3\npadding = 1\n\
+         [[layer]]\nname = \"r1\"\ntype = \"relu\"\n\
+         [[layer]]\nname = \"c2\"\ntype = \"conv2d\"\nout_channels = 40\nkernel = 5\npadding = 2\n\
+         [[layer]]\nname = \"g\"\ntype = \"global_avg_pool\"\n\
+         [[layer]]\nname = \"f\"\ntype = \"flatten\"\n",
+        "wino",
+    )
+    .unwrap();
+    let net = Net::build(&spec).unwrap();
+    assert_eq!((net.layer_kernel(0), net.layer_kernel(2)), ("winograd-f4", "winograd-f2"));
+    let counts = allocations_per_step(&spec, 16);
+    assert!(counts.windows(2).all(|w| w[0] == w[1]), "allocations vary per step: {counts:?}");
+}

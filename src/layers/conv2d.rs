@@ -65,8 +65,9 @@ pub enum ConvAlgo {
     /// Direct 3×3 convolution vectorised over output channels (`tensor::direct_oc`): stride 1,
     /// one group; for small maps.
     DirectOc(Isa),
-    /// Winograd F(m×m, 3×3) (`tensor::winograd`) for forward and backward data, the weight
-    /// gradient on im2col + GEMM: 3×3, stride 1, dilation 1, one group, padding up to 2.
+    /// Winograd F(m×m, r×r) (`tensor::winograd`) for forward, input and weight gradients:
+    /// F(2×2) or F(4×4) for 3×3 kernels, F(2×2) for 5×5; stride 1, dilation 1, one group,
+    /// padding below the kernel size.
     Winograd(Tile),
 }
 
@@ -107,16 +108,20 @@ const DIRECT_MIN_USEFUL: f64 = 0.7;
 /// 1.1× to 3× slower than the GEMM, whose blocking keeps their 1–9 MiB of weights in cache.
 const DIRECT_OC_MAX_WEIGHTS: usize = 64 * 64;
 
-/// Fewest input channels for which Winograd beats the direct kernels; it also needs more than
-/// this squared channel pairs. Measured with `convoy bench --layers` (batch 64, one thread,
-/// forward + backward ms, direct → Winograd): VGG-11's 64→128 on 16×16 82 → 54 and 128→256 to
-/// 512→512 (im2col) 2–2.5× faster; ResNet-20's 32→32 on 16×16 10.4 → 11.8 and 16→16 on 32×32
-/// 10.8 → 19.6 (with few channels the GEMMs are thin and the transforms' passes over memory
-/// dominate). ResNet-20's 64→64 on 8×8 gained a little (9.5 → 8.1) but stays direct: its
-/// F(4×4) rounding (about 4× the direct sum's) moved ResNet-20's 10-step trajectory 1.0e-4 away
-/// from oneDNN's, past what tests/train_mnist.rs allows between backends, and under `auto`
-/// oneDNN runs that layer anyway (7.8 ms).
-const WINOGRAD_MIN_CHANNELS: usize = 64;
+/// Fewest input channels for Winograd. Measured with `convoy bench --layers` (batch 64, one
+/// thread, Zen 4, forward + backward ms, direct → F(4×4)): ResNet-20's 16→16 on 32×32 10.5 →
+/// 13.1 (thin GEMMs; the transforms dominate), 32→32 on 16×16 10.2 → 8.3.
+const WINOGRAD_MIN_CHANNELS: usize = 32;
+
+/// Most channel pairs (cin·cout) that stay on the direct kernels. Winograd would win there too
+/// (ResNet-20's 32→32 10.2 → 8.3 ms, its 64→64 on 8×8 9.3 → 5.7), but F(4×4)'s rounding (about
+/// 6× the direct sum's RMS error, `tensor/winograd.rs`) moved ResNet-20's 10-step trajectory
+/// 1.0e-4 away from oneDNN's with only its 64→64 layers on it, past what tests/train_mnist.rs
+/// allows between backends (batch norm at initialisation amplifies rounding, see there), and
+/// F(2×2) is slower than direct on those layers. Above it, Winograd: VGG-11's 64→128 on 16×16
+/// 82 → 40 ms, its 128→256 to 512→512 2–2.5× faster than im2col; AlexNet-CIFAR's 5×5 64→128
+/// on 15×15 220 → 135 ms.
+const WINOGRAD_MAX_PAIRS_DIRECT: usize = 64 * 64;
 
 /// Per-thread scratch buffers.
 #[derive(Default)]
@@ -219,25 +224,25 @@ impl Conv2d {
     }
 
     /// The Winograd tile for this layer where Winograd pays: at least `WINOGRAD_MIN_CHANNELS`
-    /// input channels and more than its square of channel pairs, and the tile that needs fewer transform points over the output (F(2×2)
+    /// input channels and more than `WINOGRAD_MAX_PAIRS_DIRECT` channel pairs, and the tile that needs fewer transform points over the output (F(2×2)
     /// on a tie: cheaper transforms, less rounding).
     fn winograd_tile(&self) -> Option<Tile> {
         let g = &self.geom;
-        if g.c < WINOGRAD_MIN_CHANNELS || g.c * self.cfg.out_channels <= WINOGRAD_MIN_CHANNELS * WINOGRAD_MIN_CHANNELS {
+        if g.c < WINOGRAD_MIN_CHANNELS || g.c * self.cfg.out_channels <= WINOGRAD_MAX_PAIRS_DIRECT {
             return None;
         }
-        let points = |m: usize| g.oh.div_ceil(m) * g.ow.div_ceil(m) * (m + 2) * (m + 2);
-        let tile = if points(4) < points(2) { Tile::F4 } else { Tile::F2 };
+        let points = |m: usize| g.oh.div_ceil(m) * g.ow.div_ceil(m) * (m + g.kh - 1) * (m + g.kh - 1);
+        let tile = if g.kh == 3 && points(4) < points(2) { Tile::F4 } else { Tile::F2 };
         self.winograd(tile).map(|_| tile)
     }
 
     /// The Winograd state of this layer with `tile`, where it applies.
     fn winograd(&self, tile: Tile) -> Option<Winograd> {
         let g = &self.geom;
-        if (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, self.cfg.groups) != (3, 3, 1, 1, 1, 1, 1) {
+        if g.kh != g.kw || (g.sh, g.sw, g.dh, g.dw, self.cfg.groups) != (1, 1, 1, 1, 1) {
             return None;
         }
-        Winograd::new(tile, g.c, self.cfg.out_channels, g.h, g.w, g.ph, g.pw)
+        Winograd::new(tile, g.kh, g.c, self.cfg.out_channels, g.h, g.w, g.ph, g.pw)
     }
 
     /// The algorithm this layer runs.
@@ -257,7 +262,7 @@ impl Conv2d {
                     wino = Some(wn);
                     None
                 }
-                None => return refuse("needs a 3×3 kernel of stride 1 and dilation 1, one group and padding of at most 2"),
+                None => return refuse("needs a 3×3 kernel (or 5×5 with F(2×2)) of stride 1 and dilation 1, one group and padding below the kernel size"),
             },
             ConvAlgo::Gemm1x1 if !self.one_by_one() => return refuse("the kernel is not 1×1 with stride 1 and no padding"),
             ConvAlgo::Gemm1x1 => None,

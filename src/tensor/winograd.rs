@@ -32,14 +32,16 @@ type Lane = [f32; LANES];
 const ZERO: Lane = [0.0; LANES];
 /// The largest transform size, m + 2 for m = 4.
 const MAX_A: usize = 6;
+/// The largest filter size.
+const MAX_R: usize = 5;
 type Patch = [[Lane; MAX_A]; MAX_A];
 
 /// The output tile size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tile {
-    /// F(2×2, 3×3): 4×4 transforms.
+    /// F(2×2, r×r): (r+1)×(r+1) transforms.
     F2,
-    /// F(4×4, 3×3): 6×6 transforms.
+    /// F(4×4, 3×3): 6×6 transforms (3×3 filters only).
     F4,
 }
 
@@ -59,6 +61,8 @@ impl Tile {
 pub struct Plan {
     /// The output tile size.
     pub tile: Tile,
+    /// The filter size, 3 or 5.
+    pub r: usize,
     /// Input channels.
     pub c: usize,
     /// Output channels.
@@ -80,25 +84,34 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan of a 3×3, stride-1 convolution, or `None` where Winograd does not apply
-    /// (padding above 2, or an input smaller than the kernel).
-    pub fn new(tile: Tile, c: usize, k: usize, h: usize, w: usize, ph: usize, pw: usize) -> Option<Plan> {
-        if ph > 2 || pw > 2 || h + 2 * ph < 3 || w + 2 * pw < 3 || c == 0 || k == 0 {
+    /// The plan of an r×r, stride-1 convolution, or `None` where Winograd does not apply
+    /// (r other than 3 or 5, F(4×4) with r = 5, padding above r − 1, an input smaller than the
+    /// kernel).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(tile: Tile, r: usize, c: usize, k: usize, h: usize, w: usize, ph: usize, pw: usize) -> Option<Plan> {
+        let fits = matches!((tile, r), (Tile::F2, 3 | 5) | (Tile::F4, 3));
+        if !fits || ph >= r || pw >= r || h + 2 * ph < r || w + 2 * pw < r || c == 0 || k == 0 {
             return None;
         }
-        let (oh, ow) = (h + 2 * ph - 2, w + 2 * pw - 2);
+        let (oh, ow) = (h + 2 * ph + 1 - r, w + 2 * pw + 1 - r);
         let m = tile.m();
-        Some(Plan { tile, c, k, h, w, ph, pw, oh, ow, th: oh.div_ceil(m), tw: ow.div_ceil(m) })
+        Some(Plan { tile, r, c, k, h, w, ph, pw, oh, ow, th: oh.div_ceil(m), tw: ow.div_ceil(m) })
     }
 
     /// The plan of backward data: dy (k channels of oh×ow) to dx (c channels of h×w), padding
-    /// 2 − p, with the filters of `transform_weights(.., transposed = true)`.
+    /// r − 1 − p, with the filters of `transform_weights(.., transposed = true)`.
     pub fn transposed(&self) -> Plan {
-        Plan::new(self.tile, self.k, self.c, self.oh, self.ow, 2 - self.ph, 2 - self.pw).expect("the transposed plan of a valid plan is valid")
+        let r = self.r;
+        Plan::new(self.tile, r, self.k, self.c, self.oh, self.ow, r - 1 - self.ph, r - 1 - self.pw).expect("the transposed plan of a valid plan is valid")
     }
 
     fn alpha(&self) -> usize {
-        self.tile.m() + 2
+        self.tile.m() + self.r - 1
+    }
+
+    /// Floats of one filter.
+    fn taps(&self) -> usize {
+        self.r * self.r
     }
 
     /// Transform points ξ: the number of GEMMs.
@@ -117,32 +130,53 @@ impl Plan {
 
     /// Floats of the padded plane each thread gathers its patches from.
     fn pad_len(&self) -> usize {
-        let m = self.tile.m();
-        (self.th * m + 2) * (self.tw * m + 2)
+        let (m, e) = (self.tile.m(), self.r - 1);
+        (self.th * m + e) * (self.tw * m + e)
     }
 }
 
+/// Bytes of one block's transformed inputs and products (V and M, or V and E) that the
+/// blocking aims for: the block's passes then stay in the caches instead of streaming the whole
+/// batch's V and M through memory (AlexNet-CIFAR's 64→128 5×5 layer on 15×15 maps: 113 MB for
+/// a batch of 64). Measured with `convoy bench` (batch 64, one thread, Zen 4 with 1 MiB of L2),
+/// AlexNet-CIFAR / VGG-11 step ms: the whole batch at once 262 / 381; blocks of 16 MiB 213 / 380,
+/// 4 MiB 195–203 / 358–374, 1 MiB 182 / 345–353, 512 KiB 182 / 347–351.
+const BLOCK_BYTES: usize = 1 << 20;
+
+/// Fewest tiles per block: the GEMMs stream U (K·C·α² floats) once per block, so small blocks
+/// re-read large filters (VGG-11's 512→512: 37 MB) too often, and thin GEMMs run slowly. With
+/// 1 MiB blocks, VGG-11 step ms: 16 tiles 367, 32 353, 64 345, 128 364.
+const BLOCK_MIN_TILES: usize = 64;
+
+/// One thread's buffers: a block's transformed inputs V `[C][ξ][T]`, products M `[ξ][K][T]`,
+/// transformed output gradients E `[K][ξ][T]`, its weight-gradient partial Mw `[ξ][K][C]`,
+/// and the padded plane the patches are gathered from.
+#[derive(Default)]
+struct Buffers {
+    v: Vec<f32>,
+    m: Vec<f32>,
+    e: Vec<f32>,
+    mw: Vec<f32>,
+    pad: Vec<f32>,
+}
+
 /// A Winograd convolution layer's state: its forward and backward-data plans, the transformed
-/// filters of each, and the transformed inputs and products, kept between calls (no allocation
-/// once grown).
+/// filters of each, and per-thread buffers, kept between calls (no allocation once grown).
 pub struct Winograd {
     fwd: Plan,
     bwd: Plan,
     u: Vec<f32>,
     ut: Vec<f32>,
-    v: Vec<f32>,
-    m: Vec<f32>,
-    /// Weight gradient: dy's tiles transformed, `[K][ξ][T]`.
-    e: Vec<f32>,
-    pads: Vec<Vec<f32>>,
+    bufs: Vec<Buffers>,
 }
 
 impl Winograd {
-    /// For a 3×3, stride-1, one-group convolution of `c` channels of h×w to `k`, padded by
-    /// (ph, pw); `None` where it does not apply.
-    pub fn new(tile: Tile, c: usize, k: usize, h: usize, w: usize, ph: usize, pw: usize) -> Option<Winograd> {
-        let fwd = Plan::new(tile, c, k, h, w, ph, pw)?;
-        Some(Winograd { fwd, bwd: fwd.transposed(), u: Vec::new(), ut: Vec::new(), v: Vec::new(), m: Vec::new(), e: Vec::new(), pads: Vec::new() })
+    /// For an r×r, stride-1, one-group convolution of `c` channels of h×w to `k`, padded by
+    /// (ph, pw); `None` where it does not apply (`Plan::new`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(tile: Tile, r: usize, c: usize, k: usize, h: usize, w: usize, ph: usize, pw: usize) -> Option<Winograd> {
+        let fwd = Plan::new(tile, r, c, k, h, w, ph, pw)?;
+        Some(Winograd { fwd, bwd: fwd.transposed(), u: Vec::new(), ut: Vec::new(), bufs: Vec::new() })
     }
 
     /// The forward plan.
@@ -150,12 +184,12 @@ impl Winograd {
         &self.fwd
     }
 
-    /// `y` (n, k, oh, ow) = conv(`x` (n, c, h, w), `w` (k, c, 3, 3)) + `bias`.
+    /// `y` (n, k, oh, ow) = conv(`x` (n, c, h, w), `w` (k, c, r, r)) + `bias`.
     pub fn forward(&mut self, threads: usize, w: &[f32], bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
         let p = self.fwd;
         self.u.resize(p.u_len(), 0.0);
         transform_weights(&p, threads, w, false, &mut self.u);
-        run(&p, threads, &self.u, x, bias, y, &mut self.v, &mut self.m, &mut self.pads);
+        run(&p, threads, &self.u, x, bias, y, &mut self.bufs);
     }
 
     /// `dx` (n, c, h, w) = the input gradient of the forward convolution for `dy` (n, k, oh, ow).
@@ -163,71 +197,91 @@ impl Winograd {
         let p = self.bwd;
         self.ut.resize(p.u_len(), 0.0);
         transform_weights(&p, threads, w, true, &mut self.ut);
-        run(&p, threads, &self.ut, dy, None, dx, &mut self.v, &mut self.m, &mut self.pads);
+        run(&p, threads, &self.ut, dy, None, dx, &mut self.bufs);
     }
 
-    /// `dw` (k, c, 3, 3) += the weight gradient of the forward convolution of `x` for `dy`.
+    /// `dw` (k, c, r, r) += the weight gradient of the forward convolution of `x` for `dy`.
     ///
     /// The same transform points read backwards: with y = Aᵀ[(G g) ⊙ (Bᵀ d)], the trilinear form
     /// Σ dy·y = Σ_ξ (A dy)_ξ (G g)_ξ (Bᵀ d)_ξ gives dg = Gᵀ[(A dy) ⊙ (Bᵀ d)]; in 2-D, per tile,
-    /// dW = Gᵀ [(A dy Aᵀ) ⊙ (Bᵀ d B)] G, and the sum over tiles and images is one GEMM per ξ:
-    /// `Mw_ξ (K × C) = E_ξ (K × T) · V_ξᵀ (T × C)`.
+    /// dW = Gᵀ [(A dy Aᵀ) ⊙ (Bᵀ d B)] G, and the sum over tiles and images is one GEMM per ξ
+    /// and block, accumulated: `Mw_ξ (K × C) += E_ξ (K × T) · V_ξᵀ (T × C)`. Each thread sums
+    /// its blocks, the threads' partials are added in thread order, and one output transform
+    /// ends it.
     pub fn backward_weights(&mut self, threads: usize, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         let p = self.fwd;
         let n = x.len() / (p.c * p.h * p.w);
         assert_eq!(x.len(), n * p.c * p.h * p.w, "winograd: input length");
         assert_eq!(dy.len(), n * p.k * p.oh * p.ow, "winograd: output gradient length");
-        assert_eq!(dw.len(), p.k * p.c * 9, "winograd: weight gradient length");
+        assert_eq!(dw.len(), p.k * p.c * p.taps(), "winograd: weight gradient length");
         if n == 0 {
             return;
         }
-        let (xi, t) = (p.points(), n * p.tiles());
-        let threads = threads.max(1);
-        prepare(&p, threads, n, &mut self.v, &mut self.pads);
-        self.e.resize(p.k * xi * t, 0.0);
-        self.m.resize(xi * p.k * p.c, 0.0);
         let isa = Isa::best();
-        let (per_c, per_k) = (p.c.div_ceil(threads), p.k.div_ceil(threads));
-        if threads == 1 {
-            input_channels(isa, &p, x, 0, &mut self.v, &mut self.pads[0]);
-            for pad in self.pads.iter_mut() {
-                pad.fill(0.0);
+        let (xs, ys, ipb) = (p.c * p.h * p.w, p.k * p.oh * p.ow, images_per_block(&p));
+        let per = n.div_ceil(ipb).div_ceil(threads.max(1)) * ipb;
+        let chunks = n.div_ceil(per);
+        size_buffers(&mut self.bufs, chunks, &p, ipb, true);
+        let body = |xc: &[f32], dyc: &[f32], b: &mut Buffers| {
+            b.mw.fill(0.0);
+            for (xb, dyb) in xc.chunks(ipb * xs).zip(dyc.chunks(ipb * ys)) {
+                let t = xb.len() / xs * p.tiles();
+                let (xi, kc) = (p.points(), p.k * p.c);
+                input_channels(isa, &p, xb, 0, &mut b.v[..p.c * xi * t], &mut b.pad);
+                dy_channels(isa, &p, dyb, 0, &mut b.e[..p.k * xi * t], &mut b.pad);
+                for (g, mg) in b.mw.chunks_exact_mut(kc).enumerate() {
+                    sgemm(p.k, p.c, t, MatRef::n(&b.e[g * t..], xi * t), MatRef::t(&b.v[g * t..], xi * t), mg, p.c, true, 1);
+                }
             }
-            dy_channels(isa, &p, dy, 0, &mut self.e, &mut self.pads[0]);
+        };
+        if chunks == 1 {
+            body(x, dy, &mut self.bufs[0]);
         } else {
-            self.v.par_chunks_mut(per_c * xi * t).zip(self.pads.par_iter_mut()).enumerate().with_max_len(1).for_each(|(i, (vc, pad))| input_channels(isa, &p, x, i * per_c, vc, pad));
-            for pad in self.pads.iter_mut() {
-                pad.fill(0.0);
+            x.par_chunks(per * xs).zip(dy.par_chunks(per * ys)).zip(self.bufs.par_iter_mut()).with_max_len(1).for_each(|((xc, dyc), b)| body(xc, dyc, b));
+            let (first, rest) = self.bufs.split_at_mut(1);
+            for b in &rest[..chunks - 1] {
+                first[0].mw.iter_mut().zip(&b.mw).for_each(|(s, v)| *s += v);
             }
-            self.e.par_chunks_mut(per_k * xi * t).zip(self.pads.par_iter_mut()).enumerate().with_max_len(1).for_each(|(i, (ec, pad))| dy_channels(isa, &p, dy, i * per_k, ec, pad));
         }
-        let (v, e, kc) = (&self.v[..], &self.e[..], p.k * p.c);
-        let gemm = |g: usize, mg: &mut [f32]| sgemm(p.k, p.c, t, MatRef::n(&e[g * t..], xi * t), MatRef::t(&v[g * t..], xi * t), mg, p.c, false, 1);
-        if threads == 1 {
-            self.m.chunks_exact_mut(kc).enumerate().for_each(|(g, mg)| gemm(g, mg));
-            weight_grad_rows(isa, &p, &self.m, 0, dw);
+        let mw = &self.bufs[0].mw[..];
+        if threads <= 1 {
+            weight_grad_rows(isa, &p, mw, 0, dw);
         } else {
-            let per = xi.div_ceil(threads);
-            self.m.par_chunks_mut(per * kc).enumerate().with_max_len(1).for_each(|(i, chunk)| chunk.chunks_exact_mut(kc).enumerate().for_each(|(j, mg)| gemm(i * per + j, mg)));
-            let m = &self.m[..];
-            dw.par_chunks_mut(per_k * p.c * 9).enumerate().with_max_len(1).for_each(|(i, dwc)| weight_grad_rows(isa, &p, m, i * per_k, dwc));
+            let per_k = p.k.div_ceil(threads);
+            dw.par_chunks_mut(per_k * p.c * p.taps()).enumerate().with_max_len(1).for_each(|(i, dwc)| weight_grad_rows(isa, &p, mw, i * per_k, dwc));
         }
     }
 }
 
-/// Sizes V for `n` images and gives each of `threads` a zeroed padded plane.
-fn prepare(p: &Plan, threads: usize, n: usize, v: &mut Vec<f32>, pads: &mut Vec<Vec<f32>>) {
-    v.resize(p.c * p.points() * n * p.tiles(), 0.0);
-    pads.resize_with(threads, Vec::new);
-    for pad in pads.iter_mut() {
-        pad.clear();
-        pad.resize(p.pad_len(), 0.0);
+/// Images per block of `p`: as many as `BLOCK_BYTES` allows, at least `BLOCK_MIN_TILES` tiles.
+/// A function of the shape only, so that a sample's result does not depend on the batch or the
+/// thread count.
+fn images_per_block(p: &Plan) -> usize {
+    let per_tile = p.points() * (p.c + p.k) * 4;
+    let tiles = (BLOCK_BYTES / per_tile).max(BLOCK_MIN_TILES);
+    (tiles / p.tiles()).max(1)
+}
+
+/// Gives `chunks` threads buffers for blocks of `ipb` images of `p` (E and Mw too when
+/// `weights`).
+fn size_buffers(bufs: &mut Vec<Buffers>, chunks: usize, p: &Plan, ipb: usize, weights: bool) {
+    let (xi, t) = (p.points(), ipb * p.tiles());
+    bufs.resize_with(bufs.len().max(chunks), Buffers::default);
+    for b in &mut bufs[..chunks] {
+        b.v.resize(b.v.len().max(p.c * xi * t), 0.0);
+        b.pad.resize(b.pad.len().max(p.pad_len()), 0.0);
+        if weights {
+            b.e.resize(b.e.len().max(p.k * xi * t), 0.0);
+            b.mw.resize(xi * p.k * p.c, 0.0);
+        } else {
+            b.m.resize(b.m.len().max(xi * p.k * t), 0.0);
+        }
     }
 }
 
-/// One convolution by `p` with transformed filters `u`: input transform, GEMMs, output transform.
-#[allow(clippy::too_many_arguments)]
-fn run(p: &Plan, threads: usize, u: &[f32], x: &[f32], bias: Option<&[f32]>, y: &mut [f32], v: &mut Vec<f32>, m: &mut Vec<f32>, pads: &mut Vec<Vec<f32>>) {
+/// One convolution by `p` with transformed filters `u`, block by block of images (input
+/// transform, GEMMs, output transform), the blocks shared out to `threads` in contiguous runs.
+fn run(p: &Plan, threads: usize, u: &[f32], x: &[f32], bias: Option<&[f32]>, y: &mut [f32], bufs: &mut Vec<Buffers>) {
     let n = x.len() / (p.c * p.h * p.w);
     assert_eq!(x.len(), n * p.c * p.h * p.w, "winograd: input length");
     assert_eq!(y.len(), n * p.k * p.oh * p.ow, "winograd: output length");
@@ -235,42 +289,36 @@ fn run(p: &Plan, threads: usize, u: &[f32], x: &[f32], bias: Option<&[f32]>, y: 
     if n == 0 {
         return;
     }
-    let (xi, t) = (p.points(), n * p.tiles());
-    let threads = threads.max(1);
-    prepare(p, threads, n, v, pads);
-    m.resize(xi * p.k * t, 0.0);
     let isa = Isa::best();
-    // Input transform, by input channel.
-    let per_c = p.c.div_ceil(threads);
-    if threads == 1 {
-        input_channels(isa, p, x, 0, v, &mut pads[0]);
+    let (xs, ys, ipb) = (p.c * p.h * p.w, p.k * p.oh * p.ow, images_per_block(p));
+    let per = n.div_ceil(ipb).div_ceil(threads.max(1)) * ipb;
+    let chunks = n.div_ceil(per);
+    size_buffers(bufs, chunks, p, ipb, false);
+    let body = |xc: &[f32], yc: &mut [f32], b: &mut Buffers| {
+        for (xb, yb) in xc.chunks(ipb * xs).zip(yc.chunks_mut(ipb * ys)) {
+            let nb = xb.len() / xs;
+            let (xi, t) = (p.points(), nb * p.tiles());
+            let (v, m) = (&mut b.v[..p.c * xi * t], &mut b.m[..xi * p.k * t]);
+            input_channels(isa, p, xb, 0, v, &mut b.pad);
+            // One GEMM per transform point: M_ξ (K × T) = U_ξ (K × C) · V_ξ (C × T).
+            for (g, mg) in m.chunks_exact_mut(p.k * t).enumerate() {
+                sgemm(p.k, t, p.c, MatRef::n(&u[g * p.c..], xi * p.c), MatRef::n(&v[g * t..], xi * t), mg, t, false, 1);
+            }
+            output_images(isa, p, m, nb, 0, bias, yb);
+        }
+    };
+    if chunks == 1 {
+        body(x, y, &mut bufs[0]);
     } else {
-        v.par_chunks_mut(per_c * xi * t).zip(pads.par_iter_mut()).enumerate().with_max_len(1).for_each(|(i, (vc, pad))| input_channels(isa, p, x, i * per_c, vc, pad));
-    }
-    // One GEMM per transform point: M_ξ (K × T) = U_ξ (K × C) · V_ξ (C × T).
-    let (v, kt) = (&v[..], p.k * t);
-    let gemm = |g: usize, mg: &mut [f32]| sgemm(p.k, t, p.c, MatRef::n(&u[g * p.c..], xi * p.c), MatRef::n(&v[g * t..], xi * t), mg, t, false, 1);
-    if threads == 1 {
-        m.chunks_exact_mut(kt).enumerate().for_each(|(g, mg)| gemm(g, mg));
-    } else {
-        let per = xi.div_ceil(threads);
-        m.par_chunks_mut(per * kt).enumerate().with_max_len(1).for_each(|(i, chunk)| chunk.chunks_exact_mut(kt).enumerate().for_each(|(j, mg)| gemm(i * per + j, mg)));
-    }
-    // Output transform, by image.
-    let ys = p.k * p.oh * p.ow;
-    if threads == 1 {
-        output_images(isa, p, m, n, 0, bias, y);
-    } else {
-        let per = n.div_ceil(threads);
-        y.par_chunks_mut(per * ys).enumerate().with_max_len(1).for_each(|(i, yc)| output_images(isa, p, m, n, i * per, bias, yc));
+        x.par_chunks(per * xs).zip(y.par_chunks_mut(per * ys)).zip(bufs.par_iter_mut()).with_max_len(1).for_each(|((xc, yc), b)| body(xc, yc, b));
     }
 }
 
-/// The filters of `w` (k, c, 3, 3) transformed into U `[rows][ξ][cols]`: for the forward plan
+/// The filters of `w` (k, c, r, r) transformed into U `[rows][ξ][cols]`: for the forward plan
 /// rows = k, cols = c; `transposed` (backward data, whose plan has c and k swapped) reads
 /// filter (row = input channel, col = output channel) rotated by 180°.
 fn transform_weights(p: &Plan, threads: usize, w: &[f32], transposed: bool, u: &mut [f32]) {
-    assert_eq!(w.len(), p.k * p.c * 9, "winograd: weight length");
+    assert_eq!(w.len(), p.k * p.c * p.taps(), "winograd: weight length");
     let isa = Isa::best();
     let row = p.points() * p.c;
     if threads <= 1 {
@@ -281,36 +329,38 @@ fn transform_weights(p: &Plan, threads: usize, w: &[f32], transposed: bool, u: &
     }
 }
 
-/// Runs `$imp::<M>` with the instruction set `isa` (this CPU's, from `Isa::best`) enabled, so
+/// Runs `$imp::<M, R>` with the instruction set `isa` (this CPU's, from `Isa::best`) enabled, so
 /// that the transforms' lane loops compile to its vectors; portable code without one.
 macro_rules! isa_entry {
     ($name:ident, $imp:ident, ($($a:ident: $t:ty),*)) => {
         fn $name(isa: Option<Isa>, p: &Plan, $($a: $t),*) {
-            match p.tile {
-                Tile::F2 => dispatch::<2>(isa, p, $($a),*),
-                Tile::F4 => dispatch::<4>(isa, p, $($a),*),
+            match (p.tile, p.r) {
+                (Tile::F2, 3) => dispatch::<2, 3>(isa, p, $($a),*),
+                (Tile::F4, 3) => dispatch::<4, 3>(isa, p, $($a),*),
+                (Tile::F2, 5) => dispatch::<2, 5>(isa, p, $($a),*),
+                _ => unreachable!("Plan::new admits F(2×2, 3×3), F(4×4, 3×3) and F(2×2, 5×5) only"),
             }
-            fn dispatch<const M: usize>(isa: Option<Isa>, p: &Plan, $($a: $t),*) {
+            fn dispatch<const M: usize, const R: usize>(isa: Option<Isa>, p: &Plan, $($a: $t),*) {
                 #[cfg(target_arch = "x86_64")]
                 {
                     #[target_feature(enable = "avx512f")]
-                    unsafe fn avx512<const M: usize>(p: &Plan, $($a: $t),*) {
-                        $imp::<M>(p, $($a),*)
+                    unsafe fn avx512<const M: usize, const R: usize>(p: &Plan, $($a: $t),*) {
+                        $imp::<M, R>(p, $($a),*)
                     }
                     #[target_feature(enable = "avx2,fma")]
-                    unsafe fn avx2<const M: usize>(p: &Plan, $($a: $t),*) {
-                        $imp::<M>(p, $($a),*)
+                    unsafe fn avx2<const M: usize, const R: usize>(p: &Plan, $($a: $t),*) {
+                        $imp::<M, R>(p, $($a),*)
                     }
                     match isa {
                         // SAFETY: `isa` is what this CPU runs (`Isa::best`).
-                        Some(Isa::Avx512) => return unsafe { avx512::<M>(p, $($a),*) },
+                        Some(Isa::Avx512) => return unsafe { avx512::<M, R>(p, $($a),*) },
                         // SAFETY: as above.
-                        Some(Isa::Avx2) => return unsafe { avx2::<M>(p, $($a),*) },
+                        Some(Isa::Avx2) => return unsafe { avx2::<M, R>(p, $($a),*) },
                         None => {}
                     }
                 }
                 let _ = isa;
-                $imp::<M>(p, $($a),*)
+                $imp::<M, R>(p, $($a),*)
             }
         }
     };
@@ -326,11 +376,12 @@ isa_entry!(weight_grad_rows, weight_grad_rows_impl, (mw: &[f32], k0: usize, dw: 
 /// plane copied into the zeroed `pad` (th·m × tw·m: tiles past the edge read zeros), 16 tiles at
 /// a time.
 #[inline(always)]
-fn dy_channels_impl<const M: usize>(p: &Plan, dy: &[f32], k0: usize, e: &mut [f32], pad: &mut [f32]) {
-    let (a, ohw) = (M + 2, p.oh * p.ow);
+fn dy_channels_impl<const M: usize, const R: usize>(p: &Plan, dy: &[f32], k0: usize, e: &mut [f32], pad: &mut [f32]) {
+    let (a, ohw) = (M + R - 1, p.oh * p.ow);
     let n = dy.len() / (p.k * ohw);
     let t_all = n * p.tiles();
     let pc = p.tw * M;
+    pad.fill(0.0);
     let mut d = [[ZERO; MAX_A]; MAX_A];
     let mut col = [ZERO; MAX_A];
     let mut tmp: Patch = [[ZERO; MAX_A]; MAX_A];
@@ -342,13 +393,13 @@ fn dy_channels_impl<const M: usize>(p: &Plan, dy: &[f32], k0: usize, e: &mut [f3
                 for i in 0..M {
                     col[i] = d[i][j];
                 }
-                let r = dy_1d::<M>(&col);
+                let r = dy_1d::<M, R>(&col);
                 for x in 0..a {
                     tmp[x][j] = r[x];
                 }
             }
             for x in 0..a {
-                let r = dy_1d::<M>(&tmp[x]);
+                let r = dy_1d::<M, R>(&tmp[x]);
                 for y in 0..a {
                     ek[(x * a + y) * t_all + t0..][..cnt].copy_from_slice(&r[y][..cnt]);
                 }
@@ -381,15 +432,15 @@ fn dy_channels_impl<const M: usize>(p: &Plan, dy: &[f32], k0: usize, e: &mut [f3
     }
 }
 
-/// dw `[k][c][3][3]` += Gᵀ Mw G for the output channels k0.. that `dw` holds, 16 input
+/// dw `[k][c][r][r]` += Gᵀ Mw G for the output channels k0.. that `dw` holds, 16 input
 /// channels at a time.
 #[inline(always)]
-fn weight_grad_rows_impl<const M: usize>(p: &Plan, mw: &[f32], k0: usize, dw: &mut [f32]) {
-    let (a, c) = (M + 2, p.c);
+fn weight_grad_rows_impl<const M: usize, const R: usize>(p: &Plan, mw: &[f32], k0: usize, dw: &mut [f32]) {
+    let (a, c) = (M + R - 1, p.c);
     let mut mt: Patch = [[ZERO; MAX_A]; MAX_A];
     let mut col = [ZERO; MAX_A];
-    let mut tmp = [[ZERO; MAX_A]; 3];
-    for (ki, dwk) in dw.chunks_exact_mut(c * 9).enumerate() {
+    let mut tmp = [[ZERO; MAX_A]; MAX_R];
+    for (ki, dwk) in dw.chunks_exact_mut(c * R * R).enumerate() {
         let k = k0 + ki;
         for c0 in (0..c).step_by(LANES) {
             let cnt = LANES.min(c - c0);
@@ -402,15 +453,15 @@ fn weight_grad_rows_impl<const M: usize>(p: &Plan, mw: &[f32], k0: usize, dw: &m
                 for i in 0..a {
                     col[i] = mt[i][j];
                 }
-                let r = weight_grad_1d::<M>(&col);
-                for i in 0..3 {
+                let r = weight_grad_1d::<M, R>(&col);
+                for i in 0..R {
                     tmp[i][j] = r[i];
                 }
             }
-            for (i, ti) in tmp.iter().enumerate() {
-                let r = weight_grad_1d::<M>(ti);
+            for (i, ti) in tmp.iter().enumerate().take(R) {
+                let r = weight_grad_1d::<M, R>(ti);
                 for l in 0..cnt {
-                    let f = &mut dwk[(c0 + l) * 9 + i * 3..][..3];
+                    let f = &mut dwk[(c0 + l) * R * R + i * R..][..R];
                     for (j, fj) in f.iter_mut().enumerate() {
                         *fj += r[j][l];
                     }
@@ -424,11 +475,12 @@ fn weight_grad_rows_impl<const M: usize>(p: &Plan, mw: &[f32], k0: usize, dw: &m
 /// plane copied into the middle of the zero-padded `pad`, its tiles' patches gathered 16 at a
 /// time and transformed together.
 #[inline(always)]
-fn input_channels_impl<const M: usize>(p: &Plan, x: &[f32], c0: usize, v: &mut [f32], pad: &mut [f32]) {
-    let (a, hw) = (M + 2, p.h * p.w);
+fn input_channels_impl<const M: usize, const R: usize>(p: &Plan, x: &[f32], c0: usize, v: &mut [f32], pad: &mut [f32]) {
+    let (a, hw) = (M + R - 1, p.h * p.w);
     let n = x.len() / (p.c * hw);
     let t_all = n * p.tiles();
-    let pc = p.tw * M + 2;
+    let pc = p.tw * M + R - 1;
+    pad.fill(0.0);
     let mut d: Patch = [[ZERO; MAX_A]; MAX_A];
     for (ci, vc) in v.chunks_exact_mut(p.points() * t_all).enumerate() {
         let c = c0 + ci;
@@ -449,22 +501,22 @@ fn input_channels_impl<const M: usize>(p: &Plan, x: &[f32], c0: usize, v: &mut [
                     }
                     cnt += 1;
                     if cnt == LANES {
-                        store_input::<M>(&d, cnt, t0, t_all, vc);
+                        store_input::<M, R>(&d, cnt, t0, t_all, vc);
                         (t0, cnt) = (t0 + LANES, 0);
                     }
                 }
             }
         }
         if cnt > 0 {
-            store_input::<M>(&d, cnt, t0, t_all, vc);
+            store_input::<M, R>(&d, cnt, t0, t_all, vc);
         }
     }
 }
 
 /// Transforms the patches `d` and writes the first `cnt` lanes at tiles t0.. of one channel's V.
 #[inline(always)]
-fn store_input<const M: usize>(d: &Patch, cnt: usize, t0: usize, t_all: usize, vc: &mut [f32]) {
-    let a = M + 2;
+fn store_input<const M: usize, const R: usize>(d: &Patch, cnt: usize, t0: usize, t_all: usize, vc: &mut [f32]) {
+    let a = M + R - 1;
     let mut col = [ZERO; MAX_A];
     let mut tmp: Patch = [[ZERO; MAX_A]; MAX_A];
     // Bᵀ d: along each column of the patch, then along the rows of the result (· B).
@@ -472,13 +524,13 @@ fn store_input<const M: usize>(d: &Patch, cnt: usize, t0: usize, t_all: usize, v
         for i in 0..a {
             col[i] = d[i][b];
         }
-        let r = input_1d::<M>(&col);
+        let r = input_1d::<M, R>(&col);
         for i in 0..a {
             tmp[i][b] = r[i];
         }
     }
     for i in 0..a {
-        let r = input_1d::<M>(&tmp[i]);
+        let r = input_1d::<M, R>(&tmp[i]);
         for j in 0..a {
             vc[(i * a + j) * t_all + t0..][..cnt].copy_from_slice(&r[j][..cnt]);
         }
@@ -488,8 +540,8 @@ fn store_input<const M: usize>(d: &Patch, cnt: usize, t0: usize, t_all: usize, v
 /// y of the images img0.. that `y` holds from M `[ξ][k][t]` of all `n` images: 16 tiles at a
 /// time, transformed back, plus the bias, written where they fall inside the output.
 #[inline(always)]
-fn output_images_impl<const M: usize>(p: &Plan, mm: &[f32], n: usize, img0: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-    let (a, tiles, ohw) = (M + 2, p.tiles(), p.oh * p.ow);
+fn output_images_impl<const M: usize, const R: usize>(p: &Plan, mm: &[f32], n: usize, img0: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+    let (a, tiles, ohw) = (M + R - 1, p.tiles(), p.oh * p.ow);
     let nimg = y.len() / (p.k * ohw);
     let t_all = n * tiles;
     let mut mt: Patch = [[ZERO; MAX_A]; MAX_A];
@@ -510,13 +562,13 @@ fn output_images_impl<const M: usize>(p: &Plan, mm: &[f32], n: usize, img0: usiz
                 for i in 0..a {
                     col[i] = mt[i][j];
                 }
-                let r = output_1d::<M>(&col);
+                let r = output_1d::<M, R>(&col);
                 for i in 0..M {
                     tmp[i][j] = r[i];
                 }
             }
             for (i, ti_row) in tmp.iter().enumerate().take(M) {
-                let o = output_1d::<M>(ti_row);
+                let o = output_1d::<M, R>(ti_row);
                 for l in 0..cnt {
                     let t = t0 + l;
                     let (img, r) = (t / tiles - img0, t % tiles);
@@ -537,37 +589,38 @@ fn output_images_impl<const M: usize>(p: &Plan, mm: &[f32], n: usize, img0: usiz
 
 /// U `[r][ξ][col]` for the rows r0.. that `u` holds (see `transform_weights`), 16 columns at a time.
 #[inline(always)]
-fn weight_rows_impl<const M: usize>(p: &Plan, w: &[f32], transposed: bool, r0: usize, u: &mut [f32]) {
-    let (a, cols, xi) = (M + 2, p.c, p.points());
-    let mut g = [[ZERO; 3]; 3];
-    let mut col = [ZERO; 3];
-    let mut tmp = [[ZERO; 3]; MAX_A];
+fn weight_rows_impl<const M: usize, const R: usize>(p: &Plan, w: &[f32], transposed: bool, r0: usize, u: &mut [f32]) {
+    let (a, cols, xi) = (M + R - 1, p.c, p.points());
+    let mut g = [[ZERO; MAX_R]; MAX_R];
+    let mut col = [ZERO; MAX_R];
+    let mut tmp = [[ZERO; MAX_R]; MAX_A];
+    let taps = R * R;
     for (ri, ur) in u.chunks_exact_mut(xi * cols).enumerate() {
         let r = r0 + ri;
         for c0 in (0..cols).step_by(LANES) {
             let cnt = LANES.min(cols - c0);
             for l in 0..cnt {
                 // Forward: filter (out = r, in = col). Transposed: filter (out = col, in = r),
-                // rotated by 180°. The weights are (out, in, 3, 3) with `p.c` or `p.k` inputs.
-                let f = if transposed { &w[((c0 + l) * p.k + r) * 9..][..9] } else { &w[(r * cols + c0 + l) * 9..][..9] };
-                for (i, gi) in g.iter_mut().enumerate() {
-                    for (j, gij) in gi.iter_mut().enumerate() {
-                        gij[l] = if transposed { f[(2 - i) * 3 + (2 - j)] } else { f[i * 3 + j] };
+                // rotated by 180°. The weights are (out, in, R, R) with `p.c` or `p.k` inputs.
+                let f = if transposed { &w[((c0 + l) * p.k + r) * taps..][..taps] } else { &w[(r * cols + c0 + l) * taps..][..taps] };
+                for (i, gi) in g.iter_mut().enumerate().take(R) {
+                    for (j, gij) in gi.iter_mut().enumerate().take(R) {
+                        gij[l] = if transposed { f[(R - 1 - i) * R + (R - 1 - j)] } else { f[i * R + j] };
                     }
                 }
             }
             // G g Gᵀ: along the columns of g, then along the rows of the result.
-            for j in 0..3 {
-                for i in 0..3 {
+            for j in 0..R {
+                for i in 0..R {
                     col[i] = g[i][j];
                 }
-                let t = weight_1d::<M>(&col);
+                let t = weight_1d::<M, R>(&col);
                 for i in 0..a {
                     tmp[i][j] = t[i];
                 }
             }
             for i in 0..a {
-                let t = weight_1d::<M>(&tmp[i]);
+                let t = weight_1d::<M, R>(&tmp[i]);
                 for j in 0..a {
                     ur[(i * a + j) * cols + c0..][..cnt].copy_from_slice(&t[j][..cnt]);
                 }
@@ -576,12 +629,18 @@ fn weight_rows_impl<const M: usize>(p: &Plan, w: &[f32], transposed: bool, r0: u
     }
 }
 
-/// Bᵀ d of one line of a patch (m + 2 lanes).
+// The 1-D transforms. Bᵀ depends on the points only: 0, ±1, ∞ for α = 4 (F(2×2, 3×3)), and
+// 0, ±1, ±2, ∞ for α = 6 (F(4×4, 3×3) and F(2×2, 5×5)); Aᵀ has rows p^j (j < m) and G rows
+// p^j / Π(p − q) (j < r), the last point ∞ taking the top coefficient (Lavin & Gray; the
+// `wincnn` construction). Written out term by term: zeros cost nothing and the compiler
+// vectorises each lane loop.
+
+/// Bᵀ d of one line of a patch (α lanes).
 #[inline(always)]
-fn input_1d<const M: usize>(d: &[Lane; MAX_A]) -> [Lane; MAX_A] {
+fn input_1d<const M: usize, const R: usize>(d: &[Lane; MAX_A]) -> [Lane; MAX_A] {
     let mut r = [ZERO; MAX_A];
     for l in 0..LANES {
-        if M == 2 {
+        if M + R - 1 == 4 {
             let (d0, d1, d2, d3) = (d[0][l], d[1][l], d[2][l], d[3][l]);
             r[0][l] = d0 - d2;
             r[1][l] = d1 + d2;
@@ -600,35 +659,44 @@ fn input_1d<const M: usize>(d: &[Lane; MAX_A]) -> [Lane; MAX_A] {
     r
 }
 
-/// G g of one line of a filter (3 lanes to m + 2).
+/// G g of one line of a filter (r lanes to α).
 #[inline(always)]
-fn weight_1d<const M: usize>(g: &[Lane; 3]) -> [Lane; MAX_A] {
+fn weight_1d<const M: usize, const R: usize>(g: &[Lane; MAX_R]) -> [Lane; MAX_A] {
     let mut r = [ZERO; MAX_A];
     for l in 0..LANES {
-        let (g0, g1, g2) = (g[0][l], g[1][l], g[2][l]);
-        if M == 2 {
+        let (g0, g1, g2, g3, g4) = (g[0][l], g[1][l], g[2][l], g[3][l], g[4][l]);
+        if (M, R) == (2, 3) {
             r[0][l] = g0;
             r[1][l] = 0.5 * (g0 + g1 + g2);
             r[2][l] = 0.5 * (g0 - g1 + g2);
             r[3][l] = g2;
-        } else {
+        } else if (M, R) == (4, 3) {
             r[0][l] = g0 / 4.0;
             r[1][l] = -(g0 + g1 + g2) / 6.0;
             r[2][l] = -(g0 - g1 + g2) / 6.0;
             r[3][l] = g0 / 24.0 + g1 / 12.0 + g2 / 6.0;
             r[4][l] = g0 / 24.0 - g1 / 12.0 + g2 / 6.0;
             r[5][l] = g2;
+        } else {
+            let (even, odd) = (g0 + g2 + g4, g1 + g3);
+            let (even2, odd2) = (g0 + 4.0 * g2 + 16.0 * g4, 2.0 * g1 + 8.0 * g3);
+            r[0][l] = g0 / 4.0;
+            r[1][l] = -(even + odd) / 6.0;
+            r[2][l] = -(even - odd) / 6.0;
+            r[3][l] = (even2 + odd2) / 24.0;
+            r[4][l] = (even2 - odd2) / 24.0;
+            r[5][l] = g4;
         }
     }
     r
 }
 
-/// Aᵀ m of one line of a product tile (m + 2 lanes to m).
+/// Aᵀ m of one line of a product tile (α lanes to m).
 #[inline(always)]
-fn output_1d<const M: usize>(m: &[Lane; MAX_A]) -> [Lane; 4] {
+fn output_1d<const M: usize, const R: usize>(m: &[Lane; MAX_A]) -> [Lane; 4] {
     let mut r = [ZERO; 4];
     for l in 0..LANES {
-        if M == 2 {
+        if M + R - 1 == 4 {
             let (m0, m1, m2, m3) = (m[0][l], m[1][l], m[2][l], m[3][l]);
             r[0][l] = m0 + m1 + m2;
             r[1][l] = m1 - m2 - m3;
@@ -636,25 +704,37 @@ fn output_1d<const M: usize>(m: &[Lane; MAX_A]) -> [Lane; 4] {
             let (m0, m1, m2, m3, m4, m5) = (m[0][l], m[1][l], m[2][l], m[3][l], m[4][l], m[5][l]);
             let (s12, d12, s34, d34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
             r[0][l] = m0 + s12 + s34;
-            r[1][l] = d12 + 2.0 * d34;
-            r[2][l] = s12 + 4.0 * s34;
-            r[3][l] = d12 + 8.0 * d34 + m5;
+            if M == 2 {
+                r[1][l] = d12 + 2.0 * d34 + m5;
+            } else {
+                r[1][l] = d12 + 2.0 * d34;
+                r[2][l] = s12 + 4.0 * s34;
+                r[3][l] = d12 + 8.0 * d34 + m5;
+            }
         }
     }
     r
 }
 
-/// A dy of one line of an output-gradient tile (m lanes to m + 2).
+/// A dy of one line of an output-gradient tile (m lanes to α).
 #[inline(always)]
-fn dy_1d<const M: usize>(d: &[Lane; MAX_A]) -> [Lane; MAX_A] {
+fn dy_1d<const M: usize, const R: usize>(d: &[Lane; MAX_A]) -> [Lane; MAX_A] {
     let mut r = [ZERO; MAX_A];
     for l in 0..LANES {
-        if M == 2 {
+        if (M, R) == (2, 3) {
             let (d0, d1) = (d[0][l], d[1][l]);
             r[0][l] = d0;
             r[1][l] = d0 + d1;
             r[2][l] = d0 - d1;
             r[3][l] = -d1;
+        } else if M == 2 {
+            let (d0, d1) = (d[0][l], d[1][l]);
+            r[0][l] = d0;
+            r[1][l] = d0 + d1;
+            r[2][l] = d0 - d1;
+            r[3][l] = d0 + 2.0 * d1;
+            r[4][l] = d0 - 2.0 * d1;
+            r[5][l] = d1;
         } else {
             let (d0, d1, d2, d3) = (d[0][l], d[1][l], d[2][l], d[3][l]);
             let (e02, e13) = (d0 + d2, d1 + d3);
@@ -670,12 +750,12 @@ fn dy_1d<const M: usize>(d: &[Lane; MAX_A]) -> [Lane; MAX_A] {
     r
 }
 
-/// Gᵀ m of one line of a weight-gradient product (m + 2 lanes to 3).
+/// Gᵀ m of one line of a weight-gradient product (α lanes to r).
 #[inline(always)]
-fn weight_grad_1d<const M: usize>(m: &[Lane; MAX_A]) -> [Lane; 3] {
-    let mut r = [ZERO; 3];
+fn weight_grad_1d<const M: usize, const R: usize>(m: &[Lane; MAX_A]) -> [Lane; MAX_R] {
+    let mut r = [ZERO; MAX_R];
     for l in 0..LANES {
-        if M == 2 {
+        if (M, R) == (2, 3) {
             let (m0, m1, m2, m3) = (m[0][l], m[1][l], m[2][l], m[3][l]);
             r[0][l] = m0 + 0.5 * (m1 + m2);
             r[1][l] = 0.5 * (m1 - m2);
@@ -685,7 +765,13 @@ fn weight_grad_1d<const M: usize>(m: &[Lane; MAX_A]) -> [Lane; 3] {
             let (s12, d12, s34, d34) = (m1 + m2, m2 - m1, m3 + m4, m3 - m4);
             r[0][l] = m0 / 4.0 - s12 / 6.0 + s34 / 24.0;
             r[1][l] = d12 / 6.0 + d34 / 12.0;
-            r[2][l] = -s12 / 6.0 + s34 / 6.0 + m5;
+            if R == 3 {
+                r[2][l] = -s12 / 6.0 + s34 / 6.0 + m5;
+            } else {
+                r[2][l] = -s12 / 6.0 + s34 / 6.0;
+                r[3][l] = d12 / 6.0 + d34 / 3.0;
+                r[4][l] = -s12 / 6.0 + 2.0 * s34 / 3.0 + m5;
+            }
         }
     }
     r
@@ -695,9 +781,11 @@ fn weight_grad_1d<const M: usize>(m: &[Lane; MAX_A]) -> [Lane; 3] {
 mod tests {
     use super::*;
 
-    /// Direct 3×3 convolution in f64: (n, c, h, w) with (k, c, 3, 3), padding (ph, pw).
-    fn reference(x: &[f32], w: &[f32], n: usize, c: usize, k: usize, h: usize, wd: usize, ph: usize, pw: usize) -> Vec<f64> {
-        let (oh, ow) = (h + 2 * ph - 2, wd + 2 * pw - 2);
+    /// Direct r×r convolution in f64: (n, c, h, w) with (k, c, r, r), padding (ph, pw).
+    #[allow(clippy::too_many_arguments)]
+    fn reference(x: &[f32], w: &[f32], r: usize, n: usize, c: usize, k: usize, h: usize, wd: usize, ph: usize, pw: usize) -> Vec<f64> {
+        let (oh, ow) = (h + 2 * ph + 1 - r, wd + 2 * pw + 1 - r);
+        let rr = r;
         let mut y = vec![0.0f64; n * k * oh * ow];
         for i in 0..n {
             for o in 0..k {
@@ -705,11 +793,11 @@ mod tests {
                     for s in 0..ow {
                         let mut acc = 0.0f64;
                         for ci in 0..c {
-                            for a in 0..3 {
-                                for b in 0..3 {
+                            for a in 0..rr {
+                                for b in 0..rr {
                                     let (yy, xx) = ((r + a) as isize - ph as isize, (s + b) as isize - pw as isize);
                                     if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < wd {
-                                        acc += x[((i * c + ci) * h + yy as usize) * wd + xx as usize] as f64 * w[((o * c + ci) * 3 + a) * 3 + b] as f64;
+                                        acc += x[((i * c + ci) * h + yy as usize) * wd + xx as usize] as f64 * w[((o * c + ci) * rr + a) * rr + b] as f64;
                                     }
                                 }
                             }
@@ -736,17 +824,19 @@ mod tests {
     fn forward_and_backward_data_match_the_direct_sum_in_f64() {
         // Maps off the tile size, padding 0, 1 and 2 (rectangular too), channels off 16.
         let cases = [(2, 3, 5, 7, 6, 1, 1), (1, 17, 4, 5, 5, 0, 0), (3, 5, 19, 8, 8, 1, 1), (2, 4, 3, 2, 2, 1, 1), (1, 2, 3, 4, 9, 2, 1), (2, 33, 18, 3, 3, 1, 0)];
-        for tile in [Tile::F2, Tile::F4] {
-            for &(n, c, k, h, w, ph, pw) in &cases {
+        let cases5 = [(2, 3, 5, 7, 6, 2, 2), (1, 17, 4, 5, 5, 0, 0), (3, 5, 19, 15, 15, 2, 2), (2, 4, 3, 2, 2, 2, 2), (1, 2, 3, 4, 9, 3, 1), (2, 33, 18, 6, 5, 4, 0)];
+        let runs = cases.iter().flat_map(|&cs| [(Tile::F2, 3, cs), (Tile::F4, 3, cs)]).chain(cases5.iter().map(|&cs| (Tile::F2, 5, cs)));
+        for (tile, r, (n, c, k, h, w, ph, pw)) in runs {
+            {
                 let x = data(n * c * h * w, 1);
-                let wt = data(k * c * 9, 2);
+                let wt = data(k * c * r * r, 2);
                 let b: Vec<f32> = (0..k).map(|i| i as f32 * 0.1).collect();
-                let mut win = Winograd::new(tile, c, k, h, w, ph, pw).unwrap();
+                let mut win = Winograd::new(tile, r, c, k, h, w, ph, pw).unwrap();
                 let (oh, ow) = (win.plan().oh, win.plan().ow);
                 for threads in [1, 3] {
                     let mut y = vec![f32::NAN; n * k * oh * ow];
                     win.forward(threads, &wt, Some(&b), &x, &mut y);
-                    let mut want = reference(&x, &wt, n, c, k, h, w, ph, pw);
+                    let mut want = reference(&x, &wt, r, n, c, k, h, w, ph, pw);
                     for (i, v) in want.iter_mut().enumerate() {
                         *v += b[(i / (oh * ow)) % k] as f64;
                     }
@@ -759,15 +849,15 @@ mod tests {
                     let mut want = vec![0.0f64; dx.len()];
                     for i in 0..n {
                         for o in 0..k {
-                            for r in 0..oh {
+                            for y in 0..oh {
                                 for s in 0..ow {
-                                    let g = dy[((i * k + o) * oh + r) * ow + s] as f64;
+                                    let g = dy[((i * k + o) * oh + y) * ow + s] as f64;
                                     for ci in 0..c {
-                                        for a in 0..3 {
-                                            for bb in 0..3 {
-                                                let (yy, xx) = ((r + a) as isize - ph as isize, (s + bb) as isize - pw as isize);
+                                        for a in 0..r {
+                                            for bb in 0..r {
+                                                let (yy, xx) = ((y + a) as isize - ph as isize, (s + bb) as isize - pw as isize);
                                                 if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
-                                                    want[((i * c + ci) * h + yy as usize) * w + xx as usize] += g * wt[((o * c + ci) * 3 + a) * 3 + bb] as f64;
+                                                    want[((i * c + ci) * h + yy as usize) * w + xx as usize] += g * wt[((o * c + ci) * r + a) * r + bb] as f64;
                                                 }
                                             }
                                         }
@@ -779,20 +869,20 @@ mod tests {
                     let e = rel_err(&dx, &want);
                     assert!(e < 1e-5, "{tile:?} backward data {n} {c}->{k} {h}x{w} pad {ph},{pw}, {threads} threads: {e}");
                     // Weight gradient, accumulated onto 1.0.
-                    let mut dw = vec![1.0f32; k * c * 9];
+                    let mut dw = vec![1.0f32; k * c * r * r];
                     win.backward_weights(threads, &x, &dy, &mut dw);
                     let mut want = vec![1.0f64; dw.len()];
                     for i in 0..n {
                         for o in 0..k {
-                            for r in 0..oh {
+                            for y in 0..oh {
                                 for s in 0..ow {
-                                    let g = dy[((i * k + o) * oh + r) * ow + s] as f64;
+                                    let g = dy[((i * k + o) * oh + y) * ow + s] as f64;
                                     for ci in 0..c {
-                                        for a in 0..3 {
-                                            for bb in 0..3 {
-                                                let (yy, xx) = ((r + a) as isize - ph as isize, (s + bb) as isize - pw as isize);
+                                        for a in 0..r {
+                                            for bb in 0..r {
+                                                let (yy, xx) = ((y + a) as isize - ph as isize, (s + bb) as isize - pw as isize);
                                                 if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
-                                                    want[((o * c + ci) * 3 + a) * 3 + bb] += g * x[((i * c + ci) * h + yy as usize) * w + xx as usize] as f64;
+                                                    want[((o * c + ci) * r + a) * r + bb] += g * x[((i * c + ci) * h + yy as usize) * w + xx as usize] as f64;
                                                 }
                                             }
                                         }
@@ -809,10 +899,14 @@ mod tests {
     }
 
     #[test]
-    fn padding_above_two_or_a_map_below_the_kernel_is_refused() {
-        assert!(Plan::new(Tile::F4, 1, 1, 5, 5, 3, 1).is_none());
-        assert!(Plan::new(Tile::F2, 1, 1, 2, 2, 0, 0).is_none());
-        assert_eq!(Plan::new(Tile::F2, 1, 1, 2, 2, 1, 1).map(|p| (p.oh, p.ow)), Some((2, 2)));
+    fn a_padding_or_map_the_kernel_does_not_fit_is_refused() {
+        assert!(Plan::new(Tile::F4, 3, 1, 1, 5, 5, 3, 1).is_none());
+        assert!(Plan::new(Tile::F2, 3, 1, 1, 2, 2, 0, 0).is_none());
+        assert_eq!(Plan::new(Tile::F2, 3, 1, 1, 2, 2, 1, 1).map(|p| (p.oh, p.ow)), Some((2, 2)));
+        assert!(Plan::new(Tile::F4, 5, 1, 1, 9, 9, 2, 2).is_none(), "F(4×4, 5×5) is not offered");
+        assert!(Plan::new(Tile::F2, 5, 1, 1, 9, 9, 5, 2).is_none());
+        assert!(Plan::new(Tile::F2, 7, 1, 1, 9, 9, 3, 3).is_none());
+        assert_eq!(Plan::new(Tile::F2, 5, 1, 1, 15, 15, 2, 2).map(|p| (p.oh, p.ow)), Some((15, 15)));
     }
 
     /// The rounding the docs state, on a 64→64 layer of 8×8 maps with weights of Kaiming
@@ -825,7 +919,7 @@ mod tests {
         let (n, c, k, h, w) = (4, 64, 64, 8, 8);
         let x = data(n * c * h * w, 5);
         let wt: Vec<f32> = data(k * c * 9, 6).iter().map(|v| v * 0.04).collect();
-        let want = reference(&x, &wt, n, c, k, h, w, 1, 1);
+        let want = reference(&x, &wt, 3, n, c, k, h, w, 1, 1);
         let mut direct = vec![0.0f32; want.len()];
         for i in 0..n {
             for o in 0..k {
@@ -850,7 +944,7 @@ mod tests {
         let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let rms = |y: &[f32]| (y.iter().zip(&want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum::<f64>() / want.len() as f64).sqrt() / scale;
         let run = |tile| {
-            let mut win = Winograd::new(tile, c, k, h, w, 1, 1).unwrap();
+            let mut win = Winograd::new(tile, 3, c, k, h, w, 1, 1).unwrap();
             let mut y = vec![0.0; want.len()];
             win.forward(1, &wt, None, &x, &mut y);
             y
