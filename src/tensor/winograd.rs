@@ -221,6 +221,7 @@ impl Winograd {
         let (xs, ys, ipb) = (p.c * p.h * p.w, p.k * p.oh * p.ow, images_per_block(&p));
         let per = n.div_ceil(ipb).div_ceil(threads.max(1)) * ipb;
         let chunks = n.div_ceil(per);
+        let inner = (threads / chunks).max(1);
         size_buffers(&mut self.bufs, chunks, &p, ipb, true);
         let body = |xc: &[f32], dyc: &[f32], b: &mut Buffers| {
             b.mw.fill(0.0);
@@ -229,9 +230,9 @@ impl Winograd {
                 let (xi, kc) = (p.points(), p.k * p.c);
                 input_channels(isa, &p, xb, 0, &mut b.v[..p.c * xi * t], &mut b.pad);
                 dy_channels(isa, &p, dyb, 0, &mut b.e[..p.k * xi * t], &mut b.pad);
-                for (g, mg) in b.mw.chunks_exact_mut(kc).enumerate() {
-                    sgemm(p.k, p.c, t, MatRef::n(&b.e[g * t..], xi * t), MatRef::t(&b.v[g * t..], xi * t), mg, p.c, true, 1);
-                }
+                let (v, e) = (&b.v[..], &b.e[..]);
+                let gemm = |g: usize, mg: &mut [f32]| sgemm(p.k, p.c, t, MatRef::n(&e[g * t..], xi * t), MatRef::t(&v[g * t..], xi * t), mg, p.c, true, 1);
+                per_point(&mut b.mw, kc, inner, gemm);
             }
         };
         if chunks == 1 {
@@ -251,6 +252,18 @@ impl Winograd {
             dw.par_chunks_mut(per_k * p.c * p.taps()).enumerate().with_max_len(1).for_each(|(i, dwc)| weight_grad_rows(isa, &p, mw, i * per_k, dwc));
         }
     }
+}
+
+/// Runs `gemm(ξ, part)` for each transform point's `len` floats of `out`, on `threads` threads
+/// when there are fewer blocks than threads (VGG-11's 4×4 and 2×2 maps: one block for the
+/// batch). Each GEMM is the same single-threaded call either way.
+fn per_point(out: &mut [f32], len: usize, threads: usize, gemm: impl Fn(usize, &mut [f32]) + Sync) {
+    if threads <= 1 {
+        out.chunks_exact_mut(len).enumerate().for_each(|(g, part)| gemm(g, part));
+        return;
+    }
+    let per = (out.len() / len).div_ceil(threads);
+    out.par_chunks_mut(per * len).enumerate().with_max_len(1).for_each(|(i, chunk)| chunk.chunks_exact_mut(len).enumerate().for_each(|(j, part)| gemm(i * per + j, part)));
 }
 
 /// Images per block of `p`: as many as `BLOCK_BYTES` allows, at least `BLOCK_MIN_TILES` tiles.
@@ -293,6 +306,7 @@ fn run(p: &Plan, threads: usize, u: &[f32], x: &[f32], bias: Option<&[f32]>, y: 
     let (xs, ys, ipb) = (p.c * p.h * p.w, p.k * p.oh * p.ow, images_per_block(p));
     let per = n.div_ceil(ipb).div_ceil(threads.max(1)) * ipb;
     let chunks = n.div_ceil(per);
+    let inner = (threads / chunks).max(1);
     size_buffers(bufs, chunks, p, ipb, false);
     let body = |xc: &[f32], yc: &mut [f32], b: &mut Buffers| {
         for (xb, yb) in xc.chunks(ipb * xs).zip(yc.chunks_mut(ipb * ys)) {
@@ -301,9 +315,9 @@ fn run(p: &Plan, threads: usize, u: &[f32], x: &[f32], bias: Option<&[f32]>, y: 
             let (v, m) = (&mut b.v[..p.c * xi * t], &mut b.m[..xi * p.k * t]);
             input_channels(isa, p, xb, 0, v, &mut b.pad);
             // One GEMM per transform point: M_ξ (K × T) = U_ξ (K × C) · V_ξ (C × T).
-            for (g, mg) in m.chunks_exact_mut(p.k * t).enumerate() {
-                sgemm(p.k, t, p.c, MatRef::n(&u[g * p.c..], xi * p.c), MatRef::n(&v[g * t..], xi * t), mg, t, false, 1);
-            }
+            let v = &v[..];
+            let gemm = |g: usize, mg: &mut [f32]| sgemm(p.k, t, p.c, MatRef::n(&u[g * p.c..], xi * p.c), MatRef::n(&v[g * t..], xi * t), mg, t, false, 1);
+            per_point(m, p.k * t, inner, gemm);
             output_images(isa, p, m, nb, 0, bias, yb);
         }
     };
