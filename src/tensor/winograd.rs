@@ -30,11 +30,30 @@ use rayon::prelude::*;
 const LANES: usize = 16;
 type Lane = [f32; LANES];
 const ZERO: Lane = [0.0; LANES];
-/// The largest transform size, m + 2 for m = 4.
+/// The largest transform size α = m + r − 1 (6: F(4×4, 3×3) and F(2×2, 5×5)); every 1-D
+/// transform takes and returns this many lanes, of which it reads and writes its own sizes.
 const MAX_A: usize = 6;
-/// The largest filter size.
-const MAX_R: usize = 5;
 type Patch = [[Lane; MAX_A]; MAX_A];
+
+/// The 2-D transform `F d Fᵀ` of the `n_in`×`n_in` patch `d` by the 1-D transform `f` (n_in
+/// lanes to n_out): along each column, then along the rows of the result.
+#[inline(always)]
+fn two_d(d: &Patch, n_in: usize, n_out: usize, f: fn(&[Lane; MAX_A]) -> [Lane; MAX_A]) -> Patch {
+    let (mut col, mut tmp, mut out) = ([ZERO; MAX_A], [[ZERO; MAX_A]; MAX_A], [[ZERO; MAX_A]; MAX_A]);
+    for j in 0..n_in {
+        for i in 0..n_in {
+            col[i] = d[i][j];
+        }
+        let r = f(&col);
+        for i in 0..n_out {
+            tmp[i][j] = r[i];
+        }
+    }
+    for i in 0..n_out {
+        out[i] = f(&tmp[i]);
+    }
+    out
+}
 
 /// The output tile size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -396,26 +415,15 @@ fn dy_channels_impl<const M: usize, const R: usize>(p: &Plan, dy: &[f32], k0: us
     let t_all = n * p.tiles();
     let pc = p.tw * M;
     pad.fill(0.0);
-    let mut d = [[ZERO; MAX_A]; MAX_A];
-    let mut col = [ZERO; MAX_A];
-    let mut tmp: Patch = [[ZERO; MAX_A]; MAX_A];
+    let mut d: Patch = [[ZERO; MAX_A]; MAX_A];
     for (ki, ek) in e.chunks_exact_mut(p.points() * t_all).enumerate() {
         let k = k0 + ki;
         let (mut t0, mut cnt) = (0, 0);
-        let mut flush = |d: &[[Lane; MAX_A]; MAX_A], cnt: usize, t0: usize| {
-            for j in 0..M {
-                for i in 0..M {
-                    col[i] = d[i][j];
-                }
-                let r = dy_1d::<M, R>(&col);
-                for x in 0..a {
-                    tmp[x][j] = r[x];
-                }
-            }
+        let mut flush = |d: &Patch, cnt: usize, t0: usize| {
+            let e = two_d(d, M, a, dy_1d::<M, R>);
             for x in 0..a {
-                let r = dy_1d::<M, R>(&tmp[x]);
                 for y in 0..a {
-                    ek[(x * a + y) * t_all + t0..][..cnt].copy_from_slice(&r[y][..cnt]);
+                    ek[(x * a + y) * t_all + t0..][..cnt].copy_from_slice(&e[x][y][..cnt]);
                 }
             }
         };
@@ -452,8 +460,6 @@ fn dy_channels_impl<const M: usize, const R: usize>(p: &Plan, dy: &[f32], k0: us
 fn weight_grad_rows_impl<const M: usize, const R: usize>(p: &Plan, mw: &[f32], k0: usize, dw: &mut [f32]) {
     let (a, c) = (M + R - 1, p.c);
     let mut mt: Patch = [[ZERO; MAX_A]; MAX_A];
-    let mut col = [ZERO; MAX_A];
-    let mut tmp = [[ZERO; MAX_A]; MAX_R];
     for (ki, dwk) in dw.chunks_exact_mut(c * R * R).enumerate() {
         let k = k0 + ki;
         for c0 in (0..c).step_by(LANES) {
@@ -463,17 +469,8 @@ fn weight_grad_rows_impl<const M: usize, const R: usize>(p: &Plan, mw: &[f32], k
                     mt[i][j][..cnt].copy_from_slice(&mw[((i * a + j) * p.k + k) * c + c0..][..cnt]);
                 }
             }
-            for j in 0..a {
-                for i in 0..a {
-                    col[i] = mt[i][j];
-                }
-                let r = weight_grad_1d::<M, R>(&col);
-                for i in 0..R {
-                    tmp[i][j] = r[i];
-                }
-            }
-            for (i, ti) in tmp.iter().enumerate().take(R) {
-                let r = weight_grad_1d::<M, R>(ti);
+            let g = two_d(&mt, a, R, weight_grad_1d::<M, R>);
+            for (i, r) in g.iter().enumerate().take(R) {
                 for l in 0..cnt {
                     let f = &mut dwk[(c0 + l) * R * R + i * R..][..R];
                     for (j, fj) in f.iter_mut().enumerate() {
@@ -531,22 +528,10 @@ fn input_channels_impl<const M: usize, const R: usize>(p: &Plan, x: &[f32], c0: 
 #[inline(always)]
 fn store_input<const M: usize, const R: usize>(d: &Patch, cnt: usize, t0: usize, t_all: usize, vc: &mut [f32]) {
     let a = M + R - 1;
-    let mut col = [ZERO; MAX_A];
-    let mut tmp: Patch = [[ZERO; MAX_A]; MAX_A];
-    // Bᵀ d: along each column of the patch, then along the rows of the result (· B).
-    for b in 0..a {
-        for i in 0..a {
-            col[i] = d[i][b];
-        }
-        let r = input_1d::<M, R>(&col);
-        for i in 0..a {
-            tmp[i][b] = r[i];
-        }
-    }
+    let v = two_d(d, a, a, input_1d::<M, R>);
     for i in 0..a {
-        let r = input_1d::<M, R>(&tmp[i]);
         for j in 0..a {
-            vc[(i * a + j) * t_all + t0..][..cnt].copy_from_slice(&r[j][..cnt]);
+            vc[(i * a + j) * t_all + t0..][..cnt].copy_from_slice(&v[i][j][..cnt]);
         }
     }
 }
@@ -559,8 +544,6 @@ fn output_images_impl<const M: usize, const R: usize>(p: &Plan, mm: &[f32], n: u
     let nimg = y.len() / (p.k * ohw);
     let t_all = n * tiles;
     let mut mt: Patch = [[ZERO; MAX_A]; MAX_A];
-    let mut col = [ZERO; MAX_A];
-    let mut tmp: [[Lane; MAX_A]; 4] = [[ZERO; MAX_A]; 4];
     for k in 0..p.k {
         let b = bias.map_or(0.0, |b| b[k]);
         let (mut t0, t_end) = (img0 * tiles, (img0 + nimg) * tiles);
@@ -571,18 +554,8 @@ fn output_images_impl<const M: usize, const R: usize>(p: &Plan, mm: &[f32], n: u
                     mt[i][j][..cnt].copy_from_slice(&mm[((i * a + j) * p.k + k) * t_all + t0..][..cnt]);
                 }
             }
-            // Aᵀ m A: along the columns, then along the rows of the result.
-            for j in 0..a {
-                for i in 0..a {
-                    col[i] = mt[i][j];
-                }
-                let r = output_1d::<M, R>(&col);
-                for i in 0..M {
-                    tmp[i][j] = r[i];
-                }
-            }
-            for (i, ti_row) in tmp.iter().enumerate().take(M) {
-                let o = output_1d::<M, R>(ti_row);
+            let out = two_d(&mt, a, M, output_1d::<M, R>);
+            for (i, o) in out.iter().enumerate().take(M) {
                 for l in 0..cnt {
                     let t = t0 + l;
                     let (img, r) = (t / tiles - img0, t % tiles);
@@ -605,9 +578,7 @@ fn output_images_impl<const M: usize, const R: usize>(p: &Plan, mm: &[f32], n: u
 #[inline(always)]
 fn weight_rows_impl<const M: usize, const R: usize>(p: &Plan, w: &[f32], transposed: bool, r0: usize, u: &mut [f32]) {
     let (a, cols, xi) = (M + R - 1, p.c, p.points());
-    let mut g = [[ZERO; MAX_R]; MAX_R];
-    let mut col = [ZERO; MAX_R];
-    let mut tmp = [[ZERO; MAX_R]; MAX_A];
+    let mut g: Patch = [[ZERO; MAX_A]; MAX_A];
     let taps = R * R;
     for (ri, ur) in u.chunks_exact_mut(xi * cols).enumerate() {
         let r = r0 + ri;
@@ -623,20 +594,10 @@ fn weight_rows_impl<const M: usize, const R: usize>(p: &Plan, w: &[f32], transpo
                     }
                 }
             }
-            // G g Gᵀ: along the columns of g, then along the rows of the result.
-            for j in 0..R {
-                for i in 0..R {
-                    col[i] = g[i][j];
-                }
-                let t = weight_1d::<M, R>(&col);
-                for i in 0..a {
-                    tmp[i][j] = t[i];
-                }
-            }
+            let t = two_d(&g, R, a, weight_1d::<M, R>);
             for i in 0..a {
-                let t = weight_1d::<M, R>(&tmp[i]);
                 for j in 0..a {
-                    ur[(i * a + j) * cols + c0..][..cnt].copy_from_slice(&t[j][..cnt]);
+                    ur[(i * a + j) * cols + c0..][..cnt].copy_from_slice(&t[i][j][..cnt]);
                 }
             }
         }
@@ -675,7 +636,7 @@ fn input_1d<const M: usize, const R: usize>(d: &[Lane; MAX_A]) -> [Lane; MAX_A] 
 
 /// G g of one line of a filter (r lanes to α).
 #[inline(always)]
-fn weight_1d<const M: usize, const R: usize>(g: &[Lane; MAX_R]) -> [Lane; MAX_A] {
+fn weight_1d<const M: usize, const R: usize>(g: &[Lane; MAX_A]) -> [Lane; MAX_A] {
     let mut r = [ZERO; MAX_A];
     for l in 0..LANES {
         let (g0, g1, g2, g3, g4) = (g[0][l], g[1][l], g[2][l], g[3][l], g[4][l]);
@@ -707,8 +668,8 @@ fn weight_1d<const M: usize, const R: usize>(g: &[Lane; MAX_R]) -> [Lane; MAX_A]
 
 /// Aᵀ m of one line of a product tile (α lanes to m).
 #[inline(always)]
-fn output_1d<const M: usize, const R: usize>(m: &[Lane; MAX_A]) -> [Lane; 4] {
-    let mut r = [ZERO; 4];
+fn output_1d<const M: usize, const R: usize>(m: &[Lane; MAX_A]) -> [Lane; MAX_A] {
+    let mut r = [ZERO; MAX_A];
     for l in 0..LANES {
         if M + R - 1 == 4 {
             let (m0, m1, m2, m3) = (m[0][l], m[1][l], m[2][l], m[3][l]);
@@ -766,8 +727,8 @@ fn dy_1d<const M: usize, const R: usize>(d: &[Lane; MAX_A]) -> [Lane; MAX_A] {
 
 /// Gᵀ m of one line of a weight-gradient product (α lanes to r).
 #[inline(always)]
-fn weight_grad_1d<const M: usize, const R: usize>(m: &[Lane; MAX_A]) -> [Lane; MAX_R] {
-    let mut r = [ZERO; MAX_R];
+fn weight_grad_1d<const M: usize, const R: usize>(m: &[Lane; MAX_A]) -> [Lane; MAX_A] {
+    let mut r = [ZERO; MAX_A];
     for l in 0..LANES {
         if (M, R) == (2, 3) {
             let (m0, m1, m2, m3) = (m[0][l], m[1][l], m[2][l], m[3][l]);
