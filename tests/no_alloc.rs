@@ -135,7 +135,7 @@ fn direct_spec() -> ModelSpec {
     .unwrap()
 }
 
-/// Winograd convolutions (F(4×4) 3×3 and F(2×2) 5×5) allocate the same each step after the
+/// Winograd convolutions (F(4×4) 3×3 and F(3×3) 5×5) allocate the same each step after the
 /// first: their blocks' buffers are kept; what remains is the gemm crate's workspace per GEMM.
 #[test]
 fn winograd_steps_allocate_only_the_same_gemm_workspace_each_step() {
@@ -150,7 +150,7 @@ fn winograd_steps_allocate_only_the_same_gemm_workspace_each_step() {
     )
     .unwrap();
     let net = Net::build(&spec).unwrap();
-    assert_eq!((net.layer_kernel(0), net.layer_kernel(2)), ("winograd-f4", "winograd-f2"));
+    assert_eq!((net.layer_kernel(0), net.layer_kernel(2)), ("winograd-f4", "winograd-f3"));
     let counts = allocations_per_step(&spec, 16);
     assert!(counts.windows(2).all(|w| w[0] == w[1]), "allocations vary per step: {counts:?}");
 }

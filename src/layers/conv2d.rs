@@ -66,7 +66,7 @@ pub enum ConvAlgo {
     /// one group; for small maps.
     DirectOc(Isa),
     /// Winograd F(m×m, r×r) (`tensor::winograd`) for forward, input and weight gradients:
-    /// F(2×2) or F(4×4) for 3×3 kernels, F(2×2) for 5×5; stride 1, dilation 1, one group,
+    /// F(2×2) or F(4×4) for 3×3 kernels, F(2×2) or F(3×3) for 5×5; stride 1, dilation 1, one group,
     /// padding below the kernel size.
     Winograd(Tile),
 }
@@ -82,6 +82,7 @@ impl ConvAlgo {
             ConvAlgo::DirectOc(Isa::Avx512) => "direct-oc-avx512",
             ConvAlgo::DirectOc(Isa::Avx2) => "direct-oc-avx2",
             ConvAlgo::Winograd(Tile::F2) => "winograd-f2",
+            ConvAlgo::Winograd(Tile::F3) => "winograd-f3",
             ConvAlgo::Winograd(Tile::F4) => "winograd-f4",
         }
     }
@@ -115,15 +116,17 @@ const WINOGRAD_MIN_CHANNELS: usize = 32;
 
 /// Most channel pairs (cin·cout) that stay on the direct kernels. Winograd would win there too
 /// (ResNet-20's 32→32 10.2 → 8.3 ms, its 64→64 on 8×8 9.3 → 5.7; LeNet's 5×5 32→64 on 14×14
-/// 47 → 37), but its rounding (F(4×4) and F(2×2, 5×5): about 6× the direct sum's RMS error,
+/// 47 → 37), but its rounding (F(4×4): about 6× the direct sum's RMS error, F(2×2, 5×5) 3×,
 /// `tensor/winograd.rs`) goes through training further than the tests of the project's promises
 /// allow: with F(4×4) on ResNet-20's 64→64 layers alone its 10-step trajectory moved 1.0e-4 from
 /// oneDNN's (tests/train_mnist.rs; batch norm at initialisation amplifies rounding), and with
 /// F(2×2, 5×5) on LeNet's conv2, resuming a 4-worker checkpoint on 1 worker ended 20 steps 2.9e-4
-/// from the single-worker run (tests/checkpoint.rs holds 1e-5: the weight gradient's sums fall
-/// otherwise when the batch is split). F(2×2, 3×3) is as exact as direct but slower there. Above
-/// it, Winograd: VGG-11's 64→128 on 16×16 82 → 40 ms, its 128→256 to 512→512 2–2.5× faster than
-/// im2col; AlexNet-CIFAR's 5×5 64→128 on 15×15 220 → 121 ms.
+/// from the single-worker run (tests/checkpoint.rs holds 1e-5), still 1.7e-4 with Winograd in
+/// forward and input gradient only and the weight gradient on the direct kernels (tried
+/// 2026-12-07; it gained only 47 → 45 ms). F(2×2, 3×3) is as exact as direct but slower there.
+/// Above it, Winograd: VGG-11's 64→128 on 16×16 82 → 40 ms, its 128→256 to 512→512 2–2.5×
+/// faster than im2col; AlexNet-CIFAR's 5×5 64→128 on 15×15 220 → 121 ms with F(2×2), 85 with
+/// F(3×3).
 const WINOGRAD_MAX_PAIRS_DIRECT: usize = 64 * 64;
 
 /// Per-thread scratch buffers.
@@ -227,15 +230,17 @@ impl Conv2d {
     }
 
     /// The Winograd tile for this layer where Winograd pays: at least `WINOGRAD_MIN_CHANNELS`
-    /// input channels and more than `WINOGRAD_MAX_PAIRS_DIRECT` channel pairs, and the tile that needs fewer transform points over the output (F(2×2)
-    /// on a tie: cheaper transforms, less rounding).
+    /// input channels and more than `WINOGRAD_MAX_PAIRS_DIRECT` channel pairs, and the tile that
+    /// needs fewer transform points over the output: F(2×2) or, for 3×3, F(4×4), for 5×5, F(3×3)
+    /// (F(2×2) on a tie: cheaper transforms, less rounding).
     fn winograd_tile(&self) -> Option<Tile> {
         let g = &self.geom;
         if g.c < WINOGRAD_MIN_CHANNELS || g.c * self.cfg.out_channels <= WINOGRAD_MAX_PAIRS_DIRECT {
             return None;
         }
         let points = |m: usize| g.oh.div_ceil(m) * g.ow.div_ceil(m) * (m + g.kh - 1) * (m + g.kh - 1);
-        let tile = if g.kh == 3 && points(4) < points(2) { Tile::F4 } else { Tile::F2 };
+        let big = if g.kh == 3 { Tile::F4 } else { Tile::F3 };
+        let tile = if points(big.m()) < points(2) { big } else { Tile::F2 };
         self.winograd(tile).map(|_| tile)
     }
 

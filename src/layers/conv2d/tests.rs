@@ -141,7 +141,7 @@ fn algorithms(c: Conv2dConfig, s: &[usize; 3]) -> Vec<ConvAlgo> {
     let mut all = vec![ConvAlgo::Im2col, ConvAlgo::Gemm1x1];
     all.extend(Isa::available().into_iter().map(ConvAlgo::Direct));
     all.extend(Isa::available().into_iter().map(ConvAlgo::DirectOc));
-    all.extend([ConvAlgo::Winograd(Tile::F2), ConvAlgo::Winograd(Tile::F4)]);
+    all.extend([ConvAlgo::Winograd(Tile::F2), ConvAlgo::Winograd(Tile::F3), ConvAlgo::Winograd(Tile::F4)]);
     all.into_iter().filter(|&a| Conv2d::new(c, s).unwrap().set_algo(a).is_ok()).collect()
 }
 
@@ -296,7 +296,8 @@ fn each_shape_gets_the_algorithm_measured_best_for_it() {
     assert_eq!(pick(Conv2dConfig { out_channels: 512, ..three }, [512, 2, 2]), wino(Tile::F2), "a 2×2 map: one F(2×2) tile");
     assert_eq!(pick(Conv2dConfig { out_channels: 128, ..three }, [64, 6, 6]), wino(Tile::F2), "as many transform points as F(4×4): the cheaper tile");
     assert_ne!(pick(three, [64, 8, 8]), wino(Tile::F4), "64×64 channel pairs: direct");
-    assert_eq!(pick(Conv2dConfig { padding: [2, 2], ..cfg(128, 5) }, [64, 15, 15]), wino(Tile::F2), "5×5: F(2×2)");
+    assert_eq!(pick(Conv2dConfig { padding: [2, 2], ..cfg(128, 5) }, [64, 15, 15]), wino(Tile::F3), "5×5 on 15×15: 5×5 tiles of F(3×3), 1225 points against F(2×2)'s 2304");
+    assert_eq!(pick(Conv2dConfig { padding: [2, 2], ..cfg(128, 5) }, [64, 4, 4]), wino(Tile::F2), "5×5 on 4×4: F(2×2), 144 points against 196");
     assert!(!matches!(pick(Conv2dConfig { padding: [2, 2], ..cfg(64, 5) }, [32, 14, 14]), ConvAlgo::Winograd(_)), "LeNet's conv2: direct");
     assert_eq!(pick(Conv2dConfig { groups: 2, ..three }, [128, 8, 8]), ConvAlgo::Im2col, "groups: no Winograd");
     match Isa::best() {
