@@ -270,7 +270,7 @@ impl Conv2d {
                     wino = Some(wn);
                     None
                 }
-                None => return refuse("needs a 3×3 kernel (or 5×5 with F(2×2)) of stride 1 and dilation 1, one group and padding below the kernel size"),
+                None => return refuse("needs a 3×3 kernel (F(2×2), F(4×4)) or a 5×5 one (F(2×2), F(3×3)) of stride 1 and dilation 1, one group and padding below the kernel size"),
             },
             ConvAlgo::Gemm1x1 if !self.one_by_one() => return refuse("the kernel is not 1×1 with stride 1 and no padding"),
             ConvAlgo::Gemm1x1 => None,
@@ -303,7 +303,7 @@ impl Conv2d {
     /// faster (strided and 8×8 layers 1.3–1.6×, LeNet's 5×5 2×, AlexNet's 5×5 and 11×11).
     /// Winograd layers stay native too: VGG-11's 64→128 on 16×16 took 40 against oneDNN's 66 ms
     /// forward + backward, its 256→256 on 8×8 67 against 116, its 512→512 on 2×2 34 against 37,
-    /// AlexNet-CIFAR's 5×5 64→128 121 against 137.
+    /// AlexNet-CIFAR's 5×5 64→128 85 (F(3×3)) against 137.
     fn native_pays(&self) -> bool {
         let g = &self.geom;
         match self.algo {

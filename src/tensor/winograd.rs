@@ -804,33 +804,57 @@ fn weight_grad_1d<const M: usize, const R: usize>(m: &[Lane; MAX_A]) -> [Lane; M
 mod tests {
     use super::*;
 
-    /// Direct r×r convolution in f64: (n, c, h, w) with (k, c, r, r), padding (ph, pw).
-    #[allow(clippy::too_many_arguments)]
-    fn reference(x: &[f32], w: &[f32], r: usize, n: usize, c: usize, k: usize, h: usize, wd: usize, ph: usize, pw: usize) -> Vec<f64> {
-        let (oh, ow) = (h + 2 * ph + 1 - r, wd + 2 * pw + 1 - r);
-        let rr = r;
-        let mut y = vec![0.0f64; n * k * oh * ow];
-        for i in 0..n {
-            for o in 0..k {
-                for r in 0..oh {
-                    for s in 0..ow {
-                        let mut acc = 0.0f64;
-                        for ci in 0..c {
-                            for a in 0..rr {
-                                for b in 0..rr {
-                                    let (yy, xx) = ((r + a) as isize - ph as isize, (s + b) as isize - pw as isize);
-                                    if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < wd {
-                                        acc += x[((i * c + ci) * h + yy as usize) * wd + xx as usize] as f64 * w[((o * c + ci) * rr + a) * rr + b] as f64;
+    /// The shape of a test convolution: n images of c channels of h×w, k filters of r×r,
+    /// padding (ph, pw).
+    #[derive(Clone, Copy)]
+    struct Shape {
+        n: usize,
+        c: usize,
+        k: usize,
+        h: usize,
+        w: usize,
+        r: usize,
+        ph: usize,
+        pw: usize,
+    }
+
+    impl Shape {
+        fn out(&self) -> (usize, usize) {
+            (self.h + 2 * self.ph + 1 - self.r, self.w + 2 * self.pw + 1 - self.r)
+        }
+
+        /// Calls `f(input, weight, output)` with the indices of every multiply-add of the
+        /// direct convolution, output by output, each output's terms by channel, row, column.
+        fn taps(&self, mut f: impl FnMut(usize, usize, usize)) {
+            let Shape { n, c, k, h, w, r, ph, pw } = *self;
+            let (oh, ow) = self.out();
+            for i in 0..n {
+                for o in 0..k {
+                    for y in 0..oh {
+                        for s in 0..ow {
+                            for ci in 0..c {
+                                for a in 0..r {
+                                    for b in 0..r {
+                                        let (yy, xx) = ((y + a) as isize - ph as isize, (s + b) as isize - pw as isize);
+                                        if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
+                                            f(((i * c + ci) * h + yy as usize) * w + xx as usize, ((o * c + ci) * r + a) * r + b, ((i * k + o) * oh + y) * ow + s);
+                                        }
                                     }
                                 }
                             }
                         }
-                        y[((i * k + o) * oh + r) * ow + s] = acc;
                     }
                 }
             }
         }
-        y
+
+        /// The direct convolution of x with w, in f64.
+        fn reference(&self, x: &[f32], w: &[f32]) -> Vec<f64> {
+            let (oh, ow) = self.out();
+            let mut y = vec![0.0f64; self.n * self.k * oh * ow];
+            self.taps(|xi, wi, yi| y[yi] += x[xi] as f64 * w[wi] as f64);
+            y
+        }
     }
 
     fn data(len: usize, seed: u32) -> Vec<f32> {
@@ -850,73 +874,38 @@ mod tests {
         let cases5 = [(2, 3, 5, 7, 6, 2, 2), (1, 17, 4, 5, 5, 0, 0), (3, 5, 19, 15, 15, 2, 2), (2, 4, 3, 2, 2, 2, 2), (1, 2, 3, 4, 9, 3, 1), (2, 33, 18, 6, 5, 4, 0)];
         let runs = cases.iter().flat_map(|&cs| [(Tile::F2, 3, cs), (Tile::F4, 3, cs)]).chain(cases5.iter().flat_map(|&cs| [(Tile::F2, 5, cs), (Tile::F3, 5, cs)]));
         for (tile, r, (n, c, k, h, w, ph, pw)) in runs {
-            {
-                let x = data(n * c * h * w, 1);
-                let wt = data(k * c * r * r, 2);
-                let b: Vec<f32> = (0..k).map(|i| i as f32 * 0.1).collect();
-                let mut win = Winograd::new(tile, r, c, k, h, w, ph, pw).unwrap();
-                let (oh, ow) = (win.plan().oh, win.plan().ow);
-                for threads in [1, 3] {
-                    let mut y = vec![f32::NAN; n * k * oh * ow];
-                    win.forward(threads, &wt, Some(&b), &x, &mut y);
-                    let mut want = reference(&x, &wt, r, n, c, k, h, w, ph, pw);
-                    for (i, v) in want.iter_mut().enumerate() {
-                        *v += b[(i / (oh * ow)) % k] as f64;
-                    }
-                    let e = rel_err(&y, &want);
-                    assert!(e < 1e-5, "{tile:?} forward {n} {c}->{k} {h}x{w} pad {ph},{pw}, {threads} threads: {e}");
-                    // Backward data: the input gradient of sum(y * dy) is the transposed convolution.
-                    let dy = data(n * k * oh * ow, 3);
-                    let mut dx = vec![f32::NAN; n * c * h * w];
-                    win.backward_data(threads, &wt, &dy, &mut dx);
-                    let mut want = vec![0.0f64; dx.len()];
-                    for i in 0..n {
-                        for o in 0..k {
-                            for y in 0..oh {
-                                for s in 0..ow {
-                                    let g = dy[((i * k + o) * oh + y) * ow + s] as f64;
-                                    for ci in 0..c {
-                                        for a in 0..r {
-                                            for bb in 0..r {
-                                                let (yy, xx) = ((y + a) as isize - ph as isize, (s + bb) as isize - pw as isize);
-                                                if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
-                                                    want[((i * c + ci) * h + yy as usize) * w + xx as usize] += g * wt[((o * c + ci) * r + a) * r + bb] as f64;
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    let e = rel_err(&dx, &want);
-                    assert!(e < 1e-5, "{tile:?} backward data {n} {c}->{k} {h}x{w} pad {ph},{pw}, {threads} threads: {e}");
-                    // Weight gradient, accumulated onto 1.0.
-                    let mut dw = vec![1.0f32; k * c * r * r];
-                    win.backward_weights(threads, &x, &dy, &mut dw);
-                    let mut want = vec![1.0f64; dw.len()];
-                    for i in 0..n {
-                        for o in 0..k {
-                            for y in 0..oh {
-                                for s in 0..ow {
-                                    let g = dy[((i * k + o) * oh + y) * ow + s] as f64;
-                                    for ci in 0..c {
-                                        for a in 0..r {
-                                            for bb in 0..r {
-                                                let (yy, xx) = ((y + a) as isize - ph as isize, (s + bb) as isize - pw as isize);
-                                                if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
-                                                    want[((o * c + ci) * r + a) * r + bb] += g * x[((i * c + ci) * h + yy as usize) * w + xx as usize] as f64;
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    let e = rel_err(&dw, &want);
-                    assert!(e < 1e-5, "{tile:?} weight gradient {n} {c}->{k} {h}x{w} pad {ph},{pw}, {threads} threads: {e}");
+            let sh = Shape { n, c, k, h, w, r, ph, pw };
+            let x = data(n * c * h * w, 1);
+            let wt = data(k * c * r * r, 2);
+            let b: Vec<f32> = (0..k).map(|i| i as f32 * 0.1).collect();
+            let mut win = Winograd::new(tile, r, c, k, h, w, ph, pw).unwrap();
+            let (oh, ow) = (win.plan().oh, win.plan().ow);
+            assert_eq!((oh, ow), sh.out());
+            for threads in [1, 3] {
+                let what = format!("{tile:?} {n} {c}->{k} {h}x{w} pad {ph},{pw}, {threads} threads");
+                let mut y = vec![f32::NAN; n * k * oh * ow];
+                win.forward(threads, &wt, Some(&b), &x, &mut y);
+                let mut want = sh.reference(&x, &wt);
+                for (i, v) in want.iter_mut().enumerate() {
+                    *v += b[(i / (oh * ow)) % k] as f64;
                 }
+                let e = rel_err(&y, &want);
+                assert!(e < 1e-5, "{what}: forward {e}");
+                // Backward data: the input gradient of sum(y * dy) is the transposed convolution.
+                let dy = data(n * k * oh * ow, 3);
+                let mut dx = vec![f32::NAN; n * c * h * w];
+                win.backward_data(threads, &wt, &dy, &mut dx);
+                let mut want = vec![0.0f64; dx.len()];
+                sh.taps(|xi, wi, yi| want[xi] += dy[yi] as f64 * wt[wi] as f64);
+                let e = rel_err(&dx, &want);
+                assert!(e < 1e-5, "{what}: backward data {e}");
+                // Weight gradient, accumulated onto 1.0.
+                let mut dw = vec![1.0f32; k * c * r * r];
+                win.backward_weights(threads, &x, &dy, &mut dw);
+                let mut want = vec![1.0f64; dw.len()];
+                sh.taps(|xi, wi, yi| want[wi] += dy[yi] as f64 * x[xi] as f64);
+                let e = rel_err(&dw, &want);
+                assert!(e < 1e-5, "{what}: weight gradient {e}");
             }
         }
     }
@@ -939,31 +928,14 @@ mod tests {
     /// weights of Kaiming scale (r×r, padding r / 2).
     fn rounding(r: usize, h: usize, tiles: &[Tile]) -> Vec<(f64, f64)> {
         let (n, c, k, p) = (4, 64, 64, r / 2);
+        let sh = Shape { n, c, k, h, w: h, r, ph: p, pw: p };
         let x = data(n * c * h * h, 5);
         let scale = (2.0 / (c * r * r) as f32).sqrt();
         let wt: Vec<f32> = data(k * c * r * r, 6).iter().map(|v| v * scale).collect();
-        let want = reference(&x, &wt, r, n, c, k, h, h, p, p);
+        let want = sh.reference(&x, &wt);
+        // The direct sum in f32, each output's terms added in order.
         let mut direct = vec![0.0f32; want.len()];
-        for i in 0..n {
-            for o in 0..k {
-                for y in 0..h {
-                    for s in 0..h {
-                        let mut acc = 0.0f32;
-                        for ci in 0..c {
-                            for a in 0..r {
-                                for b in 0..r {
-                                    let (yy, xx) = ((y + a) as isize - p as isize, (s + b) as isize - p as isize);
-                                    if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < h {
-                                        acc += x[((i * c + ci) * h + yy as usize) * h + xx as usize] * wt[((o * c + ci) * r + a) * r + b];
-                                    }
-                                }
-                            }
-                        }
-                        direct[((i * k + o) * h + y) * h + s] = acc;
-                    }
-                }
-            }
-        }
+        sh.taps(|xi, wi, yi| direct[yi] += x[xi] * wt[wi]);
         let top = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let rms = |y: &[f32]| (y.iter().zip(&want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum::<f64>() / want.len() as f64).sqrt() / top;
         let mut out = vec![(rel_err(&direct, &want), rms(&direct))];
