@@ -61,7 +61,7 @@ fn resume_on_the_same_layout_is_exact() {
 }
 
 #[test]
-fn resume_on_another_worker_count() {
+fn resuming_on_another_worker_count_ends_where_one_worker_does() {
     let opt = ["--optimizer", "sgd", "--lr", "0.05"];
     let (_, dir) = straight_with_checkpoints("from4", &[&["--workers", "4"][..], &opt].concat());
     let from = dir.join("step-8");

@@ -42,13 +42,13 @@ fn write_set(dir: &Path, n: u32, labels: u32, image_magic: u32, truncate: usize)
 }
 
 #[test]
-fn missing_data_dir() {
+fn a_missing_data_dir_exits_2_naming_it() {
     let out = convoy(&["train", "--data", "no/such/dir", "--steps", "1", "--no-progress"]);
     assert_exit2(&out, "no/such/dir");
 }
 
 #[test]
-fn truncated_idx_file() {
+fn a_truncated_idx_file_exits_2_naming_the_file() {
     let d = tmp("trunc");
     write_set(&d, 4, 4, 0x803, 100);
     let out = convoy(&["train", "--data", d.to_str().unwrap(), "--steps", "1", "--no-progress"]);
@@ -56,7 +56,7 @@ fn truncated_idx_file() {
 }
 
 #[test]
-fn wrong_magic() {
+fn an_idx_file_with_a_wrong_magic_exits_2_saying_so() {
     let d = tmp("magic");
     write_set(&d, 4, 4, 0x1234, 0);
     let out = convoy(&["train", "--data", d.to_str().unwrap(), "--steps", "1", "--no-progress"]);
