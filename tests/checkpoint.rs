@@ -4,16 +4,10 @@
 
 mod common;
 
-use common::{config, rel_err, small_mnist};
+use common::{config, rel_err, small_mnist, tmp};
 use convoy::parallel;
 use convoy::train::events::Recorder;
 use std::path::{Path, PathBuf};
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ckpt-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
 
 /// 20 steps over 600 images (an epoch is 10 steps at batch 64, the 10th partial), LR halved every 6
 /// steps so the schedule crosses the resume point. On convoy's kernels: resuming on another

@@ -5,34 +5,13 @@
 
 mod common;
 
-use common::config;
+use common::{assert_exit2, config, convoy, tmp};
 use convoy::data::{synthetic, DataError, Dataset, Normalize, Split};
 use convoy::parallel;
 use convoy::train::{events::Event, events::Recorder, run_worker, LocalSgd};
 use image::{Rgb, RgbImage};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::Arc;
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("convoy-datasets-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn convoy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_convoy")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
-}
-
-fn assert_exit2(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    for n in needles {
-        assert!(err.contains(n), "expected '{n}' in: {err}");
-    }
-    assert!(!err.contains("panicked"), "panic: {err}");
-}
 
 /// A small conv net for (3, 8, 8) inputs and 2 classes.
 fn tiny_model(dir: &Path) -> PathBuf {

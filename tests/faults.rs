@@ -4,19 +4,12 @@
 
 mod common;
 
-use common::{config, rel_err, small_mnist};
+use common::{config, rel_err, small_mnist, tmp};
 use convoy::parallel;
 use convoy::train::events::Recorder;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("faults-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// A run long enough to be interrupted (600 images, batch 32: 19 steps an epoch).
 fn run_flags(workers: &str) -> Vec<String> {

@@ -7,23 +7,16 @@
 
 mod common;
 
-use common::small_mnist;
+use common::{small_mnist, tmp};
 use convoy::data::{idx::IdxDataset, Dataset, Split};
 use convoy::layers::{Ctx, Mode};
 use convoy::net::{ModelSpec, Net};
 use convoy::tensor::Tensor;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("interop-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Runs the torch side; returns its logits (100 × 10) and test accuracy.
 fn torch(cmd: &str, file: &Path, out: &Path) -> (Vec<Vec<f64>>, f64) {

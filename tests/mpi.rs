@@ -7,11 +7,11 @@
 
 mod common;
 
-use common::{config, mnist, rel_err, small_mnist};
+use common::{config, mnist, rel_err, small_mnist, tmp};
 use convoy::parallel;
 use convoy::train::{events::Recorder, train};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,13 +22,6 @@ const TEN_STEPS: [&str; 8] = ["--steps", "10", "--batch-size", "64", "--threads"
 /// 2 processes, tensor over 2) alike; at 0.01 both stay near 2e-8.
 const SGD: [&str; 6] = ["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.01"];
 const ADAM: [&str; 4] = ["--optimizer", "adam", "--lr", "0.0001"];
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("mpi-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// What a finished job printed.
 struct Job {
