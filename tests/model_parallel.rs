@@ -8,11 +8,10 @@
 
 mod common;
 
-use common::{config, rel_err, small_mnist};
+use common::{config, rel_err, small_mnist, TEN_STEPS};
 use convoy::parallel;
 use convoy::train::{events::Event, events::Recorder, train};
 
-const TEN_STEPS: [&str; 8] = ["--steps", "10", "--batch-size", "64", "--threads", "1", "--seed", "7"];
 /// lr 0.02: at 0.05 these 10-step runs on 600 MNIST images sit at the edge of chaos, where the
 /// rounding-level differences between a split and a whole batch (a Linear layer's weight
 /// gradient summed per micro-batch) flip a ReLU whose pre-activation lies within rounding of

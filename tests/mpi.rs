@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{config, mnist, rel_err, small_mnist, tmp};
+use common::{config, mnist, rel_err, small_mnist, tmp, TEN_STEPS};
 use convoy::parallel;
 use convoy::train::{events::Recorder, train};
 use std::io::Read;
@@ -15,7 +15,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TEN_STEPS: [&str; 8] = ["--steps", "10", "--batch-size", "64", "--threads", "1", "--seed", "7"];
 /// lr 0.01 (tests/model_parallel.rs says why such runs flip ReLUs at higher rates): at 0.05 a
 /// tensor split of LeNet over 3 processes flipped one at step 2 and ended 4e-4 away after ten
 /// steps; at 0.02 the residual model with batch norm ended 5e-5 away, split two ways (data over

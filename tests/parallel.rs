@@ -8,13 +8,11 @@
 
 mod common;
 
-use common::{config, mnist, rel_err, small_mnist};
+use common::{config, mnist, rel_err, small_mnist, TEN_STEPS};
 use convoy::parallel;
 use convoy::train::{events::Event, events::Recorder, train};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-const TEN_STEPS: [&str; 8] = ["--steps", "10", "--batch-size", "64", "--threads", "1", "--seed", "7"];
 
 /// SGD with momentum, and Adam. Adam divides each gradient element by its running RMS, so an
 /// element whose gradient is a near-cancelling sum of per-sample terms moves by about ±lr

@@ -52,6 +52,9 @@ pub fn write_subset(src: &Path, dst: &Path, n: usize) {
     out.write_all(&a.data[..n * per]).unwrap();
 }
 
+/// Ten steps at batch 64 on one thread with a fixed seed: the runs the equivalence tests compare.
+pub const TEN_STEPS: [&str; 8] = ["--steps", "10", "--batch-size", "64", "--threads", "1", "--seed", "7"];
+
 /// 600 training and 100 test images of MNIST.
 pub fn small_mnist() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
