@@ -1,8 +1,12 @@
 //! convoy: train convolutional neural networks in parallel — on the threads of one machine by
 //! default, across a cluster through MPI.
 //!
-//! Module dependencies point one way: `tensor → layers → net → optim → train → parallel`;
-//! `data`, `checkpoint`, `cli` and `dashboard` are leaves. See docs/ and DESIGN.md for the map.
+//! Module dependencies are meant to point one way: `tensor → layers → net → optim → train →
+//! comm/parallel → plan → cli → dashboard`, with `data` on `tensor` and `checkpoint` on `net`
+//! (`cli` parses flags into every module's configuration, and `dashboard` starts runs through
+//! it). A few imports still go against that order (`parallel::pipeline` and `plan` use each
+//! other, `comm` reads `data::sampler`). docs/ holds the decisions; the starting design was
+//! `../shared/DESIGN.md`, outside this repository.
 #![warn(missing_docs)]
 
 pub mod layers;

@@ -1,4 +1,5 @@
-//! Row-major single-precision GEMM over the `gemm` crate (see DESIGN.md for the choice).
+//! Row-major single-precision GEMM over the `gemm` crate (pure Rust, AVX-512/AVX2 chosen at run
+//! time, strided operands; docs/engine.md, "GEMM and convolution").
 //!
 //! `sgemm` computes `C = op(A) · op(B)` or `C += op(A) · op(B)` where `op(X)` is `X` or `Xᵀ`.
 //! Transposition is expressed through strides, so no operand is ever copied. The thread count is
