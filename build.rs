@@ -14,7 +14,9 @@ fn main() {
 /// the link to libdnnl.
 #[cfg(feature = "dnnl")]
 fn dnnl_bindings() {
-    let header = ["/usr/include/oneapi/dnnl/dnnl.h", "/usr/local/include/oneapi/dnnl/dnnl.h"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let header = ["/usr/include/oneapi/dnnl/dnnl.h", "/usr/local/include/oneapi/dnnl/dnnl.h"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
     let Some(header) = header else {
         panic!("the `dnnl` feature needs oneDNN's headers (oneapi/dnnl/dnnl.h); hint: apt-get install -y libdnnl-dev libclang-dev");
     };
@@ -32,7 +34,9 @@ fn dnnl_bindings() {
         .prepend_enum_name(false)
         .layout_tests(false)
         .generate()
-        .unwrap_or_else(|e| panic!("cannot generate oneDNN bindings from {header}: {e}; hint: apt-get install -y libclang-dev"))
+        .unwrap_or_else(|e| {
+            panic!("cannot generate oneDNN bindings from {header}: {e}; hint: apt-get install -y libclang-dev")
+        })
         .write_to_file(out.join("dnnl_sys.rs"))
         .expect("cannot write the oneDNN bindings");
 }

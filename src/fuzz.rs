@@ -67,7 +67,8 @@ pub fn model_toml(data: &[u8]) {
 /// A Caffe NetParameter in text format (`--model net.prototxt`).
 pub fn prototxt(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    if let Ok(spec) = crate::net::caffe::from_prototxt(&text, "fuzz.prototxt", &mut || Ok(vec![1, 28, 28]), &mut |_| {}) {
+    if let Ok(spec) = crate::net::caffe::from_prototxt(&text, "fuzz.prototxt", &mut || Ok(vec![1, 28, 28]), &mut |_| {})
+    {
         build(&spec);
     }
     if let Ok(Some(d)) = crate::net::caffe::data_layer_from_prototxt(&text, "fuzz.prototxt") {
@@ -106,7 +107,10 @@ pub fn idx(data: &[u8]) {
 
 /// The layout the weight targets load into: two layers, three tensors.
 fn layout() -> ParamLayout {
-    ParamLayout::new(vec![("conv1", vec![("weight", vec![2, 1, 3, 3]), ("bias", vec![2])]), ("fc", vec![("weight", vec![3, 4])])])
+    ParamLayout::new(vec![
+        ("conv1", vec![("weight", vec![2, 1, 3, 3]), ("bias", vec![2])]),
+        ("fc", vec![("weight", vec![3, 4])]),
+    ])
 }
 
 /// A safetensors weights file (`--init-from`, `eval --weights`, a checkpoint's model file).
@@ -136,7 +140,8 @@ pub fn checkpoint(data: &[u8]) {
     }
     let mut rest = data;
     let h = take(&mut rest, 2);
-    let state = take(&mut rest, u16::from_le_bytes([h.first().copied().unwrap_or(0), h.get(1).copied().unwrap_or(0)]) as usize);
+    let state =
+        take(&mut rest, u16::from_le_bytes([h.first().copied().unwrap_or(0), h.get(1).copied().unwrap_or(0)]) as usize);
     let h = take(&mut rest, 4);
     let mut len = [0u8; 4];
     len[..h.len()].copy_from_slice(h);
@@ -177,7 +182,10 @@ pub fn web_json(data: &[u8]) {
     let Ok(q) = serde_json::from_slice::<PlanQuery>(body) else { return };
     let Ok(args) = q.to_args() else { return };
     use clap::Parser;
-    let Ok(crate::cli::Cli { command: crate::cli::Command::Plan(p), .. }) = crate::cli::Cli::try_parse_from(&args) else { return };
+    let Ok(crate::cli::Cli { command: crate::cli::Command::Plan(p), .. }) = crate::cli::Cli::try_parse_from(&args)
+    else {
+        return;
+    };
     // (A plan of many large node counts takes milliseconds; the fuzzer wants microseconds.)
     if p.nodes.len() <= 4 && p.nodes.iter().all(|&n| n <= 4096) {
         if let Ok((_, rows)) = crate::cli::plan::predict(&p) {
@@ -192,7 +200,18 @@ pub fn profile(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let spec = crate::net::ModelSpec::resolve("lenet").expect("a built-in model");
     let Ok(p) = crate::plan::calibrate::parse(text, "fuzz", &spec) else { return };
-    let cluster = crate::plan::Cluster { bandwidth: 1.25e9, latency: 5e-6, collective_bandwidth: 1.25e9, collective_latency: 5e-6, server_bandwidth: 1.25e9, mem_bandwidth: p.mem_bandwidth, cores_per_node: p.threads as f64, node_speed: 1.0, jitter: 0.0, eager_bytes: crate::plan::schedule::EAGER_BYTES };
+    let cluster = crate::plan::Cluster {
+        bandwidth: 1.25e9,
+        latency: 5e-6,
+        collective_bandwidth: 1.25e9,
+        collective_latency: 5e-6,
+        server_bandwidth: 1.25e9,
+        mem_bandwidth: p.mem_bandwidth,
+        cores_per_node: p.threads as f64,
+        node_speed: 1.0,
+        jitter: 0.0,
+        eager_bytes: crate::plan::schedule::EAGER_BYTES,
+    };
     let planner = crate::plan::Plan { model: p.model, cluster, batch: p.batch.min(4096), pins: Default::default() };
     for n in [1, 3, 16] {
         for row in planner.layouts(n, &[], true) {

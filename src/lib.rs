@@ -9,16 +9,16 @@
 //! `../shared/DESIGN.md`, outside this repository.
 #![warn(missing_docs)]
 
-pub mod layers;
-pub mod tensor;
 pub mod checkpoint;
 pub mod cli;
+pub mod comm;
 pub mod dashboard;
 pub mod data;
 pub mod fuzz;
+pub mod layers;
 pub mod net;
-pub mod comm;
 pub mod optim;
 pub mod parallel;
 pub mod plan;
+pub mod tensor;
 pub mod train;

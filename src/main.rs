@@ -17,9 +17,14 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).with_target(false);
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false);
     // Under an MPI launcher every line names the process's rank.
     match convoy::comm::launch::rank() {
         Some(rank) => fmt.with_timer(RankTimer(rank)).init(),
@@ -86,13 +91,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let (spec, opts) = cli::model_and_options(&args.model, &args.data, &args.image, None)?;
             let mut net = convoy::net::Net::build(&spec)?;
             // A checkpoint folder (or directory) holds its weights in model.safetensors.
-            let weights = if args.weights.is_dir() { convoy::checkpoint::run::resolve(&args.weights)?.join("model.safetensors") } else { args.weights.clone() };
+            let weights = if args.weights.is_dir() {
+                convoy::checkpoint::run::resolve(&args.weights)?.join("model.safetensors")
+            } else {
+                args.weights.clone()
+            };
             let params = convoy::checkpoint::load_weights(&weights, net.layout())?;
             let test = convoy::data::open_with(&args.data, convoy::data::Split::Test, &opts)?;
             train::check_shape(&spec, &args.data, opts.crop, test.sample_shape())?;
-            let s = train::evaluate(&mut net, &params, test.as_ref(), opts.crop, args.batch_size, threads, args.backend.unwrap_or(convoy::layers::Backend::best()))?;
+            let s = train::evaluate(
+                &mut net,
+                &params,
+                test.as_ref(),
+                opts.crop,
+                args.batch_size,
+                threads,
+                args.backend.unwrap_or(convoy::layers::Backend::best()),
+            )?;
             let n = s.samples.max(1) as f64;
-            println!("test accuracy {:.2}% (loss {:.4}) on {} images", s.correct as f64 / n * 100.0, s.loss_sum / n, s.samples);
+            println!(
+                "test accuracy {:.2}% (loss {:.4}) on {} images",
+                s.correct as f64 / n * 100.0,
+                s.loss_sum / n,
+                s.samples
+            );
             Ok(())
         }
         Command::Bench(args) => cli::bench::run(&args),
@@ -117,11 +139,13 @@ fn train_cmd(args: &cli::TrainArgs) -> anyhow::Result<()> {
         sink.push(Box::new(events::ProgressSink::new()));
     }
     if let Some(path) = args.metrics.as_ref().filter(|_| lead) {
-        let f = events::JsonlSink::create(path).map_err(|e| anyhow::anyhow!("cannot create metrics file {}: {e}", path.display()))?;
+        let f = events::JsonlSink::create(path)
+            .map_err(|e| anyhow::anyhow!("cannot create metrics file {}: {e}", path.display()))?;
         sink.push(Box::new(f));
     }
     if let Some(path) = args.timeline.as_ref().filter(|_| lead) {
-        let f = train::timeline::ChromeTraceSink::create(path).map_err(|e| anyhow::anyhow!("cannot create timeline file {}: {e}", path.display()))?;
+        let f = train::timeline::ChromeTraceSink::create(path)
+            .map_err(|e| anyhow::anyhow!("cannot create timeline file {}: {e}", path.display()))?;
         sink.push(Box::new(f));
     }
     let Some(s) = session.run(&cfg, &pc, &mut sink)? else { return Ok(()) };

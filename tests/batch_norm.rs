@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 
 const TEN_STEPS: [&str; 10] = ["--steps", "10", "--batch-size", "64", "--threads", "1", "--seed", "7", "--lr", "0.05"];
 
-
-
 /// The same without the residual connection.
 fn chain() -> String {
-    RESIDUAL.replace("name = \"mini-res\"", "name = \"mini-chain\"").replace("type = \"add\"\ninputs = [\"b_bn2\", \"relu1\"]", "type = \"relu\"")
+    RESIDUAL
+        .replace("name = \"mini-res\"", "name = \"mini-chain\"")
+        .replace("type = \"add\"\ninputs = [\"b_bn2\", \"relu1\"]", "type = \"relu\"")
 }
 
 fn model_file(name: &str, text: &str) -> PathBuf {
@@ -40,13 +40,19 @@ fn native_unless_given(args: &[&str]) -> &'static [&'static str] {
 
 fn single(model: &Path, extra: &[&str]) -> Vec<f32> {
     let m = model.to_str().unwrap();
-    let (cfg, _) = config(&[&TEN_STEPS[..], &["--model", m, "--momentum", "0.9"], native_unless_given(extra), extra].concat(), small_mnist());
+    let (cfg, _) = config(
+        &[&TEN_STEPS[..], &["--model", m, "--momentum", "0.9"], native_unless_given(extra), extra].concat(),
+        small_mnist(),
+    );
     train(&cfg, &mut Recorder::default()).unwrap().params
 }
 
 fn parallel_run(model: &Path, args: &[&str]) -> Vec<f32> {
     let m = model.to_str().unwrap();
-    let (cfg, pc) = config(&[&TEN_STEPS[..], &["--model", m, "--momentum", "0.9"], native_unless_given(args), args].concat(), small_mnist());
+    let (cfg, pc) = config(
+        &[&TEN_STEPS[..], &["--model", m, "--momentum", "0.9"], native_unless_given(args), args].concat(),
+        small_mnist(),
+    );
     let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert_eq!(s.steps, 10);
     s.params
@@ -109,7 +115,11 @@ fn split_strategies_run_batch_norm_and_equal_one_worker_where_statistics_cover_t
     let got = parallel_run(&res, &["--strategy", "pipeline", "--stages", "2", "--split-after", "relu1"]);
     assert!(got.iter().all(|v| v.is_finite()));
     let m = res.to_str().unwrap();
-    let (cfg, pc) = config(&[&TEN_STEPS[..], &["--model", m, "--strategy", "pipeline", "--stages", "2", "--split-after", "b_bn1"]].concat(), small_mnist());
+    let (cfg, pc) = config(
+        &[&TEN_STEPS[..], &["--model", m, "--strategy", "pipeline", "--stages", "2", "--split-after", "b_bn1"]]
+            .concat(),
+        small_mnist(),
+    );
     let e = parallel::run(&cfg, &pc, &mut Recorder::default()).err().expect("a cut inside the block").to_string();
     assert!(e.contains("residual connection crosses") && e.contains("relu1"), "{e}");
     // Sync parameter server, one worker: the worker's statistics are kept across pulls.
@@ -172,13 +182,38 @@ fn resnet20_learns_cifar_shaped_data() {
     std::fs::write(dir.join("test_batch.bin"), cifar_records(200, 99)).unwrap();
     for workers in ["1", "2"] {
         let save = dir.join(format!("w{workers}.safetensors"));
-        let args = ["--model", "resnet20", "--steps", "50", "--batch-size", "32", "--lr", "0.05", "--momentum", "0.9", "--threads", "1", "--workers", workers, "--save", save.to_str().unwrap()];
+        let args = [
+            "--model",
+            "resnet20",
+            "--steps",
+            "50",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.05",
+            "--momentum",
+            "0.9",
+            "--threads",
+            "1",
+            "--workers",
+            workers,
+            "--save",
+            save.to_str().unwrap(),
+        ];
         let (cfg, pc) = config(&args, &dir);
         let mut rec = Recorder::default();
         let s = parallel::run(&cfg, &pc, &mut rec).unwrap();
-        let losses: Vec<f64> = rec.events.iter().filter_map(|e| if let convoy::train::events::Event::Step { loss, .. } = e { Some(*loss) } else { None }).collect();
-        let (first, last) = (losses[..5].iter().sum::<f64>() / 5.0, losses[losses.len() - 5..].iter().sum::<f64>() / 5.0);
-        eprintln!("resnet20, {workers} worker(s): loss {first:.3} → {last:.3}, test accuracy {:.1}%", s.test_acc * 100.0);
+        let losses: Vec<f64> = rec
+            .events
+            .iter()
+            .filter_map(|e| if let convoy::train::events::Event::Step { loss, .. } = e { Some(*loss) } else { None })
+            .collect();
+        let (first, last) =
+            (losses[..5].iter().sum::<f64>() / 5.0, losses[losses.len() - 5..].iter().sum::<f64>() / 5.0);
+        eprintln!(
+            "resnet20, {workers} worker(s): loss {first:.3} → {last:.3}, test accuracy {:.1}%",
+            s.test_acc * 100.0
+        );
         assert!(last < 0.6 * first, "{workers} workers: loss {first} → {last}");
         let bytes = std::fs::read(&save).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

@@ -77,7 +77,12 @@ impl Drop for Driver {
 
 fn start_driver(chromedriver: &Path, chromium: &Path, profile: &Path) -> Driver {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(chromedriver).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let child = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(t.elapsed() < Duration::from_secs(30), "chromedriver did not start");
@@ -89,7 +94,8 @@ fn start_driver(chromedriver: &Path, chromium: &Path, profile: &Path) -> Driver 
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  format!("--user-data-dir={}", profile.display()), "--window-size=1280,1400"]
     }}}});
-    let r = http::request(port, "POST", "/session", &[("Content-Type", "application/json")], caps.to_string().as_bytes());
+    let r =
+        http::request(port, "POST", "/session", &[("Content-Type", "application/json")], caps.to_string().as_bytes());
     let v = r.json();
     assert_eq!(r.status, 200, "new session: {v}");
     let session = v["value"]["sessionId"].as_str().unwrap().to_string();
@@ -98,7 +104,9 @@ fn start_driver(chromedriver: &Path, chromium: &Path, profile: &Path) -> Driver 
 
 #[test]
 fn launch_a_run_from_the_page_and_watch_its_loss_chart() {
-    let (Some(chromedriver), Some(chromium)) = (find_binary(&["chromedriver"]), find_binary(&["chromium", "chromium-browser"])) else {
+    let (Some(chromedriver), Some(chromium)) =
+        (find_binary(&["chromedriver"]), find_binary(&["chromium", "chromium-browser"]))
+    else {
         eprintln!("SKIPPED: chromium and chromedriver not found; hint: apt-get install chromium chromium-driver (scripts/test.sh does)");
         return;
     };
@@ -123,7 +131,8 @@ fn launch_a_run_from_the_page_and_watch_its_loss_chart() {
     d.wait_for("document.querySelector('#run-status').textContent === 'finished'", 120);
     // The timeline is drawn from the trace once the run has ended.
     d.wait_for("document.querySelectorAll('#timeline rect').length > 0", 30);
-    let points: u64 = d.script("return Number(document.querySelector('#chart-loss').dataset.points);").as_u64().unwrap();
+    let points: u64 =
+        d.script("return Number(document.querySelector('#chart-loss').dataset.points);").as_u64().unwrap();
     assert_eq!(points, 40, "every step is on the chart");
     // Per-worker images/s (one line per worker) and their compute/communication shares.
     d.wait_for("document.querySelectorAll('#chart-wips polyline, #chart-wips circle').length >= 2", 30);
@@ -153,13 +162,30 @@ fn launch_a_run_from_the_page_and_watch_its_loss_chart() {
     d.type_into("input[name=batch_size]", "32");
     let launch = d.find("#launch-btn");
     d.call("POST", &format!("/element/{launch}/click"), json!({}));
-    d.wait_for("document.querySelector('#run-status') && document.querySelector('#run-status').textContent === 'finished'", 120);
+    d.wait_for(
+        "document.querySelector('#run-status') && document.querySelector('#run-status').textContent === 'finished'",
+        120,
+    );
     let runs = http::get(server.port, "/api/runs").json();
-    let run = runs["runs"].as_array().unwrap().iter().find(|r| r["config"]["strategy"] == "pipeline").expect("the pipeline run").clone();
-    assert_eq!((run["config"]["workers"].clone(), run["config"]["stages"].clone(), run["config"]["micro_batches"].clone()), (json!(2), json!(2), json!(4)), "{run}");
+    let run = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["config"]["strategy"] == "pipeline")
+        .expect("the pipeline run")
+        .clone();
+    assert_eq!(
+        (run["config"]["workers"].clone(), run["config"]["stages"].clone(), run["config"]["micro_batches"].clone()),
+        (json!(2), json!(2), json!(4)),
+        "{run}"
+    );
     // The plan page draws `convoy plan`'s plot and its table.
     d.call("POST", "/url", json!({"url": format!("http://127.0.0.1:{}/#plan", server.port)}));
     d.wait_for("document.querySelector('#plan-svg').naturalWidth > 0 && document.querySelectorAll('#plan-table tr').length === 8", 60);
     let shot = d.call("GET", "/screenshot", Value::Null);
-    std::fs::write(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-plan.png"), http::base64_decode(shot.as_str().unwrap())).unwrap();
+    std::fs::write(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-plan.png"),
+        http::base64_decode(shot.as_str().unwrap()),
+    )
+    .unwrap();
 }

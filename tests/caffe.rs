@@ -9,8 +9,8 @@ mod common;
 
 use common::{config, small_mnist};
 use convoy::data::{Crop, Normalize};
-use convoy::parallel;
 use convoy::net::{LayerSpec, ModelSpec, Net};
+use convoy::parallel;
 use convoy::tensor::init::Filler;
 use convoy::train::events::{Event, Recorder};
 
@@ -37,9 +37,11 @@ fn alexnet_as_bvlc() -> ModelSpec {
             _ => continue,
         };
         match l {
-            LayerSpec::Conv2d { lr_mult, decay_mult, weight_filler, bias_filler, .. } | LayerSpec::Linear { lr_mult, decay_mult, weight_filler, bias_filler, .. } => {
+            LayerSpec::Conv2d { lr_mult, decay_mult, weight_filler, bias_filler, .. }
+            | LayerSpec::Linear { lr_mult, decay_mult, weight_filler, bias_filler, .. } => {
                 (*lr_mult, *decay_mult) = (vec![1.0, 2.0], vec![1.0, 0.0]);
-                (*weight_filler, *bias_filler) = (Some(Filler::Gaussian { mean: 0.0, std }), Some(Filler::Constant { value: bias }));
+                (*weight_filler, *bias_filler) =
+                    (Some(Filler::Gaussian { mean: 0.0, std }), Some(Filler::Constant { value: bias }));
             }
             other => panic!("{other:?}"),
         }
@@ -53,13 +55,26 @@ fn alexnet_as_bvlc() -> ModelSpec {
 #[test]
 fn caffe_alexnet_prototxt_is_the_built_in_alexnet() {
     let mut warnings = Vec::new();
-    let spec = convoy::net::caffe::from_prototxt(ALEXNET, "alexnet.prototxt", &mut || Err("no --data".into()), &mut |w| warnings.push(w)).unwrap();
+    let spec =
+        convoy::net::caffe::from_prototxt(ALEXNET, "alexnet.prototxt", &mut || Err("no --data".into()), &mut |w| {
+            warnings.push(w)
+        })
+        .unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     let want = alexnet_as_bvlc();
     assert_eq!((&spec.input, spec.classes), (&vec![3, 227, 227], 1000));
     assert_eq!(spec.layers, want.layers);
-    let groups: Vec<(String, usize)> = spec.layers.iter().filter_map(|l| if let LayerSpec::Conv2d { name, groups, .. } = l { Some((name.clone(), *groups)) } else { None }).collect();
-    assert_eq!(groups, [("conv1", 1), ("conv2", 2), ("conv3", 1), ("conv4", 2), ("conv5", 2)].map(|(n, g)| (n.to_string(), g)));
+    let groups: Vec<(String, usize)> = spec
+        .layers
+        .iter()
+        .filter_map(
+            |l| if let LayerSpec::Conv2d { name, groups, .. } = l { Some((name.clone(), *groups)) } else { None },
+        )
+        .collect();
+    assert_eq!(
+        groups,
+        [("conv1", 1), ("conv2", 2), ("conv3", 1), ("conv4", 2), ("conv5", 2)].map(|(n, g)| (n.to_string(), g))
+    );
     let (a, b) = (Net::build(&spec).unwrap(), Net::build(&ModelSpec::resolve("alexnet").unwrap()).unwrap());
     let shapes = |n: &Net| n.layout().entries().iter().map(|e| (e.name.clone(), e.shape.clone())).collect::<Vec<_>>();
     assert_eq!(shapes(&a), shapes(&b));
@@ -79,7 +94,25 @@ fn caffe_alexnet_prototxt_trains_exactly_as_the_built_in_alexnet() {
     std::fs::write(&path, ALEXNET).unwrap();
     let data = std::path::Path::new("synthetic:3x227x227:1000:8:2");
     let run = |model: &str, spec: Option<ModelSpec>| {
-        let (mut cfg, pc) = config(&["--model", model, "--data", data.to_str().unwrap(), "--steps", "2", "--batch-size", "2", "--threads", "2", "--lr", "0.01", "--weight-decay", "0.0005"], data);
+        let (mut cfg, pc) = config(
+            &[
+                "--model",
+                model,
+                "--data",
+                data.to_str().unwrap(),
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--threads",
+                "2",
+                "--lr",
+                "0.01",
+                "--weight-decay",
+                "0.0005",
+            ],
+            data,
+        );
         if let Some(s) = spec {
             cfg.model = s;
         }
@@ -88,7 +121,11 @@ fn caffe_alexnet_prototxt_trains_exactly_as_the_built_in_alexnet() {
     let a = run(path.to_str().unwrap(), None);
     let b = run("alexnet", Some(alexnet_as_bvlc()));
     assert_eq!((a.steps, a.params.len()), (2, 60_965_224));
-    assert!(a.params == b.params, "the prototxt AlexNet trained differently (relative error {:e})", common::rel_err(&a.params, &b.params));
+    assert!(
+        a.params == b.params,
+        "the prototxt AlexNet trained differently (relative error {:e})",
+        common::rel_err(&a.params, &b.params)
+    );
     assert_eq!(a.last_loss, b.last_loss);
     // It did train: the parameters moved from their initialisation (biases of 0.1 among them).
     let init = Net::build(&alexnet_as_bvlc()).unwrap().init_params(42);
@@ -101,7 +138,14 @@ fn caffe_lenet_prototxt_trains_exactly_as_the_built_in_lenet_caffe() {
     std::fs::write(&path, LENET).unwrap();
     for workers in ["1", "2"] {
         let run = |model: &str, extra: &[&str]| {
-            let (cfg, pc) = config(&[&["--model", model, "--steps", "10", "--batch-size", "64", "--threads", "1", "--workers", workers], extra].concat(), small_mnist());
+            let (cfg, pc) = config(
+                &[
+                    &["--model", model, "--steps", "10", "--batch-size", "64", "--threads", "1", "--workers", workers],
+                    extra,
+                ]
+                .concat(),
+                small_mnist(),
+            );
             parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap()
         };
         let a = run(path.to_str().unwrap(), &[]);
@@ -114,7 +158,10 @@ fn caffe_lenet_prototxt_trains_exactly_as_the_built_in_lenet_caffe() {
     // A layer convoy cannot build is refused naming the file and line, exit code 2.
     let bad = std::env::temp_dir().join(format!("convoy-bad-{}.prototxt", std::process::id()));
     std::fs::write(&bad, LENET.replace("type: \"ReLU\"", "type: \"PReLU\"")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).args(["train", "--steps", "1", "--model", bad.to_str().unwrap()]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
+        .args(["train", "--steps", "1", "--model", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("PReLU") && err.contains(".prototxt:"), "{err}");
@@ -142,11 +189,38 @@ fn caffe_solver_sets_what_the_flags_would() {
         assert_eq!(cfg.eval_every, Some(4));
         let mut rec = Recorder::default();
         let summary = parallel::run(&cfg, &pc, &mut rec).unwrap();
-        let evals: Vec<(u64, usize, f64)> = rec.events.iter().filter_map(|e| if let Event::Eval { step, samples, acc, .. } = e { Some((*step, *samples, *acc)) } else { None }).collect();
+        let evals: Vec<(u64, usize, f64)> = rec
+            .events
+            .iter()
+            .filter_map(|e| {
+                if let Event::Eval { step, samples, acc, .. } = e {
+                    Some((*step, *samples, *acc))
+                } else {
+                    None
+                }
+            })
+            .collect();
         (summary, evals)
     };
     let (a, a_evals) = run(&["--solver", solver.to_str().unwrap()]);
-    let (b, b_evals) = run(&["--model", net.to_str().unwrap(), "--lr", "0.01", "--momentum", "0.9", "--weight-decay", "0.0005", "--schedule", "inv:0.0001:0.75", "--steps", "10", "--seed", "3", "--eval-every", "4"]);
+    let (b, b_evals) = run(&[
+        "--model",
+        net.to_str().unwrap(),
+        "--lr",
+        "0.01",
+        "--momentum",
+        "0.9",
+        "--weight-decay",
+        "0.0005",
+        "--schedule",
+        "inv:0.0001:0.75",
+        "--steps",
+        "10",
+        "--seed",
+        "3",
+        "--eval-every",
+        "4",
+    ]);
     assert_eq!(a.steps, 10);
     assert!(a.params == b.params, "the solver's run differs from the flags' run");
     // Evaluations of the whole 100-image test set after steps 4, 8 and 10 (the end), both ways.
@@ -154,20 +228,64 @@ fn caffe_solver_sets_what_the_flags_would() {
     assert_eq!(a_evals, b_evals);
     assert_eq!(a_evals[2].2, a.test_acc);
     // --eval-every 0 is refused, naming the flag (exit code 2).
-    let (code, _, err) = convoy(&["train", "--steps", "1", "--eval-every", "0", "--model", net.to_str().unwrap(), "--data", small_mnist().to_str().unwrap()]);
+    let (code, _, err) = convoy(&[
+        "train",
+        "--steps",
+        "1",
+        "--eval-every",
+        "0",
+        "--model",
+        net.to_str().unwrap(),
+        "--data",
+        small_mnist().to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--eval-every"), "{err}");
     // display: 5 logs steps 5 and 10 at info level, as --log-every 5 does; --log-every 0 is refused.
     let shown = std::env::temp_dir().join(format!("convoy-solver-display-{}.prototxt", std::process::id()));
-    std::fs::write(&shown, format!("net: \"{}\"\nbase_lr: 0.01\nlr_policy: \"fixed\"\ndisplay: 5\nmax_iter: 10\n", net.display())).unwrap();
-    for args in [vec!["--solver", shown.to_str().unwrap()], vec!["--model", net.to_str().unwrap(), "--steps", "10", "--log-every", "5"]] {
-        let (code, _, err) = convoy(&[&["--log-level", "info", "train", "--no-progress", "--batch-size", "16", "--threads", "1", "--data", small_mnist().to_str().unwrap()][..], &args].concat());
+    std::fs::write(
+        &shown,
+        format!("net: \"{}\"\nbase_lr: 0.01\nlr_policy: \"fixed\"\ndisplay: 5\nmax_iter: 10\n", net.display()),
+    )
+    .unwrap();
+    for args in [
+        vec!["--solver", shown.to_str().unwrap()],
+        vec!["--model", net.to_str().unwrap(), "--steps", "10", "--log-every", "5"],
+    ] {
+        let (code, _, err) = convoy(
+            &[
+                &[
+                    "--log-level",
+                    "info",
+                    "train",
+                    "--no-progress",
+                    "--batch-size",
+                    "16",
+                    "--threads",
+                    "1",
+                    "--data",
+                    small_mnist().to_str().unwrap(),
+                ][..],
+                &args,
+            ]
+            .concat(),
+        );
         assert_eq!(code, Some(0), "{err}");
         let steps: Vec<&str> = err.lines().filter(|l| l.contains(" step ") || l.ends_with(" step")).collect();
         assert_eq!(steps.len(), 2, "{args:?}: {err}");
         assert!(steps[0].contains("step=5") && steps[1].contains("step=10") && steps[0].contains("loss="), "{steps:?}");
     }
-    let (code, _, err) = convoy(&["train", "--steps", "1", "--log-every", "0", "--model", net.to_str().unwrap(), "--data", small_mnist().to_str().unwrap()]);
+    let (code, _, err) = convoy(&[
+        "train",
+        "--steps",
+        "1",
+        "--log-every",
+        "0",
+        "--model",
+        net.to_str().unwrap(),
+        "--data",
+        small_mnist().to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--log-every"), "{err}");
 }
@@ -185,7 +303,11 @@ fn lenet_with(dir: &std::path::Path, name: &str, train: &str, test: &str) -> Str
 /// Runs the convoy binary; (exit code, stdout, stderr).
 fn convoy(args: &[&str]) -> (Option<i32>, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).args(args).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// `transform_param { scale mean_value mirror crop_size }` of the training Data layer becomes
@@ -193,7 +315,12 @@ fn convoy(args: &[&str]) -> (Option<i32>, String, String) {
 #[test]
 fn data_layer_transform_param_sets_normalisation_flip_and_crop_and_flags_win() {
     let dir = std::env::temp_dir().join(format!("convoy-transform-{}", std::process::id()));
-    let net = lenet_with(&dir, "t.prototxt", "transform_param { scale: 0.0125 mean_value: 127.5 mirror: true }", "transform_param { scale: 0.0125 mean_value: 127.5 }");
+    let net = lenet_with(
+        &dir,
+        "t.prototxt",
+        "transform_param { scale: 0.0125 mean_value: 127.5 mirror: true }",
+        "transform_param { scale: 0.0125 mean_value: 127.5 }",
+    );
     let (cfg, _) = config(&["--model", &net], small_mnist());
     // (pixel − 127.5)·0.0125 = (x − 0.5)/(1/(255·0.0125)) for x = pixel/255.
     assert_eq!(cfg.data.normalize, Some(Normalize::new(vec![127.5 / 255.0], vec![1.0 / (255.0 * 0.0125)])));
@@ -203,12 +330,21 @@ fn data_layer_transform_param_sets_normalisation_flip_and_crop_and_flags_win() {
     assert_eq!(cfg.data.normalize, Some(Normalize::new(vec![0.1], vec![0.2])));
     assert!(!cfg.data.augment.flip && cfg.data.augment.crop_pad == 2);
     // crop_size: the model's input is the window, the data options cut it.
-    let crop = lenet_with(&dir, "crop.prototxt", "transform_param { crop_size: 24 scale: 0.00390625 }", "transform_param { scale: 0.00390625 crop_size: 24 }");
+    let crop = lenet_with(
+        &dir,
+        "crop.prototxt",
+        "transform_param { crop_size: 24 scale: 0.00390625 }",
+        "transform_param { scale: 0.00390625 crop_size: 24 }",
+    );
     let (cfg, _) = config(&["--model", &crop], small_mnist());
     assert_eq!((cfg.model.input.clone(), cfg.data.crop), (vec![1, 24, 24], Some(Crop::square(24))));
-    let same = lenet_with(&dir, "same.prototxt", "transform_param { crop_size: 28 }", "transform_param { crop_size: 28 }");
+    let same =
+        lenet_with(&dir, "same.prototxt", "transform_param { crop_size: 28 }", "transform_param { crop_size: 28 }");
     let (cfg, _) = config(&["--model", &same], small_mnist());
-    assert_eq!((cfg.data.crop, cfg.data.normalize), (Some(Crop::square(28)), Some(Normalize::new(vec![0.0], vec![1.0 / 255.0]))));
+    assert_eq!(
+        (cfg.data.crop, cfg.data.normalize),
+        (Some(Crop::square(28)), Some(Normalize::new(vec![0.0], vec![1.0 / 255.0])))
+    );
     // --crop-size wins (and must then fit the model: 24 on a 24×24 net).
     let (cfg, _) = config(&["--model", &crop, "--crop-size", "24x24"], small_mnist());
     assert_eq!(cfg.data.crop, Some(Crop::square(24)));
@@ -222,11 +358,31 @@ fn data_layer_transform_param_sets_normalisation_flip_and_crop_and_flags_win() {
 #[test]
 fn a_data_layer_crop_trains_through_the_cli_and_eval_cuts_the_same_center() {
     let dir = std::env::temp_dir().join(format!("convoy-crop-{}", std::process::id()));
-    let net = lenet_with(&dir, "lenet-crop.prototxt", "transform_param { scale: 0.00390625 crop_size: 28 mirror: true }", "transform_param { scale: 0.00390625 crop_size: 28 }");
+    let net = lenet_with(
+        &dir,
+        "lenet-crop.prototxt",
+        "transform_param { scale: 0.00390625 crop_size: 28 mirror: true }",
+        "transform_param { scale: 0.00390625 crop_size: 28 }",
+    );
     let data = "synthetic:1x32x32:10:256:64";
     let weights = dir.join("w.safetensors");
     let w = weights.to_str().unwrap();
-    let (code, out, err) = convoy(&["train", "--model", &net, "--data", data, "--steps", "4", "--batch-size", "32", "--threads", "1", "--no-progress", "--save", w]);
+    let (code, out, err) = convoy(&[
+        "train",
+        "--model",
+        &net,
+        "--data",
+        data,
+        "--steps",
+        "4",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--save",
+        w,
+    ]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("done: 4 steps"), "{out}");
     let acc = |s: &str| s.split("test accuracy ").nth(1).and_then(|t| t.split('%').next()).map(str::to_string);
@@ -239,14 +395,47 @@ fn a_data_layer_crop_trains_through_the_cli_and_eval_cuts_the_same_center() {
     let (code, _, err) = convoy(&["eval", "--model", "lenet-caffe", "--data", data, "--weights", w, "--threads", "1"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("[1, 32, 32]") && err.contains("[1, 28, 28]"), "{err}");
-    let (code, out, err) = convoy(&["eval", "--model", "lenet-caffe", "--data", data, "--weights", w, "--threads", "1", "--crop-size", "28", "--normalize", &format!("0:{}", 1.0f32 / (255.0 * 0.00390625))]);
+    let (code, out, err) = convoy(&[
+        "eval",
+        "--model",
+        "lenet-caffe",
+        "--data",
+        data,
+        "--weights",
+        w,
+        "--threads",
+        "1",
+        "--crop-size",
+        "28",
+        "--normalize",
+        &format!("0:{}", 1.0f32 / (255.0 * 0.00390625)),
+    ]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(acc(&out).unwrap(), trained, "--crop-size 28 on the zoo's lenet-caffe is the same net and crop");
 
     let sd = std::path::Path::new(data);
     let run = |workers: &str| {
-        let (cfg, pc) = config(&["--model", &net, "--data", data, "--steps", "4", "--batch-size", "32", "--threads", "1", "--workers", workers], sd);
-        assert_eq!((cfg.model.input.clone(), cfg.data.crop, cfg.data.augment.flip), (vec![1, 28, 28], Some(Crop::square(28)), true));
+        let (cfg, pc) = config(
+            &[
+                "--model",
+                &net,
+                "--data",
+                data,
+                "--steps",
+                "4",
+                "--batch-size",
+                "32",
+                "--threads",
+                "1",
+                "--workers",
+                workers,
+            ],
+            sd,
+        );
+        assert_eq!(
+            (cfg.model.input.clone(), cfg.data.crop, cfg.data.augment.flip),
+            (vec![1, 28, 28], Some(Crop::square(28)), true)
+        );
         parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap()
     };
     let (one, two) = (run("1"), run("2"));
@@ -262,9 +451,24 @@ fn a_data_layer_crop_trains_through_the_cli_and_eval_cuts_the_same_center() {
 fn bad_crops_are_refused_naming_the_line_or_flag() {
     let dir = std::env::temp_dir().join(format!("convoy-badcrop-{}", std::process::id()));
     let mnist = small_mnist().to_str().unwrap().to_string();
-    let large = lenet_with(&dir, "large.prototxt", "transform_param { crop_size: 40 scale: 0.00390625 }", "transform_param { crop_size: 40 scale: 0.00390625 }");
-    let differ = lenet_with(&dir, "differ.prototxt", "transform_param { crop_size: 24 scale: 0.00390625 }", "transform_param { scale: 0.00390625 }");
-    let mean_file = lenet_with(&dir, "meanfile.prototxt", "transform_param { crop_size: 24 mean_file: \"mean.binaryproto\" }", "transform_param { crop_size: 24 }");
+    let large = lenet_with(
+        &dir,
+        "large.prototxt",
+        "transform_param { crop_size: 40 scale: 0.00390625 }",
+        "transform_param { crop_size: 40 scale: 0.00390625 }",
+    );
+    let differ = lenet_with(
+        &dir,
+        "differ.prototxt",
+        "transform_param { crop_size: 24 scale: 0.00390625 }",
+        "transform_param { scale: 0.00390625 }",
+    );
+    let mean_file = lenet_with(
+        &dir,
+        "meanfile.prototxt",
+        "transform_param { crop_size: 24 mean_file: \"mean.binaryproto\" }",
+        "transform_param { crop_size: 24 }",
+    );
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (vec!["--model", &large], vec!["large.prototxt:9", "crop_size 40", "28×28", "hint"]),
         (vec!["--model", &differ], vec!["differ.prototxt:18", "TEST", "(line 9)", "crop_size", "hint"]),
@@ -274,7 +478,9 @@ fn bad_crops_are_refused_naming_the_line_or_flag() {
         (vec!["--crop-size", "24"], vec!["--crop-size 24x24", "[1, 24, 24]", "expects [1, 28, 28]", "hint"]),
     ];
     for (args, needles) in cases {
-        let (code, _, err) = convoy(&[&["train", "--steps", "1", "--threads", "1", "--no-progress", "--data", &mnist][..], &args].concat());
+        let (code, _, err) = convoy(
+            &[&["train", "--steps", "1", "--threads", "1", "--no-progress", "--data", &mnist][..], &args].concat(),
+        );
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert!(needles.iter().all(|n| err.contains(n)), "{args:?}: {needles:?} in {err}");
     }
@@ -308,7 +514,31 @@ fn a_data_layers_batch_size_is_the_global_batch_unless_the_flag_is_given() {
     assert_eq!(config(&["--model", "lenet-caffe"], small_mnist()).0.batch_size, 64);
 
     let metrics = dir.join("m.jsonl");
-    let run = |extra: &[&str]| convoy(&[&["--log-level", "info", "train", "--model", &net, "--data", &mnist, "--steps", "2", "--threads", "1", "--no-progress", "--no-epoch-eval", "--metrics", metrics.to_str().unwrap()][..], extra].concat());
+    let run = |extra: &[&str]| {
+        convoy(
+            &[
+                &[
+                    "--log-level",
+                    "info",
+                    "train",
+                    "--model",
+                    &net,
+                    "--data",
+                    &mnist,
+                    "--steps",
+                    "2",
+                    "--threads",
+                    "1",
+                    "--no-progress",
+                    "--no-epoch-eval",
+                    "--metrics",
+                    metrics.to_str().unwrap(),
+                ][..],
+                extra,
+            ]
+            .concat(),
+        )
+    };
     let (code, out, err) = run(&[]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("done: 2 steps"), "{out}");
@@ -325,7 +555,8 @@ fn a_data_layers_batch_size_is_the_global_batch_unless_the_flag_is_given() {
     assert!(std::fs::read_to_string(&metrics).unwrap().contains("\"batch_size\":8"));
 
     let zero = lenet_batch(&dir, "b0.prototxt", "batch_size: 0");
-    let (code, _, err) = convoy(&["train", "--model", &zero, "--data", &mnist, "--steps", "1", "--threads", "1", "--no-progress"]);
+    let (code, _, err) =
+        convoy(&["train", "--model", &zero, "--data", &mnist, "--steps", "1", "--threads", "1", "--no-progress"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("b0.prototxt:10:") && err.contains("batch_size 0") && err.contains("hint"), "{err}");
 }
@@ -349,7 +580,9 @@ fn lenet_input(dir: &std::path::Path, name: &str, input: &str) -> String {
 fn a_memory_data_layer_trains_as_an_input_layer_and_a_wrong_shape_names_its_line() {
     let dir = std::env::temp_dir().join(format!("convoy-memdata-{}", std::process::id()));
     let mnist = small_mnist().to_str().unwrap().to_string();
-    let memory = |c, h, w| format!("layer {{ name: \"mnist\" type: \"MemoryData\" top: \"data\" top: \"label\" transform_param {{ scale: 0.00390625 }}\n  memory_data_param {{ batch_size: 32 channels: {c} height: {h} width: {w} }} }}");
+    let memory = |c, h, w| {
+        format!("layer {{ name: \"mnist\" type: \"MemoryData\" top: \"data\" top: \"label\" transform_param {{ scale: 0.00390625 }}\n  memory_data_param {{ batch_size: 32 channels: {c} height: {h} width: {w} }} }}")
+    };
     let mem = lenet_input(&dir, "mem.prototxt", &memory(1, 28, 28));
     let input = lenet_input(&dir, "input.prototxt", "layer { name: \"mnist\" type: \"Input\" top: \"data\" input_param { shape { dim: 32 dim: 1 dim: 28 dim: 28 } } }");
     let norm = format!("0:{}", 1.0f32 / (255.0 * 0.00390625));
@@ -363,7 +596,15 @@ fn a_memory_data_layer_trains_as_an_input_layer_and_a_wrong_shape_names_its_line
     assert_eq!(a.steps, 3);
     assert!(a.params == b.params, "the MemoryData net trained differently from the Input one");
     assert_eq!(a.test_acc, b.test_acc);
-    let cli = |args: &[&str]| convoy(&[&["train", "--data", &mnist, "--steps", "2", "--threads", "1", "--no-progress", "--no-epoch-eval"][..], args].concat());
+    let cli = |args: &[&str]| {
+        convoy(
+            &[
+                &["train", "--data", &mnist, "--steps", "2", "--threads", "1", "--no-progress", "--no-epoch-eval"][..],
+                args,
+            ]
+            .concat(),
+        )
+    };
     let (code, mem_out, err) = cli(&["--model", &mem]);
     assert_eq!(code, Some(0), "{err}");
     assert!(err.lines().any(|l| l.contains("run start") && l.contains("batch_size=32")), "{err}");
@@ -375,7 +616,14 @@ fn a_memory_data_layer_trains_as_an_input_layer_and_a_wrong_shape_names_its_line
     let wrong = lenet_input(&dir, "wrong.prototxt", &memory(3, 32, 32));
     let (code, _, err) = cli(&["--model", &wrong]);
     assert_eq!(code, Some(2), "{err}");
-    for needle in ["wrong.prototxt:2:", "MemoryData layer 'mnist'", "3×32×32", "1×28×28", "hint", "channels: 1 height: 28 width: 28"] {
+    for needle in [
+        "wrong.prototxt:2:",
+        "MemoryData layer 'mnist'",
+        "3×32×32",
+        "1×28×28",
+        "hint",
+        "channels: 1 height: 28 width: 28",
+    ] {
         assert!(err.contains(needle), "{needle} in {err}");
     }
 }

@@ -14,7 +14,20 @@ use std::path::{Path, PathBuf};
 /// worker count splits the batch otherwise, and on oneDNN that alone moves these 20 steps by
 /// 6e-5 (its convolutions' sums depend on the split more), above the 1e-5 the checks here hold
 /// (tests/batch_norm.rs checks the splits on oneDNN, at 1e-4).
-const RUN: [&str; 12] = ["--steps", "20", "--batch-size", "64", "--threads", "1", "--seed", "3", "--schedule", "step:6:0.5", "--backend", "native"];
+const RUN: [&str; 12] = [
+    "--steps",
+    "20",
+    "--batch-size",
+    "64",
+    "--threads",
+    "1",
+    "--seed",
+    "3",
+    "--schedule",
+    "step:6:0.5",
+    "--backend",
+    "native",
+];
 
 /// Final parameters of `convoy train RUN args`.
 fn train(args: &[&str]) -> Vec<f32> {
@@ -140,7 +153,10 @@ fn saved_weights(tag: &str) -> (PathBuf, Vec<f32>) {
 /// Final parameters of one step at a learning rate of 1e-30 (which leaves the weights where the
 /// run started) with `args`.
 fn one_tiny_step(args: &[&str]) -> Vec<f32> {
-    let (cfg, pc) = config(&[&["--steps", "1", "--batch-size", "64", "--threads", "1", "--lr", "1e-30"][..], args].concat(), small_mnist());
+    let (cfg, pc) = config(
+        &[&["--steps", "1", "--batch-size", "64", "--threads", "1", "--lr", "1e-30"][..], args].concat(),
+        small_mnist(),
+    );
     parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{args:?}: {e}")).params
 }
 
@@ -149,7 +165,12 @@ fn init_from_starts_every_strategy_from_the_file() {
     let (w, want) = saved_weights("init");
     let fresh = one_tiny_step(&[]);
     assert!(rel_err(&fresh, &want) > 0.1, "a fresh initialisation must differ from the trained weights");
-    for layout in [vec![], vec!["--workers", "2"], vec!["--workers", "2", "--strategy", "ps"], vec!["--workers", "3", "--strategy", "ps", "--ps-mode", "async"]] {
+    for layout in [
+        vec![],
+        vec!["--workers", "2"],
+        vec!["--workers", "2", "--strategy", "ps"],
+        vec!["--workers", "3", "--strategy", "ps", "--ps-mode", "async"],
+    ] {
         let got = one_tiny_step(&[&layout[..], &["--init-from", w.to_str().unwrap()]].concat());
         let e = rel_err(&got, &want);
         assert!(e <= 1e-12, "{layout:?}: started {e:e} away from the --init-from weights");
@@ -206,7 +227,8 @@ fn parameter_server_checkpoints_resume_under_allreduce_and_back() {
         let e = rel_err(&straight, &one);
         assert!(e <= 1e-5, "{}: PS differs from one worker by {e:e}", opt[1]);
         let from = dir.join("step-8");
-        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(from.join("state.json")).unwrap()).unwrap();
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(from.join("state.json")).unwrap()).unwrap();
         assert_eq!((state["strategy"].as_str(), state["optimizer_steps"].as_u64()), (Some("ps"), Some(8)));
         for layout in [vec![], vec!["--workers", "3"], vec!["--strategy", "ps", "--workers", "3"]] {
             let got = train(&[&opt[..], &layout, &["--resume", from.to_str().unwrap()]].concat());
@@ -214,9 +236,25 @@ fn parameter_server_checkpoints_resume_under_allreduce_and_back() {
             assert!(e <= 1e-5, "{}: PS (2 workers, 2 servers) → {layout:?}: relative error {e:e}", opt[1]);
         }
         // The reverse: written by 4 all-reduce workers, resumed by the parameter server.
-        let (_, dir) = straight_with_checkpoints(&format!("ar-ps-{}", opt[1]), &[&["--workers", "4"][..], &opt].concat());
+        let (_, dir) =
+            straight_with_checkpoints(&format!("ar-ps-{}", opt[1]), &[&["--workers", "4"][..], &opt].concat());
         for servers in ["1", "3"] {
-            let got = train(&[&opt[..], &["--strategy", "ps", "--workers", "2", "--servers", servers, "--resume", dir.join("step-8").to_str().unwrap()]].concat());
+            let got = train(
+                &[
+                    &opt[..],
+                    &[
+                        "--strategy",
+                        "ps",
+                        "--workers",
+                        "2",
+                        "--servers",
+                        servers,
+                        "--resume",
+                        dir.join("step-8").to_str().unwrap(),
+                    ],
+                ]
+                .concat(),
+            );
             let e = rel_err(&got, &one);
             assert!(e <= 1e-5, "{}: all-reduce (4 workers) → PS with {servers} servers: relative error {e:e}", opt[1]);
         }
@@ -234,7 +272,8 @@ fn asynchronous_parameter_server_checkpoints_hold_exactly_n_global_steps() {
         // Each checkpoint is the servers' state after every worker's first N pushes and no
         // other: 3 updates per global step (the workers wait for each other at that step).
         for n in [4u64, 8, 12, 16, 20] {
-            let state: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(format!("step-{n}/state.json"))).unwrap()).unwrap();
+            let state: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join(format!("step-{n}/state.json"))).unwrap()).unwrap();
             assert_eq!(state["optimizer_steps"].as_u64(), Some(3 * n), "{mode:?}: checkpoint of step {n}");
         }
         // It resumes, under the same mode and under all-reduce.

@@ -22,7 +22,11 @@ fn write_set(dir: &Path, n: u32, labels: u32, image_magic: u32, truncate: usize)
         let mut img = idx(image_magic, &[n, 28, 28], &vec![7u8; (n * 784) as usize]);
         img.truncate(img.len() - truncate);
         std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), img).unwrap();
-        std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), idx(0x801, &[labels], &vec![1u8; labels as usize])).unwrap();
+        std::fs::write(
+            dir.join(format!("{split}-labels-idx1-ubyte")),
+            idx(0x801, &[labels], &vec![1u8; labels as usize]),
+        )
+        .unwrap();
     }
 }
 
@@ -81,7 +85,18 @@ fn corrupt_weights_file() {
 fn train_save_metrics_then_eval() {
     let d = tmp("e2e");
     let (w, m) = (d.join("w.safetensors"), d.join("m.jsonl"));
-    let out = convoy(&["train", "--steps", "30", "--threads", "2", "--no-progress", "--save", w.to_str().unwrap(), "--metrics", m.to_str().unwrap()]);
+    let out = convoy(&[
+        "train",
+        "--steps",
+        "30",
+        "--threads",
+        "2",
+        "--no-progress",
+        "--save",
+        w.to_str().unwrap(),
+        "--metrics",
+        m.to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("done: 30 steps") && stdout.contains("test accuracy"), "{stdout}");
@@ -105,7 +120,9 @@ fn train_save_metrics_then_eval() {
 /// `convoy plan`: a table for the defaults, JSON that parses, and bad input → exit 2 naming it.
 #[test]
 fn plan_predicts_and_refuses_bad_input() {
-    let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).arg("plan").args(args).output().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).arg("plan").args(args).output().unwrap()
+    };
     let out = run(&["--model", "lenet", "--nodes", "1,2,64", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -149,19 +166,47 @@ fn plan_predicts_and_refuses_bad_input() {
     }
     // A layout the user pins is the one predicted: 2 parameter-server shards for 1 worker, a
     // pipeline of 8 micro-batches with the layers its stages end after.
-    let out = run(&["--model", "lenet", "--nodes", "1,2", "--strategies", "ps,pipeline", "--servers", "2", "--micro-batches", "8", "--json"]);
+    let out = run(&[
+        "--model",
+        "lenet",
+        "--nodes",
+        "1,2",
+        "--strategies",
+        "ps,pipeline",
+        "--servers",
+        "2",
+        "--micro-batches",
+        "8",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["predictions"][0]["strategy"], "ps k=2");
-    let two: Vec<&str> = v[1]["predictions"].as_array().unwrap().iter().map(|p| p["strategy"].as_str().unwrap()).collect();
+    let two: Vec<&str> =
+        v[1]["predictions"].as_array().unwrap().iter().map(|p| p["strategy"].as_str().unwrap()).collect();
     assert_eq!(two, ["ps k=2", "pipeline m=8"]);
     assert_eq!(v[1]["predictions"][1]["split_after"].as_array().unwrap().len(), 1);
     // The pipeline is predicted in the schedule `train` runs: 1F1B unless GPipe is asked for.
-    let out = run(&["--model", "lenet", "--nodes", "2", "--strategies", "pipeline", "--micro-batches", "8", "--pipeline-schedule", "gpipe", "--json"]);
+    let out = run(&[
+        "--model",
+        "lenet",
+        "--nodes",
+        "2",
+        "--strategies",
+        "pipeline",
+        "--micro-batches",
+        "8",
+        "--pipeline-schedule",
+        "gpipe",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let g: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(g[0]["predictions"][0]["strategy"], "pipeline gpipe m=8");
-    assert!(g[0]["predictions"][0]["memory_bytes"].as_f64() > v[1]["predictions"][1]["memory_bytes"].as_f64(), "GPipe holds all 8 micro-batches, 1F1B 2");
+    assert!(
+        g[0]["predictions"][0]["memory_bytes"].as_f64() > v[1]["predictions"][1]["memory_bytes"].as_f64(),
+        "GPipe holds all 8 micro-batches, 1F1B 2"
+    );
     // With jitter a data-parallel step on several nodes waits for the slowest; one node waits
     // for nobody.
     let out = run(&["--model", "lenet", "--nodes", "1,4,64", "--strategies", "dp", "--jitter", "3%", "--json"]);
@@ -175,7 +220,20 @@ fn plan_predicts_and_refuses_bad_input() {
     let profile = dir.join("lenet.json");
     let cal = |extra: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
-            .args(["plan", "calibrate", "--model", "lenet", "--batch", "4", "--reps", "1", "--threads", "1", "--out", profile.to_str().unwrap()])
+            .args([
+                "plan",
+                "calibrate",
+                "--model",
+                "lenet",
+                "--batch",
+                "4",
+                "--reps",
+                "1",
+                "--threads",
+                "1",
+                "--out",
+                profile.to_str().unwrap(),
+            ])
             .args(extra)
             .output()
             .unwrap()
@@ -202,13 +260,33 @@ fn cifar_binary_data_trains_cifar_models_and_refuses_mnist_models() {
         r.extend((0..3072).map(|p| ((p * 7 + i * 13) % 256) as u8));
         r
     };
-    for name in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"] {
+    for name in [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ] {
         let bytes: Vec<u8> = (0..8).flat_map(record).collect();
         std::fs::write(dir.join(name), bytes).unwrap();
     }
     let train = |model: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
-            .args(["train", "--no-progress", "--steps", "2", "--batch-size", "8", "--threads", "1", "--model", model, "--data", dir.to_str().unwrap()])
+            .args([
+                "train",
+                "--no-progress",
+                "--steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--threads",
+                "1",
+                "--model",
+                model,
+                "--data",
+                dir.to_str().unwrap(),
+            ])
             .output()
             .unwrap()
     };
@@ -227,12 +305,28 @@ fn calibrate_profiles_residual_nets_with_their_kernels() {
     let dir = tmp("calibrate-dag");
     for model in ["resnet20", "resnet20-b"] {
         let profile = dir.join(format!("{model}.json"));
-        let out = convoy(&["plan", "calibrate", "--model", model, "--batch", "8", "--reps", "1", "--threads", "1", "--out", profile.to_str().unwrap()]);
+        let out = convoy(&[
+            "plan",
+            "calibrate",
+            "--model",
+            model,
+            "--batch",
+            "8",
+            "--reps",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            profile.to_str().unwrap(),
+        ]);
         assert_eq!(out.status.code(), Some(0), "{model}: {}", String::from_utf8_lossy(&out.stderr));
         let p: serde_json::Value = serde_json::from_slice(&std::fs::read(&profile).unwrap()).unwrap();
         let layers = p["model"]["layers"].as_array().unwrap();
         let names: Vec<&str> = layers.iter().map(|l| l["name"].as_str().unwrap()).collect();
-        assert!(names.iter().any(|n| n.starts_with("layer2_0_shortcut")) && names.contains(&"layer3_2_add"), "{model}: {names:?}");
+        assert!(
+            names.iter().any(|n| n.starts_with("layer2_0_shortcut")) && names.contains(&"layer3_2_add"),
+            "{model}: {names:?}"
+        );
         for l in layers {
             let (f, b) = (l["fwd_s"].as_f64().unwrap(), l["bwd_s"].as_f64().unwrap());
             assert!(f.is_finite() && f >= 0.0 && b.is_finite() && b >= 0.0, "{model}: {l}");
@@ -243,7 +337,16 @@ fn calibrate_profiles_residual_nets_with_their_kernels() {
         assert!(conv["fwd_s"].as_f64().unwrap() > 0.0, "{conv}");
     }
     // The plan reads such a profile back.
-    let out = convoy(&["plan", "--model", "resnet20", "--profile", dir.join("resnet20.json").to_str().unwrap(), "--nodes", "1,2", "--json"]);
+    let out = convoy(&[
+        "plan",
+        "--model",
+        "resnet20",
+        "--profile",
+        dir.join("resnet20.json").to_str().unwrap(),
+        "--nodes",
+        "1,2",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -251,7 +354,9 @@ fn calibrate_profiles_residual_nets_with_their_kernels() {
 /// and as JSON; `--json` alone is refused.
 #[test]
 fn bench_layers_prints_a_row_per_layer() {
-    let out = convoy(&["bench", "--model", "resnet20", "--batch", "4", "--steps", "1", "--warmup", "1", "--layers", "--json"]);
+    let out = convoy(&[
+        "bench", "--model", "resnet20", "--batch", "4", "--steps", "1", "--warmup", "1", "--layers", "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = t["layers"].as_array().unwrap();
@@ -274,7 +379,21 @@ fn backend_flag_chooses_the_convolution_library() {
     assert_exit2(&convoy(&["train", "--backend", "cudnn"]), &["native, dnnl"]);
     assert_exit2(&convoy(&["bench", "--backend", "x"]), &["unknown backend"]);
     let layers = |backend: &str| {
-        let out = convoy(&["bench", "--model", "lenet", "--batch", "2", "--steps", "1", "--warmup", "0", "--layers", "--json", "--backend", backend]);
+        let out = convoy(&[
+            "bench",
+            "--model",
+            "lenet",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--layers",
+            "--json",
+            "--backend",
+            backend,
+        ]);
         (out.status.code(), out)
     };
     let (code, out) = layers("dnnl");
@@ -285,7 +404,13 @@ fn backend_flag_chooses_the_convolution_library() {
     assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let kernels = |out: &Output| {
         let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        t["layers"].as_array().unwrap().iter().filter(|r| r["kind"] == "conv2d").map(|r| r["kernel"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        t["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["kind"] == "conv2d")
+            .map(|r| r["kernel"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
     };
     let k = kernels(&out);
     assert!(k.len() == 2 && k.iter().all(|k| k.starts_with("dnnl:")), "{k:?}");

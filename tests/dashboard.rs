@@ -36,7 +36,11 @@ fn launch_follow_download_queue_and_restart() {
     let first = first.json();
     let id1 = first["id"].as_str().unwrap().to_string();
     assert_eq!(first["name"], "api test");
-    let second = post_json(port, "/api/runs", r#"{"dataset": "small", "strategy": "ps", "workers": 2, "threads": 1, "steps": 12, "batch_size": 32}"#);
+    let second = post_json(
+        port,
+        "/api/runs",
+        r#"{"dataset": "small", "strategy": "ps", "workers": 2, "threads": 1, "steps": 12, "batch_size": 32}"#,
+    );
     assert_eq!(second.status, 201, "{}", second.text());
     let id2 = second.json()["id"].as_str().unwrap().to_string();
     assert_ne!(id1, id2);
@@ -84,7 +88,12 @@ fn launch_follow_download_queue_and_restart() {
     drop(server);
     server = Server::start(&dir, common::small_mnist(), 1);
     let list = get(server.port, "/api/runs").json();
-    let mut ids: Vec<(String, String)> = list["runs"].as_array().unwrap().iter().map(|r| (r["id"].as_str().unwrap().into(), r["status"].as_str().unwrap().into())).collect();
+    let mut ids: Vec<(String, String)> = list["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().into(), r["status"].as_str().unwrap().into()))
+        .collect();
     ids.sort();
     let mut want = vec![(id1, "finished".to_string()), (id2, "finished".to_string())];
     want.sort();
@@ -161,7 +170,8 @@ fn prototxt_model_per_worker_rates_and_the_plan() {
     let dir = workdir("proto");
     let mut server = Server::start(&dir, common::small_mnist(), 1);
     let port = server.port;
-    let proto = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lenet_train_test.prototxt")).unwrap();
+    let proto =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lenet_train_test.prototxt")).unwrap();
     let body = serde_json::json!({"dataset": "small", "model_prototxt": proto, "workers": 2, "threads": 1, "steps": 15, "batch_size": 32}).to_string();
     let r = post_json(port, "/api/runs", &body);
     assert_eq!(r.status, 201, "{}", r.text());
@@ -174,14 +184,23 @@ fn prototxt_model_per_worker_rates_and_the_plan() {
     for rank in 0..2 {
         let rates: Vec<&Value> = m.iter().filter(|e| e["event"] == "rate" && e["rank"] == rank).collect();
         assert!(!rates.is_empty(), "worker {rank} reports its rate at least at the end");
-        assert!(rates.iter().all(|e| e["images_per_sec"].as_f64().unwrap() > 0.0 && e["compute_s"].as_f64().unwrap() > 0.0), "{rates:?}");
+        assert!(
+            rates.iter().all(|e| e["images_per_sec"].as_f64().unwrap() > 0.0 && e["compute_s"].as_f64().unwrap() > 0.0),
+            "{rates:?}"
+        );
     }
     // Bad prototxts and conflicting models are refused before a run exists.
     for (body, needle) in [
         (serde_json::json!({"dataset": "small", "model_prototxt": "layer { type: \"Warp\" }"}), "model_prototxt"),
         (serde_json::json!({"dataset": "small", "model_prototxt": proto, "model": "lenet"}), "not several"),
-        (serde_json::json!({"dataset": "small", "model_spec": "name = \"x\"\ninput = [3, 32, 32]\nlayers = []"}), "model_spec"),
-        (serde_json::json!({"dataset": "small", "model_prototxt": proto.replacen("batch_size: 64", "batch_size: 0", 1)}), "batch_size 0"),
+        (
+            serde_json::json!({"dataset": "small", "model_spec": "name = \"x\"\ninput = [3, 32, 32]\nlayers = []"}),
+            "model_spec",
+        ),
+        (
+            serde_json::json!({"dataset": "small", "model_prototxt": proto.replacen("batch_size: 64", "batch_size: 0", 1)}),
+            "batch_size 0",
+        ),
     ] {
         let r = post_json(port, "/api/runs", &body.to_string());
         assert_eq!(r.status, 400, "{body}: {}", r.text());
@@ -237,7 +256,10 @@ fn pipeline_tensor_and_hybrid_runs_launch_from_the_api() {
         b.to_string()
     };
     for (extra, workers) in [
-        (serde_json::json!({"strategy": "pipeline", "stages": 2, "micro_batches": 4, "pipeline_schedule": "gpipe"}), 2u64),
+        (
+            serde_json::json!({"strategy": "pipeline", "stages": 2, "micro_batches": 4, "pipeline_schedule": "gpipe"}),
+            2u64,
+        ),
         (serde_json::json!({"strategy": "tensor", "mp": 2}), 2),
         (serde_json::json!({"strategy": "hybrid", "dp": 2, "pp": 2}), 4),
         (serde_json::json!({"strategy": "hybrid", "dp": 2, "mp": 2}), 4),
@@ -258,7 +280,13 @@ fn pipeline_tensor_and_hybrid_runs_launch_from_the_api() {
         let params = convoy::checkpoint::load_weights(&path, net.layout()).unwrap();
         assert!(params.iter().all(|v| v.is_finite()));
         let trace: Value = serde_json::from_slice(&get(port, &format!("/api/runs/{id}/files/trace")).body).unwrap();
-        let mut pids: Vec<u64> = trace["traceEvents"].as_array().unwrap().iter().filter(|e| e["ph"] == "X").map(|e| e["pid"].as_u64().unwrap()).collect();
+        let mut pids: Vec<u64> = trace["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .map(|e| e["pid"].as_u64().unwrap())
+            .collect();
         pids.sort();
         pids.dedup();
         assert_eq!(pids, (0..workers).collect::<Vec<_>>(), "{extra}: a track per worker");
@@ -288,7 +316,11 @@ fn a_stopped_run_ends_cleanly_with_its_checkpoint_weights() {
     let dir = workdir("stop");
     let server = Server::start(&dir, common::small_mnist(), 1);
     let port = server.port;
-    let r = post_json(port, "/api/runs", r#"{"dataset": "small", "workers": 2, "threads": 1, "steps": 100000, "batch_size": 32}"#);
+    let r = post_json(
+        port,
+        "/api/runs",
+        r#"{"dataset": "small", "workers": 2, "threads": 1, "steps": 100000, "batch_size": 32}"#,
+    );
     assert_eq!(r.status, 201, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_string();
     // Wait (bounded) until it has made a step, then stop it.
@@ -328,7 +360,11 @@ fn cli_runs_with_runs_dir_are_listed() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Bad flags make no run folder.
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).args(["train", "--workers", "0", "--runs-dir"]).arg(dir.join("runs")).output().unwrap();
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
+        .args(["train", "--workers", "0", "--runs-dir"])
+        .arg(dir.join("runs"))
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     let server = Server::start(&dir, common::small_mnist(), 1);
     let runs = get(server.port, "/api/runs").json()["runs"].as_array().unwrap().clone();

@@ -58,7 +58,10 @@ fn finish(child: Child) -> (Option<i32>, String) {
 /// Resumes from `ckpt` to the end; returns the final parameters (saved with --save).
 fn resume(workers: &str, ckpt: &Path, dir: &Path, extra: &[&str]) -> Vec<f32> {
     let weights = dir.join("final.safetensors");
-    let child = spawn(workers, &[&["--resume", ckpt.to_str().unwrap(), "--save", weights.to_str().unwrap()][..], extra].concat());
+    let child = spawn(
+        workers,
+        &[&["--resume", ckpt.to_str().unwrap(), "--save", weights.to_str().unwrap()][..], extra].concat(),
+    );
     let (code, err) = finish(child);
     assert_eq!(code, Some(0), "resume failed: {err}");
     let spec = convoy::net::ModelSpec::resolve("lenet").unwrap();
@@ -77,7 +80,17 @@ fn sigint_and_sigterm_stop_with_a_checkpoint_and_resume_exactly() {
         let dir = tmp(&format!("sig{workers}"));
         let ck = dir.join("ck");
         let metrics = dir.join("m.jsonl");
-        let mut child = spawn(workers, &["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "1000", "--metrics", metrics.to_str().unwrap()]);
+        let mut child = spawn(
+            workers,
+            &[
+                "--checkpoint-dir",
+                ck.to_str().unwrap(),
+                "--checkpoint-every",
+                "1000",
+                "--metrics",
+                metrics.to_str().unwrap(),
+            ],
+        );
         wait_for(&metrics, &mut child);
         std::thread::sleep(Duration::from_millis(400));
         signal(&child, sig);
@@ -103,7 +116,21 @@ fn the_parameter_server_stops_on_a_signal_with_a_checkpoint() {
         let dir = tmp(&format!("ps-{mode}"));
         let ck = dir.join("ck");
         let metrics = dir.join("m.jsonl");
-        let mut child = spawn("2", &[&ps[..], &["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "1000", "--metrics", metrics.to_str().unwrap()]].concat());
+        let mut child = spawn(
+            "2",
+            &[
+                &ps[..],
+                &[
+                    "--checkpoint-dir",
+                    ck.to_str().unwrap(),
+                    "--checkpoint-every",
+                    "1000",
+                    "--metrics",
+                    metrics.to_str().unwrap(),
+                ],
+            ]
+            .concat(),
+        );
         wait_for(&metrics, &mut child);
         std::thread::sleep(Duration::from_millis(400));
         signal(&child, sig);
@@ -113,7 +140,8 @@ fn the_parameter_server_stops_on_a_signal_with_a_checkpoint() {
         let latest = std::fs::read_to_string(ck.join("latest")).unwrap();
         let step: u64 = latest.strip_prefix("step-").unwrap().parse().unwrap();
         assert!(step > 0 && step < 150, "{mode}: stopped at {latest}");
-        let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ck.join(&latest).join("state.json")).unwrap()).unwrap();
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(ck.join(&latest).join("state.json")).unwrap()).unwrap();
         // One update per step in sync mode, one per push otherwise.
         let updates = if mode == "sync" { step } else { 2 * step };
         assert_eq!(state["optimizer_steps"].as_u64(), Some(updates), "{mode}: checkpoint of step {step}");
@@ -146,7 +174,10 @@ fn kill_9_loses_at_most_the_steps_since_the_last_checkpoint() {
 fn a_crash_halfway_through_a_checkpoint_leaves_the_previous_one() {
     let dir = tmp("crash");
     let ck = dir.join("ck");
-    let child = spawn("1", &["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "10", "--inject-checkpoint-crash", "20"]);
+    let child = spawn(
+        "1",
+        &["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "10", "--inject-checkpoint-crash", "20"],
+    );
     let (code, _) = finish(child);
     assert_eq!(code, None, "aborted");
     assert_eq!(std::fs::read_to_string(ck.join("latest")).unwrap(), "step-10");
@@ -160,7 +191,18 @@ fn a_diverging_run_stops_naming_the_step_and_tensor_and_keeps_the_last_good_chec
     let dir = tmp("nonfinite");
     let ck = dir.join("ck");
     let out = Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(["--log-level", "error", "train", "--no-progress", "--data", small_mnist().to_str().unwrap(), "--steps", "10", "--threads", "1"])
+        .args([
+            "--log-level",
+            "error",
+            "train",
+            "--no-progress",
+            "--data",
+            small_mnist().to_str().unwrap(),
+            "--steps",
+            "10",
+            "--threads",
+            "1",
+        ])
         .args(["--lr", "1e30", "--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "1"])
         .output()
         .unwrap();
@@ -178,11 +220,36 @@ fn a_diverging_run_stops_naming_the_step_and_tensor_and_keeps_the_last_good_chec
 /// no file may grow beyond BLOCKS × 512 bytes (POSIX `ulimit -f` units), and a write past it
 /// fails with EFBIG instead of killing the process — a disk that fills up, for real.
 fn run_limited(blocks: Option<u64>, args: &[&str]) -> (Option<i32>, String) {
-    let mut all: Vec<String> = [env!("CARGO_BIN_EXE_convoy"), "--log-level", "warn", "train", "--no-progress", "--data", small_mnist().to_str().unwrap()]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    all.extend(["--steps", "20", "--batch-size", "32", "--threads", "1", "--seed", "5", "--no-epoch-eval", "--optimizer", "adam", "--lr", "0.001"].map(String::from));
+    let mut all: Vec<String> = [
+        env!("CARGO_BIN_EXE_convoy"),
+        "--log-level",
+        "warn",
+        "train",
+        "--no-progress",
+        "--data",
+        small_mnist().to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    all.extend(
+        [
+            "--steps",
+            "20",
+            "--batch-size",
+            "32",
+            "--threads",
+            "1",
+            "--seed",
+            "5",
+            "--no-epoch-eval",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.001",
+        ]
+        .map(String::from),
+    );
     all.extend(args.iter().map(|s| s.to_string()));
     let quoted: Vec<String> = all.iter().map(|a| format!("'{a}'")).collect();
     let limit = blocks.map(|b| format!("ulimit -f {b}; trap '' XFSZ; ")).unwrap_or_default();
@@ -215,7 +282,8 @@ fn a_full_disk_keeps_the_previous_checkpoint_and_fails_or_warns() {
     let ck = dir.join("ck");
     let cks = ck.to_str().unwrap();
     // A first run leaves checkpoint step-8 (it dies halfway through step-16's, hook).
-    let (code, err) = run_limited(None, &["--checkpoint-dir", cks, "--checkpoint-every", "8", "--inject-checkpoint-crash", "16"]);
+    let (code, err) =
+        run_limited(None, &["--checkpoint-dir", cks, "--checkpoint-every", "8", "--inject-checkpoint-crash", "16"]);
     assert_eq!(code, None, "{err}");
     for e in std::fs::read_dir(&ck).unwrap() {
         let p = e.unwrap().path();
@@ -234,20 +302,46 @@ fn a_full_disk_keeps_the_previous_checkpoint_and_fails_or_warns() {
     // file and the intact previous checkpoint, with a hint; nothing in the directory changed.
     let (code, err) = run_limited(Some(blocks), &["--checkpoint-dir", cks, "--checkpoint-every", "8", "--resume", cks]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains(&format!("could not write the checkpoint of step 16 into {}", ck.join("step-16").display())) && err.contains("optimizer.safetensors"), "{err}");
-    assert!(err.contains("File too large") && err.contains(&ck.join("step-8").display().to_string()) && err.contains("hint"), "{err}");
+    assert!(
+        err.contains(&format!("could not write the checkpoint of step 16 into {}", ck.join("step-16").display()))
+            && err.contains("optimizer.safetensors"),
+        "{err}"
+    );
+    assert!(
+        err.contains("File too large")
+            && err.contains(&ck.join("step-8").display().to_string())
+            && err.contains("hint"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
-    assert!(snapshot(&ck) == before, "a failed checkpoint changed the checkpoint directory (temporary folder left, or files touched)");
+    assert!(
+        snapshot(&ck) == before,
+        "a failed checkpoint changed the checkpoint directory (temporary folder left, or files touched)"
+    );
     // --checkpoint-errors warn: every due checkpoint (16 and the final 20) is tried and warned
     // about, training runs to the end and its weights are those of an unlimited run.
     let limited = dir.join("limited.safetensors");
     let (code, err) = run_limited(
         Some(blocks),
-        &["--checkpoint-dir", cks, "--checkpoint-every", "8", "--resume", cks, "--checkpoint-errors", "warn", "--save", limited.to_str().unwrap()],
+        &[
+            "--checkpoint-dir",
+            cks,
+            "--checkpoint-every",
+            "8",
+            "--resume",
+            cks,
+            "--checkpoint-errors",
+            "warn",
+            "--save",
+            limited.to_str().unwrap(),
+        ],
     );
     assert_eq!(code, Some(0), "{err}");
     for step in [16, 20] {
-        assert!(err.contains(&format!("could not write the checkpoint of step {step}")) && err.contains("WARN"), "step {step}: {err}");
+        assert!(
+            err.contains(&format!("could not write the checkpoint of step {step}")) && err.contains("WARN"),
+            "step {step}: {err}"
+        );
     }
     assert!(snapshot(&ck) == before, "a failed checkpoint changed the checkpoint directory");
     let spec = convoy::net::ModelSpec::resolve("lenet").unwrap();
@@ -255,7 +349,10 @@ fn a_full_disk_keeps_the_previous_checkpoint_and_fails_or_warns() {
     let unlimited = dir.join("unlimited.safetensors");
     let (code, err) = run_limited(None, &["--save", unlimited.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");
-    let (a, b) = (convoy::checkpoint::load_weights(&limited, net.layout()).unwrap(), convoy::checkpoint::load_weights(&unlimited, net.layout()).unwrap());
+    let (a, b) = (
+        convoy::checkpoint::load_weights(&limited, net.layout()).unwrap(),
+        convoy::checkpoint::load_weights(&unlimited, net.layout()).unwrap(),
+    );
     assert!(rel_err(&a, &b) <= 1e-6, "relative error {:e}", rel_err(&a, &b));
     // The previous checkpoint still loads and resumes.
     let (code, err) = run_limited(None, &["--checkpoint-dir", cks, "--checkpoint-every", "8", "--resume", cks]);
@@ -288,10 +385,17 @@ fn a_full_tmpfs_keeps_the_previous_checkpoint() {
     let cks = ck.to_str().unwrap();
     let (code, err) = run_limited(None, &["--checkpoint-dir", cks, "--checkpoint-every", "8"]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("could not write the checkpoint of step 16") && err.contains("No space left on device"), "{err}");
-    assert!(err.contains(&ck.join("step-8").display().to_string()) && err.contains("hint") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("could not write the checkpoint of step 16") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&ck.join("step-8").display().to_string()) && err.contains("hint") && !err.contains("panicked"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_to_string(ck.join("latest")).unwrap(), "step-8");
-    let names: Vec<String> = std::fs::read_dir(&ck).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(&ck).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| !n.starts_with(".tmp")), "a temporary folder was left on the full disk: {names:?}");
     // The kept checkpoint is whole: it resumes (from a copy on a disk with room) to the end.
     let room = dir.join("room");
@@ -326,13 +430,35 @@ fn soak_1000_steps_killed_5_times_ends_bitwise_equal() {
     let flags = |extra: &[&str]| -> Vec<String> {
         ["--log-level", "error", "train", "--no-progress", "--no-epoch-eval", "--data", small_mnist().to_str().unwrap()]
             .iter()
-            .chain(["--steps", "1000", "--batch-size", "32", "--threads", "1", "--seed", "9", "--workers", "4", "--deterministic"].iter())
+            .chain(
+                [
+                    "--steps",
+                    "1000",
+                    "--batch-size",
+                    "32",
+                    "--threads",
+                    "1",
+                    "--seed",
+                    "9",
+                    "--workers",
+                    "4",
+                    "--deterministic",
+                ]
+                .iter(),
+            )
             .chain(["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "50", "--keep", "2"].iter())
             .chain(extra.iter())
             .map(|s| s.to_string())
             .collect()
     };
-    let convoy = |args: Vec<String>| Command::new(env!("CARGO_BIN_EXE_convoy")).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let convoy = |args: Vec<String>| {
+        Command::new(env!("CARGO_BIN_EXE_convoy"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
     // Seeded kill points: after the checkpoints of these steps appear.
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut points: Vec<u64> = (0..5)
@@ -360,9 +486,29 @@ fn soak_1000_steps_killed_5_times_ends_bitwise_equal() {
     let net = convoy::net::Net::build(&convoy::net::ModelSpec::resolve("lenet").unwrap()).unwrap();
     let got = convoy::checkpoint::load_weights(&weights, net.layout()).unwrap();
     // The uninterrupted run, in process.
-    let straight_flags: Vec<String> = ["--steps", "1000", "--batch-size", "32", "--threads", "1", "--seed", "9", "--workers", "4", "--deterministic", "--no-epoch-eval"].iter().map(|s| s.to_string()).collect();
+    let straight_flags: Vec<String> = [
+        "--steps",
+        "1000",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "--seed",
+        "9",
+        "--workers",
+        "4",
+        "--deterministic",
+        "--no-epoch-eval",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let args: Vec<&str> = straight_flags.iter().map(String::as_str).collect();
     let (cfg, pc) = config(&args, small_mnist());
     let want = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params;
-    assert!(got == want, "killed at steps {points:?} and resumed: differs from the uninterrupted run (rel err {:.3e})", rel_err(&got, &want));
+    assert!(
+        got == want,
+        "killed at steps {points:?} and resumed: differs from the uninterrupted run (rel err {:.3e})",
+        rel_err(&got, &want)
+    );
 }

@@ -51,7 +51,11 @@ fn every_corpus_input_passes_every_target() {
         assert!(inputs.len() >= 3, "fuzz/corpus/{target} has {} inputs; the seeds are missing", inputs.len());
         for (name, data) in inputs {
             if let Err(e) = std::panic::catch_unwind(|| f(&data)) {
-                let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
                 panic!("fuzz/corpus/{target}/{name}: {msg}");
             }
         }
@@ -64,11 +68,20 @@ fn every_corpus_input_passes_every_target() {
 fn the_seeds_are_valid_inputs() {
     let path = Path::new("seed");
     let idx = corpus("idx");
-    let ok = idx.iter().filter(|(n, _)| n.starts_with("seed-")).filter(|(_, d)| convoy::data::idx::decode_idx(d, path).is_ok()).count();
+    let ok = idx
+        .iter()
+        .filter(|(n, _)| n.starts_with("seed-"))
+        .filter(|(_, d)| convoy::data::idx::decode_idx(d, path).is_ok())
+        .count();
     assert!(ok >= 3, "{ok} valid IDX seeds");
-    let spec = convoy::net::ParamLayout::new(vec![("conv1", vec![("weight", vec![2, 1, 3, 3]), ("bias", vec![2])]), ("fc", vec![("weight", vec![3, 4])])]);
+    let spec = convoy::net::ParamLayout::new(vec![
+        ("conv1", vec![("weight", vec![2, 1, 3, 3]), ("bias", vec![2])]),
+        ("fc", vec![("weight", vec![3, 4])]),
+    ]);
     let w = corpus("weights");
-    assert!(w.iter().any(|(n, d)| n.starts_with("seed-") && convoy::checkpoint::weights_from_bytes(d, path, &spec).is_ok()));
+    assert!(w
+        .iter()
+        .any(|(n, d)| n.starts_with("seed-") && convoy::checkpoint::weights_from_bytes(d, path, &spec).is_ok()));
     let s = corpus("state_json");
     assert!(s.iter().any(|(n, d)| n.starts_with("seed-") && convoy::checkpoint::run::parse_run_state(d, path).is_ok()));
     // The valid profile is accepted, the others refused.
@@ -93,7 +106,14 @@ fn write_seed_corpus() {
         std::fs::write(d.join(format!("seed-{name}")), bytes).unwrap();
     };
     // IDX: 2 images of 3×3, their labels, gzipped images, and the dataset layout of the target.
-    let images: Vec<u8> = [&[0u8, 0, 8, 3][..], &2u32.to_be_bytes(), &3u32.to_be_bytes(), &3u32.to_be_bytes(), &(0..18).collect::<Vec<u8>>()].concat();
+    let images: Vec<u8> = [
+        &[0u8, 0, 8, 3][..],
+        &2u32.to_be_bytes(),
+        &3u32.to_be_bytes(),
+        &3u32.to_be_bytes(),
+        &(0..18).collect::<Vec<u8>>(),
+    ]
+    .concat();
     let labels: Vec<u8> = [&[0u8, 0, 8, 1][..], &2u32.to_be_bytes(), &[7, 1]].concat();
     put("idx", "images", &images);
     put("idx", "labels", &labels);
@@ -103,9 +123,16 @@ fn write_seed_corpus() {
     put("idx", "images-gz", &gz);
     put("idx", "dataset", &[&(images.len() as u16).to_le_bytes()[..], &images, &labels].concat());
     put("idx", "dataset-gz", &[&(gz.len() as u16).to_le_bytes()[..], &gz, &labels].concat());
-    put("idx", "huge-dims", &[&[0u8, 0, 8, 3][..], &u32::MAX.to_be_bytes(), &u32::MAX.to_be_bytes(), &u32::MAX.to_be_bytes()].concat());
+    put(
+        "idx",
+        "huge-dims",
+        &[&[0u8, 0, 8, 3][..], &u32::MAX.to_be_bytes(), &u32::MAX.to_be_bytes(), &u32::MAX.to_be_bytes()].concat(),
+    );
     // Weights and a checkpoint of the targets' layout.
-    let layout = convoy::net::ParamLayout::new(vec![("conv1", vec![("weight", vec![2, 1, 3, 3]), ("bias", vec![2])]), ("fc", vec![("weight", vec![3, 4])])]);
+    let layout = convoy::net::ParamLayout::new(vec![
+        ("conv1", vec![("weight", vec![2, 1, 3, 3]), ("bias", vec![2])]),
+        ("fc", vec![("weight", vec![3, 4])]),
+    ]);
     let params: Vec<f32> = (0..layout.len()).map(|i| i as f32 * 0.25 - 3.0).collect();
     let model = convoy::checkpoint::to_safetensors(&layout, &params, Default::default());
     put("weights", "model", &model);
@@ -134,9 +161,15 @@ fn write_seed_corpus() {
     let read = |f: &str| std::fs::read(ck.join(f)).unwrap();
     let (sj, m, o) = (read("state.json"), read("model.safetensors"), read("optimizer.safetensors"));
     put("state_json", "state", &sj);
-    put("state_json", "newer", &String::from_utf8(sj.clone()).unwrap().replace("\"format_version\": 1", "\"format_version\": 7").into_bytes());
+    put(
+        "state_json",
+        "newer",
+        &String::from_utf8(sj.clone()).unwrap().replace("\"format_version\": 1", "\"format_version\": 7").into_bytes(),
+    );
     put("state_json", "truncated", &sj[..sj.len() / 2]);
-    let composite = |sj: &[u8], m: &[u8], o: &[u8]| [&(sj.len() as u16).to_le_bytes()[..], sj, &(m.len() as u32).to_le_bytes(), m, o].concat();
+    let composite = |sj: &[u8], m: &[u8], o: &[u8]| {
+        [&(sj.len() as u16).to_le_bytes()[..], sj, &(m.len() as u32).to_le_bytes(), m, o].concat()
+    };
     put("checkpoint", "sgd", &composite(&sj, &m, &o));
     put("checkpoint", "no-optimizer", &composite(&sj, &m, &[]));
     put("checkpoint", "swapped", &composite(&sj, &o, &m));
@@ -151,11 +184,24 @@ fn write_seed_corpus() {
         mem_bandwidth: 1e10,
         allreduce_alpha: 2e-5,
         allreduce_beta: 2e9,
-        mpi_link: Some(convoy::plan::calibrate::LinkFit { alpha: 1e-4, beta: 1.2e8, allreduce_alpha: 2e-4, allreduce_beta: 1e8, ranks: 2, server_beta: 1.3e8, min_bytes: 65536, max_bytes: 4194304 }),
+        mpi_link: Some(convoy::plan::calibrate::LinkFit {
+            alpha: 1e-4,
+            beta: 1.2e8,
+            allreduce_alpha: 2e-4,
+            allreduce_beta: 1e8,
+            ranks: 2,
+            server_beta: 1.3e8,
+            min_bytes: 65536,
+            max_bytes: 4194304,
+        }),
     };
     let json = serde_json::to_string_pretty(&profile).unwrap();
     put("profile", "lenet", json.as_bytes());
-    put("profile", "zero-bandwidth", json.replace("\"mem_bandwidth\": 10000000000.0", "\"mem_bandwidth\": 0.0").as_bytes());
+    put(
+        "profile",
+        "zero-bandwidth",
+        json.replace("\"mem_bandwidth\": 10000000000.0", "\"mem_bandwidth\": 0.0").as_bytes(),
+    );
     put("profile", "other-model", json.replacen("\"model\": \"lenet\"", "\"model\": \"lenet-caffe\"", 1).as_bytes());
     put("profile", "truncated", &json.as_bytes()[..json.len() / 2]);
 }

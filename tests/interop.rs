@@ -20,10 +20,25 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Runs the torch side; returns its logits (100 × 10) and test accuracy.
 fn torch(cmd: &str, file: &Path, out: &Path) -> (Vec<Vec<f64>>, f64) {
-    let o = Command::new("python3").current_dir(ROOT).args(["tests/interop/torch_lenet.py", cmd]).arg(file).arg(out).output().expect("python3 not found");
-    assert!(o.status.success(), "torch_lenet.py {cmd} failed (hint: pip install torch safetensors; scripts/test.sh does):\n{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("python3")
+        .current_dir(ROOT)
+        .args(["tests/interop/torch_lenet.py", cmd])
+        .arg(file)
+        .arg(out)
+        .output()
+        .expect("python3 not found");
+    assert!(
+        o.status.success(),
+        "torch_lenet.py {cmd} failed (hint: pip install torch safetensors; scripts/test.sh does):\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let v: Value = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
-    let logits = v["logits"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()).collect();
+    let logits = v["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .collect();
     (logits, v["accuracy"].as_f64().unwrap())
 }
 
@@ -42,10 +57,20 @@ fn convoy_logits(file: &Path) -> Vec<Vec<f64>> {
 
 /// `convoy eval`'s test accuracy (a fraction).
 fn convoy_accuracy(weights: &Path) -> f64 {
-    let o = Command::new(env!("CARGO_BIN_EXE_convoy")).current_dir(ROOT).args(["eval", "--weights"]).arg(weights).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_convoy"))
+        .current_dir(ROOT)
+        .args(["eval", "--weights"])
+        .arg(weights)
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
-    out.split("test accuracy ").nth(1).and_then(|s| s.split('%').next()).and_then(|s| s.parse::<f64>().ok()).unwrap_or_else(|| panic!("no accuracy in {out}")) / 100.0
+    out.split("test accuracy ")
+        .nth(1)
+        .and_then(|s| s.split('%').next())
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no accuracy in {out}"))
+        / 100.0
 }
 
 fn max_abs(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
@@ -59,7 +84,21 @@ fn a_convoy_checkpoint_loads_into_torch_and_a_torch_state_dict_into_convoy() {
     // convoy → torch: a checkpoint of a short run (trained, so the logits are not those of the init).
     let ck = dir.join("ck");
     let o = Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(["--log-level", "warn", "train", "--no-progress", "--no-epoch-eval", "--data", small_mnist().to_str().unwrap(), "--steps", "20", "--threads", "1", "--lr", "0.05"])
+        .args([
+            "--log-level",
+            "warn",
+            "train",
+            "--no-progress",
+            "--no-epoch-eval",
+            "--data",
+            small_mnist().to_str().unwrap(),
+            "--steps",
+            "20",
+            "--threads",
+            "1",
+            "--lr",
+            "0.05",
+        ])
         .args(["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "20"])
         .output()
         .unwrap();
@@ -84,7 +123,23 @@ fn a_convoy_checkpoint_loads_into_torch_and_a_torch_state_dict_into_convoy() {
     // torch's (lr 0 is refused by the CLI).
     let saved = dir.join("after.safetensors");
     let o = Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(["--log-level", "warn", "train", "--no-progress", "--no-epoch-eval", "--data", small_mnist().to_str().unwrap(), "--steps", "1", "--threads", "1", "--lr", "1e-12", "--momentum", "0"])
+        .args([
+            "--log-level",
+            "warn",
+            "train",
+            "--no-progress",
+            "--no-epoch-eval",
+            "--data",
+            small_mnist().to_str().unwrap(),
+            "--steps",
+            "1",
+            "--threads",
+            "1",
+            "--lr",
+            "1e-12",
+            "--momentum",
+            "0",
+        ])
         .arg("--init-from")
         .arg(&from_torch)
         .arg("--save")
@@ -93,7 +148,10 @@ fn a_convoy_checkpoint_loads_into_torch_and_a_torch_state_dict_into_convoy() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let net = Net::build(&ModelSpec::resolve("lenet").unwrap()).unwrap();
-    let (a, b) = (convoy::checkpoint::load_weights(&from_torch, net.layout()).unwrap(), convoy::checkpoint::load_weights(&saved, net.layout()).unwrap());
+    let (a, b) = (
+        convoy::checkpoint::load_weights(&from_torch, net.layout()).unwrap(),
+        convoy::checkpoint::load_weights(&saved, net.layout()).unwrap(),
+    );
     let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     assert!(d <= 1e-9, "--init-from did not start from the torch weights (max difference {d:e})");
 }

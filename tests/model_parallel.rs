@@ -35,8 +35,16 @@ fn pipeline(args: &[&str]) -> (Vec<f32>, Vec<Event>) {
 }
 
 fn stage_events(events: &[Event]) -> Vec<(usize, usize, f64)> {
-    let mut v: Vec<(usize, usize, f64)> =
-        events.iter().filter_map(|e| if let Event::Pipeline { stage, peak_in_flight, bubble, .. } = e { Some((*stage, *peak_in_flight, *bubble)) } else { None }).collect();
+    let mut v: Vec<(usize, usize, f64)> = events
+        .iter()
+        .filter_map(|e| {
+            if let Event::Pipeline { stage, peak_in_flight, bubble, .. } = e {
+                Some((*stage, *peak_in_flight, *bubble))
+            } else {
+                None
+            }
+        })
+        .collect();
     v.sort_by_key(|x| x.0);
     v
 }
@@ -47,7 +55,10 @@ fn gpipe_and_1f1b_equal_single_worker_for_2_and_3_stages_and_1_4_8_micro_batches
     for stages in ["2", "3"] {
         for micro in ["1", "4", "8"] {
             for schedule in ["gpipe", "1f1b"] {
-                let (got, events) = pipeline(&[&SGD[..], &["--stages", stages, "--micro-batches", micro, "--pipeline-schedule", schedule]].concat());
+                let (got, events) = pipeline(
+                    &[&SGD[..], &["--stages", stages, "--micro-batches", micro, "--pipeline-schedule", schedule]]
+                        .concat(),
+                );
                 let e = rel_err(&got, &want);
                 eprintln!("{stages} stages, {micro} micro-batches, {schedule}: relative error {e:.2e}");
                 assert!(e <= 1e-5, "{stages} stages, {micro} micro-batches, {schedule}: relative error {e:.3e}");
@@ -69,14 +80,22 @@ fn gpipe_and_1f1b_equal_single_worker_for_2_and_3_stages_and_1_4_8_micro_batches
 #[test]
 fn pipeline_with_adam_dropout_and_a_given_split_equals_single_worker() {
     let want = reference(&ADAM);
-    let (got, _) = pipeline(&[&ADAM[..], &["--stages", "3", "--micro-batches", "4", "--split-after", "conv2,fc1"]].concat());
+    let (got, _) =
+        pipeline(&[&ADAM[..], &["--stages", "3", "--micro-batches", "4", "--split-after", "conv2,fc1"]].concat());
     assert!(rel_err(&got, &want) <= 1e-5, "adam: {:.3e}", rel_err(&got, &want));
     // Dropout masks are drawn per global sample, so cutting the batch does not change them.
     let model = dropout_model();
     let m = ["--model", model.to_str().unwrap()];
     let want = reference(&[&SGD[..], &m].concat());
     for schedule in ["gpipe", "1f1b"] {
-        let (got, _) = pipeline(&[&SGD[..], &m, &["--stages", "2", "--micro-batches", "8", "--pipeline-schedule", schedule, "--split-after", "flatten"]].concat());
+        let (got, _) = pipeline(
+            &[
+                &SGD[..],
+                &m,
+                &["--stages", "2", "--micro-batches", "8", "--pipeline-schedule", schedule, "--split-after", "flatten"],
+            ]
+            .concat(),
+        );
         assert!(rel_err(&got, &want) <= 1e-5, "dropout {schedule}: {:.3e}", rel_err(&got, &want));
     }
 }
@@ -127,14 +146,24 @@ fn tensor_split_equals_single_worker_and_each_worker_holds_only_its_slices() {
     for opt in [&SGD[..], &ADAM[..]] {
         let want = reference(opt);
         for mp in ["2", "3", "4"] {
-            let (cfg, pc) = config(&[&TEN_STEPS[..], opt, &["--strategy", "tensor", "--mp", mp]].concat(), small_mnist());
+            let (cfg, pc) =
+                config(&[&TEN_STEPS[..], opt, &["--strategy", "tensor", "--mp", mp]].concat(), small_mnist());
             let mut rec = Recorder::default();
             let s = parallel::run(&cfg, &pc, &mut rec).unwrap_or_else(|e| panic!("mp {mp}: {e}"));
             let e = rel_err(&s.params, &want);
             eprintln!("tensor mp {mp} {opt:?}: {e:.2e}");
             assert!(e <= 1e-5, "mp {mp} {opt:?}: relative error {e:.3e}");
-            let slices: Vec<(usize, usize)> =
-                rec.events.iter().filter_map(|e| if let Event::Split { param_bytes, full_param_bytes, .. } = e { Some((*param_bytes, *full_param_bytes)) } else { None }).collect();
+            let slices: Vec<(usize, usize)> = rec
+                .events
+                .iter()
+                .filter_map(|e| {
+                    if let Event::Split { param_bytes, full_param_bytes, .. } = e {
+                        Some((*param_bytes, *full_param_bytes))
+                    } else {
+                        None
+                    }
+                })
+                .collect();
             let n: usize = mp.parse().unwrap();
             assert_eq!(slices.len(), n);
             let full = slices[0].1;
@@ -145,7 +174,8 @@ fn tensor_split_equals_single_worker_and_each_worker_holds_only_its_slices() {
     let model = dropout_model();
     let m = ["--model", model.to_str().unwrap()];
     let want = reference(&[&SGD[..], &m].concat());
-    let (cfg, pc) = config(&[&TEN_STEPS[..], &SGD[..], &m, &["--strategy", "tensor", "--mp", "3"]].concat(), small_mnist());
+    let (cfg, pc) =
+        config(&[&TEN_STEPS[..], &SGD[..], &m, &["--strategy", "tensor", "--mp", "3"]].concat(), small_mnist());
     let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap();
     assert!(rel_err(&s.params, &want) <= 1e-5, "dropout model: {:.3e}", rel_err(&s.params, &want));
 }
@@ -184,8 +214,10 @@ fn tensor_split_of_resnet20_a_and_b_equals_single_worker_with_running_statistics
         let stats = running_stats(model, &want.params);
         assert!(stats.iter().any(|v| v.abs() > 0.05 && (v - 1.0).abs() > 0.05), "the running statistics moved");
         for mp in ["2", "3"] {
-            let (cfg, pc) = config(&[&TWO_STEPS[..], &SGD[..], &m, &["--strategy", "tensor", "--mp", mp]].concat(), data);
-            let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{model} mp {mp}: {e}"));
+            let (cfg, pc) =
+                config(&[&TWO_STEPS[..], &SGD[..], &m, &["--strategy", "tensor", "--mp", mp]].concat(), data);
+            let s =
+                parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{model} mp {mp}: {e}"));
             assert_eq!(s.steps, 2);
             let e = rel_err(&s.params, &want.params);
             let es = rel_err(&running_stats(model, &s.params), &stats);
@@ -210,14 +242,19 @@ fn hybrid_resnet20_with_sync_batch_norm_equals_single_worker() {
     let want = train(&cfg, &mut Recorder::default()).unwrap();
     let stats = running_stats("resnet20", &want.params);
     for (dp, mp) in [("1", "2"), ("2", "2")] {
-        let (cfg, pc) = config(&[&TWO_STEPS[..], &SGD[..], &m, &["--strategy", "hybrid", "--dp", dp, "--mp", mp]].concat(), data);
+        let (cfg, pc) =
+            config(&[&TWO_STEPS[..], &SGD[..], &m, &["--strategy", "hybrid", "--dp", dp, "--mp", mp]].concat(), data);
         let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("dp {dp} mp {mp}: {e}"));
         let e = rel_err(&s.params, &want.params);
         let es = rel_err(&running_stats("resnet20", &s.params), &stats);
         eprintln!("hybrid resnet20 dp {dp} mp {mp}: parameters {e:.2e}, running statistics {es:.2e}");
         assert!(e <= 1e-5 && es <= 1e-5, "dp {dp} mp {mp}: relative errors {e:.3e}, {es:.3e}");
     }
-    let (cfg, pc) = config(&[&TWO_STEPS[..], &SGD[..], &m, &["--strategy", "hybrid", "--dp", "2", "--mp", "2", "--batch-norm", "local"]].concat(), data);
+    let (cfg, pc) = config(
+        &[&TWO_STEPS[..], &SGD[..], &m, &["--strategy", "hybrid", "--dp", "2", "--mp", "2", "--batch-norm", "local"]]
+            .concat(),
+        data,
+    );
     let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap();
     let es = rel_err(&running_stats("resnet20", &s.params), &stats);
     assert!(es > 1e-4, "--batch-norm local: shard statistics should differ from the global batch's ({es:.3e})");
@@ -360,7 +397,13 @@ fn tensor_split_of_a_net_with_every_join_equals_single_worker() {
     let joins = dir.join(format!("convoy-joins-{}.toml", std::process::id()));
     std::fs::write(&joins, JOINS).unwrap();
     let no_conv_bn = dir.join(format!("convoy-joins-nobn-{}.toml", std::process::id()));
-    std::fs::write(&no_conv_bn, JOINS.replace("name = \"bn1\"\ntype = \"batch_norm\"", "name = \"bn1\"\ntype = \"tanh\"").replace("name = \"bn2\"\ntype = \"batch_norm\"\naffine = false", "name = \"bn2\"\ntype = \"tanh\"")).unwrap();
+    std::fs::write(
+        &no_conv_bn,
+        JOINS
+            .replace("name = \"bn1\"\ntype = \"batch_norm\"", "name = \"bn1\"\ntype = \"tanh\"")
+            .replace("name = \"bn2\"\ntype = \"batch_norm\"\naffine = false", "name = \"bn2\"\ntype = \"tanh\""),
+    )
+    .unwrap();
     let runs: [(&std::path::Path, &[&str], &[&str]); 5] = [
         (&joins, &SGD, &["--strategy", "tensor", "--mp", "2"]),
         (&joins, &SGD, &["--strategy", "tensor", "--mp", "3"]),
@@ -398,7 +441,10 @@ fn tensor_split_computes_a_grouped_convolution_whole() {
     let m = model.to_str().unwrap();
     let want = reference(&[&SGD[..], &["--model", m]].concat());
     for mp in ["2", "3"] {
-        let (cfg, pc) = config(&[&TEN_STEPS[..], &SGD[..], &["--model", m, "--strategy", "tensor", "--mp", mp]].concat(), small_mnist());
+        let (cfg, pc) = config(
+            &[&TEN_STEPS[..], &SGD[..], &["--model", m, "--strategy", "tensor", "--mp", mp]].concat(),
+            small_mnist(),
+        );
         let got = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params;
         let e = rel_err(&got, &want);
         assert!(e <= 1e-5, "mp {mp}: relative error {e:.3e}");
@@ -412,8 +458,28 @@ fn data_times_pipeline_equals_single_worker() {
     for opt in [&SGD[..], &ADAM[..]] {
         let want = reference(opt);
         for (dp, pp, schedule) in [("2", "2", "gpipe"), ("2", "2", "1f1b"), ("3", "2", "1f1b")] {
-            let (cfg, pc) = config(&[&TEN_STEPS[..], opt, &["--strategy", "hybrid", "--dp", dp, "--pp", pp, "--micro-batches", "4", "--pipeline-schedule", schedule]].concat(), small_mnist());
-            let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("dp {dp} pp {pp}: {e}"));
+            let (cfg, pc) = config(
+                &[
+                    &TEN_STEPS[..],
+                    opt,
+                    &[
+                        "--strategy",
+                        "hybrid",
+                        "--dp",
+                        dp,
+                        "--pp",
+                        pp,
+                        "--micro-batches",
+                        "4",
+                        "--pipeline-schedule",
+                        schedule,
+                    ],
+                ]
+                .concat(),
+                small_mnist(),
+            );
+            let s =
+                parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("dp {dp} pp {pp}: {e}"));
             let e = rel_err(&s.params, &want);
             eprintln!("dp {dp} × pp {pp} {schedule} {opt:?}: {e:.2e}");
             assert!(e <= 1e-5, "dp {dp} × pp {pp} {schedule} {opt:?}: relative error {e:.3e}");
@@ -428,8 +494,12 @@ fn data_parallel_convolutions_with_model_parallel_classifier_equal_single_worker
     for opt in [&SGD[..], &ADAM[..]] {
         let want = reference(opt);
         for (dp, mp) in [("1", "2"), ("2", "2"), ("2", "3")] {
-            let (cfg, pc) = config(&[&TEN_STEPS[..], opt, &["--strategy", "hybrid", "--dp", dp, "--mp", mp]].concat(), small_mnist());
-            let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("dp {dp} mp {mp}: {e}"));
+            let (cfg, pc) = config(
+                &[&TEN_STEPS[..], opt, &["--strategy", "hybrid", "--dp", dp, "--mp", mp]].concat(),
+                small_mnist(),
+            );
+            let s =
+                parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("dp {dp} mp {mp}: {e}"));
             let e = rel_err(&s.params, &want);
             eprintln!("hybrid dp {dp} × mp {mp} {opt:?}: {e:.2e}");
             assert!(e <= 1e-5, "dp {dp} × mp {mp} {opt:?}: relative error {e:.3e}");
@@ -533,7 +603,10 @@ fn balanced_partition_gives_every_stage_work_and_covers_the_net() {
 
 #[test]
 fn a_failing_stage_ends_the_run_naming_it() {
-    let (cfg, pc) = config(&[&TEN_STEPS[..], &["--strategy", "pipeline", "--stages", "3", "--inject-failure", "1:4"]].concat(), small_mnist());
+    let (cfg, pc) = config(
+        &[&TEN_STEPS[..], &["--strategy", "pipeline", "--stages", "3", "--inject-failure", "1:4"]].concat(),
+        small_mnist(),
+    );
     let e = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_err().to_string();
     assert!(e.contains("worker 1") && e.contains("step 4"), "{e}");
 }

@@ -68,12 +68,22 @@ fn mpirun(np: usize, args: &[&str], deadline: Duration) -> Job {
 /// `convoy train` flags on the small MNIST, plus `--save DIR/weights.safetensors`.
 fn train_args(extra: &[&str], dir: &Path) -> Vec<String> {
     let save = dir.join("weights.safetensors");
-    ["--log-level", "warn", "train", "--no-progress", "--no-epoch-eval", "--data", small_mnist().to_str().unwrap(), "--save", save.to_str().unwrap()]
-        .iter()
-        .chain(TEN_STEPS.iter())
-        .chain(extra.iter())
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "--log-level",
+        "warn",
+        "train",
+        "--no-progress",
+        "--no-epoch-eval",
+        "--data",
+        small_mnist().to_str().unwrap(),
+        "--save",
+        save.to_str().unwrap(),
+    ]
+    .iter()
+    .chain(TEN_STEPS.iter())
+    .chain(extra.iter())
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Trains under mpirun; returns the saved parameters.
@@ -150,7 +160,11 @@ fn deterministic_over_mpi_is_bitwise_equal_to_threads_including_hybrid() {
     assert_eq!(threads, reference(&det), "threads: 4 workers vs 1");
     for (np, workers) in [(2, "1"), (4, "1"), (2, "2")] {
         let got = mpi_params(np, &[&det[..], &["--workers", workers]].concat());
-        assert!(got == threads, "np {np} × {workers} threads differs from threads: rel err {:.3e}", rel_err(&got, &threads));
+        assert!(
+            got == threads,
+            "np {np} × {workers} threads differs from threads: rel err {:.3e}",
+            rel_err(&got, &threads)
+        );
     }
 }
 
@@ -191,11 +205,25 @@ fn only_the_lead_process_writes_metrics() {
 
 /// A job long enough to be interrupted.
 fn long_args(extra: &[&str]) -> Vec<String> {
-    ["--log-level", "warn", "train", "--no-progress", "--no-epoch-eval", "--data", small_mnist().to_str().unwrap(), "--steps", "100000", "--batch-size", "32", "--threads", "1"]
-        .iter()
-        .chain(extra.iter())
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "--log-level",
+        "warn",
+        "train",
+        "--no-progress",
+        "--no-epoch-eval",
+        "--data",
+        small_mnist().to_str().unwrap(),
+        "--steps",
+        "100000",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+    ]
+    .iter()
+    .chain(extra.iter())
+    .map(|s| s.to_string())
+    .collect()
 }
 
 #[test]
@@ -217,7 +245,11 @@ fn a_hung_rank_is_named_by_the_stall_census_and_the_job_ends() {
     assert_eq!(job.code, Some(3), "{}", job.stderr);
     let named = job.stderr.contains("rank 2 did not arrive") || job.stderr.contains("worker 2 in step 5 for");
     assert!(job.stderr.contains("stall") && named, "{}", job.stderr);
-    assert!(job.stderr.contains("rank 2: not in communication") || job.stderr.contains("likely stuck: worker 2"), "{}", job.stderr);
+    assert!(
+        job.stderr.contains("rank 2: not in communication") || job.stderr.contains("likely stuck: worker 2"),
+        "{}",
+        job.stderr
+    );
     assert!(job.seconds < 25.0, "took {:.1}s", job.seconds);
     // Without: the census is a warning at 2 s, and the job ends after 5 × 2 s (exit 1).
     let job = mpirun(3, &args[..args.len() - 1], Duration::from_secs(90));
@@ -232,15 +264,30 @@ fn a_hung_rank_is_named_by_the_stall_census_and_the_job_ends() {
 #[test]
 fn the_timeline_of_an_mpi_job_has_every_process() {
     let dir = tmp("timeline");
-    for (np, extra) in [(2usize, vec![]), (2, vec!["--workers", "2"]), (2, vec!["--strategy", "pipeline", "--micro-batches", "2"])] {
+    for (np, extra) in
+        [(2usize, vec![]), (2, vec!["--workers", "2"]), (2, vec!["--strategy", "pipeline", "--micro-batches", "2"])]
+    {
         let trace = dir.join(format!("trace-{np}-{}.json", extra.join("")));
-        let mut a = vec!["--log-level", "warn", "train", "--no-progress", "--no-epoch-eval", "--data", small_mnist().to_str().unwrap(), "--steps", "4", "--threads", "1"];
+        let mut a = vec![
+            "--log-level",
+            "warn",
+            "train",
+            "--no-progress",
+            "--no-epoch-eval",
+            "--data",
+            small_mnist().to_str().unwrap(),
+            "--steps",
+            "4",
+            "--threads",
+            "1",
+        ];
         a.extend(["--timeline", trace.to_str().unwrap()]);
         a.extend(&extra);
         let job = mpirun(np, &a, Duration::from_secs(120));
         assert_eq!(job.code, Some(0), "{extra:?}: {}", job.stderr);
         let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
-        let spans: Vec<&serde_json::Value> = t["traceEvents"].as_array().unwrap().iter().filter(|e| e["ph"] == "X").collect();
+        let spans: Vec<&serde_json::Value> =
+            t["traceEvents"].as_array().unwrap().iter().filter(|e| e["ph"] == "X").collect();
         let workers = if extra.contains(&"--workers") { 4 } else { 2 };
         let mut pids: Vec<u64> = spans.iter().map(|e| e["pid"].as_u64().unwrap()).collect();
         pids.sort();
@@ -254,13 +301,23 @@ fn the_timeline_of_an_mpi_job_has_every_process() {
         let (a0, a1) = range(0);
         for p in 1..workers {
             let (b0, b1) = range(p);
-            assert!(b0 < a1 && a0 < b1, "{extra:?}: worker {p} [{b0}, {b1}] and worker 0 [{a0}, {a1}] µs are on different clocks");
+            assert!(
+                b0 < a1 && a0 < b1,
+                "{extra:?}: worker {p} [{b0}, {b1}] and worker 0 [{a0}, {a1}] µs are on different clocks"
+            );
         }
         for p in 0..workers {
             for tid in [0u64, 1] {
-                let mut s: Vec<(f64, f64)> = spans.iter().filter(|e| e["pid"] == p && e["tid"] == tid).map(|e| (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap())).collect();
+                let mut s: Vec<(f64, f64)> = spans
+                    .iter()
+                    .filter(|e| e["pid"] == p && e["tid"] == tid)
+                    .map(|e| (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap()))
+                    .collect();
                 s.sort_by(|a, b| a.0.total_cmp(&b.0));
-                assert!(s.windows(2).all(|w| w[1].0 >= w[0].0 + w[0].1 - 1e-3), "{extra:?}: overlap on worker {p} track {tid}");
+                assert!(
+                    s.windows(2).all(|w| w[1].0 >= w[0].0 + w[0].1 - 1e-3),
+                    "{extra:?}: overlap on worker {p} track {tid}"
+                );
             }
         }
     }
@@ -273,7 +330,8 @@ fn rank_pids(mpirun_pid: u32, np: usize) -> Vec<u32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
         // Field 4 (after the parenthesised name) is the parent.
-        let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+        let ppid =
+            stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
         if ppid != Some(mpirun_pid) {
             continue;
         }
@@ -338,14 +396,27 @@ fn signal_and_wait(child: &mut std::process::Child, pid: u32, signal: &str, boun
 fn a_signal_to_one_parameter_server_worker_stops_the_job_with_a_checkpoint() {
     let dir = tmp("ps-signal");
     let ck = dir.join("ck");
-    let (mut child, pids) = start_job(&long_args(&["--strategy", "ps", "--ps-mode", "async", "--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "100000"]));
+    let (mut child, pids) = start_job(&long_args(&[
+        "--strategy",
+        "ps",
+        "--ps-mode",
+        "async",
+        "--checkpoint-dir",
+        ck.to_str().unwrap(),
+        "--checkpoint-every",
+        "100000",
+    ]));
     let code = signal_and_wait(&mut child, pids[2], "-TERM", Duration::from_secs(30));
     assert_ne!(code, Some(0));
     let latest = std::fs::read_to_string(ck.join("latest")).expect("a checkpoint was written");
     let step: u64 = latest.strip_prefix("step-").unwrap().parse().unwrap();
-    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ck.join(&latest).join("state.json")).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join(&latest).join("state.json")).unwrap()).unwrap();
     assert_eq!(state["optimizer_steps"].as_u64(), Some(2 * step), "{latest}: one update per push of 2 workers");
-    let eval = Command::new(env!("CARGO_BIN_EXE_convoy")).args(["eval", "--data", small_mnist().to_str().unwrap(), "--weights", ck.to_str().unwrap()]).output().unwrap();
+    let eval = Command::new(env!("CARGO_BIN_EXE_convoy"))
+        .args(["eval", "--data", small_mnist().to_str().unwrap(), "--weights", ck.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(eval.status.success(), "{latest}: {}", String::from_utf8_lossy(&eval.stderr));
 }
 
@@ -359,14 +430,20 @@ fn a_killed_rank_ends_the_job_within_10_seconds_naming_it() {
     assert_ne!(code, Some(0));
     assert!(err.contains("rank 1"), "the message names the lost rank:\n{err}");
     for (r, pid) in pids.iter().enumerate() {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z"), "rank {r} still runs");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z"),
+            "rank {r} still runs"
+        );
     }
 }
 
 #[test]
 fn bad_mpi_layouts_are_usage_errors() {
     // PS needs more processes than servers, and one worker per process.
-    for (np, extra) in [(2, vec!["--strategy", "ps", "--servers", "2"]), (3, vec!["--strategy", "ps", "--workers", "2"])] {
+    for (np, extra) in
+        [(2, vec!["--strategy", "ps", "--servers", "2"]), (3, vec!["--strategy", "ps", "--workers", "2"])]
+    {
         let mut args = train_args(&SGD, &tmp("bad"));
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -381,7 +458,23 @@ fn bad_mpi_layouts_are_usage_errors() {
 #[cfg_attr(debug_assertions, ignore = "release suite: trains on all of MNIST")]
 fn async_parameter_server_over_mpi_reaches_98_5_percent() {
     let data = mnist();
-    let args = ["--log-level", "warn", "train", "--no-progress", "--no-epoch-eval", "--data", data.to_str().unwrap(), "--threads", "1", "--strategy", "ps", "--ps-mode", "async", "--servers", "1"];
+    let args = [
+        "--log-level",
+        "warn",
+        "train",
+        "--no-progress",
+        "--no-epoch-eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--strategy",
+        "ps",
+        "--ps-mode",
+        "async",
+        "--servers",
+        "1",
+    ];
     let job = mpirun(4, &args, Duration::from_secs(600));
     assert_eq!(job.code, Some(0), "{}", job.stderr);
     let acc: f64 = job
@@ -416,7 +509,10 @@ fn checkpoints_move_between_mpi_and_a_single_process() {
     // One process → MPI with 3 processes.
     let single = tmp("ckpt1");
     let ck1 = single.join("ck");
-    let (cfg, pc) = config(&[&TEN_STEPS[..], &SGD[..], &["--checkpoint-dir", ck1.to_str().unwrap(), "--checkpoint-every", "5"]].concat(), small_mnist());
+    let (cfg, pc) = config(
+        &[&TEN_STEPS[..], &SGD[..], &["--checkpoint-dir", ck1.to_str().unwrap(), "--checkpoint-every", "5"]].concat(),
+        small_mnist(),
+    );
     parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap();
     let got = mpi_params(3, &[&SGD[..], &["--resume", ck1.join("step-5").to_str().unwrap()]].concat());
     assert!(rel_err(&got, &want) <= 1e-5, "1 → mpi: {:.3e}", rel_err(&got, &want));
@@ -441,10 +537,20 @@ fn nonfinite_steps_are_skipped_alike_over_mpi() {
 fn pipeline_hybrid_and_tensor_over_mpi_equal_single_process() {
     let want = reference(&SGD);
     for schedule in ["gpipe", "1f1b"] {
-        let got = mpi_params(3, &[&SGD[..], &["--strategy", "pipeline", "--stages", "3", "--micro-batches", "4", "--pipeline-schedule", schedule]].concat());
+        let got = mpi_params(
+            3,
+            &[
+                &SGD[..],
+                &["--strategy", "pipeline", "--stages", "3", "--micro-batches", "4", "--pipeline-schedule", schedule],
+            ]
+            .concat(),
+        );
         assert!(rel_err(&got, &want) <= 1e-5, "{schedule}: {:.3e}", rel_err(&got, &want));
     }
-    let got = mpi_params(4, &[&SGD[..], &["--strategy", "hybrid", "--dp", "2", "--pp", "2", "--micro-batches", "4"]].concat());
+    let got = mpi_params(
+        4,
+        &[&SGD[..], &["--strategy", "hybrid", "--dp", "2", "--pp", "2", "--micro-batches", "4"]].concat(),
+    );
     assert!(rel_err(&got, &want) <= 1e-5, "dp2 × pp2: {:.3e}", rel_err(&got, &want));
     let got = mpi_params(3, &[&SGD[..], &["--strategy", "tensor", "--mp", "3"]].concat());
     assert!(rel_err(&got, &want) <= 1e-5, "tensor mp 3: {:.3e}", rel_err(&got, &want));
@@ -466,10 +572,20 @@ fn pipeline_hybrid_and_tensor_over_mpi_equal_single_process() {
 fn a_signal_to_one_rank_stops_every_rank_after_the_same_step_with_a_checkpoint() {
     let dir = tmp("signal");
     let ck = dir.join("ck");
-    let (mut child, pids) = start_job(&long_args(&["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "100000", "--stall-timeout", "60"]));
+    let (mut child, pids) = start_job(&long_args(&[
+        "--checkpoint-dir",
+        ck.to_str().unwrap(),
+        "--checkpoint-every",
+        "100000",
+        "--stall-timeout",
+        "60",
+    ]));
     signal_and_wait(&mut child, pids[2], "-TERM", Duration::from_secs(30));
     let latest = std::fs::read_to_string(ck.join("latest")).expect("a checkpoint was written");
-    let eval = Command::new(env!("CARGO_BIN_EXE_convoy")).args(["eval", "--data", small_mnist().to_str().unwrap(), "--weights", ck.to_str().unwrap()]).output().unwrap();
+    let eval = Command::new(env!("CARGO_BIN_EXE_convoy"))
+        .args(["eval", "--data", small_mnist().to_str().unwrap(), "--weights", ck.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(eval.status.success(), "{latest}: {}", String::from_utf8_lossy(&eval.stderr));
 }
 
@@ -480,7 +596,28 @@ fn a_signal_to_one_rank_stops_every_rank_after_the_same_step_with_a_checkpoint()
 fn calibrate_over_mpi_measures_the_link_for_the_plan() {
     let dir = tmp("calibrate");
     let profile = dir.join("p.json");
-    let job = mpirun(3, &["--log-level", "warn", "plan", "calibrate", "--comm", "mpi", "--model", "lenet", "--batch", "8", "--reps", "2", "--threads", "1", "--out", profile.to_str().unwrap()], Duration::from_secs(300));
+    let job = mpirun(
+        3,
+        &[
+            "--log-level",
+            "warn",
+            "plan",
+            "calibrate",
+            "--comm",
+            "mpi",
+            "--model",
+            "lenet",
+            "--batch",
+            "8",
+            "--reps",
+            "2",
+            "--threads",
+            "1",
+            "--out",
+            profile.to_str().unwrap(),
+        ],
+        Duration::from_secs(300),
+    );
     assert_eq!(job.code, Some(0), "{}", job.stderr);
     assert_eq!(job.stdout.matches("profile of lenet").count(), 1, "rank 0 alone writes: {}", job.stdout);
     let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
@@ -491,13 +628,29 @@ fn calibrate_over_mpi_measures_the_link_for_the_plan() {
     let server = p["mpi_link"]["server_beta"].as_f64().unwrap();
     assert!(server > 1e7 && server.is_finite(), "server β {server}");
     let out = Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(["plan", "--model", "lenet", "--profile", profile.to_str().unwrap(), "--link", "profile", "--latency", "profile", "--nodes", "2", "--strategies", "dp", "--json"])
+        .args([
+            "plan",
+            "--model",
+            "lenet",
+            "--profile",
+            profile.to_str().unwrap(),
+            "--link",
+            "profile",
+            "--latency",
+            "profile",
+            "--nodes",
+            "2",
+            "--strategies",
+            "dp",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let dp = &v[0]["predictions"][0];
     // The exposed communication of 2 nodes is at most the all-reduce of every gradient at (α, β).
-    let bytes = 4.0 * p["model"]["layers"].as_array().unwrap().iter().map(|l| l["params"].as_f64().unwrap()).sum::<f64>();
+    let bytes =
+        4.0 * p["model"]["layers"].as_array().unwrap().iter().map(|l| l["params"].as_f64().unwrap()).sum::<f64>();
     assert!(dp["exposed_comm_s"].as_f64().unwrap() <= 2.0 * alpha * 3.0 + bytes / beta * 1.001, "{dp}");
 }

@@ -57,7 +57,9 @@ fn allocations_per_step_on(backend: Backend, spec: &ModelSpec, batch: usize) -> 
     let mut net = Net::build(spec).unwrap();
     let mut params = net.init_params(1);
     let mut grads = vec![0.0; params.len()];
-    let mut opt = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: true, weight_decay: 1e-4 }.build(params.len()).unwrap();
+    let mut opt = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: true, weight_decay: 1e-4 }
+        .build(params.len())
+        .unwrap();
     let mut shape = vec![batch];
     shape.extend_from_slice(&spec.input);
     let x = convoy::layers::gradcheck::random_tensor(&shape, 3);

@@ -11,7 +11,8 @@ use convoy::parallel;
 use convoy::train::events::{Event, Recorder};
 use std::process::Command;
 
-const RUN: [&str; 10] = ["--steps", "10", "--batch-size", "32", "--threads", "1", "--seed", "3", "--no-epoch-eval", "--on-nonfinite"];
+const RUN: [&str; 10] =
+    ["--steps", "10", "--batch-size", "32", "--threads", "1", "--seed", "3", "--no-epoch-eval", "--on-nonfinite"];
 
 /// Final parameters and the skipped steps (from the events) of a run with `args`.
 fn run(args: &[&str]) -> (Vec<f32>, Vec<u64>) {
@@ -27,7 +28,9 @@ fn run(args: &[&str]) -> (Vec<f32>, Vec<u64>) {
 
 #[test]
 fn every_strategy_skips_the_same_steps_as_one_worker() {
-    for opt in [&["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05"][..], &["--optimizer", "adam", "--lr", "0.0001"]] {
+    for opt in
+        [&["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05"][..], &["--optimizer", "adam", "--lr", "0.0001"]]
+    {
         let (want, skipped) = run(opt);
         assert_eq!(skipped, vec![3, 7], "{opt:?}");
         assert!(want.iter().all(|v| v.is_finite()), "{opt:?}: the model went non-finite");
@@ -54,18 +57,47 @@ fn every_strategy_skips_the_same_steps_as_one_worker() {
 /// bitwise, on one worker and on two.
 #[test]
 fn a_skipped_step_leaves_the_parameters_as_they_were() {
-    let base = ["--batch-size", "32", "--threads", "1", "--seed", "3", "--no-epoch-eval", "--optimizer", "adam", "--lr", "0.001", "--schedule", "constant"];
+    let base = [
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "--seed",
+        "3",
+        "--no-epoch-eval",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.001",
+        "--schedule",
+        "constant",
+    ];
     for workers in ["1", "2"] {
         let (cfg, pc) = config(&[&base[..], &["--steps", "9", "--workers", workers]].concat(), small_mnist());
         let nine = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params;
-        let (cfg, pc) = config(&[&base[..], &["--steps", "10", "--workers", workers, "--on-nonfinite", "skip", "--inject-nonfinite", "10"]].concat(), small_mnist());
+        let (cfg, pc) = config(
+            &[
+                &base[..],
+                &["--steps", "10", "--workers", workers, "--on-nonfinite", "skip", "--inject-nonfinite", "10"],
+            ]
+            .concat(),
+            small_mnist(),
+        );
         let ten = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params;
-        assert!(ten == nine, "{workers} worker(s): the skipped step changed the parameters ({:.3e})", rel_err(&ten, &nine));
+        assert!(
+            ten == nine,
+            "{workers} worker(s): the skipped step changed the parameters ({:.3e})",
+            rel_err(&ten, &nine)
+        );
     }
 }
 
 fn convoy(args: &[&str]) -> (Option<i32>, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_convoy")).args(["--log-level", "warn", "train", "--no-progress", "--data", small_mnist().to_str().unwrap()]).args(args).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_convoy"))
+        .args(["--log-level", "warn", "train", "--no-progress", "--data", small_mnist().to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
     (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
@@ -76,11 +108,19 @@ fn skipped_steps_are_in_the_metrics_and_fail_is_the_default() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nonfinite-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let metrics = dir.join("m.jsonl");
-    let (code, _, err) = convoy(&[&RUN[..], &["skip", "--inject-nonfinite", "4", "--workers", "2", "--metrics", metrics.to_str().unwrap()]].concat());
+    let (code, _, err) = convoy(
+        &[&RUN[..], &["skip", "--inject-nonfinite", "4", "--workers", "2", "--metrics", metrics.to_str().unwrap()]]
+            .concat(),
+    );
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("WARN") && err.contains("skipped"), "{err}");
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&metrics).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let steps: Vec<(u64, bool)> = lines.iter().filter(|l| l["event"] == "step").map(|l| (l["step"].as_u64().unwrap(), l["skipped"].as_bool().unwrap())).collect();
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&metrics).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let steps: Vec<(u64, bool)> = lines
+        .iter()
+        .filter(|l| l["event"] == "step")
+        .map(|l| (l["step"].as_u64().unwrap(), l["skipped"].as_bool().unwrap()))
+        .collect();
     assert_eq!(steps, (1..=10).map(|s| (s, s == 4)).collect::<Vec<_>>());
     let end = lines.iter().find(|l| l["event"] == "run_end").unwrap();
     assert_eq!(end["skipped_steps"], 1);
@@ -88,7 +128,10 @@ fn skipped_steps_are_in_the_metrics_and_fail_is_the_default() {
     // the loss stays finite (ReLU turns NaN into 0): every step looks at the parameters. It
     // names the step and the tensor, and writes no checkpoint of a non-finite model.
     let ck = dir.join("ck");
-    let (code, _, err) = convoy(&[&RUN[..9], &["--inject-nonfinite", "4", "--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "5"]].concat());
+    let (code, _, err) = convoy(
+        &[&RUN[..9], &["--inject-nonfinite", "4", "--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "5"]]
+            .concat(),
+    );
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("the model is not finite at step 4") && err.contains("conv1.weight"), "{err}");
     assert!(!ck.join("latest").exists(), "a checkpoint of a non-finite model was written");
@@ -100,7 +143,8 @@ fn skipped_steps_are_in_the_metrics_and_fail_is_the_default() {
 #[test]
 fn asynchronous_servers_drop_nonfinite_pushes() {
     for mode in [&["async"][..], &["ssp", "--staleness", "1"]] {
-        let (got, skipped) = run(&[&["--strategy", "ps", "--ps-mode"][..], mode, &["--workers", "3", "--servers", "2"]].concat());
+        let (got, skipped) =
+            run(&[&["--strategy", "ps", "--ps-mode"][..], mode, &["--workers", "3", "--servers", "2"]].concat());
         assert!(got.iter().all(|v| v.is_finite()), "{mode:?}: the model went non-finite");
         assert_eq!(skipped, vec![3, 7], "{mode:?}: worker 0 (which holds the NaN image) reports its dropped pushes");
     }
@@ -118,7 +162,9 @@ fn every_strategy_fails_at_the_step_the_parameters_go_nonfinite() {
         &["--strategy", "hybrid", "--dp", "2", "--mp", "2"],
     ] {
         let (cfg, pc) = config(&[&RUN[..9], &["--inject-nonfinite", "4"], layout].concat(), small_mnist());
-        let e = parallel::run(&cfg, &pc, &mut Recorder::default()).err().unwrap_or_else(|| panic!("{layout:?}: the run did not fail"));
+        let e = parallel::run(&cfg, &pc, &mut Recorder::default())
+            .err()
+            .unwrap_or_else(|| panic!("{layout:?}: the run did not fail"));
         assert!(e.to_string().contains("not finite at step 4"), "{layout:?}: {e}");
     }
 }

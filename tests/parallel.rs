@@ -78,7 +78,11 @@ fn sync_parameter_server_equals_single_worker() {
         for workers in 1..=4 {
             for servers in ["1", "3"] {
                 let w = workers.to_string();
-                let args = [&["--workers", w.as_str(), "--strategy", "ps", "--ps-mode", "sync", "--servers", servers][..], &opt].concat();
+                let args = [
+                    &["--workers", w.as_str(), "--strategy", "ps", "--ps-mode", "sync", "--servers", servers][..],
+                    &opt,
+                ]
+                .concat();
                 let (got, events) = run_parallel(&args);
                 let e = rel_err(&got, &want);
                 assert!(e <= 1e-5, "{args:?}: relative error {e:e}");
@@ -134,8 +138,22 @@ fn a_failing_worker_ends_the_run_naming_it_and_the_step() {
     let data = small_mnist().to_str().unwrap().to_string();
     for (strategy, kind) in [("allreduce", "error"), ("allreduce", "panic"), ("ps", "error"), ("ps", "panic")] {
         let args = [
-            "--log-level", "error", "train", "--data", &data, "--steps", "10", "--threads", "1", "--no-progress", "--workers", "3",
-            "--strategy", strategy, "--inject-failure", &format!("1:3:{kind}"),
+            "--log-level",
+            "error",
+            "train",
+            "--data",
+            &data,
+            "--steps",
+            "10",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--workers",
+            "3",
+            "--strategy",
+            strategy,
+            "--inject-failure",
+            &format!("1:3:{kind}"),
         ];
         let (code, err, _) = convoy_with_deadline(&args, Duration::from_secs(60));
         assert_eq!(code, Some(1), "{strategy}/{kind}: {err}");
@@ -147,8 +165,22 @@ fn a_failing_worker_ends_the_run_naming_it_and_the_step() {
 fn a_hung_worker_ends_the_run_within_the_stall_timeout_naming_it() {
     let data = small_mnist().to_str().unwrap().to_string();
     let args = [
-        "--log-level", "error", "train", "--data", &data, "--steps", "10", "--threads", "1", "--no-progress", "--workers", "3",
-        "--inject-failure", "1:3:hang", "--stall-timeout", "2",
+        "--log-level",
+        "error",
+        "train",
+        "--data",
+        &data,
+        "--steps",
+        "10",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--workers",
+        "3",
+        "--inject-failure",
+        "1:3:hang",
+        "--stall-timeout",
+        "2",
     ];
     let (code, err, secs) = convoy_with_deadline(&args, Duration::from_secs(60));
     assert_eq!(code, Some(1), "{err}");
@@ -163,8 +195,23 @@ fn a_hung_worker_ends_the_run_within_the_stall_timeout_naming_it() {
 fn stall_abort_ends_a_hung_run_with_the_watchdog_report() {
     let data = small_mnist().to_str().unwrap().to_string();
     let args = [
-        "--log-level", "warn", "train", "--data", &data, "--steps", "10", "--threads", "1", "--no-progress", "--workers", "3",
-        "--inject-failure", "1:3:hang", "--stall-timeout", "1", "--stall-abort",
+        "--log-level",
+        "warn",
+        "train",
+        "--data",
+        &data,
+        "--steps",
+        "10",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--workers",
+        "3",
+        "--inject-failure",
+        "1:3:hang",
+        "--stall-timeout",
+        "1",
+        "--stall-abort",
     ];
     let (code, err, secs) = convoy_with_deadline(&args, Duration::from_secs(60));
     assert_eq!(code, Some(3), "{err}");
@@ -208,13 +255,33 @@ fn bad_parallel_flags_are_usage_errors() {
 #[cfg_attr(debug_assertions, ignore = "release suite: trains on all of MNIST")]
 fn async_and_ssp_parameter_servers_reach_98_5_percent() {
     for (mode, extra) in [("async", vec![]), ("ssp", vec!["--staleness", "2"])] {
-        let args = [&["--workers", "4", "--threads", "1", "--strategy", "ps", "--ps-mode", mode, "--servers", "2", "--no-epoch-eval"][..], &extra].concat();
+        let args = [
+            &[
+                "--workers",
+                "4",
+                "--threads",
+                "1",
+                "--strategy",
+                "ps",
+                "--ps-mode",
+                mode,
+                "--servers",
+                "2",
+                "--no-epoch-eval",
+            ][..],
+            &extra,
+        ]
+        .concat();
         let (cfg, pc) = config(&args, &mnist());
         let mut rec = Recorder::default();
         let s = parallel::run(&cfg, &pc, &mut rec).unwrap();
         eprintln!("{mode}: test accuracy {:.2}% in {:.0}s", s.test_acc * 100.0, s.seconds);
         assert!(s.test_acc >= 0.985, "{mode}: test accuracy {:.4} < 0.985", s.test_acc);
-        let maxes: Vec<usize> = rec.events.iter().filter_map(|e| if let Event::Staleness { max, .. } = e { Some(*max) } else { None }).collect();
+        let maxes: Vec<usize> = rec
+            .events
+            .iter()
+            .filter_map(|e| if let Event::Staleness { max, .. } = e { Some(*max) } else { None })
+            .collect();
         assert_eq!(maxes.len(), 2);
         if mode == "ssp" {
             // Bound: (workers − 1)(2s + 1) = 3 · 5.

@@ -45,7 +45,24 @@ decay_mult = [0.5]
 weight_filler = { type = "msra", variance_norm = "average" }
 "#;
 
-const ARGS: [&str; 16] = ["--steps", "10", "--batch-size", "64", "--threads", "1", "--seed", "7", "--lr", "0.05", "--momentum", "0.9", "--weight-decay", "0.01", "--model", ""];
+const ARGS: [&str; 16] = [
+    "--steps",
+    "10",
+    "--batch-size",
+    "64",
+    "--threads",
+    "1",
+    "--seed",
+    "7",
+    "--lr",
+    "0.05",
+    "--momentum",
+    "0.9",
+    "--weight-decay",
+    "0.01",
+    "--model",
+    "",
+];
 
 fn args(model: &str) -> Vec<&str> {
     let mut a = ARGS.to_vec();
@@ -77,7 +94,10 @@ fn reference(m: &str) -> Vec<f32> {
 fn assert_frozen(m: &str, params: &[f32], what: &str) {
     let net = Net::build(&ModelSpec::resolve(m).unwrap()).unwrap();
     let w = net.layout().view(params, "conv1.weight").unwrap();
-    assert!(w.iter().all(|v| v.to_bits() == 0.05f32.to_bits()), "{what}: lr_mult 0 must freeze conv1.weight at its filler's value");
+    assert!(
+        w.iter().all(|v| v.to_bits() == 0.05f32.to_bits()),
+        "{what}: lr_mult 0 must freeze conv1.weight at its filler's value"
+    );
 }
 
 #[test]
@@ -95,7 +115,11 @@ fn lr_and_decay_multipliers_train_the_same_on_two_workers_as_on_one() {
     }
 
     // Without the multipliers (same fillers) training differs: they were applied.
-    let plain = MODEL.replace("lr_mult = [0.0, 2.0]\n", "").replace("decay_mult = [1.0, 0.0]\n", "").replace("lr_mult = [3.0, 2.0]\n", "").replace("decay_mult = [0.5]\n", "");
+    let plain = MODEL
+        .replace("lr_mult = [0.0, 2.0]\n", "")
+        .replace("decay_mult = [1.0, 0.0]\n", "")
+        .replace("lr_mult = [3.0, 2.0]\n", "")
+        .replace("decay_mult = [0.5]\n", "");
     let plain_path = dir.join("plain.toml");
     std::fs::write(&plain_path, plain).unwrap();
     let (cfg, _) = config(&args(plain_path.to_str().unwrap()), small_mnist());
@@ -122,7 +146,8 @@ fn every_strategy_honours_lr_and_decay_multipliers() {
         &["--strategy", "hybrid", "--dp", "2", "--pp", "2", "--micro-batches", "2"][..],
     ] {
         let (cfg, pc) = config(&[&args(m)[..], extra].concat(), small_mnist());
-        let got = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{extra:?}: {e}")).params;
+        let got =
+            parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{extra:?}: {e}")).params;
         let e = rel_err(&got, &want);
         assert!(e <= 1e-5, "{extra:?}: relative error {e:e}");
         assert_frozen(m, &got, &format!("{extra:?}"));

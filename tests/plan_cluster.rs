@@ -20,7 +20,13 @@ fn script() -> PathBuf {
 }
 
 fn cluster(args: &[&str]) -> std::process::Output {
-    Command::new("bash").arg(script()).args(args).env("CLUSTER_PREFIX", PREFIX).env("CLUSTER_NET", NET).output().unwrap()
+    Command::new("bash")
+        .arg(script())
+        .args(args)
+        .env("CLUSTER_PREFIX", PREFIX)
+        .env("CLUSTER_NET", NET)
+        .output()
+        .unwrap()
 }
 
 /// Removes the hosts however the test ends.
@@ -66,7 +72,10 @@ fn plan_predicts_a_lenet_pipeline_on_2_emulated_hosts_within_25_percent() {
     };
     // The link (ping-pong and all-reduce between the hosts) and the compute (host 0 alone),
     // measured in the same run by `convoy plan calibrate --comm mpi`.
-    let cal = run(format!("mpirun --hostfile $CLUSTER_HOSTFILE -np 2 {bin} plan calibrate --comm mpi --model lenet --threads 1 --out {}", profile.display()));
+    let cal = run(format!(
+        "mpirun --hostfile $CLUSTER_HOSTFILE -np 2 {bin} plan calibrate --comm mpi --model lenet --threads 1 --out {}",
+        profile.display()
+    ));
     eprintln!("{cal}");
     // The measurement: the median step of a 25-step run. The emulated link shares this
     // machine's two cores with everything else, so a run that lands in a busy moment is measured
@@ -74,14 +83,35 @@ fn plan_predicts_a_lenet_pipeline_on_2_emulated_hosts_within_25_percent() {
     // The prediction: 2 hosts share 2 cores, one each; their MPI's eager limit is the one
     // scripts/cluster.sh runs it with (8 MiB).
     let p = Command::new(bin)
-        .args(["plan", "--profile", profile.to_str().unwrap(), "--model", "lenet", "--batch", "64", "--nodes", "2", "--link", "profile", "--latency", "profile", "--eager-limit", "8MiB"])
+        .args([
+            "plan",
+            "--profile",
+            profile.to_str().unwrap(),
+            "--model",
+            "lenet",
+            "--batch",
+            "64",
+            "--nodes",
+            "2",
+            "--link",
+            "profile",
+            "--latency",
+            "profile",
+            "--eager-limit",
+            "8MiB",
+        ])
         .args(["--cores-per-node", "1", "--strategies", "pipeline", "--micro-batches", "8", "--json"])
         .output()
         .unwrap();
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
     let v: serde_json::Value = serde_json::from_slice(&p.stdout).unwrap();
     let predicted = v[0]["predictions"][0]["step_s"].as_f64().unwrap();
-    let split: Vec<&str> = v[0]["predictions"][0]["split_after"].as_array().expect("a pipeline prediction names its cuts").iter().map(|c| c.as_str().unwrap()).collect();
+    let split: Vec<&str> = v[0]["predictions"][0]["split_after"]
+        .as_array()
+        .expect("a pipeline prediction names its cuts")
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
     assert_eq!(split.len(), 1, "2 stages, one cut: {split:?}");
     let measure = |attempt: usize| -> f64 {
         let metrics = dir.join(format!("m{attempt}.jsonl"));
@@ -106,6 +136,11 @@ fn plan_predicts_a_lenet_pipeline_on_2_emulated_hosts_within_25_percent() {
         measured = measured.min(measure(1));
     }
     let err = (predicted - measured) / measured;
-    eprintln!("2 hosts at 200 Mbit/s: measured {:.1} ms, predicted {:.1} ms ({:+.0} %)", measured * 1e3, predicted * 1e3, err * 100.0);
+    eprintln!(
+        "2 hosts at 200 Mbit/s: measured {:.1} ms, predicted {:.1} ms ({:+.0} %)",
+        measured * 1e3,
+        predicted * 1e3,
+        err * 100.0
+    );
     assert!(err.abs() <= 0.25, "prediction {predicted:.4}s vs measured {measured:.4}s: {:+.0} %", err * 100.0);
 }

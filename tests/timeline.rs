@@ -10,7 +10,8 @@ use std::process::Command;
 
 /// Runs `convoy train` with `args` on the small MNIST and returns the parsed trace.
 fn trace(args: &[&str], name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("trace-{name}-{}.json", std::process::id()));
+    let path =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("trace-{name}-{}.json", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_convoy"))
         .args(["train", "--no-progress", "--no-epoch-eval", "--threads", "1", "--data"])
         .arg(common::small_mnist())
@@ -48,11 +49,20 @@ fn tracks(t: &Value, workers: usize) -> BTreeMap<(u64, u64), Vec<Value>> {
     let compute: Vec<u64> = tracks.keys().filter(|k| k.1 == 0).map(|k| k.0).collect();
     assert_eq!(compute, (0..workers as u64).collect::<Vec<_>>(), "one compute track per worker");
     for (key, spans) in &mut tracks {
-        assert_eq!(names.get(key).map(String::as_str), Some(if key.1 == 0 { "compute" } else { "comm" }), "track {key:?} is named");
+        assert_eq!(
+            names.get(key).map(String::as_str),
+            Some(if key.1 == 0 { "compute" } else { "comm" }),
+            "track {key:?} is named"
+        );
         spans.sort_by(|a, b| a["ts"].as_f64().unwrap().total_cmp(&b["ts"].as_f64().unwrap()));
         for w in spans.windows(2) {
             let end = w[0]["ts"].as_f64().unwrap() + w[0]["dur"].as_f64().unwrap();
-            assert!(w[1]["ts"].as_f64().unwrap() >= end - 1e-3, "spans overlap on track {key:?}: {} and {}", w[0], w[1]);
+            assert!(
+                w[1]["ts"].as_f64().unwrap() >= end - 1e-3,
+                "spans overlap on track {key:?}: {} and {}",
+                w[0],
+                w[1]
+            );
         }
     }
     tracks
@@ -94,11 +104,18 @@ fn parameter_server_and_single_worker_traces() {
 /// split) on the compute track, their communication on the comm track, one track pair per worker.
 #[test]
 fn pipeline_tensor_and_hybrid_traces_have_per_micro_batch_phases_without_overlaps() {
-    let t = trace(&["--strategy", "pipeline", "--stages", "2", "--micro-batches", "4", "--steps", "3", "--batch-size", "32"], "pipeline");
+    let t = trace(
+        &["--strategy", "pipeline", "--stages", "2", "--micro-batches", "4", "--steps", "3", "--batch-size", "32"],
+        "pipeline",
+    );
     let p = tracks(&t, 2);
     for stage in 0..2u64 {
         assert_eq!(names(&p[&(stage, 0)]), ["backward", "data", "forward", "optimizer"], "stage {stage}");
-        let fwd: Vec<u64> = p[&(stage, 0)].iter().filter(|e| e["name"] == "forward").map(|e| e["args"]["micro"].as_u64().unwrap()).collect();
+        let fwd: Vec<u64> = p[&(stage, 0)]
+            .iter()
+            .filter(|e| e["name"] == "forward")
+            .map(|e| e["args"]["micro"].as_u64().unwrap())
+            .collect();
         assert_eq!(fwd.len(), 3 * 4, "a forward per micro-batch and step");
         assert!((0..4).all(|m| fwd.contains(&m)));
     }
@@ -111,7 +128,10 @@ fn pipeline_tensor_and_hybrid_traces_have_per_micro_batch_phases_without_overlap
         assert_eq!(names(&ts[&(w, 0)]), ["backward", "data", "forward", "optimizer"], "worker {w}");
         let comm = names(&ts[&(w, 1)]);
         assert!(comm.contains(&"all_gather") && comm.contains(&"allreduce"), "{comm:?}");
-        assert!(ts[&(w, 0)].iter().filter(|e| e["name"] == "forward").any(|e| e["args"]["micro"].as_u64() == Some(1)), "segments are numbered");
+        assert!(
+            ts[&(w, 0)].iter().filter(|e| e["name"] == "forward").any(|e| e["args"]["micro"].as_u64() == Some(1)),
+            "segments are numbered"
+        );
     }
     let t = trace(&["--strategy", "hybrid", "--dp", "2", "--mp", "2", "--steps", "3"], "hybrid");
     let h = tracks(&t, 4);
@@ -127,7 +147,10 @@ fn pipeline_tensor_and_hybrid_traces_have_per_micro_batch_phases_without_overlap
 #[test]
 fn phases_are_emitted_only_when_a_timeline_is_asked_for() {
     for timeline in [false, true] {
-        let (mut cfg, pc) = common::config(&["--workers", "2", "--steps", "3", "--threads", "1", "--no-epoch-eval"], common::small_mnist());
+        let (mut cfg, pc) = common::config(
+            &["--workers", "2", "--steps", "3", "--threads", "1", "--no-epoch-eval"],
+            common::small_mnist(),
+        );
         cfg.timeline = timeline;
         let mut rec = Recorder::default();
         convoy::parallel::run(&cfg, &pc, &mut rec).unwrap();
@@ -138,12 +161,15 @@ fn phases_are_emitted_only_when_a_timeline_is_asked_for() {
         }
         for rank in 0..2 {
             for step in 1..=3 {
-                let here = |track| phases.iter().filter(|e| matches!(e, Event::Phase { rank: r, step: s, track: t, .. } if *r == rank && *s == step && *t == track)).count();
+                let here = |track| {
+                    phases.iter().filter(|e| matches!(e, Event::Phase { rank: r, step: s, track: t, .. } if *r == rank && *s == step && *t == track)).count()
+                };
                 assert!(here(Track::Compute) >= 3 && here(Track::Comm) >= 1, "rank {rank} step {step}");
             }
         }
         // The metrics file leaves phases to the trace.
-        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("phases-{}.jsonl", std::process::id()));
+        let path =
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("phases-{}.jsonl", std::process::id()));
         let mut sink = convoy::train::events::JsonlSink::create(&path).unwrap();
         for e in &rec.events {
             convoy::train::events::EventSink::on_event(&mut sink, e);

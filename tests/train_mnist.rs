@@ -1,9 +1,9 @@
 //! End-to-end training on the vendored MNIST (release suite: ignored in debug builds, where it
 //! would take too long; scripts/test.sh runs the release suite).
 
+use clap::Parser;
 use convoy::cli::{Cli, Command};
 use convoy::train::{events::Recorder, train, TrainConfig};
-use clap::Parser;
 
 fn config(args: &[&str]) -> TrainConfig {
     let cli = Cli::try_parse_from(["convoy", "train"].iter().chain(args.iter())).unwrap();
@@ -59,13 +59,28 @@ fn lenet_ten_steps(backend: convoy::layers::Backend) {
     use convoy::net::{ModelSpec, Net};
     use convoy::optim::OptimizerConfig;
     use convoy::tensor::Tensor;
-    let want_loss = [2.3014381, 2.3018506, 2.2807508, 2.2648928, 2.2570374, 2.2330954, 2.2186756, 2.2079241, 2.1971135, 2.1822021];
-    let want_bias = [-0.0226089f32, 0.0294543, 0.0122661, 0.0385323, 0.0207863, 0.0386943, 0.0088615, -0.0327888, 0.0113012, 0.0282668];
-    let data = IdxDataset::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist"), Split::Train).unwrap();
+    let want_loss =
+        [2.3014381, 2.3018506, 2.2807508, 2.2648928, 2.2570374, 2.2330954, 2.2186756, 2.2079241, 2.1971135, 2.1822021];
+    let want_bias = [
+        -0.0226089f32,
+        0.0294543,
+        0.0122661,
+        0.0385323,
+        0.0207863,
+        0.0386943,
+        0.0088615,
+        -0.0327888,
+        0.0113012,
+        0.0282668,
+    ];
+    let data = IdxDataset::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist"), Split::Train)
+        .unwrap();
     let mut net = Net::build(&ModelSpec::resolve("lenet").unwrap()).unwrap();
     let mut params = net.init_params(42);
     let mut grads = vec![0.0; params.len()];
-    let mut opt = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 }.build(params.len()).unwrap();
+    let mut opt = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 }
+        .build(params.len())
+        .unwrap();
     let mut x = Tensor::zeros(&[64, 1, 28, 28]);
     let mut labels = vec![0u32; 64];
     for (step, want) in want_loss.iter().enumerate() {
@@ -130,7 +145,9 @@ fn ten_steps_agree_across_backends(model: &str, batch: usize, lr: f32, fall: f64
         let mut net = Net::build(&spec).unwrap();
         let mut params = net.init_params(42);
         let mut grads = vec![0.0; params.len()];
-        let mut opt = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 }.build(params.len()).unwrap();
+        let mut opt = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 }
+            .build(params.len())
+            .unwrap();
         let mut losses = Vec::new();
         for step in 0..10 {
             grads.fill(0.0);
@@ -149,9 +166,16 @@ fn ten_steps_agree_across_backends(model: &str, batch: usize, lr: f32, fall: f64
         for (step, (a, b)) in l.iter().zip(&l0).enumerate() {
             assert!((a - b).abs() <= 1e-4 * b.abs(), "{model} {backend}, step {step}: loss {a} vs native {b}");
         }
-        let (diff, norm) = p.iter().zip(&p0).fold((0.0f64, 0.0f64), |(d, n), (a, b)| (d + ((a - b) as f64).powi(2), n + (*b as f64).powi(2)));
+        let (diff, norm) = p
+            .iter()
+            .zip(&p0)
+            .fold((0.0f64, 0.0f64), |(d, n), (a, b)| (d + ((a - b) as f64).powi(2), n + (*b as f64).powi(2)));
         eprintln!("{model} {backend}: weights differ by {:.2e} relative", diff.sqrt() / norm.sqrt());
-        assert!(diff.sqrt() <= 1e-3 * norm.sqrt(), "{model} {backend}: weights differ from native by {:.2e} relative", diff.sqrt() / norm.sqrt());
+        assert!(
+            diff.sqrt() <= 1e-3 * norm.sqrt(),
+            "{model} {backend}: weights differ from native by {:.2e} relative",
+            diff.sqrt() / norm.sqrt()
+        );
     }
 }
 
@@ -162,9 +186,29 @@ fn ten_steps_agree_across_backends(model: &str, batch: usize, lr: f32, fall: f64
 #[cfg_attr(debug_assertions, ignore = "release suite: trains on all of Fashion-MNIST")]
 fn keras_mnist_with_adam_learns_fashion_mnist_on_1_and_2_workers() {
     let dir = std::path::Path::new("/usr/share/datasets/fashion-mnist");
-    assert!(dir.is_dir(), "{} missing; hint: apt-get install -y dataset-fashion-mnist (scripts/test.sh does)", dir.display());
+    assert!(
+        dir.is_dir(),
+        "{} missing; hint: apt-get install -y dataset-fashion-mnist (scripts/test.sh does)",
+        dir.display()
+    );
     for workers in ["1", "2"] {
-        let cli = Cli::try_parse_from(["convoy", "train", "--model", "keras-mnist", "--optimizer", "adam", "--lr", "0.001", "--epochs", "1", "--threads", "1", "--workers", workers]).unwrap();
+        let cli = Cli::try_parse_from([
+            "convoy",
+            "train",
+            "--model",
+            "keras-mnist",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.001",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--workers",
+            workers,
+        ])
+        .unwrap();
         let Command::Train(t) = cli.command else { unreachable!() };
         let mut cfg = t.to_config().unwrap();
         cfg.data_dir = dir.to_path_buf();
@@ -181,8 +225,28 @@ fn keras_mnist_with_adam_learns_fashion_mnist_on_1_and_2_workers() {
 #[cfg_attr(debug_assertions, ignore = "release suite: trains on all of Fashion-MNIST")]
 fn lenet_reaches_89_percent_on_fashion_mnist() {
     let dir = std::path::Path::new("/usr/share/datasets/fashion-mnist");
-    assert!(dir.is_dir(), "{} missing; hint: apt-get install -y dataset-fashion-mnist (scripts/test.sh does)", dir.display());
-    let cli = Cli::try_parse_from(["convoy", "train", "--optimizer", "adam", "--lr", "0.001", "--batch-size", "32", "--epochs", "1", "--threads", "1", "--workers", "2"]).unwrap();
+    assert!(
+        dir.is_dir(),
+        "{} missing; hint: apt-get install -y dataset-fashion-mnist (scripts/test.sh does)",
+        dir.display()
+    );
+    let cli = Cli::try_parse_from([
+        "convoy",
+        "train",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.001",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--workers",
+        "2",
+    ])
+    .unwrap();
     let Command::Train(t) = cli.command else { unreachable!() };
     let mut cfg = t.to_config().unwrap();
     cfg.data_dir = dir.to_path_buf();
@@ -196,7 +260,23 @@ fn lenet_reaches_89_percent_on_fashion_mnist() {
 #[test]
 #[cfg_attr(debug_assertions, ignore = "release suite: trains on all of MNIST")]
 fn keras_mnist_with_adam_on_2_workers_reaches_98_5_percent_on_mnist() {
-    let cli = Cli::try_parse_from(["convoy", "train", "--model", "keras-mnist", "--optimizer", "adam", "--lr", "0.001", "--epochs", "3", "--threads", "1", "--workers", "2"]).unwrap();
+    let cli = Cli::try_parse_from([
+        "convoy",
+        "train",
+        "--model",
+        "keras-mnist",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.001",
+        "--epochs",
+        "3",
+        "--threads",
+        "1",
+        "--workers",
+        "2",
+    ])
+    .unwrap();
     let Command::Train(t) = cli.command else { unreachable!() };
     let mut cfg = t.to_config().unwrap();
     cfg.data_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");

@@ -105,7 +105,8 @@ pub fn load_weights(path: &Path, layout: &ParamLayout) -> Result<Vec<f32>, Check
 
 /// Like `load_weights` for bytes already in memory; `path` only names the source in errors.
 pub fn weights_from_bytes(bytes: &[u8], path: &Path, layout: &ParamLayout) -> Result<Vec<f32>, CheckpointError> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format { path: path.to_path_buf(), msg: e.to_string() })?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| CheckpointError::Format { path: path.to_path_buf(), msg: e.to_string() })?;
     let mismatch = |msg: String| CheckpointError::Mismatch { path: path.to_path_buf(), msg };
     for e in layout.entries() {
         let t = st.tensor(&e.name).map_err(|_| mismatch(format!("tensor '{}' is missing", e.name)))?;
@@ -116,7 +117,8 @@ pub fn weights_from_bytes(bytes: &[u8], path: &Path, layout: &ParamLayout) -> Re
             return Err(mismatch(format!("tensor '{}' has shape {:?}, expected {:?}", e.name, t.shape(), e.shape)));
         }
     }
-    let mut extra: Vec<String> = st.names().into_iter().filter(|n| layout.get(n).is_none()).map(|n| n.to_string()).collect();
+    let mut extra: Vec<String> =
+        st.names().into_iter().filter(|n| layout.get(n).is_none()).map(|n| n.to_string()).collect();
     if !extra.is_empty() {
         extra.sort();
         return Err(mismatch(format!("unexpected tensor '{}' (not in this model)", extra[0])));
@@ -136,7 +138,10 @@ mod tests {
     use super::*;
 
     fn layout() -> ParamLayout {
-        ParamLayout::new(vec![("conv1", vec![("weight", vec![2, 1, 3, 3]), ("bias", vec![2])]), ("fc", vec![("weight", vec![3, 4])])])
+        ParamLayout::new(vec![
+            ("conv1", vec![("weight", vec![2, 1, 3, 3]), ("bias", vec![2])]),
+            ("fc", vec![("weight", vec![3, 4])]),
+        ])
     }
 
     fn tmpdir(tag: &str) -> PathBuf {
@@ -162,7 +167,10 @@ mod tests {
         let d = tmpdir("mm");
         let p = d.join("w.safetensors");
         save_weights(&p, &l, &vec![0.0; l.len()], "test").unwrap();
-        let other = ParamLayout::new(vec![("conv1", vec![("weight", vec![2, 1, 5, 5]), ("bias", vec![2])]), ("fc", vec![("weight", vec![3, 4])])]);
+        let other = ParamLayout::new(vec![
+            ("conv1", vec![("weight", vec![2, 1, 5, 5]), ("bias", vec![2])]),
+            ("fc", vec![("weight", vec![3, 4])]),
+        ]);
         let e = load_weights(&p, &other).unwrap_err().to_string();
         assert!(e.contains("conv1.weight") && e.contains("[2, 1, 3, 3]"), "{e}");
         let fewer = ParamLayout::new(vec![("conv1", vec![("weight", vec![2, 1, 3, 3]), ("bias", vec![2])])]);

@@ -67,7 +67,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// `<parameter>.<state>`; the flat buffer is the state buffers one after the other.
 fn optimizer_layout(layout: &ParamLayout, state_names: &[&str]) -> ParamLayout {
     ParamLayout::new(
-        state_names.iter().flat_map(|s| layout.entries().iter().map(move |e| (e.name.as_str(), vec![(*s, e.shape.clone())]))),
+        state_names
+            .iter()
+            .flat_map(|s| layout.entries().iter().map(move |e| (e.name.as_str(), vec![(*s, e.shape.clone())]))),
     )
 }
 
@@ -144,9 +146,8 @@ pub fn save_checkpoint(
 /// Deletes the oldest `step-N` folders beyond the newest `keep` (never `current`).
 fn prune(root: &Path, keep: usize, current: u64) {
     let Ok(entries) = fs::read_dir(root) else { return };
-    let mut steps: Vec<u64> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
-        .collect();
+    let mut steps: Vec<u64> =
+        entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("step-")?.parse().ok()).collect();
     steps.sort_unstable_by(|a, b| b.cmp(a));
     for s in steps.into_iter().skip(keep.max(1)).filter(|&s| s != current) {
         let _ = fs::remove_dir_all(root.join(folder_name(s)));
@@ -207,11 +208,15 @@ pub fn load_checkpoint(path: &Path, layout: &ParamLayout, state_names: &[&str]) 
 /// Parses `state.json` (`path` names it in errors) and refuses format versions newer than this
 /// build reads.
 pub fn parse_run_state(bytes: &[u8], path: &Path) -> Result<RunState, CheckpointError> {
-    let run: RunState = serde_json::from_slice(bytes).map_err(|e| CheckpointError::Format { path: path.to_path_buf(), msg: e.to_string() })?;
+    let run: RunState = serde_json::from_slice(bytes)
+        .map_err(|e| CheckpointError::Format { path: path.to_path_buf(), msg: e.to_string() })?;
     if run.format_version > FORMAT_VERSION {
         return Err(CheckpointError::Mismatch {
             path: path.to_path_buf(),
-            msg: format!("format version {} is newer than this convoy reads ({FORMAT_VERSION}); hint: use a newer convoy", run.format_version),
+            msg: format!(
+                "format version {} is newer than this convoy reads ({FORMAT_VERSION}); hint: use a newer convoy",
+                run.format_version
+            ),
         });
     }
     Ok(run)
@@ -219,13 +224,26 @@ pub fn parse_run_state(bytes: &[u8], path: &Path) -> Result<RunState, Checkpoint
 
 /// A checkpoint from the bytes of its files (`dir` names them in errors): checks each file's
 /// SHA-256 against `run.files`, then every tensor name and shape.
-pub fn checkpoint_from_bytes(dir: &Path, run: RunState, model: &[u8], optimizer: &[u8], layout: &ParamLayout, state_names: &[&str]) -> Result<Loaded, CheckpointError> {
+pub fn checkpoint_from_bytes(
+    dir: &Path,
+    run: RunState,
+    model: &[u8],
+    optimizer: &[u8],
+    layout: &ParamLayout,
+    state_names: &[&str],
+) -> Result<Loaded, CheckpointError> {
     let sp = dir.join("state.json");
     let check = |name: &str, bytes: &[u8]| -> Result<PathBuf, CheckpointError> {
         let p = dir.join(name);
-        let want = run.files.get(name).ok_or_else(|| CheckpointError::Format { path: sp.clone(), msg: format!("no checksum for {name}") })?;
+        let want = run
+            .files
+            .get(name)
+            .ok_or_else(|| CheckpointError::Format { path: sp.clone(), msg: format!("no checksum for {name}") })?;
         if &sha256_hex(bytes) != want {
-            return Err(CheckpointError::Format { path: p, msg: "SHA-256 does not match state.json (truncated or corrupted)".into() });
+            return Err(CheckpointError::Format {
+                path: p,
+                msg: "SHA-256 does not match state.json (truncated or corrupted)".into(),
+            });
         }
         Ok(p)
     };
@@ -233,13 +251,15 @@ pub fn checkpoint_from_bytes(dir: &Path, run: RunState, model: &[u8], optimizer:
     let params = weights_from_bytes(model, &mp, layout)?;
     let op = check("optimizer.safetensors", optimizer)?;
     let flat = weights_from_bytes(optimizer, &op, &optimizer_layout(layout, state_names)).map_err(|e| match e {
-        CheckpointError::Mismatch { path, msg } => {
-            CheckpointError::Mismatch { path, msg: format!("{msg} (optimizer state; the checkpoint was written with optimizer {})", run.optimizer) }
-        }
+        CheckpointError::Mismatch { path, msg } => CheckpointError::Mismatch {
+            path,
+            msg: format!("{msg} (optimizer state; the checkpoint was written with optimizer {})", run.optimizer),
+        },
         e => e,
     })?;
     let n = layout.len();
-    let state = state_names.iter().enumerate().map(|(i, s)| (s.to_string(), flat[i * n..(i + 1) * n].to_vec())).collect();
+    let state =
+        state_names.iter().enumerate().map(|(i, s)| (s.to_string(), flat[i * n..(i + 1) * n].to_vec())).collect();
     Ok(Loaded { dir: dir.to_path_buf(), params, state, run })
 }
 
@@ -253,7 +273,10 @@ mod tests {
     use super::*;
 
     fn layout() -> ParamLayout {
-        ParamLayout::new(vec![("conv1", vec![("weight", vec![2, 1, 3, 3]), ("bias", vec![2])]), ("fc", vec![("weight", vec![3, 4])])])
+        ParamLayout::new(vec![
+            ("conv1", vec![("weight", vec![2, 1, 3, 3]), ("bias", vec![2])]),
+            ("fc", vec![("weight", vec![3, 4])]),
+        ])
     }
 
     fn run_state(step: u64) -> RunState {
@@ -324,7 +347,8 @@ mod tests {
         fs::write(&mp, &b).unwrap();
         let e = load_checkpoint(&dir, &l, &[]).unwrap_err().to_string();
         assert!(e.contains("model.safetensors") && e.contains("SHA-256"), "{e}");
-        let dir = save_checkpoint(&root, 3, &l, &params, &[], RunState { format_version: 1, ..run_state(6) }, false).unwrap();
+        let dir =
+            save_checkpoint(&root, 3, &l, &params, &[], RunState { format_version: 1, ..run_state(6) }, false).unwrap();
         let sp = dir.join("state.json");
         let s = fs::read_to_string(&sp).unwrap().replace("\"format_version\": 1", "\"format_version\": 99");
         fs::write(&sp, s).unwrap();

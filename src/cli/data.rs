@@ -48,11 +48,14 @@ pub struct LoadArgs {
 
 /// Parses `--image-size`: `N` or `HxW`.
 fn parse_size(s: &str) -> Result<[usize; 2], ConfigError> {
-    let dims: Option<Vec<usize>> = s.split('x').map(|d| d.trim().parse::<usize>().ok().filter(|d| (1..=32768).contains(d))).collect();
+    let dims: Option<Vec<usize>> =
+        s.split('x').map(|d| d.trim().parse::<usize>().ok().filter(|d| (1..=32768).contains(d))).collect();
     match dims.as_deref() {
         Some(&[n]) => Ok([n, n]),
         Some(&[h, w]) => Ok([h, w]),
-        _ => Err(invalid("image-size", format!("'{s}' is not N or HxW with sizes from 1 to 32768, e.g. 32 or 224x224"))),
+        _ => {
+            Err(invalid("image-size", format!("'{s}' is not N or HxW with sizes from 1 to 32768, e.g. 32 or 224x224")))
+        }
     }
 }
 
@@ -69,7 +72,8 @@ impl ImageArgs {
             Some(&[c, _, _]) => Some(c),
             _ => None,
         };
-        let normalize = self.normalize.as_deref().map(Normalize::parse).transpose().map_err(|m| invalid("normalize", m))?;
+        let normalize =
+            self.normalize.as_deref().map(Normalize::parse).transpose().map_err(|m| invalid("normalize", m))?;
         let crop = self.crop_size.as_deref().map(Crop::parse).transpose().map_err(|m| invalid("crop-size", m))?;
         Ok(DataOptions { image_size, channels, normalize, crop, ..DataOptions::default() })
     }
@@ -101,10 +105,18 @@ impl LoadArgs {
 /// The model `model` names (a prototxt's Data layer takes its shape from the data at `probe`)
 /// and the data options of the flags, with a prototxt's `transform_param` applied. `load` is
 /// given for training: (its flags, the --data path, --deterministic).
-pub fn model_and_options(model: &str, probe: &Path, image: &ImageArgs, load: Option<(&LoadArgs, &Path, bool)>) -> anyhow::Result<(ModelSpec, DataOptions)> {
+pub fn model_and_options(
+    model: &str,
+    probe: &Path,
+    image: &ImageArgs,
+    load: Option<(&LoadArgs, &Path, bool)>,
+) -> anyhow::Result<(ModelSpec, DataOptions)> {
     let flags_only = image.to_options(None)?;
     let spec = ModelSpec::resolve_with(model, &mut || {
-        Ok(crate::data::open_with(probe, crate::data::Split::Test, &flags_only).map_err(|e| e.to_string())?.sample_shape().to_vec())
+        Ok(crate::data::open_with(probe, crate::data::Split::Test, &flags_only)
+            .map_err(|e| e.to_string())?
+            .sample_shape()
+            .to_vec())
     })?;
     let mut data = image.to_options(Some(&spec.input))?;
     if let Some((load, path, deterministic)) = load {
@@ -113,10 +125,18 @@ pub fn model_and_options(model: &str, probe: &Path, image: &ImageArgs, load: Opt
     if model.ends_with(".prototxt") {
         let text = std::fs::read_to_string(model).map_err(|e| invalid("model", format!("cannot read {model}: {e}")))?;
         if let Some(t) = crate::net::caffe::transform_from_prototxt(&text, model).map_err(|e| invalid("model", e))? {
-            let mut hw = |o: &DataOptions| Ok(crate::data::open_with(probe, crate::data::Split::Test, o).map_err(|e| e.to_string())?.sample_shape().to_vec());
+            let mut hw = |o: &DataOptions| {
+                Ok(crate::data::open_with(probe, crate::data::Split::Test, o)
+                    .map_err(|e| e.to_string())?
+                    .sample_shape()
+                    .to_vec())
+            };
             apply_caffe_transform(&t, model, image, load.map(|l| l.0), &mut data, &mut hw)?;
         }
-        if let Some(d) = crate::net::caffe::data_layer_from_prototxt(&text, model).map_err(|e| invalid("model", e))?.filter(|d| d.ty == "MemoryData") {
+        if let Some(d) = crate::net::caffe::data_layer_from_prototxt(&text, model)
+            .map_err(|e| invalid("model", e))?
+            .filter(|d| d.ty == "MemoryData")
+        {
             check_memory_data(&d, model, &spec.input, probe, &data)?;
         }
     }
@@ -127,7 +147,13 @@ pub fn model_and_options(model: &str, probe: &Path, image: &ImageArgs, load: Opt
 /// }`, the model's input): samples of another shape at `probe` are an error naming the layer
 /// and its line. Left to the run's own check: a crop (the window is compared there) and data
 /// that cannot be opened here (the run says why).
-fn check_memory_data(d: &crate::net::caffe::DataLayer, origin: &str, input: &[usize], probe: &Path, opts: &DataOptions) -> Result<(), ConfigError> {
+fn check_memory_data(
+    d: &crate::net::caffe::DataLayer,
+    origin: &str,
+    input: &[usize],
+    probe: &Path,
+    opts: &DataOptions,
+) -> Result<(), ConfigError> {
     if opts.crop.is_some() {
         return Ok(());
     }
@@ -174,7 +200,10 @@ pub fn batch_size(model: &str, flag: Option<usize>) -> Result<usize, ConfigError
             Ok(b)
         }
         (Some(b), None) => Ok(b),
-        (None, Some((p, line))) if p > super::MAX_BATCH => Err(invalid("model", format!("{model}:{line}: batch_size {p} is too large; hint: at most {}", super::MAX_BATCH))),
+        (None, Some((p, line))) if p > super::MAX_BATCH => Err(invalid(
+            "model",
+            format!("{model}:{line}: batch_size {p} is too large; hint: at most {}", super::MAX_BATCH),
+        )),
         (None, Some((p, _))) => Ok(p),
         (None, None) => Ok(64),
     }
@@ -199,20 +228,27 @@ pub fn apply_caffe_transform(
         opts.normalize = Some(Normalize::new(t.mean.clone(), t.std.clone()));
     }
     match load {
-        Some(l) if t.mirror && l.augment != "none" => tracing::info!("{origin}:{}: --augment replaces the prototxt's mirror: true", t.line),
+        Some(l) if t.mirror && l.augment != "none" => {
+            tracing::info!("{origin}:{}: --augment replaces the prototxt's mirror: true", t.line)
+        }
         Some(_) if t.mirror => opts.augment.flip = true,
         _ => {}
     }
     if t.test_mirror {
-        tracing::info!("{origin}: the TEST-phase Data layer's mirror: true is not applied: convoy never augments the test set");
+        tracing::info!(
+            "{origin}: the TEST-phase Data layer's mirror: true is not applied: convoy never augments the test set"
+        );
     }
     let Some(c) = t.crop else { return Ok(()) };
     if image.crop_size.is_some() {
         tracing::info!("{origin}:{}: --crop-size replaces the prototxt's transform_param crop_size", t.line);
         return Ok(());
     }
-    let shape = sample_shape(opts).map_err(|e| invalid("model", format!("{origin}:{}: transform_param crop_size: {e}", t.line)))?;
-    Crop::square(c).out_shape(&shape).map_err(|e| invalid("model", format!("{origin}:{}: transform_param crop_size {c}: {e}", t.line)))?;
+    let shape = sample_shape(opts)
+        .map_err(|e| invalid("model", format!("{origin}:{}: transform_param crop_size: {e}", t.line)))?;
+    Crop::square(c)
+        .out_shape(&shape)
+        .map_err(|e| invalid("model", format!("{origin}:{}: transform_param crop_size {c}: {e}", t.line)))?;
     opts.crop = Some(Crop::square(c));
     Ok(())
 }
@@ -232,26 +268,52 @@ mod tests {
         let o = none.to_options(Some(&[1, 28, 28])).unwrap();
         assert_eq!((o.image_size, o.channels, o.normalize), (Some([28, 28]), Some(1), None));
         assert_eq!(none.to_options(None).unwrap().image_size, None);
-        let a = ImageArgs { image_size: Some("64".into()), normalize: Some("imagenet".into()), crop_size: Some("56".into()) };
+        let a = ImageArgs {
+            image_size: Some("64".into()),
+            normalize: Some("imagenet".into()),
+            crop_size: Some("56".into()),
+        };
         let o = a.to_options(Some(&[3, 32, 32])).unwrap();
         assert_eq!(o.image_size, Some([64, 64]));
         assert!(o.normalize.is_some());
         assert_eq!(o.crop, Some(Crop::square(56)));
         for bad in ["0", "3x", "-1"] {
-            let e = ImageArgs { crop_size: Some(bad.into()), ..ImageArgs::default() }.to_options(None).unwrap_err().to_string();
+            let e = ImageArgs { crop_size: Some(bad.into()), ..ImageArgs::default() }
+                .to_options(None)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("--crop-size") && e.contains("N or HxW"), "{e}");
         }
-        let e = ImageArgs { normalize: Some("1:2:3".into()), ..ImageArgs::default() }.to_options(None).unwrap_err().to_string();
+        let e = ImageArgs { normalize: Some("1:2:3".into()), ..ImageArgs::default() }
+            .to_options(None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--normalize"), "{e}");
         let mut opts = DataOptions::default();
-        let load = |augment: &str, threads, split| LoadArgs { augment: augment.into(), loader_threads: threads, data_split: split };
+        let load = |augment: &str, threads, split| LoadArgs {
+            augment: augment.into(),
+            loader_threads: threads,
+            data_split: split,
+        };
         load("crop:4,flip", 3, false).apply(&mut opts, Path::new("d"), false).unwrap();
         assert_eq!((opts.augment.crop_pad, opts.augment.flip, opts.loader_threads), (4, true, 3));
-        assert!(load("spin", 1, false).apply(&mut opts, Path::new("d"), false).unwrap_err().to_string().contains("--augment"));
-        assert!(load("none", 0, false).apply(&mut opts, Path::new("d"), false).unwrap_err().to_string().contains("--loader-threads"));
+        assert!(load("spin", 1, false)
+            .apply(&mut opts, Path::new("d"), false)
+            .unwrap_err()
+            .to_string()
+            .contains("--augment"));
+        assert!(load("none", 0, false)
+            .apply(&mut opts, Path::new("d"), false)
+            .unwrap_err()
+            .to_string()
+            .contains("--loader-threads"));
         let e = load("none", 1, true).apply(&mut opts, Path::new("d"), false).unwrap_err().to_string();
         assert!(e.contains("--data-split") && e.contains("{rank}"), "{e}");
-        assert!(load("none", 1, true).apply(&mut opts, Path::new("d/rank{rank}"), true).unwrap_err().to_string().contains("--deterministic"));
+        assert!(load("none", 1, true)
+            .apply(&mut opts, Path::new("d/rank{rank}"), true)
+            .unwrap_err()
+            .to_string()
+            .contains("--deterministic"));
         load("none", 1, true).apply(&mut opts, Path::new("d/rank{rank}"), false).unwrap();
         assert!(opts.split);
     }

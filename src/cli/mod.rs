@@ -282,9 +282,11 @@ impl TrainArgs {
     /// Validates the flags into a run configuration.
     pub fn to_config(&self) -> anyhow::Result<TrainConfig> {
         let Some(path) = &self.solver else { return self.to_config_flags() };
-        let text = std::fs::read_to_string(path).map_err(|e| invalid("solver", format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid("solver", format!("cannot read {}: {e}", path.display())))?;
         let origin = path.display().to_string();
-        let s = crate::net::caffe::solver_from_prototxt(&text, &origin, &mut |n| tracing::info!("{n}")).map_err(|e| invalid("solver", e))?;
+        let s = crate::net::caffe::solver_from_prototxt(&text, &origin, &mut |n| tracing::info!("{n}"))
+            .map_err(|e| invalid("solver", e))?;
         let mut a = self.clone();
         a.solver = None;
         if let Some(net) = s.net {
@@ -300,7 +302,8 @@ impl TrainArgs {
         a.seed = s.seed.unwrap_or(a.seed);
         if let Some(every) = s.snapshot {
             a.checkpoint_every = Some(every.to_string());
-            a.checkpoint_dir = a.checkpoint_dir.or(s.snapshot_prefix.map(|p| PathBuf::from(format!("{p}_checkpoints"))));
+            a.checkpoint_dir =
+                a.checkpoint_dir.or(s.snapshot_prefix.map(|p| PathBuf::from(format!("{p}_checkpoints"))));
         }
         a.eval_every = s.test_interval.or(a.eval_every);
         a.log_every = s.display.or(a.log_every);
@@ -329,8 +332,17 @@ impl TrainArgs {
         }
         // A model whose input shape comes from the data (a prototxt without one) looks at the
         // test set; with --data-split at this process's first part.
-        let probe = if self.load.data_split { crate::data::split::part_path(&self.data, crate::comm::launch::rank().unwrap_or(0) * self.parallel.workers) } else { self.data.clone() };
-        let (model, data) = data::model_and_options(&self.model, &probe, &self.image, Some((&self.load, &self.data, self.parallel.deterministic)))?;
+        let probe = if self.load.data_split {
+            crate::data::split::part_path(&self.data, crate::comm::launch::rank().unwrap_or(0) * self.parallel.workers)
+        } else {
+            self.data.clone()
+        };
+        let (model, data) = data::model_and_options(
+            &self.model,
+            &probe,
+            &self.image,
+            Some((&self.load, &self.data, self.parallel.deterministic)),
+        )?;
         let batch_size = data::batch_size(&self.model, self.batch_size)?;
         let optimizer = OptimizerConfig::from_name(&self.optimizer, self.momentum, self.nesterov, self.weight_decay)?;
         let schedule = LrSchedule::parse(&self.schedule, self.lr)?;
@@ -347,11 +359,21 @@ impl TrainArgs {
             None | Some("epoch") => None,
             Some(n) => match n.parse::<u64>() {
                 Ok(n) if n > 0 => Some(n),
-                _ => return Err(invalid("checkpoint-every", format!("'{n}' is not a positive number of steps or 'epoch'")).into()),
+                _ => {
+                    return Err(invalid(
+                        "checkpoint-every",
+                        format!("'{n}' is not a positive number of steps or 'epoch'"),
+                    )
+                    .into())
+                }
             },
         };
         if self.init_from.is_some() && self.resume.is_some() {
-            return Err(invalid("init-from", "cannot be combined with --resume (the checkpoint holds the weights); hint: drop one of them").into());
+            return Err(invalid(
+                "init-from",
+                "cannot be combined with --resume (the checkpoint holds the weights); hint: drop one of them",
+            )
+            .into());
         }
         if self.checkpoint_every.is_some() && self.checkpoint_dir.is_none() {
             return Err(invalid("checkpoint-every", "needs --checkpoint-dir").into());
@@ -375,7 +397,8 @@ impl TrainArgs {
             seed: self.seed,
             threads: match self.threads {
                 // One worker takes every core; several share them.
-                None => (default_threads() / (self.parallel.threads_per_process() * crate::comm::launch::local_size())).max(1),
+                None => (default_threads() / (self.parallel.threads_per_process() * crate::comm::launch::local_size()))
+                    .max(1),
                 t => threads_from(t)?,
             },
             backend: self.backend.unwrap_or(Backend::best()),
@@ -428,7 +451,10 @@ mod tests {
         assert_eq!(cfg.seed, 42);
         assert_eq!(cfg.schedule.base_lr, 0.01);
         assert_eq!(cfg.schedule.clone().resolve(2814).lr_at(2814), 0.0, "cosine over the whole run");
-        assert_eq!(cfg.optimizer, OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 });
+        assert_eq!(
+            cfg.optimizer,
+            OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 }
+        );
         assert_eq!(cfg.data_dir, PathBuf::from("data/mnist"));
     }
 
@@ -448,7 +474,10 @@ mod tests {
         assert!(e.contains("--checkpoint-errors") && e.contains("--checkpoint-dir"), "{e}");
         let c = train_args(&["--checkpoint-dir", "ck", "--checkpoint-errors", "warn"]).to_config().unwrap();
         assert_eq!(c.checkpoint.unwrap().on_error, OnCheckpointError::Warn);
-        assert_eq!(train_args(&["--checkpoint-dir", "ck"]).to_config().unwrap().checkpoint.unwrap().on_error, OnCheckpointError::Fail);
+        assert_eq!(
+            train_args(&["--checkpoint-dir", "ck"]).to_config().unwrap().checkpoint.unwrap().on_error,
+            OnCheckpointError::Fail
+        );
         assert!(parse(&["train", "--checkpoint-dir", "ck", "--checkpoint-errors", "maybe"]).is_err());
         let e = train_args(&["--init-from", "w.safetensors", "--resume", "ckpt"]).to_config().unwrap_err().to_string();
         assert!(e.contains("--init-from") && e.contains("--resume"), "{e}");
@@ -459,8 +488,15 @@ mod tests {
     #[test]
     fn serve_timeline_and_runs_dir_parse() {
         let Command::Serve(s) = parse(&["serve"]).unwrap().command else { panic!("not serve") };
-        assert_eq!((s.addr.as_str(), s.runs_dir.as_path(), s.max_runs), ("127.0.0.1:8080", std::path::Path::new("runs"), 1));
-        let Command::Serve(s) = parse(&["serve", "--addr", "127.0.0.1:0", "--max-runs", "3", "--data-root", "d"]).unwrap().command else { panic!() };
+        assert_eq!(
+            (s.addr.as_str(), s.runs_dir.as_path(), s.max_runs),
+            ("127.0.0.1:8080", std::path::Path::new("runs"), 1)
+        );
+        let Command::Serve(s) =
+            parse(&["serve", "--addr", "127.0.0.1:0", "--max-runs", "3", "--data-root", "d"]).unwrap().command
+        else {
+            panic!()
+        };
         assert_eq!((s.max_runs, s.data_root), (3, PathBuf::from("d")));
         assert!(parse(&["serve", "--max-runs", "many"]).is_err());
         let t = train_args(&["--timeline", "t.json", "--runs-dir", "runs"]);
@@ -482,6 +518,9 @@ mod tests {
     fn eval_and_bench_parse() {
         assert!(matches!(parse(&["eval", "--weights", "w.safetensors"]).unwrap().command, Command::Eval(_)));
         assert!(parse(&["eval"]).is_err(), "--weights is required");
-        assert!(matches!(parse(&["bench", "--model", "lenet", "--batch", "64", "--threads", "2"]).unwrap().command, Command::Bench(_)));
+        assert!(matches!(
+            parse(&["bench", "--model", "lenet", "--batch", "64", "--threads", "2"]).unwrap().command,
+            Command::Bench(_)
+        ));
     }
 }

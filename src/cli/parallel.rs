@@ -198,7 +198,10 @@ impl ParallelArgs {
             None => None,
             Some(spec) => {
                 let parts: Vec<&str> = spec.split(':').collect();
-                let num = |s: &str| s.parse::<u64>().map_err(|_| invalid("inject-failure", format!("'{spec}' is not RANK:STEP[:error|panic|hang]")));
+                let num = |s: &str| {
+                    s.parse::<u64>()
+                        .map_err(|_| invalid("inject-failure", format!("'{spec}' is not RANK:STEP[:error|panic|hang]")))
+                };
                 match parts.as_slice() {
                     [r, st] | [r, st, _] => Some(InjectFailure {
                         rank: num(r)? as usize,
@@ -207,10 +210,17 @@ impl ParallelArgs {
                             None | Some(&"error") => FailureKind::Error,
                             Some(&"panic") => FailureKind::Panic,
                             Some(&"hang") => FailureKind::Hang,
-                            Some(_) => return Err(invalid("inject-failure", format!("'{spec}' is not RANK:STEP[:error|panic|hang]"))),
+                            Some(_) => {
+                                return Err(invalid(
+                                    "inject-failure",
+                                    format!("'{spec}' is not RANK:STEP[:error|panic|hang]"),
+                                ))
+                            }
                         },
                     }),
-                    _ => return Err(invalid("inject-failure", format!("'{spec}' is not RANK:STEP[:error|panic|hang]"))),
+                    _ => {
+                        return Err(invalid("inject-failure", format!("'{spec}' is not RANK:STEP[:error|panic|hang]")))
+                    }
                 }
             }
         })
@@ -231,7 +241,9 @@ impl ParallelArgs {
             (StrategyArg::Pipeline, Some(s)) if !crate::comm::launch::launched() => s.max(1),
             (StrategyArg::Pipeline, None) if !crate::comm::launch::launched() => self.workers.max(2),
             (StrategyArg::Tensor, _) if !crate::comm::launch::launched() => self.mp.unwrap_or(self.workers.max(2)),
-            (StrategyArg::Hybrid, _) if !crate::comm::launch::launched() => self.dp.unwrap_or(1).max(1) * self.pp.or(self.mp).unwrap_or(1).max(1),
+            (StrategyArg::Hybrid, _) if !crate::comm::launch::launched() => {
+                self.dp.unwrap_or(1).max(1) * self.pp.or(self.mp).unwrap_or(1).max(1)
+            }
             _ => self.workers.max(1),
         }
     }
@@ -242,7 +254,10 @@ impl ParallelArgs {
             return Err(invalid("workers", "must be at least 1"));
         }
         if !(self.stall_timeout.is_finite() && self.stall_timeout > 0.0) {
-            return Err(invalid("stall-timeout", format!("{} must be a positive number of seconds", self.stall_timeout)));
+            return Err(invalid(
+                "stall-timeout",
+                format!("{} must be a positive number of seconds", self.stall_timeout),
+            ));
         }
         let pipeline_flags = [
             (self.stages.is_some(), "stages"),
@@ -256,7 +271,11 @@ impl ParallelArgs {
             }
         }
         if self.strategy != StrategyArg::Hybrid {
-            for (given, flag) in [(self.dp.is_some(), "dp"), (self.pp.is_some(), "pp"), (self.mp.is_some() && self.strategy != StrategyArg::Tensor, "mp")] {
+            for (given, flag) in [
+                (self.dp.is_some(), "dp"),
+                (self.pp.is_some(), "pp"),
+                (self.mp.is_some() && self.strategy != StrategyArg::Tensor, "mp"),
+            ] {
                 if given {
                     return Err(invalid(flag, "applies to --strategy hybrid; hint: add --strategy hybrid"));
                 }
@@ -265,7 +284,9 @@ impl ParallelArgs {
         let strategy = match self.strategy {
             StrategyArg::Tensor => {
                 self.reject_replica_flags("tensor")?;
-                StrategyKind::Tensor(TensorConfig { mp: self.mp.unwrap_or(if self.workers > 1 { self.workers } else { 2 }) })
+                StrategyKind::Tensor(TensorConfig {
+                    mp: self.mp.unwrap_or(if self.workers > 1 { self.workers } else { 2 }),
+                })
             }
             StrategyArg::Pipeline | StrategyArg::Hybrid => {
                 let hybrid = self.strategy == StrategyArg::Hybrid;
@@ -277,12 +298,24 @@ impl ParallelArgs {
                 }
                 replica_flags.reject_replica_flags(if hybrid { "hybrid" } else { "pipeline" })?;
                 if hybrid && self.mp.is_some() {
-                    if self.pp.is_some() || self.stages.is_some() || self.micro_batches.is_some() || self.pipeline_schedule.is_some() || !self.split_after.is_empty() {
-                        return Err(invalid("mp", "--dp × --mp (model-parallel classifier) does not combine with pipeline flags yet"));
+                    if self.pp.is_some()
+                        || self.stages.is_some()
+                        || self.micro_batches.is_some()
+                        || self.pipeline_schedule.is_some()
+                        || !self.split_after.is_empty()
+                    {
+                        return Err(invalid(
+                            "mp",
+                            "--dp × --mp (model-parallel classifier) does not combine with pipeline flags yet",
+                        ));
                     }
                     return Ok(ParallelConfig {
                         workers: self.workers,
-                        strategy: StrategyKind::Hybrid(HybridConfig { dp: self.dp.unwrap_or(1), mp: self.mp.unwrap_or(2), sync_batch_norm: self.batch_norm != Some(BatchNormArg::Local) }),
+                        strategy: StrategyKind::Hybrid(HybridConfig {
+                            dp: self.dp.unwrap_or(1),
+                            mp: self.mp.unwrap_or(2),
+                            sync_batch_norm: self.batch_norm != Some(BatchNormArg::Local),
+                        }),
                         stall_timeout: Duration::from_secs_f64(self.stall_timeout),
                         stall_abort: self.stall_abort,
                         inject_failure: self.inject_failure()?,
@@ -305,7 +338,11 @@ impl ParallelArgs {
                 })
             }
             StrategyArg::Allreduce => {
-                for (given, flag) in [(self.ps_mode.is_some(), "ps-mode"), (self.staleness.is_some(), "staleness"), (self.servers.is_some(), "servers")] {
+                for (given, flag) in [
+                    (self.ps_mode.is_some(), "ps-mode"),
+                    (self.staleness.is_some(), "staleness"),
+                    (self.servers.is_some(), "servers"),
+                ] {
                     if given {
                         return Err(invalid(flag, "applies to --strategy ps; hint: add --strategy ps"));
                     }
@@ -350,6 +387,13 @@ impl ParallelArgs {
         };
         let inject_failure = self.inject_failure()?;
         let comm = self.comm_kind();
-        Ok(ParallelConfig { workers: self.workers, strategy, stall_timeout: Duration::from_secs_f64(self.stall_timeout), stall_abort: self.stall_abort, inject_failure, comm })
+        Ok(ParallelConfig {
+            workers: self.workers,
+            strategy,
+            stall_timeout: Duration::from_secs_f64(self.stall_timeout),
+            stall_abort: self.stall_abort,
+            inject_failure,
+            comm,
+        })
     }
 }

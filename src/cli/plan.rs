@@ -131,7 +131,8 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
     }
     let (title, rows) = predict(args)?;
     if let Some(path) = &args.plot {
-        std::fs::write(path, report::svg(&title, &rows)).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(path, report::svg(&title, &rows))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json_rows(&rows))?);
@@ -149,9 +150,20 @@ fn calibrate_cmd(c: &CalibrateArgs) -> anyhow::Result<()> {
         super::CommArg::Mpi => true,
         super::CommArg::Auto => crate::comm::launch::launched(),
     };
-    let p = if mpi { calibrate_mpi(&spec, c, threads)? } else { Some(calibrate::calibrate(&spec, c.batch, (threads, c.backend.unwrap_or(crate::layers::Backend::best())), c.reps, None)?) };
+    let p = if mpi {
+        calibrate_mpi(&spec, c, threads)?
+    } else {
+        Some(calibrate::calibrate(
+            &spec,
+            c.batch,
+            (threads, c.backend.unwrap_or(crate::layers::Backend::best())),
+            c.reps,
+            None,
+        )?)
+    };
     let Some(p) = p else { return Ok(()) };
-    std::fs::write(&c.out, serde_json::to_string_pretty(&p)?).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", c.out.display()))?;
+    std::fs::write(&c.out, serde_json::to_string_pretty(&p)?)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", c.out.display()))?;
     let link = p.mpi_link.as_ref().map_or(String::new(), |l| {
         format!(
             ", MPI link: ping-pong α {:.1} µs β {:.1} MB/s, all-reduce α {:.1} µs β {:.1} MB/s, parameter-server round β {:.1} MB/s",
@@ -184,14 +196,27 @@ fn calibrate_mpi(spec: &ModelSpec, c: &CalibrateArgs, threads: usize) -> anyhow:
     let world = mpi.world();
     let grad_bytes = 4 * ModelCost::from_flops(spec, 1.0)?.params();
     let link = calibrate::fit_mpi_link(world, grad_bytes)?;
-    let p = if world.rank() == 0 { Some(calibrate::calibrate(spec, c.batch, (threads, c.backend.unwrap_or(crate::layers::Backend::best())), c.reps, link)) } else { None };
+    let p = if world.rank() == 0 {
+        Some(calibrate::calibrate(
+            spec,
+            c.batch,
+            (threads, c.backend.unwrap_or(crate::layers::Backend::best())),
+            c.reps,
+            link,
+        ))
+    } else {
+        None
+    };
     world.quiet_barrier()?;
     Ok(p.transpose()?)
 }
 
 #[cfg(not(feature = "mpi"))]
 fn calibrate_mpi(_spec: &ModelSpec, _c: &CalibrateArgs, _threads: usize) -> anyhow::Result<Option<calibrate::Profile>> {
-    anyhow::bail!(super::ConfigError::Invalid { flag: "comm", msg: format!("this convoy was built without MPI; {}", crate::parallel::BUILD_WITH_MPI) })
+    anyhow::bail!(super::ConfigError::Invalid {
+        flag: "comm",
+        msg: format!("this convoy was built without MPI; {}", crate::parallel::BUILD_WITH_MPI)
+    })
 }
 
 /// Predictions per node count.
@@ -214,17 +239,28 @@ pub fn predict(args: &PlanArgs) -> anyhow::Result<(String, Rows)> {
         return Err(PlanError::Input("--batch must be at least 1".into()).into());
     }
     if args.nodes.is_empty() || args.nodes.iter().any(|&n| n == 0 || n > 1_000_000) {
-        return Err(PlanError::Input(format!("--nodes {:?}: every node count must be between 1 and 1000000", args.nodes)).into());
+        return Err(PlanError::Input(format!(
+            "--nodes {:?}: every node count must be between 1 and 1000000",
+            args.nodes
+        ))
+        .into());
     }
     if let Some(s) = args.strategies.iter().find(|s| !STRATEGIES.contains(&s.as_str())) {
-        return Err(PlanError::Input(format!("--strategies: unknown strategy '{s}'; hint: {}", STRATEGIES.join(", "))).into());
+        return Err(
+            PlanError::Input(format!("--strategies: unknown strategy '{s}'; hint: {}", STRATEGIES.join(", "))).into()
+        );
     }
     let (model, mem, link): (ModelCost, f64, Option<calibrate::LinkFit>) = match &args.profile {
         Some(path) => {
             let p = calibrate::load(path, &spec)?;
             (p.model, p.mem_bandwidth, p.mpi_link)
         }
-        None => (ModelCost::from_flops(&spec, args.node_gflops)?, plan::parse_bandwidth(&args.mem_bandwidth).map_err(|e| PlanError::Input(e.to_string().replace("--link", "--mem-bandwidth")))?, None),
+        None => (
+            ModelCost::from_flops(&spec, args.node_gflops)?,
+            plan::parse_bandwidth(&args.mem_bandwidth)
+                .map_err(|e| PlanError::Input(e.to_string().replace("--link", "--mem-bandwidth")))?,
+            None,
+        ),
     };
     let measured = |flag: &str| -> Result<calibrate::LinkFit, PlanError> {
         link.clone().ok_or_else(|| match &args.profile {
@@ -252,9 +288,20 @@ pub fn predict(args: &PlanArgs) -> anyhow::Result<(String, Rows)> {
         return Err(PlanError::Input(format!("--cores-per-node {} must be positive", args.cores_per_node)).into());
     }
     if !(args.node_speed.is_finite() && args.node_speed > 0.0) {
-        return Err(PlanError::Input(format!("--node-speed {}: must be a positive factor; hint: 1 (as the profile's machine), 2 (twice as fast)", args.node_speed)).into());
+        return Err(PlanError::Input(format!(
+            "--node-speed {}: must be a positive factor; hint: 1 (as the profile's machine), 2 (twice as fast)",
+            args.node_speed
+        ))
+        .into());
     }
-    let cluster = Cluster { bandwidth, latency, collective_bandwidth, collective_latency, server_bandwidth, mem_bandwidth: mem, cores_per_node: args.cores_per_node,
+    let cluster = Cluster {
+        bandwidth,
+        latency,
+        collective_bandwidth,
+        collective_latency,
+        server_bandwidth,
+        mem_bandwidth: mem,
+        cores_per_node: args.cores_per_node,
         node_speed: args.node_speed,
         jitter: plan::parse_jitter(&args.jitter)?,
         eager_bytes: plan::parse_bytes("--eager-limit", &args.eager_limit)?,
@@ -268,16 +315,25 @@ pub fn predict(args: &PlanArgs) -> anyhow::Result<(String, Rows)> {
         micro_batches: positive("--micro-batches", args.micro_batches)?,
         mp: positive("--mp", args.mp)?,
         bucket_mb: match args.bucket_mb {
-            Some(b) if !(b.is_finite() && b > 0.0) => return Err(PlanError::Input(format!("--bucket-mb {b}: must be a positive number of MiB; hint: 25")).into()),
+            Some(b) if !(b.is_finite() && b > 0.0) => {
+                return Err(
+                    PlanError::Input(format!("--bucket-mb {b}: must be a positive number of MiB; hint: 25")).into()
+                )
+            }
             b => b,
         },
         schedule: args.pipeline_schedule.map(ScheduleArg::schedule),
     };
     if args.micro_batches.is_some_and(|m| m > args.batch) {
-        return Err(PlanError::Input(format!("--micro-batches {:?} exceeds --batch {}", args.micro_batches, args.batch)).into());
+        return Err(PlanError::Input(format!(
+            "--micro-batches {:?} exceeds --batch {}",
+            args.micro_batches, args.batch
+        ))
+        .into());
     }
     let planner = plan::Plan { model, cluster, batch: args.batch, pins };
-    let rows: Vec<(usize, Vec<plan::Prediction>)> = args.nodes.iter().map(|&n| (n, planner.layouts(n, &args.strategies, args.all_layouts))).collect();
+    let rows: Vec<(usize, Vec<plan::Prediction>)> =
+        args.nodes.iter().map(|&n| (n, planner.layouts(n, &args.strategies, args.all_layouts))).collect();
     let title = format!("{} batch {} — link {} latency {}", spec.name, args.batch, args.link, args.latency);
     Ok((title, rows))
 }

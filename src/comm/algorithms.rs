@@ -126,7 +126,13 @@ pub fn reduce_scatter_ring<C: Communicator + ?Sized>(c: &C, send: &[f32], recv: 
     let chunk = |i: usize| chunk_range(n, i % size, size);
     let mine = chunk(rank);
     if recv.len() != mine.len() {
-        return Err(CommError::Length { op: "reduce_scatter", rank, peer: rank, expected: mine.len(), got: recv.len() });
+        return Err(CommError::Length {
+            op: "reduce_scatter",
+            rank,
+            peer: rank,
+            expected: mine.len(),
+            got: recv.len(),
+        });
     }
     if size == 1 {
         recv.copy_from_slice(send);

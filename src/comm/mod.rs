@@ -155,10 +155,21 @@ pub trait Communicator: Send + Sync {
     /// rank's updated chunk of `params` is gathered to all. The traffic of one all-reduce, 1/P of
     /// the update work per rank, and identical parameters everywhere. Afterwards only chunk r of
     /// `grads` holds the full sum.
-    fn all_reduce_update(&self, grads: &mut [f32], params: &mut [f32], update: &mut Update<'_>) -> Result<(), CommError> {
+    fn all_reduce_update(
+        &self,
+        grads: &mut [f32],
+        params: &mut [f32],
+        update: &mut Update<'_>,
+    ) -> Result<(), CommError> {
         let (n, rank, size) = (grads.len(), self.rank(), self.size());
         if params.len() != n {
-            return Err(CommError::Length { op: "all_reduce_update", rank, peer: rank, expected: n, got: params.len() });
+            return Err(CommError::Length {
+                op: "all_reduce_update",
+                rank,
+                peer: rank,
+                expected: n,
+                got: params.len(),
+            });
         }
         match self.algorithm() {
             Algorithm::Direct => return self.all_reduce_update_direct(grads, params, update),
@@ -171,7 +182,12 @@ pub trait Communicator: Send + Sync {
     }
     /// `all_reduce_update` with `Algorithm::Direct` (shared memory where the transport has it;
     /// the ring elsewhere).
-    fn all_reduce_update_direct(&self, grads: &mut [f32], params: &mut [f32], update: &mut Update<'_>) -> Result<(), CommError> {
+    fn all_reduce_update_direct(
+        &self,
+        grads: &mut [f32],
+        params: &mut [f32],
+        update: &mut Update<'_>,
+    ) -> Result<(), CommError> {
         algorithms::ring_reduce_scatter_inplace(self, grads)?;
         let r = chunk_range(grads.len(), self.rank(), self.size());
         update(r.clone(), &mut params[r.clone()], &grads[r]);

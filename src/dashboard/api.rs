@@ -49,7 +49,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/runs/{id}/stop", post(stop_run))
         .route("/api/runs/{id}/events", get(run_events))
         .route("/api/runs/{id}/files/{what}", get(download))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page or API route; hint: the API is documented in docs/dashboard.md") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such page or API route; hint: the API is documented in docs/dashboard.md",
+            )
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -87,7 +92,9 @@ pub fn datasets(root: &Path) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"].iter().any(|f| e.path().join(f).is_file()))
+        .filter(|e| {
+            ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"].iter().any(|f| e.path().join(f).is_file())
+        })
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
         .collect();
     names.sort();
@@ -131,7 +138,10 @@ fn find(st: &AppState, id: &str) -> Result<RunRecord, ApiError> {
     if !store::valid_id(id) {
         return Err(ApiError::bad(format!("'{id}' is not a run id; hint: ids look like 20260101-120000-00ff")));
     }
-    st.runner.store.load(id).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run '{id}'; hint: GET /api/runs lists them")))
+    st.runner
+        .store
+        .load(id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run '{id}'; hint: GET /api/runs lists them")))
 }
 
 async fn get_run(State(st): State<AppState>, UrlPath(id): UrlPath<String>) -> Result<Json<Value>, ApiError> {
@@ -145,12 +155,23 @@ async fn stop_run(State(st): State<AppState>, UrlPath(id): UrlPath<String>) -> R
     Ok(Json(view(&st.runner, rec)))
 }
 
-async fn create_run(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let json_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+async fn create_run(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
     if !json_type {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the run as JSON with Content-Type: application/json"));
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the run as JSON with Content-Type: application/json",
+        ));
     }
-    let req: LaunchRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("malformed launch request: {e}")))?;
+    let req: LaunchRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("malformed launch request: {e}")))?;
     let store = &st.runner.store;
     // The model file's path is fixed before the folder exists; the folder is made only for a
     // valid request.
@@ -176,7 +197,12 @@ async fn create_run(State(st): State<AppState>, headers: HeaderMap, body: Bytes)
     // A stop (SIGTERM) then leaves the weights of its last step in a checkpoint (the parameter
     // server keeps its optimizer on the servers and has no checkpoints).
     if req.strategy.as_deref() != Some("ps") {
-        args.extend(["--checkpoint-dir".into(), run_dir.join("checkpoints").display().to_string(), "--keep".into(), "1".into()]);
+        args.extend([
+            "--checkpoint-dir".into(),
+            run_dir.join("checkpoints").display().to_string(),
+            "--keep".into(),
+            "1".into(),
+        ]);
     }
     args.extend(["--no-progress".into(), "--log-level".into(), "info".into()]);
     let rec = RunRecord {
@@ -199,11 +225,18 @@ async fn create_run(State(st): State<AppState>, headers: HeaderMap, body: Bytes)
     Ok((StatusCode::CREATED, Json(view(&st.runner, rec))))
 }
 
-async fn download(State(st): State<AppState>, UrlPath((id, what)): UrlPath<(String, String)>) -> Result<Response, ApiError> {
+async fn download(
+    State(st): State<AppState>,
+    UrlPath((id, what)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
     find(&st, &id)?;
-    let f = RunFile::download(&what).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no file '{what}'; hint: weights, metrics, trace or log")))?;
+    let f = RunFile::download(&what).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no file '{what}'; hint: weights, metrics, trace or log"))
+    })?;
     let path = file_path(&st.runner, &id, f).ok_or_else(|| internal("bad id"))?;
-    let bytes = tokio::fs::read(&path).await.map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("run '{id}' has no {what} (yet)")))?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("run '{id}' has no {what} (yet)")))?;
     let (ctype, ext) = match f {
         RunFile::Weights => ("application/octet-stream", "safetensors"),
         RunFile::Metrics => ("application/x-ndjson", "jsonl"),
@@ -230,9 +263,14 @@ fn file_path(runner: &Runner, id: &str, f: RunFile) -> Option<PathBuf> {
 /// metrics file once as a `metric` event (id = byte offset after it, so a reconnecting
 /// EventSource resumes with `Last-Event-ID` instead of receiving the history again), a `status`
 /// event whenever the status changes, and `end` once the run has ended and every line was sent.
-async fn run_events(State(st): State<AppState>, UrlPath(id): UrlPath<String>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+async fn run_events(
+    State(st): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     let rec = find(&st, &id)?;
-    let from: u64 = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let from: u64 =
+        headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
     let runner = st.runner.clone();
     tokio::spawn(async move {
@@ -266,7 +304,13 @@ async fn run_events(State(st): State<AppState>, UrlPath(id): UrlPath<String>, he
             }
             // The child has exited once the status is final: nothing more will be written.
             if ended && !got {
-                let _ = tx.send(SseEvent::default().event("end").data(format!("{{\"status\":\"{:?}\"}}", rec.status).to_lowercase())).await;
+                let _ = tx
+                    .send(
+                        SseEvent::default()
+                            .event("end")
+                            .data(format!("{{\"status\":\"{:?}\"}}", rec.status).to_lowercase()),
+                    )
+                    .await;
                 return;
             }
             if tx.is_closed() {
@@ -275,7 +319,9 @@ async fn run_events(State(st): State<AppState>, UrlPath(id): UrlPath<String>, he
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, std::convert::Infallible>(e), rx)) });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 

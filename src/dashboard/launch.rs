@@ -106,7 +106,9 @@ pub struct LaunchRequest {
 
 fn one_of(field: &str, v: &Option<String>, allowed: &[&str]) -> Result<(), ApiError> {
     match v {
-        Some(x) if !allowed.contains(&x.as_str()) => Err(ApiError::bad(format!("{field}: unknown value '{x}'; hint: one of {allowed:?}"))),
+        Some(x) if !allowed.contains(&x.as_str()) => {
+            Err(ApiError::bad(format!("{field}: unknown value '{x}'; hint: one of {allowed:?}")))
+        }
         _ => Ok(()),
     }
 }
@@ -124,14 +126,21 @@ impl LaunchRequest {
     /// Checks a sent model: size, syntax, and that it builds for the dataset in `data_dir`.
     /// Returns a sent prototxt's TRAIN Data-layer batch_size, the run's batch unless batch_size
     /// is sent (as `convoy train` reads it).
-    fn check_sent_model(&self, data_dir: &Path, sample_shape: &dyn Fn(&Path) -> Result<Vec<usize>, String>) -> Result<Option<usize>, ApiError> {
+    fn check_sent_model(
+        &self,
+        data_dir: &Path,
+        sample_shape: &dyn Fn(&Path) -> Result<Vec<usize>, String>,
+    ) -> Result<Option<usize>, ApiError> {
         let (field, text) = match (&self.model_spec, &self.model_prototxt) {
             (Some(t), _) => ("model_spec", t),
             (None, Some(t)) => ("model_prototxt", t),
             (None, None) => return Ok(None),
         };
         if text.len() > SPEC_LIMIT {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("{field} is {} bytes; hint: at most {SPEC_LIMIT}", text.len())));
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{field} is {} bytes; hint: at most {SPEC_LIMIT}", text.len()),
+            ));
         }
         let bad = |e: String| ApiError::bad(format!("{field}: {e}"));
         let shape = || sample_shape(data_dir);
@@ -147,9 +156,16 @@ impl LaunchRequest {
         // A Data layer's crop_size cuts the samples to the model's input, as in `convoy train`.
         if field == "model_prototxt" {
             // Its Data layer's batch_size (0 is refused).
-            batch = crate::net::caffe::data_layer_from_prototxt(text, field).map_err(bad)?.and_then(|d| d.batch_size).map(|b| b.0);
-            if let Some(c) = crate::net::caffe::transform_from_prototxt(text, field).map_err(bad)?.and_then(|t| t.crop) {
-                data = crate::data::Crop::square(c).out_shape(&data).map_err(|e| bad(format!("transform_param crop_size {c}: {e}")))?.to_vec();
+            batch = crate::net::caffe::data_layer_from_prototxt(text, field)
+                .map_err(bad)?
+                .and_then(|d| d.batch_size)
+                .map(|b| b.0);
+            if let Some(c) = crate::net::caffe::transform_from_prototxt(text, field).map_err(bad)?.and_then(|t| t.crop)
+            {
+                data = crate::data::Crop::square(c)
+                    .out_shape(&data)
+                    .map_err(|e| bad(format!("transform_param crop_size {c}: {e}")))?
+                    .to_vec();
             }
         }
         if net.input_shape() != data.as_slice() {
@@ -162,16 +178,29 @@ impl LaunchRequest {
     /// and the settings to show. `model_path` is where a sent model will be written (its name
     /// from `sent_model`).
     pub fn to_args(&self, data_root: &Path, model_path: &Path) -> Result<(Vec<String>, Value), ApiError> {
-        let shape = |dir: &Path| crate::data::open(dir, crate::data::Split::Test).map(|d| d.sample_shape().to_vec()).map_err(|e| e.to_string());
+        let shape = |dir: &Path| {
+            crate::data::open(dir, crate::data::Split::Test)
+                .map(|d| d.sample_shape().to_vec())
+                .map_err(|e| e.to_string())
+        };
         self.to_args_with(&datasets(data_root), data_root, model_path, &shape)
     }
 
     /// `to_args` with the datasets present and their per-sample shapes given (the fuzz target's
     /// way to check requests without reading files).
-    pub fn to_args_with(&self, present: &[String], data_root: &Path, model_path: &Path, sample_shape: &dyn Fn(&Path) -> Result<Vec<usize>, String>) -> Result<(Vec<String>, Value), ApiError> {
+    pub fn to_args_with(
+        &self,
+        present: &[String],
+        data_root: &Path,
+        model_path: &Path,
+        sample_shape: &dyn Fn(&Path) -> Result<Vec<usize>, String>,
+    ) -> Result<(Vec<String>, Value), ApiError> {
         let name_ok = |c: char| c.is_ascii_alphanumeric() || " -_.".contains(c);
         if self.name.chars().count() > 64 || !self.name.chars().all(name_ok) || self.name.contains("..") {
-            return Err(ApiError::bad(format!("name '{}' is not allowed; hint: at most 64 letters, digits, spaces, '-', '_' or '.' (no '..' or '/')", self.name)));
+            return Err(ApiError::bad(format!(
+                "name '{}' is not allowed; hint: at most 64 letters, digits, spaces, '-', '_' or '.' (no '..' or '/')",
+                self.name
+            )));
         }
         let sent = [self.model.is_some(), self.model_spec.is_some(), self.model_prototxt.is_some()];
         if sent.iter().filter(|&&b| b).count() > 1 {
@@ -183,14 +212,19 @@ impl LaunchRequest {
                 let m = &self.model;
                 let m = m.clone().unwrap_or_else(|| "lenet".into());
                 if !crate::net::spec::ZOO.contains(&m.as_str()) {
-                    return Err(ApiError::bad(format!("unknown model '{m}'; hint: one of {:?}, or send a TOML spec as model_spec", crate::net::spec::ZOO)));
+                    return Err(ApiError::bad(format!(
+                        "unknown model '{m}'; hint: one of {:?}, or send a TOML spec as model_spec",
+                        crate::net::spec::ZOO
+                    )));
                 }
                 m
             }
         };
         let dataset = self.dataset.clone().unwrap_or_else(|| "mnist".into());
         if !present.contains(&dataset) {
-            return Err(ApiError::bad(format!("unknown dataset '{dataset}'; hint: one of {present:?} (folders of the server's --data-root)")));
+            return Err(ApiError::bad(format!(
+                "unknown dataset '{dataset}'; hint: one of {present:?} (folders of the server's --data-root)"
+            )));
         }
         let sent_batch = self.check_sent_model(&data_root.join(&dataset), sample_shape)?;
         one_of("strategy", &self.strategy, &["allreduce", "ps", "pipeline", "tensor", "hybrid"])?;
@@ -202,20 +236,38 @@ impl LaunchRequest {
         if workers == 0 || workers > MAX_WORKERS {
             return Err(ApiError::bad(format!("workers: {workers} is out of range; hint: 1 to {MAX_WORKERS}")));
         }
-        for (field, v) in [("stages", self.stages), ("micro_batches", self.micro_batches), ("dp", self.dp), ("pp", self.pp), ("mp", self.mp)] {
+        for (field, v) in [
+            ("stages", self.stages),
+            ("micro_batches", self.micro_batches),
+            ("dp", self.dp),
+            ("pp", self.pp),
+            ("mp", self.mp),
+        ] {
             if v.is_some_and(|v| v == 0 || v > MAX_WORKERS) {
-                return Err(ApiError::bad(format!("{field}: {} is out of range; hint: 1 to {MAX_WORKERS}", v.unwrap_or_default())));
+                return Err(ApiError::bad(format!(
+                    "{field}: {} is out of range; hint: 1 to {MAX_WORKERS}",
+                    v.unwrap_or_default()
+                )));
             }
         }
         if let Some(t) = self.threads {
             if t == 0 || t > 256 {
-                return Err(ApiError::bad(format!("threads: {t} is out of range; hint: 1 to the number of cores ({})", crate::cli::default_threads())));
+                return Err(ApiError::bad(format!(
+                    "threads: {t} is out of range; hint: 1 to the number of cores ({})",
+                    crate::cli::default_threads()
+                )));
             }
         }
         if self.epochs.is_some_and(|e| e == 0 || e > 1000) || self.steps.is_some_and(|s| s == 0 || s > 10_000_000) {
             return Err(ApiError::bad("epochs must be 1 to 1000 and steps 1 to 10000000"));
         }
-        let mut a: Vec<String> = vec!["train".into(), "--model".into(), model, "--data".into(), data_root.join(&dataset).display().to_string()];
+        let mut a: Vec<String> = vec![
+            "train".into(),
+            "--model".into(),
+            model,
+            "--data".into(),
+            data_root.join(&dataset).display().to_string(),
+        ];
         let mut flag = |f: &str, v: Option<String>| {
             if let Some(v) = v {
                 a.push(format!("--{f}"));
@@ -253,7 +305,8 @@ impl LaunchRequest {
         if self.sent_model().is_some() {
             check[2] = "lenet".into();
         }
-        let cli = Cli::try_parse_from(std::iter::once("convoy".to_string()).chain(check)).map_err(|e| ApiError::bad(first_line(&e.to_string())))?;
+        let cli = Cli::try_parse_from(std::iter::once("convoy".to_string()).chain(check))
+            .map_err(|e| ApiError::bad(first_line(&e.to_string())))?;
         let Command::Train(t) = cli.command else { return Err(internal("not a train command")) };
         let cfg = t.to_config().map_err(|e| ApiError::bad(e.to_string()))?;
         let pc = t.parallel.to_config().map_err(|e| ApiError::bad(e.to_string()))?;
@@ -291,7 +344,6 @@ pub(super) fn first_line(s: &str) -> String {
     s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,7 +354,10 @@ mod tests {
     fn a_prototxt_crop_is_checked_against_the_dataset() {
         let lenet = include_str!("../../tests/data/lenet_train_test.prototxt");
         let with = |c: usize| {
-            let text = lenet.replace("transform_param { scale: 0.00390625 }", &format!("transform_param {{ scale: 0.00390625 crop_size: {c} }}"));
+            let text = lenet.replace(
+                "transform_param { scale: 0.00390625 }",
+                &format!("transform_param {{ scale: 0.00390625 crop_size: {c} }}"),
+            );
             serde_json::from_value::<LaunchRequest>(json!({ "model_prototxt": text })).unwrap()
         };
         let shape = |_: &Path| Ok(vec![1, 32, 32]);

@@ -24,21 +24,31 @@ use store::{RunFile, RunRecord, RunStatus, Store};
 
 /// Runs the dashboard until SIGINT/SIGTERM.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let addr: SocketAddr = args
-        .addr
-        .parse()
-        .map_err(|_| crate::cli::ConfigError::Invalid { flag: "addr", msg: format!("'{}' is not IP:PORT, e.g. 127.0.0.1:8080", args.addr) })?;
+    let addr: SocketAddr = args.addr.parse().map_err(|_| crate::cli::ConfigError::Invalid {
+        flag: "addr",
+        msg: format!("'{}' is not IP:PORT, e.g. 127.0.0.1:8080", args.addr),
+    })?;
     if args.max_runs == 0 || args.max_runs > 64 {
-        anyhow::bail!(crate::cli::ConfigError::Invalid { flag: "max-runs", msg: format!("{} must be between 1 and 64", args.max_runs) });
+        anyhow::bail!(crate::cli::ConfigError::Invalid {
+            flag: "max-runs",
+            msg: format!("{} must be between 1 and 64", args.max_runs)
+        });
     }
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the dashboard has no authentication and anyone who can reach this address can start runs");
     }
-    let store = Store::open(&args.runs_dir).with_context(|| format!("cannot create the runs directory {}", args.runs_dir.display()))?;
+    let store = Store::open(&args.runs_dir)
+        .with_context(|| format!("cannot create the runs directory {}", args.runs_dir.display()))?;
     let exe = std::env::current_exe().context("cannot find the convoy binary to start runs with")?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("cannot start the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}; hint: pick another --addr port"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}; hint: pick another --addr port"))?;
         let local = listener.local_addr()?;
         let runner = runner::Runner::start(store, exe, args.max_runs);
         let app = api::router(api::AppState { runner, data_root: args.data_root.clone() });
@@ -118,7 +128,9 @@ impl CliRun {
 
     /// Records how the run ended.
     pub fn end(&mut self, out: &anyhow::Result<()>) {
-        let interrupted = |e: &anyhow::Error| matches!(e.downcast_ref::<crate::train::TrainError>(), Some(crate::train::TrainError::Interrupted { .. }));
+        let interrupted = |e: &anyhow::Error| {
+            matches!(e.downcast_ref::<crate::train::TrainError>(), Some(crate::train::TrainError::Interrupted { .. }))
+        };
         (self.rec.status, self.rec.error) = match out {
             Ok(()) => (RunStatus::Finished, None),
             Err(e) if interrupted(e) => (RunStatus::Stopped, Some(e.to_string())),

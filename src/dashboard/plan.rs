@@ -79,7 +79,9 @@ impl PlanQuery {
 }
 
 /// `GET /api/plan?model=alexnet&nodes=1,2,4,8&link=10gbit`: `{"title", "svg", "plan": [...]}`.
-pub async fn plan(query: Result<Query<PlanQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn plan(
+    query: Result<Query<PlanQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad(format!("bad plan query: {}; hint: model, batch, nodes, link, latency, node_gflops, cores_per_node, jitter, eager_limit, strategies", e.body_text())))?;
     let args = q.to_args()?;
     let out = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {

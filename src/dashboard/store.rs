@@ -159,7 +159,8 @@ impl Store {
         let (y, m, day) = civil_from_days(d as i64);
         for _ in 0..1000 {
             // Process id and a counter keep ids apart across processes and within one.
-            let n = (std::process::id().wrapping_mul(2654435761).wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))) % 0x10000;
+            let n = (std::process::id().wrapping_mul(2654435761).wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed)))
+                % 0x10000;
             let id = format!("{y:04}{m:02}{day:02}-{:02}{:02}{:02}-{n:04x}", t / 3600, t / 60 % 60, t % 60);
             match std::fs::create_dir(self.dir.join(&id)) {
                 Ok(()) => return Ok(id),

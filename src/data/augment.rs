@@ -124,8 +124,12 @@ impl Normalize {
         }
         let hint = "hint: MEAN:STD with comma lists, e.g. 0.49,0.48,0.45:0.25,0.24,0.26 or 0.1307:0.3081, or imagenet, or none";
         let Some((m, sd)) = s.split_once(':') else { return Err(format!("'{s}' is not MEAN:STD; {hint}")) };
-        let list = |t: &str| t.split(',').map(|v| v.trim().parse::<f32>().ok().filter(|x| x.is_finite())).collect::<Option<Vec<f32>>>();
-        let (Some(mean), Some(std)) = (list(m), list(sd)) else { return Err(format!("'{s}' has a value that is not a number; {hint}")) };
+        let list = |t: &str| {
+            t.split(',').map(|v| v.trim().parse::<f32>().ok().filter(|x| x.is_finite())).collect::<Option<Vec<f32>>>()
+        };
+        let (Some(mean), Some(std)) = (list(m), list(sd)) else {
+            return Err(format!("'{s}' has a value that is not a number; {hint}"));
+        };
         if mean.len() != std.len() {
             return Err(format!("'{s}' gives {} means and {} standard deviations; {hint}", mean.len(), std.len()));
         }
@@ -202,18 +206,24 @@ mod tests {
             aug.apply(&mut again, [c, h, w], (7, 3, id), &mut scratch);
             assert_eq!(x, again, "same key, same result");
             // Find the (dy, dx, flip) that explains the output.
-            let found = (0..=2 * p).flat_map(|dy| (0..=2 * p).flat_map(move |dx| [(dy, dx, false), (dy, dx, true)])).find(|&(dy, dx, f)| {
-                (0..c).all(|ch| {
-                    (0..h).all(|y| {
-                        (0..w).all(|xo| {
-                            let xs = if f { w - 1 - xo } else { xo };
-                            let (sy, sx) = ((y + dy) as isize - p as isize, (xs + dx) as isize - p as isize);
-                            let want = if (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx) { img[ch * h * w + sy as usize * w + sx as usize] } else { 0.0 };
-                            x[ch * h * w + y * w + xo] == want
+            let found = (0..=2 * p)
+                .flat_map(|dy| (0..=2 * p).flat_map(move |dx| [(dy, dx, false), (dy, dx, true)]))
+                .find(|&(dy, dx, f)| {
+                    (0..c).all(|ch| {
+                        (0..h).all(|y| {
+                            (0..w).all(|xo| {
+                                let xs = if f { w - 1 - xo } else { xo };
+                                let (sy, sx) = ((y + dy) as isize - p as isize, (xs + dx) as isize - p as isize);
+                                let want = if (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx) {
+                                    img[ch * h * w + sy as usize * w + sx as usize]
+                                } else {
+                                    0.0
+                                };
+                                x[ch * h * w + y * w + xo] == want
+                            })
                         })
                     })
-                })
-            });
+                });
             let (dy, dx, f) = found.unwrap_or_else(|| panic!("sample {id}: {x:?} is no padded crop"));
             seen_flip[f as usize] = true;
             offsets.insert((dy, dx));

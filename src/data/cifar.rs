@@ -37,7 +37,9 @@ impl Kind {
 
     fn files(self, split: Split) -> Vec<&'static str> {
         match (self, split) {
-            (Kind::Cifar10, Split::Train) => vec!["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"],
+            (Kind::Cifar10, Split::Train) => {
+                vec!["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"]
+            }
             (Kind::Cifar10, Split::Test) => vec!["test_batch.bin"],
             (Kind::Cifar100, Split::Train) => vec!["train.bin"],
             (Kind::Cifar100, Split::Test) => vec!["test.bin"],
@@ -80,7 +82,13 @@ impl CifarDataset {
             let path: PathBuf = dir.join(name);
             let meta = std::fs::metadata(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
             if meta.len() > MAX_BYTES {
-                return Err(DataError::Format { path, msg: format!("{} bytes is too large for a CIFAR batch file; hint: is this the binary version?", meta.len()) });
+                return Err(DataError::Format {
+                    path,
+                    msg: format!(
+                        "{} bytes is too large for a CIFAR batch file; hint: is this the binary version?",
+                        meta.len()
+                    ),
+                });
             }
             let bytes = std::fs::read(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
             files.push((path, bytes));
@@ -94,7 +102,10 @@ impl CifarDataset {
         let record = kind.label_bytes() + PIXELS;
         for (path, bytes) in files {
             if bytes.is_empty() {
-                return Err(DataError::Format { path: path.clone(), msg: "the file is empty; hint: the file is truncated, or not the CIFAR binary version".into() });
+                return Err(DataError::Format {
+                    path: path.clone(),
+                    msg: "the file is empty; hint: the file is truncated, or not the CIFAR binary version".into(),
+                });
             }
             if bytes.len() % record != 0 {
                 return Err(DataError::Record {
@@ -110,7 +121,14 @@ impl CifarDataset {
             for (i, r) in bytes.chunks_exact(record).enumerate() {
                 let label = r[kind.label_bytes() - 1];
                 if label as usize >= kind.classes() {
-                    return Err(DataError::Record { path: path.clone(), record: i, msg: format!("label {label} is out of range 0..{}; hint: is this CIFAR-10 or CIFAR-100?", kind.classes()) });
+                    return Err(DataError::Record {
+                        path: path.clone(),
+                        record: i,
+                        msg: format!(
+                            "label {label} is out of range 0..{}; hint: is this CIFAR-10 or CIFAR-100?",
+                            kind.classes()
+                        ),
+                    });
                 }
                 labels.push(label);
                 pixels.extend_from_slice(&r[kind.label_bytes()..]);

@@ -53,7 +53,8 @@ impl Crop {
 
     /// Parses `--crop-size`: `N` (N×N) or `HxW`, sides from 1 to 32768.
     pub fn parse(s: &str) -> Result<Crop, String> {
-        let dims: Option<Vec<usize>> = s.split('x').map(|d| d.trim().parse::<usize>().ok().filter(|d| (1..=32768).contains(d))).collect();
+        let dims: Option<Vec<usize>> =
+            s.split('x').map(|d| d.trim().parse::<usize>().ok().filter(|d| (1..=32768).contains(d))).collect();
         match dims.as_deref() {
             Some(&[n]) => Ok(Crop::square(n)),
             Some(&[h, w]) => Ok(Crop { h, w }),
@@ -104,9 +105,17 @@ impl Crop {
 
     /// Reads sample `i` of `data` cut to this window at `place` into `out` (C, self.h, self.w),
     /// un-normalised, and returns its label; `scratch` holds the whole sample between calls.
-    pub fn read(&self, data: &dyn Dataset, i: usize, place: Place, out: &mut [f32], scratch: &mut Vec<f32>) -> Result<u32, DataError> {
+    pub fn read(
+        &self,
+        data: &dyn Dataset,
+        i: usize,
+        place: Place,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) -> Result<u32, DataError> {
         let full = data.sample_shape();
-        let cut = self.out_shape(full).map_err(|m| DataError::Internal(format!("crop not checked against the data: {m}")))?;
+        let cut =
+            self.out_shape(full).map_err(|m| DataError::Internal(format!("crop not checked against the data: {m}")))?;
         let shape = [full[0], full[1], full[2]];
         if cut == shape {
             return data.read_raw(i, out);
@@ -175,9 +184,13 @@ mod tests {
             seen.insert(at);
         }
         assert_eq!(seen.len(), 4 * 3, "every offset occurs");
-        let moved = (0..20).filter(|&id| crop.offset(shape, place, id) != crop.offset(shape, Place::Random { seed: 5, epoch: 3 }, id)).count();
+        let moved = (0..20)
+            .filter(|&id| crop.offset(shape, place, id) != crop.offset(shape, Place::Random { seed: 5, epoch: 3 }, id))
+            .count();
         assert!(moved > 0, "another epoch draws other windows");
-        let moved = (0..20).filter(|&id| crop.offset(shape, place, id) != crop.offset(shape, Place::Random { seed: 6, epoch: 2 }, id)).count();
+        let moved = (0..20)
+            .filter(|&id| crop.offset(shape, place, id) != crop.offset(shape, Place::Random { seed: 6, epoch: 2 }, id))
+            .count();
         assert!(moved > 0, "another seed draws other windows");
         // A window of the sample's size is the sample.
         assert_eq!(Crop::square(9).offset([1, 9, 9], place, 1), [0, 0]);

@@ -62,12 +62,18 @@ fn sub_folders(dir: &Path) -> Result<Vec<String>, DataError> {
 }
 
 fn is_image_name(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["png", "jpg", "jpeg"].contains(&e.to_ascii_lowercase().as_str()))
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["png", "jpg", "jpeg"].contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// Image files under `dir` (recursively, sorted); counts the other files in `skipped`.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut usize) -> Result<(), DataError> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).map_err(|e| io_err(dir, e))?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(|e| io_err(dir, e))?;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io_err(dir, e))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| io_err(dir, e))?;
     entries.sort();
     for p in entries {
         let hidden = p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
@@ -95,7 +101,12 @@ fn reader_of<R: BufRead + Seek>(inner: R) -> Result<ImageReader<R>, String> {
     match r.format() {
         Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
         Some(f) => return Err(format!("is a {f:?} image; hint: only PNG and JPEG are read, convert it or remove it")),
-        None => return Err("is not a PNG or JPEG image (unknown content); hint: remove it or replace it with a readable image".into()),
+        None => {
+            return Err(
+                "is not a PNG or JPEG image (unknown content); hint: remove it or replace it with a readable image"
+                    .into(),
+            )
+        }
     }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
@@ -137,7 +148,8 @@ fn crop_offset(size: u32, crop: u32) -> u32 {
 fn to_chw<P: Pixel<Subpixel = u8> + 'static>(img: ImageBuffer<P, Vec<u8>>, [h, w]: [usize; 2], out: &mut [f32]) {
     let (w32, h32) = (w as u32, h as u32);
     let (nw, nh) = resized_size(img.width(), img.height(), w32, h32);
-    let img = if (nw, nh) == img.dimensions() { img } else { imageops::resize(&img, nw, nh, imageops::FilterType::Triangle) };
+    let img =
+        if (nw, nh) == img.dimensions() { img } else { imageops::resize(&img, nw, nh, imageops::FilterType::Triangle) };
     let (top, left) = (crop_offset(nh, h32), crop_offset(nw, w32));
     let c = P::CHANNEL_COUNT as usize;
     for y in 0..h {
@@ -184,7 +196,10 @@ impl FolderDataset {
             return Err(bad(dir, format!("image folders give 1 (grayscale) or 3 (RGB) channels, not {channels}; hint: use a model whose input has 1 or 3 channels")));
         }
         if size.iter().any(|&s| s == 0 || s > MAX_SIDE as usize) {
-            return Err(bad(dir, format!("image size {}x{} is out of range 1..={MAX_SIDE}; hint: --image-size 32", size[0], size[1])));
+            return Err(bad(
+                dir,
+                format!("image size {}x{} is out of range 1..={MAX_SIDE}; hint: --image-size 32", size[0], size[1]),
+            ));
         }
         let train_dir = dir.join(TRAIN);
         let split_dir = match split {
@@ -202,7 +217,11 @@ impl FolderDataset {
         let class_root = if train_dir.is_dir() { &train_dir } else { &split_dir };
         let classes = sub_folders(class_root)?;
         if classes.is_empty() {
-            return Err(bad(class_root, "has no class folders; hint: put each class's images in a folder of its own, e.g. train/cat/1.png".into()));
+            return Err(bad(
+                class_root,
+                "has no class folders; hint: put each class's images in a folder of its own, e.g. train/cat/1.png"
+                    .into(),
+            ));
         }
         for name in sub_folders(&split_dir)? {
             if classes.binary_search(&name).is_err() {
@@ -227,10 +246,18 @@ impl FolderDataset {
         }
         // Every header now, so that an unreadable file fails before training starts.
         for (i, f) in files.iter().enumerate() {
-            let dims = reader(f).and_then(|r| r.into_dimensions().map_err(|e| format!("unreadable image header: {e}; hint: the file is damaged")));
+            let dims = reader(f).and_then(|r| {
+                r.into_dimensions().map_err(|e| format!("unreadable image header: {e}; hint: the file is damaged"))
+            });
             match dims {
                 Ok((w, h)) if w > 0 && h > 0 => {}
-                Ok(_) => return Err(DataError::Record { path: f.clone(), record: i, msg: "the image is empty (0 pixels)".into() }),
+                Ok(_) => {
+                    return Err(DataError::Record {
+                        path: f.clone(),
+                        record: i,
+                        msg: "the image is empty (0 pixels)".into(),
+                    })
+                }
                 Err(msg) => return Err(DataError::Record { path: f.clone(), record: i, msg }),
             }
         }

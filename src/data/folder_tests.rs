@@ -90,7 +90,9 @@ fn bad_folders_and_images_are_errors_naming_the_file() {
     assert!(e.contains("train/dog/1.png: record 2") && e.contains("not a PNG or JPEG"), "{e}");
     // A PNG cut short: its header reads, its pixels do not.
     let mut png = Vec::new();
-    RgbImage::from_fn(16, 16, |x, y| Rgb([x as u8 * 16, y as u8 * 16, 7])).write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png).unwrap();
+    RgbImage::from_fn(16, 16, |x, y| Rgb([x as u8 * 16, y as u8 * 16, 7]))
+        .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+        .unwrap();
     std::fs::write(d.join("train/dog/1.png"), &png[..png.len() / 2]).unwrap();
     let ds = FolderDataset::load_dir(&d, Split::Train, [4, 4], 3).unwrap();
     let e = ds.read_raw(2, &mut [0.0; 48]).unwrap_err().to_string();
@@ -98,5 +100,8 @@ fn bad_folders_and_images_are_errors_naming_the_file() {
     // Other formats are named.
     std::fs::write(d.join("train/dog/1.png"), b"GIF89a\x01\x00\x01\x00\x00\x00\x00;").unwrap();
     assert!(err(Split::Train).contains("Gif"), "{}", err(Split::Train));
-    assert!(FolderDataset::load_dir(&d, Split::Train, [4, 4], 2).unwrap_err().to_string().contains("1 (grayscale) or 3 (RGB)"));
+    assert!(FolderDataset::load_dir(&d, Split::Train, [4, 4], 2)
+        .unwrap_err()
+        .to_string()
+        .contains("1 (grayscale) or 3 (RGB)"));
 }

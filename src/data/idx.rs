@@ -30,7 +30,10 @@ fn format_err(path: &Path, msg: impl Into<String>) -> DataError {
 /// Parses IDX bytes (already decompressed); `path` names the source in errors.
 pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
     if bytes.len() < 4 {
-        return Err(format_err(path, format!("file is {} bytes, too short for an IDX header; hint: the file is truncated", bytes.len())));
+        return Err(format_err(
+            path,
+            format!("file is {} bytes, too short for an IDX header; hint: the file is truncated", bytes.len()),
+        ));
     }
     let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] == 0 || bytes[3] > 4 {
@@ -42,14 +45,20 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
     let ndims = bytes[3] as usize;
     let header = 4 + 4 * ndims;
     if bytes.len() < header {
-        return Err(format_err(path, format!("header needs {header} bytes, file has {}; hint: the file is truncated", bytes.len())));
+        return Err(format_err(
+            path,
+            format!("header needs {header} bytes, file has {}; hint: the file is truncated", bytes.len()),
+        ));
     }
     let dims: Vec<usize> = (0..ndims)
         .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
         .collect();
     let expected = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64)).filter(|&n| n <= MAX_PAYLOAD);
     let Some(expected) = expected else {
-        return Err(format_err(path, format!("dimensions {dims:?} are implausibly large; hint: the header is corrupt")));
+        return Err(format_err(
+            path,
+            format!("dimensions {dims:?} are implausibly large; hint: the header is corrupt"),
+        ));
     };
     let got = (bytes.len() - header) as u64;
     if got != expected {
@@ -76,10 +85,9 @@ pub fn decode_idx(raw: &[u8], path: &Path) -> Result<IdxArray, DataError> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         // Cap the decompressed size too: a gzip bomb must not exhaust memory.
-        GzDecoder::new(raw)
-            .take(MAX_PAYLOAD + 64)
-            .read_to_end(&mut out)
-            .map_err(|e| format_err(path, format!("corrupt gzip data ({e}); hint: the file is truncated or damaged")))?;
+        GzDecoder::new(raw).take(MAX_PAYLOAD + 64).read_to_end(&mut out).map_err(|e| {
+            format_err(path, format!("corrupt gzip data ({e}); hint: the file is truncated or damaged"))
+        })?;
         parse_idx(&out, path)
     } else {
         parse_idx(raw, path)
@@ -88,12 +96,19 @@ pub fn decode_idx(raw: &[u8], path: &Path) -> Result<IdxArray, DataError> {
 
 /// True when `dir` holds an MNIST-format image file (`train-images-idx3-ubyte` and the like).
 pub fn detect(dir: &Path) -> bool {
-    ["train", "t10k"].iter().any(|p| ["idx3", "idx4"].iter().any(|d| ["", ".gz"].iter().any(|z| dir.join(format!("{p}-images-{d}-ubyte{z}")).is_file())))
+    ["train", "t10k"].iter().any(|p| {
+        ["idx3", "idx4"]
+            .iter()
+            .any(|d| ["", ".gz"].iter().any(|z| dir.join(format!("{p}-images-{d}-ubyte{z}")).is_file()))
+    })
 }
 
 fn find(dir: &Path, stem: &str, what: &'static str) -> Result<PathBuf, DataError> {
     if !dir.is_dir() {
-        return Err(DataError::Io { path: dir.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory") });
+        return Err(DataError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+        });
     }
     let names = [format!("{stem}.gz"), stem.to_string()];
     names.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| DataError::NotFound {
@@ -122,7 +137,10 @@ impl IdxDataset {
     /// Builds a dataset from decoded image and label arrays; `names` name them in errors.
     pub fn from_arrays(images: IdxArray, labels: IdxArray, names: (&Path, &Path)) -> Result<IdxDataset, DataError> {
         if !(3..=4).contains(&images.dims.len()) || images.dims[1..].contains(&0) {
-            return Err(format_err(names.0, format!("images must have dimensions (N, H, W) or (N, C, H, W), found {:?}", images.dims)));
+            return Err(format_err(
+                names.0,
+                format!("images must have dimensions (N, H, W) or (N, C, H, W), found {:?}", images.dims),
+            ));
         }
         if labels.dims.len() != 1 {
             return Err(format_err(names.1, format!("labels must have 1 dimension, found {:?}", labels.dims)));
@@ -130,11 +148,20 @@ impl IdxDataset {
         if images.dims[0] != labels.dims[0] {
             return Err(format_err(
                 names.1,
-                format!("{} labels for {} images in {}; hint: the files belong to different sets", labels.dims[0], images.dims[0], names.0.display()),
+                format!(
+                    "{} labels for {} images in {}; hint: the files belong to different sets",
+                    labels.dims[0],
+                    images.dims[0],
+                    names.0.display()
+                ),
             ));
         }
         if let Some((i, &l)) = labels.data.iter().enumerate().find(|(_, &l)| l >= 10) {
-            return Err(DataError::Record { path: names.1.to_path_buf(), record: i, msg: format!("label {l} is out of range 0..10; hint: MNIST-format labels are 0 to 9") });
+            return Err(DataError::Record {
+                path: names.1.to_path_buf(),
+                record: i,
+                msg: format!("label {l} is out of range 0..10; hint: MNIST-format labels are 0 to 9"),
+            });
         }
         let (mean, std) = MNIST_MEAN_STD;
         let d = &images.dims;
@@ -148,7 +175,8 @@ impl IdxDataset {
             Split::Train => "train",
             Split::Test => "t10k",
         };
-        let ip = find(dir, &format!("{prefix}-images-idx4-ubyte"), "image").or_else(|_| find(dir, &format!("{prefix}-images-idx3-ubyte"), "image"))?;
+        let ip = find(dir, &format!("{prefix}-images-idx4-ubyte"), "image")
+            .or_else(|_| find(dir, &format!("{prefix}-images-idx3-ubyte"), "image"))?;
         let lp = find(dir, &format!("{prefix}-labels-idx1-ubyte"), "label")?;
         IdxDataset::from_arrays(read_idx(&ip)?, read_idx(&lp)?, (&ip, &lp))
     }

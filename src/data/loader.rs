@@ -91,7 +91,9 @@ impl Loader {
                 let mut scratch = (Vec::new(), Vec::new());
                 for b in (start_batch + t..end).step_by(n) {
                     let mut batch = recycle_rx.try_recv().unwrap_or_default();
-                    let made = catch_unwind(AssertUnwindSafe(|| fill(&feed, &order, epoch, b, &shard, &mut batch, &mut scratch)));
+                    let made = catch_unwind(AssertUnwindSafe(|| {
+                        fill(&feed, &order, epoch, b, &shard, &mut batch, &mut scratch)
+                    }));
                     let made = match made {
                         Ok(Ok(())) => Ok(batch),
                         Ok(Err(e)) => Err(e),
@@ -138,17 +140,30 @@ impl Loader {
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown cause".into())
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown cause".into())
 }
 
 /// Reads, crops, augments and normalises global batch `b`'s shard into `batch`; `scratch` holds
 /// a whole sample before its crop and the augmentation's copy.
-fn fill(feed: &Feed, order: &[usize], epoch: u64, b: usize, shard: &Shard, batch: &mut Batch, scratch: &mut (Vec<f32>, Vec<f32>)) -> Result<(), DataError> {
+fn fill(
+    feed: &Feed,
+    order: &[usize],
+    epoch: u64,
+    b: usize,
+    shard: &Shard,
+    batch: &mut Batch,
+    scratch: &mut (Vec<f32>, Vec<f32>),
+) -> Result<(), DataError> {
     let data = feed.data.as_ref();
     let (mine, global, offset) = feed.sampler.shard_of(order, b, shard);
     let shape = data.sample_shape();
     let [c, h, w] = match feed.crop {
-        Some(k) => k.out_shape(shape).map_err(|m| DataError::Internal(format!("crop not checked against the data: {m}")))?,
+        Some(k) => {
+            k.out_shape(shape).map_err(|m| DataError::Internal(format!("crop not checked against the data: {m}")))?
+        }
         None => [shape[0], shape[1], shape[2]],
     };
     let norm = data.normalization();

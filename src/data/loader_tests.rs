@@ -96,7 +96,12 @@ fn augmented_batches_do_not_depend_on_threads_or_workers() {
     let spec = synthetic::Spec::parse("3x6x5:4:50:1").unwrap();
     let data: Arc<dyn Dataset> = Arc::new(synthetic::Synthetic::new(spec, Split::Train));
     let crop = Some(Crop { h: 4, w: 3 });
-    let base = Feed { crop, augment: Augment { crop_pad: 2, flip: true }, seed: 9, ..Feed::plain(data, Sampler::new(50, 8, 9, false)) };
+    let base = Feed {
+        crop,
+        augment: Augment { crop_pad: 2, flip: true },
+        seed: 9,
+        ..Feed::plain(data, Sampler::new(50, 8, 9, false))
+    };
     let whole = drain(&mut Loader::new(&base, 1, 0, Shard::WHOLE));
     assert_eq!(whole.len(), 7);
     assert_eq!(whole[0].x.shape(), &[8, 3, 4, 3], "(n, C, crop h, crop w)");
@@ -108,10 +113,13 @@ fn augmented_batches_do_not_depend_on_threads_or_workers() {
         }
     }
     for world in [2, 3] {
-        let shards: Vec<Vec<Batch>> = (0..world).map(|r| drain(&mut Loader::new(&Feed { threads: 2, ..base.clone() }, 1, 0, Shard::of(r, world)))).collect();
+        let shards: Vec<Vec<Batch>> = (0..world)
+            .map(|r| drain(&mut Loader::new(&Feed { threads: 2, ..base.clone() }, 1, 0, Shard::of(r, world))))
+            .collect();
         for (b, w) in whole.iter().enumerate() {
             let ids: Vec<u64> = shards.iter().flat_map(|s| s[b].ids.clone()).collect();
-            let x: Vec<u32> = shards.iter().flat_map(|s| s[b].x.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>()).collect();
+            let x: Vec<u32> =
+                shards.iter().flat_map(|s| s[b].x.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>()).collect();
             assert_eq!(ids, w.ids);
             assert_eq!(x, w.x.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "world {world} batch {b}");
             assert_eq!(shards[world - 1][b].offset + shards[world - 1][b].ids.len(), w.global);
@@ -121,7 +129,11 @@ fn augmented_batches_do_not_depend_on_threads_or_workers() {
     let plain = drain(&mut Loader::new(&Feed { augment: Augment::default(), ..base.clone() }, 1, 0, Shard::WHOLE));
     assert_ne!(plain[0].x.data(), whole[0].x.data());
     let other = drain(&mut Loader::new(&Feed { augment: Augment::default(), ..base.clone() }, 2, 0, Shard::WHOLE));
-    assert_ne!(plain.iter().map(|b| b.x.data().to_vec()).collect::<Vec<_>>(), other.iter().map(|b| b.x.data().to_vec()).collect::<Vec<_>>(), "another epoch, other windows");
+    assert_ne!(
+        plain.iter().map(|b| b.x.data().to_vec()).collect::<Vec<_>>(),
+        other.iter().map(|b| b.x.data().to_vec()).collect::<Vec<_>>(),
+        "another epoch, other windows"
+    );
     let again = drain(&mut Loader::new(&base, 1, 0, Shard::WHOLE));
     assert_eq!(again[0].x.data(), whole[0].x.data());
 }
@@ -147,7 +159,10 @@ fn normalisation_is_applied_after_augmentation() {
             Normalize::uniform(0.5, 0.25)
         }
     }
-    let feed = Feed { augment: Augment { crop_pad: 3, flip: false }, ..Feed::plain(Arc::new(Ones), Sampler::new(4, 4, 0, false)) };
+    let feed = Feed {
+        augment: Augment { crop_pad: 3, flip: false },
+        ..Feed::plain(Arc::new(Ones), Sampler::new(4, 4, 0, false))
+    };
     let b = drain(&mut Loader::new(&feed, 0, 0, Shard::WHOLE)).remove(0);
     // Pixels are (1 − 0.5)/0.25 = 2, padding (0 − 0.5)/0.25 = −2: padded with black, then normalised.
     assert!(b.x.data().iter().all(|&v| v == 2.0 || v == -2.0));
@@ -207,7 +222,12 @@ fn crop_mirror_and_normalisation_are_caffes_transform() {
         }
     }
     let crop = Crop::square(size);
-    let feed = Feed { crop: Some(crop), augment: Augment { crop_pad: 0, flip: true }, seed: 4, ..Feed::plain(Arc::new(Norm(norm)), Sampler::new(12, 12, 4, false)) };
+    let feed = Feed {
+        crop: Some(crop),
+        augment: Augment { crop_pad: 0, flip: true },
+        seed: 4,
+        ..Feed::plain(Arc::new(Norm(norm)), Sampler::new(12, 12, 4, false))
+    };
     let caffe = |i: usize, [h_off, w_off]: [usize; 2], mirror: bool| -> Vec<f32> {
         let (hh, ww) = (5, 7);
         let mut top = vec![0.0; 2 * size * size];

@@ -52,7 +52,15 @@ pub struct DataOptions {
 
 impl Default for DataOptions {
     fn default() -> Self {
-        DataOptions { image_size: None, channels: None, normalize: None, crop: None, augment: Augment::default(), loader_threads: 1, split: false }
+        DataOptions {
+            image_size: None,
+            channels: None,
+            normalize: None,
+            crop: None,
+            augment: Augment::default(),
+            loader_threads: 1,
+            split: false,
+        }
     }
 }
 
@@ -82,7 +90,8 @@ pub fn open_with(path: &Path, split: Split, opts: &DataOptions) -> Result<Arc<dy
     match &opts.normalize {
         None => Ok(raw),
         Some(n) => {
-            n.check_channels(raw.sample_shape()[0]).map_err(|msg| DataError::Format { path: path.to_path_buf(), msg })?;
+            n.check_channels(raw.sample_shape()[0])
+                .map_err(|msg| DataError::Format { path: path.to_path_buf(), msg })?;
             Ok(Arc::new(Normalized { inner: raw, norm: n.clone() }))
         }
     }

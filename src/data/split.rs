@@ -87,7 +87,10 @@ impl Dataset for SplitSet {
         let n = self.parts.len();
         match &self.parts[id % n] {
             Some(ds) => ds.read_raw(id / n, out),
-            None => Err(DataError::Internal(format!("sample {id} belongs to part {} which this process does not hold", id % n))),
+            None => Err(DataError::Internal(format!(
+                "sample {id} belongs to part {} which this process does not hold",
+                id % n
+            ))),
         }
     }
     fn normalization(&self) -> Normalize {

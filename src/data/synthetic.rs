@@ -49,20 +49,33 @@ impl Spec {
         if !(2..=4).contains(&parts.len()) {
             return Err(format!("'{s}' is not a synthetic data spec; {hint}"));
         }
-        let dims: Vec<usize> = parts[0].split('x').map(|d| d.parse::<usize>().ok().filter(|&d| d > 0)).collect::<Option<_>>().ok_or(format!("'{}' is not CxHxW with positive sizes; {hint}", parts[0]))?;
+        let dims: Vec<usize> = parts[0]
+            .split('x')
+            .map(|d| d.parse::<usize>().ok().filter(|&d| d > 0))
+            .collect::<Option<_>>()
+            .ok_or(format!("'{}' is not CxHxW with positive sizes; {hint}", parts[0]))?;
         let [c, h, w] = dims[..] else { return Err(format!("'{}' must have three sizes CxHxW; {hint}", parts[0])) };
         if c.checked_mul(h).and_then(|n| n.checked_mul(w)).is_none_or(|n| n > MAX_SAMPLE) {
             return Err(format!("a {c}x{h}x{w} sample is too large (at most {MAX_SAMPLE} values)"));
         }
         let count = |i: usize, default: usize, what: &str| match parts.get(i) {
             None => Ok(default),
-            Some(t) => t.parse::<usize>().ok().filter(|&n| (1..=1 << 32).contains(&n)).ok_or(format!("{what} '{t}' must be a positive number; {hint}")),
+            Some(t) => t
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| (1..=1 << 32).contains(&n))
+                .ok_or(format!("{what} '{t}' must be a positive number; {hint}")),
         };
         let classes = count(1, 0, "the class count")?;
         if classes > 1 << 20 {
             return Err(format!("{classes} classes is too many"));
         }
-        Ok(Spec { shape: [c, h, w], classes, train: count(2, 4096, "the training set size")?, test: count(3, 1024, "the test set size")? })
+        Ok(Spec {
+            shape: [c, h, w],
+            classes,
+            train: count(2, 4096, "the training set size")?,
+            test: count(3, 1024, "the test set size")?,
+        })
     }
 }
 
@@ -123,7 +136,8 @@ mod tests {
         let s = Spec::parse("3x32x32:10").unwrap();
         assert_eq!((s.shape, s.classes, s.train, s.test), ([3, 32, 32], 10, 4096, 1024));
         assert_eq!(Spec::parse("1x28x28:10:600:100").unwrap().test, 100);
-        for bad in ["3x32:10", "3x32x32", "3x0x32:10", "3x32x32:0", "3x32x32:10:-1", "axbxc:2", "100000x100000x100:10"] {
+        for bad in ["3x32:10", "3x32x32", "3x0x32:10", "3x32x32:0", "3x32x32:10:-1", "axbxc:2", "100000x100000x100:10"]
+        {
             assert!(Spec::parse(bad).is_err(), "{bad}");
         }
         assert!(Spec::parse("3x32:10").unwrap_err().contains("synthetic:3x32x32:10"));
@@ -136,7 +150,10 @@ mod tests {
         let spec = Spec::parse("1x8x8:3:3000:10").unwrap();
         let train = Synthetic::new(spec.clone(), Split::Train);
         let (mut a, mut b) = (vec![0.0; 64], vec![0.0; 64]);
-        assert_eq!(train.read_raw(5, &mut a).unwrap(), Synthetic::new(spec.clone(), Split::Train).read_raw(5, &mut b).unwrap());
+        assert_eq!(
+            train.read_raw(5, &mut a).unwrap(),
+            Synthetic::new(spec.clone(), Split::Train).read_raw(5, &mut b).unwrap()
+        );
         assert_eq!(a, b);
         let mut c = vec![0.0; 64];
         Synthetic::new(spec, Split::Test).read_raw(5, &mut c).unwrap();

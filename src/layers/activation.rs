@@ -32,7 +32,10 @@ impl Activation {
             return Err(LayerError::Config { op, msg: format!("input shape {in_shape:?} is empty") });
         }
         if kind == Kind::GlobalAvgPool && in_shape.len() != 3 {
-            return Err(LayerError::Config { op, msg: format!("needs (C, H, W) input, got {in_shape:?}; hint: put it after a convolution") });
+            return Err(LayerError::Config {
+                op,
+                msg: format!("needs (C, H, W) input, got {in_shape:?}; hint: put it after a convolution"),
+            });
         }
         Ok(Activation { kind, shape: in_shape.to_vec() })
     }
@@ -91,7 +94,16 @@ impl Layer for Activation {
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &Ctx, _p: &[f32], _dp: &mut [f32], x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+    fn backward(
+        &mut self,
+        _ctx: &Ctx,
+        _p: &[f32],
+        _dp: &mut [f32],
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) -> Result<(), LayerError> {
         let Some(dx) = dx else { return Ok(()) };
         dx.resize(x.shape());
         let (yd, g) = (y.data(), dy.data());
@@ -154,15 +166,50 @@ mod tests {
         let x = vec![-2.0, -0.5, 0.0, 0.7, 3.0, 1.5, -1.2, 0.3, 2.2, -0.1];
         let dy = vec![0.3, -1.0, 0.5, 2.0, -0.7, 1.1, 0.2, -0.4, 0.6, 0.9];
         let (y, dx) = run(Kind::Sigmoid, &[2, 5], x.clone(), dy.clone());
-        close(&y, &[0.1192029, 0.3775407, 0.5, 0.6681878, 0.9525741, 0.8175745, 0.2314752, 0.5744425, 0.9002495, 0.4750208]);
-        close(&dx, &[0.0314981, -0.2350037, 0.125, 0.4434257, -0.0316237, 0.1640611, 0.0355789, -0.0977833, 0.0538802, 0.2244384]);
+        close(
+            &y,
+            &[0.1192029, 0.3775407, 0.5, 0.6681878, 0.9525741, 0.8175745, 0.2314752, 0.5744425, 0.9002495, 0.4750208],
+        );
+        close(
+            &dx,
+            &[
+                0.0314981, -0.2350037, 0.125, 0.4434257, -0.0316237, 0.1640611, 0.0355789, -0.0977833, 0.0538802,
+                0.2244384,
+            ],
+        );
         let (y, dx) = run(Kind::Tanh, &[2, 5], x.clone(), dy.clone());
-        close(&y, &[-0.9640276, -0.4621172, 0.0, 0.6043678, 0.9950548, 0.9051483, -0.8336546, 0.2913126, 0.9757431, -0.099668]);
-        close(&dx, &[0.0211952, -0.7864477, 0.5, 1.2694792, -0.0069062, 0.1987773, 0.061004, -0.3660548, 0.0287552, 0.8910597]);
+        close(
+            &y,
+            &[
+                -0.9640276, -0.4621172, 0.0, 0.6043678, 0.9950548, 0.9051483, -0.8336546, 0.2913126, 0.9757431,
+                -0.099668,
+            ],
+        );
+        close(
+            &dx,
+            &[0.0211952, -0.7864477, 0.5, 1.2694792, -0.0069062, 0.1987773, 0.061004, -0.3660548, 0.0287552, 0.8910597],
+        );
         let (y, dx) = run(Kind::Softmax, &[2, 5], x, dy);
-        close(&y, &[0.0056765, 0.0254405, 0.0419443, 0.0844654, 0.8424733, 0.279014, 0.0187513, 0.0840374, 0.5618653, 0.056332]);
-        close(&dx, &[0.0041074, -0.0146648, 0.0387383, 0.2047075, -0.2328883, 0.1214077, -0.0087169, -0.0894888, -0.0364475, 0.0132454]);
-        let (y, dx) = run(Kind::GlobalAvgPool, &[2, 3, 2, 2], (0..24).map(|v| v as f32).collect(), vec![1.0, -2.0, 0.5, 4.0, 0.0, -1.0]);
+        close(
+            &y,
+            &[
+                0.0056765, 0.0254405, 0.0419443, 0.0844654, 0.8424733, 0.279014, 0.0187513, 0.0840374, 0.5618653,
+                0.056332,
+            ],
+        );
+        close(
+            &dx,
+            &[
+                0.0041074, -0.0146648, 0.0387383, 0.2047075, -0.2328883, 0.1214077, -0.0087169, -0.0894888, -0.0364475,
+                0.0132454,
+            ],
+        );
+        let (y, dx) = run(
+            Kind::GlobalAvgPool,
+            &[2, 3, 2, 2],
+            (0..24).map(|v| v as f32).collect(),
+            vec![1.0, -2.0, 0.5, 4.0, 0.0, -1.0],
+        );
         close(&y, &[1.5, 5.5, 9.5, 13.5, 17.5, 21.5]);
         let want: Vec<f32> = [0.25f32, -0.5, 0.125, 1.0, 0.0, -0.25].iter().flat_map(|&v| [v; 4]).collect();
         close(&dx, &want);
@@ -170,10 +217,16 @@ mod tests {
 
     #[test]
     fn gradcheck_every_kind() {
-        for (kind, shape) in [(Kind::Sigmoid, vec![3, 2, 4]), (Kind::Tanh, vec![3, 7]), (Kind::Softmax, vec![2, 6]), (Kind::GlobalAvgPool, vec![2, 3, 3, 4])] {
+        for (kind, shape) in [
+            (Kind::Sigmoid, vec![3, 2, 4]),
+            (Kind::Tanh, vec![3, 7]),
+            (Kind::Softmax, vec![2, 6]),
+            (Kind::GlobalAvgPool, vec![2, 3, 3, 4]),
+        ] {
             let x = random_tensor(&shape, 5);
             let mut l = Activation::new(kind, &shape[1..]).unwrap();
-            check_layer(&mut l, &Ctx::simple(Mode::Train), &x, &[], Tolerance::default()).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+            check_layer(&mut l, &Ctx::simple(Mode::Train), &x, &[], Tolerance::default())
+                .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
         }
     }
 
@@ -182,6 +235,9 @@ mod tests {
         assert!(Activation::new(Kind::GlobalAvgPool, &[10]).is_err());
         assert!(Activation::new(Kind::Tanh, &[]).is_err());
         let mut l = Activation::new(Kind::Sigmoid, &[4]).unwrap();
-        assert!(matches!(l.forward(&Ctx::simple(Mode::Eval), &[], &Tensor::zeros(&[1, 5]), &mut Tensor::default()), Err(LayerError::Shape { .. })));
+        assert!(matches!(
+            l.forward(&Ctx::simple(Mode::Eval), &[], &Tensor::zeros(&[1, 5]), &mut Tensor::default()),
+            Err(LayerError::Shape { .. })
+        ));
     }
 }

@@ -99,7 +99,8 @@ fn lanes_sum2(x: &[f32], g: &[f32], a: Affine) -> (f32, f32) {
         rb += gv * (xv - mu);
     }
     for (xs, gs) in xc.zip(gc) {
-        let (xs, gs): (&[f32; 16], &[f32; 16]) = (xs.try_into().expect("chunks of 16"), gs.try_into().expect("chunks of 16"));
+        let (xs, gs): (&[f32; 16], &[f32; 16]) =
+            (xs.try_into().expect("chunks of 16"), gs.try_into().expect("chunks of 16"));
         for i in 0..16 {
             let gv = a.through_relu(xs[i], gs[i]);
             sa[i] += gv;
@@ -168,7 +169,14 @@ impl BatchNorm {
         }
         let c = in_shape[0];
         let hw = in_shape[1..].iter().product();
-        Ok(BatchNorm { cfg, shape: in_shape.to_vec(), c, hw, mean: vec![0.0; c], invstd: vec![0.0; c], last: Mode::Eval,
+        Ok(BatchNorm {
+            cfg,
+            shape: in_shape.to_vec(),
+            c,
+            hw,
+            mean: vec![0.0; c],
+            invstd: vec![0.0; c],
+            last: Mode::Eval,
             run: vec![0.0; 2 * c + 1],
             pending: false,
             sums: Vec::new(),
@@ -196,7 +204,6 @@ impl BatchNorm {
         }
     }
 
-
     /// Channel `c`'s map from input to output, with the statistics of the last forward.
     fn affine(&self, p: &[f32], c: usize) -> Affine {
         let beta = if self.cfg.affine { p[self.c + c] } else { 0.0 };
@@ -206,7 +213,8 @@ impl BatchNorm {
     /// Sums `self.sums` over the workers (when syncing).
     fn reduce(&mut self, ctx: &Ctx) -> Result<(), LayerError> {
         if let Some(sync) = ctx.sync {
-            sync.all_reduce_sum(&mut self.sums).map_err(|e| LayerError::Config { op: OP, msg: format!("sync batch norm: {e}") })?;
+            sync.all_reduce_sum(&mut self.sums)
+                .map_err(|e| LayerError::Config { op: OP, msg: format!("sync batch norm: {e}") })?;
         }
         Ok(())
     }
@@ -246,7 +254,9 @@ impl Layer for BatchNorm {
             // row (one sample's channel) is summed in f32 lanes, the rows in f64.
             let par = ctx.threads > 1 && x.len() >= super::PAR_MIN;
             let xd = x.data();
-            per_channel(par, &mut self.sums, c_n, |c| rows(xd, c, c_n, hw).map(|r| lanes_sum(r, |v| v) as f64).sum::<f64>());
+            per_channel(par, &mut self.sums, c_n, |c| {
+                rows(xd, c, c_n, hw).map(|r| lanes_sum(r, |v| v) as f64).sum::<f64>()
+            });
             self.sums.push((n * self.hw) as f64);
             self.reduce(ctx)?;
             let m = self.sums[c_n];
@@ -298,14 +308,28 @@ impl Layer for BatchNorm {
         };
         if ctx.threads > 1 && x.len() >= super::PAR_MIN {
             use rayon::prelude::*;
-            y.data_mut().par_chunks_mut(hw).zip(x.data().par_chunks(hw)).enumerate().with_min_len(16).for_each(|(i, (yo, xi))| row(i, yo, xi));
+            y.data_mut()
+                .par_chunks_mut(hw)
+                .zip(x.data().par_chunks(hw))
+                .enumerate()
+                .with_min_len(16)
+                .for_each(|(i, (yo, xi))| row(i, yo, xi));
         } else {
             y.data_mut().chunks_mut(hw).zip(x.data().chunks(hw)).enumerate().for_each(|(i, (yo, xi))| row(i, yo, xi));
         }
         Ok(())
     }
 
-    fn backward(&mut self, ctx: &Ctx, p: &[f32], dp: &mut [f32], x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+    fn backward(
+        &mut self,
+        ctx: &Ctx,
+        p: &[f32],
+        dp: &mut [f32],
+        x: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) -> Result<(), LayerError> {
         check_input(OP, x, &self.shape)?;
         let (c_n, hw) = (self.c, self.hw);
         // Per channel: Σdy and Σdy·x̂ over this worker's values.
@@ -361,16 +385,30 @@ impl Layer for BatchNorm {
             // dx = s·(dy − mean_dy − x̂·mean_dyx) = s·dy + k·(x − μ) + c0, coefficients in f64.
             let (s32, k, c0, mu) = (s as f32, (-s * is * mean_dyx) as f32, (-s * mean_dy) as f32, a.mu);
             if a.relu {
-                d.iter_mut().zip(xi).zip(gi).for_each(|((o, &xv), &g)| *o = s32 * a.through_relu(xv, g) + k * (xv - mu) + c0);
+                d.iter_mut()
+                    .zip(xi)
+                    .zip(gi)
+                    .for_each(|((o, &xv), &g)| *o = s32 * a.through_relu(xv, g) + k * (xv - mu) + c0);
             } else {
                 d.iter_mut().zip(xi).zip(gi).for_each(|((o, &xv), &g)| *o = s32 * g + k * (xv - mu) + c0);
             }
         };
         if par {
             use rayon::prelude::*;
-            dx.data_mut().par_chunks_mut(hw).zip(x.data().par_chunks(hw)).zip(dy.data().par_chunks(hw)).enumerate().with_min_len(16).for_each(|(i, ((d, xi), gi))| row(i, d, xi, gi));
+            dx.data_mut()
+                .par_chunks_mut(hw)
+                .zip(x.data().par_chunks(hw))
+                .zip(dy.data().par_chunks(hw))
+                .enumerate()
+                .with_min_len(16)
+                .for_each(|(i, ((d, xi), gi))| row(i, d, xi, gi));
         } else {
-            dx.data_mut().chunks_mut(hw).zip(x.data().chunks(hw)).zip(dy.data().chunks(hw)).enumerate().for_each(|(i, ((d, xi), gi))| row(i, d, xi, gi));
+            dx.data_mut()
+                .chunks_mut(hw)
+                .zip(x.data().chunks(hw))
+                .zip(dy.data().chunks(hw))
+                .enumerate()
+                .for_each(|(i, ((d, xi), gi))| row(i, d, xi, gi));
         }
         Ok(())
     }

@@ -17,9 +17,9 @@
 use super::geometry::Axis;
 use super::{check_input, Ctx, Layer, LayerError, ParamSpec};
 use crate::tensor::backend::{self, Backend, ConvDesc, LayerEngine};
-use crate::tensor::gemm::{sgemm, MatRef};
 use crate::tensor::direct_conv::{self, Flat};
 use crate::tensor::direct_oc;
+use crate::tensor::gemm::{sgemm, MatRef};
 use crate::tensor::im2col::{col2im, im2col, ConvShape};
 use crate::tensor::simd::Isa;
 use crate::tensor::winograd::{Tile, Winograd};
@@ -48,7 +48,15 @@ pub struct Conv2dConfig {
 impl Conv2dConfig {
     /// A square `k`×`k` convolution with stride 1, no padding, no dilation, one group and a bias.
     pub fn new(out_channels: usize, k: usize) -> Conv2dConfig {
-        Conv2dConfig { out_channels, kernel: [k, k], stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, bias: true }
+        Conv2dConfig {
+            out_channels,
+            kernel: [k, k],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+            bias: true,
+        }
     }
 }
 
@@ -182,8 +190,22 @@ impl Conv2d {
                 cfg.groups, cfg.out_channels
             ));
         }
-        let oh = Axis { input: h, kernel: cfg.kernel[0], stride: cfg.stride[0], pad: cfg.padding[0], dilation: cfg.dilation[0] }.out("conv2d", false)?;
-        let ow = Axis { input: w, kernel: cfg.kernel[1], stride: cfg.stride[1], pad: cfg.padding[1], dilation: cfg.dilation[1] }.out("conv2d", false)?;
+        let oh = Axis {
+            input: h,
+            kernel: cfg.kernel[0],
+            stride: cfg.stride[0],
+            pad: cfg.padding[0],
+            dilation: cfg.dilation[0],
+        }
+        .out("conv2d", false)?;
+        let ow = Axis {
+            input: w,
+            kernel: cfg.kernel[1],
+            stride: cfg.stride[1],
+            pad: cfg.padding[1],
+            dilation: cfg.dilation[1],
+        }
+        .out("conv2d", false)?;
         let geom = ConvShape {
             c: c / cfg.groups,
             h,
@@ -199,7 +221,19 @@ impl Conv2d {
             oh,
             ow,
         };
-        let mut conv = Conv2d { cfg, in_shape: [c, h, w], geom, algo: ConvAlgo::Im2col, flat: None, packed: Vec::new(), packed_t: Vec::new(), scratch: Vec::new(), wino: None, engine: None, backend: Backend::Native };
+        let mut conv = Conv2d {
+            cfg,
+            in_shape: [c, h, w],
+            geom,
+            algo: ConvAlgo::Im2col,
+            flat: None,
+            packed: Vec::new(),
+            packed_t: Vec::new(),
+            scratch: Vec::new(),
+            wino: None,
+            engine: None,
+            backend: Backend::Native,
+        };
         let choice = conv.best_algo();
         conv.set_algo(choice)?;
         Ok(conv)
@@ -215,7 +249,11 @@ impl Conv2d {
         }
         match Isa::best().and_then(|isa| self.flat_for(isa).map(|f| (isa, f))) {
             Some((isa, f)) if f.useful() >= DIRECT_MIN_USEFUL => ConvAlgo::Direct(isa),
-            Some((isa, f)) if self.cfg.groups == 1 && direct_oc::supports(&f) && f.cin * f.cout <= DIRECT_OC_MAX_WEIGHTS => ConvAlgo::DirectOc(isa),
+            Some((isa, f))
+                if self.cfg.groups == 1 && direct_oc::supports(&f) && f.cin * f.cout <= DIRECT_OC_MAX_WEIGHTS =>
+            {
+                ConvAlgo::DirectOc(isa)
+            }
             _ => ConvAlgo::Im2col,
         }
     }
@@ -261,7 +299,9 @@ impl Conv2d {
     /// Runs this layer with `algo` from now on (the tests run every algorithm that applies).
     /// Fails when `algo` does not apply to the shape or the CPU.
     pub fn set_algo(&mut self, algo: ConvAlgo) -> Result<(), LayerError> {
-        let refuse = |why: &str| Err(LayerError::Config { op: "conv2d", msg: format!("algorithm {} does not apply: {why}", algo.name()) });
+        let refuse = |why: &str| {
+            Err(LayerError::Config { op: "conv2d", msg: format!("algorithm {} does not apply: {why}", algo.name()) })
+        };
         let mut wino = None;
         let flat = match algo {
             ConvAlgo::Im2col => None,
@@ -321,8 +361,10 @@ impl Conv2d {
             return Ok(None);
         }
         if self.engine.is_none() {
-            let desc = ConvDesc { shape: self.geom, o: self.cfg.out_channels, groups: self.cfg.groups, bias: self.cfg.bias };
-            self.engine = backend::conv_engine(backend, &desc).map_err(|msg| LayerError::Config { op: "conv2d", msg })?;
+            let desc =
+                ConvDesc { shape: self.geom, o: self.cfg.out_channels, groups: self.cfg.groups, bias: self.cfg.bias };
+            self.engine =
+                backend::conv_engine(backend, &desc).map_err(|msg| LayerError::Config { op: "conv2d", msg })?;
         }
         Ok(self.engine.as_mut())
     }
@@ -393,7 +435,17 @@ fn samples_per_gemm(one_by_one: bool, p: usize) -> usize {
 /// Forward of a chunk of samples. `x`: (n, C, H, W), `y`: (n, O, OH, OW). `nb` samples share
 /// one GEMM (`samples_per_gemm`): their columns side by side, the product scattered back.
 #[allow(clippy::too_many_arguments)]
-fn forward_chunk(cfg: &Conv2dConfig, g: &ConvShape, direct: bool, nb: usize, w: &[f32], b: &[f32], x: &[f32], y: &mut [f32], s: &mut Scratch) {
+fn forward_chunk(
+    cfg: &Conv2dConfig,
+    g: &ConvShape,
+    direct: bool,
+    nb: usize,
+    w: &[f32],
+    b: &[f32],
+    x: &[f32],
+    y: &mut [f32],
+    s: &mut Scratch,
+) {
     let (groups, og) = (cfg.groups, cfg.out_channels / cfg.groups);
     let (k, p) = (g.rows(), g.cols());
     let xin = g.c * g.h * g.w;
@@ -440,7 +492,19 @@ fn forward_chunk(cfg: &Conv2dConfig, g: &ConvShape, direct: bool, nb: usize, w: 
 
 /// Backward of a chunk: accumulates into `dw`/`db`, writes `dx` when given; `nb` as in forward.
 #[allow(clippy::too_many_arguments)]
-fn backward_chunk(cfg: &Conv2dConfig, g: &ConvShape, direct: bool, nb: usize, w: &[f32], x: &[f32], dy: &[f32], mut dx: Option<&mut [f32]>, s: &mut Scratch, dw: &mut [f32], db: &mut [f32]) {
+fn backward_chunk(
+    cfg: &Conv2dConfig,
+    g: &ConvShape,
+    direct: bool,
+    nb: usize,
+    w: &[f32],
+    x: &[f32],
+    dy: &[f32],
+    mut dx: Option<&mut [f32]>,
+    s: &mut Scratch,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
     let (groups, og) = (cfg.groups, cfg.out_channels / cfg.groups);
     let (k, p) = (g.rows(), g.cols());
     let xin = g.c * g.h * g.w;
@@ -476,7 +540,17 @@ fn backward_chunk(cfg: &Conv2dConfig, g: &ConvShape, direct: bool, nb: usize, w:
                 &s.cols
             };
             // dW_g (og × k) += dy_g (og × m·p) · colsᵀ (m·p × k)
-            sgemm(og, k, ld, MatRef::n(dyg, ld), MatRef::t(cols, ld), &mut dw[gi * og * k..(gi + 1) * og * k], k, true, 1);
+            sgemm(
+                og,
+                k,
+                ld,
+                MatRef::n(dyg, ld),
+                MatRef::t(cols, ld),
+                &mut dw[gi * og * k..(gi + 1) * og * k],
+                k,
+                true,
+                1,
+            );
             if cfg.bias {
                 for (dbv, row) in db[gi * og..(gi + 1) * og].iter_mut().zip(dyg.chunks_exact(ld)) {
                     *dbv += row.iter().sum::<f32>();
@@ -509,7 +583,11 @@ impl Layer for Conv2d {
 
     fn params(&self) -> Vec<ParamSpec> {
         let fan_in = self.fan_in();
-        let mut v = vec![ParamSpec::param("weight", vec![self.cfg.out_channels, self.geom.c, self.geom.kh, self.geom.kw], Init::KaimingUniform { fan_in })];
+        let mut v = vec![ParamSpec::param(
+            "weight",
+            vec![self.cfg.out_channels, self.geom.c, self.geom.kh, self.geom.kw],
+            Init::KaimingUniform { fan_in },
+        )];
         if self.cfg.bias {
             v.push(ParamSpec::param("bias", vec![self.cfg.out_channels], Init::UniformFanIn { fan_in }));
         }
@@ -524,7 +602,9 @@ impl Layer for Conv2d {
         let (wlen, bias) = (self.cfg.out_channels * self.fan_in(), self.cfg.bias);
         if let Some(e) = self.engine(ctx.backend)? {
             let (w, b) = p.split_at(wlen);
-            return e.forward(ctx.threads, w, bias.then_some(b), x.data(), y.data_mut()).map_err(|msg| LayerError::Config { op: "conv2d", msg });
+            return e
+                .forward(ctx.threads, w, bias.then_some(b), x.data(), y.data_mut())
+                .map_err(|msg| LayerError::Config { op: "conv2d", msg });
         }
         let threads = ctx.threads.clamp(1, n.max(1));
         let (w, b) = p.split_at(wlen);
@@ -563,7 +643,16 @@ impl Layer for Conv2d {
         Ok(())
     }
 
-    fn backward(&mut self, ctx: &Ctx, p: &[f32], dp: &mut [f32], x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+    fn backward(
+        &mut self,
+        ctx: &Ctx,
+        p: &[f32],
+        dp: &mut [f32],
+        x: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) -> Result<(), LayerError> {
         let n = check_input("conv2d", x, &self.in_shape)?;
         let (wlen, bias) = (self.cfg.out_channels * self.fan_in(), self.cfg.bias);
         if let Some(e) = self.engine(ctx.backend)? {
@@ -572,7 +661,9 @@ impl Layer for Conv2d {
                 d.resize(x.shape());
                 d.data_mut()
             });
-            return e.backward(ctx.threads, &p[..wlen], x.data(), dy.data(), dx, dw, bias.then_some(db)).map_err(|msg| LayerError::Config { op: "conv2d", msg });
+            return e
+                .backward(ctx.threads, &p[..wlen], x.data(), dy.data(), dx, dw, bias.then_some(db))
+                .map_err(|msg| LayerError::Config { op: "conv2d", msg });
         }
         let threads = ctx.threads.clamp(1, n.max(1));
         let w = &p[..wlen];
@@ -607,7 +698,12 @@ impl Layer for Conv2d {
             }
             let packed_t = &self.packed_t;
             let chunks = n.div_ceil(per);
-            let work = x.data().par_chunks(per * xs).zip(dy.data().par_chunks(per * ys)).zip(self.scratch.par_iter_mut()).with_max_len(1);
+            let work = x
+                .data()
+                .par_chunks(per * xs)
+                .zip(dy.data().par_chunks(per * ys))
+                .zip(self.scratch.par_iter_mut())
+                .with_max_len(1);
             let body = |((xc, dyc), s): ((&[f32], &[f32]), &mut Scratch), dxc: Option<&mut [f32]>| {
                 let (mut pdw, mut pdb) = (std::mem::take(&mut s.dw), std::mem::take(&mut s.db));
                 pdw.fill(0.0);
@@ -617,7 +713,15 @@ impl Layer for Conv2d {
             };
             if chunks == 1 {
                 // One chunk accumulates straight into the layer's gradient.
-                d.backward(packed_t, x.data(), dy.data(), dx.as_deref_mut().map(|t| t.data_mut()), &mut self.scratch[0], dw, db);
+                d.backward(
+                    packed_t,
+                    x.data(),
+                    dy.data(),
+                    dx.as_deref_mut().map(|t| t.data_mut()),
+                    &mut self.scratch[0],
+                    dw,
+                    db,
+                );
                 return Ok(());
             }
             match dx.as_deref_mut() {
@@ -629,7 +733,19 @@ impl Layer for Conv2d {
         }
         if threads == 1 {
             let s = &mut self.scratch[0];
-            backward_chunk(&cfg, &g, direct, nb, w, x.data(), dy.data(), dx.as_deref_mut().map(|d| d.data_mut()), s, dw, db);
+            backward_chunk(
+                &cfg,
+                &g,
+                direct,
+                nb,
+                w,
+                x.data(),
+                dy.data(),
+                dx.as_deref_mut().map(|d| d.data_mut()),
+                s,
+                dw,
+                db,
+            );
             return Ok(());
         }
         let body = |((xc, dyc), s): ((&[f32], &[f32]), &mut Scratch), dxc: Option<&mut [f32]>| {

@@ -65,7 +65,16 @@ impl Layer for Dropout {
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &Ctx, _p: &[f32], _dp: &mut [f32], x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+    fn backward(
+        &mut self,
+        _ctx: &Ctx,
+        _p: &[f32],
+        _dp: &mut [f32],
+        x: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) -> Result<(), LayerError> {
         if let Some(dx) = dx {
             dx.resize(x.shape());
             if self.last_mode == Mode::Eval || self.p == 0.0 {
@@ -86,7 +95,16 @@ mod tests {
     use crate::layers::gradcheck::*;
 
     fn ctx<'a>(ids: &'a [u64], step: u64) -> Ctx<'a> {
-        Ctx { mode: Mode::Train, threads: 1, backend: crate::layers::Backend::Native, seed: 9, step, layer: 2, sample_ids: ids, sync: None }
+        Ctx {
+            mode: Mode::Train,
+            threads: 1,
+            backend: crate::layers::Backend::Native,
+            seed: 9,
+            step,
+            layer: 2,
+            sample_ids: ids,
+            sync: None,
+        }
     }
 
     fn run(l: &mut Dropout, c: &Ctx, x: &Tensor) -> Tensor {

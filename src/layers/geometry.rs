@@ -26,7 +26,10 @@ impl Axis {
     pub fn out(&self, op: &'static str, ceil_mode: bool) -> Result<usize, LayerError> {
         let err = |msg: String| Err(LayerError::Config { op, msg });
         if self.kernel == 0 || self.stride == 0 || self.dilation == 0 {
-            return err(format!("kernel, stride and dilation must be ≥ 1 (got k={} s={} d={})", self.kernel, self.stride, self.dilation));
+            return err(format!(
+                "kernel, stride and dilation must be ≥ 1 (got k={} s={} d={})",
+                self.kernel, self.stride, self.dilation
+            ));
         }
         let span = self.dilation * (self.kernel - 1) + 1;
         let padded = self.input + 2 * self.pad;

@@ -32,7 +32,10 @@ fn check(op: &'static str, xs: &[&Tensor], shapes: &[Vec<usize>]) -> Result<usiz
     for (x, s) in xs.iter().zip(shapes) {
         super::check_input(op, x, s)?;
         if x.dim(0) != n {
-            return Err(LayerError::Config { op, msg: format!("inputs have different batch sizes {n} and {}", x.dim(0)) });
+            return Err(LayerError::Config {
+                op,
+                msg: format!("inputs have different batch sizes {n} and {}", x.dim(0)),
+            });
         }
     }
     Ok(n)
@@ -40,7 +43,10 @@ fn check(op: &'static str, xs: &[&Tensor], shapes: &[Vec<usize>]) -> Result<usiz
 
 fn at_least_two(op: &'static str, shapes: &[Vec<usize>]) -> Result<(), LayerError> {
     if shapes.len() < 2 {
-        return Err(LayerError::Config { op, msg: format!("needs at least 2 inputs, got {}; hint: list them in `inputs`", shapes.len()) });
+        return Err(LayerError::Config {
+            op,
+            msg: format!("needs at least 2 inputs, got {}; hint: list them in `inputs`", shapes.len()),
+        });
     }
     Ok(())
 }
@@ -89,7 +95,10 @@ impl Add {
     pub fn weighted(shapes: &[Vec<usize>], coeffs: Vec<f32>) -> Result<Add, LayerError> {
         same_shapes("add", shapes)?;
         if !coeffs.is_empty() && coeffs.len() != shapes.len() {
-            return Err(LayerError::Config { op: "add", msg: format!("{} coefficients for {} inputs; hint: one coeff per input", coeffs.len(), shapes.len()) });
+            return Err(LayerError::Config {
+                op: "add",
+                msg: format!("{} coefficients for {} inputs; hint: one coeff per input", coeffs.len(), shapes.len()),
+            });
         }
         if let Some(c) = coeffs.iter().find(|c| !c.is_finite()) {
             return Err(LayerError::Config { op: "add", msg: format!("coefficient {c} is not finite") });
@@ -133,7 +142,9 @@ impl Join for Add {
         } else {
             y.data_mut().copy_from_slice(xs[0].data());
             for x in &xs[1..] {
-                super::par_zip2(self.threads, y.data_mut(), x.data(), |y, x| y.iter_mut().zip(x).for_each(|(o, &v)| *o += v));
+                super::par_zip2(self.threads, y.data_mut(), x.data(), |y, x| {
+                    y.iter_mut().zip(x).for_each(|(o, &v)| *o += v)
+                });
             }
         }
         if self.relu {
@@ -157,16 +168,22 @@ impl Join for Add {
             let (g, y) = (dy.data(), y.data());
             let c = self.coeffs.get(k).copied().unwrap_or(1.0);
             if accumulate {
-                super::par_zip3(self.threads, dx.data_mut(), g, y, |d, g, y| d.iter_mut().zip(g).zip(y).for_each(|((d, &g), &o)| *d += c * if o > 0.0 { g } else { 0.0 }));
+                super::par_zip3(self.threads, dx.data_mut(), g, y, |d, g, y| {
+                    d.iter_mut().zip(g).zip(y).for_each(|((d, &g), &o)| *d += c * if o > 0.0 { g } else { 0.0 })
+                });
             } else {
                 dx.resize(x_shape);
-                super::par_zip3(self.threads, dx.data_mut(), g, y, |d, g, y| d.iter_mut().zip(g).zip(y).for_each(|((d, &g), &o)| *d = c * if o > 0.0 { g } else { 0.0 }));
+                super::par_zip3(self.threads, dx.data_mut(), g, y, |d, g, y| {
+                    d.iter_mut().zip(g).zip(y).for_each(|((d, &g), &o)| *d = c * if o > 0.0 { g } else { 0.0 })
+                });
             }
         } else if let Some(&c) = self.coeffs.get(k) {
             let g = dy.data();
             write_dx(x_shape, dx, accumulate, |i| c * g[i]);
         } else if accumulate {
-            super::par_zip2(self.threads, dx.data_mut(), dy.data(), |d, g| d.iter_mut().zip(g).for_each(|(d, &g)| *d += g));
+            super::par_zip2(self.threads, dx.data_mut(), dy.data(), |d, g| {
+                d.iter_mut().zip(g).for_each(|(d, &g)| *d += g)
+            });
         } else {
             dx.resize(x_shape);
             super::par_zip2(self.threads, dx.data_mut(), dy.data(), |d, g| d.copy_from_slice(g));
@@ -216,7 +233,9 @@ impl Join for Mul {
 
     fn backward_input(&self, k: usize, x_shape: &[usize], _y: &Tensor, dy: &Tensor, dx: &mut Tensor, accumulate: bool) {
         let (g, xs) = (dy.data(), &self.xs);
-        write_dx(x_shape, dx, accumulate, |i| xs.iter().enumerate().filter(|(j, _)| *j != k).fold(g[i], |p, (_, x)| p * x.data()[i]));
+        write_dx(x_shape, dx, accumulate, |i| {
+            xs.iter().enumerate().filter(|(j, _)| *j != k).fold(g[i], |p, (_, x)| p * x.data()[i])
+        });
     }
 }
 
@@ -394,7 +413,10 @@ mod tests {
         let mut y = Tensor::default();
         a.forward(&[&x, &x, &x], &mut y).unwrap();
         assert_eq!(y.data(), &[3.0, 6.0, 9.0, 12.0, 15.0, 18.0]);
-        gradcheck(&mut a, &mut [random_tensor(&[2, 2, 3], 1), random_tensor(&[2, 2, 3], 2), random_tensor(&[2, 2, 3], 3)]);
+        gradcheck(
+            &mut a,
+            &mut [random_tensor(&[2, 2, 3], 1), random_tensor(&[2, 2, 3], 2), random_tensor(&[2, 2, 3], 3)],
+        );
         assert!(Add::new(&[vec![2, 3], vec![3, 2]]).is_err());
         assert!(Add::new(&[vec![2, 3]]).is_err());
     }
@@ -405,7 +427,10 @@ mod tests {
         (0..k)
             .map(|j| {
                 let mut t = random_tensor(shape, 20 + j as u64);
-                t.data_mut().iter_mut().enumerate().for_each(|(i, v)| *v = 0.1 * ((i + j) % k) as f32 - 0.1 + 0.01 * *v);
+                t.data_mut()
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, v)| *v = 0.1 * ((i + j) % k) as f32 - 0.1 + 0.01 * *v);
                 t
             })
             .collect()
@@ -425,7 +450,10 @@ mod tests {
         m.forward(&[&x, &z], &mut y).unwrap();
         assert_eq!(y.data(), &[2.0, 4.0, -3.0, 0.0]);
         let mut m3 = Mul::new(&[vec![2, 3], vec![2, 3], vec![2, 3]]).unwrap();
-        gradcheck(&mut m3, &mut [random_tensor(&[2, 2, 3], 4), random_tensor(&[2, 2, 3], 5), random_tensor(&[2, 2, 3], 6)]);
+        gradcheck(
+            &mut m3,
+            &mut [random_tensor(&[2, 2, 3], 4), random_tensor(&[2, 2, 3], 5), random_tensor(&[2, 2, 3], 6)],
+        );
         let mut mx = Max::new(&[vec![4], vec![4]]).unwrap();
         mx.forward(&[&x, &z], &mut y).unwrap();
         assert_eq!(y.data(), &[2.0, -2.0, 3.0, 5.0]);
@@ -439,7 +467,10 @@ mod tests {
         gradcheck(&mut m3, &mut separated(3, &[2, 2, 3]));
         // Batch 1 and odd sizes.
         gradcheck(&mut Max::new(&[vec![5], vec![5]]).unwrap(), &mut separated(2, &[1, 5]));
-        gradcheck(&mut Mul::new(&[vec![5], vec![5]]).unwrap(), &mut [random_tensor(&[1, 5], 7), random_tensor(&[1, 5], 8)]);
+        gradcheck(
+            &mut Mul::new(&[vec![5], vec![5]]).unwrap(),
+            &mut [random_tensor(&[1, 5], 7), random_tensor(&[1, 5], 8)],
+        );
         assert!(Mul::new(&[vec![2, 3], vec![3, 2]]).is_err() && Max::new(&[vec![2]]).is_err());
         assert!(Add::weighted(&[vec![2], vec![2]], vec![1.0]).is_err());
     }
@@ -576,7 +607,11 @@ mod tests {
                     let (mut want, mut got) = (xs[k].clone(), xs[k].clone());
                     add.backward_input(k, xs[k].shape(), &z, &dz, &mut want, acc);
                     fused.backward_input(k, xs[k].shape(), &fy, &dy, &mut got, acc);
-                    assert_eq!(bits(got.data()), bits(want.data()), "dx{k}, {inputs} inputs {coeffs:?}, accumulate {acc}");
+                    assert_eq!(
+                        bits(got.data()),
+                        bits(want.data()),
+                        "dx{k}, {inputs} inputs {coeffs:?}, accumulate {acc}"
+                    );
                 }
             }
         }

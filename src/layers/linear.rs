@@ -48,7 +48,8 @@ impl Linear {
             return Ok(None);
         }
         if self.engine.is_none() {
-            self.engine = backend::linear_engine(backend, self.in_features, self.cfg.out_features, self.cfg.bias).map_err(|msg| LayerError::Config { op: "linear", msg })?;
+            self.engine = backend::linear_engine(backend, self.in_features, self.cfg.out_features, self.cfg.bias)
+                .map_err(|msg| LayerError::Config { op: "linear", msg })?;
         }
         Ok(self.engine.as_mut())
     }
@@ -65,7 +66,8 @@ impl Layer for Linear {
 
     fn params(&self) -> Vec<ParamSpec> {
         let fan_in = self.in_features;
-        let mut v = vec![ParamSpec::param("weight", vec![self.cfg.out_features, fan_in], Init::KaimingUniform { fan_in })];
+        let mut v =
+            vec![ParamSpec::param("weight", vec![self.cfg.out_features, fan_in], Init::KaimingUniform { fan_in })];
         if self.cfg.bias {
             v.push(ParamSpec::param("bias", vec![self.cfg.out_features], Init::UniformFanIn { fan_in }));
         }
@@ -81,18 +83,39 @@ impl Layer for Linear {
         y.resize(&[n, outf]);
         let bias = self.cfg.bias;
         if let Some(e) = self.engine(ctx.backend)? {
-            return e.forward(ctx.threads, w, bias.then_some(b), x.data(), y.data_mut()).map_err(|msg| LayerError::Config { op: "linear", msg });
+            return e
+                .forward(ctx.threads, w, bias.then_some(b), x.data(), y.data_mut())
+                .map_err(|msg| LayerError::Config { op: "linear", msg });
         }
         if self.cfg.bias {
             for row in y.data_mut().chunks_exact_mut(outf) {
                 row.copy_from_slice(b);
             }
         }
-        sgemm(n, outf, inf, MatRef::n(x.data(), inf), MatRef::t(w, inf), y.data_mut(), outf, self.cfg.bias, ctx.threads);
+        sgemm(
+            n,
+            outf,
+            inf,
+            MatRef::n(x.data(), inf),
+            MatRef::t(w, inf),
+            y.data_mut(),
+            outf,
+            self.cfg.bias,
+            ctx.threads,
+        );
         Ok(())
     }
 
-    fn backward(&mut self, ctx: &Ctx, p: &[f32], dp: &mut [f32], x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+    fn backward(
+        &mut self,
+        ctx: &Ctx,
+        p: &[f32],
+        dp: &mut [f32],
+        x: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) -> Result<(), LayerError> {
         let n = check_input("linear", x, &self.in_shape)?;
         let (inf, outf) = (self.in_features, self.cfg.out_features);
         let (dw, db) = dp.split_at_mut(inf * outf);
@@ -102,7 +125,9 @@ impl Layer for Linear {
                 d.resize(x.shape());
                 d.data_mut()
             });
-            return e.backward(ctx.threads, &p[..inf * outf], x.data(), dy.data(), dx, dw, bias.then_some(db)).map_err(|msg| LayerError::Config { op: "linear", msg });
+            return e
+                .backward(ctx.threads, &p[..inf * outf], x.data(), dy.data(), dx, dw, bias.then_some(db))
+                .map_err(|msg| LayerError::Config { op: "linear", msg });
         }
         // dW (out × in) += dyᵀ (out × N) · x (N × in)
         sgemm(outf, inf, n, MatRef::t(dy.data(), outf), MatRef::n(x.data(), inf), dw, inf, true, ctx.threads);
@@ -116,7 +141,17 @@ impl Layer for Linear {
         if let Some(dx) = dx {
             dx.resize(x.shape());
             // dx (N × in) = dy (N × out) · W (out × in)
-            sgemm(n, inf, outf, MatRef::n(dy.data(), outf), MatRef::n(&p[..inf * outf], inf), dx.data_mut(), inf, false, ctx.threads);
+            sgemm(
+                n,
+                inf,
+                outf,
+                MatRef::n(dy.data(), outf),
+                MatRef::n(&p[..inf * outf], inf),
+                dx.data_mut(),
+                inf,
+                false,
+                ctx.threads,
+            );
         }
         Ok(())
     }
@@ -138,8 +173,24 @@ mod tests {
     use super::*;
 
     const GOLDEN_Y: [f32; 4] = [0.4219970107078552, -1.007209062576294, 1.7657312154769897, -2.4077584743499756];
-    const GOLDEN_DX: [f32; 6] = [2.0096921920776367, 2.649286985397339, 2.0428805351257324, -1.014538049697876, -2.4442460536956787, -2.72438645362854];
-    const GOLDEN_DP: [f32; 8] = [0.39166346192359924, 0.7615397572517395, 1.0633900165557861, 2.3499808311462402, 2.2050769329071045, 1.863200068473816, 1.5, 1.0];
+    const GOLDEN_DX: [f32; 6] = [
+        2.0096921920776367,
+        2.649286985397339,
+        2.0428805351257324,
+        -1.014538049697876,
+        -2.4442460536956787,
+        -2.72438645362854,
+    ];
+    const GOLDEN_DP: [f32; 8] = [
+        0.39166346192359924,
+        0.7615397572517395,
+        1.0633900165557861,
+        2.3499808311462402,
+        2.2050769329071045,
+        1.863200068473816,
+        1.5,
+        1.0,
+    ];
     use crate::layers::{gradcheck::*, Mode};
 
     /// The backends of this build: native, and oneDNN with `--features dnnl`.
@@ -159,7 +210,8 @@ mod tests {
                 let p = init_params(&l, 4);
                 let x = random_tensor(&[n, 2, 1, 3], 5);
                 let ctx = Ctx { threads, backend, ..Ctx::simple(Mode::Train) };
-                check_layer(&mut l, &ctx, &x, &p, Tolerance::default()).unwrap_or_else(|e| panic!("{backend}, batch {n}, bias {bias}: {e}"));
+                check_layer(&mut l, &ctx, &x, &p, Tolerance::default())
+                    .unwrap_or_else(|e| panic!("{backend}, batch {n}, bias {bias}: {e}"));
                 assert_eq!(l.kernel().starts_with("dnnl"), backend == Backend::Dnnl, "{}", l.kernel());
             }
         }

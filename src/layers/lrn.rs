@@ -62,9 +62,18 @@ impl Lrn {
             return err(format!("size = {} must be odd (as Caffe requires)", cfg.size));
         }
         if !(cfg.alpha.is_finite() && cfg.beta.is_finite() && cfg.k.is_finite() && cfg.k > 0.0 && cfg.alpha >= 0.0) {
-            return err(format!("alpha {}, beta {}, k {} must be finite, alpha ≥ 0 and k > 0", cfg.alpha, cfg.beta, cfg.k));
+            return err(format!(
+                "alpha {}, beta {}, k {} must be finite, alpha ≥ 0 and k > 0",
+                cfg.alpha, cfg.beta, cfg.k
+            ));
         }
-        Ok(Lrn { cfg, shape: [in_shape[0], in_shape[1], in_shape[2]], scale: Vec::new(), spow: Vec::new(), ratio: Vec::new() })
+        Ok(Lrn {
+            cfg,
+            shape: [in_shape[0], in_shape[1], in_shape[2]],
+            scale: Vec::new(),
+            spow: Vec::new(),
+            ratio: Vec::new(),
+        })
     }
 
     /// Forward of one sample: its scale, scale^(−β) and output.
@@ -88,7 +97,17 @@ impl Lrn {
 
     /// Backward of one sample; `ratio` is a (C, H·W) scratch plane.
     #[allow(clippy::too_many_arguments)]
-    fn backward_sample(cfg: &LrnConfig, c: usize, xs: &[f32], ys: &[f32], gs: &[f32], sc: &[f32], sp: &[f32], ratio: &mut [f32], ds: &mut [f32]) {
+    fn backward_sample(
+        cfg: &LrnConfig,
+        c: usize,
+        xs: &[f32],
+        ys: &[f32],
+        gs: &[f32],
+        sc: &[f32],
+        sp: &[f32],
+        ratio: &mut [f32],
+        ds: &mut [f32],
+    ) {
         let hw = xs.len() / c;
         let (coef, half) = (2.0 * cfg.alpha * cfg.beta / cfg.size as f32, cfg.size / 2);
         for (((q, &g), &o), &sv) in ratio.iter_mut().zip(gs).zip(ys).zip(sc) {
@@ -127,17 +146,36 @@ impl Layer for Lrn {
         self.scale.resize(x.len(), 0.0);
         self.spow.resize(x.len(), 0.0);
         let cfg = self.cfg;
-        let work = |((xs, sc), (sp, ys)): ((&[f32], &mut [f32]), (&mut [f32], &mut [f32]))| Lrn::forward_sample(&cfg, c, xs, sc, sp, ys);
+        let work = |((xs, sc), (sp, ys)): ((&[f32], &mut [f32]), (&mut [f32], &mut [f32]))| {
+            Lrn::forward_sample(&cfg, c, xs, sc, sp, ys)
+        };
         if ctx.threads > 1 {
             use rayon::prelude::*;
-            x.data().par_chunks(per).zip(self.scale.par_chunks_mut(per)).zip(self.spow.par_chunks_mut(per).zip(y.data_mut().par_chunks_mut(per))).for_each(work);
+            x.data()
+                .par_chunks(per)
+                .zip(self.scale.par_chunks_mut(per))
+                .zip(self.spow.par_chunks_mut(per).zip(y.data_mut().par_chunks_mut(per)))
+                .for_each(work);
         } else {
-            x.data().chunks(per).zip(self.scale.chunks_mut(per)).zip(self.spow.chunks_mut(per).zip(y.data_mut().chunks_mut(per))).for_each(work);
+            x.data()
+                .chunks(per)
+                .zip(self.scale.chunks_mut(per))
+                .zip(self.spow.chunks_mut(per).zip(y.data_mut().chunks_mut(per)))
+                .for_each(work);
         }
         Ok(())
     }
 
-    fn backward(&mut self, ctx: &Ctx, _p: &[f32], _dp: &mut [f32], x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+    fn backward(
+        &mut self,
+        ctx: &Ctx,
+        _p: &[f32],
+        _dp: &mut [f32],
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) -> Result<(), LayerError> {
         let Some(dx) = dx else { return Ok(()) };
         let n = check_input("lrn", x, &self.shape)?;
         let (c, per) = (self.shape[0], x.sample_len());
@@ -151,7 +189,17 @@ impl Layer for Lrn {
             let base = k * chunk;
             for (i, d) in ds.chunks_mut(per).enumerate() {
                 let r = base + i * per..base + (i + 1) * per;
-                Lrn::backward_sample(&cfg, c, &x.data()[r.clone()], &y.data()[r.clone()], &dy.data()[r.clone()], &scale[r.clone()], &spow[r], ratio, d);
+                Lrn::backward_sample(
+                    &cfg,
+                    c,
+                    &x.data()[r.clone()],
+                    &y.data()[r.clone()],
+                    &dy.data()[r.clone()],
+                    &scale[r.clone()],
+                    &spow[r],
+                    ratio,
+                    d,
+                );
             }
         };
         if threads > 1 {
@@ -172,8 +220,26 @@ impl Layer for Lrn {
 mod tests {
     use super::*;
 
-    const GOLDEN_Y: [f32; 8] = [0.0, 0.5375411510467529, 0.9301735162734985, 1.1002440452575684, 1.0042427778244019, 0.6633256673812866, 0.16104958951473236, -0.4073905646800995];
-    const GOLDEN_DX: [f32; 8] = [0.5743858814239502, 0.509360671043396, 0.41299450397491455, 0.28615644574165344, 0.15501737594604492, 0.013448175974190235, -0.1317264437675476, -0.2889132797718048];
+    const GOLDEN_Y: [f32; 8] = [
+        0.0,
+        0.5375411510467529,
+        0.9301735162734985,
+        1.1002440452575684,
+        1.0042427778244019,
+        0.6633256673812866,
+        0.16104958951473236,
+        -0.4073905646800995,
+    ];
+    const GOLDEN_DX: [f32; 8] = [
+        0.5743858814239502,
+        0.509360671043396,
+        0.41299450397491455,
+        0.28615644574165344,
+        0.15501737594604492,
+        0.013448175974190235,
+        -0.1317264437675476,
+        -0.2889132797718048,
+    ];
     use crate::layers::{gradcheck::*, Mode};
 
     fn cfg(size: usize, k: f32) -> LrnConfig {
@@ -182,11 +248,14 @@ mod tests {
 
     #[test]
     fn gradcheck_odd_shapes_every_power_path_and_threads() {
-        for (n, size, beta, threads) in [(1, 3, 0.75, 1), (3, 5, 0.75, 2), (3, 3, 0.5, 2), (2, 5, 1.0, 1), (4, 3, 0.6, 3)] {
+        for (n, size, beta, threads) in
+            [(1, 3, 0.75, 1), (3, 5, 0.75, 2), (3, 3, 0.5, 2), (2, 5, 1.0, 1), (4, 3, 0.6, 3)]
+        {
             let mut l = Lrn::new(LrnConfig { beta, ..cfg(size, 2.0) }, &[7, 2, 3]).unwrap();
             let x = random_tensor(&[n, 7, 2, 3], 21);
             let ctx = Ctx { threads, ..Ctx::simple(Mode::Train) };
-            check_layer(&mut l, &ctx, &x, &[], Tolerance::default()).unwrap_or_else(|e| panic!("beta {beta}, {threads} threads: {e}"));
+            check_layer(&mut l, &ctx, &x, &[], Tolerance::default())
+                .unwrap_or_else(|e| panic!("beta {beta}, {threads} threads: {e}"));
         }
     }
 

@@ -54,12 +54,17 @@ impl PoolGeom {
             if cfg.padding[a] * 2 > cfg.kernel[a] {
                 return Err(LayerError::Config {
                     op,
-                    msg: format!("padding {:?} must be at most half the kernel {:?} (as in PyTorch)", cfg.padding, cfg.kernel),
+                    msg: format!(
+                        "padding {:?} must be at most half the kernel {:?} (as in PyTorch)",
+                        cfg.padding, cfg.kernel
+                    ),
                 });
             }
         }
-        let oh = Axis { input: h, kernel: cfg.kernel[0], stride: cfg.stride[0], pad: cfg.padding[0], dilation: 1 }.out(op, cfg.ceil_mode)?;
-        let ow = Axis { input: w, kernel: cfg.kernel[1], stride: cfg.stride[1], pad: cfg.padding[1], dilation: 1 }.out(op, cfg.ceil_mode)?;
+        let oh = Axis { input: h, kernel: cfg.kernel[0], stride: cfg.stride[0], pad: cfg.padding[0], dilation: 1 }
+            .out(op, cfg.ceil_mode)?;
+        let ow = Axis { input: w, kernel: cfg.kernel[1], stride: cfg.stride[1], pad: cfg.padding[1], dilation: 1 }
+            .out(op, cfg.ceil_mode)?;
         let ranges = |out: usize, input: usize, a: usize| -> Vec<(usize, usize, usize)> {
             (0..out)
                 .map(|o| {
@@ -140,7 +145,8 @@ impl Phases {
         for (oy, &(h0, _, _)) in g.rows.iter().enumerate() {
             for (ox, &(w0, _, _)) in g.cols.iter().enumerate() {
                 init[oy * ph_w + ox] = (h0 * w + w0) as u32;
-                base[oy * ph_w + ox] = (((sh * oy) as isize - pt as isize) * w as isize + (sw * ox) as isize - pl as isize) as u32;
+                base[oy * ph_w + ox] =
+                    (((sh * oy) as isize - pt as isize) * w as isize + (sw * ox) as isize - pl as isize) as u32;
             }
         }
         Phases { sh, sw, ph_w, ph_h, flat, stride, init, base }
@@ -180,7 +186,9 @@ impl Phases {
                 row[pl + n..].fill(f32::NEG_INFINITY);
                 if sw == 2 {
                     // Even and odd columns (the common case, kept simple enough to vectorise).
-                    for ((a, b), pair) in first[at..at + pw].iter_mut().zip(&mut hi[at..at + pw]).zip(row.chunks_exact(2)) {
+                    for ((a, b), pair) in
+                        first[at..at + pw].iter_mut().zip(&mut hi[at..at + pw]).zip(row.chunks_exact(2))
+                    {
                         (*a, *b) = (pair[0], pair[1]);
                     }
                 } else {
@@ -272,7 +280,15 @@ impl LaneStep for Avx2Step {
 /// # Safety
 /// The CPU runs `S`'s instruction set.
 #[inline(always)]
-unsafe fn forward_planes<S: LaneStep>(g: &PoolGeom, ph: &Phases, x: &[f32], y: &mut [f32], arg: &mut [u32], scratch: &mut [f32], lanes: &mut [u32]) {
+unsafe fn forward_planes<S: LaneStep>(
+    g: &PoolGeom,
+    ph: &Phases,
+    x: &[f32],
+    y: &mut [f32],
+    arg: &mut [u32],
+    scratch: &mut [f32],
+    lanes: &mut [u32],
+) {
     let [_, h, w] = g.input;
     let (oh, ow, [kh, kw]) = (g.oh, g.ow, g.cfg.kernel);
     let (phases, rest) = scratch[..ph.size()].split_at_mut(ph.sh * ph.sw * ph.stride);
@@ -284,12 +300,22 @@ unsafe fn forward_planes<S: LaneStep>(g: &PoolGeom, ph: &Phases, x: &[f32], y: &
         lanes.copy_from_slice(&ph.init);
         for ky in 0..kh {
             for kx in 0..kw {
-                let v = &phases[((ky % ph.sh) * ph.sw + kx % ph.sw) * ph.stride + (ky / ph.sh) * ph.ph_w + kx / ph.sw..][..ph.flat];
+                let v = &phases
+                    [((ky % ph.sh) * ph.sw + kx % ph.sw) * ph.stride + (ky / ph.sh) * ph.ph_w + kx / ph.sw..]
+                    [..ph.flat];
                 let off = (ky * w + kx) as u32;
                 for q in (0..ph.flat).step_by(LANES) {
                     // SAFETY: q + LANES ≤ flat, the length of every slice here; the ISA is
                     // this function's contract.
-                    unsafe { S::step(best.as_mut_ptr().add(q), lanes.as_mut_ptr().add(q), v.as_ptr().add(q), ph.base.as_ptr().add(q), off) };
+                    unsafe {
+                        S::step(
+                            best.as_mut_ptr().add(q),
+                            lanes.as_mut_ptr().add(q),
+                            v.as_ptr().add(q),
+                            ph.base.as_ptr().add(q),
+                            off,
+                        )
+                    };
                 }
             }
         }
@@ -302,14 +328,30 @@ unsafe fn forward_planes<S: LaneStep>(g: &PoolGeom, ph: &Phases, x: &[f32], y: &
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn forward_planes_avx512(g: &PoolGeom, ph: &Phases, x: &[f32], y: &mut [f32], arg: &mut [u32], rows: &mut [f32], lanes: &mut [u32]) {
+unsafe fn forward_planes_avx512(
+    g: &PoolGeom,
+    ph: &Phases,
+    x: &[f32],
+    y: &mut [f32],
+    arg: &mut [u32],
+    rows: &mut [f32],
+    lanes: &mut [u32],
+) {
     // SAFETY: this function runs only where AVX-512F does.
     unsafe { forward_planes::<Avx512Step>(g, ph, x, y, arg, rows, lanes) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn forward_planes_avx2(g: &PoolGeom, ph: &Phases, x: &[f32], y: &mut [f32], arg: &mut [u32], rows: &mut [f32], lanes: &mut [u32]) {
+unsafe fn forward_planes_avx2(
+    g: &PoolGeom,
+    ph: &Phases,
+    x: &[f32],
+    y: &mut [f32],
+    arg: &mut [u32],
+    rows: &mut [f32],
+    lanes: &mut [u32],
+) {
     // SAFETY: this function runs only where AVX2 does.
     unsafe { forward_planes::<Avx2Step>(g, ph, x, y, arg, rows, lanes) }
 }
@@ -345,7 +387,15 @@ fn scan_planes(g: &PoolGeom, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
 const VECTOR_MIN: usize = 32;
 
 /// `forward_planes` built for the best instruction set of this CPU.
-fn forward_planes_best(g: &PoolGeom, ph: &Phases, x: &[f32], y: &mut [f32], arg: &mut [u32], rows: &mut [f32], lanes: &mut [u32]) {
+fn forward_planes_best(
+    g: &PoolGeom,
+    ph: &Phases,
+    x: &[f32],
+    y: &mut [f32],
+    arg: &mut [u32],
+    rows: &mut [f32],
+    lanes: &mut [u32],
+) {
     use crate::tensor::simd::Isa;
     if g.oh * g.ow < VECTOR_MIN {
         return scan_planes(g, x, y, arg);
@@ -385,10 +435,16 @@ impl Layer for MaxPool2d {
         self.rows.resize(threads * row, 0.0);
         self.lanes.resize(threads * lanes, 0);
         let (g, ph) = (&self.g, &self.phases);
-        let part = |(xs, (ys, (args, (rows, ls)))): (&[f32], (&mut [f32], (&mut [u32], (&mut [f32], &mut [u32]))))| forward_planes_best(g, ph, xs, ys, args, rows, ls);
+        let part = |(xs, (ys, (args, (rows, ls)))): (&[f32], (&mut [f32], (&mut [u32], (&mut [f32], &mut [u32]))))| {
+            forward_planes_best(g, ph, xs, ys, args, rows, ls)
+        };
         if threads > 1 {
             use rayon::prelude::*;
-            let work = y.data_mut().par_chunks_mut(per * oh * ow).zip(self.argmax.par_chunks_mut(per * oh * ow).zip(self.rows.par_chunks_mut(row).zip(self.lanes.par_chunks_mut(lanes))));
+            let work = y.data_mut().par_chunks_mut(per * oh * ow).zip(
+                self.argmax
+                    .par_chunks_mut(per * oh * ow)
+                    .zip(self.rows.par_chunks_mut(row).zip(self.lanes.par_chunks_mut(lanes))),
+            );
             x.data().par_chunks(per * h * w).zip(work).for_each(part);
         } else {
             part((x.data(), (y.data_mut(), (&mut self.argmax, (&mut self.rows, &mut self.lanes)))));
@@ -396,7 +452,16 @@ impl Layer for MaxPool2d {
         Ok(())
     }
 
-    fn backward(&mut self, ctx: &Ctx, _p: &[f32], _dp: &mut [f32], x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+    fn backward(
+        &mut self,
+        ctx: &Ctx,
+        _p: &[f32],
+        _dp: &mut [f32],
+        x: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) -> Result<(), LayerError> {
         let Some(dx) = dx else { return Ok(()) };
         let [_, h, w] = self.g.input;
         let plane_out = self.g.oh * self.g.ow;
@@ -407,10 +472,16 @@ impl Layer for MaxPool2d {
                 dxp[a as usize] += g;
             }
         };
-        let work = (dx.data_mut().chunks_exact_mut(h * w), (dy.data().chunks_exact(plane_out), self.argmax.chunks_exact(plane_out)));
+        let work = (
+            dx.data_mut().chunks_exact_mut(h * w),
+            (dy.data().chunks_exact(plane_out), self.argmax.chunks_exact(plane_out)),
+        );
         if ctx.threads > 1 {
             use rayon::prelude::*;
-            dx.data_mut().par_chunks_exact_mut(h * w).zip(dy.data().par_chunks_exact(plane_out).zip(self.argmax.par_chunks_exact(plane_out))).for_each(plane);
+            dx.data_mut()
+                .par_chunks_exact_mut(h * w)
+                .zip(dy.data().par_chunks_exact(plane_out).zip(self.argmax.par_chunks_exact(plane_out)))
+                .for_each(plane);
         } else {
             work.0.zip(work.1 .0.zip(work.1 .1)).for_each(plane);
         }
@@ -429,8 +500,94 @@ mod tests {
     use crate::tensor::rng::Rng;
 
     const GOLDEN_SHAPE: [usize; 4] = [1, 2, 3, 4];
-    const GOLDEN_Y: [f32; 24] = [0.7965654730796814, 0.8956986665725708, 0.9958808422088623, 0.9612752199172974, 0.7965654730796814, 0.9964756369590759, 0.9964756369590759, 0.7924270033836365, 0.6793047785758972, 0.9964756369590759, 0.9964756369590759, 0.7924270033836365, 0.9016759991645813, 0.9970241189002991, 0.957429826259613, 0.5123879313468933, 0.9016759991645813, 0.9970241189002991, 0.957429826259613, 0.6892436742782593, 0.9975263476371765, 0.9975263476371765, 0.7840402722358704, 0.6892436742782593];
-    const GOLDEN_DX: [f32; 60] = [0.0, 0.0, 0.0, 0.8775825500488281, 0.5403023362159729, 0.07073719799518585, 0.5838531255722046, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.6536436080932617, 0.0, -1.7182697057724, 0.0, -0.22778689861297607, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.814670205116272, 0.37457573413848877, -0.1572279930114746, 0.0, 0.3466353118419647, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.5138673782348633, 0.0, -1.3146084547042847, 0.0, 0.004425697959959507, 0.0, 0.0];
+    const GOLDEN_Y: [f32; 24] = [
+        0.7965654730796814,
+        0.8956986665725708,
+        0.9958808422088623,
+        0.9612752199172974,
+        0.7965654730796814,
+        0.9964756369590759,
+        0.9964756369590759,
+        0.7924270033836365,
+        0.6793047785758972,
+        0.9964756369590759,
+        0.9964756369590759,
+        0.7924270033836365,
+        0.9016759991645813,
+        0.9970241189002991,
+        0.957429826259613,
+        0.5123879313468933,
+        0.9016759991645813,
+        0.9970241189002991,
+        0.957429826259613,
+        0.6892436742782593,
+        0.9975263476371765,
+        0.9975263476371765,
+        0.7840402722358704,
+        0.6892436742782593,
+    ];
+    const GOLDEN_DX: [f32; 60] = [
+        0.0,
+        0.0,
+        0.0,
+        0.8775825500488281,
+        0.5403023362159729,
+        0.07073719799518585,
+        0.5838531255722046,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        -0.6536436080932617,
+        0.0,
+        -1.7182697057724,
+        0.0,
+        -0.22778689861297607,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.814670205116272,
+        0.37457573413848877,
+        -0.1572279930114746,
+        0.0,
+        0.3466353118419647,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        -0.5138673782348633,
+        0.0,
+        -1.3146084547042847,
+        0.0,
+        0.004425697959959507,
+        0.0,
+        0.0,
+    ];
 
     /// Distinct values 0.05 apart, shuffled, so ±eps never changes a window's argmax.
     fn separated(shape: &[usize], seed: u64) -> Tensor {
@@ -523,7 +680,9 @@ mod tests {
             let n = 3;
             let len = n * s.iter().product::<usize>();
             let mut v: Vec<f32> = (0..len).map(|_| rng.normal().max(0.0)).collect();
-            for (i, special) in [(7, f32::NAN), (len / 2, f32::INFINITY), (len / 3, f32::NEG_INFINITY), (len - 1, f32::NAN)] {
+            for (i, special) in
+                [(7, f32::NAN), (len / 2, f32::INFINITY), (len / 3, f32::NEG_INFINITY), (len - 1, f32::NAN)]
+            {
                 v[i] = special;
             }
             let x = Tensor::from_vec(&[n, s[0], s[1], s[2]], v).unwrap();
@@ -540,15 +699,29 @@ mod tests {
             }
             // Each instruction set's build of the row kernel, called directly.
             for isa in isas.into_iter().map(Some).chain([None]) {
-                let (mut y, mut arg, mut rows, mut lanes) = (vec![0.0; want_y.len()], vec![0; want_y.len()], vec![0.0; l.phases.size()], vec![0; l.phases.flat]);
+                let (mut y, mut arg, mut rows, mut lanes) = (
+                    vec![0.0; want_y.len()],
+                    vec![0; want_y.len()],
+                    vec![0.0; l.phases.size()],
+                    vec![0; l.phases.flat],
+                );
                 match isa {
                     #[cfg(target_arch = "x86_64")]
-                    Some(crate::tensor::simd::Isa::Avx512) => unsafe { forward_planes_avx512(&l.g, &l.phases, x.data(), &mut y, &mut arg, &mut rows, &mut lanes) },
+                    Some(crate::tensor::simd::Isa::Avx512) => unsafe {
+                        forward_planes_avx512(&l.g, &l.phases, x.data(), &mut y, &mut arg, &mut rows, &mut lanes)
+                    },
                     #[cfg(target_arch = "x86_64")]
-                    Some(crate::tensor::simd::Isa::Avx2) => unsafe { forward_planes_avx2(&l.g, &l.phases, x.data(), &mut y, &mut arg, &mut rows, &mut lanes) },
-                    _ => unsafe { forward_planes::<Portable>(&l.g, &l.phases, x.data(), &mut y, &mut arg, &mut rows, &mut lanes) },
+                    Some(crate::tensor::simd::Isa::Avx2) => unsafe {
+                        forward_planes_avx2(&l.g, &l.phases, x.data(), &mut y, &mut arg, &mut rows, &mut lanes)
+                    },
+                    _ => unsafe {
+                        forward_planes::<Portable>(&l.g, &l.phases, x.data(), &mut y, &mut arg, &mut rows, &mut lanes)
+                    },
                 }
-                assert!(y.iter().zip(&want_y).all(|(a, b)| a.to_bits() == b.to_bits()) && arg == want_arg, "{cfg:?} {s:?} {isa:?}");
+                assert!(
+                    y.iter().zip(&want_y).all(|(a, b)| a.to_bits() == b.to_bits()) && arg == want_arg,
+                    "{cfg:?} {s:?} {isa:?}"
+                );
             }
         }
     }
@@ -556,7 +729,11 @@ mod tests {
     #[test]
     fn bad_configs_are_errors() {
         assert!(MaxPool2d::new(PoolConfig::new(5, 1), &[1, 3, 3]).is_err());
-        assert!(MaxPool2d::new(PoolConfig { kernel: [2, 2], stride: [1, 1], padding: [2, 0], ceil_mode: false }, &[1, 8, 8]).is_err());
+        assert!(MaxPool2d::new(
+            PoolConfig { kernel: [2, 2], stride: [1, 1], padding: [2, 0], ceil_mode: false },
+            &[1, 8, 8]
+        )
+        .is_err());
         assert!(MaxPool2d::new(PoolConfig::new(2, 0), &[1, 8, 8]).is_err());
         assert!(MaxPool2d::new(PoolConfig::new(2, 2), &[8, 8]).is_err());
         let mut l = MaxPool2d::new(PoolConfig::new(2, 2), &[1, 4, 4]).unwrap();

@@ -248,7 +248,13 @@ pub(crate) fn par_zip2(threads: usize, out: &mut [f32], a: &[f32], f: impl Fn(&m
 }
 
 /// `par_zip2` with a second input.
-pub(crate) fn par_zip3(threads: usize, out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync) {
+pub(crate) fn par_zip3(
+    threads: usize,
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync,
+) {
     if threads <= 1 || out.len() < PAR_MIN {
         return f(out, a, b);
     }

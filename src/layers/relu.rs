@@ -40,7 +40,16 @@ impl Layer for Relu {
         Ok(())
     }
 
-    fn backward(&mut self, ctx: &Ctx, _p: &[f32], _dp: &mut [f32], x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+    fn backward(
+        &mut self,
+        ctx: &Ctx,
+        _p: &[f32],
+        _dp: &mut [f32],
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) -> Result<(), LayerError> {
         if let Some(dx) = dx {
             dx.resize(x.shape());
             super::par_zip3(ctx.threads, dx.data_mut(), dy.data(), y.data(), |dx, dy, y| {

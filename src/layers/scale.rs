@@ -55,7 +55,16 @@ impl Layer for Scale {
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &Ctx, p: &[f32], dp: &mut [f32], x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+    fn backward(
+        &mut self,
+        _ctx: &Ctx,
+        p: &[f32],
+        dp: &mut [f32],
+        x: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) -> Result<(), LayerError> {
         let (c_n, inner) = (self.shape[0], self.inner());
         for (i, (xi, gi)) in x.data().chunks(inner).zip(dy.data().chunks(inner)).enumerate() {
             let c = i % c_n;
@@ -95,7 +104,10 @@ impl PadChannels {
             return bad(format!("needs (C, H, W) input, got {in_shape:?}"));
         }
         if out_channels < in_shape[0] {
-            return bad(format!("out_channels {out_channels} is fewer than the {} input channels; hint: it only adds channels", in_shape[0]));
+            return bad(format!(
+                "out_channels {out_channels} is fewer than the {} input channels; hint: it only adds channels",
+                in_shape[0]
+            ));
         }
         if stride == 0 {
             return bad("stride must be at least 1".into());
@@ -138,7 +150,16 @@ impl Layer for PadChannels {
         Ok(())
     }
 
-    fn backward(&mut self, _ctx: &Ctx, _p: &[f32], _dp: &mut [f32], x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) -> Result<(), LayerError> {
+    fn backward(
+        &mut self,
+        _ctx: &Ctx,
+        _p: &[f32],
+        _dp: &mut [f32],
+        x: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) -> Result<(), LayerError> {
         let Some(dx) = dx else { return Ok(()) };
         let n = x.dim(0);
         let ([c, h, w], (oh, ow), s) = ([self.shape[0], self.shape[1], self.shape[2]], self.out_hw(), self.stride);
@@ -170,12 +191,19 @@ mod tests {
         for (bias, shape) in [(true, vec![2, 3, 2, 2]), (false, vec![3, 4])] {
             let x = random_tensor(&shape, 2);
             let mut l = Scale::new(bias, &shape[1..]).unwrap();
-            let p: Vec<f32> = (0..l.params().iter().map(|s| s.len()).sum::<usize>()).map(|i| 0.5 + 0.25 * i as f32).collect();
+            let p: Vec<f32> =
+                (0..l.params().iter().map(|s| s.len()).sum::<usize>()).map(|i| 0.5 + 0.25 * i as f32).collect();
             check_layer(&mut l, &Ctx::simple(Mode::Train), &x, &p, Tolerance::default()).unwrap();
         }
         let mut l = Scale::new(true, &[2]).unwrap();
         let mut y = Tensor::default();
-        l.forward(&Ctx::simple(Mode::Eval), &[2.0, 3.0, 1.0, -1.0], &Tensor::from_vec(&[1, 2], vec![1.0, 1.0]).unwrap(), &mut y).unwrap();
+        l.forward(
+            &Ctx::simple(Mode::Eval),
+            &[2.0, 3.0, 1.0, -1.0],
+            &Tensor::from_vec(&[1, 2], vec![1.0, 1.0]).unwrap(),
+            &mut y,
+        )
+        .unwrap();
         assert_eq!(y.data(), &[3.0, 2.0]);
     }
 
@@ -192,7 +220,9 @@ mod tests {
     //   print(r(y2), *map(r, torch.autograd.grad(y2, (x2, g), dy2)))
     #[test]
     fn golden_pytorch_scale_with_and_without_bias() {
-        let seq = |shape: &[usize], f: fn(f64) -> f64| Tensor::from_vec(shape, (0..shape.iter().product::<usize>()).map(|i| f(i as f64) as f32).collect()).unwrap();
+        let seq = |shape: &[usize], f: fn(f64) -> f64| {
+            Tensor::from_vec(shape, (0..shape.iter().product::<usize>()).map(|i| f(i as f64) as f32).collect()).unwrap()
+        };
         let x = seq(&[2, 3, 2, 2], |i| (i * 0.7).sin() * 2.0 + i * 0.05);
         let dy = seq(&[2, 3, 2, 2], |i| (i * 0.3).cos());
         let mut l = Scale::new(true, &[3, 2, 2]).unwrap();
@@ -229,9 +259,11 @@ mod tests {
         let mut y = Tensor::default();
         l.forward(&Ctx::simple(Mode::Eval), &[], &x, &mut y).unwrap();
         assert_eq!(y.data(), &[0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 6.0, 8.0, 9.0, 11.0, 15.0, 17.0, 0.0, 0.0, 0.0, 0.0]);
-        check_layer(&mut l, &Ctx::simple(Mode::Train), &random_tensor(&[2, 2, 3, 3], 4), &[], Tolerance::default()).unwrap();
+        check_layer(&mut l, &Ctx::simple(Mode::Train), &random_tensor(&[2, 2, 3, 3], 4), &[], Tolerance::default())
+            .unwrap();
         let mut same = PadChannels::new(3, 1, &[3, 2, 2]).unwrap();
-        check_layer(&mut same, &Ctx::simple(Mode::Train), &random_tensor(&[2, 3, 2, 2], 5), &[], Tolerance::default()).unwrap();
+        check_layer(&mut same, &Ctx::simple(Mode::Train), &random_tensor(&[2, 3, 2, 2], 5), &[], Tolerance::default())
+            .unwrap();
         assert!(PadChannels::new(1, 1, &[2, 3, 3]).is_err());
         assert!(PadChannels::new(4, 0, &[2, 3, 3]).is_err());
     }

@@ -30,7 +30,11 @@ impl SoftmaxCrossEntropy {
     pub fn forward(&mut self, logits: &Tensor, labels: &[u32]) -> Result<f64, LayerError> {
         let s = logits.shape();
         if s.len() != 2 || s[0] != labels.len() {
-            return Err(LayerError::Shape { op: "softmax_cross_entropy", expected: vec![labels.len(), 0], got: s.to_vec() });
+            return Err(LayerError::Shape {
+                op: "softmax_cross_entropy",
+                expected: vec![labels.len(), 0],
+                got: s.to_vec(),
+            });
         }
         let k = s[1];
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
@@ -42,7 +46,9 @@ impl SoftmaxCrossEntropy {
         self.classes = k;
         self.probs.resize(logits.len(), 0.0);
         let mut total = 0.0f64;
-        for ((row, p), &label) in logits.data().chunks_exact(k.max(1)).zip(self.probs.chunks_exact_mut(k.max(1))).zip(labels) {
+        for ((row, p), &label) in
+            logits.data().chunks_exact(k.max(1)).zip(self.probs.chunks_exact_mut(k.max(1))).zip(labels)
+        {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
             let mut sum = 0.0f64;
             for (q, &v) in p.iter_mut().zip(row) {
@@ -92,7 +98,23 @@ mod tests {
     use super::*;
 
     const GOLDEN_LOSS: f64 = 0.38235780596733093;
-    const GOLDEN_D: [f32; 15] = [0.003885410726070404, 0.010561641305685043, 0.028709519654512405, 0.07804055511951447, -0.12119712680578232, 0.0, 0.0, 0.0, 0.0, 0.0, 7.551448106823955e-06, -0.1670016348361969, 0.1663317084312439, 0.0002500695991329849, 0.0004122951067984104];
+    const GOLDEN_D: [f32; 15] = [
+        0.003885410726070404,
+        0.010561641305685043,
+        0.028709519654512405,
+        0.07804055511951447,
+        -0.12119712680578232,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        7.551448106823955e-06,
+        -0.1670016348361969,
+        0.1663317084312439,
+        0.0002500695991329849,
+        0.0004122951067984104,
+    ];
     use crate::layers::gradcheck::assert_close;
 
     /// Golden values from PyTorch:
@@ -105,7 +127,8 @@ mod tests {
     /// ```
     #[test]
     fn golden_pytorch_with_large_logits() {
-        let z = Tensor::from_vec(&[3, 5], vec![1., 2., 3., 4., 5., 1000., 0., -1000., 3., 2., -3., 7., 7., 0.5, 1.]).unwrap();
+        let z = Tensor::from_vec(&[3, 5], vec![1., 2., 3., 4., 5., 1000., 0., -1000., 3., 2., -3., 7., 7., 0.5, 1.])
+            .unwrap();
         let labels = [4, 0, 1];
         let mut l = SoftmaxCrossEntropy::new();
         let sum = l.forward(&z, &labels).unwrap();

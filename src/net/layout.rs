@@ -77,7 +77,14 @@ impl ParamLayout {
         for (li, (lname, params)) in layers.into_iter().enumerate() {
             let start = layout.total;
             for (pname, shape) in params {
-                let e = ParamEntry { name: format!("{lname}.{pname}"), shape, offset: layout.total, layer: li, buffer: false, mult: ParamMult::ONE };
+                let e = ParamEntry {
+                    name: format!("{lname}.{pname}"),
+                    shape,
+                    offset: layout.total,
+                    layer: li,
+                    buffer: false,
+                    mult: ParamMult::ONE,
+                };
                 layout.total += e.len();
                 layout.entries.push(e);
             }

@@ -167,8 +167,10 @@ impl Net {
             if names.contains(&name) {
                 return Err(spec_err(format!("two layers are named '{name}'; hint: names must be unique")));
             }
-            let in_shapes: Vec<Vec<usize>> = srcs[index].iter().map(|s| s.map_or_else(|| spec.input.clone(), |j| shapes[j].clone())).collect();
-            let layer = ls.build_node(&in_shapes).map_err(|source| NetError::Layer { layer: name.clone(), index, source })?;
+            let in_shapes: Vec<Vec<usize>> =
+                srcs[index].iter().map(|s| s.map_or_else(|| spec.input.clone(), |j| shapes[j].clone())).collect();
+            let layer =
+                ls.build_node(&in_shapes).map_err(|source| NetError::Layer { layer: name.clone(), index, source })?;
             shapes.push(layer.out_shape());
             layers.push(layer);
             names.push(name);
@@ -188,7 +190,10 @@ impl Net {
             )));
         }
         let mut layout = ParamLayout::new(
-            layers.iter().zip(&names).map(|(l, n)| (n.as_str(), l.params().into_iter().map(|p| (p.name, p.shape)).collect())),
+            layers
+                .iter()
+                .zip(&names)
+                .map(|(l, n)| (n.as_str(), l.params().into_iter().map(|p| (p.name, p.shape)).collect())),
         );
         for (l, n) in layers.iter().zip(&names) {
             for p in l.params().iter().filter(|p| p.buffer) {
@@ -308,13 +313,24 @@ impl Net {
         self.forward_from(ctx, params, x)
     }
 
-    fn forward_from<S: ParamSource + ?Sized>(&mut self, ctx: &Ctx, params: &S, x: &Tensor) -> Result<&Tensor, NetError> {
+    fn forward_from<S: ParamSource + ?Sized>(
+        &mut self,
+        ctx: &Ctx,
+        params: &S,
+        x: &Tensor,
+    ) -> Result<&Tensor, NetError> {
         self.forward_layers(ctx, params, 0..self.layers.len(), x)
     }
 
     /// Forward of the layers `range` (a pipeline stage) on `x`, the input of layer `range.start`;
     /// returns the output of layer `range.end - 1`. The activations stay for `backward_layers`.
-    pub fn forward_layers<S: ParamSource + ?Sized>(&mut self, ctx: &Ctx, params: &S, range: Range<usize>, x: &Tensor) -> Result<&Tensor, NetError> {
+    pub fn forward_layers<S: ParamSource + ?Sized>(
+        &mut self,
+        ctx: &Ctx,
+        params: &S,
+        range: Range<usize>,
+        x: &Tensor,
+    ) -> Result<&Tensor, NetError> {
         let (first, end) = (range.start, range.end);
         for i in range {
             if i > first && self.fused[i - 1] {
@@ -338,7 +354,12 @@ impl Net {
             let lctx = Ctx { layer: self.first_layer + i, ..*ctx };
             let clock = self.times.as_ref().map(|_| std::time::Instant::now());
             let r = match &mut self.layers[i] {
-                Node::One(l) => l.forward(&lctx, params.params(i, self.layout.layer_range(i)), pick(&self.srcs[i][0]), &mut rest[out]),
+                Node::One(l) => l.forward(
+                    &lctx,
+                    params.params(i, self.layout.layer_range(i)),
+                    pick(&self.srcs[i][0]),
+                    &mut rest[out],
+                ),
                 Node::Join(j) => {
                     let xs: Vec<&Tensor> = self.srcs[i].iter().map(pick).collect();
                     j.set_threads(ctx.threads);
@@ -369,9 +390,19 @@ impl Net {
     /// ACCUMULATES their parameter gradients through `sink`. `dy` is the gradient of the
     /// output of layer `range.end - 1`; `None` when that is the last layer, whose gradient
     /// `loss_forward_backward` has set. With `input_grad`, returns the gradient of `x`.
-    pub fn backward_layers<G: GradSink + ?Sized>(&mut self, ctx: &Ctx, sink: &mut G, range: Range<usize>, x: &Tensor, dy: Option<&Tensor>, input_grad: bool) -> Result<Option<&Tensor>, NetError> {
+    pub fn backward_layers<G: GradSink + ?Sized>(
+        &mut self,
+        ctx: &Ctx,
+        sink: &mut G,
+        range: Range<usize>,
+        x: &Tensor,
+        dy: Option<&Tensor>,
+        input_grad: bool,
+    ) -> Result<Option<&Tensor>, NetError> {
         let (first, end) = (range.start, range.end);
-        let Net { layers, srcs, acts, dacts, dinput, dscratch, written, layout, names, first_layer, times, fused, .. } = self;
+        let Net {
+            layers, srcs, acts, dacts, dinput, dscratch, written, layout, names, first_layer, times, fused, ..
+        } = self;
         if let Some(dy) = dy {
             dacts[end - 1].resize(dy.shape());
             dacts[end - 1].data_mut().copy_from_slice(dy.data());
@@ -425,7 +456,8 @@ impl Net {
                 Node::Join(jn) => {
                     for (k, &s) in srcs[i].iter().enumerate() {
                         let shape = input_of(s).shape();
-                        if let Some((t, w)) = grad_slot(s, first, input_grad, dprev, wprev, dinput, &mut input_written) {
+                        if let Some((t, w)) = grad_slot(s, first, input_grad, dprev, wprev, dinput, &mut input_written)
+                        {
                             jn.backward_input(k, shape, y, dy, t, *w);
                             *w = true;
                         }
@@ -484,7 +516,13 @@ impl Net {
         self.evaluate_from(ctx, params, x, labels)
     }
 
-    fn evaluate_from<S: ParamSource + ?Sized>(&mut self, ctx: &Ctx, params: &S, x: &Tensor, labels: &[u32]) -> Result<BatchStats, NetError> {
+    fn evaluate_from<S: ParamSource + ?Sized>(
+        &mut self,
+        ctx: &Ctx,
+        params: &S,
+        x: &Tensor,
+        labels: &[u32],
+    ) -> Result<BatchStats, NetError> {
         self.forward_from(ctx, params, x)?;
         let logits = &self.acts[self.layers.len() - 1];
         let loss_sum = self.loss.forward(logits, labels).map_err(NetError::Loss)?;
@@ -494,14 +532,29 @@ impl Net {
     /// Forward, loss and backward over a batch; ACCUMULATES the parameter gradients into `grads`.
     /// The loss gradient is divided by `denom` (the global batch size), so workers that each
     /// process a shard produce gradients that sum to the global-batch mean.
-    pub fn forward_backward(&mut self, ctx: &Ctx, params: &[f32], grads: &mut [f32], x: &Tensor, labels: &[u32], denom: usize) -> Result<BatchStats, NetError> {
+    pub fn forward_backward(
+        &mut self,
+        ctx: &Ctx,
+        params: &[f32],
+        grads: &mut [f32],
+        x: &Tensor,
+        labels: &[u32],
+        denom: usize,
+    ) -> Result<BatchStats, NetError> {
         self.forward_backward_into(ctx, &mut Flat { params, grads }, x, labels, denom)
     }
 
     /// `forward_backward` with parameters and gradients handed out per layer by `sink`. Layers
     /// run last to first; `sink.done(i)` is called right after layer i's gradients are final,
     /// which lets a data-parallel strategy reduce (and update) a bucket while backward continues.
-    pub fn forward_backward_into<G: GradSink + ?Sized>(&mut self, ctx: &Ctx, sink: &mut G, x: &Tensor, labels: &[u32], denom: usize) -> Result<BatchStats, NetError> {
+    pub fn forward_backward_into<G: GradSink + ?Sized>(
+        &mut self,
+        ctx: &Ctx,
+        sink: &mut G,
+        x: &Tensor,
+        labels: &[u32],
+        denom: usize,
+    ) -> Result<BatchStats, NetError> {
         let all = 0..self.layers.len();
         self.forward_layers(ctx, sink, all.clone(), x)?;
         let stats = self.loss_forward_backward(labels, denom)?;
@@ -585,7 +638,9 @@ fn set_mults(layout: &mut ParamLayout, ls: &LayerSpec, layer: &Node, name: &str)
             ));
         }
         if let Some(v) = values.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
-            return Err(format!("layer '{name}': {field} {v} is invalid; hint: a finite number ≥ 0 (0 freezes the parameter)"));
+            return Err(format!(
+                "layer '{name}': {field} {v} is invalid; hint: a finite number ≥ 0 (0 freezes the parameter)"
+            ));
         }
     }
     for (k, p) in trainable.iter().enumerate() {

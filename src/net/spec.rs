@@ -21,15 +21,15 @@ use crate::layers::{
     activation::{Activation, Kind as ActKind},
     avg_pool::AvgPool2d,
     batch_norm::{BatchNorm, BatchNormConfig},
-    join::{Add, Concat, Max, Mul},
-    scale::{PadChannels, Scale},
     conv2d::{Conv2d, Conv2dConfig},
     dropout::Dropout,
     flatten::Flatten,
+    join::{Add, Concat, Max, Mul},
     linear::{Linear, LinearConfig},
     lrn::{Lrn, LrnConfig},
     max_pool::{MaxPool2d, PoolConfig},
     relu::Relu,
+    scale::{PadChannels, Scale},
     Layer, LayerError,
 };
 use crate::tensor::init::Filler;
@@ -424,7 +424,10 @@ impl LayerSpec {
     /// The layers it reads by name ("input" is the net's input); empty: the previous layer.
     pub fn inputs(&self) -> Vec<&str> {
         match self {
-            LayerSpec::Add { inputs, .. } | LayerSpec::Mul { inputs, .. } | LayerSpec::Max { inputs, .. } | LayerSpec::Concat { inputs, .. } => inputs.iter().map(String::as_str).collect(),
+            LayerSpec::Add { inputs, .. }
+            | LayerSpec::Mul { inputs, .. }
+            | LayerSpec::Max { inputs, .. }
+            | LayerSpec::Concat { inputs, .. } => inputs.iter().map(String::as_str).collect(),
             _ => by_input!(self, input => input.iter().map(String::as_str).collect(), Vec::new()),
         }
     }
@@ -432,7 +435,10 @@ impl LayerSpec {
     /// Renames the inputs it reads through `f` (when a model is cut into segments).
     pub fn map_inputs(&mut self, f: &mut dyn FnMut(&str) -> Option<String>) {
         match self {
-            LayerSpec::Add { inputs, .. } | LayerSpec::Mul { inputs, .. } | LayerSpec::Max { inputs, .. } | LayerSpec::Concat { inputs, .. } => {
+            LayerSpec::Add { inputs, .. }
+            | LayerSpec::Mul { inputs, .. }
+            | LayerSpec::Max { inputs, .. }
+            | LayerSpec::Concat { inputs, .. } => {
                 for i in inputs.iter_mut() {
                     if let Some(n) = f(i) {
                         *i = n;
@@ -468,9 +474,9 @@ impl LayerSpec {
     /// Its weight and bias fillers (`None`: the layer's default initialisation).
     pub fn fillers(&self) -> [Option<&Filler>; 2] {
         match self {
-            LayerSpec::Conv2d { weight_filler, bias_filler, .. } | LayerSpec::Linear { weight_filler, bias_filler, .. } | LayerSpec::Scale { weight_filler, bias_filler, .. } => {
-                [weight_filler.as_ref(), bias_filler.as_ref()]
-            }
+            LayerSpec::Conv2d { weight_filler, bias_filler, .. }
+            | LayerSpec::Linear { weight_filler, bias_filler, .. }
+            | LayerSpec::Scale { weight_filler, bias_filler, .. } => [weight_filler.as_ref(), bias_filler.as_ref()],
             _ => [None, None],
         }
     }
@@ -484,7 +490,10 @@ impl LayerSpec {
     pub fn build(&self, in_shape: &[usize]) -> Result<Box<dyn Layer>, LayerError> {
         match self.build_node(&[in_shape.to_vec()])? {
             Node::One(l) => Ok(l),
-            Node::Join(j) => Err(LayerError::Config { op: j.kind(), msg: "has several inputs; hint: build it with build_node".into() }),
+            Node::Join(j) => Err(LayerError::Config {
+                op: j.kind(),
+                msg: "has several inputs; hint: build it with build_node".into(),
+            }),
         }
     }
 
@@ -533,7 +542,9 @@ impl LayerSpec {
                 Box::new(BatchNorm::new(BatchNormConfig { eps: *eps, momentum: *momentum, affine: *affine }, in_shape)?)
             }
             LayerSpec::Scale { bias, .. } => Box::new(Scale::new(*bias, in_shape)?),
-            LayerSpec::PadChannels { out_channels, stride, .. } => Box::new(PadChannels::new(*out_channels, *stride, in_shape)?),
+            LayerSpec::PadChannels { out_channels, stride, .. } => {
+                Box::new(PadChannels::new(*out_channels, *stride, in_shape)?)
+            }
             LayerSpec::Add { coeff, .. } => return Ok(Node::Join(Box::new(Add::weighted(in_shapes, coeff.clone())?))),
             LayerSpec::Mul { .. } => return Ok(Node::Join(Box::new(Mul::new(in_shapes)?))),
             LayerSpec::Max { .. } => return Ok(Node::Join(Box::new(Max::new(in_shapes)?))),
@@ -562,7 +573,8 @@ pub struct ModelSpec {
 pub const INPUT: &str = "input";
 
 /// Names of the built-in models.
-pub const ZOO: &[&str] = &["lenet", "lenet-caffe", "keras-mnist", "alexnet", "alexnet-cifar", "vgg11-cifar", "resnet20", "resnet20-b"];
+pub const ZOO: &[&str] =
+    &["lenet", "lenet-caffe", "keras-mnist", "alexnet", "alexnet-cifar", "vgg11-cifar", "resnet20", "resnet20-b"];
 
 fn zoo_source(name: &str) -> Option<&'static str> {
     Some(match name {
@@ -628,9 +640,17 @@ impl ModelSpec {
                 match self.layers[..i].iter().position(|e| e.name() == n) {
                     Some(j) => srcs.push(Some(j)),
                     None if self.layers[i..].iter().any(|e| e.name() == n) => {
-                        return Err(format!("layer '{}' reads '{n}', which comes after it; hint: list layers so that inputs come first", l.name()))
+                        return Err(format!(
+                            "layer '{}' reads '{n}', which comes after it; hint: list layers so that inputs come first",
+                            l.name()
+                        ))
                     }
-                    None => return Err(format!("layer '{}' reads '{n}', which is no layer; hint: use an earlier layer's name or \"{INPUT}\"", l.name())),
+                    None => {
+                        return Err(format!(
+                        "layer '{}' reads '{n}', which is no layer; hint: use an earlier layer's name or \"{INPUT}\"",
+                        l.name()
+                    ))
+                    }
                 }
             }
             out.push(srcs);
@@ -681,10 +701,15 @@ impl ModelSpec {
 
     /// `resolve`, with `data_shape` giving the dataset's per-sample shape for a prototxt's Data
     /// layer. The prototxt's accepted-but-not-applied settings are logged as warnings.
-    pub fn resolve_with(name_or_path: &str, data_shape: &mut dyn FnMut() -> Result<Vec<usize>, String>) -> Result<ModelSpec, SpecError> {
+    pub fn resolve_with(
+        name_or_path: &str,
+        data_shape: &mut dyn FnMut() -> Result<Vec<usize>, String>,
+    ) -> Result<ModelSpec, SpecError> {
         if name_or_path.ends_with(".prototxt") {
-            let text = std::fs::read_to_string(name_or_path).map_err(|source| SpecError::Io { path: name_or_path.to_string(), source })?;
-            return super::caffe::from_prototxt(&text, name_or_path, data_shape, &mut |w| tracing::warn!("{w}")).map_err(SpecError::Caffe);
+            let text = std::fs::read_to_string(name_or_path)
+                .map_err(|source| SpecError::Io { path: name_or_path.to_string(), source })?;
+            return super::caffe::from_prototxt(&text, name_or_path, data_shape, &mut |w| tracing::warn!("{w}"))
+                .map_err(SpecError::Caffe);
         }
         if let Some(src) = zoo_source(name_or_path) {
             return ModelSpec::from_toml(src, name_or_path);

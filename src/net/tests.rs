@@ -68,7 +68,9 @@ fn bad_specs_name_the_layer_and_never_panic() {
     assert!(e.contains("two layers are named 'fc'"), "{e}");
     let e = spec_err("name = \"t\"\ninput = [8, 8]\nclasses = 3\n[[layer]]\nname = \"r\"\ntype = \"relu\"\n");
     assert!(e.contains("[C, H, W]"), "{e}");
-    let e = spec_err(&format!("{HEAD}[[layer]]\nname = \"c\"\ntype = \"conv2d\"\nout_channels = 3\nkernel = 1\ngroups = 2\n"));
+    let e = spec_err(&format!(
+        "{HEAD}[[layer]]\nname = \"c\"\ntype = \"conv2d\"\nout_channels = 3\nkernel = 1\ngroups = 2\n"
+    ));
     assert!(e.contains("layer 'c'"), "{e}");
 }
 
@@ -135,7 +137,10 @@ fn zoo_models_build_with_their_reference_parameter_counts() {
     // alexnet-cifar: 3·64·25+64, 64·128·25+128, 128·128·9+128, 1152·1024+1024, 1024·1024+1024, 1024·10+10.
     assert_eq!(count("alexnet-cifar"), 4_864 + 204_928 + 147_584 + 1_180_672 + 1_049_600 + 10_250);
     // vgg11-cifar: convs 3→64→128→256→256→512→512→512→512 (3×3), then 512→512→512→10.
-    let convs: usize = [(3, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512), (512, 512), (512, 512)].iter().map(|(i, o)| i * o * 9 + o).sum();
+    let convs: usize = [(3, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512), (512, 512), (512, 512)]
+        .iter()
+        .map(|(i, o)| i * o * 9 + o)
+        .sum();
     assert_eq!(count("vgg11-cifar"), convs + (512 * 512 + 512) * 2 + 512 * 10 + 10);
     for name in crate::net::spec::ZOO {
         assert!(count(name) > 0, "{name}");
@@ -244,7 +249,10 @@ fn dag_net_gradients_match_finite_differences() {
     spec.layers.push(LayerSpec::from_toml_fragment("name = \"tail\"\ntype = \"tanh\"").unwrap());
     spec.layers.push(LayerSpec::from_toml_fragment("name = \"fc\"\ntype = \"linear\"\nout_features = 3").unwrap());
     let mut net = Net::build(&spec).unwrap();
-    assert_eq!((net.sources(9), net.sources(6), net.sources(7)), (&[Some(7), Some(8), Some(6)][..], &[None][..], &[Some(5)][..]));
+    assert_eq!(
+        (net.sources(9), net.sources(6), net.sources(7)),
+        (&[Some(7), Some(8), Some(6)][..], &[None][..], &[Some(5)][..])
+    );
     let params = net.init_params(3);
     let x = crate::layers::gradcheck::random_tensor(&[3, 2, 4, 4], 9);
     let labels = [0u32, 2, 1];
@@ -267,7 +275,11 @@ fn dag_net_gradients_match_finite_differences() {
         p[i] = orig;
         let num = (lp - lm) / (2.0 * eps as f64);
         let a = grads[i] as f64;
-        assert!((a - num).abs() <= 5e-4 + 5e-3 * a.abs().max(num.abs()), "param {i} ({:?}): analytic {a} numeric {num}", net.layout().entries().iter().find(|e| e.range().contains(&i)).map(|e| &e.name));
+        assert!(
+            (a - num).abs() <= 5e-4 + 5e-3 * a.abs().max(num.abs()),
+            "param {i} ({:?}): analytic {a} numeric {num}",
+            net.layout().entries().iter().find(|e| e.range().contains(&i)).map(|e| &e.name)
+        );
     }
 }
 
@@ -282,13 +294,21 @@ fn dag_specs_that_cannot_work_are_errors_naming_the_layer() {
         f(&mut s);
         Net::build(&s).err().map(|e| e.to_string()).unwrap_or_default()
     };
-    let e = with(&|s| s.layers[5] = LayerSpec::from_toml_fragment("name = \"add\"\ntype = \"add\"\ninputs = [\"bn2\", \"nope\"]").unwrap());
+    let e = with(&|s| {
+        s.layers[5] =
+            LayerSpec::from_toml_fragment("name = \"add\"\ntype = \"add\"\ninputs = [\"bn2\", \"nope\"]").unwrap()
+    });
     assert!(e.contains("'add' reads 'nope', which is no layer"), "{e}");
-    let e = with(&|s| s.layers[5] = LayerSpec::from_toml_fragment("name = \"add\"\ntype = \"add\"\ninputs = [\"bn2\", \"input\"]").unwrap());
+    let e = with(&|s| {
+        s.layers[5] =
+            LayerSpec::from_toml_fragment("name = \"add\"\ntype = \"add\"\ninputs = [\"bn2\", \"input\"]").unwrap()
+    });
     assert!(e.contains("cannot be added"), "{e}");
     let e = with(&|s| {
         s.layers.insert(6, LayerSpec::from_toml_fragment("name = \"extra\"\ntype = \"tanh\"").unwrap());
-        s.layers[7] = LayerSpec::from_toml_fragment("name = \"fc\"\ntype = \"linear\"\ninput = \"add\"\nout_features = 3").unwrap();
+        s.layers[7] =
+            LayerSpec::from_toml_fragment("name = \"fc\"\ntype = \"linear\"\ninput = \"add\"\nout_features = 3")
+                .unwrap();
     });
     assert!(e.contains("'extra' is read by no layer"), "{e}");
     let e = with(&|s| s.layers[0] = LayerSpec::from_toml_fragment("name = \"input\"\ntype = \"relu\"").unwrap());
@@ -307,7 +327,9 @@ fn a_net_runs_forward_and_backward_on_an_empty_batch() {
     let params = net.init_params(3);
     let mut grads = vec![0.0f32; params.len()];
     // Alone, batch norm refuses a batch without values; the global count comes from the peers.
-    let e = net.forward_backward(&Ctx::simple(Mode::Train), &params, &mut grads, &Tensor::zeros(&[0, 2, 4, 4]), &[], 1).unwrap_err();
+    let e = net
+        .forward_backward(&Ctx::simple(Mode::Train), &params, &mut grads, &Tensor::zeros(&[0, 2, 4, 4]), &[], 1)
+        .unwrap_err();
     assert!(e.to_string().contains("more than 1 value per channel"), "{e}");
     let s = net.evaluate(&Ctx::simple(Mode::Eval), &params, &Tensor::zeros(&[0, 2, 4, 4]), &[]).unwrap();
     assert_eq!(s.samples, 0);
@@ -346,8 +368,13 @@ fn resnet_finite_differences(name: &str, smooth: bool, per_tensor: usize, eps: f
     let all = 0..net.num_layers();
     net.forward_layers(&ctx, &params[..], all.clone(), &x).unwrap();
     net.loss_forward_backward(&labels, 2).unwrap();
-    let dx = net.backward_layers(&ctx, &mut Flat { params: &params, grads: &mut grads }, all, &x, None, true).unwrap().unwrap().clone();
-    let tensors: Vec<(String, usize, usize)> = net.layout().entries().iter().filter(|e| !e.buffer).map(|e| (e.name.clone(), e.offset, e.len())).collect();
+    let dx = net
+        .backward_layers(&ctx, &mut Flat { params: &params, grads: &mut grads }, all, &x, None, true)
+        .unwrap()
+        .unwrap()
+        .clone();
+    let tensors: Vec<(String, usize, usize)> =
+        net.layout().entries().iter().filter(|e| !e.buffer).map(|e| (e.name.clone(), e.offset, e.len())).collect();
     let mut out = Vec::new();
     let mut loss = |p: &[f32], x: &Tensor| net.evaluate(&ctx, p, x, &labels).unwrap().loss_sum / 2.0;
     let mut p = params.clone();
@@ -448,7 +475,18 @@ fn fused_relus_change_no_bit() {
         let stats = net.loss_forward_backward(&labels, 3).unwrap();
         let mut dy: Option<Tensor> = None;
         for (r, input) in stages.iter().zip(&inputs).rev() {
-            let d = net.backward_layers(&ctx, &mut Flat { params: &params, grads: &mut grads }, r.clone(), input, dy.as_ref(), true).unwrap().unwrap().clone();
+            let d = net
+                .backward_layers(
+                    &ctx,
+                    &mut Flat { params: &params, grads: &mut grads },
+                    r.clone(),
+                    input,
+                    dy.as_ref(),
+                    true,
+                )
+                .unwrap()
+                .unwrap()
+                .clone();
             dy = Some(d);
         }
         let kernels: Vec<&str> = (0..n).map(|i| net.layer_kernel(i)).collect();
@@ -464,7 +502,13 @@ fn fused_relus_change_no_bit() {
         let (l, g, d, fused) = run(true, cut, threads);
         assert_eq!(fused, want_fused, "cut {cut:?}");
         assert_eq!(l.to_bits(), loss.to_bits(), "loss, cut {cut:?}, {threads} threads");
-        assert!(g.iter().zip(&grads).all(|(a, b)| a.to_bits() == b.to_bits()), "parameter gradients, cut {cut:?}, {threads} threads");
-        assert!(d.data().iter().zip(dx.data()).all(|(a, b)| a.to_bits() == b.to_bits()), "input gradient, cut {cut:?}, {threads} threads");
+        assert!(
+            g.iter().zip(&grads).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "parameter gradients, cut {cut:?}, {threads} threads"
+        );
+        assert!(
+            d.data().iter().zip(dx.data()).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "input gradient, cut {cut:?}, {threads} threads"
+        );
     }
 }

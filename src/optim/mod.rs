@@ -87,9 +87,18 @@ impl OptimizerConfig {
     /// (β = 0.9/0.999, ε = 1e-8; AdamW weight decay 0.01 when none is given).
     pub fn from_name(name: &str, momentum: f32, nesterov: bool, weight_decay: Option<f32>) -> Result<Self, OptimError> {
         let cfg = match name {
-            "sgd" => OptimizerConfig::Sgd { momentum, dampening: 0.0, nesterov, weight_decay: weight_decay.unwrap_or(0.0) },
-            "adam" => OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: weight_decay.unwrap_or(0.0) },
-            "adamw" => OptimizerConfig::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: weight_decay.unwrap_or(0.01) },
+            "sgd" => {
+                OptimizerConfig::Sgd { momentum, dampening: 0.0, nesterov, weight_decay: weight_decay.unwrap_or(0.0) }
+            }
+            "adam" => {
+                OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: weight_decay.unwrap_or(0.0) }
+            }
+            "adamw" => OptimizerConfig::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: weight_decay.unwrap_or(0.01),
+            },
             other => return Err(invalid("optimizer", other, "use sgd, adam or adamw")),
         };
         cfg.validate()?;
@@ -98,8 +107,15 @@ impl OptimizerConfig {
 
     /// Checks every hyper-parameter.
     pub fn validate(&self) -> Result<(), OptimError> {
-        let nonneg = |field, v: f32| if v.is_finite() && v >= 0.0 { Ok(()) } else { Err(invalid(field, v, "must be a finite number ≥ 0")) };
-        let beta = |field, v: f32| if (0.0..1.0).contains(&v) { Ok(()) } else { Err(invalid(field, v, "must be in [0, 1)")) };
+        let nonneg = |field, v: f32| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(invalid(field, v, "must be a finite number ≥ 0"))
+            }
+        };
+        let beta =
+            |field, v: f32| if (0.0..1.0).contains(&v) { Ok(()) } else { Err(invalid(field, v, "must be in [0, 1)")) };
         match *self {
             OptimizerConfig::Sgd { momentum, dampening, nesterov, weight_decay } => {
                 nonneg("momentum", momentum)?;
@@ -108,11 +124,16 @@ impl OptimizerConfig {
                     return Err(invalid("dampening", dampening, "must be in [0, 1]"));
                 }
                 if nesterov && (momentum <= 0.0 || dampening != 0.0) {
-                    return Err(invalid("nesterov", "true", "Nesterov needs momentum > 0 and zero dampening (as in PyTorch)"));
+                    return Err(invalid(
+                        "nesterov",
+                        "true",
+                        "Nesterov needs momentum > 0 and zero dampening (as in PyTorch)",
+                    ));
                 }
                 Ok(())
             }
-            OptimizerConfig::Adam { beta1, beta2, eps, weight_decay } | OptimizerConfig::AdamW { beta1, beta2, eps, weight_decay } => {
+            OptimizerConfig::Adam { beta1, beta2, eps, weight_decay }
+            | OptimizerConfig::AdamW { beta1, beta2, eps, weight_decay } => {
                 beta("beta1", beta1)?;
                 beta("beta2", beta2)?;
                 nonneg("eps", eps)?;
@@ -125,10 +146,18 @@ impl OptimizerConfig {
     /// `ParamLayout::mult_ranges`) learn at lr·`lr_mult` with weight decay wd·`decay_mult`;
     /// frozen ranges (lr_mult 0: the buffers) are never changed and their state stays zero.
     /// Without ranges it is the plain optimizer (no cost, bit-identical).
-    pub fn build_scaled(&self, len: usize, ranges: Vec<(Range<usize>, ParamMult)>) -> Result<Box<dyn Optimizer>, OptimError> {
+    pub fn build_scaled(
+        &self,
+        len: usize,
+        ranges: Vec<(Range<usize>, ParamMult)>,
+    ) -> Result<Box<dyn Optimizer>, OptimError> {
         for (r, m) in &ranges {
             if !(m.lr.is_finite() && m.lr >= 0.0 && m.decay.is_finite() && m.decay >= 0.0) {
-                return Err(invalid("lr_mult/decay_mult", format!("{}/{} at {r:?}", m.lr, m.decay), "multipliers must be finite numbers ≥ 0"));
+                return Err(invalid(
+                    "lr_mult/decay_mult",
+                    format!("{}/{} at {r:?}", m.lr, m.decay),
+                    "multipliers must be finite numbers ≥ 0",
+                ));
             }
         }
         let inner = self.build(len)?;
@@ -142,8 +171,12 @@ impl OptimizerConfig {
             OptimizerConfig::Sgd { momentum, dampening, nesterov, weight_decay } => {
                 Box::new(sgd::Sgd::new(len, momentum, dampening, nesterov, weight_decay))
             }
-            OptimizerConfig::Adam { beta1, beta2, eps, weight_decay } => Box::new(adam::Adam::new(len, beta1, beta2, eps, weight_decay, false)),
-            OptimizerConfig::AdamW { beta1, beta2, eps, weight_decay } => Box::new(adam::Adam::new(len, beta1, beta2, eps, weight_decay, true)),
+            OptimizerConfig::Adam { beta1, beta2, eps, weight_decay } => {
+                Box::new(adam::Adam::new(len, beta1, beta2, eps, weight_decay, false))
+            }
+            OptimizerConfig::AdamW { beta1, beta2, eps, weight_decay } => {
+                Box::new(adam::Adam::new(len, beta1, beta2, eps, weight_decay, true))
+            }
         })
     }
 }

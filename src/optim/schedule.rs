@@ -118,14 +118,33 @@ impl LrSchedule {
         };
         let parts: Vec<&str> = rest.split(':').collect();
         let num = |i: usize| -> Result<f32, OptimError> {
-            let v: f32 = parts.get(i).ok_or_else(|| err("missing a number"))?.parse().map_err(|_| err("not a number"))?;
-            if v.is_finite() { Ok(v) } else { Err(err("numbers must be finite")) }
+            let v: f32 =
+                parts.get(i).ok_or_else(|| err("missing a number"))?.parse().map_err(|_| err("not a number"))?;
+            if v.is_finite() {
+                Ok(v)
+            } else {
+                Err(err("numbers must be finite"))
+            }
         };
         let int = |i: usize| -> Result<u64, OptimError> {
-            let v: u64 = parts.get(i).ok_or_else(|| err("missing a step count"))?.parse().map_err(|_| err("not a step count"))?;
-            if v == 0 { Err(err("step counts must be ≥ 1")) } else { Ok(v) }
+            let v: u64 = parts
+                .get(i)
+                .ok_or_else(|| err("missing a step count"))?
+                .parse()
+                .map_err(|_| err("not a step count"))?;
+            if v == 0 {
+                Err(err("step counts must be ≥ 1"))
+            } else {
+                Ok(v)
+            }
         };
-        let arity = |n: std::ops::RangeInclusive<usize>| if n.contains(&parts.len()) { Ok(()) } else { Err(err("wrong number of fields")) };
+        let arity = |n: std::ops::RangeInclusive<usize>| {
+            if n.contains(&parts.len()) {
+                Ok(())
+            } else {
+                Err(err("wrong number of fields"))
+            }
+        };
         let kind = match parts[0] {
             "constant" => {
                 arity(1..=1)?;
@@ -139,7 +158,10 @@ impl LrSchedule {
                 arity(3..=3)?;
                 let mut milestones = Vec::new();
                 for m in parts[1].split(',') {
-                    milestones.push(m.parse::<u64>().map_err(|_| err("milestones must be step counts, e.g. multistep:500,800:0.1"))?);
+                    milestones.push(
+                        m.parse::<u64>()
+                            .map_err(|_| err("milestones must be step counts, e.g. multistep:500,800:0.1"))?,
+                    );
                 }
                 if milestones.windows(2).any(|w| w[0] >= w[1]) {
                     return Err(err("milestones must be increasing"));

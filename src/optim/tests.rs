@@ -53,23 +53,49 @@ fn sgd(momentum: f32, dampening: f32, nesterov: bool, weight_decay: f32) -> Opti
 
 #[test]
 fn sgd_matches_pytorch() {
-    close(&run(sgd(0.9, 0.0, false, 0.0), 0.1), &[1.30660273e-02, -7.55856693e-01, 7.94333160e-01, -7.50266910e-01, 5.91650546e-01, 8.15467760e-02], "momentum");
-    close(&run(sgd(0.9, 0.0, true, 0.01), 0.1), &[-5.74279577e-02, -7.18262136e-01, 8.78228605e-01, -6.57571971e-01, 5.71101785e-01, -1.14285359e-02], "nesterov");
-    close(&run(sgd(0.5, 0.3, false, 0.1), 0.1), &[2.89512128e-01, -4.27097470e-01, 7.73827016e-01, -9.56597090e-01, 2.54865646e-01, 3.93340038e-03], "dampening");
-    close(&run(sgd(0.0, 0.0, false, 0.0), 0.1), &[3.86491418e-01, -3.17616165e-01, 8.94472480e-01, -1.08029640e+00, 1.34879753e-01, -8.20123628e-02], "plain");
+    close(
+        &run(sgd(0.9, 0.0, false, 0.0), 0.1),
+        &[1.30660273e-02, -7.55856693e-01, 7.94333160e-01, -7.50266910e-01, 5.91650546e-01, 8.15467760e-02],
+        "momentum",
+    );
+    close(
+        &run(sgd(0.9, 0.0, true, 0.01), 0.1),
+        &[-5.74279577e-02, -7.18262136e-01, 8.78228605e-01, -6.57571971e-01, 5.71101785e-01, -1.14285359e-02],
+        "nesterov",
+    );
+    close(
+        &run(sgd(0.5, 0.3, false, 0.1), 0.1),
+        &[2.89512128e-01, -4.27097470e-01, 7.73827016e-01, -9.56597090e-01, 2.54865646e-01, 3.93340038e-03],
+        "dampening",
+    );
+    close(
+        &run(sgd(0.0, 0.0, false, 0.0), 0.1),
+        &[3.86491418e-01, -3.17616165e-01, 8.94472480e-01, -1.08029640e+00, 1.34879753e-01, -8.20123628e-02],
+        "plain",
+    );
 }
 
 #[test]
 fn adam_and_adamw_match_pytorch() {
     let adam = OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
-    close(&run(adam, 0.01), &[4.62119341e-01, -3.29395890e-01, 7.85091639e-01, -1.18124616e+00, 1.31911218e-01, 1.45872161e-02], "adam");
+    close(
+        &run(adam, 0.01),
+        &[4.62119341e-01, -3.29395890e-01, 7.85091639e-01, -1.18124616e+00, 1.31911218e-01, 1.45872161e-02],
+        "adam",
+    );
     let adamw = OptimizerConfig::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
-    close(&run(adamw, 0.01), &[4.71165806e-01, -3.28739285e-01, 7.84723580e-01, -1.17918992e+00, 1.31648511e-01, 1.45702707e-02], "adamw");
+    close(
+        &run(adamw, 0.01),
+        &[4.71165806e-01, -3.28739285e-01, 7.84723580e-01, -1.17918992e+00, 1.31648511e-01, 1.45702707e-02],
+        "adamw",
+    );
 }
 
 #[test]
 fn updating_two_ranges_equals_one_full_step_bitwise() {
-    for cfg in [sgd(0.9, 0.0, true, 0.01), OptimizerConfig::Adam { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.0 }] {
+    for cfg in
+        [sgd(0.9, 0.0, true, 0.01), OptimizerConfig::Adam { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.0 }]
+    {
         let mut a = vec![0.5f32, -0.3, 0.8, -1.2, 0.1, 0.0];
         let mut b = a.clone();
         let (mut oa, mut ob) = (cfg.build(6).unwrap(), cfg.build(6).unwrap());
@@ -92,7 +118,10 @@ fn bad_hyper_parameters_are_rejected() {
     assert!(OptimizerConfig::from_name("lbfgs", 0.9, false, None).unwrap_err().to_string().contains("lbfgs"));
     assert!(OptimizerConfig::from_name("adam", 0.9, false, Some(f32::NAN)).is_err());
     assert!(OptimizerConfig::Adam { beta1: 1.0, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }.validate().is_err());
-    assert_eq!(OptimizerConfig::from_name("adamw", 0.9, false, None).unwrap(), OptimizerConfig::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 });
+    assert_eq!(
+        OptimizerConfig::from_name("adamw", 0.9, false, None).unwrap(),
+        OptimizerConfig::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+    );
 }
 
 fn lrs(s: &LrSchedule) -> Vec<f32> {
@@ -103,15 +132,45 @@ fn lrs(s: &LrSchedule) -> Vec<f32> {
 fn schedules_match_pytorch_and_caffe() {
     let p = |spec: &str| LrSchedule::parse(spec, 0.1).unwrap();
     close(&lrs(&p("step:4:0.5")), &[0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025, 0.025], "step");
-    close(&lrs(&p("multistep:3,7:0.1")), &[0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01, 0.001, 0.001, 0.001, 0.001, 0.001], "multistep");
+    close(
+        &lrs(&p("multistep:3,7:0.1")),
+        &[0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01, 0.001, 0.001, 0.001, 0.001, 0.001],
+        "multistep",
+    );
     close(
         &lrs(&p("cosine:10:0.001")),
-        &[1.0e-01, 9.75772976e-02, 9.05463412e-02, 7.95953700e-02, 6.57963412e-02, 5.05e-02, 3.52036588e-02, 2.14046300e-02, 1.04536588e-02, 3.42270244e-03, 1.0e-03, 3.42270244e-03],
+        &[
+            1.0e-01,
+            9.75772976e-02,
+            9.05463412e-02,
+            7.95953700e-02,
+            6.57963412e-02,
+            5.05e-02,
+            3.52036588e-02,
+            2.14046300e-02,
+            1.04536588e-02,
+            3.42270244e-03,
+            1.0e-03,
+            3.42270244e-03,
+        ],
         "cosine",
     );
     close(
         &lrs(&p("exp:0.9")),
-        &[0.1, 0.09, 0.081, 0.0729, 0.06561, 0.059049, 0.0531441, 0.04782969, 0.043046721, 0.0387420489, 0.034867844, 0.0313810596],
+        &[
+            0.1,
+            0.09,
+            0.081,
+            0.0729,
+            0.06561,
+            0.059049,
+            0.0531441,
+            0.04782969,
+            0.043046721,
+            0.0387420489,
+            0.034867844,
+            0.0313810596,
+        ],
         "exp",
     );
     close(&lrs(&p("warmup:4,constant")), &[0.025, 0.05, 0.075, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], "warmup");
@@ -154,7 +213,11 @@ fn lr_and_decay_multipliers_scale_their_range_only() {
     let cfg = OptimizerConfig::Sgd { momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.1 };
     let (lr, p0) = (0.5f32, 2.0f32);
     let grads = [1.0f32, -1.0, 0.5, 0.25, 4.0, 0.0];
-    let mults = vec![(1..3, ParamMult { lr: 2.0, decay: 0.0 }), (4..5, ParamMult::FROZEN), (5..6, ParamMult { lr: 1.0, decay: 3.0 })];
+    let mults = vec![
+        (1..3, ParamMult { lr: 2.0, decay: 0.0 }),
+        (4..5, ParamMult::FROZEN),
+        (5..6, ParamMult { lr: 1.0, decay: 3.0 }),
+    ];
     let want: Vec<f32> = grads
         .iter()
         .enumerate()

@@ -64,7 +64,14 @@ pub struct AllReduceConfig {
 
 impl Default for AllReduceConfig {
     fn default() -> Self {
-        AllReduceConfig { algorithm: Algorithm::Direct, bucket_mb: 25.0, overlap: true, accumulate: 1, deterministic: false, sync_batch_norm: true }
+        AllReduceConfig {
+            algorithm: Algorithm::Direct,
+            bucket_mb: 25.0,
+            overlap: true,
+            accumulate: 1,
+            deterministic: false,
+            sync_batch_norm: true,
+        }
     }
 }
 
@@ -82,7 +89,10 @@ impl AllReduceConfig {
     pub fn validate(&self, workers: usize, cfg: &TrainConfig) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
         if !(self.bucket_mb.is_finite() && self.bucket_mb > 0.0) {
-            return bad(format!("--bucket-mb {} must be a positive number of MiB; hint: 25 is DDP's default", self.bucket_mb));
+            return bad(format!(
+                "--bucket-mb {} must be a positive number of MiB; hint: 25 is DDP's default",
+                self.bucket_mb
+            ));
         }
         if self.accumulate == 0 {
             return bad("--accumulate must be at least 1".into());
@@ -191,7 +201,12 @@ pub struct AllReduce<'c> {
 
 impl<'c> AllReduce<'c> {
     /// The strategy for the worker holding `comm`.
-    pub fn new(comm: &'c dyn Communicator, cfg: AllReduceConfig, run: &TrainConfig, net: &Net) -> Result<AllReduce<'c>, TrainError> {
+    pub fn new(
+        comm: &'c dyn Communicator,
+        cfg: AllReduceConfig,
+        run: &TrainConfig,
+        net: &Net,
+    ) -> Result<AllReduce<'c>, TrainError> {
         let len = net.layout().len();
         let cap = (cfg.bucket_mb * (1 << 20) as f64) as usize;
         let buckets = assign_buckets(net.layout(), net.num_layers(), FIRST_BUCKET_BYTES.min(cap), cap);
@@ -199,7 +214,8 @@ impl<'c> AllReduce<'c> {
         for (b, bucket) in buckets.iter().enumerate() {
             bucket_of[bucket.layers.clone()].fill(b);
         }
-        let leaves = if cfg.deterministic { vec![vec![0.0; len]; DETERMINISTIC_LEAVES / comm.size()] } else { Vec::new() };
+        let leaves =
+            if cfg.deterministic { vec![vec![0.0; len]; DETERMINISTIC_LEAVES / comm.size()] } else { Vec::new() };
         // Every worker splits (a collective), or none: they all build the same net.
         let sync = cfg.sync_batch_norm && net.has_buffers() && comm.size() > 1 && !cfg.deterministic;
         let (bn_comm, bn_on_main) = match sync.then(|| comm.split(0, comm.rank())) {
@@ -207,14 +223,29 @@ impl<'c> AllReduce<'c> {
             Some(Ok(c)) => (Some(c), false),
             Some(Err(e)) => {
                 if comm.rank() == 0 {
-                    tracing::info!("sync batch norm on the gradient communicator ({e}): gradients are reduced after backward");
+                    tracing::info!(
+                        "sync batch norm on the gradient communicator ({e}): gradients are reduced after backward"
+                    );
                 }
                 (None, true)
             }
         };
         let opt = run.optimizer.build_scaled(len, net.layout().mult_ranges())?;
         let skip_nonfinite = run.on_nonfinite == nonfinite::OnNonFinite::Skip;
-        Ok(AllReduce { comm, bn_comm, bn_on_main, opt, grads: vec![0.0; len], buckets, bucket_of, micro: Tensor::default(), leaves, cfg, phases: PhaseLog::default(), skip_nonfinite })
+        Ok(AllReduce {
+            comm,
+            bn_comm,
+            bn_on_main,
+            opt,
+            grads: vec![0.0; len],
+            buckets,
+            bucket_of,
+            micro: Tensor::default(),
+            leaves,
+            cfg,
+            phases: PhaseLog::default(),
+            skip_nonfinite,
+        })
     }
 
     /// The buckets, in the order they are reduced.
@@ -230,7 +261,9 @@ impl<'c> AllReduce<'c> {
             crate::comm::phase::set_bucket(Some(i));
             let r = b.params.clone();
             let opt = &mut *self.opt;
-            let mut update = |c: Range<usize>, p: &mut [f32], g: &[f32]| opt.update_range(r.start + c.start..r.start + c.end, p, g, lr);
+            let mut update = |c: Range<usize>, p: &mut [f32], g: &[f32]| {
+                opt.update_range(r.start + c.start..r.start + c.end, p, g, lr)
+            };
             let tb = Instant::now();
             self.comm.all_reduce_update(&mut self.grads[r.clone()], &mut params[r.clone()], &mut update)?;
             if self.phases.on() {
@@ -308,7 +341,9 @@ impl<'c> AllReduce<'c> {
                     crate::comm::phase::set_bucket(Some(b));
                     let t = Instant::now();
                     let off = buckets[b].params.start;
-                    let mut update = |c: Range<usize>, p: &mut [f32], g: &[f32]| opt.update_range(off + c.start..off + c.end, p, g, lr);
+                    let mut update = |c: Range<usize>, p: &mut [f32], g: &[f32]| {
+                        opt.update_range(off + c.start..off + c.end, p, g, lr)
+                    };
                     comm.all_reduce_update(g, p, &mut update)?;
                     let end = Instant::now();
                     busy += (end - t).as_secs_f64();
@@ -328,7 +363,9 @@ impl<'c> AllReduce<'c> {
             }
             drop(sink);
             let t_wait = Instant::now();
-            let busy = reducer.join().unwrap_or_else(|_| Err(TrainError::Panicked("the gradient reducer thread panicked".into())));
+            let busy = reducer
+                .join()
+                .unwrap_or_else(|_| Err(TrainError::Panicked("the gradient reducer thread panicked".into())));
             let waited = t_wait.elapsed().as_secs_f64();
             let (busy, spans) = busy?;
             if timed {
@@ -346,7 +383,17 @@ impl<'c> AllReduce<'c> {
     /// The forward/backward passes of a step, `k` micro-batches (the last overlapped with the
     /// reduction when `overlap`).
     #[allow(clippy::too_many_arguments)]
-    fn micro_batches(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32, sync: Option<&dyn StatSync>, stats: &mut BatchStats, report: &mut StepReport) -> Result<(), TrainError> {
+    fn micro_batches(
+        &mut self,
+        net: &mut Net,
+        ctx: &Ctx,
+        params: &mut [f32],
+        batch: &Batch,
+        lr: f32,
+        sync: Option<&dyn StatSync>,
+        stats: &mut BatchStats,
+        report: &mut StepReport,
+    ) -> Result<(), TrainError> {
         let n = batch.labels.len();
         let k = self.cfg.accumulate.min(n.max(1));
         let overlap = self.cfg.overlap && self.comm.size() > 1 && n > 0 && !self.bn_on_main && !self.skip_nonfinite;
@@ -379,7 +426,14 @@ impl<'c> AllReduce<'c> {
     }
 
     /// `--deterministic`: every leaf into its own buffer, pairwise sum, fixed-order tree.
-    fn step_deterministic(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
+    fn step_deterministic(
+        &mut self,
+        net: &mut Net,
+        ctx: &Ctx,
+        params: &mut [f32],
+        batch: &Batch,
+        lr: f32,
+    ) -> Result<StepReport, TrainError> {
         let mut stats = BatchStats::default();
         let t_fb = Instant::now();
         let per_worker = self.leaves.len();
@@ -393,14 +447,22 @@ impl<'c> AllReduce<'c> {
             }
             copy_rows(&batch.x, local.clone(), &mut self.micro);
             let lctx = Ctx { sample_ids: &batch.ids[local.clone()], ..*ctx };
-            stats.add(&net.forward_backward(&lctx, params, leaf.as_mut_slice(), &self.micro, &batch.labels[local], batch.global)?);
+            stats.add(&net.forward_backward(
+                &lctx,
+                params,
+                leaf.as_mut_slice(),
+                &self.micro,
+                &batch.labels[local],
+                batch.global,
+            )?);
         }
         algorithms::pairwise_sum(&mut self.leaves);
         let t = Instant::now();
         algorithms::all_reduce_tree(self.comm, &mut self.leaves[0])?;
         let t_opt = Instant::now();
         let comm_s = (t_opt - t).as_secs_f64();
-        let skipped = self.skip_nonfinite && nonfinite::agreed(nonfinite::any_nonfinite(&self.leaves[0]), &[self.comm])?;
+        let skipped =
+            self.skip_nonfinite && nonfinite::agreed(nonfinite::any_nonfinite(&self.leaves[0]), &[self.comm])?;
         if !skipped {
             self.opt.step(params, &self.leaves[0], lr);
         }
@@ -453,7 +515,14 @@ impl Strategy for AllReduce<'_> {
         self.phases.drain_into(out);
     }
 
-    fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
+    fn step(
+        &mut self,
+        net: &mut Net,
+        ctx: &Ctx,
+        params: &mut [f32],
+        batch: &Batch,
+        lr: f32,
+    ) -> Result<StepReport, TrainError> {
         if self.cfg.deterministic {
             return self.step_deterministic(net, ctx, params, batch, lr);
         }
@@ -462,14 +531,27 @@ impl Strategy for AllReduce<'_> {
             // (Skipping: the update, its step count included, waits for the look at the gradients.)
             self.opt.begin_step();
         }
-        let overlap = self.cfg.overlap && self.comm.size() > 1 && !batch.labels.is_empty() && !self.bn_on_main && !self.skip_nonfinite;
+        let overlap = self.cfg.overlap
+            && self.comm.size() > 1
+            && !batch.labels.is_empty()
+            && !self.bn_on_main
+            && !self.skip_nonfinite;
         let mut stats = BatchStats::default();
         let mut report = StepReport::default();
         // The batch-norm communicator is lent to the micro-batches (which borrow `self`).
         let bn_comm = self.bn_comm.take();
         let main = self.comm;
         let sync = bn_comm.as_deref().map(CommSync).or_else(|| self.bn_on_main.then_some(CommSync(main)));
-        let r = self.micro_batches(net, ctx, params, batch, lr, sync.as_ref().map(|s| s as &dyn StatSync), &mut stats, &mut report);
+        let r = self.micro_batches(
+            net,
+            ctx,
+            params,
+            batch,
+            lr,
+            sync.as_ref().map(|s| s as &dyn StatSync),
+            &mut stats,
+            &mut report,
+        );
         self.bn_comm = bn_comm;
         r?;
         if self.skip_nonfinite {

@@ -26,7 +26,14 @@ impl Strategy for Guard<'_> {
         self.inner.init(params)
     }
 
-    fn step(&mut self, net: &mut Net, ctx: &crate::layers::Ctx, params: &mut [f32], batch: &crate::data::loader::Batch, lr: f32) -> Result<StepReport, TrainError> {
+    fn step(
+        &mut self,
+        net: &mut Net,
+        ctx: &crate::layers::Ctx,
+        params: &mut [f32],
+        batch: &crate::data::loader::Batch,
+        lr: f32,
+    ) -> Result<StepReport, TrainError> {
         let step = self.step.fetch_add(1, Ordering::Relaxed) + 1;
         crate::comm::phase::set_step(step);
         self.beacons.enter_step(self.index, step);

@@ -51,11 +51,16 @@ impl HybridConfig {
     pub fn validate(&self, workers: usize, cfg: &TrainConfig) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
         if self.dp == 0 || self.mp < 2 {
-            return bad(format!("--dp {} --mp {}: need --dp ≥ 1 and --mp ≥ 2; hint: --mp 1 is plain data parallelism", self.dp, self.mp));
+            return bad(format!(
+                "--dp {} --mp {}: need --dp ≥ 1 and --mp ≥ 2; hint: --mp 1 is plain data parallelism",
+                self.dp, self.mp
+            ));
         }
         let all = self.dp * self.mp;
         if workers != 1 && workers != all {
-            return bad(format!("--strategy hybrid runs --dp × --mp = {all} workers, not --workers {workers}; hint: drop --workers"));
+            return bad(format!(
+                "--strategy hybrid runs --dp × --mp = {all} workers, not --workers {workers}; hint: drop --workers"
+            ));
         }
         if cfg.batch_size < all {
             return bad(format!("--batch-size {} is smaller than the {all} workers", cfg.batch_size));
@@ -69,14 +74,22 @@ impl HybridConfig {
 /// The convolutional part (up to the first Linear layer) and the classifier of `spec`.
 pub fn split_model(spec: &ModelSpec) -> Result<(ModelSpec, ModelSpec), TrainError> {
     let cut = spec.layers.iter().position(|l| matches!(l, LayerSpec::Linear { .. })).ok_or_else(|| {
-        TrainError::Config(format!("--strategy hybrid: model '{}' has no fully connected layer to split; hint: use --strategy allreduce", spec.name))
+        TrainError::Config(format!(
+            "--strategy hybrid: model '{}' has no fully connected layer to split; hint: use --strategy allreduce",
+            spec.name
+        ))
     })?;
     if cut == 0 {
-        return Err(TrainError::Config(format!("--strategy hybrid: model '{}' starts with a fully connected layer; hint: use --strategy tensor", spec.name)));
+        return Err(TrainError::Config(format!(
+            "--strategy hybrid: model '{}' starts with a fully connected layer; hint: use --strategy tensor",
+            spec.name
+        )));
     }
     let full = Net::build(spec)?;
     let conv = spec.slice(0..cut, spec.input.clone(), format!("{}-features", spec.name)).map_err(TrainError::Config)?;
-    let fc = spec.slice(cut..spec.layers.len(), full.layer_out_shape(cut - 1), format!("{}-classifier", spec.name)).map_err(TrainError::Config)?;
+    let fc = spec
+        .slice(cut..spec.layers.len(), full.layer_out_shape(cut - 1), format!("{}-classifier", spec.name))
+        .map_err(TrainError::Config)?;
     Ok((conv, fc))
 }
 
@@ -114,7 +127,14 @@ pub struct Hybrid<'c> {
 
 impl<'c> Hybrid<'c> {
     /// The strategy of worker `world.rank()`; `group` and `replicas` as above.
-    pub fn new(world: &'c dyn Communicator, group: &'c dyn Communicator, replicas: &'c dyn Communicator, cfg: HybridConfig, run: &TrainConfig, net: &Net) -> Result<Hybrid<'c>, TrainError> {
+    pub fn new(
+        world: &'c dyn Communicator,
+        group: &'c dyn Communicator,
+        replicas: &'c dyn Communicator,
+        cfg: HybridConfig,
+        run: &TrainConfig,
+        net: &Net,
+    ) -> Result<Hybrid<'c>, TrainError> {
         let (conv_spec, fc_spec) = split_model(&run.model)?;
         let conv = Net::build_segment(&conv_spec, 0)?;
         let fc_first = conv_spec.layers.len();
@@ -187,7 +207,14 @@ impl Strategy for Hybrid<'_> {
         tensor::copy(&self.fc_maps, full.layout(), params, &mut self.params, true)
     }
 
-    fn step(&mut self, _net: &mut Net, ctx: &Ctx, _params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
+    fn step(
+        &mut self,
+        _net: &mut Net,
+        ctx: &Ctx,
+        _params: &mut [f32],
+        batch: &Batch,
+        lr: f32,
+    ) -> Result<StepReport, TrainError> {
         let comm0 = self.comm_s;
         self.grads.fill(0.0);
         let global = batch.global;
@@ -199,7 +226,10 @@ impl Strategy for Hybrid<'_> {
         let bn = self.sync_bn.then_some(CommSync(self.world));
         // (Only the convolutions: the classifier runs on the group batch with its own statistics.)
         let cctx = Ctx { sync: bn.as_ref().map(|s| s as &dyn crate::layers::StatSync), ..*ctx };
-        let conv_out = self.conv.forward_layers(&cctx, &self.params[..self.conv_len], 0..self.conv.num_layers(), &batch.x)?.clone();
+        let conv_out = self
+            .conv
+            .forward_layers(&cctx, &self.params[..self.conv_len], 0..self.conv.num_layers(), &batch.x)?
+            .clone();
         self.phases.end(Track::Compute, "forward", None, p);
         let p = self.phases.start();
         let per: usize = conv_out.shape()[1..].iter().product();
@@ -224,7 +254,10 @@ impl Strategy for Hybrid<'_> {
         let mine = self.member_rows(global, self.group.rank());
         let first = self.member_rows(global, 0).start;
         let mut sink = Flat { params: &self.params[cl..], grads: &mut self.grads[cl..] };
-        let dx = self.fc.backward(&gctx, &mut sink, &x, &dy, true, &mut self.phases)?.ok_or_else(|| TrainError::Internal("no feature gradient".into()))?;
+        let dx = self
+            .fc
+            .backward(&gctx, &mut sink, &x, &dy, true, &mut self.phases)?
+            .ok_or_else(|| TrainError::Internal("no feature gradient".into()))?;
         // dx: the whole gradient of the group's convolutional features (the split net summed its
         // partial sums over the group); keep my rows.
         let mut dconv = Tensor::default();
@@ -257,7 +290,11 @@ impl Strategy for Hybrid<'_> {
         self.fc.commit_buffers(&mut self.params[self.conv_len..]);
         self.phases.end(Track::Compute, "optimizer", None, p);
         let mp = self.cfg.mp as f64;
-        let stats = BatchStats { loss_sum: s[0] as f64 / mp, correct: (s[1] as f64 / mp).round() as usize, samples: (s[2] as f64 / mp).round() as usize };
+        let stats = BatchStats {
+            loss_sum: s[0] as f64 / mp,
+            correct: (s[1] as f64 / mp).round() as usize,
+            samples: (s[2] as f64 / mp).round() as usize,
+        };
         let comm = self.comm_s - comm0;
         Ok(StepReport { stats, comm_s: comm, comm_wait_s: comm, skipped })
     }
@@ -300,7 +337,12 @@ impl Strategy for Hybrid<'_> {
     }
 
     fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
-        let owned = Parts { conv_len: self.conv_len, fc: Sliced { maps: &self.fc_maps, layout: &self.full }, conv: true, classifier: true };
+        let owned = Parts {
+            conv_len: self.conv_len,
+            fc: Sliced { maps: &self.fc_maps, layout: &self.full },
+            conv: true,
+            classifier: true,
+        };
         super::restore_split(self.opt.as_mut(), &owned, state, steps)
     }
 
@@ -313,7 +355,11 @@ impl Strategy for Hybrid<'_> {
     }
 
     fn final_events(&self) -> Vec<Event> {
-        vec![Event::Split { rank: self.world.rank(), param_bytes: self.params.len() * 4, full_param_bytes: self.full_bytes }]
+        vec![Event::Split {
+            rank: self.world.rank(),
+            param_bytes: self.params.len() * 4,
+            full_param_bytes: self.full_bytes,
+        }]
     }
 }
 
@@ -348,7 +394,12 @@ impl Hybrid<'_> {
     /// The whole vector of a buffer in this worker's layout, on every worker.
     fn gather(&self, mine: &[f32], len: usize) -> Result<Vec<f32>, TrainError> {
         let me = self.world.rank();
-        let owned = Parts { conv_len: self.conv_len, fc: Sliced { maps: &self.fc_maps, layout: &self.full }, conv: me == 0, classifier: me < self.cfg.mp };
+        let owned = Parts {
+            conv_len: self.conv_len,
+            fc: Sliced { maps: &self.fc_maps, layout: &self.full },
+            conv: me == 0,
+            classifier: me < self.cfg.mp,
+        };
         let world = self.world;
         super::gather_full(&owned, mine, len, true, &mut |v| Ok(world.all_reduce_into(v)?))
     }

@@ -138,7 +138,10 @@ impl ParallelConfig {
             return bad("--workers must be at least 1".into());
         }
         if self.workers > 256 && self.comm != CommKind::Mpi {
-            return bad(format!("--workers {} is more than 256 threads; hint: use MPI to go beyond one machine", self.workers));
+            return bad(format!(
+                "--workers {} is more than 256 threads; hint: use MPI to go beyond one machine",
+                self.workers
+            ));
         }
         if cfg.batch_size < self.workers {
             return bad(format!(
@@ -169,7 +172,11 @@ impl Session {
         let kind = pc.comm.resolve()?;
         #[cfg(feature = "mpi")]
         {
-            let mpi = if kind == CommKind::Mpi { Some(crate::comm::mpi::Mpi::init(pc.stall_timeout, pc.stall_abort)?) } else { None };
+            let mpi = if kind == CommKind::Mpi {
+                Some(crate::comm::mpi::Mpi::init(pc.stall_timeout, pc.stall_abort)?)
+            } else {
+                None
+            };
             Ok(Session { mpi })
         }
         #[cfg(not(feature = "mpi"))]
@@ -201,7 +208,12 @@ impl Session {
 
     /// Runs the training run; returns this process's summary (`None` for a process that holds
     /// only parameter servers).
-    pub fn run(&self, cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> Result<Option<TrainSummary>, TrainError> {
+    pub fn run(
+        &self,
+        cfg: &TrainConfig,
+        pc: &ParallelConfig,
+        sink: &mut dyn EventSink,
+    ) -> Result<Option<TrainSummary>, TrainError> {
         #[cfg(feature = "mpi")]
         if let Some(m) = &self.mpi {
             return mpi::run(m, cfg, pc, sink);
@@ -215,7 +227,10 @@ impl Session {
 pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> Result<TrainSummary, TrainError> {
     pc.validate(cfg)?;
     cfg.optimizer.validate()?;
-    if pc.workers == 1 && pc.strategy == StrategyKind::AllReduce(AllReduceConfig::default()) && pc.inject_failure.is_none() {
+    if pc.workers == 1
+        && pc.strategy == StrategyKind::AllReduce(AllReduceConfig::default())
+        && pc.inject_failure.is_none()
+    {
         return train::train(cfg, sink);
     }
     let (servers, algorithm) = match &pc.strategy {
@@ -259,12 +274,23 @@ pub(crate) type WaitsFn = Box<dyn Fn() -> Vec<watchdog::Wait> + Send>;
 
 /// Runs this process's ranks, each on a thread; returns the summary of its first worker (rank 0's
 /// when it lives here), `None` when this process holds only servers.
-pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, sink: &mut dyn EventSink) -> Result<Option<TrainSummary>, TrainError> {
+pub(crate) fn run_ranks(
+    cfg: &TrainConfig,
+    pc: &ParallelConfig,
+    ranks: Ranks,
+    sink: &mut dyn EventSink,
+) -> Result<Option<TrainSummary>, TrainError> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let here = ranks.comms.len();
     if here * cfg.threads > cores {
-        let hint = if cores >= here { format!("--threads {}", cores / here) } else { format!("at most {cores} workers") };
-        tracing::warn!(ranks = here, threads = cfg.threads, cores, "ranks × threads exceeds the cores; ranks will share cores (hint: {hint})");
+        let hint =
+            if cores >= here { format!("--threads {}", cores / here) } else { format!("at most {cores} workers") };
+        tracing::warn!(
+            ranks = here,
+            threads = cfg.threads,
+            cores,
+            "ranks × threads exceeds the cores; ranks will share cores (hint: {hint})"
+        );
     }
     let param_count = Net::build(&cfg.model)?.layout().len();
     let workers = ranks.workers;
@@ -275,7 +301,8 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
         StrategyKind::Tensor(_) => workers.max(1),
         _ => 1,
     };
-    let mut parts: Vec<usize> = ranks.comms.iter().map(|(r, _)| *r).filter(|&r| r < workers).map(|r| r / group).collect();
+    let mut parts: Vec<usize> =
+        ranks.comms.iter().map(|(r, _)| *r).filter(|&r| r < workers).map(|r| r / group).collect();
     parts.dedup();
     let data = Arc::new(train::load_data_parts(cfg, &parts, workers / group)?);
     let total_steps = train::total_steps(cfg, data.0.len());
@@ -300,8 +327,20 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                 if rank >= workers {
                     let index = rank - workers;
                     let wrap = |e: TrainError| TrainError::Server { index, source: Box::new(e) };
-                    let StrategyKind::ParamServer(p) = &pc.strategy else { unreachable!("servers exist only for the ps strategy") };
-                    let server = param_server::Server::new(&cfg, comm, workers, p.servers, p.mode, total_steps, param_count, data.0.len()).map_err(wrap)?;
+                    let StrategyKind::ParamServer(p) = &pc.strategy else {
+                        unreachable!("servers exist only for the ps strategy")
+                    };
+                    let server = param_server::Server::new(
+                        &cfg,
+                        comm,
+                        workers,
+                        p.servers,
+                        p.mode,
+                        total_steps,
+                        param_count,
+                        data.0.len(),
+                    )
+                    .map_err(wrap)?;
                     let hist = server.serve().map_err(wrap)?;
                     let _ = tx.send(Msg::Event(hist.event(index)));
                     return Ok(None);
@@ -309,19 +348,40 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                 let net = Net::build(&cfg.model)?;
                 // Hybrid data × pipeline: the stages of one replica, and one stage of all replicas.
                 let groups = match &pc.strategy {
-                    StrategyKind::Pipeline(p) if p.replicas > 1 => Some((comm.split(rank / p.stages, rank % p.stages)?, comm.split(rank % p.stages, rank / p.stages)?)),
+                    StrategyKind::Pipeline(p) if p.replicas > 1 => Some((
+                        comm.split(rank / p.stages, rank % p.stages)?,
+                        comm.split(rank % p.stages, rank / p.stages)?,
+                    )),
                     // The classifier group of this worker, and the workers holding its slice.
-                    StrategyKind::Hybrid(h) => Some((comm.split(rank / h.mp, rank % h.mp)?, comm.split(rank % h.mp, rank / h.mp)?)),
+                    StrategyKind::Hybrid(h) => {
+                        Some((comm.split(rank / h.mp, rank % h.mp)?, comm.split(rank % h.mp, rank / h.mp)?))
+                    }
                     _ => None,
                 };
                 let (mut strategy, shard): (Box<dyn Strategy + '_>, Shard) = match &pc.strategy {
                     StrategyKind::AllReduce(a) => {
                         let leaves = if a.deterministic { data_parallel::DETERMINISTIC_LEAVES } else { workers };
-                        (Box::new(AllReduce::new(comm, a.clone(), &cfg, &net)?), Shard { rank, world: workers, leaves, group: 1 })
+                        (
+                            Box::new(AllReduce::new(comm, a.clone(), &cfg, &net)?),
+                            Shard { rank, world: workers, leaves, group: 1 },
+                        )
                     }
                     StrategyKind::ParamServer(p) => {
                         let skip = cfg.on_nonfinite == train::nonfinite::OnNonFinite::Skip;
-                        (Box::new(param_server::Client::new(comm, workers, p, param_count, &cfg.optimizer, net.layout().buffer_ranges())?.skip_nonfinite(skip)), Shard::of(rank, workers))
+                        (
+                            Box::new(
+                                param_server::Client::new(
+                                    comm,
+                                    workers,
+                                    p,
+                                    param_count,
+                                    &cfg.optimizer,
+                                    net.layout().buffer_ranges(),
+                                )?
+                                .skip_nonfinite(skip),
+                            ),
+                            Shard::of(rank, workers),
+                        )
                     }
                     // Every stage sees the whole batch (stage 0 its images, the last its labels).
                     StrategyKind::Pipeline(p) => {
@@ -329,16 +389,32 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
                             Some((s, r)) => (&**s, Some(&**r)),
                             None => (comm, None),
                         };
-                        (Box::new(pipeline::Pipeline::new(stages, replicas, p.clone(), &cfg, &net)?), Shard::grouped(rank, workers, p.stages))
+                        (
+                            Box::new(pipeline::Pipeline::new(stages, replicas, p.clone(), &cfg, &net)?),
+                            Shard::grouped(rank, workers, p.stages),
+                        )
                     }
                     // Every slice computes on the whole batch.
-                    StrategyKind::Tensor(_) => (Box::new(tensor::TensorSplit::new(comm, &cfg, &net)?), Shard::grouped(rank, workers, workers)),
+                    StrategyKind::Tensor(_) => {
+                        (Box::new(tensor::TensorSplit::new(comm, &cfg, &net)?), Shard::grouped(rank, workers, workers))
+                    }
                     StrategyKind::Hybrid(h) => {
-                        let (group, replicas) = groups.as_ref().map(|(g, r)| (&**g, &**r)).expect("hybrid groups are split above");
-                        (Box::new(hybrid::Hybrid::new(comm, group, replicas, h.clone(), &cfg, &net)?), Shard::of(rank, workers))
+                        let (group, replicas) =
+                            groups.as_ref().map(|(g, r)| (&**g, &**r)).expect("hybrid groups are split above");
+                        (
+                            Box::new(hybrid::Hybrid::new(comm, group, replicas, h.clone(), &cfg, &net)?),
+                            Shard::of(rank, workers),
+                        )
                     }
                 };
-                let mut guarded = guard::Guard { inner: strategy.as_mut(), rank, step: &progress, inject: pc.inject_failure, beacons: &beacons, index };
+                let mut guarded = guard::Guard {
+                    inner: strategy.as_mut(),
+                    rank,
+                    step: &progress,
+                    inject: pc.inject_failure,
+                    beacons: &beacons,
+                    index,
+                };
                 let name = match &pc.strategy {
                     StrategyKind::AllReduce(_) => "allreduce",
                     StrategyKind::ParamServer(_) => "ps",
@@ -413,7 +489,9 @@ pub(crate) fn run_ranks(cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, si
         if first_error.is_none() && looked.elapsed() >= WATCH_TICK {
             looked = Instant::now();
             let cache = std::cell::OnceCell::new();
-            let waits = |i: usize| cache.get_or_init(|| ranks.waits.as_ref().map(|f| f()).unwrap_or_default()).get(i).copied().flatten();
+            let waits = |i: usize| {
+                cache.get_or_init(|| ranks.waits.as_ref().map(|f| f()).unwrap_or_default()).get(i).copied().flatten()
+            };
             if let Some(report) = dog.check(&waits) {
                 // `--stall-abort`: end every rank (the stuck ones are left behind) with the report.
                 (ranks.abort)(&report, TrainError::STALLED_EXIT as i32);
@@ -464,7 +542,13 @@ pub(crate) fn stop_now(comm: &dyn Communicator, step: u64, world: usize) -> Resu
 
 /// The whole-model vector of a split buffer: every value written by exactly one worker (those
 /// with `contributes`), zeros elsewhere, summed by `reduce` (collective).
-pub(crate) fn gather_full(owned: &dyn Owned, mine: &[f32], len: usize, contributes: bool, reduce: &mut dyn FnMut(&mut [f32]) -> Result<(), TrainError>) -> Result<Vec<f32>, TrainError> {
+pub(crate) fn gather_full(
+    owned: &dyn Owned,
+    mine: &[f32],
+    len: usize,
+    contributes: bool,
+    reduce: &mut dyn FnMut(&mut [f32]) -> Result<(), TrainError>,
+) -> Result<Vec<f32>, TrainError> {
     let mut full = vec![0.0f32; len];
     if contributes {
         owned.to_full(mine, &mut full)?;
@@ -489,9 +573,17 @@ pub(crate) fn gather_optimizer(
 }
 
 /// `Strategy::restore` of a split model: each worker takes its part of the whole state.
-pub(crate) fn restore_split(opt: &mut dyn crate::optim::Optimizer, owned: &dyn Owned, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
+pub(crate) fn restore_split(
+    opt: &mut dyn crate::optim::Optimizer,
+    owned: &dyn Owned,
+    state: &[(String, Vec<f32>)],
+    steps: u64,
+) -> Result<(), TrainError> {
     for (name, buf) in opt.state_mut() {
-        let src = state.iter().find(|s| s.0 == name).ok_or_else(|| TrainError::Internal(format!("checkpoint has no optimizer state '{name}'")))?;
+        let src = state
+            .iter()
+            .find(|s| s.0 == name)
+            .ok_or_else(|| TrainError::Internal(format!("checkpoint has no optimizer state '{name}'")))?;
         owned.from_full(&src.1, buf)?;
     }
     opt.set_steps(steps);

@@ -52,7 +52,13 @@ impl EventSink for KeepPhases<'_> {
 /// Runs this process's ranks; with `--timeline`, gathers every process's phases into the lead's
 /// sink (which writes the trace) once the run has ended on every process — normally or by an
 /// agreed stop (a failure aborts the job, and the trace then has the lead's workers only).
-fn run_and_gather(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig, ranks: Ranks, sink: &mut dyn EventSink) -> Result<Option<TrainSummary>, TrainError> {
+fn run_and_gather(
+    mpi: &Mpi,
+    cfg: &TrainConfig,
+    pc: &ParallelConfig,
+    ranks: Ranks,
+    sink: &mut dyn EventSink,
+) -> Result<Option<TrainSummary>, TrainError> {
     if !cfg.timeline {
         return run_ranks(cfg, pc, ranks, sink);
     }
@@ -108,7 +114,12 @@ fn validate(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig) -> Result<usize, 
 }
 
 /// Runs this process's part of the job.
-pub fn run(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> Result<Option<TrainSummary>, TrainError> {
+pub fn run(
+    mpi: &Mpi,
+    cfg: &TrainConfig,
+    pc: &ParallelConfig,
+    sink: &mut dyn EventSink,
+) -> Result<Option<TrainSummary>, TrainError> {
     let workers = validate(mpi, cfg, pc)?;
     let world = mpi.world();
     let me = world.rank();
@@ -127,13 +138,23 @@ pub fn run(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn Eve
         }
         StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) | StrategyKind::Hybrid(_) => {
             let comm = world.with_algorithm(crate::comm::Algorithm::Direct)?;
-            Ranks { comms: vec![(me, Box::new(comm) as Box<dyn Communicator>)], workers, abort: Box::new(abort_world), waits: Some(mpi_waits(world)) }
+            Ranks {
+                comms: vec![(me, Box::new(comm) as Box<dyn Communicator>)],
+                workers,
+                abort: Box::new(abort_world),
+                waits: Some(mpi_waits(world)),
+            }
         }
         StrategyKind::AllReduce(a) => {
             let algorithm = a.effective_algorithm();
             let net = world.with_algorithm(algorithm)?;
             if pc.workers == 1 {
-                Ranks { comms: vec![(me, Box::new(net) as Box<dyn Communicator>)], workers, abort: Box::new(abort_world), waits: Some(mpi_waits(world)) }
+                Ranks {
+                    comms: vec![(me, Box::new(net) as Box<dyn Communicator>)],
+                    workers,
+                    abort: Box::new(abort_world),
+                    waits: Some(mpi_waits(world)),
+                }
             } else {
                 let net = Arc::new(net);
                 let locals = LocalComm::world(pc.workers, crate::comm::Algorithm::Direct, pc.comm_limit());
@@ -143,7 +164,10 @@ pub fn run(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn Eve
                 let mpi = world.clone();
                 let mut comms = Vec::new();
                 for (t, local) in locals.into_iter().enumerate() {
-                    comms.push((me * pc.workers + t, Box::new(HierComm::new(local, net.clone(), algorithm)?) as Box<dyn Communicator>));
+                    comms.push((
+                        me * pc.workers + t,
+                        Box::new(HierComm::new(local, net.clone(), algorithm)?) as Box<dyn Communicator>,
+                    ));
                 }
                 let w = world.clone();
                 Ranks {
@@ -156,7 +180,11 @@ pub fn run(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn Eve
                     // Peers within this process, as ranks of the whole run; thread 0 also talks
                     // to the other processes.
                     waits: Some(Box::new(move || {
-                        let mut w: Vec<_> = watcher.waits().into_iter().map(|w| w.map(|(op, peer, t)| (op, peer.map(|p| base + p), t))).collect();
+                        let mut w: Vec<_> = watcher
+                            .waits()
+                            .into_iter()
+                            .map(|w| w.map(|(op, peer, t)| (op, peer.map(|p| base + p), t)))
+                            .collect();
                         if let Some(first) = w.first_mut() {
                             *first = first.or_else(|| mpi.waiting_in());
                         }

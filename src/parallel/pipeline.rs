@@ -108,10 +108,18 @@ impl PipelineConfig {
             return bad(format!("--batch-size {} is smaller than --dp {}: some replicas would get no samples; hint: the batch size is the global batch", cfg.batch_size, self.replicas));
         }
         if self.micro_batches == 0 || self.micro_batches > shard {
-            return bad(format!("--micro-batches {} must be between 1 and the batch size per replica {shard}", self.micro_batches));
+            return bad(format!(
+                "--micro-batches {} must be between 1 and the batch size per replica {shard}",
+                self.micro_batches
+            ));
         }
         if !self.split_after.is_empty() && self.split_after.len() != self.stages - 1 {
-            return bad(format!("--split-after names {} layers; {} stages need {}", self.split_after.len(), self.stages, self.stages - 1));
+            return bad(format!(
+                "--split-after names {} layers; {} stages need {}",
+                self.split_after.len(),
+                self.stages,
+                self.stages - 1
+            ));
         }
         Ok(())
     }
@@ -129,22 +137,38 @@ pub fn partition(net: &Net, stages: usize, split_after: &[String]) -> Result<Vec
     if !split_after.is_empty() {
         let mut cuts = Vec::new();
         for s in split_after {
-            let i = names.iter().position(|x| x == s).ok_or_else(|| TrainError::Config(format!("--split-after: no layer named '{s}'; hint: layers are {}", names.join(", "))))?;
+            let i = names.iter().position(|x| x == s).ok_or_else(|| {
+                TrainError::Config(format!(
+                    "--split-after: no layer named '{s}'; hint: layers are {}",
+                    names.join(", ")
+                ))
+            })?;
             if i + 1 < n && !net.spec().can_cut_after(i) {
-                let ok: Vec<&str> = (0..n - 1).filter(|&j| net.spec().can_cut_after(j)).map(|j| names[j].as_str()).collect();
-                return Err(TrainError::Config(format!("--split-after {s}: a residual connection crosses that point; hint: cut after one of {}", ok.join(", "))));
+                let ok: Vec<&str> =
+                    (0..n - 1).filter(|&j| net.spec().can_cut_after(j)).map(|j| names[j].as_str()).collect();
+                return Err(TrainError::Config(format!(
+                    "--split-after {s}: a residual connection crosses that point; hint: cut after one of {}",
+                    ok.join(", ")
+                )));
             }
             cuts.push(i + 1);
         }
         if cuts.windows(2).any(|w| w[0] >= w[1]) || cuts.last() == Some(&n) {
-            return Err(TrainError::Config("--split-after: layers must be in order, and the last stage must keep at least one layer".into()));
+            return Err(TrainError::Config(
+                "--split-after: layers must be in order, and the last stage must keep at least one layer".into(),
+            ));
         }
         let mut starts = vec![0];
         starts.extend(cuts);
         starts.push(n);
         return Ok(starts.windows(2).map(|w| w[0]..w[1]).collect());
     }
-    let cost: Vec<f64> = net.flops_per_sample().iter().enumerate().map(|(i, &f)| (f + net.layer_out_shape(i).iter().product::<usize>() as u64) as f64).collect();
+    let cost: Vec<f64> = net
+        .flops_per_sample()
+        .iter()
+        .enumerate()
+        .map(|(i, &f)| (f + net.layer_out_shape(i).iter().product::<usize>() as u64) as f64)
+        .collect();
     // Balance over the units between the points where a cut is possible (a residual block is
     // one unit), then map the cuts back to layers.
     let mut starts = vec![0];
@@ -152,7 +176,11 @@ pub fn partition(net: &Net, stages: usize, split_after: &[String]) -> Result<Vec
     if stages > starts.len() {
         return Err(TrainError::Config(format!("--stages {stages}: '{}' can be cut at only {} points (residual connections cross the others); hint: use at most {} stages", net.spec().name, starts.len() - 1, starts.len())));
     }
-    let unit_cost: Vec<f64> = starts.iter().enumerate().map(|(u, &a)| cost[a..starts.get(u + 1).copied().unwrap_or(n)].iter().sum()).collect();
+    let unit_cost: Vec<f64> = starts
+        .iter()
+        .enumerate()
+        .map(|(u, &a)| cost[a..starts.get(u + 1).copied().unwrap_or(n)].iter().sum())
+        .collect();
     let cuts = crate::plan::balanced_cuts(&unit_cost, stages);
     let layer_at = |u: usize| starts.get(u).copied().unwrap_or(n);
     Ok(cuts.windows(2).map(|w| layer_at(w[0])..layer_at(w[1])).collect())
@@ -205,13 +233,23 @@ pub struct Pipeline<'c> {
 impl<'c> Pipeline<'c> {
     /// The strategy of the stage `comm.rank()` (of `comm.size()` stages); `replicas` joins this
     /// stage with the same stage of the other data-parallel replicas, if any.
-    pub fn new(comm: &'c dyn Communicator, replicas: Option<&'c dyn Communicator>, cfg: PipelineConfig, run: &TrainConfig, net: &Net) -> Result<Pipeline<'c>, TrainError> {
+    pub fn new(
+        comm: &'c dyn Communicator,
+        replicas: Option<&'c dyn Communicator>,
+        cfg: PipelineConfig,
+        run: &TrainConfig,
+        net: &Net,
+    ) -> Result<Pipeline<'c>, TrainError> {
         let (stage, stages) = (comm.rank(), comm.size());
         let ranges = partition(net, stages, &cfg.split_after)?;
         let layers = ranges[stage].clone();
         let layout = net.layout();
         let params = layout.layer_range(layers.start).start..layout.layer_range(layers.end - 1).end;
-        let input: usize = if layers.start == 0 { net.input_shape().iter().product() } else { net.layer_out_shape(layers.start - 1).iter().product() };
+        let input: usize = if layers.start == 0 {
+            net.input_shape().iter().product()
+        } else {
+            net.layer_out_shape(layers.start - 1).iter().product()
+        };
         let outputs: usize = layers.clone().map(|i| net.layer_out_shape(i).iter().product::<usize>()).sum();
         Ok(Pipeline {
             comm,
@@ -285,7 +323,15 @@ impl<'c> Pipeline<'c> {
         Ok(t)
     }
 
-    fn forward(&mut self, net: &Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, m: usize, stats: &mut BatchStats) -> Result<(), TrainError> {
+    fn forward(
+        &mut self,
+        net: &Net,
+        ctx: &Ctx,
+        params: &mut [f32],
+        batch: &Batch,
+        m: usize,
+        stats: &mut BatchStats,
+    ) -> Result<(), TrainError> {
         let rows = shard_range(batch.labels.len(), m, self.cfg.micro_batches);
         if rows.is_empty() {
             return Ok(());
@@ -381,7 +427,9 @@ impl Pipeline<'_> {
     fn gather(&self, mine: &[f32], len: usize) -> Result<Vec<f32>, TrainError> {
         let contributes = self.replicas.is_none_or(|r| r.rank() == 0);
         let (comm, replicas) = (self.comm, self.replicas);
-        super::gather_full(&StageRange(self.params.clone()), mine, len, contributes, &mut |v| reduce_all(comm, replicas, v))
+        super::gather_full(&StageRange(self.params.clone()), mine, len, contributes, &mut |v| {
+            reduce_all(comm, replicas, v)
+        })
     }
 }
 
@@ -410,7 +458,14 @@ impl Strategy for Pipeline<'_> {
         Ok(())
     }
 
-    fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
+    fn step(
+        &mut self,
+        net: &mut Net,
+        ctx: &Ctx,
+        params: &mut [f32],
+        batch: &Batch,
+        lr: f32,
+    ) -> Result<StepReport, TrainError> {
         let t = Instant::now();
         let waited0 = self.waited_s;
         self.grads.fill(0.0);
@@ -432,7 +487,11 @@ impl Strategy for Pipeline<'_> {
             self.phases.end(Track::Comm, "allreduce", None, Some(w));
         }
         // `--on-nonfinite skip`: every stage of every replica looks at its gradients and all agree.
-        let skipped = self.skip_nonfinite && nonfinite::agreed(nonfinite::any_nonfinite(&self.grads), &[self.comm, self.replicas.unwrap_or(self.comm)][..if self.replicas.is_some() { 2 } else { 1 }])?;
+        let skipped = self.skip_nonfinite
+            && nonfinite::agreed(
+                nonfinite::any_nonfinite(&self.grads),
+                &[self.comm, self.replicas.unwrap_or(self.comm)][..if self.replicas.is_some() { 2 } else { 1 }],
+            )?;
         let r = self.params.clone();
         let p = self.phases.start();
         if !skipped {

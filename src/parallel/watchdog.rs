@@ -118,7 +118,10 @@ impl Watchdog {
         if self.abort {
             tracing::warn!("{report} (every worker here waits for another process: its census follows)");
         } else {
-            tracing::warn!("{report} (the run goes on; a call that waits {}× --stall-timeout ends it, --stall-abort ends it now)", crate::comm::STALLS_BEFORE_GIVING_UP);
+            tracing::warn!(
+                "{report} (the run goes on; a call that waits {}× --stall-timeout ends it, --stall-abort ends it now)",
+                crate::comm::STALLS_BEFORE_GIVING_UP
+            );
         }
         None
     }
@@ -141,7 +144,11 @@ impl Watchdog {
                 (s, false) => format!("between steps after step {s} (loading data, evaluating or checkpointing)"),
             };
             let comm = match waits(i) {
-                Some((op, peer, waited)) => format!(", waiting in {op}{} for {:.1}s", peer.map(|p| format!(" for rank {p}")).unwrap_or_default(), waited.as_secs_f64()),
+                Some((op, peer, waited)) => format!(
+                    ", waiting in {op}{} for {:.1}s",
+                    peer.map(|p| format!(" for rank {p}")).unwrap_or_default(),
+                    waited.as_secs_f64()
+                ),
                 None => {
                     stuck.push(*rank);
                     ", not in communication".to_string()
@@ -150,7 +157,8 @@ impl Watchdog {
             lines.push(format!("worker {rank} {phase} for {secs:.1}s{comm}"));
         }
         let culprits = match stuck.as_slice() {
-            [] => "every worker here waits in communication (for a worker of another process, or a mismatch of calls)".to_string(),
+            [] => "every worker here waits in communication (for a worker of another process, or a mismatch of calls)"
+                .to_string(),
             [r] => format!("likely stuck: worker {r}"),
             rs => format!("likely stuck: workers {rs:?}"),
         };
@@ -193,7 +201,10 @@ mod tests {
         let mut w = Watchdog::new(&[0], Duration::from_millis(10), true, true);
         std::thread::sleep(Duration::from_millis(20));
         let waiting = |_| Some(("all_reduce", Some(1), Duration::from_millis(20)));
-        assert!(w.check(&waiting).is_none(), "across processes, a worker waiting for another process is left to the census");
+        assert!(
+            w.check(&waiting).is_none(),
+            "across processes, a worker waiting for another process is left to the census"
+        );
         let mut w = Watchdog::new(&[0], Duration::from_millis(10), true, false);
         w.beacons.ended(0);
         std::thread::sleep(Duration::from_millis(20));

@@ -75,7 +75,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Measures `spec` at `batch` samples (and at an eighth of it, for the per-call part) with
 /// `threads` intra-op threads, the convolutions on `backend`.
-pub fn calibrate(spec: &ModelSpec, batch: usize, (threads, backend): (usize, Backend), reps: usize, mpi_link: Option<LinkFit>) -> Result<Profile, PlanError> {
+pub fn calibrate(
+    spec: &ModelSpec,
+    batch: usize,
+    (threads, backend): (usize, Backend),
+    reps: usize,
+    mpi_link: Option<LinkFit>,
+) -> Result<Profile, PlanError> {
     if batch == 0 || threads == 0 || reps == 0 {
         return Err(PlanError::Input("--batch, --threads and --reps must be at least 1".into()));
     }
@@ -86,7 +92,8 @@ pub fn calibrate(spec: &ModelSpec, batch: usize, (threads, backend): (usize, Bac
     let mut shape = vec![batch];
     shape.extend_from_slice(&spec.input);
     let n: usize = shape.iter().product();
-    let x = Tensor::from_vec(&shape, (0..n).map(|_| rng.normal()).collect()).map_err(|e| PlanError::Input(e.to_string()))?;
+    let x = Tensor::from_vec(&shape, (0..n).map(|_| rng.normal()).collect())
+        .map_err(|e| PlanError::Input(e.to_string()))?;
     let labels: Vec<u32> = (0..batch).map(|_| rng.below(spec.classes as u64) as u32).collect();
     let ids: Vec<u64> = (0..batch as u64).collect();
     let fc = |i: usize| matches!(spec.layers[i], crate::net::LayerSpec::Linear { .. });
@@ -99,8 +106,10 @@ pub fn calibrate(spec: &ModelSpec, batch: usize, (threads, backend): (usize, Bac
         let mut net = Net::build(spec).map_err(err)?;
         let mut grads = vec![0.0f32; params.len()];
         net.set_layer_timing(true);
-        let xb = Tensor::from_vec(&[&[b][..], &spec.input[..]].concat(), x.data()[..b * n / batch].to_vec()).map_err(|e| PlanError::Input(e.to_string()))?;
-        let ctx = Ctx { mode: Mode::Train, threads, backend, seed: 0, step: 0, layer: 0, sample_ids: &ids[..b], sync: None };
+        let xb = Tensor::from_vec(&[&[b][..], &spec.input[..]].concat(), x.data()[..b * n / batch].to_vec())
+            .map_err(|e| PlanError::Input(e.to_string()))?;
+        let ctx =
+            Ctx { mode: Mode::Train, threads, backend, seed: 0, step: 0, layer: 0, sample_ids: &ids[..b], sync: None };
         let mut runs = vec![(Vec::new(), Vec::new()); net.num_layers()];
         for rep in 0..reps + 1 {
             grads.fill(0.0);
@@ -175,7 +184,8 @@ fn fit_threads() -> (f64, f64) {
     let comms = LocalComm::world(2, Algorithm::Direct, DEFAULT_STALL);
     let times: Vec<f64> = std::thread::scope(|s| {
         let sizes = &sizes;
-        let hs: Vec<_> = comms.iter().map(|c| s.spawn(move || time_allreduce(c, sizes, 64 << 20).unwrap_or_default())).collect();
+        let hs: Vec<_> =
+            comms.iter().map(|c| s.spawn(move || time_allreduce(c, sizes, 64 << 20).unwrap_or_default())).collect();
         let all: Vec<Vec<f64>> = hs.into_iter().map(|h| h.join().unwrap_or_default()).collect();
         all.into_iter().next().unwrap_or_default()
     });
@@ -184,7 +194,11 @@ fn fit_threads() -> (f64, f64) {
 
 /// Median seconds of `comm`'s all-reduce at each size (bytes), on every rank; each size is
 /// repeated until about `budget` bytes went through (at least 3 times), after a barrier.
-pub fn time_allreduce(comm: &dyn Communicator, sizes: &[usize], budget: usize) -> Result<Vec<f64>, crate::comm::CommError> {
+pub fn time_allreduce(
+    comm: &dyn Communicator,
+    sizes: &[usize],
+    budget: usize,
+) -> Result<Vec<f64>, crate::comm::CommError> {
     time_rounds(comm, sizes, budget, |b| comm.all_reduce_into(b))
 }
 
@@ -199,7 +213,8 @@ pub fn fit(sizes: &[usize], times: &[f64]) -> (f64, f64) {
 /// the fit's is smaller.
 fn fit_line(sizes: &[usize], times: &[f64]) -> (f64, f64) {
     let xs: Vec<f64> = sizes.iter().map(|&b| b as f64).collect();
-    let (mx, my) = (xs.iter().sum::<f64>() / xs.len().max(1) as f64, times.iter().sum::<f64>() / times.len().max(1) as f64);
+    let (mx, my) =
+        (xs.iter().sum::<f64>() / xs.len().max(1) as f64, times.iter().sum::<f64>() / times.len().max(1) as f64);
     let sxy: f64 = xs.iter().zip(times).map(|(x, y)| (x - mx) * (y - my)).sum();
     let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
     let slope = (sxy / sxx).max(1e-15);
@@ -209,7 +224,11 @@ fn fit_line(sizes: &[usize], times: &[f64]) -> (f64, f64) {
 
 /// Median seconds of one way of a ping-pong between ranks 0 and 1 of `comm` at each size
 /// (half the round trip), on rank 0; each size repeated until about `budget` bytes went by.
-pub fn time_pingpong(comm: &dyn Communicator, sizes: &[usize], budget: usize) -> Result<Vec<f64>, crate::comm::CommError> {
+pub fn time_pingpong(
+    comm: &dyn Communicator,
+    sizes: &[usize],
+    budget: usize,
+) -> Result<Vec<f64>, crate::comm::CommError> {
     const TAG: u32 = 7;
     let rounds = time_rounds(comm, sizes, budget / 2, |b| {
         if comm.rank() == 0 {
@@ -226,7 +245,11 @@ pub fn time_pingpong(comm: &dyn Communicator, sizes: &[usize], budget: usize) ->
 /// Median seconds of a parameter server's round at each size, on rank 0 of `comm`: rank 0
 /// receives from ranks 1, 2, … in turn (the others send at once, as workers push), then sends
 /// to each in turn (the pull); each size repeated until about `budget` bytes went by.
-pub fn time_server_round(comm: &dyn Communicator, sizes: &[usize], budget: usize) -> Result<Vec<f64>, crate::comm::CommError> {
+pub fn time_server_round(
+    comm: &dyn Communicator,
+    sizes: &[usize],
+    budget: usize,
+) -> Result<Vec<f64>, crate::comm::CommError> {
     const TAG: u32 = 8;
     let n = comm.size();
     time_rounds(comm, sizes, budget / (2 * (n - 1)).max(1), |b| {
@@ -297,12 +320,22 @@ pub fn fit_mpi_link(world: &crate::comm::mpi::MpiComm, grad_bytes: usize) -> Res
     let (allreduce_alpha, allreduce_beta) = (intercept / (2.0 * (n - 1.0)), 2.0 * (n - 1.0) / n / slope);
     let server_beta = 2.0 * (n - 1.0) / fit_line(&sizes, &server).1;
     let (alpha, slope) = fit_line(&sizes, &pp);
-    Ok(Some(LinkFit { alpha, beta: 1.0 / slope, allreduce_alpha, allreduce_beta, ranks: world.size(), server_beta, min_bytes: sizes[0], max_bytes: sizes[sizes.len() - 1] }))
+    Ok(Some(LinkFit {
+        alpha,
+        beta: 1.0 / slope,
+        allreduce_alpha,
+        allreduce_beta,
+        ranks: world.size(),
+        server_beta,
+        min_bytes: sizes[0],
+        max_bytes: sizes[sizes.len() - 1],
+    }))
 }
 
 /// Reads a profile and checks it belongs to `spec`.
 pub fn load(path: &std::path::Path, spec: &ModelSpec) -> Result<Profile, PlanError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PlanError::Input(format!("--profile {}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| PlanError::Input(format!("--profile {}: {e}", path.display())))?;
     parse(&text, &format!("--profile {}", path.display()), spec)
 }
 
@@ -310,7 +343,12 @@ pub fn load(path: &std::path::Path, spec: &ModelSpec) -> Result<Profile, PlanErr
 /// same layers with the same parameter and output counts — and that every measurement is a
 /// usable number (times finite and not negative, bandwidths finite and positive).
 pub fn parse(text: &str, origin: &str, spec: &ModelSpec) -> Result<Profile, PlanError> {
-    let bad = |m: String| Err(PlanError::Input(format!("{origin}: {m}; hint: write a new one with `convoy plan calibrate --model {}`", spec.name)));
+    let bad = |m: String| {
+        Err(PlanError::Input(format!(
+            "{origin}: {m}; hint: write a new one with `convoy plan calibrate --model {}`",
+            spec.name
+        )))
+    };
     let p: Profile = match serde_json::from_str(text) {
         Ok(p) => p,
         Err(e) => return bad(format!("not a convoy profile ({e})")),
@@ -320,19 +358,30 @@ pub fn parse(text: &str, origin: &str, spec: &ModelSpec) -> Result<Profile, Plan
     }
     let want = ModelCost::from_flops(spec, 1.0)?;
     let same_layers = p.model.layers.len() == want.layers.len()
-        && p.model.layers.iter().zip(&want.layers).all(|(a, b)| a.name == b.name && a.params == b.params && a.out == b.out && a.fc == b.fc && a.cut_after == b.cut_after);
+        && p.model.layers.iter().zip(&want.layers).all(|(a, b)| {
+            a.name == b.name && a.params == b.params && a.out == b.out && a.fc == b.fc && a.cut_after == b.cut_after
+        });
     if p.model.model != spec.name || p.model.input != want.input || !same_layers {
-        return bad(format!("was measured for model '{}', not this '{}' (names or shapes of its layers differ)", p.model.model, spec.name));
+        return bad(format!(
+            "was measured for model '{}', not this '{}' (names or shapes of its layers differ)",
+            p.model.model, spec.name
+        ));
     }
     let time = |v: f64| v.is_finite() && v >= 0.0;
-    if let Some(l) = p.model.layers.iter().find(|l| !(time(l.fwd_s) && time(l.bwd_s) && time(l.fwd_fixed_s) && time(l.bwd_fixed_s))) {
+    if let Some(l) =
+        p.model.layers.iter().find(|l| !(time(l.fwd_s) && time(l.bwd_s) && time(l.fwd_fixed_s) && time(l.bwd_fixed_s)))
+    {
         return bad(format!(
             "layer '{}' has times forward {} s + {} s per call, backward {} s + {} s per call: they must be finite and not negative",
             l.name, l.fwd_s, l.fwd_fixed_s, l.bwd_s, l.bwd_fixed_s
         ));
     }
     let positive = |v: f64| v.is_finite() && v > 0.0;
-    if !(positive(p.mem_bandwidth) && positive(p.allreduce_beta) && p.allreduce_alpha.is_finite() && p.allreduce_alpha >= 0.0) {
+    if !(positive(p.mem_bandwidth)
+        && positive(p.allreduce_beta)
+        && p.allreduce_alpha.is_finite()
+        && p.allreduce_alpha >= 0.0)
+    {
         return bad(format!(
             "mem_bandwidth {}, allreduce_alpha {}, allreduce_beta {}: bandwidths must be positive, the latency not negative",
             p.mem_bandwidth, p.allreduce_alpha, p.allreduce_beta
@@ -340,7 +389,12 @@ pub fn parse(text: &str, origin: &str, spec: &ModelSpec) -> Result<Profile, Plan
     }
     if let Some(l) = &p.mpi_link {
         let latency = |v: f64| v.is_finite() && v >= 0.0;
-        if !(positive(l.beta) && positive(l.allreduce_beta) && latency(l.alpha) && latency(l.allreduce_alpha) && (l.server_beta == 0.0 || positive(l.server_beta))) {
+        if !(positive(l.beta)
+            && positive(l.allreduce_beta)
+            && latency(l.alpha)
+            && latency(l.allreduce_alpha)
+            && (l.server_beta == 0.0 || positive(l.server_beta)))
+        {
             return bad(format!(
                 "mpi_link alpha {}, beta {}, allreduce_alpha {}, allreduce_beta {}, server_beta {}: bandwidths must be positive (server_beta may be 0: not measured), latencies not negative",
                 l.alpha, l.beta, l.allreduce_alpha, l.allreduce_beta, l.server_beta
@@ -352,4 +406,3 @@ pub fn parse(text: &str, origin: &str, spec: &ModelSpec) -> Result<Profile, Plan
     }
     Ok(p)
 }
-

@@ -11,7 +11,10 @@ mod cost;
 pub mod report;
 pub mod schedule;
 
-pub use cost::{allgather, allreduce, bubble_fraction, expected_max_normal, inverse_normal, p2p, ring_allreduce, straggle, tree_allreduce, update_s};
+pub use cost::{
+    allgather, allreduce, bubble_fraction, expected_max_normal, inverse_normal, p2p, ring_allreduce, straggle,
+    tree_allreduce, update_s,
+};
 
 use crate::net::{ModelSpec, Net};
 use crate::parallel::pipeline::Schedule;
@@ -287,14 +290,37 @@ pub struct Plan {
 
 impl Plan {
     fn single_step(&self) -> f64 {
-        self.model.step_s(self.batch as f64) * self.cluster.compute_scale() + update_s(&self.cluster, self.model.params() as f64)
+        self.model.step_s(self.batch as f64) * self.cluster.compute_scale()
+            + update_s(&self.cluster, self.model.params() as f64)
     }
 
-    fn finish(&self, strategy: String, nodes: usize, compute_s: f64, exposed: f64, bubble: f64, opt: f64, memory: f64) -> Prediction {
+    fn finish(
+        &self,
+        strategy: String,
+        nodes: usize,
+        compute_s: f64,
+        exposed: f64,
+        bubble: f64,
+        opt: f64,
+        memory: f64,
+    ) -> Prediction {
         let step = compute_s + exposed + bubble + opt;
         let ips = self.batch as f64 / step;
         let one = self.batch as f64 / self.single_step();
-        Prediction { strategy, nodes, compute_s, exposed_comm_s: exposed, bubble_s: bubble, optimizer_s: opt, straggle_s: 0.0, step_s: step, images_per_s: ips, efficiency: ips / (nodes as f64 * one), memory_bytes: memory, split_after: Vec::new() }
+        Prediction {
+            strategy,
+            nodes,
+            compute_s,
+            exposed_comm_s: exposed,
+            bubble_s: bubble,
+            optimizer_s: opt,
+            straggle_s: 0.0,
+            step_s: step,
+            images_per_s: ips,
+            efficiency: ips / (nodes as f64 * one),
+            memory_bytes: memory,
+            split_after: Vec::new(),
+        }
     }
 
     /// Data parallelism with bucketed all-reduce overlapped with backward (as `--strategy
@@ -326,7 +352,16 @@ impl Plan {
         let p = self.model.params() as f64;
         let memory = 4.0 * p * 2.0 + 8.0 * p / n as f64 + self.model.act_bytes() * b;
         // Every node's gradients must be in before the last bucket is reduced: one synchronisation.
-        self.finish(format!("dp bucket={bucket_mb}MB"), n, fwd + bwd, exposed, 0.0, update_s(&self.cluster, p / n as f64), memory).with_straggle(straggle(&self.cluster, n, fwd + bwd))
+        self.finish(
+            format!("dp bucket={bucket_mb}MB"),
+            n,
+            fwd + bwd,
+            exposed,
+            0.0,
+            update_s(&self.cluster, p / n as f64),
+            memory,
+        )
+        .with_straggle(straggle(&self.cluster, n, fwd + bwd))
     }
 
     /// Synchronous parameter server with `k` shards on k extra nodes (as `--strategy ps`): after
@@ -343,7 +378,8 @@ impl Plan {
         let p = self.model.params() as f64;
         let memory = 4.0 * p * 2.0 + self.model.act_bytes() * b;
         // The shards wait for every worker's push.
-        self.finish(format!("ps k={k}"), n, compute, comm, 0.0, update_s(&self.cluster, p / k as f64), memory).with_straggle(straggle(&self.cluster, n, compute))
+        self.finish(format!("ps k={k}"), n, compute, comm, 0.0, update_s(&self.cluster, p / k as f64), memory)
+            .with_straggle(straggle(&self.cluster, n, compute))
     }
 
     /// Pipeline of `n` stages (one per node) cut where the largest stage is smallest, `m`
@@ -359,25 +395,31 @@ impl Plan {
         }
         let cost: Vec<f64> = l.iter().map(|x| x.step(self.batch as f64 / m as f64)).collect();
         // Balance over the units between the points where a stage may end (as `convoy train`).
-        let starts: Vec<usize> = std::iter::once(0).chain((0..l.len() - 1).filter(|&j| l[j].cut_after).map(|j| j + 1)).collect();
+        let starts: Vec<usize> =
+            std::iter::once(0).chain((0..l.len() - 1).filter(|&j| l[j].cut_after).map(|j| j + 1)).collect();
         if n > starts.len() {
             return None;
         }
         let unit = |u: usize| starts[u]..starts.get(u + 1).copied().unwrap_or(l.len());
         let unit_cost: Vec<f64> = (0..starts.len()).map(|u| cost[unit(u)].iter().sum()).collect();
-        let cuts: Vec<usize> = balanced_cuts(&unit_cost, n).iter().map(|&u| starts.get(u).copied().unwrap_or(l.len())).collect();
+        let cuts: Vec<usize> =
+            balanced_cuts(&unit_cost, n).iter().map(|&u| starts.get(u).copied().unwrap_or(l.len())).collect();
         let mb = self.batch as f64 / m as f64;
         let scale = self.cluster.compute_scale();
-        let fwd: Vec<f64> = cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.fwd(mb)).sum::<f64>() * scale).collect();
-        let bwd: Vec<f64> = cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.bwd(mb)).sum::<f64>() * scale).collect();
+        let fwd: Vec<f64> =
+            cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.fwd(mb)).sum::<f64>() * scale).collect();
+        let bwd: Vec<f64> =
+            cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.bwd(mb)).sum::<f64>() * scale).collect();
         // One micro-batch's activations (forward) or their gradient (backward) over each cut.
-        let crossings: Vec<Crossing> = cuts[1..n].iter().map(|&c| Crossing::new(4.0 * l[c - 1].out as f64 * mb, &self.cluster)).collect();
+        let crossings: Vec<Crossing> =
+            cuts[1..n].iter().map(|&c| Crossing::new(4.0 * l[c - 1].out as f64 * mb, &self.cluster)).collect();
         let schedule = self.pins.schedule.unwrap_or(Schedule::OneFOneB);
         let total = simulate(&fwd, &bwd, &crossings, m, schedule);
         let free = vec![Crossing::free(); crossings.len()];
         let no_comm = simulate(&fwd, &bwd, &free, m, schedule);
         let compute = m as f64 * fwd.iter().zip(&bwd).map(|(f, b)| f + b).fold(0.0, f64::max);
-        let params_max = cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.params).sum::<usize>()).max().unwrap_or(0) as f64;
+        let params_max =
+            cuts.windows(2).map(|w| l[w[0]..w[1]].iter().map(|x| x.params).sum::<usize>()).max().unwrap_or(0) as f64;
         // Micro-batches whose activations a stage holds at once: all under GPipe, at most the
         // stages under 1F1B.
         let held = if schedule == Schedule::GPipe { m } else { n.min(m) };
@@ -386,7 +428,15 @@ impl Plan {
             Schedule::OneFOneB => format!("pipeline m={m}"),
             Schedule::GPipe => format!("pipeline gpipe m={m}"),
         };
-        let mut p = self.finish(name, n, compute, total - no_comm, no_comm - compute, update_s(&self.cluster, params_max), memory);
+        let mut p = self.finish(
+            name,
+            n,
+            compute,
+            total - no_comm,
+            no_comm - compute,
+            update_s(&self.cluster, params_max),
+            memory,
+        );
         p.split_after = cuts[1..n].iter().map(|&c| l[c - 1].name.clone()).collect();
         Some(p)
     }
@@ -417,7 +467,11 @@ impl Plan {
         let mut exchange = allgather(c, mp, bytes(l[cut - 1].out)) + allgather(c, mp, 0.0);
         let mut column = true;
         for (j, layer) in l.iter().enumerate().skip(cut).filter(|(_, x)| x.fc) {
-            exchange += if column { ring_allreduce(c, mp, bytes(l[j - 1].out)) } else { ring_allreduce(c, mp, bytes(layer.out)) };
+            exchange += if column {
+                ring_allreduce(c, mp, bytes(l[j - 1].out))
+            } else {
+                ring_allreduce(c, mp, bytes(layer.out))
+            };
             if column && !l[j + 1..].iter().any(|x| x.fc) {
                 exchange += allgather(c, mp, bytes(layer.out));
             }
@@ -431,7 +485,18 @@ impl Plan {
         // Synchronisations: the group's gather after the convolutions' forward, the classifier's
         // exchanges (one phase), the all-reduce over every node after the convolutions' backward.
         let wait = straggle(c, mp, conv_fwd) + straggle(c, mp, fc) + straggle(c, n, conv_bwd);
-        Some(self.finish(format!("hybrid mp={mp}"), n, conv_fwd + conv_bwd + fc, exchange + grads, 0.0, update_s(c, conv_params + fc_params), memory).with_straggle(wait))
+        Some(
+            self.finish(
+                format!("hybrid mp={mp}"),
+                n,
+                conv_fwd + conv_bwd + fc,
+                exchange + grads,
+                0.0,
+                update_s(c, conv_params + fc_params),
+                memory,
+            )
+            .with_straggle(wait),
+        )
     }
 
     /// Tensor split over `n` nodes (every conv/linear layer in n slices): compute/n; every
@@ -439,10 +504,25 @@ impl Plan {
     pub fn tensor(&self, n: usize) -> Prediction {
         let b = self.batch as f64;
         let compute = self.model.step_s(b) / n as f64 * self.cluster.compute_scale();
-        let comm: f64 = self.model.layers.iter().filter(|x| x.params > 0).map(|x| allgather(&self.cluster, n, 4.0 * x.out as f64 * b) + ring_allreduce(&self.cluster, n, 4.0 * x.out as f64 * b)).sum();
+        let comm: f64 = self
+            .model
+            .layers
+            .iter()
+            .filter(|x| x.params > 0)
+            .map(|x| {
+                allgather(&self.cluster, n, 4.0 * x.out as f64 * b)
+                    + ring_allreduce(&self.cluster, n, 4.0 * x.out as f64 * b)
+            })
+            .sum();
         // Each of those exchanges waits for the slowest node's slice of its layer.
         let scale = self.cluster.compute_scale() / n as f64;
-        let wait: f64 = self.model.layers.iter().filter(|x| x.params > 0).map(|x| straggle(&self.cluster, n, x.fwd(b) * scale) + straggle(&self.cluster, n, x.bwd(b) * scale)).sum();
+        let wait: f64 = self
+            .model
+            .layers
+            .iter()
+            .filter(|x| x.params > 0)
+            .map(|x| straggle(&self.cluster, n, x.fwd(b) * scale) + straggle(&self.cluster, n, x.bwd(b) * scale))
+            .sum();
         let p = self.model.params() as f64 / n as f64;
         let memory = 12.0 * p + self.model.act_bytes() * b;
         self.finish("tensor".into(), n, compute, comm, 0.0, update_s(&self.cluster, p), memory).with_straggle(wait)
@@ -472,11 +552,15 @@ impl Plan {
             out.extend(best(buckets.iter().map(|&mb| self.data_parallel(n, mb)).collect()));
         }
         if want("ps") && (split || pins.servers.is_some()) {
-            let shards: Vec<usize> = pins.servers.map_or_else(|| (0..).map(|e| 1usize << e).take_while(|&k| k <= n.max(1)).collect(), |k| vec![k]);
+            let shards: Vec<usize> = pins
+                .servers
+                .map_or_else(|| (0..).map(|e| 1usize << e).take_while(|&k| k <= n.max(1)).collect(), |k| vec![k]);
             out.extend(best(shards.iter().map(|&k| self.param_server(n, k)).collect()));
         }
         if want("pipeline") && split {
-            let micro: Vec<usize> = pins.micro_batches.map_or_else(|| [1, 2, 4, 8].iter().map(|&f| (f * n).min(self.batch)).collect(), |m| vec![m]);
+            let micro: Vec<usize> = pins
+                .micro_batches
+                .map_or_else(|| [1, 2, 4, 8].iter().map(|&f| (f * n).min(self.batch)).collect(), |m| vec![m]);
             out.extend(best(micro.iter().filter_map(|&m| self.pipeline(n, m)).collect()));
         }
         if want("tensor") && split {
@@ -525,7 +609,16 @@ pub fn balanced_cuts(cost: &[f64], s: usize) -> Vec<usize> {
 /// Parses a bandwidth: `10gbit`, `100mbit`, `25gbit`, `1.5GB/s`, `200MB/s`, or bytes/s.
 pub fn parse_bandwidth(s: &str) -> Result<f64, PlanError> {
     let t = s.trim().to_ascii_lowercase();
-    let units: [(&str, f64); 8] = [("gbit", 1e9 / 8.0), ("mbit", 1e6 / 8.0), ("kbit", 1e3 / 8.0), ("gb/s", 1e9), ("mb/s", 1e6), ("kb/s", 1e3), ("b/s", 1.0), ("", 1.0)];
+    let units: [(&str, f64); 8] = [
+        ("gbit", 1e9 / 8.0),
+        ("mbit", 1e6 / 8.0),
+        ("kbit", 1e3 / 8.0),
+        ("gb/s", 1e9),
+        ("mb/s", 1e6),
+        ("kb/s", 1e3),
+        ("b/s", 1.0),
+        ("", 1.0),
+    ];
     match with_unit(&t, &units) {
         Some((v, f)) if v.is_finite() && v > 0.0 => Ok(v * f),
         Some(_) => bad(format!("--link {s}: the bandwidth must be positive")),
@@ -555,7 +648,16 @@ pub fn parse_jitter(s: &str) -> Result<f64, PlanError> {
 /// A size in bytes (`--eager-limit`): `65536`, `64KiB`, `8MiB`, `4MB`; positive.
 pub fn parse_bytes(flag: &str, s: &str) -> Result<f64, PlanError> {
     let t = s.trim().to_ascii_lowercase();
-    let units = [("kib", 1024.0), ("mib", 1048576.0), ("gib", 1073741824.0), ("kb", 1e3), ("mb", 1e6), ("gb", 1e9), ("b", 1.0), ("", 1.0)];
+    let units = [
+        ("kib", 1024.0),
+        ("mib", 1048576.0),
+        ("gib", 1073741824.0),
+        ("kb", 1e3),
+        ("mb", 1e6),
+        ("gb", 1e9),
+        ("b", 1.0),
+        ("", 1.0),
+    ];
     match with_unit(&t, &units) {
         Some((v, f)) if v.is_finite() && v > 0.0 => Ok(v * f),
         Some(_) => bad(format!("{flag} {s}: must be positive; hint: 64KiB")),

@@ -120,7 +120,13 @@ pub fn simulate(fwd: &[f64], bwd: &[f64], crossings: &[Crossing], m: usize, sche
                 let waits_for = match pass {
                     Pass::Forward(_) if s == 0 => Ok(()),
                     Pass::Forward(k) => Err(for_f[s][k]),
-                    Pass::Backward(k) if s + 1 == stages => if done_f[s][k] { Ok(()) } else { Err(None) },
+                    Pass::Backward(k) if s + 1 == stages => {
+                        if done_f[s][k] {
+                            Ok(())
+                        } else {
+                            Err(None)
+                        }
+                    }
                     Pass::Backward(k) => Err(for_b[s][k]),
                 };
                 let ready = match waits_for {
@@ -142,7 +148,11 @@ pub fn simulate(fwd: &[f64], bwd: &[f64], crossings: &[Crossing], m: usize, sche
         // it once posted) and finds its two links free. A later message between the same two
         // nodes needs the same links, so it waits behind the earlier one (one connection).
         in_flight.retain(|&i| msgs[i].arrived.is_none());
-        let ready: Vec<usize> = in_flight.iter().copied().filter(|&i| msgs[i].posted || msgs[i].left > msgs[i].x.rendezvous_share + EPS).collect();
+        let ready: Vec<usize> = in_flight
+            .iter()
+            .copied()
+            .filter(|&i| msgs[i].posted || msgs[i].left > msgs[i].x.rendezvous_share + EPS)
+            .collect();
         let go = first_come(&ready.iter().map(|&i| (msgs[i].from, msgs[i].to)).collect::<Vec<_>>(), stages);
         let moving: Vec<usize> = ready.iter().zip(&go).filter(|(_, &g)| g).map(|(&i, _)| i).collect();
         // Which nodes send and receive now (for the duplex rate).

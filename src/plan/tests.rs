@@ -3,13 +3,43 @@ use crate::parallel::pipeline::Schedule;
 use schedule::{simulate, Crossing};
 
 fn cluster(gbit: f64, latency: f64) -> Cluster {
-    Cluster { bandwidth: gbit * 1e9 / 8.0, latency, collective_bandwidth: gbit * 1e9 / 8.0, collective_latency: latency, server_bandwidth: gbit * 1e9 / 8.0, mem_bandwidth: 10e9, cores_per_node: 8.0, node_speed: 1.0, jitter: 0.0, eager_bytes: schedule::EAGER_BYTES }
+    Cluster {
+        bandwidth: gbit * 1e9 / 8.0,
+        latency,
+        collective_bandwidth: gbit * 1e9 / 8.0,
+        collective_latency: latency,
+        server_bandwidth: gbit * 1e9 / 8.0,
+        mem_bandwidth: 10e9,
+        cores_per_node: 8.0,
+        node_speed: 1.0,
+        jitter: 0.0,
+        eager_bytes: schedule::EAGER_BYTES,
+    }
 }
 
 /// A made-up 3-layer model: conv (no params counted), fc1 1 M params, fc2 10 k params.
 fn toy() -> ModelCost {
-    let l = |name: &str, f: f64, params: usize, out: usize, fc: bool| LayerCost { name: name.into(), fwd_s: f, bwd_s: 2.0 * f, fwd_fixed_s: 0.0, bwd_fixed_s: 0.0, params, out, fc, cut_after: true, kernel: String::new() };
-    ModelCost { model: "toy".into(), input: 784, layers: vec![l("conv", 1e-4, 1000, 4000, false), l("fc1", 1e-5, 1_000_000, 1000, true), l("fc2", 1e-6, 10_000, 10, true)] }
+    let l = |name: &str, f: f64, params: usize, out: usize, fc: bool| LayerCost {
+        name: name.into(),
+        fwd_s: f,
+        bwd_s: 2.0 * f,
+        fwd_fixed_s: 0.0,
+        bwd_fixed_s: 0.0,
+        params,
+        out,
+        fc,
+        cut_after: true,
+        kernel: String::new(),
+    };
+    ModelCost {
+        model: "toy".into(),
+        input: 784,
+        layers: vec![
+            l("conv", 1e-4, 1000, 4000, false),
+            l("fc1", 1e-5, 1_000_000, 1000, true),
+            l("fc2", 1e-6, 10_000, 10, true),
+        ],
+    }
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -97,9 +127,17 @@ fn pipeline_matches_hand_computed_steps_and_cuts_only_where_allowed() {
     plan.pins.schedule = None;
     let p = plan.pipeline(2, 8).unwrap();
     assert_eq!(p.strategy, "pipeline m=8");
-    let want = simulate(&[8e-4, 8.8e-5], &[1.6e-3, 1.76e-4], &[Crossing::new(128_000.0, &plan.cluster)], 8, Schedule::OneFOneB);
+    let want = simulate(
+        &[8e-4, 8.8e-5],
+        &[1.6e-3, 1.76e-4],
+        &[Crossing::new(128_000.0, &plan.cluster)],
+        8,
+        Schedule::OneFOneB,
+    );
     assert!(close(p.step_s - p.optimizer_s, want), "{p:?} vs {want}");
-    let gpipe = Plan { pins: Pins { schedule: Some(Schedule::GPipe), ..Pins::default() }, ..plan.clone() }.pipeline(2, 8).unwrap();
+    let gpipe = Plan { pins: Pins { schedule: Some(Schedule::GPipe), ..Pins::default() }, ..plan.clone() }
+        .pipeline(2, 8)
+        .unwrap();
     assert!(p.step_s < gpipe.step_s, "1F1B sends activations and gradients at once: {p:?} vs {gpipe:?}");
     // A residual connection over the conv's output: the only cut left is after fc1.
     plan.model.layers[0].cut_after = false;
@@ -189,7 +227,12 @@ fn the_eager_limit_decides_what_waits_for_the_receive() {
     assert_eq!(Crossing::new(1e6, &c).rendezvous_share, 0.0);
     // So a pipeline on a slow link is predicted no slower with the larger limit.
     let model = toy();
-    let step = |c: &Cluster| Plan { model: model.clone(), cluster: c.clone(), batch: 64, pins: Pins::default() }.pipeline(2, 8).unwrap().step_s;
+    let step = |c: &Cluster| {
+        Plan { model: model.clone(), cluster: c.clone(), batch: 64, pins: Pins::default() }
+            .pipeline(2, 8)
+            .unwrap()
+            .step_s
+    };
     let mut slow = cluster(0.1, 1e-4);
     let rendezvous = step(&slow);
     slow.eager_bytes = 1e9;
@@ -212,7 +255,10 @@ fn hybrid_matches_hand_computed_exchanges() {
     let h = plan.hybrid(4, 2).unwrap();
     assert!(close(h.compute_s, 16.0 * 3.0 * 1e-4 + 32.0 * 3.0 * (1e-5 + 1e-6) / 2.0), "{h:?}");
     let feats = 4.0 * 4000.0 * 32.0;
-    let exchange = allgather(&c, 2, feats) + allgather(&c, 2, 0.0) + ring_allreduce(&c, 2, feats) + ring_allreduce(&c, 2, 4.0 * 10.0 * 32.0);
+    let exchange = allgather(&c, 2, feats)
+        + allgather(&c, 2, 0.0)
+        + ring_allreduce(&c, 2, feats)
+        + ring_allreduce(&c, 2, 4.0 * 10.0 * 32.0);
     let grads = allreduce(&c, 4, 4000.0) + allreduce(&c, 2, 4.0 * 1_010_000.0 / 2.0) + allreduce(&c, 4, 12.0);
     assert!(close(h.exposed_comm_s, exchange + grads), "{} vs {}", h.exposed_comm_s, exchange + grads);
     // With one fc layer only (column-parallel and last): its output is all-gathered.
@@ -220,7 +266,8 @@ fn hybrid_matches_hand_computed_exchanges() {
     one.model.layers.pop();
     let h = one.hybrid(2, 2).unwrap();
     let (gb, f) = (64.0, 4.0 * 4000.0 * 64.0);
-    let exchange = allgather(&c, 2, f) + allgather(&c, 2, 0.0) + ring_allreduce(&c, 2, f) + allgather(&c, 2, 4.0 * 1000.0 * gb);
+    let exchange =
+        allgather(&c, 2, f) + allgather(&c, 2, 0.0) + ring_allreduce(&c, 2, f) + allgather(&c, 2, 4.0 * 1000.0 * gb);
     let grads = allreduce(&c, 2, 4000.0) + allreduce(&c, 1, 4.0 * 1_000_000.0 / 2.0) + allreduce(&c, 2, 12.0);
     assert!(close(h.exposed_comm_s, exchange + grads), "{} vs {}", h.exposed_comm_s, exchange + grads);
 }
@@ -361,7 +408,8 @@ fn a_per_call_cost_is_paid_once_per_step_by_data_parallelism_and_per_micro_batch
 #[test]
 fn the_expected_maximum_of_normals_is_within_five_percent_of_the_exact_values() {
     // Exact E[max of n standard normals] (Harter's tables, 1961).
-    for (n, exact) in [(2, 0.5642), (3, 0.8463), (4, 1.0294), (5, 1.1630), (10, 1.5388), (100, 2.5076), (1000, 3.2414)] {
+    for (n, exact) in [(2, 0.5642), (3, 0.8463), (4, 1.0294), (5, 1.1630), (10, 1.5388), (100, 2.5076), (1000, 3.2414)]
+    {
         let e = expected_max_normal(n);
         assert!((e - exact).abs() <= 0.05 * exact, "n = {n}: {e} vs {exact}");
     }

@@ -97,12 +97,22 @@ pub trait LayerEngine: Send {
     fn name(&self) -> &'static str;
 
     /// y = conv(x, w) + b on `threads` threads.
-    fn forward(&mut self, threads: usize, w: &[f32], b: Option<&[f32]>, x: &[f32], y: &mut [f32]) -> Result<(), String>;
+    fn forward(&mut self, threads: usize, w: &[f32], b: Option<&[f32]>, x: &[f32], y: &mut [f32])
+        -> Result<(), String>;
 
     /// ACCUMULATES the weight and bias gradients into `dw` and `db` (as every layer's backward
     /// does) and, when given, writes the input gradient into `dx`.
     #[allow(clippy::too_many_arguments)]
-    fn backward(&mut self, threads: usize, w: &[f32], x: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: &mut [f32], db: Option<&mut [f32]>) -> Result<(), String>;
+    fn backward(
+        &mut self,
+        threads: usize,
+        w: &[f32],
+        x: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        dw: &mut [f32],
+        db: Option<&mut [f32]>,
+    ) -> Result<(), String>;
 }
 
 /// The engine that runs the convolution `desc` on `backend`; `None` for the native kernels.
@@ -121,7 +131,12 @@ pub fn conv_engine(backend: Backend, desc: &ConvDesc) -> Result<Option<Box<dyn L
 
 /// The engine that runs a linear layer (`inf` → `outf` features, with a bias when `bias`) on
 /// `backend`; `None` for the native kernels.
-pub fn linear_engine(backend: Backend, inf: usize, outf: usize, bias: bool) -> Result<Option<Box<dyn LayerEngine>>, String> {
+pub fn linear_engine(
+    backend: Backend,
+    inf: usize,
+    outf: usize,
+    bias: bool,
+) -> Result<Option<Box<dyn LayerEngine>>, String> {
     match backend.resolve(false) {
         Backend::Native | Backend::Auto => Ok(None),
         #[cfg(feature = "dnnl")]
@@ -140,7 +155,8 @@ mod tests {
 
     /// A 3×3 convolution of one channel on 3×3.
     fn desc() -> ConvDesc {
-        let shape = ConvShape { c: 1, h: 3, w: 3, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1, oh: 1, ow: 1 };
+        let shape =
+            ConvShape { c: 1, h: 3, w: 3, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1, oh: 1, ow: 1 };
         ConvDesc { shape, o: 1, groups: 1, bias: false }
     }
 

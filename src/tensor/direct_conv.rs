@@ -58,7 +58,17 @@ impl Flat {
     /// The geometry for `isa`; `None` when the padding exceeds kernel − 1 (the transposed
     /// convolution of backward would need negative padding) or the output is empty.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(isa: Isa, cin: usize, cout: usize, kh: usize, kw: usize, h: usize, w: usize, ph: usize, pw: usize) -> Option<Flat> {
+    pub fn new(
+        isa: Isa,
+        cin: usize,
+        cout: usize,
+        kh: usize,
+        kw: usize,
+        h: usize,
+        w: usize,
+        ph: usize,
+        pw: usize,
+    ) -> Option<Flat> {
         if kh == 0 || kw == 0 || ph >= kh || pw >= kw || h + 2 * ph < kh || w + 2 * pw < kw {
             return None;
         }
@@ -71,7 +81,17 @@ impl Flat {
     /// The geometry of backward data: dy (cout planes of oh × ow) padded by (kh−1−ph, kw−1−pw),
     /// convolved into cin planes of h × w.
     pub fn transposed(&self, isa: Isa) -> Option<Flat> {
-        Flat::new(isa, self.cout, self.cin, self.kh, self.kw, self.oh, self.ow, self.kh - 1 - self.ph, self.kw - 1 - self.pw)
+        Flat::new(
+            isa,
+            self.cout,
+            self.cin,
+            self.kh,
+            self.kw,
+            self.oh,
+            self.ow,
+            self.kh - 1 - self.ph,
+            self.kw - 1 - self.pw,
+        )
     }
 
     /// Floats of one padded input plane.
@@ -200,7 +220,13 @@ unsafe fn forward_avx2(f: &Flat, xp: &[f32], wt: &[f32], bias: Option<&[f32]>, y
 
 /// Output channels in blocks of `OB`, the rest one at a time.
 #[inline(always)]
-unsafe fn forward_tiles<S: Simd, const OB: usize>(f: &Flat, xp: &[f32], wt: &[f32], bias: Option<&[f32]>, yq: &mut [f32]) {
+unsafe fn forward_tiles<S: Simd, const OB: usize>(
+    f: &Flat,
+    xp: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    yq: &mut [f32],
+) {
     let full = f.cout / OB * OB;
     for o0 in (0..full).step_by(OB) {
         forward_block::<S, OB>(f, o0, xp, wt, bias, yq);
@@ -212,7 +238,14 @@ unsafe fn forward_tiles<S: Simd, const OB: usize>(f: &Flat, xp: &[f32], wt: &[f3
 
 /// Output channels `o0..o0 + OB`, every q: `OB × NV` accumulators per tile.
 #[inline(always)]
-unsafe fn forward_block<S: Simd, const OB: usize>(f: &Flat, o0: usize, xp: &[f32], wt: &[f32], bias: Option<&[f32]>, yq: &mut [f32]) {
+unsafe fn forward_block<S: Simd, const OB: usize>(
+    f: &Flat,
+    o0: usize,
+    xp: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    yq: &mut [f32],
+) {
     let (kk, plane) = (f.kh * f.kw, f.plane());
     let (xp, wt, yq) = (xp.as_ptr(), wt.as_ptr(), yq.as_mut_ptr());
     for q0 in (0..f.q).step_by(NV * S::LANES) {
@@ -258,7 +291,16 @@ pub fn weight_grad_supports(kw: usize) -> bool {
 /// Weight gradient over `n` samples: `dw[o, c, ki, kj] += Σ_s Σ_q dyq[s][o, q] · xp[s][c, q + ki·wp + kj]`,
 /// with sample `s`'s padded input at `xs[s·xstride..]` and its q-layout gradient at `dys[s·dstride..]`.
 #[allow(clippy::too_many_arguments)]
-pub fn weight_grad(isa: Isa, f: &Flat, n: usize, xs: &[f32], xstride: usize, dys: &[f32], dstride: usize, dw: &mut [f32]) {
+pub fn weight_grad(
+    isa: Isa,
+    f: &Flat,
+    n: usize,
+    xs: &[f32],
+    xstride: usize,
+    dys: &[f32],
+    dstride: usize,
+    dw: &mut [f32],
+) {
     assert!(weight_grad_supports(f.kw), "direct_conv: no weight-gradient kernel for kw = {}", f.kw);
     assert!(n == 0 || (xs.len() >= (n - 1) * xstride + f.in_len() && dys.len() >= (n - 1) * dstride + f.out_len()));
     assert!(dw.len() >= f.cout * f.cin * f.kh * f.kw);
@@ -368,7 +410,8 @@ mod tests {
                             for kj in 0..f.kw {
                                 let (ih, iw) = ((r + ki) as isize - f.ph as isize, (col + kj) as isize - f.pw as isize);
                                 if ih >= 0 && iw >= 0 && (ih as usize) < f.h && (iw as usize) < f.w {
-                                    s += w[((o * f.cin + c) * f.kh + ki) * f.kw + kj] as f64 * x[(c * f.h + ih as usize) * f.w + iw as usize] as f64;
+                                    s += w[((o * f.cin + c) * f.kh + ki) * f.kw + kj] as f64
+                                        * x[(c * f.h + ih as usize) * f.w + iw as usize] as f64;
                                 }
                             }
                         }
@@ -384,7 +427,13 @@ mod tests {
     fn forward_matches_the_six_loops_on_awkward_shapes() {
         // (cin, cout, kh, kw, h, w, ph, pw): channel counts that are not multiples of the blocks,
         // rectangular kernels, no padding, maps narrower than a vector.
-        let shapes = [(3, 5, 3, 3, 7, 9, 1, 1), (1, 17, 5, 5, 12, 11, 2, 2), (4, 9, 1, 1, 5, 3, 0, 0), (2, 3, 3, 5, 6, 20, 0, 2), (16, 16, 3, 3, 8, 8, 1, 1)];
+        let shapes = [
+            (3, 5, 3, 3, 7, 9, 1, 1),
+            (1, 17, 5, 5, 12, 11, 2, 2),
+            (4, 9, 1, 1, 5, 3, 0, 0),
+            (2, 3, 3, 5, 6, 20, 0, 2),
+            (16, 16, 3, 3, 8, 8, 1, 1),
+        ];
         for isa in Isa::available() {
             for &(cin, cout, kh, kw, h, w, ph, pw) in &shapes {
                 let f = Flat::new(isa, cin, cout, kh, kw, h, w, ph, pw).unwrap();
@@ -398,7 +447,10 @@ mod tests {
                 let mut y = vec![0.0; cout * f.oh * f.ow];
                 f.extract(&yq, &mut y);
                 for (i, (&got, &want)) in y.iter().zip(&reference(&f, &x, &wt, &b)).enumerate() {
-                    assert!((got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "{isa:?} {f:?} y[{i}] = {got} vs {want}");
+                    assert!(
+                        (got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "{isa:?} {f:?} y[{i}] = {got} vs {want}"
+                    );
                 }
             }
         }
@@ -409,7 +461,9 @@ mod tests {
         // <dy, conv(x, w)> = <conv_t(dy, w), x> = <dw(x, dy), w>: both backward kernels against
         // the forward one, in f64.
         for isa in Isa::available() {
-            for &(cin, cout, k, h, w, p) in &[(3, 5, 3, 7, 9, 1), (2, 4, 5, 9, 8, 2), (5, 3, 1, 4, 6, 0), (3, 2, 7, 9, 9, 3), (2, 19, 3, 5, 5, 0)] {
+            for &(cin, cout, k, h, w, p) in
+                &[(3, 5, 3, 7, 9, 1), (2, 4, 5, 9, 8, 2), (5, 3, 1, 4, 6, 0), (3, 2, 7, 9, 9, 3), (2, 19, 3, 5, 5, 0)]
+            {
                 let f = Flat::new(isa, cin, cout, k, k, h, w, p, p).unwrap();
                 let (x, wt, dy) = (rand(cin * h * w, 4), rand(cout * cin * k * k, 5), rand(cout * f.oh * f.ow, 6));
                 let y = reference(&f, &x, &wt, &vec![0.0; cout]);
@@ -438,7 +492,11 @@ mod tests {
                 let mut dw = vec![0.0; wt.len()];
                 weight_grad(isa, &f, 2, &xp, f.in_len(), &dyq, f.out_len(), &mut dw);
                 let rhs: f64 = dw.iter().zip(&wt).map(|(&a, &b)| a as f64 * b as f64).sum();
-                assert!((3.0 * lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()), "{isa:?} {f:?} weights: {} vs {rhs}", 3.0 * lhs);
+                assert!(
+                    (3.0 * lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()),
+                    "{isa:?} {f:?} weights: {} vs {rhs}",
+                    3.0 * lhs
+                );
             }
         }
     }

@@ -172,7 +172,15 @@ unsafe fn forward_all<S: Simd, const V: usize>(f: &Flat, xs: &[f32], pix: &[usiz
 }
 
 #[inline(always)]
-unsafe fn forward_tile<S: Simd, const V: usize, const T: usize>(f: &Flat, xs: &[f32], pix: &[usize], wt: &[f32], yt: &mut [f32], o0: usize, p0: usize) {
+unsafe fn forward_tile<S: Simd, const V: usize, const T: usize>(
+    f: &Flat,
+    xs: &[f32],
+    pix: &[usize],
+    wt: &[f32],
+    yt: &mut [f32],
+    o0: usize,
+    p0: usize,
+) {
     let mut acc = [[S::zero(); V]; T];
     let mut base = [std::ptr::null::<f32>(); T];
     for (b, &p) in base.iter_mut().zip(pix) {
@@ -251,7 +259,15 @@ unsafe fn weight_grad_all<S: Simd, const V: usize>(f: &Flat, xs: &[f32], pix: &[
 /// Input channel `c`, output channels `o0..o0 + V·lanes`: nine taps × V vectors accumulated
 /// over every pixel, then added into `dw`.
 #[inline(always)]
-unsafe fn weight_grad_block<S: Simd, const V: usize>(f: &Flat, xs: &[f32], pix: &[usize], dyt: &[f32], dw: &mut [f32], c: usize, o0: usize) {
+unsafe fn weight_grad_block<S: Simd, const V: usize>(
+    f: &Flat,
+    xs: &[f32],
+    pix: &[usize],
+    dyt: &[f32],
+    dw: &mut [f32],
+    c: usize,
+    o0: usize,
+) {
     let mut acc = [[S::zero(); V]; TAPS];
     let taps: [usize; TAPS] = std::array::from_fn(|k| c * f.plane() + (k / 3) * f.wp + k % 3);
     for (p, &px) in pix.iter().enumerate() {

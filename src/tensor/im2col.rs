@@ -134,7 +134,15 @@ mod tests {
     use crate::layers::geometry::Axis;
     use crate::tensor::rng::Rng;
 
-    fn shape(c: usize, h: usize, w: usize, k: (usize, usize), s: (usize, usize), p: (usize, usize), d: (usize, usize)) -> ConvShape {
+    fn shape(
+        c: usize,
+        h: usize,
+        w: usize,
+        k: (usize, usize),
+        s: (usize, usize),
+        p: (usize, usize),
+        d: (usize, usize),
+    ) -> ConvShape {
         let oh = Axis { input: h, kernel: k.0, stride: s.0, pad: p.0, dilation: d.0 }.out("t", false).unwrap();
         let ow = Axis { input: w, kernel: k.1, stride: s.1, pad: p.1, dilation: d.1 }.out("t", false).unwrap();
         ConvShape { c, h, w, kh: k.0, kw: k.1, sh: s.0, sw: s.1, ph: p.0, pw: p.1, dh: d.0, dw: d.1, oh, ow }

@@ -146,9 +146,15 @@ impl Filler {
     /// Checks the values: finite, std ≥ 0, min ≤ max.
     pub fn validate(&self) -> Result<(), String> {
         match *self {
-            Filler::Gaussian { mean, std } if !(mean.is_finite() && std.is_finite() && std >= 0.0) => Err(format!("gaussian filler needs a finite mean and std ≥ 0, got mean {mean}, std {std}")),
-            Filler::Uniform { min, max } if !(min.is_finite() && max.is_finite() && min <= max) => Err(format!("uniform filler needs finite min ≤ max, got {min}, {max}")),
-            Filler::Constant { value } if !value.is_finite() => Err(format!("constant filler value {value} is not finite")),
+            Filler::Gaussian { mean, std } if !(mean.is_finite() && std.is_finite() && std >= 0.0) => {
+                Err(format!("gaussian filler needs a finite mean and std ≥ 0, got mean {mean}, std {std}"))
+            }
+            Filler::Uniform { min, max } if !(min.is_finite() && max.is_finite() && min <= max) => {
+                Err(format!("uniform filler needs finite min ≤ max, got {min}, {max}"))
+            }
+            Filler::Constant { value } if !value.is_finite() => {
+                Err(format!("constant filler value {value} is not finite"))
+            }
             _ => Ok(()),
         }
     }
@@ -183,7 +189,9 @@ mod tests {
         assert!(c.iter().all(|&x| x == 0.25));
         let (_, m, s) = moments(&Filler::Gaussian { mean: 0.5, std: 0.01 }, &shape, 1);
         assert!((m - 0.5).abs() < 1e-3 && (s - 0.01).abs() < 2e-4, "{m} {s}");
-        for (norm, fan) in [(VarianceNorm::FanIn, 800.0f64), (VarianceNorm::FanOut, 1600.0), (VarianceNorm::Average, 1200.0)] {
+        for (norm, fan) in
+            [(VarianceNorm::FanIn, 800.0f64), (VarianceNorm::FanOut, 1600.0), (VarianceNorm::Average, 1200.0)]
+        {
             let (x, m, s) = moments(&Filler::Xavier { variance_norm: norm }, &shape, 2);
             let b = (3.0 / fan).sqrt();
             // U(−b, b): std b/√3.
@@ -200,7 +208,13 @@ mod tests {
         assert_eq!(moments(&f, &shape, 9).0, moments(&f, &shape, 9).0);
         assert_ne!(moments(&f, &shape, 9).0, moments(&f, &shape, 10).0);
         // A 1-D bias: fan_in 1, fan_out its length (Caffe's filler.hpp).
-        assert_eq!(Filler::Xavier { variance_norm: VarianceNorm::FanOut }.init(&[12]), Init::Uniform { lo: -0.5, hi: 0.5 });
-        assert!(Filler::Uniform { min: 1.0, max: 0.0 }.validate().is_err() && Filler::Gaussian { mean: 0.0, std: -1.0 }.validate().is_err());
+        assert_eq!(
+            Filler::Xavier { variance_norm: VarianceNorm::FanOut }.init(&[12]),
+            Init::Uniform { lo: -0.5, hi: 0.5 }
+        );
+        assert!(
+            Filler::Uniform { min: 1.0, max: 0.0 }.validate().is_err()
+                && Filler::Gaussian { mean: 0.0, std: -1.0 }.validate().is_err()
+        );
     }
 }

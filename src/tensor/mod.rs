@@ -6,9 +6,9 @@
 
 pub mod backend;
 pub mod direct_conv;
+pub mod direct_oc;
 #[cfg(feature = "dnnl")]
 pub mod dnnl;
-pub mod direct_oc;
 pub mod gemm;
 pub mod im2col;
 pub mod init;

@@ -99,7 +99,8 @@ impl Plan {
     /// r − 1 − p, with the filters of `transform_weights(.., transposed = true)`.
     pub fn transposed(&self) -> Plan {
         let r = self.r;
-        Plan::new(self.tile, r, self.k, self.c, self.oh, self.ow, r - 1 - self.ph, r - 1 - self.pw).expect("the transposed plan of a valid plan is valid")
+        Plan::new(self.tile, r, self.k, self.c, self.oh, self.ow, r - 1 - self.ph, r - 1 - self.pw)
+            .expect("the transposed plan of a valid plan is valid")
     }
 
     fn alpha(&self) -> usize {
@@ -228,14 +229,20 @@ impl Winograd {
                 input_channels(isa, &p, xb, 0, &mut b.v[..p.c * xi * t], &mut b.pad);
                 dy_channels(isa, &p, dyb, 0, &mut b.e[..p.k * xi * t], &mut b.pad);
                 let (v, e) = (&b.v[..], &b.e[..]);
-                let gemm = |g: usize, mg: &mut [f32]| sgemm(p.k, p.c, t, MatRef::n(&e[g * t..], xi * t), MatRef::t(&v[g * t..], xi * t), mg, p.c, true, 1);
+                let gemm = |g: usize, mg: &mut [f32]| {
+                    sgemm(p.k, p.c, t, MatRef::n(&e[g * t..], xi * t), MatRef::t(&v[g * t..], xi * t), mg, p.c, true, 1)
+                };
                 per_point(&mut b.mw, kc, inner, gemm);
             }
         };
         if chunks == 1 {
             body(x, dy, &mut self.bufs[0]);
         } else {
-            x.par_chunks(per * xs).zip(dy.par_chunks(per * ys)).zip(self.bufs.par_iter_mut()).with_max_len(1).for_each(|((xc, dyc), b)| body(xc, dyc, b));
+            x.par_chunks(per * xs)
+                .zip(dy.par_chunks(per * ys))
+                .zip(self.bufs.par_iter_mut())
+                .with_max_len(1)
+                .for_each(|((xc, dyc), b)| body(xc, dyc, b));
             let (first, rest) = self.bufs.split_at_mut(1);
             for b in &rest[..chunks - 1] {
                 first[0].mw.iter_mut().zip(&b.mw).for_each(|(s, v)| *s += v);
@@ -246,7 +253,10 @@ impl Winograd {
             weight_grad_rows(isa, &p, mw, 0, dw);
         } else {
             let per_k = p.k.div_ceil(threads);
-            dw.par_chunks_mut(per_k * p.c * p.taps()).enumerate().with_max_len(1).for_each(|(i, dwc)| weight_grad_rows(isa, &p, mw, i * per_k, dwc));
+            dw.par_chunks_mut(per_k * p.c * p.taps())
+                .enumerate()
+                .with_max_len(1)
+                .for_each(|(i, dwc)| weight_grad_rows(isa, &p, mw, i * per_k, dwc));
         }
     }
 }
@@ -260,7 +270,10 @@ fn per_point(out: &mut [f32], len: usize, threads: usize, gemm: impl Fn(usize, &
         return;
     }
     let per = (out.len() / len).div_ceil(threads);
-    out.par_chunks_mut(per * len).enumerate().with_max_len(1).for_each(|(i, chunk)| chunk.chunks_exact_mut(len).enumerate().for_each(|(j, part)| gemm(i * per + j, part)));
+    out.par_chunks_mut(per * len)
+        .enumerate()
+        .with_max_len(1)
+        .for_each(|(i, chunk)| chunk.chunks_exact_mut(len).enumerate().for_each(|(j, part)| gemm(i * per + j, part)));
 }
 
 /// Images per block of `p`: as many as `BLOCK_BYTES` allows, at least `BLOCK_MIN_TILES` tiles.
@@ -313,7 +326,9 @@ fn run(p: &Plan, threads: usize, u: &[f32], x: &[f32], bias: Option<&[f32]>, y: 
             input_channels(isa, p, xb, 0, v, &mut b.pad);
             // One GEMM per transform point: M_ξ (K × T) = U_ξ (K × C) · V_ξ (C × T).
             let v = &v[..];
-            let gemm = |g: usize, mg: &mut [f32]| sgemm(p.k, t, p.c, MatRef::n(&u[g * p.c..], xi * p.c), MatRef::n(&v[g * t..], xi * t), mg, t, false, 1);
+            let gemm = |g: usize, mg: &mut [f32]| {
+                sgemm(p.k, t, p.c, MatRef::n(&u[g * p.c..], xi * p.c), MatRef::n(&v[g * t..], xi * t), mg, t, false, 1)
+            };
             per_point(m, p.k * t, inner, gemm);
             output_images(isa, p, m, nb, 0, bias, yb);
         }
@@ -321,7 +336,11 @@ fn run(p: &Plan, threads: usize, u: &[f32], x: &[f32], bias: Option<&[f32]>, y: 
     if chunks == 1 {
         body(x, y, &mut bufs[0]);
     } else {
-        x.par_chunks(per * xs).zip(y.par_chunks_mut(per * ys)).zip(bufs.par_iter_mut()).with_max_len(1).for_each(|((xc, yc), b)| body(xc, yc, b));
+        x.par_chunks(per * xs)
+            .zip(y.par_chunks_mut(per * ys))
+            .zip(bufs.par_iter_mut())
+            .with_max_len(1)
+            .for_each(|((xc, yc), b)| body(xc, yc, b));
     }
 }
 
@@ -336,7 +355,10 @@ fn transform_weights(p: &Plan, threads: usize, w: &[f32], transposed: bool, u: &
         weight_rows(isa, p, w, transposed, 0, u);
     } else {
         let per = p.k.div_ceil(threads);
-        u.par_chunks_mut(per * row).enumerate().with_max_len(1).for_each(|(i, uc)| weight_rows(isa, p, w, transposed, i * per, uc));
+        u.par_chunks_mut(per * row)
+            .enumerate()
+            .with_max_len(1)
+            .for_each(|(i, uc)| weight_rows(isa, p, w, transposed, i * per, uc));
     }
 }
 
@@ -518,7 +540,14 @@ fn store_input<const M: usize, const R: usize>(d: &Patch, cnt: usize, t0: usize,
 /// y of the images img0.. that `y` holds from M `[ξ][k][t]` of all `n` images: 16 tiles at a
 /// time, transformed back, plus the bias, written where they fall inside the output.
 #[inline(always)]
-fn output_images_impl<const M: usize, const R: usize>(p: &Plan, mm: &[f32], n: usize, img0: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+fn output_images_impl<const M: usize, const R: usize>(
+    p: &Plan,
+    mm: &[f32],
+    n: usize,
+    img0: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let (a, tiles, ohw) = (M + R - 1, p.tiles(), p.oh * p.ow);
     let nimg = y.len() / (p.k * ohw);
     let t_all = n * tiles;
@@ -566,7 +595,11 @@ fn weight_rows_impl<const M: usize, const R: usize>(p: &Plan, w: &[f32], transpo
             for l in 0..cnt {
                 // Forward: filter (out = r, in = col). Transposed: filter (out = col, in = r),
                 // rotated by 180°. The weights are (out, in, R, R) with `p.c` or `p.k` inputs.
-                let f = if transposed { &w[((c0 + l) * p.k + r) * taps..][..taps] } else { &w[(r * cols + c0 + l) * taps..][..taps] };
+                let f = if transposed {
+                    &w[((c0 + l) * p.k + r) * taps..][..taps]
+                } else {
+                    &w[(r * cols + c0 + l) * taps..][..taps]
+                };
                 for (i, gi) in g.iter_mut().enumerate().take(R) {
                     for (j, gij) in gi.iter_mut().enumerate().take(R) {
                         gij[l] = if transposed { f[(R - 1 - i) * R + (R - 1 - j)] } else { f[i * R + j] };
@@ -583,6 +616,6 @@ fn weight_rows_impl<const M: usize, const R: usize>(p: &Plan, w: &[f32], transpo
     }
 }
 
-mod transforms;
 #[cfg(test)]
 mod tests;
+mod transforms;

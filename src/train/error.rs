@@ -139,7 +139,10 @@ impl TrainError {
             TrainError::Net(NetError::Layer { .. } | NetError::Spec { .. }) => 2,
             TrainError::Net(NetError::Loss(_)) => 2,
             TrainError::Config(_) => 2,
-            TrainError::NonFinite { .. } | TrainError::Comm(_) | TrainError::Injected | TrainError::CheckpointWrite { .. } => 1,
+            TrainError::NonFinite { .. }
+            | TrainError::Comm(_)
+            | TrainError::Injected
+            | TrainError::CheckpointWrite { .. } => 1,
             TrainError::Worker { source, .. } | TrainError::Server { source, .. } => source.exit_code(),
             TrainError::Panicked(_) | TrainError::Internal(_) => 1,
             TrainError::Interrupted { signal, .. } => stop::exit_code(*signal),
@@ -155,7 +158,10 @@ impl TrainError {
     pub fn at_worker(self, rank: usize, step: u64) -> TrainError {
         match self {
             // Bad `--init-from` weights are the same for every worker: not a worker's failure.
-            e @ (TrainError::Worker { .. } | TrainError::Comm(CommError::PeerFailed { .. }) | TrainError::Interrupted { .. } | TrainError::InitFrom(_)) => e,
+            e @ (TrainError::Worker { .. }
+            | TrainError::Comm(CommError::PeerFailed { .. })
+            | TrainError::Interrupted { .. }
+            | TrainError::InitFrom(_)) => e,
             e => TrainError::Worker { rank, step, source: Box::new(e) },
         }
     }

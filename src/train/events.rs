@@ -254,7 +254,14 @@ impl EventSink for LogSink {
         match e {
             Event::Step { step, loss, acc, lr, images_per_sec, .. } => {
                 if self.every.is_some_and(|n| step % n == 0) {
-                    tracing::info!(step, loss = format!("{loss:.4}"), acc = format!("{:.2}%", acc * 100.0), lr, images_per_sec = format!("{images_per_sec:.0}"), "step")
+                    tracing::info!(
+                        step,
+                        loss = format!("{loss:.4}"),
+                        acc = format!("{:.2}%", acc * 100.0),
+                        lr,
+                        images_per_sec = format!("{images_per_sec:.0}"),
+                        "step"
+                    )
                 } else {
                     tracing::debug!(step, loss, acc, images_per_sec, "step")
                 }
@@ -266,7 +273,12 @@ impl EventSink for LogSink {
                 tracing::info!(model, params, workers, threads, batch_size, total_steps, "run start")
             }
             Event::RunEnd { steps, test_acc, seconds, .. } => {
-                tracing::info!(steps, test_acc = format!("{:.2}%", test_acc * 100.0), seconds = format!("{seconds:.1}"), "run end")
+                tracing::info!(
+                    steps,
+                    test_acc = format!("{:.2}%", test_acc * 100.0),
+                    seconds = format!("{seconds:.1}"),
+                    "run end"
+                )
             }
             Event::Worker { rank, steps, images_per_sec, compute_s, comm_s, comm_wait_s, .. } => {
                 tracing::info!(
@@ -282,7 +294,9 @@ impl EventSink for LogSink {
             Event::Staleness { server, max, mean, .. } => {
                 tracing::info!(server, max, mean = format!("{mean:.2}"), "staleness")
             }
-            Event::Split { rank, param_bytes, full_param_bytes } => tracing::info!(rank, param_bytes, full_param_bytes, "model slice"),
+            Event::Split { rank, param_bytes, full_param_bytes } => {
+                tracing::info!(rank, param_bytes, full_param_bytes, "model slice")
+            }
             Event::Traffic { rank, bytes_sent, steps } => tracing::debug!(rank, bytes_sent, steps, "traffic"),
             Event::Pipeline { stage, layers, bubble, peak_in_flight, peak_activation_bytes } => {
                 tracing::info!(stage, layers = %layers, bubble = format!("{:.1}%", bubble * 100.0), peak_in_flight, peak_activation_bytes, "pipeline stage")
@@ -335,7 +349,12 @@ impl EventSink for ProgressSink {
                 if let Some(bar) = &self.bar {
                     bar.set_position(*step);
                     if step % 10 == 0 || *step <= 1 {
-                        bar.set_message(format!("loss {:.4} acc {:.2}% {:.0} img/s", self.loss, self.acc * 100.0, self.ips));
+                        bar.set_message(format!(
+                            "loss {:.4} acc {:.2}% {:.0} img/s",
+                            self.loss,
+                            self.acc * 100.0,
+                            self.ips
+                        ));
                     }
                 }
             }
@@ -351,7 +370,13 @@ impl EventSink for ProgressSink {
                     bar.finish_and_clear();
                 }
             }
-            Event::Worker { .. } | Event::Rate { .. } | Event::Staleness { .. } | Event::Pipeline { .. } | Event::Split { .. } | Event::Traffic { .. } | Event::Phase { .. } => {}
+            Event::Worker { .. }
+            | Event::Rate { .. }
+            | Event::Staleness { .. }
+            | Event::Pipeline { .. }
+            | Event::Split { .. }
+            | Event::Traffic { .. }
+            | Event::Phase { .. } => {}
         }
     }
 }

@@ -37,7 +37,10 @@ pub fn load_data_parts(cfg: &TrainConfig, local: &[usize], parts: usize) -> Resu
         tracing::debug!(parts, local = ?local, samples = train.len(), "split data placement");
         (Arc::new(train), test)
     } else {
-        (crate::data::open_with(&cfg.data_dir, Split::Train, opts)?, crate::data::open_with(&cfg.data_dir, Split::Test, opts)?)
+        (
+            crate::data::open_with(&cfg.data_dir, Split::Train, opts)?,
+            crate::data::open_with(&cfg.data_dir, Split::Test, opts)?,
+        )
     };
     for set in [&train, &test] {
         check_shape(&cfg.model, &cfg.data_dir, cfg.data.crop, set.sample_shape())?;
@@ -63,9 +66,16 @@ pub fn check_shape(model: &ModelSpec, data: &Path, crop: Option<Crop>, shape: &[
         if shape == model.input.as_slice() {
             return Ok(());
         }
-        return Err(TrainError::DataModelMismatch { data, data_shape: shape.to_vec(), model: model.name.clone(), model_shape: model.input.clone() });
+        return Err(TrainError::DataModelMismatch {
+            data,
+            data_shape: shape.to_vec(),
+            model: model.name.clone(),
+            model_shape: model.input.clone(),
+        });
     };
-    let cut = crop.out_shape(shape).map_err(|m| TrainError::Config(format!("--crop-size {}x{} on {data}: {m}", crop.h, crop.w)))?;
+    let cut = crop
+        .out_shape(shape)
+        .map_err(|m| TrainError::Config(format!("--crop-size {}x{} on {data}: {m}", crop.h, crop.w)))?;
     if cut[..] != model.input[..] {
         let want = &model.input;
         return Err(TrainError::Config(format!(
@@ -88,14 +98,32 @@ pub fn feed(cfg: &TrainConfig, train_set: &Arc<dyn Dataset>, shard: Shard) -> Fe
     if cfg.data.split {
         sampler = sampler.split(shard.world / shard.group.max(1));
     }
-    Feed { data: train_set.clone(), sampler, crop: cfg.data.crop, augment: cfg.data.augment.clone(), seed: cfg.seed, threads: cfg.data.loader_threads.max(1) }
+    Feed {
+        data: train_set.clone(),
+        sampler,
+        crop: cfg.data.crop,
+        augment: cfg.data.augment.clone(),
+        seed: cfg.seed,
+        threads: cfg.data.loader_threads.max(1),
+    }
 }
 
 /// Evaluates `params` on a whole dataset (never augmented; cut to the center `crop` window if
 /// given, as Caffe's TEST phase does), in batches of `batch`.
-pub fn evaluate(net: &mut Net, params: &[f32], data: &dyn Dataset, crop: Option<Crop>, batch: usize, threads: usize, backend: Backend) -> Result<BatchStats, TrainError> {
+pub fn evaluate(
+    net: &mut Net,
+    params: &[f32],
+    data: &dyn Dataset,
+    crop: Option<Crop>,
+    batch: usize,
+    threads: usize,
+    backend: Backend,
+) -> Result<BatchStats, TrainError> {
     let shape: Vec<usize> = match crop {
-        Some(k) => k.out_shape(data.sample_shape()).map_err(|m| TrainError::Config(format!("--crop-size {}x{}: {m}", k.h, k.w)))?.to_vec(),
+        Some(k) => k
+            .out_shape(data.sample_shape())
+            .map_err(|m| TrainError::Config(format!("--crop-size {}x{}: {m}", k.h, k.w)))?
+            .to_vec(),
         None => data.sample_shape().to_vec(),
     };
     let per: usize = shape.iter().product();

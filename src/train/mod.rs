@@ -4,14 +4,14 @@
 //! This file runs one worker. It does not know about parallel strategies; those reuse
 //! `Net::forward_backward` and the optimizer on the same flat buffers.
 
-pub mod events;
 mod error;
+pub mod events;
 mod input;
 pub mod nonfinite;
-pub mod writer;
 pub mod stop;
 pub mod timeline;
 mod totals;
+pub mod writer;
 
 pub use error::TrainError;
 pub use input::{check_shape, evaluate, feed, load_data, load_data_parts, TrainTest};
@@ -155,7 +155,14 @@ pub trait Strategy {
     }
     /// One step on this worker's shard: compute gradients and update `params` with learning
     /// rate `lr` (strategies whose servers own the schedule ignore it).
-    fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError>;
+    fn step(
+        &mut self,
+        net: &mut Net,
+        ctx: &Ctx,
+        params: &mut [f32],
+        batch: &Batch,
+        lr: f32,
+    ) -> Result<StepReport, TrainError>;
     /// After the last step: make `params` the run's final parameters (e.g. pull from the servers).
     fn finish(&mut self, _params: &mut [f32]) -> Result<(), TrainError> {
         Ok(())
@@ -207,9 +214,16 @@ pub fn snapshot(opt: &dyn Optimizer) -> (Vec<(&'static str, Vec<f32>)>, u64) {
 /// Restores an optimizer's state buffers (matched by name) and update count.
 pub fn restore_optimizer(opt: &mut dyn Optimizer, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
     for (name, buf) in opt.state_mut() {
-        let src = state.iter().find(|s| s.0 == name).ok_or_else(|| TrainError::Internal(format!("checkpoint has no optimizer state '{name}'")))?;
+        let src = state
+            .iter()
+            .find(|s| s.0 == name)
+            .ok_or_else(|| TrainError::Internal(format!("checkpoint has no optimizer state '{name}'")))?;
         if src.1.len() != buf.len() {
-            return Err(TrainError::Internal(format!("optimizer state '{name}' has {} values, expected {}", src.1.len(), buf.len())));
+            return Err(TrainError::Internal(format!(
+                "optimizer state '{name}' has {} values, expected {}",
+                src.1.len(),
+                buf.len()
+            )));
         }
         buf.copy_from_slice(&src.1);
     }
@@ -230,7 +244,12 @@ impl LocalSgd {
     /// For a model of parameter layout `layout`.
     pub fn new(cfg: &OptimizerConfig, layout: &crate::net::ParamLayout) -> Result<LocalSgd, TrainError> {
         let len = layout.len();
-        Ok(LocalSgd { opt: cfg.build_scaled(len, layout.mult_ranges())?, grads: vec![0.0; len], phases: Default::default(), skip_nonfinite: false })
+        Ok(LocalSgd {
+            opt: cfg.build_scaled(len, layout.mult_ranges())?,
+            grads: vec![0.0; len],
+            phases: Default::default(),
+            skip_nonfinite: false,
+        })
     }
 
     /// `--on-nonfinite skip`: a step whose gradients are not finite changes nothing.
@@ -241,10 +260,18 @@ impl LocalSgd {
 }
 
 impl Strategy for LocalSgd {
-    fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
+    fn step(
+        &mut self,
+        net: &mut Net,
+        ctx: &Ctx,
+        params: &mut [f32],
+        batch: &Batch,
+        lr: f32,
+    ) -> Result<StepReport, TrainError> {
         let t = Instant::now();
         self.grads.fill(0.0);
-        let stats = net.forward_backward(ctx, params, self.grads.as_mut_slice(), &batch.x, &batch.labels, batch.global)?;
+        let stats =
+            net.forward_backward(ctx, params, self.grads.as_mut_slice(), &batch.x, &batch.labels, batch.global)?;
         let t_opt = Instant::now();
         let skipped = self.skip_nonfinite && nonfinite::any_nonfinite(&self.grads);
         if !skipped {
@@ -284,7 +311,8 @@ pub fn train(cfg: &TrainConfig, sink: &mut dyn EventSink) -> Result<TrainSummary
     cfg.optimizer.validate()?;
     let net = Net::build(&cfg.model)?;
     let data = load_data(cfg)?;
-    let mut strategy = LocalSgd::new(&cfg.optimizer, net.layout())?.skip_nonfinite(cfg.on_nonfinite == nonfinite::OnNonFinite::Skip);
+    let mut strategy =
+        LocalSgd::new(&cfg.optimizer, net.layout())?.skip_nonfinite(cfg.on_nonfinite == nonfinite::OnNonFinite::Skip);
     run_worker(cfg, "single", net, &data, Shard::WHOLE, &mut strategy, &mut |e| sink.on_event(&e))
 }
 
@@ -354,7 +382,10 @@ pub fn run_worker(
     if let (true, Some(policy)) = (lead, &cfg.checkpoint) {
         // Found out now rather than at the first checkpoint, maybe hours later.
         std::fs::create_dir_all(&policy.dir).map_err(|e| {
-            TrainError::Config(format!("cannot create --checkpoint-dir {}: {e}; hint: pass a directory you can write", policy.dir.display()))
+            TrainError::Config(format!(
+                "cannot create --checkpoint-dir {}: {e}; hint: pass a directory you can write",
+                policy.dir.display()
+            ))
         })?;
     }
     strategy.init(&mut params).map_err(failed_at(step))?;
@@ -385,7 +416,16 @@ pub fn run_worker(
             }
             let waited = t_wait.elapsed().as_secs_f64();
             let t_comp = Instant::now();
-            let ctx = Ctx { mode: Mode::Train, threads: cfg.threads, backend: cfg.backend, seed: cfg.seed, step, layer: 0, sample_ids: &batch.ids, sync: None };
+            let ctx = Ctx {
+                mode: Mode::Train,
+                threads: cfg.threads,
+                backend: cfg.backend,
+                seed: cfg.seed,
+                step,
+                layer: 0,
+                sample_ids: &batch.ids,
+                sync: None,
+            };
             let lr = schedule.lr_at(step);
             let r = strategy.step(&mut net, &ctx, &mut params, &batch, lr).map_err(failed_at(step + 1))?;
             let compute = t_comp.elapsed().as_secs_f64();
@@ -403,7 +443,11 @@ pub fn run_worker(
             if r.skipped {
                 skipped += 1;
                 if lead {
-                    tracing::warn!(step, skipped, "non-finite gradients: the update of this step was skipped (--on-nonfinite skip)");
+                    tracing::warn!(
+                        step,
+                        skipped,
+                        "non-finite gradients: the update of this step was skipped (--on-nonfinite skip)"
+                    );
                 }
             }
             let epoch_end = batch.index + 1 == sampler.batches_per_epoch();
@@ -426,7 +470,11 @@ pub fn run_worker(
                 // Skipped steps keep the parameters finite, but a finite gradient can still
                 // overflow them: never write a checkpoint of a diverged model.
                 if let Some(tensor) = first_nonfinite(net.layout(), &params) {
-                    return Err(failed_at(step)(TrainError::NonFinite { step, what: "the model", tensor: Some(tensor) }));
+                    return Err(failed_at(step)(TrainError::NonFinite {
+                        step,
+                        what: "the model",
+                        tensor: Some(tensor),
+                    }));
                 }
             }
             totals.add(waited, compute, batch.global, &r);
@@ -459,7 +507,8 @@ pub fn run_worker(
             let mut saved = None;
             if let Some(policy) = &cfg.checkpoint {
                 if policy.due(step, per_epoch, total_steps) || stopping {
-                    let (next_epoch, samples) = if epoch_end { (epoch + 1, 0) } else { (epoch, ((batch.index + 1) * cfg.batch_size) as u64) };
+                    let (next_epoch, samples) =
+                        if epoch_end { (epoch + 1, 0) } else { (epoch, ((batch.index + 1) * cfg.batch_size) as u64) };
                     strategy.checkpoint_params(&mut params).map_err(failed_at(step))?;
                     let (state, opt_steps) = strategy.optimizer_state().map_err(failed_at(step))?;
                     if lead {
@@ -552,12 +601,22 @@ pub fn run_worker(
 
 /// The first tensor of `layout` holding a NaN or an infinity in `params`.
 fn first_nonfinite(layout: &crate::net::ParamLayout, params: &[f32]) -> Option<String> {
-    layout.entries().iter().find(|e| params.get(e.range()).is_some_and(nonfinite::any_nonfinite)).map(|e| e.name.clone())
+    layout
+        .entries()
+        .iter()
+        .find(|e| params.get(e.range()).is_some_and(nonfinite::any_nonfinite))
+        .map(|e| e.name.clone())
 }
 
 /// Checks that a checkpoint can continue this run: same model, batch, seed, optimizer, schedule
 /// and length (the flags of a resumed run must be those of the run that wrote it).
-fn check_resumable(cfg: &TrainConfig, run: &checkpoint::run::RunState, schedule: &LrSchedule, (total_steps, per_epoch): (u64, u64), dir: &Path) -> Result<(), TrainError> {
+fn check_resumable(
+    cfg: &TrainConfig,
+    run: &checkpoint::run::RunState,
+    schedule: &LrSchedule,
+    (total_steps, per_epoch): (u64, u64),
+    dir: &Path,
+) -> Result<(), TrainError> {
     let checks: [(&str, String, String); 6] = [
         ("--model", run.model.clone(), cfg.model.name.clone()),
         ("--batch-size", run.batch_size.to_string(), cfg.batch_size.to_string()),
@@ -577,19 +636,42 @@ fn check_resumable(cfg: &TrainConfig, run: &checkpoint::run::RunState, schedule:
     // (state.json carries no checksum of its own: a position outside the epoch is refused here.)
     let batch = cfg.batch_size as u64;
     if run.samples_in_epoch % batch != 0 || run.samples_in_epoch / batch >= per_epoch || run.step > total_steps {
-        return Err(TrainError::Config(format!("cannot resume from {}: its position (step {}, sample {} of epoch {}) does not fit this run", dir.display(), run.step, run.samples_in_epoch, run.epoch)));
+        return Err(TrainError::Config(format!(
+            "cannot resume from {}: its position (step {}, sample {} of epoch {}) does not fit this run",
+            dir.display(),
+            run.step,
+            run.samples_in_epoch,
+            run.epoch
+        )));
     }
     Ok(())
 }
 
 /// Emits the data wait (`t_wait`..`t_comp`) and the strategy's phases of step `step`.
-fn emit_phases(spans: &mut Vec<timeline::Span>, rank: usize, step: u64, t_wait: Instant, t_comp: Instant, strategy: &mut dyn Strategy, emit: &mut dyn FnMut(Event)) {
+fn emit_phases(
+    spans: &mut Vec<timeline::Span>,
+    rank: usize,
+    step: u64,
+    t_wait: Instant,
+    t_comp: Instant,
+    strategy: &mut dyn Strategy,
+    emit: &mut dyn FnMut(Event),
+) {
     spans.clear();
     strategy.take_phases(spans);
     let (start_ns, end_ns) = (timeline::ns(t_wait), timeline::ns(t_comp));
     emit(Event::Phase { rank, step, track: Track::Compute, name: "data", bucket: None, micro: None, start_ns, end_ns });
     for s in spans.iter() {
-        emit(Event::Phase { rank, step, track: s.track, name: s.name, bucket: s.bucket, micro: s.micro, start_ns: s.start_ns, end_ns: s.end_ns });
+        emit(Event::Phase {
+            rank,
+            step,
+            track: s.track,
+            name: s.name,
+            bucket: s.bucket,
+            micro: s.micro,
+            start_ns: s.start_ns,
+            end_ns: s.end_ns,
+        });
     }
 }
 

@@ -30,7 +30,8 @@ pub fn clock_ns() -> u64 {
 fn epoch() -> &'static (Instant, u64) {
     static EPOCH: OnceLock<(Instant, u64)> = OnceLock::new();
     EPOCH.get_or_init(|| {
-        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let unix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         (Instant::now(), unix)
     })
 }
@@ -42,7 +43,20 @@ pub fn ns(t: Instant) -> u64 {
 
 /// The names phases may have (`Event::Phase::name`), so that phases read back from another
 /// process (`import`) keep static names.
-pub const PHASES: &[&str] = &["data", "forward_backward", "comm_wait", "optimizer", "allreduce", "push_pull", "forward", "backward", "send", "recv", "all_gather", "stats"];
+pub const PHASES: &[&str] = &[
+    "data",
+    "forward_backward",
+    "comm_wait",
+    "optimizer",
+    "allreduce",
+    "push_pull",
+    "forward",
+    "backward",
+    "send",
+    "recv",
+    "all_gather",
+    "stats",
+];
 
 /// This process's phases for the lead process: a header line with the wall-clock time of its
 /// timeline epoch, then one JSON line per `Event::Phase` (other events are skipped).
@@ -62,7 +76,11 @@ pub fn import(bytes: &[u8]) -> Vec<Event> {
     use serde_json::Value;
     let text = String::from_utf8_lossy(bytes);
     let mut lines = text.lines();
-    let Some(theirs) = lines.next().and_then(|l| serde_json::from_str::<Value>(l).ok()).and_then(|v| v["epoch_unix_ns"].as_u64()) else { return Vec::new() };
+    let Some(theirs) =
+        lines.next().and_then(|l| serde_json::from_str::<Value>(l).ok()).and_then(|v| v["epoch_unix_ns"].as_u64())
+    else {
+        return Vec::new();
+    };
     let shift = theirs as i128 - epoch().1 as i128;
     let at = |v: &Value| v.as_u64().map(|t| (t as i128 + shift).max(0) as u64);
     let opt = |v: &Value| v.as_u64().map(|b| b as usize);
@@ -72,7 +90,16 @@ pub fn import(bytes: &[u8]) -> Vec<Event> {
             let name = PHASES.iter().find(|n| v["name"] == **n)?;
             let track = if v["track"] == "comm" { Track::Comm } else { Track::Compute };
             let (start_ns, end_ns) = (at(&v["start_ns"])?, at(&v["end_ns"])?);
-            Some(Event::Phase { rank: opt(&v["rank"])?, step: v["step"].as_u64()?, track, name, bucket: opt(&v["bucket"]), micro: opt(&v["micro"]), start_ns, end_ns: end_ns.max(start_ns) })
+            Some(Event::Phase {
+                rank: opt(&v["rank"])?,
+                step: v["step"].as_u64()?,
+                track,
+                name,
+                bucket: opt(&v["bucket"]),
+                micro: opt(&v["micro"]),
+                start_ns,
+                end_ns: end_ns.max(start_ns),
+            })
         })
         .collect()
 }
@@ -191,7 +218,9 @@ impl ChromeTraceSink {
         }
         use serde_json::json;
         self.line(json!({"ph": "M", "name": "process_name", "pid": rank, "tid": 0, "args": {"name": format!("worker {rank}")}}));
-        self.line(json!({"ph": "M", "name": "process_sort_index", "pid": rank, "tid": 0, "args": {"sort_index": rank}}));
+        self.line(
+            json!({"ph": "M", "name": "process_sort_index", "pid": rank, "tid": 0, "args": {"sort_index": rank}}),
+        );
         self.line(json!({"ph": "M", "name": "thread_name", "pid": rank, "tid": 0, "args": {"name": "compute"}}));
         self.line(json!({"ph": "M", "name": "thread_name", "pid": rank, "tid": 1, "args": {"name": "comm"}}));
     }
@@ -245,7 +274,16 @@ mod tests {
 
     #[test]
     fn exported_phases_come_back_with_their_names_and_times() {
-        let e = Event::Phase { rank: 3, step: 7, track: Track::Comm, name: "send", bucket: None, micro: Some(2), start_ns: 10, end_ns: 25 };
+        let e = Event::Phase {
+            rank: 3,
+            step: 7,
+            track: Track::Comm,
+            name: "send",
+            bucket: None,
+            micro: Some(2),
+            start_ns: 10,
+            end_ns: 25,
+        };
         let other = Event::Eval { step: 1, epoch: 0, loss: 0.1, acc: 0.9, samples: 10 };
         let back = import(&export(&[e.clone(), other]));
         assert_eq!(back, vec![e], "same process: no shift; non-phase events are not exported");

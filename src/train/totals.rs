@@ -25,7 +25,15 @@ pub(super) struct WorkerTotals {
 
 impl Default for WorkerTotals {
     fn default() -> Self {
-        WorkerTotals { samples: 0, global_samples: 0, data_wait_s: 0.0, compute_s: 0.0, comm_s: 0.0, comm_wait_s: 0.0, window: (Instant::now(), 0, [0.0; 4]) }
+        WorkerTotals {
+            samples: 0,
+            global_samples: 0,
+            data_wait_s: 0.0,
+            compute_s: 0.0,
+            comm_s: 0.0,
+            comm_wait_s: 0.0,
+            window: (Instant::now(), 0, [0.0; 4]),
+        }
     }
 }
 
@@ -73,4 +81,3 @@ impl WorkerTotals {
         }
     }
 }
-

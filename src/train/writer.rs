@@ -75,7 +75,11 @@ impl Writer {
     pub fn wait(&mut self) -> Result<Option<PathBuf>, TrainError> {
         let Some(h) = self.pending.take() else { return Ok(None) };
         let outcome = h.join().unwrap_or_else(|panic| {
-            let msg = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
             Err(TrainError::Internal(format!("the checkpoint writer panicked: {msg}")))
         });
         match outcome {
@@ -105,9 +109,16 @@ impl Drop for Writer {
 fn write(job: Job) -> Outcome {
     let step = job.run.step;
     let refs: Vec<(&str, &[f32])> = job.state.iter().map(|(n, b)| (*n, b.as_slice())).collect();
-    checkpoint::run::save_checkpoint(&job.dir, job.keep, &job.layout, &job.params, &refs, job.run, job.crash).map_err(|source: CheckpointError| {
-        // Read now: nothing else commits a checkpoint while this one is in flight.
-        let previous = checkpoint::run::resolve(&job.dir).ok();
-        TrainError::CheckpointWrite { step, dir: job.dir.join(checkpoint::run::folder_name(step)), previous, source }
-    })
+    checkpoint::run::save_checkpoint(&job.dir, job.keep, &job.layout, &job.params, &refs, job.run, job.crash).map_err(
+        |source: CheckpointError| {
+            // Read now: nothing else commits a checkpoint while this one is in flight.
+            let previous = checkpoint::run::resolve(&job.dir).ok();
+            TrainError::CheckpointWrite {
+                step,
+                dir: job.dir.join(checkpoint::run::folder_name(step)),
+                previous,
+                source,
+            }
+        },
+    )
 }

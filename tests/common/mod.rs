@@ -14,7 +14,11 @@ use std::sync::OnceLock;
 /// folder for tests (named with the binary and the process id: reruns and other binaries never
 /// share one).
 pub fn tmp(tag: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{tag}-{}", env!("CARGO_CRATE_NAME"), std::process::id()));
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{}-{tag}-{}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -22,7 +26,11 @@ pub fn tmp(tag: &str) -> PathBuf {
 
 /// Runs the `convoy` binary with `args` from the repository root.
 pub fn convoy(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+    std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
 }
 
 /// Bad input: exit code 2, a message holding every one of `needles`, and no panic.
@@ -61,7 +69,12 @@ pub fn small_mnist() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("mnist-600-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for (name, n) in [("train-images-idx3-ubyte", 600), ("train-labels-idx1-ubyte", 600), ("t10k-images-idx3-ubyte", 100), ("t10k-labels-idx1-ubyte", 100)] {
+        for (name, n) in [
+            ("train-images-idx3-ubyte", 600),
+            ("train-labels-idx1-ubyte", 600),
+            ("t10k-images-idx3-ubyte", 100),
+            ("t10k-labels-idx1-ubyte", 100),
+        ] {
             write_subset(&mnist().join(format!("{name}.gz")), &dir.join(name), n);
         }
         dir
@@ -83,7 +96,6 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (d / n).sqrt()
 }
-
 
 /// A model for 28×28 MNIST with a residual block of batch norms and a BatchNorm1d in the
 /// classifier (tests/batch_norm.rs, tests/mpi.rs).

@@ -162,7 +162,14 @@ pub fn run(args: &AllreduceArgs) -> anyhow::Result<Vec<AllreduceResult>> {
 }
 
 /// Rows for `times` (seconds per all-reduce of each size) of `p` ranks.
-fn results(args: &AllreduceArgs, p: usize, algorithm: &str, sizes: &[usize], times: &[f64], memcpy: &[f64]) -> Vec<AllreduceResult> {
+fn results(
+    args: &AllreduceArgs,
+    p: usize,
+    algorithm: &str,
+    sizes: &[usize],
+    times: &[f64],
+    memcpy: &[f64],
+) -> Vec<AllreduceResult> {
     let mut out = Vec::new();
     for ((&bytes, &t), &mc) in sizes.iter().zip(times).zip(memcpy) {
         let algbw = bytes as f64 / t / 1e9;
@@ -185,7 +192,12 @@ fn results(args: &AllreduceArgs, p: usize, algorithm: &str, sizes: &[usize], tim
 
 #[cfg(feature = "mpi")]
 /// Seconds per call of `op` on a buffer of each size (after two warm-up calls, between barriers).
-fn time_sizes(args: &AllreduceArgs, sizes: &[usize], barrier: &dyn Fn() -> anyhow::Result<()>, op: &mut dyn FnMut(usize) -> anyhow::Result<()>) -> anyhow::Result<Vec<f64>> {
+fn time_sizes(
+    args: &AllreduceArgs,
+    sizes: &[usize],
+    barrier: &dyn Fn() -> anyhow::Result<()>,
+    op: &mut dyn FnMut(usize) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<f64>> {
     let mut times = Vec::new();
     for &bytes in sizes {
         for _ in 0..2 {
@@ -216,11 +228,18 @@ fn run_mpi(args: &AllreduceArgs) -> anyhow::Result<Vec<AllreduceResult>> {
     let mut send = vec![1.0f32; args.max_bytes / 4];
     let mut recv = vec![0.0f32; args.max_bytes / 4];
     // Interleaved rounds, best of three: the machine's noise hits all three alike.
-    let (mut raw, mut raw_in_place, mut direct) = (vec![f64::INFINITY; sizes.len()], vec![f64::INFINITY; sizes.len()], vec![f64::INFINITY; sizes.len()]);
+    let (mut raw, mut raw_in_place, mut direct) =
+        (vec![f64::INFINITY; sizes.len()], vec![f64::INFINITY; sizes.len()], vec![f64::INFINITY; sizes.len()]);
     let best = |acc: &mut Vec<f64>, t: Vec<f64>| acc.iter_mut().zip(t).for_each(|(a, t)| *a = a.min(t));
     for _ in 0..3 {
-        best(&mut raw, time_sizes(args, &sizes, &barrier, &mut |n| Ok(world.mpi_all_reduce_from(&send[..n], &mut recv[..n])?))?);
-        best(&mut raw_in_place, time_sizes(args, &sizes, &barrier, &mut |n| Ok(world.raw_all_reduce_in_place(&mut recv[..n])?))?);
+        best(
+            &mut raw,
+            time_sizes(args, &sizes, &barrier, &mut |n| Ok(world.mpi_all_reduce_from(&send[..n], &mut recv[..n])?))?,
+        );
+        best(
+            &mut raw_in_place,
+            time_sizes(args, &sizes, &barrier, &mut |n| Ok(world.raw_all_reduce_in_place(&mut recv[..n])?))?,
+        );
         best(&mut direct, time_sizes(args, &sizes, &barrier, &mut |n| Ok(world.all_reduce_into(&mut send[..n])?))?);
     }
     let ring = world.with_algorithm(Algorithm::Ring)?;
@@ -238,5 +257,8 @@ fn run_mpi(args: &AllreduceArgs) -> anyhow::Result<Vec<AllreduceResult>> {
 
 #[cfg(not(feature = "mpi"))]
 fn run_mpi(_args: &AllreduceArgs) -> anyhow::Result<Vec<AllreduceResult>> {
-    anyhow::bail!(crate::cli::ConfigError::Invalid { flag: "comm", msg: format!("this convoy was built without MPI; {}", crate::parallel::BUILD_WITH_MPI) })
+    anyhow::bail!(crate::cli::ConfigError::Invalid {
+        flag: "comm",
+        msg: format!("this convoy was built without MPI; {}", crate::parallel::BUILD_WITH_MPI)
+    })
 }

@@ -105,14 +105,23 @@ impl EventSink for StepTimes {
 /// Runs both benchmarks.
 pub fn run(args: &CheckpointBenchArgs) -> anyhow::Result<Vec<CheckpointBenchResult>> {
     if args.repeats == 0 || args.every == 0 || args.threads == 0 {
-        anyhow::bail!(crate::cli::ConfigError::Invalid { flag: "repeats/every/threads", msg: "must be at least 1".into() });
+        anyhow::bail!(crate::cli::ConfigError::Invalid {
+            flag: "repeats/every/threads",
+            msg: "must be at least 1".into()
+        });
     }
-    let root = args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("convoy-bench-checkpoint-{}", std::process::id())));
+    let root = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("convoy-bench-checkpoint-{}", std::process::id())));
     let spec = ModelSpec::resolve(&args.model)?;
     let net = Net::build(&spec)?;
     let params = net.init_params(1);
     let mut out = Vec::new();
-    for (opt_name, opt) in [("sgd", OptimizerConfig::from_name("sgd", 0.9, false, None)?), ("adam", OptimizerConfig::from_name("adam", 0.9, false, None)?)] {
+    for (opt_name, opt) in [
+        ("sgd", OptimizerConfig::from_name("sgd", 0.9, false, None)?),
+        ("adam", OptimizerConfig::from_name("adam", 0.9, false, None)?),
+    ] {
         let mut o = opt.build(params.len())?;
         let grads: Vec<f32> = params.iter().map(|v| v * 0.01).collect();
         let mut p = params.clone();
@@ -167,12 +176,28 @@ pub fn run(args: &CheckpointBenchArgs) -> anyhow::Result<Vec<CheckpointBenchResu
         for (k, ckpt) in [false, true].into_iter().enumerate() {
             let _ = std::fs::remove_dir_all(&root);
             let (steps_s, every_s, threads_s) = (steps.to_string(), args.every.to_string(), args.threads.to_string());
-            let mut flags = vec!["convoy", "train", "--model", &args.model, "--steps", &steps_s, "--threads", &threads_s, "--no-epoch-eval", "--optimizer", "adam", "--lr", "0.001"];
+            let mut flags = vec![
+                "convoy",
+                "train",
+                "--model",
+                &args.model,
+                "--steps",
+                &steps_s,
+                "--threads",
+                &threads_s,
+                "--no-epoch-eval",
+                "--optimizer",
+                "adam",
+                "--lr",
+                "0.001",
+            ];
             let root_s = root.to_string_lossy().into_owned();
             if ckpt {
                 flags.extend(["--checkpoint-dir", &root_s, "--checkpoint-every", &every_s, "--keep", "2"]);
             }
-            let Command::Train(t) = Cli::try_parse_from(&flags)?.command else { unreachable!("parsed a train command") };
+            let Command::Train(t) = Cli::try_parse_from(&flags)?.command else {
+                unreachable!("parsed a train command")
+            };
             let mut cfg = t.to_config()?;
             cfg.data_dir = args.data.clone();
             let mut times = StepTimes::default();
@@ -185,6 +210,14 @@ pub fn run(args: &CheckpointBenchArgs) -> anyhow::Result<Vec<CheckpointBenchResu
     }
     let _ = std::fs::remove_dir_all(&root);
     let (a, b) = (median(runs.iter().map(|r| r.0).collect()), median(runs.iter().map(|r| r.1).collect()));
-    out.push(CheckpointBenchResult::Overhead { model: spec.name.clone(), every: args.every, steps, step_ms: a, step_ms_checkpointing: b, ratio: b / a, runs_ms: runs });
+    out.push(CheckpointBenchResult::Overhead {
+        model: spec.name.clone(),
+        every: args.every,
+        steps,
+        step_ms: a,
+        step_ms_checkpointing: b,
+        ratio: b / a,
+        runs_ms: runs,
+    });
     Ok(out)
 }

@@ -79,8 +79,20 @@ pub fn run(args: &StepArgs) -> anyhow::Result<LayerTable> {
     }
     let (net, spec) = (&rig.net, &rig.spec);
     let flops = net.flops_per_sample();
-    let gflops = |macs: f64, s: f64| if s > 0.0 { (2.0 * macs * args.batch as f64 / s / 1e9 * 10.0).round() / 10.0 } else { 0.0 };
-    let share = |macs: f64, s: f64| if peak > 0.0 && s > 0.0 { (2.0 * macs * args.batch as f64 / s / 1e9 / peak * 1000.0).round() / 1000.0 } else { 0.0 };
+    let gflops = |macs: f64, s: f64| {
+        if s > 0.0 {
+            (2.0 * macs * args.batch as f64 / s / 1e9 * 10.0).round() / 10.0
+        } else {
+            0.0
+        }
+    };
+    let share = |macs: f64, s: f64| {
+        if peak > 0.0 && s > 0.0 {
+            (2.0 * macs * args.batch as f64 / s / 1e9 / peak * 1000.0).round() / 1000.0
+        } else {
+            0.0
+        }
+    };
     let ms = |s: f64| (s * 1e6).round() / 1e3;
     let mut rows = Vec::new();
     for l in 0..layers {

@@ -171,7 +171,8 @@ impl Rig {
         let spec = ModelSpec::resolve(&args.model)?;
         let net = Net::build(&spec)?;
         let params = net.init_params(0);
-        let opt = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 }.build(params.len())?;
+        let opt = OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 }
+            .build(params.len())?;
         let mut rng = Rng::new(1);
         let mut shape = vec![args.batch];
         shape.extend_from_slice(&spec.input);
@@ -179,13 +180,32 @@ impl Rig {
         let x = Tensor::from_vec(&shape, (0..n).map(|_| rng.normal()).collect())?;
         let labels: Vec<u32> = (0..args.batch).map(|_| rng.below(spec.classes as u64) as u32).collect();
         let ids: Vec<u64> = (0..args.batch as u64).collect();
-        Ok(Rig { grads: vec![0.0; params.len()], spec, net, params, opt, x, labels, ids, backend: args.backend.unwrap_or(Backend::best()) })
+        Ok(Rig {
+            grads: vec![0.0; params.len()],
+            spec,
+            net,
+            params,
+            opt,
+            x,
+            labels,
+            ids,
+            backend: args.backend.unwrap_or(Backend::best()),
+        })
     }
 
     /// Step `i`: forward, backward, update.
     pub fn step(&mut self, i: usize, threads: usize) -> anyhow::Result<()> {
         self.grads.fill(0.0);
-        let ctx = Ctx { mode: Mode::Train, threads, backend: self.backend, seed: 0, step: i as u64, layer: 0, sample_ids: &self.ids, sync: None };
+        let ctx = Ctx {
+            mode: Mode::Train,
+            threads,
+            backend: self.backend,
+            seed: 0,
+            step: i as u64,
+            layer: 0,
+            sample_ids: &self.ids,
+            sync: None,
+        };
         self.net.forward_backward(&ctx, &self.params, &mut self.grads, &self.x, &self.labels, self.labels.len())?;
         self.opt.step(&mut self.params, &self.grads, 0.01);
         Ok(())

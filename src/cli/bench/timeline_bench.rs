@@ -97,13 +97,33 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs the benchmark.
 pub fn run(args: &TimelineBenchArgs) -> anyhow::Result<TimelineBenchResult> {
     if args.pairs == 0 || args.steps < 2 || args.workers == 0 || args.threads == 0 {
-        anyhow::bail!(crate::cli::ConfigError::Invalid { flag: "pairs/steps/workers/threads", msg: "pairs, workers and threads must be at least 1, steps at least 2".into() });
+        anyhow::bail!(crate::cli::ConfigError::Invalid {
+            flag: "pairs/steps/workers/threads",
+            msg: "pairs, workers and threads must be at least 1, steps at least 2".into()
+        });
     }
     let dir = std::env::temp_dir().join(format!("convoy-bench-timeline-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let (steps, workers, threads, batch) = (args.steps.to_string(), args.workers.to_string(), args.threads.to_string(), args.batch_size.to_string());
+    let (steps, workers, threads, batch) =
+        (args.steps.to_string(), args.workers.to_string(), args.threads.to_string(), args.batch_size.to_string());
     let data = args.data.to_string_lossy().into_owned();
-    let flags = ["convoy", "train", "--model", &args.model, "--data", &data, "--steps", &steps, "--workers", &workers, "--threads", &threads, "--batch-size", &batch, "--no-epoch-eval"];
+    let flags = [
+        "convoy",
+        "train",
+        "--model",
+        &args.model,
+        "--data",
+        &data,
+        "--steps",
+        &steps,
+        "--workers",
+        &workers,
+        "--threads",
+        &threads,
+        "--batch-size",
+        &batch,
+        "--no-epoch-eval",
+    ];
     let Command::Train(t) = Cli::try_parse_from(flags)?.command else { unreachable!("parsed a train command") };
     let (cfg, pc) = (t.to_config()?, t.parallel.to_config()?);
     let mut runs = Vec::new();

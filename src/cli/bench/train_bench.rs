@@ -66,7 +66,8 @@ fn measure(args: &TrainBenchArgs, flags: &[String]) -> anyhow::Result<(f64, f64,
     let steps = (args.warmup + args.steps).to_string();
     let (batch, threads) = (args.batch.to_string(), args.threads.to_string());
     let data = args.data.to_string_lossy().to_string();
-    let mut argv: Vec<&str> = vec!["convoy", "train", "--model", &args.model, "--data", &data, "--steps", &steps, "--batch-size", &batch];
+    let mut argv: Vec<&str> =
+        vec!["convoy", "train", "--model", &args.model, "--data", &data, "--steps", &steps, "--batch-size", &batch];
     argv.extend(["--threads", &threads, "--no-epoch-eval", "--no-progress"]);
     argv.extend(flags.iter().map(String::as_str));
     let Command::Train(t) = Cli::try_parse_from(argv)?.command else { unreachable!("parsed a train command") };
@@ -111,7 +112,10 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<Vec<TrainBenchResult>> {
             let variants: Vec<(&str, Vec<&str>)> = match s.as_str() {
                 "allreduce" => vec![("allreduce", vec![]), ("allreduce-no-overlap", vec!["--no-overlap"])],
                 "ps" => vec![("ps-sync", vec!["--strategy", "ps"])],
-                other => anyhow::bail!(crate::cli::ConfigError::Invalid { flag: "strategy", msg: format!("'{other}' is not allreduce or ps") }),
+                other => anyhow::bail!(crate::cli::ConfigError::Invalid {
+                    flag: "strategy",
+                    msg: format!("'{other}' is not allreduce or ps")
+                }),
             };
             for (name, flags) in variants {
                 let mut f: Vec<String> = vec!["--workers".into(), ws.clone()];

@@ -41,7 +41,8 @@ impl LocalComm {
         let ptrs: Vec<*mut f32> = self.group.shared.iter().map(|s| s.ptr.load(Ordering::Acquire)).collect();
         let aux: Vec<*mut f32> = self.group.shared.iter().map(|s| s.aux.load(Ordering::Acquire)).collect();
         let lens: Vec<usize> = self.group.shared.iter().map(|s| s.len.load(Ordering::Acquire)).collect();
-        let mismatch = lens.iter().position(|&l| l != n).or_else(|| aux.iter().position(|a| a.is_null() != pbase.is_null()));
+        let mismatch =
+            lens.iter().position(|&l| l != n).or_else(|| aux.iter().position(|a| a.is_null() != pbase.is_null()));
         if let Some(q) = mismatch {
             self.barrier_unfailing();
             return Err(CommError::Length { op: "all_reduce", rank: self.rank, peer: q, expected: n, got: lens[q] });
@@ -76,7 +77,10 @@ impl LocalComm {
             // SAFETY: chunk `mine` of this rank's buffers is touched by no other rank until the
             // next barrier.
             let (p, g) = unsafe {
-                (std::slice::from_raw_parts_mut(pbase.add(mine.start), mine.len()), std::slice::from_raw_parts(base.add(mine.start), mine.len()))
+                (
+                    std::slice::from_raw_parts_mut(pbase.add(mine.start), mine.len()),
+                    std::slice::from_raw_parts(base.add(mine.start), mine.len()),
+                )
             };
             panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| update(mine.clone(), p, g))).err();
         }

@@ -172,7 +172,10 @@ impl LocalComm {
 
     fn check_rank(&self, op: &str, r: usize) -> Result<(), CommError> {
         if r >= self.group.boxes.len() {
-            return Err(CommError::Invalid(format!("{op}: rank {r} out of range for a group of {}", self.group.boxes.len())));
+            return Err(CommError::Invalid(format!(
+                "{op}: rank {r} out of range for a group of {}",
+                self.group.boxes.len()
+            )));
         }
         Ok(())
     }
@@ -229,12 +232,22 @@ impl LocalComm {
     /// for a rank not inside a blocking call. For the stall watchdog.
     pub fn waits(&self) -> Vec<Option<(&'static str, Option<usize>, Duration)>> {
         let failure = &self.group.failure;
-        failure.ops.iter().map(|o| lock(o).map(|(op, peer, since)| (op, (peer != usize::MAX).then_some(peer), since.elapsed()))).collect()
+        failure
+            .ops
+            .iter()
+            .map(|o| lock(o).map(|(op, peer, since)| (op, (peer != usize::MAX).then_some(peer), since.elapsed())))
+            .collect()
     }
 
     /// Takes the first message from `src` (any source when None) with `tag`, runs `f` on it and
     /// recycles its buffer. Returns the source.
-    fn take(&self, op: &'static str, src: Option<usize>, tag: u32, f: impl FnOnce(usize, &[f32]) -> Result<(), CommError>) -> Result<usize, CommError> {
+    fn take(
+        &self,
+        op: &'static str,
+        src: Option<usize>,
+        tag: u32,
+        f: impl FnOnce(usize, &[f32]) -> Result<(), CommError>,
+    ) -> Result<usize, CommError> {
         let mailbox = &self.group.boxes[self.rank];
         let q = lock(&mailbox.queue);
         let msg = self.wait(op, src.unwrap_or(usize::MAX), q, &mailbox.ready, |q| {
@@ -337,7 +350,12 @@ impl Communicator for LocalComm {
         self.direct(buf, None)
     }
 
-    fn all_reduce_update_direct(&self, grads: &mut [f32], params: &mut [f32], update: &mut Update<'_>) -> Result<(), CommError> {
+    fn all_reduce_update_direct(
+        &self,
+        grads: &mut [f32],
+        params: &mut [f32],
+        update: &mut Update<'_>,
+    ) -> Result<(), CommError> {
         self.direct(grads, Some((params, update)))
     }
     fn abort(&self, msg: &str) {
@@ -365,8 +383,12 @@ impl Communicator for LocalComm {
             if r.entries.iter().any(Option::is_none) {
                 return None;
             }
-            let mut members: Vec<(usize, usize)> =
-                r.entries.iter().enumerate().filter_map(|(i, e)| e.filter(|e| e.0 == color).map(|e| (e.1, i))).collect();
+            let mut members: Vec<(usize, usize)> = r
+                .entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.filter(|e| e.0 == color).map(|e| (e.1, i)))
+                .collect();
             members.sort();
             let my_rank = members.iter().position(|&(_, i)| i == self.rank).expect("caller is a member of its color");
             let parent = &self.group;
@@ -467,7 +489,8 @@ mod tests {
 
     #[test]
     fn a_silent_peer_times_out_naming_it() {
-        let out = run(2, Duration::from_millis(100), |c| if c.rank() == 0 { c.recv(&mut [0.0; 1], 1, 0) } else { Ok(()) });
+        let out =
+            run(2, Duration::from_millis(100), |c| if c.rank() == 0 { c.recv(&mut [0.0; 1], 1, 0) } else { Ok(()) });
         match &out[0] {
             Err(CommError::Timeout { op: "recv", rank: 0, peer: 1, stuck, .. }) => assert_eq!(stuck, &vec![1]),
             e => panic!("{e:?}"),

@@ -25,7 +25,16 @@ impl MpiComm {
         let mut counts = vec![0 as c_int; self.size];
         // SAFETY: one int from every rank into `counts` (size ints) on the root.
         self.check("gather_bytes", unsafe {
-            ffi::MPI_Gather(&len as *const c_int as *const c_void, 1, ffi::RSMPI_INT32_T, counts.as_mut_ptr() as *mut c_void, 1, ffi::RSMPI_INT32_T, root as c_int, self.comm)
+            ffi::MPI_Gather(
+                &len as *const c_int as *const c_void,
+                1,
+                ffi::RSMPI_INT32_T,
+                counts.as_mut_ptr() as *mut c_void,
+                1,
+                ffi::RSMPI_INT32_T,
+                root as c_int,
+                self.comm,
+            )
         })?;
         let mut displs = Vec::with_capacity(self.size);
         let mut total: usize = 0;
@@ -54,6 +63,10 @@ impl MpiComm {
         if self.rank != root {
             return Ok(Vec::new());
         }
-        Ok(counts.iter().zip(&displs).map(|(&c, &d)| all[d as usize..d as usize + c.max(0) as usize].to_vec()).collect())
+        Ok(counts
+            .iter()
+            .zip(&displs)
+            .map(|(&c, &d)| all[d as usize..d as usize + c.max(0) as usize].to_vec())
+            .collect())
     }
 }

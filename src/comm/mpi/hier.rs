@@ -27,7 +27,10 @@ impl HierComm {
     /// threads (its algorithm should be `Direct`), `net` one rank per process.
     pub fn new(local: LocalComm, net: Arc<MpiComm>, algorithm: Algorithm) -> Result<HierComm, CommError> {
         if local.size() > MAX_THREADS {
-            return Err(CommError::Invalid(format!("{} threads per process: at most {MAX_THREADS} under MPI; hint: start more processes", local.size())));
+            return Err(CommError::Invalid(format!(
+                "{} threads per process: at most {MAX_THREADS} under MPI; hint: start more processes",
+                local.size()
+            )));
         }
         Ok(HierComm { local, net, algorithm })
     }
@@ -118,7 +121,12 @@ impl Communicator for HierComm {
         self.all_reduce_hier(buf)
     }
 
-    fn all_reduce_update_direct(&self, grads: &mut [f32], params: &mut [f32], update: &mut Update<'_>) -> Result<(), CommError> {
+    fn all_reduce_update_direct(
+        &self,
+        grads: &mut [f32],
+        params: &mut [f32],
+        update: &mut Update<'_>,
+    ) -> Result<(), CommError> {
         let n = grads.len();
         self.all_reduce_hier(grads)?;
         let mine = chunk_range(n, self.rank(), self.size());

@@ -41,10 +41,10 @@ pub use hier::HierComm;
 
 use super::{algorithms, chunk_range, Algorithm, CommError, Communicator, Update};
 use mpi::ffi;
+use sends::Sent;
 use std::ffi::c_void;
 use std::ops::Range;
 use std::os::raw::c_int;
-use sends::Sent;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::LazyLock;
 
@@ -135,7 +135,16 @@ unsafe impl Sync for MpiComm {}
 
 impl MpiComm {
     fn new(comm: ffi::MPI_Comm, rank: usize, size: usize, algorithm: Algorithm, watch: Arc<Watch>) -> MpiComm {
-        MpiComm { comm, rank, size, algorithm, sent: AtomicU64::new(0), pending: Arc::default(), progressing: Arc::default(), watch }
+        MpiComm {
+            comm,
+            rank,
+            size,
+            algorithm,
+            sent: AtomicU64::new(0),
+            pending: Arc::default(),
+            progressing: Arc::default(),
+            watch,
+        }
     }
 
     /// The same group with its own communicator and another all-reduce algorithm.
@@ -155,21 +164,48 @@ impl MpiComm {
         for (i, piece) in pieces(copy.len()).enumerate() {
             if i > 0 {
                 // Long messages: the pieces after the first go blocking (rare: > 2^30 values).
-                self.check("send", unsafe { ffi::MPI_Send(copy[piece.clone()].as_ptr() as *const c_void, piece.len() as c_int, ffi::RSMPI_FLOAT, dest as c_int, tag, self.comm) })?;
+                self.check("send", unsafe {
+                    ffi::MPI_Send(
+                        copy[piece.clone()].as_ptr() as *const c_void,
+                        piece.len() as c_int,
+                        ffi::RSMPI_FLOAT,
+                        dest as c_int,
+                        tag,
+                        self.comm,
+                    )
+                })?;
                 continue;
             }
             // SAFETY: `copy` lives in `pending` until the request completes.
-            self.check("send", unsafe { ffi::MPI_Isend(copy.as_ptr() as *const c_void, piece.len() as c_int, ffi::RSMPI_FLOAT, dest as c_int, tag, self.comm, &mut req) })?;
+            self.check("send", unsafe {
+                ffi::MPI_Isend(
+                    copy.as_ptr() as *const c_void,
+                    piece.len() as c_int,
+                    ffi::RSMPI_FLOAT,
+                    dest as c_int,
+                    tag,
+                    self.comm,
+                    &mut req,
+                )
+            })?;
         }
         self.sent.fetch_add(buf.len() as u64, Ordering::Relaxed);
         lock(&self.pending).push(Sent::new(req, copy));
-        sends::progress_while_in_flight(&self.pending, &self.progressing)
-            .map_err(|e| CommError::Invalid(format!("send on rank {}: cannot start the progress thread: {e}", self.rank)))
+        sends::progress_while_in_flight(&self.pending, &self.progressing).map_err(|e| {
+            CommError::Invalid(format!("send on rank {}: cannot start the progress thread: {e}", self.rank))
+        })
     }
 
     /// Receives exactly `buf.len()` values from `src` (or any source) with MPI tag `tag`;
     /// returns the source. With `add`, adds them into `buf`.
-    pub(crate) fn recv_raw(&self, buf: &mut [f32], src: Option<usize>, tag: c_int, add: bool, op: &'static str) -> Result<usize, CommError> {
+    pub(crate) fn recv_raw(
+        &self,
+        buf: &mut [f32],
+        src: Option<usize>,
+        tag: c_int,
+        add: bool,
+        op: &'static str,
+    ) -> Result<usize, CommError> {
         if let Some(s) = src {
             self.check_rank(op, s)?;
         }
@@ -200,9 +236,17 @@ impl MpiComm {
             };
             let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
             // SAFETY: `dst` holds `got` values, the size of the matched message.
-            self.check(op, unsafe { ffi::MPI_Mrecv(dst.as_mut_ptr() as *mut c_void, got as c_int, ffi::RSMPI_FLOAT, &mut msg, &mut st) })?;
+            self.check(op, unsafe {
+                ffi::MPI_Mrecv(dst.as_mut_ptr() as *mut c_void, got as c_int, ffi::RSMPI_FLOAT, &mut msg, &mut st)
+            })?;
             if got != piece.len() {
-                return Err(CommError::Length { op, rank: self.rank, peer: from, expected: buf.len(), got: i * MAX_COUNT + got });
+                return Err(CommError::Length {
+                    op,
+                    rank: self.rank,
+                    peer: from,
+                    expected: buf.len(),
+                    got: i * MAX_COUNT + got,
+                });
             }
             if add {
                 for (b, s) in buf[piece].iter_mut().zip(&scratch) {
@@ -224,7 +268,14 @@ impl MpiComm {
             let _w = self.watch.enter("reduce_scatter", usize::MAX);
             // SAFETY: in place: the input is all of `buf`, this rank's sum lands at its start.
             self.check("reduce_scatter", unsafe {
-                ffi::MPI_Reduce_scatter(convoy_mpi_in_place(), buf.as_mut_ptr() as *mut c_void, counts.as_ptr(), ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
+                ffi::MPI_Reduce_scatter(
+                    convoy_mpi_in_place(),
+                    buf.as_mut_ptr() as *mut c_void,
+                    counts.as_ptr(),
+                    ffi::RSMPI_FLOAT,
+                    ffi::RSMPI_SUM,
+                    self.comm,
+                )
             })?;
         }
         buf.copy_within(0..mine.len(), mine.start);
@@ -241,7 +292,16 @@ impl MpiComm {
         let _w = self.watch.enter("all_gather", usize::MAX);
         // SAFETY: in place: every rank's part lies inside `buf` at its displacement.
         self.check("all_gather", unsafe {
-            ffi::MPI_Allgatherv(convoy_mpi_in_place(), 0, ffi::RSMPI_FLOAT, buf.as_mut_ptr() as *mut c_void, counts.as_ptr(), displs.as_ptr(), ffi::RSMPI_FLOAT, self.comm)
+            ffi::MPI_Allgatherv(
+                convoy_mpi_in_place(),
+                0,
+                ffi::RSMPI_FLOAT,
+                buf.as_mut_ptr() as *mut c_void,
+                counts.as_ptr(),
+                displs.as_ptr(),
+                ffi::RSMPI_FLOAT,
+                self.comm,
+            )
         })
     }
 
@@ -252,7 +312,14 @@ impl MpiComm {
             let p = &mut buf[piece];
             // SAFETY: in-place sum over `p.len()` floats of a live buffer.
             self.check("all_reduce", unsafe {
-                ffi::MPI_Allreduce(convoy_mpi_in_place(), p.as_mut_ptr() as *mut c_void, p.len() as c_int, ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
+                ffi::MPI_Allreduce(
+                    convoy_mpi_in_place(),
+                    p.as_mut_ptr() as *mut c_void,
+                    p.len() as c_int,
+                    ffi::RSMPI_FLOAT,
+                    ffi::RSMPI_SUM,
+                    self.comm,
+                )
             })?;
         }
         Ok(())
@@ -262,7 +329,14 @@ impl MpiComm {
     pub fn raw_all_reduce_in_place(&self, buf: &mut [f32]) -> Result<(), CommError> {
         // SAFETY: in-place sum over a live buffer.
         self.check("all_reduce", unsafe {
-            ffi::MPI_Allreduce(convoy_mpi_in_place(), buf.as_mut_ptr() as *mut c_void, buf.len() as c_int, ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
+            ffi::MPI_Allreduce(
+                convoy_mpi_in_place(),
+                buf.as_mut_ptr() as *mut c_void,
+                buf.len() as c_int,
+                ffi::RSMPI_FLOAT,
+                ffi::RSMPI_SUM,
+                self.comm,
+            )
         })
     }
 
@@ -273,7 +347,14 @@ impl MpiComm {
         }
         // SAFETY: two distinct live buffers of the same length.
         self.check("all_reduce", unsafe {
-            ffi::MPI_Allreduce(send.as_ptr() as *const c_void, recv.as_mut_ptr() as *mut c_void, send.len() as c_int, ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
+            ffi::MPI_Allreduce(
+                send.as_ptr() as *const c_void,
+                recv.as_mut_ptr() as *mut c_void,
+                send.len() as c_int,
+                ffi::RSMPI_FLOAT,
+                ffi::RSMPI_SUM,
+                self.comm,
+            )
         })
     }
 
@@ -284,7 +365,14 @@ impl MpiComm {
     /// waits long (a parameter server for its workers' gradients, a pipeline stage for its
     /// neighbour) leaves its core to the ranks that compute beside it. `CONVOY_MPI_WAIT=spin`
     /// blocks in `MPI_Mprobe` instead (MPI's own polling).
-    fn probe(&self, source: c_int, tag: c_int, msg: &mut ffi::MPI_Message, status: &mut ffi::MPI_Status, op: &'static str) -> Result<(), CommError> {
+    fn probe(
+        &self,
+        source: c_int,
+        tag: c_int,
+        msg: &mut ffi::MPI_Message,
+        status: &mut ffi::MPI_Status,
+        op: &'static str,
+    ) -> Result<(), CommError> {
         const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
         const YIELD: std::time::Duration = std::time::Duration::from_micros(500);
         if *SPIN_WAIT {
@@ -422,7 +510,12 @@ impl Communicator for MpiComm {
         self.all_gather_ranges_inplace(buf, &ranges)
     }
 
-    fn all_reduce_update_direct(&self, grads: &mut [f32], params: &mut [f32], update: &mut Update<'_>) -> Result<(), CommError> {
+    fn all_reduce_update_direct(
+        &self,
+        grads: &mut [f32],
+        params: &mut [f32],
+        update: &mut Update<'_>,
+    ) -> Result<(), CommError> {
         if grads.len() > i32::MAX as usize {
             return self.too_long("all_reduce_update", grads.len());
         }
@@ -465,7 +558,15 @@ impl Communicator for MpiComm {
         for piece in pieces(buf.len()) {
             let p = &mut buf[piece];
             // SAFETY: a live buffer of `p.len()` floats on every rank.
-            self.check("broadcast", unsafe { ffi::MPI_Bcast(p.as_mut_ptr() as *mut c_void, p.len() as c_int, ffi::RSMPI_FLOAT, root as c_int, self.comm) })?;
+            self.check("broadcast", unsafe {
+                ffi::MPI_Bcast(
+                    p.as_mut_ptr() as *mut c_void,
+                    p.len() as c_int,
+                    ffi::RSMPI_FLOAT,
+                    root as c_int,
+                    self.comm,
+                )
+            })?;
         }
         if self.rank == root {
             self.sent.fetch_add(buf.len() as u64, Ordering::Relaxed);
@@ -477,7 +578,13 @@ impl Communicator for MpiComm {
         let (n, size) = (send.len(), self.size);
         let mine = chunk_range(n, self.rank, size);
         if recv.len() != mine.len() {
-            return Err(CommError::Length { op: "reduce_scatter", rank: self.rank, peer: self.rank, expected: mine.len(), got: recv.len() });
+            return Err(CommError::Length {
+                op: "reduce_scatter",
+                rank: self.rank,
+                peer: self.rank,
+                expected: mine.len(),
+                got: recv.len(),
+            });
         }
         if n > i32::MAX as usize {
             return self.too_long("reduce_scatter", n);
@@ -486,7 +593,14 @@ impl Communicator for MpiComm {
         let _w = self.watch.enter("reduce_scatter", usize::MAX);
         // SAFETY: `send` holds all chunks, `recv` this rank's.
         self.check("reduce_scatter", unsafe {
-            ffi::MPI_Reduce_scatter(send.as_ptr() as *const c_void, recv.as_mut_ptr() as *mut c_void, counts.as_ptr(), ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm)
+            ffi::MPI_Reduce_scatter(
+                send.as_ptr() as *const c_void,
+                recv.as_mut_ptr() as *mut c_void,
+                counts.as_ptr(),
+                ffi::RSMPI_FLOAT,
+                ffi::RSMPI_SUM,
+                self.comm,
+            )
         })
     }
 
@@ -495,7 +609,13 @@ impl Communicator for MpiComm {
         let ranges: Vec<Range<usize>> = (0..size).map(|r| chunk_range(n, r, size)).collect();
         let mine = ranges[self.rank].clone();
         if send.len() != mine.len() {
-            return Err(CommError::Length { op: "all_gather", rank: self.rank, peer: self.rank, expected: mine.len(), got: send.len() });
+            return Err(CommError::Length {
+                op: "all_gather",
+                rank: self.rank,
+                peer: self.rank,
+                expected: mine.len(),
+                got: send.len(),
+            });
         }
         recv[mine].copy_from_slice(send);
         self.all_gather_ranges_inplace(recv, &ranges)

@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Starts the progress thread of `pending` unless one runs (`progressing`); call after a push.
-pub(super) fn progress_while_in_flight(pending: &Arc<Mutex<Vec<Sent>>>, progressing: &Arc<AtomicBool>) -> std::io::Result<()> {
+pub(super) fn progress_while_in_flight(
+    pending: &Arc<Mutex<Vec<Sent>>>,
+    progressing: &Arc<AtomicBool>,
+) -> std::io::Result<()> {
     if !progressing.swap(true, Ordering::AcqRel) {
         let (pending, progressing) = (pending.clone(), progressing.clone());
         std::thread::Builder::new().name("mpi-progress".into()).spawn(move || progress(&pending, &progressing))?;

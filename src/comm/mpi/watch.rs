@@ -183,7 +183,9 @@ impl Watch {
     fn describe(&self) -> String {
         let where_ = phase::describe();
         match self.calls().into_iter().max_by_key(|c| c.0) {
-            Some((waited, op, peer)) => format!("waiting in {op}{} for {:.1}s{where_}", peer_note(peer), waited.as_secs_f64()),
+            Some((waited, op, peer)) => {
+                format!("waiting in {op}{} for {:.1}s{where_}", peer_note(peer), waited.as_secs_f64())
+            }
             None => {
                 let idle = self.now_ns().saturating_sub(self.idle_since.load(Ordering::Relaxed));
                 format!("not in communication (computing, or stuck outside MPI) for {:.1}s{where_}", idle as f64 * 1e-9)
@@ -203,12 +205,30 @@ impl Watch {
             let src = status.MPI_SOURCE;
             let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
             let mut none = 0u8;
-            unsafe { ffi::MPI_Recv(&mut none as *mut u8 as *mut c_void, 0, ffi::RSMPI_UINT8_T, src, TAG_ASK, self.census, &mut st) };
+            unsafe {
+                ffi::MPI_Recv(
+                    &mut none as *mut u8 as *mut c_void,
+                    0,
+                    ffi::RSMPI_UINT8_T,
+                    src,
+                    TAG_ASK,
+                    self.census,
+                    &mut st,
+                )
+            };
             let text = self.describe().into_bytes();
             let mut req: ffi::MPI_Request = unsafe { ffi::RSMPI_REQUEST_NULL };
             // Small and eager: the buffer can go once the send has been posted and freed.
             unsafe {
-                ffi::MPI_Isend(text.as_ptr() as *const c_void, text.len() as c_int, ffi::RSMPI_UINT8_T, src, TAG_ANSWER, self.census, &mut req);
+                ffi::MPI_Isend(
+                    text.as_ptr() as *const c_void,
+                    text.len() as c_int,
+                    ffi::RSMPI_UINT8_T,
+                    src,
+                    TAG_ANSWER,
+                    self.census,
+                    &mut req,
+                );
                 let mut st: ffi::MPI_Status = std::mem::zeroed();
                 ffi::MPI_Wait(&mut req, &mut st);
             }
@@ -222,7 +242,17 @@ impl Watch {
         for r in (0..self.size).filter(|&r| r != self.rank) {
             let mut req: ffi::MPI_Request = unsafe { ffi::RSMPI_REQUEST_NULL };
             // SAFETY: an empty message; the request is left to MPI_Abort.
-            unsafe { ffi::MPI_Isend(&none as *const u8 as *const c_void, 0, ffi::RSMPI_UINT8_T, r as c_int, TAG_ASK, self.census, &mut req) };
+            unsafe {
+                ffi::MPI_Isend(
+                    &none as *const u8 as *const c_void,
+                    0,
+                    ffi::RSMPI_UINT8_T,
+                    r as c_int,
+                    TAG_ASK,
+                    self.census,
+                    &mut req,
+                )
+            };
             asks.push(req);
         }
         let mut answers: Vec<Option<String>> = vec![None; self.size];
@@ -239,7 +269,17 @@ impl Watch {
             unsafe { ffi::MPI_Get_count(&status, ffi::RSMPI_UINT8_T, &mut count) };
             let mut buf = vec![0u8; count.max(0) as usize];
             let mut st: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-            unsafe { ffi::MPI_Recv(buf.as_mut_ptr() as *mut c_void, count, ffi::RSMPI_UINT8_T, status.MPI_SOURCE, TAG_ANSWER, self.census, &mut st) };
+            unsafe {
+                ffi::MPI_Recv(
+                    buf.as_mut_ptr() as *mut c_void,
+                    count,
+                    ffi::RSMPI_UINT8_T,
+                    status.MPI_SOURCE,
+                    TAG_ANSWER,
+                    self.census,
+                    &mut st,
+                )
+            };
             if let Some(a) = answers.get_mut(status.MPI_SOURCE as usize) {
                 *a = Some(String::from_utf8_lossy(&buf).into_owned());
             }
@@ -251,7 +291,13 @@ impl Watch {
             if !waiting {
                 missing.push(r);
             }
-            lines.push(format!("rank {r}: {}", a.unwrap_or_else(|| format!("no answer within {}s (dead, or hung with its watchdog)", CENSUS_WAIT.as_secs()))));
+            lines.push(format!(
+                "rank {r}: {}",
+                a.unwrap_or_else(|| format!(
+                    "no answer within {}s (dead, or hung with its watchdog)",
+                    CENSUS_WAIT.as_secs()
+                ))
+            ));
         }
         let culprits = match missing.as_slice() {
             [] => "every rank is waiting in communication (a mismatch of calls between ranks?)".to_string(),

@@ -3,7 +3,8 @@ use crate::layers::{gradcheck::*, StatSync};
 use std::sync::{Arc, Barrier, Mutex};
 
 fn golden_x() -> Tensor {
-    Tensor::from_vec(&[2, 3, 2, 2], (0..24).map(|i| ((i as f64 * 0.7).sin() * 2.0 + i as f64 * 0.05) as f32).collect()).unwrap()
+    Tensor::from_vec(&[2, 3, 2, 2], (0..24).map(|i| ((i as f64 * 0.7).sin() * 2.0 + i as f64 * 0.05) as f32).collect())
+        .unwrap()
 }
 
 fn golden_dy() -> Tensor {
@@ -21,7 +22,16 @@ fn golden_dy() -> Tensor {
 fn golden_pytorch_train_then_eval() {
     let mut l = BatchNorm::new(BatchNormConfig::default(), &[3, 2, 2]).unwrap();
     let names: Vec<_> = l.params().iter().map(|p| (p.name, p.buffer)).collect();
-    assert_eq!(names, [("weight", false), ("bias", false), ("running_mean", true), ("running_var", true), ("num_batches_tracked", true)]);
+    assert_eq!(
+        names,
+        [
+            ("weight", false),
+            ("bias", false),
+            ("running_mean", true),
+            ("running_var", true),
+            ("num_batches_tracked", true)
+        ]
+    );
     let mut p = init_params(&l, 0);
     assert_eq!(&p[6..], &[0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0]);
     p[..6].copy_from_slice(&[1.5, -0.5, 0.8, 0.1, 0.2, -0.3]);
@@ -73,7 +83,8 @@ fn gradcheck_train_and_eval_with_and_without_affine() {
             p[..2 * c].iter_mut().enumerate().for_each(|(i, v)| *v = 0.5 + 0.3 * i as f32);
         }
         for mode in [Mode::Train, Mode::Eval] {
-            check_layer(&mut l, &Ctx::simple(mode), &x, &p, Tolerance::default()).unwrap_or_else(|e| panic!("affine {affine} {shape:?} {mode:?}: {e}"));
+            check_layer(&mut l, &Ctx::simple(mode), &x, &p, Tolerance::default())
+                .unwrap_or_else(|e| panic!("affine {affine} {shape:?} {mode:?}: {e}"));
         }
     }
 }
@@ -138,7 +149,13 @@ fn sync_over_shards_equals_the_whole_batch() {
     let mut pw = p.clone();
     whole.commit_buffers(&mut pw);
     for workers in [2usize, 3] {
-        let sync = Arc::new(ThreadSum { barrier: Barrier::new(workers), acc: Mutex::new(vec![]), out: Mutex::new(vec![]), workers, arrived: Mutex::new(0) });
+        let sync = Arc::new(ThreadSum {
+            barrier: Barrier::new(workers),
+            acc: Mutex::new(vec![]),
+            out: Mutex::new(vec![]),
+            workers,
+            arrived: Mutex::new(0),
+        });
         let per = x.sample_len();
         let results: Vec<_> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..workers)
@@ -146,7 +163,13 @@ fn sync_over_shards_equals_the_whole_batch() {
                     let (sync, p, x, dy) = (sync.clone(), p.clone(), &x, &dy);
                     s.spawn(move || {
                         let rows = crate::data::sampler::shard_range(n, w, workers);
-                        let part = |t: &Tensor| Tensor::from_vec(&[rows.len(), 3, 2, 2], t.data()[rows.start * per..rows.end * per].to_vec()).unwrap();
+                        let part = |t: &Tensor| {
+                            Tensor::from_vec(
+                                &[rows.len(), 3, 2, 2],
+                                t.data()[rows.start * per..rows.end * per].to_vec(),
+                            )
+                            .unwrap()
+                        };
                         let mut l = BatchNorm::new(BatchNormConfig::default(), &shape).unwrap();
                         let ctx = Ctx { sync: Some(&*sync), ..Ctx::simple(Mode::Train) };
                         let (mut y, mut dx) = (Tensor::default(), Tensor::default());
@@ -161,7 +184,9 @@ fn sync_over_shards_equals_the_whole_batch() {
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let cat = |k: usize| -> Vec<f32> { results.iter().flat_map(|r| if k == 0 { r.0.clone() } else { r.1.clone() }).collect() };
+        let cat = |k: usize| -> Vec<f32> {
+            results.iter().flat_map(|r| if k == 0 { r.0.clone() } else { r.1.clone() }).collect()
+        };
         assert_close(&format!("y, {workers} workers"), &cat(0), y.data(), 1e-5);
         assert_close(&format!("dx, {workers} workers"), &cat(1), dx.data(), 1e-5);
         let mut dsum = vec![0.0f32; p.len()];
@@ -219,7 +244,8 @@ fn a_fused_relu_is_bitwise_the_relu_layer_after_it() {
         for (mode, threads) in [(Mode::Train, 1), (Mode::Train, 2), (Mode::Eval, 1)] {
             let ctx = Ctx { threads, ..Ctx::simple(mode) };
             let (mut bn, mut relu) = (BatchNorm::new(cfg, &[5, 6, 7]).unwrap(), Relu::new(&[5, 6, 7]).unwrap());
-            let (mut z, mut y, mut dz, mut dx, mut dp) = (Tensor::default(), Tensor::default(), Tensor::default(), Tensor::default(), vec![0.0; p.len()]);
+            let (mut z, mut y, mut dz, mut dx, mut dp) =
+                (Tensor::default(), Tensor::default(), Tensor::default(), Tensor::default(), vec![0.0; p.len()]);
             bn.forward(&ctx, &p, &x, &mut z).unwrap();
             relu.forward(&ctx, &[], &z, &mut y).unwrap();
             relu.backward(&ctx, &[], &mut [], &z, &y, &dy, Some(&mut dz)).unwrap();
@@ -231,7 +257,10 @@ fn a_fused_relu_is_bitwise_the_relu_layer_after_it() {
             fused.backward(&ctx, &p, &mut fdp, &x, &fy, &dy, Some(&mut fdx)).unwrap();
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             let what = format!("affine {affine}, {mode:?}, {threads} threads");
-            assert!(y.data().iter().any(|&v| v == 0.0) && y.data().iter().any(|&v| v > 0.0), "{what}: the ReLU must cut");
+            assert!(
+                y.data().iter().any(|&v| v == 0.0) && y.data().iter().any(|&v| v > 0.0),
+                "{what}: the ReLU must cut"
+            );
             assert_eq!(bits(fy.data()), bits(y.data()), "y, {what}");
             assert_eq!(bits(fdx.data()), bits(dx.data()), "dx, {what}");
             assert_eq!(bits(&fdp), bits(&dp), "dγ, dβ, {what}");

@@ -42,7 +42,14 @@ fn sub_batch(f: &Flat, oc: bool) -> usize {
 /// Sizes the scratch of `chunks` threads: `cols` holds padded inputs, `dcols` outputs or
 /// gradients (q layout, or pixel-major), `aux` the padded dy of backward data (and for `oc` the
 /// pixel-major dy); `dw`/`db` the partials of several chunks.
-pub(super) fn prepare(d: &Direct, scratch: &mut Vec<Scratch>, chunks: usize, with_grads: bool, wlen: usize, blen: usize) {
+pub(super) fn prepare(
+    d: &Direct,
+    scratch: &mut Vec<Scratch>,
+    chunks: usize,
+    with_grads: bool,
+    wlen: usize,
+    blen: usize,
+) {
     let (f, oc) = (d.f, d.oc);
     let t = f.transposed(d.isa).expect("Flat::new checked the padding");
     let nb = if oc || with_grads { sub_batch(&f, oc) } else { 1 };
@@ -126,7 +133,12 @@ impl Direct {
                 }
                 direct_oc::pixels(f, m, &mut s.pix);
                 direct_oc::forward(self.isa, f, &s.cols, &s.pix, packed, &mut s.dcols);
-                direct_oc::to_nchw(f, &s.dcols[..m * f.oh * f.ow * direct_oc::padded(f.cout)], self.bias.then_some(b), ys);
+                direct_oc::to_nchw(
+                    f,
+                    &s.dcols[..m * f.oh * f.ow * direct_oc::padded(f.cout)],
+                    self.bias.then_some(b),
+                    ys,
+                );
             }
             return;
         }
@@ -143,7 +155,16 @@ impl Direct {
     /// Backward of a chunk: ACCUMULATES into `dw`/`db`, writes `dx` when given. `packed_t` holds
     /// the weights packed for backward data (`pack_transposed`).
     #[allow(clippy::too_many_arguments)]
-    pub fn backward(&self, packed_t: &[f32], x: &[f32], dy: &[f32], dx: Option<&mut [f32]>, s: &mut Scratch, dw: &mut [f32], db: &mut [f32]) {
+    pub fn backward(
+        &self,
+        packed_t: &[f32],
+        x: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        s: &mut Scratch,
+        dw: &mut [f32],
+        db: &mut [f32],
+    ) {
         let f = &self.f;
         let yout = f.cout * f.oh * f.ow;
         let ysample = yout * self.groups;
@@ -161,7 +182,15 @@ impl Direct {
         }
     }
 
-    fn backward_planes(&self, packed_t: &[f32], x: &[f32], dy: &[f32], dx: Option<&mut [f32]>, s: &mut Scratch, dw: &mut [f32]) {
+    fn backward_planes(
+        &self,
+        packed_t: &[f32],
+        x: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        s: &mut Scratch,
+        dw: &mut [f32],
+    ) {
         let f = &self.f;
         let (xin, yout, wlen) = (f.cin * f.h * f.w, f.cout * f.oh * f.ow, f.cout * f.cin * f.kh * f.kw);
         let (xsample, ysample) = (xin * self.groups, yout * self.groups);
@@ -176,7 +205,16 @@ impl Direct {
                     let at = (s0 + j) * ysample + g * yout;
                     f.spread(&dy[at..at + yout], &mut s.dcols[j * f.out_len()..(j + 1) * f.out_len()]);
                 }
-                direct_conv::weight_grad(self.isa, f, m, &s.cols, f.in_len(), &s.dcols, f.out_len(), &mut dw[g * wlen..(g + 1) * wlen]);
+                direct_conv::weight_grad(
+                    self.isa,
+                    f,
+                    m,
+                    &s.cols,
+                    f.in_len(),
+                    &s.dcols,
+                    f.out_len(),
+                    &mut dw[g * wlen..(g + 1) * wlen],
+                );
             }
         }
         let Some(dx) = dx else { return };
@@ -192,7 +230,15 @@ impl Direct {
     }
 
     /// One group: weight gradient and input gradient per sub-batch.
-    fn backward_oc(&self, packed_t: &[f32], x: &[f32], dy: &[f32], mut dx: Option<&mut [f32]>, s: &mut Scratch, dw: &mut [f32]) {
+    fn backward_oc(
+        &self,
+        packed_t: &[f32],
+        x: &[f32],
+        dy: &[f32],
+        mut dx: Option<&mut [f32]>,
+        s: &mut Scratch,
+        dw: &mut [f32],
+    ) {
         let f = &self.f;
         let (xin, yout) = (f.cin * f.h * f.w, f.cout * f.oh * f.ow);
         let t = f.transposed(self.isa).expect("Flat::new checked the padding");
@@ -213,7 +259,12 @@ impl Direct {
                 }
                 direct_oc::pixels(&t, m, &mut s.pix);
                 direct_oc::forward(self.isa, &t, &s.cols, &s.pix, packed_t, &mut s.dcols);
-                direct_oc::to_nchw(&t, &s.dcols[..m * f.h * f.w * direct_oc::padded(f.cin)], None, &mut dx[s0 * xin..(s0 + m) * xin]);
+                direct_oc::to_nchw(
+                    &t,
+                    &s.dcols[..m * f.h * f.w * direct_oc::padded(f.cin)],
+                    None,
+                    &mut dx[s0 * xin..(s0 + m) * xin],
+                );
             }
         }
     }

@@ -4,9 +4,56 @@
 use super::*;
 
 const GOLDEN_SHAPE: [usize; 4] = [2, 4, 3, 3];
-const GOLDEN_Y: [f32; 12] = [-0.5185057520866394, 0.22042416036128998, 1.3093242645263672, 3.501805305480957, 7.396517753601074, 6.133052349090576, 4.167516708374023, 5.230564117431641, 2.560485601425171, 2.0171988010406494, 4.997027397155762, 4.52473258972168];
-const GOLDEN_DX: [f32; 20] = [0.9450393319129944, 1.860905408859253, 0.9424134492874146, 1.812744379043579, 0.8983795642852783, 1.5205481052398682, 2.8786520957946777, 1.3977161645889282, 2.573958158493042, 1.2134711742401123, 0.8148725032806396, 1.4830918312072754, 0.6955614686012268, 1.2160850763320923, 0.5456889271736145, 0.9759083390235901, 1.6436420679092407, 0.6954658627510071, 1.0588964223861694, 0.3844660818576813];
-const GOLDEN_DW: [f32; 12] = [4.671499252319336, 7.056545257568359, 4.810087203979492, 4.966722011566162, 7.250921249389648, 4.687060356140137, 4.456419944763184, 6.261541843414307, 3.979705333709717, -4.609320163726807, -6.930888652801514, -4.698933124542236];
+const GOLDEN_Y: [f32; 12] = [
+    -0.5185057520866394,
+    0.22042416036128998,
+    1.3093242645263672,
+    3.501805305480957,
+    7.396517753601074,
+    6.133052349090576,
+    4.167516708374023,
+    5.230564117431641,
+    2.560485601425171,
+    2.0171988010406494,
+    4.997027397155762,
+    4.52473258972168,
+];
+const GOLDEN_DX: [f32; 20] = [
+    0.9450393319129944,
+    1.860905408859253,
+    0.9424134492874146,
+    1.812744379043579,
+    0.8983795642852783,
+    1.5205481052398682,
+    2.8786520957946777,
+    1.3977161645889282,
+    2.573958158493042,
+    1.2134711742401123,
+    0.8148725032806396,
+    1.4830918312072754,
+    0.6955614686012268,
+    1.2160850763320923,
+    0.5456889271736145,
+    0.9759083390235901,
+    1.6436420679092407,
+    0.6954658627510071,
+    1.0588964223861694,
+    0.3844660818576813,
+];
+const GOLDEN_DW: [f32; 12] = [
+    4.671499252319336,
+    7.056545257568359,
+    4.810087203979492,
+    4.966722011566162,
+    7.250921249389648,
+    4.687060356140137,
+    4.456419944763184,
+    6.261541843414307,
+    3.979705333709717,
+    -4.609320163726807,
+    -6.930888652801514,
+    -4.698933124542236,
+];
 const GOLDEN_DB: [f32; 4] = [12.367292404174805, -2.7930045127868652, -10.614346504211426, 9.454788208007812];
 use crate::layers::{gradcheck::*, Mode};
 
@@ -48,8 +95,13 @@ fn gradcheck_on(backend: Backend, n: usize, c: Conv2dConfig, s: [usize; 3], thre
     // A convolution is linear in x and in w: a central difference has no truncation error at any
     // step, only the forward's rounding divided by the step. Winograd F(4×4) rounds more than the
     // direct sum (tensor/winograd.rs), so its check takes a larger step.
-    let tol = if matches!(l.algo(), ConvAlgo::Winograd(_)) { Tolerance { eps: 0.25, ..Tolerance::default() } } else { Tolerance::default() };
-    check_layer(&mut l, &ctx, &x, &p, tol).unwrap_or_else(|e| panic!("{} ({backend}), {threads} threads, {c:?} on {s:?}: {e}", l.kernel()));
+    let tol = if matches!(l.algo(), ConvAlgo::Winograd(_)) {
+        Tolerance { eps: 0.25, ..Tolerance::default() }
+    } else {
+        Tolerance::default()
+    };
+    check_layer(&mut l, &ctx, &x, &p, tol)
+        .unwrap_or_else(|e| panic!("{} ({backend}), {threads} threads, {c:?} on {s:?}: {e}", l.kernel()));
 }
 
 #[test]
@@ -73,7 +125,13 @@ fn forward_backward(l: &mut Conv2d, p: &[f32], x: &Tensor, threads: usize) -> (T
 }
 
 /// `forward_backward` with the convolution run by `backend`.
-fn forward_backward_on(backend: Backend, l: &mut Conv2d, p: &[f32], x: &Tensor, threads: usize) -> (Tensor, Vec<f32>, Tensor) {
+fn forward_backward_on(
+    backend: Backend,
+    l: &mut Conv2d,
+    p: &[f32],
+    x: &Tensor,
+    threads: usize,
+) -> (Tensor, Vec<f32>, Tensor) {
     let ctx = Ctx { threads, backend, ..Ctx::simple(Mode::Train) };
     let mut y = Tensor::default();
     l.forward(&ctx, p, x, &mut y).unwrap();
@@ -226,7 +284,10 @@ fn an_algorithm_that_does_not_apply_is_refused() {
 #[test]
 fn a_layer_reused_after_backward_computes_what_a_fresh_one_does() {
     // Pipeline slots reuse a net after its backward for another micro-batch's forward.
-    for (c, s) in [(Conv2dConfig { padding: [2, 2], ..cfg(32, 5) }, [1, 28, 28]), (Conv2dConfig { padding: [2, 2], ..cfg(64, 5) }, [32, 14, 14])] {
+    for (c, s) in [
+        (Conv2dConfig { padding: [2, 2], ..cfg(32, 5) }, [1, 28, 28]),
+        (Conv2dConfig { padding: [2, 2], ..cfg(64, 5) }, [32, 14, 14]),
+    ] {
         for algo in algorithms(c, &s) {
             let step = |l: &mut Conv2d, n: usize, seed: u64| {
                 let p = init_params(l, 1);
@@ -291,21 +352,52 @@ fn each_shape_gets_the_algorithm_measured_best_for_it() {
     assert_eq!(pick(Conv2dConfig { stride: [2, 2], ..three }, [32, 16, 16]), ConvAlgo::Im2col);
     assert_eq!(pick(cfg(64, 1), [32, 8, 8]), ConvAlgo::Gemm1x1);
     let wino = |t: Tile| ConvAlgo::Winograd(t);
-    assert_eq!(pick(Conv2dConfig { out_channels: 128, ..three }, [64, 32, 32]), wino(Tile::F4), "64 channels and more: Winograd");
+    assert_eq!(
+        pick(Conv2dConfig { out_channels: 128, ..three }, [64, 32, 32]),
+        wino(Tile::F4),
+        "64 channels and more: Winograd"
+    );
     assert_eq!(pick(Conv2dConfig { out_channels: 256, ..three }, [128, 8, 8]), wino(Tile::F4));
-    assert_eq!(pick(Conv2dConfig { out_channels: 512, ..three }, [512, 2, 2]), wino(Tile::F2), "a 2×2 map: one F(2×2) tile");
-    assert_eq!(pick(Conv2dConfig { out_channels: 128, ..three }, [64, 6, 6]), wino(Tile::F2), "as many transform points as F(4×4): the cheaper tile");
+    assert_eq!(
+        pick(Conv2dConfig { out_channels: 512, ..three }, [512, 2, 2]),
+        wino(Tile::F2),
+        "a 2×2 map: one F(2×2) tile"
+    );
+    assert_eq!(
+        pick(Conv2dConfig { out_channels: 128, ..three }, [64, 6, 6]),
+        wino(Tile::F2),
+        "as many transform points as F(4×4): the cheaper tile"
+    );
     assert_ne!(pick(three, [64, 8, 8]), wino(Tile::F4), "64×64 channel pairs: direct");
-    assert_eq!(pick(Conv2dConfig { padding: [2, 2], ..cfg(128, 5) }, [64, 15, 15]), wino(Tile::F3), "5×5 on 15×15: 5×5 tiles of F(3×3), 1225 points against F(2×2)'s 2304");
-    assert_eq!(pick(Conv2dConfig { padding: [2, 2], ..cfg(128, 5) }, [64, 4, 4]), wino(Tile::F2), "5×5 on 4×4: F(2×2), 144 points against 196");
-    assert!(!matches!(pick(Conv2dConfig { padding: [2, 2], ..cfg(64, 5) }, [32, 14, 14]), ConvAlgo::Winograd(_)), "LeNet's conv2: direct");
+    assert_eq!(
+        pick(Conv2dConfig { padding: [2, 2], ..cfg(128, 5) }, [64, 15, 15]),
+        wino(Tile::F3),
+        "5×5 on 15×15: 5×5 tiles of F(3×3), 1225 points against F(2×2)'s 2304"
+    );
+    assert_eq!(
+        pick(Conv2dConfig { padding: [2, 2], ..cfg(128, 5) }, [64, 4, 4]),
+        wino(Tile::F2),
+        "5×5 on 4×4: F(2×2), 144 points against 196"
+    );
+    assert!(
+        !matches!(pick(Conv2dConfig { padding: [2, 2], ..cfg(64, 5) }, [32, 14, 14]), ConvAlgo::Winograd(_)),
+        "LeNet's conv2: direct"
+    );
     assert_eq!(pick(Conv2dConfig { groups: 2, ..three }, [128, 8, 8]), ConvAlgo::Im2col, "groups: no Winograd");
     match Isa::best() {
         Some(isa) => {
             assert_eq!(pick(three, [32, 32, 32]), ConvAlgo::Direct(isa), "large maps: vectors along the plane");
             assert_eq!(pick(three, [32, 8, 8]), ConvAlgo::DirectOc(isa), "small maps: vectors across channels");
-            assert_eq!(pick(Conv2dConfig { out_channels: 22, ..three }, [32, 8, 8]), ConvAlgo::DirectOc(isa), "a tensor split's slice: the whole layer's kernel");
-            assert_eq!(pick(Conv2dConfig { out_channels: 256, groups: 2, ..three }, [128, 8, 8]), ConvAlgo::Im2col, "large weights: the GEMM's blocking wins");
+            assert_eq!(
+                pick(Conv2dConfig { out_channels: 22, ..three }, [32, 8, 8]),
+                ConvAlgo::DirectOc(isa),
+                "a tensor split's slice: the whole layer's kernel"
+            );
+            assert_eq!(
+                pick(Conv2dConfig { out_channels: 256, groups: 2, ..three }, [128, 8, 8]),
+                ConvAlgo::Im2col,
+                "large weights: the GEMM's blocking wins"
+            );
         }
         None => assert_eq!(pick(three, [32, 32, 32]), ConvAlgo::Im2col),
     }

@@ -9,7 +9,9 @@ use crate::tensor::init::{Filler, VarianceNorm};
 pub(super) fn param_mults(l: &Msg, origin: &str) -> Result<(Vec<f32>, Vec<f32>), String> {
     let (mut lr, mut decay) = (Vec::new(), Vec::new());
     for (v, line) in l.all("param") {
-        let Value::Msg(p) = v else { return err(origin, line, "'param' must be a message: param { lr_mult: 1 decay_mult: 1 }") };
+        let Value::Msg(p) = v else {
+            return err(origin, line, "'param' must be a message: param { lr_mult: 1 decay_mult: 1 }");
+        };
         p.only(&["lr_mult", "decay_mult", "name", "share_mode"], origin, "param")?;
         if let Some((_, line)) = p.scalar("name").or(p.scalar("share_mode")) {
             return err(origin, line, "shared parameters (param { name }) are not supported; hint: remove the name");
@@ -40,7 +42,9 @@ pub(super) fn in_phase(l: &Msg, line: usize, phase: &str, origin: &str) -> Resul
     fn rules<'a>(l: &'a Msg, field: &'static str, origin: &str) -> Result<Vec<Option<&'a str>>, String> {
         let mut out = Vec::new();
         for (v, at) in l.all(field) {
-            let Value::Msg(r) = v else { return err(origin, at, format!("'{field}' must be a message: {field} {{ phase: TRAIN }}")) };
+            let Value::Msg(r) = v else {
+                return err(origin, at, format!("'{field}' must be a message: {field} {{ phase: TRAIN }}"));
+            };
             r.only(&["phase"], origin, &format!("{field} (levels and stages are not read)"))?;
             let p = r.scalar("phase");
             if let Some((p, at)) = p.filter(|p| !matches!(p.0, "TRAIN" | "TEST")) {
@@ -53,7 +57,9 @@ pub(super) fn in_phase(l: &Msg, line: usize, phase: &str, origin: &str) -> Resul
     let (include, exclude) = (rules(l, "include", origin)?, rules(l, "exclude", origin)?);
     let meets = |rule: &Option<&str>| rule.is_none_or(|p| p == phase);
     match (include.is_empty(), exclude.is_empty()) {
-        (false, false) => err(origin, line, "a layer has both include and exclude rules; hint: Caffe takes one or the other"),
+        (false, false) => {
+            err(origin, line, "a layer has both include and exclude rules; hint: Caffe takes one or the other")
+        }
         (false, true) => Ok(include.iter().any(meets)),
         (true, _) => Ok(!exclude.iter().any(meets)),
     }
@@ -69,7 +75,9 @@ pub(super) fn filler(m: &Msg, field: &str, origin: &str) -> Result<Option<Filler
         None | Some("FAN_IN") => VarianceNorm::FanIn,
         Some("FAN_OUT") => VarianceNorm::FanOut,
         Some("AVERAGE") => VarianceNorm::Average,
-        Some(other) => return err(origin, line, format!("{field}: variance_norm {other} is not one of FAN_IN, FAN_OUT, AVERAGE")),
+        Some(other) => {
+            return err(origin, line, format!("{field}: variance_norm {other} is not one of FAN_IN, FAN_OUT, AVERAGE"))
+        }
     };
     if num::<i64>(f, "sparse", origin)?.is_some_and(|s| s >= 0) {
         return err(origin, line, format!("{field}: sparse gaussian fillers are not supported; hint: remove 'sparse'"));
@@ -80,12 +88,19 @@ pub(super) fn filler(m: &Msg, field: &str, origin: &str) -> Result<Option<Filler
         "xavier" => Filler::Xavier { variance_norm: norm },
         "msra" => Filler::Msra { variance_norm: norm },
         "uniform" => Filler::Uniform { min: get("min", 0.0)?, max: get("max", 1.0)? },
-        other => return err(origin, line, format!("{field}: filler type '{other}' is not supported; hint: constant, gaussian, xavier, msra, uniform")),
+        other => {
+            return err(
+                origin,
+                line,
+                format!(
+                    "{field}: filler type '{other}' is not supported; hint: constant, gaussian, xavier, msra, uniform"
+                ),
+            )
+        }
     };
     out.validate().map_err(|e| format!("{origin}:{line}: {field}: {e}"))?;
     Ok(Some(out))
 }
-
 
 /// A Data or MemoryData layer's `transform_param` in convoy's terms. Caffe computes
 /// (pixel − mean)·scale on pixels in 0..255; convoy's datasets deliver x = pixel/255 in [0, 1]
@@ -121,7 +136,13 @@ pub fn transform(net: &Msg, origin: &str) -> Result<Option<Transform>, String> {
             continue;
         }
         // A Data layer in both phases (no rules) is the TRAIN one, and its transform both's.
-        let slot = if in_phase(l, line, "TRAIN", origin)? { &mut train } else if in_phase(l, line, "TEST", origin)? { &mut test } else { continue };
+        let slot = if in_phase(l, line, "TRAIN", origin)? {
+            &mut train
+        } else if in_phase(l, line, "TEST", origin)? {
+            &mut test
+        } else {
+            continue;
+        };
         if slot.is_none() {
             *slot = Some(one_transform(l, line, origin)?);
         }
@@ -168,7 +189,13 @@ fn one_transform(l: &Msg, line: usize, origin: &str) -> Result<Transform, String
     let mut mean = Vec::new();
     for (v, at) in p.all("mean_value") {
         match v {
-            Value::Scalar(s) => mean.push(s.parse::<f32>().ok().filter(|m| m.is_finite()).ok_or_else(|| format!("{origin}:{at}: 'mean_value: {s}' is not a valid number"))? / 255.0),
+            Value::Scalar(s) => mean.push(
+                s.parse::<f32>()
+                    .ok()
+                    .filter(|m| m.is_finite())
+                    .ok_or_else(|| format!("{origin}:{at}: 'mean_value: {s}' is not a valid number"))?
+                    / 255.0,
+            ),
             Value::Msg(_) => return err(origin, at, "mean_value must be a number"),
         }
     }

@@ -23,16 +23,15 @@
 //! Anything else — another layer type, an unknown field in a layer or in one of its parameter
 //! messages — is an error naming it and its line.
 
-
 mod fields;
 mod solver;
-mod text;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use super::spec::{LayerSpec, ModelSpec, Pair, INPUT};
-pub use fields::{DataLayer, Transform};
 use fields::{filler, in_phase, param_mults};
+pub use fields::{DataLayer, Transform};
 pub use solver::{solver_from_prototxt, Solver};
 use text::{err, lex, num, pair, parse_msg, Value};
 
@@ -53,19 +52,43 @@ pub fn data_layer_from_prototxt(text: &str, origin: &str) -> Result<Option<DataL
 
 /// Parses `text` (a NetParameter) into a model spec; `data_shape` gives the dataset's per-sample
 /// shape for a Data layer. Warnings (accepted but not applied) go to `warn`.
-pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> Result<Vec<usize>, String>, warn: &mut dyn FnMut(String)) -> Result<ModelSpec, String> {
+pub fn from_prototxt(
+    text: &str,
+    origin: &str,
+    data_shape: &mut dyn FnMut() -> Result<Vec<usize>, String>,
+    warn: &mut dyn FnMut(String),
+) -> Result<ModelSpec, String> {
     let toks = lex(text, origin)?;
     let net = parse_msg(&toks, &mut 0, origin, false)?;
-    net.only(&["name", "layer", "layers", "input", "input_shape", "input_dim", "force_backward", "state", "debug_info"], origin, "the net")?;
+    net.only(
+        &["name", "layer", "layers", "input", "input_shape", "input_dim", "force_backward", "state", "debug_info"],
+        origin,
+        "the net",
+    )?;
     if let Some((_, line)) = net.all("layers").next() {
-        return err(origin, line, "V1 'layers' definitions are not read; hint: convert with Caffe's upgrade_net_proto_text");
+        return err(
+            origin,
+            line,
+            "V1 'layers' definitions are not read; hint: convert with Caffe's upgrade_net_proto_text",
+        );
     }
     let name = net.scalar("name").map_or("caffe-net", |s| s.0).to_string();
     let mut input: Option<Vec<usize>> = None;
     if let Some(shape) = net.msg("input_shape") {
-        input = Some(shape.all("dim").filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None }).skip(1).collect());
+        input = Some(
+            shape
+                .all("dim")
+                .filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None })
+                .skip(1)
+                .collect(),
+        );
     } else if net.scalar("input_dim").is_some() {
-        input = Some(net.all("input_dim").filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None }).skip(1).collect());
+        input = Some(
+            net.all("input_dim")
+                .filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None })
+                .skip(1)
+                .collect(),
+        );
     }
     let mut layers: Vec<LayerSpec> = Vec::new();
     let mut classes = None;
@@ -78,27 +101,45 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
     for (at, &(v, line)) in all.iter().enumerate() {
         let Value::Msg(l) = v else { return err(origin, line, "'layer' must be a message") };
         let lname = l.scalar("name").map(|s| s.0.to_string()).unwrap_or_else(|| format!("layer{}", layers.len()));
-        let ty = l.scalar("type").map(|s| s.0).ok_or_else(|| format!("{origin}:{line}: layer '{lname}' has no type"))?;
+        let ty =
+            l.scalar("type").map(|s| s.0).ok_or_else(|| format!("{origin}:{line}: layer '{lname}' has no type"))?;
         // convoy builds the TRAIN net: TEST-only layers (include or exclude rules) are skipped.
         if !in_phase(l, line, "TRAIN", origin)? {
             continue;
         }
-        let common = ["name", "type", "bottom", "top", "include", "exclude", "param", "loss_weight", "propagate_down", "phase"];
+        let common =
+            ["name", "type", "bottom", "top", "include", "exclude", "param", "loss_weight", "propagate_down", "phase"];
         let known = |extra: &[&'static str]| -> Vec<&'static str> { common.iter().chain(extra).copied().collect() };
-        let bottoms: Vec<String> = l.all("bottom").filter_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None }).collect();
+        let bottoms: Vec<String> = l
+            .all("bottom")
+            .filter_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None })
+            .collect();
         let (lr_mult, decay_mult) = param_mults(l, origin)?;
         let is_input = matches!(ty, "Input" | "Data" | "MemoryData");
-        let head = matches!(ty, "Accuracy" | "SoftmaxWithLoss") || (ty == "Softmax" && !softmax_is_read(&all, at, origin)?);
+        let head =
+            matches!(ty, "Accuracy" | "SoftmaxWithLoss") || (ty == "Softmax" && !softmax_is_read(&all, at, origin)?);
         // The layers this one reads, by our names.
         let mut reads: Vec<String> = Vec::new();
         if !is_input && !head {
             if ended {
-                return err(origin, line, format!("layer '{lname}' comes after the loss; hint: the loss must be the last layer"));
+                return err(
+                    origin,
+                    line,
+                    format!("layer '{lname}' comes after the loss; hint: the loss must be the last layer"),
+                );
             }
             for b in &bottoms {
                 match blobs.iter().rev().find(|(blob, _)| blob == b) {
                     Some((_, by)) => reads.push(by.clone()),
-                    None => return err(origin, line, format!("layer '{lname}' reads blob '{b}', which no earlier layer writes; hint: check its bottom")),
+                    None => {
+                        return err(
+                            origin,
+                            line,
+                            format!(
+                            "layer '{lname}' reads blob '{b}', which no earlier layer writes; hint: check its bottom"
+                        ),
+                        )
+                    }
                 }
             }
         }
@@ -111,7 +152,11 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
         };
         let n_bottoms = |want: usize| -> Result<(), String> {
             if reads.len() != want && !(want == 1 && reads.is_empty()) {
-                return err(origin, line, format!("layer '{lname}' ({ty}) reads {} blobs; hint: it takes {want}", reads.len()));
+                return err(
+                    origin,
+                    line,
+                    format!("layer '{lname}' ({ty}) reads {} blobs; hint: it takes {want}", reads.len()),
+                );
             }
             Ok(())
         };
@@ -361,7 +406,9 @@ pub fn from_prototxt(text: &str, origin: &str, data_shape: &mut dyn FnMut() -> R
             }
         }
         if is_input {
-            if let Some(t) = l.all("top").find_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None }) {
+            if let Some(t) =
+                l.all("top").find_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None })
+            {
                 blobs.push((t, INPUT.to_string()));
             }
         } else if !head {
@@ -429,4 +476,3 @@ fn check_inner_softmax(spec: &ModelSpec, inner: &[(usize, usize)], origin: &str)
     }
     Ok(())
 }
-

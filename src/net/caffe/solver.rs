@@ -43,9 +43,34 @@ pub fn solver_from_prototxt(text: &str, origin: &str, note: &mut dyn FnMut(Strin
     let m = parse_msg(&toks, &mut 0, origin, false)?;
     m.only(
         &[
-            "net", "train_net", "base_lr", "momentum", "weight_decay", "lr_policy", "gamma", "power", "stepsize", "stepvalue", "max_iter", "test_interval", "test_iter",
-            "display", "snapshot", "snapshot_prefix", "type", "solver_type", "random_seed", "solver_mode", "device_id", "momentum2", "delta", "test_initialization",
-            "average_loss", "iter_size", "regularization_type", "snapshot_format",
+            "net",
+            "train_net",
+            "base_lr",
+            "momentum",
+            "weight_decay",
+            "lr_policy",
+            "gamma",
+            "power",
+            "stepsize",
+            "stepvalue",
+            "max_iter",
+            "test_interval",
+            "test_iter",
+            "display",
+            "snapshot",
+            "snapshot_prefix",
+            "type",
+            "solver_type",
+            "random_seed",
+            "solver_mode",
+            "device_id",
+            "momentum2",
+            "delta",
+            "test_initialization",
+            "average_loss",
+            "iter_size",
+            "regularization_type",
+            "snapshot_format",
         ],
         origin,
         "the solver",
@@ -76,17 +101,27 @@ pub fn solver_from_prototxt(text: &str, origin: &str, note: &mut dyn FnMut(Strin
         }
         Some("adam") => {
             s.optimizer = Some("adam".into());
-            if num::<f32>(&m, "momentum2", origin)?.is_some_and(|b| b != 0.999) || num::<f32>(&m, "delta", origin)?.is_some_and(|d| d != 1e-8) {
+            if num::<f32>(&m, "momentum2", origin)?.is_some_and(|b| b != 0.999)
+                || num::<f32>(&m, "delta", origin)?.is_some_and(|d| d != 1e-8)
+            {
                 let line = m.scalar("momentum2").or(m.scalar("delta")).map_or(1, |v| v.1);
                 return err(origin, line, "Adam with momentum2 ≠ 0.999 or delta ≠ 1e-8 is not supported yet");
             }
             if s.momentum.is_some_and(|b| b != 0.9) {
-                return err(origin, m.scalar("momentum").map_or(1, |v| v.1), "Adam's momentum (β1) must be 0.9 in convoy for now");
+                return err(
+                    origin,
+                    m.scalar("momentum").map_or(1, |v| v.1),
+                    "Adam's momentum (β1) must be 0.9 in convoy for now",
+                );
             }
             s.momentum = None;
         }
         Some(_) => {
-            return err(origin, m.scalar("type").or(m.scalar("solver_type")).map_or(1, |v| v.1), format!("solver type '{}' is not supported; hint: SGD, Nesterov or Adam", ty_raw.unwrap_or("")))
+            return err(
+                origin,
+                m.scalar("type").or(m.scalar("solver_type")).map_or(1, |v| v.1),
+                format!("solver type '{}' is not supported; hint: SGD, Nesterov or Adam", ty_raw.unwrap_or("")),
+            )
         }
     }
     if let Some((r, line)) = m.scalar("regularization_type") {
@@ -96,25 +131,41 @@ pub fn solver_from_prototxt(text: &str, origin: &str, note: &mut dyn FnMut(Strin
     }
     let gamma: Option<f32> = num(&m, "gamma", origin)?;
     let power: Option<f32> = num(&m, "power", origin)?;
-    let need = |v: Option<f32>, what: &str, line: usize| v.ok_or_else(|| format!("{origin}:{line}: this lr_policy needs {what}"));
+    let need = |v: Option<f32>, what: &str, line: usize| {
+        v.ok_or_else(|| format!("{origin}:{line}: this lr_policy needs {what}"))
+    };
     if let Some((policy, line)) = m.scalar("lr_policy") {
         s.schedule = Some(match policy {
             "fixed" => "constant".into(),
             "step" => {
-                let size: u64 = num(&m, "stepsize", origin)?.ok_or_else(|| format!("{origin}:{line}: lr_policy step needs stepsize"))?;
+                let size: u64 = num(&m, "stepsize", origin)?
+                    .ok_or_else(|| format!("{origin}:{line}: lr_policy step needs stepsize"))?;
                 format!("step:{size}:{}", need(gamma, "gamma", line)?)
             }
             "multistep" => {
-                let values: Vec<String> = m.all("stepvalue").filter_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None }).collect();
+                let values: Vec<String> = m
+                    .all("stepvalue")
+                    .filter_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None })
+                    .collect();
                 if values.is_empty() {
                     return err(origin, line, "lr_policy multistep needs stepvalue entries");
                 }
                 format!("multistep:{}:{}", values.join(","), need(gamma, "gamma", line)?)
             }
             "inv" => format!("inv:{}:{}", need(gamma, "gamma", line)?, need(power, "power", line)?),
-            "poly" => format!("poly:{}:{}", s.steps.ok_or_else(|| format!("{origin}:{line}: lr_policy poly needs max_iter"))?, need(power, "power", line)?),
+            "poly" => format!(
+                "poly:{}:{}",
+                s.steps.ok_or_else(|| format!("{origin}:{line}: lr_policy poly needs max_iter"))?,
+                need(power, "power", line)?
+            ),
             "exp" => format!("exp:{}", need(gamma, "gamma", line)?),
-            other => return err(origin, line, format!("lr_policy '{other}' is not supported; hint: fixed, step, multistep, inv, poly, exp")),
+            other => {
+                return err(
+                    origin,
+                    line,
+                    format!("lr_policy '{other}' is not supported; hint: fixed, step, multistep, inv, poly, exp"),
+                )
+            }
         });
     }
     for f in ["solver_mode", "device_id", "average_loss", "test_initialization", "snapshot_format"] {
@@ -157,13 +208,25 @@ solver_mode: CPU
         assert_eq!(s.optimizer.as_deref(), Some("sgd"));
         assert_eq!((s.test_interval, s.test_iter, s.display), (Some(500), Some(100), Some(100)));
         assert!(notes.iter().any(|n| n.contains("solver_mode")), "{notes:?}");
-        assert!(notes.iter().any(|n| n.starts_with("lenet_solver.prototxt:3: test_iter: 100") && n.contains("whole test set")), "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("lenet_solver.prototxt:3: test_iter: 100") && n.contains("whole test set")),
+            "{notes:?}"
+        );
         assert!(!notes.iter().any(|n| n.contains("display")), "display is applied (--log-every): {notes:?}");
         assert!(!notes.iter().any(|n| n.contains("test_interval")), "test_interval is applied: {notes:?}");
-        let multi = solver_from_prototxt("lr_policy: \"multistep\"\ngamma: 0.1\nstepvalue: 100\nstepvalue: 200\ntype: \"Nesterov\"", "s", &mut |_| {}).unwrap();
+        let multi = solver_from_prototxt(
+            "lr_policy: \"multistep\"\ngamma: 0.1\nstepvalue: 100\nstepvalue: 200\ntype: \"Nesterov\"",
+            "s",
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(multi.schedule.as_deref(), Some("multistep:100,200:0.1"));
         assert!(multi.nesterov);
-        let poly = solver_from_prototxt("lr_policy: \"poly\"\npower: 1\nmax_iter: 50\ntype: \"Adam\"", "s", &mut |_| {}).unwrap();
+        let poly =
+            solver_from_prototxt("lr_policy: \"poly\"\npower: 1\nmax_iter: 50\ntype: \"Adam\"", "s", &mut |_| {})
+                .unwrap();
         assert_eq!((poly.schedule.as_deref(), poly.optimizer.as_deref()), (Some("poly:50:1"), Some("adam")));
     }
 

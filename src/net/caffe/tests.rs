@@ -46,9 +46,18 @@ layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" param { lr_mult
     let mult = |n: &str| net.layout().get(n).unwrap().mult;
     assert_eq!((mult("conv.weight"), mult("conv.bias")), (ParamMult::FROZEN, ParamMult { lr: 2.0, decay: 0.0 }));
     assert_eq!((mult("fc.weight"), mult("fc.bias")), (ParamMult::ONE, ParamMult::ONE));
-    assert_eq!(net.layout().mult_ranges(), vec![(0..18, ParamMult::FROZEN), (18..20, ParamMult { lr: 2.0, decay: 0.0 })]);
-    assert_eq!(spec.layers[0].fillers(), [Some(&Filler::Msra { variance_norm: VarianceNorm::FanOut }), Some(&Filler::Constant { value: 0.2 })]);
-    assert_eq!(spec.layers[1].fillers(), [Some(&Filler::Gaussian { mean: 0.0, std: 0.01 }), Some(&Filler::Uniform { min: -1.0, max: 1.0 })]);
+    assert_eq!(
+        net.layout().mult_ranges(),
+        vec![(0..18, ParamMult::FROZEN), (18..20, ParamMult { lr: 2.0, decay: 0.0 })]
+    );
+    assert_eq!(
+        spec.layers[0].fillers(),
+        [Some(&Filler::Msra { variance_norm: VarianceNorm::FanOut }), Some(&Filler::Constant { value: 0.2 })]
+    );
+    assert_eq!(
+        spec.layers[1].fillers(),
+        [Some(&Filler::Gaussian { mean: 0.0, std: 0.01 }), Some(&Filler::Uniform { min: -1.0, max: 1.0 })]
+    );
     let params = net.init_params(1);
     assert!(params[18..20].iter().all(|&b| b == 0.2));
     for (text, needle) in [
@@ -57,7 +66,11 @@ layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" param { lr_mult
         ("param { name: \"shared\" }", "shared"),
         ("convolution_param { num_output: 2 kernel_size: 3 weight_filler { type: \"bilinear\" } }", "bilinear"),
     ] {
-        let body = if text.starts_with("param") { format!("{text} convolution_param {{ num_output: 2 kernel_size: 3 }}") } else { text.to_string() };
+        let body = if text.starts_with("param") {
+            format!("{text} convolution_param {{ num_output: 2 kernel_size: 3 }}")
+        } else {
+            text.to_string()
+        };
         let proto = format!("layer {{ name: \"data\" type: \"Input\" top: \"data\" input_param {{ shape {{ dim: 1 dim: 1 dim: 4 dim: 4 }} }} }}\nlayer {{ name: \"c\" type: \"Convolution\" bottom: \"data\" top: \"c\" {body} }}\nlayer {{ name: \"fc\" type: \"InnerProduct\" bottom: \"c\" top: \"fc\" inner_product_param {{ num_output: 2 }} }}");
         let e = parse(&proto).and_then(|s| Net::build(&s).map(|_| ()).map_err(|e| e.to_string())).unwrap_err();
         assert!(e.contains(needle), "{text}: {e}");
@@ -236,12 +249,30 @@ fn unknown_types_fields_and_broken_text_name_the_line() {
 fn transform_param_maps_to_normalisation_on_unit_pixels() {
     let t = transform_from_prototxt(LENET, "lenet.prototxt").unwrap().unwrap();
     // scale 0.00390625 = 1/256, not 1/255: x·255/256.
-    assert_eq!((t.mean.clone(), t.std.clone(), t.mirror, t.crop, t.test_mirror), (vec![0.0], vec![256.0 / 255.0], false, None, false));
+    assert_eq!(
+        (t.mean.clone(), t.std.clone(), t.mirror, t.crop, t.test_mirror),
+        (vec![0.0], vec![256.0 / 255.0], false, None, false)
+    );
     let train = "layer { name: \"d\" type: \"Data\" top: \"data\" include { phase: TRAIN }\n transform_param { scale: 0.017 mean_value: 104 mean_value: 117 mean_value: 123 mirror: true crop_size: 227 } }\n";
-    let test = |p: &str| format!("{train}layer {{ name: \"t\" type: \"Data\" top: \"data\" include {{ phase: TEST }}\n transform_param {{ {p} }} }}");
-    let t = transform_from_prototxt(&test("scale: 0.017 mean_value: 104 mean_value: 117 mean_value: 123 mirror: false crop_size: 227"), "n").unwrap().unwrap();
-    assert_eq!((t.mean.clone(), t.std.len(), t.mirror, t.crop, t.line, t.test_mirror), (vec![104.0 / 255.0, 117.0 / 255.0, 123.0 / 255.0], 3, true, Some(227), 2, false));
-    let mirrored = transform_from_prototxt(&test("scale: 0.017 mean_value: 104 mean_value: 117 mean_value: 123 mirror: true crop_size: 227"), "n").unwrap().unwrap();
+    let test = |p: &str| {
+        format!("{train}layer {{ name: \"t\" type: \"Data\" top: \"data\" include {{ phase: TEST }}\n transform_param {{ {p} }} }}")
+    };
+    let t = transform_from_prototxt(
+        &test("scale: 0.017 mean_value: 104 mean_value: 117 mean_value: 123 mirror: false crop_size: 227"),
+        "n",
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (t.mean.clone(), t.std.len(), t.mirror, t.crop, t.line, t.test_mirror),
+        (vec![104.0 / 255.0, 117.0 / 255.0, 123.0 / 255.0], 3, true, Some(227), 2, false)
+    );
+    let mirrored = transform_from_prototxt(
+        &test("scale: 0.017 mean_value: 104 mean_value: 117 mean_value: 123 mirror: true crop_size: 227"),
+        "n",
+    )
+    .unwrap()
+    .unwrap();
     assert!(mirrored.test_mirror, "a TEST mirror is reported (and not applied)");
     for (p, needle) in [
         ("mirror: false", "mean_value/scale and crop_size"),
@@ -249,15 +280,27 @@ fn transform_param_maps_to_normalisation_on_unit_pixels() {
         ("scale: 0.02 mean_value: 104 mean_value: 117 mean_value: 123 crop_size: 227", "mean_value/scale"),
     ] {
         let e = transform_from_prototxt(&test(p), "n").unwrap_err();
-        assert!(e.starts_with("n:4:") && e.contains("(line 2)") && e.contains(&format!("in {needle}:")) && e.contains("hint"), "{p}: {e}");
+        assert!(
+            e.starts_with("n:4:")
+                && e.contains("(line 2)")
+                && e.contains(&format!("in {needle}:"))
+                && e.contains("hint"),
+            "{p}: {e}"
+        );
     }
     let e = transform_from_prototxt(&test("mean_file: \"m.binaryproto\""), "n").unwrap_err();
     assert!(e.contains("n:4:") && e.contains("mean_file"), "{e}");
-    let zero = transform_from_prototxt("layer { name: \"d\" type: \"Data\" transform_param { crop_size: 0 } }", "n").unwrap().unwrap();
+    let zero = transform_from_prototxt("layer { name: \"d\" type: \"Data\" transform_param { crop_size: 0 } }", "n")
+        .unwrap()
+        .unwrap();
     assert_eq!(zero.crop, None, "Caffe's crop_size 0 is no crop");
     assert!((t.std[0] * 255.0 * 0.017 - 1.0).abs() < 1e-6);
     assert_eq!(transform_from_prototxt("layer { name: \"i\" type: \"Input\" }", "n").unwrap(), None);
-    let e = transform_from_prototxt("layer { name: \"d\" type: \"Data\"\n transform_param { mean_file: \"m.binaryproto\" } }", "n").unwrap_err();
+    let e = transform_from_prototxt(
+        "layer { name: \"d\" type: \"Data\"\n transform_param { mean_file: \"m.binaryproto\" } }",
+        "n",
+    )
+    .unwrap_err();
     assert!(e.contains("n:2:") && e.contains("mean_value"), "{e}");
 }
 
@@ -286,9 +329,12 @@ layer { name: "fc" type: "InnerProduct" bottom: "cat" top: "fc" inner_product_pa
         .iter()
         .map(|l| {
             let from = match l {
-                LayerSpec::Relu { input, .. } | LayerSpec::Sigmoid { input, .. } | LayerSpec::Tanh { input, .. } | LayerSpec::Flatten { input, .. } | LayerSpec::Conv2d { input, .. } | LayerSpec::Linear { input, .. } => {
-                    input.iter().cloned().collect()
-                }
+                LayerSpec::Relu { input, .. }
+                | LayerSpec::Sigmoid { input, .. }
+                | LayerSpec::Tanh { input, .. }
+                | LayerSpec::Flatten { input, .. }
+                | LayerSpec::Conv2d { input, .. }
+                | LayerSpec::Linear { input, .. } => input.iter().cloned().collect(),
                 LayerSpec::Add { inputs, .. } | LayerSpec::Concat { inputs, .. } => inputs.clone(),
                 other => panic!("{other:?}"),
             };
@@ -366,7 +412,10 @@ fn unknown_fields_in_parameter_messages_and_parameter_free_layers_name_the_line(
     ];
     for (text, line, needle) in cases {
         let e = parse(&text).unwrap_err();
-        assert!(e.starts_with(&format!("net.prototxt{line}")) && e.contains(needle) && e.contains("hint"), "{text}\n{e}");
+        assert!(
+            e.starts_with(&format!("net.prototxt{line}")) && e.contains(needle) && e.contains("hint"),
+            "{text}\n{e}"
+        );
     }
     // The same layers with the fields they take are read.
     let ok = format!(
@@ -379,7 +428,9 @@ layer {{ name: \"a\" type: \"Accuracy\" bottom: \"fc\" top: \"a\" accuracy_param
 layer {{ name: \"l\" type: \"SoftmaxWithLoss\" bottom: \"fc\" top: \"l\" loss_param {{ normalization: VALID }} softmax_param {{ axis: 1 }} }}"
     );
     let spec = parse(&ok).unwrap();
-    assert!(matches!(spec.layers[1], LayerSpec::Lrn { size: 3, alpha, beta, k, .. } if (alpha, beta, k) == (0.001, 0.5, 2.0)));
+    assert!(
+        matches!(spec.layers[1], LayerSpec::Lrn { size: 3, alpha, beta, k, .. } if (alpha, beta, k) == (0.001, 0.5, 2.0))
+    );
     assert!(matches!(spec.layers[4], LayerSpec::Dropout { p, .. } if p == 0.2));
 }
 
@@ -407,10 +458,21 @@ layer {{ name: \"fc\" type: \"InnerProduct\" bottom: \"c\" top: \"fc\" inner_pro
     assert_eq!(net("include { phase: TEST }"), without);
     assert_eq!(net("include { phase: TEST } include { phase: TRAIN }"), with);
     // The transform of an `exclude { phase: TRAIN }` Data layer is the TEST one's.
-    let data = |rule: &str, crop: usize| format!("layer {{ name: \"d{crop}\" type: \"Data\" top: \"data\" {rule} transform_param {{ crop_size: {crop} }} }}\n");
-    let t = transform_from_prototxt(&format!("{}{}", data("exclude { phase: TRAIN }", 24), data("exclude { phase: TEST }", 24)), "n").unwrap().unwrap();
+    let data = |rule: &str, crop: usize| {
+        format!("layer {{ name: \"d{crop}\" type: \"Data\" top: \"data\" {rule} transform_param {{ crop_size: {crop} }} }}\n")
+    };
+    let t = transform_from_prototxt(
+        &format!("{}{}", data("exclude { phase: TRAIN }", 24), data("exclude { phase: TEST }", 24)),
+        "n",
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!((t.crop, t.line), (Some(24), 2));
-    let e = transform_from_prototxt(&format!("{}{}", data("exclude { phase: TRAIN }", 20), data("exclude { phase: TEST }", 24)), "n").unwrap_err();
+    let e = transform_from_prototxt(
+        &format!("{}{}", data("exclude { phase: TRAIN }", 20), data("exclude { phase: TEST }", 24)),
+        "n",
+    )
+    .unwrap_err();
     assert!(e.starts_with("n:1:") && e.contains("crop_size"), "{e}");
 }
 
@@ -426,7 +488,9 @@ fn the_train_data_layers_batch_size_is_read_with_its_line() {
     let memory = "layer { name: \"m\" type: \"MemoryData\" top: \"data\" top: \"label\"\n memory_data_param { batch_size: 32 channels: 1 height: 28 width: 28 } }";
     let m = data_layer_from_prototxt(memory, "n").unwrap().unwrap();
     assert_eq!((m.ty.as_str(), m.name.as_str(), m.line, m.batch_size), ("MemoryData", "m", 1, Some((32, 2))));
-    let without = data_layer_from_prototxt("layer { name: \"d\" type: \"Data\" data_param { source: \"x\" } }", "n").unwrap().unwrap();
+    let without = data_layer_from_prototxt("layer { name: \"d\" type: \"Data\" data_param { source: \"x\" } }", "n")
+        .unwrap()
+        .unwrap();
     assert_eq!(without.batch_size, None);
     assert_eq!(data_layer_from_prototxt("layer { name: \"i\" type: \"Input\" }", "n").unwrap(), None);
     for (text, line) in [
@@ -436,18 +500,25 @@ fn the_train_data_layers_batch_size_is_read_with_its_line() {
         let e = data_layer_from_prototxt(text, "n").unwrap_err();
         assert!(e.starts_with(&format!("n{line}")) && e.contains("batch_size 0") && e.contains("hint"), "{e}");
     }
-    let e = data_layer_from_prototxt("layer { name: \"d\" type: \"Data\" data_param {\n batch_size: -4 } }", "n").unwrap_err();
+    let e = data_layer_from_prototxt("layer { name: \"d\" type: \"Data\" data_param {\n batch_size: -4 } }", "n")
+        .unwrap_err();
     assert!(e.starts_with("n:2:") && e.contains("not a valid number"), "{e}");
 }
 
 /// A MemoryData input builds the same spec as an Input layer of the same shape (LeNet).
 #[test]
 fn a_memory_data_layer_is_the_same_net_as_an_input_layer() {
-    let body = LENET.split_once("layer {\n  name: \"conv1\"").map(|(_, rest)| format!("layer {{\n  name: \"conv1\"{rest}")).unwrap();
+    let body = LENET
+        .split_once("layer {\n  name: \"conv1\"")
+        .map(|(_, rest)| format!("layer {{\n  name: \"conv1\"{rest}"))
+        .unwrap();
     let memory = format!("name: \"LeNet\"\nlayer {{ name: \"mnist\" type: \"MemoryData\" top: \"data\" top: \"label\" memory_data_param {{ batch_size: 64 channels: 1 height: 28 width: 28 }} }}\n{body}");
     let input = format!("name: \"LeNet\"\nlayer {{ name: \"mnist\" type: \"Input\" top: \"data\" input_param {{ shape {{ dim: 64 dim: 1 dim: 28 dim: 28 }} }} }}\n{body}");
     let no_data = &mut || Err("no --data".to_string());
-    let (a, b) = (from_prototxt(&memory, "m", no_data, &mut |_| {}).unwrap(), from_prototxt(&input, "i", no_data, &mut |_| {}).unwrap());
+    let (a, b) = (
+        from_prototxt(&memory, "m", no_data, &mut |_| {}).unwrap(),
+        from_prototxt(&input, "i", no_data, &mut |_| {}).unwrap(),
+    );
     assert_eq!(a, b);
     assert_eq!(a.input, vec![1, 28, 28]);
     // ... which is the Data-layer LeNet's spec on MNIST's 1×28×28 samples.
@@ -521,7 +592,10 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc2" bottom: "label" top: 
         "type: \"Convolution\" bottom: \"data\" top: \"fc1\" convolution_param { num_output: 2 kernel_size: 1 }",
     );
     let e = parse(&conv).unwrap_err();
-    assert!(e.starts_with("net.prototxt:5:") && e.contains("Softmax 'sm'") && e.contains("[2, 4, 4]") && e.contains("hint"), "{e}");
+    assert!(
+        e.starts_with("net.prototxt:5:") && e.contains("Softmax 'sm'") && e.contains("[2, 4, 4]") && e.contains("hint"),
+        "{e}"
+    );
 }
 
 /// A Softmax nothing reads is the head as before: a deploy net's `prob`, and a `prob` read only

@@ -38,7 +38,9 @@ impl Msg {
     /// Errors on a field not in `known`.
     pub(super) fn only(&self, known: &[&str], origin: &str, what: &str) -> Result<(), String> {
         match self.fields.iter().find(|f| !known.contains(&f.0.as_str())) {
-            Some((name, _, line)) => err(origin, *line, format!("unknown field '{name}' in {what}; hint: convoy reads {}", known.join(", "))),
+            Some((name, _, line)) => {
+                err(origin, *line, format!("unknown field '{name}' in {what}; hint: convoy reads {}", known.join(", ")))
+            }
             None => Ok(()),
         }
     }
@@ -159,7 +161,9 @@ pub(super) fn parse_msg(toks: &[(Tok, usize)], pos: &mut usize, origin: &str, ne
 pub(super) fn num<T: std::str::FromStr>(m: &Msg, name: &str, origin: &str) -> Result<Option<T>, String> {
     match m.scalar(name) {
         None => Ok(None),
-        Some((s, line)) => s.parse().map(Some).map_err(|_| format!("{origin}:{line}: '{name}: {s}' is not a valid number")),
+        Some((s, line)) => {
+            s.parse().map(Some).map_err(|_| format!("{origin}:{line}: '{name}: {s}' is not a valid number"))
+        }
     }
 }
 
@@ -174,4 +178,3 @@ pub(super) fn pair(m: &Msg, one: &str, name: &str, default: usize, origin: &str)
         _ => Pair::One(default),
     })
 }
-

@@ -58,14 +58,16 @@
 use crate::checkpoint;
 use crate::comm::{chunk_range, Communicator};
 use crate::data::loader::Batch;
+use crate::data::sampler::Sampler;
 use crate::layers::Ctx;
 use crate::net::Net;
-use crate::data::sampler::Sampler;
 use crate::optim::{schedule::LrSchedule, Optimizer, OptimizerConfig};
-use crate::train::{events::Event, nonfinite, restore_optimizer, CheckpointPolicy, StepReport, Strategy, TrainConfig, TrainError};
+use crate::train::events::Track;
+use crate::train::{
+    events::Event, nonfinite, restore_optimizer, CheckpointPolicy, StepReport, Strategy, TrainConfig, TrainError,
+};
 use std::ops::Range;
 use std::time::Instant;
-use crate::train::events::Track;
 
 mod server;
 pub use server::{Server, Staleness};
@@ -193,12 +195,30 @@ impl<'c> Client<'c> {
     /// The client of the worker holding `comm` (ranks ≥ `workers` are the servers), whose
     /// servers run `optimizer`.
     /// `buffers`: the ranges of the model's buffers (`ParamLayout::buffer_ranges`).
-    pub fn new(comm: &'c dyn Communicator, workers: usize, cfg: &PsConfig, len: usize, optimizer: &OptimizerConfig, buffers: Vec<Range<usize>>) -> Result<Client<'c>, TrainError> {
+    pub fn new(
+        comm: &'c dyn Communicator,
+        workers: usize,
+        cfg: &PsConfig,
+        len: usize,
+        optimizer: &OptimizerConfig,
+        buffers: Vec<Range<usize>>,
+    ) -> Result<Client<'c>, TrainError> {
         let ranges = (0..cfg.servers).map(|s| server_range(len, s, cfg.servers)).collect();
         // (Built for one value: SGD without momentum has no buffer, and with momentum one only
         // when its length is not zero.)
         let state_names = optimizer.build(1)?.state().into_iter().map(|s| s.0).collect();
-        Ok(Client { comm, workers, ranges, grads: vec![0.0; len], state_names, phases: Default::default(), buffers, kept: Vec::new(), skip_nonfinite: false, stop_at: None })
+        Ok(Client {
+            comm,
+            workers,
+            ranges,
+            grads: vec![0.0; len],
+            state_names,
+            phases: Default::default(),
+            buffers,
+            kept: Vec::new(),
+            skip_nonfinite: false,
+            stop_at: None,
+        })
     }
 
     /// `--on-nonfinite skip`: the servers skip a non-finite gradient (see the module docs).
@@ -250,7 +270,14 @@ impl Strategy for Client<'_> {
         Ok(())
     }
 
-    fn step(&mut self, net: &mut Net, ctx: &Ctx, params: &mut [f32], batch: &Batch, _lr: f32) -> Result<StepReport, TrainError> {
+    fn step(
+        &mut self,
+        net: &mut Net,
+        ctx: &Ctx,
+        params: &mut [f32],
+        batch: &Batch,
+        _lr: f32,
+    ) -> Result<StepReport, TrainError> {
         let t_fb = Instant::now();
         self.grads.fill(0.0);
         let stats = if batch.labels.is_empty() {

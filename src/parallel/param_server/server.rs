@@ -77,7 +77,8 @@ impl<'c> Server<'c> {
             let net = Net::build(&cfg.model)?;
             let names: Vec<&str> = opt.state().into_iter().map(|s| s.0).collect();
             let c = checkpoint::run::load_checkpoint(path, net.layout(), &names)?;
-            let slices: Vec<(String, Vec<f32>)> = c.state.into_iter().map(|(n, b)| (n, b[range.clone()].to_vec())).collect();
+            let slices: Vec<(String, Vec<f32>)> =
+                c.state.into_iter().map(|(n, b)| (n, b[range.clone()].to_vec())).collect();
             restore_optimizer(opt.as_mut(), &slices, c.run.optimizer_steps)?;
             start = c.run.step;
         }
@@ -205,7 +206,10 @@ impl<'c> Server<'c> {
         while clock.iter().any(|&c| c < end(stop_at)) {
             let src = self.comm.recv_any(&mut grad, TAG_PUSH)?;
             if src >= w {
-                return Err(TrainError::Internal(format!("server {} got a push from rank {src}, which is not a worker", self.index)));
+                return Err(TrainError::Internal(format!(
+                    "server {} got a push from rank {src}, which is not a worker",
+                    self.index
+                )));
             }
             let ctrl = self.recv_ctrl(src)?;
             hist.record((version - pulled[src]) as usize);

@@ -65,7 +65,9 @@ impl Grad {
     fn add(&mut self, g: &Tensor, held: Form, read_whole: bool, partial: bool, w: usize, mp: usize) {
         match (partial, read_whole, held) {
             (true, ..) => add_into(&mut self.partial, &mut self.partial_set, g.data(), g.shape()),
-            (false, true, Form::Sliced { channels, .. }) => add_channels(&mut self.whole, &mut self.whole_set, g, channels, chunk_range(channels, w, mp)),
+            (false, true, Form::Sliced { channels, .. }) => {
+                add_channels(&mut self.whole, &mut self.whole_set, g, channels, chunk_range(channels, w, mp))
+            }
             _ => add_into(&mut self.whole, &mut self.whole_set, g.data(), g.shape()),
         }
     }
@@ -159,7 +161,11 @@ pub(crate) struct SplitNet<'c> {
 impl<'c> SplitNet<'c> {
     /// Worker `comm.rank()`'s slices of `spec` (a part of a model whose first layer is layer
     /// `first_layer` of the whole); with the maps of its slice buffer and its length.
-    pub(crate) fn build(comm: &'c dyn Communicator, spec: &crate::net::ModelSpec, first_layer: usize) -> Result<(SplitNet<'c>, Maps, usize), TrainError> {
+    pub(crate) fn build(
+        comm: &'c dyn Communicator,
+        spec: &crate::net::ModelSpec,
+        first_layer: usize,
+    ) -> Result<(SplitNet<'c>, Maps, usize), TrainError> {
         let (w, mp) = (comm.rank(), comm.size());
         let Plan { segments, cuts } = super::plan(spec, w, mp)?;
         let mut ops = Vec::new();
@@ -170,8 +176,14 @@ impl<'c> SplitNet<'c> {
             let first = first_layer + s.first;
             let layer = &s.spec.layers[0];
             let op = if layer.is_join() {
-                let node = layer.build_node(&s.in_shapes).map_err(|source| NetError::Layer { layer: layer.name().to_string(), index: first, source })?;
-                let Node::Join(j) = node else { return Err(TrainError::Internal(format!("join '{}' built as a one-input layer", layer.name()))) };
+                let node = layer.build_node(&s.in_shapes).map_err(|source| NetError::Layer {
+                    layer: layer.name().to_string(),
+                    index: first,
+                    source,
+                })?;
+                let Node::Join(j) = node else {
+                    return Err(TrainError::Internal(format!("join '{}' built as a one-input layer", layer.name())));
+                };
                 ranges.push(off..off);
                 Op::Join(j, layer.name().to_string())
             } else {
@@ -204,8 +216,15 @@ impl<'c> SplitNet<'c> {
 
     /// The buffers and the tensors with lr/decay multipliers, in the slice buffer.
     pub(crate) fn mults(&self) -> Vec<(Range<usize>, ParamMult)> {
-        let nets = self.ops.iter().zip(&self.ranges).filter_map(|(o, r)| if let Op::Chain(n) = o { Some((n, r.start)) } else { None });
-        nets.flat_map(|(n, off)| n.layout().mult_ranges().into_iter().map(move |(b, m)| (b.start + off..b.end + off, m))).collect()
+        let nets =
+            self.ops
+                .iter()
+                .zip(&self.ranges)
+                .filter_map(|(o, r)| if let Op::Chain(n) = o { Some((n, r.start)) } else { None });
+        nets.flat_map(|(n, off)| {
+            n.layout().mult_ranges().into_iter().map(move |(b, m)| (b.start + off..b.end + off, m))
+        })
+        .collect()
     }
 
     /// Writes the new buffer values (`Net::commit_buffers`) into `params`, the slice buffer.
@@ -219,7 +238,13 @@ impl<'c> SplitNet<'c> {
 
     /// Forward on `x` (whole, the same on every worker) with the slice buffer `params`; returns
     /// the whole output. Phases: forward per segment (`micro` = segment), communication.
-    pub(crate) fn forward(&mut self, ctx: &Ctx, params: &[f32], x: &Tensor, phases: &mut PhaseLog) -> Result<&Tensor, TrainError> {
+    pub(crate) fn forward(
+        &mut self,
+        ctx: &Ctx,
+        params: &[f32],
+        x: &Tensor,
+        phases: &mut PhaseLog,
+    ) -> Result<&Tensor, TrainError> {
         for k in 0..self.ops.len() {
             let (done, rest) = self.outs.split_at_mut(k);
             let out = &mut rest[0];
@@ -227,13 +252,22 @@ impl<'c> SplitNet<'c> {
             let p = phases.start();
             match &mut self.ops[k] {
                 Op::Chain(net) => {
-                    let y = net.forward_layers(ctx, &params[self.ranges[k].clone()], 0..net.num_layers(), value(done, &plan.reads[0], x))?;
+                    let y = net.forward_layers(
+                        ctx,
+                        &params[self.ranges[k].clone()],
+                        0..net.num_layers(),
+                        value(done, &plan.reads[0], x),
+                    )?;
                     out.y.resize(y.shape());
                     out.y.data_mut().copy_from_slice(y.data());
                 }
                 Op::Join(j, name) => {
                     let xs: Vec<&Tensor> = plan.reads.iter().map(|r| value(done, r, x)).collect();
-                    j.forward(&xs, &mut out.y).map_err(|source| NetError::Layer { layer: name.clone(), index: plan.first, source })?;
+                    j.forward(&xs, &mut out.y).map_err(|source| NetError::Layer {
+                        layer: name.clone(),
+                        index: plan.first,
+                        source,
+                    })?;
                 }
             }
             phases.end(Track::Compute, "forward", Some(k), p);
@@ -257,7 +291,15 @@ impl<'c> SplitNet<'c> {
     /// Backward after `forward` on the same `x`: ACCUMULATES the gradients of the slice buffer
     /// `sink.params` into `sink.grads`; `dy` is the (whole) gradient of the output. With
     /// `input_grad`, returns the whole gradient of `x`.
-    pub(crate) fn backward(&mut self, ctx: &Ctx, sink: &mut Flat, x: &Tensor, dy: &Tensor, input_grad: bool, phases: &mut PhaseLog) -> Result<Option<&Tensor>, TrainError> {
+    pub(crate) fn backward(
+        &mut self,
+        ctx: &Ctx,
+        sink: &mut Flat,
+        x: &Tensor,
+        dy: &Tensor,
+        input_grad: bool,
+        phases: &mut PhaseLog,
+    ) -> Result<Option<&Tensor>, TrainError> {
         let (w, mp) = (self.comm.rank(), self.comm.size());
         self.grads.iter_mut().for_each(Grad::clear);
         self.dinput.clear();
@@ -281,15 +323,31 @@ impl<'c> SplitNet<'c> {
                     let range = self.ranges[k].clone();
                     let mut seg = Flat { params: &sink.params[range.clone()], grads: &mut sink.grads[range] };
                     let want = r.src.is_some() || input_grad;
-                    let dx = net.backward_layers(ctx, &mut seg, 0..net.num_layers(), value(outs, r, x), Some(&g.whole), want)?;
-                    if let (Some(dx), Some((t, held))) = (dx, target(before, &mut self.dinput, &self.plans, r, input_grad)) {
+                    let dx = net.backward_layers(
+                        ctx,
+                        &mut seg,
+                        0..net.num_layers(),
+                        value(outs, r, x),
+                        Some(&g.whole),
+                        want,
+                    )?;
+                    if let (Some(dx), Some((t, held))) =
+                        (dx, target(before, &mut self.dinput, &self.plans, r, input_grad))
+                    {
                         t.add(dx, held, r.whole, plan.partial_dx, w, mp);
                     }
                 }
                 Op::Join(j, _) => {
                     for (i, r) in plan.reads.iter().enumerate() {
                         if let Some((t, held)) = target(before, &mut self.dinput, &self.plans, r, input_grad) {
-                            j.backward_input(i, value(outs, r, x).shape(), &outs[k].y, &g.whole, &mut self.scratch, false);
+                            j.backward_input(
+                                i,
+                                value(outs, r, x).shape(),
+                                &outs[k].y,
+                                &g.whole,
+                                &mut self.scratch,
+                                false,
+                            );
                             t.add(&self.scratch, held, r.whole, false, w, mp);
                         }
                     }
@@ -307,7 +365,13 @@ impl<'c> SplitNet<'c> {
 
 /// Where the gradient of what `r` reads is summed (with how that value is held): an earlier
 /// segment's output, or the net's input when its gradient is wanted.
-fn target<'a>(before: &'a mut [Grad], dinput: &'a mut Grad, plans: &[SegPlan], r: &Read, input_grad: bool) -> Option<(&'a mut Grad, Form)> {
+fn target<'a>(
+    before: &'a mut [Grad],
+    dinput: &'a mut Grad,
+    plans: &[SegPlan],
+    r: &Read,
+    input_grad: bool,
+) -> Option<(&'a mut Grad, Form)> {
     match r.src {
         Some(j) => Some((&mut before[j], plans[j].out)),
         None if input_grad => Some((dinput, Form::Full)),
@@ -317,7 +381,13 @@ fn target<'a>(before: &'a mut [Grad], dinput: &'a mut Grad, plans: &[SegPlan], r
 
 /// Makes the gradient `g` of a value held as `held` whole: all-reduces its partial sums and adds
 /// them (this worker's channels of them, when sliced). Returns the seconds spent communicating.
-fn finish(comm: &dyn Communicator, g: &mut Grad, held: Form, phases: &mut PhaseLog, k: usize) -> Result<f64, TrainError> {
+fn finish(
+    comm: &dyn Communicator,
+    g: &mut Grad,
+    held: Form,
+    phases: &mut PhaseLog,
+    k: usize,
+) -> Result<f64, TrainError> {
     if !g.partial_set {
         return Ok(0.0);
     }
@@ -327,7 +397,9 @@ fn finish(comm: &dyn Communicator, g: &mut Grad, held: Form, phases: &mut PhaseL
     let secs = t.elapsed().as_secs_f64();
     let Grad { whole, whole_set, partial, .. } = g;
     match held {
-        Form::Sliced { channels, .. } => add_channels(whole, whole_set, partial, channels, chunk_range(channels, comm.rank(), comm.size())),
+        Form::Sliced { channels, .. } => {
+            add_channels(whole, whole_set, partial, channels, chunk_range(channels, comm.rank(), comm.size()))
+        }
         Form::Full => add_into(whole, whole_set, partial.data(), partial.shape()),
     }
     g.partial_set = false;

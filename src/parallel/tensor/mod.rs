@@ -60,7 +60,10 @@ impl TensorConfig {
             return bad(format!("--mp {} must be at least 2; hint: one slice is plain training", self.mp));
         }
         if workers != 1 && workers != self.mp {
-            return bad(format!("--strategy tensor runs one worker per slice: --workers {workers} but --mp {}; hint: drop --workers", self.mp));
+            return bad(format!(
+                "--strategy tensor runs one worker per slice: --workers {workers} but --mp {}; hint: drop --workers",
+                self.mp
+            ));
         }
         // Every slice must be possible (the last worker's are the smallest).
         plan(&cfg.model, self.mp - 1, self.mp)?;
@@ -89,9 +92,17 @@ pub(crate) enum Cut {
 pub(crate) type Maps = Vec<(String, Cut, Range<usize>)>;
 
 /// Copies between a full parameter buffer and a slice buffer (`to_slices`: full → slices).
-pub(crate) fn copy(maps: &Maps, full_layout: &ParamLayout, full: &mut [f32], slices: &mut [f32], to_slices: bool) -> Result<(), TrainError> {
+pub(crate) fn copy(
+    maps: &Maps,
+    full_layout: &ParamLayout,
+    full: &mut [f32],
+    slices: &mut [f32],
+    to_slices: bool,
+) -> Result<(), TrainError> {
     for (name, cut, range) in maps {
-        let e = full_layout.get(name).ok_or_else(|| TrainError::Internal(format!("tensor slice '{name}' has no full tensor")))?;
+        let e = full_layout
+            .get(name)
+            .ok_or_else(|| TrainError::Internal(format!("tensor slice '{name}' has no full tensor")))?;
         let whole = &mut full[e.range()];
         let mine = &mut slices[range.clone()];
         let pairs: Vec<(Range<usize>, Range<usize>)> = match cut {
@@ -103,7 +114,9 @@ pub(crate) fn copy(maps: &Maps, full_layout: &ParamLayout, full: &mut [f32], sli
             }
             Cut::Cols(r) => {
                 let cols = e.shape[1];
-                (0..e.shape[0]).map(|o| (o * cols + r.start..o * cols + r.end, o * r.len()..(o + 1) * r.len())).collect()
+                (0..e.shape[0])
+                    .map(|o| (o * cols + r.start..o * cols + r.end, o * r.len()..(o + 1) * r.len()))
+                    .collect()
             }
         };
         for (f, m) in pairs {
@@ -163,7 +176,12 @@ impl<'c> TensorSplit<'c> {
     pub fn new(comm: &'c dyn Communicator, run: &TrainConfig, net: &Net) -> Result<TensorSplit<'c>, TrainError> {
         let (split, maps, off) = SplitNet::build(comm, &run.model, 0)?;
         let mults = split.mults();
-        tracing::debug!(rank = comm.rank(), slice_bytes = off * 4, full_bytes = net.layout().len() * 4, "tensor slices");
+        tracing::debug!(
+            rank = comm.rank(),
+            slice_bytes = off * 4,
+            full_bytes = net.layout().len() * 4,
+            "tensor slices"
+        );
         Ok(TensorSplit {
             comm,
             net: split,
@@ -189,12 +207,20 @@ impl Strategy for TensorSplit<'_> {
         copy(&self.maps, full.layout(), params, &mut self.params, true)
     }
 
-    fn step(&mut self, _net: &mut Net, ctx: &Ctx, _params: &mut [f32], batch: &Batch, lr: f32) -> Result<StepReport, TrainError> {
+    fn step(
+        &mut self,
+        _net: &mut Net,
+        ctx: &Ctx,
+        _params: &mut [f32],
+        batch: &Batch,
+        lr: f32,
+    ) -> Result<StepReport, TrainError> {
         let comm0 = self.net.comm_s;
         self.grads.fill(0.0);
         let logits = self.net.forward(ctx, &self.params, &batch.x, &mut self.phases)?;
         let loss_sum = self.loss.forward(logits, &batch.labels).map_err(crate::net::NetError::Loss)?;
-        let stats = BatchStats { loss_sum, correct: correct_topk(logits, &batch.labels, 1), samples: batch.labels.len() };
+        let stats =
+            BatchStats { loss_sum, correct: correct_topk(logits, &batch.labels, 1), samples: batch.labels.len() };
         self.dlogits.resize(logits.shape());
         self.loss.backward(&batch.labels, batch.global.max(1), &mut self.dlogits);
         let mut sink = Flat { params: &self.params, grads: &mut self.grads };
@@ -235,7 +261,8 @@ impl Strategy for TensorSplit<'_> {
     fn checkpoint_params(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
         let owned = Sliced { maps: &self.maps, layout: &self.full };
         let comm = self.comm;
-        let full = super::gather_full(&owned, &self.params, self.full.len(), true, &mut |v| Ok(comm.all_reduce_into(v)?))?;
+        let full =
+            super::gather_full(&owned, &self.params, self.full.len(), true, &mut |v| Ok(comm.all_reduce_into(v)?))?;
         if params.len() == full.len() {
             params.copy_from_slice(&full);
         }
@@ -261,6 +288,10 @@ impl Strategy for TensorSplit<'_> {
     }
 
     fn final_events(&self) -> Vec<Event> {
-        vec![Event::Split { rank: self.comm.rank(), param_bytes: self.params.len() * 4, full_param_bytes: self.full_bytes }]
+        vec![Event::Split {
+            rank: self.comm.rank(),
+            param_bytes: self.params.len() * 4,
+            full_param_bytes: self.full_bytes,
+        }]
     }
 }

@@ -86,14 +86,22 @@ struct Place {
 fn chunk(n: usize, w: usize, mp: usize, what: &str, layer: &str) -> Result<Range<usize>, TrainError> {
     let r = chunk_range(n, w, mp);
     if r.is_empty() {
-        return Err(TrainError::Config(format!("--mp {mp}: layer '{layer}' has only {n} {what}, fewer than the slices; hint: use a smaller --mp")));
+        return Err(TrainError::Config(format!(
+            "--mp {mp}: layer '{layer}' has only {n} {what}, fewer than the slices; hint: use a smaller --mp"
+        )));
     }
     Ok(r)
 }
 
 /// Worker `w`'s version of `layer` (of `mp` slices) whose inputs are held as `ins`, how it runs,
 /// and the cuts of its parameters (pushed to `cuts`).
-fn place(layer: &LayerSpec, ins: &[Form], w: usize, mp: usize, cuts: &mut Vec<(String, Cut)>) -> Result<(LayerSpec, Place), TrainError> {
+fn place(
+    layer: &LayerSpec,
+    ins: &[Form],
+    w: usize,
+    mp: usize,
+    cuts: &mut Vec<(String, Cut)>,
+) -> Result<(LayerSpec, Place), TrainError> {
     let copy = Cut::Copy { owner: w == 0 };
     let keep = |out: Form| Place { whole_in: false, out, reduce: false, split: false };
     let whole = Place { whole_in: true, out: Form::Full, reduce: false, split: false };
@@ -121,7 +129,9 @@ fn place(layer: &LayerSpec, ins: &[Form], w: usize, mp: usize, cuts: &mut Vec<(S
         }
         // After a column-parallel Linear: row-parallel (the weight's columns of this worker's
         // features; the bias is added once, by worker 0).
-        LayerSpec::Linear { name, bias, lr_mult, decay_mult, .. } if matches!(ins[0], Form::Sliced { kind: Kind::Features, .. }) => {
+        LayerSpec::Linear { name, bias, lr_mult, decay_mult, .. }
+            if matches!(ins[0], Form::Sliced { kind: Kind::Features, .. }) =>
+        {
             let Form::Sliced { channels: f, .. } = ins[0] else { unreachable!("matched above") };
             cuts.push((format!("{name}.weight"), Cut::Cols(chunk_range(f, w, mp))));
             if *bias && w == 0 {
@@ -149,7 +159,11 @@ fn place(layer: &LayerSpec, ins: &[Form], w: usize, mp: usize, cuts: &mut Vec<(S
         // Per channel (or feature): a sliced input keeps its slice of every tensor; a whole one
         // is computed by every worker on its copy (the same gradients everywhere).
         LayerSpec::BatchNorm { name, affine, .. } => {
-            let names: &[&str] = if *affine { &["weight", "bias", "running_mean", "running_var"] } else { &["running_mean", "running_var"] };
+            let names: &[&str] = if *affine {
+                &["weight", "bias", "running_mean", "running_var"]
+            } else {
+                &["running_mean", "running_var"]
+            };
             let cut = match ins[0] {
                 Form::Full => copy.clone(),
                 Form::Sliced { channels, .. } => Cut::Rows(chunk_range(channels, w, mp)),
@@ -171,9 +185,18 @@ fn place(layer: &LayerSpec, ins: &[Form], w: usize, mp: usize, cuts: &mut Vec<(S
             }
             keep(ins[0])
         }
-        LayerSpec::Relu { .. } | LayerSpec::Sigmoid { .. } | LayerSpec::Tanh { .. } | LayerSpec::MaxPool2d { .. } | LayerSpec::AvgPool2d { .. } | LayerSpec::GlobalAvgPool { .. } => keep(ins[0]),
+        LayerSpec::Relu { .. }
+        | LayerSpec::Sigmoid { .. }
+        | LayerSpec::Tanh { .. }
+        | LayerSpec::MaxPool2d { .. }
+        | LayerSpec::AvgPool2d { .. }
+        | LayerSpec::GlobalAvgPool { .. } => keep(ins[0]),
         // Element-wise: slices stay slices when every input is sliced alike.
-        LayerSpec::Add { .. } | LayerSpec::Mul { .. } | LayerSpec::Max { .. } if matches!(ins[0], Form::Sliced { .. }) && ins.iter().all(|f| *f == ins[0]) => keep(ins[0]),
+        LayerSpec::Add { .. } | LayerSpec::Mul { .. } | LayerSpec::Max { .. }
+            if matches!(ins[0], Form::Sliced { .. }) && ins.iter().all(|f| *f == ins[0]) =>
+        {
+            keep(ins[0])
+        }
         // Every channel at once (Flatten and Dropout too: they index whole samples), or inputs
         // held differently: computed whole by every worker.
         LayerSpec::Add { .. }
@@ -253,7 +276,10 @@ pub fn plan(spec: &ModelSpec, w: usize, mp: usize) -> Result<Plan, TrainError> {
     let mut segments = Vec::with_capacity(starts.len());
     for (k, &a) in starts.iter().enumerate() {
         let b = starts.get(k + 1).copied().unwrap_or(n);
-        let reads: Vec<Read> = srcs[a].iter().map(|&s| Read { src: s.map(|j| seg_of[j]), whole: places[a].whole_in && s.is_some_and(sliced) }).collect();
+        let reads: Vec<Read> = srcs[a]
+            .iter()
+            .map(|&s| Read { src: s.map(|j| seg_of[j]), whole: places[a].whole_in && s.is_some_and(sliced) })
+            .collect();
         let in_shapes = srcs[a].iter().zip(&reads).map(|(&s, r)| shape_as_read(s, r.whole)).collect();
         let mut layers = local[a..b].to_vec();
         if !layers[0].is_join() {
@@ -302,7 +328,11 @@ mod tests {
         assert_eq!(seg("layer1_0_add").out, Form::Sliced { channels: 16, kind: Kind::Channels });
         let add = seg("layer2_0_add");
         assert_eq!(add.out, Form::Full);
-        assert_eq!(add.reads.iter().map(|r| r.whole).collect::<Vec<_>>(), [true, false], "the block's output gathered, the shortcut already whole");
+        assert_eq!(
+            add.reads.iter().map(|r| r.whole).collect::<Vec<_>>(),
+            [true, false],
+            "the block's output gathered, the shortcut already whole"
+        );
         // A join runs alone.
         for s in &p.segments {
             assert!(s.spec.layers.len() == 1 || !s.spec.layers.iter().any(LayerSpec::is_join), "{}", s.spec.name);
@@ -316,8 +346,12 @@ mod tests {
     fn chains_are_planned_as_before() {
         // LeNet: conv | gather | conv | gather | flatten | column-parallel fc1, relu, row-parallel fc2.
         let p = plan(&resnet("lenet"), 0, 2).unwrap();
-        let firsts: Vec<(usize, bool, bool, bool)> = p.segments.iter().map(|s| (s.first, s.gather, s.reduce, s.partial_dx)).collect();
-        assert_eq!(firsts, [(0, true, false, true), (3, true, false, true), (6, false, false, false), (7, false, true, true)]);
+        let firsts: Vec<(usize, bool, bool, bool)> =
+            p.segments.iter().map(|s| (s.first, s.gather, s.reduce, s.partial_dx)).collect();
+        assert_eq!(
+            firsts,
+            [(0, true, false, true), (3, true, false, true), (6, false, false, false), (7, false, true, true)]
+        );
         assert_eq!(p.segments[3].out, Form::Full);
     }
 }

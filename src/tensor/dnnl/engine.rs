@@ -5,7 +5,7 @@
 //! theirs).
 
 use super::ops::{Op, OpDesc, Pass};
-use super::{same_md, set_threads, sys, Engine, PrimDesc, Port, Primitive};
+use super::{same_md, set_threads, sys, Engine, Port, PrimDesc, Primitive};
 use crate::tensor::backend::LayerEngine;
 use rayon::prelude::*;
 
@@ -110,7 +110,13 @@ impl DnnlEngine {
                 for start in (0..n).step_by(per) {
                     let (engine, rows) = (Engine::new()?, per.min(n - start));
                     let fwd = forward(&engine, &self.op, rows)?;
-                    parts.push(Part { engine, fwd, bwd: None, dw: vec![0.0; self.op.weights_len()], db: vec![0.0; self.op.bias_len()] });
+                    parts.push(Part {
+                        engine,
+                        fwd,
+                        bwd: None,
+                        dw: vec![0.0; self.op.weights_len()],
+                        db: vec![0.0; self.op.bias_len()],
+                    });
                 }
                 if self.name == "dnnl" {
                     // Once per layer: a name for the per-layer tables, which want a &'static str.
@@ -138,7 +144,11 @@ fn forward(engine: &Engine, op: &Op, n: usize) -> Result<Fwd, String> {
     Ok(Fwd {
         src: Port::new(engine, &m.src, &pd.md(sys::dnnl_query_src_md, 0), true)?,
         wei: Port::new(engine, &m.wei, &pd.md(sys::dnnl_query_weights_md, 0), true)?,
-        bias: if op.bias_len() > 0 { Some(Port::new(engine, &m.bias, &pd.md(sys::dnnl_query_weights_md, 1), true)?) } else { None },
+        bias: if op.bias_len() > 0 {
+            Some(Port::new(engine, &m.bias, &pd.md(sys::dnnl_query_weights_md, 1), true)?)
+        } else {
+            None
+        },
         dst: Port::new(engine, &m.dst, &pd.md(sys::dnnl_query_dst_md, 0), false)?,
         prim: pd.primitive(engine)?,
         pd,
@@ -162,7 +172,11 @@ fn backward_prims(engine: &Engine, op: &Op, n: usize, hint: &PrimDesc) -> Result
         src: Port::new(engine, &m.src, &pd.md(sys::dnnl_query_src_md, 0), true)?,
         ddst: Port::new(engine, &m.dst, &pd.md(sys::dnnl_query_diff_dst_md, 0), true)?,
         dwei: Port::new(engine, &m.wei, &pd.md(sys::dnnl_query_diff_weights_md, 0), false)?,
-        dbias: if op.bias_len() > 0 { Some(Port::new(engine, &m.bias, &pd.md(sys::dnnl_query_diff_weights_md, 1), false)?) } else { None },
+        dbias: if op.bias_len() > 0 {
+            Some(Port::new(engine, &m.bias, &pd.md(sys::dnnl_query_diff_weights_md, 1), false)?)
+        } else {
+            None
+        },
         prim: pd.primitive(engine)?,
     };
     Ok((data, weights))
@@ -174,7 +188,11 @@ impl Part {
         f.src.bind(e, x.as_ptr())?;
         f.wei.bind(e, w.as_ptr())?;
         f.dst.bind(e, y.as_mut_ptr())?;
-        let (src, wei, dst) = ((sys::DNNL_ARG_SRC, f.src.memory()), (sys::DNNL_ARG_WEIGHTS, f.wei.memory()), (sys::DNNL_ARG_DST, f.dst.memory()));
+        let (src, wei, dst) = (
+            (sys::DNNL_ARG_SRC, f.src.memory()),
+            (sys::DNNL_ARG_WEIGHTS, f.wei.memory()),
+            (sys::DNNL_ARG_DST, f.dst.memory()),
+        );
         match (&f.bias, b) {
             (Some(port), Some(b)) => {
                 port.bind(e, b.as_ptr())?;
@@ -195,7 +213,14 @@ impl Part {
             bd.ddst.bind(e, dy.as_ptr())?;
             bd.wei.bind(e, w.as_ptr())?;
             bd.dsrc.bind(e, dx.as_mut_ptr())?;
-            e.run(&bd.prim, &[(sys::DNNL_ARG_DIFF_DST, bd.ddst.memory()), (sys::DNNL_ARG_WEIGHTS, bd.wei.memory()), (sys::DNNL_ARG_DIFF_SRC, bd.dsrc.memory())])?;
+            e.run(
+                &bd.prim,
+                &[
+                    (sys::DNNL_ARG_DIFF_DST, bd.ddst.memory()),
+                    (sys::DNNL_ARG_WEIGHTS, bd.wei.memory()),
+                    (sys::DNNL_ARG_DIFF_SRC, bd.dsrc.memory()),
+                ],
+            )?;
             bd.dsrc.finish(e)?;
         }
         // Each activation converted once a step: x in forward, dy in backward data.
@@ -212,7 +237,8 @@ impl Part {
             bw.ddst.memory()
         };
         bw.dwei.bind(e, self.dw.as_mut_ptr())?;
-        let args = [(sys::DNNL_ARG_SRC, src), (sys::DNNL_ARG_DIFF_DST, ddst), (sys::DNNL_ARG_DIFF_WEIGHTS, bw.dwei.memory())];
+        let args =
+            [(sys::DNNL_ARG_SRC, src), (sys::DNNL_ARG_DIFF_DST, ddst), (sys::DNNL_ARG_DIFF_WEIGHTS, bw.dwei.memory())];
         match &bw.dbias {
             Some(port) => {
                 port.bind(e, self.db.as_mut_ptr())?;
@@ -230,7 +256,14 @@ impl LayerEngine for DnnlEngine {
         self.name
     }
 
-    fn forward(&mut self, threads: usize, w: &[f32], b: Option<&[f32]>, x: &[f32], y: &mut [f32]) -> Result<(), String> {
+    fn forward(
+        &mut self,
+        threads: usize,
+        w: &[f32],
+        b: Option<&[f32]>,
+        x: &[f32],
+        y: &mut [f32],
+    ) -> Result<(), String> {
         let n = x.len() / self.op.sample_len().max(1);
         let (per, omp) = self.split(n, threads);
         let (xs, ys) = (self.op.sample_len(), y.len() / n.max(1));
@@ -239,13 +272,24 @@ impl LayerEngine for DnnlEngine {
             set_threads(omp);
             return parts[0].forward(w, b, x, y);
         }
-        x.par_chunks(per * xs).zip(y.par_chunks_mut(per * ys)).zip(parts.par_iter_mut()).with_max_len(1).try_for_each(|((xc, yc), part)| {
-            set_threads(1);
-            part.forward(w, b, xc, yc)
-        })
+        x.par_chunks(per * xs).zip(y.par_chunks_mut(per * ys)).zip(parts.par_iter_mut()).with_max_len(1).try_for_each(
+            |((xc, yc), part)| {
+                set_threads(1);
+                part.forward(w, b, xc, yc)
+            },
+        )
     }
 
-    fn backward(&mut self, threads: usize, w: &[f32], x: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: &mut [f32], mut db: Option<&mut [f32]>) -> Result<(), String> {
+    fn backward(
+        &mut self,
+        threads: usize,
+        w: &[f32],
+        x: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        dw: &mut [f32],
+        mut db: Option<&mut [f32]>,
+    ) -> Result<(), String> {
         let n = x.len() / self.op.sample_len().max(1);
         let (per, omp) = self.split(n, threads);
         let (xs, ys) = (self.op.sample_len(), dy.len() / n.max(1));

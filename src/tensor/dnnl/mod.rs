@@ -61,7 +61,10 @@ fn md(dims: &[usize], tag: sys::dnnl_format_tag_t) -> Result<Md, String> {
     let d: Vec<sys::dnnl_dim_t> = dims.iter().map(|&v| v as sys::dnnl_dim_t).collect();
     let mut m = std::mem::MaybeUninit::<Md>::zeroed();
     // SAFETY: `m` is writable, `d` holds `dims.len()` dims.
-    check(unsafe { sys::dnnl_memory_desc_init_by_tag(m.as_mut_ptr(), d.len() as c_int, d.as_ptr(), sys::dnnl_f32, tag) }, "memory_desc_init_by_tag")?;
+    check(
+        unsafe { sys::dnnl_memory_desc_init_by_tag(m.as_mut_ptr(), d.len() as c_int, d.as_ptr(), sys::dnnl_f32, tag) },
+        "memory_desc_init_by_tag",
+    )?;
     // SAFETY: initialised by the call above.
     Ok(unsafe { m.assume_init() })
 }
@@ -85,7 +88,10 @@ impl Engine {
         let (mut engine, mut stream) = (ptr::null_mut(), ptr::null_mut());
         // SAFETY: out-pointers are valid; destroyed in Drop.
         check(unsafe { sys::dnnl_engine_create(&mut engine, sys::dnnl_cpu, 0) }, "engine_create")?;
-        if let Err(e) = check(unsafe { sys::dnnl_stream_create(&mut stream, engine, sys::dnnl_stream_default_flags) }, "stream_create") {
+        if let Err(e) = check(
+            unsafe { sys::dnnl_stream_create(&mut stream, engine, sys::dnnl_stream_default_flags) },
+            "stream_create",
+        ) {
             unsafe { sys::dnnl_engine_destroy(engine) };
             return Err(e);
         }
@@ -102,7 +108,10 @@ impl Engine {
         }
         let n = (args.len() + scratch.is_some() as usize).min(MAX_ARGS);
         // SAFETY: every memory handle is live and bound to a buffer of its descriptor's size.
-        check(unsafe { sys::dnnl_primitive_execute(prim.0, self.stream, n as c_int, a.as_ptr()) }, "primitive_execute")?;
+        check(
+            unsafe { sys::dnnl_primitive_execute(prim.0, self.stream, n as c_int, a.as_ptr()) },
+            "primitive_execute",
+        )?;
         check(unsafe { sys::dnnl_stream_wait(self.stream) }, "stream_wait")
     }
 }
@@ -160,7 +169,10 @@ impl Attr {
         check(unsafe { sys::dnnl_primitive_attr_create(&mut a) }, "primitive_attr_create")?;
         let attr = Attr(a);
         // SAFETY: a live attribute object.
-        check(unsafe { sys::dnnl_primitive_attr_set_scratchpad_mode(attr.0, sys::dnnl_scratchpad_mode_user) }, "primitive_attr_set_scratchpad_mode")?;
+        check(
+            unsafe { sys::dnnl_primitive_attr_set_scratchpad_mode(attr.0, sys::dnnl_scratchpad_mode_user) },
+            "primitive_attr_set_scratchpad_mode",
+        )?;
         Ok(attr)
     }
 }
@@ -186,7 +198,18 @@ impl PrimDesc {
         let hint = hint.map_or(ptr::null(), |h| h.0 as sys::const_dnnl_primitive_desc_t);
         let attr = Attr::user_scratchpad()?;
         // SAFETY: `op_desc` is an initialised oneDNN operation descriptor.
-        check(unsafe { sys::dnnl_primitive_desc_create(&mut pd, op_desc as *const T as *const c_void, attr.0, engine.engine, hint) }, "primitive_desc_create")?;
+        check(
+            unsafe {
+                sys::dnnl_primitive_desc_create(
+                    &mut pd,
+                    op_desc as *const T as *const c_void,
+                    attr.0,
+                    engine.engine,
+                    hint,
+                )
+            },
+            "primitive_desc_create",
+        )?;
         Ok(PrimDesc(pd))
     }
 
@@ -201,7 +224,9 @@ impl PrimDesc {
     fn impl_name(&self) -> String {
         let mut s: *const std::os::raw::c_char = ptr::null();
         // SAFETY: the query writes a pointer to a string owned by the descriptor.
-        let ok = unsafe { sys::dnnl_primitive_desc_query(self.0, sys::dnnl_query_impl_info_str, 0, &mut s as *mut _ as *mut c_void) };
+        let ok = unsafe {
+            sys::dnnl_primitive_desc_query(self.0, sys::dnnl_query_impl_info_str, 0, &mut s as *mut _ as *mut c_void)
+        };
         if ok != sys::dnnl_success || s.is_null() {
             return "?".into();
         }
@@ -213,7 +238,11 @@ impl PrimDesc {
     fn primitive(&self, engine: &Engine) -> Result<Primitive, String> {
         let md = self.md(sys::dnnl_query_scratchpad_md, 0);
         // SAFETY: a valid (possibly zero) descriptor.
-        let scratch = if unsafe { sys::dnnl_memory_desc_get_size(&md) } == 0 { None } else { Some(Memory::new(engine, &md, true)?) };
+        let scratch = if unsafe { sys::dnnl_memory_desc_get_size(&md) } == 0 {
+            None
+        } else {
+            Some(Memory::new(engine, &md, true)?)
+        };
         let mut p = ptr::null_mut();
         // SAFETY: valid descriptor; destroyed in Drop.
         check(unsafe { sys::dnnl_primitive_create(&mut p, self.0) }, "primitive_create")?;
@@ -262,7 +291,12 @@ impl Port {
         let (from, to) = if input { (user, want) } else { (want, user) };
         let (mut rpd, attr) = (ptr::null_mut(), Attr::user_scratchpad()?);
         // SAFETY: valid descriptors and engine.
-        check(unsafe { sys::dnnl_reorder_primitive_desc_create(&mut rpd, from, engine.engine, to, engine.engine, attr.0) }, "reorder_primitive_desc_create")?;
+        check(
+            unsafe {
+                sys::dnnl_reorder_primitive_desc_create(&mut rpd, from, engine.engine, to, engine.engine, attr.0)
+            },
+            "reorder_primitive_desc_create",
+        )?;
         let rpd = PrimDesc(rpd);
         Ok(Port { user: user_mem, inner: Some((inner, rpd.primitive(engine)?)), input })
     }
@@ -271,7 +305,9 @@ impl Port {
     fn bind(&self, engine: &Engine, data: *const f32) -> Result<(), String> {
         self.user.bind(data)?;
         match &self.inner {
-            Some((inner, reorder)) if self.input => engine.run(reorder, &[(sys::DNNL_ARG_FROM, self.user.0), (sys::DNNL_ARG_TO, inner.0)]),
+            Some((inner, reorder)) if self.input => {
+                engine.run(reorder, &[(sys::DNNL_ARG_FROM, self.user.0), (sys::DNNL_ARG_TO, inner.0)])
+            }
             _ => Ok(()),
         }
     }
@@ -279,7 +315,9 @@ impl Port {
     /// For an output in another layout: converts it into the caller's buffer.
     fn finish(&self, engine: &Engine) -> Result<(), String> {
         match &self.inner {
-            Some((inner, reorder)) if !self.input => engine.run(reorder, &[(sys::DNNL_ARG_FROM, inner.0), (sys::DNNL_ARG_TO, self.user.0)]),
+            Some((inner, reorder)) if !self.input => {
+                engine.run(reorder, &[(sys::DNNL_ARG_FROM, inner.0), (sys::DNNL_ARG_TO, self.user.0)])
+            }
             _ => Ok(()),
         }
     }

@@ -67,8 +67,20 @@ impl Op {
     /// Bias floats (0 without one).
     pub fn bias_len(&self) -> usize {
         match self {
-            Op::Conv(d) => if d.bias { d.o } else { 0 },
-            Op::Linear { outf, bias, .. } => if *bias { *outf } else { 0 },
+            Op::Conv(d) => {
+                if d.bias {
+                    d.o
+                } else {
+                    0
+                }
+            }
+            Op::Linear { outf, bias, .. } => {
+                if *bias {
+                    *outf
+                } else {
+                    0
+                }
+            }
         }
     }
 
@@ -76,10 +88,16 @@ impl Op {
         let (sdims, wdims, ddims, o, stag, wtag): (Vec<usize>, Vec<usize>, Vec<usize>, usize, _, _) = match self {
             Op::Conv(d) => {
                 let (s, g, og) = (&d.shape, d.groups, d.o / d.groups);
-                let (w, t) = if g > 1 { (vec![g, og, s.c, s.kh, s.kw], sys::dnnl_goihw) } else { (vec![d.o, s.c, s.kh, s.kw], sys::dnnl_oihw) };
+                let (w, t) = if g > 1 {
+                    (vec![g, og, s.c, s.kh, s.kw], sys::dnnl_goihw)
+                } else {
+                    (vec![d.o, s.c, s.kh, s.kw], sys::dnnl_oihw)
+                };
                 (vec![n, s.c * g, s.h, s.w], w, vec![n, d.o, s.oh, s.ow], d.o, sys::dnnl_nchw, t)
             }
-            Op::Linear { inf, outf, .. } => (vec![n, *inf], vec![*outf, *inf], vec![n, *outf], *outf, sys::dnnl_nc, sys::dnnl_oi),
+            Op::Linear { inf, outf, .. } => {
+                (vec![n, *inf], vec![*outf, *inf], vec![n, *outf], *outf, sys::dnnl_nc, sys::dnnl_oi)
+            }
         };
         Ok(Mds {
             src: md(&sdims, stag)?,
@@ -102,18 +120,56 @@ impl Op {
             Op::Conv(d) => {
                 let (s, i) = (&d.shape, |v: usize| v as sys::dnnl_dim_t);
                 // oneDNN wants the right padding that makes the output size exact (PyTorch floors).
-                let pad_r = |input: usize, out: usize, k: usize, st: usize, p: usize, dil: usize| (i((out.max(1) - 1) * st + (k - 1) * dil + 1) - i(input) - i(p)).min(i(p));
+                let pad_r = |input: usize, out: usize, k: usize, st: usize, p: usize, dil: usize| {
+                    (i((out.max(1) - 1) * st + (k - 1) * dil + 1) - i(input) - i(p)).min(i(p))
+                };
                 let (strides, dilates) = ([i(s.sh), i(s.sw)], [i(s.dh) - 1, i(s.dw) - 1]);
-                let (pl, pr) = ([i(s.ph), i(s.pw)], [pad_r(s.h, s.oh, s.kh, s.sh, s.ph, s.dh), pad_r(s.w, s.ow, s.kw, s.sw, s.pw, s.dw)]);
+                let (pl, pr) = (
+                    [i(s.ph), i(s.pw)],
+                    [pad_r(s.h, s.oh, s.kh, s.sh, s.ph, s.dh), pad_r(s.w, s.ow, s.kw, s.sw, s.pw, s.dw)],
+                );
                 // SAFETY: zeroed plain C struct, initialised by the call below.
                 let mut cd: Box<sys::dnnl_convolution_desc_t> = Box::new(unsafe { std::mem::zeroed() });
                 let alg = sys::dnnl_convolution_direct;
                 // SAFETY: every descriptor is initialised; the arrays hold two dims.
                 let status = unsafe {
                     match pass {
-                        Pass::Forward => sys::dnnl_dilated_convolution_forward_desc_init(&mut *cd, sys::dnnl_forward_training, alg, &m.any_src, &m.any_wei, bias, &m.any_dst, strides.as_ptr(), dilates.as_ptr(), pl.as_ptr(), pr.as_ptr()),
-                        Pass::BackwardData => sys::dnnl_dilated_convolution_backward_data_desc_init(&mut *cd, alg, &m.any_src, &m.any_wei, &m.any_dst, strides.as_ptr(), dilates.as_ptr(), pl.as_ptr(), pr.as_ptr()),
-                        Pass::BackwardWeights => sys::dnnl_dilated_convolution_backward_weights_desc_init(&mut *cd, alg, &m.any_src, &m.any_wei, bias, &m.any_dst, strides.as_ptr(), dilates.as_ptr(), pl.as_ptr(), pr.as_ptr()),
+                        Pass::Forward => sys::dnnl_dilated_convolution_forward_desc_init(
+                            &mut *cd,
+                            sys::dnnl_forward_training,
+                            alg,
+                            &m.any_src,
+                            &m.any_wei,
+                            bias,
+                            &m.any_dst,
+                            strides.as_ptr(),
+                            dilates.as_ptr(),
+                            pl.as_ptr(),
+                            pr.as_ptr(),
+                        ),
+                        Pass::BackwardData => sys::dnnl_dilated_convolution_backward_data_desc_init(
+                            &mut *cd,
+                            alg,
+                            &m.any_src,
+                            &m.any_wei,
+                            &m.any_dst,
+                            strides.as_ptr(),
+                            dilates.as_ptr(),
+                            pl.as_ptr(),
+                            pr.as_ptr(),
+                        ),
+                        Pass::BackwardWeights => sys::dnnl_dilated_convolution_backward_weights_desc_init(
+                            &mut *cd,
+                            alg,
+                            &m.any_src,
+                            &m.any_wei,
+                            bias,
+                            &m.any_dst,
+                            strides.as_ptr(),
+                            dilates.as_ptr(),
+                            pl.as_ptr(),
+                            pr.as_ptr(),
+                        ),
                     }
                 };
                 check(status, "convolution_desc_init")?;
@@ -125,9 +181,20 @@ impl Op {
                 // SAFETY: every descriptor is initialised.
                 let status = unsafe {
                     match pass {
-                        Pass::Forward => sys::dnnl_inner_product_forward_desc_init(&mut *ld, sys::dnnl_forward_training, &m.any_src, &m.any_wei, bias, &m.any_dst),
-                        Pass::BackwardData => sys::dnnl_inner_product_backward_data_desc_init(&mut *ld, &m.any_src, &m.any_wei, &m.any_dst),
-                        Pass::BackwardWeights => sys::dnnl_inner_product_backward_weights_desc_init(&mut *ld, &m.any_src, &m.any_wei, bias, &m.any_dst),
+                        Pass::Forward => sys::dnnl_inner_product_forward_desc_init(
+                            &mut *ld,
+                            sys::dnnl_forward_training,
+                            &m.any_src,
+                            &m.any_wei,
+                            bias,
+                            &m.any_dst,
+                        ),
+                        Pass::BackwardData => sys::dnnl_inner_product_backward_data_desc_init(
+                            &mut *ld, &m.any_src, &m.any_wei, &m.any_dst,
+                        ),
+                        Pass::BackwardWeights => sys::dnnl_inner_product_backward_weights_desc_init(
+                            &mut *ld, &m.any_src, &m.any_wei, bias, &m.any_dst,
+                        ),
                     }
                 };
                 check(status, "inner_product_desc_init")?;

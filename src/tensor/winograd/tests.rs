@@ -36,7 +36,11 @@ impl Shape {
                                 for b in 0..r {
                                     let (yy, xx) = ((y + a) as isize - ph as isize, (s + b) as isize - pw as isize);
                                     if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
-                                        f(((i * c + ci) * h + yy as usize) * w + xx as usize, ((o * c + ci) * r + a) * r + b, ((i * k + o) * oh + y) * ow + s);
+                                        f(
+                                            ((i * c + ci) * h + yy as usize) * w + xx as usize,
+                                            ((o * c + ci) * r + a) * r + b,
+                                            ((i * k + o) * oh + y) * ow + s,
+                                        );
                                     }
                                 }
                             }
@@ -69,9 +73,26 @@ fn rel_err(got: &[f32], want: &[f64]) -> f64 {
 #[test]
 fn forward_and_backward_data_match_the_direct_sum_in_f64() {
     // Maps off the tile size, padding 0, 1 and 2 (rectangular too), channels off 16.
-    let cases = [(2, 3, 5, 7, 6, 1, 1), (1, 17, 4, 5, 5, 0, 0), (3, 5, 19, 8, 8, 1, 1), (2, 4, 3, 2, 2, 1, 1), (1, 2, 3, 4, 9, 2, 1), (2, 33, 18, 3, 3, 1, 0)];
-    let cases5 = [(2, 3, 5, 7, 6, 2, 2), (1, 17, 4, 5, 5, 0, 0), (3, 5, 19, 15, 15, 2, 2), (2, 4, 3, 2, 2, 2, 2), (1, 2, 3, 4, 9, 3, 1), (2, 33, 18, 6, 5, 4, 0)];
-    let runs = cases.iter().flat_map(|&cs| [(Tile::F2, 3, cs), (Tile::F4, 3, cs)]).chain(cases5.iter().flat_map(|&cs| [(Tile::F2, 5, cs), (Tile::F3, 5, cs)]));
+    let cases = [
+        (2, 3, 5, 7, 6, 1, 1),
+        (1, 17, 4, 5, 5, 0, 0),
+        (3, 5, 19, 8, 8, 1, 1),
+        (2, 4, 3, 2, 2, 1, 1),
+        (1, 2, 3, 4, 9, 2, 1),
+        (2, 33, 18, 3, 3, 1, 0),
+    ];
+    let cases5 = [
+        (2, 3, 5, 7, 6, 2, 2),
+        (1, 17, 4, 5, 5, 0, 0),
+        (3, 5, 19, 15, 15, 2, 2),
+        (2, 4, 3, 2, 2, 2, 2),
+        (1, 2, 3, 4, 9, 3, 1),
+        (2, 33, 18, 6, 5, 4, 0),
+    ];
+    let runs = cases
+        .iter()
+        .flat_map(|&cs| [(Tile::F2, 3, cs), (Tile::F4, 3, cs)])
+        .chain(cases5.iter().flat_map(|&cs| [(Tile::F2, 5, cs), (Tile::F3, 5, cs)]));
     for (tile, r, (n, c, k, h, w, ph, pw)) in runs {
         let sh = Shape { n, c, k, h, w, r, ph, pw };
         let x = data(n * c * h * w, 1);
@@ -136,7 +157,9 @@ fn rounding(r: usize, h: usize, tiles: &[Tile]) -> Vec<(f64, f64)> {
     let mut direct = vec![0.0f32; want.len()];
     sh.taps(|xi, wi, yi| direct[yi] += x[xi] * wt[wi]);
     let top = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let rms = |y: &[f32]| (y.iter().zip(&want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum::<f64>() / want.len() as f64).sqrt() / top;
+    let rms = |y: &[f32]| {
+        (y.iter().zip(&want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum::<f64>() / want.len() as f64).sqrt() / top
+    };
     let mut out = vec![(rel_err(&direct, &want), rms(&direct))];
     for &tile in tiles {
         let mut win = Winograd::new(tile, r, c, k, h, h, p, p).unwrap();
