@@ -59,8 +59,22 @@ fi
 # make sure none is left behind, whatever happens.
 trap 'CLUSTER_PREFIX=cvt bash scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
 
-# The default build (no MPI, no oneDNN) must keep compiling on machines without them.
-cargo check --locked --all-targets
+# Style before the tests (rustfmt.toml; clippy's default lints as errors), on the default build
+# (no MPI, no oneDNN: it must keep compiling on machines without them) and on the one the tests
+# use. rustup's default profile has both tools; where they are missing and cannot be added, say so.
+for tool in rustfmt clippy; do
+    cargo "${tool/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$tool" >/dev/null 2>&1 \
+        || echo "warning: cargo ${tool/rustfmt/fmt} is missing and rustup could not add it; style not checked" >&2
+done
+if cargo fmt --version >/dev/null 2>&1; then
+    cargo fmt --check || { echo "error: code not formatted; hint: run cargo fmt" >&2; exit 1; }
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+    cargo clippy --locked --all-targets -- -D warnings
+    cargo clippy --release --locked --all-targets --features mpi,dnnl -- -D warnings
+else
+    cargo check --locked --all-targets
+fi
 # One release build for everything (library, binary, tests, benches), with the MPI transport and
 # the oneDNN backend (the default backend of such a build; the native kernels run where a test
 # asks for them with --backend native, and in every layer test).

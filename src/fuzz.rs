@@ -9,8 +9,11 @@ use crate::data::{idx, Dataset};
 use crate::net::ParamLayout;
 use std::path::Path;
 
+/// A fuzz target: its name and the function that takes one input.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// The targets by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*/`).
-pub const TARGETS: [(&str, fn(&[u8])); 11] = [
+pub const TARGETS: [Target; 11] = [
     ("cifar", cifar),
     ("image", image),
     ("idx", idx),

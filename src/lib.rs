@@ -7,6 +7,7 @@
 //! it). A few imports still go against that order (`parallel::pipeline` and `plan` use each
 //! other, `comm` reads `data::sampler`). docs/ holds the decisions; the starting design was
 //! `../shared/DESIGN.md`, outside this repository.
+#![cfg_attr(test, allow(clippy::excessive_precision))] // goldens are pasted as PyTorch prints them
 #![warn(missing_docs)]
 
 pub mod checkpoint;

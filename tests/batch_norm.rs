@@ -120,7 +120,7 @@ fn split_strategies_run_batch_norm_and_equal_one_worker_where_statistics_cover_t
             .concat(),
         small_mnist(),
     );
-    let e = parallel::run(&cfg, &pc, &mut Recorder::default()).err().expect("a cut inside the block").to_string();
+    let e = parallel::run(&cfg, &pc, &mut Recorder::default()).expect_err("a cut inside the block").to_string();
     assert!(e.contains("residual connection crosses") && e.contains("relu1"), "{e}");
     // Sync parameter server, one worker: the worker's statistics are kept across pulls.
     let got = parallel_run(&res, &["--strategy", "ps", "--workers", "1"]);

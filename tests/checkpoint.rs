@@ -184,7 +184,8 @@ fn init_from_a_mismatched_or_missing_file_exits_2_naming_it() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     // The same tensors with fc1.weight transposed ([in, out], a classic porting slip), and
     // without fc1.bias.
-    let write = |path: &Path, edit: &dyn Fn(&str, Vec<usize>) -> Option<Vec<usize>>| {
+    type Edit<'a> = &'a dyn Fn(&str, Vec<usize>) -> Option<Vec<usize>>;
+    let write = |path: &Path, edit: Edit<'_>| {
         let views: Vec<(String, safetensors::tensor::TensorView)> = st
             .tensors()
             .into_iter()

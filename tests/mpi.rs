@@ -623,7 +623,7 @@ fn calibrate_over_mpi_measures_the_link_for_the_plan() {
     let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
     let (alpha, beta) = (p["mpi_link"]["alpha"].as_f64().unwrap(), p["mpi_link"]["beta"].as_f64().unwrap());
     // Two processes of one machine: at least 10 MB/s and under 1 s of latency, whatever the load.
-    assert!(alpha >= 0.0 && alpha < 1.0 && beta > 1e7 && beta.is_finite(), "α {alpha} β {beta}");
+    assert!((0.0..1.0).contains(&alpha) && beta > 1e7 && beta.is_finite(), "α {alpha} β {beta}");
     // The parameter server's round through process 0 (2 senders in turn), as fast a link.
     let server = p["mpi_link"]["server_beta"].as_f64().unwrap();
     assert!(server > 1e7 && server.is_finite(), "server β {server}");

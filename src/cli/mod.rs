@@ -32,6 +32,7 @@ pub struct Cli {
 }
 
 /// Subcommands.
+#[allow(clippy::large_enum_variant)] // parsed once per process: boxing `TrainArgs` would buy nothing
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train a model (default: LeNet on the vendored MNIST).

@@ -184,7 +184,7 @@ impl Conv2d {
         if cfg.out_channels == 0 || cfg.groups == 0 {
             return err("out_channels and groups must be at least 1".into());
         }
-        if c % cfg.groups != 0 || cfg.out_channels % cfg.groups != 0 {
+        if !c.is_multiple_of(cfg.groups) || !cfg.out_channels.is_multiple_of(cfg.groups) {
             return err(format!(
                 "groups = {} must divide both the input channels ({c}) and out_channels ({})",
                 cfg.groups, cfg.out_channels
@@ -671,10 +671,10 @@ impl Layer for Conv2d {
         let (cfg, g, direct, nb) = (self.cfg, self.geom, self.direct(), self.samples_per_gemm());
         let per = n.div_ceil(threads);
         let (xs, ys) = (x.sample_len(), dy.sample_len());
-        let mut dx = dx.map(|d| {
+        let mut dx = dx;
+        if let Some(d) = dx.as_deref_mut() {
             d.resize(x.shape());
-            d
-        });
+        }
         if let Some(wn) = self.wino.as_mut() {
             if let Some(d) = dx {
                 wn.backward_data(threads, w, dy.data(), d.data_mut());
@@ -724,7 +724,7 @@ impl Layer for Conv2d {
                 );
                 return Ok(());
             }
-            match dx.as_deref_mut() {
+            match dx {
                 Some(t) => work.zip(t.data_mut().par_chunks_mut(per * xs)).for_each(|(a, dxc)| body(a, Some(dxc))),
                 None => work.for_each(|a| body(a, None)),
             }
@@ -756,7 +756,7 @@ impl Layer for Conv2d {
             (s.dw, s.db) = (pdw, pdb);
         };
         let work = x.data().par_chunks(per * xs).zip(dy.data().par_chunks(per * ys)).zip(self.scratch.par_iter_mut());
-        match dx.as_deref_mut() {
+        match dx {
             Some(d) => work.zip(d.data_mut().par_chunks_mut(per * xs)).for_each(|(a, dxc)| body(a, Some(dxc))),
             None => work.for_each(|a| body(a, None)),
         }

@@ -602,11 +602,11 @@ mod tests {
             let mut fy = Tensor::default();
             fused.forward(&refs, &mut fy).unwrap();
             assert_eq!(bits(fy.data()), bits(y.data()), "y, {inputs} inputs {coeffs:?}");
-            for k in 0..inputs {
+            for (k, xk) in xs.iter().enumerate().take(inputs) {
                 for acc in [false, true] {
-                    let (mut want, mut got) = (xs[k].clone(), xs[k].clone());
-                    add.backward_input(k, xs[k].shape(), &z, &dz, &mut want, acc);
-                    fused.backward_input(k, xs[k].shape(), &fy, &dy, &mut got, acc);
+                    let (mut want, mut got) = (xk.clone(), xk.clone());
+                    add.backward_input(k, xk.shape(), &z, &dz, &mut want, acc);
+                    fused.backward_input(k, xk.shape(), &fy, &dy, &mut got, acc);
                     assert_eq!(
                         bits(got.data()),
                         bits(want.data()),

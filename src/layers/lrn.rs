@@ -58,7 +58,7 @@ impl Lrn {
         if in_shape.len() != 3 {
             return err(format!("input must be [C, H, W], got {in_shape:?}; hint: put LRN after a convolution"));
         }
-        if cfg.size == 0 || cfg.size % 2 == 0 {
+        if cfg.size == 0 || cfg.size.is_multiple_of(2) {
             return err(format!("size = {} must be odd (as Caffe requires)", cfg.size));
         }
         if !(cfg.alpha.is_finite() && cfg.beta.is_finite() && cfg.k.is_finite() && cfg.k > 0.0 && cfg.alpha >= 0.0) {
@@ -146,9 +146,8 @@ impl Layer for Lrn {
         self.scale.resize(x.len(), 0.0);
         self.spow.resize(x.len(), 0.0);
         let cfg = self.cfg;
-        let work = |((xs, sc), (sp, ys)): ((&[f32], &mut [f32]), (&mut [f32], &mut [f32]))| {
-            Lrn::forward_sample(&cfg, c, xs, sc, sp, ys)
-        };
+        type Chunks<'a> = ((&'a [f32], &'a mut [f32]), (&'a mut [f32], &'a mut [f32]));
+        let work = |((xs, sc), (sp, ys)): Chunks<'_>| Lrn::forward_sample(&cfg, c, xs, sc, sp, ys);
         if ctx.threads > 1 {
             use rayon::prelude::*;
             x.data()

@@ -435,9 +435,8 @@ impl Layer for MaxPool2d {
         self.rows.resize(threads * row, 0.0);
         self.lanes.resize(threads * lanes, 0);
         let (g, ph) = (&self.g, &self.phases);
-        let part = |(xs, (ys, (args, (rows, ls)))): (&[f32], (&mut [f32], (&mut [u32], (&mut [f32], &mut [u32]))))| {
-            forward_planes_best(g, ph, xs, ys, args, rows, ls)
-        };
+        type Chunks<'a> = (&'a [f32], (&'a mut [f32], (&'a mut [u32], (&'a mut [f32], &'a mut [u32]))));
+        let part = |(xs, (ys, (args, (rows, ls)))): Chunks<'_>| forward_planes_best(g, ph, xs, ys, args, rows, ls);
         if threads > 1 {
             use rayon::prelude::*;
             let work = y.data_mut().par_chunks_mut(per * oh * ow).zip(

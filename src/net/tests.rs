@@ -464,7 +464,7 @@ fn fused_relus_change_no_bit() {
         let n = net.num_layers();
         let stages = match cut {
             Some(k) => vec![0..k, k..n],
-            None => vec![0..n],
+            None => std::iter::once(0..n).collect(),
         };
         // Forward stage by stage, then backward in reverse, as the pipeline runs one net.
         let mut inputs = vec![x.clone()];

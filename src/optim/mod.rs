@@ -181,6 +181,10 @@ impl OptimizerConfig {
     }
 }
 
+/// An optimizer's state buffers by name (each as long as the parameters) and its update count:
+/// what a checkpoint holds besides the weights.
+pub type OptimizerState = (Vec<(&'static str, Vec<f32>)>, u64);
+
 /// An optimizer over a flat parameter buffer.
 pub trait Optimizer: Send {
     /// Starts a global update: advances the step count (used by Adam's bias correction).

@@ -490,7 +490,7 @@ impl Strategy for AllReduce<'_> {
         super::stop_now(self.comm, step, world)
     }
 
-    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+    fn optimizer_state(&mut self) -> Result<crate::optim::OptimizerState, TrainError> {
         // With the sharded update each worker's state is current only for the chunks it owns:
         // gather every bucket's chunks (the ownership of `all_reduce_update`) before copying.
         if !self.cfg.deterministic && self.comm.size() > 1 {

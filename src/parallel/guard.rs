@@ -63,7 +63,7 @@ impl Strategy for Guard<'_> {
         self.inner.state_names()
     }
 
-    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+    fn optimizer_state(&mut self) -> Result<crate::optim::OptimizerState, TrainError> {
         self.inner.optimizer_state()
     }
 

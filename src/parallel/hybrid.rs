@@ -328,7 +328,7 @@ impl Strategy for Hybrid<'_> {
         Ok(())
     }
 
-    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+    fn optimizer_state(&mut self) -> Result<crate::optim::OptimizerState, TrainError> {
         let mut out = Vec::new();
         for (name, buf) in self.opt.state() {
             out.push((name, self.gather(buf, self.full.len())?));
@@ -374,19 +374,19 @@ struct Parts<'a> {
 }
 
 impl super::Owned for Parts<'_> {
-    fn to_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError> {
+    fn write_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError> {
         if self.conv {
             full[..self.conv_len].copy_from_slice(&mine[..self.conv_len]);
         }
         if self.classifier {
-            self.fc.to_full(mine, full)?;
+            self.fc.write_full(mine, full)?;
         }
         Ok(())
     }
 
-    fn from_full(&self, full: &[f32], mine: &mut [f32]) -> Result<(), TrainError> {
+    fn read_full(&self, full: &[f32], mine: &mut [f32]) -> Result<(), TrainError> {
         mine[..self.conv_len].copy_from_slice(&full[..self.conv_len]);
-        self.fc.from_full(full, mine)
+        self.fc.read_full(full, mine)
     }
 }
 

@@ -525,9 +525,9 @@ pub(crate) fn run_ranks(
 /// state, in its own layout) maps into the whole model's flat layout.
 pub(crate) trait Owned {
     /// Writes this worker's values into their places of `full` (others untouched).
-    fn to_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError>;
+    fn write_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError>;
     /// Reads this worker's values out of `full`.
-    fn from_full(&self, full: &[f32], mine: &mut [f32]) -> Result<(), TrainError>;
+    fn read_full(&self, full: &[f32], mine: &mut [f32]) -> Result<(), TrainError>;
 }
 
 /// `Strategy::stop_now` of a strategy whose workers `comm` joins: agreed across processes,
@@ -551,7 +551,7 @@ pub(crate) fn gather_full(
 ) -> Result<Vec<f32>, TrainError> {
     let mut full = vec![0.0f32; len];
     if contributes {
-        owned.to_full(mine, &mut full)?;
+        owned.write_full(mine, &mut full)?;
     }
     reduce(&mut full)?;
     Ok(full)
@@ -564,7 +564,7 @@ pub(crate) fn gather_optimizer(
     len: usize,
     contributes: bool,
     reduce: &mut dyn FnMut(&mut [f32]) -> Result<(), TrainError>,
-) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+) -> Result<crate::optim::OptimizerState, TrainError> {
     let mut out = Vec::new();
     for (name, buf) in opt.state() {
         out.push((name, gather_full(owned, buf, len, contributes, reduce)?));
@@ -584,7 +584,7 @@ pub(crate) fn restore_split(
             .iter()
             .find(|s| s.0 == name)
             .ok_or_else(|| TrainError::Internal(format!("checkpoint has no optimizer state '{name}'")))?;
-        owned.from_full(&src.1, buf)?;
+        owned.read_full(&src.1, buf)?;
     }
     opt.set_steps(steps);
     Ok(())

@@ -402,12 +402,12 @@ impl<'c> Pipeline<'c> {
 struct StageRange(Range<usize>);
 
 impl super::Owned for StageRange {
-    fn to_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError> {
+    fn write_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError> {
         full[self.0.clone()].copy_from_slice(mine);
         Ok(())
     }
 
-    fn from_full(&self, full: &[f32], mine: &mut [f32]) -> Result<(), TrainError> {
+    fn read_full(&self, full: &[f32], mine: &mut [f32]) -> Result<(), TrainError> {
         mine.copy_from_slice(&full[self.0.clone()]);
         Ok(())
     }
@@ -546,7 +546,7 @@ impl Strategy for Pipeline<'_> {
         Ok(())
     }
 
-    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+    fn optimizer_state(&mut self) -> Result<crate::optim::OptimizerState, TrainError> {
         let len = self.full_len;
         let owned = StageRange(self.params.clone());
         let contributes = self.replicas.is_none_or(|r| r.rank() == 0);

@@ -294,6 +294,7 @@ impl Plan {
             + update_s(&self.cluster, self.model.params() as f64)
     }
 
+    #[allow(clippy::too_many_arguments)] // the parts of one step, each named at the call sites
     fn finish(
         &self,
         strategy: String,
@@ -451,7 +452,7 @@ impl Plan {
     pub fn hybrid(&self, n: usize, mp: usize) -> Option<Prediction> {
         let l = &self.model.layers;
         let cut = l.iter().position(|x| x.fc)?;
-        if mp < 2 || n % mp != 0 || cut == 0 {
+        if mp < 2 || !n.is_multiple_of(mp) || cut == 0 {
             return None;
         }
         let dp = n / mp;
@@ -567,7 +568,8 @@ impl Plan {
             out.push(self.tensor(n));
         }
         if want("hybrid") && split {
-            let groups: Vec<usize> = pins.mp.map_or_else(|| (2..=n).filter(|mp| n % mp == 0).collect(), |mp| vec![mp]);
+            let groups: Vec<usize> =
+                pins.mp.map_or_else(|| (2..=n).filter(|&mp| n.is_multiple_of(mp)).collect(), |mp| vec![mp]);
             out.extend(best(groups.iter().filter_map(|&mp| self.hybrid(n, mp)).collect()));
         }
         out

@@ -82,6 +82,7 @@ fn detect() -> Option<Isa> {
 /// One vector register of f32 lanes and the operations the kernels use. Every method is unsafe:
 /// it must run on a CPU with the instruction set (the `#[target_feature]` entry points check
 /// that through `Isa::best`), and pointers must be valid for `LANES` floats.
+#[allow(clippy::missing_safety_doc)] // one contract for every method, stated above
 pub trait Simd: Copy {
     /// The register type.
     type V: Copy;

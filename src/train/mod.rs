@@ -108,7 +108,8 @@ impl CheckpointPolicy {
     /// end. (Signals add checkpoints of their own.) Parameter servers use it to know, without
     /// asking, when the workers will want their state.
     pub fn due(&self, step: u64, per_epoch: u64, total_steps: u64) -> bool {
-        self.every_steps.map_or(step % per_epoch.max(1) == 0, |n| step % n == 0) || step == total_steps
+        self.every_steps.map_or(step.is_multiple_of(per_epoch.max(1)), |n| step.is_multiple_of(n))
+            || step == total_steps
     }
 }
 
@@ -177,7 +178,7 @@ pub trait Strategy {
     fn state_names(&self) -> Vec<&'static str>;
     /// The optimizer's whole state (every buffer as long as the parameters) and its update
     /// count, for a checkpoint. Every worker calls it after the same step; it may communicate.
-    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError>;
+    fn optimizer_state(&mut self) -> Result<crate::optim::OptimizerState, TrainError>;
     /// Restores the optimizer from a checkpoint (buffers named as `state_names`).
     fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError>;
     /// Before a checkpoint: makes `params` hold every worker's current parameters (strategies
@@ -207,7 +208,7 @@ pub trait Strategy {
 }
 
 /// Copies of an optimizer's state buffers and its update count.
-pub fn snapshot(opt: &dyn Optimizer) -> (Vec<(&'static str, Vec<f32>)>, u64) {
+pub fn snapshot(opt: &dyn Optimizer) -> crate::optim::OptimizerState {
     (opt.state().into_iter().map(|(n, b)| (n, b.to_vec())).collect(), opt.steps())
 }
 
@@ -297,7 +298,7 @@ impl Strategy for LocalSgd {
         self.opt.state().into_iter().map(|s| s.0).collect()
     }
 
-    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+    fn optimizer_state(&mut self) -> Result<crate::optim::OptimizerState, TrainError> {
         Ok(snapshot(self.opt.as_ref()))
     }
 
@@ -635,7 +636,10 @@ fn check_resumable(
     }
     // (state.json carries no checksum of its own: a position outside the epoch is refused here.)
     let batch = cfg.batch_size as u64;
-    if run.samples_in_epoch % batch != 0 || run.samples_in_epoch / batch >= per_epoch || run.step > total_steps {
+    if !run.samples_in_epoch.is_multiple_of(batch)
+        || run.samples_in_epoch / batch >= per_epoch
+        || run.step > total_steps
+    {
         return Err(TrainError::Config(format!(
             "cannot resume from {}: its position (step {}, sample {} of epoch {}) does not fit this run",
             dir.display(),

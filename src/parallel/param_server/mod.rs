@@ -346,7 +346,7 @@ impl Strategy for Client<'_> {
 
     // Worker 0 gathers every server's slice of the state, sent after the update of a checkpoint
     // step (see the module docs); the other workers have nothing to add.
-    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+    fn optimizer_state(&mut self) -> Result<crate::optim::OptimizerState, TrainError> {
         if self.comm.rank() != 0 {
             return Ok((Vec::new(), 0));
         }

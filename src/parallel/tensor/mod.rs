@@ -138,12 +138,12 @@ pub(crate) struct Sliced<'a> {
 }
 
 impl super::Owned for Sliced<'_> {
-    fn to_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError> {
+    fn write_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError> {
         let mut m = mine.to_vec();
         copy(self.maps, self.layout, full, &mut m, false)
     }
 
-    fn from_full(&self, full: &[f32], mine: &mut [f32]) -> Result<(), TrainError> {
+    fn read_full(&self, full: &[f32], mine: &mut [f32]) -> Result<(), TrainError> {
         let mut f = full.to_vec();
         copy(self.maps, self.layout, &mut f, mine, true)
     }
@@ -269,7 +269,7 @@ impl Strategy for TensorSplit<'_> {
         Ok(())
     }
 
-    fn optimizer_state(&mut self) -> Result<(Vec<(&'static str, Vec<f32>)>, u64), TrainError> {
+    fn optimizer_state(&mut self) -> Result<crate::optim::OptimizerState, TrainError> {
         let owned = Sliced { maps: &self.maps, layout: &self.full };
         let comm = self.comm;
         super::gather_optimizer(self.opt.as_ref(), &owned, self.full.len(), true, &mut |v| Ok(comm.all_reduce_into(v)?))
