@@ -5,7 +5,8 @@
 //! called by every rank of the group in the same order, from one thread per rank at a time; the
 //! tags below are reserved for them.
 
-use super::{chunk_range, CommError, Communicator};
+use super::{CommError, Communicator};
+use crate::ranges::even_range;
 
 const TAG_NAIVE: u32 = 0xC000_0001;
 const TAG_RING_RS: u32 = 0xC000_0002;
@@ -41,12 +42,12 @@ pub fn all_reduce_ring<C: Communicator + ?Sized>(c: &C, buf: &mut [f32]) -> Resu
 }
 
 /// The first half of the ring all-reduce: afterwards this rank's chunk of `buf`
-/// (`chunk_range(len, rank, size)`) holds the sum over ranks; the other chunks hold partial sums.
+/// (`even_range(len, rank, size)`) holds the sum over ranks; the other chunks hold partial sums.
 pub fn ring_reduce_scatter_inplace<C: Communicator + ?Sized>(c: &C, buf: &mut [f32]) -> Result<(), CommError> {
     let (rank, size) = (c.rank(), c.size());
     let n = buf.len();
     let (next, prev) = ((rank + 1) % size, (rank + size - 1) % size);
-    let chunk = |i: usize| chunk_range(n, i % size, size);
+    let chunk = |i: usize| even_range(n, i % size, size);
     // After step s, the chunk received is the sum of s + 2 ranks; the last one is chunk `rank`.
     for s in 0..size.saturating_sub(1) {
         let send = chunk(rank + 2 * size - s - 1);
@@ -62,7 +63,7 @@ pub fn ring_all_gather_inplace<C: Communicator + ?Sized>(c: &C, buf: &mut [f32])
     let (rank, size) = (c.rank(), c.size());
     let n = buf.len();
     let (next, prev) = ((rank + 1) % size, (rank + size - 1) % size);
-    let chunk = |i: usize| chunk_range(n, i % size, size);
+    let chunk = |i: usize| even_range(n, i % size, size);
     for s in 0..size.saturating_sub(1) {
         let send = chunk(rank + 2 * size - s);
         let recv = chunk(rank + 2 * size - s - 1);
@@ -118,12 +119,12 @@ pub fn broadcast<C: Communicator + ?Sized>(c: &C, buf: &mut [f32], root: usize) 
     Ok(())
 }
 
-/// Ring reduce-scatter: `recv` (length `chunk_range(send.len(), rank, size).len()`) gets this
+/// Ring reduce-scatter: `recv` (length `even_range(send.len(), rank, size).len()`) gets this
 /// rank's chunk of the sum of every rank's `send`.
 pub fn reduce_scatter_ring<C: Communicator + ?Sized>(c: &C, send: &[f32], recv: &mut [f32]) -> Result<(), CommError> {
     let (rank, size) = (c.rank(), c.size());
     let n = send.len();
-    let chunk = |i: usize| chunk_range(n, i % size, size);
+    let chunk = |i: usize| even_range(n, i % size, size);
     let mine = chunk(rank);
     if recv.len() != mine.len() {
         return Err(CommError::Length {
@@ -156,11 +157,11 @@ pub fn reduce_scatter_ring<C: Communicator + ?Sized>(c: &C, send: &[f32], recv: 
     Ok(())
 }
 
-/// Ring all-gather: `recv` (the whole buffer, chunked by `chunk_range`) gets every rank's `send`
+/// Ring all-gather: `recv` (the whole buffer, chunked by `even_range`) gets every rank's `send`
 /// in its chunk.
 pub fn all_gather_ring<C: Communicator + ?Sized>(c: &C, send: &[f32], recv: &mut [f32]) -> Result<(), CommError> {
     let (rank, size) = (c.rank(), c.size());
-    let mine = chunk_range(recv.len(), rank, size);
+    let mine = even_range(recv.len(), rank, size);
     if send.len() != mine.len() {
         return Err(CommError::Length { op: "all_gather", rank, peer: rank, expected: mine.len(), got: send.len() });
     }
@@ -302,7 +303,7 @@ mod tests {
                     let updated: Vec<f32> = (0..n).map(|i| i as f32 - want[i]).collect();
                     for (r, (params, seen)) in out.iter().enumerate() {
                         assert!(params == &updated, "{alg:?} P={p} n={n} rank {r}");
-                        assert_eq!(seen, &vec![chunk_range(n, r, p)], "{alg:?} P={p} n={n} rank {r}");
+                        assert_eq!(seen, &vec![even_range(n, r, p)], "{alg:?} P={p} n={n} rank {r}");
                     }
                 }
             }
@@ -331,7 +332,7 @@ mod tests {
             for n in [0, 1, 7, p.saturating_sub(1), 1003] {
                 let want = expected(p, n);
                 let out = on_ranks(p, |c| {
-                    let mine = chunk_range(n, c.rank(), c.size());
+                    let mine = even_range(n, c.rank(), c.size());
                     let mut part = vec![0.0; mine.len()];
                     reduce_scatter_ring(c, &data(c.rank(), n), &mut part).unwrap();
                     assert_eq!(part, want[mine], "reduce-scatter P={p} n={n}");

@@ -19,6 +19,7 @@ pub use local::LocalComm;
 /// Without `--stall-abort`, communication gives up after this many stall timeouts: the
 /// watchdogs report a stall first, and a hung rank still ends the run within a bounded time.
 pub const STALLS_BEFORE_GIVING_UP: u32 = 5;
+use crate::ranges::even_range;
 use thiserror::Error;
 
 /// Errors of communication.
@@ -92,7 +93,7 @@ pub enum Algorithm {
 }
 
 /// A group of ranks that exchange flat f32 buffers. Implementations: `LocalComm` (threads) and,
-/// with the `mpi` feature, `MpiComm`.
+/// with the `mpi` feature, `MpiComm` (processes) and `HierComm` (processes × threads).
 pub trait Communicator: Send + Sync {
     /// This rank, 0-based.
     fn rank(&self) -> usize;
@@ -150,7 +151,7 @@ pub trait Communicator: Send + Sync {
         algorithms::all_reduce_ring(self, buf)
     }
     /// An all-reduce of `grads` fused with a sharded update of `params` (ZeRO stage 1): once
-    /// this rank's chunk `r = chunk_range(len, rank, size)` of `grads` holds the sum over
+    /// this rank's chunk `r = even_range(len, rank, size)` of `grads` holds the sum over
     /// ranks, `update(r, &mut params[r], &grads[r])` runs for that chunk only, and then every
     /// rank's updated chunk of `params` is gathered to all. The traffic of one all-reduce, 1/P of
     /// the update work per rank, and identical parameters everywhere. Afterwards only chunk r of
@@ -176,7 +177,7 @@ pub trait Communicator: Send + Sync {
             Algorithm::Ring => algorithms::ring_reduce_scatter_inplace(self, grads)?,
             Algorithm::Naive | Algorithm::Tree => self.all_reduce_into(grads)?,
         }
-        let r = chunk_range(n, rank, size);
+        let r = even_range(n, rank, size);
         update(r.clone(), &mut params[r.clone()], &grads[r]);
         algorithms::ring_all_gather_inplace(self, params)
     }
@@ -189,7 +190,7 @@ pub trait Communicator: Send + Sync {
         update: &mut Update<'_>,
     ) -> Result<(), CommError> {
         algorithms::ring_reduce_scatter_inplace(self, grads)?;
-        let r = chunk_range(grads.len(), self.rank(), self.size());
+        let r = even_range(grads.len(), self.rank(), self.size());
         update(r.clone(), &mut params[r.clone()], &grads[r]);
         algorithms::ring_all_gather_inplace(self, params)
     }
@@ -197,11 +198,11 @@ pub trait Communicator: Send + Sync {
     fn broadcast_into(&self, buf: &mut [f32], root: usize) -> Result<(), CommError> {
         algorithms::broadcast(self, buf, root)
     }
-    /// `recv` gets this rank's chunk (`chunk_range(send.len(), rank, size)`) of the sum of `send`.
+    /// `recv` gets this rank's chunk (`even_range(send.len(), rank, size)`) of the sum of `send`.
     fn reduce_scatter_into(&self, send: &[f32], recv: &mut [f32]) -> Result<(), CommError> {
         algorithms::reduce_scatter_ring(self, send, recv)
     }
-    /// `recv` (size × chunk layout of `chunk_range`) gets every rank's `send` chunk.
+    /// `recv` (size × chunk layout of `even_range`) gets every rank's `send` chunk.
     fn all_gather_into(&self, send: &[f32], recv: &mut [f32]) -> Result<(), CommError> {
         algorithms::all_gather_ring(self, send, recv)
     }
@@ -210,9 +211,3 @@ pub trait Communicator: Send + Sync {
 /// The update of `all_reduce_update`: (range in the buffer, parameters of that range, summed
 /// gradients of that range).
 pub type Update<'a> = dyn FnMut(std::ops::Range<usize>, &mut [f32], &[f32]) + Send + 'a;
-
-/// The chunk of a buffer of `n` values owned by `rank` of `size` in reduce-scatter/all-gather:
-/// contiguous chunks whose lengths differ by at most one (the first n % size ranks take one more).
-pub fn chunk_range(n: usize, rank: usize, size: usize) -> std::ops::Range<usize> {
-    crate::data::sampler::shard_range(n, rank, size)
-}

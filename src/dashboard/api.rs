@@ -7,7 +7,11 @@
 //! Client strings never become paths: datasets are matched against the names found on disk,
 //! run ids against `store::valid_id`, downloads against a fixed list.
 
+use super::error::internal;
+pub use super::error::ApiError;
 pub use super::launch::LaunchRequest;
+use super::options;
+pub use super::options::{datasets, MAX_WORKERS};
 use super::runner::Runner;
 use super::store::{self, RunFile, RunRecord, RunStatus};
 use axum::body::Bytes;
@@ -24,9 +28,6 @@ use std::time::Duration;
 
 /// Largest request body (a launch request with a model spec): 64 KiB.
 pub const BODY_LIMIT: usize = 64 << 10;
-/// Most workers a run from the page may have (threads of one machine).
-pub const MAX_WORKERS: usize = 64;
-
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -63,55 +64,8 @@ const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
 
-/// An error answer: the status and `{"error": message}`.
-#[derive(Debug)]
-pub struct ApiError(StatusCode, String);
-
-impl ApiError {
-    pub(super) fn new(code: StatusCode, msg: impl Into<String>) -> ApiError {
-        ApiError(code, msg.into())
-    }
-    pub(super) fn bad(msg: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, msg)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
-
-/// Datasets: sub-directories of the data root holding MNIST-format training images.
-pub fn datasets(root: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"].iter().any(|f| e.path().join(f).is_file())
-        })
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .collect();
-    names.sort();
-    names
-}
-
 async fn options(State(st): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "models": crate::net::spec::ZOO,
-        "datasets": datasets(&st.data_root),
-        "strategies": ["allreduce", "ps", "pipeline", "tensor", "hybrid"],
-        "allreduce": ["direct", "ring", "tree", "naive"],
-        "ps_modes": ["sync", "async", "ssp"],
-        "optimizers": ["sgd", "adam", "adamw"],
-        "max_workers": MAX_WORKERS,
-        "cores": crate::cli::default_threads(),
-    }))
+    Json(options::options(&st.data_root))
 }
 
 /// A run as the API shows it: the record plus its queue position and downloadable files.

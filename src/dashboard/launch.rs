@@ -3,7 +3,8 @@
 //! then turned into `convoy train` flags and checked again by the CLI's own validation, so the
 //! server refuses exactly what the command line refuses, with the same messages.
 
-use super::api::{datasets, internal, ApiError, MAX_WORKERS};
+use super::error::{first_line, internal, ApiError};
+use super::options::{datasets, MAX_WORKERS};
 use crate::cli::{Cli, Command};
 use axum::http::StatusCode;
 use clap::Parser;
@@ -338,10 +339,6 @@ impl LaunchRequest {
         });
         Ok((a, config))
     }
-}
-
-pub(super) fn first_line(s: &str) -> String {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 //! running anything but `convoy train` with flags it built itself.
 
 pub mod api;
+pub mod error;
 pub mod launch;
+pub mod options;
 pub mod plan;
 pub mod runner;
 pub mod store;

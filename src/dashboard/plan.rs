@@ -4,8 +4,7 @@
 //! validation; the model must be one of the zoo (no path from the client reaches the
 //! filesystem), and there is no `--profile` (calibrate on the command line).
 
-use super::api::{internal, ApiError};
-use super::launch::first_line;
+use super::error::{first_line, internal, ApiError};
 use crate::cli::{Cli, Command};
 use axum::extract::Query;
 use axum::Json;

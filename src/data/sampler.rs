@@ -3,7 +3,7 @@
 //! Epoch e visits a permutation of the dataset drawn from `Rng::keyed([seed, e])`, cut into global
 //! batches of `global_batch` (the last one partial unless `drop_last`, like PyTorch's DataLoader).
 //! A position in training is (epoch, batch index), so a run can resume exactly. Each global batch
-//! is split into contiguous rank shards by `shard_range`, so the union of the shards is exactly
+//! is split into contiguous rank shards by `even_range`, so the union of the shards is exactly
 //! the global batch whatever the world size.
 //!
 //! With `--data-split` (`split`), each of `parts` data-parallel ranks holds a part of its own of
@@ -13,6 +13,7 @@
 //! takes `B / parts` samples of every part (the last batch fewer, equally from every part), so
 //! the rank shards, their offsets and the step count are those of shared placement.
 
+use crate::ranges::even_range;
 use crate::tensor::rng::Rng;
 use std::ops::Range;
 
@@ -120,20 +121,9 @@ impl Sampler {
     }
 }
 
-/// The part of a global batch of `n` samples that rank `rank` of `world` processes: contiguous
-/// shards whose sizes differ by at most one, the first `n % world` ranks taking one extra sample.
-/// A rank gets an empty shard when `n < world`.
-pub fn shard_range(n: usize, rank: usize, world: usize) -> Range<usize> {
-    let world = world.max(1);
-    let (base, extra) = (n / world, n % world);
-    let start = rank * base + rank.min(extra);
-    let len = base + usize::from(rank < extra);
-    start.min(n)..(start + len).min(n)
-}
-
 /// Which part of every global batch a rank loads: shard `rank` of `world`, aligned to `leaves`
 /// fixed micro-shards when `leaves > world` (the `--deterministic` layout: the global batch is cut
-/// into `leaves` pieces by `shard_range`, and rank r takes leaves r·L/W .. (r+1)·L/W, so the pieces
+/// into `leaves` pieces by `even_range`, and rank r takes leaves r·L/W .. (r+1)·L/W, so the pieces
 /// do not depend on the worker count). Ranks that split a model rather than the data (pipeline
 /// stages, tensor slices) come in groups of `group` consecutive ranks that load the same shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,7 +142,7 @@ impl Shard {
     /// The whole batch.
     pub const WHOLE: Shard = Shard { rank: 0, world: 1, leaves: 1, group: 1 };
 
-    /// Shard `rank` of `world`, as `shard_range` cuts it.
+    /// Shard `rank` of `world`, as `even_range` cuts it.
     pub fn of(rank: usize, world: usize) -> Shard {
         Shard { rank, world, leaves: world, group: 1 }
     }
@@ -175,8 +165,8 @@ impl Shard {
     /// This rank's samples of a global batch of `n`.
     pub fn range(&self, n: usize) -> Range<usize> {
         let leaves = self.leaf_range();
-        let start = shard_range(n, leaves.start, self.leaves).start;
-        let end = if leaves.is_empty() { start } else { shard_range(n, leaves.end - 1, self.leaves).end };
+        let start = even_range(n, leaves.start, self.leaves).start;
+        let end = if leaves.is_empty() { start } else { even_range(n, leaves.end - 1, self.leaves).end };
         start..end
     }
 }
@@ -201,27 +191,9 @@ mod tests {
     }
 
     #[test]
-    fn shards_cover_the_global_batch_exactly() {
-        for n in 0..20 {
-            for world in 1..=5 {
-                let mut next = 0;
-                for r in 0..world {
-                    let s = shard_range(n, r, world);
-                    assert_eq!(s.start, next, "n={n} world={world} rank={r}");
-                    assert!(s.len() == n / world || s.len() == n / world + 1);
-                    next = s.end;
-                }
-                assert_eq!(next, n);
-            }
-        }
-        assert_eq!(shard_range(10, 0, 4), 0..3);
-        assert_eq!(shard_range(10, 3, 4), 8..10);
-    }
-
-    #[test]
     fn aligned_shards_are_unions_of_the_same_leaves_for_every_world() {
         let n = 100;
-        let leaf = |l| shard_range(n, l, 8);
+        let leaf = |l| even_range(n, l, 8);
         for world in [1, 2, 4, 8] {
             for rank in 0..world {
                 let s = Shard { rank, world, leaves: 8, group: 1 };
@@ -233,7 +205,7 @@ mod tests {
         for rank in 0..6 {
             assert_eq!(Shard::grouped(rank, 6, 3).range(n), Shard::of(rank / 3, 2).range(n));
         }
-        assert_eq!(Shard::of(1, 4).range(10), shard_range(10, 1, 4));
+        assert_eq!(Shard::of(1, 4).range(10), even_range(10, 1, 4));
         assert_eq!(Shard::WHOLE.range(7), 0..7);
     }
 

@@ -3,7 +3,7 @@
 //! The objective is L = Σ y·r for a fixed random projection r, evaluated and differenced in
 //! f64: (L(θ+ε) − L(θ−ε)) / 2ε for every input element and every parameter, compared with the
 //! analytic gradient from `backward` (dy = r). Layers are f32-only by design (one concrete CPU
-//! type, STYLE anti-pattern 4), so the forward passes run in f32; ε defaults to Caffe's
+//! type), so the forward passes run in f32; ε defaults to Caffe's
 //! `GradientChecker` step 1e-2, which keeps f32 rounding in L (~1e-7 relative) far below the
 //! tolerance. The check also verifies that `backward` accumulates into `dp` instead of
 //! overwriting it.

@@ -12,6 +12,7 @@
 
 pub mod caffe;
 pub mod layout;
+mod load;
 pub mod spec;
 
 use crate::layers::join::Join;

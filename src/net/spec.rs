@@ -1,5 +1,5 @@
 //! Declarative model specs: a model is a TOML document (the built-in zoo lives in
-//! `src/net/models/*.toml`, users pass `--model path.toml`), turned into layers by `build_layer`.
+//! `src/net/models/*.toml`, users pass `--model path.toml`), turned into layers by `LayerSpec::build_node`.
 //!
 //! Format (see docs/models.md):
 //! ```toml
@@ -576,20 +576,6 @@ pub const INPUT: &str = "input";
 pub const ZOO: &[&str] =
     &["lenet", "lenet-caffe", "keras-mnist", "alexnet", "alexnet-cifar", "vgg11-cifar", "resnet20", "resnet20-b"];
 
-fn zoo_source(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "lenet" => include_str!("models/lenet.toml"),
-        "lenet-caffe" => include_str!("models/lenet-caffe.toml"),
-        "keras-mnist" => include_str!("models/keras-mnist.toml"),
-        "alexnet" => include_str!("models/alexnet.toml"),
-        "alexnet-cifar" => include_str!("models/alexnet-cifar.toml"),
-        "vgg11-cifar" => include_str!("models/vgg11-cifar.toml"),
-        "resnet20" => include_str!("models/resnet20.toml"),
-        "resnet20-b" => include_str!("models/resnet20-b.toml"),
-        _ => return None,
-    })
-}
-
 /// Errors reading a model spec.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -691,34 +677,5 @@ impl ModelSpec {
     /// Parses a TOML model spec; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<ModelSpec, SpecError> {
         toml::from_str(text).map_err(|e| SpecError::Parse { origin: origin.to_string(), msg: e.to_string() })
-    }
-
-    /// A built-in model by name, or a `.toml` or Caffe `.prototxt` file by path (a prototxt
-    /// with a Data layer cannot be read without its dataset: see `resolve_with`).
-    pub fn resolve(name_or_path: &str) -> Result<ModelSpec, SpecError> {
-        ModelSpec::resolve_with(name_or_path, &mut || Err("no dataset given; hint: pass --data".into()))
-    }
-
-    /// `resolve`, with `data_shape` giving the dataset's per-sample shape for a prototxt's Data
-    /// layer. The prototxt's accepted-but-not-applied settings are logged as warnings.
-    pub fn resolve_with(
-        name_or_path: &str,
-        data_shape: &mut dyn FnMut() -> Result<Vec<usize>, String>,
-    ) -> Result<ModelSpec, SpecError> {
-        if name_or_path.ends_with(".prototxt") {
-            let text = std::fs::read_to_string(name_or_path)
-                .map_err(|source| SpecError::Io { path: name_or_path.to_string(), source })?;
-            return super::caffe::from_prototxt(&text, name_or_path, data_shape, &mut |w| tracing::warn!("{w}"))
-                .map_err(SpecError::Caffe);
-        }
-        if let Some(src) = zoo_source(name_or_path) {
-            return ModelSpec::from_toml(src, name_or_path);
-        }
-        if name_or_path.ends_with(".toml") {
-            let text = std::fs::read_to_string(name_or_path)
-                .map_err(|source| SpecError::Io { path: name_or_path.to_string(), source })?;
-            return ModelSpec::from_toml(&text, name_or_path);
-        }
-        Err(SpecError::Unknown(name_or_path.to_string()))
     }
 }

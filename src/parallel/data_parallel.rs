@@ -26,10 +26,10 @@
 
 use crate::comm::{algorithms, Algorithm, Communicator};
 use crate::data::loader::Batch;
-use crate::data::sampler::shard_range;
 use crate::layers::{Ctx, StatSync};
 use crate::net::{BatchStats, GradSink, Net, ParamLayout, ParamSource};
 use crate::optim::Optimizer;
+use crate::ranges::even_range;
 use crate::tensor::Tensor;
 use crate::train::events::Track;
 use crate::train::timeline::{PhaseLog, Span};
@@ -398,7 +398,7 @@ impl<'c> AllReduce<'c> {
         let k = self.cfg.accumulate.min(n.max(1));
         let overlap = self.cfg.overlap && self.comm.size() > 1 && n > 0 && !self.bn_on_main && !self.skip_nonfinite;
         for m in 0..k {
-            let rows = shard_range(n, m, k);
+            let rows = even_range(n, m, k);
             let whole = k == 1;
             if !whole {
                 copy_rows(&batch.x, rows.clone(), &mut self.micro);
@@ -440,7 +440,7 @@ impl<'c> AllReduce<'c> {
         let first_leaf = self.comm.rank() * per_worker;
         for (k, leaf) in self.leaves.iter_mut().enumerate() {
             leaf.fill(0.0);
-            let rows = shard_range(batch.global, first_leaf + k, DETERMINISTIC_LEAVES);
+            let rows = even_range(batch.global, first_leaf + k, DETERMINISTIC_LEAVES);
             let local = rows.start - batch.offset..rows.end - batch.offset;
             if local.is_empty() {
                 continue;
@@ -487,7 +487,7 @@ impl Strategy for AllReduce<'_> {
     }
 
     fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {
-        super::stop_now(self.comm, step, world)
+        Ok(crate::train::stop::stop_now(self.comm, step, world)?)
     }
 
     fn optimizer_state(&mut self) -> Result<crate::optim::OptimizerState, TrainError> {

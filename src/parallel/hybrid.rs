@@ -19,11 +19,11 @@ use super::data_parallel::CommSync;
 use super::tensor::{self, Maps, Sliced, SplitNet};
 use crate::comm::Communicator;
 use crate::data::loader::Batch;
-use crate::data::sampler::shard_range;
 use crate::layers::softmax_xent::{correct_topk, SoftmaxCrossEntropy};
 use crate::layers::Ctx;
 use crate::net::{BatchStats, Flat, LayerSpec, ModelSpec, Net};
 use crate::optim::Optimizer;
+use crate::ranges::even_range;
 use crate::tensor::Tensor;
 use crate::train::events::{Event, Track};
 use crate::train::timeline::{PhaseLog, Span};
@@ -171,7 +171,7 @@ impl<'c> Hybrid<'c> {
     /// Rows of the global batch of `n` that group member `m` trained on.
     fn member_rows(&self, n: usize, m: usize) -> Range<usize> {
         let d = self.world.rank() / self.cfg.mp;
-        shard_range(n, d * self.cfg.mp + m, self.world.size())
+        even_range(n, d * self.cfg.mp + m, self.world.size())
     }
 
     /// All-gathers per-sample rows in the group: `mine` (n_m, …) → (group rows, …).
@@ -305,7 +305,7 @@ impl Strategy for Hybrid<'_> {
     }
 
     fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {
-        super::stop_now(self.world, step, world)
+        Ok(crate::train::stop::stop_now(self.world, step, world)?)
     }
 
     fn state_names(&self) -> Vec<&'static str> {
@@ -343,7 +343,7 @@ impl Strategy for Hybrid<'_> {
             conv: true,
             classifier: true,
         };
-        super::restore_split(self.opt.as_mut(), &owned, state, steps)
+        super::owned::restore_split(self.opt.as_mut(), &owned, state, steps)
     }
 
     fn record_phases(&mut self) {
@@ -373,7 +373,7 @@ struct Parts<'a> {
     classifier: bool,
 }
 
-impl super::Owned for Parts<'_> {
+impl super::owned::Owned for Parts<'_> {
     fn write_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError> {
         if self.conv {
             full[..self.conv_len].copy_from_slice(&mine[..self.conv_len]);
@@ -401,7 +401,7 @@ impl Hybrid<'_> {
             classifier: me < self.cfg.mp,
         };
         let world = self.world;
-        super::gather_full(&owned, mine, len, true, &mut |v| Ok(world.all_reduce_into(v)?))
+        super::owned::gather_full(&owned, mine, len, true, &mut |v| Ok(world.all_reduce_into(v)?))
     }
 
     /// Global sample ids of the group's batch, in row order (dropout masks follow them).

@@ -7,7 +7,8 @@
 //!   shards and the others the workers (ranks are renumbered so the strategy sees workers first,
 //!   as on threads).
 
-use super::{run_ranks, CommKind, ParallelConfig, Ranks, StrategyKind};
+use super::config::{CommKind, ParallelConfig, StrategyKind};
+use super::ranks::{run_ranks, Ranks, WaitsFn};
 use crate::comm::mpi::{HierComm, Mpi};
 use crate::comm::{Communicator, LocalComm};
 use crate::train::events::{Event, EventSink};
@@ -28,7 +29,7 @@ fn lead_rank(pc: &ParallelConfig) -> usize {
 }
 
 /// What the one rank of this process waits in: its longest MPI call.
-fn mpi_waits(world: &Arc<crate::comm::mpi::MpiComm>) -> super::WaitsFn {
+fn mpi_waits(world: &Arc<crate::comm::mpi::MpiComm>) -> WaitsFn {
     let w = world.clone();
     Box::new(move || vec![w.waiting_in()])
 }

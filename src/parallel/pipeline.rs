@@ -22,12 +22,13 @@
 //! the stages send their layers' parameters to stage 0, so evaluation and saved weights are
 //! those of the whole net, under the usual names.
 
+use super::partition::balanced_stages;
 use crate::comm::Communicator;
 use crate::data::loader::Batch;
-use crate::data::sampler::shard_range;
 use crate::layers::Ctx;
 use crate::net::{BatchStats, GradSink, Net, ParamSource};
 use crate::optim::Optimizer;
+use crate::ranges::even_range;
 use crate::tensor::Tensor;
 use crate::train::events::{Event, Track};
 use crate::train::timeline::{PhaseLog, Span};
@@ -170,20 +171,15 @@ pub fn partition(net: &Net, stages: usize, split_after: &[String]) -> Result<Vec
         .map(|(i, &f)| (f + net.layer_out_shape(i).iter().product::<usize>() as u64) as f64)
         .collect();
     // Balance over the units between the points where a cut is possible (a residual block is
-    // one unit), then map the cuts back to layers.
-    let mut starts = vec![0];
-    starts.extend((0..n - 1).filter(|&j| net.spec().can_cut_after(j)).map(|j| j + 1));
-    if stages > starts.len() {
-        return Err(TrainError::Config(format!("--stages {stages}: '{}' can be cut at only {} points (residual connections cross the others); hint: use at most {} stages", net.spec().name, starts.len() - 1, starts.len())));
-    }
-    let unit_cost: Vec<f64> = starts
-        .iter()
-        .enumerate()
-        .map(|(u, &a)| cost[a..starts.get(u + 1).copied().unwrap_or(n)].iter().sum())
-        .collect();
-    let cuts = crate::plan::balanced_cuts(&unit_cost, stages);
-    let layer_at = |u: usize| starts.get(u).copied().unwrap_or(n);
-    Ok(cuts.windows(2).map(|w| layer_at(w[0])..layer_at(w[1])).collect())
+    // one unit).
+    balanced_stages(&cost, |j| net.spec().can_cut_after(j), stages).map_err(|units| {
+        TrainError::Config(format!(
+            "--stages {stages}: '{}' can be cut at only {} points (residual connections cross the others); \
+             hint: use at most {units} stages",
+            net.spec().name,
+            units - 1
+        ))
+    })
 }
 
 /// One micro-batch's activations held between its forward and its backward.
@@ -332,7 +328,7 @@ impl<'c> Pipeline<'c> {
         m: usize,
         stats: &mut BatchStats,
     ) -> Result<(), TrainError> {
-        let rows = shard_range(batch.labels.len(), m, self.cfg.micro_batches);
+        let rows = even_range(batch.labels.len(), m, self.cfg.micro_batches);
         if rows.is_empty() {
             return Ok(());
         }
@@ -401,7 +397,7 @@ impl<'c> Pipeline<'c> {
 /// A stage's own buffers are its range of the flat layout.
 struct StageRange(Range<usize>);
 
-impl super::Owned for StageRange {
+impl super::owned::Owned for StageRange {
     fn write_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError> {
         full[self.0.clone()].copy_from_slice(mine);
         Ok(())
@@ -427,7 +423,7 @@ impl Pipeline<'_> {
     fn gather(&self, mine: &[f32], len: usize) -> Result<Vec<f32>, TrainError> {
         let contributes = self.replicas.is_none_or(|r| r.rank() == 0);
         let (comm, replicas) = (self.comm, self.replicas);
-        super::gather_full(&StageRange(self.params.clone()), mine, len, contributes, &mut |v| {
+        super::owned::gather_full(&StageRange(self.params.clone()), mine, len, contributes, &mut |v| {
             reduce_all(comm, replicas, v)
         })
     }
@@ -551,11 +547,13 @@ impl Strategy for Pipeline<'_> {
         let owned = StageRange(self.params.clone());
         let contributes = self.replicas.is_none_or(|r| r.rank() == 0);
         let (comm, replicas) = (self.comm, self.replicas);
-        super::gather_optimizer(self.opt.as_ref(), &owned, len, contributes, &mut |v| reduce_all(comm, replicas, v))
+        super::owned::gather_optimizer(self.opt.as_ref(), &owned, len, contributes, &mut |v| {
+            reduce_all(comm, replicas, v)
+        })
     }
 
     fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
-        super::restore_split(self.opt.as_mut(), &StageRange(self.params.clone()), state, steps)
+        super::owned::restore_split(self.opt.as_mut(), &StageRange(self.params.clone()), state, steps)
     }
 
     fn record_phases(&mut self) {

@@ -17,6 +17,7 @@ pub use cost::{
 };
 
 use crate::net::{ModelSpec, Net};
+use crate::parallel::partition::balanced_stages;
 use crate::parallel::pipeline::Schedule;
 use schedule::{simulate, Crossing};
 use serde::{Deserialize, Serialize};
@@ -395,16 +396,9 @@ impl Plan {
             return None;
         }
         let cost: Vec<f64> = l.iter().map(|x| x.step(self.batch as f64 / m as f64)).collect();
-        // Balance over the units between the points where a stage may end (as `convoy train`).
-        let starts: Vec<usize> =
-            std::iter::once(0).chain((0..l.len() - 1).filter(|&j| l[j].cut_after).map(|j| j + 1)).collect();
-        if n > starts.len() {
-            return None;
-        }
-        let unit = |u: usize| starts[u]..starts.get(u + 1).copied().unwrap_or(l.len());
-        let unit_cost: Vec<f64> = (0..starts.len()).map(|u| cost[unit(u)].iter().sum()).collect();
-        let cuts: Vec<usize> =
-            balanced_cuts(&unit_cost, n).iter().map(|&u| starts.get(u).copied().unwrap_or(l.len())).collect();
+        // The stages `convoy train --strategy pipeline` would cut.
+        let stages = balanced_stages(&cost, |j| l[j].cut_after, n).ok()?;
+        let cuts: Vec<usize> = stages.iter().map(|r| r.start).chain([l.len()]).collect();
         let mb = self.batch as f64 / m as f64;
         let scale = self.cluster.compute_scale();
         let fwd: Vec<f64> =
@@ -574,38 +568,6 @@ impl Plan {
         }
         out
     }
-}
-
-/// Cut points 0 = c₀ < … < c_s = len of `cost` into `s` contiguous parts whose largest sum is smallest.
-pub fn balanced_cuts(cost: &[f64], s: usize) -> Vec<usize> {
-    let n = cost.len();
-    let prefix: Vec<f64> = std::iter::once(0.0)
-        .chain(cost.iter().scan(0.0, |a, &c| {
-            *a += c;
-            Some(*a)
-        }))
-        .collect();
-    let mut best = vec![vec![f64::INFINITY; n + 1]; s + 1];
-    let mut from = vec![vec![0usize; n + 1]; s + 1];
-    best[0][0] = 0.0;
-    for k in 1..=s {
-        for j in k..=n {
-            for i in (k - 1)..j {
-                let c = best[k - 1][i].max(prefix[j] - prefix[i]);
-                if c < best[k][j] {
-                    (best[k][j], from[k][j]) = (c, i);
-                }
-            }
-        }
-    }
-    let mut cuts = vec![n];
-    let mut j = n;
-    for k in (1..=s).rev() {
-        j = from[k][j];
-        cuts.push(j);
-    }
-    cuts.reverse();
-    cuts
 }
 
 /// Parses a bandwidth: `10gbit`, `100mbit`, `25gbit`, `1.5GB/s`, `200MB/s`, or bytes/s.

@@ -356,13 +356,6 @@ fn more_nodes_never_predict_less_ring_traffic_per_step_at_fixed_bytes() {
 }
 
 #[test]
-fn balanced_cuts_minimise_the_largest_part() {
-    assert_eq!(balanced_cuts(&[1.0, 1.0, 1.0, 1.0], 2), vec![0, 2, 4]);
-    assert_eq!(balanced_cuts(&[5.0, 1.0, 1.0, 1.0, 1.0, 1.0], 2), vec![0, 1, 6]);
-    assert_eq!(balanced_cuts(&[1.0, 2.0, 3.0], 3), vec![0, 1, 2, 3]);
-}
-
-#[test]
 fn units_parse_and_bad_values_name_the_flag() {
     assert!(close(parse_bandwidth("10gbit").unwrap(), 1.25e9));
     assert!(close(parse_bandwidth("100Mbit").unwrap(), 1.25e7));

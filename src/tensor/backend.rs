@@ -7,7 +7,7 @@
 //! Caffe runs on MKL-DNN) is the one built today; an accelerator backend goes in the same place.
 //! An engine keeps whatever layout its library prefers inside, and converts at its edges.
 
-use super::im2col::ConvShape;
+pub use super::engine::{ConvDesc, LayerEngine};
 use std::fmt;
 
 /// Which library runs convolutions and linear layers.
@@ -75,46 +75,6 @@ impl fmt::Display for Backend {
     }
 }
 
-/// The shape of a convolution (PyTorch's `nn.Conv2d` parameters for one sample).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvDesc {
-    /// One group's geometry: its input channels, the input and output sizes, kernel, stride,
-    /// padding (each side) and dilation.
-    pub shape: ConvShape,
-    /// Output channels, all groups.
-    pub o: usize,
-    /// Groups.
-    pub groups: usize,
-    /// With a bias.
-    pub bias: bool,
-}
-
-/// A layer of one shape (a convolution, a linear layer) run by an external library. Buffers are
-/// the native layer's: plain NCHW or (N, features) for `x`, `y`, `dy`, `dx` (any batch size N),
-/// weights (O, C/groups, kh, kw) or (out, in), bias (O).
-pub trait LayerEngine: Send {
-    /// The implementation the library chose, for per-layer tables ("dnnl:jit:avx512_core").
-    fn name(&self) -> &'static str;
-
-    /// y = conv(x, w) + b on `threads` threads.
-    fn forward(&mut self, threads: usize, w: &[f32], b: Option<&[f32]>, x: &[f32], y: &mut [f32])
-        -> Result<(), String>;
-
-    /// ACCUMULATES the weight and bias gradients into `dw` and `db` (as every layer's backward
-    /// does) and, when given, writes the input gradient into `dx`.
-    #[allow(clippy::too_many_arguments)]
-    fn backward(
-        &mut self,
-        threads: usize,
-        w: &[f32],
-        x: &[f32],
-        dy: &[f32],
-        dx: Option<&mut [f32]>,
-        dw: &mut [f32],
-        db: Option<&mut [f32]>,
-    ) -> Result<(), String>;
-}
-
 /// The engine that runs the convolution `desc` on `backend`; `None` for the native kernels.
 pub fn conv_engine(backend: Backend, desc: &ConvDesc) -> Result<Option<Box<dyn LayerEngine>>, String> {
     match backend.resolve(false) {
@@ -152,6 +112,7 @@ pub fn linear_engine(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::im2col::ConvShape;
 
     /// A 3×3 convolution of one channel on 3×3.
     fn desc() -> ConvDesc {

@@ -131,7 +131,6 @@ pub fn col2im(dx: &mut [f32], cols: &[f32], ld: usize, g: &ConvShape) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::geometry::Axis;
     use crate::tensor::rng::Rng;
 
     fn shape(
@@ -143,8 +142,9 @@ mod tests {
         p: (usize, usize),
         d: (usize, usize),
     ) -> ConvShape {
-        let oh = Axis { input: h, kernel: k.0, stride: s.0, pad: p.0, dilation: d.0 }.out("t", false).unwrap();
-        let ow = Axis { input: w, kernel: k.1, stride: s.1, pad: p.1, dilation: d.1 }.out("t", false).unwrap();
+        // PyTorch's output size (floor mode); the shapes below all fit.
+        let out = |i: usize, k: usize, s: usize, p: usize, d: usize| (i + 2 * p - d * (k - 1) - 1) / s + 1;
+        let (oh, ow) = (out(h, k.0, s.0, p.0, d.0), out(w, k.1, s.1, p.1, d.1));
         ConvShape { c, h, w, kh: k.0, kw: k.1, sh: s.0, sw: s.1, ph: p.0, pw: p.1, dh: d.0, dw: d.1, oh, ow }
     }
 

@@ -9,6 +9,7 @@ pub mod direct_conv;
 pub mod direct_oc;
 #[cfg(feature = "dnnl")]
 pub mod dnnl;
+pub mod engine;
 pub mod gemm;
 pub mod im2col;
 pub mod init;

@@ -1,6 +1,6 @@
 //! Typed training events and the sinks they feed: terminal progress (indicatif), `tracing` logs,
 //! a JSON-lines metrics file and a Chrome-trace timeline (`timeline.rs`). One stream, several
-//! consumers (STYLE habit 14).
+//! consumers.
 
 use serde::Serialize;
 use std::fs::File;

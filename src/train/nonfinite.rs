@@ -2,7 +2,7 @@
 //!
 //! `fail` (default) ends the run naming the step and the first non-finite tensor: every worker
 //! looks at the loss and at its parameters after every step (one vectorised pass over the
-//! parameters, about 1 % of a LeNet step; `convoy bench nonfinite`), so gradients that went
+//! parameters, about 1 % of a LeNet step), so gradients that went
 //! non-finite while the loss stayed finite are caught at the step they reach the parameters. `skip` is PyTorch's
 //! `GradScaler` rule: the strategy checks the gradients it is about to apply — after the
 //! reduction, so every worker looks at the same values or asks the others — and, if any is not

@@ -65,6 +65,16 @@ pub fn name(signal: i32) -> &'static str {
     }
 }
 
+/// `Strategy::stop_now` of a strategy whose workers `comm` joins: agreed across processes,
+/// process-local otherwise.
+pub fn stop_now(comm: &dyn crate::comm::Communicator, step: u64, world: usize) -> Result<bool, crate::comm::CommError> {
+    if comm.spans_processes() {
+        agreed(comm)
+    } else {
+        Ok(stop_after(step, world))
+    }
+}
+
 /// `stop_after` for workers in different processes: every worker of `comm` calls it after the
 /// same step, and all stop now if any has seen a signal (a one-value all-reduce per step).
 pub fn agreed(comm: &dyn crate::comm::Communicator) -> Result<bool, crate::comm::CommError> {

@@ -3,7 +3,8 @@
 //! exchanging messages.
 
 use super::{lock, LocalComm};
-use crate::comm::{chunk_range, CommError, Communicator, Update};
+use crate::comm::{CommError, Communicator, Update};
+use crate::ranges::even_range;
 use std::sync::atomic::Ordering;
 
 impl LocalComm {
@@ -50,7 +51,7 @@ impl LocalComm {
         // Phase 1: this rank's chunk := sum over ranks in rank order (the same on every rank).
         // Only this rank writes its chunk, and nobody writes what it reads.
         const BLOCK: usize = 2048;
-        let mine = chunk_range(n, self.rank, size);
+        let mine = even_range(n, self.rank, size);
         let mut acc = [0.0f32; BLOCK];
         let mut start = mine.start;
         while start < mine.end {
@@ -89,7 +90,7 @@ impl LocalComm {
         let (src, dst) = if pbase.is_null() { (&ptrs, base) } else { (&aux, pbase) };
         for (q, &p) in src.iter().enumerate() {
             if q != self.rank {
-                let r = chunk_range(n, q, size);
+                let r = even_range(n, q, size);
                 // SAFETY: rank q's chunk is final and nobody writes it in this phase; this
                 // rank's own chunk r is written only by this rank.
                 unsafe { std::ptr::copy_nonoverlapping(p.add(r.start), dst.add(r.start), r.len()) };

@@ -8,7 +8,8 @@
 //! of `algorithms` (ring, tree for `--deterministic`, gathers) works on it too.
 
 use super::{mpi_tag, MpiComm};
-use crate::comm::{algorithms, chunk_range, Algorithm, CommError, Communicator, LocalComm, Update};
+use crate::comm::{algorithms, Algorithm, CommError, Communicator, LocalComm, Update};
+use crate::ranges::even_range;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -55,7 +56,7 @@ impl HierComm {
     /// The range of `0..n` owned by process `p` (its threads' chunks, contiguous).
     fn process_range(&self, n: usize, p: usize) -> Range<usize> {
         let t = self.threads();
-        chunk_range(n, p * t, self.size()).start..chunk_range(n, p * t + t - 1, self.size()).end
+        even_range(n, p * t, self.size()).start..even_range(n, p * t + t - 1, self.size()).end
     }
 
     /// Hierarchical all-reduce: threads, then processes (thread 0), then back to the threads.
@@ -129,13 +130,13 @@ impl Communicator for HierComm {
     ) -> Result<(), CommError> {
         let n = grads.len();
         self.all_reduce_hier(grads)?;
-        let mine = chunk_range(n, self.rank(), self.size());
+        let mine = even_range(n, self.rank(), self.size());
         update(mine.clone(), &mut params[mine.clone()], &grads[mine.clone()]);
         // Each process's chunks to its thread 0, across processes, back to the threads.
         let first = self.net.rank() * self.threads();
         if self.leader() {
             for t in 1..self.threads() {
-                let r = chunk_range(n, first + t, self.size());
+                let r = even_range(n, first + t, self.size());
                 self.local.recv(&mut params[r], t, TAG_GATHER)?;
             }
             let ranges: Vec<Range<usize>> = (0..self.net.size()).map(|p| self.process_range(n, p)).collect();

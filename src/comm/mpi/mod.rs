@@ -39,7 +39,8 @@ mod watch;
 
 pub use hier::HierComm;
 
-use super::{algorithms, chunk_range, Algorithm, CommError, Communicator, Update};
+use super::{algorithms, Algorithm, CommError, Communicator, Update};
+use crate::ranges::even_range;
 use mpi::ffi;
 use sends::Sent;
 use std::ffi::c_void;
@@ -257,11 +258,11 @@ impl MpiComm {
         Ok(from)
     }
 
-    /// In-place reduce-scatter over the chunks of `chunk_range`: afterwards this rank's chunk of
+    /// In-place reduce-scatter over the chunks of `even_range`: afterwards this rank's chunk of
     /// `buf` (at its place) holds the sum over ranks; returns every rank's chunk.
     fn reduce_scatter_inplace(&self, buf: &mut [f32]) -> Result<Vec<Range<usize>>, CommError> {
         let (n, size) = (buf.len(), self.size);
-        let ranges: Vec<Range<usize>> = (0..size).map(|r| chunk_range(n, r, size)).collect();
+        let ranges: Vec<Range<usize>> = (0..size).map(|r| even_range(n, r, size)).collect();
         let counts: Vec<c_int> = ranges.iter().map(|r| r.len() as c_int).collect();
         let mine = ranges[self.rank].clone();
         {
@@ -576,7 +577,7 @@ impl Communicator for MpiComm {
 
     fn reduce_scatter_into(&self, send: &[f32], recv: &mut [f32]) -> Result<(), CommError> {
         let (n, size) = (send.len(), self.size);
-        let mine = chunk_range(n, self.rank, size);
+        let mine = even_range(n, self.rank, size);
         if recv.len() != mine.len() {
             return Err(CommError::Length {
                 op: "reduce_scatter",
@@ -589,7 +590,7 @@ impl Communicator for MpiComm {
         if n > i32::MAX as usize {
             return self.too_long("reduce_scatter", n);
         }
-        let counts: Vec<c_int> = (0..size).map(|r| chunk_range(n, r, size).len() as c_int).collect();
+        let counts: Vec<c_int> = (0..size).map(|r| even_range(n, r, size).len() as c_int).collect();
         let _w = self.watch.enter("reduce_scatter", usize::MAX);
         // SAFETY: `send` holds all chunks, `recv` this rank's.
         self.check("reduce_scatter", unsafe {
@@ -606,7 +607,7 @@ impl Communicator for MpiComm {
 
     fn all_gather_into(&self, send: &[f32], recv: &mut [f32]) -> Result<(), CommError> {
         let (n, size) = (recv.len(), self.size);
-        let ranges: Vec<Range<usize>> = (0..size).map(|r| chunk_range(n, r, size)).collect();
+        let ranges: Vec<Range<usize>> = (0..size).map(|r| even_range(n, r, size)).collect();
         let mine = ranges[self.rank].clone();
         if send.len() != mine.len() {
             return Err(CommError::Length {

@@ -162,7 +162,7 @@ fn sync_over_shards_equals_the_whole_batch() {
                 .map(|w| {
                     let (sync, p, x, dy) = (sync.clone(), p.clone(), &x, &dy);
                     s.spawn(move || {
-                        let rows = crate::data::sampler::shard_range(n, w, workers);
+                        let rows = crate::ranges::even_range(n, w, workers);
                         let part = |t: &Tensor| {
                             Tensor::from_vec(
                                 &[rows.len(), 3, 2, 2],

@@ -56,12 +56,13 @@
 //! worker can finish at most 2s + 1 steps before it is held back.
 
 use crate::checkpoint;
-use crate::comm::{chunk_range, Communicator};
+use crate::comm::Communicator;
 use crate::data::loader::Batch;
 use crate::data::sampler::Sampler;
 use crate::layers::Ctx;
 use crate::net::Net;
 use crate::optim::{schedule::LrSchedule, Optimizer, OptimizerConfig};
+use crate::ranges::even_range;
 use crate::train::events::Track;
 use crate::train::{
     events::Event, nonfinite, restore_optimizer, CheckpointPolicy, StepReport, Strategy, TrainConfig, TrainError,
@@ -168,7 +169,7 @@ impl PsConfig {
 
 /// The slice of the flat buffer server `s` of `k` owns.
 pub fn server_range(len: usize, s: usize, k: usize) -> Range<usize> {
-    chunk_range(len, s, k)
+    even_range(len, s, k)
 }
 
 /// A worker's side: push gradients, pull parameters.

@@ -12,11 +12,12 @@
 
 use super::plan::{Form, Read, SegPlan};
 use super::{Cut, Maps, Plan, TrainError};
-use crate::comm::{chunk_range, Communicator};
+use crate::comm::Communicator;
 use crate::layers::join::Join;
 use crate::layers::Ctx;
 use crate::net::layout::ParamMult;
 use crate::net::{Flat, Net, NetError, Node};
+use crate::ranges::even_range;
 use crate::tensor::Tensor;
 use crate::train::events::Track;
 use crate::train::timeline::PhaseLog;
@@ -66,7 +67,7 @@ impl Grad {
         match (partial, read_whole, held) {
             (true, ..) => add_into(&mut self.partial, &mut self.partial_set, g.data(), g.shape()),
             (false, true, Form::Sliced { channels, .. }) => {
-                add_channels(&mut self.whole, &mut self.whole_set, g, channels, chunk_range(channels, w, mp))
+                add_channels(&mut self.whole, &mut self.whole_set, g, channels, even_range(channels, w, mp))
             }
             _ => add_into(&mut self.whole, &mut self.whole_set, g.data(), g.shape()),
         }
@@ -109,7 +110,7 @@ fn gather_into(comm: &dyn Communicator, mine: &Tensor, channels: usize, out: &mu
     }
     let mut buf = Vec::new();
     for v in 0..mp {
-        let r = chunk_range(channels, v, mp);
+        let r = even_range(channels, v, mp);
         let part: &[f32] = if v == w {
             mine.data()
         } else {
@@ -398,7 +399,7 @@ fn finish(
     let Grad { whole, whole_set, partial, .. } = g;
     match held {
         Form::Sliced { channels, .. } => {
-            add_channels(whole, whole_set, partial, channels, chunk_range(channels, comm.rank(), comm.size()))
+            add_channels(whole, whole_set, partial, channels, even_range(channels, comm.rank(), comm.size()))
         }
         Form::Full => add_into(whole, whole_set, partial.data(), partial.shape()),
     }

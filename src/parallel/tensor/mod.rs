@@ -2,7 +2,7 @@
 //! of each convolution and fully connected layer and computes its part of every sample.
 //!
 //! The split, decided per layer while walking the net in its (topological) order (`plan.rs`):
-//! - Conv2d: split by output channels (worker w keeps channels `chunk_range(C, w, N)`, its
+//! - Conv2d: split by output channels (worker w keeps channels `even_range(C, w, N)`, its
 //!   rows of the weight and bias). Its output stays sliced through the per-channel layers (ReLU,
 //!   pooling, batch norm, scale) and through element-wise joins (`add`, `mul`, `max`) whose inputs
 //!   are all sliced alike, until a layer needs every channel (the next convolution, Flatten, LRN,
@@ -137,7 +137,7 @@ pub(crate) struct Sliced<'a> {
     pub(crate) layout: &'a ParamLayout,
 }
 
-impl super::Owned for Sliced<'_> {
+impl crate::parallel::owned::Owned for Sliced<'_> {
     fn write_full(&self, mine: &[f32], full: &mut [f32]) -> Result<(), TrainError> {
         let mut m = mine.to_vec();
         copy(self.maps, self.layout, full, &mut m, false)
@@ -243,7 +243,7 @@ impl Strategy for TensorSplit<'_> {
     }
 
     fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {
-        super::stop_now(self.comm, step, world)
+        Ok(crate::train::stop::stop_now(self.comm, step, world)?)
     }
 
     fn state_names(&self) -> Vec<&'static str> {
@@ -261,8 +261,9 @@ impl Strategy for TensorSplit<'_> {
     fn checkpoint_params(&mut self, params: &mut [f32]) -> Result<(), TrainError> {
         let owned = Sliced { maps: &self.maps, layout: &self.full };
         let comm = self.comm;
-        let full =
-            super::gather_full(&owned, &self.params, self.full.len(), true, &mut |v| Ok(comm.all_reduce_into(v)?))?;
+        let full = crate::parallel::owned::gather_full(&owned, &self.params, self.full.len(), true, &mut |v| {
+            Ok(comm.all_reduce_into(v)?)
+        })?;
         if params.len() == full.len() {
             params.copy_from_slice(&full);
         }
@@ -272,11 +273,18 @@ impl Strategy for TensorSplit<'_> {
     fn optimizer_state(&mut self) -> Result<crate::optim::OptimizerState, TrainError> {
         let owned = Sliced { maps: &self.maps, layout: &self.full };
         let comm = self.comm;
-        super::gather_optimizer(self.opt.as_ref(), &owned, self.full.len(), true, &mut |v| Ok(comm.all_reduce_into(v)?))
+        crate::parallel::owned::gather_optimizer(self.opt.as_ref(), &owned, self.full.len(), true, &mut |v| {
+            Ok(comm.all_reduce_into(v)?)
+        })
     }
 
     fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError> {
-        super::restore_split(self.opt.as_mut(), &Sliced { maps: &self.maps, layout: &self.full }, state, steps)
+        crate::parallel::owned::restore_split(
+            self.opt.as_mut(),
+            &Sliced { maps: &self.maps, layout: &self.full },
+            state,
+            steps,
+        )
     }
 
     fn record_phases(&mut self) {

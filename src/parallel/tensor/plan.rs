@@ -7,8 +7,8 @@
 //! This file decides; `exec.rs` runs the decisions.
 
 use super::{Cut, TrainError};
-use crate::comm::chunk_range;
 use crate::net::{LayerSpec, ModelSpec, Net, INPUT};
+use crate::ranges::even_range;
 use std::ops::Range;
 
 /// How a value (a layer's output) is held by the workers.
@@ -16,7 +16,7 @@ use std::ops::Range;
 pub(crate) enum Form {
     /// Whole, the same on every worker.
     Full,
-    /// Worker w holds entries `chunk_range(channels, w, mp)` of axis 1 (per-sample axis 0).
+    /// Worker w holds entries `even_range(channels, w, mp)` of axis 1 (per-sample axis 0).
     Sliced {
         /// The whole size of axis 1.
         channels: usize,
@@ -84,7 +84,7 @@ struct Place {
 }
 
 fn chunk(n: usize, w: usize, mp: usize, what: &str, layer: &str) -> Result<Range<usize>, TrainError> {
-    let r = chunk_range(n, w, mp);
+    let r = even_range(n, w, mp);
     if r.is_empty() {
         return Err(TrainError::Config(format!(
             "--mp {mp}: layer '{layer}' has only {n} {what}, fewer than the slices; hint: use a smaller --mp"
@@ -133,7 +133,7 @@ fn place(
             if matches!(ins[0], Form::Sliced { kind: Kind::Features, .. }) =>
         {
             let Form::Sliced { channels: f, .. } = ins[0] else { unreachable!("matched above") };
-            cuts.push((format!("{name}.weight"), Cut::Cols(chunk_range(f, w, mp))));
+            cuts.push((format!("{name}.weight"), Cut::Cols(even_range(f, w, mp))));
             if *bias && w == 0 {
                 cuts.push((format!("{name}.bias"), Cut::Whole));
             }
@@ -166,7 +166,7 @@ fn place(
             };
             let cut = match ins[0] {
                 Form::Full => copy.clone(),
-                Form::Sliced { channels, .. } => Cut::Rows(chunk_range(channels, w, mp)),
+                Form::Sliced { channels, .. } => Cut::Rows(even_range(channels, w, mp)),
             };
             for t in names {
                 cuts.push((format!("{name}.{t}"), cut.clone()));
@@ -177,7 +177,7 @@ fn place(
         LayerSpec::Scale { name, bias, .. } => {
             let cut = match ins[0] {
                 Form::Full => copy,
-                Form::Sliced { channels, .. } => Cut::Rows(chunk_range(channels, w, mp)),
+                Form::Sliced { channels, .. } => Cut::Rows(even_range(channels, w, mp)),
             };
             cuts.push((format!("{name}.weight"), cut.clone()));
             if *bias {
@@ -269,7 +269,7 @@ pub fn plan(spec: &ModelSpec, w: usize, mp: usize) -> Result<Plan, TrainError> {
         let Some(j) = s else { return spec.input.clone() };
         let mut shape = full_net.layer_out_shape(j);
         if let (false, Form::Sliced { channels, .. }) = (whole, places[j].out) {
-            shape[0] = chunk_range(channels, w, mp).len();
+            shape[0] = even_range(channels, w, mp).len();
         }
         shape
     };

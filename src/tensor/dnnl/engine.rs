@@ -6,7 +6,7 @@
 
 use super::ops::{Op, OpDesc, Pass};
 use super::{same_md, set_threads, sys, Engine, Port, PrimDesc, Primitive};
-use crate::tensor::backend::LayerEngine;
+use crate::tensor::engine::LayerEngine;
 use rayon::prelude::*;
 
 /// Batch sizes whose primitives are kept.

@@ -3,7 +3,7 @@
 //! for forward, backward data and backward weights.
 
 use super::{check, md, sys, Md};
-use crate::tensor::backend::ConvDesc;
+use crate::tensor::engine::ConvDesc;
 use std::ptr;
 
 /// A layer shape that oneDNN runs.
