@@ -507,12 +507,16 @@ mod tests {
     }
 
     #[test]
-    fn stall_flags_parse() {
+    fn stall_and_mpi_wait_flags_parse() {
         let pc = train_args(&[]).parallel.to_config().unwrap();
         assert_eq!((pc.stall_timeout.as_secs(), pc.stall_abort, pc.comm_limit().as_secs()), (60, false, 300));
         let pc = train_args(&["--stall-timeout", "2", "--stall-abort"]).parallel.to_config().unwrap();
         assert_eq!((pc.stall_timeout.as_secs(), pc.stall_abort, pc.comm_limit().as_secs()), (2, true, 4));
         assert!(train_args(&["--stall-timeout", "0"]).parallel.to_config().is_err());
+        assert!(!pc.mpi_spin_wait);
+        assert!(train_args(&["--mpi-spin-wait"]).parallel.to_config().unwrap().mpi_spin_wait);
+        let hybrid = ["--strategy", "hybrid", "--mp", "2", "--mpi-spin-wait"];
+        assert!(train_args(&hybrid).parallel.to_config().unwrap().mpi_spin_wait);
     }
 
     #[test]

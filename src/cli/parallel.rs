@@ -166,6 +166,11 @@ pub struct ParallelArgs {
     /// End the run (exit 3) with the watchdog's report at the first stall.
     #[arg(long)]
     pub stall_abort: bool,
+    /// Under MPI, wait for messages in MPI_Mprobe (MPI's own polling, a core per waiting rank)
+    /// instead of polling, then yielding, then sleeping, which leaves the core to ranks that
+    /// compute beside a waiting one.
+    #[arg(long)]
+    pub mpi_spin_wait: bool,
     /// Test hook: make worker RANK fail at STEP (RANK:STEP[:error|panic|hang]).
     #[arg(long, hide = true)]
     pub inject_failure: Option<String>,
@@ -318,6 +323,7 @@ impl ParallelArgs {
                         }),
                         stall_timeout: Duration::from_secs_f64(self.stall_timeout),
                         stall_abort: self.stall_abort,
+                        mpi_spin_wait: self.mpi_spin_wait,
                         inject_failure: self.inject_failure()?,
                         comm: self.comm_kind(),
                     });
@@ -392,6 +398,7 @@ impl ParallelArgs {
             strategy,
             stall_timeout: Duration::from_secs_f64(self.stall_timeout),
             stall_abort: self.stall_abort,
+            mpi_spin_wait: self.mpi_spin_wait,
             inject_failure,
             comm,
         })

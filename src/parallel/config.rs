@@ -58,6 +58,8 @@ pub struct ParallelConfig {
     pub stall_timeout: Duration,
     /// End the run at the watchdog's first report (`--stall-abort`).
     pub stall_abort: bool,
+    /// MPI receives wait in `MPI_Mprobe` rather than polling and sleeping (`--mpi-spin-wait`).
+    pub mpi_spin_wait: bool,
     /// Test hook.
     pub inject_failure: Option<InjectFailure>,
     /// Transport between processes (`--comm`).

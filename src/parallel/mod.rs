@@ -41,6 +41,7 @@ impl Session {
         #[cfg(feature = "mpi")]
         {
             let mpi = if kind == CommKind::Mpi {
+                crate::comm::mpi::set_spin_wait(pc.mpi_spin_wait);
                 Some(crate::comm::mpi::Mpi::init(pc.stall_timeout, pc.stall_abort)?)
             } else {
                 None

@@ -47,11 +47,16 @@ use std::ffi::c_void;
 use std::ops::Range;
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::LazyLock;
 
-/// `CONVOY_MPI_WAIT=spin`: receives block in `MPI_Mprobe` (MPI's polling) instead of `probe`'s
-/// spin-then-sleep.
-static SPIN_WAIT: LazyLock<bool> = LazyLock::new(|| std::env::var("CONVOY_MPI_WAIT").is_ok_and(|v| v == "spin"));
+/// `--mpi-spin-wait`: receives block in `MPI_Mprobe` (MPI's polling) instead of `probe`'s
+/// spin-then-sleep. One setting per process, as MPI is one per process.
+static SPIN_WAIT: AtomicBool = AtomicBool::new(false);
+
+/// Sets how every receive of this process waits (`--mpi-spin-wait`): in `MPI_Mprobe` (`true`)
+/// or polling, then yielding, then sleeping (`false`, the default).
+pub fn set_spin_wait(on: bool) {
+    SPIN_WAIT.store(on, Ordering::Relaxed);
+}
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use watch::Watch;
@@ -364,7 +369,7 @@ impl MpiComm {
     /// moves only while we call into MPI — sleeping an eighth of the time waited so far (at most
     /// 1 ms) between polls — spin-then-block, as MPI libraries' wait modes do — so that a rank that
     /// waits long (a parameter server for its workers' gradients, a pipeline stage for its
-    /// neighbour) leaves its core to the ranks that compute beside it. `CONVOY_MPI_WAIT=spin`
+    /// neighbour) leaves its core to the ranks that compute beside it. `--mpi-spin-wait`
     /// blocks in `MPI_Mprobe` instead (MPI's own polling).
     fn probe(
         &self,
@@ -376,7 +381,7 @@ impl MpiComm {
     ) -> Result<(), CommError> {
         const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
         const YIELD: std::time::Duration = std::time::Duration::from_micros(500);
-        if *SPIN_WAIT {
+        if SPIN_WAIT.load(Ordering::Relaxed) {
             // SAFETY: plain MPI call on a live communicator; `status` is written by MPI.
             return self.check(op, unsafe { ffi::MPI_Mprobe(source, tag, self.comm, msg, status) });
         }
