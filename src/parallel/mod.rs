@@ -11,6 +11,7 @@ mod config;
 pub mod data_parallel;
 mod guard;
 pub mod hybrid;
+mod kind;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod owned;
@@ -21,7 +22,7 @@ mod ranks;
 pub mod tensor;
 mod watchdog;
 
-use crate::comm::{Algorithm, CommError, Communicator, LocalComm};
+use crate::comm::{CommError, Communicator, LocalComm};
 use crate::train::{self, events::EventSink, TrainConfig, TrainError, TrainSummary};
 pub use config::{CommKind, FailureKind, InjectFailure, ParallelConfig, StrategyKind, BUILD_WITH_MPI};
 use data_parallel::AllReduceConfig;
@@ -102,17 +103,8 @@ pub fn run(cfg: &TrainConfig, pc: &ParallelConfig, sink: &mut dyn EventSink) -> 
     {
         return train::train(cfg, sink);
     }
-    let (servers, algorithm) = match &pc.strategy {
-        StrategyKind::AllReduce(a) => (0, a.effective_algorithm()),
-        StrategyKind::ParamServer(p) => (p.servers, Algorithm::Ring),
-        StrategyKind::Pipeline(_) | StrategyKind::Tensor(_) | StrategyKind::Hybrid(_) => (0, Algorithm::Direct),
-    };
-    let workers = match &pc.strategy {
-        StrategyKind::Pipeline(p) => p.stages * p.replicas,
-        StrategyKind::Tensor(t) => t.mp,
-        StrategyKind::Hybrid(h) => h.dp * h.mp,
-        _ => pc.workers,
-    };
+    let (servers, algorithm) = pc.strategy.servers_and_algorithm();
+    let workers = pc.strategy.workers_on_threads(pc.workers);
     let comms = LocalComm::world(workers + servers, algorithm, pc.comm_limit());
     let supervisor = comms[0].twin();
     let watcher = comms[0].twin();

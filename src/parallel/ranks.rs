@@ -3,10 +3,8 @@
 //! that turns the first failure into the run's error and a watchdog that names stalled ranks.
 
 use super::config::{ParallelConfig, StrategyKind};
-use super::data_parallel::AllReduce;
-use super::{data_parallel, guard, hybrid, param_server, pipeline, tensor, watchdog};
+use super::{guard, param_server, watchdog};
 use crate::comm::Communicator;
-use crate::data::sampler::Shard;
 use crate::net::Net;
 use crate::train::{self, events::Event, events::EventSink, Strategy, TrainConfig, TrainError, TrainSummary};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -42,27 +40,13 @@ pub(crate) fn run_ranks(
     ranks: Ranks,
     sink: &mut dyn EventSink,
 ) -> Result<Option<TrainSummary>, TrainError> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let here = ranks.comms.len();
-    if here * cfg.threads > cores {
-        let hint =
-            if cores >= here { format!("--threads {}", cores / here) } else { format!("at most {cores} workers") };
-        tracing::warn!(
-            ranks = here,
-            threads = cfg.threads,
-            cores,
-            "ranks × threads exceeds the cores; ranks will share cores (hint: {hint})"
-        );
-    }
+    warn_if_oversubscribed(here, cfg.threads);
     let param_count = Net::build(&cfg.model)?.layout().len();
     let workers = ranks.workers;
     // `--data-split`: the parts of the data-parallel ranks of this process's workers (the
     // stages or slices of one replica share a part).
-    let group = match &pc.strategy {
-        StrategyKind::Pipeline(p) => p.stages.max(1),
-        StrategyKind::Tensor(_) => workers.max(1),
-        _ => 1,
-    };
+    let group = pc.strategy.data_group(workers);
     let mut parts: Vec<usize> =
         ranks.comms.iter().map(|(r, _)| *r).filter(|&r| r < workers).map(|r| r / group).collect();
     parts.dedup();
@@ -77,154 +61,166 @@ pub(crate) fn run_ranks(
         dog.beacons.ended(i);
     }
     for (index, (rank, comm)) in ranks.comms.into_iter().enumerate() {
-        let (tx, data, cfg, pc, beacons) = (tx.clone(), data.clone(), cfg.clone(), pc.clone(), dog.beacons.clone());
+        let job = RankJob {
+            index,
+            rank,
+            workers,
+            param_count,
+            total_steps,
+            data: data.clone(),
+            cfg: cfg.clone(),
+            pc: pc.clone(),
+            beacons: dog.beacons.clone(),
+            tx: tx.clone(),
+        };
         let name = if rank < workers { format!("worker {rank}") } else { format!("server {}", rank - workers) };
         // Threads are not scoped: a worker that hangs outside communication must not keep the
         // run from ending (the others time out, and `run` returns after a grace period).
-        let spawned = std::thread::Builder::new().name(name.replace(' ', "-")).spawn(move || {
-            let progress = AtomicU64::new(0);
-            let owned = comm;
-            let comm: &dyn Communicator = &*owned;
-            let out = catch_unwind(AssertUnwindSafe(|| -> Result<Option<TrainSummary>, TrainError> {
-                if rank >= workers {
-                    let index = rank - workers;
-                    let wrap = |e: TrainError| TrainError::Server { index, source: Box::new(e) };
-                    let StrategyKind::ParamServer(p) = &pc.strategy else {
-                        unreachable!("servers exist only for the ps strategy")
-                    };
-                    let server = param_server::Server::new(
-                        &cfg,
-                        comm,
-                        workers,
-                        p.servers,
-                        p.mode,
-                        total_steps,
-                        param_count,
-                        data.0.len(),
-                    )
-                    .map_err(wrap)?;
-                    let hist = server.serve().map_err(wrap)?;
-                    let _ = tx.send(Msg::Event(hist.event(index)));
-                    return Ok(None);
-                }
-                let net = Net::build(&cfg.model)?;
-                // Hybrid data × pipeline: the stages of one replica, and one stage of all replicas.
-                let groups = match &pc.strategy {
-                    StrategyKind::Pipeline(p) if p.replicas > 1 => Some((
-                        comm.split(rank / p.stages, rank % p.stages)?,
-                        comm.split(rank % p.stages, rank / p.stages)?,
-                    )),
-                    // The classifier group of this worker, and the workers holding its slice.
-                    StrategyKind::Hybrid(h) => {
-                        Some((comm.split(rank / h.mp, rank % h.mp)?, comm.split(rank % h.mp, rank / h.mp)?))
-                    }
-                    _ => None,
-                };
-                let (mut strategy, shard): (Box<dyn Strategy + '_>, Shard) = match &pc.strategy {
-                    StrategyKind::AllReduce(a) => {
-                        let leaves = if a.deterministic { data_parallel::DETERMINISTIC_LEAVES } else { workers };
-                        (
-                            Box::new(AllReduce::new(comm, a.clone(), &cfg, &net)?),
-                            Shard { rank, world: workers, leaves, group: 1 },
-                        )
-                    }
-                    StrategyKind::ParamServer(p) => {
-                        let skip = cfg.on_nonfinite == train::nonfinite::OnNonFinite::Skip;
-                        (
-                            Box::new(
-                                param_server::Client::new(
-                                    comm,
-                                    workers,
-                                    p,
-                                    param_count,
-                                    &cfg.optimizer,
-                                    net.layout().buffer_ranges(),
-                                )?
-                                .skip_nonfinite(skip),
-                            ),
-                            Shard::of(rank, workers),
-                        )
-                    }
-                    // Every stage sees the whole batch (stage 0 its images, the last its labels).
-                    StrategyKind::Pipeline(p) => {
-                        let (stages, replicas) = match &groups {
-                            Some((s, r)) => (&**s, Some(&**r)),
-                            None => (comm, None),
-                        };
-                        (
-                            Box::new(pipeline::Pipeline::new(stages, replicas, p.clone(), &cfg, &net)?),
-                            Shard::grouped(rank, workers, p.stages),
-                        )
-                    }
-                    // Every slice computes on the whole batch.
-                    StrategyKind::Tensor(_) => {
-                        (Box::new(tensor::TensorSplit::new(comm, &cfg, &net)?), Shard::grouped(rank, workers, workers))
-                    }
-                    StrategyKind::Hybrid(h) => {
-                        let (group, replicas) =
-                            groups.as_ref().map(|(g, r)| (&**g, &**r)).expect("hybrid groups are split above");
-                        (
-                            Box::new(hybrid::Hybrid::new(comm, group, replicas, h.clone(), &cfg, &net)?),
-                            Shard::of(rank, workers),
-                        )
-                    }
-                };
-                let mut guarded = guard::Guard {
-                    inner: strategy.as_mut(),
-                    rank,
-                    step: &progress,
-                    inject: pc.inject_failure,
-                    beacons: &beacons,
-                    index,
-                };
-                let name = match &pc.strategy {
-                    StrategyKind::AllReduce(_) => "allreduce",
-                    StrategyKind::ParamServer(_) => "ps",
-                    StrategyKind::Pipeline(_) => "pipeline",
-                    StrategyKind::Tensor(_) => "tensor",
-                    StrategyKind::Hybrid(_) => "hybrid",
-                };
-                let summary = train::run_worker(&cfg, name, net, &data, shard, &mut guarded, &mut |e| {
-                    let _ = tx.send(Msg::Event(e));
-                })?;
-                for e in guarded.final_events() {
-                    let _ = tx.send(Msg::Event(e));
-                }
-                let sent = comm.values_sent() + groups.as_ref().map_or(0, |(a, b)| a.values_sent() + b.values_sent());
-                let _ = tx.send(Msg::Event(Event::Traffic { rank, bytes_sent: sent * 4, steps: summary.steps }));
-                Ok(Some(summary))
-            }))
-            .unwrap_or_else(|panic| {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                let e = TrainError::Panicked(msg);
-                if rank < workers {
-                    Err(e.at_worker(rank, progress.load(Ordering::Relaxed)))
-                } else {
-                    Err(TrainError::Server { index: rank - workers, source: Box::new(e) })
-                }
-            });
-            beacons.ended(index);
-            if let Err(e) = &out {
-                // A signal stops every worker after the same step: no one needs waking.
-                if !e.is_echo() && !matches!(e, TrainError::Interrupted { .. }) {
-                    comm.abort_with(&e.to_string(), e.exit_code() as i32);
-                }
-            }
-            // The communicator goes before `Done`: once every rank is done the process may
-            // finalize MPI, and an MPI communicator freed after that crashes the process.
-            drop(owned);
-            let _ = tx.send(Msg::Done(index, out));
-        });
+        let spawned = std::thread::Builder::new().name(name.replace(' ', "-")).spawn(move || job.run(comm));
         if let Err(e) = spawned {
             (ranks.abort)("could not start a thread", 1);
             return Err(TrainError::Internal(format!("could not start the thread of {name}: {e}")));
         }
     }
     drop(tx);
+    supervise(rx, here, &mut dog, &ranks.abort, ranks.waits.as_ref(), sink)
+}
+
+/// Warns when the ranks of this process times their threads exceed its cores.
+fn warn_if_oversubscribed(here: usize, threads: usize) {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if here * threads > cores {
+        let hint =
+            if cores >= here { format!("--threads {}", cores / here) } else { format!("at most {cores} workers") };
+        tracing::warn!(
+            ranks = here,
+            threads,
+            cores,
+            "ranks × threads exceeds the cores; ranks will share cores (hint: {hint})"
+        );
+    }
+}
+
+/// What one rank's thread needs (moved into it).
+struct RankJob {
+    /// Position in this process's ranks.
+    index: usize,
+    rank: usize,
+    workers: usize,
+    param_count: usize,
+    total_steps: u64,
+    data: Arc<train::TrainTest>,
+    cfg: TrainConfig,
+    pc: ParallelConfig,
+    beacons: Arc<watchdog::Beacons>,
+    tx: mpsc::Sender<Msg>,
+}
+
+impl RankJob {
+    /// The rank's thread: serves or trains, turns a panic into an error naming the rank, aborts
+    /// the communicator on a real failure, and reports `Done`.
+    fn run(self, owned: Box<dyn Communicator>) {
+        let progress = AtomicU64::new(0);
+        let comm: &dyn Communicator = &*owned;
+        let (rank, workers) = (self.rank, self.workers);
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            if rank >= workers {
+                self.serve(comm)
+            } else {
+                self.train(comm, &progress)
+            }
+        }))
+        .unwrap_or_else(|panic| {
+            let e = TrainError::Panicked(panic_message(panic.as_ref()));
+            if rank < workers {
+                Err(e.at_worker(rank, progress.load(Ordering::Relaxed)))
+            } else {
+                Err(TrainError::Server { index: rank - workers, source: Box::new(e) })
+            }
+        });
+        self.beacons.ended(self.index);
+        if let Err(e) = &out {
+            // A signal stops every worker after the same step: no one needs waking.
+            if !e.is_echo() && !matches!(e, TrainError::Interrupted { .. }) {
+                comm.abort_with(&e.to_string(), e.exit_code() as i32);
+            }
+        }
+        // The communicator goes before `Done`: once every rank is done the process may
+        // finalize MPI, and an MPI communicator freed after that crashes the process.
+        drop(owned);
+        let _ = self.tx.send(Msg::Done(self.index, out));
+    }
+
+    /// A parameter-server rank: serves until the workers are done.
+    fn serve(&self, comm: &dyn Communicator) -> Result<Option<TrainSummary>, TrainError> {
+        let index = self.rank - self.workers;
+        let wrap = |e: TrainError| TrainError::Server { index, source: Box::new(e) };
+        let StrategyKind::ParamServer(p) = &self.pc.strategy else {
+            unreachable!("servers exist only for the ps strategy")
+        };
+        let server = param_server::Server::new(
+            &self.cfg,
+            comm,
+            self.workers,
+            p.servers,
+            p.mode,
+            self.total_steps,
+            self.param_count,
+            self.data.0.len(),
+        )
+        .map_err(wrap)?;
+        let hist = server.serve().map_err(wrap)?;
+        let _ = self.tx.send(Msg::Event(hist.event(index)));
+        Ok(None)
+    }
+
+    /// A worker rank: builds its net and strategy and runs the training loop.
+    fn train(&self, comm: &dyn Communicator, progress: &AtomicU64) -> Result<Option<TrainSummary>, TrainError> {
+        let (cfg, kind, rank) = (&self.cfg, &self.pc.strategy, self.rank);
+        let net = Net::build(&cfg.model)?;
+        let groups = kind.split_groups(comm, rank)?;
+        let (mut strategy, shard) = kind.build(comm, &groups, rank, self.workers, self.param_count, cfg, &net)?;
+        let mut guarded = guard::Guard {
+            inner: strategy.as_mut(),
+            rank,
+            step: progress,
+            inject: self.pc.inject_failure,
+            beacons: &self.beacons,
+            index: self.index,
+        };
+        let tx = &self.tx;
+        let summary = train::run_worker(cfg, kind.name(), net, &self.data, shard, &mut guarded, &mut |e| {
+            let _ = tx.send(Msg::Event(e));
+        })?;
+        for e in guarded.final_events() {
+            let _ = tx.send(Msg::Event(e));
+        }
+        let sent = comm.values_sent() + groups.as_ref().map_or(0, |(a, b)| a.values_sent() + b.values_sent());
+        let _ = tx.send(Msg::Event(Event::Traffic { rank, bytes_sent: sent * 4, steps: summary.steps }));
+        Ok(Some(summary))
+    }
+}
+
+/// The message of a panic's payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Forwards the ranks' events to `sink` until all `here` are done, watching for stalls and, after
+/// a failure, leaving ranks stuck outside communication behind after `GRACE`; then the run's
+/// result: the first real error, else the first worker's summary.
+fn supervise(
+    rx: mpsc::Receiver<Msg>,
+    here: usize,
+    dog: &mut watchdog::Watchdog,
+    abort: &AbortFn,
+    waits: Option<&WaitsFn>,
+    sink: &mut dyn EventSink,
+) -> Result<Option<TrainSummary>, TrainError> {
     let mut results: Vec<Option<Result<Option<TrainSummary>, TrainError>>> = (0..here).map(|_| None).collect();
     let mut first_error: Option<Instant> = None;
     let mut done = 0;
@@ -245,18 +241,17 @@ pub(crate) fn run_ranks(
         if first_error.is_some_and(|t| t.elapsed() > GRACE) {
             // Someone failed and some ranks still have not ended: they are stuck outside
             // communication. Leave them behind (the process ends with the error).
-            (ranks.abort)("the run failed", 1);
+            abort("the run failed", 1);
             break;
         }
         if first_error.is_none() && looked.elapsed() >= WATCH_TICK {
             looked = Instant::now();
             let cache = std::cell::OnceCell::new();
-            let waits = |i: usize| {
-                cache.get_or_init(|| ranks.waits.as_ref().map(|f| f()).unwrap_or_default()).get(i).copied().flatten()
-            };
+            let waits =
+                |i: usize| cache.get_or_init(|| waits.map(|f| f()).unwrap_or_default()).get(i).copied().flatten();
             if let Some(report) = dog.check(&waits) {
                 // `--stall-abort`: end every rank (the stuck ones are left behind) with the report.
-                (ranks.abort)(&report, TrainError::STALLED_EXIT as i32);
+                abort(&report, TrainError::STALLED_EXIT as i32);
                 return Err(TrainError::Stalled(report));
             }
         }
