@@ -24,16 +24,18 @@
 //! messages — is an error naming it and its line.
 
 mod fields;
+mod layer;
 mod solver;
 #[cfg(test)]
 mod tests;
 mod text;
 
-use super::spec::{LayerSpec, ModelSpec, Pair, INPUT};
-use fields::{filler, in_phase, param_mults};
+use super::spec::{LayerSpec, ModelSpec, INPUT};
+use fields::{in_phase, param_mults};
 pub use fields::{DataLayer, Transform};
+use layer::{Built, Layer};
 pub use solver::{solver_from_prototxt, Solver};
-use text::{err, lex, num, pair, parse_msg, Value};
+use text::{err, lex, parse_msg, Value};
 
 /// The training Data/MemoryData layer's `transform_param` of a NetParameter (see `Transform`),
 /// `None` without such a layer; an error if the TEST-phase one disagrees (but for mirror).
@@ -73,23 +75,7 @@ pub fn from_prototxt(
         );
     }
     let name = net.scalar("name").map_or("caffe-net", |s| s.0).to_string();
-    let mut input: Option<Vec<usize>> = None;
-    if let Some(shape) = net.msg("input_shape") {
-        input = Some(
-            shape
-                .all("dim")
-                .filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None })
-                .skip(1)
-                .collect(),
-        );
-    } else if net.scalar("input_dim").is_some() {
-        input = Some(
-            net.all("input_dim")
-                .filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None })
-                .skip(1)
-                .collect(),
-        );
-    }
+    let mut input = legacy_input_shape(&net);
     let mut layers: Vec<LayerSpec> = Vec::new();
     let mut classes = None;
     let mut ended = false;
@@ -100,323 +86,26 @@ pub fn from_prototxt(
     let mut inner_softmax: Vec<(usize, usize)> = Vec::new();
     for (at, &(v, line)) in all.iter().enumerate() {
         let Value::Msg(l) = v else { return err(origin, line, "'layer' must be a message") };
-        let lname = l.scalar("name").map(|s| s.0.to_string()).unwrap_or_else(|| format!("layer{}", layers.len()));
-        let ty =
-            l.scalar("type").map(|s| s.0).ok_or_else(|| format!("{origin}:{line}: layer '{lname}' has no type"))?;
-        // convoy builds the TRAIN net: TEST-only layers (include or exclude rules) are skipped.
-        if !in_phase(l, line, "TRAIN", origin)? {
-            continue;
+        let Some(layer) = read_layer(l, line, origin, &all, at, &layers, &blobs, ended)? else { continue };
+        match layer.build(data_shape, warn)? {
+            Built::Layer(spec) => {
+                match &spec {
+                    LayerSpec::Linear { out_features, .. } => classes = Some(*out_features),
+                    LayerSpec::Softmax { .. } => inner_softmax.push((layers.len(), line)),
+                    _ => {}
+                }
+                layers.push(spec);
+            }
+            Built::Input(shape) => input = Some(shape),
+            Built::Head => ended = true,
+            Built::Skipped => {}
         }
-        let common =
-            ["name", "type", "bottom", "top", "include", "exclude", "param", "loss_weight", "propagate_down", "phase"];
-        let known = |extra: &[&'static str]| -> Vec<&'static str> { common.iter().chain(extra).copied().collect() };
-        let bottoms: Vec<String> = l
-            .all("bottom")
-            .filter_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None })
-            .collect();
-        let (lr_mult, decay_mult) = param_mults(l, origin)?;
-        let is_input = matches!(ty, "Input" | "Data" | "MemoryData");
-        let head =
-            matches!(ty, "Accuracy" | "SoftmaxWithLoss") || (ty == "Softmax" && !softmax_is_read(&all, at, origin)?);
-        // The layers this one reads, by our names.
-        let mut reads: Vec<String> = Vec::new();
-        if !is_input && !head {
-            if ended {
-                return err(
-                    origin,
-                    line,
-                    format!("layer '{lname}' comes after the loss; hint: the loss must be the last layer"),
-                );
-            }
-            for b in &bottoms {
-                match blobs.iter().rev().find(|(blob, _)| blob == b) {
-                    Some((_, by)) => reads.push(by.clone()),
-                    None => {
-                        return err(
-                            origin,
-                            line,
-                            format!(
-                            "layer '{lname}' reads blob '{b}', which no earlier layer writes; hint: check its bottom"
-                        ),
-                        )
-                    }
-                }
-            }
-        }
-        // A single input that is the previous layer's output is the default (a chain).
-        let previous = layers.last().map_or(INPUT.to_string(), |p| p.name().to_string());
-        let from = match reads.as_slice() {
-            [one] if *one == previous => None,
-            [one] => Some(one.clone()),
-            _ => None,
-        };
-        let n_bottoms = |want: usize| -> Result<(), String> {
-            if reads.len() != want && !(want == 1 && reads.is_empty()) {
-                return err(
-                    origin,
-                    line,
-                    format!("layer '{lname}' ({ty}) reads {} blobs; hint: it takes {want}", reads.len()),
-                );
-            }
-            Ok(())
-        };
-        let param = |field: &str| l.msg(field).cloned().unwrap_or_default();
-        // The layer's own fields, and those of its parameter message `field` (absent: empty).
-        let fields = |extra: &[&'static str]| l.only(&known(extra), origin, &format!("layer '{lname}'"));
-        let sub = |field: &str, allowed: &[&str]| -> Result<text::Msg, String> {
-            let p = param(field);
-            p.only(allowed, origin, &format!("{field} of '{lname}'"))?;
-            Ok(p)
-        };
-        if !is_input && !head && !matches!(ty, "Eltwise" | "Concat") {
-            n_bottoms(1)?;
-        }
-        match ty {
-            "Input" => {
-                fields(&["input_param"])?;
-                let shape = sub("input_param", &["shape"])?.msg("shape").cloned().unwrap_or_default();
-                shape.only(&["dim"], origin, &format!("input_param shape of '{lname}'"))?;
-                let dims: Vec<usize> = shape.all("dim").filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None }).collect();
-                if dims.len() != 4 {
-                    return err(origin, line, format!("Input '{lname}' needs shape {{ dim: N dim: C dim: H dim: W }}, found {} dims", dims.len()));
-                }
-                input = Some(dims[1..].to_vec());
-            }
-            "MemoryData" => {
-                fields(&["memory_data_param", "transform_param"])?;
-                let p = sub("memory_data_param", &["batch_size", "channels", "height", "width"])?;
-                let dims: Vec<Option<usize>> = vec![num(&p, "channels", origin)?, num(&p, "height", origin)?, num(&p, "width", origin)?];
-                input = Some(dims.into_iter().collect::<Option<Vec<usize>>>().ok_or_else(|| format!("{origin}:{line}: memory_data_param needs channels, height, width"))?);
-            }
-            "Data" => {
-                fields(&["data_param", "transform_param"])?;
-                // Where the data comes from is --data's business; the old in-data_param
-                // transform fields (scale, mean_file, crop_size, mirror) are refused: they belong
-                // in transform_param, which is read.
-                sub("data_param", &["source", "batch_size", "backend", "rand_skip", "prefetch", "force_encoded_color"])?;
-                warn(format!("{origin}:{line}: Data layer '{lname}': convoy reads --data instead of its source"));
-                // Caffe's crop_size 0 (its default) means no crop.
-                let crop: Option<usize> = num(&param("transform_param"), "crop_size", origin)?.filter(|&c| c > 0);
-                input = Some(match crop {
-                    // The dataset's channels when it can be opened (Caffe's default, color, else).
-                    Some(c) => vec![data_shape().map_or(3, |s| s[0]), c, c],
-                    None => data_shape().map_err(|e| format!("{origin}:{line}: Data layer '{lname}' takes its shape from --data: {e}"))?,
-                });
-            }
-            "Convolution" => {
-                l.only(&known(&["convolution_param"]), origin, &format!("layer '{lname}'"))?;
-                let p = param("convolution_param");
-                p.only(
-                    &["num_output", "kernel_size", "kernel_h", "kernel_w", "stride", "stride_h", "stride_w", "pad", "pad_h", "pad_w", "group", "bias_term", "dilation", "weight_filler", "bias_filler", "engine"],
-                    origin,
-                    &format!("convolution_param of '{lname}'"),
-                )?;
-                let (weight_filler, bias_filler) = (filler(&p, "weight_filler", origin)?, filler(&p, "bias_filler", origin)?);
-                let out: usize = num(&p, "num_output", origin)?.ok_or_else(|| format!("{origin}:{line}: Convolution '{lname}' needs num_output"))?;
-                layers.push(LayerSpec::Conv2d {
-                    name: lname.clone(),
-                    input: from.clone(),
-                    out_channels: out,
-                    kernel: pair(&p, "kernel_size", "kernel", 0, origin)?,
-                    stride: pair(&p, "stride", "stride", 1, origin)?,
-                    padding: pair(&p, "pad", "pad", 0, origin)?,
-                    dilation: Pair::One(num(&p, "dilation", origin)?.unwrap_or(1)),
-                    groups: num(&p, "group", origin)?.unwrap_or(1),
-                    bias: p.scalar("bias_term").is_none_or(|b| b.0 == "true"),
-                    lr_mult: lr_mult.clone(),
-                    decay_mult: decay_mult.clone(),
-                    weight_filler,
-                    bias_filler,
-                });
-            }
-            "Pooling" => {
-                l.only(&known(&["pooling_param"]), origin, &format!("layer '{lname}'"))?;
-                let p = param("pooling_param");
-                p.only(&["pool", "kernel_size", "kernel_h", "kernel_w", "stride", "stride_h", "stride_w", "pad", "pad_h", "pad_w", "engine"], origin, &format!("pooling_param of '{lname}'"))?;
-                let (kernel, stride, padding) = (pair(&p, "kernel_size", "kernel", 0, origin)?, Some(pair(&p, "stride", "stride", 1, origin)?), pair(&p, "pad", "pad", 0, origin)?);
-                layers.push(match p.scalar("pool").map_or("MAX", |s| s.0) {
-                    "MAX" => LayerSpec::MaxPool2d { name: lname.clone(), input: from.clone(), kernel, stride, padding, ceil_mode: true },
-                    "AVE" => LayerSpec::AvgPool2d { name: lname.clone(), input: from.clone(), kernel, stride, padding, ceil_mode: true },
-                    other => return err(origin, line, format!("pool: {other} is not supported; hint: MAX or AVE")),
-                });
-            }
-            "InnerProduct" => {
-                l.only(&known(&["inner_product_param"]), origin, &format!("layer '{lname}'"))?;
-                let p = param("inner_product_param");
-                p.only(&["num_output", "bias_term", "weight_filler", "bias_filler", "axis"], origin, &format!("inner_product_param of '{lname}'"))?;
-                let (weight_filler, bias_filler) = (filler(&p, "weight_filler", origin)?, filler(&p, "bias_filler", origin)?);
-                let out: usize = num(&p, "num_output", origin)?.ok_or_else(|| format!("{origin}:{line}: InnerProduct '{lname}' needs num_output"))?;
-                classes = Some(out);
-                layers.push(LayerSpec::Linear {
-                    name: lname.clone(),
-                    input: from.clone(),
-                    out_features: out,
-                    bias: p.scalar("bias_term").is_none_or(|b| b.0 == "true"),
-                    lr_mult: lr_mult.clone(),
-                    decay_mult: decay_mult.clone(),
-                    weight_filler,
-                    bias_filler,
-                });
-            }
-            "ReLU" => {
-                fields(&["relu_param"])?;
-                if num::<f32>(&sub("relu_param", &["negative_slope", "engine"])?, "negative_slope", origin)?.is_some_and(|s| s != 0.0) {
-                    return err(origin, line, "ReLU with a negative_slope (leaky) is not supported yet");
-                }
-                layers.push(LayerSpec::Relu { name: lname.clone(), input: from.clone() });
-            }
-            "LRN" => {
-                fields(&["lrn_param"])?;
-                let p = sub("lrn_param", &["local_size", "alpha", "beta", "norm_region", "k", "engine"])?;
-                if p.scalar("norm_region").is_some_and(|r| r.0 != "ACROSS_CHANNELS") {
-                    return err(origin, line, "LRN norm_region WITHIN_CHANNEL is not supported; hint: ACROSS_CHANNELS");
-                }
-                layers.push(LayerSpec::Lrn {
-                    name: lname.clone(),
-                    input: from.clone(),
-                    size: num(&p, "local_size", origin)?.unwrap_or(5),
-                    alpha: num(&p, "alpha", origin)?.unwrap_or(1.0),
-                    beta: num(&p, "beta", origin)?.unwrap_or(0.75),
-                    k: num(&p, "k", origin)?.unwrap_or(1.0),
-                });
-            }
-            "Dropout" => {
-                fields(&["dropout_param"])?;
-                layers.push(LayerSpec::Dropout { name: lname.clone(), input: from.clone(), p: num(&sub("dropout_param", &["dropout_ratio"])?, "dropout_ratio", origin)?.unwrap_or(0.5) });
-            }
-            "Flatten" => {
-                fields(&["flatten_param"])?;
-                let p = sub("flatten_param", &["axis", "end_axis"])?;
-                if num::<i64>(&p, "axis", origin)?.is_some_and(|a| a != 1) || num::<i64>(&p, "end_axis", origin)?.is_some_and(|a| a != -1) {
-                    return err(origin, line, format!("Flatten '{lname}': only axis 1 to end_axis -1 (C×H×W per sample) is supported"));
-                }
-                layers.push(LayerSpec::Flatten { name: lname.clone(), input: from.clone() });
-            }
-            "Sigmoid" => {
-                fields(&["sigmoid_param"])?;
-                sub("sigmoid_param", &["engine"])?;
-                layers.push(LayerSpec::Sigmoid { name: lname.clone(), input: from.clone() });
-            }
-            "TanH" => {
-                fields(&["tanh_param"])?;
-                sub("tanh_param", &["engine"])?;
-                layers.push(LayerSpec::Tanh { name: lname.clone(), input: from.clone() });
-            }
-            "BatchNorm" => {
-                l.only(&known(&["batch_norm_param"]), origin, &format!("layer '{lname}'"))?;
-                let p = param("batch_norm_param");
-                p.only(&["use_global_stats", "moving_average_fraction", "eps"], origin, &format!("batch_norm_param of '{lname}'"))?;
-                if p.scalar("use_global_stats").is_some() {
-                    warn(format!("{origin}:{line}: layer '{lname}': use_global_stats is not applied (convoy normalises with batch statistics in training, running ones in evaluation: Caffe's default)"));
-                }
-                let fraction: f32 = num(&p, "moving_average_fraction", origin)?.unwrap_or(0.999);
-                warn(format!("{origin}:{line}: layer '{lname}': running statistics are PyTorch's exponential average with momentum {} (1 − moving_average_fraction), not Caffe's normalised sum", 1.0 - fraction));
-                // Caffe's BatchNorm "parameters" are its statistics (convoy's buffers, which no
-                // optimizer touches): the usual `param { lr_mult: 0 }` blocks say just that.
-                if lr_mult.iter().any(|&m| m != 0.0) {
-                    return err(origin, line, format!("BatchNorm '{lname}': lr_mult must be 0 (its blobs are running statistics, never learned); hint: learn a scale with a Scale layer"));
-                }
-                layers.push(LayerSpec::BatchNorm {
-                    name: lname.clone(),
-                    input: from.clone(),
-                    eps: num(&p, "eps", origin)?.unwrap_or(1e-5),
-                    momentum: 1.0 - fraction,
-                    affine: false,
-                    lr_mult: Vec::new(),
-                    decay_mult: Vec::new(),
-                });
-            }
-            "Scale" => {
-                l.only(&known(&["scale_param"]), origin, &format!("layer '{lname}'"))?;
-                let p = param("scale_param");
-                p.only(&["bias_term", "axis", "num_axes", "filler", "bias_filler"], origin, &format!("scale_param of '{lname}'"))?;
-                if num::<i64>(&p, "axis", origin)?.is_some_and(|a| a != 1) || num::<i64>(&p, "num_axes", origin)?.is_some_and(|a| a != 1) {
-                    return err(origin, line, format!("Scale '{lname}': only per-channel scaling (axis 1, num_axes 1) is supported"));
-                }
-                layers.push(LayerSpec::Scale {
-                    name: lname.clone(),
-                    input: from.clone(),
-                    bias: p.scalar("bias_term").is_some_and(|b| b.0 == "true"),
-                    lr_mult: lr_mult.clone(),
-                    decay_mult: decay_mult.clone(),
-                    weight_filler: filler(&p, "filler", origin)?,
-                    bias_filler: filler(&p, "bias_filler", origin)?,
-                });
-            }
-            "Eltwise" => {
-                l.only(&known(&["eltwise_param"]), origin, &format!("layer '{lname}'"))?;
-                let p = param("eltwise_param");
-                p.only(&["operation", "coeff", "stable_prod_grad"], origin, &format!("eltwise_param of '{lname}'"))?;
-                let coeff: Vec<f32> = p
-                    .all("coeff")
-                    .map(|(v, l)| match v {
-                        Value::Scalar(c) => c.parse().map_err(|_| format!("{origin}:{l}: 'coeff: {c}' is not a valid number")),
-                        Value::Msg(_) => err(origin, l, "coeff must be a number"),
-                    })
-                    .collect::<Result<_, _>>()?;
-                let op = p.scalar("operation").map_or("SUM", |o| o.0);
-                if !coeff.is_empty() && (op != "SUM" || coeff.len() != reads.len()) {
-                    return err(origin, line, format!("Eltwise '{lname}': {} coeff values for {} bottoms of {op}; hint: coeff is for SUM, one per bottom", coeff.len(), reads.len()));
-                }
-                let (name, inputs) = (lname.clone(), reads.clone());
-                layers.push(match op {
-                    "SUM" => LayerSpec::Add { name, inputs, coeff: if coeff.iter().all(|&c| c == 1.0) { Vec::new() } else { coeff } },
-                    "PROD" => LayerSpec::Mul { name, inputs },
-                    "MAX" => LayerSpec::Max { name, inputs },
-                    other => return err(origin, line, format!("Eltwise '{lname}': operation {other} is not supported; hint: SUM, PROD or MAX")),
-                });
-            }
-            "Concat" => {
-                l.only(&known(&["concat_param"]), origin, &format!("layer '{lname}'"))?;
-                let p = param("concat_param");
-                p.only(&["axis", "concat_dim"], origin, &format!("concat_param of '{lname}'"))?;
-                if num::<i64>(&p, "axis", origin)?.or(num::<i64>(&p, "concat_dim", origin)?).is_some_and(|a| a != 1) {
-                    return err(origin, line, format!("Concat '{lname}': only along channels (axis 1) is supported"));
-                }
-                layers.push(LayerSpec::Concat { name: lname.clone(), inputs: reads.clone() });
-            }
-            "Softmax" | "SoftmaxWithLoss" => {
-                let extra: &[&'static str] = if ty == "Softmax" { &["softmax_param"] } else { &["softmax_param", "loss_param"] };
-                fields(extra)?;
-                if num::<i64>(&sub("softmax_param", &["axis", "engine"])?, "axis", origin)?.is_some_and(|a| a != 1) {
-                    return err(origin, line, format!("{ty} '{lname}': only over channels (axis 1) is supported"));
-                }
-                let loss = sub("loss_param", &["normalization", "normalize"])?;
-                if loss.scalar("normalization").is_some_and(|n| n.0 == "NONE") || loss.scalar("normalize").is_some_and(|n| n.0 == "false") {
-                    return err(origin, line, format!("{ty} '{lname}': a summed (unnormalised) loss is not supported; hint: convoy averages over the batch (normalization: VALID or BATCH_SIZE)"));
-                }
-                if head {
-                    ended = true;
-                } else {
-                    inner_softmax.push((layers.len(), line));
-                    layers.push(LayerSpec::Softmax { name: lname.clone(), input: from.clone() });
-                }
-            }
-            // Skipped: its settings change nothing convoy computes.
-            "Accuracy" => {
-                fields(&["accuracy_param"])?;
-                sub("accuracy_param", &["top_k", "axis", "ignore_label"])?;
-            }
-            other => {
-                return err(
-                    origin,
-                    line,
-                    format!("layer '{lname}': type '{other}' is not supported yet; hint: convoy reads Input, Data, MemoryData, Convolution, Pooling, InnerProduct, ReLU, Sigmoid, TanH, LRN, Dropout, Flatten, Softmax(WithLoss), Accuracy, BatchNorm, Scale, Eltwise (SUM, PROD, MAX), Concat"),
-                )
-            }
-        }
+        let is_input = matches!(layer.ty, "Input" | "Data" | "MemoryData");
+        let tops = l.all("top").filter_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None });
         if is_input {
-            if let Some(t) =
-                l.all("top").find_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None })
-            {
-                blobs.push((t, INPUT.to_string()));
-            }
-        } else if !head {
-            for (v, _) in l.all("top") {
-                if let Value::Scalar(t) = v {
-                    blobs.push((t.clone(), lname.clone()));
-                }
-            }
+            blobs.extend(tops.take(1).map(|t| (t, INPUT.to_string())));
+        } else if !layer.head {
+            blobs.extend(tops.map(|t| (t, layer.name.clone())));
         }
     }
     let input = input.ok_or_else(|| format!("{origin}: no input shape; hint: add an Input layer (input_param {{ shape {{ dim: 1 dim: C dim: H dim: W }} }}) or a Data layer"))?;
@@ -424,6 +113,81 @@ pub fn from_prototxt(
     let spec = ModelSpec { name, input, classes, layers };
     check_inner_softmax(&spec, &inner_softmax, origin)?;
     Ok(spec)
+}
+
+/// The input shape [C, H, W] of the net's legacy `input_shape` or `input_dim` fields (N dropped).
+fn legacy_input_shape(net: &text::Msg) -> Option<Vec<usize>> {
+    let dims = |m: &text::Msg, field: &str| -> Vec<usize> {
+        m.all(field).filter_map(|(v, _)| if let Value::Scalar(s) = v { s.parse().ok() } else { None }).skip(1).collect()
+    };
+    if let Some(shape) = net.msg("input_shape") {
+        Some(dims(shape, "dim"))
+    } else if net.scalar("input_dim").is_some() {
+        Some(dims(net, "input_dim"))
+    } else {
+        None
+    }
+}
+
+/// The layer `l` (at `line`, index `at` of `all`) with its inputs resolved against the blobs
+/// written so far, or `None` when it is not part of the TRAIN net (include/exclude rules).
+#[allow(clippy::too_many_arguments)] // the reading's state, each piece named at the one call site
+fn read_layer<'a>(
+    l: &'a text::Msg,
+    line: usize,
+    origin: &'a str,
+    all: &[(&Value, usize)],
+    at: usize,
+    layers: &[LayerSpec],
+    blobs: &[(String, String)],
+    ended: bool,
+) -> Result<Option<Layer<'a>>, String> {
+    let name = l.scalar("name").map(|s| s.0.to_string()).unwrap_or_else(|| format!("layer{}", layers.len()));
+    let ty = l.scalar("type").map(|s| s.0).ok_or_else(|| format!("{origin}:{line}: layer '{name}' has no type"))?;
+    // convoy builds the TRAIN net: TEST-only layers (include or exclude rules) are skipped.
+    if !in_phase(l, line, "TRAIN", origin)? {
+        return Ok(None);
+    }
+    let bottoms: Vec<String> =
+        l.all("bottom").filter_map(|(v, _)| if let Value::Scalar(s) = v { Some(s.clone()) } else { None }).collect();
+    let (lr_mult, decay_mult) = param_mults(l, origin)?;
+    let is_input = matches!(ty, "Input" | "Data" | "MemoryData");
+    let head = matches!(ty, "Accuracy" | "SoftmaxWithLoss") || (ty == "Softmax" && !softmax_is_read(all, at, origin)?);
+    // The layers this one reads, by our names.
+    let mut reads: Vec<String> = Vec::new();
+    if !is_input && !head {
+        if ended {
+            return err(
+                origin,
+                line,
+                format!("layer '{name}' comes after the loss; hint: the loss must be the last layer"),
+            );
+        }
+        for b in &bottoms {
+            match blobs.iter().rev().find(|(blob, _)| blob == b) {
+                Some((_, by)) => reads.push(by.clone()),
+                None => {
+                    return err(
+                        origin,
+                        line,
+                        format!(
+                            "layer '{name}' reads blob '{b}', which no earlier layer writes; hint: check its bottom"
+                        ),
+                    )
+                }
+            }
+        }
+        if !matches!(ty, "Eltwise" | "Concat") && reads.len() > 1 {
+            return err(origin, line, format!("layer '{name}' ({ty}) reads {} blobs; hint: it takes 1", reads.len()));
+        }
+    }
+    // A single input that is the previous layer's output is the default (a chain).
+    let previous = layers.last().map_or(INPUT.to_string(), |p| p.name().to_string());
+    let from = match reads.as_slice() {
+        [one] if *one != previous => Some(one.clone()),
+        _ => None,
+    };
+    Ok(Some(Layer { l, name, ty, line, origin, from, reads, lr_mult, decay_mult, head }))
 }
 
 /// Whether the Softmax `layers[i]` is read inside the net: a later TRAIN-phase layer reads its
