@@ -7,10 +7,9 @@
 
 mod common;
 
-use common::{config, rel_err, small_mnist, RESIDUAL};
+use common::{config, model_file, rel_err, running_stats, small_mnist, trained, RESIDUAL};
 use convoy::parallel;
-use convoy::train::{events::Recorder, train};
-use std::path::{Path, PathBuf};
+use convoy::train::events::Recorder;
 
 const TEN_STEPS: [&str; 10] = ["--steps", "10", "--batch-size", "64", "--threads", "1", "--seed", "7", "--lr", "0.05"];
 
@@ -19,14 +18,6 @@ fn chain() -> String {
     RESIDUAL
         .replace("name = \"mini-res\"", "name = \"mini-chain\"")
         .replace("type = \"add\"\ninputs = [\"b_bn2\", \"relu1\"]", "type = \"relu\"")
-}
-
-fn model_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("convoy-bn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(format!("{name}.toml"));
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 /// `--backend native` unless `args` name a backend (see the sync test).
@@ -38,17 +29,11 @@ fn native_unless_given(args: &[&str]) -> &'static [&'static str] {
     }
 }
 
-fn single(model: &Path, extra: &[&str]) -> Vec<f32> {
-    let m = model.to_str().unwrap();
-    let (cfg, _) = config(
-        &[&TEN_STEPS[..], &["--model", m, "--momentum", "0.9"], native_unless_given(extra), extra].concat(),
-        small_mnist(),
-    );
-    train(&cfg, &mut Recorder::default()).unwrap().params
+fn single(m: &str, extra: &[&str]) -> Vec<f32> {
+    trained(&[&TEN_STEPS[..], &["--model", m, "--momentum", "0.9"], native_unless_given(extra), extra].concat())
 }
 
-fn parallel_run(model: &Path, args: &[&str]) -> Vec<f32> {
-    let m = model.to_str().unwrap();
+fn parallel_run(m: &str, args: &[&str]) -> Vec<f32> {
     let (cfg, pc) = config(
         &[&TEN_STEPS[..], &["--model", m, "--momentum", "0.9"], native_unless_given(args), args].concat(),
         small_mnist(),
@@ -58,21 +43,12 @@ fn parallel_run(model: &Path, args: &[&str]) -> Vec<f32> {
     s.params
 }
 
-/// The running statistics of `params` (by the model's layout).
-fn running_stats(model: &Path, params: &[f32]) -> Vec<f32> {
-    let spec = convoy::net::ModelSpec::resolve(model.to_str().unwrap()).unwrap();
-    let net = convoy::net::Net::build(&spec).unwrap();
-    let ranges = net.layout().buffer_ranges();
-    assert!(!ranges.is_empty());
-    ranges.into_iter().flat_map(|r| params[r].to_vec()).collect()
-}
-
 /// On convoy's kernels (`--backend native`), whose sums change only in rounding with the batch
 /// split: 1e-5. oneDNN's weight gradients sum in another order on each split and thread count:
 /// the same 10 steps differ by up to 6e-5 there (measured), checked at 1e-4 below.
 #[test]
 fn sync_batch_norm_makes_every_worker_count_equal_one_worker() {
-    let model = model_file("res", RESIDUAL);
+    let model = model_file("res.toml", RESIDUAL);
     let want = single(&model, &[]);
     let stats = running_stats(&model, &want);
     // 10 steps of momentum 0.1 moved the running statistics well away from 0 and 1.
@@ -103,7 +79,7 @@ fn sync_batch_norm_makes_every_worker_count_equal_one_worker() {
 
 #[test]
 fn split_strategies_run_batch_norm_and_equal_one_worker_where_statistics_cover_the_batch() {
-    let res = model_file("res2", RESIDUAL);
+    let res = model_file("res2.toml", RESIDUAL);
     let want = single(&res, &[]);
     // One micro-batch: each stage normalises the whole batch. The automatic cut must not fall
     // inside the residual block.
@@ -114,9 +90,8 @@ fn split_strategies_run_batch_norm_and_equal_one_worker_where_statistics_cover_t
     }
     let got = parallel_run(&res, &["--strategy", "pipeline", "--stages", "2", "--split-after", "relu1"]);
     assert!(got.iter().all(|v| v.is_finite()));
-    let m = res.to_str().unwrap();
     let (cfg, pc) = config(
-        &[&TEN_STEPS[..], &["--model", m, "--strategy", "pipeline", "--stages", "2", "--split-after", "b_bn1"]]
+        &[&TEN_STEPS[..], &["--model", &res, "--strategy", "pipeline", "--stages", "2", "--split-after", "b_bn1"]]
             .concat(),
         small_mnist(),
     );
@@ -131,7 +106,7 @@ fn split_strategies_run_batch_norm_and_equal_one_worker_where_statistics_cover_t
     assert!(rel_err(&got, &want) <= 1e-5, "tensor, residual: {:e}", rel_err(&got, &want));
     let es = rel_err(&running_stats(&res, &got), &running_stats(&res, &want));
     assert!(es <= 1e-5, "tensor, residual: running statistics, relative error {es:e}");
-    let chain = model_file("chain", &chain());
+    let chain = model_file("chain.toml", &chain());
     let want = single(&chain, &[]);
     let got = parallel_run(&chain, &["--strategy", "tensor", "--mp", "2"]);
     assert!(rel_err(&got, &want) <= 1e-5, "tensor: {:e}", rel_err(&got, &want));

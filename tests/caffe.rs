@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{config, small_mnist};
+use common::{config, convoy, convoy_text, small_mnist};
 use convoy::data::{Crop, Normalize};
 use convoy::net::{LayerSpec, ModelSpec, Net};
 use convoy::parallel;
@@ -158,10 +158,7 @@ fn caffe_lenet_prototxt_trains_exactly_as_the_built_in_lenet_caffe() {
     // A layer convoy cannot build is refused naming the file and line, exit code 2.
     let bad = std::env::temp_dir().join(format!("convoy-bad-{}.prototxt", std::process::id()));
     std::fs::write(&bad, LENET.replace("type: \"ReLU\"", "type: \"PReLU\"")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(["train", "--steps", "1", "--model", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = convoy(&["train", "--steps", "1", "--model", bad.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("PReLU") && err.contains(".prototxt:"), "{err}");
@@ -228,7 +225,7 @@ fn caffe_solver_sets_what_the_flags_would() {
     assert_eq!(a_evals, b_evals);
     assert_eq!(a_evals[2].2, a.test_acc);
     // --eval-every 0 is refused, naming the flag (exit code 2).
-    let (code, _, err) = convoy(&[
+    let (code, _, err) = convoy_text(&[
         "train",
         "--steps",
         "1",
@@ -252,7 +249,7 @@ fn caffe_solver_sets_what_the_flags_would() {
         vec!["--solver", shown.to_str().unwrap()],
         vec!["--model", net.to_str().unwrap(), "--steps", "10", "--log-every", "5"],
     ] {
-        let (code, _, err) = convoy(
+        let (code, _, err) = convoy_text(
             &[
                 &[
                     "--log-level",
@@ -275,7 +272,7 @@ fn caffe_solver_sets_what_the_flags_would() {
         assert_eq!(steps.len(), 2, "{args:?}: {err}");
         assert!(steps[0].contains("step=5") && steps[1].contains("step=10") && steps[0].contains("loss="), "{steps:?}");
     }
-    let (code, _, err) = convoy(&[
+    let (code, _, err) = convoy_text(&[
         "train",
         "--steps",
         "1",
@@ -298,16 +295,6 @@ fn lenet_with(dir: &std::path::Path, name: &str, train: &str, test: &str) -> Str
     let from = "transform_param { scale: 0.00390625 }";
     std::fs::write(&p, LENET.replacen(from, train, 1).replacen(from, test, 1)).unwrap();
     p.to_str().unwrap().to_string()
-}
-
-/// Runs the convoy binary; (exit code, stdout, stderr).
-fn convoy(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).args(args).output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// `transform_param { scale mean_value mirror crop_size }` of the training Data layer becomes
@@ -367,7 +354,7 @@ fn a_data_layer_crop_trains_through_the_cli_and_eval_cuts_the_same_center() {
     let data = "synthetic:1x32x32:10:256:64";
     let weights = dir.join("w.safetensors");
     let w = weights.to_str().unwrap();
-    let (code, out, err) = convoy(&[
+    let (code, out, err) = convoy_text(&[
         "train",
         "--model",
         &net,
@@ -387,15 +374,16 @@ fn a_data_layer_crop_trains_through_the_cli_and_eval_cuts_the_same_center() {
     assert!(out.contains("done: 4 steps"), "{out}");
     let acc = |s: &str| s.split("test accuracy ").nth(1).and_then(|t| t.split('%').next()).map(str::to_string);
     let trained = acc(&out).unwrap_or_else(|| panic!("{out}"));
-    let (code, eval, err) = convoy(&["eval", "--model", &net, "--data", data, "--weights", w, "--threads", "1"]);
+    let (code, eval, err) = convoy_text(&["eval", "--model", &net, "--data", data, "--weights", w, "--threads", "1"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(eval.contains("on 64 images"), "{eval}");
     assert_eq!(acc(&eval).unwrap(), trained, "eval: {eval}\ntrain: {out}");
     // Without the prototxt's crop, eval would not fit the 28×28 net.
-    let (code, _, err) = convoy(&["eval", "--model", "lenet-caffe", "--data", data, "--weights", w, "--threads", "1"]);
+    let (code, _, err) =
+        convoy_text(&["eval", "--model", "lenet-caffe", "--data", data, "--weights", w, "--threads", "1"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("[1, 32, 32]") && err.contains("[1, 28, 28]"), "{err}");
-    let (code, out, err) = convoy(&[
+    let (code, out, err) = convoy_text(&[
         "eval",
         "--model",
         "lenet-caffe",
@@ -478,7 +466,7 @@ fn bad_crops_are_refused_naming_the_line_or_flag() {
         (vec!["--crop-size", "24"], vec!["--crop-size 24x24", "[1, 24, 24]", "expects [1, 28, 28]", "hint"]),
     ];
     for (args, needles) in cases {
-        let (code, _, err) = convoy(
+        let (code, _, err) = convoy_text(
             &[&["train", "--steps", "1", "--threads", "1", "--no-progress", "--data", &mnist][..], &args].concat(),
         );
         assert_eq!(code, Some(2), "{args:?}: {err}");
@@ -515,7 +503,7 @@ fn a_data_layers_batch_size_is_the_global_batch_unless_the_flag_is_given() {
 
     let metrics = dir.join("m.jsonl");
     let run = |extra: &[&str]| {
-        convoy(
+        convoy_text(
             &[
                 &[
                     "--log-level",
@@ -556,7 +544,7 @@ fn a_data_layers_batch_size_is_the_global_batch_unless_the_flag_is_given() {
 
     let zero = lenet_batch(&dir, "b0.prototxt", "batch_size: 0");
     let (code, _, err) =
-        convoy(&["train", "--model", &zero, "--data", &mnist, "--steps", "1", "--threads", "1", "--no-progress"]);
+        convoy_text(&["train", "--model", &zero, "--data", &mnist, "--steps", "1", "--threads", "1", "--no-progress"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("b0.prototxt:10:") && err.contains("batch_size 0") && err.contains("hint"), "{err}");
 }
@@ -597,7 +585,7 @@ fn a_memory_data_layer_trains_as_an_input_layer_and_a_wrong_shape_names_its_line
     assert!(a.params == b.params, "the MemoryData net trained differently from the Input one");
     assert_eq!(a.test_acc, b.test_acc);
     let cli = |args: &[&str]| {
-        convoy(
+        convoy_text(
             &[
                 &["train", "--data", &mnist, "--steps", "2", "--threads", "1", "--no-progress", "--no-epoch-eval"][..],
                 args,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{config, rel_err, small_mnist, tmp};
+use common::{config, convoy_text, rel_err, small_mnist, tmp, train_small};
 use convoy::parallel;
 use convoy::train::events::Recorder;
 use std::path::{Path, PathBuf};
@@ -89,20 +89,15 @@ fn deterministic_resume_on_another_worker_count_is_bitwise() {
     assert!(got == one, "4 workers → 1 worker resume differs from 1 worker straight");
 }
 
-fn convoy(args: &[&str]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).args(args).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 #[test]
 fn bad_checkpoints_and_flags_are_refused_and_eval_reads_a_checkpoint() {
     let (_, dir) = straight_with_checkpoints("bad", &[]);
     let data = small_mnist().to_str().unwrap();
-    let base = ["--log-level", "error", "train", "--data", data, "--no-progress"];
-    let run = |extra: &[&str]| convoy(&[&base[..], &RUN[..], extra].concat());
+    let base = train_small("error");
+    let run = |extra: &[&str]| convoy_text(&[&base[..], &RUN[..], extra].concat());
     let step8 = dir.join("step-8");
     // Other flags than the run that wrote it.
-    let (code, err) = run(&["--resume", step8.to_str().unwrap(), "--lr", "0.5"]);
+    let (code, _, err) = run(&["--resume", step8.to_str().unwrap(), "--lr", "0.5"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--lr") && err.contains("step-8"), "{err}");
     // A position outside the epoch (state.json edited by hand).
@@ -114,11 +109,11 @@ fn bad_checkpoints_and_flags_are_refused_and_eval_reads_a_checkpoint() {
     let sj = std::fs::read_to_string(edited.join("state.json")).unwrap();
     let sj = sj.replace("\"samples_in_epoch\": 512", "\"samples_in_epoch\": 6400000000");
     std::fs::write(edited.join("state.json"), sj).unwrap();
-    let (code, err) = run(&["--resume", edited.to_str().unwrap()]);
+    let (code, _, err) = run(&["--resume", edited.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("does not fit this run") && err.contains("6400000000"), "{err}");
     // Evaluate a checkpoint folder.
-    let (code, err) = convoy(&["eval", "--data", data, "--weights", step8.to_str().unwrap()]);
+    let (code, _, err) = convoy_text(&["eval", "--data", data, "--weights", step8.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");
     // A corrupted file: refused naming it, nothing trained.
     let mp = step8.join("model.safetensors");
@@ -126,10 +121,10 @@ fn bad_checkpoints_and_flags_are_refused_and_eval_reads_a_checkpoint() {
     let mid = b.len() / 2;
     b[mid] ^= 0x40;
     std::fs::write(&mp, b).unwrap();
-    let (code, err) = run(&["--resume", step8.to_str().unwrap()]);
+    let (code, _, err) = run(&["--resume", step8.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("model.safetensors") && err.contains("SHA-256"), "{err}");
-    let (code, err) = run(&["--resume", dir.join("nothing-here").to_str().unwrap()]);
+    let (code, _, err) = run(&["--resume", dir.join("nothing-here").to_str().unwrap()]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("nothing-here"), "{err}");
 }
@@ -201,15 +196,15 @@ fn init_from_a_mismatched_or_missing_file_exits_2_naming_it() {
     write(&transposed, &|n, s| Some(if n == "fc1.weight" { vec![s[1], s[0]] } else { s }));
     let missing = dir.join("no-bias.safetensors");
     write(&missing, &|n, s| (n != "fc1.bias").then_some(s));
-    let data = small_mnist().to_str().unwrap();
-    let base = ["--log-level", "error", "train", "--data", data, "--no-progress", "--steps", "2", "--threads", "1"];
+    let base = [&train_small("error")[..], &["--steps", "2", "--threads", "1"]].concat();
     for (file, workers, want) in [
         (&transposed, "1", "tensor 'fc1.weight' has shape"),
         (&transposed, "2", "tensor 'fc1.weight' has shape"),
         (&missing, "1", "tensor 'fc1.bias' is missing"),
         (&dir.join("nowhere.safetensors"), "1", "hint"),
     ] {
-        let (code, err) = convoy(&[&base[..], &["--workers", workers, "--init-from", file.to_str().unwrap()]].concat());
+        let (code, _, err) =
+            convoy_text(&[&base[..], &["--workers", workers, "--init-from", file.to_str().unwrap()]].concat());
         assert_eq!(code, Some(2), "{err}");
         let name = file.file_name().unwrap().to_str().unwrap();
         assert!(err.contains("--init-from") && err.contains(name) && err.contains(want), "{err}");

@@ -120,9 +120,7 @@ fn train_save_metrics_then_eval() {
 /// `convoy plan`: a table for the defaults, JSON that parses, and bad input → exit 2 naming it.
 #[test]
 fn plan_predicts_and_refuses_bad_input() {
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).arg("plan").args(args).output().unwrap()
-    };
+    let run = |args: &[&str]| convoy(&[&["plan"][..], args].concat());
     let out = run(&["--model", "lenet", "--nodes", "1,2,64", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -219,24 +217,26 @@ fn plan_predicts_and_refuses_bad_input() {
     // measures; calibrated without MPI, the profile has none; outside mpirun there is no link.
     let profile = dir.join("lenet.json");
     let cal = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
-            .args([
-                "plan",
-                "calibrate",
-                "--model",
-                "lenet",
-                "--batch",
-                "4",
-                "--reps",
-                "1",
-                "--threads",
-                "1",
-                "--out",
-                profile.to_str().unwrap(),
-            ])
-            .args(extra)
-            .output()
-            .unwrap()
+        convoy(
+            &[
+                &[
+                    "plan",
+                    "calibrate",
+                    "--model",
+                    "lenet",
+                    "--batch",
+                    "4",
+                    "--reps",
+                    "1",
+                    "--threads",
+                    "1",
+                    "--out",
+                    profile.to_str().unwrap(),
+                ][..],
+                extra,
+            ]
+            .concat(),
+        )
     };
     assert_eq!(cal(&[]).status.code(), Some(0));
     let out = run(&["--profile", profile.to_str().unwrap(), "--link", "profile"]);
@@ -272,23 +272,20 @@ fn cifar_binary_data_trains_cifar_models_and_refuses_mnist_models() {
         std::fs::write(dir.join(name), bytes).unwrap();
     }
     let train = |model: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
-            .args([
-                "train",
-                "--no-progress",
-                "--steps",
-                "2",
-                "--batch-size",
-                "8",
-                "--threads",
-                "1",
-                "--model",
-                model,
-                "--data",
-                dir.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap()
+        convoy(&[
+            "train",
+            "--no-progress",
+            "--steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            "--model",
+            model,
+            "--data",
+            dir.to_str().unwrap(),
+        ])
     };
     let ok = train("alexnet-cifar");
     assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));

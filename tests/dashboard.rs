@@ -351,20 +351,24 @@ fn a_stopped_run_ends_cleanly_with_its_checkpoint_weights() {
 #[test]
 fn cli_runs_with_runs_dir_are_listed() {
     let dir = workdir("cli");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(["train", "--steps", "3", "--threads", "1", "--no-progress", "--no-epoch-eval", "--runs-dir"])
-        .arg(dir.join("runs"))
-        .arg("--data")
-        .arg(common::small_mnist())
-        .output()
-        .unwrap();
+    let runs_dir = dir.join("runs");
+    let runs_dir = runs_dir.to_str().unwrap();
+    let out = common::convoy(&[
+        "train",
+        "--steps",
+        "3",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--no-epoch-eval",
+        "--runs-dir",
+        runs_dir,
+        "--data",
+        common::small_mnist().to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Bad flags make no run folder.
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(["train", "--workers", "0", "--runs-dir"])
-        .arg(dir.join("runs"))
-        .output()
-        .unwrap();
+    let bad = common::convoy(&["train", "--workers", "0", "--runs-dir", runs_dir]);
     assert_eq!(bad.status.code(), Some(2));
     let server = Server::start(&dir, common::small_mnist(), 1);
     let runs = get(server.port, "/api/runs").json()["runs"].as_array().unwrap().clone();
@@ -378,7 +382,7 @@ fn cli_runs_with_runs_dir_are_listed() {
 #[test]
 fn bad_serve_flags_exit_2_with_the_flag_named() {
     for (args, flag) in [(&["--max-runs", "0"][..], "--max-runs"), (&["--addr", "localhost-ish"][..], "--addr")] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).arg("serve").args(args).output().unwrap();
+        let out = common::convoy(&[&["serve"][..], args].concat());
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains(flag), "{}", String::from_utf8_lossy(&out.stderr));
     }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{config, rel_err, small_mnist, tmp};
+use common::{config, convoy, convoy_cmd, rel_err, small_mnist, tmp, train_small};
 use convoy::parallel;
 use convoy::train::events::Recorder;
 use std::path::{Path, PathBuf};
@@ -28,8 +28,8 @@ fn straight(workers: &str) -> Vec<f32> {
 }
 
 fn spawn(workers: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(["--log-level", "error", "train", "--no-progress", "--data", small_mnist().to_str().unwrap()])
+    convoy_cmd()
+        .args(train_small("error"))
         .args(run_flags(workers))
         .args(extra)
         .stdout(Stdio::null())
@@ -190,22 +190,14 @@ fn a_crash_halfway_through_a_checkpoint_leaves_the_previous_one() {
 fn a_diverging_run_stops_naming_the_step_and_tensor_and_keeps_the_last_good_checkpoint() {
     let dir = tmp("nonfinite");
     let ck = dir.join("ck");
-    let out = Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args([
-            "--log-level",
-            "error",
-            "train",
-            "--no-progress",
-            "--data",
-            small_mnist().to_str().unwrap(),
-            "--steps",
-            "10",
-            "--threads",
-            "1",
-        ])
-        .args(["--lr", "1e30", "--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "1"])
-        .output()
-        .unwrap();
+    let out = convoy(
+        &[
+            &train_small("error")[..],
+            &["--steps", "10", "--threads", "1"],
+            &["--lr", "1e30", "--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "1"],
+        ]
+        .concat(),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("not finite at step") && err.contains("first non-finite parameter tensor"), "{err}");
@@ -220,18 +212,8 @@ fn a_diverging_run_stops_naming_the_step_and_tensor_and_keeps_the_last_good_chec
 /// no file may grow beyond BLOCKS × 512 bytes (POSIX `ulimit -f` units), and a write past it
 /// fails with EFBIG instead of killing the process — a disk that fills up, for real.
 fn run_limited(blocks: Option<u64>, args: &[&str]) -> (Option<i32>, String) {
-    let mut all: Vec<String> = [
-        env!("CARGO_BIN_EXE_convoy"),
-        "--log-level",
-        "warn",
-        "train",
-        "--no-progress",
-        "--data",
-        small_mnist().to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut all: Vec<String> =
+        std::iter::once(env!("CARGO_BIN_EXE_convoy")).chain(train_small("warn")).map(|s| s.to_string()).collect();
     all.extend(
         [
             "--steps",
@@ -428,8 +410,9 @@ fn soak_1000_steps_killed_5_times_ends_bitwise_equal() {
     let dir = tmp("soak");
     let ck = dir.join("ck");
     let flags = |extra: &[&str]| -> Vec<String> {
-        ["--log-level", "error", "train", "--no-progress", "--no-epoch-eval", "--data", small_mnist().to_str().unwrap()]
+        train_small("error")
             .iter()
+            .chain(&["--no-epoch-eval"])
             .chain(
                 [
                     "--steps",
@@ -451,14 +434,8 @@ fn soak_1000_steps_killed_5_times_ends_bitwise_equal() {
             .map(|s| s.to_string())
             .collect()
     };
-    let convoy = |args: Vec<String>| {
-        Command::new(env!("CARGO_BIN_EXE_convoy"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let convoy =
+        |args: Vec<String>| convoy_cmd().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     // Seeded kill points: after the checkpoints of these steps appear.
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut points: Vec<u64> = (0..5)

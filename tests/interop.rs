@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{small_mnist, tmp};
+use common::{convoy, tmp, train_small};
 use convoy::data::{idx::IdxDataset, Dataset, Split};
 use convoy::layers::{Ctx, Mode};
 use convoy::net::{ModelSpec, Net};
@@ -57,12 +57,7 @@ fn convoy_logits(file: &Path) -> Vec<Vec<f64>> {
 
 /// `convoy eval`'s test accuracy (a fraction).
 fn convoy_accuracy(weights: &Path) -> f64 {
-    let o = Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .current_dir(ROOT)
-        .args(["eval", "--weights"])
-        .arg(weights)
-        .output()
-        .unwrap();
+    let o = convoy(&["eval", "--weights", weights.to_str().unwrap()]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
     out.split("test accuracy ")
@@ -83,25 +78,14 @@ fn a_convoy_checkpoint_loads_into_torch_and_a_torch_state_dict_into_convoy() {
     let dir = tmp("lenet");
     // convoy → torch: a checkpoint of a short run (trained, so the logits are not those of the init).
     let ck = dir.join("ck");
-    let o = Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args([
-            "--log-level",
-            "warn",
-            "train",
-            "--no-progress",
-            "--no-epoch-eval",
-            "--data",
-            small_mnist().to_str().unwrap(),
-            "--steps",
-            "20",
-            "--threads",
-            "1",
-            "--lr",
-            "0.05",
-        ])
-        .args(["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "20"])
-        .output()
-        .unwrap();
+    let o = convoy(
+        &[
+            &train_small("warn")[..],
+            &["--no-epoch-eval", "--steps", "20", "--threads", "1", "--lr", "0.05"],
+            &["--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "20"],
+        ]
+        .concat(),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let model = ck.join("step-20/model.safetensors");
     let (want, torch_acc) = torch("logits", &model, &dir.join("to-torch.json"));
@@ -122,30 +106,14 @@ fn a_convoy_checkpoint_loads_into_torch_and_a_torch_state_dict_into_convoy() {
     // And it starts a run: after one step at a negligible learning rate the weights are still
     // torch's (lr 0 is refused by the CLI).
     let saved = dir.join("after.safetensors");
-    let o = Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args([
-            "--log-level",
-            "warn",
-            "train",
-            "--no-progress",
-            "--no-epoch-eval",
-            "--data",
-            small_mnist().to_str().unwrap(),
-            "--steps",
-            "1",
-            "--threads",
-            "1",
-            "--lr",
-            "1e-12",
-            "--momentum",
-            "0",
-        ])
-        .arg("--init-from")
-        .arg(&from_torch)
-        .arg("--save")
-        .arg(&saved)
-        .output()
-        .unwrap();
+    let o = convoy(
+        &[
+            &train_small("warn")[..],
+            &["--no-epoch-eval", "--steps", "1", "--threads", "1", "--lr", "1e-12", "--momentum", "0"],
+            &["--init-from", from_torch.to_str().unwrap(), "--save", saved.to_str().unwrap()],
+        ]
+        .concat(),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let net = Net::build(&ModelSpec::resolve("lenet").unwrap()).unwrap();
     let (a, b) = (

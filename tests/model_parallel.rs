@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::{config, rel_err, small_mnist, TEN_STEPS};
+use common::{
+    config, convoy, model_file, reference, rel_err, running_stats, small_mnist, ten_steps_parallel, TEN_STEPS,
+};
 use convoy::parallel;
 use convoy::train::{events::Event, events::Recorder, train};
 
@@ -21,17 +23,9 @@ use convoy::train::{events::Event, events::Recorder, train};
 const SGD: [&str; 6] = ["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.02"];
 const ADAM: [&str; 4] = ["--optimizer", "adam", "--lr", "0.0001"];
 
-fn reference(args: &[&str]) -> Vec<f32> {
-    let (cfg, _) = config(&[&TEN_STEPS[..], args].concat(), small_mnist());
-    train(&cfg, &mut Recorder::default()).unwrap().params
-}
-
+/// `ten_steps_parallel` under `--strategy pipeline` with `args`; its parameters and events.
 fn pipeline(args: &[&str]) -> (Vec<f32>, Vec<Event>) {
-    let (cfg, pc) = config(&[&TEN_STEPS[..], &["--strategy", "pipeline"], args].concat(), small_mnist());
-    let mut rec = Recorder::default();
-    let s = parallel::run(&cfg, &pc, &mut rec).unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert_eq!(s.steps, 10);
-    (s.params, rec.events)
+    ten_steps_parallel(&[&["--strategy", "pipeline"][..], args].concat())
 }
 
 fn stage_events(events: &[Event]) -> Vec<(usize, usize, f64)> {
@@ -85,7 +79,7 @@ fn pipeline_with_adam_dropout_and_a_given_split_equals_single_worker() {
     assert!(rel_err(&got, &want) <= 1e-5, "adam: {:.3e}", rel_err(&got, &want));
     // Dropout masks are drawn per global sample, so cutting the batch does not change them.
     let model = dropout_model();
-    let m = ["--model", model.to_str().unwrap()];
+    let m = ["--model", &model];
     let want = reference(&[&SGD[..], &m].concat());
     for schedule in ["gpipe", "1f1b"] {
         let (got, _) = pipeline(
@@ -100,11 +94,11 @@ fn pipeline_with_adam_dropout_and_a_given_split_equals_single_worker() {
     }
 }
 
-/// A small net with dropout whose classifier is a single linear layer.
-fn dropout_model() -> std::path::PathBuf {
-    let model = std::env::temp_dir().join(format!("convoy-dropout-{}.toml", std::process::id()));
-    std::fs::write(
-        &model,
+/// A small net with dropout whose classifier is a single linear layer, written to a file; its
+/// path.
+fn dropout_model() -> String {
+    model_file(
+        "dropout.toml",
         r#"
 name = "lenet-dropout"
 input = [1, 28, 28]
@@ -134,8 +128,6 @@ type = "linear"
 out_features = 10
 "#,
     )
-    .unwrap();
-    model
 }
 
 /// Tensor split: LeNet with 2, 3 and 4 slices (20 and 50 channels, 500 features: uneven for 3
@@ -172,7 +164,7 @@ fn tensor_split_equals_single_worker_and_each_worker_holds_only_its_slices() {
         }
     }
     let model = dropout_model();
-    let m = ["--model", model.to_str().unwrap()];
+    let m = ["--model", &model];
     let want = reference(&[&SGD[..], &m].concat());
     let (cfg, pc) =
         config(&[&TEN_STEPS[..], &SGD[..], &m, &["--strategy", "tensor", "--mp", "3"]].concat(), small_mnist());
@@ -191,12 +183,6 @@ const CIFAR: &str = "synthetic:3x32x32:10:96:32";
 /// direct convolution kernels a flip comes at the third step for some of their runs (1e-5),
 /// while two steps stay within 2.2e-6 (most near 1e-8).
 const TWO_STEPS: [&str; 8] = ["--steps", "2", "--batch-size", "16", "--threads", "1", "--seed", "7"];
-
-/// The batch-norm running statistics of `params` (by `model`'s layout).
-fn running_stats(model: &str, params: &[f32]) -> Vec<f32> {
-    let net = convoy::net::Net::build(&convoy::net::ModelSpec::resolve(model).unwrap()).unwrap();
-    net.layout().buffer_ranges().into_iter().flat_map(|r| params[r].to_vec()).collect()
-}
 
 /// Tensor split of residual nets (DAGs): ResNet-20 with option-A shortcuts (pad_channels: the
 /// add then mixes a whole and a sliced input) and option-B ones (1×1 convolution + BN: every add
@@ -393,18 +379,14 @@ inputs = ["fc2", "fc2b"]
 /// normalises them per shard).
 #[test]
 fn tensor_split_of_a_net_with_every_join_equals_single_worker() {
-    let dir = std::env::temp_dir();
-    let joins = dir.join(format!("convoy-joins-{}.toml", std::process::id()));
-    std::fs::write(&joins, JOINS).unwrap();
-    let no_conv_bn = dir.join(format!("convoy-joins-nobn-{}.toml", std::process::id()));
-    std::fs::write(
-        &no_conv_bn,
-        JOINS
+    let joins = model_file("joins.toml", JOINS);
+    let no_conv_bn = model_file(
+        "joins-nobn.toml",
+        &JOINS
             .replace("name = \"bn1\"\ntype = \"batch_norm\"", "name = \"bn1\"\ntype = \"tanh\"")
             .replace("name = \"bn2\"\ntype = \"batch_norm\"\naffine = false", "name = \"bn2\"\ntype = \"tanh\""),
-    )
-    .unwrap();
-    let runs: [(&std::path::Path, &[&str], &[&str]); 5] = [
+    );
+    let runs: [(&str, &[&str], &[&str]); 5] = [
         (&joins, &SGD, &["--strategy", "tensor", "--mp", "2"]),
         (&joins, &SGD, &["--strategy", "tensor", "--mp", "3"]),
         (&joins, &ADAM, &["--strategy", "tensor", "--mp", "2"]),
@@ -412,13 +394,13 @@ fn tensor_split_of_a_net_with_every_join_equals_single_worker() {
         (&no_conv_bn, &SGD, &["--strategy", "hybrid", "--dp", "1", "--mp", "3"]),
     ];
     for (model, opt, flags) in runs {
-        let m = ["--model", model.to_str().unwrap()];
+        let m = ["--model", model];
         let want = reference(&[opt, &m].concat());
         let (cfg, pc) = config(&[&TEN_STEPS[..], opt, &m, flags].concat(), small_mnist());
         let s = parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
         let e = rel_err(&s.params, &want);
-        eprintln!("{} {flags:?} {}: {e:.2e}", model.display(), opt[1]);
-        assert!(e <= 1e-5, "{} {flags:?} {}: relative error {e:.3e}", model.display(), opt[1]);
+        eprintln!("{model} {flags:?} {}: {e:.2e}", opt[1]);
+        assert!(e <= 1e-5, "{model} {flags:?} {}: relative error {e:.3e}", opt[1]);
     }
 }
 
@@ -426,9 +408,8 @@ fn tensor_split_of_a_net_with_every_join_equals_single_worker() {
 /// split, the layers around it split: the same training as one worker.
 #[test]
 fn tensor_split_computes_a_grouped_convolution_whole() {
-    let model = std::env::temp_dir().join(format!("convoy-grouped-{}.toml", std::process::id()));
-    std::fs::write(
-        &model,
+    let model = model_file(
+        "grouped.toml",
         "name = \"grouped\"\ninput = [1, 28, 28]\nclasses = 10\n\
          [[layer]]\nname = \"conv1\"\ntype = \"conv2d\"\nout_channels = 4\nkernel = 5\n\
          [[layer]]\nname = \"r1\"\ntype = \"relu\"\n\
@@ -436,9 +417,8 @@ fn tensor_split_computes_a_grouped_convolution_whole() {
          [[layer]]\nname = \"r2\"\ntype = \"relu\"\n\
          [[layer]]\nname = \"conv3\"\ntype = \"conv2d\"\nout_channels = 4\nkernel = 3\n\
          [[layer]]\nname = \"fc\"\ntype = \"linear\"\nout_features = 10\n",
-    )
-    .unwrap();
-    let m = model.to_str().unwrap();
+    );
+    let m = model.as_str();
     let want = reference(&[&SGD[..], &["--model", m]].concat());
     for mp in ["2", "3"] {
         let (cfg, pc) = config(
@@ -505,9 +485,8 @@ fn data_parallel_convolutions_with_model_parallel_classifier_equal_single_worker
             assert!(e <= 1e-5, "dp {dp} × mp {mp} {opt:?}: relative error {e:.3e}");
         }
     }
-    let model = std::env::temp_dir().join(format!("convoy-fc-dropout-{}.toml", std::process::id()));
-    std::fs::write(
-        &model,
+    let model = model_file(
+        "fc-dropout.toml",
         r#"
 name = "fc-dropout"
 input = [1, 28, 28]
@@ -540,9 +519,8 @@ name = "fc2"
 type = "linear"
 out_features = 10
 "#,
-    )
-    .unwrap();
-    let m = ["--model", model.to_str().unwrap()];
+    );
+    let m = ["--model", &model];
     let want = reference(&[&SGD[..], &m].concat());
     for flags in [vec!["--strategy", "hybrid", "--dp", "2", "--mp", "2"], vec!["--strategy", "tensor", "--mp", "3"]] {
         let (cfg, pc) = config(&[&TEN_STEPS[..], &SGD[..], &m, &flags].concat(), small_mnist());
@@ -629,11 +607,10 @@ fn bad_pipeline_flags_are_usage_errors() {
         (vec!["--strategy", "tensor", "--mp", "1"], "--mp"),
         (vec!["--strategy", "tensor", "--mp", "200"], "fewer than the slices"),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
-            .args(["train", "--no-progress", "--steps", "1", "--data", small_mnist().to_str().unwrap()])
-            .args(&args)
-            .output()
-            .unwrap();
+        let out = convoy(
+            &[&["train", "--no-progress", "--steps", "1", "--data", small_mnist().to_str().unwrap()][..], &args]
+                .concat(),
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");

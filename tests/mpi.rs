@@ -7,9 +7,11 @@
 
 mod common;
 
-use common::{config, mnist, rel_err, small_mnist, tmp, TEN_STEPS};
+use common::{
+    config, convoy, mnist, model_file, reference, rel_err, small_mnist, tmp, train_small, wait_or_kill, TEN_STEPS,
+};
 use convoy::parallel;
-use convoy::train::{events::Recorder, train};
+use convoy::train::events::Recorder;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -51,39 +53,23 @@ fn mpirun(np: usize, args: &[&str], deadline: Duration) -> Job {
         let _ = err.read_to_string(&mut s);
         s
     });
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if t.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mpirun -np {np} {args:?} did not end within {deadline:?}:\n{}", e.join().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Job { code, stdout: o.join().unwrap(), stderr: e.join().unwrap(), seconds: t.elapsed().as_secs_f64() }
+    let mut e = Some(e);
+    let code = wait_or_kill(&mut child, t, deadline, || {
+        format!("mpirun -np {np} {args:?} did not end within {deadline:?}:\n{}", e.take().unwrap().join().unwrap())
+    });
+    Job { code, stdout: o.join().unwrap(), stderr: e.unwrap().join().unwrap(), seconds: t.elapsed().as_secs_f64() }
 }
 
 /// `convoy train` flags on the small MNIST, plus `--save DIR/weights.safetensors`.
 fn train_args(extra: &[&str], dir: &Path) -> Vec<String> {
     let save = dir.join("weights.safetensors");
-    [
-        "--log-level",
-        "warn",
-        "train",
-        "--no-progress",
-        "--no-epoch-eval",
-        "--data",
-        small_mnist().to_str().unwrap(),
-        "--save",
-        save.to_str().unwrap(),
-    ]
-    .iter()
-    .chain(TEN_STEPS.iter())
-    .chain(extra.iter())
-    .map(|s| s.to_string())
-    .collect()
+    train_small("warn")
+        .iter()
+        .chain(&["--no-epoch-eval", "--save", save.to_str().unwrap()])
+        .chain(TEN_STEPS.iter())
+        .chain(extra.iter())
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// Trains under mpirun; returns the saved parameters.
@@ -107,10 +93,8 @@ fn mpi_params_of(model: &str, np: usize, extra: &[&str]) -> Vec<f32> {
 /// statistics included.
 #[test]
 fn sync_batch_norm_over_mpi_equals_single_process() {
-    let dir = tmp("bn-model");
-    let model = dir.join("mini-res.toml");
-    std::fs::write(&model, common::RESIDUAL).unwrap();
-    let m = model.to_str().unwrap();
+    let model = model_file("mini-res.toml", common::RESIDUAL);
+    let m = model.as_str();
     let want = reference(&[&SGD[..], &["--model", m]].concat());
     for (np, workers) in [(2, "1"), (2, "2")] {
         let got = mpi_params_of(m, np, &[&SGD[..], &["--model", m, "--workers", workers]].concat());
@@ -118,15 +102,6 @@ fn sync_batch_norm_over_mpi_equals_single_process() {
         eprintln!("sync batch norm over mpi np {np} × {workers}: rel err {e:.2e}");
         assert!(e <= 1e-5, "np {np} × {workers}: relative error {e:.3e}");
     }
-}
-
-/// Single-process parameters after ten steps (threads transport).
-fn reference(args: &[&str]) -> Vec<f32> {
-    let (cfg, pc) = config(&[&TEN_STEPS[..], args].concat(), small_mnist());
-    if pc.workers == 1 && !args.contains(&"--deterministic") {
-        return train(&cfg, &mut Recorder::default()).unwrap().params;
-    }
-    parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params
 }
 
 #[test]
@@ -205,25 +180,12 @@ fn only_the_lead_process_writes_metrics() {
 
 /// A job long enough to be interrupted.
 fn long_args(extra: &[&str]) -> Vec<String> {
-    [
-        "--log-level",
-        "warn",
-        "train",
-        "--no-progress",
-        "--no-epoch-eval",
-        "--data",
-        small_mnist().to_str().unwrap(),
-        "--steps",
-        "100000",
-        "--batch-size",
-        "32",
-        "--threads",
-        "1",
-    ]
-    .iter()
-    .chain(extra.iter())
-    .map(|s| s.to_string())
-    .collect()
+    train_small("warn")
+        .iter()
+        .chain(&["--no-epoch-eval", "--steps", "100000", "--batch-size", "32", "--threads", "1"])
+        .chain(extra.iter())
+        .map(|s| s.to_string())
+        .collect()
 }
 
 #[test]
@@ -375,17 +337,9 @@ fn start_job(args: &[String]) -> (std::process::Child, Vec<u32>) {
 /// Sends `signal` to `pid`, then waits at most `bound` for the job to end; returns its exit code.
 fn signal_and_wait(child: &mut std::process::Child, pid: u32, signal: &str, bound: Duration) -> Option<i32> {
     assert!(Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success());
-    let sent = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code();
-        }
-        if sent.elapsed() > bound {
-            let _ = child.kill();
-            panic!("the job did not end within {bound:?} of {signal} to one rank");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_or_kill(child, Instant::now(), bound, || {
+        format!("the job did not end within {bound:?} of {signal} to one rank")
+    })
 }
 
 /// The parameter server over MPI (rank 0 the server, ranks 1 and 2 the workers), asynchronous:
@@ -413,10 +367,7 @@ fn a_signal_to_one_parameter_server_worker_stops_the_job_with_a_checkpoint() {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(ck.join(&latest).join("state.json")).unwrap()).unwrap();
     assert_eq!(state["optimizer_steps"].as_u64(), Some(2 * step), "{latest}: one update per push of 2 workers");
-    let eval = Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(["eval", "--data", small_mnist().to_str().unwrap(), "--weights", ck.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let eval = convoy(&["eval", "--data", small_mnist().to_str().unwrap(), "--weights", ck.to_str().unwrap()]);
     assert!(eval.status.success(), "{latest}: {}", String::from_utf8_lossy(&eval.stderr));
 }
 
@@ -555,10 +506,8 @@ fn pipeline_hybrid_and_tensor_over_mpi_equal_single_process() {
     let got = mpi_params(3, &[&SGD[..], &["--strategy", "tensor", "--mp", "3"]].concat());
     assert!(rel_err(&got, &want) <= 1e-5, "tensor mp 3: {:.3e}", rel_err(&got, &want));
     // A residual block (a DAG) with batch norms, split over 2 processes.
-    let dir = tmp("tensor-res-model");
-    let model = dir.join("mini-res.toml");
-    std::fs::write(&model, common::RESIDUAL).unwrap();
-    let m = model.to_str().unwrap();
+    let model = model_file("mini-res.toml", common::RESIDUAL);
+    let m = model.as_str();
     let want_res = reference(&[&SGD[..], &["--model", m]].concat());
     let got = mpi_params_of(m, 2, &[&SGD[..], &["--model", m, "--strategy", "tensor", "--mp", "2"]].concat());
     assert!(rel_err(&got, &want_res) <= 1e-5, "tensor mp 2, residual: {:.3e}", rel_err(&got, &want_res));
@@ -582,10 +531,7 @@ fn a_signal_to_one_rank_stops_every_rank_after_the_same_step_with_a_checkpoint()
     ]));
     signal_and_wait(&mut child, pids[2], "-TERM", Duration::from_secs(30));
     let latest = std::fs::read_to_string(ck.join("latest")).expect("a checkpoint was written");
-    let eval = Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(["eval", "--data", small_mnist().to_str().unwrap(), "--weights", ck.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let eval = convoy(&["eval", "--data", small_mnist().to_str().unwrap(), "--weights", ck.to_str().unwrap()]);
     assert!(eval.status.success(), "{latest}: {}", String::from_utf8_lossy(&eval.stderr));
 }
 
@@ -627,25 +573,22 @@ fn calibrate_over_mpi_measures_the_link_for_the_plan() {
     // The parameter server's round through process 0 (2 senders in turn), as fast a link.
     let server = p["mpi_link"]["server_beta"].as_f64().unwrap();
     assert!(server > 1e7 && server.is_finite(), "server β {server}");
-    let out = Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args([
-            "plan",
-            "--model",
-            "lenet",
-            "--profile",
-            profile.to_str().unwrap(),
-            "--link",
-            "profile",
-            "--latency",
-            "profile",
-            "--nodes",
-            "2",
-            "--strategies",
-            "dp",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let out = convoy(&[
+        "plan",
+        "--model",
+        "lenet",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--link",
+        "profile",
+        "--latency",
+        "profile",
+        "--nodes",
+        "2",
+        "--strategies",
+        "dp",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let dp = &v[0]["predictions"][0];

@@ -6,10 +6,9 @@
 
 mod common;
 
-use common::{config, rel_err, small_mnist};
+use common::{config, convoy_text, rel_err, small_mnist, train_small};
 use convoy::parallel;
 use convoy::train::events::{Event, Recorder};
-use std::process::Command;
 
 const RUN: [&str; 10] =
     ["--steps", "10", "--batch-size", "32", "--threads", "1", "--seed", "3", "--no-epoch-eval", "--on-nonfinite"];
@@ -92,13 +91,10 @@ fn a_skipped_step_leaves_the_parameters_as_they_were() {
     }
 }
 
-fn convoy(args: &[&str]) -> (Option<i32>, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(["--log-level", "warn", "train", "--no-progress", "--data", small_mnist().to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap();
-    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+/// `convoy train` on the small MNIST with `args` (`train_small("warn")`); (exit code, stdout,
+/// stderr).
+fn train_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    convoy_text(&[&train_small("warn")[..], args].concat())
 }
 
 /// The metrics file marks the skipped steps and counts them at the end; the log warns. Without
@@ -108,7 +104,7 @@ fn skipped_steps_are_in_the_metrics_and_fail_is_the_default() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nonfinite-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let metrics = dir.join("m.jsonl");
-    let (code, _, err) = convoy(
+    let (code, _, err) = train_cli(
         &[&RUN[..], &["skip", "--inject-nonfinite", "4", "--workers", "2", "--metrics", metrics.to_str().unwrap()]]
             .concat(),
     );
@@ -128,7 +124,7 @@ fn skipped_steps_are_in_the_metrics_and_fail_is_the_default() {
     // the loss stays finite (ReLU turns NaN into 0): every step looks at the parameters. It
     // names the step and the tensor, and writes no checkpoint of a non-finite model.
     let ck = dir.join("ck");
-    let (code, _, err) = convoy(
+    let (code, _, err) = train_cli(
         &[&RUN[..9], &["--inject-nonfinite", "4", "--checkpoint-dir", ck.to_str().unwrap(), "--checkpoint-every", "5"]]
             .concat(),
     );

@@ -8,9 +8,9 @@
 
 mod common;
 
-use common::{config, mnist, rel_err, small_mnist, TEN_STEPS};
+use common::{config, convoy, convoy_cmd, mnist, reference, rel_err, small_mnist, ten_steps_parallel, wait_or_kill};
 use convoy::parallel;
-use convoy::train::{events::Event, events::Recorder, train};
+use convoy::train::{events::Event, events::Recorder};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -22,20 +22,6 @@ use std::time::{Duration, Instant};
 /// 1.6e-8). PyTorch DDP behaves the same; `--deterministic` removes it (bitwise equality below).
 fn optimizers() -> [Vec<&'static str>; 2] {
     [vec!["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05"], vec!["--optimizer", "adam", "--lr", "0.0001"]]
-}
-
-/// Single-worker parameters after ten steps with optimizer flags `opt`.
-fn reference(opt: &[&str]) -> Vec<f32> {
-    let (cfg, _) = config(&[&TEN_STEPS[..], opt].concat(), small_mnist());
-    train(&cfg, &mut Recorder::default()).unwrap().params
-}
-
-fn run_parallel(args: &[&str]) -> (Vec<f32>, Vec<Event>) {
-    let (cfg, pc) = config(&[&TEN_STEPS[..], args].concat(), small_mnist());
-    let mut rec = Recorder::default();
-    let s = parallel::run(&cfg, &pc, &mut rec).unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert_eq!(s.steps, 10);
-    (s.params, rec.events)
 }
 
 #[test]
@@ -55,7 +41,7 @@ fn allreduce_equals_single_worker_for_every_variant_and_worker_count() {
             for v in variants {
                 let w = workers.to_string();
                 let args = [&["--workers", w.as_str()][..], &opt, v].concat();
-                let (got, events) = run_parallel(&args);
+                let (got, events) = ten_steps_parallel(&args);
                 let e = rel_err(&got, &want);
                 assert!(e <= 1e-5, "{args:?}: relative error {e:e}");
                 if workers > 1 {
@@ -83,7 +69,7 @@ fn sync_parameter_server_equals_single_worker() {
                     &opt,
                 ]
                 .concat();
-                let (got, events) = run_parallel(&args);
+                let (got, events) = ten_steps_parallel(&args);
                 let e = rel_err(&got, &want);
                 assert!(e <= 1e-5, "{args:?}: relative error {e:e}");
                 let stale: Vec<_> = events.iter().filter(|e| matches!(e, Event::Staleness { .. })).collect();
@@ -99,7 +85,7 @@ fn deterministic_mode_is_bitwise_identical_for_1_2_4_workers() {
     for opt in optimizers() {
         let runs: Vec<Vec<f32>> = ["1", "2", "4"]
             .iter()
-            .map(|w| run_parallel(&[&["--workers", w, "--deterministic"][..], &opt].concat()).0)
+            .map(|w| ten_steps_parallel(&[&["--workers", w, "--deterministic"][..], &opt].concat()).0)
             .collect();
         assert!(runs[1] == runs[0], "{opt:?}: 2 workers differ from 1");
         assert!(runs[2] == runs[0], "{opt:?}: 4 workers differ from 1");
@@ -112,22 +98,9 @@ fn deterministic_mode_is_bitwise_identical_for_1_2_4_workers() {
 /// Runs the binary with a deadline; returns (exit code, stderr, seconds).
 fn convoy_with_deadline(args: &[&str], deadline: Duration) -> (Option<i32>, String, f64) {
     let t = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if t.elapsed() > deadline {
-            let _ = child.kill();
-            panic!("convoy {args:?} still running after {deadline:?}: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut child = convoy_cmd().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let code =
+        wait_or_kill(&mut child, t, deadline, || format!("convoy {args:?} still running after {deadline:?}: it hangs"));
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     (code, err, t.elapsed().as_secs_f64())
@@ -242,7 +215,7 @@ fn bad_parallel_flags_are_usage_errors() {
     ] {
         let mut full = vec!["train", "--steps", "1", "--no-progress"];
         full.extend(&args);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_convoy")).args(&full).output().unwrap();
+        let out = convoy(&full);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");

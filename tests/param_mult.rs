@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::{config, rel_err, small_mnist};
+use common::{config, model_file, rel_err, small_mnist, trained, TEN_STEPS};
 use convoy::net::{ModelSpec, Net};
 use convoy::parallel;
-use convoy::train::{events::Recorder, train};
+use convoy::train::events::Recorder;
 
 const MODEL: &str = r#"
 name = "mult"
@@ -45,45 +45,18 @@ decay_mult = [0.5]
 weight_filler = { type = "msra", variance_norm = "average" }
 "#;
 
-const ARGS: [&str; 16] = [
-    "--steps",
-    "10",
-    "--batch-size",
-    "64",
-    "--threads",
-    "1",
-    "--seed",
-    "7",
-    "--lr",
-    "0.05",
-    "--momentum",
-    "0.9",
-    "--weight-decay",
-    "0.01",
-    "--model",
-    "",
-];
+/// SGD with momentum and weight decay, after `TEN_STEPS`.
+const OPT: [&str; 6] = ["--lr", "0.05", "--momentum", "0.9", "--weight-decay", "0.01"];
 
+/// The flags of every run here, on the model file `model`.
 fn args(model: &str) -> Vec<&str> {
-    let mut a = ARGS.to_vec();
-    a[15] = model;
-    a
-}
-
-/// The model written to a file of its own (tests run in parallel), its path.
-fn model_file(name: &str, text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("convoy-mult-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_string()
+    [&TEN_STEPS[..], &OPT, &["--model", model]].concat()
 }
 
 /// One worker's parameters after the run, checked: conv1.weight frozen at its filler's value,
 /// conv1.bias learning.
-fn reference(m: &str) -> Vec<f32> {
-    let (cfg, _) = config(&args(m), small_mnist());
-    let want = train(&cfg, &mut Recorder::default()).unwrap().params;
+fn one_worker(m: &str) -> Vec<f32> {
+    let want = trained(&args(m));
     assert_frozen(m, &want, "one worker");
     let net = Net::build(&ModelSpec::resolve(m).unwrap()).unwrap();
     assert!(net.layout().view(&want, "conv1.bias").unwrap().iter().all(|&b| b != 0.1), "conv1.bias learns (lr_mult 2)");
@@ -103,8 +76,7 @@ fn assert_frozen(m: &str, params: &[f32], what: &str) {
 #[test]
 fn lr_and_decay_multipliers_train_the_same_on_two_workers_as_on_one() {
     let m = &model_file("mult.toml", MODEL);
-    let want = reference(m);
-    let dir = std::env::temp_dir().join(format!("convoy-mult-{}", std::process::id()));
+    let want = one_worker(m);
 
     for extra in [&["--workers", "2"][..], &["--workers", "2", "--allreduce", "ring", "--no-overlap"][..]] {
         let (cfg, pc) = config(&[&args(m)[..], &["--strategy", "allreduce"], extra].concat(), small_mnist());
@@ -120,10 +92,7 @@ fn lr_and_decay_multipliers_train_the_same_on_two_workers_as_on_one() {
         .replace("decay_mult = [1.0, 0.0]\n", "")
         .replace("lr_mult = [3.0, 2.0]\n", "")
         .replace("decay_mult = [0.5]\n", "");
-    let plain_path = dir.join("plain.toml");
-    std::fs::write(&plain_path, plain).unwrap();
-    let (cfg, _) = config(&args(plain_path.to_str().unwrap()), small_mnist());
-    let other = train(&cfg, &mut Recorder::default()).unwrap().params;
+    let other = trained(&args(&model_file("plain.toml", &plain)));
     assert!(rel_err(&other, &want) > 1e-3);
 }
 
@@ -136,7 +105,7 @@ fn lr_and_decay_multipliers_train_the_same_on_two_workers_as_on_one() {
 #[test]
 fn every_strategy_honours_lr_and_decay_multipliers() {
     let m = &model_file("mult-strategies.toml", MODEL);
-    let want = reference(m);
+    let want = one_worker(m);
     for extra in [
         &["--strategy", "ps", "--ps-mode", "sync", "--workers", "2", "--servers", "2"][..],
         &["--strategy", "pipeline", "--stages", "2"][..],

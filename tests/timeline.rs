@@ -6,20 +6,28 @@ mod common;
 use convoy::train::events::{Event, Recorder, Track};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::Command;
 
 /// Runs `convoy train` with `args` on the small MNIST and returns the parsed trace.
 fn trace(args: &[&str], name: &str) -> Value {
     let path =
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("trace-{name}-{}.json", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(["train", "--no-progress", "--no-epoch-eval", "--threads", "1", "--data"])
-        .arg(common::small_mnist())
-        .arg("--timeline")
-        .arg(&path)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::convoy(
+        &[
+            &[
+                "train",
+                "--no-progress",
+                "--no-epoch-eval",
+                "--threads",
+                "1",
+                "--data",
+                common::small_mnist().to_str().unwrap(),
+                "--timeline",
+                path.to_str().unwrap(),
+            ][..],
+            args,
+        ]
+        .concat(),
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(&path).unwrap();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))

@@ -201,7 +201,7 @@ impl Server {
                 std::fs::copy(e.path(), data.join(e.file_name())).unwrap();
             }
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_convoy"))
+        let mut child = crate::common::convoy_cmd()
             .args(["serve", "--addr", "127.0.0.1:0", "--max-runs", &max_runs.to_string(), "--runs-dir"])
             .arg(dir.join("runs"))
             .arg("--data-root")

@@ -4,8 +4,10 @@
 use clap::Parser;
 use convoy::cli::{Cli, Command};
 use convoy::data::idx::read_idx;
-use convoy::parallel::ParallelConfig;
-use convoy::train::TrainConfig;
+use convoy::net::{ModelSpec, Net};
+use convoy::parallel::{self, ParallelConfig};
+use convoy::train::events::{Event, Recorder};
+use convoy::train::{train, TrainConfig};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -24,13 +26,54 @@ pub fn tmp(tag: &str) -> PathBuf {
     d
 }
 
-/// Runs the `convoy` binary with `args` from the repository root.
+/// A command that runs the `convoy` binary from the repository root, for callers that add
+/// environment, standard streams or `spawn`; the `Command`.
+pub fn convoy_cmd() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// Runs the `convoy` binary with `args` from the repository root; its `Output`.
 pub fn convoy(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
+    convoy_cmd().args(args).output().unwrap()
+}
+
+/// Runs the `convoy` binary with `args` from the repository root; (exit code, stdout, stderr).
+pub fn convoy_text(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = convoy(args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits for `child` to end, polling every 20 ms; once `deadline` has passed since `start`,
+/// kills and reaps it and panics with the message `hang()` (a hang guard); its exit code.
+pub fn wait_or_kill(
+    child: &mut std::process::Child,
+    start: std::time::Instant,
+    deadline: std::time::Duration,
+    hang: impl FnOnce() -> String,
+) -> Option<i32> {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{}", hang());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The start of a quiet `convoy train` command line on `small_mnist` (log level `level`, no
+/// progress bar); the six arguments.
+pub fn train_small(level: &'static str) -> [&'static str; 6] {
+    ["--log-level", level, "train", "--no-progress", "--data", small_mnist().to_str().unwrap()]
 }
 
 /// Bad input: exit code 2, a message holding every one of `needles`, and no panic.
@@ -43,6 +86,7 @@ pub fn assert_exit2(out: &std::process::Output, needles: &[&str]) {
     assert!(!err.contains("panicked"), "panic: {err}");
 }
 
+/// The full MNIST folder of the repository (data/mnist); its path.
 pub fn mnist() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
 }
@@ -88,6 +132,58 @@ pub fn config(args: &[&str], data: &Path) -> (TrainConfig, ParallelConfig) {
     let mut cfg = t.to_config().unwrap();
     cfg.data_dir = data.to_path_buf();
     (cfg, t.parallel.to_config().unwrap())
+}
+
+/// The parameters after `convoy train ARGS` on `small_mnist`, trained in this process: one
+/// worker's (`train`), or the threads transport's (`parallel::run`) where ARGS ask for more
+/// workers or `--deterministic`; the flat parameter vector.
+pub fn trained(args: &[&str]) -> Vec<f32> {
+    let (cfg, pc) = config(args, small_mnist());
+    if pc.workers == 1 && !args.contains(&"--deterministic") {
+        return train(&cfg, &mut Recorder::default()).unwrap().params;
+    }
+    parallel::run(&cfg, &pc, &mut Recorder::default()).unwrap().params
+}
+
+/// The reference a strategy is compared with: `trained` after `TEN_STEPS` with `args` (one
+/// worker unless `args` say otherwise); its parameters.
+pub fn reference(args: &[&str]) -> Vec<f32> {
+    trained(&[&TEN_STEPS[..], args].concat())
+}
+
+/// `parallel::run` of `TEN_STEPS` with `args` on `small_mnist`, checked to run 10 steps; its
+/// parameters and events.
+pub fn ten_steps_parallel(args: &[&str]) -> (Vec<f32>, Vec<Event>) {
+    let (cfg, pc) = config(&[&TEN_STEPS[..], args].concat(), small_mnist());
+    let mut rec = Recorder::default();
+    let s = parallel::run(&cfg, &pc, &mut rec).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert_eq!(s.steps, 10);
+    (s.params, rec.events)
+}
+
+/// `text` written to `name` in this test binary's folder of model files (written aside and
+/// renamed: tests that run in parallel and write the same file never read half of it); its path.
+pub fn model_file(name: &str, text: &str) -> String {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{}-models-{}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let aside = dir.join(format!(".{name}.{:?}", std::thread::current().id()));
+    std::fs::write(&aside, text).unwrap();
+    std::fs::rename(&aside, &path).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// The batch-norm running statistics in `params`, by the layout of `model` (zoo name or file),
+/// checked to be there; their values in layout order.
+pub fn running_stats(model: &str, params: &[f32]) -> Vec<f32> {
+    let net = Net::build(&ModelSpec::resolve(model).unwrap()).unwrap();
+    let ranges = net.layout().buffer_ranges();
+    assert!(!ranges.is_empty());
+    ranges.into_iter().flat_map(|r| params[r].to_vec()).collect()
 }
 
 /// ‖a − b‖ / ‖b‖.
