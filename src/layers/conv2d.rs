@@ -19,11 +19,14 @@ use super::{check_input, Ctx, Layer, LayerError, ParamSpec};
 use crate::tensor::backend::{self, Backend, ConvDesc, LayerEngine};
 use crate::tensor::direct_conv::{self, Flat};
 use crate::tensor::direct_oc;
-use crate::tensor::gemm::{sgemm, MatRef};
-use crate::tensor::im2col::{col2im, im2col, ConvShape};
+
+use crate::tensor::im2col::ConvShape;
 use crate::tensor::simd::Isa;
 use crate::tensor::winograd::{Tile, Winograd};
 use crate::tensor::{init::Init, Tensor};
+pub use algo::ConvAlgo;
+use algo::{DIRECT_MIN_USEFUL, DIRECT_OC_MAX_WEIGHTS, WINOGRAD_MAX_PAIRS_DIRECT, WINOGRAD_MIN_CHANNELS};
+use gemm_path::{backward_chunk, forward_chunk, samples_per_gemm};
 use rayon::prelude::*;
 
 /// Configuration of a convolution.
@@ -59,83 +62,6 @@ impl Conv2dConfig {
         }
     }
 }
-
-/// How a convolution computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConvAlgo {
-    /// im2col + GEMM per sample and group: every configuration (the reference path).
-    Im2col,
-    /// 1×1, stride 1, no padding: the input is the column matrix (GEMM, nothing copied).
-    Gemm1x1,
-    /// Direct convolution on padded planes with this instruction set (stride 1, dilation 1,
-    /// padding below the kernel size, kernel width 1, 3, 5 or 7).
-    Direct(Isa),
-    /// Direct 3×3 convolution vectorised over output channels (`tensor::direct_oc`): stride 1,
-    /// one group; for small maps.
-    DirectOc(Isa),
-    /// Winograd F(m×m, r×r) (`tensor::winograd`) for forward, input and weight gradients:
-    /// F(2×2) or F(4×4) for 3×3 kernels, F(2×2) or F(3×3) for 5×5; stride 1, dilation 1, one group,
-    /// padding below the kernel size.
-    Winograd(Tile),
-}
-
-impl ConvAlgo {
-    /// Name for tables: "im2col+gemm", "gemm-1x1", "direct-avx512", "direct-avx2".
-    pub fn name(self) -> &'static str {
-        match self {
-            ConvAlgo::Im2col => "im2col+gemm",
-            ConvAlgo::Gemm1x1 => "gemm-1x1",
-            ConvAlgo::Direct(Isa::Avx512) => "direct-avx512",
-            ConvAlgo::Direct(Isa::Avx2) => "direct-avx2",
-            ConvAlgo::DirectOc(Isa::Avx512) => "direct-oc-avx512",
-            ConvAlgo::DirectOc(Isa::Avx2) => "direct-oc-avx2",
-            ConvAlgo::Winograd(Tile::F2) => "winograd-f2",
-            ConvAlgo::Winograd(Tile::F3) => "winograd-f3",
-            ConvAlgo::Winograd(Tile::F4) => "winograd-f4",
-        }
-    }
-
-    /// The instruction set of a direct algorithm, and whether it vectorises over channels.
-    fn direct_isa(self) -> Option<(Isa, bool)> {
-        match self {
-            ConvAlgo::Direct(isa) => Some((isa, false)),
-            ConvAlgo::DirectOc(isa) => Some((isa, true)),
-            _ => None,
-        }
-    }
-}
-
-/// Smallest share of useful lanes (`Flat::useful`) for which the direct kernels beat im2col +
-/// GEMM (batched over samples for small maps). Measured with `convoy bench --layers`: 16×16 and
-/// 32×32 maps padded by 1 (0.8–0.9) win; on 8×8 maps (0.67) im2col + GEMM was 20 % faster for
-/// VGG-11's 128–256 channels and on par for ResNet-20's 64; 4×4 (0.5) and 2×2 (0.25) lose.
-const DIRECT_MIN_USEFUL: f64 = 0.7;
-
-/// Largest cin·cout for which the channel-vectorised kernels beat batched im2col + GEMM on small
-/// maps. Measured with `convoy bench --layers` (batch 64, one thread): ResNet-20's 64→64 on 8×8,
-/// 8.9 ms against 12.6 ms forward + backward; VGG-11's 128→256 to 512→512 on 8×8 down to 2×2,
-/// 1.1× to 3× slower than the GEMM, whose blocking keeps their 1–9 MiB of weights in cache.
-const DIRECT_OC_MAX_WEIGHTS: usize = 64 * 64;
-
-/// Fewest input channels for Winograd. Measured with `convoy bench --layers` (batch 64, one
-/// thread, Zen 4, forward + backward ms, direct → F(4×4)): ResNet-20's 16→16 on 32×32 10.5 →
-/// 13.1 (thin GEMMs; the transforms dominate), 32→32 on 16×16 10.2 → 8.3.
-const WINOGRAD_MIN_CHANNELS: usize = 32;
-
-/// Most channel pairs (cin·cout) that stay on the direct kernels. Winograd would win there too
-/// (ResNet-20's 32→32 10.2 → 8.3 ms, its 64→64 on 8×8 9.3 → 5.7; LeNet's 5×5 32→64 on 14×14
-/// 47 → 37), but its rounding (F(4×4): about 6× the direct sum's RMS error, F(2×2, 5×5) 3×,
-/// `tensor/winograd.rs`) goes through training further than the tests of the project's promises
-/// allow: with F(4×4) on ResNet-20's 64→64 layers alone its 10-step trajectory moved 1.0e-4 from
-/// oneDNN's (tests/train_mnist.rs; batch norm at initialisation amplifies rounding), and with
-/// F(2×2, 5×5) on LeNet's conv2, resuming a 4-worker checkpoint on 1 worker ended 20 steps 2.9e-4
-/// from the single-worker run (tests/checkpoint.rs holds 1e-5), still 1.7e-4 with Winograd in
-/// forward and input gradient only and the weight gradient on the direct kernels (tried
-/// 2026-12-07; it gained only 47 → 45 ms). F(2×2, 3×3) is as exact as direct but slower there.
-/// Above it, Winograd: VGG-11's 64→128 on 16×16 82 → 40 ms, its 128→256 to 512→512 2–2.5×
-/// faster than im2col; AlexNet-CIFAR's 5×5 64→128 on 15×15 220 → 121 ms with F(2×2), 85 with
-/// F(3×3).
-const WINOGRAD_MAX_PAIRS_DIRECT: usize = 64 * 64;
 
 /// Per-thread scratch buffers.
 #[derive(Default)]
@@ -418,160 +344,6 @@ impl Conv2d {
     }
 }
 
-/// Columns a batched GEMM aims for: below it, a per-sample GEMM (VGG's 2×2 maps: 4 columns)
-/// spends its time in packing and edges, so several samples' columns go side by side.
-const GEMM_MIN_COLS: usize = 256;
-
-/// Samples per GEMM on the im2col path: 1 where one sample's map is wide enough (and for
-/// `Gemm1x1`, which reads the input in place), else enough for `GEMM_MIN_COLS` columns.
-fn samples_per_gemm(one_by_one: bool, p: usize) -> usize {
-    if one_by_one || p >= GEMM_MIN_COLS {
-        1
-    } else {
-        GEMM_MIN_COLS.div_ceil(p.max(1))
-    }
-}
-
-/// Forward of a chunk of samples. `x`: (n, C, H, W), `y`: (n, O, OH, OW). `nb` samples share
-/// one GEMM (`samples_per_gemm`): their columns side by side, the product scattered back.
-#[allow(clippy::too_many_arguments)]
-fn forward_chunk(
-    cfg: &Conv2dConfig,
-    g: &ConvShape,
-    direct: bool,
-    nb: usize,
-    w: &[f32],
-    b: &[f32],
-    x: &[f32],
-    y: &mut [f32],
-    s: &mut Scratch,
-) {
-    let (groups, og) = (cfg.groups, cfg.out_channels / cfg.groups);
-    let (k, p) = (g.rows(), g.cols());
-    let xin = g.c * g.h * g.w;
-    let (xs_len, ys_len) = (xin * groups, cfg.out_channels * p);
-    let n = x.len() / xs_len;
-    for s0 in (0..n).step_by(nb) {
-        let m = nb.min(n - s0);
-        let ld = m * p;
-        for gi in 0..groups {
-            let wg = MatRef::n(&w[gi * og * k..], k);
-            let bias = &b[if cfg.bias { gi * og..(gi + 1) * og } else { 0..0 }];
-            if m == 1 {
-                let xg = &x[s0 * xs_len + gi * xin..][..xin];
-                let cols: &[f32] = if direct {
-                    xg
-                } else {
-                    im2col(&mut s.cols, p, xg, g);
-                    &s.cols
-                };
-                let yg = &mut y[s0 * ys_len + gi * og * p..][..og * p];
-                for (row, &bv) in yg.chunks_exact_mut(p).zip(bias) {
-                    row.fill(bv);
-                }
-                // y_g (og × p) = W_g (og × k) · cols (k × p)
-                sgemm(og, p, k, wg, MatRef::n(cols, p), yg, p, cfg.bias, 1);
-                continue;
-            }
-            for j in 0..m {
-                im2col(&mut s.cols[j * p..], ld, &x[(s0 + j) * xs_len + gi * xin..][..xin], g);
-            }
-            // tmp (og × m·p) = W_g (og × k) · cols (k × m·p)
-            sgemm(og, ld, k, wg, MatRef::n(&s.cols, ld), &mut s.aux, ld, false, 1);
-            for j in 0..m {
-                let yg = &mut y[(s0 + j) * ys_len + gi * og * p..][..og * p];
-                for (o, row) in yg.chunks_exact_mut(p).enumerate() {
-                    let src = &s.aux[o * ld + j * p..][..p];
-                    let bv = bias.get(o).copied().unwrap_or(0.0);
-                    row.iter_mut().zip(src).for_each(|(d, &v)| *d = v + bv);
-                }
-            }
-        }
-    }
-}
-
-/// Backward of a chunk: accumulates into `dw`/`db`, writes `dx` when given; `nb` as in forward.
-#[allow(clippy::too_many_arguments)]
-fn backward_chunk(
-    cfg: &Conv2dConfig,
-    g: &ConvShape,
-    direct: bool,
-    nb: usize,
-    w: &[f32],
-    x: &[f32],
-    dy: &[f32],
-    mut dx: Option<&mut [f32]>,
-    s: &mut Scratch,
-    dw: &mut [f32],
-    db: &mut [f32],
-) {
-    let (groups, og) = (cfg.groups, cfg.out_channels / cfg.groups);
-    let (k, p) = (g.rows(), g.cols());
-    let xin = g.c * g.h * g.w;
-    let (xs_len, ys_len) = (xin * groups, cfg.out_channels * p);
-    let n = x.len() / xs_len;
-    if let Some(d) = dx.as_deref_mut() {
-        d.fill(0.0);
-    }
-    for s0 in (0..n).step_by(nb) {
-        let m = nb.min(n - s0);
-        let ld = m * p;
-        for gi in 0..groups {
-            let xg = &x[s0 * xs_len + gi * xin..][..xin];
-            let wg = &w[gi * og * k..(gi + 1) * og * k];
-            // dy_g of the m samples as one (og × m·p) matrix: in place for one sample.
-            let dyg: &[f32] = if m == 1 {
-                &dy[s0 * ys_len + gi * og * p..][..og * p]
-            } else {
-                for j in 0..m {
-                    let src = &dy[(s0 + j) * ys_len + gi * og * p..][..og * p];
-                    for (o, row) in src.chunks_exact(p).enumerate() {
-                        s.aux[o * ld + j * p..][..p].copy_from_slice(row);
-                    }
-                }
-                &s.aux[..og * ld]
-            };
-            let cols: &[f32] = if direct {
-                xg
-            } else {
-                for j in 0..m {
-                    im2col(&mut s.cols[j * p..], ld, &x[(s0 + j) * xs_len + gi * xin..][..xin], g);
-                }
-                &s.cols
-            };
-            // dW_g (og × k) += dy_g (og × m·p) · colsᵀ (m·p × k)
-            sgemm(
-                og,
-                k,
-                ld,
-                MatRef::n(dyg, ld),
-                MatRef::t(cols, ld),
-                &mut dw[gi * og * k..(gi + 1) * og * k],
-                k,
-                true,
-                1,
-            );
-            if cfg.bias {
-                for (dbv, row) in db[gi * og..(gi + 1) * og].iter_mut().zip(dyg.chunks_exact(ld)) {
-                    *dbv += row.iter().sum::<f32>();
-                }
-            }
-            if let Some(d) = dx.as_deref_mut() {
-                if direct {
-                    // dx_g (k × p) += W_gᵀ (k × og) · dy_g (og × p)
-                    let dxg = &mut d[s0 * xs_len + gi * xin..][..xin];
-                    sgemm(k, p, og, MatRef::t(wg, k), MatRef::n(dyg, p), dxg, p, true, 1);
-                } else {
-                    sgemm(k, ld, og, MatRef::t(wg, k), MatRef::n(dyg, ld), &mut s.dcols, ld, false, 1);
-                    for j in 0..m {
-                        col2im(&mut d[(s0 + j) * xs_len + gi * xin..][..xin], &s.dcols[j * p..], ld, g);
-                    }
-                }
-            }
-        }
-    }
-}
-
 impl Layer for Conv2d {
     fn kind(&self) -> &'static str {
         "conv2d"
@@ -782,6 +554,8 @@ impl Layer for Conv2d {
     }
 }
 
+mod algo;
 mod direct;
+mod gemm_path;
 #[cfg(test)]
 mod tests;
