@@ -7,7 +7,7 @@ use crate::parallel::data_parallel::AllReduceConfig;
 use crate::parallel::hybrid::HybridConfig;
 use crate::parallel::param_server::{PsConfig, PsMode};
 use crate::parallel::pipeline::{PipelineConfig, Schedule};
-use crate::parallel::tensor::TensorConfig;
+use crate::parallel::tensor_parallel::TensorConfig;
 use crate::parallel::{CommKind, FailureKind, InjectFailure, ParallelConfig, StrategyKind};
 use clap::Args;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 
 use super::data_parallel::AllReduceConfig;
 use super::param_server::PsConfig;
-use super::{hybrid, pipeline, tensor};
+use super::{hybrid, pipeline, tensor_parallel};
 use crate::comm::launch;
 use crate::train::{TrainConfig, TrainError};
 use std::time::Duration;
@@ -19,7 +19,7 @@ pub enum StrategyKind {
     /// (`--strategy pipeline`).
     Pipeline(pipeline::PipelineConfig),
     /// Every convolution and fully connected layer split across the workers (`--strategy tensor`).
-    Tensor(tensor::TensorConfig),
+    Tensor(tensor_parallel::TensorConfig),
     /// Data-parallel convolutions, model-parallel classifier (`--strategy hybrid --dp D --mp M`).
     Hybrid(hybrid::HybridConfig),
 }

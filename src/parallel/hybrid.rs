@@ -16,7 +16,7 @@
 //! activations are smaller than the classifier.
 
 use super::data_parallel::CommSync;
-use super::tensor::{self, Maps, Sliced, SplitNet};
+use super::tensor_parallel::{self, Maps, Sliced, SplitNet};
 use crate::comm::Communicator;
 use crate::data::loader::Batch;
 use crate::layers::softmax_xent::{correct_topk, SoftmaxCrossEntropy};
@@ -66,7 +66,7 @@ impl HybridConfig {
             return bad(format!("--batch-size {} is smaller than the {all} workers", cfg.batch_size));
         }
         let (_, fc) = split_model(&cfg.model)?;
-        tensor::plan(&fc, self.mp - 1, self.mp)?;
+        tensor_parallel::plan(&fc, self.mp - 1, self.mp)?;
         Ok(())
     }
 }
@@ -204,7 +204,7 @@ impl Strategy for Hybrid<'_> {
         let full = Net::build(&self.model)?;
         // The convolutions come first in both layouts.
         self.params[..self.conv_len].copy_from_slice(&params[..self.conv_len]);
-        tensor::copy(&self.fc_maps, full.layout(), params, &mut self.params, true)
+        tensor_parallel::copy(&self.fc_maps, full.layout(), params, &mut self.params, true)
     }
 
     fn step(

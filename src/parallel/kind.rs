@@ -4,7 +4,7 @@
 
 use super::config::StrategyKind;
 use super::data_parallel::{self, AllReduce};
-use super::{hybrid, param_server, pipeline, tensor};
+use super::{hybrid, param_server, pipeline, tensor_parallel};
 use crate::comm::{Algorithm, Communicator};
 use crate::data::sampler::Shard;
 use crate::net::Net;
@@ -107,7 +107,7 @@ impl StrategyKind {
             }
             // Every slice computes on the whole batch.
             StrategyKind::Tensor(_) => {
-                (Box::new(tensor::TensorSplit::new(comm, cfg, net)?), Shard::grouped(rank, workers, workers))
+                (Box::new(tensor_parallel::TensorSplit::new(comm, cfg, net)?), Shard::grouped(rank, workers, workers))
             }
             StrategyKind::Hybrid(h) => {
                 let (group, replicas) =

@@ -19,7 +19,7 @@ pub mod param_server;
 pub mod partition;
 pub mod pipeline;
 mod ranks;
-pub mod tensor;
+pub mod tensor_parallel;
 mod watchdog;
 
 use crate::comm::{CommError, Communicator, LocalComm};

@@ -11,7 +11,7 @@
 //! A sliced value read whole gets back this worker's channels of the whole gradient.
 
 use super::plan::{Form, Read, SegPlan};
-use super::{Cut, Maps, Plan, TrainError};
+use super::{Cut, Maps, SplitPlan, TrainError};
 use crate::comm::Communicator;
 use crate::layers::join::Join;
 use crate::layers::Ctx;
@@ -168,7 +168,7 @@ impl<'c> SplitNet<'c> {
         first_layer: usize,
     ) -> Result<(SplitNet<'c>, Maps, usize), TrainError> {
         let (w, mp) = (comm.rank(), comm.size());
-        let Plan { segments, cuts } = super::plan(spec, w, mp)?;
+        let SplitPlan { segments, cuts } = super::plan(spec, w, mp)?;
         let mut ops = Vec::new();
         let mut ranges = Vec::new();
         let mut maps = Vec::new();

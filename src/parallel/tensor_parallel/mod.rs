@@ -31,7 +31,7 @@ mod exec;
 mod plan;
 
 pub(crate) use exec::SplitNet;
-pub use plan::{plan, Plan};
+pub use plan::{plan, SplitPlan};
 
 use crate::comm::Communicator;
 use crate::data::loader::Batch;

@@ -67,7 +67,7 @@ pub(crate) struct SegPlan {
 /// The slices of one worker: the segments, and the cut of every parameter tensor (by full name)
 /// that is not the whole tensor held by worker 0 alone.
 #[derive(Clone, Debug)]
-pub struct Plan {
+pub struct SplitPlan {
     pub(crate) segments: Vec<SegPlan>,
     pub(crate) cuts: Vec<(String, Cut)>,
 }
@@ -245,7 +245,7 @@ fn segment_starts(spec: &ModelSpec, srcs: &[Vec<Option<usize>>], places: &[Place
 }
 
 /// Plans worker `w`'s slices of `spec` for `mp` slices.
-pub fn plan(spec: &ModelSpec, w: usize, mp: usize) -> Result<Plan, TrainError> {
+pub fn plan(spec: &ModelSpec, w: usize, mp: usize) -> Result<SplitPlan, TrainError> {
     // Per-sample shapes of the whole net's values.
     let full_net = Net::build_segment(spec, 0)?;
     let srcs = spec.sources().map_err(|m| TrainError::Config(format!("model '{}': {m}", spec.name)))?;
@@ -297,7 +297,7 @@ pub fn plan(spec: &ModelSpec, w: usize, mp: usize) -> Result<Plan, TrainError> {
             gather: gather[b - 1],
         });
     }
-    Ok(Plan { segments, cuts })
+    Ok(SplitPlan { segments, cuts })
 }
 
 #[cfg(test)]
