@@ -255,6 +255,31 @@ impl ParallelArgs {
 
     /// Validates the flags into parallel settings.
     pub fn to_config(&self) -> Result<ParallelConfig, ConfigError> {
+        self.check_flags_apply()?;
+        let strategy = match self.strategy {
+            StrategyArg::Tensor => {
+                self.reject_replica_flags("tensor")?;
+                StrategyKind::Tensor(TensorConfig {
+                    mp: self.mp.unwrap_or(if self.workers > 1 { self.workers } else { 2 }),
+                })
+            }
+            StrategyArg::Pipeline | StrategyArg::Hybrid => self.pipeline_or_hybrid()?,
+            StrategyArg::Allreduce => self.allreduce()?,
+            StrategyArg::Ps => self.parameter_server()?,
+        };
+        Ok(ParallelConfig {
+            workers: self.workers,
+            strategy,
+            stall_timeout: Duration::from_secs_f64(self.stall_timeout),
+            stall_abort: self.stall_abort,
+            mpi_spin_wait: self.mpi_spin_wait,
+            inject_failure: self.inject_failure()?,
+            comm: self.comm_kind(),
+        })
+    }
+
+    /// Refuses bad counts and the flags of a strategy other than the chosen one.
+    fn check_flags_apply(&self) -> Result<(), ConfigError> {
         if self.workers == 0 {
             return Err(invalid("workers", "must be at least 1"));
         }
@@ -286,121 +311,102 @@ impl ParallelArgs {
                 }
             }
         }
-        let strategy = match self.strategy {
-            StrategyArg::Tensor => {
-                self.reject_replica_flags("tensor")?;
-                StrategyKind::Tensor(TensorConfig {
-                    mp: self.mp.unwrap_or(if self.workers > 1 { self.workers } else { 2 }),
-                })
+        Ok(())
+    }
+
+    /// `--strategy pipeline`, and `--strategy hybrid` (`--dp × --pp` replicas of a pipeline, or
+    /// `--dp × --mp` with a model-parallel classifier).
+    fn pipeline_or_hybrid(&self) -> Result<StrategyKind, ConfigError> {
+        let hybrid = self.strategy == StrategyArg::Hybrid;
+        // `--batch-norm` applies to the data-parallel convolutions of dp × mp.
+        let bn_ok = hybrid && self.mp.is_some();
+        let mut replica_flags = self.clone();
+        if bn_ok {
+            replica_flags.batch_norm = None;
+        }
+        replica_flags.reject_replica_flags(if hybrid { "hybrid" } else { "pipeline" })?;
+        if hybrid && self.mp.is_some() {
+            if self.pp.is_some()
+                || self.stages.is_some()
+                || self.micro_batches.is_some()
+                || self.pipeline_schedule.is_some()
+                || !self.split_after.is_empty()
+            {
+                return Err(invalid(
+                    "mp",
+                    "--dp × --mp (model-parallel classifier) does not combine with pipeline flags yet",
+                ));
             }
-            StrategyArg::Pipeline | StrategyArg::Hybrid => {
-                let hybrid = self.strategy == StrategyArg::Hybrid;
-                // `--batch-norm` applies to the data-parallel convolutions of dp × mp.
-                let bn_ok = hybrid && self.mp.is_some();
-                let mut replica_flags = self.clone();
-                if bn_ok {
-                    replica_flags.batch_norm = None;
-                }
-                replica_flags.reject_replica_flags(if hybrid { "hybrid" } else { "pipeline" })?;
-                if hybrid && self.mp.is_some() {
-                    if self.pp.is_some()
-                        || self.stages.is_some()
-                        || self.micro_batches.is_some()
-                        || self.pipeline_schedule.is_some()
-                        || !self.split_after.is_empty()
-                    {
-                        return Err(invalid(
-                            "mp",
-                            "--dp × --mp (model-parallel classifier) does not combine with pipeline flags yet",
-                        ));
-                    }
-                    return Ok(ParallelConfig {
-                        workers: self.workers,
-                        strategy: StrategyKind::Hybrid(HybridConfig {
-                            dp: self.dp.unwrap_or(1),
-                            mp: self.mp.unwrap_or(2),
-                            sync_batch_norm: self.batch_norm != Some(BatchNormArg::Local),
-                        }),
-                        stall_timeout: Duration::from_secs_f64(self.stall_timeout),
-                        stall_abort: self.stall_abort,
-                        mpi_spin_wait: self.mpi_spin_wait,
-                        inject_failure: self.inject_failure()?,
-                        comm: self.comm_kind(),
-                    });
-                }
-                if hybrid && (self.dp.is_none() || self.pp.is_none()) {
-                    return Err(invalid("dp", "--strategy hybrid needs --dp R with --pp S (R replicas of an S-stage pipeline) or --mp M (data-parallel convolutions, model-parallel classifier)"));
-                }
-                if hybrid && self.stages.is_some() {
-                    return Err(invalid("stages", "with --strategy hybrid the stages are --pp"));
-                }
-                let stages = self.pp.or(self.stages).unwrap_or(if self.workers > 1 { self.workers } else { 2 });
-                StrategyKind::Pipeline(PipelineConfig {
-                    stages,
-                    micro_batches: self.micro_batches.unwrap_or(stages * 2),
-                    schedule: self.pipeline_schedule.unwrap_or(ScheduleArg::OneFOneB).schedule(),
-                    split_after: self.split_after.clone(),
-                    replicas: self.dp.unwrap_or(1),
-                })
+            return Ok(StrategyKind::Hybrid(HybridConfig {
+                dp: self.dp.unwrap_or(1),
+                mp: self.mp.unwrap_or(2),
+                sync_batch_norm: self.batch_norm != Some(BatchNormArg::Local),
+            }));
+        }
+        if hybrid && (self.dp.is_none() || self.pp.is_none()) {
+            return Err(invalid("dp", "--strategy hybrid needs --dp R with --pp S (R replicas of an S-stage pipeline) or --mp M (data-parallel convolutions, model-parallel classifier)"));
+        }
+        if hybrid && self.stages.is_some() {
+            return Err(invalid("stages", "with --strategy hybrid the stages are --pp"));
+        }
+        let stages = self.pp.or(self.stages).unwrap_or(if self.workers > 1 { self.workers } else { 2 });
+        Ok(StrategyKind::Pipeline(PipelineConfig {
+            stages,
+            micro_batches: self.micro_batches.unwrap_or(stages * 2),
+            schedule: self.pipeline_schedule.unwrap_or(ScheduleArg::OneFOneB).schedule(),
+            split_after: self.split_after.clone(),
+            replicas: self.dp.unwrap_or(1),
+        }))
+    }
+
+    /// `--strategy allreduce` (the default).
+    fn allreduce(&self) -> Result<StrategyKind, ConfigError> {
+        for (given, flag) in [
+            (self.ps_mode.is_some(), "ps-mode"),
+            (self.staleness.is_some(), "staleness"),
+            (self.servers.is_some(), "servers"),
+        ] {
+            if given {
+                return Err(invalid(flag, "applies to --strategy ps; hint: add --strategy ps"));
             }
-            StrategyArg::Allreduce => {
-                for (given, flag) in [
-                    (self.ps_mode.is_some(), "ps-mode"),
-                    (self.staleness.is_some(), "staleness"),
-                    (self.servers.is_some(), "servers"),
-                ] {
-                    if given {
-                        return Err(invalid(flag, "applies to --strategy ps; hint: add --strategy ps"));
-                    }
-                }
-                let defaults = AllReduceConfig::default();
-                StrategyKind::AllReduce(AllReduceConfig {
-                    algorithm: match self.algorithm {
-                        AlgorithmArg::Direct => Algorithm::Direct,
-                        AlgorithmArg::Ring => Algorithm::Ring,
-                        AlgorithmArg::Tree => Algorithm::Tree,
-                        AlgorithmArg::Naive => Algorithm::Naive,
-                    },
-                    bucket_mb: self.bucket_mb.unwrap_or(defaults.bucket_mb),
-                    overlap: !self.no_overlap,
-                    accumulate: self.accumulate.unwrap_or(1),
-                    deterministic: self.deterministic,
-                    sync_batch_norm: self.batch_norm != Some(BatchNormArg::Local),
-                })
+        }
+        let defaults = AllReduceConfig::default();
+        Ok(StrategyKind::AllReduce(AllReduceConfig {
+            algorithm: match self.algorithm {
+                AlgorithmArg::Direct => Algorithm::Direct,
+                AlgorithmArg::Ring => Algorithm::Ring,
+                AlgorithmArg::Tree => Algorithm::Tree,
+                AlgorithmArg::Naive => Algorithm::Naive,
+            },
+            bucket_mb: self.bucket_mb.unwrap_or(defaults.bucket_mb),
+            overlap: !self.no_overlap,
+            accumulate: self.accumulate.unwrap_or(1),
+            deterministic: self.deterministic,
+            sync_batch_norm: self.batch_norm != Some(BatchNormArg::Local),
+        }))
+    }
+
+    /// `--strategy ps`.
+    fn parameter_server(&self) -> Result<StrategyKind, ConfigError> {
+        for (given, flag) in [
+            (self.bucket_mb.is_some(), "bucket-mb"),
+            (self.no_overlap, "no-overlap"),
+            (self.accumulate.is_some(), "accumulate"),
+            (self.deterministic, "deterministic"),
+            (self.batch_norm.is_some(), "batch-norm"),
+        ] {
+            if given {
+                return Err(invalid(flag, "applies to --strategy allreduce"));
             }
-            StrategyArg::Ps => {
-                for (given, flag) in [
-                    (self.bucket_mb.is_some(), "bucket-mb"),
-                    (self.no_overlap, "no-overlap"),
-                    (self.accumulate.is_some(), "accumulate"),
-                    (self.deterministic, "deterministic"),
-                    (self.batch_norm.is_some(), "batch-norm"),
-                ] {
-                    if given {
-                        return Err(invalid(flag, "applies to --strategy allreduce"));
-                    }
-                }
-                let mode = match self.ps_mode.unwrap_or(PsModeArg::Sync) {
-                    PsModeArg::Sync | PsModeArg::Async if self.staleness.is_some() => {
-                        return Err(invalid("staleness", "applies to --ps-mode ssp"));
-                    }
-                    PsModeArg::Sync => PsMode::Sync,
-                    PsModeArg::Async => PsMode::Async,
-                    PsModeArg::Ssp => PsMode::Ssp { staleness: self.staleness.unwrap_or(3) },
-                };
-                StrategyKind::ParamServer(PsConfig { mode, servers: self.servers.unwrap_or(1) })
+        }
+        let mode = match self.ps_mode.unwrap_or(PsModeArg::Sync) {
+            PsModeArg::Sync | PsModeArg::Async if self.staleness.is_some() => {
+                return Err(invalid("staleness", "applies to --ps-mode ssp"));
             }
+            PsModeArg::Sync => PsMode::Sync,
+            PsModeArg::Async => PsMode::Async,
+            PsModeArg::Ssp => PsMode::Ssp { staleness: self.staleness.unwrap_or(3) },
         };
-        let inject_failure = self.inject_failure()?;
-        let comm = self.comm_kind();
-        Ok(ParallelConfig {
-            workers: self.workers,
-            strategy,
-            stall_timeout: Duration::from_secs_f64(self.stall_timeout),
-            stall_abort: self.stall_abort,
-            mpi_spin_wait: self.mpi_spin_wait,
-            inject_failure,
-            comm,
-        })
+        Ok(StrategyKind::ParamServer(PsConfig { mode, servers: self.servers.unwrap_or(1) }))
     }
 }
