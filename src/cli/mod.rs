@@ -315,6 +315,7 @@ impl TrainArgs {
     }
 
     /// `to_config` from the flags alone.
+    // Long: flag by flag into TrainConfig, every message naming its flag, in the order of --help.
     fn to_config_flags(&self) -> anyhow::Result<TrainConfig> {
         if self.batch_size == Some(0) {
             return Err(invalid("batch-size", "must be at least 1").into());

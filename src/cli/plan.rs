@@ -233,6 +233,7 @@ pub fn json_rows(rows: &[(usize, Vec<plan::Prediction>)]) -> Vec<serde_json::Val
 }
 
 /// Checks the flags of `convoy plan` and predicts every node count: the plot's title and the rows.
+// Long: the flags of convoy plan checked and turned into the cluster, the model and the pins, in the order of --help.
 pub fn predict(args: &PlanArgs) -> anyhow::Result<(String, Rows)> {
     let spec = ModelSpec::resolve(&args.model)?;
     if args.batch == 0 {

@@ -189,6 +189,7 @@ impl LaunchRequest {
 
     /// `to_args` with the datasets present and their per-sample shapes given (the fuzz target's
     /// way to check requests without reading files).
+    // Long: a launch request checked field by field in the order of the form, each message naming its field.
     pub fn to_args_with(
         &self,
         present: &[String],

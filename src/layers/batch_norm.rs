@@ -320,6 +320,8 @@ impl Layer for BatchNorm {
         Ok(())
     }
 
+    // Long: one pass per mode (affine or not, batch or running statistics, fused ReLU) over the same per-channel
+    // sums.
     fn backward(
         &mut self,
         ctx: &Ctx,

@@ -415,6 +415,8 @@ impl Layer for Conv2d {
         Ok(())
     }
 
+    // Long: one backward per algorithm (engine, Winograd, direct, GEMM) over the same chunked threads; split, each
+    // part would re-derive the same geometry and scratch.
     fn backward(
         &mut self,
         ctx: &Ctx,

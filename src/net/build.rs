@@ -9,6 +9,7 @@ use crate::tensor::Tensor;
 impl Net {
     /// Builds the net of `spec`; `classes`: its output must be the class scores (a whole model,
     /// not a segment).
+    // Long: the checks of a spec in the order a reader meets them; each error names the layer it is about.
     pub(super) fn build_checked(spec: &ModelSpec, classes: bool) -> Result<Net, NetError> {
         let spec_err = |msg: String| NetError::Spec { model: spec.name.clone(), msg };
         // A whole model takes images; a segment may start anywhere (e.g. after Flatten).

@@ -311,6 +311,8 @@ impl Net {
     /// ACCUMULATES their parameter gradients through `sink`. `dy` is the gradient of the
     /// output of layer `range.end - 1`; `None` when that is the last layer, whose gradient
     /// `loss_forward_backward` has set. With `input_grad`, returns the gradient of `x`.
+    // Long: the reverse sweep over a DAG: gradient slots, fused ReLUs and the per-layer sink calls share the loop
+    // state.
     pub fn backward_layers<G: GradSink + ?Sized>(
         &mut self,
         ctx: &Ctx,

@@ -107,6 +107,7 @@ impl LrSchedule {
     }
 
     /// Parses the `--schedule` grammar (see `OptimError::Schedule`).
+    // Long: one match over the schedule grammar, an arm per schedule with its own error messages.
     pub fn parse(spec: &str, base_lr: f32) -> Result<LrSchedule, OptimError> {
         let err = |msg: &str| OptimError::Schedule { spec: spec.to_string(), msg: msg.to_string() };
         let (warmup_steps, rest) = match spec.strip_prefix("warmup:") {

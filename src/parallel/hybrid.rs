@@ -207,6 +207,8 @@ impl Strategy for Hybrid<'_> {
         tensor_parallel::copy(&self.fc_maps, full.layout(), params, &mut self.params, true)
     }
 
+    // Long: one training step of data-parallel convolutions and a model-parallel classifier: the exchanges between
+    // the two parts are in the order they happen.
     fn step(
         &mut self,
         _net: &mut Net,

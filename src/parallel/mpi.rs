@@ -115,6 +115,7 @@ fn validate(mpi: &Mpi, cfg: &TrainConfig, pc: &ParallelConfig) -> Result<usize, 
 }
 
 /// Runs this process's part of the job.
+// Long: the rank layout of each strategy under MPI, one arm each, ending in the same run_ranks call.
 pub fn run(
     mpi: &Mpi,
     cfg: &TrainConfig,

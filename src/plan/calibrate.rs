@@ -75,6 +75,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Measures `spec` at `batch` samples (and at an eighth of it, for the per-call part) with
 /// `threads` intra-op threads, the convolutions on `backend`.
+// Long: one measurement run (layers, all-reduce, bandwidth) whose timings go into the same profile.
 pub fn calibrate(
     spec: &ModelSpec,
     batch: usize,

@@ -53,6 +53,7 @@ fn family(p: &Prediction) -> &str {
 }
 
 /// An SVG with two panels: images/s (log-log) and efficiency against nodes.
+// Long: one SVG document written top to bottom (axes, grid, one polyline per strategy, legend).
 pub fn svg(title: &str, rows: &[(usize, Vec<Prediction>)]) -> String {
     let (w, h, pad) = (900.0, 380.0, 60.0);
     let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];

@@ -69,6 +69,8 @@ impl Crossing {
 /// limit (`rendezvous_share`) move only once the receiving stage has finished the pass before
 /// and waits for it (the receive is posted). Events: a pass ends, a message arrives, a message's
 /// eager part is through; between two events every rate is constant.
+// Long: one event-by-event simulation loop whose state (stage clocks, queues, messages in flight) is shared by every
+// branch.
 pub fn simulate(fwd: &[f64], bwd: &[f64], crossings: &[Crossing], m: usize, schedule: Schedule) -> f64 {
     let stages = fwd.len();
     debug_assert!(bwd.len() == stages && crossings.len() + 1 == stages);

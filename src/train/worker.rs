@@ -59,6 +59,8 @@ struct Position {
 /// announces the run, reports steps, evaluates and saves; every rank reports its own totals
 /// (`Event::Worker`) after each epoch and at the end. With several workers an error names the
 /// worker and the step.
+// Long: the loop holds the run's state (position, totals, writer, timeline); each step's parts are the named
+// functions below.
 pub fn run_worker(
     cfg: &TrainConfig,
     strategy_name: &str,

@@ -103,6 +103,7 @@ impl EventSink for StepTimes {
 }
 
 /// Runs both benchmarks.
+// Long: one benchmark script: set up, time each phase, print the table.
 pub fn run(args: &CheckpointBenchArgs) -> anyhow::Result<Vec<CheckpointBenchResult>> {
     if args.repeats == 0 || args.every == 0 || args.threads == 0 {
         anyhow::bail!(crate::cli::ConfigError::Invalid {

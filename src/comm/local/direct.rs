@@ -15,6 +15,8 @@ impl LocalComm {
     /// buffers in rank order into its own (and updates its chunk of `params`); after a second
     /// barrier it copies every other chunk from its owner; a third barrier keeps every buffer
     /// alive until nobody reads it any more.
+    // Long: the shared-memory all-reduce is one protocol (publish, reduce my chunk, gather) whose phases share the
+    // barrier state.
     pub(super) fn direct(&self, buf: &mut [f32], then: Option<(&mut [f32], &mut Update<'_>)>) -> Result<(), CommError> {
         let (size, n) = (self.size(), buf.len());
         if size == 1 {

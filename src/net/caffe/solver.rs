@@ -38,6 +38,7 @@ pub struct Solver {
 }
 
 /// Parses a Caffe solver; `note` receives what is accepted but not applied.
+// Long: the fields of a SolverParameter read in the order of caffe.proto, each error naming its line.
 pub fn solver_from_prototxt(text: &str, origin: &str, note: &mut dyn FnMut(String)) -> Result<Solver, String> {
     let toks = lex(text, origin)?;
     let m = parse_msg(&toks, &mut 0, origin, false)?;

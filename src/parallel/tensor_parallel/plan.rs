@@ -95,6 +95,7 @@ fn chunk(n: usize, w: usize, mp: usize, what: &str, layer: &str) -> Result<Range
 
 /// Worker `w`'s version of `layer` (of `mp` slices) whose inputs are held as `ins`, how it runs,
 /// and the cuts of its parameters (pushed to `cuts`).
+// Long: one match over the layer kinds, an arm per kind saying how it is split.
 fn place(
     layer: &LayerSpec,
     ins: &[Form],

@@ -113,6 +113,7 @@ impl Op {
     }
 
     /// The operation descriptor of `pass` on the descriptors `m`.
+    // Long: one oneDNN primitive descriptor per operation kind, each a straight sequence of C API calls.
     pub(super) fn desc(&self, pass: Pass, m: &Mds) -> Result<OpDesc, String> {
         let has_bias = self.bias_len() > 0;
         let bias = if has_bias { &m.bias as *const Md } else { ptr::null() };
