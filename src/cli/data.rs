@@ -124,7 +124,9 @@ pub fn model_and_options(
     }
     if model.ends_with(".prototxt") {
         let text = std::fs::read_to_string(model).map_err(|e| invalid("model", format!("cannot read {model}: {e}")))?;
-        if let Some(t) = crate::net::caffe::transform_from_prototxt(&text, model).map_err(|e| invalid("model", e))? {
+        if let Some(t) =
+            crate::net::caffe::transform_from_prototxt(&text, model).map_err(|e| invalid("model", e.to_string()))?
+        {
             let mut hw = |o: &DataOptions| {
                 Ok(crate::data::open_with(probe, crate::data::Split::Test, o)
                     .map_err(|e| e.to_string())?
@@ -134,7 +136,7 @@ pub fn model_and_options(
             apply_caffe_transform(&t, model, image, load.map(|l| l.0), &mut data, &mut hw)?;
         }
         if let Some(d) = crate::net::caffe::data_layer_from_prototxt(&text, model)
-            .map_err(|e| invalid("model", e))?
+            .map_err(|e| invalid("model", e.to_string()))?
             .filter(|d| d.ty == "MemoryData")
         {
             check_memory_data(&d, model, &spec.input, probe, &data)?;
@@ -188,7 +190,7 @@ fn check_memory_data(
 pub fn batch_size(model: &str, flag: Option<usize>) -> Result<usize, ConfigError> {
     let layer = if model.ends_with(".prototxt") {
         let text = std::fs::read_to_string(model).map_err(|e| invalid("model", format!("cannot read {model}: {e}")))?;
-        crate::net::caffe::data_layer_from_prototxt(&text, model).map_err(|e| invalid("model", e))?
+        crate::net::caffe::data_layer_from_prototxt(&text, model).map_err(|e| invalid("model", e.to_string()))?
     } else {
         None
     };

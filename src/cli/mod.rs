@@ -287,7 +287,7 @@ impl TrainArgs {
             .map_err(|e| invalid("solver", format!("cannot read {}: {e}", path.display())))?;
         let origin = path.display().to_string();
         let s = crate::net::caffe::solver_from_prototxt(&text, &origin, &mut |n| tracing::info!("{n}"))
-            .map_err(|e| invalid("solver", e))?;
+            .map_err(|e| invalid("solver", e.to_string()))?;
         let mut a = self.clone();
         a.solver = None;
         if let Some(net) = s.net {

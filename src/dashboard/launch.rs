@@ -149,7 +149,7 @@ impl LaunchRequest {
             crate::net::ModelSpec::from_toml(text, field).map_err(|e| bad(e.to_string()))?
         } else {
             let mut shape = shape;
-            crate::net::caffe::from_prototxt(text, field, &mut shape, &mut |_| {}).map_err(bad)?
+            crate::net::caffe::from_prototxt(text, field, &mut shape, &mut |_| {}).map_err(|e| bad(e.to_string()))?
         };
         let net = crate::net::Net::build(&spec).map_err(|e| bad(e.to_string()))?;
         let mut data = shape().map_err(|e| ApiError::bad(format!("dataset: {e}")))?;
@@ -158,10 +158,12 @@ impl LaunchRequest {
         if field == "model_prototxt" {
             // Its Data layer's batch_size (0 is refused).
             batch = crate::net::caffe::data_layer_from_prototxt(text, field)
-                .map_err(bad)?
+                .map_err(|e| bad(e.to_string()))?
                 .and_then(|d| d.batch_size)
                 .map(|b| b.0);
-            if let Some(c) = crate::net::caffe::transform_from_prototxt(text, field).map_err(bad)?.and_then(|t| t.crop)
+            if let Some(c) = crate::net::caffe::transform_from_prototxt(text, field)
+                .map_err(|e| bad(e.to_string()))?
+                .and_then(|t| t.crop)
             {
                 data = crate::data::Crop::square(c)
                     .out_shape(&data)

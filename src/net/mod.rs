@@ -12,6 +12,7 @@
 
 mod build;
 pub mod caffe;
+mod caffe_error;
 pub mod layout;
 mod load;
 mod params;

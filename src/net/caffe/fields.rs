@@ -1,12 +1,12 @@
 //! Caffe fields that map onto the layer spec's extras: `param { lr_mult decay_mult }` blocks and
 //! `FillerParameter`s.
 
-use super::text::{err, num, Msg, Value};
+use super::text::{err, num, CaffeError, Msg, Value};
 use crate::tensor::init::{Filler, VarianceNorm};
 
 /// A layer's `param { lr_mult decay_mult }` blocks, in order (weight, bias); a list is empty
 /// when all its multipliers are 1.
-pub(super) fn param_mults(l: &Msg, origin: &str) -> Result<(Vec<f32>, Vec<f32>), String> {
+pub(super) fn param_mults(l: &Msg, origin: &str) -> Result<(Vec<f32>, Vec<f32>), CaffeError> {
     let (mut lr, mut decay) = (Vec::new(), Vec::new());
     for (v, line) in l.all("param") {
         let Value::Msg(p) = v else {
@@ -38,8 +38,8 @@ pub(super) fn param_mults(l: &Msg, origin: &str) -> Result<(Vec<f32>, Vec<f32>),
 /// rules: with `include { phase }` rules, when one of them names the phase (or no phase);
 /// otherwise unless an `exclude { phase }` rule names it (or no phase). A layer with both, a
 /// phase other than TRAIN/TEST, or a rule on levels or stages is an error.
-pub(super) fn in_phase(l: &Msg, line: usize, phase: &str, origin: &str) -> Result<bool, String> {
-    fn rules<'a>(l: &'a Msg, field: &'static str, origin: &str) -> Result<Vec<Option<&'a str>>, String> {
+pub(super) fn in_phase(l: &Msg, line: usize, phase: &str, origin: &str) -> Result<bool, CaffeError> {
+    fn rules<'a>(l: &'a Msg, field: &'static str, origin: &str) -> Result<Vec<Option<&'a str>>, CaffeError> {
         let mut out = Vec::new();
         for (v, at) in l.all(field) {
             let Value::Msg(r) = v else {
@@ -66,11 +66,11 @@ pub(super) fn in_phase(l: &Msg, line: usize, phase: &str, origin: &str) -> Resul
 }
 
 /// A `FillerParameter` field (`weight_filler { type: "xavier" }`) as a `Filler`.
-pub(super) fn filler(m: &Msg, field: &str, origin: &str) -> Result<Option<Filler>, String> {
+pub(super) fn filler(m: &Msg, field: &str, origin: &str) -> Result<Option<Filler>, CaffeError> {
     let Some((Value::Msg(f), line)) = m.all(field).next() else { return Ok(None) };
     f.only(&["type", "value", "min", "max", "mean", "std", "variance_norm", "sparse"], origin, field)?;
     let ty = f.scalar("type").map_or("constant", |t| t.0);
-    let get = |name: &str, default: f32| -> Result<f32, String> { Ok(num(f, name, origin)?.unwrap_or(default)) };
+    let get = |name: &str, default: f32| -> Result<f32, CaffeError> { Ok(num(f, name, origin)?.unwrap_or(default)) };
     let norm = match f.scalar("variance_norm").map(|v| v.0) {
         None | Some("FAN_IN") => VarianceNorm::FanIn,
         Some("FAN_OUT") => VarianceNorm::FanOut,
@@ -98,7 +98,7 @@ pub(super) fn filler(m: &Msg, field: &str, origin: &str) -> Result<Option<Filler
             )
         }
     };
-    out.validate().map_err(|e| format!("{origin}:{line}: {field}: {e}"))?;
+    out.validate().map_err(|e| CaffeError::at(origin, line, format!("{field}: {e}")))?;
     Ok(Some(out))
 }
 
@@ -128,7 +128,7 @@ pub struct Transform {
 /// e.g. an Input layer). A layer without `transform_param` gets Caffe's defaults (scale 1, no
 /// mean: raw 0..255 pixels). A TEST-phase Data layer's transform must agree with it except for
 /// `mirror`, since convoy normalises and crops both sets alike; otherwise it is an error.
-pub fn transform(net: &Msg, origin: &str) -> Result<Option<Transform>, String> {
+pub fn transform(net: &Msg, origin: &str) -> Result<Option<Transform>, CaffeError> {
     let (mut train, mut test) = (None, None);
     for (v, line) in net.all("layer") {
         let Value::Msg(l) = v else { continue };
@@ -173,7 +173,7 @@ pub fn transform(net: &Msg, origin: &str) -> Result<Option<Transform>, String> {
 }
 
 /// The `transform_param` of Data layer `l` (at `line`).
-fn one_transform(l: &Msg, line: usize, origin: &str) -> Result<Transform, String> {
+fn one_transform(l: &Msg, line: usize, origin: &str) -> Result<Transform, CaffeError> {
     let (p, line) = match l.all("transform_param").next() {
         Some((Value::Msg(p), at)) => (p.clone(), at),
         _ => (Msg::default(), line),
@@ -189,13 +189,13 @@ fn one_transform(l: &Msg, line: usize, origin: &str) -> Result<Transform, String
     let mut mean = Vec::new();
     for (v, at) in p.all("mean_value") {
         match v {
-            Value::Scalar(s) => mean.push(
-                s.parse::<f32>()
-                    .ok()
-                    .filter(|m| m.is_finite())
-                    .ok_or_else(|| format!("{origin}:{at}: 'mean_value: {s}' is not a valid number"))?
-                    / 255.0,
-            ),
+            Value::Scalar(s) => {
+                mean.push(
+                    s.parse::<f32>().ok().filter(|m| m.is_finite()).ok_or_else(|| {
+                        CaffeError::at(origin, at, format!("'mean_value: {s}' is not a valid number"))
+                    })? / 255.0,
+                )
+            }
             Value::Msg(_) => return err(origin, at, "mean_value must be a number"),
         }
     }
@@ -226,7 +226,7 @@ pub struct DataLayer {
 /// The first TRAIN-phase Data/MemoryData layer of `net` (`None`: there is none, e.g. an Input
 /// layer). A batch_size of 0 is an error naming its line. The TEST-phase layer's batch_size is
 /// not read: convoy evaluates the whole test set, in batches of its own.
-pub fn data_layer(net: &Msg, origin: &str) -> Result<Option<DataLayer>, String> {
+pub fn data_layer(net: &Msg, origin: &str) -> Result<Option<DataLayer>, CaffeError> {
     for (v, line) in net.all("layer") {
         let Value::Msg(l) = v else { continue };
         let (ty, param) = match l.scalar("type").map(|t| t.0) {

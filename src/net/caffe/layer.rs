@@ -3,7 +3,7 @@
 //! refuses the fields it does not read, naming the layer and the line.
 
 use super::fields::filler;
-use super::text::{err, num, pair, Msg, Value};
+use super::text::{err, num, pair, CaffeError, Msg, Value};
 use crate::net::spec::{LayerSpec, Pair};
 
 /// A layer being read, with what the net around it has already resolved.
@@ -49,7 +49,7 @@ impl Layer<'_> {
         &self,
         data_shape: &mut dyn FnMut() -> Result<Vec<usize>, String>,
         warn: &mut dyn FnMut(String),
-    ) -> Result<Built, String> {
+    ) -> Result<Built, CaffeError> {
         match self.ty {
             "Input" => self.input(),
             "MemoryData" => self.memory_data(),
@@ -76,30 +76,30 @@ impl Layer<'_> {
         }
     }
 
-    fn err<T>(&self, msg: impl Into<String>) -> Result<T, String> {
+    fn err<T>(&self, msg: impl Into<String>) -> Result<T, CaffeError> {
         err(self.origin, self.line, msg)
     }
 
     /// Refuses a field of the layer other than the common ones and `extra`.
-    fn fields(&self, extra: &[&str]) -> Result<(), String> {
+    fn fields(&self, extra: &[&str]) -> Result<(), CaffeError> {
         let known: Vec<&str> = COMMON.iter().chain(extra).copied().collect();
         self.l.only(&known, self.origin, &format!("layer '{}'", self.name))
     }
 
     /// The parameter message `field` (empty when absent), refusing a field outside `allowed`.
-    fn sub(&self, field: &str, allowed: &[&str]) -> Result<Msg, String> {
+    fn sub(&self, field: &str, allowed: &[&str]) -> Result<Msg, CaffeError> {
         let p = self.l.msg(field).cloned().unwrap_or_default();
         p.only(allowed, self.origin, &format!("{field} of '{}'", self.name))?;
         Ok(p)
     }
 
     /// `fields(&[field])`, then `sub(field, allowed)`: a layer with one parameter message.
-    fn with(&self, field: &str, allowed: &[&str]) -> Result<Msg, String> {
+    fn with(&self, field: &str, allowed: &[&str]) -> Result<Msg, CaffeError> {
         self.fields(&[field])?;
         self.sub(field, allowed)
     }
 
-    fn num<T: std::str::FromStr>(&self, p: &Msg, field: &str) -> Result<Option<T>, String> {
+    fn num<T: std::str::FromStr>(&self, p: &Msg, field: &str) -> Result<Option<T>, CaffeError> {
         num(p, field, self.origin)
     }
 
@@ -108,7 +108,7 @@ impl Layer<'_> {
         p.scalar(field).map_or(default, |b| b.0 == "true")
     }
 
-    fn input(&self) -> Result<Built, String> {
+    fn input(&self) -> Result<Built, CaffeError> {
         let shape = self.with("input_param", &["shape"])?.msg("shape").cloned().unwrap_or_default();
         shape.only(&["dim"], self.origin, &format!("input_param shape of '{}'", self.name))?;
         let dims: Vec<usize> = shape
@@ -125,14 +125,14 @@ impl Layer<'_> {
         Ok(Built::Input(dims[1..].to_vec()))
     }
 
-    fn memory_data(&self) -> Result<Built, String> {
+    fn memory_data(&self) -> Result<Built, CaffeError> {
         self.fields(&["memory_data_param", "transform_param"])?;
         let p = self.sub("memory_data_param", &["batch_size", "channels", "height", "width"])?;
         let dims = [self.num(&p, "channels")?, self.num(&p, "height")?, self.num(&p, "width")?];
         let dims = dims
             .into_iter()
             .collect::<Option<Vec<usize>>>()
-            .ok_or_else(|| format!("{}:{}: memory_data_param needs channels, height, width", self.origin, self.line))?;
+            .ok_or_else(|| CaffeError::at(self.origin, self.line, "memory_data_param needs channels, height, width"))?;
         Ok(Built::Input(dims))
     }
 
@@ -140,7 +140,7 @@ impl Layer<'_> {
         &self,
         data_shape: &mut dyn FnMut() -> Result<Vec<usize>, String>,
         warn: &mut dyn FnMut(String),
-    ) -> Result<Built, String> {
+    ) -> Result<Built, CaffeError> {
         let (origin, line, name) = (self.origin, self.line, &self.name);
         self.fields(&["data_param", "transform_param"])?;
         // Where the data comes from is --data's business; the old in-data_param transform
@@ -154,12 +154,13 @@ impl Layer<'_> {
         Ok(Built::Input(match crop {
             // The dataset's channels when it can be opened (Caffe's default, color, else).
             Some(c) => vec![data_shape().map_or(3, |s| s[0]), c, c],
-            None => data_shape()
-                .map_err(|e| format!("{origin}:{line}: Data layer '{name}' takes its shape from --data: {e}"))?,
+            None => data_shape().map_err(|e| {
+                CaffeError::at(origin, line, format!("Data layer '{name}' takes its shape from --data: {e}"))
+            })?,
         }))
     }
 
-    fn convolution(&self) -> Result<Built, String> {
+    fn convolution(&self) -> Result<Built, CaffeError> {
         let p = self.with(
             "convolution_param",
             &[
@@ -183,9 +184,9 @@ impl Layer<'_> {
         )?;
         let origin = self.origin;
         let (weight_filler, bias_filler) = (filler(&p, "weight_filler", origin)?, filler(&p, "bias_filler", origin)?);
-        let out: usize = self
-            .num(&p, "num_output")?
-            .ok_or_else(|| format!("{origin}:{}: Convolution '{}' needs num_output", self.line, self.name))?;
+        let out: usize = self.num(&p, "num_output")?.ok_or_else(|| {
+            CaffeError::at(origin, self.line, format!("Convolution '{}' needs num_output", self.name))
+        })?;
         Ok(Built::Layer(LayerSpec::Conv2d {
             name: self.name.clone(),
             input: self.from.clone(),
@@ -203,7 +204,7 @@ impl Layer<'_> {
         }))
     }
 
-    fn pooling(&self) -> Result<Built, String> {
+    fn pooling(&self) -> Result<Built, CaffeError> {
         let p = self.with(
             "pooling_param",
             &[
@@ -232,14 +233,14 @@ impl Layer<'_> {
         }))
     }
 
-    fn inner_product(&self) -> Result<Built, String> {
+    fn inner_product(&self) -> Result<Built, CaffeError> {
         let p =
             self.with("inner_product_param", &["num_output", "bias_term", "weight_filler", "bias_filler", "axis"])?;
         let origin = self.origin;
         let (weight_filler, bias_filler) = (filler(&p, "weight_filler", origin)?, filler(&p, "bias_filler", origin)?);
-        let out: usize = self
-            .num(&p, "num_output")?
-            .ok_or_else(|| format!("{origin}:{}: InnerProduct '{}' needs num_output", self.line, self.name))?;
+        let out: usize = self.num(&p, "num_output")?.ok_or_else(|| {
+            CaffeError::at(origin, self.line, format!("InnerProduct '{}' needs num_output", self.name))
+        })?;
         Ok(Built::Layer(LayerSpec::Linear {
             name: self.name.clone(),
             input: self.from.clone(),
@@ -253,7 +254,7 @@ impl Layer<'_> {
     }
 
     /// ReLU, Sigmoid, TanH, Dropout, Flatten: one input, one output, few settings.
-    fn activation(&self) -> Result<Built, String> {
+    fn activation(&self) -> Result<Built, CaffeError> {
         let (name, input) = (self.name.clone(), self.from.clone());
         Ok(Built::Layer(match self.ty {
             "ReLU" => {
@@ -290,7 +291,7 @@ impl Layer<'_> {
         }))
     }
 
-    fn lrn(&self) -> Result<Built, String> {
+    fn lrn(&self) -> Result<Built, CaffeError> {
         let p = self.with("lrn_param", &["local_size", "alpha", "beta", "norm_region", "k", "engine"])?;
         if p.scalar("norm_region").is_some_and(|r| r.0 != "ACROSS_CHANNELS") {
             return self.err("LRN norm_region WITHIN_CHANNEL is not supported; hint: ACROSS_CHANNELS");
@@ -305,7 +306,7 @@ impl Layer<'_> {
         }))
     }
 
-    fn batch_norm(&self, warn: &mut dyn FnMut(String)) -> Result<Built, String> {
+    fn batch_norm(&self, warn: &mut dyn FnMut(String)) -> Result<Built, CaffeError> {
         let p = self.with("batch_norm_param", &["use_global_stats", "moving_average_fraction", "eps"])?;
         let (origin, line, name) = (self.origin, self.line, &self.name);
         if p.scalar("use_global_stats").is_some() {
@@ -329,7 +330,7 @@ impl Layer<'_> {
         }))
     }
 
-    fn scale(&self) -> Result<Built, String> {
+    fn scale(&self) -> Result<Built, CaffeError> {
         let p = self.with("scale_param", &["bias_term", "axis", "num_axes", "filler", "bias_filler"])?;
         if self.num::<i64>(&p, "axis")?.is_some_and(|a| a != 1)
             || self.num::<i64>(&p, "num_axes")?.is_some_and(|a| a != 1)
@@ -348,13 +349,15 @@ impl Layer<'_> {
         }))
     }
 
-    fn eltwise(&self) -> Result<Built, String> {
+    fn eltwise(&self) -> Result<Built, CaffeError> {
         let p = self.with("eltwise_param", &["operation", "coeff", "stable_prod_grad"])?;
         let origin = self.origin;
         let coeff: Vec<f32> = p
             .all("coeff")
             .map(|(v, l)| match v {
-                Value::Scalar(c) => c.parse().map_err(|_| format!("{origin}:{l}: 'coeff: {c}' is not a valid number")),
+                Value::Scalar(c) => {
+                    c.parse().map_err(|_| CaffeError::at(origin, l, format!("'coeff: {c}' is not a valid number")))
+                }
                 Value::Msg(_) => err(origin, l, "coeff must be a number"),
             })
             .collect::<Result<_, _>>()?;
@@ -383,7 +386,7 @@ impl Layer<'_> {
         }))
     }
 
-    fn concat(&self) -> Result<Built, String> {
+    fn concat(&self) -> Result<Built, CaffeError> {
         let p = self.with("concat_param", &["axis", "concat_dim"])?;
         if self.num::<i64>(&p, "axis")?.or(self.num::<i64>(&p, "concat_dim")?).is_some_and(|a| a != 1) {
             return self.err(format!("Concat '{}': only along channels (axis 1) is supported", self.name));
@@ -392,7 +395,7 @@ impl Layer<'_> {
     }
 
     /// Softmax inside the net, or the head (SoftmaxWithLoss, or a Softmax nothing reads).
-    fn softmax(&self) -> Result<Built, String> {
+    fn softmax(&self) -> Result<Built, CaffeError> {
         let (ty, name) = (self.ty, &self.name);
         let extra: &[&str] = if ty == "Softmax" { &["softmax_param"] } else { &["softmax_param", "loss_param"] };
         self.fields(extra)?;

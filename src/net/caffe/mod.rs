@@ -35,11 +35,12 @@ use fields::{in_phase, param_mults};
 pub use fields::{DataLayer, Transform};
 use layer::{Built, Layer};
 pub use solver::{solver_from_prototxt, Solver};
+pub use text::CaffeError;
 use text::{err, lex, parse_msg, Value};
 
 /// The training Data/MemoryData layer's `transform_param` of a NetParameter (see `Transform`),
 /// `None` without such a layer; an error if the TEST-phase one disagrees (but for mirror).
-pub fn transform_from_prototxt(text: &str, origin: &str) -> Result<Option<Transform>, String> {
+pub fn transform_from_prototxt(text: &str, origin: &str) -> Result<Option<Transform>, CaffeError> {
     let net = parse_msg(&lex(text, origin)?, &mut 0, origin, false)?;
     fields::transform(&net, origin)
 }
@@ -47,7 +48,7 @@ pub fn transform_from_prototxt(text: &str, origin: &str) -> Result<Option<Transf
 /// The training Data/MemoryData layer of a NetParameter (see `DataLayer`): its name, line and
 /// `batch_size`, which the CLI makes the global batch unless `--batch-size` is given; `None`
 /// without such a layer. A batch_size of 0 is an error naming the file and line.
-pub fn data_layer_from_prototxt(text: &str, origin: &str) -> Result<Option<DataLayer>, String> {
+pub fn data_layer_from_prototxt(text: &str, origin: &str) -> Result<Option<DataLayer>, CaffeError> {
     let net = parse_msg(&lex(text, origin)?, &mut 0, origin, false)?;
     fields::data_layer(&net, origin)
 }
@@ -59,7 +60,7 @@ pub fn from_prototxt(
     origin: &str,
     data_shape: &mut dyn FnMut() -> Result<Vec<usize>, String>,
     warn: &mut dyn FnMut(String),
-) -> Result<ModelSpec, String> {
+) -> Result<ModelSpec, CaffeError> {
     let toks = lex(text, origin)?;
     let net = parse_msg(&toks, &mut 0, origin, false)?;
     net.only(
@@ -108,8 +109,9 @@ pub fn from_prototxt(
             blobs.extend(tops.map(|t| (t, layer.name.clone())));
         }
     }
-    let input = input.ok_or_else(|| format!("{origin}: no input shape; hint: add an Input layer (input_param {{ shape {{ dim: 1 dim: C dim: H dim: W }} }}) or a Data layer"))?;
-    let classes = classes.ok_or_else(|| format!("{origin}: no InnerProduct layer gives the number of classes"))?;
+    let input = input.ok_or_else(|| CaffeError::whole(origin, "no input shape; hint: add an Input layer (input_param { shape { dim: 1 dim: C dim: H dim: W } }) or a Data layer"))?;
+    let classes =
+        classes.ok_or_else(|| CaffeError::whole(origin, "no InnerProduct layer gives the number of classes"))?;
     let spec = ModelSpec { name, input, classes, layers };
     check_inner_softmax(&spec, &inner_softmax, origin)?;
     Ok(spec)
@@ -141,9 +143,12 @@ fn read_layer<'a>(
     layers: &[LayerSpec],
     blobs: &[(String, String)],
     ended: bool,
-) -> Result<Option<Layer<'a>>, String> {
+) -> Result<Option<Layer<'a>>, CaffeError> {
     let name = l.scalar("name").map(|s| s.0.to_string()).unwrap_or_else(|| format!("layer{}", layers.len()));
-    let ty = l.scalar("type").map(|s| s.0).ok_or_else(|| format!("{origin}:{line}: layer '{name}' has no type"))?;
+    let ty = l
+        .scalar("type")
+        .map(|s| s.0)
+        .ok_or_else(|| CaffeError::at(origin, line, format!("layer '{name}' has no type")))?;
     // convoy builds the TRAIN net: TEST-only layers (include or exclude rules) are skipped.
     if !in_phase(l, line, "TRAIN", origin)? {
         return Ok(None);
@@ -193,7 +198,7 @@ fn read_layer<'a>(
 /// Whether the Softmax `layers[i]` is read inside the net: a later TRAIN-phase layer reads its
 /// top blob before another layer rewrites it, and that reader is not Accuracy, SoftmaxWithLoss
 /// or a Softmax head. A Softmax nothing reads (a deploy net's `prob`) is the net's head.
-fn softmax_is_read(layers: &[(&Value, usize)], i: usize, origin: &str) -> Result<bool, String> {
+fn softmax_is_read(layers: &[(&Value, usize)], i: usize, origin: &str) -> Result<bool, CaffeError> {
     let Value::Msg(me) = layers[i].0 else { return Ok(false) };
     let Some((top, _)) = me.scalar("top") else { return Ok(false) };
     for (j, &(v, line)) in layers.iter().enumerate().skip(i + 1) {
@@ -223,7 +228,7 @@ fn softmax_is_read(layers: &[(&Value, usize)], i: usize, origin: &str) -> Result
 /// over all of a sample's values: the same on a vector, or C×1×1; on a C×H×W blob with H·W > 1
 /// they differ, so an inner Softmax there is refused, naming its line. A spec that does not
 /// build is left to the caller, which reports why.
-fn check_inner_softmax(spec: &ModelSpec, inner: &[(usize, usize)], origin: &str) -> Result<(), String> {
+fn check_inner_softmax(spec: &ModelSpec, inner: &[(usize, usize)], origin: &str) -> Result<(), CaffeError> {
     if inner.is_empty() {
         return Ok(());
     }

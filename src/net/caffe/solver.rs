@@ -1,6 +1,6 @@
 //! Caffe's `SolverParameter` (`--solver`): what it sets, in convoy's terms.
 
-use super::text::{err, lex, num, parse_msg, Value};
+use super::text::{err, lex, num, parse_msg, CaffeError, Value};
 
 /// What a Caffe `SolverParameter` sets, in convoy's terms (`--solver`).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -39,7 +39,7 @@ pub struct Solver {
 
 /// Parses a Caffe solver; `note` receives what is accepted but not applied.
 // Long: the fields of a SolverParameter read in the order of caffe.proto, each error naming its line.
-pub fn solver_from_prototxt(text: &str, origin: &str, note: &mut dyn FnMut(String)) -> Result<Solver, String> {
+pub fn solver_from_prototxt(text: &str, origin: &str, note: &mut dyn FnMut(String)) -> Result<Solver, CaffeError> {
     let toks = lex(text, origin)?;
     let m = parse_msg(&toks, &mut 0, origin, false)?;
     m.only(
@@ -133,14 +133,14 @@ pub fn solver_from_prototxt(text: &str, origin: &str, note: &mut dyn FnMut(Strin
     let gamma: Option<f32> = num(&m, "gamma", origin)?;
     let power: Option<f32> = num(&m, "power", origin)?;
     let need = |v: Option<f32>, what: &str, line: usize| {
-        v.ok_or_else(|| format!("{origin}:{line}: this lr_policy needs {what}"))
+        v.ok_or_else(|| CaffeError::at(origin, line, format!("this lr_policy needs {what}")))
     };
     if let Some((policy, line)) = m.scalar("lr_policy") {
         s.schedule = Some(match policy {
             "fixed" => "constant".into(),
             "step" => {
                 let size: u64 = num(&m, "stepsize", origin)?
-                    .ok_or_else(|| format!("{origin}:{line}: lr_policy step needs stepsize"))?;
+                    .ok_or_else(|| CaffeError::at(origin, line, "lr_policy step needs stepsize"))?;
                 format!("step:{size}:{}", need(gamma, "gamma", line)?)
             }
             "multistep" => {
@@ -156,7 +156,7 @@ pub fn solver_from_prototxt(text: &str, origin: &str, note: &mut dyn FnMut(Strin
             "inv" => format!("inv:{}:{}", need(gamma, "gamma", line)?, need(power, "power", line)?),
             "poly" => format!(
                 "poly:{}:{}",
-                s.steps.ok_or_else(|| format!("{origin}:{line}: lr_policy poly needs max_iter"))?,
+                s.steps.ok_or_else(|| CaffeError::at(origin, line, "lr_policy poly needs max_iter"))?,
                 need(power, "power", line)?
             ),
             "exp" => format!("exp:{}", need(gamma, "gamma", line)?),
@@ -241,7 +241,7 @@ solver_mode: CPU
             ("base_lr: 0.1\ntest_interval: -5", ":2:"),
             ("display: often", "display: often"),
         ] {
-            let e = solver_from_prototxt(text, "s.prototxt", &mut |_| {}).unwrap_err();
+            let e = solver_from_prototxt(text, "s.prototxt", &mut |_| {}).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");
         }
     }

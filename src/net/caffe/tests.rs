@@ -8,7 +8,7 @@ use crate::tensor::init::{Filler, VarianceNorm};
 pub const LENET: &str = include_str!("../../../tests/data/lenet_train_test.prototxt");
 
 fn parse(text: &str) -> Result<ModelSpec, String> {
-    from_prototxt(text, "net.prototxt", &mut || Ok(vec![1, 28, 28]), &mut |_| {})
+    from_prototxt(text, "net.prototxt", &mut || Ok(vec![1, 28, 28]), &mut |_| {}).map_err(|e| e.to_string())
 }
 
 #[test]
@@ -279,7 +279,7 @@ fn transform_param_maps_to_normalisation_on_unit_pixels() {
         ("scale: 0.017 mean_value: 104 mean_value: 117 mean_value: 123 crop_size: 224", "crop_size"),
         ("scale: 0.02 mean_value: 104 mean_value: 117 mean_value: 123 crop_size: 227", "mean_value/scale"),
     ] {
-        let e = transform_from_prototxt(&test(p), "n").unwrap_err();
+        let e = transform_from_prototxt(&test(p), "n").unwrap_err().to_string();
         assert!(
             e.starts_with("n:4:")
                 && e.contains("(line 2)")
@@ -288,7 +288,7 @@ fn transform_param_maps_to_normalisation_on_unit_pixels() {
             "{p}: {e}"
         );
     }
-    let e = transform_from_prototxt(&test("mean_file: \"m.binaryproto\""), "n").unwrap_err();
+    let e = transform_from_prototxt(&test("mean_file: \"m.binaryproto\""), "n").unwrap_err().to_string();
     assert!(e.contains("n:4:") && e.contains("mean_file"), "{e}");
     let zero = transform_from_prototxt("layer { name: \"d\" type: \"Data\" transform_param { crop_size: 0 } }", "n")
         .unwrap()
@@ -300,7 +300,8 @@ fn transform_param_maps_to_normalisation_on_unit_pixels() {
         "layer { name: \"d\" type: \"Data\"\n transform_param { mean_file: \"m.binaryproto\" } }",
         "n",
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("n:2:") && e.contains("mean_value"), "{e}");
 }
 
@@ -472,7 +473,8 @@ layer {{ name: \"fc\" type: \"InnerProduct\" bottom: \"c\" top: \"fc\" inner_pro
         &format!("{}{}", data("exclude { phase: TRAIN }", 20), data("exclude { phase: TEST }", 24)),
         "n",
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(e.starts_with("n:1:") && e.contains("crop_size"), "{e}");
 }
 
@@ -497,13 +499,28 @@ fn the_train_data_layers_batch_size_is_read_with_its_line() {
         ("layer { name: \"d\" type: \"Data\" include { phase: TRAIN }\n data_param { source: \"x\"\n batch_size: 0 } }", ":3:"),
         ("layer { name: \"m\" type: \"MemoryData\"\n memory_data_param { batch_size: 0 channels: 1 height: 2 width: 2 } }", ":2:"),
     ] {
-        let e = data_layer_from_prototxt(text, "n").unwrap_err();
+        let e = data_layer_from_prototxt(text, "n").unwrap_err().to_string();
         assert!(e.starts_with(&format!("n{line}")) && e.contains("batch_size 0") && e.contains("hint"), "{e}");
     }
     let e = data_layer_from_prototxt("layer { name: \"d\" type: \"Data\" data_param {\n batch_size: -4 } }", "n")
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("n:2:") && e.contains("not a valid number"), "{e}");
 }
 
 /// A MemoryData input builds the same spec as an Input layer of the same shape (LeNet).
 mod heads;
+
+#[test]
+fn errors_carry_the_file_and_line_as_fields() {
+    let text = "name: \"n\"\ninput: \"data\"\ninput_shape { dim: 1 dim: 1 dim: 4 dim: 4 }\n\
+                layer { name: \"x\" type: \"Frobnicate\" top: \"x\" }\n";
+    let e = from_prototxt(text, "net.prototxt", &mut || Ok(vec![1, 4, 4]), &mut |_| {}).unwrap_err();
+    assert_eq!((e.file.as_str(), e.line), ("net.prototxt", Some(4)));
+    assert!(e.msg.contains("type 'Frobnicate' is not supported"), "{e}");
+    assert_eq!(e.to_string(), format!("net.prototxt:4: {}", e.msg));
+    // An error about the file as a whole has no line.
+    let e = from_prototxt("name: \"n\"\n", "empty.prototxt", &mut || Ok(vec![1, 4, 4]), &mut |_| {}).unwrap_err();
+    assert_eq!(e.line, None);
+    assert!(e.to_string().starts_with("empty.prototxt: no input shape; hint"), "{e}");
+}

@@ -4,9 +4,11 @@
 
 use crate::net::spec::Pair;
 
+pub use crate::net::caffe_error::CaffeError;
+
 /// A parse or mapping error, with its line.
-pub(super) fn err<T>(origin: &str, line: usize, msg: impl Into<String>) -> Result<T, String> {
-    Err(format!("{origin}:{line}: {}", msg.into()))
+pub(super) fn err<T>(origin: &str, line: usize, msg: impl Into<String>) -> Result<T, CaffeError> {
+    Err(CaffeError::at(origin, line, msg))
 }
 
 /// A field's value.
@@ -36,7 +38,7 @@ impl Msg {
     }
 
     /// Errors on a field not in `known`.
-    pub(super) fn only(&self, known: &[&str], origin: &str, what: &str) -> Result<(), String> {
+    pub(super) fn only(&self, known: &[&str], origin: &str, what: &str) -> Result<(), CaffeError> {
         match self.fields.iter().find(|f| !known.contains(&f.0.as_str())) {
             Some((name, _, line)) => {
                 err(origin, *line, format!("unknown field '{name}' in {what}; hint: convoy reads {}", known.join(", ")))
@@ -56,7 +58,7 @@ pub(super) enum Tok {
     Close,
 }
 
-pub(super) fn lex(text: &str, origin: &str) -> Result<Vec<(Tok, usize)>, String> {
+pub(super) fn lex(text: &str, origin: &str) -> Result<Vec<(Tok, usize)>, CaffeError> {
     let mut out = Vec::new();
     let mut chars = text.chars().peekable();
     let mut line = 1;
@@ -119,7 +121,7 @@ pub(super) fn lex(text: &str, origin: &str) -> Result<Vec<(Tok, usize)>, String>
     Ok(out)
 }
 
-pub(super) fn parse_msg(toks: &[(Tok, usize)], pos: &mut usize, origin: &str, nested: bool) -> Result<Msg, String> {
+pub(super) fn parse_msg(toks: &[(Tok, usize)], pos: &mut usize, origin: &str, nested: bool) -> Result<Msg, CaffeError> {
     let mut m = Msg::default();
     loop {
         let Some((tok, line)) = toks.get(*pos) else {
@@ -158,17 +160,18 @@ pub(super) fn parse_msg(toks: &[(Tok, usize)], pos: &mut usize, origin: &str, ne
     }
 }
 
-pub(super) fn num<T: std::str::FromStr>(m: &Msg, name: &str, origin: &str) -> Result<Option<T>, String> {
+pub(super) fn num<T: std::str::FromStr>(m: &Msg, name: &str, origin: &str) -> Result<Option<T>, CaffeError> {
     match m.scalar(name) {
         None => Ok(None),
-        Some((s, line)) => {
-            s.parse().map(Some).map_err(|_| format!("{origin}:{line}: '{name}: {s}' is not a valid number"))
-        }
+        Some((s, line)) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| CaffeError::at(origin, line, format!("'{name}: {s}' is not a valid number"))),
     }
 }
 
 /// A spatial parameter given as `one` (e.g. `kernel_size`), or `X_h` and `X_w` (`kernel_h`).
-pub(super) fn pair(m: &Msg, one: &str, name: &str, default: usize, origin: &str) -> Result<Pair, String> {
+pub(super) fn pair(m: &Msg, one: &str, name: &str, default: usize, origin: &str) -> Result<Pair, CaffeError> {
     let one: Option<usize> = num(m, one, origin)?;
     let h: Option<usize> = num(m, &format!("{name}_h"), origin)?;
     let w: Option<usize> = num(m, &format!("{name}_w"), origin)?;

@@ -40,9 +40,9 @@ pub enum SpecError {
         /// Cause.
         source: std::io::Error,
     },
-    /// A Caffe prototxt that convoy cannot read (the message names the file and line).
+    /// A Caffe prototxt that convoy cannot read (the file and line, and what is wrong).
     #[error("{0}")]
-    Caffe(String),
+    Caffe(crate::net::caffe_error::CaffeError),
     /// The TOML does not describe a model (the message carries line and column).
     #[error("model spec {origin}: {msg}")]
     Parse {
