@@ -24,16 +24,21 @@
 //! sums them pairwise and reduces across workers with the fixed-order tree: the summation tree is
 //! then the same for 1, 2, 4 and 8 workers, and so are the bits of the result.
 
-use crate::comm::{algorithms, Algorithm, Communicator};
+mod bucket_sink;
+mod settings;
+
+use crate::comm::{algorithms, Communicator};
 use crate::data::loader::Batch;
 use crate::layers::{Ctx, StatSync};
-use crate::net::{BatchStats, GradSink, Net, ParamLayout, ParamSource};
+use crate::net::{BatchStats, Net, ParamLayout};
 use crate::optim::Optimizer;
 use crate::ranges::even_range;
 use crate::tensor::Tensor;
 use crate::train::events::Track;
 use crate::train::timeline::{PhaseLog, Span};
 use crate::train::{self, nonfinite, StepReport, Strategy, TrainConfig, TrainError};
+use bucket_sink::BucketSink;
+pub use settings::AllReduceConfig;
 use std::ops::Range;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -43,82 +48,6 @@ pub const DETERMINISTIC_LEAVES: usize = 8;
 
 /// Cap of the first bucket (the last layers), small so communication starts early (DDP: 1 MiB).
 pub const FIRST_BUCKET_BYTES: usize = 1 << 20;
-
-/// Settings of `--strategy allreduce`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AllReduceConfig {
-    /// All-reduce algorithm (`--allreduce`).
-    pub algorithm: Algorithm,
-    /// Bucket cap in MiB (`--bucket-mb`).
-    pub bucket_mb: f64,
-    /// Reduce buckets while backward runs (off: `--no-overlap`).
-    pub overlap: bool,
-    /// Micro-batches summed locally per reduction (`--accumulate`).
-    pub accumulate: usize,
-    /// Bitwise-reproducible across worker counts (`--deterministic`).
-    pub deterministic: bool,
-    /// Batch-norm statistics over the global batch (SyncBatchNorm, the default: the same
-    /// result as one worker), or over each worker's shard (`--batch-norm local`, DDP's default).
-    pub sync_batch_norm: bool,
-}
-
-impl Default for AllReduceConfig {
-    fn default() -> Self {
-        AllReduceConfig {
-            algorithm: Algorithm::Direct,
-            bucket_mb: 25.0,
-            overlap: true,
-            accumulate: 1,
-            deterministic: false,
-            sync_batch_norm: true,
-        }
-    }
-}
-
-impl AllReduceConfig {
-    /// The all-reduce algorithm the communicator must use (`--deterministic` needs the tree).
-    pub fn effective_algorithm(&self) -> Algorithm {
-        if self.deterministic {
-            Algorithm::Tree
-        } else {
-            self.algorithm
-        }
-    }
-
-    /// Checks the settings for `workers` workers of run `cfg`.
-    pub fn validate(&self, workers: usize, cfg: &TrainConfig) -> Result<(), TrainError> {
-        let bad = |m: String| Err(TrainError::Config(m));
-        if !(self.bucket_mb.is_finite() && self.bucket_mb > 0.0) {
-            return bad(format!(
-                "--bucket-mb {} must be a positive number of MiB; hint: 25 is DDP's default",
-                self.bucket_mb
-            ));
-        }
-        if self.accumulate == 0 {
-            return bad("--accumulate must be at least 1".into());
-        }
-        if self.deterministic {
-            if !workers.is_power_of_two() || workers > DETERMINISTIC_LEAVES {
-                return bad(format!(
-                    "--deterministic works with 1, 2, 4 or 8 workers, not {workers}; hint: the global batch is cut into {DETERMINISTIC_LEAVES} fixed micro-shards"
-                ));
-            }
-            if self.accumulate != 1 {
-                return bad("--deterministic fixes its own micro-batches; hint: drop --accumulate".into());
-            }
-            if cfg.threads != 1 {
-                return bad("--deterministic needs --threads 1 (the intra-op split changes summation order)".into());
-            }
-            if crate::net::Net::build(&cfg.model)?.has_buffers() {
-                return bad(format!(
-                    "--deterministic does not support batch norm yet (model '{}'): its micro-shards would each normalise alone; hint: drop --deterministic",
-                    cfg.model.name
-                ));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// A run of consecutive layers whose gradients are reduced together.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -574,54 +503,6 @@ fn copy_rows(x: &Tensor, rows: Range<usize>, out: &mut Tensor) {
     shape[0] = rows.len();
     out.resize(&shape);
     out.data_mut().copy_from_slice(&x.data()[rows.start * per..rows.end * per]);
-}
-
-/// Hands forward and backward each layer's parameters and gradients out of its bucket's
-/// slices, and gives a bucket to the reducer thread when its lowest layer is done.
-struct BucketSink<'g, 'b> {
-    slices: Vec<Option<(&'g mut [f32], &'g mut [f32])>>,
-    buckets: &'b [Bucket],
-    bucket_of: &'b [usize],
-    tx: mpsc::Sender<(usize, &'g mut [f32], &'g mut [f32])>,
-}
-
-impl BucketSink<'_, '_> {
-    fn send(&mut self, b: usize) {
-        if let Some((p, g)) = self.slices[b].take() {
-            // A closed channel means the reducer already failed; its error is reported on join.
-            let _ = self.tx.send((b, p, g));
-        }
-    }
-
-    fn local(&self, i: usize, range: &Range<usize>) -> (usize, Range<usize>) {
-        let b = self.bucket_of[i];
-        let off = self.buckets[b].params.start;
-        (b, range.start - off..range.end - off)
-    }
-}
-
-const SENT: &str = "a layer's bucket is not sent before the layer is done";
-
-impl ParamSource for BucketSink<'_, '_> {
-    fn params(&self, i: usize, range: Range<usize>) -> &[f32] {
-        let (b, r) = self.local(i, &range);
-        &self.slices[b].as_ref().expect(SENT).0[r]
-    }
-}
-
-impl GradSink for BucketSink<'_, '_> {
-    fn layer(&mut self, i: usize, range: Range<usize>) -> (&[f32], &mut [f32]) {
-        let (b, r) = self.local(i, &range);
-        let (p, g) = self.slices[b].as_mut().expect(SENT);
-        (&p[r.clone()], &mut g[r])
-    }
-
-    fn done(&mut self, i: usize) {
-        let b = self.bucket_of[i];
-        if self.buckets[b].layers.start == i {
-            self.send(b);
-        }
-    }
 }
 
 #[cfg(test)]
