@@ -213,7 +213,7 @@ pub fn profile(data: &[u8]) {
         cores_per_node: p.threads as f64,
         node_speed: 1.0,
         jitter: 0.0,
-        eager_bytes: crate::plan::schedule::EAGER_BYTES,
+        eager_bytes: crate::plan::pipeline_sim::EAGER_BYTES,
     };
     let planner = crate::plan::Plan { model: p.model, cluster, batch: p.batch.min(4096), pins: Default::default() };
     for n in [1, 3, 16] {

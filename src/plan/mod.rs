@@ -9,8 +9,8 @@
 pub mod calibrate;
 mod cost;
 mod model;
+pub mod pipeline_sim;
 pub mod report;
-pub mod schedule;
 
 pub use cost::{
     allgather, allreduce, bubble_fraction, expected_max_normal, inverse_normal, p2p, ring_allreduce, straggle,
@@ -20,7 +20,7 @@ pub use model::{LayerCost, ModelCost};
 
 use crate::parallel::partition::balanced_stages;
 use crate::parallel::pipeline::Schedule;
-use schedule::{simulate, Crossing};
+use pipeline_sim::{simulate, Crossing};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -79,7 +79,7 @@ pub struct Cluster {
     #[serde(default)]
     pub jitter: f64,
     /// MPI's eager limit, bytes: a message up to this size is sent at once, a longer one's rest
-    /// only once its receive is posted (rendezvous; `schedule::EAGER_BYTES` by default).
+    /// only once its receive is posted (rendezvous; `pipeline_sim::EAGER_BYTES` by default).
     #[serde(default = "default_eager")]
     pub eager_bytes: f64,
 }
@@ -89,7 +89,7 @@ fn one() -> f64 {
 }
 
 fn default_eager() -> f64 {
-    schedule::EAGER_BYTES
+    pipeline_sim::EAGER_BYTES
 }
 
 impl Cluster {
@@ -272,7 +272,7 @@ impl Plan {
 
     /// Pipeline of `n` stages (one per node) cut where the largest stage is smallest, `m`
     /// micro-batches, 1F1B (PipeDream-Flush; the default of `convoy train`) or GPipe (Huang et al.
-    /// 2019) as pinned: the step is simulated pass by pass (schedule.rs), each activation and
+    /// 2019) as pinned: the step is simulated pass by pass (pipeline_sim.rs), each activation and
     /// gradient crossing its cut as α + bytes/β, a message over MPI's eager limit only once its
     /// receiver is ready for it (rendezvous). Jitter is not modelled here: a stage waits for one
     /// neighbour at a time, and the schedule's slack absorbs part of a late pass.

@@ -1,6 +1,6 @@
 use super::*;
 use crate::parallel::pipeline::Schedule;
-use schedule::{simulate, Crossing};
+use pipeline_sim::{simulate, Crossing};
 
 fn cluster(gbit: f64, latency: f64) -> Cluster {
     Cluster {
@@ -13,7 +13,7 @@ fn cluster(gbit: f64, latency: f64) -> Cluster {
         cores_per_node: 8.0,
         node_speed: 1.0,
         jitter: 0.0,
-        eager_bytes: schedule::EAGER_BYTES,
+        eager_bytes: pipeline_sim::EAGER_BYTES,
     }
 }
 
@@ -207,12 +207,12 @@ fn a_simulated_pipeline_step_matches_hand_computed_timelines() {
 fn messages_on_one_link_are_served_in_the_order_they_were_sent() {
     // Stage 1's incoming link is wanted by two messages (from 0, then from 2): the first moves;
     // 1 → 2 has its links to itself.
-    assert_eq!(schedule::first_come(&[(0, 1), (2, 1), (1, 2)], 3), vec![true, false, true]);
+    assert_eq!(pipeline_sim::first_come(&[(0, 1), (2, 1), (1, 2)], 3), vec![true, false, true]);
     // Stage 0 sends to 1 and then 2: the second waits for stage 0's outgoing link, and 2 → 1 for
     // stage 1's incoming one, which 0 → 1 holds. In another order, 0 → 2 and 2 → 1 both move.
-    assert_eq!(schedule::first_come(&[(0, 1), (0, 2), (2, 1)], 3), vec![true, false, false]);
-    assert_eq!(schedule::first_come(&[(0, 2), (2, 1), (0, 1)], 3), vec![true, true, false]);
-    assert!(schedule::first_come(&[], 2).is_empty());
+    assert_eq!(pipeline_sim::first_come(&[(0, 1), (0, 2), (2, 1)], 3), vec![true, false, false]);
+    assert_eq!(pipeline_sim::first_come(&[(0, 2), (2, 1), (0, 1)], 3), vec![true, true, false]);
+    assert!(pipeline_sim::first_come(&[], 2).is_empty());
 }
 
 #[test]

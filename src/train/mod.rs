@@ -150,11 +150,7 @@ pub struct StepReport {
 /// (`LocalSgd`), all-reduce data parallelism, a parameter-server client, ... The loop in
 /// `run_worker` does the rest (data, schedule, events, evaluation, saving).
 pub trait Strategy {
-    /// Before the first step: make this worker's parameters the run's initial ones
-    /// (e.g. broadcast from rank 0, or pull from the servers).
-    fn init(&mut self, _params: &mut [f32]) -> Result<(), TrainError> {
-        Ok(())
-    }
+    // What every strategy must do: one step, and its optimizer state for checkpoints.
     /// One step on this worker's shard: compute gradients and update `params` with learning
     /// rate `lr` (strategies whose servers own the schedule ignore it).
     fn step(
@@ -165,6 +161,20 @@ pub trait Strategy {
         batch: &Batch,
         lr: f32,
     ) -> Result<StepReport, TrainError>;
+    /// Names of the optimizer's state buffers (what a checkpoint holds besides the weights).
+    fn state_names(&self) -> Vec<&'static str>;
+    /// The optimizer's whole state (every buffer as long as the parameters) and its update
+    /// count, for a checkpoint. Every worker calls it after the same step; it may communicate.
+    fn optimizer_state(&mut self) -> Result<crate::optim::OptimizerState, TrainError>;
+    /// Restores the optimizer from a checkpoint (buffers named as `state_names`).
+    fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError>;
+
+    // Points of the run a strategy may act at (the defaults suit one worker).
+    /// Before the first step: make this worker's parameters the run's initial ones
+    /// (e.g. broadcast from rank 0, or pull from the servers).
+    fn init(&mut self, _params: &mut [f32]) -> Result<(), TrainError> {
+        Ok(())
+    }
     /// After the last step: make `params` the run's final parameters (e.g. pull from the servers).
     fn finish(&mut self, _params: &mut [f32]) -> Result<(), TrainError> {
         Ok(())
@@ -175,37 +185,34 @@ pub trait Strategy {
     fn stop_now(&mut self, step: u64, world: usize) -> Result<bool, TrainError> {
         Ok(stop::stop_after(step, world))
     }
-    /// Names of the optimizer's state buffers (what a checkpoint holds besides the weights).
-    fn state_names(&self) -> Vec<&'static str>;
-    /// The optimizer's whole state (every buffer as long as the parameters) and its update
-    /// count, for a checkpoint. Every worker calls it after the same step; it may communicate.
-    fn optimizer_state(&mut self) -> Result<crate::optim::OptimizerState, TrainError>;
-    /// Restores the optimizer from a checkpoint (buffers named as `state_names`).
-    fn restore(&mut self, state: &[(String, Vec<f32>)], steps: u64) -> Result<(), TrainError>;
     /// Before a checkpoint: makes `params` hold every worker's current parameters (strategies
     /// that split the model gather them; collective: every worker calls it).
     fn checkpoint_params(&mut self, _params: &mut [f32]) -> Result<(), TrainError> {
         Ok(())
     }
-    /// This worker's parameters where the strategy keeps its own (`owns_params`): the loop looks
-    /// at them after every step (`--on-nonfinite fail`).
-    fn own_params(&self) -> Option<&[f32]> {
-        None
-    }
+
+    // Strategies that split the model and keep their own slices.
     /// True when the strategy keeps its own (sliced) parameters after `init`: the loop then
     /// drops its full-size buffer on every worker but the lead, and passes an empty slice to
     /// `step`; `checkpoint_params` and `finish` fill the lead's.
     fn owns_params(&self) -> bool {
         false
     }
-    /// Events that sum up this worker's strategy at the end of the run (pipeline stages).
-    fn final_events(&self) -> Vec<events::Event> {
-        Vec::new()
+    /// This worker's parameters where the strategy keeps its own (`owns_params`): the loop looks
+    /// at them after every step (`--on-nonfinite fail`).
+    fn own_params(&self) -> Option<&[f32]> {
+        None
     }
+
+    // What a strategy may report: its phases for the timeline and its totals at the end.
     /// Starts recording the phases of each step for the timeline (see `timeline::PhaseLog`).
     fn record_phases(&mut self) {}
     /// Moves the phases recorded since the last call into `out`.
     fn take_phases(&mut self, _out: &mut Vec<timeline::Span>) {}
+    /// Events that sum up this worker's strategy at the end of the run (pipeline stages).
+    fn final_events(&self) -> Vec<events::Event> {
+        Vec::new()
+    }
 }
 
 /// Copies of an optimizer's state buffers and its update count.
