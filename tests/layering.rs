@@ -75,8 +75,8 @@ fn paths_at(s: &str, mut i: usize, prefix: Vec<String>, out: &mut Vec<Vec<String
                     match c {
                         '{' => depth += 1,
                         '}' | ',' if depth == 1 => {
-                            let item = s[start..i + k].trim_start();
-                            let at = i + k - s[start..i + k].len() + (s[start..i + k].len() - item.len());
+                            let item = &s[start..i + k];
+                            let at = start + (item.len() - item.trim_start().len());
                             paths_at(s, at, path.clone(), out);
                             start = i + k + 1;
                             if c == '}' {

@@ -11,7 +11,6 @@ use super::error::internal;
 pub use super::error::ApiError;
 pub use super::launch::LaunchRequest;
 use super::options;
-pub use super::options::{datasets, MAX_WORKERS};
 use super::runner::Runner;
 use super::store::{self, RunFile, RunRecord, RunStatus};
 use axum::body::Bytes;

@@ -72,14 +72,12 @@ impl StrategyKind {
     }
 
     /// Worker `rank`'s strategy (of `workers`) and the part of every global batch it loads.
-    #[allow(clippy::too_many_arguments)] // one worker's whole setting, each named at the call site
     pub(crate) fn build<'c>(
         &self,
         comm: &'c dyn Communicator,
         groups: &'c Groups,
         rank: usize,
         workers: usize,
-        param_count: usize,
         cfg: &TrainConfig,
         net: &Net,
     ) -> Result<(Box<dyn Strategy + 'c>, Shard), TrainError> {
@@ -89,8 +87,8 @@ impl StrategyKind {
                 (Box::new(AllReduce::new(comm, a.clone(), cfg, net)?), Shard { rank, world: workers, leaves, group: 1 })
             }
             StrategyKind::ParamServer(p) => {
-                let ranges = net.layout().buffer_ranges();
-                let client = param_server::Client::new(comm, workers, p, param_count, &cfg.optimizer, ranges)?
+                let (len, ranges) = (net.layout().len(), net.layout().buffer_ranges());
+                let client = param_server::Client::new(comm, workers, p, len, &cfg.optimizer, ranges)?
                     .skip_nonfinite(cfg.on_nonfinite == OnNonFinite::Skip);
                 (Box::new(client), Shard::of(rank, workers))
             }

@@ -179,7 +179,7 @@ impl RankJob {
         let (cfg, kind, rank) = (&self.cfg, &self.pc.strategy, self.rank);
         let net = Net::build(&cfg.model)?;
         let groups = kind.split_groups(comm, rank)?;
-        let (mut strategy, shard) = kind.build(comm, &groups, rank, self.workers, self.param_count, cfg, &net)?;
+        let (mut strategy, shard) = kind.build(comm, &groups, rank, self.workers, cfg, &net)?;
         let mut guarded = guard::Guard {
             inner: strategy.as_mut(),
             rank,

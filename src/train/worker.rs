@@ -39,10 +39,9 @@ impl Run<'_> {
     }
 
     /// Evaluates `params` on the test set (the lead's job).
-    fn evaluate(&self, net: &mut Net, params: &[f32], step: u64, epoch: u64) -> Result<Event, TrainError> {
+    fn evaluate(&self, net: &mut Net, params: &[f32]) -> Result<BatchStats, TrainError> {
         let cfg = self.cfg;
-        let s = evaluate(net, params, self.test_set, cfg.data.crop, 1000, cfg.threads, cfg.backend)?;
-        Ok(eval_event(step, epoch, &s))
+        evaluate(net, params, self.test_set, cfg.data.crop, 1000, cfg.threads, cfg.backend)
     }
 }
 
@@ -157,7 +156,7 @@ pub fn run_worker(
         if at.step.is_multiple_of(run.per_epoch) && at.step < total_steps {
             emit(totals.event(shard.rank, at.step, t0));
             if run.lead && cfg.eval_each_epoch {
-                emit(run.evaluate(&mut net, &params, at.step, at.epoch)?);
+                emit(eval_event(at.step, at.epoch, &run.evaluate(&mut net, &params)?));
             }
         }
         at.epoch += 1;
@@ -310,7 +309,7 @@ fn eval_if_due(
     let epoch_eval = cfg.eval_each_epoch && at.step.is_multiple_of(run.per_epoch);
     if run.lead && cfg.eval_every.is_some_and(|n| at.step.is_multiple_of(n)) && at.step < run.total_steps && !epoch_eval
     {
-        emit(run.evaluate(net, params, at.step, at.epoch)?);
+        emit(eval_event(at.step, at.epoch, &run.evaluate(net, params)?));
     }
     Ok(())
 }
@@ -388,7 +387,7 @@ fn finish(
         return Ok(summary);
     }
     let cfg = run.cfg;
-    let s = evaluate(net, &summary.params, run.test_set, cfg.data.crop, 1000, cfg.threads, cfg.backend)?;
+    let s = run.evaluate(net, &summary.params)?;
     emit(eval_event(summary.steps, epoch.saturating_sub(1), &s));
     summary.test_acc = s.correct as f64 / s.samples.max(1) as f64;
     summary.test_loss = s.loss_sum / s.samples.max(1) as f64;
